@@ -1,0 +1,171 @@
+// codegen.c — the kernel table a plan refers to, and building one LLVM module of all its
+// kernels for a target (target_host.c and target_ptx.c emit it; the .ll is written here).
+//
+// Kernels are kept as specs, not IR: every emission builds its module afresh in its own
+// LLVMContext from the same builders, so the host object, the PTX and the .ll always agree
+// and no LLVM state outlives a call.
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/IRReader.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "codegen_internal.h"
+
+typedef struct cg_kernel {
+  dhx_kernel_spec spec;
+  char name[DHX_NAME_MAX];
+  uint8_t bytes[DHX_SPEC_BYTES_MAX];
+  size_t nbytes;
+} cg_kernel;
+
+struct dhx_codegen {
+  int n, cap;
+  cg_kernel *k;
+  char error[256];
+};
+
+dhx_codegen *dhx_codegen_new(void) { return calloc(1, sizeof(dhx_codegen)); }
+
+void dhx_codegen_free(dhx_codegen *cg) {
+  if (!cg) return;
+  free(cg->k);
+  free(cg);
+}
+
+int dhx_codegen_count(const dhx_codegen *cg) { return cg ? cg->n : 0; }
+
+const char *dhx_codegen_error(const dhx_codegen *cg) { return cg ? cg->error : ""; }
+
+int dhx_codegen_add(dhx_codegen *cg, const dhx_kernel_spec *spec) {
+  if (!cg) return -1;
+  cg->error[0] = 0;
+  if (!dhx_kernel_spec_valid(spec, cg->error, sizeof cg->error)) return -1;
+  cg_kernel k;
+  memset(&k, 0, sizeof k);
+  k.spec.kind = spec->kind;
+  k.spec.type = spec->type;
+  if (spec->kind == DHX_K_ELTWISE) k.spec.ew = spec->ew;  // other kinds: ew stays zeroed
+  if (!dhx_kernel_name(&k.spec, k.name, sizeof k.name)) {
+    dhx_cg_fail(cg->error, sizeof cg->error, "kernel name too long");
+    return -1;
+  }
+  k.nbytes = dhx_kernel_spec_bytes(&k.spec, k.bytes);
+  for (int i = 0; i < cg->n; i++) {
+    if (strcmp(cg->k[i].name, k.name) != 0) continue;
+    if (cg->k[i].nbytes == k.nbytes && memcmp(cg->k[i].bytes, k.bytes, k.nbytes) == 0) return i;
+    // Two different fused specs with the same 64-bit hash: refuse rather than merge them.
+    dhx_cg_fail(cg->error, sizeof cg->error, "kernel name collision on %s", k.name);
+    return -1;
+  }
+  if (cg->n == cg->cap) {
+    int cap = cg->cap ? cg->cap * 2 : 16;
+    cg_kernel *nk = realloc(cg->k, sizeof(cg_kernel) * (size_t)cap);
+    if (!nk) {
+      dhx_cg_fail(cg->error, sizeof cg->error, "out of memory");
+      return -1;
+    }
+    cg->k = nk;
+    cg->cap = cap;
+  }
+  cg->k[cg->n] = k;
+  return cg->n++;
+}
+
+void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out) {
+  memset(out, 0, sizeof *out);
+  if (!cg || i < 0 || i >= cg->n) return;
+  memcpy(out->name, cg->k[i].name, sizeof out->name);
+  int n = dhx_kernel_signature(&cg->k[i].spec, out->arg_types);
+  out->nargs = n < 0 ? 0 : (uint32_t)n;
+}
+
+// The module starts from parsed text because the C API cannot create the one thing needed
+// here: a distinct empty metadata node, which is what an access group (the tag that
+// llvm.loop.parallel_accesses refers to) must be.
+static LLVMModuleRef new_module(LLVMContextRef ctx, LLVMMetadataRef *access_group, char *err,
+                                size_t errlen) {
+  static const char src[] = "!dhx.access_group = !{!0}\n!0 = distinct !{}\n";
+  LLVMMemoryBufferRef buf =
+      LLVMCreateMemoryBufferWithMemoryRangeCopy(src, sizeof src - 1, "dhx_kernels");
+  LLVMModuleRef mod = NULL;
+  char *msg = NULL;
+  if (LLVMParseIRInContext(ctx, buf, &mod, &msg)) {  // takes ownership of buf
+    dhx_cg_fail(err, errlen, "internal error: module template: %s", msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    return NULL;
+  }
+  LLVMValueRef op = NULL;
+  LLVMGetNamedMetadataOperands(mod, "dhx.access_group", &op);
+  *access_group = LLVMValueAsMetadata(op);
+  return mod;
+}
+
+LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx,
+                                       dhx_target target, char *err, size_t errlen) {
+  LLVMMetadataRef ag;
+  LLVMModuleRef mod = new_module(ctx, &ag, err, errlen);
+  if (!mod) return NULL;
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  for (int i = 0; i < cg->n; i++) {
+    const cg_kernel *ck = &cg->k[i];
+    kb k;
+    kb_init(&k, ctx, mod, b, ag, ck->spec.type);
+    LLVMValueRef body = dhx_build_body(&k, &ck->spec, ck->name, 1);
+    if (target == DHX_TGT_PTX) {
+      dhx_build_ptx_entry(&k, &ck->spec, ck->name, body);
+    } else {
+      unsigned lanes = DHX_HOST_COLUMN_BYTES / (ck->spec.type == DHX_KT_F64 ? 8u : 4u);
+      LLVMValueRef vec =
+          dhx_kdesc_of(ck->spec.kind)->columns ? dhx_build_body(&k, &ck->spec, ck->name, lanes)
+                                               : NULL;
+      dhx_build_host_entry(&k, &ck->spec, ck->name, body, vec, lanes);
+    }
+  }
+  LLVMDisposeBuilder(b);
+  char *msg = NULL;
+  if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
+    dhx_cg_fail(err, errlen, "internal error: generated IR does not verify: %s", msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(mod);
+    return NULL;
+  }
+  LLVMDisposeMessage(msg);
+  return mod;
+}
+
+bool dhx_codegen_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char *err, size_t errlen) {
+  LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
+  // The C API's defaults leave SLP vectorisation off (clang turns it on at -O2 and up).
+  LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
+  LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
+  LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
+  LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
+  LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, o);
+  LLVMDisposePassBuilderOptions(o);
+  if (e) {
+    char *m = LLVMGetErrorMessage(e);
+    dhx_cg_fail(err, errlen, "LLVM optimisation failed: %s", m);
+    LLVMDisposeErrorMessage(m);
+    return false;
+  }
+  return true;
+}
+
+bool dhx_codegen_emit_llvm(dhx_codegen *cg, const char *path, char *err, size_t errlen) {
+  if (!cg || !path) return dhx_cg_fail(err, errlen, "no code generator or path");
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_LLVM, err, errlen);
+  bool ok = mod != NULL;
+  if (ok) {
+    char *msg = NULL;
+    if (LLVMPrintModuleToFile(mod, path, &msg)) {
+      ok = dhx_cg_fail(err, errlen, "cannot write %s: %s", path, msg ? msg : "?");
+    }
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(mod);
+  }
+  LLVMContextDispose(ctx);
+  return ok;
+}

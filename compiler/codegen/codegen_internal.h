@@ -1,0 +1,93 @@
+// codegen_internal.h — what the files of compiler/codegen share with each other.
+//
+//   kernel_names.c    the catalogue: names, argument lists, aliasing rules, emitters; spec
+//                     validation and the canonical (hashed) form of fused specs
+//   kernel_*.c        one emitter per kernel kind: the body for one index, in IR
+//   kernel_entry.c    wraps a body into a function, a host entry (slot ABI, index loop) or a
+//                     PTX entry (one index per thread)
+//   codegen.c         the kernel table and building a whole module for one target
+//   target_host.c     x86-64 object → kernels.so;  target_ptx.c  nvptx64 → kernels.ptx
+#ifndef DHX_CODEGEN_INTERNAL_H
+#define DHX_CODEGEN_INTERNAL_H
+
+#include <llvm-c/TargetMachine.h>
+
+#include "ir_builder.h"
+#include "kernels.h"
+
+// Emits the body of one kernel instance. args are the signature's arguments (pointers as
+// generic `ptr`, i64, scalars as k->f), idx the instance's index. For DHX_K_ELTWISE,
+// mod_idx[m] is the element index of the m-th DHX_EW_MOD input (= idx % mod, computed by the
+// caller, which on the host advances it without a division). With k->lanes > 1 (column
+// kernels on the host only) the body computes columns idx .. idx+lanes-1 at once.
+typedef void (*dhx_emit_fn)(kb *k, const dhx_kernel_spec *s, LLVMValueRef *args,
+                            LLVMValueRef idx, LLVMValueRef *mod_idx);
+
+typedef struct dhx_kdesc {
+  const char *name;    // base name; "_f32"/"_f64" is appended
+  const char *args;    // one code per argument: p = pointer to the dtype, q = pointer to i32,
+                       // i = i64, f = floating scalar (f32/f64 as the kernel)
+  uint32_t may_alias;  // bit a set: pointer argument a may alias another argument, so it
+                       // must not be declared noalias
+  bool columns;        // idx is a column and the body loops over rows: the host runs a
+                       // lane-vectorised variant so each row step reads whole cache lines
+  dhx_emit_fn emit;
+} dhx_kdesc;
+
+// The catalogue entry of a kind (for DHX_K_ELTWISE: name "ew", args and may_alias empty —
+// use the functions below, which handle every kind).
+const dhx_kdesc *dhx_kdesc_of(dhx_kernel_kind kind);
+// Argument codes of a (valid) spec, NUL-terminated; returns the count.
+int dhx_kernel_arg_codes(const dhx_kernel_spec *s, char codes[DHX_MAX_ARGS + 1]);
+uint32_t dhx_kernel_may_alias(const dhx_kernel_spec *s);
+// Number of DHX_EW_MOD inputs (0 for other kinds).
+int dhx_kernel_nmod(const dhx_kernel_spec *s);
+// The bytes of a spec that define its kernel (no padding, only fields that matter); equal
+// bytes ⇔ same kernel. Returns the length (<= DHX_SPEC_BYTES_MAX).
+#define DHX_SPEC_BYTES_MAX 640
+size_t dhx_kernel_spec_bytes(const dhx_kernel_spec *s, uint8_t *buf);
+
+// Emitters (kernel_*.c).
+void dhx_emit_embed_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_embed_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_layernorm_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_layernorm_bwd_dx(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_layernorm_bwd_dparams(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_softmax_causal_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_softmax_causal_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_xent_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_xent_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_adamw(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_sumsq(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_colsum(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_eltwise(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+
+// ---- kernel_entry.c ----
+typedef enum { DHX_TGT_LLVM, DHX_TGT_HOST, DHX_TGT_PTX } dhx_target;
+
+// Bytes per row step of a host column body (see dhx_kdesc.columns): two cache lines.
+#define DHX_HOST_COLUMN_BYTES 128
+
+// The body function "dhxb_NAME" (internal, always inlined): (args..., i64 idx, i64 mod_idx...).
+// lanes > 1 gives the column-vectorised variant "dhxb_NAME_xLANES".
+LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, unsigned lanes);
+// "dhxk_NAME"(const dhx_slot *args, i64 begin, i64 end): unpacks the slots and runs the body
+// over [begin, end). body_vec (may be NULL) is the lanes-wide column body.
+LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *name,
+                                  LLVMValueRef body, LLVMValueRef body_vec, unsigned lanes);
+// PTX kernel "NAME"(params in addrspace(1)..., i64 n): one index per thread.
+LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *name,
+                                 LLVMValueRef body);
+
+// ---- codegen.c ----
+// A fresh module in ctx holding every kernel of cg for `target` (no triple or data layout
+// set). Returns NULL and fills err if the IR does not verify.
+LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx,
+                                       dhx_target target, char *err, size_t errlen);
+// Runs an LLVM pass pipeline ("default<O3>") on a module with a target machine.
+bool dhx_codegen_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char *err, size_t errlen);
+// Formats into err (snprintf-style) and returns false.
+bool dhx_cg_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

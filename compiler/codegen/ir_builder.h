@@ -1,0 +1,119 @@
+// ir_builder.h — the small vocabulary the kernel builders (kernel_*.c) write LLVM IR in.
+//
+// A kernel body is emitted through a `kb` (kernel builder): it knows the kernel's float type,
+// how many lanes a value has (1 everywhere except the host's column-vectorised bodies, see
+// kernel_entry.c), and the module-wide access group that marks every kernel memory access so
+// that loops whose iterations are independent can say so to the loop vectoriser
+// (llvm.loop.parallel_accesses). Everything here is target-independent IR.
+#ifndef DHX_IR_BUILDER_H
+#define DHX_IR_BUILDER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llvm-c/Core.h>
+
+#include "kernels.h"
+
+typedef struct kb {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  dhx_ktype type;
+  LLVMTypeRef f;    // the kernel's element type: float or double
+  LLVMTypeRef vt;   // a value of the kernel: f, or <lanes x f>
+  LLVMTypeRef i1, i32, i64, f64, ptr, vd;
+  unsigned lanes;   // 1, or the width of a column-vectorised body
+  LLVMValueRef fn;  // the function being built
+  LLVMMetadataRef access_group;  // distinct !{} shared by all kernel memory accesses
+  unsigned md_access_group, md_loop;
+} kb;
+
+// Binds k to a module (types, metadata kinds, the access group). lanes = 1.
+void kb_init(kb *k, LLVMContextRef ctx, LLVMModuleRef mod, LLVMBuilderRef b,
+             LLVMMetadataRef access_group, dhx_ktype type);
+// Sets the lane count (1 = scalar) and with it k->vt.
+void kb_set_lanes(kb *k, unsigned lanes);
+
+// ---- constants ----
+LLVMValueRef kb_cf(LLVMTypeRef ty, double v);        // float constant, splatted for vectors
+LLVMValueRef kb_ci(LLVMTypeRef ty, long long v);     // integer constant, splatted for vectors
+LLVMValueRef kb_fc(kb *k, double v);                 // constant of type k->vt
+LLVMValueRef kb_i64c(kb *k, int64_t v);
+
+// ---- arithmetic (type-generic: scalars or vectors) ----
+LLVMValueRef kb_add(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_sub(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_mul(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_div(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_neg(kb *k, LLVMValueRef a);
+// a + b marked as a reduction step: reassociation (and contraction) allowed, so the
+// vectoriser may keep per-lane partial sums.
+LLVMValueRef kb_radd(kb *k, LLVMValueRef acc, LLVMValueRef b);
+// max(acc, b) as a reduction step (llvm.maxnum with nnan nsz, which the vectoriser needs).
+LLVMValueRef kb_rmax(kb *k, LLVMValueRef acc, LLVMValueRef b);
+LLVMValueRef kb_fma(kb *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);  // llvm.fmuladd
+LLVMValueRef kb_sqrt(kb *k, LLVMValueRef a);
+LLVMValueRef kb_fabs(kb *k, LLVMValueRef a);
+LLVMValueRef kb_copysign(kb *k, LLVMValueRef mag, LLVMValueRef sign);
+LLVMValueRef kb_rint(kb *k, LLVMValueRef a);
+LLVMValueRef kb_minnum(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_maxnum(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_smin(kb *k, LLVMValueRef a, LLVMValueRef b);  // i64
+LLVMValueRef kb_ilt(kb *k, LLVMValueRef a, LLVMValueRef b);   // signed <
+LLVMValueRef kb_imul(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_iadd(kb *k, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_select(kb *k, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kb_splat(kb *k, LLVMValueRef scalar);  // scalar → k->vt (identity if lanes = 1)
+LLVMValueRef kb_to_f(kb *k, LLVMValueRef i64v);     // i64 → k->f
+// Calls an intrinsic; `over` are the overload types (may be 0).
+LLVMValueRef kb_intrinsic(kb *k, const char *name, LLVMTypeRef *over, unsigned nover,
+                          LLVMValueRef *args, unsigned nargs);
+
+// ---- memory: ptr[index] with an inbounds GEP; every access carries the access group ----
+LLVMValueRef kb_gep(kb *k, LLVMTypeRef elem, LLVMValueRef ptr, LLVMValueRef index);
+LLVMValueRef kb_load(kb *k, LLVMValueRef ptr, LLVMValueRef index);   // k->vt at element index
+void kb_store(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);
+LLVMValueRef kb_load_s(kb *k, LLVMValueRef ptr, LLVMValueRef index);   // one k->f element
+void kb_store_s(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);
+LLVMValueRef kb_load_i32(kb *k, LLVMValueRef ptr, LLVMValueRef index);  // sign-extended to i64
+// out[index] = v, or out[index] += v when `acc` (an i1) is true: a branch, so the
+// overwriting path never reads out.
+void kb_store_acc(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index, LLVMValueRef acc);
+
+// ---- local variables (allocas in the entry block; SROA turns them into registers) ----
+LLVMValueRef kb_var(kb *k, LLVMTypeRef ty, LLVMValueRef init);
+LLVMValueRef kb_get(kb *k, LLVMValueRef var);
+void kb_set(kb *k, LLVMValueRef var, LLVMValueRef v);
+
+// ---- control flow ----
+// for (iv = lo; iv < hi; iv++) — guarded, bottom-tested. `parallel` on the end call promises
+// that the iterations' memory accesses are independent (distinct iterations touch distinct
+// memory, or only read), which lets the vectoriser skip runtime alias checks; true even when
+// an output aliases an input element for element.
+typedef struct kb_loop {
+  LLVMBasicBlockRef header, exit;
+  LLVMValueRef iv, hi;
+} kb_loop;
+LLVMValueRef kb_loop_begin(kb *k, kb_loop *L, LLVMValueRef lo, LLVMValueRef hi, const char *name);
+void kb_loop_end(kb *k, kb_loop *L, bool parallel);
+// Same, with an explicit next value of the induction variable (must be > iv).
+void kb_loop_end_at(kb *k, kb_loop *L, LLVMValueRef next, bool parallel);
+
+typedef struct kb_if {
+  LLVMBasicBlockRef other, end;
+  bool has_else;
+} kb_if;
+void kb_if_begin(kb *k, kb_if *s, LLVMValueRef cond);
+void kb_if_else(kb *k, kb_if *s);
+void kb_if_end(kb *k, kb_if *s);
+
+// ---- math in plain IR (ir_math.c): no libm calls, so the same code runs on the GPU and
+// vectorises on the CPU. Type-generic over float/double scalars and vectors. ----
+LLVMValueRef kb_exp(kb *k, LLVMValueRef x);
+LLVMValueRef kb_log(kb *k, LLVMValueRef x);
+LLVMValueRef kb_tanh(kb *k, LLVMValueRef x);
+LLVMValueRef kb_gelu(kb *k, LLVMValueRef x);
+LLVMValueRef kb_gelu_grad(kb *k, LLVMValueRef x, LLVMValueRef dy);
+
+#endif

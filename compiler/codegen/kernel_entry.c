@@ -1,0 +1,205 @@
+// kernel_entry.c — one kernel body, three ways to call it.
+//
+// The body ("dhxb_NAME", internal, always inlined) computes one index of the kernel's index
+// space from typed arguments; it is the only place a kernel's arithmetic is written. Around it:
+//   * the host entry "dhxk_NAME"(const dhx_slot *args, i64 begin, i64 end) of
+//     runtime/kernel_abi.h unpacks the slots and loops the body over [begin, end). The loop is
+//     marked parallel (distinct indices touch distinct memory — the ABI's contract), which is
+//     what lets LLVM vectorise elementwise kernels even when they run in place;
+//   * the PTX entry "NAME"(typed params..., i64 n) runs index ctaid.x * ntid.x + tid.x;
+//   * the textual .ll (dhxc --emit=llvm) shows the bodies and host entries unoptimised.
+#include <stdio.h>
+#include <string.h>
+
+#include "codegen_internal.h"
+
+#define MAX_PARAMS (DHX_MAX_ARGS + 1 + DHX_EW_MAX_IO)
+
+static LLVMTypeRef code_type(kb *k, char code, unsigned addrspace) {
+  switch (code) {
+  case 'p':
+  case 'q': return LLVMPointerTypeInContext(k->ctx, addrspace);
+  case 'i': return k->i64;
+  default: return k->f;
+  }
+}
+
+static void add_fn_attr(kb *k, LLVMValueRef fn, const char *attr) {
+  unsigned id = LLVMGetEnumAttributeKindForName(attr, strlen(attr));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(k->ctx, id, 0));
+}
+
+// noalias on every pointer parameter the catalogue does not allow to alias.
+static void add_noalias(kb *k, LLVMValueRef fn, const dhx_kernel_spec *s, const char *codes,
+                        int n) {
+  uint32_t alias = dhx_kernel_may_alias(s);
+  unsigned id = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (int i = 0; i < n; i++)
+    if ((codes[i] == 'p' || codes[i] == 'q') && !(alias & (1u << i)))
+      LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(k->ctx, id, 0));
+}
+
+static void begin_function(kb *k, LLVMValueRef fn) {
+  k->fn = fn;
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(k->ctx, fn, "entry");
+  LLVMPositionBuilderAtEnd(k->b, entry);
+}
+
+LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, unsigned lanes) {
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(s, codes), nmod = dhx_kernel_nmod(s);
+  LLVMTypeRef params[MAX_PARAMS];
+  for (int i = 0; i < n; i++) params[i] = code_type(k, codes[i], 0);
+  for (int i = 0; i <= nmod; i++) params[n + i] = k->i64;  // idx, then the MOD indices
+  LLVMTypeRef fty = LLVMFunctionType(k->vd, params, (unsigned)(n + 1 + nmod), 0);
+  char fname[DHX_NAME_MAX + 32];
+  if (lanes > 1) snprintf(fname, sizeof fname, "dhxb_%s_x%u", name, lanes);
+  else snprintf(fname, sizeof fname, "dhxb_%s", name);
+  LLVMValueRef fn = LLVMAddFunction(k->mod, fname, fty);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  add_fn_attr(k, fn, "alwaysinline");
+  add_fn_attr(k, fn, "nounwind");
+  add_noalias(k, fn, s, codes, n);
+
+  begin_function(k, fn);
+  kb_set_lanes(k, lanes);
+  LLVMValueRef args[MAX_PARAMS];
+  for (int i = 0; i < n + 1 + nmod; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
+  dhx_kdesc_of(s->kind)->emit(k, s, args, args[n], args + n + 1);
+  LLVMBuildRetVoid(k->b);
+  kb_set_lanes(k, 1);
+  return fn;
+}
+
+static void call_body(kb *k, LLVMValueRef body, LLVMValueRef *vals, int n, LLVMValueRef idx,
+                      LLVMValueRef *mod_idx, int nmod) {
+  LLVMValueRef args[MAX_PARAMS];
+  for (int i = 0; i < n; i++) args[i] = vals[i];
+  args[n] = idx;
+  for (int i = 0; i < nmod; i++) args[n + 1 + i] = mod_idx[i];
+  LLVMBuildCall2(k->b, LLVMGlobalGetValueType(body), body, args, (unsigned)(n + 1 + nmod), "");
+}
+
+// Fused elementwise kernels with broadcast (MOD) inputs: [begin, end) is cut into runs in
+// which no i % mod wraps, so inside a run every input index is i plus a constant — the inner
+// loop is then as simple as a plain one (contiguous, vectorisable) and needs no division.
+static void host_eltwise_runs(kb *k, const dhx_kernel_spec *s, LLVMValueRef body,
+                              LLVMValueRef *vals, int n, LLVMValueRef begin, LLVMValueRef end) {
+  int nmod = dhx_kernel_nmod(s);
+  LLVMValueRef base[DHX_EW_MAX_IO], mods[DHX_EW_MAX_IO];
+  int m = 0;
+  for (int j = 0; j < s->ew.nin; j++)
+    if (s->ew.in_mode[j] == DHX_EW_MOD) mods[m++] = kb_i64c(k, s->ew.in_mod[j]);
+  kb_loop R, I;
+  LLVMValueRef i0 = kb_loop_begin(k, &R, begin, end, "run");
+  LLVMValueRef run_end = end;
+  for (int j = 0; j < nmod; j++) {
+    base[j] = LLVMBuildURem(k->b, i0, mods[j], "");
+    LLVMValueRef wrap = kb_iadd(k, i0, LLVMBuildSub(k->b, mods[j], base[j], ""));
+    run_end = kb_smin(k, run_end, wrap);
+  }
+  LLVMValueRef i = kb_loop_begin(k, &I, i0, run_end, "elem");
+  LLVMValueRef off = LLVMBuildSub(k->b, i, i0, ""), mi[DHX_EW_MAX_IO];
+  for (int j = 0; j < nmod; j++) mi[j] = kb_iadd(k, base[j], off);
+  call_body(k, body, vals, n, i, mi, nmod);
+  kb_loop_end(k, &I, true);
+  kb_loop_end_at(k, &R, run_end, false);
+}
+
+LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *name,
+                                  LLVMValueRef body, LLVMValueRef body_vec, unsigned lanes) {
+  LLVMTypeRef params[3] = {k->ptr, k->i64, k->i64};
+  LLVMTypeRef fty = LLVMFunctionType(k->vd, params, 3, 0);
+  char fname[DHX_NAME_MAX + 16];
+  snprintf(fname, sizeof fname, "dhxk_%s", name);
+  LLVMValueRef fn = LLVMAddFunction(k->mod, fname, fty);
+  add_fn_attr(k, fn, "nounwind");
+  begin_function(k, fn);
+  LLVMValueRef slots = LLVMGetParam(fn, 0), begin = LLVMGetParam(fn, 1), end = LLVMGetParam(fn, 2);
+
+  // Unpack the slots (dhx_slot: 8 bytes each; .p, .i, or .f as a double).
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(s, codes);
+  LLVMValueRef vals[DHX_MAX_ARGS];
+  for (int i = 0; i < n; i++) {
+    LLVMValueRef idx = kb_i64c(k, i);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(k->b, k->i64, slots, &idx, 1, "");
+    LLVMTypeRef ty = codes[i] == 'i' ? k->i64 : codes[i] == 'f' ? k->f64 : k->ptr;
+    LLVMValueRef v = LLVMBuildLoad2(k->b, ty, p, "");
+    LLVMSetAlignment(v, 8);
+    if (codes[i] == 'f' && k->type == DHX_KT_F32) v = LLVMBuildFPTrunc(k->b, v, k->f, "");
+    vals[i] = v;
+  }
+
+  if (dhx_kernel_nmod(s) > 0) {
+    host_eltwise_runs(k, s, body, vals, n, begin, end);
+  } else if (body_vec && lanes > 1) {
+    // Column kernels: blocks of `lanes` columns through the vector body, then the rest.
+    LLVMValueRef w = kb_i64c(k, lanes);
+    LLVMValueRef nblk = LLVMBuildSDiv(k->b, LLVMBuildSub(k->b, end, begin, ""), w, "");
+    kb_loop B, T;
+    LLVMValueRef q = kb_loop_begin(k, &B, kb_i64c(k, 0), nblk, "blocks");
+    call_body(k, body_vec, vals, n, kb_iadd(k, begin, kb_imul(k, q, w)), NULL, 0);
+    kb_loop_end(k, &B, false);
+    LLVMValueRef done = kb_imul(k, kb_intrinsic(k, "llvm.smax", &k->i64, 1,
+                                                (LLVMValueRef[]){nblk, kb_i64c(k, 0)}, 2), w);
+    LLVMValueRef tail = kb_iadd(k, begin, done);
+    LLVMValueRef c = kb_loop_begin(k, &T, tail, end, "tail");
+    call_body(k, body, vals, n, c, NULL, 0);
+    kb_loop_end(k, &T, false);
+  } else {
+    kb_loop L;
+    LLVMValueRef i = kb_loop_begin(k, &L, begin, end, "index");
+    call_body(k, body, vals, n, i, NULL, 0);
+    kb_loop_end(k, &L, true);
+  }
+  LLVMBuildRetVoid(k->b);
+  return fn;
+}
+
+static LLVMValueRef sreg(kb *k, const char *name) {
+  return LLVMBuildZExt(k->b, kb_intrinsic(k, name, NULL, 0, NULL, 0), k->i64, "");
+}
+
+LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *name,
+                                 LLVMValueRef body) {
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(s, codes);
+  LLVMTypeRef params[DHX_MAX_ARGS + 1];
+  for (int i = 0; i < n; i++) params[i] = code_type(k, codes[i], 1);  // global memory
+  params[n] = k->i64;
+  LLVMTypeRef fty = LLVMFunctionType(k->vd, params, (unsigned)n + 1, 0);
+  LLVMValueRef fn = LLVMAddFunction(k->mod, name, fty);
+  LLVMSetFunctionCallConv(fn, LLVMPTXKernelCallConv);
+  add_fn_attr(k, fn, "nounwind");
+  add_noalias(k, fn, s, codes, n);
+  begin_function(k, fn);
+
+  LLVMValueRef idx = kb_iadd(k, kb_imul(k, sreg(k, "llvm.nvvm.read.ptx.sreg.ctaid.x"),
+                                        sreg(k, "llvm.nvvm.read.ptx.sreg.ntid.x")),
+                             sreg(k, "llvm.nvvm.read.ptx.sreg.tid.x"));
+  kb_if in_range;
+  kb_if_begin(k, &in_range, kb_ilt(k, idx, LLVMGetParam(fn, (unsigned)n)));
+  LLVMValueRef vals[DHX_MAX_ARGS], mi[DHX_EW_MAX_IO];
+  for (int i = 0; i < n; i++) {
+    vals[i] = LLVMGetParam(fn, (unsigned)i);
+    if (codes[i] == 'p' || codes[i] == 'q')
+      vals[i] = LLVMBuildAddrSpaceCast(k->b, vals[i], k->ptr, "");
+  }
+  int nmod = 0;
+  if (s->kind == DHX_K_ELTWISE)
+    for (int j = 0; j < s->ew.nin; j++)
+      if (s->ew.in_mode[j] == DHX_EW_MOD)
+        mi[nmod++] = LLVMBuildURem(k->b, idx, kb_i64c(k, s->ew.in_mod[j]), "");
+  call_body(k, body, vals, n, idx, mi, nmod);
+  kb_if_end(k, &in_range);
+  LLVMBuildRetVoid(k->b);
+
+  // Mark it a kernel both ways: the calling convention (current LLVM) and nvvm.annotations
+  // (what older LLVM and other NVVM tools read).
+  LLVMMetadataRef md[3] = {LLVMValueAsMetadata(fn), LLVMMDStringInContext2(k->ctx, "kernel", 6),
+                           LLVMValueAsMetadata(LLVMConstInt(k->i32, 1, 0))};
+  LLVMAddNamedMetadataOperand(k->mod, "nvvm.annotations",
+                              LLVMMetadataAsValue(k->ctx, LLVMMDNodeInContext2(k->ctx, md, 3)));
+  return fn;
+}

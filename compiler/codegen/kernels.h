@@ -1,0 +1,150 @@
+// kernels.h — the catalogue of generated kernels and the code generator's interface.
+//
+// Each kernel is described once (kernel_*.c build its body as LLVM IR for one index of its
+// index space) and emitted for two targets from the same IR: x86-64 host code linked into
+// kernels.so (runtime/kernel_abi.h: a loop over [begin, end)), and PTX for nvptx64 (one index
+// per thread). Every kernel exists for f32 (what plans use) and f64 (what the finite-difference
+// tests use). Dense matrix products are not kernels: they are GEMM instructions (BLAS).
+//
+// Conventions below: row-major, `idx` is the index a kernel instance computes, n the size of
+// the index space the plan launches. "(+)=" means: add when `accumulate` is non-zero,
+// otherwise overwrite. Pointer arguments are to the kernel's dtype unless marked i32.
+// Aliasing: an output may share memory with another argument only where an entry below says
+// so (always element for element: the same buffer at the same offset); otherwise the code
+// generator declares the pointers noalias. Fused elementwise kernels may compute in place:
+// an output may be the same buffer as a DHX_EW_FULL input (never as a DHX_EW_MOD one).
+#ifndef DHX_KERNELS_H
+#define DHX_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../runtime/plan.h"
+
+typedef enum { DHX_KT_F32 = 0, DHX_KT_F64 = 1 } dhx_ktype;
+
+typedef enum {
+  // (out, tokens:i32, table, i64 C)             idx = row r < rows
+  //   out[r,c] = table[tokens[r], c]
+  DHX_K_EMBED_FWD,
+  // (dtable, tokens:i32, dout, i64 rows, i64 C)  idx = column c < C
+  //   for r < rows: dtable[tokens[r], c] += dout[r, c]
+  DHX_K_EMBED_BWD,
+  // (out, mean, rstd, x, gamma, beta, i64 C, f eps)   idx = row
+  //   mean[r] = mean(x[r,:]); rstd[r] = 1/sqrt(var(x[r,:]) + eps)  (biased variance)
+  //   out[r,c] = (x[r,c] - mean[r]) * rstd[r] * gamma[c] + beta[c]
+  DHX_K_LAYERNORM_FWD,
+  // (dx, dout, x, mean, rstd, gamma, i64 C, i64 accumulate)   idx = row
+  //   xhat = (x-mean)*rstd; g = dout*gamma;
+  //   dx[r,c] (+)= rstd * (g[c] - mean(g) - xhat[c] * mean(g*xhat))
+  DHX_K_LAYERNORM_BWD_DX,
+  // (dgamma, dbeta, dout, x, mean, rstd, i64 rows, i64 C)   idx = column c
+  //   dgamma[c] += sum_r dout[r,c]*xhat[r,c];  dbeta[c] += sum_r dout[r,c]
+  DHX_K_LAYERNORM_BWD_DPARAMS,
+  // (P, S, i64 T, f scale)   idx = row r of a [*, T, T] score tensor; t = r % T
+  //   P[r,j] = exp(scale*S[r,j] - max) / sum for j <= t, 0 for j > t.  P may alias S.
+  DHX_K_SOFTMAX_CAUSAL_FWD,
+  // (dS, dP, P, i64 T, f scale)   idx = row
+  //   dS[r,j] = scale * P[r,j] * (dP[r,j] - sum_k P[r,k]*dP[r,k]).  dS may alias dP.
+  DHX_K_SOFTMAX_CAUSAL_BWD,
+  // (loss, logits, targets:i32, i64 V)   idx = row
+  //   loss[r] = logsumexp(logits[r,:]) - logits[r, targets[r]]
+  //   A target outside [0, V) gives loss NaN (and no one-hot term in XENT_BWD), never an
+  //   out-of-bounds read.
+  DHX_K_XENT_FWD,
+  // (dlogits, logits, targets:i32, i64 V, f scale)   idx = row
+  //   dlogits[r,j] = scale * (softmax(logits[r,:])[j] - (j == targets[r]))
+  //   dlogits may alias logits.
+  DHX_K_XENT_BWD,
+  // (param, grad, m, v, f lr, f beta1, f beta2, f eps, f wd, f bc1, f bc2, f grad_scale)
+  //   idx = element:  g = grad*grad_scale; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+  //   param -= lr * ((m/bc1) / (sqrt(v/bc2) + eps) + wd*param)
+  DHX_K_ADAMW,
+  // (out, x, i64 count, i64 chunk)   idx = chunk k
+  //   out[k] = sum of x[i]^2 for i in [k*chunk, min(count, (k+1)*chunk)), accumulated in f64
+  DHX_K_SUMSQ,
+  // (out, in, i64 rows, i64 m, i64 accumulate)   idx = j < m
+  //   out[j] (+)= sum_r in[r*m + j]
+  DHX_K_COLSUM,
+  // A fused chain of elementwise operations, described by a dhx_ew_spec.
+  DHX_K_ELTWISE,
+  DHX_K_COUNT
+} dhx_kernel_kind;
+
+// ---- fused elementwise kernels --------------------------------------------------------------
+// Signature: (outputs..., inputs..., scalars as f) ; idx = element i < n.
+// Input k is read at i (mode DHX_EW_FULL) or at i % mod (DHX_EW_MOD: a bias broadcast over
+// rows uses mod = C; a positional table broadcast over the batch uses mod = T*C).
+#define DHX_EW_MAX_NODES 32
+#define DHX_EW_MAX_IO 8
+
+typedef enum {
+  DHX_EW_LOAD,      // a = input index
+  DHX_EW_SCALAR,    // a = scalar index
+  DHX_EW_CONST,     // value
+  DHX_EW_ADD, DHX_EW_SUB, DHX_EW_MUL, DHX_EW_DIV,  // a, b = node indices
+  DHX_EW_NEG, DHX_EW_EXP, DHX_EW_LOG, DHX_EW_TANH, DHX_EW_SQRT,  // a
+  // (exp, log, tanh, gelu are computed in IR, no libm: a few ulp in f32, ~1e-15 relative in
+  // f64; exp flushes results below the smallest normal number to zero — ir_math.c)
+  DHX_EW_GELU,      // a: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
+  DHX_EW_GELU_GRAD, // a = x, b = dy: dy * d gelu(x)/dx
+} dhx_ew_op;
+
+typedef enum { DHX_EW_FULL = 0, DHX_EW_MOD = 1 } dhx_ew_mode;
+
+typedef struct dhx_ew_node {
+  uint8_t op;   // dhx_ew_op
+  uint8_t a, b; // operands (node indices, or input/scalar index for LOAD/SCALAR)
+  double value; // CONST
+} dhx_ew_node;
+
+typedef struct dhx_ew_spec {
+  uint8_t nin, nout, nscalars, nnodes;
+  uint8_t in_mode[DHX_EW_MAX_IO];    // dhx_ew_mode
+  int64_t in_mod[DHX_EW_MAX_IO];     // DHX_EW_MOD: the modulus (baked into the kernel)
+  dhx_ew_node nodes[DHX_EW_MAX_NODES];  // in evaluation order; operands precede users
+  uint8_t out_node[DHX_EW_MAX_IO];   // node stored to output k
+  uint8_t out_accumulate[DHX_EW_MAX_IO];  // 1: out[i] += value; 0: out[i] = value
+} dhx_ew_spec;
+
+typedef struct dhx_kernel_spec {
+  dhx_kernel_kind kind;
+  dhx_ktype type;
+  dhx_ew_spec ew;  // DHX_K_ELTWISE only (zeroed otherwise)
+} dhx_kernel_spec;
+
+// Canonical kernel name, e.g. "layernorm_fwd_f32"; fused kernels get a name derived from
+// their spec ("ew_<hash>_f32") so equal specs share one kernel. Returns false if too long.
+bool dhx_kernel_name(const dhx_kernel_spec *spec, char *buf, size_t len);
+// Fills arg_types (dhx_karg_type) and returns the argument count (-1 for an invalid spec).
+int dhx_kernel_signature(const dhx_kernel_spec *spec, uint32_t arg_types[DHX_MAX_ARGS]);
+// Checks a spec: kind and type in range; for DHX_K_ELTWISE the counts within their limits
+// (and outputs + inputs + scalars <= DHX_MAX_ARGS), operands in range and before their users,
+// moduli >= 1. On failure fills err (may be NULL) and returns false.
+bool dhx_kernel_spec_valid(const dhx_kernel_spec *spec, char *err, size_t errlen);
+
+// ---- code generator (codegen.c) -------------------------------------------------------------
+typedef struct dhx_codegen dhx_codegen;
+
+dhx_codegen *dhx_codegen_new(void);
+void dhx_codegen_free(dhx_codegen *cg);
+// Adds a kernel (deduplicated by name) and returns its index in the kernel table, or -1.
+int dhx_codegen_add(dhx_codegen *cg, const dhx_kernel_spec *spec);
+// Why the last dhx_codegen_add returned -1 (invalid spec, name collision); "" otherwise.
+const char *dhx_codegen_error(const dhx_codegen *cg);
+int dhx_codegen_count(const dhx_codegen *cg);
+// Fills a plan kernel-table entry for kernel i.
+void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out);
+// Writes PTX for `sm` ("sm_80", "sm_90"; also sm_86, sm_87, sm_89) to `path`.
+bool dhx_codegen_emit_ptx(dhx_codegen *cg, const char *sm, const char *path, char *err,
+                          size_t errlen);
+// Compiles the kernels for the host CPU (its features, O3, vectorised) into an object and
+// links `so_path` with the system C compiler ($CC, else `cc`, `-shared`). The object needs
+// this CPU's features; DHX_CODEGEN_CPU / DHX_CODEGEN_FEATURES / DHX_CODEGEN_VECTOR_WIDTH
+// override them (target_host.c).
+bool dhx_codegen_emit_host_so(dhx_codegen *cg, const char *so_path, char *err, size_t errlen);
+// Writes the textual LLVM IR of the (target-independent) kernels, for `dhxc --emit=llvm`.
+bool dhx_codegen_emit_llvm(dhx_codegen *cg, const char *path, char *err, size_t errlen);
+
+#endif

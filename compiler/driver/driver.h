@@ -1,0 +1,9 @@
+// driver.h — subcommands of dhxc that are not compilation.
+#ifndef DHX_DRIVER_H
+#define DHX_DRIVER_H
+
+// `dhxc data -o PREFIX [--val-fraction F] FILE...`: byte-level (vocab 256) token shards in
+// llm.c's layout, PREFIX_train.bin and PREFIX_val.bin. argv[0] is "data".
+int dhx_data_main(int argc, char **argv);
+
+#endif

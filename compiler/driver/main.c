@@ -1,0 +1,158 @@
+// main.c — the dhxc command line.
+//
+//   dhxc FILE.dhx -o PLAN_DIR [--set PATH=VALUE]... [-I STDLIB_DIR]
+//   dhxc FILE.dhx --emit=graph|schedule|llvm|ptx [--set ...]
+//   dhxc check FILE.dhx [--set ...]
+//   dhxc data -o PREFIX [--val-fraction F] TEXT_FILE...
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../front/front.h"
+#include "../plan/compile.h"
+#include "driver.h"
+
+#ifndef DHX_STDLIB_DIR
+#define DHX_STDLIB_DIR "stdlib"
+#endif
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dhxc FILE.dhx -o PLAN_DIR [options]     compile a training plan\n"
+          "       dhxc check FILE.dhx [options]           check a program without writing a plan\n"
+          "       dhxc data -o PREFIX [--val-fraction F] FILE...\n"
+          "                                               make byte-level token shards\n"
+          "options:\n"
+          "  --set PATH=VALUE   override a field, e.g. --set schedule.parallel.dp=2\n"
+          "  --emit=KIND        print graph | schedule | llvm | ptx to stdout\n"
+          "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
+          "  -h, --help         this text\n");
+}
+
+typedef struct options {
+  const char *input, *output, *emit;
+  bool check;
+  const char *sets[256];
+  int nsets;
+  const char *dirs[16];
+  int ndirs;
+} options;
+
+static bool parse_args(int argc, char **argv, options *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+      o->output = argv[++i];
+    } else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
+      if (o->nsets == 256) {
+        dhx_error("too many --set options");
+        return false;
+      }
+      o->sets[o->nsets++] = argv[++i];
+    } else if (strncmp(a, "--set=", 6) == 0 && o->nsets < 256) {
+      o->sets[o->nsets++] = a + 6;
+    } else if (strncmp(a, "--emit=", 7) == 0) {
+      o->emit = a + 7;
+    } else if (strcmp(a, "-I") == 0 && i + 1 < argc && o->ndirs < 15) {
+      o->dirs[o->ndirs++] = argv[++i];
+    } else if (a[0] == '-' && a[1]) {
+      dhx_error("unknown option '%s' (see dhxc --help)", a);
+      return false;
+    } else if (!o->input) {
+      o->input = a;
+    } else {
+      dhx_error("more than one input file ('%s' and '%s')", o->input, a);
+      return false;
+    }
+  }
+  if (!o->input) {
+    dhx_error("no input file (see dhxc --help)");
+    return false;
+  }
+  static const char *kinds[] = {"graph", "schedule", "llvm", "ptx"};
+  if (o->emit) {
+    bool known = false;
+    for (int k = 0; k < 4; k++) known |= strcmp(o->emit, kinds[k]) == 0;
+    if (!known) {
+      dhx_error("unknown --emit kind '%s' (graph, schedule, llvm or ptx)", o->emit);
+      return false;
+    }
+  }
+  if (!o->check && !o->emit && !o->output) {
+    dhx_error("no output: give -o PLAN_DIR, --emit=KIND, or use 'dhxc check'");
+    return false;
+  }
+  return true;
+}
+
+static int emit(dhx_compiled *c, const char *kind) {
+  char err[1024];
+  bool ok = true;
+  if (strcmp(kind, "graph") == 0) {
+    dhx_graph_dump(&c->graph, stdout);
+  } else if (strcmp(kind, "schedule") == 0) {
+    dhx_plan_print(&c->plan, stdout);
+  } else if (strcmp(kind, "llvm") == 0) {
+    fflush(stdout);
+    ok = dhx_codegen_emit_llvm(c->cg, "/dev/stdout", err, sizeof err);
+  } else {
+    fflush(stdout);
+    ok = dhx_codegen_emit_ptx(c->cg, "sm_90", "/dev/stdout", err, sizeof err);
+  }
+  if (!ok) dhx_error("%s", err);
+  return ok ? 0 : 1;
+}
+
+static int compile_main(options *o) {
+  const char *dirs[18];
+  int nd = 0;
+  for (int i = 0; i < o->ndirs; i++) dirs[nd++] = o->dirs[i];
+  const char *env = getenv("DHX_STDLIB");
+  if (env && *env) dirs[nd++] = env;
+  dirs[nd++] = DHX_STDLIB_DIR;
+
+  dhx_program *prog = dhx_load_program(o->input, dirs, nd);
+  if (!prog) return 1;
+  int rc = 1;
+  for (int i = 0; i < o->nsets && dhx_diag.errors == 0; i++) dhx_apply_override(prog, o->sets[i]);
+  dhx_config cfg;
+  bool library = false;
+  if (dhx_diag.errors == 0 && dhx_read_config(prog, &cfg) && dhx_diag.errors == 0) {
+    // `dhxc check` of a module without a model instance (a stdlib module) checks what the
+    // module defines; there is no model to compile.
+    library = o->check && !o->emit && !cfg.model_inst;
+  }
+  if (library) {
+    rc = 0;
+  } else if (dhx_diag.errors == 0) {
+    dhx_compiled c;
+    if (dhx_compile(prog, &cfg, &c) && dhx_diag.errors == 0) {
+      rc = 0;
+      if (o->emit) rc = emit(&c, o->emit);
+      if (rc == 0 && o->output && !dhx_write_plan_dir(&c, o->output)) rc = 1;
+    }
+    dhx_compiled_free(&c);
+  }
+  dhx_program_free(prog);
+  return rc == 0 && dhx_diag.errors == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+    usage(stdout);
+    return 0;
+  }
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+    printf("dhxc 0.1 (plan format %d)\n", DHX_PLAN_VERSION);
+    return 0;
+  }
+  if (argc >= 2 && strcmp(argv[1], "data") == 0) return dhx_data_main(argc - 1, argv + 1);
+  options o = {0};
+  if (argc >= 2 && strcmp(argv[1], "check") == 0) {
+    o.check = true;
+    argv++;
+    argc--;
+  }
+  if (!parse_args(argc, argv, &o)) return 1;
+  return compile_main(&o);
+}

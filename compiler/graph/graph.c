@@ -1,0 +1,158 @@
+// graph.c — construction helpers for tensors, nodes and low-level ops, and the text dump
+// behind `dhxc --emit=graph`.
+#include "graph.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *grow(void *p, int *cap, int need, size_t elem) {
+  if (need <= *cap) return p;
+  int c = *cap ? *cap : 16;
+  while (c < need) c *= 2;
+  void *q = realloc(p, (size_t)c * elem);
+  if (!q) {
+    fprintf(stderr, "dhxc: error: out of memory\n");
+    exit(1);
+  }
+  memset((char *)q + (size_t)*cap * elem, 0, (size_t)(c - *cap) * elem);
+  *cap = c;
+  return q;
+}
+
+void dhx_graph_init(dhx_graph *g) {
+  memset(g, 0, sizeof *g);
+  g->tokens = g->targets = g->losses = -1;
+}
+
+void dhx_graph_free(dhx_graph *g) {
+  free(g->tensors);
+  free(g->nodes);
+  for (int i = 0; i < DHX_PROG_COUNT; i++) free(g->prog[i].ops);
+  memset(g, 0, sizeof *g);
+}
+
+int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dtype dt, int ndim,
+                   const int64_t *shape) {
+  g->tensors = grow(g->tensors, &g->captensors, g->ntensors + 1, sizeof(dhx_tensor));
+  int id = g->ntensors++;
+  dhx_tensor *t = &g->tensors[id];
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->kind = kind;
+  t->dtype = dt;
+  t->ndim = ndim;
+  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+  t->grad = t->opt_m = t->opt_v = t->view_of = -1;
+  t->offset = -1;
+  t->first_use = t->last_use = -1;
+  t->program = -1;
+  return id;
+}
+
+int64_t dhx_tensor_elems(const dhx_tensor *t) {
+  if (t->kind == DHX_T_VIEW) return t->view_elems;
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+  return n;
+}
+
+int64_t dhx_tensor_cols(const dhx_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+
+int64_t dhx_tensor_rows(const dhx_tensor *t) { return dhx_tensor_elems(t) / dhx_tensor_cols(t); }
+
+int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope) {
+  g->nodes = grow(g->nodes, &g->capnodes, g->nnodes + 1, sizeof(dhx_node));
+  int id = g->nnodes++;
+  dhx_node *n = &g->nodes[id];
+  n->op = op;
+  n->out = -1;
+  if (loc) n->loc = *loc;
+  snprintf(n->scope, sizeof n->scope, "%s", scope ? scope : "");
+  return id;
+}
+
+dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note) {
+  l->ops = grow(l->ops, &l->cap, l->n + 1, sizeof(dhx_lop));
+  dhx_lop *op = &l->ops[l->n++];
+  memset(op, 0, sizeof *op);
+  op->kind = kind;
+  op->stream = stream;
+  op->comm = op->event = -1;
+  if (stream + 1 > l->nstreams) l->nstreams = stream + 1;
+  snprintf(op->note, sizeof op->note, "%s", note ? note : "");
+  return op;
+}
+
+dhx_operand dhx_buf(int tensor, int64_t elem) {
+  return (dhx_operand){.tensor = tensor, .elem = elem, .reg = -1, .kind = DHX_ARG_BUF};
+}
+dhx_operand dhx_i64(int64_t v) {
+  return (dhx_operand){.tensor = -1, .i = v, .reg = -1, .kind = DHX_ARG_I64};
+}
+dhx_operand dhx_f64(double v) {
+  return (dhx_operand){.tensor = -1, .f = v, .reg = -1, .kind = DHX_ARG_F64};
+}
+dhx_operand dhx_regarg(int reg) {
+  return (dhx_operand){.tensor = -1, .i = reg, .reg = reg, .kind = DHX_ARG_REG};
+}
+
+const char *dhx_node_op_name(dhx_node_op op) {
+  static const char *names[] = {"embedding", "pos_embedding", "layernorm",     "linear",
+                                "attention", "gelu",          "add",           "cross_entropy"};
+  return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
+}
+
+static void dump_shape(FILE *f, const dhx_tensor *t) {
+  fprintf(f, "[");
+  for (int i = 0; i < t->ndim; i++) fprintf(f, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  fprintf(f, "]");
+}
+
+static const char *prog_name(int p) {
+  static const char *names[] = {"BEGIN", "MICRO", "STEP", "EVAL"};
+  return names[p];
+}
+
+static const char *lop_name(dhx_lop_kind k) {
+  static const char *names[] = {"gemm", "kernel", "ew", "zero", "allreduce", "grad_norm",
+                                "record", "wait"};
+  return names[k];
+}
+
+void dhx_graph_dump(const dhx_graph *g, void *file) {
+  FILE *f = file;
+  fprintf(f, "graph %s: %d nodes, %d tensors, %lld parameters\n", g->model_name, g->nnodes,
+          g->ntensors, (long long)g->n_params);
+  for (int i = 0; i < g->nnodes; i++) {
+    const dhx_node *n = &g->nodes[i];
+    const dhx_tensor *o = &g->tensors[n->out];
+    fprintf(f, "  %%%d = %s(", n->out, dhx_node_op_name(n->op));
+    for (int j = 0; j < n->nin; j++) fprintf(f, "%s%%%d", j ? ", " : "", n->in[j]);
+    fprintf(f, ") ");
+    dump_shape(f, o);
+    fprintf(f, "  # %s\n", n->scope);
+  }
+  for (int p = 0; p < DHX_PROG_COUNT; p++) {
+    const dhx_oplist *l = &g->prog[p];
+    fprintf(f, "program %s: %d ops, %d streams\n", prog_name(p), l->n, l->nstreams);
+    for (int i = 0; i < l->n; i++) {
+      const dhx_lop *op = &l->ops[i];
+      if (op->dead) continue;
+      fprintf(f, "  [s%d] %-9s", op->stream, lop_name(op->kind));
+      for (int j = 0; j < op->nargs; j++) {
+        const dhx_operand *a = &op->args[j];
+        if (a->kind == DHX_ARG_BUF) {
+          fprintf(f, " %s", g->tensors[a->tensor].name);
+          if (a->elem) fprintf(f, "+%lld", (long long)a->elem);
+        } else if (a->kind == DHX_ARG_I64) {
+          fprintf(f, " %lld", (long long)a->i);
+        } else if (a->kind == DHX_ARG_REG) {
+          fprintf(f, " r%d", a->reg);
+        } else {
+          fprintf(f, " %g", a->f);
+        }
+      }
+      fprintf(f, "   # %s\n", op->note);
+    }
+  }
+}

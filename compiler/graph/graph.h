@@ -1,0 +1,169 @@
+// graph.h — the operator graph and the low-level op list it lowers to.
+//
+// Two levels, both plain arrays indexed by id:
+//
+//  * The operator graph (dhx_node): what the model computes, one node per primitive op of the
+//    language (embedding, layernorm, linear, attention, gelu, add, cross_entropy...), built by
+//    elaborate.c from a model instance. Nothing here knows what a GPT is.
+//
+//  * The low-level ops (dhx_lop): what a rank executes. Forward nodes lower to GEMMs, kernel
+//    launches and elementwise expressions (lower.c); autodiff.c walks the graph backwards and
+//    appends the backward ops; optimizer.c appends reduction, clipping and AdamW. fuse.c merges
+//    chains of elementwise ops into one kernel, memplan.c gives every tensor an arena offset and
+//    emit.c writes the plan.
+//
+// Tensors are shared by both levels.
+#ifndef DHX_GRAPH_H
+#define DHX_GRAPH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../codegen/kernels.h"
+#include "../front/ast.h"
+#include "../../runtime/plan.h"
+
+#define DHX_MAX_NODE_IO 4
+
+typedef enum {
+  DHX_T_ACT = 0,   // activation or activation gradient (planned per program)
+  DHX_T_PARAM,     // trained weight
+  DHX_T_GRAD,      // gradient of a weight
+  DHX_T_OPT_M, DHX_T_OPT_V,
+  DHX_T_TOKENS, DHX_T_TARGETS, DHX_T_LOSSES,
+  DHX_T_SCRATCH,   // persistent helper storage (norm partials)
+  DHX_T_VIEW,      // a window onto a contiguous run of persistent tensors (all gradients...)
+} dhx_tensor_kind;
+
+typedef struct dhx_tensor {
+  char name[DHX_NAME_MAX];
+  dhx_tensor_kind kind;
+  dhx_dtype dtype;
+  int ndim;
+  int64_t shape[DHX_MAX_DIMS];
+  // parameters
+  dhx_init_kind init;
+  float init_std;
+  bool decay;
+  int grad, opt_m, opt_v;   // tensor ids, -1 when absent
+  // views: the first tensor of the run and the element count
+  int view_of;
+  int64_t view_elems;
+  // memory planning
+  int64_t offset;           // bytes in the rank arena, -1 until planned
+  int first_use, last_use;  // op indices in the program that owns it (activations)
+  int program;              // DHX_PROG_* owning an activation, -1 for persistent tensors
+} dhx_tensor;
+
+typedef enum {
+  DHX_N_EMBEDDING,     // in: tokens, table          out: [.., dim]
+  DHX_N_POS_EMBEDDING, // in: x, table [seq, dim]     out: x + table (broadcast over batch)
+  DHX_N_LAYERNORM,     // in: x, gamma, beta          out: y   saved: mean, rstd
+  DHX_N_LINEAR,        // in: x, w [in, out], b?      out: y
+  DHX_N_ATTENTION,     // in: qkv [.., 3*dim]         out: o [.., dim]  saved: probs
+  DHX_N_GELU,          // in: x                       out: y
+  DHX_N_ADD,           // in: a, b                    out: a + b
+  DHX_N_CROSS_ENTROPY, // in: logits, targets         out: per-position losses
+} dhx_node_op;
+
+typedef struct dhx_node {
+  dhx_node_op op;
+  int in[DHX_MAX_NODE_IO], nin;
+  int out;                   // result tensor
+  int saved[2], nsaved;      // tensors the backward needs that the forward makes
+  int heads;                 // attention
+  bool causal;               // attention
+  double eps;                // layernorm
+  int split;                 // 0 none, 1 col, 2 row (@split annotation, for tensor parallelism)
+  char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
+  dhx_loc loc;               // the call in the source
+} dhx_node;
+
+typedef enum {
+  DHX_L_GEMM,
+  DHX_L_KERNEL,     // a catalogue kernel (not elementwise)
+  DHX_L_EW,         // an elementwise expression (fusable)
+  DHX_L_ZERO,
+  DHX_L_ALLREDUCE,
+  DHX_L_GRAD_NORM,
+  DHX_L_RECORD, DHX_L_WAIT,
+} dhx_lop_kind;
+
+// An operand: a tensor plus an element offset into it, or a scalar.
+typedef struct dhx_operand {
+  int tensor;       // -1 for scalars
+  int64_t elem;     // element offset into the tensor
+  int64_t i;        // DHX_ARG_I64
+  double f;         // DHX_ARG_F64
+  int reg;          // >= 0: a register instead of f
+  uint8_t kind;     // dhx_arg_kind
+} dhx_operand;
+
+typedef struct dhx_lop {
+  dhx_lop_kind kind;
+  int stream;
+  dhx_kernel_spec kspec;       // KERNEL, EW
+  int64_t n;                   // index space (KERNEL/EW)
+  dhx_operand args[DHX_MAX_ARGS];
+  int nargs;
+  dhx_plan_gemm gemm;          // GEMM: args[0..2] = A, B, C
+  int comm, event;
+  bool dead;                   // removed by a pass
+  char note[DHX_NAME_MAX];
+} dhx_lop;
+
+typedef struct dhx_oplist {
+  dhx_lop *ops;
+  int n, cap;
+  int nstreams, nevents;
+} dhx_oplist;
+
+typedef struct dhx_graph {
+  dhx_tensor *tensors;
+  int ntensors, captensors;
+  dhx_node *nodes;
+  int nnodes, capnodes;
+  int tokens, targets, losses;   // input and loss tensors
+  int micro_batch, seq, vocab;
+  int64_t n_params;
+  char model_name[DHX_NAME_MAX];
+  dhx_oplist prog[DHX_PROG_COUNT];
+} dhx_graph;
+
+// graph.c
+void dhx_graph_init(dhx_graph *g);
+void dhx_graph_free(dhx_graph *g);
+int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dtype dt, int ndim,
+                   const int64_t *shape);
+int64_t dhx_tensor_elems(const dhx_tensor *t);
+int64_t dhx_tensor_rows(const dhx_tensor *t);  // product of all dims but the last
+int64_t dhx_tensor_cols(const dhx_tensor *t);  // last dim
+int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope);
+dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note);
+dhx_operand dhx_buf(int tensor, int64_t elem);
+dhx_operand dhx_i64(int64_t v);
+dhx_operand dhx_f64(double v);
+dhx_operand dhx_regarg(int reg);
+const char *dhx_node_op_name(dhx_node_op op);
+void dhx_graph_dump(const dhx_graph *g, void *file /* FILE* */);
+
+// The parallel layout and training setup the lowering needs.
+typedef struct dhx_lower_opts {
+  int dp, dp_rank, accum_steps;
+  double grad_clip, beta1, beta2, eps, weight_decay;
+  int comm_dp;       // communicator id of this rank's data-parallel group
+} dhx_lower_opts;
+
+// lower.c: forward ops of the graph into `l` (loss forward included).
+void dhx_lower_forward(dhx_graph *g, dhx_oplist *l);
+// autodiff.c: the backward of every node, in reverse, into `l`; the loss gradient is seeded
+// with `loss_scale` (1 / positions in the global batch).
+void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale);
+// optimizer.c: gradient views, BEGIN (zeroing) and STEP (all-reduce, clipping, AdamW).
+void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o);
+// fuse.c: merges chains of elementwise ops; returns how many ops it removed.
+int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
+// memplan.c: offsets for every tensor; returns the arena size in bytes.
+int64_t dhx_plan_memory(dhx_graph *g);
+
+#endif

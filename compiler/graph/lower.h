@@ -1,0 +1,37 @@
+// lower.h — helpers shared by the passes that append low-level ops (lower.c, autodiff.c,
+// optimizer.c): GEMMs, catalogue kernels, and a small builder for elementwise expressions.
+#ifndef DHX_LOWER_H
+#define DHX_LOWER_H
+
+#include "graph.h"
+
+// C[m×n] = alpha * op(A) op(B) + beta * C, row-major, unbatched.
+dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_t m, int64_t n,
+                       int64_t k, dhx_operand a, int64_t lda, dhx_operand b, int64_t ldb,
+                       dhx_operand c, int64_t ldc, double beta);
+// Sets the two batch levels of a GEMM: counts and element strides of A, B, C.
+void dhx_gemm_batch(dhx_lop *op, int level, int64_t count, int64_t sa, int64_t sb, int64_t sc);
+
+// A catalogue kernel in f32 over index space n with `nargs` operands.
+dhx_lop *dhx_emit_kernel(dhx_oplist *l, dhx_kernel_kind kind, int64_t n, const char *note,
+                         int nargs, const dhx_operand *args);
+
+// Elementwise expression builder.
+typedef struct dhx_ewb {
+  dhx_ew_spec s;
+  dhx_operand outs[DHX_EW_MAX_IO], ins[DHX_EW_MAX_IO], scalars[DHX_EW_MAX_IO];
+} dhx_ewb;
+
+void dhx_ewb_init(dhx_ewb *b);
+int dhx_ewb_load(dhx_ewb *b, dhx_operand in, int64_t mod /* 0 = full */);
+int dhx_ewb_scalar(dhx_ewb *b, dhx_operand s);
+int dhx_ewb_const(dhx_ewb *b, double v);
+int dhx_ewb_op(dhx_ewb *b, dhx_ew_op op, int a, int c);
+void dhx_ewb_store(dhx_ewb *b, int node, dhx_operand out, bool accumulate);
+dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *note);
+
+// Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
+void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
+                     const dhx_operand **scalars);
+
+#endif

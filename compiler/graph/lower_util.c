@@ -1,0 +1,99 @@
+// lower_util.c — emitting GEMMs, kernels and elementwise expressions into an op list.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lower.h"
+
+dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_t m, int64_t n,
+                       int64_t k, dhx_operand a, int64_t lda, dhx_operand b, int64_t ldb,
+                       dhx_operand c, int64_t ldc, double beta) {
+  dhx_lop *op = dhx_lop_push(l, DHX_L_GEMM, 0, note);
+  op->gemm = (dhx_plan_gemm){.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .lda = lda,
+                             .ldb = ldb, .ldc = ldc, .alpha = 1.0, .beta = beta,
+                             .batch = {1, 1}};
+  op->args[0] = a;
+  op->args[1] = b;
+  op->args[2] = c;
+  op->nargs = 3;
+  return op;
+}
+
+void dhx_gemm_batch(dhx_lop *op, int level, int64_t count, int64_t sa, int64_t sb, int64_t sc) {
+  op->gemm.batch[level] = count;
+  op->gemm.stride_a[level] = sa;
+  op->gemm.stride_b[level] = sb;
+  op->gemm.stride_c[level] = sc;
+}
+
+dhx_lop *dhx_emit_kernel(dhx_oplist *l, dhx_kernel_kind kind, int64_t n, const char *note,
+                         int nargs, const dhx_operand *args) {
+  dhx_lop *op = dhx_lop_push(l, DHX_L_KERNEL, 0, note);
+  op->kspec.kind = kind;
+  op->kspec.type = DHX_KT_F32;
+  op->n = n;
+  op->nargs = nargs;
+  memcpy(op->args, args, sizeof(dhx_operand) * (size_t)nargs);
+  return op;
+}
+
+void dhx_ewb_init(dhx_ewb *b) { memset(b, 0, sizeof *b); }
+
+static int push_node(dhx_ewb *b, dhx_ew_node n) {
+  if (b->s.nnodes >= DHX_EW_MAX_NODES) {
+    fprintf(stderr, "dhxc: internal error: elementwise expression too large\n");
+    abort();
+  }
+  b->s.nodes[b->s.nnodes] = n;
+  return b->s.nnodes++;
+}
+
+int dhx_ewb_load(dhx_ewb *b, dhx_operand in, int64_t mod) {
+  int k = b->s.nin++;
+  b->ins[k] = in;
+  b->s.in_mode[k] = mod ? DHX_EW_MOD : DHX_EW_FULL;
+  b->s.in_mod[k] = mod;
+  return push_node(b, (dhx_ew_node){.op = DHX_EW_LOAD, .a = (uint8_t)k});
+}
+
+int dhx_ewb_scalar(dhx_ewb *b, dhx_operand s) {
+  int k = b->s.nscalars++;
+  b->scalars[k] = s;
+  return push_node(b, (dhx_ew_node){.op = DHX_EW_SCALAR, .a = (uint8_t)k});
+}
+
+int dhx_ewb_const(dhx_ewb *b, double v) {
+  return push_node(b, (dhx_ew_node){.op = DHX_EW_CONST, .value = v});
+}
+
+int dhx_ewb_op(dhx_ewb *b, dhx_ew_op op, int a, int c) {
+  return push_node(b, (dhx_ew_node){.op = (uint8_t)op, .a = (uint8_t)a, .b = (uint8_t)c});
+}
+
+void dhx_ewb_store(dhx_ewb *b, int node, dhx_operand out, bool accumulate) {
+  int k = b->s.nout++;
+  b->outs[k] = out;
+  b->s.out_node[k] = (uint8_t)node;
+  b->s.out_accumulate[k] = accumulate;
+}
+
+dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *note) {
+  dhx_lop *op = dhx_lop_push(l, DHX_L_EW, 0, note);
+  op->kspec.kind = DHX_K_ELTWISE;
+  op->kspec.type = DHX_KT_F32;
+  op->kspec.ew = b->s;
+  op->n = n;
+  int k = 0;
+  for (int i = 0; i < b->s.nout; i++) op->args[k++] = b->outs[i];
+  for (int i = 0; i < b->s.nin; i++) op->args[k++] = b->ins[i];
+  for (int i = 0; i < b->s.nscalars; i++) op->args[k++] = b->scalars[i];
+  op->nargs = k;
+  return op;
+}
+
+void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
+                     const dhx_operand **scalars) {
+  *outs = &op->args[0];
+  *ins = &op->args[op->kspec.ew.nout];
+  *scalars = &op->args[op->kspec.ew.nout + op->kspec.ew.nin];
+}

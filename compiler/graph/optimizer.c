@@ -1,0 +1,134 @@
+// optimizer.c — the once-per-step programs: BEGIN zeroes the gradients; STEP reduces them
+// across data-parallel ranks, measures their global norm for clipping, and applies AdamW.
+//
+// The memory planner lays parameters out in two contiguous groups (with weight decay, then
+// without), and gradients and both moments mirror that order, so each of these is one op over
+// one window ("view") of the arena instead of one op per tensor.
+#include <stdio.h>
+#include <string.h>
+
+#include "lower.h"
+
+#define SUMSQ_CHUNK 16384  // fixed, so the norm's summation order does not depend on threads
+
+static int add_state(dhx_graph *g, int p, const char *prefix, dhx_tensor_kind kind) {
+  char name[DHX_NAME_MAX + 8];
+  snprintf(name, sizeof name, "%s%s", prefix, g->tensors[p].name);
+  int64_t shape[DHX_MAX_DIMS];
+  memcpy(shape, g->tensors[p].shape, sizeof shape);
+  return dhx_tensor_new(g, name, kind, DHX_F32, g->tensors[p].ndim, shape);
+}
+
+void dhx_create_param_state(dhx_graph *g) {
+  int n = g->ntensors;
+  for (int i = 0; i < n; i++) {
+    if (g->tensors[i].kind != DHX_T_PARAM) continue;
+    int d = add_state(g, i, "grad.", DHX_T_GRAD);
+    int m = add_state(g, i, "adam_m.", DHX_T_OPT_M);
+    int v = add_state(g, i, "adam_v.", DHX_T_OPT_V);
+    g->tensors[i].grad = d;
+    g->tensors[i].opt_m = m;
+    g->tensors[i].opt_v = v;
+  }
+}
+
+// A view over the run of `kind` tensors in the planner's order, restricted to decay or not.
+// Its extent is fixed later by the memory planner (dhx_plan_memory); here it only records
+// which run it covers through its name and kind.
+static int new_view(dhx_graph *g, const char *name) {
+  int64_t one = 1;
+  int v = dhx_tensor_new(g, name, DHX_T_VIEW, DHX_F32, 1, &one);
+  return v;
+}
+
+int dhx_view_id(const dhx_graph *g, const char *name) {
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].kind == DHX_T_VIEW && strcmp(g->tensors[i].name, name) == 0) return i;
+  return -1;
+}
+
+void dhx_create_views(dhx_graph *g) {
+  static const char *names[] = {"params[decay]",  "params[no_decay]", "grads[decay]",
+                                "grads[no_decay]", "adam_m[decay]",    "adam_m[no_decay]",
+                                "adam_v[decay]",  "adam_v[no_decay]", "grads[all]"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) new_view(g, names[i]);
+}
+
+static void emit_adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, const char *group,
+                       double wd) {
+  char pn[64], gn[64], mn[64], vn[64];
+  snprintf(pn, sizeof pn, "params[%s]", group);
+  snprintf(gn, sizeof gn, "grads[%s]", group);
+  snprintf(mn, sizeof mn, "adam_m[%s]", group);
+  snprintf(vn, sizeof vn, "adam_v[%s]", group);
+  int p = dhx_view_id(g, pn);
+  if (g->tensors[p].view_elems == 0) return;  // no tensors in this group
+  char note[DHX_NAME_MAX];
+  snprintf(note, sizeof note, "adamw %s", group);
+  dhx_operand a[] = {dhx_buf(p, 0),
+                     dhx_buf(dhx_view_id(g, gn), 0),
+                     dhx_buf(dhx_view_id(g, mn), 0),
+                     dhx_buf(dhx_view_id(g, vn), 0),
+                     dhx_regarg(DHX_REG_LR),
+                     dhx_f64(o->beta1),
+                     dhx_f64(o->beta2),
+                     dhx_f64(o->eps),
+                     dhx_f64(wd),
+                     dhx_regarg(DHX_REG_BC1),
+                     dhx_regarg(DHX_REG_BC2),
+                     dhx_regarg(DHX_REG_CLIP_SCALE)};
+  dhx_emit_kernel(l, DHX_K_ADAMW, g->tensors[p].view_elems, note, 12, a);
+}
+
+// Needs the views sized: call after dhx_plan_memory has placed the persistent tensors.
+void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
+  int all = dhx_view_id(g, "grads[all]");
+  int64_t count = g->tensors[all].view_elems;
+
+  dhx_oplist *begin = &g->prog[DHX_PROG_BEGIN];
+  dhx_lop *z = dhx_lop_push(begin, DHX_L_ZERO, 0, "zero all gradients");
+  z->args[0] = dhx_buf(all, 0);
+  z->args[1] = dhx_i64(count * 4);
+  z->nargs = 2;
+
+  dhx_oplist *step = &g->prog[DHX_PROG_STEP];
+  if (o->dp > 1) {
+    // The reduction runs on the communication stream; compute waits for it by event.
+    dhx_lop *ar = dhx_lop_push(step, DHX_L_ALLREDUCE, 1, "data-parallel gradient sum");
+    ar->args[0] = dhx_buf(all, 0);
+    ar->args[1] = dhx_i64(count);
+    ar->nargs = 2;
+    ar->comm = o->comm_dp;
+    dhx_lop *rec = dhx_lop_push(step, DHX_L_RECORD, 1, "gradients reduced");
+    rec->event = 0;
+    dhx_lop *w = dhx_lop_push(step, DHX_L_WAIT, 0, "gradients reduced");
+    w->event = 0;
+    step->nevents = 1;
+  }
+  int64_t chunks = (count + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+  int partials = -1;
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].kind == DHX_T_SCRATCH && strcmp(g->tensors[i].name, "grad_norm.partials") == 0)
+      partials = i;
+  dhx_operand sq[] = {dhx_buf(partials, 0), dhx_buf(all, 0), dhx_i64(count),
+                      dhx_i64(SUMSQ_CHUNK)};
+  dhx_emit_kernel(step, DHX_K_SUMSQ, chunks, "gradient sum of squares", 4, sq);
+  dhx_lop *gn = dhx_lop_push(step, DHX_L_GRAD_NORM, 0, "global norm and clip scale");
+  gn->args[0] = dhx_buf(partials, 0);
+  gn->args[1] = dhx_i64(chunks);
+  gn->args[2] = dhx_f64(o->grad_clip);
+  gn->nargs = 3;
+  emit_adamw(g, step, o, "decay", o->weight_decay);
+  emit_adamw(g, step, o, "no_decay", 0.0);
+}
+
+// The norm partials buffer is persistent scratch; its size depends only on the gradient count.
+void dhx_create_norm_scratch(dhx_graph *g) {
+  int64_t count = 0;
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].kind == DHX_T_PARAM) count += dhx_tensor_elems(&g->tensors[i]);
+  // Padding between tensors is counted too; bound it generously (64 bytes per tensor).
+  int64_t ntensors = g->ntensors;
+  int64_t chunks = (count + ntensors * 16 + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK + 1;
+  dhx_tensor_new(g, "grad_norm.partials", DHX_T_SCRATCH, DHX_F32, 1, &chunks);
+}

@@ -1,0 +1,228 @@
+// compile.c — the pipeline: schedule checks → elaborate → lower (forward, backward,
+// optimizer) → fuse → plan memory → emit one section per rank + the kernel set.
+#include "compile.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../graph/elaborate.h"
+#include "../graph/lower.h"
+
+static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
+
+// Layouts this build cannot lower yet are errors, never silently ignored.
+static bool check_schedule(const dhx_config *cfg) {
+  const dhx_loc *at = &cfg->schedule_loc;
+  struct { const char *what; int value; } unsupported[] = {
+      {"tensor parallelism (tp)", cfg->tp},
+      {"pipeline parallelism (pp)", cfg->pp},
+  };
+  for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+    if (unsupported[i].value != 1) {
+      dhx_error_at(at, src_of(at), "%s of %d is not implemented yet; this build lowers data parallelism (dp) only",
+                   unsupported[i].what, unsupported[i].value);
+      return false;
+    }
+  if (cfg->zero != 0) {
+    dhx_error_at(at, src_of(at), "sharded optimizer state (zero: %d) is not implemented yet", cfg->zero);
+    return false;
+  }
+  if (cfg->sp) {
+    dhx_error_at(at, src_of(at), "sequence parallelism (sp: on) needs tensor parallelism, which is not implemented yet");
+    return false;
+  }
+  int ranks = cfg->dp * cfg->tp * cfg->pp;
+  if (cfg->cluster_ranks && cfg->cluster_ranks != ranks) {
+    dhx_error_at(at, src_of(at), "the layout needs dp*tp*pp = %d*%d*%d = %d ranks but the cluster has %d",
+                 cfg->dp, cfg->tp, cfg->pp, ranks, cfg->cluster_ranks);
+    return false;
+  }
+  if (!cfg->model_inst) {
+    dhx_error("no model instance ('model NAME = ...') in the main file");
+    return false;
+  }
+  return true;
+}
+
+// EVAL runs the forward again with no gradients: give it its own activation tensors so that
+// each activation belongs to exactly one program and the planner can reuse memory per program.
+static void own_activations(dhx_graph *g) {
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].kind == DHX_T_ACT) g->tensors[i].program = DHX_PROG_MICRO;
+  int n = g->ntensors;
+  int *clone = malloc(sizeof(int) * (size_t)n);
+  if (!clone) abort();
+  for (int i = 0; i < n; i++) clone[i] = -1;
+  dhx_oplist *l = &g->prog[DHX_PROG_EVAL];
+  for (int i = 0; i < l->n; i++)
+    for (int j = 0; j < l->ops[i].nargs; j++) {
+      dhx_operand *a = &l->ops[i].args[j];
+      if (a->kind != DHX_ARG_BUF || a->tensor >= n || g->tensors[a->tensor].kind != DHX_T_ACT)
+        continue;
+      if (clone[a->tensor] < 0) {
+        char name[DHX_NAME_MAX + 8];
+        snprintf(name, sizeof name, "eval.%s", g->tensors[a->tensor].name);
+        dhx_tensor src = g->tensors[a->tensor];
+        clone[a->tensor] = dhx_tensor_new(g, name, DHX_T_ACT, src.dtype, src.ndim, src.shape);
+        g->tensors[clone[a->tensor]].program = DHX_PROG_EVAL;
+      }
+      a->tensor = clone[a->tensor];
+    }
+  free(clone);
+}
+
+static double flops_per_token(const dhx_graph *g) {
+  double f = 0;
+  const dhx_oplist *l = &g->prog[DHX_PROG_MICRO];
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    if (op->kind != DHX_L_GEMM || op->dead) continue;
+    f += 2.0 * (double)op->gemm.m * (double)op->gemm.n * (double)op->gemm.k *
+         (double)op->gemm.batch[0] * (double)op->gemm.batch[1];
+  }
+  return f / ((double)g->micro_batch * g->seq);
+}
+
+static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train *t) {
+  memset(t, 0, sizeof *t);
+  t->steps = cfg->steps;
+  t->micro_batch = cfg->micro_batch;
+  t->global_batch = cfg->global_batch;
+  t->accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp);
+  t->seq = g->seq;
+  t->vocab = g->vocab;
+  t->seed = cfg->seed;
+  t->lr = cfg->adamw.lr;
+  t->lr_min_ratio = cfg->lr_min_ratio;
+  t->beta1 = cfg->adamw.beta1;
+  t->beta2 = cfg->adamw.beta2;
+  t->eps = cfg->adamw.eps;
+  t->weight_decay = cfg->adamw.weight_decay;
+  t->grad_clip = cfg->adamw.grad_clip;
+  t->warmup_steps = cfg->warmup_steps;
+  t->val_every = cfg->val_every;
+  t->val_batches = cfg->val_batches;
+  t->log_every = cfg->log_every;
+  t->checkpoint_every = cfg->checkpoint_every;
+  snprintf(t->train_path, sizeof t->train_path, "%s", cfg->train_path ? cfg->train_path : "");
+  snprintf(t->val_path, sizeof t->val_path, "%s", cfg->val_path ? cfg->val_path : "");
+  t->net_bandwidth = cfg->net_bandwidth;
+  t->net_latency = cfg->net_latency;
+  t->dp = cfg->dp;
+  t->tp = cfg->tp;
+  t->pp = cfg->pp;
+  t->n_params = g->n_params;
+  t->flops_per_token = flops_per_token(g);
+  snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);
+}
+
+static void copy_rank(const dhx_plan_rank *src, dhx_plan_rank *dst) {
+  *dst = *src;
+  dst->buffers = malloc(sizeof(dhx_plan_buffer) * (src->nbuffers ? src->nbuffers : 1));
+  if (!dst->buffers) abort();
+  memcpy(dst->buffers, src->buffers, sizeof(dhx_plan_buffer) * src->nbuffers);
+  for (int p = 0; p < DHX_PROG_COUNT; p++) {
+    size_t n = src->programs[p].ninstrs ? src->programs[p].ninstrs : 1;
+    dst->programs[p].instrs = malloc(sizeof(dhx_plan_instr) * n);
+    if (!dst->programs[p].instrs) abort();
+    memcpy(dst->programs[p].instrs, src->programs[p].instrs,
+           sizeof(dhx_plan_instr) * src->programs[p].ninstrs);
+  }
+}
+
+bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
+  memset(out, 0, sizeof *out);
+  if (!check_schedule(cfg)) return false;
+  dhx_graph *g = &out->graph;
+  dhx_graph_init(g);
+  if (!dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, g)) return false;
+
+  dhx_create_param_state(g);
+  dhx_create_views(g);
+  dhx_create_norm_scratch(g);
+
+  double positions = (double)cfg->global_batch * g->seq;
+  dhx_lower_forward(g, &g->prog[DHX_PROG_MICRO]);
+  dhx_lower_backward(g, &g->prog[DHX_PROG_MICRO], 1.0 / positions);
+  dhx_lower_forward(g, &g->prog[DHX_PROG_EVAL]);
+  own_activations(g);
+  dhx_fuse_elementwise(g, &g->prog[DHX_PROG_MICRO]);
+  dhx_fuse_elementwise(g, &g->prog[DHX_PROG_EVAL]);
+
+  dhx_plan_persistent(g);  // sizes the optimizer's views
+  dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
+                      .grad_clip = cfg->adamw.grad_clip, .beta1 = cfg->adamw.beta1,
+                      .beta2 = cfg->adamw.beta2, .eps = cfg->adamw.eps,
+                      .weight_decay = cfg->adamw.weight_decay, .comm_dp = 0};
+  dhx_lower_optimizer(g, &o);
+  int64_t arena = dhx_plan_memory(g);
+
+  dhx_plan *p = &out->plan;
+  p->version = DHX_PLAN_VERSION;
+  fill_train(cfg, g, &p->train);
+  out->cg = dhx_codegen_new();
+  p->nranks = (uint32_t)cfg->dp;
+  p->ranks = calloc(p->nranks, sizeof(dhx_plan_rank));
+  p->ncomms = 1;
+  p->comms = calloc(1, sizeof(dhx_plan_comm));
+  if (!p->ranks || !p->comms || !out->cg) abort();
+  p->comms[0].nranks = (uint32_t)cfg->dp;
+  p->comms[0].ranks = malloc(sizeof(int32_t) * (size_t)cfg->dp);
+  for (int r = 0; r < cfg->dp; r++) p->comms[0].ranks[r] = r;
+  if (!dhx_emit_rank(g, arena, out->cg, &p->ranks[0])) return false;
+  p->ranks[0].dp_rank = 0;
+  p->ranks[0].dp_size = (uint32_t)cfg->dp;
+  for (int r = 1; r < cfg->dp; r++) {
+    copy_rank(&p->ranks[0], &p->ranks[r]);
+    p->ranks[r].dp_rank = (uint32_t)r;
+  }
+  p->nkernels = (uint32_t)dhx_codegen_count(out->cg);
+  p->kernels = calloc(p->nkernels ? p->nkernels : 1, sizeof(dhx_plan_kernel));
+  for (uint32_t k = 0; k < p->nkernels; k++) dhx_codegen_table_entry(out->cg, (int)k, &p->kernels[k]);
+
+  char err[512];
+  if (!dhx_plan_validate(p, err, sizeof err)) {
+    dhx_error("internal error: the compiled plan is invalid: %s", err);
+    return false;
+  }
+  return true;
+}
+
+void dhx_compiled_free(dhx_compiled *c) {
+  dhx_plan_free(&c->plan);
+  if (c->cg) dhx_codegen_free(c->cg);
+  dhx_graph_free(&c->graph);
+}
+
+static bool make_dir(const char *dir) {
+  if (mkdir(dir, 0755) == 0 || errno == EEXIST) return true;
+  dhx_error("cannot create '%s': %s", dir, strerror(errno));
+  return false;
+}
+
+bool dhx_write_plan_dir(dhx_compiled *c, const char *dir) {
+  if (!make_dir(dir)) return false;
+  char path[4096], err[1024];
+  snprintf(path, sizeof path, "%s/kernels.so", dir);
+  if (!dhx_codegen_emit_host_so(c->cg, path, err, sizeof err)) {
+    dhx_error("%s: %s", path, err);
+    return false;
+  }
+  static const char *targets[][2] = {{"sm_80", "kernels.ptx"}, {"sm_90", "kernels.sm_90.ptx"}};
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, targets[i][1]);
+    if (!dhx_codegen_emit_ptx(c->cg, targets[i][0], path, err, sizeof err)) {
+      dhx_error("%s: %s", path, err);
+      return false;
+    }
+  }
+  snprintf(path, sizeof path, "%s/plan.bin", dir);
+  if (!dhx_plan_write(path, &c->plan, err, sizeof err)) {
+    dhx_error("%s: %s", path, err);
+    return false;
+  }
+  return true;
+}

@@ -1,0 +1,33 @@
+// compile.h — the compiler pipeline from a loaded program to a plan directory.
+#ifndef DHX_COMPILE_H
+#define DHX_COMPILE_H
+
+#include "../codegen/kernels.h"
+#include "../front/front.h"
+#include "../graph/graph.h"
+
+// optimizer.c / memplan.c helpers used by the pipeline
+void dhx_create_param_state(dhx_graph *g);
+void dhx_create_views(dhx_graph *g);
+void dhx_create_norm_scratch(dhx_graph *g);
+int dhx_view_id(const dhx_graph *g, const char *name);
+int64_t dhx_plan_persistent(dhx_graph *g);
+
+// emit.c: one rank's section of the plan from its planned graph.
+bool dhx_emit_rank(const dhx_graph *g, int64_t arena, dhx_codegen *cg, dhx_plan_rank *r);
+
+typedef struct dhx_compiled {
+  dhx_plan plan;
+  dhx_codegen *cg;
+  dhx_graph graph;   // rank 0's graph (for --emit=graph)
+} dhx_compiled;
+
+// Runs sema checks on the schedule, elaborates the model, lowers, fuses, plans memory and
+// builds the plan and the kernel set. Errors are reported; returns false on error.
+bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out);
+void dhx_compiled_free(dhx_compiled *c);
+
+// Writes DIR/plan.bin, DIR/kernels.so, DIR/kernels.ptx (sm_80) and DIR/kernels.sm_90.ptx.
+bool dhx_write_plan_dir(dhx_compiled *c, const char *dir);
+
+#endif

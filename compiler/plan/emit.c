@@ -1,0 +1,130 @@
+// emit.c — turns the planned graph of one rank into a plan rank section, registering every
+// kernel it launches with the code generator.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compile.h"
+
+static uint32_t buf_kind(dhx_tensor_kind k) {
+  switch (k) {
+    case DHX_T_PARAM: return DHX_BUF_PARAM;
+    case DHX_T_GRAD: return DHX_BUF_GRAD;
+    case DHX_T_OPT_M: return DHX_BUF_OPT_M;
+    case DHX_T_OPT_V: return DHX_BUF_OPT_V;
+    case DHX_T_TOKENS: return DHX_BUF_TOKENS;
+    case DHX_T_TARGETS: return DHX_BUF_TARGETS;
+    case DHX_T_LOSSES: return DHX_BUF_LOSSES;
+    case DHX_T_ACT: return DHX_BUF_ACT;
+    case DHX_T_SCRATCH:
+    case DHX_T_VIEW: return DHX_BUF_SCRATCH;
+  }
+  return DHX_BUF_SCRATCH;
+}
+
+// Buffers: every tensor with a place in the arena. Returns tensor → buffer id.
+static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
+  int *id = malloc(sizeof(int) * (size_t)g->ntensors);
+  r->buffers = calloc((size_t)g->ntensors, sizeof(dhx_plan_buffer));
+  if (!id || !r->buffers) abort();
+  r->nbuffers = 0;
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *t = &g->tensors[i];
+    id[i] = -1;
+    if (t->offset < 0 || (t->kind == DHX_T_VIEW && t->view_elems == 0)) continue;
+    dhx_plan_buffer *b = &r->buffers[r->nbuffers];
+    id[i] = (int)r->nbuffers++;
+    snprintf(b->name, sizeof b->name, "%s", t->name);
+    b->kind = buf_kind(t->kind);
+    b->dtype = t->dtype;
+    b->ndim = (uint32_t)t->ndim;
+    memcpy(b->shape, t->shape, sizeof b->shape);
+    b->offset = t->offset;
+    b->nbytes = dhx_tensor_elems(t) * 4;
+    b->grad = b->opt_m = b->opt_v = -1;
+    if (t->kind == DHX_T_PARAM) {
+      b->init = t->init;
+      b->init_std = t->init_std;
+      b->decay = t->decay;
+    }
+  }
+  for (int i = 0; i < g->ntensors; i++) {  // link parameters to their state
+    const dhx_tensor *t = &g->tensors[i];
+    if (t->kind != DHX_T_PARAM || id[i] < 0) continue;
+    dhx_plan_buffer *b = &r->buffers[id[i]];
+    b->grad = t->grad >= 0 ? id[t->grad] : -1;
+    b->opt_m = t->opt_m >= 0 ? id[t->opt_m] : -1;
+    b->opt_v = t->opt_v >= 0 ? id[t->opt_v] : -1;
+  }
+  return id;
+}
+
+static dhx_plan_arg arg_of(const dhx_operand *o, const int *buf_id) {
+  dhx_plan_arg a = {.kind = o->kind, .buf = -1};
+  switch (o->kind) {
+    case DHX_ARG_BUF:
+      a.buf = buf_id[o->tensor];
+      a.i = o->elem * 4;
+      break;
+    case DHX_ARG_I64: a.i = o->i; break;
+    case DHX_ARG_F64: a.f = o->f; break;
+    case DHX_ARG_REG: a.i = o->reg; break;
+  }
+  return a;
+}
+
+static uint32_t op_of(dhx_lop_kind k) {
+  switch (k) {
+    case DHX_L_GEMM: return DHX_OP_GEMM;
+    case DHX_L_KERNEL:
+    case DHX_L_EW: return DHX_OP_KERNEL;
+    case DHX_L_ZERO: return DHX_OP_ZERO;
+    case DHX_L_ALLREDUCE: return DHX_OP_ALLREDUCE;
+    case DHX_L_GRAD_NORM: return DHX_OP_GRAD_NORM;
+    case DHX_L_RECORD: return DHX_OP_RECORD;
+    case DHX_L_WAIT: return DHX_OP_WAIT;
+  }
+  return 0;
+}
+
+static bool emit_program(const dhx_oplist *l, const int *buf_id, dhx_codegen *cg,
+                         dhx_plan_program *p) {
+  p->nstreams = l->nstreams ? (uint32_t)l->nstreams : 1;
+  p->nevents = (uint32_t)l->nevents;
+  p->instrs = calloc((size_t)(l->n ? l->n : 1), sizeof(dhx_plan_instr));
+  if (!p->instrs) abort();
+  p->ninstrs = 0;
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    if (op->dead) continue;
+    dhx_plan_instr *in = &p->instrs[p->ninstrs++];
+    in->op = op_of(op->kind);
+    in->stream = (uint32_t)op->stream;
+    in->kernel = -1;
+    in->comm = op->comm;
+    in->event = op->event;
+    in->n = op->n;
+    in->gemm = op->gemm;
+    in->nargs = (uint32_t)op->nargs;
+    for (int j = 0; j < op->nargs; j++) in->args[j] = arg_of(&op->args[j], buf_id);
+    snprintf(in->note, sizeof in->note, "%s", op->note);
+    if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW) {
+      in->kernel = dhx_codegen_add(cg, &op->kspec);
+      if (in->kernel < 0) {
+        fprintf(stderr, "dhxc: internal error: invalid kernel for '%s'\n", op->note);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+bool dhx_emit_rank(const dhx_graph *g, int64_t arena, dhx_codegen *cg, dhx_plan_rank *r) {
+  int *buf_id = emit_buffers(g, r);
+  r->arena_bytes = arena;
+  bool ok = true;
+  for (int p = 0; p < DHX_PROG_COUNT && ok; p++)
+    ok = emit_program(&g->prog[p], buf_id, cg, &r->programs[p]);
+  free(buf_id);
+  return ok;
+}

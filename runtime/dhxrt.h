@@ -1,0 +1,195 @@
+// dhxrt.h — the runtime library (libdhxrt): everything dhxrun needs to execute a plan on the
+// CPU backend. One section per source file; each file has one job.
+//
+//   arena.c         the aligned block of memory that holds a rank's buffers
+//   pool.c          worker threads that split a kernel's index range
+//   kernels_host.c  kernels.so: dlopen and one symbol per kernel of the plan's table
+//   streams.c       one thread per stream; events as flags with a condition variable
+//   comm.c          communicators from the plan's table; the ring all-reduce
+//   exec_cpu.c      executes one instruction
+//   rt.c            a rank's runtime: arena + kernels + pool + streams + comms
+//   data.c          llm.c token shards
+//   init.c          parameter initialisation (identical on every rank and layout)
+//   checkpoint.c    safetensors save and load
+//   schedule.c      learning rate and Adam bias corrections per step
+//   metrics.c       the step log line and JSON-lines metrics
+//   train.c         the training loop (dhxrun)
+#ifndef DHX_DHXRT_H
+#define DHX_DHXRT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kernel_abi.h"
+#include "plan.h"
+#include "plan_util.h"
+
+// ---- arena.c ----------------------------------------------------------------------------------
+typedef struct dhx_arena {
+  uint8_t *base;  // aligned to 4096 (a page, and so to DHX_ALIGN), zero-filled
+  int64_t bytes;
+} dhx_arena;
+
+bool dhx_arena_init(dhx_arena *a, int64_t bytes, char *err, size_t errlen);
+void dhx_arena_free(dhx_arena *a);
+
+// ---- pool.c -----------------------------------------------------------------------------------
+typedef struct dhx_pool dhx_pool;
+typedef void (*dhx_range_fn)(void *ctx, int64_t begin, int64_t end);
+
+// A pool of `nthreads` workers counting the caller (so nthreads-1 helper threads). Returns NULL
+// if threads cannot be created.
+dhx_pool *dhx_pool_new(int nthreads);
+void dhx_pool_free(dhx_pool *pool);
+int dhx_pool_threads(const dhx_pool *pool);
+// Runs fn over [0, n) split into at most `threads` contiguous chunks of at least `grain`
+// indices; the caller runs the first chunk. Returns when every chunk is done. Safe to call from
+// several threads (streams): parallel-fors run one at a time.
+void dhx_pool_for(dhx_pool *pool, int64_t n, int64_t grain, dhx_range_fn fn, void *ctx);
+
+// ---- kernels_host.c ---------------------------------------------------------------------------
+typedef struct dhx_kernels {
+  void *handle;       // dlopen handle; NULL when the plan has no kernels
+  dhx_kernel_fn *fn;  // one per entry of the plan's kernel table
+  uint32_t n;
+} dhx_kernels;
+
+bool dhx_kernels_load(dhx_kernels *k, const dhx_plan *plan, const char *so_path, char *err,
+                      size_t errlen);
+void dhx_kernels_unload(dhx_kernels *k);
+
+// ---- comm.c -----------------------------------------------------------------------------------
+typedef struct dhx_comms dhx_comms;
+
+// Builds this rank's communicators from the plan's table: one MPI communicator per (plan
+// communicator, stream that all-reduces on it), so concurrent streams never mix messages.
+// Collective over the members of each communicator; call on every rank.
+dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank);
+void dhx_comms_free(dhx_comms *c);
+// In-place sum all-reduce of `count` floats over plan communicator `comm`, on the MPI
+// communicator reserved for `stream`: a ring (reduce-scatter, then all-gather), so every member
+// ends with bitwise-identical sums, and each rank sends 2(p-1)/p of the buffer. With an
+// emulated network (train.net_bandwidth > 0) each message first waits latency + bytes/bandwidth.
+void dhx_allreduce_sum(dhx_comms *c, int comm, int stream, float *data, int64_t count);
+// Bytes this rank has sent since the last call (and resets the counter).
+uint64_t dhx_comms_take_bytes(dhx_comms *c);
+
+// ---- streams.c --------------------------------------------------------------------------------
+typedef struct dhx_streams dhx_streams;
+// Executes one instruction that is not RECORD / WAIT (those the streams handle themselves).
+typedef void (*dhx_exec_fn)(void *ctx, const dhx_plan_instr *in);
+
+// Threads for up to `nstreams` streams (stream 0 runs on the caller) and room for `max_events`.
+dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn exec, void *ctx);
+void dhx_streams_free(dhx_streams *s);
+// Runs every stream of `prog` to completion; events start unrecorded.
+void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog);
+
+// ---- rt.c + exec_cpu.c ------------------------------------------------------------------------
+typedef struct dhx_rt {
+  const dhx_plan *plan;
+  const dhx_plan_rank *rank;
+  int world_rank;
+  int threads;  // workers per rank (kernels and BLAS)
+  dhx_arena arena;
+  dhx_kernels kernels;
+  dhx_pool *pool;
+  dhx_streams *streams;
+  dhx_comms *comms;  // NULL until dhx_rt_connect
+  double regs[DHX_REG_COUNT];  // read by DHX_ARG_REG when an instruction runs
+} dhx_rt;
+
+// Everything local to this rank: arena, kernels (so_path; unused when the plan has none),
+// pool and stream threads. On failure returns false with err set and rt left freeable.
+bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *so_path,
+                 int threads, char *err, size_t errlen);
+// Builds the communicators (collective: every rank of the plan calls it).
+void dhx_rt_connect(dhx_rt *rt);
+void dhx_rt_free(dhx_rt *rt);
+void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog);
+// The address of buffer `id` in the arena.
+void *dhx_rt_buffer(const dhx_rt *rt, int32_t id);
+// First buffer of `kind` on this rank, or -1.
+int32_t dhx_rt_find(const dhx_rt *rt, dhx_buf_kind kind);
+// exec_cpu.c: the dhx_exec_fn of the CPU backend (ctx is the dhx_rt).
+void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
+
+// ---- data.c -----------------------------------------------------------------------------------
+#define DHX_SHARD_MAGIC 20240520
+#define DHX_SHARD_VERSION 1
+#define DHX_SHARD_HEADER_INTS 256
+
+typedef struct dhx_shard {
+  const uint16_t *tokens;
+  int64_t ntok;
+  void *map;  // the whole file, mapped read-only
+  size_t map_bytes;
+} dhx_shard;
+
+// Opens and checks a shard: size, magic, version, ntok >= seq+2, every token < vocab. Errors
+// start with the path.
+bool dhx_shard_open(dhx_shard *s, const char *path, int64_t seq, int64_t vocab, char *err,
+                    size_t errlen);
+void dhx_shard_close(dhx_shard *s);
+// Row g (any non-negative index; wraps around the shard): tokens[0..seq) and the next tokens.
+void dhx_shard_row(const dhx_shard *s, int64_t g, int64_t seq, int32_t *tokens, int32_t *targets);
+
+// ---- init.c -----------------------------------------------------------------------------------
+// Initialises every parameter from the plan (zeros, ones, or normal(0, std) from a counter-based
+// generator keyed by (seed, name)), so every rank and every parallel layout starts from the same
+// weights. Other buffers keep the arena's zeros.
+void dhx_init_params(dhx_rt *rt, uint64_t seed);
+// The i-th value of the standard normal stream of tensor `name` (exposed for tests).
+double dhx_init_normal(uint64_t seed, const char *name, int64_t i);
+
+// ---- checkpoint.c -----------------------------------------------------------------------------
+// safetensors: every parameter under its name, its AdamW moments as NAME.adam_m / NAME.adam_v,
+// and __metadata__ {"format": "dhx", "step": "N", "model": "..."}. Save writes a temporary file
+// and renames it. Load checks everything before it copies anything into the arena.
+bool dhx_checkpoint_save(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
+                         const char *path, int64_t step, char *err, size_t errlen);
+bool dhx_checkpoint_load(const dhx_plan *plan, uint32_t rank, uint8_t *arena, const char *path,
+                         int64_t *step, char *err, size_t errlen);
+
+// ---- schedule.c -------------------------------------------------------------------------------
+// Learning rate of step t (0-based): linear warm-up to lr, then cosine to lr*lr_min_ratio at the
+// plan's last step (train.steps, whatever --steps says).
+double dhx_lr_at(const dhx_plan_train *t, int64_t step);
+// Sets LR, BC1, BC2 for step t and resets CLIP_SCALE (1) and GRAD_NORM (0).
+void dhx_set_step_registers(const dhx_plan_train *t, int64_t step, double regs[DHX_REG_COUNT]);
+
+// ---- metrics.c --------------------------------------------------------------------------------
+typedef struct dhx_step_metrics {
+  int64_t step;  // 1-based
+  int64_t steps;  // of the run, for the log line
+  double loss, val_loss;
+  bool has_val;
+  double tokens_per_s, step_ms;
+  uint64_t comm_bytes;
+  double lr, grad_norm;
+} dhx_step_metrics;
+
+// `step    1/300 | loss 5.5452 | lr 3.00e-04 | norm 1.234 | 120.3 ms | 34052 tok/s | val 2.345`
+void dhx_log_step(FILE *out, const dhx_step_metrics *m);
+// One JSON object per line: step, loss, val_loss (on eval steps), tokens_per_s, step_ms,
+// comm_bytes, lr, grad_norm.
+void dhx_metrics_write(FILE *out, const dhx_step_metrics *m);
+
+// ---- train.c ----------------------------------------------------------------------------------
+typedef struct dhx_run_opts {
+  const char *plan_dir;
+  const char *train_path, *val_path;  // NULL: the plan's data paths
+  const char *metrics_path, *save_path, *resume_path, *checkpoint_dir;  // NULL when absent
+  int64_t steps;  // 0: the plan's train.steps
+  int threads;    // 0: cores / ranks on this node
+  bool quiet;
+} dhx_run_opts;
+
+// Runs the whole training on this rank (MPI already initialised with MPI_THREAD_MULTIPLE).
+// Returns the process exit status; errors are printed once, by the lowest failing rank.
+int dhx_train(const dhx_run_opts *opts);
+
+#endif

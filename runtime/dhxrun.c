@@ -1,0 +1,134 @@
+// dhxrun — runs a compiled plan: `mpirun -np N dhxrun PLAN_DIR [options]` (one rank without
+// mpirun). See usage() for the options; train.c has the loop.
+#include <errno.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dhxrt.h"
+#include "sanitize.h"  // LSan defaults for OpenMPI under -DDHX_SANITIZE=ON
+
+static const char *usage_text =
+    "usage: dhxrun PLAN_DIR [options]          (mpirun -np N dhxrun PLAN_DIR for N ranks)\n"
+    "\n"
+    "Trains the plan that dhxc wrote to PLAN_DIR (plan.bin, kernels.so).\n"
+    "\n"
+    "  --train FILE           training token shard (default: the plan's data.train)\n"
+    "  --val FILE             validation token shard (default: the plan's data.val)\n"
+    "  --steps N              stop after step N; the learning-rate schedule keeps the plan's\n"
+    "                         length, so --steps 20 runs exactly the first 20 steps of the full run\n"
+    "  --metrics FILE         write one JSON object per step (rank 0)\n"
+    "  --threads N            worker threads per rank (default: cores / ranks on the node)\n"
+    "  --save FILE            write a safetensors checkpoint at the end\n"
+    "  --resume FILE          load parameters, AdamW moments and the step from a checkpoint\n"
+    "                         and continue from there (same losses as an uninterrupted run)\n"
+    "  --checkpoint-dir DIR   write DIR/step_N.safetensors every train.checkpoint_every steps\n"
+    "  --quiet                print nothing but errors\n"
+    "  --help                 this text\n";
+
+typedef enum { PARSE_OK, PARSE_ERROR, PARSE_HELP } parse_result;
+
+static bool parse_int(const char *s, int64_t max, int64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (!*s || *end || errno || v < 1 || v > max) return false;
+  *out = v;
+  return true;
+}
+
+// Options take their value as the next argument or after '=' (--steps 20, --steps=20).
+static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err, size_t errlen) {
+  static const char *with_value[] = {"--train", "--val", "--steps", "--metrics", "--threads",
+                                     "--save", "--resume", "--checkpoint-dir"};
+  memset(o, 0, sizeof *o);
+  for (int i = 1; i < argc; i++) {
+    char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return PARSE_HELP;
+    if (strcmp(a, "--quiet") == 0) {
+      o->quiet = true;
+      continue;
+    }
+    if (a[0] != '-') {
+      if (o->plan_dir) {
+        snprintf(err, errlen, "unexpected argument '%s' (one PLAN_DIR only)", a);
+        return PARSE_ERROR;
+      }
+      o->plan_dir = a;
+      continue;
+    }
+    const char *name = NULL, *value = NULL;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value && !name; k++) {
+      size_t n = strlen(with_value[k]);
+      if (strncmp(a, with_value[k], n) == 0 && (a[n] == 0 || a[n] == '=')) {
+        name = with_value[k];
+        value = a[n] == '=' ? a + n + 1 : (i + 1 < argc ? argv[++i] : NULL);
+      }
+    }
+    if (!name) {
+      snprintf(err, errlen, "unknown option '%s' (see dhxrun --help)", a);
+      return PARSE_ERROR;
+    }
+    if (!value || !*value) {
+      snprintf(err, errlen, "%s needs a value", name);
+      return PARSE_ERROR;
+    }
+    int64_t n = 0;
+    if (strcmp(name, "--steps") == 0 || strcmp(name, "--threads") == 0) {
+      bool steps = strcmp(name, "--steps") == 0;
+      if (!parse_int(value, steps ? (1LL << 32) : 1024, &n)) {
+        snprintf(err, errlen, "%s: '%s' is not a positive integer%s", name, value,
+                 steps ? "" : " up to 1024");
+        return PARSE_ERROR;
+      }
+      if (steps)
+        o->steps = n;
+      else
+        o->threads = (int)n;
+    } else if (strcmp(name, "--train") == 0) {
+      o->train_path = value;
+    } else if (strcmp(name, "--val") == 0) {
+      o->val_path = value;
+    } else if (strcmp(name, "--metrics") == 0) {
+      o->metrics_path = value;
+    } else if (strcmp(name, "--save") == 0) {
+      o->save_path = value;
+    } else if (strcmp(name, "--resume") == 0) {
+      o->resume_path = value;
+    } else {
+      o->checkpoint_dir = value;
+    }
+  }
+  if (!o->plan_dir) {
+    snprintf(err, errlen, "missing PLAN_DIR (see dhxrun --help)");
+    return PARSE_ERROR;
+  }
+  return PARSE_OK;
+}
+
+int main(int argc, char **argv) {
+  int provided = 0, rank = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  dhx_run_opts opts;
+  char err[1024] = "";
+  int status;
+  // Every rank parses the same arguments and reaches the same verdict; rank 0 speaks.
+  parse_result parsed = parse_args(argc, argv, &opts, err, sizeof err);
+  if (parsed == PARSE_HELP) {
+    if (rank == 0) fputs(usage_text, stdout);
+    status = 0;
+  } else if (parsed == PARSE_ERROR) {
+    if (rank == 0) fprintf(stderr, "dhxrun: error: %s\n", err);
+    status = 1;
+  } else if (provided < MPI_THREAD_MULTIPLE) {
+    // Streams all-reduce from their own threads, concurrently.
+    if (rank == 0) fprintf(stderr, "dhxrun: error: the MPI library does not provide MPI_THREAD_MULTIPLE\n");
+    status = 1;
+  } else {
+    status = dhx_train(&opts);
+  }
+  MPI_Finalize();
+  return status;
+}

@@ -1,0 +1,151 @@
+// exec_cpu.c — the CPU backend's instruction executor (a dhx_exec_fn, called by the streams).
+//
+// The plan is validated before anything runs, so pointers computed here are inside the arena
+// and every kernel, buffer and register id is in range.
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "dhxrt.h"
+
+// Kernels are split across the pool in ranges of at least this many indices. An index is a
+// row or an element depending on the kernel; 16 keeps a kernel over a handful of rows inline
+// while anything the size of a real layer is spread over every worker.
+#define KERNEL_GRAIN 16
+// ZERO clears memory in blocks of this many bytes, at least 4 blocks per worker.
+#define ZERO_BLOCK (64 * 1024)
+
+static void *arg_ptr(const dhx_rt *rt, const dhx_plan_arg *a) {
+  return rt->arena.base + rt->rank->buffers[a->buf].offset + a->i;
+}
+
+static double arg_scalar(const dhx_rt *rt, const dhx_plan_arg *a) {
+  return a->kind == DHX_ARG_REG ? rt->regs[a->i] : a->f;
+}
+
+typedef struct kernel_job {
+  dhx_kernel_fn fn;
+  dhx_slot args[DHX_MAX_ARGS];
+} kernel_job;
+
+static void kernel_range(void *ctx, int64_t begin, int64_t end) {
+  kernel_job *job = ctx;
+  job->fn(job->args, begin, end);
+}
+
+static void exec_kernel(dhx_rt *rt, const dhx_plan_instr *in) {
+  const dhx_plan_kernel *k = &rt->plan->kernels[in->kernel];
+  kernel_job job = {.fn = rt->kernels.fn[in->kernel]};
+  for (uint32_t j = 0; j < k->nargs; j++) {
+    const dhx_plan_arg *a = &in->args[j];
+    switch (k->arg_types[j]) {
+      case DHX_KARG_PTR: job.args[j].p = arg_ptr(rt, a); break;
+      case DHX_KARG_I64: job.args[j].i = a->i; break;
+      default: job.args[j].f = arg_scalar(rt, a); break;  // F32 / F64: passed as double
+    }
+  }
+  dhx_pool_for(rt->pool, in->n, KERNEL_GRAIN, kernel_range, &job);
+}
+
+// GEMMs are parallelised here rather than inside OpenBLAS (which runs single-threaded, see
+// rt.c): over batches when there are several (attention's per-head products are too small to
+// split well), otherwise over blocks of rows of C (or columns, for a short wide C). Each worker
+// calls sgemm on a strided sub-matrix, so every element of C is computed exactly as the whole
+// call would compute it, and OpenBLAS's spinning helper threads never compete with the kernels.
+#define GEMM_MIN_ROWS 32
+
+typedef struct gemm_job {
+  const dhx_plan_gemm *g;
+  const float *a, *b;
+  float *c;
+  bool split_cols;  // single GEMM: split columns of C instead of rows
+} gemm_job;
+
+static void sgemm(const dhx_plan_gemm *g, int64_t m, int64_t n, const float *a, const float *b,
+                  float *c) {
+  cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+              g->trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)g->k, (float)g->alpha,
+              a, (int)g->lda, b, (int)g->ldb, (float)g->beta, c, (int)g->ldc);
+}
+
+// Batches [begin, end) of the flattened two-level batch index.
+static void gemm_batches(void *ctx, int64_t begin, int64_t end) {
+  gemm_job *j = ctx;
+  const dhx_plan_gemm *g = j->g;
+  for (int64_t t = begin; t < end; t++) {
+    int64_t i = t / g->batch[1], l = t % g->batch[1];
+    sgemm(g, g->m, g->n, j->a + i * g->stride_a[0] + l * g->stride_a[1],
+          j->b + i * g->stride_b[0] + l * g->stride_b[1], j->c + i * g->stride_c[0] + l * g->stride_c[1]);
+  }
+}
+
+// Rows [begin, end) of C (or columns, when split_cols) of a single GEMM. Row r of op(A) starts
+// at A + r*lda as stored, or at column r when A is transposed; likewise for columns of op(B).
+static void gemm_block(void *ctx, int64_t begin, int64_t end) {
+  gemm_job *j = ctx;
+  const dhx_plan_gemm *g = j->g;
+  if (j->split_cols)
+    sgemm(g, g->m, end - begin, j->a, j->b + (g->trans_b ? begin * g->ldb : begin), j->c + begin);
+  else
+    sgemm(g, end - begin, g->n, j->a + (g->trans_a ? begin : begin * g->lda), j->b,
+          j->c + begin * g->ldc);
+}
+
+static void exec_gemm(dhx_rt *rt, const dhx_plan_instr *in) {
+  const dhx_plan_gemm *g = &in->gemm;
+  gemm_job job = {g, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]), arg_ptr(rt, &in->args[2]),
+                  false};
+  int64_t batches = g->batch[0] * g->batch[1];
+  if (batches > 1) {
+    dhx_pool_for(rt->pool, batches, 1, gemm_batches, &job);
+  } else if (g->m >= g->n || g->n < 2 * GEMM_MIN_ROWS) {
+    dhx_pool_for(rt->pool, g->m, GEMM_MIN_ROWS, gemm_block, &job);
+  } else {
+    job.split_cols = true;
+    dhx_pool_for(rt->pool, g->n, GEMM_MIN_ROWS, gemm_block, &job);
+  }
+}
+
+typedef struct zero_job {
+  uint8_t *p;
+  int64_t bytes;
+} zero_job;
+
+static void zero_range(void *ctx, int64_t begin, int64_t end) {
+  zero_job *job = ctx;
+  int64_t from = begin * ZERO_BLOCK, to = end * ZERO_BLOCK;
+  if (to > job->bytes) to = job->bytes;
+  memset(job->p + from, 0, (size_t)(to - from));
+}
+
+static void exec_zero(dhx_rt *rt, const dhx_plan_instr *in) {
+  zero_job job = {arg_ptr(rt, &in->args[0]), in->args[1].i};
+  dhx_pool_for(rt->pool, (job.bytes + ZERO_BLOCK - 1) / ZERO_BLOCK, 4, zero_range, &job);
+}
+
+// The global gradient norm from per-chunk partial sums of squares (summed in double, in a fixed
+// order), and the clip scale the optimizer multiplies gradients by.
+static void exec_grad_norm(dhx_rt *rt, const dhx_plan_instr *in) {
+  const float *partials = arg_ptr(rt, &in->args[0]);
+  double sum = 0;
+  for (int64_t i = 0; i < in->args[1].i; i++) sum += partials[i];
+  double norm = sqrt(sum), max_norm = in->args[2].f;
+  rt->regs[DHX_REG_GRAD_NORM] = norm;
+  rt->regs[DHX_REG_CLIP_SCALE] = max_norm > 0 ? fmin(1.0, max_norm / (norm + 1e-6)) : 1.0;
+}
+
+void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
+  dhx_rt *rt = ctx;
+  switch ((dhx_op)in->op) {
+    case DHX_OP_KERNEL: exec_kernel(rt, in); break;
+    case DHX_OP_GEMM: exec_gemm(rt, in); break;
+    case DHX_OP_ZERO: exec_zero(rt, in); break;
+    case DHX_OP_ALLREDUCE:
+      dhx_allreduce_sum(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
+                        in->args[1].i);
+      break;
+    case DHX_OP_GRAD_NORM: exec_grad_norm(rt, in); break;
+    case DHX_OP_RECORD:
+    case DHX_OP_WAIT: break;  // handled by the streams
+  }
+}

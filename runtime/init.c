@@ -1,0 +1,78 @@
+// init.c — parameter initialisation.
+//
+// Each value comes from a counter-based generator: element i of tensor NAME is a function of
+// (train.seed, FNV-1a(NAME), i) only — splitmix64 for uniform bits, Box-Muller for the normal —
+// so every rank computes the same weights without communicating, in any order, with any number
+// of threads, and a layout that splits a tensor differently still starts from the same model
+// (a shard initialises its elements by their index in the whole tensor).
+#include <math.h>
+
+#include "dhxrt.h"
+
+#define INIT_GRAIN 4096
+
+static uint64_t fnv1a64(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+  return h;
+}
+
+// The k-th output of a splitmix64 sequence that starts at `key`.
+static uint64_t splitmix64_at(uint64_t key, uint64_t k) {
+  uint64_t z = key + (k + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t tensor_key(uint64_t seed, const char *name) {
+  return splitmix64_at(seed ^ fnv1a64(name), 0);
+}
+
+// Element i uses the uniform pair (2j, 2j+1) with j = i/2: the cosine branch for even i, the
+// sine branch for odd i, so each pair yields two independent normals.
+static double normal_at(uint64_t key, int64_t i) {
+  uint64_t j = (uint64_t)i / 2;
+  double u1 = (double)((splitmix64_at(key, 2 * j) >> 11) + 1) * 0x1.0p-53;  // (0, 1]
+  double u2 = (double)(splitmix64_at(key, 2 * j + 1) >> 11) * 0x1.0p-53;    // [0, 1)
+  double radius = sqrt(-2.0 * log(u1)), angle = 2.0 * M_PI * u2;
+  return (i & 1) ? radius * sin(angle) : radius * cos(angle);
+}
+
+double dhx_init_normal(uint64_t seed, const char *name, int64_t i) {
+  return normal_at(tensor_key(seed, name), i);
+}
+
+typedef struct init_job {
+  float *p;
+  uint64_t key;
+  float std;
+} init_job;
+
+static void normal_range(void *ctx, int64_t begin, int64_t end) {
+  init_job *job = ctx;
+  for (int64_t i = begin; i < end; i++) job->p[i] = (float)(job->std * normal_at(job->key, i));
+}
+
+void dhx_init_params(dhx_rt *rt, uint64_t seed) {
+  for (uint32_t id = 0; id < rt->rank->nbuffers; id++) {
+    const dhx_plan_buffer *b = &rt->rank->buffers[id];
+    if (b->kind != DHX_BUF_PARAM) continue;
+    float *p = dhx_rt_buffer(rt, (int32_t)id);
+    int64_t n = b->nbytes / 4;
+    switch ((dhx_init_kind)b->init) {
+      case DHX_INIT_NONE:
+      case DHX_INIT_ZEROS:
+        for (int64_t i = 0; i < n; i++) p[i] = 0.0f;
+        break;
+      case DHX_INIT_ONES:
+        for (int64_t i = 0; i < n; i++) p[i] = 1.0f;
+        break;
+      case DHX_INIT_NORMAL: {
+        init_job job = {p, tensor_key(seed, b->name), b->init_std};
+        dhx_pool_for(rt->pool, n, INIT_GRAIN, normal_range, &job);
+        break;
+      }
+    }
+  }
+}

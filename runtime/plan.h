@@ -1,0 +1,211 @@
+// plan.h — the compiled plan: what dhxc writes and dhxrun executes.
+//
+// A plan is a directory: plan.bin (this structure, serialized by plan_io.c), kernels.so (the
+// generated kernels for the CPU backend) and kernels.ptx (the same kernels for NVIDIA GPUs).
+//
+// Every rank has its own section: a static arena of buffers (offsets from the memory planner)
+// and a few programs. A program is a list of instructions, each tagged with the stream that
+// runs it; a stream runs its instructions in order, and events (record/wait) are the only
+// ordering across streams. The runtime's training loop is fixed and simple:
+//
+//   for each step:   run BEGIN           (zero gradients)
+//                    for each micro-batch: load tokens/targets, run MICRO (forward+backward)
+//                    run STEP            (gradient all-reduce, clipping, optimizer)
+//   every val_every: run EVAL over val_batches micro-batches (forward and loss only)
+//
+// Scalars that change per step (learning rate, bias corrections, the clip scale) are
+// registers the runtime computes from the train section; instructions refer to them.
+#ifndef DHX_PLAN_H
+#define DHX_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
+#define DHX_PLAN_VERSION 1
+#define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
+#define DHX_PATH_MAX 512
+#define DHX_MAX_DIMS 4
+#define DHX_MAX_ARGS 16
+#define DHX_MAX_STREAMS 8
+#define DHX_ALIGN 64                  // every buffer offset is a multiple of this
+
+typedef enum { DHX_F32 = 1, DHX_I32 = 2, DHX_F64 = 3 } dhx_dtype;
+
+typedef enum {
+  DHX_BUF_PARAM = 1,  // trained weights; checkpointed
+  DHX_BUF_GRAD,       // gradient of a parameter (same shape)
+  DHX_BUF_OPT_M,      // AdamW first moment; checkpointed
+  DHX_BUF_OPT_V,      // AdamW second moment; checkpointed
+  DHX_BUF_ACT,        // activations and their gradients
+  DHX_BUF_TOKENS,     // [micro_batch, seq] i32 inputs, filled by the runtime
+  DHX_BUF_TARGETS,    // [micro_batch, seq] i32 next tokens, filled by the runtime
+  DHX_BUF_LOSSES,     // [micro_batch*seq] f32 per-position loss, summed by the runtime
+  DHX_BUF_SCRATCH,    // anything else (norm partials, ...)
+} dhx_buf_kind;
+
+typedef enum { DHX_INIT_NONE = 0, DHX_INIT_ZEROS, DHX_INIT_ONES, DHX_INIT_NORMAL } dhx_init_kind;
+
+typedef struct dhx_plan_buffer {
+  char name[DHX_NAME_MAX];  // params: the checkpoint tensor name ("h.0.attn.qkv.w")
+  uint32_t kind;            // dhx_buf_kind
+  uint32_t dtype;           // dhx_dtype
+  uint32_t ndim;
+  int64_t shape[DHX_MAX_DIMS];
+  int64_t offset;           // bytes from the arena start; multiple of DHX_ALIGN
+  int64_t nbytes;           // = product(shape) * sizeof(dtype)
+  // parameters only (ignored otherwise):
+  uint32_t init;            // dhx_init_kind
+  float init_std;           // DHX_INIT_NORMAL
+  uint32_t decay;           // 1 when weight decay applies
+  int32_t grad, opt_m, opt_v;  // buffer ids, -1 when absent
+} dhx_plan_buffer;
+
+typedef enum {
+  DHX_ARG_BUF = 1,  // buf = buffer id, i = byte offset inside the buffer
+  DHX_ARG_I64,      // i
+  DHX_ARG_F64,      // f (also used for f32 kernel scalars; the kernel converts)
+  DHX_ARG_REG,      // i = register id (dhx_reg); read as a double when the instruction runs
+} dhx_arg_kind;
+
+typedef struct dhx_plan_arg {
+  uint32_t kind;   // dhx_arg_kind
+  int32_t buf;
+  int64_t i;
+  double f;
+} dhx_plan_arg;
+
+// Registers: per-step scalars computed by the runtime (or by OP_GRAD_NORM) and read by
+// instructions through DHX_ARG_REG.
+typedef enum {
+  DHX_REG_LR = 0,      // learning rate of this step (warm-up, then cosine)
+  DHX_REG_BC1,         // 1 - beta1^t   (t = step + 1)
+  DHX_REG_BC2,         // 1 - beta2^t
+  DHX_REG_CLIP_SCALE,  // min(1, clip / (norm + 1e-6)), 1 when clipping is off; set by OP_GRAD_NORM
+  DHX_REG_GRAD_NORM,   // global gradient L2 norm; set by OP_GRAD_NORM
+  DHX_REG_COUNT
+} dhx_reg;
+
+typedef enum {
+  // Run a generated kernel over the index space [0, n): the CPU backend splits it across its
+  // worker threads; the GPU backend launches ceil(n / block) blocks. args match the kernel's
+  // signature in the kernel table.
+  DHX_OP_KERNEL = 1,
+  // C = alpha * op(A) * op(B) + beta * C, row-major, f32; args[0..2] = A, B, C (DHX_ARG_BUF).
+  // Batched over up to two nested batch dimensions with element strides.
+  DHX_OP_GEMM,
+  // args[0] = buffer region (DHX_ARG_BUF), args[1] = byte count (DHX_ARG_I64): set to zero.
+  DHX_OP_ZERO,
+  // In-place sum all-reduce over communicator `comm`: args[0] = buffer region, args[1] =
+  // element count (f32). After it every member holds the sum.
+  DHX_OP_ALLREDUCE,
+  DHX_OP_RECORD,   // record event `event` on this stream
+  DHX_OP_WAIT,     // wait on this stream until `event` has been recorded (in this program run)
+  // args[0] = f32 partial sums of squares (DHX_ARG_BUF), args[1] = count (I64), args[2] =
+  // max norm (F64; 0 = no clipping). Sets DHX_REG_GRAD_NORM and DHX_REG_CLIP_SCALE.
+  DHX_OP_GRAD_NORM,
+} dhx_op;
+
+typedef struct dhx_plan_gemm {
+  uint32_t trans_a, trans_b;     // 0 = as stored, 1 = transposed
+  int64_t m, n, k;               // op(A) is m×k, op(B) is k×n, C is m×n
+  int64_t lda, ldb, ldc;         // row strides in elements
+  double alpha, beta;
+  int64_t batch[2];              // outer and inner batch counts (1 when unused)
+  int64_t stride_a[2], stride_b[2], stride_c[2];  // element strides per batch level
+} dhx_plan_gemm;
+
+typedef struct dhx_plan_instr {
+  uint32_t op;        // dhx_op
+  uint32_t stream;    // < DHX_MAX_STREAMS; 0 = compute, 1 = communication
+  int32_t kernel;     // OP_KERNEL: index in the kernel table; -1 otherwise
+  int32_t comm;       // OP_ALLREDUCE: communicator id; -1 otherwise
+  int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents; -1 otherwise
+  int64_t n;          // OP_KERNEL: index-space size
+  uint32_t nargs;
+  dhx_plan_arg args[DHX_MAX_ARGS];
+  dhx_plan_gemm gemm; // OP_GEMM
+  char note[DHX_NAME_MAX];  // what the instruction is for ("h.0.attn: softmax fwd"), for humans
+} dhx_plan_instr;
+
+typedef enum {
+  DHX_PROG_BEGIN = 0,  // once per step, before the micro-batches
+  DHX_PROG_MICRO,      // forward + backward of one micro-batch, accumulating gradients
+  DHX_PROG_STEP,       // gradient reduction, clipping, optimizer
+  DHX_PROG_EVAL,       // forward + per-position loss of one micro-batch, no gradients
+  DHX_PROG_COUNT
+} dhx_prog_kind;
+
+typedef struct dhx_plan_program {
+  uint32_t nstreams;   // streams used (1..DHX_MAX_STREAMS)
+  uint32_t nevents;
+  uint32_t ninstrs;
+  dhx_plan_instr *instrs;
+} dhx_plan_program;
+
+typedef struct dhx_plan_rank {
+  uint32_t dp_rank, dp_size;   // this rank's slice of the global batch
+  int64_t arena_bytes;
+  uint32_t nbuffers;
+  dhx_plan_buffer *buffers;
+  dhx_plan_program programs[DHX_PROG_COUNT];
+} dhx_plan_rank;
+
+typedef struct dhx_plan_comm {
+  uint32_t nranks;
+  int32_t *ranks;     // world ranks, ascending
+} dhx_plan_comm;
+
+// Kernel signature types.
+typedef enum { DHX_KARG_PTR = 1, DHX_KARG_I64, DHX_KARG_F32, DHX_KARG_F64 } dhx_karg_type;
+
+typedef struct dhx_plan_kernel {
+  char name[DHX_NAME_MAX];  // symbol in kernels.so is "dhxk_" name; PTX entry has the same name
+  uint32_t nargs;
+  uint32_t arg_types[DHX_MAX_ARGS];  // dhx_karg_type
+} dhx_plan_kernel;
+
+typedef struct dhx_plan_train {
+  int64_t steps, micro_batch, global_batch, accum_steps;  // accum = global/(micro*dp)
+  int64_t seq, vocab;
+  uint64_t seed;
+  double lr, lr_min_ratio, beta1, beta2, eps, weight_decay, grad_clip;
+  int64_t warmup_steps, val_every, val_batches, log_every, checkpoint_every;
+  char train_path[DHX_PATH_MAX], val_path[DHX_PATH_MAX];  // "" when absent
+  double net_bandwidth, net_latency;   // emulated network; 0 = none
+  int64_t dp, tp, pp;
+  int64_t n_params;                    // trained parameters (whole model)
+  double flops_per_token;              // training FLOPs per token (fwd+bwd), for logs/MFU
+  char model_name[DHX_NAME_MAX];
+} dhx_plan_train;
+
+typedef struct dhx_plan {
+  uint32_t version;
+  dhx_plan_train train;
+  uint32_t nkernels;
+  dhx_plan_kernel *kernels;
+  uint32_t ncomms;
+  dhx_plan_comm *comms;    // comm 0 is the data-parallel group of rank 0, etc.
+  uint32_t nranks;
+  dhx_plan_rank *ranks;
+} dhx_plan;
+
+// ---- plan_io.c ------------------------------------------------------------------------------
+// Writes `plan` to `path` (plan.bin). Returns false and fills err on failure.
+bool dhx_plan_write(const char *path, const dhx_plan *plan, char *err, size_t errlen);
+// Reads and validates a plan.bin: magic, version, size, checksum, then every field (kinds in
+// range, ids in range, buffers inside the arena, arguments matching kernel signatures, GEMM
+// extents inside their buffers, events recorded before use...). On failure returns false and
+// err names the field that is wrong; `plan` is left empty.
+bool dhx_plan_read(const char *path, dhx_plan *plan, char *err, size_t errlen);
+// Same checks on an in-memory image (used by the fuzzer and by dhx_plan_read).
+bool dhx_plan_decode(const uint8_t *data, size_t size, dhx_plan *plan, char *err, size_t errlen);
+// Validates a plan that is in memory (dhxc runs it before writing).
+bool dhx_plan_validate(const dhx_plan *plan, char *err, size_t errlen);
+void dhx_plan_free(dhx_plan *plan);
+
+// Human-readable listing for `dhxc --emit=schedule`.
+void dhx_plan_print(const dhx_plan *plan, void *file /* FILE* */);
+
+#endif

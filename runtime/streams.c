@@ -1,0 +1,141 @@
+// streams.c — the streams of a program, each on its own thread.
+//
+// A stream runs its instructions in order; RECORD sets an event's flag and WAIT blocks until
+// it is set, which is the only ordering between streams. Flags are cleared at the start of
+// every program run (an event means "recorded in this run"). The threads are created once per
+// rank and reused for every program; stream 0 runs on the caller. The plan validator has
+// already proved that every WAIT can complete, so a run always finishes.
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dhxrt.h"
+
+struct dhx_streams {
+  uint32_t nstreams;  // threads[1..nstreams-1] exist
+  pthread_t threads[DHX_MAX_STREAMS];
+  dhx_exec_fn exec;
+  void *ctx;
+  pthread_mutex_t lock;  // guards everything below
+  pthread_cond_t start, finished, event;
+  uint64_t generation;   // one per program run
+  uint32_t running;      // helper streams still running in this generation
+  bool stop;
+  const dhx_plan_program *prog;
+  uint8_t *recorded;     // per event of the current run
+  uint32_t max_events;
+};
+
+typedef struct stream_arg {
+  dhx_streams *s;
+  uint32_t id;
+} stream_arg;
+
+static void record(dhx_streams *s, int32_t event) {
+  pthread_mutex_lock(&s->lock);
+  s->recorded[event] = 1;
+  pthread_cond_broadcast(&s->event);
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void wait_event(dhx_streams *s, int32_t event) {
+  pthread_mutex_lock(&s->lock);
+  while (!s->recorded[event]) pthread_cond_wait(&s->event, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void run_stream(dhx_streams *s, const dhx_plan_program *p, uint32_t stream) {
+  for (uint32_t i = 0; i < p->ninstrs; i++) {
+    const dhx_plan_instr *in = &p->instrs[i];
+    if (in->stream != stream) continue;
+    if (in->op == DHX_OP_RECORD)
+      record(s, in->event);
+    else if (in->op == DHX_OP_WAIT)
+      wait_event(s, in->event);
+    else
+      s->exec(s->ctx, in);
+  }
+}
+
+static void *stream_main(void *p) {
+  stream_arg *arg = p;
+  dhx_streams *s = arg->s;
+  uint32_t id = arg->id;
+  free(arg);
+  uint64_t seen = 0;
+  pthread_mutex_lock(&s->lock);
+  for (;;) {
+    while (s->generation == seen && !s->stop) pthread_cond_wait(&s->start, &s->lock);
+    if (s->stop) break;
+    seen = s->generation;
+    const dhx_plan_program *prog = s->prog;
+    if (id >= prog->nstreams) continue;  // this program does not use this stream
+    pthread_mutex_unlock(&s->lock);
+    run_stream(s, prog, id);
+    pthread_mutex_lock(&s->lock);
+    if (--s->running == 0) pthread_cond_signal(&s->finished);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn exec, void *ctx) {
+  dhx_streams *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->recorded = calloc(max_events ? max_events : 1, 1);
+  if (!s->recorded) {
+    free(s);
+    return NULL;
+  }
+  s->max_events = max_events;
+  s->exec = exec;
+  s->ctx = ctx;
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->start, NULL);
+  pthread_cond_init(&s->finished, NULL);
+  pthread_cond_init(&s->event, NULL);
+  s->nstreams = 1;
+  for (uint32_t i = 1; i < nstreams && i < DHX_MAX_STREAMS; i++) {
+    stream_arg *arg = malloc(sizeof *arg);
+    if (arg) *arg = (stream_arg){s, i};
+    if (!arg || pthread_create(&s->threads[i], NULL, stream_main, arg) != 0) {
+      free(arg);
+      dhx_streams_free(s);
+      return NULL;
+    }
+    s->nstreams = i + 1;
+  }
+  return s;
+}
+
+void dhx_streams_free(dhx_streams *s) {
+  if (!s) return;
+  pthread_mutex_lock(&s->lock);
+  s->stop = true;
+  pthread_cond_broadcast(&s->start);
+  pthread_mutex_unlock(&s->lock);
+  for (uint32_t i = 1; i < s->nstreams; i++) pthread_join(s->threads[i], NULL);
+  pthread_cond_destroy(&s->start);
+  pthread_cond_destroy(&s->finished);
+  pthread_cond_destroy(&s->event);
+  pthread_mutex_destroy(&s->lock);
+  free(s->recorded);
+  free(s);
+}
+
+void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog) {
+  if (prog->nstreams > s->nstreams || prog->nevents > s->max_events) abort();  // rt.c sizes us
+  pthread_mutex_lock(&s->lock);
+  s->prog = prog;
+  memset(s->recorded, 0, prog->nevents);
+  s->running = prog->nstreams - 1;
+  s->generation++;
+  pthread_cond_broadcast(&s->start);
+  pthread_mutex_unlock(&s->lock);
+
+  run_stream(s, prog, 0);
+
+  pthread_mutex_lock(&s->lock);
+  while (s->running > 0) pthread_cond_wait(&s->finished, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what DHX needs, builds it from scratch and runs the whole CTest suite; then builds
+# again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite there (without
+# the long training runs, which the first pass covers).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/deps.sh
+jobs=$(nproc)
+
+rm -rf build-test build-asan
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-test -j"$jobs"
+(cd build-test && ctest --output-on-failure -j"$jobs" --timeout 900)
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDHX_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+   LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
+   ctest --output-on-failure -j"$jobs" -LE slow --timeout 900)

@@ -1,0 +1,614 @@
+// test_reference.c — every generated kernel against a plain C reference in double precision.
+//
+// `test_cg_reference f32|f64` builds kernels.so with every catalogue kind and several fused
+// elementwise specs (broadcast inputs, several outputs, accumulation, scalars, every op),
+// loads it, and runs each kernel on random inputs of odd sizes (rows 7, C 37, T 5, ... so
+// vector loops have remainders). Each kernel runs twice from the same inputs: over [0, n) in
+// one call and over uneven pieces (including a one-index and an empty range), as the
+// runtime's threads would split it; the two results must be bitwise identical (the index-range
+// contract, and determinism whatever the thread count). The result is then compared with the
+// reference: |got - ref| <= rtol (|ref| + max|ref|), rtol 1e-5 for f32 and 1e-12 for f64.
+// In-place cases (softmax over its scores, the loss gradient over the logits, an elementwise
+// output over its input) run with the aliasing the catalogue allows.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_test.h"
+
+static dhx_ktype TY;
+static size_t ES;     // element size
+static double RTOL;
+static cgt T;
+static int nchecks;
+
+// ---- buffers: a reference copy in double and the kernel's copy in its dtype ----
+
+typedef struct buf {
+  int64_t n;
+  double *r;
+  void *d;
+} buf;
+
+static double rnd(double v) { return TY == DHX_KT_F32 ? (double)(float)v : v; }
+
+static buf bnew(int64_t n) {
+  buf b = {n, calloc((size_t)n + 1, sizeof(double)), calloc((size_t)n + 1, ES)};
+  CHECK(b.r && b.d, "out of memory");
+  return b;
+}
+static void bfree(buf *b) {
+  free(b->r);
+  free(b->d);
+}
+static double dget(const buf *b, int64_t i) {
+  return TY == DHX_KT_F32 ? (double)((float *)b->d)[i] : ((double *)b->d)[i];
+}
+static void bset(buf *b, int64_t i, double v) {
+  v = rnd(v);
+  b->r[i] = v;
+  if (TY == DHX_KT_F32) ((float *)b->d)[i] = (float)v;
+  else ((double *)b->d)[i] = v;
+}
+static void brand(buf *b, double lo, double hi) {
+  for (int64_t i = 0; i < b->n; i++) bset(b, i, rng_uniform(lo, hi));
+}
+static void bcopy_dev(buf *dst, const buf *src) {  // the device copy of src into dst (same n)
+  memcpy(dst->d, src->d, (size_t)src->n * ES);
+  memcpy(dst->r, src->r, (size_t)src->n * sizeof(double));
+}
+static int32_t *tokens(int n, int V) {
+  int32_t *t = malloc(sizeof(int32_t) * (size_t)n);
+  CHECK(t != NULL, "out of memory");
+  for (int i = 0; i < n; i++) t[i] = rng_int(V);
+  return t;
+}
+
+static void expect_close(const char *what, const buf *b, const double *ref, int64_t n) {
+  double maxabs = 0, worst = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (isfinite(ref[i]) && fabs(ref[i]) > maxabs) maxabs = fabs(ref[i]);
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double got = dget(b, i);
+    if (isnan(ref[i])) {
+      if (!isnan(got) && bad++ < 5) fprintf(stderr, "  %s[%lld] = %.17g, want NaN\n", what,
+                                            (long long)i, got);
+      continue;
+    }
+    double err = fabs(got - ref[i]), tol = RTOL * (fabs(ref[i]) + maxabs);
+    if (!(err <= tol)) {
+      if (bad++ < 5)
+        fprintf(stderr, "  %s[%lld] = %.17g, want %.17g (err %.3g, tol %.3g)\n", what,
+                (long long)i, got, ref[i], err, tol);
+    }
+    double rel = err / (fabs(ref[i]) + maxabs + 1e-300);
+    if (rel > worst) worst = rel;
+  }
+  CHECK(bad == 0, "%s: %d of %lld elements differ from the reference", what, bad, (long long)n);
+  printf("  ok %-44s n=%-5lld worst err/(|ref|+max|ref|) = %.2e\n", what, (long long)n, worst);
+  nchecks++;
+}
+
+// Runs fn over [0, n) in one call and, from the same starting contents of bufs, in uneven
+// pieces; requires bitwise equal results. Leaves bufs holding the result.
+static void run(const char *what, dhx_kernel_fn fn, const dhx_slot *a, int64_t n, buf **bufs,
+                int nb) {
+  void *start[16], *whole[16];
+  for (int i = 0; i < nb; i++) {
+    size_t sz = (size_t)bufs[i]->n * ES;
+    start[i] = malloc(sz + 1);
+    whole[i] = malloc(sz + 1);
+    memcpy(start[i], bufs[i]->d, sz);
+  }
+  fn(a, 0, n);
+  for (int i = 0; i < nb; i++) memcpy(whole[i], bufs[i]->d, (size_t)bufs[i]->n * ES);
+  for (unsigned seed = 1; seed <= 2; seed++) {
+    for (int i = 0; i < nb; i++) memcpy(bufs[i]->d, start[i], (size_t)bufs[i]->n * ES);
+    cgt_run_split(fn, a, n, 3 + (int)seed, seed);
+    for (int i = 0; i < nb; i++)
+      CHECK(memcmp(whole[i], bufs[i]->d, (size_t)bufs[i]->n * ES) == 0,
+            "%s: buffer %d differs between one call and split ranges", what, i);
+  }
+  for (int i = 0; i < nb; i++) {
+    free(start[i]);
+    free(whole[i]);
+  }
+}
+
+static dhx_kernel_fn fn_of(dhx_kernel_kind kind) {
+  dhx_kernel_spec s = cgt_spec(kind, TY);
+  return cgt_fn(&T, &s);
+}
+
+#define P(b) ((dhx_slot){.p = (b).d})
+#define I(v) ((dhx_slot){.i = (v)})
+#define F(v) ((dhx_slot){.f = (v)})
+
+// ---- catalogue kernels ----
+
+static void test_embed(int rows, int C, int V) {
+  int32_t *tok = tokens(rows, V);
+  if (rows > 3) tok[3] = tok[1];  // a repeated token: its gradient rows add up
+  buf table = bnew((int64_t)V * C), out = bnew((int64_t)rows * C);
+  brand(&table, -1, 1);
+  brand(&out, 50, 60);
+  double *ref = malloc(sizeof(double) * (size_t)rows * C);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < C; c++) ref[r * C + c] = table.r[tok[r] * C + c];
+  dhx_slot a[] = {P(out), {.p = tok}, P(table), I(C)};
+  run("embed_fwd", fn_of(DHX_K_EMBED_FWD), a, rows, (buf *[]){&out, &table}, 2);
+  char what[64];
+  snprintf(what, sizeof what, "embed_fwd rows=%d C=%d", rows, C);
+  expect_close(what, &out, ref, (int64_t)rows * C);
+  free(ref);
+
+  buf dtable = bnew((int64_t)V * C), dout = bnew((int64_t)rows * C);
+  brand(&dtable, -1, 1);
+  brand(&dout, -1, 1);
+  ref = malloc(sizeof(double) * (size_t)V * C);
+  memcpy(ref, dtable.r, sizeof(double) * (size_t)V * C);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < C; c++) ref[tok[r] * C + c] += dout.r[r * C + c];
+  dhx_slot b[] = {P(dtable), {.p = tok}, P(dout), I(rows), I(C)};
+  run("embed_bwd", fn_of(DHX_K_EMBED_BWD), b, C, (buf *[]){&dtable, &dout}, 2);
+  snprintf(what, sizeof what, "embed_bwd rows=%d C=%d", rows, C);
+  expect_close(what, &dtable, ref, (int64_t)V * C);
+  free(ref);
+  bfree(&table), bfree(&out), bfree(&dtable), bfree(&dout);
+  free(tok);
+}
+
+static void ln_stats(const double *x, int rows, int C, double eps, double *mean, double *rstd) {
+  for (int r = 0; r < rows; r++) {
+    double s = 0, v = 0;
+    for (int c = 0; c < C; c++) s += x[r * C + c];
+    double m = s / C;
+    for (int c = 0; c < C; c++) v += (x[r * C + c] - m) * (x[r * C + c] - m);
+    mean[r] = m;
+    rstd[r] = 1.0 / sqrt(v / C + eps);
+  }
+}
+
+static void test_layernorm(int rows, int C) {
+  const double eps = 1e-5;
+  int64_t n = (int64_t)rows * C;
+  buf out = bnew(n), mean = bnew(rows), rstd = bnew(rows), x = bnew(n), g = bnew(C), be = bnew(C);
+  brand(&x, 2, 4);  // a large mean: the variance must not come from E[x^2] - E[x]^2
+  brand(&g, 0.5, 1.5);
+  brand(&be, -0.5, 0.5);
+  brand(&out, 9, 10);
+  double *rm = malloc(sizeof(double) * rows), *rr = malloc(sizeof(double) * rows);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  ln_stats(x.r, rows, C, eps, rm, rr);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < C; c++)
+      ref[r * C + c] = (x.r[r * C + c] - rm[r]) * rr[r] * g.r[c] + be.r[c];
+  dhx_slot a[] = {P(out), P(mean), P(rstd), P(x), P(g), P(be), I(C), F(eps)};
+  run("layernorm_fwd", fn_of(DHX_K_LAYERNORM_FWD), a, rows, (buf *[]){&out, &mean, &rstd, &x}, 4);
+  char what[80];
+  snprintf(what, sizeof what, "layernorm_fwd out rows=%d C=%d", rows, C);
+  expect_close(what, &out, ref, n);
+  expect_close("layernorm_fwd mean", &mean, rm, rows);
+  expect_close("layernorm_fwd rstd", &rstd, rr, rows);
+
+  // Backward, from the statistics as stored (rounded to the dtype).
+  for (int r = 0; r < rows; r++) {
+    bset(&mean, r, rm[r]);
+    bset(&rstd, r, rr[r]);
+  }
+  buf dout = bnew(n), dx = bnew(n);
+  brand(&dout, -1, 1);
+  for (int acc = 0; acc <= 1; acc++) {
+    brand(&dx, -1, 1);
+    for (int r = 0; r < rows; r++) {
+      double sg = 0, sgx = 0, mu = mean.r[r], rs = rstd.r[r];
+      for (int c = 0; c < C; c++) {
+        double gg = dout.r[r * C + c] * g.r[c], xh = (x.r[r * C + c] - mu) * rs;
+        sg += gg;
+        sgx += gg * xh;
+      }
+      for (int c = 0; c < C; c++) {
+        double gg = dout.r[r * C + c] * g.r[c], xh = (x.r[r * C + c] - mu) * rs;
+        double v = rs * (gg - sg / C - xh * sgx / C);
+        ref[r * C + c] = acc ? dx.r[r * C + c] + v : v;
+      }
+    }
+    dhx_slot b[] = {P(dx), P(dout), P(x), P(mean), P(rstd), P(g), I(C), I(acc)};
+    run("layernorm_bwd_dx", fn_of(DHX_K_LAYERNORM_BWD_DX), b, rows, (buf *[]){&dx, &dout}, 2);
+    snprintf(what, sizeof what, "layernorm_bwd_dx rows=%d C=%d acc=%d", rows, C, acc);
+    expect_close(what, &dx, ref, n);
+  }
+
+  buf dg = bnew(C), db = bnew(C);
+  brand(&dg, -1, 1);
+  brand(&db, -1, 1);
+  double *rg = malloc(sizeof(double) * C), *rb = malloc(sizeof(double) * C);
+  for (int c = 0; c < C; c++) {
+    rg[c] = dg.r[c];
+    rb[c] = db.r[c];
+    for (int r = 0; r < rows; r++) {
+      rg[c] += dout.r[r * C + c] * (x.r[r * C + c] - mean.r[r]) * rstd.r[r];
+      rb[c] += dout.r[r * C + c];
+    }
+  }
+  dhx_slot d[] = {P(dg), P(db), P(dout), P(x), P(mean), P(rstd), I(rows), I(C)};
+  run("layernorm_bwd_dparams", fn_of(DHX_K_LAYERNORM_BWD_DPARAMS), d, C, (buf *[]){&dg, &db}, 2);
+  snprintf(what, sizeof what, "layernorm_bwd_dparams dgamma rows=%d C=%d", rows, C);
+  expect_close(what, &dg, rg, C);
+  snprintf(what, sizeof what, "layernorm_bwd_dparams dbeta rows=%d C=%d", rows, C);
+  expect_close(what, &db, rb, C);
+  free(rm), free(rr), free(ref), free(rg), free(rb);
+  bfree(&out), bfree(&mean), bfree(&rstd), bfree(&x), bfree(&g), bfree(&be), bfree(&dout);
+  bfree(&dx), bfree(&dg), bfree(&db);
+}
+
+static void softmax_ref(const double *S, int rows, int T_, double scale, double *P) {
+  for (int r = 0; r < rows; r++) {
+    int t = r % T_;
+    double m = -INFINITY, s = 0;
+    for (int j = 0; j <= t; j++) m = fmax(m, scale * S[r * T_ + j]);
+    for (int j = 0; j <= t; j++) s += exp(scale * S[r * T_ + j] - m);
+    for (int j = 0; j < T_; j++) P[r * T_ + j] = j <= t ? exp(scale * S[r * T_ + j] - m) / s : 0;
+  }
+}
+
+static void test_softmax(int bh, int T_) {
+  const double scale = 0.37;
+  int rows = bh * T_;
+  int64_t n = (int64_t)rows * T_;
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  char what[80];
+  for (int inplace = 0; inplace <= 1; inplace++) {
+    buf S = bnew(n), Pb = bnew(n);
+    brand(&S, -6, 6);
+    brand(&Pb, 7, 8);
+    softmax_ref(S.r, rows, T_, scale, ref);
+    buf *out = inplace ? &S : &Pb;
+    dhx_slot a[] = {P(*out), P(S), I(T_), F(scale)};
+    run("softmax_causal_fwd", fn_of(DHX_K_SOFTMAX_CAUSAL_FWD), a, rows, (buf *[]){&S, &Pb}, 2);
+    snprintf(what, sizeof what, "softmax_causal_fwd rows=%d T=%d%s", rows, T_,
+             inplace ? " in place" : "");
+    expect_close(what, out, ref, n);
+    bfree(&S), bfree(&Pb);
+  }
+  // Backward from valid probabilities; dP has garbage in the masked part, which must not leak.
+  buf S = bnew(n), Pr = bnew(n);
+  brand(&S, -6, 6);
+  softmax_ref(S.r, rows, T_, scale, Pr.r);
+  for (int64_t i = 0; i < n; i++) bset(&Pr, i, Pr.r[i]);
+  for (int inplace = 0; inplace <= 1; inplace++) {
+    buf dP = bnew(n), dS = bnew(n);
+    brand(&dP, -1, 1);
+    brand(&dS, 7, 8);
+    for (int r = 0; r < rows; r++) {
+      int t = r % T_;
+      double dot = 0;
+      for (int j = 0; j <= t; j++) dot += Pr.r[r * T_ + j] * dP.r[r * T_ + j];
+      for (int j = 0; j < T_; j++)
+        ref[r * T_ + j] = j <= t ? scale * Pr.r[r * T_ + j] * (dP.r[r * T_ + j] - dot) : 0;
+    }
+    buf *out = inplace ? &dP : &dS;
+    dhx_slot a[] = {P(*out), P(dP), P(Pr), I(T_), F(scale)};
+    run("softmax_causal_bwd", fn_of(DHX_K_SOFTMAX_CAUSAL_BWD), a, rows, (buf *[]){&dP, &dS}, 2);
+    snprintf(what, sizeof what, "softmax_causal_bwd rows=%d T=%d%s", rows, T_,
+             inplace ? " in place" : "");
+    expect_close(what, out, ref, n);
+    bfree(&dP), bfree(&dS);
+  }
+  // A NaN score makes its row NaN (j <= t) and leaves the other rows alone.
+  brand(&S, -6, 6);
+  int r0 = T_ > 1 ? T_ - 1 : 0;  // a row with keys 0..T-1
+  bset(&S, (int64_t)r0 * T_, NAN);
+  buf Pn = bnew(n);
+  dhx_slot a[] = {P(Pn), P(S), I(T_), F(scale)};
+  fn_of(DHX_K_SOFTMAX_CAUSAL_FWD)(a, 0, rows);
+  for (int j = 0; j < T_; j++) CHECK(isnan(dget(&Pn, (int64_t)r0 * T_ + j)), "softmax: no NaN");
+  if (rows > 1) CHECK(!isnan(dget(&Pn, (int64_t)(r0 == 0 ? 1 : 0) * T_)), "softmax: NaN leaked");
+  bfree(&Pn);
+  bfree(&S), bfree(&Pr);
+  free(ref);
+}
+
+static void test_xent(int rows, int V) {
+  int32_t *tg = tokens(rows, V);
+  int64_t n = (int64_t)rows * V;
+  const double scale = 1.0 / rows;
+  buf logits = bnew(n), loss = bnew(rows);
+  brand(&logits, -4, 4);
+  brand(&loss, 5, 6);
+  double *ref = malloc(sizeof(double) * (size_t)n), *lse = malloc(sizeof(double) * rows);
+  for (int r = 0; r < rows; r++) {
+    double m = -INFINITY, s = 0;
+    for (int j = 0; j < V; j++) m = fmax(m, logits.r[r * V + j]);
+    for (int j = 0; j < V; j++) s += exp(logits.r[r * V + j] - m);
+    lse[r] = m + log(s);
+  }
+  char what[80];
+  for (int invalid = 0; invalid <= 1; invalid++) {
+    // The second round puts out-of-range targets in two rows: NaN loss, no one-hot term.
+    if (invalid) tg[1] = V, tg[rows - 1] = -1;
+    for (int r = 0; r < rows; r++) {
+      bool ok = tg[r] >= 0 && tg[r] < V;
+      ref[r] = ok ? lse[r] - logits.r[r * V + tg[r]] : NAN;
+    }
+    dhx_slot a[] = {P(loss), P(logits), {.p = tg}, I(V)};
+    run("xent_fwd", fn_of(DHX_K_XENT_FWD), a, rows, (buf *[]){&loss, &logits}, 2);
+    snprintf(what, sizeof what, "xent_fwd rows=%d V=%d%s", rows, V, invalid ? " bad targets" : "");
+    expect_close(what, &loss, ref, rows);
+
+    for (int inplace = 0; inplace <= 1; inplace++) {
+      buf lg = bnew(n), dl = bnew(n);
+      bcopy_dev(&lg, &logits);
+      brand(&dl, 7, 8);
+      for (int r = 0; r < rows; r++)
+        for (int j = 0; j < V; j++)
+          ref[r * V + j] = scale * (exp(logits.r[r * V + j] - lse[r]) - (j == tg[r]));
+      buf *out = inplace ? &lg : &dl;
+      dhx_slot b[] = {P(*out), P(lg), {.p = tg}, I(V), F(scale)};
+      run("xent_bwd", fn_of(DHX_K_XENT_BWD), b, rows, (buf *[]){&lg, &dl}, 2);
+      snprintf(what, sizeof what, "xent_bwd rows=%d V=%d%s%s", rows, V,
+               inplace ? " in place" : "", invalid ? " bad targets" : "");
+      expect_close(what, out, ref, n);
+      bfree(&lg), bfree(&dl);
+    }
+  }
+  // A NaN logit must surface as a NaN loss (the max reduction is vectorised with nnan; the
+  // sum of exp() still carries the NaN) and as NaN gradients for that row only.
+  for (int r = 0; r < rows; r++) tg[r] = rng_int(V);
+  bset(&logits, 2 * V + V / 2, NAN);
+  for (int r = 0; r < rows; r++) ref[r] = r == 2 ? NAN : lse[r] - logits.r[r * V + tg[r]];
+  dhx_slot a[] = {P(loss), P(logits), {.p = tg}, I(V)};
+  fn_of(DHX_K_XENT_FWD)(a, 0, rows);
+  snprintf(what, sizeof what, "xent_fwd rows=%d V=%d NaN logit", rows, V);
+  expect_close(what, &loss, ref, rows);
+  buf dl = bnew(n);
+  dhx_slot b[] = {P(dl), P(logits), {.p = tg}, I(V), F(scale)};
+  fn_of(DHX_K_XENT_BWD)(b, 0, rows);
+  for (int j = 0; j < V; j++) CHECK(isnan(dget(&dl, 2 * V + j)), "xent_bwd: no NaN at %d", j);
+  for (int j = 0; j < V; j++) CHECK(!isnan(dget(&dl, 1 * V + j)), "xent_bwd: NaN leaked");
+  bfree(&dl);
+  free(ref), free(lse), free(tg);
+  bfree(&logits), bfree(&loss);
+}
+
+static void test_adamw(int64_t n) {
+  buf p = bnew(n), g = bnew(n), m = bnew(n), v = bnew(n);
+  brand(&p, -1, 1);
+  brand(&g, -0.1, 0.1);
+  brand(&m, -0.01, 0.01);
+  brand(&v, 0, 1e-3);
+  const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, gs = 0.5;
+  const double bc1 = 1 - pow(b1, 3), bc2 = 1 - pow(b2, 3);
+  double *rp = malloc(sizeof(double) * (size_t)n), *rm = malloc(sizeof(double) * (size_t)n);
+  double *rv = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) {
+    double gg = g.r[i] * gs;
+    rm[i] = b1 * m.r[i] + (1 - b1) * gg;
+    rv[i] = b2 * v.r[i] + (1 - b2) * gg * gg;
+    rp[i] = p.r[i] - lr * ((rm[i] / bc1) / (sqrt(rv[i] / bc2) + eps) + wd * p.r[i]);
+  }
+  dhx_slot a[] = {P(p), P(g), P(m), P(v), F(lr), F(b1), F(b2), F(eps), F(wd), F(bc1), F(bc2), F(gs)};
+  run("adamw", fn_of(DHX_K_ADAMW), a, n, (buf *[]){&p, &g, &m, &v}, 4);
+  expect_close("adamw param", &p, rp, n);
+  expect_close("adamw m", &m, rm, n);
+  expect_close("adamw v", &v, rv, n);
+  free(rp), free(rm), free(rv);
+  bfree(&p), bfree(&g), bfree(&m), bfree(&v);
+}
+
+static void test_sumsq(int64_t count, int64_t chunk) {
+  int64_t nch = (count + chunk - 1) / chunk;
+  buf x = bnew(count), out = bnew(nch);
+  brand(&x, -3, 3);
+  bset(&x, 5, 1e-4);  // small values must still count (f64 accumulation)
+  double *ref = calloc((size_t)nch, sizeof(double));
+  for (int64_t i = 0; i < count; i++) ref[i / chunk] += x.r[i] * x.r[i];
+  dhx_slot a[] = {P(out), P(x), I(count), I(chunk)};
+  run("sumsq", fn_of(DHX_K_SUMSQ), a, nch, (buf *[]){&out, &x}, 2);
+  expect_close("sumsq", &out, ref, nch);
+  free(ref);
+  bfree(&x), bfree(&out);
+}
+
+static void test_colsum(int rows, int m) {
+  buf in = bnew((int64_t)rows * m), out = bnew(m);
+  brand(&in, -1, 1);
+  double *ref = malloc(sizeof(double) * m);
+  char what[64];
+  for (int acc = 0; acc <= 1; acc++) {
+    brand(&out, -1, 1);
+    for (int j = 0; j < m; j++) {
+      ref[j] = acc ? out.r[j] : 0;
+      for (int r = 0; r < rows; r++) ref[j] += in.r[r * m + j];
+    }
+    dhx_slot a[] = {P(out), P(in), I(rows), I(m), I(acc)};
+    run("colsum", fn_of(DHX_K_COLSUM), a, m, (buf *[]){&out, &in}, 2);
+    snprintf(what, sizeof what, "colsum rows=%d m=%d acc=%d", rows, m, acc);
+    expect_close(what, &out, ref, m);
+  }
+  free(ref);
+  bfree(&in), bfree(&out);
+}
+
+// ---- fused elementwise kernels ----
+
+static long double gelu_l(long double x) {
+  return 0.5L * x * (1.0L + tanhl(0.7978845608028654L * (x + 0.044715L * x * x * x)));
+}
+static long double gelu_grad_l(long double x) {
+  long double u = 0.7978845608028654L * (x + 0.044715L * x * x * x);
+  long double th = tanhl(u);
+  return 0.5L * (1 + th) + 0.5L * x * (1 - th * th) * 0.7978845608028654L * (1 + 3 * 0.044715L * x * x);
+}
+
+static void test_bias_gelu(int rows, int C) {
+  dhx_kernel_spec s = spec_bias_gelu(TY, C);
+  dhx_kernel_fn fn = cgt_fn(&T, &s);
+  int64_t n = (int64_t)rows * C;
+  double *rpre = malloc(sizeof(double) * (size_t)n), *rout = malloc(sizeof(double) * (size_t)n);
+  char what[80];
+  for (int inplace = 0; inplace <= 1; inplace++) {
+    buf y = bnew(n), bias = bnew(C), pre = bnew(n), out = bnew(n);
+    brand(&y, -4, 4);
+    brand(&bias, -1, 1);
+    brand(&pre, 9, 10);
+    brand(&out, 9, 10);
+    for (int64_t i = 0; i < n; i++) {
+      rpre[i] = rnd(y.r[i] + bias.r[i % C]);
+      rout[i] = (double)gelu_l(rpre[i]);
+    }
+    buf *po = inplace ? &y : &pre;  // "y = y + bias" in place, as lower.c emits it
+    dhx_slot a[] = {P(*po), P(out), P(y), P(bias)};
+    run("ew bias+gelu", fn, a, n, (buf *[]){&y, &pre, &out}, 3);
+    snprintf(what, sizeof what, "ew pre = y + bias[i%%%d]%s", C, inplace ? " in place" : "");
+    expect_close(what, po, rpre, n);
+    snprintf(what, sizeof what, "ew out = gelu(pre) C=%d", C);
+    expect_close(what, &out, rout, n);
+    bfree(&y), bfree(&bias), bfree(&pre), bfree(&out);
+  }
+  free(rpre), free(rout);
+}
+
+static void test_pos_add(int B, int TC) {
+  dhx_kernel_spec s = spec_pos_add(TY, TC);
+  int64_t n = (int64_t)B * TC;
+  buf x = bnew(n), w = bnew(TC), out = bnew(n);
+  brand(&x, -1, 1);
+  brand(&w, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) ref[i] = x.r[i] + w.r[i % TC];
+  dhx_slot a[] = {P(out), P(x), P(w)};
+  run("ew pos", cgt_fn(&T, &s), a, n, (buf *[]){&out, &x}, 2);
+  expect_close("ew out = x + wpe[i % (T*C)]", &out, ref, n);
+  free(ref);
+  bfree(&x), bfree(&w), bfree(&out);
+}
+
+static void test_gelu_grad(int64_t n) {
+  buf x = bnew(n), dy = bnew(n), dx = bnew(n);
+  brand(&x, -5, 5);
+  brand(&dy, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int acc = 0; acc <= 1; acc++) {
+    dhx_kernel_spec s = spec_gelu_grad(TY, acc);
+    brand(&dx, -1, 1);
+    for (int64_t i = 0; i < n; i++)
+      ref[i] = (acc ? dx.r[i] : 0) + (double)(dy.r[i] * gelu_grad_l(x.r[i]));
+    dhx_slot a[] = {P(dx), P(x), P(dy)};
+    run("ew gelu_grad", cgt_fn(&T, &s), a, n, (buf *[]){&dx}, 1);
+    expect_close(acc ? "ew dx += gelu_grad(x, dy)" : "ew dx = gelu_grad(x, dy)", &dx, ref, n);
+  }
+  free(ref);
+  bfree(&x), bfree(&dy), bfree(&dx);
+}
+
+static void test_acc_add(int64_t n) {
+  dhx_kernel_spec s = spec_acc_add(TY);
+  buf a_ = bnew(n), out = bnew(n);
+  brand(&a_, -1, 1);
+  brand(&out, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) ref[i] = out.r[i] + a_.r[i];
+  dhx_slot a[] = {P(out), P(a_)};
+  run("ew acc", cgt_fn(&T, &s), a, n, (buf *[]){&out}, 1);
+  expect_close("ew out += a", &out, ref, n);
+  free(ref);
+  bfree(&a_), bfree(&out);
+}
+
+static void test_mix(int64_t n) {
+  const double s0 = rnd(1.7), s1 = rnd(0.8);
+  buf A = bnew(n), Bv = bnew(n), o0 = bnew(n), o1 = bnew(n), o2 = bnew(n);
+  brand(&A, -2, 2);
+  brand(&Bv, -2, 2);
+  double *r0 = malloc(sizeof(double) * (size_t)n), *r1 = malloc(sizeof(double) * (size_t)n);
+  double *r2 = malloc(sizeof(double) * (size_t)n);
+  for (int acc = 0; acc <= 1; acc++) {
+    dhx_kernel_spec s = spec_mix(TY, acc);
+    brand(&o0, 5, 6);
+    brand(&o1, -1, 1);
+    brand(&o2, 5, 6);
+    for (int64_t i = 0; i < n; i++) {
+      double a = A.r[i], b = Bv.r[i];
+      r0[i] = a * s0 + b / s1 - 0.5;
+      r1[i] = (acc ? o1.r[i] : 0) + tanh(a) * exp(-b) + sqrt(b * b + s1);
+      r2[i] = log(a * a + 1) + b;
+    }
+    dhx_slot a[] = {P(o0), P(o1), P(o2), P(A), P(Bv), F(s0), F(s1)};
+    run("ew mix", cgt_fn(&T, &s), a, n, (buf *[]){&o0, &o1, &o2}, 3);
+    expect_close("ew o0 = a*s0 + b/s1 - 0.5", &o0, r0, n);
+    expect_close(acc ? "ew o1 += tanh(a) exp(-b) + sqrt(b*b+s1)" : "ew o1 = tanh(a) exp(-b) + sqrt(b*b+s1)",
+                 &o1, r1, n);
+    expect_close("ew o2 = log(a*a+1) - neg(b)", &o2, r2, n);
+  }
+  free(r0), free(r1), free(r2);
+  bfree(&A), bfree(&Bv), bfree(&o0), bfree(&o1), bfree(&o2);
+}
+
+static void test_two_mods(int64_t n, int m1, int m2) {
+  dhx_kernel_spec s = spec_two_mods(TY, m1, m2);
+  buf x = bnew(n), u = bnew(m1), v = bnew(m2), out = bnew(n);
+  brand(&x, -1, 1);
+  brand(&u, -1, 1);
+  brand(&v, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) ref[i] = x.r[i] + u.r[i % m1] * v.r[i % m2];
+  dhx_slot a[] = {P(out), P(x), P(u), P(v)};
+  run("ew two mods", cgt_fn(&T, &s), a, n, (buf *[]){&out}, 1);
+  char what[64];
+  snprintf(what, sizeof what, "ew out = x + u[i%%%d] * v[i%%%d]", m1, m2);
+  expect_close(what, &out, ref, n);
+  free(ref);
+  bfree(&x), bfree(&u), bfree(&v), bfree(&out);
+}
+
+int main(int argc, char **argv) {
+  CHECK(argc == 2 && (!strcmp(argv[1], "f32") || !strcmp(argv[1], "f64")),
+        "usage: test_cg_reference f32|f64");
+  TY = strcmp(argv[1], "f64") == 0 ? DHX_KT_F64 : DHX_KT_F32;
+  ES = TY == DHX_KT_F64 ? 8 : 4;
+  RTOL = TY == DHX_KT_F64 ? 1e-12 : 1e-5;
+  rng_seed(TY == DHX_KT_F64 ? 7 : 3);
+
+  cgt_init(&T);
+  cgt_add_all(&T, TY);
+  // Shapes used below that cgt_add_all does not cover.
+  dhx_kernel_spec extra[] = {spec_bias_gelu(TY, 5), spec_pos_add(TY, 3 * 11),
+                             spec_two_mods(TY, 7, 33)};
+  for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) cgt_add(&T, &extra[i]);
+  cgt_build(&T);
+  printf("kernels.so with %d kernels (%s)\n", dhx_codegen_count(T.cg), argv[1]);
+
+  test_embed(7, 37, 11);
+  test_embed(9, 70, 5);
+  test_layernorm(7, 37);
+  test_layernorm(3, 130);
+  test_layernorm(2, 1);
+  test_softmax(3, 5);
+  test_softmax(2, 37);
+  test_softmax(1, 1);
+  test_xent(7, 37);
+  test_xent(3, 101);
+  test_adamw(7 * 37 + 3);
+  test_sumsq(1000, 64);
+  test_sumsq(37, 1000);
+  test_colsum(7, 37);
+  test_colsum(5, 70);
+  test_colsum(3, 3);
+  test_bias_gelu(7, 37);
+  test_bias_gelu(3, 768);
+  test_bias_gelu(9, 5);
+  test_pos_add(3, 5 * 7);
+  test_pos_add(4, 3 * 11);
+  test_gelu_grad(7 * 37);
+  test_acc_add(7 * 37);
+  test_mix(7 * 37);
+  test_two_mods(3 * 37, 10, 4);
+  test_two_mods(200, 7, 33);
+
+  cgt_done(&T);
+  printf("%d checks passed\n", nchecks);
+  return 0;
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# End-to-end cases: compile real .dhx programs with dhxc and run them with dhxrun.
+# Usage: e2e.sh CASE   (environment: DHXC DHXRUN CHECK MPIRUN SRC WORK PTXAS)
+set -euo pipefail
+case_name=$1
+work=$WORK/$case_name
+rm -rf "$work" && mkdir -p "$work"
+cd "$work"
+
+corpus() {  # a byte-level corpus from the license texts every Debian machine has
+  # shellcheck disable=SC2046
+  "$DHXC" data -o "$work/tiny" $(find /usr/share/common-licenses -maxdepth 1 -type f | sort) >/dev/null
+}
+
+expect_fail() {  # expect_fail PATTERN CMD...: the command fails and says PATTERN on stderr
+  local pattern=$1; shift
+  if "$@" >out.txt 2>err.txt; then echo "expected failure: $*"; cat out.txt; exit 1; fi
+  if ! grep -q -- "$pattern" err.txt; then
+    echo "expected '$pattern' in the error of: $*"; cat err.txt; exit 1
+  fi
+  head -3 err.txt
+}
+
+tiny() {  # tiny PLAN_DIR [--set ...]: compile samples/tiny.dhx against this case's corpus
+  local dir=$1; shift
+  "$DHXC" "$SRC/samples/tiny.dhx" -o "$dir" --set "data.train=\"$work/tiny_train.bin\"" \
+    --set "data.val=\"$work/tiny_val.bin\"" "$@"
+}
+
+case $case_name in
+  ptx)
+    tiny plan
+    for arch in sm_80 sm_90; do "$PTXAS" -arch=$arch plan/kernels.ptx -o /dev/null; done
+    "$PTXAS" -arch=sm_90 plan/kernels.sm_90.ptx -o /dev/null
+    echo "kernels.ptx passes ptxas for sm_80 and sm_90"
+    ;;
+  dp_parity)
+    corpus
+    common=(--set train.steps=20 --set train.micro_batch=8 --set train.global_batch=16
+            --set train.val_every=0)
+    tiny dp1 "${common[@]}" --set schedule.parallel.dp=1
+    tiny dp2 "${common[@]}" --set schedule.parallel.dp=2
+    "$DHXRUN" dp1 --metrics dp1.jsonl --quiet
+    $MPIRUN -np 2 "$DHXRUN" dp2 --metrics dp2.jsonl --quiet
+    "$CHECK" same dp1.jsonl dp2.jsonl 1e-5
+    ;;
+  resume)
+    corpus
+    tiny plan --set train.steps=10 --set schedule.parallel.dp=1 --set train.checkpoint_every=5 \
+      --set train.val_every=0
+    "$DHXRUN" plan --metrics full.jsonl --checkpoint-dir ckpt --quiet
+    test -f ckpt/step_5.safetensors
+    "$DHXRUN" plan --resume ckpt/step_5.safetensors --metrics resumed.jsonl --quiet
+    "$CHECK" same full.jsonl resumed.jsonl 0 6 10
+    ;;
+  tiny_loss)
+    corpus
+    tiny plan
+    $MPIRUN -np 2 "$DHXRUN" plan --metrics m.jsonl
+    "$CHECK" falls m.jsonl
+    "$CHECK" below m.jsonl 291 300 2.7
+    ;;
+  bad_inputs)
+    corpus
+    tiny plan --set train.steps=2 --set schedule.parallel.dp=1
+    cp -r plan broken
+    head -c 1000 plan/plan.bin > broken/plan.bin
+    expect_fail "plan.bin" "$DHXRUN" broken
+    cp plan/plan.bin broken/plan.bin
+    printf '\x5a' | dd of=broken/plan.bin bs=1 seek=3000 conv=notrunc status=none
+    expect_fail "plan.bin" "$DHXRUN" broken
+    expect_fail "missing.bin" "$DHXRUN" plan --train missing.bin
+    head -c 4096 /dev/urandom > garbage.bin
+    expect_fail "garbage.bin" "$DHXRUN" plan --train garbage.bin
+    head -c 2000 tiny_train.bin > short.bin
+    expect_fail "short.bin" "$DHXRUN" plan --train short.bin
+    ;;
+  overrides)
+    "$DHXC" "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=2 --emit=schedule > sched.txt
+    grep -q -i "allreduce" sched.txt || { echo "no gradient all-reduce at dp=2"; exit 1; }
+    "$DHXC" "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=1 --emit=schedule > sched1.txt
+    if grep -q -i "allreduce" sched1.txt; then echo "all-reduce at dp=1"; exit 1; fi
+    expect_fail "dpp" "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.dpp=2
+    expect_fail "not implemented" "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.tp=2
+    ;;
+  check_samples)
+    for f in "$SRC"/samples/*.dhx "$SRC"/stdlib/*.dhx; do "$DHXC" check "$f"; done
+    echo "every sample and stdlib module passes dhxc check"
+    ;;
+  *) echo "unknown case $case_name"; exit 2 ;;
+esac

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# dhxrun end to end on the toy plan (tests/runtime/testlib.h: linear regression from one-hot
+# tokens, GEMMs + the test kernels, AdamW, all-reduce on a communication stream at dp 2).
+# Usage: runtime_cli.sh CASE   (environment: DHXRUN TOY MPIRUN WORK)
+set -euo pipefail
+case_name=$1
+work=$WORK/$case_name
+rm -rf "$work" && mkdir -p "$work"
+cd "$work"
+
+"$TOY" shard train.bin 20000 1
+"$TOY" shard val.bin 4000 9
+
+expect_fail() {  # expect_fail PATTERN CMD...: fails with exit 1 and says PATTERN on stderr
+  local pattern=$1; shift
+  local rc=0
+  "$@" >out.txt 2>err.txt || rc=$?
+  if [ "$rc" -ne 1 ]; then echo "expected exit 1 (got $rc): $*"; cat out.txt err.txt; exit 1; fi
+  if ! grep -q -F -- "$pattern" err.txt; then
+    echo "expected '$pattern' in the error of: $*"; cat err.txt; exit 1
+  fi
+  if [ "$(grep -c 'dhxrun: error' err.txt)" -ne 1 ]; then
+    echo "expected the error once: $*"; cat err.txt; exit 1
+  fi
+  head -1 err.txt
+}
+
+json_field() {  # json_field FILE STEP FIELD: the value of FIELD on the line of STEP
+  grep "\"step\":$2," "$1" | sed -E "s/.*\"$3\":([^,}]*).*/\\1/"
+}
+
+case $case_name in
+  trains_toy_plan)
+    "$TOY" plan p --steps 40
+    "$DHXRUN" p --train train.bin --val val.bin --metrics m.jsonl > out.txt
+    cat out.txt
+    grep -q -E '^dhxrun: toy \| 1 ranks x [0-9]+ threads \| 272 params \| 64 tokens/step' out.txt
+    grep -q -E '^step    1/40 \| loss [0-9]+\.[0-9]{4} \| lr [0-9]\.[0-9]{2}e-[0-9]{2} \| norm [0-9]+\.[0-9]{3} \| [0-9]+\.[0-9] ms \| [0-9]+ tok/s$' out.txt
+    grep -q -E '^step   10/40 \| .* tok/s \| val [0-9]+\.[0-9]{4}$' out.txt
+    [ "$(wc -l < out.txt)" -eq 41 ]
+    [ "$(wc -l < m.jsonl)" -eq 40 ]
+    [ "$(grep -c val_loss m.jsonl)" -eq 4 ]   # steps 10, 20, 30, 40
+    [ "$(json_field m.jsonl 7 comm_bytes)" = 0 ]
+    # the learning rate follows the schedule: warm-up over 3 steps to 0.05
+    [ "$(json_field m.jsonl 3 lr)" = 0.05 ]
+    "$TOY" falls m.jsonl
+    # --quiet prints nothing; --steps stops early on the same schedule (a prefix of the run)
+    "$DHXRUN" p --train train.bin --steps 5 --metrics m5.jsonl --quiet > quiet.txt
+    [ ! -s quiet.txt ]
+    "$TOY" same m5.jsonl m.jsonl 0
+    [ "$(json_field m5.jsonl 5 lr)" = "$(json_field m.jsonl 5 lr)" ]
+    # --threads does not change the numbers
+    "$DHXRUN" p --train train.bin --steps 5 --threads 3 --metrics m5t.jsonl --quiet
+    "$TOY" same m5.jsonl m5t.jsonl 0
+    ;;
+  dp2_matches_single_rank)
+    # Same global batch (8 sequences): 1 rank x 2 micro-batches of 4, or 2 ranks x 1 of 4.
+    "$TOY" plan p1 --dp 1 --steps 20
+    "$TOY" plan p2 --dp 2 --steps 20
+    "$DHXRUN" p1 --train train.bin --val val.bin --metrics m1.jsonl --quiet
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --val val.bin --metrics m2.jsonl --quiet
+    "$TOY" same m1.jsonl m2.jsonl 1e-5
+    # each rank sends 2(p-1)/p of the 272 gradient floats per step
+    [ "$(json_field m2.jsonl 3 comm_bytes)" = 1088 ]
+    v1=$(json_field m1.jsonl 20 val_loss) v2=$(json_field m2.jsonl 20 val_loss)
+    awk -v a="$v1" -v b="$v2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * a) }'
+    ;;
+  resume_reproduces_losses)
+    "$TOY" plan p --steps 10 --checkpoint-every 5
+    "$DHXRUN" p --train train.bin --metrics full.jsonl --checkpoint-dir ck/nested --quiet
+    test -f ck/nested/step_5.safetensors && test -f ck/nested/step_10.safetensors
+    "$DHXRUN" p --train train.bin --steps 5 --save half.safetensors --metrics first.jsonl --quiet
+    "$DHXRUN" p --train train.bin --resume half.safetensors --metrics second.jsonl --quiet
+    [ "$(head -c 9 second.jsonl)" = '{"step":6' ] && [ "$(wc -l < second.jsonl)" -eq 5 ]
+    "$TOY" same first.jsonl full.jsonl 0
+    "$TOY" same second.jsonl full.jsonl 0
+    # the periodic checkpoint resumes the same way, and at dp 2 (every rank reads it)
+    "$DHXRUN" p --train train.bin --resume ck/nested/step_5.safetensors --metrics third.jsonl --quiet
+    "$TOY" same third.jsonl full.jsonl 0
+    "$TOY" plan p2 --dp 2 --steps 10 --checkpoint-every 5
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --metrics full2.jsonl --checkpoint-dir ck2 --quiet
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --resume ck2/step_5.safetensors --metrics r2.jsonl --quiet
+    "$TOY" same r2.jsonl full2.jsonl 0
+    ;;
+  errors_are_clear)
+    "$TOY" plan p --steps 2
+    "$DHXRUN" --help | grep -q -- '--checkpoint-dir DIR'
+    expect_fail "unknown option '--bogus'" "$DHXRUN" p --bogus
+    expect_fail "--steps: 'abc' is not a positive integer" "$DHXRUN" p --steps abc
+    expect_fail "missing PLAN_DIR" "$DHXRUN"
+    expect_fail "nowhere/plan.bin: cannot open" "$DHXRUN" nowhere --train train.bin
+    cp -r p broken
+    head -c 1000 p/plan.bin > broken/plan.bin
+    expect_fail "broken/plan.bin: truncated: 1000 bytes, header says" "$DHXRUN" broken --train train.bin
+    cp p/plan.bin broken/plan.bin
+    printf '\x5a' | dd of=broken/plan.bin bs=1 seek=3000 conv=notrunc status=none
+    expect_fail "broken/plan.bin: checksum mismatch (file is corrupted)" "$DHXRUN" broken --train train.bin
+    cp p/plan.bin broken/plan.bin
+    rm broken/kernels.so
+    expect_fail "broken/kernels.so: cannot load the plan's kernels" "$DHXRUN" broken --train train.bin
+    libm=$(ldconfig -p | grep -m1 -o '/.*libm\.so\.6$')
+    cp "$libm" broken/kernels.so
+    expect_fail "kernel 'onehot' (symbol dhxk_onehot) is missing" "$DHXRUN" broken --train train.bin
+    expect_fail "no training data" "$DHXRUN" p
+    expect_fail "missing.bin: cannot open" "$DHXRUN" p --train missing.bin
+    head -c 4096 /dev/urandom > garbage.bin
+    expect_fail "garbage.bin: bad magic" "$DHXRUN" p --train garbage.bin
+    head -c 2000 train.bin > short.bin
+    expect_fail "short.bin: truncated: header says 20000 tokens but the file holds 488" "$DHXRUN" p --train short.bin
+    expect_fail "garbage.bin: bad magic" "$DHXRUN" p --train train.bin --val garbage.bin
+    expect_fail "garbage.bin: header length" "$DHXRUN" p --train train.bin --resume garbage.bin
+    expect_fail "cannot create the metrics file" "$DHXRUN" p --train train.bin --metrics nodir/m.jsonl
+    # several ranks: the same problem is reported once, and every rank exits 1
+    "$TOY" plan p2 --dp 2 --steps 2
+    expect_fail "garbage.bin: bad magic" $MPIRUN -np 2 "$DHXRUN" p2 --train garbage.bin
+    expect_fail "the plan is for 1 ranks, but 2 were started" $MPIRUN -np 2 "$DHXRUN" p --train train.bin
+    expect_fail "the plan is for 2 ranks, but 1 were started" "$DHXRUN" p2 --train train.bin
+    ;;
+  *) echo "unknown case $case_name"; exit 2 ;;
+esac
+echo "$case_name: passed"
