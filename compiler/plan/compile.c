@@ -197,10 +197,29 @@ void dhx_compiled_free(dhx_compiled *c) {
   dhx_graph_free(&c->graph);
 }
 
+// mkdir -p: the plan directory and any missing parents.
 static bool make_dir(const char *dir) {
-  if (mkdir(dir, 0755) == 0 || errno == EEXIST) return true;
-  dhx_error("cannot create '%s': %s", dir, strerror(errno));
-  return false;
+  char path[4096];
+  if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
+    dhx_error("plan directory path is too long: '%s'", dir);
+    return false;
+  }
+  for (char *p = path + 1;; p++) {
+    bool last = *p == '\0';
+    if (*p != '/' && !last) continue;
+    *p = '\0';
+    struct stat st;
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+      dhx_error("cannot create '%s': %s", path, strerror(errno));
+      return false;
+    }
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      dhx_error("cannot create '%s': a file of that name is in the way", path);
+      return false;
+    }
+    if (last) return true;
+    *p = '/';
+  }
 }
 
 bool dhx_write_plan_dir(dhx_compiled *c, const char *dir) {

@@ -82,6 +82,10 @@ case $case_name in
     if grep -q -i "allreduce" sched1.txt; then echo "all-reduce at dp=1"; exit 1; fi
     expect_fail "dpp" "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.dpp=2
     expect_fail "not implemented" "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.tp=2
+    "$DHXC" "$SRC/samples/tiny.dhx" -o nested/dirs/plan --set train.steps=1  # like mkdir -p
+    test -f nested/dirs/plan/plan.bin
+    touch afile
+    expect_fail "in the way" "$DHXC" "$SRC/samples/tiny.dhx" -o afile/plan
     ;;
   check_samples)
     for f in "$SRC"/samples/*.dhx "$SRC"/stdlib/*.dhx; do "$DHXC" check "$f"; done
