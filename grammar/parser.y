@@ -101,7 +101,7 @@ static void missing_brace(dhx_parse_state *ps, const dhx_loc *open, const dhx_lo
 %token <str> NAME "identifier"
 %token <str> STRING "string"
 %token <expr> NUMBER "number"
-%token <str> USE "'use'" LAYER "'layer'" MODEL "'model'" DATA "'data'" CLUSTER "'cluster'"
+%token <str> USE "'use'" LAYER "'layer'" MODEL "'model'" DATA "'data'" CLUSTER "'cluster'" GPU "'gpu'"
 %token <str> SCHEDULE "'schedule'" TRAIN "'train'" REPEAT "'repeat'" IN "'in'" RETURN "'return'"
 %token <str> TRUE_ "'true'" FALSE_ "'false'" ON "'on'" OFF "'off'"
 %token <str> INT_T "'int'" FLOAT_T "'float'" BOOL_T "'bool'" STR_T "'str'"
@@ -157,6 +157,19 @@ item:
   | CLUSTER '=' call          {
                                 $$ = new_item(ps, ITEM_CLUSTER, @$, NULL, @1);
                                 $$->value = $3;
+                              }
+  | CLUSTER '=' NAME          {
+                                $$ = new_item(ps, ITEM_CLUSTER, @$, NULL, @1);
+                                $$->value = leaf(ps, EXPR_IDENT, @3);
+                                $$->value->str = $3;
+                              }
+  | CLUSTER NAME '=' call     {
+                                $$ = new_item(ps, ITEM_CLUSTER_DEF, @$, $2, @2);
+                                $$->value = $4;
+                              }
+  | GPU NAME field_block      {
+                                $$ = new_item(ps, ITEM_GPU, @$, $2, @2);
+                                $$->fields = $3;
                               }
   | SCHEDULE field_block      { $$ = block_item(ps, ITEM_SCHEDULE, @$, @1, $2); }
   | TRAIN field_block         { $$ = block_item(ps, ITEM_TRAIN, @$, @1, $2); }
@@ -273,7 +286,7 @@ field:
 /* Field and argument names may be keywords: `data { train: "a.bin" }`. */
 label:
     NAME
-  | USE | LAYER | MODEL | DATA | CLUSTER | SCHEDULE | TRAIN | REPEAT | IN | RETURN
+  | USE | LAYER | MODEL | DATA | CLUSTER | GPU | SCHEDULE | TRAIN | REPEAT | IN | RETURN
   | TRUE_ | FALSE_ | ON | OFF | INT_T | FLOAT_T | BOOL_T | STR_T
   ;
 
@@ -460,10 +473,10 @@ static const struct {
   const char *tokens[24];
 } groups[] = {
     {"expression", {"number", "string", "identifier", "'true'", "'false'", "'on'", "'off'", "'('", "'-'"}},
-    {"field name", {"identifier", "'use'", "'layer'", "'model'", "'data'", "'cluster'", "'schedule'",
+    {"field name", {"identifier", "'use'", "'layer'", "'model'", "'data'", "'cluster'", "'gpu'", "'schedule'",
                     "'train'", "'repeat'", "'in'", "'return'", "'true'", "'false'", "'on'", "'off'", "'int'", "'float'", "'bool'", "'str'"}},
     {"statement", {"identifier", "'return'", "'repeat'"}},
-    {"top-level item", {"'use'", "'layer'", "'model'", "'data'", "'cluster'", "'schedule'", "'train'"}},
+    {"top-level item", {"'use'", "'layer'", "'model'", "'data'", "'cluster'", "'gpu'", "'schedule'", "'train'"}},
     {NULL, {"'+'", "'-'", "'*'", "'/'", "'%'", "'@'"}},
 };
 

@@ -1,7 +1,7 @@
 // main.c — the dhxc command line.
 //
 //   dhxc FILE.dhx -o PLAN_DIR [--set PATH=VALUE]... [-I STDLIB_DIR]
-//   dhxc FILE.dhx --emit=graph|schedule|llvm|ptx [--set ...]
+//   dhxc FILE.dhx --emit=graph|memory|schedule|llvm|ptx [--set ...]
 //   dhxc check FILE.dhx [--set ...]
 //   dhxc data -o PREFIX [--val-fraction F] TEXT_FILE...
 #include <stdio.h>
@@ -10,6 +10,7 @@
 
 #include "../front/front.h"
 #include "../plan/compile.h"
+#include "../sema/sema.h"
 #include "driver.h"
 
 #ifndef DHX_STDLIB_DIR
@@ -24,7 +25,7 @@ static void usage(FILE *f) {
           "                                               make byte-level token shards\n"
           "options:\n"
           "  --set PATH=VALUE   override a field, e.g. --set schedule.parallel.dp=2\n"
-          "  --emit=KIND        print graph | schedule | llvm | ptx to stdout\n"
+          "  --emit=KIND        print graph | memory | schedule | llvm | ptx to stdout\n"
           "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
           "  -h, --help         this text\n");
 }
@@ -69,12 +70,12 @@ static bool parse_args(int argc, char **argv, options *o) {
     dhx_error("no input file (see dhxc --help)");
     return false;
   }
-  static const char *kinds[] = {"graph", "schedule", "llvm", "ptx"};
+  static const char *kinds[] = {"graph", "memory", "schedule", "llvm", "ptx"};
   if (o->emit) {
     bool known = false;
-    for (int k = 0; k < 4; k++) known |= strcmp(o->emit, kinds[k]) == 0;
+    for (int k = 0; k < 5; k++) known |= strcmp(o->emit, kinds[k]) == 0;
     if (!known) {
-      dhx_error("unknown --emit kind '%s' (graph, schedule, llvm or ptx)", o->emit);
+      dhx_error("unknown --emit kind '%s' (graph, memory, schedule, llvm or ptx)", o->emit);
       return false;
     }
   }
@@ -103,6 +104,28 @@ static int emit(dhx_compiled *c, const char *kind) {
   return ok ? 0 : 1;
 }
 
+// What only needs the analyzed model: --emit=memory, and `dhxc check` and --emit=graph (the
+// operator graph without programs) of a program this build cannot lower yet.
+static int analyze_only(const dhx_program *prog, const dhx_config *cfg, const options *o) {
+  dhx_graph g;
+  bool ok = dhx_analyze(prog, cfg, &g);
+  if (ok && o->emit && strcmp(o->emit, "graph") == 0) dhx_graph_dump(&g, stdout);
+  if (ok && o->emit && strcmp(o->emit, "memory") == 0) {
+    dhx_memory m;
+    dhx_estimate_memory(&g, cfg, &m);
+    dhx_print_memory(&m, cfg, stdout);
+    dhx_memory_free(&m);
+  }
+  char what[160];
+  const dhx_loc *at;
+  if (ok && o->check && !o->emit && dhx_unlowered(cfg, &at, what, sizeof what))
+    dhx_note_at(at, dhx_source_for(at->file), "checked through the schedule constraints and the "
+                "memory estimate; %s is not lowered by this build yet, so 'dhxc -o' refuses it",
+                what);
+  dhx_graph_free(&g);
+  return ok && dhx_diag.errors == 0 ? 0 : 1;
+}
+
 static int compile_main(options *o) {
   const char *dirs[18];
   int nd = 0;
@@ -116,22 +139,26 @@ static int compile_main(options *o) {
   int rc = 1;
   for (int i = 0; i < o->nsets && dhx_diag.errors == 0; i++) dhx_apply_override(prog, o->sets[i]);
   dhx_config cfg;
-  bool library = false;
   if (dhx_diag.errors == 0 && dhx_read_config(prog, &cfg) && dhx_diag.errors == 0) {
-    // `dhxc check` of a module without a model instance (a stdlib module) checks what the
-    // module defines; there is no model to compile.
-    library = o->check && !o->emit && !cfg.model_inst;
-  }
-  if (library) {
-    rc = 0;
-  } else if (dhx_diag.errors == 0) {
-    dhx_compiled c;
-    if (dhx_compile(prog, &cfg, &c) && dhx_diag.errors == 0) {
+    char what[160];
+    const dhx_loc *at;
+    bool unlowered = dhx_unlowered(&cfg, &at, what, sizeof what) != NULL;
+    bool analysis = o->emit && (strcmp(o->emit, "memory") == 0 ||
+                                (strcmp(o->emit, "graph") == 0 && unlowered));
+    if (o->check && !o->emit && !cfg.model_inst) {
+      // a module without a model instance (a stdlib module): its definitions were checked
       rc = 0;
-      if (o->emit) rc = emit(&c, o->emit);
-      if (rc == 0 && o->output && !dhx_write_plan_dir(&c, o->output)) rc = 1;
+    } else if (analysis || (o->check && !o->emit && unlowered)) {
+      rc = analyze_only(prog, &cfg, o);
+    } else {
+      dhx_compiled c;
+      if (dhx_compile(prog, &cfg, &c) && dhx_diag.errors == 0) {
+        rc = 0;
+        if (o->emit) rc = emit(&c, o->emit);
+        if (rc == 0 && o->output && !dhx_write_plan_dir(&c, o->output)) rc = 1;
+      }
+      dhx_compiled_free(&c);
     }
-    dhx_compiled_free(&c);
   }
   dhx_program_free(prog);
   return rc == 0 && dhx_diag.errors == 0 ? 0 : 1;

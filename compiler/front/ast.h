@@ -114,7 +114,9 @@ typedef enum {
   ITEM_MODEL_DEF,   // model name(params) { body }
   ITEM_MODEL_INST,  // model name = call     (value is an EXPR_CALL)
   ITEM_DATA,        // data { fields }
-  ITEM_CLUSTER,     // cluster = call        (value is an EXPR_CALL)
+  ITEM_CLUSTER,     // cluster = call | cluster = NAME   (value: EXPR_CALL, or EXPR_IDENT naming a preset)
+  ITEM_CLUSTER_DEF, // cluster NAME = call   a named cluster preset (value is an EXPR_CALL)
+  ITEM_GPU,         // gpu NAME { fields }   a GPU kind: flops, memory, bandwidth
   ITEM_SCHEDULE,    // schedule { fields }   (sub-blocks parallel/strands/compress/...)
   ITEM_TRAIN,       // train { fields }
 } dhx_item_kind;
@@ -122,14 +124,14 @@ typedef enum {
 typedef struct dhx_item {
   dhx_item_kind kind;
   dhx_loc loc;       // span of the keyword through the end of the item
-  char *name;        // USE module name; LAYER/MODEL_DEF/MODEL_INST name
+  char *name;        // USE module name; LAYER/MODEL_DEF/MODEL_INST/CLUSTER_DEF/GPU name
   dhx_loc name_loc;  // span of the name; for DATA/CLUSTER/SCHEDULE/TRAIN, of the keyword
   dhx_param *params; // LAYER, MODEL_DEF
   int nparams;
   dhx_stmt **body;   // LAYER, MODEL_DEF
   int nbody;
-  dhx_expr *value;   // MODEL_INST, CLUSTER
-  dhx_fields *fields;  // DATA, SCHEDULE, TRAIN
+  dhx_expr *value;   // MODEL_INST, CLUSTER, CLUSTER_DEF
+  dhx_fields *fields;  // DATA, SCHEDULE, TRAIN, GPU
   struct dhx_module *used;  // USE: the module it resolved to (set by the loader)
   bool use_path;     // USE: written as a string (`use "x.dhx"`), a path relative to the file
 } dhx_item;

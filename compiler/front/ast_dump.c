@@ -90,7 +90,8 @@ static void fields(FILE *f, const dhx_fields *fs, int d) {
 }
 
 static const char *type_names[] = {"int", "float", "bool", "str", "tensor"};
-static const char *item_names[] = {"use", "layer", "model", "model", "data", "cluster", "schedule", "train"};
+static const char *item_names[] = {"use", "layer", "model", "model", "data", "cluster",
+                                   "cluster", "gpu", "schedule", "train"};
 
 void dhx_dump_module(const dhx_module *m, FILE *f) {
   fprintf(f, "module %s (%s)\n", m->name, m->path);
@@ -98,7 +99,7 @@ void dhx_dump_module(const dhx_module *m, FILE *f) {
     const dhx_item *it = m->items[i];
     fprintf(f, "  %s", item_names[it->kind]);
     if (it->name) fprintf(f, it->use_path ? " \"%s\"" : " %s", it->name);
-    if (it->kind == ITEM_MODEL_INST) fprintf(f, " =");
+    if (it->kind == ITEM_MODEL_INST || it->kind == ITEM_CLUSTER_DEF) fprintf(f, " =");
     loc(f, &it->loc);
     indent(f, 2);
     fprintf(f, "name");

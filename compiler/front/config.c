@@ -12,56 +12,6 @@
 
 static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
-// ---- field names ------------------------------------------------------------------------------
-
-// Index of `name` in `known`, or -1 after reporting it as unknown. A repeated field is
-// reported too (and also returns -1), with a note at the first one.
-static int field_index(const char *name, const dhx_loc *loc, const char *noun, const char *what,
-                       const char *const *known, const dhx_loc **seen) {
-  for (int i = 0; known[i]; i++) {
-    if (strcmp(name, known[i]) != 0) continue;
-    if (seen[i]) {
-      dhx_error_at(loc, src(loc), "'%s' is set twice in %s", name, what);
-      dhx_note_at(seen[i], src(seen[i]), "first set here");
-      return -1;
-    }
-    seen[i] = loc;
-    return i;
-  }
-  const char *hint = dhx_suggest(name, known);
-  if (hint)
-    dhx_error_at(loc, src(loc), "unknown %s '%s' in %s; did you mean '%s'?", noun, name, what, hint);
-  else
-    dhx_error_at(loc, src(loc), "unknown %s '%s' in %s", noun, name, what);
-  return -1;
-}
-
-// A field that must hold a value (not a `{ ... }` block).
-static const dhx_expr *value_of(const dhx_field *f) {
-  if (f->value) return f->value;
-  dhx_error_at(&f->loc, src(&f->loc), "'%s' takes a value, as in '%s: ...', not a block", f->name,
-               f->name);
-  return NULL;
-}
-
-// Named arguments of a call, checked like fields. Positional ones are errors.
-typedef void (*arg_reader)(void *ctx, int index, const dhx_arg *arg);
-
-static void read_args(const dhx_expr *call, const char *what, const char *example,
-                      const char *const *known, arg_reader read, void *ctx) {
-  const dhx_loc *seen[16] = {0};
-  for (int i = 0; i < call->nargs; i++) {
-    const dhx_arg *a = &call->args[i];
-    if (!a->name) {
-      dhx_error_at(&a->value->loc, src(&a->value->loc),
-                   "arguments of %s must be named, as in %s", what, example);
-      continue;
-    }
-    int k = field_index(a->name, &a->name_loc, "argument", what, known, seen);
-    if (k >= 0) read(ctx, k, a);
-  }
-}
-
 // ---- data -------------------------------------------------------------------------------------
 
 static void read_data(const dhx_item *it, dhx_config *cfg) {
@@ -69,94 +19,11 @@ static void read_data(const dhx_item *it, dhx_config *cfg) {
   const dhx_loc *seen[2] = {0};
   for (int i = 0; i < it->fields->n; i++) {
     const dhx_field *f = &it->fields->items[i];
-    int k = field_index(f->name, &f->loc, "field", "'data'", known, seen);
-    const dhx_expr *v = k >= 0 ? value_of(f) : NULL;
+    int k = dhx_cfg_field_index(f->name, &f->loc, "field", "'data'", known, seen);
+    const dhx_expr *v = k >= 0 ? dhx_cfg_value_of(f) : NULL;
     if (!v) continue;
     dhx_cfg_string(v, f->name, "a string (the path of a token shard)",
                    k == 0 ? &cfg->train_path : &cfg->val_path);
-  }
-}
-
-// ---- cluster ----------------------------------------------------------------------------------
-
-static void read_cpu_arg(void *ctx, int k, const dhx_arg *a) {
-  dhx_config *cfg = ctx;
-  switch (k) {
-    case 0: dhx_cfg_int(a->value, "ranks", 1, 1 << 20, &cfg->cluster_ranks); break;
-    case 1: dhx_cfg_quantity(a->value, "net", DHX_UNIT_BANDWIDTH, "2 GB/s", &cfg->net_bandwidth); break;
-    case 2: dhx_cfg_quantity(a->value, "latency", DHX_UNIT_TIME, "10 us", &cfg->net_latency); break;
-  }
-}
-
-static void read_cluster(const dhx_item *it, dhx_config *cfg) {
-  static const char *const known[] = {"ranks", "net", "latency", NULL};
-  const dhx_expr *call = it->value;
-  if (!call || call->kind != EXPR_CALL) return;  // the parser only builds calls here
-  if (strcmp(call->str, "cpu") != 0) {
-    dhx_loc at = dhx_cfg_callee_loc(call);
-    dhx_error_at(&at, src(&at), "GPU clusters are not supported yet by this build; use cpu(...)");
-    cfg->cluster_cpu = false;
-    return;
-  }
-  cfg->cluster_cpu = true;
-  read_args(call, "'cpu(...)'", "cpu(ranks: 4, net: 2 GB/s)", known, read_cpu_arg, cfg);
-}
-
-// ---- schedule ---------------------------------------------------------------------------------
-
-static const char *const parallel_fields[] = {"dp", "tp", "pp", "sp", "zero", NULL};
-
-static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {
-  const dhx_loc *seen[5] = {0};
-  for (int i = 0; i < fs->n; i++) {
-    const dhx_field *f = &fs->items[i];
-    int k = field_index(f->name, &f->loc, "field", "'parallel'", parallel_fields, seen);
-    const dhx_expr *v = k >= 0 ? value_of(f) : NULL;
-    if (!v) continue;
-    switch (k) {
-      case 0: dhx_cfg_int(v, "dp", 1, 1 << 20, &cfg->dp); break;
-      case 1: dhx_cfg_int(v, "tp", 1, 1 << 20, &cfg->tp); break;
-      case 2: dhx_cfg_int(v, "pp", 1, 1 << 20, &cfg->pp); break;
-      case 3: dhx_cfg_bool(v, "sp", &cfg->sp); break;
-      case 4:
-        if (dhx_cfg_int(v, "zero", 0, INT_MAX, &cfg->zero) && cfg->zero > 3) {
-          char got[64];
-          dhx_error_at(&v->loc, src(&v->loc), "'zero' must be 0, 1, 2 or 3, got %s",
-                       dhx_cfg_got(v, got, sizeof got));
-        }
-        break;
-    }
-  }
-}
-
-static void read_schedule(const dhx_item *it, dhx_config *cfg) {
-  // Blocks after the first are parsed and kept for the passes that will implement them.
-  static const char *const known[] = {"parallel", "strands", "compress", "offload", "sequence", NULL};
-  const dhx_loc *seen[5] = {0};
-  for (int i = 0; i < it->fields->n; i++) {
-    const dhx_field *f = &it->fields->items[i];
-    // `schedule { dp: 2 }` is a common slip for `schedule { parallel { dp: 2 } }`.
-    const char *hint = NULL;
-    for (int j = 0; parallel_fields[j]; j++)
-      if (strcmp(f->name, parallel_fields[j]) == 0) hint = parallel_fields[j];
-    if (hint) {
-      dhx_error_at(&f->loc, src(&f->loc),
-                   "unknown field '%s' in 'schedule'; did you mean 'parallel { %s: ... }'?", hint, hint);
-      continue;
-    }
-    int k = field_index(f->name, &f->loc, "field", "'schedule'", known, seen);
-    if (k < 0) continue;
-    if (k == 0) {
-      if (!f->block) {
-        dhx_error_at(&f->loc, src(&f->loc), "'parallel' is a block, as in 'parallel { dp: 2 }'");
-        continue;
-      }
-      cfg->schedule_loc = f->loc;
-      read_parallel(f->block, cfg);
-    } else {
-      dhx_warning_at(&f->loc, src(&f->loc), "schedule block '%s' is not implemented yet and is ignored",
-                     f->name);
-    }
   }
 }
 
@@ -200,7 +67,7 @@ static void read_adamw_arg(void *ctx, int k, const dhx_arg *a) {
 
 static void read_optimizer(const dhx_field *f, dhx_config *cfg) {
   static const char *const known[] = {"lr", "betas", "eps", "weight_decay", "clip", NULL};
-  const dhx_expr *v = value_of(f);
+  const dhx_expr *v = dhx_cfg_value_of(f);
   if (!v) return;
   if (v->kind != EXPR_CALL) {
     char got[64];
@@ -213,23 +80,25 @@ static void read_optimizer(const dhx_field *f, dhx_config *cfg) {
     dhx_error_at(&at, src(&at), "unknown optimizer '%s'; this build has adamw(...)", v->str);
     return;
   }
-  read_args(v, "'adamw(...)'", "adamw(lr: 3e-4)", known, read_adamw_arg, &cfg->adamw);
+  dhx_cfg_read_args(v->args, v->nargs, "'adamw(...)'", "adamw(lr: 3e-4)", known, read_adamw_arg,
+                    &cfg->adamw);
 }
 
 static const dhx_expr *read_train(const dhx_item *it, dhx_config *cfg) {
   static const char *const known[] = {"micro_batch", "global_batch", "steps", "seed", "optimizer",
                                       "warmup", "lr_min", "val_every", "val_batches", "log_every",
-                                      "checkpoint_every", NULL};
-  const dhx_loc *seen[11] = {0};
+                                      "checkpoint_every", "precision", NULL};
+  static const char *const precisions[] = {"f32", "bf16", NULL};
+  const dhx_loc *seen[12] = {0};
   const dhx_expr *global_batch = NULL;
   for (int i = 0; i < it->fields->n; i++) {
     const dhx_field *f = &it->fields->items[i];
-    int k = field_index(f->name, &f->loc, "field", "'train'", known, seen);
+    int k = dhx_cfg_field_index(f->name, &f->loc, "field", "'train'", known, seen);
     if (k == 4) {
       read_optimizer(f, cfg);
       continue;
     }
-    const dhx_expr *v = k >= 0 ? value_of(f) : NULL;
+    const dhx_expr *v = k >= 0 ? dhx_cfg_value_of(f) : NULL;
     if (!v) continue;
     switch (k) {
       case 0: dhx_cfg_int(v, "micro_batch", 1, INT_MAX, &cfg->micro_batch); break;
@@ -247,6 +116,14 @@ static const dhx_expr *read_train(const dhx_item *it, dhx_config *cfg) {
       case 8: dhx_cfg_int(v, "val_batches", 1, INT_MAX, &cfg->val_batches); break;
       case 9: dhx_cfg_int(v, "log_every", 1, INT_MAX, &cfg->log_every); break;
       case 10: dhx_cfg_int(v, "checkpoint_every", 0, INT_MAX, &cfg->checkpoint_every); break;
+      case 11: {
+        int c = dhx_cfg_choice(v, "precision", precisions);
+        if (c >= 0) {
+          cfg->precision = c == 0 ? DHX_PREC_F32 : DHX_PREC_BF16;
+          cfg->precision_loc = v->loc;
+        }
+        break;
+      }
     }
   }
   return global_batch;
@@ -266,6 +143,10 @@ static void defaults(dhx_config *cfg) {
   cfg->lr_min_ratio = 1.0;
   cfg->val_batches = 4;
   cfg->log_every = 1;
+  cfg->offload_stride = 2;
+  cfg->offload_subgroup = 100000000;
+  cfg->seq_buckets = 16;
+  cfg->seq_time_limit = 10;
 }
 
 // The one item of a kind; a second is an error with a note at the first.
@@ -318,17 +199,20 @@ bool dhx_read_config(const dhx_program *p, dhx_config *cfg) {
       default: break;
     }
   }
+  dhx_check_cluster_items(p);
   if (data && data->fields) read_data(data, cfg);
-  if (cluster) read_cluster(cluster, cfg);
+  if (cluster) dhx_read_cluster(p, cluster, cfg);
   if (schedule && schedule->fields) {
     cfg->schedule_loc = schedule->name_loc;
-    read_schedule(schedule, cfg);  // moves schedule_loc to `parallel` when there is one
+    dhx_read_schedule(schedule, cfg);  // moves schedule_loc to `parallel` when there is one
   }
   const dhx_expr *global_batch = NULL;
   if (train && train->fields) {
     cfg->train_loc = train->name_loc;
     global_batch = read_train(train, cfg);
   }
+  if (!cfg->precision_loc.file) cfg->precision = cfg->cluster_cpu ? DHX_PREC_F32 : DHX_PREC_BF16;
   if (dhx_diag.errors == errors) check_batches(cfg, global_batch);
+  if (dhx_diag.errors == errors) dhx_check_schedule_fields(cfg);
   return dhx_diag.errors == errors;
 }

@@ -169,3 +169,75 @@ dhx_loc dhx_cfg_callee_loc(const dhx_expr *call) {
   }
   return l;
 }
+
+// ---- fields and arguments ---------------------------------------------------------------------
+
+int dhx_cfg_field_index(const char *name, const dhx_loc *loc, const char *noun, const char *what,
+                        const char *const *known, const dhx_loc **seen) {
+  for (int i = 0; known[i]; i++) {
+    if (strcmp(name, known[i]) != 0) continue;
+    if (seen[i]) {
+      dhx_error_at(loc, src(loc), "'%s' is set twice in %s", name, what);
+      dhx_note_at(seen[i], src(seen[i]), "first set here");
+      return -1;
+    }
+    seen[i] = loc;
+    return i;
+  }
+  const char *hint = dhx_suggest(name, known);
+  if (hint)
+    dhx_error_at(loc, src(loc), "unknown %s '%s' in %s; did you mean '%s'?", noun, name, what, hint);
+  else
+    dhx_error_at(loc, src(loc), "unknown %s '%s' in %s", noun, name, what);
+  return -1;
+}
+
+const dhx_expr *dhx_cfg_value_of(const dhx_field *f) {
+  if (f->value) return f->value;
+  dhx_error_at(&f->loc, src(&f->loc), "'%s' takes a value, as in '%s: ...', not a block", f->name,
+               f->name);
+  return NULL;
+}
+
+const dhx_fields *dhx_cfg_block_of(const dhx_field *f, const char *example) {
+  if (f->block) return f->block;
+  dhx_error_at(&f->loc, src(&f->loc), "'%s' is a block, as in '%s'", f->name, example);
+  return NULL;
+}
+
+void dhx_cfg_read_args(const dhx_arg *args, int nargs, const char *what, const char *example,
+                       const char *const *known, dhx_arg_reader read, void *ctx) {
+  const dhx_loc *seen[DHX_CFG_MAX_KNOWN] = {0};
+  for (int i = 0; i < nargs; i++) {
+    const dhx_arg *a = &args[i];
+    if (!a->name) {
+      dhx_error_at(&a->value->loc, src(&a->value->loc),
+                   "arguments of %s must be named, as in %s", what, example);
+      continue;
+    }
+    int k = dhx_cfg_field_index(a->name, &a->name_loc, "argument", what, known, seen);
+    if (k >= 0) read(ctx, k, a);
+  }
+}
+
+int dhx_cfg_choice(const dhx_expr *e, const char *name, const char *const *choices) {
+  const char *word = e->kind == EXPR_IDENT ? e->str
+                     : e->kind == EXPR_BOOL ? (e->boolean ? "on" : "off")
+                                            : NULL;
+  int n = 0;
+  for (; choices[n]; n++)
+    if (word && strcmp(word, choices[n]) == 0) return n;
+  char list[160] = "", got[64];
+  size_t len = 0;
+  for (int i = 0; i < n && len < sizeof list; i++)
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i == 0 ? "" : i + 1 < n ? ", " : " or ",
+                            choices[i]);
+  const char *hint = word ? dhx_suggest(word, choices) : NULL;
+  if (hint)
+    dhx_error_at(&e->loc, src(&e->loc), "'%s' must be %s, got %s; did you mean '%s'?", name, list,
+                 dhx_cfg_got(e, got, sizeof got), hint);
+  else
+    dhx_error_at(&e->loc, src(&e->loc), "'%s' must be %s, got %s", name, list,
+                 dhx_cfg_got(e, got, sizeof got));
+  return -1;
+}

@@ -8,6 +8,7 @@
 // the right character whatever the tab width; UTF-8 continuation bytes take no column of
 // their own in the underline, so a caret after non-ASCII text in a string still lines up.
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,8 +155,38 @@ static bool last_suppressed;  // notes follow the fate of the error or warning t
 
 static FILE *out(void) { return dhx_diag.out ? dhx_diag.out : stderr; }
 
+// Errors and warnings already printed, by a hash of severity, place and text. A definition
+// checked once on its own and again through each of its uses would otherwise repeat its
+// mistakes; a repeat is still counted (callers judge success by the count) but not shown.
+static uint64_t *shown;
+static size_t nshown, capshown;
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+static bool seen_before(kind k, const dhx_loc *loc, const char *msg) {
+  uint64_t h = fnv(14695981039346656037ull, &k, sizeof k);
+  if (loc && loc->file) {
+    h = fnv(h, loc->file, strlen(loc->file));
+    h = fnv(h, &loc->line, sizeof loc->line);
+    h = fnv(h, &loc->col, sizeof loc->col);
+  }
+  h = fnv(h, msg, strlen(msg));
+  for (size_t i = 0; i < nshown; i++)
+    if (shown[i] == h) return true;
+  if (nshown == capshown) {
+    capshown = capshown ? 2 * capshown : 64;
+    shown = dhx_xrealloc(shown, capshown * sizeof *shown);
+  }
+  shown[nshown++] = h;
+  return false;
+}
+
 // Counts the diagnostic and says whether to print it.
-static bool admit(kind k) {
+static bool admit(kind k, bool repeat) {
   if (k == K_NOTE) return !last_suppressed;
   if (k == K_ERROR) dhx_diag.errors++;
   if (k == K_WARNING) dhx_diag.warnings++;
@@ -164,13 +195,15 @@ static bool admit(kind k) {
     stopped = true;
     fputs("dhxc: error: too many errors emitted, stopping now\n", out());
   }
-  last_suppressed = stopped;
-  return !stopped;
+  last_suppressed = stopped || repeat;
+  return !last_suppressed;
 }
 
 static void report(kind k, const dhx_loc *loc, const char *source, const char *fmt, va_list ap) {
   static const char *names[] = {"error", "warning", "note"};
-  if (!admit(k)) return;
+  char msg[1024];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (!admit(k, k != K_NOTE && seen_before(k, loc, msg))) return;
   FILE *f = out();
   if (!loc || !loc->file)
     fprintf(f, "dhxc: %s: ", names[k]);
@@ -178,7 +211,7 @@ static void report(kind k, const dhx_loc *loc, const char *source, const char *f
     fprintf(f, "%s: %s: ", loc->file, names[k]);
   else
     fprintf(f, "%s:%d:%d: %s: ", loc->file, loc->line, loc->col, names[k]);
-  vfprintf(f, fmt, ap);
+  fputs(msg, f);
   fputc('\n', f);
   if (loc && loc->file && source) show_source(f, loc, source);
   fflush(f);

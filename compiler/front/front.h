@@ -74,8 +74,9 @@ void dhx_dump_module(const dhx_module *m, FILE *out);
 // ---- overrides (override.c) -----------------------------------------------------------------
 // `--set schedule.parallel.dp=2`: parses VALUE as a .dhx expression and stores it at PATH in
 // the main module (creating the field when the block exists but the field does not).
-// PATH's first component names a block item: data, schedule, train (or cluster.FIELD to set an
-// argument of the cluster call). Errors name the override. Returns false on error.
+// PATH's first component names a block item: data, schedule, train; cluster.FIELD sets an
+// argument of the cluster call and model.NAME one of the model instance's call. Errors name
+// the override. Returns false on error.
 bool dhx_apply_override(dhx_program *p, const char *assignment);
 
 // ---- configuration (config.c) ---------------------------------------------------------------
@@ -89,30 +90,75 @@ typedef struct dhx_adamw {
   double grad_clip;     // global-norm clip; 0 = off
 } dhx_adamw;
 
+// A GPU kind, from a `gpu NAME { flops: ..., memory: ..., bandwidth: ... }` item (the presets
+// are in stdlib/clusters.dhx).
+typedef struct dhx_gpu_kind {
+  const char *name;     // NULL when the cluster is not a GPU cluster
+  double flops;         // peak dense bf16 tensor FLOP/s
+  double memory;        // bytes of device memory
+  double bandwidth;     // device memory bytes/s
+  dhx_loc loc;          // the `gpu` item's name
+} dhx_gpu_kind;
+
+typedef enum { DHX_PREC_F32 = 0, DHX_PREC_BF16 } dhx_precision;
+typedef enum { DHX_SEARCH_DP = 0, DHX_SEARCH_OFF } dhx_strand_search;
+typedef enum { DHX_FOLD_OFF = 0, DHX_FOLD_W } dhx_fold;
+
 typedef struct dhx_config {
   // model instance: `model NAME = CALLEE(args)`
   const dhx_item *model_inst;   // NULL when the file has none (a library module)
   // data { train: "...", val: "..." }
   char *train_path, *val_path;  // NULL when absent
   // cluster = cpu(ranks: N, net: BW, latency: T)
-  bool cluster_cpu;             // only cpu clusters are runnable for now
-  int cluster_ranks;            // 0 = take from the parallel layout
-  double net_bandwidth;         // bytes/s; 0 = unlimited (no emulation)
-  double net_latency;           // seconds
+  //         | gpus(nodes: N, per_node: G, gpu: KIND, intra: BW, inter: BW, ...)
+  //         | PRESET | PRESET(overrides...)
+  bool cluster_cpu;             // false for a GPU cluster
+  int cluster_ranks;            // cpu: 0 = take from the parallel layout; gpu: nodes * per_node
+  double net_bandwidth;         // cpu: bytes/s; 0 = unlimited (no emulation)
+  double net_latency;           // cpu: seconds
+  int nodes, per_node;          // gpu
+  dhx_gpu_kind gpu;             // gpu
+  double intra_bandwidth, intra_latency;  // gpu: between GPUs of a node (per GPU, one way)
+  double inter_bandwidth, inter_latency;  // gpu: between nodes (per node, one way)
+  double reserve;               // gpu: bytes per GPU kept for the runtime (context, NCCL, BLAS)
+  dhx_loc cluster_loc;          // the cluster item (or the --set that made it)
   // schedule { parallel { dp, tp, pp, sp, zero } }
   int dp, tp, pp, zero;
   bool sp;
+  // schedule { strands { pair, search, fold } }   (DHelix strand interleaving)
+  bool strands_pair;
+  dhx_strand_search strands_search;
+  dhx_fold fold;
+  // schedule { compress { params: qwd(bits, group), grads: tlq(intra, inter, group, hadamard) } }
+  int qwd_bits, qwd_group;      // qwd_bits 0 = parameter gathers uncompressed
+  int tlq_intra, tlq_inter, tlq_group, tlq_hadamard;  // tlq_intra 0 = gradients uncompressed
+  // schedule { offload { optimizer, stride, subgroup } }   (Deep Optimizer States)
+  bool offload_optimizer;
+  int offload_stride;           // 1 of every `stride` subgroups is updated on the GPU
+  int64_t offload_subgroup;     // parameters per subgroup
+  // schedule { sequence { adaptive, max_group, buckets, time_limit } }   (FlexSP)
+  bool seq_adaptive;
+  int seq_max_group, seq_buckets;
+  double seq_time_limit;        // seconds per planner solve
   // train { ... }
   int micro_batch, global_batch, steps;
   uint64_t seed;
   dhx_adamw adamw;
+  dhx_precision precision;      // default: f32 on cpu clusters, bf16 on gpu clusters
   int warmup_steps;             // linear warm-up from 0 to lr
   double lr_min_ratio;          // cosine decay to lr*ratio at the last step; 1 = constant
   int val_every, val_batches;   // 0 = no evaluation
   int log_every;
   int checkpoint_every;         // 0 = none
   dhx_loc train_loc, schedule_loc;  // for diagnostics on derived constraints
+  // where each schedule block was written (file NULL when absent), for diagnostics
+  dhx_loc parallel_loc, strands_loc, compress_loc, offload_loc, sequence_loc, precision_loc;
+  dhx_loc layout_locs[5];       // the values of dp, tp, pp, sp, zero (file NULL when defaulted)
 } dhx_config;
+
+// Notes at the values of dp, tp, pp, sp and zero that a `--set` gave, after an error about the
+// layout whose caret points at the schedule block (which shows the file's values).
+void dhx_note_layout_overrides(const dhx_config *cfg);
 
 // Fills `cfg` with defaults, then reads the program's main module. Returns false on error
 // (already reported).

@@ -124,6 +124,29 @@ bool dhx_cfg_bool(const dhx_expr *e, const char *name, bool *out);
 bool dhx_cfg_string(const dhx_expr *e, const char *name, const char *what, char **out);
 dhx_loc dhx_cfg_callee_loc(const dhx_expr *call);
 
+// Fields and named arguments, checked against a NULL-terminated list of known names (at most
+// DHX_CFG_MAX_KNOWN). dhx_cfg_field_index returns the name's index, or -1 after reporting it as
+// unknown (with a did-you-mean) or as set twice (with a note at the first); `seen` holds one
+// slot per known name.
+#define DHX_CFG_MAX_KNOWN 16
+int dhx_cfg_field_index(const char *name, const dhx_loc *loc, const char *noun, const char *what,
+                        const char *const *known, const dhx_loc **seen);
+const dhx_expr *dhx_cfg_value_of(const dhx_field *f);          // NULL after an error
+const dhx_fields *dhx_cfg_block_of(const dhx_field *f, const char *example);  // ditto
+typedef void (*dhx_arg_reader)(void *ctx, int index, const dhx_arg *arg);
+void dhx_cfg_read_args(const dhx_arg *args, int nargs, const char *what, const char *example,
+                       const char *const *known, dhx_arg_reader read, void *ctx);
+// A word among `choices` (an identifier, or on/off); its index, or -1 after an error.
+int dhx_cfg_choice(const dhx_expr *e, const char *name, const char *const *choices);
+
+// ---- configuration parts (config_cluster.c, config_schedule.c) -------------------------------
+void dhx_read_cluster(const dhx_program *p, const dhx_item *it, dhx_config *cfg);
+// Checks the `gpu` kinds and `cluster NAME = ...` presets of the main module, used or not.
+void dhx_check_cluster_items(const dhx_program *p);
+void dhx_read_schedule(const dhx_item *it, dhx_config *cfg);
+// Checks between fields (ranks against the layout, what each schedule block needs).
+void dhx_check_schedule_fields(dhx_config *cfg);
+
 // ---- did-you-mean (suggest.c) -------------------------------------------------------------------
 // The name in `known` (NULL-terminated) closest to `name`, if within edit distance 2.
 const char *dhx_suggest(const char *name, const char *const *known);

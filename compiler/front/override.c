@@ -171,8 +171,9 @@ static bool set_in_block(override *o, dhx_fields *f) {
 static bool set_cluster(override *o, dhx_module *m) {
   dhx_item *it = find_item(m, ITEM_CLUSTER);
   if (o->nparts == 1) {
-    if (o->value->kind != EXPR_CALL) {
-      dhx_error_at(&o->value->loc, o->text, "cluster must be a call such as cpu(ranks: 4)");
+    if (o->value->kind != EXPR_CALL && o->value->kind != EXPR_IDENT) {
+      dhx_error_at(&o->value->loc, o->text, "cluster must be a call such as cpu(ranks: 4), or "
+                   "the name of a cluster preset");
       return false;
     }
     if (!it) it = add_item(o->arena, m, ITEM_CLUSTER, &o->parts[0]);
@@ -183,6 +184,27 @@ static bool set_cluster(override *o, dhx_module *m) {
     it = add_item(o->arena, m, ITEM_CLUSTER, &o->parts[0]);
     it->value = dhx_new_expr(o->arena, EXPR_CALL, o->parts[0].loc);
     it->value->str = dhx_arena_strdup(o->arena, "cpu");
+  }
+  if (it->value && it->value->kind == EXPR_IDENT) {  // `cluster = preset`: now preset(FIELD: ...)
+    dhx_expr *call = dhx_new_expr(o->arena, EXPR_CALL, it->value->loc);
+    call->str = it->value->str;
+    it->value = call;
+  }
+  if (!it->value || it->value->kind != EXPR_CALL) return false;  // a parse error said why
+  return set_in_call(o, it->value, 1);
+}
+
+// `model.layers=8`: an argument of the model instance's call.
+static bool set_model_arg(override *o, dhx_module *m) {
+  dhx_item *it = find_item(m, ITEM_MODEL_INST);
+  if (!it) {
+    dhx_error("--set '%s': the file has no model instance ('model NAME = ...') to set '%s' of",
+              o->text, o->nparts > 1 ? o->parts[1].name : "an argument");
+    return false;
+  }
+  if (o->nparts == 1) {
+    dhx_error("--set '%s': set an argument of the model, as in model.layers=8", o->text);
+    return false;
   }
   if (!it->value || it->value->kind != EXPR_CALL) return false;  // a parse error said why
   return set_in_call(o, it->value, 1);
@@ -215,6 +237,7 @@ bool dhx_apply_override(dhx_program *p, const char *assignment) {
 
   const char *top = o.parts[0].name;
   if (strcmp(top, "cluster") == 0) return set_cluster(&o, m);
+  if (strcmp(top, "model") == 0) return set_model_arg(&o, m);
   static const struct {
     const char *name;
     dhx_item_kind kind;
@@ -234,7 +257,7 @@ bool dhx_apply_override(dhx_program *p, const char *assignment) {
     if (!it->fields) return false;  // a parse error said why
     return set_in_block(&o, it->fields);
   }
-  dhx_error("--set '%s': no block '%s' (expected data, cluster, schedule or train)", assignment,
-            top);
+  dhx_error("--set '%s': no block '%s' (expected model, data, cluster, schedule or train)",
+            assignment, top);
   return false;
 }

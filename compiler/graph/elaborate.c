@@ -48,6 +48,7 @@ typedef struct ctx {
   const dhx_program *prog;
   int micro_batch;
   int depth;
+  int layer;      // the layer-stack iteration being elaborated, -1 outside one
   bool failed;
 } ctx;
 
@@ -172,7 +173,9 @@ static int shape_with_last(ctx *c, int t, int64_t last, int64_t *shape) {
 // ---- primitive ops --------------------------------------------------------------------------
 
 static int node_for(ctx *c, dhx_node_op op, const dhx_expr *call, const char *scope) {
-  return dhx_node_new(c->g, op, &call->loc, scope);
+  int n = dhx_node_new(c->g, op, &call->loc, scope);
+  c->g->nodes[n].layer = c->layer;
+  return n;
 }
 
 static value tensor_value(int t) { return (value){.k = V_TENSOR, .t = t}; }
@@ -597,10 +600,16 @@ static void exec_stmt(ctx *c, frame *f, const dhx_stmt *s) {
         FAIL(c, &s->value->loc, "repeat count must be an integer from 0 to 100000");
         return;
       }
+      // A repeat in the model body itself is its layer stack: each iteration is one layer
+      // (pipeline stages and the memory estimate divide the model by these).
+      bool stack = c->depth == 0 && c->layer < 0;
+      if (stack && !c->g->layers_loc.file) c->g->layers_loc = s->loc;
       for (int64_t i = 0; i < n.i && !c->failed && !f->returned; i++) {
+        if (stack) c->layer = c->g->nlayers++;
         if (s->name) bind(f, s->name, (value){.k = V_INT, .i = i});
         exec_body(c, f, s->body, s->nbody);
       }
+      if (stack) c->layer = -1;
       break;
     }
   }
@@ -765,7 +774,7 @@ static bool bind_model_inputs(ctx *c, frame *f, const dhx_item *def, const dhx_e
 
 bool dhx_elaborate(const dhx_program *prog, const dhx_item *inst, int micro_batch,
                    dhx_graph *g) {
-  ctx c = {.g = g, .prog = prog, .micro_batch = micro_batch};
+  ctx c = {.g = g, .prog = prog, .micro_batch = micro_batch, .layer = -1};
   const dhx_expr *call = inst->value;
   snprintf(g->model_name, sizeof g->model_name, "%s", inst->name);
   g->micro_batch = micro_batch;

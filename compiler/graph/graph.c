@@ -66,6 +66,7 @@ int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *s
   dhx_node *n = &g->nodes[id];
   n->op = op;
   n->out = -1;
+  n->layer = -1;
   if (loc) n->loc = *loc;
   snprintf(n->scope, sizeof n->scope, "%s", scope ? scope : "");
   return id;
@@ -134,6 +135,7 @@ void dhx_graph_dump(const dhx_graph *g, void *file) {
   }
   for (int p = 0; p < DHX_PROG_COUNT; p++) {
     const dhx_oplist *l = &g->prog[p];
+    if (l->n == 0) continue;  // not lowered (--emit=graph of a program dhxc cannot lower yet)
     fprintf(f, "program %s: %d ops, %d streams\n", prog_name(p), l->n, l->nstreams);
     for (int i = 0; i < l->n; i++) {
       const dhx_lop *op = &l->ops[i];

@@ -77,6 +77,7 @@ typedef struct dhx_node {
   int split;                 // 0 none, 1 col, 2 row (@split annotation, for tensor parallelism)
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
   dhx_loc loc;               // the call in the source
+  int layer;                 // index in the model's layer stack (its top-level repeats), -1 outside
 } dhx_node;
 
 typedef enum {
@@ -125,6 +126,8 @@ typedef struct dhx_graph {
   int nnodes, capnodes;
   int tokens, targets, losses;   // input and loss tensors
   int micro_batch, seq, vocab;
+  int nlayers;                   // iterations of the model body's top-level repeats
+  dhx_loc layers_loc;            // the first top-level repeat (file NULL when none)
   int64_t n_params;
   char model_name[DHX_NAME_MAX];
   dhx_oplist prog[DHX_PROG_COUNT];

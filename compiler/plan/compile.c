@@ -10,41 +10,52 @@
 
 #include "../graph/elaborate.h"
 #include "../graph/lower.h"
+#include "../sema/sema.h"
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
-// Layouts this build cannot lower yet are errors, never silently ignored.
-static bool check_schedule(const dhx_config *cfg) {
-  const dhx_loc *at = &cfg->schedule_loc;
-  struct { const char *what; int value; } unsupported[] = {
-      {"tensor parallelism (tp)", cfg->tp},
-      {"pipeline parallelism (pp)", cfg->pp},
-  };
-  for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
-    if (unsupported[i].value != 1) {
-      dhx_error_at(at, src_of(at), "%s of %d is not implemented yet; this build lowers data parallelism (dp) only",
-                   unsupported[i].what, unsupported[i].value);
-      return false;
-    }
-  if (cfg->zero != 0) {
-    dhx_error_at(at, src_of(at), "sharded optimizer state (zero: %d) is not implemented yet", cfg->zero);
-    return false;
+const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, size_t n) {
+  const dhx_loc *sched = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
+  *at = sched;
+  if (!cfg->cluster_cpu) {
+    *at = &cfg->cluster_loc;
+    snprintf(buf, n, "the CUDA backend (GPU clusters)");
+  } else if (cfg->tp != 1) {
+    snprintf(buf, n, "tensor parallelism (tp: %d)", cfg->tp);
+  } else if (cfg->pp != 1) {
+    snprintf(buf, n, "pipeline parallelism (pp: %d)", cfg->pp);
+  } else if (cfg->zero != 0) {
+    snprintf(buf, n, "sharded optimizer state (zero: %d)", cfg->zero);
+  } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
+    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
+    snprintf(buf, n, "strand interleaving (the strands block)");
+  } else if (cfg->qwd_bits || cfg->tlq_intra) {
+    *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
+    snprintf(buf, n, "compressed communication (the compress block)");
+  } else if (cfg->offload_optimizer) {
+    *at = cfg->offload_loc.file ? &cfg->offload_loc : sched;
+    snprintf(buf, n, "optimizer offload (the offload block)");
+  } else if (cfg->seq_adaptive) {
+    *at = cfg->sequence_loc.file ? &cfg->sequence_loc : sched;
+    snprintf(buf, n, "length-adaptive sequence parallelism (the sequence block)");
+  } else if (cfg->precision != DHX_PREC_F32) {
+    *at = &cfg->precision_loc;
+    snprintf(buf, n, "bf16 training on the CPU backend");
+  } else {
+    return NULL;
   }
-  if (cfg->sp) {
-    dhx_error_at(at, src_of(at), "sequence parallelism (sp: on) needs tensor parallelism, which is not implemented yet");
-    return false;
-  }
-  int ranks = cfg->dp * cfg->tp * cfg->pp;
-  if (cfg->cluster_ranks && cfg->cluster_ranks != ranks) {
-    dhx_error_at(at, src_of(at), "the layout needs dp*tp*pp = %d*%d*%d = %d ranks but the cluster has %d",
-                 cfg->dp, cfg->tp, cfg->pp, ranks, cfg->cluster_ranks);
-    return false;
-  }
+  return buf;
+}
+
+bool dhx_analyze(const dhx_program *prog, const dhx_config *cfg, dhx_graph *g) {
+  dhx_graph_init(g);
   if (!cfg->model_inst) {
     dhx_error("no model instance ('model NAME = ...') in the main file");
     return false;
   }
-  return true;
+  if (!dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, g)) return false;
+  bool ok = dhx_check_layout(g, cfg);
+  return dhx_check_memory(g, cfg) && ok;
 }
 
 // EVAL runs the forward again with no gradients: give it its own activation tensors so that
@@ -135,10 +146,15 @@ static void copy_rank(const dhx_plan_rank *src, dhx_plan_rank *dst) {
 
 bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
   memset(out, 0, sizeof *out);
-  if (!check_schedule(cfg)) return false;
   dhx_graph *g = &out->graph;
-  dhx_graph_init(g);
-  if (!dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, g)) return false;
+  if (!dhx_analyze(prog, cfg, g)) return false;
+  char what[160];
+  const dhx_loc *at;
+  if (dhx_unlowered(cfg, &at, what, sizeof what)) {
+    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data parallelism "
+                 "on cpu clusters ('dhxc check' checks the program without lowering it)", what);
+    return false;
+  }
 
   dhx_create_param_state(g);
   dhx_create_views(g);

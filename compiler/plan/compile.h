@@ -22,8 +22,17 @@ typedef struct dhx_compiled {
   dhx_graph graph;   // rank 0's graph (for --emit=graph)
 } dhx_compiled;
 
-// Runs sema checks on the schedule, elaborates the model, lowers, fuses, plans memory and
-// builds the plan and the kernel set. Errors are reported; returns false on error.
+// Elaborates the model into `g` (initialized here) and checks it under the schedule: what the
+// layout must divide, and (on GPU clusters) whether it fits in memory. Everything `dhxc check`
+// does before lowering. Errors are reported; returns false on error.
+bool dhx_analyze(const dhx_program *prog, const dhx_config *cfg, dhx_graph *g);
+
+// The first feature of `cfg` that the language and its checks know but this build cannot lower
+// into a runnable plan yet (written into buf, with *at where the program asks for it), or NULL.
+const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, size_t n);
+
+// Analyzes, then lowers (forward, backward, optimizer), fuses, plans memory and builds the plan
+// and the kernel set. Errors are reported; returns false on error.
 bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out);
 void dhx_compiled_free(dhx_compiled *c);
 

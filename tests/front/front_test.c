@@ -19,9 +19,27 @@ static void dump_config(const dhx_config *c) {
   printf("data.val = %s\n", c->val_path ? c->val_path : "(none)");
   printf("cluster.cpu = %d\n", c->cluster_cpu);
   printf("cluster.ranks = %d\n", c->cluster_ranks);
-  printf("cluster.net = %.15g B/s\n", c->net_bandwidth);
-  printf("cluster.latency = %.15g s\n", c->net_latency);
+  if (c->cluster_cpu) {
+    printf("cluster.net = %.15g B/s\n", c->net_bandwidth);
+    printf("cluster.latency = %.15g s\n", c->net_latency);
+  } else {
+    printf("cluster.nodes = %d, per_node = %d\n", c->nodes, c->per_node);
+    printf("cluster.gpu = %s: %.15g FLOP/s, %.15g B, %.15g B/s\n", c->gpu.name, c->gpu.flops,
+           c->gpu.memory, c->gpu.bandwidth);
+    printf("cluster.intra = %.15g B/s, %.15g s\n", c->intra_bandwidth, c->intra_latency);
+    printf("cluster.inter = %.15g B/s, %.15g s\n", c->inter_bandwidth, c->inter_latency);
+    printf("cluster.reserve = %.15g B\n", c->reserve);
+  }
   printf("parallel = dp %d, tp %d, pp %d, sp %d, zero %d\n", c->dp, c->tp, c->pp, c->sp, c->zero);
+  printf("strands = pair %d, search %s, fold %s\n", c->strands_pair,
+         c->strands_search == DHX_SEARCH_DP ? "dp" : "off", c->fold == DHX_FOLD_W ? "w" : "off");
+  printf("compress = qwd bits %d group %d, tlq intra %d inter %d group %d hadamard %d\n",
+         c->qwd_bits, c->qwd_group, c->tlq_intra, c->tlq_inter, c->tlq_group, c->tlq_hadamard);
+  printf("offload = optimizer %d, stride %d, subgroup %lld\n", c->offload_optimizer,
+         c->offload_stride, (long long)c->offload_subgroup);
+  printf("sequence = adaptive %d, max_group %d, buckets %d, time_limit %.15g s\n", c->seq_adaptive,
+         c->seq_max_group, c->seq_buckets, c->seq_time_limit);
+  printf("train.precision = %s\n", c->precision == DHX_PREC_BF16 ? "bf16" : "f32");
   printf("schedule_loc = %s:%d:%d\n", c->schedule_loc.file ? c->schedule_loc.file : "-",
          c->schedule_loc.line, c->schedule_loc.col);
   printf("train.micro_batch = %d\n", c->micro_batch);

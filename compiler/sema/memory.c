@@ -1,0 +1,259 @@
+// memory.c — how much memory each GPU needs under the schedule, from the model's graph.
+//
+// Model state per parameter held by a stage (after tensor parallelism divides the @split
+// linears and the vocabulary-parallel embeddings):
+//   bf16: weights 2 B, gradients 4 B (fp32 accumulation), optimizer 12 B (fp32 master + m + v)
+//   f32:  weights 4 B, gradients 4 B,                     optimizer  8 B (m + v)
+// ZeRO 1 shards the optimizer state over dp, ZeRO 2 also the gradients, ZeRO 3 also the
+// weights; an offloaded optimizer keeps one subgroup of its state on the GPU.
+//
+// Activations: the tensors the backward pass reads (each counted once), per micro-batch.
+// Tensor parallelism divides those inside the split region (from a column-split linear to the
+// row-split one); sequence parallelism divides the rest too. On GPUs attention is taken to be
+// fused (flash): it keeps its output and row statistics instead of the S×S probabilities.
+// A 1F1B pipeline holds min(chunks - c, micro-batches) micro-batches at chunk c, where the
+// layer stack is cut into pp chunks (2*pp when folded, chunk c and 2pp-1-c sharing a GPU).
+// Strand pairing adds one layer's activations (the other strand's forward runs beside the
+// backward that frees them). Transient buffers: twice the largest activation (one tensor and
+// its gradient). The runtime reserve (CUDA context, NCCL and BLAS workspaces) comes from the
+// cluster.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sema.h"
+
+static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+typedef struct layout {
+  int pp, chunks, nlayers, micro_per_step;
+  bool folded;
+} layout;
+
+// The pipeline chunk of a node: layers by position in the stack, what comes before it with
+// the first chunk and what comes after it with the last.
+static int chunk_of(const layout *l, const dhx_node *n, bool after_stack) {
+  if (n->layer < 0 || l->nlayers == 0) return after_stack ? l->chunks - 1 : 0;
+  int c = (int)((int64_t)n->layer * l->chunks / l->nlayers);
+  return c < l->chunks ? c : l->chunks - 1;
+}
+
+static int stage_of_chunk(const layout *l, int c) {
+  return l->folded && c >= l->pp ? 2 * l->pp - 1 - c : c;
+}
+
+static int in_flight(const layout *l, int c) {
+  int n = l->chunks - c;
+  return n < l->micro_per_step ? n : l->micro_per_step;
+}
+
+// Which tensors tensor parallelism splits: from a column-split linear through the ops that
+// keep the split (attention over heads, elementwise ops) up to the row-split linear.
+static void mark_sharded(const dhx_graph *g, bool *sharded) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const dhx_node *n = &g->nodes[i];
+    bool s = false;
+    switch (n->op) {
+      case DHX_N_LINEAR: s = n->split == 1; break;
+      case DHX_N_ATTENTION:
+      case DHX_N_GELU: s = sharded[n->in[0]]; break;
+      case DHX_N_ADD: s = sharded[n->in[0]] && sharded[n->in[1]]; break;
+      default: s = false; break;
+    }
+    if (n->out >= 0) sharded[n->out] = s;
+    for (int k = 0; k < n->nsaved; k++) sharded[n->saved[k]] = s;
+  }
+}
+
+// Parameters split by tensor parallelism.
+static bool param_split(const dhx_graph *g, const dhx_node *n, int t) {
+  if (n->op == DHX_N_EMBEDDING) return true;
+  if (n->op != DHX_N_LINEAR || !n->split) return false;
+  (void)g;
+  return t == n->in[1] || (n->split == 1 && n->nin > 2 && t == n->in[2]);
+}
+
+typedef struct saved {
+  int t;
+  double elem_bytes;  // 0 = the activation width
+} saved;
+
+// The tensors a node's backward reads, apart from weights.
+static int saved_tensors(const dhx_graph *g, const dhx_node *n, bool flash, saved *out) {
+  int k = 0;
+  switch (n->op) {
+    case DHX_N_EMBEDDING: out[k++] = (saved){n->in[0], 4}; break;
+    case DHX_N_LAYERNORM:
+      out[k++] = (saved){n->in[0], 0};
+      out[k++] = (saved){n->saved[0], 4};
+      out[k++] = (saved){n->saved[1], 4};
+      break;
+    case DHX_N_LINEAR:
+    case DHX_N_GELU: out[k++] = (saved){n->in[0], 0}; break;
+    case DHX_N_ATTENTION:
+      out[k++] = (saved){n->in[0], 0};
+      if (flash) {
+        out[k++] = (saved){n->out, 0};
+        out[k++] = (saved){-1, 0};  // row statistics: B*H*S f32, added by the caller
+      } else {
+        out[k++] = (saved){n->saved[0], 4};  // the probabilities
+      }
+      break;
+    case DHX_N_CROSS_ENTROPY: out[k++] = (saved){n->in[0], 4}; break;  // logits, in fp32
+    default: break;
+  }
+  (void)g;
+  return k;
+}
+
+void dhx_estimate_memory(const dhx_graph *g, const dhx_config *cfg, dhx_memory *out) {
+  memset(out, 0, sizeof *out);
+  layout l = {.pp = cfg->pp, .folded = cfg->fold == DHX_FOLD_W, .nlayers = g->nlayers};
+  l.chunks = l.folded ? 2 * cfg->pp : cfg->pp;
+  long long per_step = (long long)cfg->micro_batch * cfg->dp;
+  l.micro_per_step = per_step ? (int)(cfg->global_batch / per_step) : 1;
+  if (l.micro_per_step < 1) l.micro_per_step = 1;
+  out->nstages = cfg->pp;
+  out->stage = calloc((size_t)cfg->pp, sizeof *out->stage);
+
+  bool bf16 = cfg->precision == DHX_PREC_BF16, flash = !cfg->cluster_cpu;
+  double act_bytes = bf16 ? 2 : 4, w_bytes = bf16 ? 2 : 4, g_bytes = 4, o_bytes = bf16 ? 12 : 8;
+  int tp = cfg->tp, dp = cfg->dp;
+
+  bool *sharded = calloc((size_t)g->ntensors + 1, sizeof(bool));
+  bool *counted = calloc((size_t)g->ntensors + 1, sizeof(bool));
+  double (*chunk_act)[2] = calloc((size_t)l.chunks, sizeof *chunk_act);  // [0] total, [1] max layer
+  double *layer_act = calloc((size_t)g->nlayers + 1, sizeof(double));
+  if (!out->stage || !sharded || !counted || !chunk_act || !layer_act) abort();
+  mark_sharded(g, sharded);
+
+  double largest = 0;
+  bool after_stack = false;
+  for (int i = 0; i < g->nnodes; i++) {
+    const dhx_node *n = &g->nodes[i];
+    if (n->layer >= 0) after_stack = true;
+    int c = chunk_of(&l, n, after_stack && n->layer < 0);
+    dhx_stage_memory *st = &out->stage[stage_of_chunk(&l, c) ];
+    // weights this node uses
+    for (int j = 0; j < n->nin; j++) {
+      int t = n->in[j];
+      const dhx_tensor *x = &g->tensors[t];
+      if (x->kind != DHX_T_PARAM || counted[t]) continue;
+      counted[t] = true;
+      double e = (double)dhx_tensor_elems(x) / (param_split(g, n, t) ? tp : 1);
+      st->params += (int64_t)e;
+    }
+    // activations the backward will read
+    saved sv[4];
+    int ns = saved_tensors(g, n, flash, sv);
+    double bytes = 0;
+    for (int j = 0; j < ns; j++) {
+      if (sv[j].t < 0) {  // attention's row statistics (log-sum-exp per head and position)
+        const dhx_tensor *q = &g->tensors[n->in[0]];
+        bytes += 4.0 * (double)q->shape[0] * n->heads * (double)q->shape[1] / tp;
+        continue;
+      }
+      if (counted[sv[j].t]) continue;
+      counted[sv[j].t] = true;
+      const dhx_tensor *x = &g->tensors[sv[j].t];
+      int div = cfg->sp || sharded[sv[j].t] ? tp : 1;
+      bytes += (double)dhx_tensor_elems(x) * (sv[j].elem_bytes ? sv[j].elem_bytes : act_bytes) / div;
+    }
+    chunk_act[c][0] += bytes * in_flight(&l, c);
+    if (n->layer >= 0) layer_act[n->layer] += bytes;
+    if (n->out >= 0 && g->tensors[n->out].kind == DHX_T_ACT) {
+      int div = cfg->sp || sharded[n->out] ? tp : 1;
+      double b = (double)dhx_tensor_elems(&g->tensors[n->out]) * act_bytes / div;
+      if (b > largest) largest = b;
+    }
+  }
+  for (int i = 0; i < g->nnodes; i++) {
+    const dhx_node *n = &g->nodes[i];
+    if (n->layer < 0) continue;
+    int c = chunk_of(&l, n, false);
+    if (layer_act[n->layer] > chunk_act[c][1]) chunk_act[c][1] = layer_act[n->layer];
+  }
+  for (int c = 0; c < l.chunks; c++) {
+    dhx_stage_memory *st = &out->stage[stage_of_chunk(&l, c) ];
+    st->activations += chunk_act[c][0];
+    if (cfg->strands_pair && chunk_act[c][1] > 0) st->activations += chunk_act[c][1];
+    st->in_flight = in_flight(&l, c) > st->in_flight ? in_flight(&l, c) : st->in_flight;
+  }
+  for (int i = 0; i < g->nlayers; i++) {
+    dhx_node probe = {.layer = i};
+    out->stage[stage_of_chunk(&l, chunk_of(&l, &probe, false)) ].layers++;
+  }
+
+  out->worst = 0;
+  for (int s = 0; s < out->nstages; s++) {
+    dhx_stage_memory *st = &out->stage[s];
+    double p = (double)st->params;
+    st->weights = p * w_bytes / (cfg->zero >= 3 ? dp : 1);
+    st->grads = p * g_bytes / (cfg->zero >= 2 ? dp : 1);
+    st->optimizer = p * o_bytes / (cfg->zero >= 1 ? dp : 1);
+    if (cfg->offload_optimizer) {
+      double resident = (double)cfg->offload_subgroup * o_bytes;
+      if (resident < st->optimizer) st->optimizer = resident;
+    }
+    st->transient = 2 * largest;
+    st->reserve = cfg->cluster_cpu ? 0 : cfg->reserve;
+    st->total = st->weights + st->grads + st->optimizer + st->activations + st->transient + st->reserve;
+    if (st->total > out->stage[out->worst].total) out->worst = s;
+  }
+  free(sharded);
+  free(counted);
+  free(chunk_act);
+  free(layer_act);
+}
+
+void dhx_print_memory(const dhx_memory *m, const dhx_config *cfg, FILE *f) {
+  fprintf(f, "memory per GPU (GiB), %s, dp %d tp %d pp %d%s zero %d%s%s\n",
+          cfg->precision == DHX_PREC_BF16 ? "bf16 mixed precision" : "f32", cfg->dp, cfg->tp,
+          cfg->pp, cfg->sp ? " sp" : "", cfg->zero, cfg->fold == DHX_FOLD_W ? ", folded (W)" : "",
+          cfg->offload_optimizer ? ", optimizer offloaded" : "");
+  fprintf(f, "%5s %7s %12s %8s %8s %9s %11s %9s %8s %8s\n", "stage", "layers", "params",
+          "weights", "grads", "optimizer", "activations", "transient", "reserve", "total");
+  for (int s = 0; s < m->nstages; s++) {
+    const dhx_stage_memory *st = &m->stage[s];
+    fprintf(f, "%5d %7d %12lld %8.2f %8.2f %9.2f %11.2f %9.2f %8.2f %8.2f\n", s, st->layers,
+            (long long)st->params, st->weights / GIB, st->grads / GIB, st->optimizer / GIB,
+            st->activations / GIB, st->transient / GIB, st->reserve / GIB, st->total / GIB);
+  }
+  if (cfg->gpu.name)
+    fprintf(f, "one %s has %.2f GiB; the fullest stage (%d) uses %.0f%% of it\n", cfg->gpu.name,
+            cfg->gpu.memory / GIB, m->worst, 100 * m->stage[m->worst].total / cfg->gpu.memory);
+}
+
+void dhx_memory_free(dhx_memory *m) {
+  free(m->stage);
+  memset(m, 0, sizeof *m);
+}
+
+bool dhx_check_memory(const dhx_graph *g, const dhx_config *cfg) {
+  if (cfg->cluster_cpu || !cfg->gpu.name) return true;
+  dhx_memory m;
+  dhx_estimate_memory(g, cfg, &m);
+  dhx_stage_memory worst = m.stage[m.worst];
+  int worst_stage = m.worst;
+  dhx_memory_free(&m);
+  const dhx_stage_memory *st = &worst;
+  if (st->total <= cfg->gpu.memory) return true;
+  const dhx_loc *at = &cfg->model_inst->name_loc;
+  char stage[64] = "";
+  if (cfg->pp > 1) snprintf(stage, sizeof stage, "pipeline stage %d ", worst_stage);
+  dhx_error_at(at, src(at), "model '%s' does not fit: %sneeds %.1f GiB per GPU, but one %s has "
+               "%.1f GiB: %.1f GiB too much", cfg->model_inst->name, stage, st->total / GIB,
+               cfg->gpu.name, cfg->gpu.memory / GIB, (st->total - cfg->gpu.memory) / GIB);
+  const dhx_loc *sched = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
+  dhx_note_at(sched->file ? sched : at, src(sched->file ? sched : at),
+              "weights %.1f, gradients %.1f, optimizer %.1f, activations %.1f (%d in flight of "
+              "micro-batches of %d), transient %.1f, reserve %.1f GiB; more tp or pp, a higher "
+              "zero stage or a smaller micro_batch would lower it", st->weights / GIB,
+              st->grads / GIB, st->optimizer / GIB, st->activations / GIB, st->in_flight,
+              cfg->micro_batch,
+              st->transient / GIB, st->reserve / GIB);
+  dhx_note_layout_overrides(cfg);
+  return false;
+}

@@ -1,0 +1,44 @@
+// sema.h — checks of a model under its schedule that need the elaborated graph: what the
+// parallel layout must divide (heads, split widths, layers, sequence), and whether the model
+// fits the GPUs' memory.
+#ifndef DHX_SEMA_H
+#define DHX_SEMA_H
+
+#include "../front/front.h"
+#include "../graph/graph.h"
+
+// Reports every constraint of the layout that the graph breaks, with the numbers that break
+// it, at the op's call site (and a note at the schedule). Returns false on error.
+bool dhx_check_layout(const dhx_graph *g, const dhx_config *cfg);
+
+// ---- memory estimate (memory.c) -------------------------------------------------------------
+// Bytes per GPU of one pipeline stage, by what holds them. Precision: bf16 weights and
+// activations with fp32 gradients and fp32 optimizer state (master weights, Adam moments), or
+// f32 everywhere; ZeRO stages shard optimizer state, then gradients, then weights over dp;
+// tensor parallelism divides split weights (and, with sp, every activation); 1F1B keeps up to
+// pp - stage micro-batches' activations alive. docs/architecture.md has the whole model.
+typedef struct dhx_stage_memory {
+  double weights, grads, optimizer, activations, transient, reserve;
+  double total;
+  int64_t params;        // parameters held by this stage (after tensor parallelism)
+  int layers;            // layers of the stack on this stage
+  int in_flight;         // micro-batches whose activations are alive at the peak
+} dhx_stage_memory;
+
+typedef struct dhx_memory {
+  int nstages;                 // pp
+  dhx_stage_memory *stage;     // [nstages]
+  int worst;                   // stage with the largest total
+} dhx_memory;
+
+// Estimates the memory of every stage. The graph must come from a GPU cluster's config or not:
+// for cpu clusters it still estimates (f32, attention with its probabilities stored).
+void dhx_estimate_memory(const dhx_graph *g, const dhx_config *cfg, dhx_memory *out);
+void dhx_memory_free(dhx_memory *m);
+// The estimate as a table, for `dhxc --emit=memory`.
+void dhx_print_memory(const dhx_memory *m, const dhx_config *cfg, FILE *f);
+// On a GPU cluster: an error at the model instance, saying by how much, when the worst stage
+// does not fit the GPU's memory. Returns false on error.
+bool dhx_check_memory(const dhx_graph *g, const dhx_config *cfg);
+
+#endif
