@@ -13,7 +13,7 @@
 
 #define ARENA_ALIGN 4096
 
-bool dhx_arena_init(dhx_arena *a, int64_t bytes, char *err, size_t errlen) {
+bool dhx_rank_arena_init(dhx_rank_arena *a, int64_t bytes, char *err, size_t errlen) {
   a->base = NULL;
   a->bytes = bytes;
   // aligned_alloc wants a size that is a multiple of the alignment; an empty arena still gets
@@ -30,7 +30,7 @@ bool dhx_arena_init(dhx_arena *a, int64_t bytes, char *err, size_t errlen) {
   return true;
 }
 
-void dhx_arena_free(dhx_arena *a) {
+void dhx_rank_arena_free(dhx_rank_arena *a) {
   free(a->base);
   a->base = NULL;
   a->bytes = 0;

@@ -28,13 +28,13 @@
 #include "plan_util.h"
 
 // ---- arena.c ----------------------------------------------------------------------------------
-typedef struct dhx_arena {
+typedef struct dhx_rank_arena {
   uint8_t *base;  // aligned to 4096 (a page, and so to DHX_ALIGN), zero-filled
   int64_t bytes;
-} dhx_arena;
+} dhx_rank_arena;
 
-bool dhx_arena_init(dhx_arena *a, int64_t bytes, char *err, size_t errlen);
-void dhx_arena_free(dhx_arena *a);
+bool dhx_rank_arena_init(dhx_rank_arena *a, int64_t bytes, char *err, size_t errlen);
+void dhx_rank_arena_free(dhx_rank_arena *a);
 
 // ---- pool.c -----------------------------------------------------------------------------------
 typedef struct dhx_pool dhx_pool;
@@ -94,7 +94,7 @@ typedef struct dhx_rt {
   const dhx_plan_rank *rank;
   int world_rank;
   int threads;  // workers per rank (kernels and BLAS)
-  dhx_arena arena;
+  dhx_rank_arena arena;
   dhx_kernels kernels;
   dhx_pool *pool;
   dhx_streams *streams;

@@ -14,7 +14,7 @@ bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *s
   rt->rank = &plan->ranks[world_rank];
   rt->threads = threads < 1 ? 1 : threads;
   rt->regs[DHX_REG_CLIP_SCALE] = 1.0;
-  if (!dhx_arena_init(&rt->arena, rt->rank->arena_bytes, err, errlen)) return false;
+  if (!dhx_rank_arena_init(&rt->arena, rt->rank->arena_bytes, err, errlen)) return false;
   if (!dhx_kernels_load(&rt->kernels, plan, so_path, err, errlen)) return false;
   rt->pool = dhx_pool_new(rt->threads);
   uint32_t nstreams = 1, nevents = 0;
@@ -43,7 +43,7 @@ void dhx_rt_free(dhx_rt *rt) {
   dhx_pool_free(rt->pool);
   dhx_comms_free(rt->comms);
   dhx_kernels_unload(&rt->kernels);
-  dhx_arena_free(&rt->arena);
+  dhx_rank_arena_free(&rt->arena);
   memset(rt, 0, sizeof *rt);
 }
 

@@ -60,6 +60,11 @@ void dhx_emit_xent_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueR
 void dhx_emit_adamw(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_sumsq(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_colsum(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_rmsnorm_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_rmsnorm_bwd_dx(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_rmsnorm_bwd_dgamma(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_rope(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_permute(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_eltwise(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 
 // ---- kernel_entry.c ----

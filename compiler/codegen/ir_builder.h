@@ -115,5 +115,8 @@ LLVMValueRef kb_log(kb *k, LLVMValueRef x);
 LLVMValueRef kb_tanh(kb *k, LLVMValueRef x);
 LLVMValueRef kb_gelu(kb *k, LLVMValueRef x);
 LLVMValueRef kb_gelu_grad(kb *k, LLVMValueRef x, LLVMValueRef dy);
+LLVMValueRef kb_silu(kb *k, LLVMValueRef x);                       // x sigma(x)
+LLVMValueRef kb_silu_grad(kb *k, LLVMValueRef x, LLVMValueRef dy);  // dy d silu(x)/dx
+void kb_sincos(kb *k, LLVMValueRef x, LLVMValueRef *sin_out, LLVMValueRef *cos_out);
 
 #endif

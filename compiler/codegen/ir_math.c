@@ -194,3 +194,64 @@ LLVMValueRef kb_gelu_grad(kb *k, LLVMValueRef x, LLVMValueRef dy) {
   LLVMValueRef t = kb_mul(k, kb_mul(k, kb_add(k, x, x), g.oms), du);
   return kb_mul(k, dy, kb_fma(k, g.s, t, g.s));  // dy * s (1 + 2x(1-s)u')
 }
+
+// silu(x) = x sigma(x) and its derivative sigma(x) (1 + x (1 - sigma(x))), with sigma formed
+// from t = exp(-|x|) <= 1 as for GELU (no overflow, no cancellation for x << 0).
+static void sigmoid_parts(kb *k, const mt *m, LLVMValueRef x, LLVMValueRef *s, LLVMValueRef *oms) {
+  LLVMValueRef t = kb_exp(k, kb_neg(k, kb_fabs(k, x)));
+  LLVMValueRef a = kb_div(k, C(m, 1.0), kb_add(k, C(m, 1.0), t));  // sigma(|x|)
+  LLVMValueRef b = kb_mul(k, t, a);                                 // 1 - sigma(|x|)
+  LLVMValueRef pos = fcmp(k, LLVMRealOGE, x, C(m, 0.0));
+  *s = kb_select(k, pos, a, b);
+  *oms = kb_select(k, pos, b, a);
+}
+
+LLVMValueRef kb_silu(kb *k, LLVMValueRef x) {
+  mt m = mt_of(k, x);
+  LLVMValueRef s, oms;
+  sigmoid_parts(k, &m, x, &s, &oms);
+  return kb_mul(k, x, s);
+}
+
+LLVMValueRef kb_silu_grad(kb *k, LLVMValueRef x, LLVMValueRef dy) {
+  mt m = mt_of(k, x);
+  LLVMValueRef s, oms;
+  sigmoid_parts(k, &m, x, &s, &oms);
+  return kb_mul(k, dy, kb_mul(k, s, kb_fma(k, x, oms, C(&m, 1.0))));
+}
+
+// sin and cos of x together: n = rint(x 2/pi), r = x - n pi/2 (three-constant Cody–Waite, so
+// |r| <= pi/4 stays accurate for |x| up to ~1e5 in f32 and far beyond in f64), Taylor series
+// on r (to r^11 / r^12 for f32, r^21 / r^22 for f64: truncation below an ulp), and the
+// quadrant n mod 4 picks and signs them. Used by rotary embeddings, whose angles are
+// positions times frequencies (at most a few hundred thousand radians).
+void kb_sincos(kb *k, LLVMValueRef x, LLVMValueRef *sin_out, LLVMValueRef *cos_out) {
+  mt m = mt_of(k, x);
+  double p1 = m.dbl ? 1.57079632673412561417e+00 : 1.5703125;
+  double p2 = m.dbl ? 6.07710050650619224932e-11 : 4.837512969970703125e-4;
+  double p3 = m.dbl ? 2.02226624879595063154e-21 : 7.54978995489188216e-8;
+  LLVMValueRef n = kb_rint(k, kb_mul(k, x, C(&m, 0.63661977236758134308)));
+  LLVMValueRef r = kb_fma(k, n, C(&m, -p1), x);
+  r = kb_fma(k, n, C(&m, -p2), r);
+  r = kb_fma(k, n, C(&m, -p3), r);
+  LLVMValueRef z = kb_mul(k, r, r);
+  double sc[10], cc[11];  // sin: -1/3!, 1/5!, ...   cos: -1/2!, 1/4!, ...
+  int ns = m.dbl ? 10 : 5, nc = m.dbl ? 11 : 6;
+  double f = 1.0;
+  for (int i = 1; i <= 2 * nc + 1; i++) {
+    f *= (double)i;
+    int sign = (i / 2) % 2 ? -1 : 1;
+    if (i % 2 == 1 && i >= 3 && (i - 3) / 2 < ns) sc[(i - 3) / 2] = sign / f;
+    if (i % 2 == 0 && (i - 2) / 2 < nc) cc[(i - 2) / 2] = sign / f;
+  }
+  LLVMValueRef sr = kb_fma(k, kb_mul(k, r, z), horner(k, &m, z, sc, ns), r);
+  LLVMValueRef cr = kb_fma(k, z, horner(k, &m, z, cc, nc), C(&m, 1.0));
+  LLVMValueRef q = LLVMBuildAnd(k->b, LLVMBuildFPToSI(k->b, n, m.ity, ""), I(&m, 3), "");
+  LLVMValueRef swap = LLVMBuildICmp(k->b, LLVMIntNE, LLVMBuildAnd(k->b, q, I(&m, 1), ""), I(&m, 0), "");
+  LLVMValueRef s = kb_select(k, swap, cr, sr), c = kb_select(k, swap, sr, cr);
+  // sin is negative in quadrants 2, 3; cos in quadrants 1, 2.
+  LLVMValueRef sneg = LLVMBuildICmp(k->b, LLVMIntUGE, q, I(&m, 2), "");
+  LLVMValueRef cneg = LLVMBuildICmp(k->b, LLVMIntEQ, LLVMBuildAnd(k->b, LLVMBuildAdd(k->b, q, I(&m, 1), ""), I(&m, 2), ""), I(&m, 2), "");
+  *sin_out = kb_select(k, sneg, kb_neg(k, s), s);
+  *cos_out = kb_select(k, cneg, kb_neg(k, c), c);
+}

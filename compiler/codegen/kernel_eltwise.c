@@ -23,6 +23,8 @@ static LLVMValueRef node_value(kb *k, const dhx_ew_node *n, const LLVMValueRef *
   case DHX_EW_SQRT: return kb_sqrt(k, v[n->a]);
   case DHX_EW_GELU: return kb_gelu(k, v[n->a]);
   case DHX_EW_GELU_GRAD: return kb_gelu_grad(k, v[n->a], v[n->b]);
+  case DHX_EW_SILU: return kb_silu(k, v[n->a]);
+  case DHX_EW_SILU_GRAD: return kb_silu_grad(k, v[n->a], v[n->b]);
   }
   return NULL;  // unreachable: specs are validated before code generation
 }

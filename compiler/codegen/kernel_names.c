@@ -27,6 +27,12 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
     [DHX_K_ADAMW] = {"adamw", "ppppffffffff", 0, false, dhx_emit_adamw},
     [DHX_K_SUMSQ] = {"sumsq", "ppii", 0, false, dhx_emit_sumsq},
     [DHX_K_COLSUM] = {"colsum", "ppiii", 0, true, dhx_emit_colsum},
+    [DHX_K_RMSNORM_FWD] = {"rmsnorm_fwd", "ppppif", 0, false, dhx_emit_rmsnorm_fwd},
+    [DHX_K_RMSNORM_BWD_DX] = {"rmsnorm_bwd_dx", "pppppii", 0, false, dhx_emit_rmsnorm_bwd_dx},
+    [DHX_K_RMSNORM_BWD_DGAMMA] = {"rmsnorm_bwd_dgamma", "ppppii", 0, true,
+                                  dhx_emit_rmsnorm_bwd_dgamma},
+    [DHX_K_ROPE] = {"rope", "ppiiiff", ALIAS(0, 1), false, dhx_emit_rope},
+    [DHX_K_PERMUTE] = {"permute", "ppiii", 0, false, dhx_emit_permute},
     [DHX_K_ELTWISE] = {"ew", "", 0, false, dhx_emit_eltwise},
 };
 
@@ -49,11 +55,11 @@ bool dhx_cg_fail(char *err, size_t errlen, const char *fmt, ...) {
 
 static bool is_unary(unsigned op) {
   return op == DHX_EW_NEG || op == DHX_EW_EXP || op == DHX_EW_LOG || op == DHX_EW_TANH ||
-         op == DHX_EW_SQRT || op == DHX_EW_GELU;
+         op == DHX_EW_SQRT || op == DHX_EW_GELU || op == DHX_EW_SILU;
 }
 static bool is_binary(unsigned op) {
   return op == DHX_EW_ADD || op == DHX_EW_SUB || op == DHX_EW_MUL || op == DHX_EW_DIV ||
-         op == DHX_EW_GELU_GRAD;
+         op == DHX_EW_GELU_GRAD || op == DHX_EW_SILU_GRAD;
 }
 
 static bool ew_valid(const dhx_ew_spec *e, char *err, size_t errlen) {

@@ -105,3 +105,85 @@ void dhx_emit_layernorm_bwd_dparams(kb *k, const dhx_kernel_spec *s, LLVMValueRe
   kb_store(k, kb_add(k, kb_load(k, dgamma, c), kb_get(k, sg)), dgamma, c);
   kb_store(k, kb_add(k, kb_load(k, dbeta, c), kb_get(k, sb)), dbeta, c);
 }
+
+// ---- RMS normalisation (Llama): no centring, no bias ----------------------------------------
+
+// sum over c < C of x[base + c]^2
+static LLVMValueRef row_sumsq(kb *k, LLVMValueRef x, LLVMValueRef base, LLVMValueRef C) {
+  LLVMValueRef acc = kb_var(k, k->f, kb_fc(k, 0.0));
+  kb_loop L;
+  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "sumsq");
+  LLVMValueRef v = kb_load(k, x, kb_iadd(k, base, c));
+  kb_set(k, acc, kb_radd(k, kb_get(k, acc), kb_mul(k, v, v)));
+  kb_loop_end(k, &L, true);
+  return kb_get(k, acc);
+}
+
+// (out, rstd, x, gamma, C, eps)   idx = row r
+void dhx_emit_rmsnorm_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
+                          LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  LLVMValueRef out = a[0], rstd = a[1], x = a[2], gamma = a[3], C = a[4], eps = a[5];
+  LLVMValueRef base = kb_imul(k, r, C);
+  LLVMValueRef ms = kb_div(k, row_sumsq(k, x, base, C), kb_to_f(k, C));
+  LLVMValueRef rs = kb_div(k, kb_fc(k, 1.0), kb_sqrt(k, kb_add(k, ms, eps)));
+  kb_store_s(k, rs, rstd, r);
+  kb_loop L;
+  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "scale");
+  LLVMValueRef i = kb_iadd(k, base, c);
+  kb_store(k, kb_mul(k, kb_mul(k, kb_load(k, x, i), rs), kb_load(k, gamma, c)), out, i);
+  kb_loop_end(k, &L, true);
+}
+
+static void rms_dx_pass(kb *k, LLVMValueRef *a, LLVMValueRef base, LLVMValueRef rs,
+                        LLVMValueRef mgx, bool acc) {
+  LLVMValueRef dx = a[0], dout = a[1], x = a[2], gamma = a[4], C = a[5];
+  kb_loop L;
+  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, acc ? "dx_add" : "dx");
+  LLVMValueRef i = kb_iadd(k, base, c);
+  LLVMValueRef g = kb_mul(k, kb_load(k, dout, i), kb_load(k, gamma, c));
+  LLVMValueRef xhat = kb_mul(k, kb_load(k, x, i), rs);
+  LLVMValueRef v = kb_mul(k, rs, kb_sub(k, g, kb_mul(k, xhat, mgx)));
+  if (acc) v = kb_add(k, kb_load(k, dx, i), v);
+  kb_store(k, v, dx, i);
+  kb_loop_end(k, &L, true);
+}
+
+// (dx, dout, x, rstd, gamma, C, accumulate)   idx = row r
+//   y = x rstd gamma with rstd = (mean(x^2) + eps)^-1/2, so with g = dout gamma:
+//   dx = rstd g - x rstd^3 mean(g x) = rstd (g - xhat mean(g xhat))
+void dhx_emit_rmsnorm_bwd_dx(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
+                             LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  LLVMValueRef dout = a[1], x = a[2], rstd = a[3], gamma = a[4], C = a[5];
+  LLVMValueRef base = kb_imul(k, r, C), rs = kb_load_s(k, rstd, r);
+  LLVMValueRef sgx = kb_var(k, k->f, kb_fc(k, 0.0));
+  kb_loop L;
+  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "dot");
+  LLVMValueRef i = kb_iadd(k, base, c);
+  LLVMValueRef g = kb_mul(k, kb_load(k, dout, i), kb_load(k, gamma, c));
+  kb_set(k, sgx, kb_radd(k, kb_get(k, sgx), kb_mul(k, g, kb_mul(k, kb_load(k, x, i), rs))));
+  kb_loop_end(k, &L, true);
+  LLVMValueRef mgx = kb_div(k, kb_get(k, sgx), kb_to_f(k, C));
+  kb_if acc;
+  kb_if_begin(k, &acc, LLVMBuildICmp(k->b, LLVMIntNE, a[6], kb_i64c(k, 0), ""));
+  rms_dx_pass(k, a, base, rs, mgx, true);
+  kb_if_else(k, &acc);
+  rms_dx_pass(k, a, base, rs, mgx, false);
+  kb_if_end(k, &acc);
+}
+
+// (dgamma, dout, x, rstd, rows, C)   idx = column c:  dgamma[c] += sum_r dout x rstd
+void dhx_emit_rmsnorm_bwd_dgamma(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a,
+                                 LLVMValueRef c, LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  LLVMValueRef dgamma = a[0], dout = a[1], x = a[2], rstd = a[3], rows = a[4], C = a[5];
+  LLVMValueRef sg = kb_var(k, k->vt, kb_fc(k, 0.0));
+  kb_loop L;
+  LLVMValueRef r = kb_loop_begin(k, &L, kb_i64c(k, 0), rows, "rows");
+  LLVMValueRef i = kb_iadd(k, kb_imul(k, r, C), c);
+  LLVMValueRef xhat = kb_mul(k, kb_load(k, x, i), kb_splat(k, kb_load_s(k, rstd, r)));
+  kb_set(k, sg, kb_fma(k, kb_load(k, dout, i), xhat, kb_get(k, sg)));
+  kb_loop_end(k, &L, false);
+  kb_store(k, kb_add(k, kb_load(k, dgamma, c), kb_get(k, sg)), dgamma, c);
+}

@@ -67,6 +67,26 @@ typedef enum {
   // (out, in, i64 rows, i64 m, i64 accumulate)   idx = j < m
   //   out[j] (+)= sum_r in[r*m + j]
   DHX_K_COLSUM,
+  // (out, rstd, x, gamma, i64 C, f eps)   idx = row
+  //   rstd[r] = 1/sqrt(mean(x[r,:]^2) + eps);  out[r,c] = x[r,c] * rstd[r] * gamma[c]
+  DHX_K_RMSNORM_FWD,
+  // (dx, dout, x, rstd, gamma, i64 C, i64 accumulate)   idx = row
+  //   xhat = x*rstd; g = dout*gamma;  dx[r,c] (+)= rstd * (g[c] - xhat[c] * mean(g*xhat))
+  DHX_K_RMSNORM_BWD_DX,
+  // (dgamma, dout, x, rstd, i64 rows, i64 C)   idx = column c
+  //   dgamma[c] += sum_r dout[r,c] * x[r,c] * rstd[r]
+  DHX_K_RMSNORM_BWD_DGAMMA,
+  // (out, x, i64 S, i64 D, i64 hs, f base, f sign)   idx = pair p < rows * D/2
+  //   Rotary position embedding over rows of D = heads*hs, position s = row % S, pairs
+  //   (i, i + hs/2) of every head (the half-split convention of GPT-NeoX and Llama in HF):
+  //   theta = s * base^(-2i/hs), computed in f64;  with sn = sign * sin(theta):
+  //   out[a] = x[a] cos - x[b] sn,  out[b] = x[a] sn + x[b] cos.  sign -1 is the inverse
+  //   rotation (the backward).  out may alias x.
+  DHX_K_ROPE,
+  // (out, in, i64 X, i64 Y, i64 W)   idx = out row r < B*Y*X
+  //   in is [B, X, Y, W], out is [B, Y, X, W]: out[b, y, x, :] = in[b, x, y, :]
+  //   (heads to the front for attention and back; the same kernel with X, Y swapped undoes it)
+  DHX_K_PERMUTE,
   // A fused chain of elementwise operations, described by a dhx_ew_spec.
   DHX_K_ELTWISE,
   DHX_K_COUNT
@@ -89,6 +109,8 @@ typedef enum {
   // f64; exp flushes results below the smallest normal number to zero — ir_math.c)
   DHX_EW_GELU,      // a: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
   DHX_EW_GELU_GRAD, // a = x, b = dy: dy * d gelu(x)/dx
+  DHX_EW_SILU,      // a: a sigma(a)
+  DHX_EW_SILU_GRAD, // a = x, b = dy: dy * d silu(x)/dx
 } dhx_ew_op;
 
 typedef enum { DHX_EW_FULL = 0, DHX_EW_MOD = 1 } dhx_ew_mode;

@@ -49,7 +49,7 @@ static int grad_dst(ad *a, int t, bool *accumulate) {
 }
 
 static void note_of(const dhx_node *n, const char *what, char *out) {
-  snprintf(out, DHX_NAME_MAX, "%.70s: %s", n->scope, what);
+  snprintf(out, DHX_NAME_MAX, "%.60s: %s", n->scope, what);
 }
 
 // grad(t) (+)= dy, elementwise; when t has no gradient yet and nothing else will read dy
@@ -173,6 +173,139 @@ static void back_attention(ad *a, const dhx_node *n, int dy) {
   dhx_gemm_batch(op, 1, H, S * S, hs, hs);
 }
 
+// A fresh activation tensor shaped like t (for gradients computed before they are added).
+static int temp_like(ad *a, int t, const char *what) {
+  char name[DHX_NAME_MAX + 16];
+  snprintf(name, sizeof name, "%.80s.%s", T(a, t)->name, what);
+  int64_t shape[DHX_MAX_DIMS];
+  memcpy(shape, T(a, t)->shape, sizeof shape);
+  return dhx_tensor_new(a->g, name, DHX_T_ACT, DHX_F32, T(a, t)->ndim, shape);
+}
+
+// dst += src, elementwise over t's size.
+static void add_into(ad *a, int dst, int src, int64_t n, const dhx_node *nd) {
+  char note[DHX_NAME_MAX];
+  note_of(nd, "add gradient", note);
+  dhx_ewb b;
+  dhx_ewb_init(&b);
+  dhx_ewb_store(&b, dhx_ewb_load(&b, dhx_buf(src, 0), 0), dhx_buf(dst, 0), true);
+  dhx_emit_ew(a->l, &b, n, note);
+}
+
+// The backward of lower_gqa (lower.c), GEMM for GEMM.
+static void back_gqa(ad *a, const dhx_node *n, int dy) {
+  char note[DHX_NAME_MAX];
+  dhx_gqa d;
+  dhx_gqa_dims(a->g, n, &d);
+  int q = n->in[0], k = n->in[1], v = n->in[2], p = n->saved[0], qt = n->saved[1];
+  int64_t S = d.S, hs = d.hs, GS = d.per * S;
+  int dot = temp_like(a, qt, "d_out"), dp = temp_like(a, p, "d");
+  note_of(n, "grad out heads first", note);
+  dhx_emit_permute_op(a->l, note, dot, dy, d.B, S, d.H, hs);
+  note_of(n, "grad probs = dout v^T", note);
+  dhx_lop *op = dhx_emit_gemm(a->l, note, false, true, GS, S, hs, dhx_buf(dot, 0), hs,
+                              dhx_buf(v, 0), d.Dk, dhx_buf(dp, 0), S, 0.0);
+  dhx_gqa_batch(op, &d, d.H * S * hs, GS * hs, S * d.Dk, hs, d.H * S * S, GS * S);
+  if (needs_grad(a, v)) {
+    bool acc;
+    int dv = grad_dst(a, v, &acc);
+    note_of(n, "grad v = probs^T dout", note);
+    op = dhx_emit_gemm(a->l, note, true, false, S, hs, GS, dhx_buf(p, 0), S, dhx_buf(dot, 0), hs,
+                       dhx_buf(dv, 0), d.Dk, acc ? 1.0 : 0.0);
+    dhx_gqa_batch(op, &d, d.H * S * S, GS * S, d.H * S * hs, GS * hs, S * d.Dk, hs);
+  }
+  note_of(n, "causal softmax backward", note);
+  dhx_operand args[] = {dhx_buf(dp, 0), dhx_buf(dp, 0), dhx_buf(p, 0), dhx_i64(S),
+                        dhx_f64(1.0 / sqrt((double)hs))};
+  dhx_emit_kernel(a->l, DHX_K_SOFTMAX_CAUSAL_BWD, d.B * d.H * S, note, 5, args);
+  if (needs_grad(a, k)) {
+    bool acc;
+    int dk = grad_dst(a, k, &acc);
+    note_of(n, "grad k = dscores^T q", note);
+    op = dhx_emit_gemm(a->l, note, true, false, S, hs, GS, dhx_buf(dp, 0), S, dhx_buf(qt, 0), hs,
+                       dhx_buf(dk, 0), d.Dk, acc ? 1.0 : 0.0);
+    dhx_gqa_batch(op, &d, d.H * S * S, GS * S, d.H * S * hs, GS * hs, S * d.Dk, hs);
+  }
+  if (!needs_grad(a, q)) return;
+  int dqt = temp_like(a, qt, "d");
+  note_of(n, "grad q = dscores k", note);
+  op = dhx_emit_gemm(a->l, note, false, false, GS, hs, S, dhx_buf(dp, 0), S, dhx_buf(k, 0), d.Dk,
+                     dhx_buf(dqt, 0), hs, 0.0);
+  dhx_gqa_batch(op, &d, d.H * S * S, GS * S, S * d.Dk, hs, d.H * S * hs, GS * hs);
+  bool acc;
+  int dq = grad_dst(a, q, &acc);
+  int into = acc ? temp_like(a, q, "d_part") : dq;
+  note_of(n, "grad q heads back", note);
+  dhx_emit_permute_op(a->l, note, into, dqt, d.B, d.H, S, hs);
+  if (acc) add_into(a, dq, into, dhx_tensor_elems(T(a, q)), n);
+}
+
+static void back_rmsnorm(ad *a, const dhx_node *n, int dy) {
+  char note[DHX_NAME_MAX];
+  const dhx_tensor *x = T(a, n->in[0]);
+  int64_t rows = dhx_tensor_rows(x), cols = dhx_tensor_cols(x);
+  note_of(n, "grad gamma", note);
+  dhx_operand p[] = {dhx_buf(T(a, n->in[1])->grad, 0), dhx_buf(dy, 0), dhx_buf(n->in[0], 0),
+                     dhx_buf(n->saved[0], 0), dhx_i64(rows), dhx_i64(cols)};
+  dhx_emit_kernel(a->l, DHX_K_RMSNORM_BWD_DGAMMA, cols, note, 6, p);
+  if (!needs_grad(a, n->in[0])) return;
+  bool acc;
+  int dx = grad_dst(a, n->in[0], &acc);
+  note_of(n, "grad x", note);
+  dhx_operand args[] = {dhx_buf(dx, 0), dhx_buf(dy, 0), dhx_buf(n->in[0], 0),
+                        dhx_buf(n->saved[0], 0), dhx_buf(n->in[1], 0), dhx_i64(cols),
+                        dhx_i64(acc)};
+  dhx_emit_kernel(a->l, DHX_K_RMSNORM_BWD_DX, rows, note, 7, args);
+}
+
+// RoPE is a rotation per position: its backward rotates the gradient back.
+static void back_rope(ad *a, const dhx_node *n, int dy) {
+  if (!needs_grad(a, n->in[0])) return;
+  char note[DHX_NAME_MAX];
+  note_of(n, "rotary embedding backward", note);
+  bool acc;
+  int dx = grad_dst(a, n->in[0], &acc);
+  int into = acc ? temp_like(a, n->in[0], "d_part") : dx;
+  dhx_emit_rope_op(a->l, note, into, dy, T(a, n->in[0]), n->heads, n->base, -1.0);
+  if (acc) add_into(a, dx, into, dhx_tensor_elems(T(a, n->in[0])), n);
+}
+
+// d silu(x) = dy * silu'(x), elementwise.
+static void back_silu(ad *a, const dhx_node *n, int dy) {
+  if (!needs_grad(a, n->in[0])) return;
+  char note[DHX_NAME_MAX];
+  note_of(n, "silu backward", note);
+  bool acc;
+  int dx = grad_dst(a, n->in[0], &acc);
+  dhx_ewb b;
+  dhx_ewb_init(&b);
+  int x = dhx_ewb_load(&b, dhx_buf(n->in[0], 0), 0);
+  int d = dhx_ewb_load(&b, dhx_buf(dy, 0), 0);
+  dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_SILU_GRAD, x, d), dhx_buf(dx, 0), acc);
+  dhx_emit_ew(a->l, &b, dhx_tensor_elems(T(a, n->out)), note);
+}
+
+// d(a*b) = dy*b into a's gradient and dy*a into b's (2 dy a when both are the same tensor).
+static void back_mul(ad *a, const dhx_node *n, int dy) {
+  char note[DHX_NAME_MAX];
+  int64_t elems = dhx_tensor_elems(T(a, n->out));
+  bool same = n->in[0] == n->in[1];
+  for (int side = 0; side < (same ? 1 : 2); side++) {
+    int t = n->in[side], other = n->in[1 - side];
+    if (!needs_grad(a, t)) continue;
+    note_of(n, side == 0 ? "mul backward (left)" : "mul backward (right)", note);
+    bool acc;
+    int dt = grad_dst(a, t, &acc);
+    dhx_ewb b;
+    dhx_ewb_init(&b);
+    int v = dhx_ewb_op(&b, DHX_EW_MUL, dhx_ewb_load(&b, dhx_buf(dy, 0), 0),
+                       dhx_ewb_load(&b, dhx_buf(other, 0), 0));
+    if (same) v = dhx_ewb_op(&b, DHX_EW_ADD, v, v);
+    dhx_ewb_store(&b, v, dhx_buf(dt, 0), acc);
+    dhx_emit_ew(a->l, &b, elems, note);
+  }
+}
+
 static void back_gelu(ad *a, const dhx_node *n, int dy) {
   if (!needs_grad(a, n->in[0])) return;
   char note[DHX_NAME_MAX];
@@ -241,10 +374,17 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
       case DHX_N_POS_EMBEDDING: back_pos_embedding(&a, &n, dy); break;
       case DHX_N_LAYERNORM: back_layernorm(&a, &n, dy); break;
       case DHX_N_LINEAR: back_linear(&a, &n, dy); break;
-      case DHX_N_ATTENTION: back_attention(&a, &n, dy); break;
+      case DHX_N_ATTENTION:
+        if (n.nin == 3) back_gqa(&a, &n, dy);
+        else back_attention(&a, &n, dy);
+        break;
       case DHX_N_GELU: back_gelu(&a, &n, dy); break;
       case DHX_N_ADD: back_add(&a, &n, dy); break;
       case DHX_N_CROSS_ENTROPY: break;
+      case DHX_N_RMSNORM: back_rmsnorm(&a, &n, dy); break;
+      case DHX_N_SILU: back_silu(&a, &n, dy); break;
+      case DHX_N_MUL: back_mul(&a, &n, dy); break;
+      case DHX_N_ROPE: back_rope(&a, &n, dy); break;
     }
     if (g->ntensors >= cap - 8) {
       fprintf(stderr, "dhxc: internal error: gradient map overflow\n");

@@ -267,6 +267,74 @@ static value op_layernorm(ctx *c, frame *f, const dhx_expr *call) {
   return tensor_value(out);
 }
 
+static value op_rmsnorm(ctx *c, frame *f, const dhx_expr *call) {
+  static const char *names[] = {"x", "eps"};
+  value a[2];
+  if (!bind_call_args(c, f, call, names, 2, a)) return (value){0};
+  if (!want_tensor(c, call, "x", a[0]) || !want_last_dim(c, call, a[0].t, "x")) return (value){0};
+  double eps = 1e-5;
+  if (a[1].k == V_FLOAT || a[1].k == V_INT) eps = a[1].k == V_INT ? (double)a[1].i : a[1].f;
+  char scope[DHX_NAME_MAX];
+  child_scope(f, "rmsnorm", scope);
+  int64_t cols = dhx_tensor_cols(T(c, a[0].t)), rows = dhx_tensor_rows(T(c, a[0].t));
+  int gamma = new_param(c, scope, "g", 1, &cols, DHX_INIT_ONES, 0, false);
+  int64_t shape[DHX_MAX_DIMS];
+  int ndim = shape_with_last(c, a[0].t, cols, shape);
+  int n = node_for(c, DHX_N_RMSNORM, call, scope);
+  int out = new_act(c, scope, "out", ndim, shape);
+  int rstd = new_act(c, scope, "rstd", 1, &rows);
+  dhx_node *nd = &c->g->nodes[n];
+  nd->in[0] = a[0].t;
+  nd->in[1] = gamma;
+  nd->nin = 2;
+  nd->out = out;
+  nd->saved[0] = rstd;
+  nd->nsaved = 1;
+  nd->eps = eps;
+  return tensor_value(out);
+}
+
+// rope(x, heads, base: 10000): rotary position embedding of each head of x [B, S, heads*hs].
+static value op_rope(ctx *c, frame *f, const dhx_expr *call) {
+  static const char *names[] = {"x", "heads", "base"};
+  value a[3];
+  if (!bind_call_args(c, f, call, names, 3, a)) return (value){0};
+  if (!want_tensor(c, call, "x", a[0]) || !want_int(c, call, "heads", a[1], 1)) return (value){0};
+  double base = 10000;
+  if (a[2].k == V_INT || a[2].k == V_FLOAT) base = a[2].k == V_INT ? (double)a[2].i : a[2].f;
+  else if (a[2].k != V_NONE) {
+    FAIL(c, &call->loc, "'base' of 'rope' must be a number, got %s", kind_name(a[2].k));
+    return (value){0};
+  }
+  const dhx_tensor *x = T(c, a[0].t);
+  if (x->ndim != 3) {
+    FAIL(c, &call->loc, "'x' of 'rope' must be [batch, seq, heads * head_size]");
+    return (value){0};
+  }
+  int64_t D = x->shape[2], H = a[1].i;
+  if (D % H != 0 || (D / H) % 2 != 0) {
+    FAIL(c, &call->loc, "rope needs an even head size, but %lld features in %lld heads give %s",
+         (long long)D, (long long)H, D % H ? "a remainder" : "an odd size");
+    return (value){0};
+  }
+  if (!(base > 1)) {
+    FAIL(c, &call->loc, "'base' of 'rope' must be greater than 1, got %g", base);
+    return (value){0};
+  }
+  char scope[DHX_NAME_MAX];
+  child_scope(f, "rope", scope);
+  int64_t shape[3] = {x->shape[0], x->shape[1], D};
+  int n = node_for(c, DHX_N_ROPE, call, scope);
+  int out = new_act(c, scope, "out", 3, shape);
+  dhx_node *nd = &c->g->nodes[n];
+  nd->in[0] = a[0].t;
+  nd->nin = 1;
+  nd->out = out;
+  nd->heads = (int)H;
+  nd->base = base;
+  return tensor_value(out);
+}
+
 static int split_of(ctx *c, const dhx_expr *annot) {
   if (!annot) return 0;
   if (strcmp(annot->str, "split") != 0) {
@@ -317,31 +385,76 @@ static value op_linear(ctx *c, frame *f, const dhx_expr *call, const dhx_expr *a
   return tensor_value(out);
 }
 
+// attention(qkv, heads: H): multi-head causal attention over a fused [B, S, 3*dim] projection;
+// attention(q, k, v, heads: H, kv_heads: G): over separate projections, with G key/value
+// heads shared by groups of H/G query heads (grouped-query attention; G = H by default).
 static value op_attention(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"qkv", "heads", "causal"};
-  value a[3];
-  if (!bind_call_args(c, f, call, names, 3, a)) return (value){0};
-  if (!want_tensor(c, call, "qkv", a[0]) || !want_int(c, call, "heads", a[1], 1))
+  static const char *names[] = {"q", "k", "v", "heads", "kv_heads", "causal"};
+  value a[6];
+  if (!bind_call_args(c, f, call, names, 6, a)) return (value){0};
+  if (!want_tensor(c, call, "q", a[0]) || !want_int(c, call, "heads", a[3], 1)) return (value){0};
+  bool fused = a[1].k == V_NONE && a[2].k == V_NONE;
+  if (!fused && (!want_tensor(c, call, "k", a[1]) || !want_tensor(c, call, "v", a[2])))
     return (value){0};
-  const dhx_tensor *qkv = T(c, a[0].t);
-  bool causal = a[2].k == V_BOOL ? a[2].b : true;
-  if (!causal) {
+  if (a[5].k != V_NONE && a[5].k != V_BOOL) {
+    FAIL(c, &call->loc, "'causal' of 'attention' must be true or false");
+    return (value){0};
+  }
+  if (a[5].k == V_BOOL && !a[5].b) {
     FAIL(c, &call->loc, "non-causal attention is not supported yet (causal: false)");
     return (value){0};
   }
-  if (qkv->ndim != 3 || qkv->shape[2] % 3 != 0) {
-    FAIL(c, &call->loc, "'qkv' of 'attention' must be [batch, seq, 3 * dim]");
-    return (value){0};
+  int64_t H = a[3].i, G = H;
+  if (a[4].k != V_NONE) {
+    if (!want_int(c, call, "kv_heads", a[4], 1)) return (value){0};
+    G = a[4].i;
   }
-  int64_t dim = qkv->shape[2] / 3;
-  if (dim % a[1].i != 0) {
-    FAIL(c, &call->loc, "attention dim %lld is not divisible by heads %lld", (long long)dim,
-         (long long)a[1].i);
-    return (value){0};
+  const dhx_tensor *q = T(c, a[0].t);
+  int64_t B = q->ndim == 3 ? q->shape[0] : 0, S = q->ndim == 3 ? q->shape[1] : 0, dim;
+  if (fused) {
+    if (q->ndim != 3 || q->shape[2] % 3 != 0) {
+      FAIL(c, &call->loc, "'qkv' of 'attention' must be [batch, seq, 3 * dim]");
+      return (value){0};
+    }
+    if (G != H) {
+      FAIL(c, &call->loc, "grouped-query attention (kv_heads) needs separate q, k and v");
+      return (value){0};
+    }
+    dim = q->shape[2] / 3;
+    if (dim % H != 0) {
+      FAIL(c, &call->loc, "attention dim %lld is not divisible by heads %lld", (long long)dim,
+           (long long)H);
+      return (value){0};
+    }
+  } else {
+    const dhx_tensor *k = T(c, a[1].t), *v = T(c, a[2].t);
+    if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || k->shape[0] != B || v->shape[0] != B ||
+        k->shape[1] != S || v->shape[1] != S) {
+      FAIL(c, &call->loc, "'q', 'k' and 'v' of 'attention' must be [batch, seq, features] of "
+           "the same batch and sequence");
+      return (value){0};
+    }
+    dim = q->shape[2];
+    if (dim % H != 0) {
+      FAIL(c, &call->loc, "attention: %lld query features are not divisible by heads %lld",
+           (long long)dim, (long long)H);
+      return (value){0};
+    }
+    if (H % G != 0) {
+      FAIL(c, &call->loc, "attention: heads %lld is not a multiple of kv_heads %lld",
+           (long long)H, (long long)G);
+      return (value){0};
+    }
+    int64_t hs = dim / H;
+    if (k->shape[2] != G * hs || v->shape[2] != G * hs) {
+      FAIL(c, &call->loc, "attention: 'k' and 'v' must have kv_heads * head_size = %lld * %lld = "
+           "%lld features, got %lld and %lld", (long long)G, (long long)hs, (long long)(G * hs),
+           (long long)k->shape[2], (long long)v->shape[2]);
+      return (value){0};
+    }
   }
   char scope[DHX_NAME_MAX];
   child_scope(f, "attention", scope);
-  int64_t B = qkv->shape[0], S = qkv->shape[1], H = a[1].i;
   int64_t shape[3] = {B, S, dim};
   int64_t pshape[4] = {B, H, S, S};
   int n = node_for(c, DHX_N_ATTENTION, call, scope);
@@ -353,7 +466,16 @@ static value op_attention(ctx *c, frame *f, const dhx_expr *call) {
   nd->out = out;
   nd->saved[0] = probs;
   nd->nsaved = 1;
+  if (!fused) {
+    int64_t qshape[4] = {B, H, S, dim / H};
+    nd->in[1] = a[1].t;
+    nd->in[2] = a[2].t;
+    nd->nin = 3;
+    nd->saved[1] = new_act(c, scope, "q_t", 4, qshape);  // q with heads first
+    nd->nsaved = 2;
+  }
   nd->heads = (int)H;
+  nd->kv_heads = (int)G;
   nd->causal = true;
   return tensor_value(out);
 }
@@ -407,17 +529,30 @@ static value op_cross_entropy(ctx *c, frame *f, const dhx_expr *call) {
   return tensor_value(out);
 }
 
-static value op_add(ctx *c, frame *f, const dhx_expr *e, value l, value r) {
+// Writes a shape as "[8, 128, 512]".
+static const char *shape_text(const dhx_tensor *t, char *buf, size_t n) {
+  size_t len = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < t->ndim && len < n; i++)
+    len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  if (len < n) snprintf(buf + len, n - len, "]");
+  return buf;
+}
+
+// tensor + tensor, tensor * tensor: elementwise, same shapes.
+static value op_elementwise(ctx *c, frame *f, const dhx_expr *e, value l, value r) {
   const dhx_tensor *a = T(c, l.t), *b = T(c, r.t);
+  bool mul = e->op == '*';
   if (a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) != 0) {
-    FAIL(c, &e->loc, "cannot add tensors of different shapes");
+    char sa[96], sb[96];
+    FAIL(c, &e->loc, "cannot %s tensors of different shapes: %s and %s", mul ? "multiply" : "add",
+         shape_text(a, sa, sizeof sa), shape_text(b, sb, sizeof sb));
     return (value){0};
   }
   char scope[DHX_NAME_MAX];
-  child_scope(f, "add", scope);
+  child_scope(f, mul ? "mul" : "add", scope);
   int64_t shape[DHX_MAX_DIMS];
   memcpy(shape, a->shape, sizeof shape);
-  int n = node_for(c, DHX_N_ADD, e, scope);
+  int n = node_for(c, mul ? DHX_N_MUL : DHX_N_ADD, e, scope);
   int out = new_act(c, scope, "out", a->ndim, shape);
   dhx_node *nd = &c->g->nodes[n];
   nd->in[0] = l.t;
@@ -443,6 +578,9 @@ static value eval_call(ctx *c, frame *f, const dhx_expr *e, const dhx_expr *anno
   if (strcmp(n, "linear") == 0) return op_linear(c, f, e, annot);
   if (strcmp(n, "attention") == 0) return op_attention(c, f, e);
   if (strcmp(n, "gelu") == 0) return op_unary_tensor(c, f, e, DHX_N_GELU, "gelu");
+  if (strcmp(n, "silu") == 0) return op_unary_tensor(c, f, e, DHX_N_SILU, "silu");
+  if (strcmp(n, "rmsnorm") == 0) return op_rmsnorm(c, f, e);
+  if (strcmp(n, "rope") == 0) return op_rope(c, f, e);
   if (strcmp(n, "cross_entropy") == 0) return op_cross_entropy(c, f, e);
   const dhx_item *def = dhx_find_definition(c->prog, n);
   if (def && def->kind == ITEM_LAYER) return call_layer(c, f, e, def);
@@ -521,9 +659,11 @@ static value eval(ctx *c, frame *f, const dhx_expr *e) {
     case EXPR_BINOP: {
       value l = eval(c, f, e->lhs), r = eval(c, f, e->rhs);
       if (c->failed) return (value){0};
-      if (l.k == V_TENSOR && r.k == V_TENSOR && e->op == '+') return op_add(c, f, e, l, r);
+      if (l.k == V_TENSOR && r.k == V_TENSOR && (e->op == '+' || e->op == '*'))
+        return op_elementwise(c, f, e, l, r);
       if (l.k == V_TENSOR || r.k == V_TENSOR) {
-        FAIL(c, &e->loc, "'%c' on tensors is not supported (only tensor + tensor)", e->op);
+        FAIL(c, &e->loc, "'%c' on tensors is not supported (tensor + tensor and tensor * tensor "
+             "are)", e->op);
         return (value){0};
       }
       return arith(c, e, l, r);

@@ -98,8 +98,9 @@ dhx_operand dhx_regarg(int reg) {
 }
 
 const char *dhx_node_op_name(dhx_node_op op) {
-  static const char *names[] = {"embedding", "pos_embedding", "layernorm",     "linear",
-                                "attention", "gelu",          "add",           "cross_entropy"};
+  static const char *names[] = {"embedding", "pos_embedding", "layernorm", "linear",
+                                "attention", "gelu",          "add",       "cross_entropy",
+                                "rmsnorm",   "silu",          "mul",       "rope"};
   return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 

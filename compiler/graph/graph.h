@@ -60,10 +60,16 @@ typedef enum {
   DHX_N_POS_EMBEDDING, // in: x, table [seq, dim]     out: x + table (broadcast over batch)
   DHX_N_LAYERNORM,     // in: x, gamma, beta          out: y   saved: mean, rstd
   DHX_N_LINEAR,        // in: x, w [in, out], b?      out: y
-  DHX_N_ATTENTION,     // in: qkv [.., 3*dim]         out: o [.., dim]  saved: probs
+  DHX_N_ATTENTION,     // in: qkv [B, S, 3*dim]       out: o [B, S, dim]  saved: probs
+                       //  or in: q [B, S, heads*hs], k, v [B, S, kv_heads*hs] (grouped-query)
+                       //     out: o [B, S, heads*hs]  saved: probs, q with heads first
   DHX_N_GELU,          // in: x                       out: y
   DHX_N_ADD,           // in: a, b                    out: a + b
   DHX_N_CROSS_ENTROPY, // in: logits, targets         out: per-position losses
+  DHX_N_RMSNORM,       // in: x, gamma                out: y   saved: rstd
+  DHX_N_SILU,          // in: x                       out: x sigma(x)
+  DHX_N_MUL,           // in: a, b                    out: a * b (elementwise)
+  DHX_N_ROPE,          // in: x [B, S, heads*hs]      out: x rotated by position (heads, base)
 } dhx_node_op;
 
 typedef struct dhx_node {
@@ -71,8 +77,10 @@ typedef struct dhx_node {
   int in[DHX_MAX_NODE_IO], nin;
   int out;                   // result tensor
   int saved[2], nsaved;      // tensors the backward needs that the forward makes
-  int heads;                 // attention
+  int heads;                 // attention, rope
+  int kv_heads;              // attention with separate q, k, v (= heads without grouping)
   bool causal;               // attention
+  double base;               // rope: the frequency base (10000 in most models)
   double eps;                // layernorm
   int split;                 // 0 none, 1 col, 2 row (@split annotation, for tensor parallelism)
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"

@@ -8,7 +8,7 @@
 static const dhx_tensor *T(const dhx_graph *g, int t) { return &g->tensors[t]; }
 
 static void note_of(const dhx_node *n, const char *what, char *out) {
-  snprintf(out, DHX_NAME_MAX, "%.70s: %s", n->scope, what);
+  snprintf(out, DHX_NAME_MAX, "%.60s: %s", n->scope, what);
 }
 
 static void lower_embedding(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
@@ -82,6 +82,100 @@ static void lower_attention(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   dhx_gemm_batch(op, 1, H, S * S, hs, hs);
 }
 
+// Grouped-query attention over separate q [B,S,H*hs], k, v [B,S,G*hs]. The query is first
+// permuted to [B,H,S,hs], so the H/G query heads that share key/value head g are one
+// contiguous [H/G * S, hs] matrix: each GEMM then covers a whole group (batched over batch
+// and kv head), the scores land in [B,H,S,S] as the causal softmax expects, and the key and
+// value gradients come out summed over the group by the GEMMs themselves.
+void dhx_gqa_dims(const dhx_graph *g, const dhx_node *n, dhx_gqa *d) {
+  const dhx_tensor *q = &g->tensors[n->in[0]], *k = &g->tensors[n->in[1]];
+  d->B = q->shape[0];
+  d->S = q->shape[1];
+  d->H = n->heads;
+  d->G = n->kv_heads;
+  d->hs = q->shape[2] / d->H;
+  d->Dq = q->shape[2];
+  d->Dk = k->shape[2];
+  d->per = d->H / d->G;
+}
+
+// The two batch levels of a group GEMM: over the batch (outer) and the kv heads (inner).
+void dhx_gqa_batch(dhx_lop *op, const dhx_gqa *d, int64_t a_b, int64_t a_g, int64_t b_b,
+                   int64_t b_g, int64_t c_b, int64_t c_g) {
+  dhx_gemm_batch(op, 0, d->B, a_b, b_b, c_b);
+  dhx_gemm_batch(op, 1, d->G, a_g, b_g, c_g);
+}
+
+// out[b, y, x, :] = in[b, x, y, :] for in of [B, X, Y, W].
+void dhx_emit_permute_op(dhx_oplist *l, const char *note, int out, int in, int64_t B, int64_t X,
+                      int64_t Y, int64_t W) {
+  dhx_operand a[] = {dhx_buf(out, 0), dhx_buf(in, 0), dhx_i64(X), dhx_i64(Y), dhx_i64(W)};
+  dhx_emit_kernel(l, DHX_K_PERMUTE, B * X * Y, note, 5, a);
+}
+
+static void lower_gqa(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  dhx_gqa d;
+  dhx_gqa_dims(g, n, &d);
+  int q = n->in[0], k = n->in[1], v = n->in[2], p = n->saved[0], qt = n->saved[1];
+  int64_t S = d.S, hs = d.hs, GS = d.per * S;
+  note_of(n, "q heads first", note);
+  dhx_emit_permute_op(l, note, qt, q, d.B, S, d.H, hs);
+  note_of(n, "scores = q k^T", note);
+  dhx_lop *op = dhx_emit_gemm(l, note, false, true, GS, S, hs, dhx_buf(qt, 0), hs, dhx_buf(k, 0),
+                              d.Dk, dhx_buf(p, 0), S, 0.0);
+  dhx_gqa_batch(op, &d, d.H * S * hs, GS * hs, S * d.Dk, hs, d.H * S * S, GS * S);
+  note_of(n, "causal softmax", note);
+  dhx_operand a[] = {dhx_buf(p, 0), dhx_buf(p, 0), dhx_i64(S), dhx_f64(1.0 / sqrt((double)hs))};
+  dhx_emit_kernel(l, DHX_K_SOFTMAX_CAUSAL_FWD, d.B * d.H * S, note, 4, a);
+  // probs v into q_t's shape, then heads back behind positions into the output.
+  int64_t oshape[4] = {d.B, d.H, S, hs};
+  char name[DHX_NAME_MAX + 8];
+  snprintf(name, sizeof name, "%.80s.o_t", n->scope);
+  int ot = dhx_tensor_new(g, name, DHX_T_ACT, DHX_F32, 4, oshape);
+  note_of(n, "out = probs v", note);
+  op = dhx_emit_gemm(l, note, false, false, GS, hs, S, dhx_buf(p, 0), S, dhx_buf(v, 0), d.Dk,
+                     dhx_buf(ot, 0), hs, 0.0);
+  dhx_gqa_batch(op, &d, d.H * S * S, GS * S, S * d.Dk, hs, d.H * S * hs, GS * hs);
+  note_of(n, "heads back", note);
+  dhx_emit_permute_op(l, note, n->out, ot, d.B, d.H, S, hs);
+}
+
+static void lower_rmsnorm(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  note_of(n, "rmsnorm", note);
+  const dhx_tensor *x = T(g, n->in[0]);
+  dhx_operand a[] = {dhx_buf(n->out, 0), dhx_buf(n->saved[0], 0), dhx_buf(n->in[0], 0),
+                     dhx_buf(n->in[1], 0), dhx_i64(dhx_tensor_cols(x)), dhx_f64(n->eps)};
+  dhx_emit_kernel(l, DHX_K_RMSNORM_FWD, dhx_tensor_rows(x), note, 6, a);
+}
+
+void dhx_emit_rope_op(dhx_oplist *l, const char *note, int out, int in, const dhx_tensor *x,
+                   int heads, double base, double sign) {
+  int64_t D = x->shape[2];
+  dhx_operand a[] = {dhx_buf(out, 0), dhx_buf(in, 0), dhx_i64(x->shape[1]), dhx_i64(D),
+                     dhx_i64(D / heads), dhx_f64(base), dhx_f64(sign)};
+  dhx_emit_kernel(l, DHX_K_ROPE, dhx_tensor_elems(x) / 2, note, 7, a);
+}
+
+static void lower_rope(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  note_of(n, "rotary embedding", note);
+  dhx_emit_rope_op(l, note, n->out, n->in[0], T(g, n->in[0]), n->heads, n->base, 1.0);
+}
+
+// An elementwise op of one or two tensors into n->out.
+static void lower_ew(dhx_graph *g, dhx_oplist *l, const dhx_node *n, dhx_ew_op op, const char *what) {
+  char note[DHX_NAME_MAX];
+  note_of(n, what, note);
+  dhx_ewb b;
+  dhx_ewb_init(&b);
+  int x = dhx_ewb_load(&b, dhx_buf(n->in[0], 0), 0);
+  int y = n->nin > 1 ? dhx_ewb_load(&b, dhx_buf(n->in[1], 0), 0) : 0;
+  dhx_ewb_store(&b, dhx_ewb_op(&b, op, x, y), dhx_buf(n->out, 0), false);
+  dhx_emit_ew(l, &b, dhx_tensor_elems(T(g, n->out)), note);
+}
+
 static void lower_gelu(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   char note[DHX_NAME_MAX];
   note_of(n, "gelu", note);
@@ -120,10 +214,17 @@ void dhx_lower_forward(dhx_graph *g, dhx_oplist *l) {
       case DHX_N_POS_EMBEDDING: lower_pos_embedding(g, l, n); break;
       case DHX_N_LAYERNORM: lower_layernorm(g, l, n); break;
       case DHX_N_LINEAR: lower_linear(g, l, n); break;
-      case DHX_N_ATTENTION: lower_attention(g, l, n); break;
+      case DHX_N_ATTENTION:
+        if (n->nin == 3) lower_gqa(g, l, n);
+        else lower_attention(g, l, n);
+        break;
       case DHX_N_GELU: lower_gelu(g, l, n); break;
       case DHX_N_ADD: lower_add(g, l, n); break;
       case DHX_N_CROSS_ENTROPY: lower_cross_entropy(g, l, n); break;
+      case DHX_N_RMSNORM: lower_rmsnorm(g, l, n); break;
+      case DHX_N_SILU: lower_ew(g, l, n, DHX_EW_SILU, "silu"); break;
+      case DHX_N_MUL: lower_ew(g, l, n, DHX_EW_MUL, "mul"); break;
+      case DHX_N_ROPE: lower_rope(g, l, n); break;
     }
   }
 }

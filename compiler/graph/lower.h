@@ -30,6 +30,20 @@ int dhx_ewb_op(dhx_ewb *b, dhx_ew_op op, int a, int c);
 void dhx_ewb_store(dhx_ewb *b, int node, dhx_operand out, bool accumulate);
 dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *note);
 
+// Shapes of grouped-query attention (lower.c), shared with its backward (autodiff.c).
+typedef struct dhx_gqa {
+  int64_t B, S, H, G, hs, Dq, Dk, per;  // per = H / G query heads per key/value head
+} dhx_gqa;
+void dhx_gqa_dims(const dhx_graph *g, const dhx_node *n, dhx_gqa *d);
+void dhx_gqa_batch(dhx_lop *op, const dhx_gqa *d, int64_t a_b, int64_t a_g, int64_t b_b,
+                   int64_t b_g, int64_t c_b, int64_t c_g);
+// out[b, y, x, :] = in[b, x, y, :] for `in` of shape [B, X, Y, W].
+void dhx_emit_permute_op(dhx_oplist *l, const char *note, int out, int in, int64_t B, int64_t X,
+                      int64_t Y, int64_t W);
+// Rotary embedding of `in` (shape of x) into out; sign -1 rotates back (the backward).
+void dhx_emit_rope_op(dhx_oplist *l, const char *note, int out, int in, const dhx_tensor *x,
+                   int heads, double base, double sign);
+
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);

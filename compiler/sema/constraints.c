@@ -52,6 +52,11 @@ static void check_tp(checker *k, const dhx_graph *g, const dhx_node *n) {
         snprintf(msg, sizeof msg, "attention has %d heads, which tensor parallelism of %d cannot "
                  "divide (%d %% %d = %d)", n->heads, tp, n->heads, tp, n->heads % tp);
         fail(k, n, msg);
+      } else if (n->nin == 3 && n->kv_heads % tp != 0) {
+        snprintf(msg, sizeof msg, "attention has %d key/value heads, which tensor parallelism of "
+                 "%d cannot divide (%d %% %d = %d)", n->kv_heads, tp, n->kv_heads, tp,
+                 n->kv_heads % tp);
+        fail(k, n, msg);
       }
       break;
     case DHX_N_LINEAR: {
@@ -77,7 +82,8 @@ static void check_tp(checker *k, const dhx_graph *g, const dhx_node *n) {
     }
     default: break;
   }
-  if (k->cfg->sp && !k->sp_checked && n->op == DHX_N_LAYERNORM && x->ndim == 3) {
+  if (k->cfg->sp && !k->sp_checked && (n->op == DHX_N_LAYERNORM || n->op == DHX_N_RMSNORM) &&
+      x->ndim == 3) {
     k->sp_checked = true;
     if (x->shape[1] % tp == 0) return;
     snprintf(msg, sizeof msg, "sequence parallelism splits the %lld positions over tp = %d, "

@@ -58,8 +58,11 @@ static void mark_sharded(const dhx_graph *g, bool *sharded) {
     switch (n->op) {
       case DHX_N_LINEAR: s = n->split == 1; break;
       case DHX_N_ATTENTION:
-      case DHX_N_GELU: s = sharded[n->in[0]]; break;
-      case DHX_N_ADD: s = sharded[n->in[0]] && sharded[n->in[1]]; break;
+      case DHX_N_GELU:
+      case DHX_N_SILU:
+      case DHX_N_ROPE: s = sharded[n->in[0]]; break;
+      case DHX_N_ADD:
+      case DHX_N_MUL: s = sharded[n->in[0]] && sharded[n->in[1]]; break;
       default: s = false; break;
     }
     if (n->out >= 0) sharded[n->out] = s;
@@ -90,15 +93,25 @@ static int saved_tensors(const dhx_graph *g, const dhx_node *n, bool flash, save
       out[k++] = (saved){n->saved[0], 4};
       out[k++] = (saved){n->saved[1], 4};
       break;
-    case DHX_N_LINEAR:
-    case DHX_N_GELU: out[k++] = (saved){n->in[0], 0}; break;
-    case DHX_N_ATTENTION:
+    case DHX_N_RMSNORM:
       out[k++] = (saved){n->in[0], 0};
+      out[k++] = (saved){n->saved[0], 4};
+      break;
+    case DHX_N_LINEAR:
+    case DHX_N_GELU:
+    case DHX_N_SILU: out[k++] = (saved){n->in[0], 0}; break;
+    case DHX_N_MUL:
+      out[k++] = (saved){n->in[0], 0};
+      out[k++] = (saved){n->in[1], 0};
+      break;
+    case DHX_N_ATTENTION:
+      for (int j = 0; j < n->nin; j++) out[k++] = (saved){n->in[j], 0};  // qkv, or q, k, v
       if (flash) {
         out[k++] = (saved){n->out, 0};
         out[k++] = (saved){-1, 0};  // row statistics: B*H*S f32, added by the caller
       } else {
         out[k++] = (saved){n->saved[0], 4};  // the probabilities
+        if (n->nsaved > 1) out[k++] = (saved){n->saved[1], 4};  // q with heads first
       }
       break;
     case DHX_N_CROSS_ENTROPY: out[k++] = (saved){n->in[0], 4}; break;  // logits, in fp32
@@ -146,7 +159,7 @@ void dhx_estimate_memory(const dhx_graph *g, const dhx_config *cfg, dhx_memory *
       st->params += (int64_t)e;
     }
     // activations the backward will read
-    saved sv[4];
+    saved sv[8];
     int ns = saved_tensors(g, n, flash, sv);
     double bytes = 0;
     for (int j = 0; j < ns; j++) {

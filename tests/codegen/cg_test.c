@@ -135,6 +135,14 @@ dhx_kernel_spec spec_gelu_grad(dhx_ktype t, bool acc) {
   return b.k;
 }
 
+dhx_kernel_spec spec_silu_grad(dhx_ktype t, bool acc) {
+  cgt_ew b;
+  ew_init(&b, t);
+  int x = ew_load(&b, 0), dy = ew_load(&b, 0);
+  ew_store(&b, ew_op(&b, DHX_EW_SILU_GRAD, x, dy), acc);
+  return b.k;
+}
+
 dhx_kernel_spec spec_acc_add(dhx_ktype t) {
   cgt_ew b;
   ew_init(&b, t);
@@ -187,7 +195,9 @@ void cgt_add_all(cgt *t, dhx_ktype type) {
                          spec_mix(type, false),      spec_mix(type, true),
                          spec_two_mods(type, 10, 4), spec_unary(type, DHX_EW_EXP),
                          spec_unary(type, DHX_EW_LOG), spec_unary(type, DHX_EW_TANH),
-                         spec_unary(type, DHX_EW_GELU), spec_unary(type, DHX_EW_SQRT)};
+                         spec_unary(type, DHX_EW_GELU), spec_unary(type, DHX_EW_SQRT),
+                         spec_unary(type, DHX_EW_SILU), spec_silu_grad(type, false),
+                         spec_silu_grad(type, true)};
   for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) cgt_add(t, &e[i]);
 }
 

@@ -48,6 +48,7 @@ void ew_store(cgt_ew *b, int node, bool accumulate);
 //   bias_gelu:  pre = y + bias[i % C];  out = gelu(pre)        (outputs: pre, out; in: y, bias)
 //   pos_add:    out = x + wpe[i % TC]                          (in: x, wpe)
 //   gelu_grad:  dx (+)= gelu_grad(x, dy)                       (in: x, dy)
+//   silu_grad:  dx (+)= silu_grad(x, dy)                       (in: x, dy)
 //   acc_add:    out += a                                       (in: a)
 //   mix:        o0 = a*s0 + b/s1 - 0.5;  o1 (+)= tanh(a) * exp(-b) + sqrt(b*b + s1);
 //               o2 = log(a*a + 1) - neg(b)                     (in: a, b; scalars s0, s1)
@@ -55,6 +56,7 @@ void ew_store(cgt_ew *b, int node, bool accumulate);
 dhx_kernel_spec spec_bias_gelu(dhx_ktype t, int64_t C);
 dhx_kernel_spec spec_pos_add(dhx_ktype t, int64_t TC);
 dhx_kernel_spec spec_gelu_grad(dhx_ktype t, bool acc);
+dhx_kernel_spec spec_silu_grad(dhx_ktype t, bool acc);  // dx (+)= silu_grad(x, dy)
 dhx_kernel_spec spec_acc_add(dhx_ktype t);
 dhx_kernel_spec spec_mix(dhx_ktype t, bool acc);
 dhx_kernel_spec spec_two_mods(dhx_ktype t, int64_t m1, int64_t m2);

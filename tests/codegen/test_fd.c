@@ -6,7 +6,8 @@
 // max |grad - fd| / max |fd| < 1e-6 per input tensor. Covered: embedding (table), layernorm
 // (x, gamma, beta through the dx and dparams kernels), causal softmax, cross-entropy, GELU
 // (the GELU_GRAD node against the GELU node), and a broadcast add (its table gradient is the
-// column sum). AdamW is an update rule, not a differentiable op, so it is not here.
+// column sum), RMSNorm (x, gamma), rotary embedding (its inverse rotation) and SiLU. AdamW
+// is an update rule, not a differentiable op, so it is not here.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,88 @@ static void test_broadcast(void) {
   free(b.x), free(b.wpe), free(b.out), free(b.w), free(dw);
 }
 
+// ---- rmsnorm ----
+typedef struct rms {
+  int rows, C;
+  double eps;
+  double *x, *g, *out, *rstd, *w;
+} rms;
+
+static double rms_obj(void *p) {
+  rms *l = p;
+  dhx_slot a[] = {{.p = l->out}, {.p = l->rstd}, {.p = l->x}, {.p = l->g}, {.i = l->C},
+                  {.f = l->eps}};
+  kfn(DHX_K_RMSNORM_FWD)(a, 0, l->rows);
+  return wsum(l->w, l->out, (int64_t)l->rows * l->C);
+}
+
+static void test_rmsnorm(void) {
+  rms l = {.rows = 4, .C = 9, .eps = 1e-5};
+  int64_t n = (int64_t)l.rows * l.C;
+  l.x = vec(n, -2, 2);
+  l.g = vec(l.C, 0.5, 1.5);
+  l.out = vec(n, 0, 0);
+  l.rstd = vec(l.rows, 0, 0);
+  l.w = vec(n, -1, 1);
+  rms_obj(&l);
+  double *dx = vec(n, 0, 0), *dg = calloc((size_t)l.C, sizeof(double));
+  dhx_slot a[] = {{.p = dx}, {.p = l.w}, {.p = l.x}, {.p = l.rstd}, {.p = l.g}, {.i = l.C}, {.i = 0}};
+  kfn(DHX_K_RMSNORM_BWD_DX)(a, 0, l.rows);
+  dhx_slot b[] = {{.p = dg}, {.p = l.w}, {.p = l.x}, {.p = l.rstd}, {.i = l.rows}, {.i = l.C}};
+  kfn(DHX_K_RMSNORM_BWD_DGAMMA)(b, 0, l.C);
+  check("rmsnorm: dx", l.x, n, dx, rms_obj, &l);
+  check("rmsnorm: dgamma", l.g, l.C, dg, rms_obj, &l);
+  free(l.x), free(l.g), free(l.out), free(l.rstd), free(l.w), free(dx), free(dg);
+}
+
+// ---- rotary embedding: the backward is the same kernel with sign -1 ----
+typedef struct rp {
+  int rows, S, D, hs;
+  double *x, *out, *w;
+} rp;
+
+static double rope_obj(void *p) {
+  rp *r = p;
+  dhx_slot a[] = {{.p = r->out}, {.p = r->x}, {.i = r->S}, {.i = r->D}, {.i = r->hs},
+                  {.f = 10000}, {.f = 1}};
+  kfn(DHX_K_ROPE)(a, 0, (int64_t)r->rows * r->D / 2);
+  return wsum(r->w, r->out, (int64_t)r->rows * r->D);
+}
+
+static void test_rope(void) {
+  rp r = {.rows = 10, .S = 5, .D = 12, .hs = 4};
+  int64_t n = (int64_t)r.rows * r.D;
+  r.x = vec(n, -1, 1);
+  r.out = vec(n, 0, 0);
+  r.w = vec(n, -1, 1);
+  double *dx = vec(n, 0, 0);
+  dhx_slot a[] = {{.p = dx}, {.p = r.w}, {.i = r.S}, {.i = r.D}, {.i = r.hs}, {.f = 10000}, {.f = -1}};
+  kfn(DHX_K_ROPE)(a, 0, n / 2);
+  check("rope: dx (inverse rotation)", r.x, n, dx, rope_obj, &r);
+  free(r.x), free(r.out), free(r.w), free(dx);
+}
+
+// ---- SiLU (fused elementwise) ----
+static double silu_obj(void *p) {
+  ge *g = p;
+  dhx_slot a[] = {{.p = g->out}, {.p = g->x}};
+  efn(spec_unary(DHX_KT_F64, DHX_EW_SILU))(a, 0, g->n);
+  return wsum(g->w, g->out, g->n);
+}
+
+static void test_silu(void) {
+  ge g = {.n = 60};
+  g.x = vec(g.n, -8, 8);
+  g.x[0] = 0, g.x[1] = -1.2785, g.x[2] = 1e-3;
+  g.out = vec(g.n, 0, 0);
+  g.w = vec(g.n, -1, 1);
+  double *dx = vec(g.n, 0, 0);
+  dhx_slot a[] = {{.p = dx}, {.p = g.x}, {.p = g.w}};
+  efn(spec_silu_grad(DHX_KT_F64, false))(a, 0, g.n);
+  check("silu: dx (SILU_GRAD node)", g.x, g.n, dx, silu_obj, &g);
+  free(g.x), free(g.out), free(g.w), free(dx);
+}
+
 int main(void) {
   rng_seed(5);
   cgt_init(&T);
@@ -264,6 +347,9 @@ int main(void) {
   test_xent();
   test_gelu();
   test_broadcast();
+  test_rmsnorm();
+  test_rope();
+  test_silu();
   cgt_done(&T);
   printf("%d gradients match finite differences\n", nchecks);
   return 0;

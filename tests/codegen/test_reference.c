@@ -564,6 +564,149 @@ static void test_two_mods(int64_t n, int m1, int m2) {
   bfree(&x), bfree(&u), bfree(&v), bfree(&out);
 }
 
+static void test_rmsnorm(int rows, int C) {
+  const double eps = 1e-5;
+  int64_t n = (int64_t)rows * C;
+  buf out = bnew(n), rstd = bnew(rows), x = bnew(n), g = bnew(C);
+  brand(&x, -2, 3);
+  brand(&g, 0.5, 1.5);
+  brand(&out, 9, 10);
+  double *rr = malloc(sizeof(double) * rows), *ref = malloc(sizeof(double) * (size_t)n);
+  for (int r = 0; r < rows; r++) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += x.r[r * C + c] * x.r[r * C + c];
+    rr[r] = 1 / sqrt(ss / C + eps);
+    for (int c = 0; c < C; c++) ref[r * C + c] = x.r[r * C + c] * rr[r] * g.r[c];
+  }
+  dhx_slot a[] = {P(out), P(rstd), P(x), P(g), I(C), F(eps)};
+  run("rmsnorm_fwd", fn_of(DHX_K_RMSNORM_FWD), a, rows, (buf *[]){&out, &rstd}, 2);
+  char what[80];
+  snprintf(what, sizeof what, "rmsnorm_fwd out rows=%d C=%d", rows, C);
+  expect_close(what, &out, ref, n);
+  expect_close("rmsnorm_fwd rstd", &rstd, rr, rows);
+
+  for (int r = 0; r < rows; r++) bset(&rstd, r, rr[r]);
+  buf dout = bnew(n), dx = bnew(n);
+  brand(&dout, -1, 1);
+  for (int acc = 0; acc <= 1; acc++) {
+    brand(&dx, -1, 1);
+    for (int r = 0; r < rows; r++) {
+      double sgx = 0, rs = rstd.r[r];
+      for (int c = 0; c < C; c++) sgx += dout.r[r * C + c] * g.r[c] * x.r[r * C + c] * rs;
+      for (int c = 0; c < C; c++) {
+        double v = rs * (dout.r[r * C + c] * g.r[c] - x.r[r * C + c] * rs * sgx / C);
+        ref[r * C + c] = acc ? dx.r[r * C + c] + v : v;
+      }
+    }
+    dhx_slot b[] = {P(dx), P(dout), P(x), P(rstd), P(g), I(C), I(acc)};
+    run("rmsnorm_bwd_dx", fn_of(DHX_K_RMSNORM_BWD_DX), b, rows, (buf *[]){&dx}, 1);
+    snprintf(what, sizeof what, "rmsnorm_bwd_dx rows=%d C=%d acc=%d", rows, C, acc);
+    expect_close(what, &dx, ref, n);
+  }
+  buf dg = bnew(C);
+  brand(&dg, -1, 1);
+  double *rg = malloc(sizeof(double) * C);
+  for (int c = 0; c < C; c++) {
+    rg[c] = dg.r[c];
+    for (int r = 0; r < rows; r++) rg[c] += dout.r[r * C + c] * x.r[r * C + c] * rstd.r[r];
+  }
+  dhx_slot d[] = {P(dg), P(dout), P(x), P(rstd), I(rows), I(C)};
+  run("rmsnorm_bwd_dgamma", fn_of(DHX_K_RMSNORM_BWD_DGAMMA), d, C, (buf *[]){&dg}, 1);
+  snprintf(what, sizeof what, "rmsnorm_bwd_dgamma rows=%d C=%d", rows, C);
+  expect_close(what, &dg, rg, C);
+  free(rr), free(ref), free(rg);
+  bfree(&out), bfree(&rstd), bfree(&x), bfree(&g), bfree(&dout), bfree(&dx), bfree(&dg);
+}
+
+// Rotary embedding over B sequences of S positions, `heads` heads of size hs, both
+// directions; positions up to S test the sine and cosine far from zero.
+static void test_rope(int B, int S, int heads, int hs, double base) {
+  int D = heads * hs, rows = B * S;
+  int64_t n = (int64_t)rows * D;
+  buf x = bnew(n), out = bnew(n);
+  brand(&x, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int sign = 1; sign >= -1; sign -= 2) {
+    for (int r = 0; r < rows; r++)
+      for (int h = 0; h < heads; h++)
+        for (int i = 0; i < hs / 2; i++) {
+          double th = (r % S) * pow(base, -2.0 * i / hs), c = cos(th), sn = sign * sin(th);
+          int64_t ia = (int64_t)r * D + h * hs + i, ib = ia + hs / 2;
+          ref[ia] = x.r[ia] * c - x.r[ib] * sn;
+          ref[ib] = x.r[ia] * sn + x.r[ib] * c;
+        }
+    brand(&out, 5, 6);
+    dhx_slot a[] = {P(out), P(x), I(S), I(D), I(hs), F(base), F(sign)};
+    run("rope", fn_of(DHX_K_ROPE), a, n / 2, (buf *[]){&out}, 1);
+    char what[96];
+    snprintf(what, sizeof what, "rope B=%d S=%d heads=%d hs=%d sign=%d", B, S, heads, hs, sign);
+    expect_close(what, &out, ref, n);
+  }
+  // in place: out aliases x (the catalogue allows it)
+  buf y = bnew(n);
+  bcopy_dev(&y, &x);
+  dhx_slot a[] = {P(y), P(y), I(S), I(D), I(hs), F(base), F(1.0)};
+  fn_of(DHX_K_ROPE)(a, 0, n / 2);
+  for (int r = 0; r < rows; r++)
+    for (int h = 0; h < heads; h++)
+      for (int i = 0; i < hs / 2; i++) {
+        double th = (r % S) * pow(base, -2.0 * i / hs), c = cos(th), sn = sin(th);
+        int64_t ia = (int64_t)r * D + h * hs + i, ib = ia + hs / 2;
+        ref[ia] = x.r[ia] * c - x.r[ib] * sn;
+        ref[ib] = x.r[ia] * sn + x.r[ib] * c;
+      }
+  expect_close("rope in place", &y, ref, n);
+  free(ref);
+  bfree(&x), bfree(&out), bfree(&y);
+}
+
+static void test_permute(int B, int X, int Y, int W) {
+  int64_t n = (int64_t)B * X * Y * W;
+  buf in = bnew(n), out = bnew(n);
+  brand(&in, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int b = 0; b < B; b++)
+    for (int x = 0; x < X; x++)
+      for (int y = 0; y < Y; y++)
+        for (int w = 0; w < W; w++)
+          ref[(((int64_t)b * Y + y) * X + x) * W + w] = in.r[(((int64_t)b * X + x) * Y + y) * W + w];
+  dhx_slot a[] = {P(out), P(in), I(X), I(Y), I(W)};
+  run("permute", fn_of(DHX_K_PERMUTE), a, (int64_t)B * Y * X, (buf *[]){&out}, 1);
+  char what[80];
+  snprintf(what, sizeof what, "permute B=%d X=%d Y=%d W=%d", B, X, Y, W);
+  expect_close(what, &out, ref, n);
+  free(ref);
+  bfree(&in), bfree(&out);
+}
+
+static double silu_l(double x) { return x / (1 + exp(-x)); }
+static double silu_grad_l(double x) {
+  double s = 1 / (1 + exp(-x));
+  return s * (1 + x * (1 - s));
+}
+
+static void test_silu(int64_t n) {
+  buf x = bnew(n), y = bnew(n), dy = bnew(n), dx = bnew(n);
+  brand(&x, -20, 20);
+  brand(&dy, -1, 1);
+  double *ref = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) ref[i] = silu_l(x.r[i]);
+  dhx_kernel_spec s = spec_unary(TY, DHX_EW_SILU);
+  dhx_slot a[] = {P(y), P(x)};
+  run("ew silu", cgt_fn(&T, &s), a, n, (buf *[]){&y}, 1);
+  expect_close("ew y = silu(x)", &y, ref, n);
+  for (int acc = 0; acc <= 1; acc++) {
+    dhx_kernel_spec g = spec_silu_grad(TY, acc);
+    brand(&dx, -1, 1);
+    for (int64_t i = 0; i < n; i++) ref[i] = (acc ? dx.r[i] : 0) + dy.r[i] * silu_grad_l(x.r[i]);
+    dhx_slot b[] = {P(dx), P(x), P(dy)};
+    run("ew silu_grad", cgt_fn(&T, &g), b, n, (buf *[]){&dx}, 1);
+    expect_close(acc ? "ew dx += silu_grad(x, dy)" : "ew dx = silu_grad(x, dy)", &dx, ref, n);
+  }
+  free(ref);
+  bfree(&x), bfree(&y), bfree(&dy), bfree(&dx);
+}
+
 int main(int argc, char **argv) {
   CHECK(argc == 2 && (!strcmp(argv[1], "f32") || !strcmp(argv[1], "f64")),
         "usage: test_cg_reference f32|f64");
@@ -607,6 +750,14 @@ int main(int argc, char **argv) {
   test_mix(7 * 37);
   test_two_mods(3 * 37, 10, 4);
   test_two_mods(200, 7, 33);
+  test_rmsnorm(7, 37);
+  test_rmsnorm(3, 130);
+  test_rmsnorm(5, 3);  // (C = 1 is degenerate: the output is +-gamma and dx cancels to ~eps)
+  test_rope(2, 7, 3, 8, 10000);
+  test_rope(1, 3000, 2, 6, 500000);  // angles of thousands of radians
+  test_permute(2, 7, 3, 5);
+  test_permute(3, 1, 4, 9);
+  test_silu(7 * 37);
 
   cgt_done(&T);
   printf("%d checks passed\n", nchecks);

@@ -60,6 +60,14 @@ case $case_name in
     "$CHECK" falls m.jsonl
     "$CHECK" below m.jsonl 291 300 2.7
     ;;
+  llama_trains)
+    corpus
+    "$DHXC" "$SRC/samples/tiny_llama.dhx" -o plan --set "data.train=\"$work/tiny_train.bin\"" \
+      --set "data.val=\"$work/tiny_val.bin\"" --set train.steps=40 --set train.val_every=0
+    $MPIRUN -np 2 "$DHXRUN" plan --metrics m.jsonl --quiet
+    "$CHECK" falls m.jsonl
+    "$CHECK" below m.jsonl 31 40 3.5   # from ln 256 = 5.5 (a run reaches about 3.0)
+    ;;
   bad_inputs)
     corpus
     tiny plan --set train.steps=2 --set schedule.parallel.dp=1

@@ -506,9 +506,9 @@ static void test_checkpoint_roundtrip_and_rejects_corruption(void) {
   toy_opts o = toy_defaults();
   dhx_plan *p = toy_plan(&o);
   char err[1024];
-  dhx_arena a, b;
-  CHECK(dhx_arena_init(&a, p->ranks[0].arena_bytes, err, sizeof err));
-  CHECK(dhx_arena_init(&b, p->ranks[0].arena_bytes, err, sizeof err));
+  dhx_rank_arena a, b;
+  CHECK(dhx_rank_arena_init(&a, p->ranks[0].arena_bytes, err, sizeof err));
+  CHECK(dhx_rank_arena_init(&b, p->ranks[0].arena_bytes, err, sizeof err));
   fill_state(p, a.base, 1.0f);
   const char *ck = path_in("ck.safetensors");
   CHECK(dhx_checkpoint_save(p, 0, a.base, ck, 42, err, sizeof err));
@@ -571,8 +571,8 @@ static void test_checkpoint_roundtrip_and_rejects_corruption(void) {
   closedir(dir);
   free(copy);
   free(d);
-  dhx_arena_free(&a);
-  dhx_arena_free(&b);
+  dhx_rank_arena_free(&a);
+  dhx_rank_arena_free(&b);
   tb_free(p);
 }
 
