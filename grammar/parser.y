@@ -634,6 +634,8 @@ dhx_module *dhx_parse_buffer(const char *path, const char *source, long len) {
   run(&ps, m->source, len);
   m->items = ps.items.items;
   m->nitems = ps.items.n;
+  m->comments = ps.comments.items;
+  m->ncomments = ps.comments.n;
   return m;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what DHX needs, builds it from scratch and runs the whole CTest suite; then builds
 # again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite there (without
-# the long training runs, which the first pass covers).
+# the long training runs and the fuzzers, labels slow and fuzz: the first pass covers them, and
+# the fuzzers build their own sanitized binaries).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,4 +18,4 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDHX_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
    LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
-   ctest --output-on-failure -j"$jobs" -LE slow --timeout 900)
+   ctest --output-on-failure -j"$jobs" -LE "slow|fuzz" --timeout 900)

@@ -6,4 +6,8 @@
 // llm.c's layout, PREFIX_train.bin and PREFIX_val.bin. argv[0] is "data".
 int dhx_data_main(int argc, char **argv);
 
+// `dhxc fmt [-i | --check] FILE...`: the canonical form of each file on stdout, or written
+// back in place, or the names of the files that are not canonical. argv[0] is "fmt".
+int dhx_fmt_main(int argc, char **argv);
+
 #endif

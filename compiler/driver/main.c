@@ -4,6 +4,7 @@
 //   dhxc FILE.dhx --emit=graph|memory|schedule|llvm|ptx [--set ...]
 //   dhxc check FILE.dhx [--set ...]
 //   dhxc data -o PREFIX [--val-fraction F] TEXT_FILE...
+//   dhxc fmt [-i | --check] FILE.dhx...
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ static void usage(FILE *f) {
           "       dhxc check FILE.dhx [options]           check a program without writing a plan\n"
           "       dhxc data -o PREFIX [--val-fraction F] FILE...\n"
           "                                               make byte-level token shards\n"
+          "       dhxc fmt [-i | --check] FILE.dhx...     print, rewrite or check canonical form\n"
           "options:\n"
           "  --set PATH=VALUE   override a field, e.g. --set schedule.parallel.dp=2\n"
           "  --emit=KIND        print graph | memory | schedule | llvm | ptx to stdout\n"
@@ -126,6 +128,15 @@ static int analyze_only(const dhx_program *prog, const dhx_config *cfg, const op
   return ok && dhx_diag.errors == 0 ? 0 : 1;
 }
 
+// Reads the configuration and checks every definition (both, so one run reports the
+// mistakes of both); true when neither found an error.
+static bool config_and_definitions(const dhx_program *prog, dhx_config *cfg) {
+  int errors = dhx_diag.errors;
+  dhx_read_config(prog, cfg);  // fills model_inst even when a field is wrong
+  dhx_check_definitions(prog, cfg->model_inst);
+  return dhx_diag.errors == errors;
+}
+
 static int compile_main(options *o) {
   const char *dirs[18];
   int nd = 0;
@@ -136,10 +147,32 @@ static int compile_main(options *o) {
 
   dhx_program *prog = dhx_load_program(o->input, dirs, nd);
   if (!prog) return 1;
+  if (o->check && dhx_diag.errors == 0) {
+    // A file that defines nothing would pass as an empty library module; checking one is
+    // rather a mistake (the wrong file, an editor that saved nothing), so it is reported.
+    const dhx_module *m = prog->main;
+    bool defines = false, uses = false, blank = true;
+    for (int i = 0; i < m->nitems; i++) {
+      uses |= m->items[i]->kind == ITEM_USE;
+      defines |= m->items[i]->kind != ITEM_USE;
+    }
+    for (long i = 0; i < m->source_len && blank; i++) {
+      char c = m->source[i];
+      blank = c == ' ' || c == '\t' || c == '\r' || c == '\n';
+    }
+    if (!defines) {
+      dhx_loc at = {m->path, 0, 0, 0, 0};
+      dhx_error_at(&at, NULL, "nothing to check: the file %s",
+                   uses ? "only uses modules and defines nothing"
+                   : blank ? "is empty" : "has only comments");
+      dhx_program_free(prog);
+      return 1;
+    }
+  }
   int rc = 1;
   for (int i = 0; i < o->nsets && dhx_diag.errors == 0; i++) dhx_apply_override(prog, o->sets[i]);
   dhx_config cfg;
-  if (dhx_diag.errors == 0 && dhx_read_config(prog, &cfg) && dhx_diag.errors == 0) {
+  if (dhx_diag.errors == 0 && config_and_definitions(prog, &cfg)) {
     char what[160];
     const dhx_loc *at;
     bool unlowered = dhx_unlowered(&cfg, &at, what, sizeof what) != NULL;
@@ -174,6 +207,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc >= 2 && strcmp(argv[1], "data") == 0) return dhx_data_main(argc - 1, argv + 1);
+  if (argc >= 2 && strcmp(argv[1], "fmt") == 0) return dhx_fmt_main(argc - 1, argv + 1);
   options o = {0};
   if (argc >= 2 && strcmp(argv[1], "check") == 0) {
     o.check = true;

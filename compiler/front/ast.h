@@ -136,6 +136,13 @@ typedef struct dhx_item {
   bool use_path;     // USE: written as a string (`use "x.dhx"`), a path relative to the file
 } dhx_item;
 
+// A comment as written, `# ...` or `/* ... */` with its delimiters, for `dhxc fmt`: the lexer
+// records every comment of a file; nothing else reads them.
+typedef struct dhx_comment {
+  dhx_loc loc;
+  char *text;
+} dhx_comment;
+
 typedef struct dhx_module {
   char *path;        // file path as opened
   char *name;        // "std.gpt" for stdlib modules, the path for the main file
@@ -143,6 +150,8 @@ typedef struct dhx_module {
   long source_len;
   dhx_item **items;
   int nitems;
+  dhx_comment *comments;  // every comment in source order
+  int ncomments;
   void *arena;       // allocation arena for every node of this module (opaque)
 } dhx_module;
 

@@ -8,6 +8,7 @@
 // GPU kinds and presets may be defined in any module of the program (stdlib/clusters.dhx has
 // the common ones); the C code knows the fields, never the numbers.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -17,30 +18,84 @@ static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 #define MAX_PRESET_DEPTH 8
 #define MAX_CLUSTER_ARGS 32
 
-// Every item of `kind` across the program's modules, by name (NULL when none).
-static const dhx_item *find_named(const dhx_program *p, dhx_item_kind kind, const char *name) {
-  for (int m = 0; m < p->nmodules; m++)
-    for (int i = 0; i < p->modules[m]->nitems; i++) {
-      const dhx_item *it = p->modules[m]->items[i];
-      if (it->kind == kind && it->name && strcmp(it->name, name) == 0) return it;
-    }
-  return NULL;
+// The gpu kinds and cluster presets of every module, looked up by name. Built once per
+// reading of the configuration: scanning every item of every module for each lookup is
+// quadratic in a file of a million presets.
+typedef struct named {
+  const char *name;
+  const dhx_item *item;
+  int order;  // in the program: the first definition of a name is the one found
+} named;
+
+#define MAX_SUGGESTED 63  // names offered to did-you-mean
+
+typedef struct named_index {
+  named *by_name[2];  // [0] gpu kinds, [1] cluster presets: sorted by name, then order
+  int n[2];
+  const char *first[2][MAX_SUGGESTED];  // the first names of each, in program order
+  int nfirst[2];
+} named_index;
+
+static int slot_of(dhx_item_kind kind) { return kind == ITEM_GPU ? 0 : 1; }
+
+static int by_name_order(const void *a, const void *b) {
+  const named *x = a, *y = b;
+  int c = strcmp(x->name, y->name);
+  return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-// The names of every item of `kind` (for did-you-mean), NULL-terminated, at most n-1.
-static int names_of(const dhx_program *p, dhx_item_kind kind, const char **out, int n) {
-  int k = 0;
-  for (int m = 0; m < p->nmodules; m++)
-    for (int i = 0; i < p->modules[m]->nitems && k < n - 1; i++)
-      if (p->modules[m]->items[i]->kind == kind) out[k++] = p->modules[m]->items[i]->name;
-  out[k] = NULL;
-  return k;
+static void index_names(const dhx_program *p, named_index *ix) {
+  memset(ix, 0, sizeof *ix);
+  int cap[2] = {0, 0}, order = 0;
+  for (int pass = 0; pass < 2; pass++) {  // count, then fill
+    for (int m = 0; m < p->nmodules; m++)
+      for (int i = 0; i < p->modules[m]->nitems; i++) {
+        const dhx_item *it = p->modules[m]->items[i];
+        if ((it->kind != ITEM_GPU && it->kind != ITEM_CLUSTER_DEF) || !it->name) continue;
+        int s = slot_of(it->kind);
+        if (pass == 0) {
+          cap[s]++;
+          continue;
+        }
+        ix->by_name[s][ix->n[s]++] = (named){it->name, it, order++};
+        if (ix->nfirst[s] < MAX_SUGGESTED) ix->first[s][ix->nfirst[s]++] = it->name;
+      }
+    if (pass == 0)
+      for (int s = 0; s < 2; s++) ix->by_name[s] = dhx_xmalloc((size_t)cap[s] * sizeof(named));
+  }
+  for (int s = 0; s < 2; s++)
+    qsort(ix->by_name[s], (size_t)ix->n[s], sizeof(named), by_name_order);
 }
 
-static void unknown_name(const dhx_program *p, dhx_item_kind kind, const dhx_loc *at,
+static void free_index(named_index *ix) {
+  for (int s = 0; s < 2; s++) free(ix->by_name[s]);
+}
+
+// The first item of `kind` with this name (NULL when none).
+static const dhx_item *find_named(const named_index *ix, dhx_item_kind kind, const char *name) {
+  const named *v = ix->by_name[slot_of(kind)];
+  int lo = 0, hi = ix->n[slot_of(kind)];  // the first entry not below `name`
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (strcmp(v[mid].name, name) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < ix->n[slot_of(kind)] && strcmp(v[lo].name, name) == 0 ? v[lo].item : NULL;
+}
+
+// The names of the first items of `kind` (for did-you-mean), NULL-terminated; out holds
+// MAX_SUGGESTED + 1.
+static int names_of(const named_index *ix, dhx_item_kind kind, const char **out) {
+  int s = slot_of(kind);
+  for (int k = 0; k < ix->nfirst[s]; k++) out[k] = ix->first[s][k];
+  out[ix->nfirst[s]] = NULL;
+  return ix->nfirst[s];
+}
+
+static void unknown_name(const named_index *ix, dhx_item_kind kind, const dhx_loc *at,
                          const char *name, const char *noun, const char *example) {
-  const char *known[64];
-  int n = names_of(p, kind, known, 64);
+  const char *known[MAX_SUGGESTED + 1];
+  int n = names_of(ix, kind, known);
   const char *hint = dhx_suggest(name, known);
   if (hint)
     dhx_error_at(at, src(at), "unknown %s '%s'; did you mean '%s'?", noun, name, hint);
@@ -116,16 +171,16 @@ static void merge_args(cluster_call *cc, const dhx_expr *call) {
 
 // Follows presets down to cpu(...) or gpus(...), merging arguments (a later one replaces an
 // earlier one of the same name). Reports unknown presets and cycles.
-static bool resolve(const dhx_program *p, const char *callee, const dhx_loc *at, const dhx_expr *call,
+static bool resolve(const named_index *ix, const char *callee, const dhx_loc *at, const dhx_expr *call,
                     cluster_call *cc, int depth) {
   if (strcmp(callee, "cpu") == 0 || strcmp(callee, "gpus") == 0) {
     cc->base = callee;
     if (call) merge_args(cc, call);
     return true;
   }
-  const dhx_item *def = find_named(p, ITEM_CLUSTER_DEF, callee);
+  const dhx_item *def = find_named(ix, ITEM_CLUSTER_DEF, callee);
   if (!def) {
-    unknown_name(p, ITEM_CLUSTER_DEF, at, callee, "cluster",
+    unknown_name(ix, ITEM_CLUSTER_DEF, at, callee, "cluster",
                  "cluster mine = gpus(nodes: 2, per_node: 8, gpu: H100, intra: 450 GB/s, inter: 100 GB/s)");
     return false;
   }
@@ -137,7 +192,7 @@ static bool resolve(const dhx_program *p, const char *callee, const dhx_loc *at,
   }
   const dhx_expr *v = def->value;  // always a call (the grammar)
   dhx_loc cat = dhx_cfg_callee_loc(v);
-  if (!resolve(p, v->str, &cat, v, cc, depth + 1)) return false;
+  if (!resolve(ix, v->str, &cat, v, cc, depth + 1)) return false;
   if (call) merge_args(cc, call);
   return true;
 }
@@ -156,7 +211,7 @@ static void read_cpu_arg(void *ctx, int k, const dhx_arg *a) {
 // ---- gpus(...) --------------------------------------------------------------------------------
 
 typedef struct gpus_ctx {
-  const dhx_program *p;
+  const named_index *ix;
   dhx_config *cfg;
   const dhx_arg *seen[9];
 } gpus_ctx;
@@ -179,9 +234,9 @@ static void read_gpus_arg(void *ctx, int k, const dhx_arg *a) {
                      dhx_cfg_got(v, got, sizeof got));
         break;
       }
-      const dhx_item *kind = find_named(g->p, ITEM_GPU, v->str);
+      const dhx_item *kind = find_named(g->ix, ITEM_GPU, v->str);
       if (!kind)
-        unknown_name(g->p, ITEM_GPU, &v->loc, v->str, "gpu",
+        unknown_name(g->ix, ITEM_GPU, &v->loc, v->str, "gpu",
                      "gpu H100 { flops: 989 TFLOP/s, memory: 80 GB, bandwidth: 3.35 TB/s }");
       else
         read_gpu_kind(kind, &cfg->gpu);
@@ -200,8 +255,9 @@ static void require(gpus_ctx *g, int k, const dhx_loc *at, const char *why) {
   dhx_error_at(at, src(at), "gpus(...) needs '%s' (%s)", gpus_known[k], why);
 }
 
-static void read_gpus(const dhx_program *p, cluster_call *cc, const dhx_loc *at, dhx_config *cfg) {
-  gpus_ctx g = {.p = p, .cfg = cfg};
+static void read_gpus(const named_index *ix, cluster_call *cc, const dhx_loc *at,
+                      dhx_config *cfg) {
+  gpus_ctx g = {.ix = ix, .cfg = cfg};
   int errors = dhx_diag.errors;
   cfg->cluster_cpu = false;
   cfg->intra_latency = 3e-6;   // NVLink-class hop
@@ -226,13 +282,13 @@ static void read_gpus(const dhx_program *p, cluster_call *cc, const dhx_loc *at,
   }
 }
 
-void dhx_read_cluster(const dhx_program *p, const dhx_item *it, dhx_config *cfg) {
+static void read_cluster(const named_index *ix, const dhx_item *it, dhx_config *cfg) {
   const dhx_expr *v = it->value;
   if (!v) return;  // a parse error said why
   cfg->cluster_loc = it->name_loc;
   cluster_call cc = {0};
   dhx_loc at = v->kind == EXPR_CALL ? dhx_cfg_callee_loc(v) : v->loc;
-  if (!resolve(p, v->str, &at, v->kind == EXPR_CALL ? v : NULL, &cc, 0)) return;
+  if (!resolve(ix, v->str, &at, v->kind == EXPR_CALL ? v : NULL, &cc, 0)) return;
   if (strcmp(cc.base, "cpu") == 0) {
     static const char *const known[] = {"ranks", "net", "latency", NULL};
     dhx_arg args[MAX_CLUSTER_ARGS];
@@ -241,12 +297,21 @@ void dhx_read_cluster(const dhx_program *p, const dhx_item *it, dhx_config *cfg)
     dhx_cfg_read_args(args, cc.nargs, "'cpu(...)'", "cpu(ranks: 4, net: 2 GB/s)", known,
                       read_cpu_arg, cfg);
   } else {
-    read_gpus(p, &cc, &at, cfg);
+    read_gpus(ix, &cc, &at, cfg);
   }
+}
+
+void dhx_read_cluster(const dhx_program *p, const dhx_item *it, dhx_config *cfg) {
+  named_index ix;
+  index_names(p, &ix);
+  read_cluster(&ix, it, cfg);
+  free_index(&ix);
 }
 
 void dhx_check_cluster_items(const dhx_program *p) {
   const dhx_module *m = p->main;
+  named_index ix;
+  index_names(p, &ix);
   for (int i = 0; i < m->nitems; i++) {
     const dhx_item *it = m->items[i];
     dhx_config scratch;
@@ -256,7 +321,8 @@ void dhx_check_cluster_items(const dhx_program *p) {
     } else if (it->kind == ITEM_CLUSTER_DEF) {
       dhx_item use = *it;
       use.kind = ITEM_CLUSTER;
-      dhx_read_cluster(p, &use, &scratch);
+      read_cluster(&ix, &use, &scratch);
     }
   }
+  free_index(&ix);
 }

@@ -27,6 +27,8 @@ typedef struct source_entry {
   const char *file;
   const char *source;
   long len;
+  uint32_t *lines;  // offset of each line's first byte, built on the first lookup of a line
+  long nlines;
 } source_entry;
 
 static source_entry *registry;
@@ -38,7 +40,7 @@ void dhx_register_source_n(const char *file, const char *source, long len) {
     capregistry = capregistry ? 2 * capregistry : 16;
     registry = dhx_xrealloc(registry, (size_t)capregistry * sizeof *registry);
   }
-  registry[nregistry++] = (source_entry){file, source, len};
+  registry[nregistry++] = (source_entry){file, source, len, NULL, 0};
 }
 
 void dhx_register_source(const char *file, const char *source) {
@@ -48,6 +50,7 @@ void dhx_register_source(const char *file, const char *source) {
 void dhx_unregister_source(const char *file) {
   for (int i = nregistry - 1; i >= 0; i--)
     if (registry[i].file == file) {
+      free(registry[i].lines);
       memmove(&registry[i], &registry[i + 1], (size_t)(nregistry - i - 1) * sizeof *registry);
       nregistry--;
       break;
@@ -83,17 +86,46 @@ long dhx_source_len(const char *source) {
 
 // ---- the source line and its underline --------------------------------------------------------
 
+// The line index of a registered source, built on first use: a file with an error on each of
+// a million lines would otherwise be scanned from the top a million times. NULL when `src` is
+// not registered (or too large for 32-bit offsets); then lines are found by scanning.
+static const source_entry *line_index(const char *src, long len) {
+  source_entry *e = NULL;
+  for (int i = nregistry - 1; i >= 0 && !e; i--)
+    if (registry[i].source == src && registry[i].len == len) e = &registry[i];
+  if (!e || len > (long)UINT32_MAX) return NULL;
+  if (!e->lines) {
+    long n = 1;
+    for (const char *p = src; (p = memchr(p, '\n', (size_t)(src + len - p))); p++) n++;
+    e->lines = dhx_xmalloc((size_t)n * sizeof *e->lines);
+    e->lines[0] = 0;
+    e->nlines = 1;
+    for (const char *p = src; (p = memchr(p, '\n', (size_t)(src + len - p))); p++)
+      e->lines[e->nlines++] = (uint32_t)(p - src + 1);
+  }
+  return e;
+}
+
 // Finds line `line` (1-based): its first byte and length without the newline (or "\r\n").
 static bool find_line(const char *src, long len, int line, long *start, long *n) {
-  long p = 0;
-  for (int l = 1; l < line; l++) {
+  if (line < 1) return false;
+  long p = 0, e;
+  const source_entry *ix = line_index(src, len);
+  if (ix) {
+    if (line > ix->nlines) return false;
+    p = ix->lines[line - 1];
+    if (p == len && line > 1) return false;  // past the last line
+    e = line < ix->nlines ? (long)ix->lines[line] - 1 : len;
+  } else {
+    for (int l = 1; l < line; l++) {
+      const char *nl = memchr(src + p, '\n', (size_t)(len - p));
+      if (!nl) return false;
+      p = nl - src + 1;
+    }
+    if (p > len || (p == len && line > 1)) return false;  // past the last line
     const char *nl = memchr(src + p, '\n', (size_t)(len - p));
-    if (!nl) return false;
-    p = nl - src + 1;
+    e = nl ? nl - src : len;
   }
-  if (p > len || (p == len && line > 1)) return false;  // past the last line
-  const char *nl = memchr(src + p, '\n', (size_t)(len - p));
-  long e = nl ? nl - src : len;
   if (e > p && src[e - 1] == '\r') e--;
   *start = p;
   *n = e - p;
@@ -185,9 +217,21 @@ static bool seen_before(kind k, const dhx_loc *loc, const char *msg) {
   return false;
 }
 
-// Counts the diagnostic and says whether to print it.
-static bool admit(kind k, bool repeat) {
+// The state behind the counts belongs to one run. While both counts are zero nothing has been
+// recorded yet, so a caller that zeroes them (a harness running many programs in one process)
+// starts afresh, with the error limit and the record of shown diagnostics cleared too.
+static void start_run_if_reset(void) {
+  if (dhx_diag.errors || dhx_diag.warnings) return;
+  stopped = last_suppressed = false;
+  nshown = 0;
+}
+
+// Counts the diagnostic and says whether to print it. Past the error limit nothing is shown,
+// so nothing is recorded either: a file of a million bad bytes must not search a million
+// records per error.
+static bool admit(kind k, const dhx_loc *loc, const char *msg) {
   if (k == K_NOTE) return !last_suppressed;
+  start_run_if_reset();
   if (k == K_ERROR) dhx_diag.errors++;
   if (k == K_WARNING) dhx_diag.warnings++;
   int max = dhx_diag.max_errors > 0 ? dhx_diag.max_errors : DEFAULT_MAX_ERRORS;
@@ -195,7 +239,7 @@ static bool admit(kind k, bool repeat) {
     stopped = true;
     fputs("dhxc: error: too many errors emitted, stopping now\n", out());
   }
-  last_suppressed = stopped || repeat;
+  last_suppressed = stopped || seen_before(k, loc, msg);
   return !last_suppressed;
 }
 
@@ -203,7 +247,7 @@ static void report(kind k, const dhx_loc *loc, const char *source, const char *f
   static const char *names[] = {"error", "warning", "note"};
   char msg[1024];
   vsnprintf(msg, sizeof msg, fmt, ap);
-  if (!admit(k, k != K_NOTE && seen_before(k, loc, msg))) return;
+  if (!admit(k, loc, msg)) return;
   FILE *f = out();
   if (!loc || !loc->file)
     fprintf(f, "dhxc: %s: ", names[k]);

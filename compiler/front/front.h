@@ -31,6 +31,9 @@ void dhx_warning_at(const dhx_loc *loc, const char *source, const char *fmt, ...
     __attribute__((format(printf, 3, 4)));
 void dhx_note_at(const dhx_loc *loc, const char *source, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+// The name in `known` (NULL-terminated) closest to `name`, if within edit distance 2 — for
+// "did you mean" hints (suggest.c).
+const char *dhx_suggest(const char *name, const char *const *known);
 // An error with no source position: `dhxc: error: message`.
 void dhx_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // The source text of the module that owns `loc->file` (NULL if unknown). The loader registers
@@ -63,6 +66,10 @@ typedef struct dhx_program {
 // Cycles and missing modules are errors at the `use`. Returns NULL if the main file cannot
 // be read; otherwise a program (check dhx_diag.errors).
 dhx_program *dhx_load_program(const char *path, const char *const *stdlib_dirs, int ndirs);
+// The same with the main file's `len` bytes given in memory (they may hold NUL bytes); `path`
+// names it in diagnostics and anchors its relative uses. Never returns NULL.
+dhx_program *dhx_load_program_source(const char *path, const char *source, long len,
+                                     const char *const *stdlib_dirs, int ndirs);
 void dhx_program_free(dhx_program *p);
 
 // Finds a layer or model definition by name across all modules (NULL if none).
@@ -163,5 +170,11 @@ void dhx_note_layout_overrides(const dhx_config *cfg);
 // Fills `cfg` with defaults, then reads the program's main module. Returns false on error
 // (already reported).
 bool dhx_read_config(const dhx_program *p, dhx_config *cfg);
+
+// ---- formatting (format.c) --------------------------------------------------------------------
+// The canonical text of a module that parsed without errors, every comment kept: what
+// `dhxc fmt` writes. Formatting that text again gives the same text. Returns a malloc'ed,
+// NUL-terminated string and its length in *len (when len is not NULL).
+char *dhx_format_module(const dhx_module *m, size_t *len);
 
 #endif

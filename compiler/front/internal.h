@@ -85,6 +85,7 @@ struct dhx_parse_state {
   bool stop;              // a fatal problem was reported: lex end of file, report nothing more
   bool deep_reported;     // "too deeply nested" was said already
   dhx_list items;         // dhx_item *, in source order
+  dhx_list comments;      // dhx_comment, in source order (kept for dhxc fmt)
   dhx_expr *expr;         // the result of an expression parse
 };
 
@@ -147,8 +148,5 @@ void dhx_read_schedule(const dhx_item *it, dhx_config *cfg);
 // Checks between fields (ranks against the layout, what each schedule block needs).
 void dhx_check_schedule_fields(dhx_config *cfg);
 
-// ---- did-you-mean (suggest.c) -------------------------------------------------------------------
-// The name in `known` (NULL-terminated) closest to `name`, if within edit distance 2.
-const char *dhx_suggest(const char *name, const char *const *known);
 
 #endif

@@ -99,6 +99,14 @@ static int add_module(dhx_program *p, dhx_module *m, char *key) {
   return p->nmodules++;
 }
 
+// Parses `len` bytes of `src` as the module at `path` and adds it to the table under `key`.
+static int add_source(dhx_program *p, const char *path, const char *name, char *key,
+                      const char *src, long len) {
+  dhx_module *m = dhx_parse_buffer(path, src, len);
+  m->name = dhx_arena_strdup(m->arena, name);
+  return add_module(p, m, key);
+}
+
 // Reads and parses `path`; errors go to `use` (or have no location for the main file).
 static int load_file(dhx_program *p, const char *path, const char *name, char *key,
                      const dhx_item *use, const dhx_module *from) {
@@ -113,10 +121,9 @@ static int load_file(dhx_program *p, const char *path, const char *name, char *k
     free(key);
     return -1;
   }
-  dhx_module *m = dhx_parse_buffer(path, src, len);
+  int i = add_source(p, path, name, key, src, len);
   free(src);
-  m->name = dhx_arena_strdup(m->arena, name);
-  return add_module(p, m, key);
+  return i;
 }
 
 // ---- resolving a `use` ------------------------------------------------------------------------
@@ -201,12 +208,21 @@ static void report_cycle(dhx_program *p, frame *stack, int depth, int target, co
   free(chain);
 }
 
+// Each `use` costs file-system calls (stat, realpath, open); real modules have a handful, and
+// a file of a million uses would take that many calls.
+#define MAX_USES_PER_MODULE 1000
+
 static void follow_uses(dhx_program *p, frame *stack, int depth) {
-  int mi = stack[depth].module;
+  int mi = stack[depth].module, nuses = 0;
   for (int i = 0; i < p->modules[mi]->nitems; i++) {
     dhx_module *from = p->modules[mi];  // re-read: loading may grow the table
     dhx_item *use = from->items[i];
     if (use->kind != ITEM_USE) continue;
+    if (++nuses > MAX_USES_PER_MODULE) {
+      dhx_error_at(&use->name_loc, from->source, "a module may use at most %d modules",
+                   MAX_USES_PER_MODULE);
+      return;
+    }
     stack[depth].use = use;
     char *name = NULL;
     char *path = resolve(p, from, use, &name);
@@ -265,10 +281,13 @@ static void check_duplicates(dhx_program *p) {
         defs[n] = (def_ref){it, p->modules[i], n}, n++;
     }
   qsort(defs, (size_t)n, sizeof *defs, by_name);
-  for (int i = 1; i < n; i++) {
-    if (strcmp(defs[i].item->name, defs[i - 1].item->name) != 0) continue;
-    int first = i - 1;
-    while (first > 0 && strcmp(defs[first - 1].item->name, defs[i].item->name) == 0) first--;
+  // `first` is the start of the current run of equal names (found as the runs go by: walking
+  // back from each duplicate would be quadratic in a file that defines 'a' a million times).
+  for (int i = 1, first = 0; i < n; i++) {
+    if (strcmp(defs[i].item->name, defs[i - 1].item->name) != 0) {
+      first = i;
+      continue;
+    }
     const def_ref *a = &defs[first], *b = &defs[i];
     if (a->module == b->module) {
       dhx_error_at(&b->item->name_loc, b->module->source, "'%s' is already defined", b->item->name);
@@ -287,7 +306,7 @@ static void check_duplicates(dhx_program *p) {
 
 // ---- public -----------------------------------------------------------------------------------
 
-dhx_program *dhx_load_program(const char *path, const char *const *stdlib_dirs, int ndirs) {
+static dhx_program *new_program(const char *const *stdlib_dirs, int ndirs) {
   dhx_program *p = dhx_xmalloc(sizeof *p);
   memset(p, 0, sizeof *p);
   p->priv = dhx_xmalloc(sizeof(dhx_program_priv));
@@ -297,10 +316,11 @@ dhx_program *dhx_load_program(const char *path, const char *const *stdlib_dirs, 
     for (int i = 0; i < ndirs; i++) p->stdlib_dirs[i] = dhx_xstrdup(stdlib_dirs[i]);
     p->nstdlib_dirs = ndirs;
   }
-  if (load_file(p, path, path, canonical(path), NULL, NULL) < 0) {
-    dhx_program_free(p);
-    return NULL;
-  }
+  return p;
+}
+
+// The main module is modules[0]: loads what it uses and checks the definitions.
+static dhx_program *load_uses(dhx_program *p) {
   p->main = p->modules[0];
   frame *stack = dhx_xmalloc(DHX_MAX_USE_DEPTH * sizeof *stack);
   stack[0] = (frame){0, NULL};
@@ -308,6 +328,22 @@ dhx_program *dhx_load_program(const char *path, const char *const *stdlib_dirs, 
   free(stack);
   check_duplicates(p);
   return p;
+}
+
+dhx_program *dhx_load_program(const char *path, const char *const *stdlib_dirs, int ndirs) {
+  dhx_program *p = new_program(stdlib_dirs, ndirs);
+  if (load_file(p, path, path, canonical(path), NULL, NULL) < 0) {
+    dhx_program_free(p);
+    return NULL;
+  }
+  return load_uses(p);
+}
+
+dhx_program *dhx_load_program_source(const char *path, const char *source, long len,
+                                     const char *const *stdlib_dirs, int ndirs) {
+  dhx_program *p = new_program(stdlib_dirs, ndirs);
+  add_source(p, path, path, canonical(path), source, len);
+  return load_uses(p);
 }
 
 void dhx_program_free(dhx_program *p) {

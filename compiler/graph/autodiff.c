@@ -270,21 +270,6 @@ static void back_rope(ad *a, const dhx_node *n, int dy) {
   if (acc) add_into(a, dx, into, dhx_tensor_elems(T(a, n->in[0])), n);
 }
 
-// d silu(x) = dy * silu'(x), elementwise.
-static void back_silu(ad *a, const dhx_node *n, int dy) {
-  if (!needs_grad(a, n->in[0])) return;
-  char note[DHX_NAME_MAX];
-  note_of(n, "silu backward", note);
-  bool acc;
-  int dx = grad_dst(a, n->in[0], &acc);
-  dhx_ewb b;
-  dhx_ewb_init(&b);
-  int x = dhx_ewb_load(&b, dhx_buf(n->in[0], 0), 0);
-  int d = dhx_ewb_load(&b, dhx_buf(dy, 0), 0);
-  dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_SILU_GRAD, x, d), dhx_buf(dx, 0), acc);
-  dhx_emit_ew(a->l, &b, dhx_tensor_elems(T(a, n->out)), note);
-}
-
 // d(a*b) = dy*b into a's gradient and dy*a into b's (2 dy a when both are the same tensor).
 static void back_mul(ad *a, const dhx_node *n, int dy) {
   char note[DHX_NAME_MAX];
@@ -306,17 +291,18 @@ static void back_mul(ad *a, const dhx_node *n, int dy) {
   }
 }
 
-static void back_gelu(ad *a, const dhx_node *n, int dy) {
+// dx (+)= dy * f'(x) for an elementwise activation f, as one fused op (GELU_GRAD, SILU_GRAD).
+static void back_activation(ad *a, const dhx_node *n, int dy, dhx_ew_op grad_op, const char *what) {
   if (!needs_grad(a, n->in[0])) return;
   char note[DHX_NAME_MAX];
-  note_of(n, "gelu backward", note);
+  note_of(n, what, note);
   bool acc;
   int dx = grad_dst(a, n->in[0], &acc);
   dhx_ewb b;
   dhx_ewb_init(&b);
   int x = dhx_ewb_load(&b, dhx_buf(n->in[0], 0), 0);
   int d = dhx_ewb_load(&b, dhx_buf(dy, 0), 0);
-  dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_GELU_GRAD, x, d), dhx_buf(dx, 0), acc);
+  dhx_ewb_store(&b, dhx_ewb_op(&b, grad_op, x, d), dhx_buf(dx, 0), acc);
   dhx_emit_ew(a->l, &b, dhx_tensor_elems(T(a, n->out)), note);
 }
 
@@ -378,11 +364,11 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
         if (n.nin == 3) back_gqa(&a, &n, dy);
         else back_attention(&a, &n, dy);
         break;
-      case DHX_N_GELU: back_gelu(&a, &n, dy); break;
+      case DHX_N_GELU: back_activation(&a, &n, dy, DHX_EW_GELU_GRAD, "gelu backward"); break;
       case DHX_N_ADD: back_add(&a, &n, dy); break;
       case DHX_N_CROSS_ENTROPY: break;
       case DHX_N_RMSNORM: back_rmsnorm(&a, &n, dy); break;
-      case DHX_N_SILU: back_silu(&a, &n, dy); break;
+      case DHX_N_SILU: back_activation(&a, &n, dy, DHX_EW_SILU_GRAD, "silu backward"); break;
       case DHX_N_MUL: back_mul(&a, &n, dy); break;
       case DHX_N_ROPE: back_rope(&a, &n, dy); break;
     }

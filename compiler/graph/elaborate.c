@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../front/front.h"
+#include "ops.h"
 
 typedef enum { V_NONE, V_INT, V_FLOAT, V_BOOL, V_STR, V_TENSOR, V_SYMBOL } vkind;
 
@@ -49,6 +50,7 @@ typedef struct ctx {
   int micro_batch;
   int depth;
   int layer;      // the layer-stack iteration being elaborated, -1 outside one
+  const dhx_expr *site;  // the op call being elaborated (for size errors)
   bool failed;
 } ctx;
 
@@ -110,11 +112,37 @@ static void child_scope(frame *f, const char *op, char *out) {
 
 // ---- tensors --------------------------------------------------------------------------------
 
+// Tensors stay below 2^40 elements and models below MAX_NODES ops, so every size the later
+// passes compute fits in 64 bits (and absurd programs fail fast instead of eating memory).
+#define MAX_TENSOR_ELEMS (1LL << 40)
+#define MAX_NODES 200000
+
+// The shape, or all ones after reporting it when it is too large (elaboration then stops).
+static const int64_t *checked_shape(ctx *c, const char *name, int ndim, const int64_t *shape,
+                                    int64_t *ones) {
+  int64_t n = 1;
+  bool ok = true;
+  for (int i = 0; i < ndim; i++)
+    ok = ok && shape[i] >= 0 && !__builtin_mul_overflow(n, shape[i], &n) && n <= MAX_TENSOR_ELEMS;
+  if (ok) return shape;
+  if (!c->failed && c->site)
+    FAIL(c, &c->site->loc, "tensor '%s' would have more than 2^40 elements", name);
+  c->failed = true;
+  for (int i = 0; i < ndim; i++) ones[i] = 1;
+  return ones;
+}
+
+static int new_tensor(ctx *c, const char *name, dhx_tensor_kind kind, int ndim,
+                      const int64_t *shape) {
+  int64_t ones[DHX_MAX_DIMS];
+  return dhx_tensor_new(c->g, name, kind, DHX_F32, ndim, checked_shape(c, name, ndim, shape, ones));
+}
+
 static int new_param(ctx *c, const char *scope, const char *leaf, int ndim, const int64_t *shape,
                      dhx_init_kind init, float std, bool decay) {
   char name[DHX_NAME_MAX + 8];
   snprintf(name, sizeof name, "%s.%s", scope, leaf);
-  int t = dhx_tensor_new(c->g, name, DHX_T_PARAM, DHX_F32, ndim, shape);
+  int t = new_tensor(c, name, DHX_T_PARAM, ndim, shape);
   dhx_tensor *p = &c->g->tensors[t];
   p->init = init;
   p->init_std = std;
@@ -126,7 +154,7 @@ static int new_param(ctx *c, const char *scope, const char *leaf, int ndim, cons
 static int new_act(ctx *c, const char *scope, const char *leaf, int ndim, const int64_t *shape) {
   char name[DHX_NAME_MAX + 8];
   snprintf(name, sizeof name, "%s.%s", scope, leaf);
-  return dhx_tensor_new(c->g, name, DHX_T_ACT, DHX_F32, ndim, shape);
+  return new_tensor(c, name, DHX_T_ACT, ndim, shape);
 }
 
 static const dhx_tensor *T(ctx *c, int t) { return &c->g->tensors[t]; }
@@ -172,7 +200,16 @@ static int shape_with_last(ctx *c, int t, int64_t last, int64_t *shape) {
 
 // ---- primitive ops --------------------------------------------------------------------------
 
+// Binds a primitive op's arguments by the names of ops.c (n = its parameter count).
+static bool bind_op_args(ctx *c, frame *f, const dhx_expr *call, value *out, int n) {
+  const dhx_op_sig *sig = dhx_find_op(call->str);
+  if (!sig || sig->nparams != n) abort();  // the table and this file disagree: a build bug
+  return bind_call_args(c, f, call, sig->params, n, out);
+}
+
 static int node_for(ctx *c, dhx_node_op op, const dhx_expr *call, const char *scope) {
+  if (c->g->nnodes >= MAX_NODES && !c->failed)
+    FAIL(c, &call->loc, "the model has more than %d ops (is a repeat count too large?)", MAX_NODES);
   int n = dhx_node_new(c->g, op, &call->loc, scope);
   c->g->nodes[n].layer = c->layer;
   return n;
@@ -181,9 +218,8 @@ static int node_for(ctx *c, dhx_node_op op, const dhx_expr *call, const char *sc
 static value tensor_value(int t) { return (value){.k = V_TENSOR, .t = t}; }
 
 static value op_embedding(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"tokens", "vocab", "dim"};
   value a[3];
-  if (!bind_call_args(c, f, call, names, 3, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 3)) return (value){0};
   if (!want_tensor(c, call, "tokens", a[0]) || !want_int(c, call, "vocab", a[1], 1) ||
       !want_int(c, call, "dim", a[2], 1))
     return (value){0};
@@ -212,9 +248,8 @@ static value op_embedding(ctx *c, frame *f, const dhx_expr *call) {
 }
 
 static value op_pos_embedding(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"x"};
   value a[1];
-  if (!bind_call_args(c, f, call, names, 1, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 1)) return (value){0};
   if (!want_tensor(c, call, "x", a[0])) return (value){0};
   const dhx_tensor *x = T(c, a[0].t);
   if (x->ndim != 3) {
@@ -236,69 +271,40 @@ static value op_pos_embedding(ctx *c, frame *f, const dhx_expr *call) {
   return tensor_value(out);
 }
 
-static value op_layernorm(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"x", "eps"};
+// layernorm(x, eps) (gain and bias; saves mean and rstd) or rmsnorm(x, eps) (gain only; saves
+// rstd), over the last dimension.
+static value op_norm(ctx *c, frame *f, const dhx_expr *call, bool rms) {
   value a[2];
-  if (!bind_call_args(c, f, call, names, 2, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 2)) return (value){0};
   if (!want_tensor(c, call, "x", a[0]) || !want_last_dim(c, call, a[0].t, "x")) return (value){0};
   double eps = 1e-5;
   if (a[1].k == V_FLOAT || a[1].k == V_INT) eps = a[1].k == V_INT ? (double)a[1].i : a[1].f;
   char scope[DHX_NAME_MAX];
-  child_scope(f, "layernorm", scope);
+  child_scope(f, rms ? "rmsnorm" : "layernorm", scope);
   int64_t cols = dhx_tensor_cols(T(c, a[0].t)), rows = dhx_tensor_rows(T(c, a[0].t));
   int gamma = new_param(c, scope, "g", 1, &cols, DHX_INIT_ONES, 0, false);
-  int beta = new_param(c, scope, "b", 1, &cols, DHX_INIT_ZEROS, 0, false);
+  int beta = rms ? -1 : new_param(c, scope, "b", 1, &cols, DHX_INIT_ZEROS, 0, false);
   int64_t shape[DHX_MAX_DIMS];
   int ndim = shape_with_last(c, a[0].t, cols, shape);
-  int n = node_for(c, DHX_N_LAYERNORM, call, scope);
+  int n = node_for(c, rms ? DHX_N_RMSNORM : DHX_N_LAYERNORM, call, scope);
   int out = new_act(c, scope, "out", ndim, shape);
-  int mean = new_act(c, scope, "mean", 1, &rows);
+  int mean = rms ? -1 : new_act(c, scope, "mean", 1, &rows);
   int rstd = new_act(c, scope, "rstd", 1, &rows);
   dhx_node *nd = &c->g->nodes[n];
-  nd->in[0] = a[0].t;
-  nd->in[1] = gamma;
-  nd->in[2] = beta;
-  nd->nin = 3;
+  nd->in[nd->nin++] = a[0].t;
+  nd->in[nd->nin++] = gamma;
+  if (!rms) nd->in[nd->nin++] = beta;
   nd->out = out;
-  nd->saved[0] = mean;
-  nd->saved[1] = rstd;
-  nd->nsaved = 2;
-  nd->eps = eps;
-  return tensor_value(out);
-}
-
-static value op_rmsnorm(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"x", "eps"};
-  value a[2];
-  if (!bind_call_args(c, f, call, names, 2, a)) return (value){0};
-  if (!want_tensor(c, call, "x", a[0]) || !want_last_dim(c, call, a[0].t, "x")) return (value){0};
-  double eps = 1e-5;
-  if (a[1].k == V_FLOAT || a[1].k == V_INT) eps = a[1].k == V_INT ? (double)a[1].i : a[1].f;
-  char scope[DHX_NAME_MAX];
-  child_scope(f, "rmsnorm", scope);
-  int64_t cols = dhx_tensor_cols(T(c, a[0].t)), rows = dhx_tensor_rows(T(c, a[0].t));
-  int gamma = new_param(c, scope, "g", 1, &cols, DHX_INIT_ONES, 0, false);
-  int64_t shape[DHX_MAX_DIMS];
-  int ndim = shape_with_last(c, a[0].t, cols, shape);
-  int n = node_for(c, DHX_N_RMSNORM, call, scope);
-  int out = new_act(c, scope, "out", ndim, shape);
-  int rstd = new_act(c, scope, "rstd", 1, &rows);
-  dhx_node *nd = &c->g->nodes[n];
-  nd->in[0] = a[0].t;
-  nd->in[1] = gamma;
-  nd->nin = 2;
-  nd->out = out;
-  nd->saved[0] = rstd;
-  nd->nsaved = 1;
+  if (!rms) nd->saved[nd->nsaved++] = mean;
+  nd->saved[nd->nsaved++] = rstd;
   nd->eps = eps;
   return tensor_value(out);
 }
 
 // rope(x, heads, base: 10000): rotary position embedding of each head of x [B, S, heads*hs].
 static value op_rope(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"x", "heads", "base"};
   value a[3];
-  if (!bind_call_args(c, f, call, names, 3, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 3)) return (value){0};
   if (!want_tensor(c, call, "x", a[0]) || !want_int(c, call, "heads", a[1], 1)) return (value){0};
   double base = 10000;
   if (a[2].k == V_INT || a[2].k == V_FLOAT) base = a[2].k == V_INT ? (double)a[2].i : a[2].f;
@@ -353,9 +359,8 @@ static int split_of(ctx *c, const dhx_expr *annot) {
 }
 
 static value op_linear(ctx *c, frame *f, const dhx_expr *call, const dhx_expr *annot) {
-  static const char *names[] = {"x", "out", "bias"};
   value a[3];
-  if (!bind_call_args(c, f, call, names, 3, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 3)) return (value){0};
   if (!want_tensor(c, call, "x", a[0]) || !want_last_dim(c, call, a[0].t, "x") ||
       !want_int(c, call, "out", a[1], 1))
     return (value){0};
@@ -389,9 +394,8 @@ static value op_linear(ctx *c, frame *f, const dhx_expr *call, const dhx_expr *a
 // attention(q, k, v, heads: H, kv_heads: G): over separate projections, with G key/value
 // heads shared by groups of H/G query heads (grouped-query attention; G = H by default).
 static value op_attention(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"q", "k", "v", "heads", "kv_heads", "causal"};
   value a[6];
-  if (!bind_call_args(c, f, call, names, 6, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 6)) return (value){0};
   if (!want_tensor(c, call, "q", a[0]) || !want_int(c, call, "heads", a[3], 1)) return (value){0};
   bool fused = a[1].k == V_NONE && a[2].k == V_NONE;
   if (!fused && (!want_tensor(c, call, "k", a[1]) || !want_tensor(c, call, "v", a[2])))
@@ -482,9 +486,8 @@ static value op_attention(ctx *c, frame *f, const dhx_expr *call) {
 
 static value op_unary_tensor(ctx *c, frame *f, const dhx_expr *call, dhx_node_op op,
                              const char *opname) {
-  static const char *names[] = {"x"};
   value a[1];
-  if (!bind_call_args(c, f, call, names, 1, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 1)) return (value){0};
   if (!want_tensor(c, call, "x", a[0])) return (value){0};
   char scope[DHX_NAME_MAX];
   child_scope(f, opname, scope);
@@ -501,9 +504,8 @@ static value op_unary_tensor(ctx *c, frame *f, const dhx_expr *call, dhx_node_op
 }
 
 static value op_cross_entropy(ctx *c, frame *f, const dhx_expr *call) {
-  static const char *names[] = {"logits", "targets"};
   value a[2];
-  if (!bind_call_args(c, f, call, names, 2, a)) return (value){0};
+  if (!bind_op_args(c, f, call, a, 2)) return (value){0};
   if (!want_tensor(c, call, "logits", a[0]) || !want_tensor(c, call, "targets", a[1]))
     return (value){0};
   const dhx_tensor *lg = T(c, a[0].t), *tg = T(c, a[1].t);
@@ -568,18 +570,19 @@ static value call_layer(ctx *c, frame *f, const dhx_expr *call, const dhx_item *
 
 static value eval_call(ctx *c, frame *f, const dhx_expr *e, const dhx_expr *annot) {
   const char *n = e->str;
+  c->site = e;
   if (annot && strcmp(n, "linear") != 0) {
     FAIL(c, &annot->loc, "@%s applies to 'linear' calls only", annot->str);
     return (value){0};
   }
   if (strcmp(n, "embedding") == 0) return op_embedding(c, f, e);
   if (strcmp(n, "pos_embedding") == 0) return op_pos_embedding(c, f, e);
-  if (strcmp(n, "layernorm") == 0) return op_layernorm(c, f, e);
+  if (strcmp(n, "layernorm") == 0) return op_norm(c, f, e, false);
   if (strcmp(n, "linear") == 0) return op_linear(c, f, e, annot);
   if (strcmp(n, "attention") == 0) return op_attention(c, f, e);
   if (strcmp(n, "gelu") == 0) return op_unary_tensor(c, f, e, DHX_N_GELU, "gelu");
   if (strcmp(n, "silu") == 0) return op_unary_tensor(c, f, e, DHX_N_SILU, "silu");
-  if (strcmp(n, "rmsnorm") == 0) return op_rmsnorm(c, f, e);
+  if (strcmp(n, "rmsnorm") == 0) return op_norm(c, f, e, true);
   if (strcmp(n, "rope") == 0) return op_rope(c, f, e);
   if (strcmp(n, "cross_entropy") == 0) return op_cross_entropy(c, f, e);
   const dhx_item *def = dhx_find_definition(c->prog, n);

@@ -7,6 +7,11 @@
 #include "../front/front.h"
 #include "../graph/graph.h"
 
+// defs.c: checks every layer and model definition of the program once for all its instances
+// (names, types, symbolic shapes; warnings for what the main file never uses), then the
+// model instance's arguments (instance may be NULL). Returns false on error.
+bool dhx_check_definitions(const dhx_program *prog, const dhx_item *instance);
+
 // Reports every constraint of the layout that the graph breaks, with the numbers that break
 // it, at the op's call site (and a note at the schedule). Returns false on error.
 bool dhx_check_layout(const dhx_graph *g, const dhx_config *cfg);
