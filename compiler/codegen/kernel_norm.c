@@ -108,24 +108,13 @@ void dhx_emit_layernorm_bwd_dparams(kb *k, const dhx_kernel_spec *s, LLVMValueRe
 
 // ---- RMS normalisation (Llama): no centring, no bias ----------------------------------------
 
-// sum over c < C of x[base + c]^2
-static LLVMValueRef row_sumsq(kb *k, LLVMValueRef x, LLVMValueRef base, LLVMValueRef C) {
-  LLVMValueRef acc = kb_var(k, k->f, kb_fc(k, 0.0));
-  kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "sumsq");
-  LLVMValueRef v = kb_load(k, x, kb_iadd(k, base, c));
-  kb_set(k, acc, kb_radd(k, kb_get(k, acc), kb_mul(k, v, v)));
-  kb_loop_end(k, &L, true);
-  return kb_get(k, acc);
-}
-
 // (out, rstd, x, gamma, C, eps)   idx = row r
 void dhx_emit_rmsnorm_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
                           LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
   LLVMValueRef out = a[0], rstd = a[1], x = a[2], gamma = a[3], C = a[4], eps = a[5];
   LLVMValueRef base = kb_imul(k, r, C);
-  LLVMValueRef ms = kb_div(k, row_sumsq(k, x, base, C), kb_to_f(k, C));
+  LLVMValueRef ms = kb_div(k, row_sum(k, x, base, C, kb_fc(k, 0.0)), kb_to_f(k, C));  // mean(x^2)
   LLVMValueRef rs = kb_div(k, kb_fc(k, 1.0), kb_sqrt(k, kb_add(k, ms, eps)));
   kb_store_s(k, rs, rstd, r);
   kb_loop L;

@@ -506,12 +506,10 @@ static sval sval_at_call(checker *ck, const binding *b, sval v) {
   return v;
 }
 
-// Matches a call's arguments to a definition's parameters (positional first, then named).
-static bool match_args(const dhx_expr *call, const dhx_item *def, const dhx_arg **slot) {
+bool sem_match_args(const dhx_expr *call, const char *fname, const char *const *names, int n,
+                    const dhx_loc *defined, const dhx_arg **slot) {
   bool ok = true, named = false;
-  const char *names[MAX_PARAMS + 1];
-  for (int i = 0; i < def->nparams && i < MAX_PARAMS; i++) names[i] = def->params[i].name;
-  names[def->nparams < MAX_PARAMS ? def->nparams : MAX_PARAMS] = NULL;
+  for (int i = 0; i < n; i++) slot[i] = NULL;
   for (int i = 0; i < call->nargs; i++) {
     const dhx_arg *a = &call->args[i];
     int k = -1;
@@ -521,35 +519,44 @@ static bool match_args(const dhx_expr *call, const dhx_item *def, const dhx_arg 
         ok = false;
         continue;
       }
-      if (i >= def->nparams) {
-        FAIL(&a->name_loc, "'%s' takes at most %d arguments", def->name, def->nparams);
+      if (i >= n) {
+        FAIL(&a->name_loc, "'%s' takes at most %d arguments", fname, n);
         ok = false;
         continue;
       }
       k = i;
     } else {
       named = true;
-      for (int j = 0; j < def->nparams; j++)
-        if (strcmp(def->params[j].name, a->name) == 0) k = j;
+      for (int j = 0; j < n; j++)
+        if (strcmp(names[j], a->name) == 0) k = j;
       if (k < 0) {
         const char *hint = dhx_suggest(a->name, names);
         if (hint)
-          FAIL(&a->name_loc, "'%s' has no parameter '%s'; did you mean '%s'?", def->name, a->name, hint);
+          FAIL(&a->name_loc, "'%s' has no parameter '%s'; did you mean '%s'?", fname, a->name, hint);
         else
-          FAIL(&a->name_loc, "'%s' has no parameter '%s'", def->name, a->name);
-        dhx_note_at(&def->name_loc, sem_src(&def->name_loc), "'%s' is defined here", def->name);
+          FAIL(&a->name_loc, "'%s' has no parameter '%s'", fname, a->name);
+        if (defined) dhx_note_at(defined, sem_src(defined), "'%s' is defined here", fname);
         ok = false;
         continue;
       }
     }
     if (slot[k]) {
-      FAIL(&a->name_loc, "argument '%s' given twice", def->params[k].name);
+      FAIL(&a->name_loc, "argument '%s' given twice", names[k]);
       ok = false;
       continue;
     }
     slot[k] = a;
   }
   return ok;
+}
+
+// A definition's parameters matched by sem_match_args.
+static bool match_args(const dhx_expr *call, const dhx_item *def, const dhx_arg **slot) {
+  const char *names[MAX_PARAMS + 1];
+  int n = def->nparams < MAX_PARAMS ? def->nparams : MAX_PARAMS;
+  for (int i = 0; i < n; i++) names[i] = def->params[i].name;
+  names[n] = NULL;
+  return sem_match_args(call, def->name, names, n, &def->name_loc, slot);
 }
 
 static sval call_layer(fn *f, const dhx_expr *call, defcheck *d) {

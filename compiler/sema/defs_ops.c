@@ -12,51 +12,17 @@
 
 #define FAIL(at, ...) dhx_error_at((at), sem_src(at), __VA_ARGS__)
 
-// Binds and evaluates a call's arguments in the op's parameter order; V_NONE-like slots are
-// left K_ERR with `given` false. Reports misplaced, unknown and repeated arguments.
+// Binds and evaluates a call's arguments in the op's parameter order; slots not given stay
+// K_ERR with `given` false.
 static bool bind(fn *f, const dhx_op_sig *sig, const dhx_expr *call, sval *vals, bool *given) {
-  bool ok = true, named = false;
+  const char *names[DHX_OP_MAX_PARAMS + 1];
+  for (int i = 0; i < sig->nparams; i++) names[i] = sig->params[i];
+  names[sig->nparams] = NULL;
+  const dhx_arg *slot[DHX_OP_MAX_PARAMS];
+  bool ok = sem_match_args(call, sig->name, names, sig->nparams, NULL, slot);
   for (int i = 0; i < sig->nparams; i++) {
-    vals[i] = sem_err();
-    given[i] = false;
-  }
-  for (int i = 0; i < call->nargs; i++) {
-    const dhx_arg *a = &call->args[i];
-    int slot = -1;
-    if (!a->name) {
-      if (named) {
-        FAIL(&a->name_loc, "positional argument after a named one");
-        ok = false;
-        continue;
-      }
-      if (i >= sig->nparams) {
-        FAIL(&a->name_loc, "'%s' takes at most %d arguments", sig->name, sig->nparams);
-        ok = false;
-        continue;
-      }
-      slot = i;
-    } else {
-      named = true;
-      for (int j = 0; j < sig->nparams; j++)
-        if (strcmp(sig->params[j], a->name) == 0) slot = j;
-      if (slot < 0) {
-        const char *hint = dhx_suggest(a->name, sig->params);
-        if (hint)
-          FAIL(&a->name_loc, "'%s' has no parameter '%s'; did you mean '%s'?", sig->name, a->name, hint);
-        else
-          FAIL(&a->name_loc, "'%s' has no parameter '%s'", sig->name, a->name);
-        ok = false;
-        sem_eval(f, a->value);  // still check (and mark used) what it says
-        continue;
-      }
-      if (given[slot]) {
-        FAIL(&a->name_loc, "argument '%s' given twice", a->name);
-        ok = false;
-        continue;
-      }
-    }
-    given[slot] = true;
-    vals[slot] = sem_eval(f, a->value);
+    given[i] = slot[i] != NULL;
+    vals[i] = slot[i] ? sem_eval(f, slot[i]->value) : sem_err();
   }
   return ok;
 }
