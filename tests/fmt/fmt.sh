@@ -5,7 +5,7 @@
 # With DHX_UPDATE_GOLDEN=1 the golden case rewrites its .expected file instead of comparing.
 set -euo pipefail
 case_name=$1
-work=$WORK/$case_name
+work=$WORK/$case_name${2:+_$2}  # one folder per test: golden NAME cases run in parallel
 rm -rf "$work" && mkdir -p "$work"
 cd "$work"
 
