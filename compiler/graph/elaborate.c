@@ -14,6 +14,7 @@
 
 #include "../front/front.h"
 #include "ops.h"
+#include "../sema/sema.h"
 
 typedef enum { V_NONE, V_INT, V_FLOAT, V_BOOL, V_STR, V_TENSOR, V_SYMBOL } vkind;
 
@@ -685,40 +686,23 @@ static value eval(ctx *c, frame *f, const dhx_expr *e) {
   return (value){0};
 }
 
+// The matching itself is the definition checker's (sem_match_args), so positional, named,
+// unknown and repeated arguments are judged and worded the same in both places.
 static bool bind_call_args(ctx *c, frame *f, const dhx_expr *call, const char *const *names,
                            int n, value *out) {
+  const char *list[65];
+  const dhx_arg *slot[64];
+  if (n > 64) abort();  // callers bound their parameter counts already
+  for (int i = 0; i < n; i++) list[i] = names[i];
+  list[n] = NULL;
   for (int i = 0; i < n; i++) out[i] = (value){0};
-  bool seen_named = false;
-  for (int i = 0; i < call->nargs; i++) {
-    const dhx_arg *a = &call->args[i];
-    int slot = -1;
-    if (!a->name) {
-      if (seen_named) {
-        FAIL(c, &a->name_loc, "positional argument after a named one");
-        return false;
-      }
-      if (i >= n) {
-        FAIL(c, &a->name_loc, "'%s' takes at most %d arguments", call->str, n);
-        return false;
-      }
-      slot = i;
-    } else {
-      seen_named = true;
-      for (int j = 0; j < n; j++)
-        if (strcmp(names[j], a->name) == 0) slot = j;
-      if (slot < 0) {
-        FAIL(c, &a->name_loc, "'%s' has no parameter '%s'", call->str, a->name);
-        return false;
-      }
-      if (out[slot].k != V_NONE) {
-        FAIL(c, &a->name_loc, "argument '%s' given twice", a->name);
-        return false;
-      }
-    }
-    out[slot] = eval(c, f, a->value);
-    if (c->failed) return false;
+  if (!sem_match_args(call, call->str, list, n, NULL, slot)) {
+    c->failed = true;
+    return false;
   }
-  return true;
+  for (int i = 0; i < n && !c->failed; i++)
+    if (slot[i]) out[i] = eval(c, f, slot[i]->value);
+  return !c->failed;
 }
 
 // ---- statements and layers ------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include "../front/front.h"
 #include "../graph/ops.h"
 #include "../../runtime/plan.h"
+#include "sema.h"
 #include "symbolic.h"
 
 typedef enum { K_ERR, K_INT, K_FLOAT, K_BOOL, K_STR, K_TENSOR, K_LOSS } sem_kind;
@@ -49,11 +50,6 @@ sval sem_err(void);
 sval sem_int(const dhx_sym *v);
 const char *sem_kind_name(sem_kind k);
 const char *sem_shape_text(fn *f, const sval *v, char *buf, size_t n);
-// Matches a call's arguments to parameter names (positional first, then named; names is
-// NULL-terminated after n), reporting misplaced, unknown (with the closest name and a note at
-// `defined` when given) and repeated ones. slot[i] is the argument of parameter i or NULL.
-bool sem_match_args(const dhx_expr *call, const char *fname, const char *const *names, int n,
-                    const dhx_loc *defined, const dhx_arg **slot);
 // dims equal where both are known
 bool sem_same_dims(const sval *a, const sval *b, int from, int to);
 

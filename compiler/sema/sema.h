@@ -12,6 +12,13 @@
 // model instance's arguments (instance may be NULL). Returns false on error.
 bool dhx_check_definitions(const dhx_program *prog, const dhx_item *instance);
 
+// Matches a call's arguments to parameter names (positional first, then named; names is
+// NULL-terminated after n), reporting misplaced, unknown (with the closest name, and a note at
+// `defined` when given) and repeated ones. slot[i] is the argument of parameter i or NULL.
+// Shared by the checker and elaboration.
+bool sem_match_args(const dhx_expr *call, const char *fname, const char *const *names, int n,
+                    const dhx_loc *defined, const dhx_arg **slot);
+
 // Reports every constraint of the layout that the graph breaks, with the numbers that break
 // it, at the op's call site (and a note at the schedule). Returns false on error.
 bool dhx_check_layout(const dhx_graph *g, const dhx_config *cfg);

@@ -8,11 +8,8 @@ clang=${CLANG:-clang}
 work=$WORK/fuzz_plan
 rm -rf "$work" && mkdir -p "$work/corpus"
 cd "$work"
-if ! command -v "$clang" >/dev/null; then echo "no $clang: skipped"; exit 77; fi
-printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' > probe.c
-if ! "$clang" -fsanitize=fuzzer probe.c -o probe 2>/dev/null; then
-  echo "$clang cannot link libFuzzer: skipped"; exit 77
-fi
+# shellcheck source=../fuzz/libfuzzer_probe.sh
+source "$SRC/tests/fuzz/libfuzzer_probe.sh"
 "$clang" -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -I"$SRC/runtime" "$SRC/tests/runtime/fuzz_plan.c" \
   "$SRC/runtime/plan_io.c" "$SRC/runtime/plan_print.c" -lm -o fuzz_plan
