@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 1
+#define DHX_PLAN_VERSION 2
 #define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
 #define DHX_PATH_MAX 512
 #define DHX_MAX_DIMS 4
@@ -160,10 +160,42 @@ typedef struct dhx_plan_comm {
 // Kernel signature types.
 typedef enum { DHX_KARG_PTR = 1, DHX_KARG_I64, DHX_KARG_F32, DHX_KARG_F64 } dhx_karg_type;
 
+// How far a kernel reaches through one pointer argument, as a function of the index space n
+// and of its i64 arguments, so that the validator can bound every launch without knowing the
+// kernel. The extent E is in elements of `elem_bytes` from the argument's byte offset; X, Y, Z
+// are the values of the i64 arguments at indices x, y, z (a factor 1 where the index is -1).
+// Every i64 argument a form names must be at least 1 (kernels divide by some of them), and the
+// extent must be computable without overflow. With n = 0 a kernel touches nothing.
+typedef enum {
+  DHX_ACC_NONE = 0,  // not a pointer argument
+  DHX_ACC_ELEMS,     // E = n·X·Y: index i covers elements [i·X·Y, (i+1)·X·Y)
+  DHX_ACC_FIXED,     // E = X·Y whatever n (a per-column table, the rows of a column kernel)
+  DHX_ACC_COLUMNS,   // E = (X-1)·Y + n: index j reads column j of X rows of width Y
+  DHX_ACC_MOD,       // E = min(n, c): a broadcast input read at i % c (c baked into the kernel)
+  DHX_ACC_TABLE,     // E = (vocab-1)·X + (Y, or n when y = -1): rows picked by token ids
+  DHX_ACC_CHUNKS,    // E = min(X, n·Y): index k sums [k·Y, (k+1)·Y) below X
+  DHX_ACC_PERMUTED,  // E = ceil(n / (X·Y))·X·Y·Z: rows of Z elements permuted in blocks of X·Y
+  DHX_ACC_PAIRS,     // E = ceil(n / (X/2))·X: rotary pairs in rows of X = heads·Y; X and Y even,
+                     //   Y divides X, Z (the positions) >= 1
+} dhx_access_form;
+
+#define DHX_ACC_WRITES 1u     // the kernel writes through this pointer
+#define DHX_ACC_TOKEN_IDS 2u  // the kernel uses these values as row indices into a TABLE
+                              //   argument: it must be a tokens buffer (values below vocab)
+
+typedef struct dhx_plan_access {
+  uint32_t form;        // dhx_access_form
+  uint32_t flags;       // DHX_ACC_WRITES | DHX_ACC_TOKEN_IDS
+  uint32_t elem_bytes;  // 4 (f32, i32) or 8 (f64); 0 for non-pointers
+  int32_t x, y, z;      // indices of i64 arguments, -1 when unused
+  int64_t c;            // DHX_ACC_MOD: the modulus; 0 otherwise
+} dhx_plan_access;
+
 typedef struct dhx_plan_kernel {
   char name[DHX_NAME_MAX];  // symbol in kernels.so is "dhxk_" name; PTX entry has the same name
   uint32_t nargs;
   uint32_t arg_types[DHX_MAX_ARGS];  // dhx_karg_type
+  dhx_plan_access access[DHX_MAX_ARGS];  // per argument; form DHX_ACC_NONE for non-pointers
 } dhx_plan_kernel;
 
 typedef struct dhx_plan_train {
@@ -178,6 +210,8 @@ typedef struct dhx_plan_train {
   int64_t n_params;                    // trained parameters (whole model)
   double flops_per_token;              // training FLOPs per token (fwd+bwd), for logs/MFU
   char model_name[DHX_NAME_MAX];
+  uint32_t skip_nonfinite;             // 1: a step whose loss or gradient norm is not finite is
+                                       //   skipped (no optimizer update); 0 or 1
 } dhx_plan_train;
 
 typedef struct dhx_plan {
@@ -195,9 +229,11 @@ typedef struct dhx_plan {
 // Writes `plan` to `path` (plan.bin). Returns false and fills err on failure.
 bool dhx_plan_write(const char *path, const dhx_plan *plan, char *err, size_t errlen);
 // Reads and validates a plan.bin: magic, version, size, checksum, then every field (kinds in
-// range, ids in range, buffers inside the arena, arguments matching kernel signatures, GEMM
-// extents inside their buffers, events recorded before use...). On failure returns false and
-// err names the field that is wrong; `plan` is left empty.
+// range, ids in range, buffers inside the arena, arguments matching kernel signatures, every
+// kernel launch inside its buffers through the access descriptors, GEMM extents inside their
+// buffers and batches writing disjoint parts of C, counts inside their buffers, events recorded
+// before use...). On failure returns false and err names the field that is wrong; `plan` is
+// left empty.
 bool dhx_plan_read(const char *path, dhx_plan *plan, char *err, size_t errlen);
 // Same checks on an in-memory image (used by the fuzzer and by dhx_plan_read).
 bool dhx_plan_decode(const uint8_t *data, size_t size, dhx_plan *plan, char *err, size_t errlen);

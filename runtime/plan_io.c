@@ -14,8 +14,8 @@
 // The payload is every field of the plan in declaration order, each written explicitly
 // (never a struct image, so padding and host layout do not leak into the file): integers as
 // 4 or 8 little-endian bytes, floats and doubles as their IEEE bits, names and paths as their
-// fixed DHX_NAME_MAX / DHX_PATH_MAX byte arrays, fixed-size arrays (shape, args, arg_types)
-// in full, and variable arrays as a u32 count followed by the elements.
+// fixed DHX_NAME_MAX / DHX_PATH_MAX byte arrays, fixed-size arrays (shape, args, arg_types,
+// access) in full, and variable arrays as a u32 count followed by the elements.
 //
 // One visitor (io_plan and the io_* functions below it) serves both directions, so the writer
 // and the reader cannot drift apart. The reader never trusts the input: it reads through a
@@ -38,7 +38,8 @@
 #define ARG_BYTES (4 + 4 + 8 + 8)
 #define GEMM_BYTES (2 * 4 + 6 * 8 + 2 * 8 + 8 * 8)
 #define INSTR_BYTES (5 * 4 + 8 + 4 + DHX_MAX_ARGS * ARG_BYTES + GEMM_BYTES + DHX_NAME_MAX)
-#define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4)
+#define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
+#define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
 #define RANK_MIN_BYTES (2 * 4 + 8 + 4 + DHX_PROG_COUNT * PROGRAM_MIN_BYTES)
 #define COMM_MIN_BYTES 4
@@ -228,12 +229,24 @@ static void io_train(io *s, dhx_plan_train *t) {
   io_i64(s, &t->n_params);
   io_f64(s, &t->flops_per_token);
   io_chars(s, t->model_name, DHX_NAME_MAX);
+  io_u32(s, &t->skip_nonfinite);
+}
+
+static void io_access(io *s, dhx_plan_access *a) {
+  io_u32(s, &a->form);
+  io_u32(s, &a->flags);
+  io_u32(s, &a->elem_bytes);
+  io_i32(s, &a->x);
+  io_i32(s, &a->y);
+  io_i32(s, &a->z);
+  io_i64(s, &a->c);
 }
 
 static void io_kernel(io *s, dhx_plan_kernel *k) {
   io_chars(s, k->name, DHX_NAME_MAX);
   io_u32(s, &k->nargs);
   for (int i = 0; i < DHX_MAX_ARGS; i++) io_u32(s, &k->arg_types[i]);
+  for (int i = 0; i < DHX_MAX_ARGS; i++) io_access(s, &k->access[i]);
 }
 
 static void io_comm(io *s, dhx_plan_comm *c) {
@@ -602,11 +615,58 @@ static bool check_train(vc *v) {
   CHECK(t->n_params >= 0, "train.n_params must not be negative (got %" PRId64 ")", t->n_params);
   CHECK(finite_nonneg(t->flops_per_token), "train.flops_per_token must be non-negative (got %g)",
         t->flops_per_token);
+  CHECK(t->skip_nonfinite <= 1, "train.skip_nonfinite must be 0 or 1 (got %u)", t->skip_nonfinite);
   return true;
 }
 
 static bool is_ident_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+// An argument index a form uses: -1, or an i64 argument of the kernel.
+static bool form_index_ok(const dhx_plan_kernel *k, int32_t idx, bool required) {
+  if (idx == -1) return !required;
+  return idx >= 0 && (uint32_t)idx < k->nargs && k->arg_types[idx] == DHX_KARG_I64;
+}
+
+// The access descriptor of argument `a` of kernel `i` is well-formed: pointers have a form whose
+// argument indices name i64 arguments, scalars have none.
+static bool check_access(vc *v, uint32_t i, uint32_t a) {
+  const dhx_plan_kernel *k = &v->p->kernels[i];
+  const dhx_plan_access *acc = &k->access[a];
+  if (k->arg_types[a] != DHX_KARG_PTR) {
+    CHECK(acc->form == DHX_ACC_NONE && acc->flags == 0 && acc->elem_bytes == 0,
+          "kernel %u '%s': argument %u (%s) is not a pointer but has access form %u", i, k->name, a,
+          dhx_karg_name(k->arg_types[a]), acc->form);
+    return true;
+  }
+  CHECK(acc->form >= DHX_ACC_ELEMS && acc->form <= DHX_ACC_PAIRS,
+        "kernel %u '%s': pointer argument %u has unknown access form %u", i, k->name, a, acc->form);
+  CHECK(acc->elem_bytes == 4 || acc->elem_bytes == 8,
+        "kernel %u '%s': argument %u: element size %u (must be 4 or 8)", i, k->name, a,
+        acc->elem_bytes);
+  CHECK((acc->flags & ~(DHX_ACC_WRITES | DHX_ACC_TOKEN_IDS)) == 0 &&
+            !((acc->flags & DHX_ACC_TOKEN_IDS) && (acc->flags & DHX_ACC_WRITES)) &&
+            !((acc->flags & DHX_ACC_TOKEN_IDS) && acc->elem_bytes != 4),
+        "kernel %u '%s': argument %u: access flags 0x%x are not valid", i, k->name, a, acc->flags);
+  // Which of x, y, z each form needs (the others are optional factors or unused).
+  static const uint8_t needs[] = {[DHX_ACC_COLUMNS] = 3, [DHX_ACC_TABLE] = 1,
+                                  [DHX_ACC_CHUNKS] = 3, [DHX_ACC_PERMUTED] = 7, [DHX_ACC_PAIRS] = 7};
+  uint8_t need = acc->form < sizeof needs ? needs[acc->form] : 0;
+  CHECK(form_index_ok(k, acc->x, need & 1) && form_index_ok(k, acc->y, need & 2) &&
+            form_index_ok(k, acc->z, need & 4),
+        "kernel %u '%s': argument %u: access form %u names arguments %d, %d, %d, which are not "
+        "the i64 arguments it needs", i, k->name, a, acc->form, acc->x, acc->y, acc->z);
+  CHECK(acc->form == DHX_ACC_MOD ? acc->c >= 1 : acc->c == 0,
+        "kernel %u '%s': argument %u: modulus %" PRId64 " (only a MOD form has one, at least 1)",
+        i, k->name, a, acc->c);
+  if (acc->form == DHX_ACC_TABLE) {
+    bool ids = false;
+    for (uint32_t j = 0; j < k->nargs; j++) ids |= (k->access[j].flags & DHX_ACC_TOKEN_IDS) != 0;
+    CHECK(ids, "kernel %u '%s': argument %u is a table indexed by token ids, but no argument "
+          "holds the ids", i, k->name, a);
+  }
+  return true;
 }
 
 static bool check_kernels(vc *v) {
@@ -622,6 +682,8 @@ static bool check_kernels(vc *v) {
     for (uint32_t a = 0; a < k->nargs; a++)
       CHECK(k->arg_types[a] >= DHX_KARG_PTR && k->arg_types[a] <= DHX_KARG_F64,
             "kernel %u '%s': argument %u has unknown type %u", i, k->name, a, k->arg_types[a]);
+    for (uint32_t a = 0; a < k->nargs; a++)
+      if (!check_access(v, i, a)) return false;
   }
   return true;
 }
@@ -712,6 +774,29 @@ static bool check_buffer(vc *v, uint32_t id) {
          check_param_link(v, id, b->opt_v, DHX_BUF_OPT_V, "opt_v");
 }
 
+// Kernels use the tokens buffer's values as row indices, trusting that they are the runtime's
+// (below the vocabulary). So a rank has at most one tokens buffer and no other buffer shares
+// its bytes: nothing can write other values into it.
+static bool check_tokens_alone(vc *v) {
+  const dhx_plan_rank *r = &v->p->ranks[v->rank];
+  int64_t tok = -1;
+  for (uint32_t i = 0; i < r->nbuffers; i++) {
+    if (r->buffers[i].kind != DHX_BUF_TOKENS) continue;
+    CHECK(tok < 0, "buffers %" PRId64 " and %u are both tokens buffers (at most one)", tok, i);
+    tok = i;
+  }
+  if (tok < 0) return true;
+  const dhx_plan_buffer *t = &r->buffers[tok];
+  for (uint32_t i = 0; i < r->nbuffers; i++) {
+    const dhx_plan_buffer *b = &r->buffers[i];
+    CHECK(i == tok || b->offset >= t->offset + t->nbytes || t->offset >= b->offset + b->nbytes,
+          "buffer %u '%s' [%" PRId64 ", %" PRId64 ") overlaps the tokens buffer '%s' [%" PRId64
+          ", %" PRId64 ")", i, b->name, b->offset, b->offset + b->nbytes, t->name, t->offset,
+          t->offset + t->nbytes);
+  }
+  return true;
+}
+
 static int cmp_name_ptr(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -774,6 +859,93 @@ static bool check_arg_kinds(vc *v, const dhx_plan_instr *in, int n, const uint32
   return true;
 }
 
+// The value of the i64 argument an access form names (1 when it names none).
+static int64_t form_value(const dhx_plan_instr *in, int32_t idx) {
+  return idx < 0 ? 1 : in->args[idx].i;
+}
+
+bool dhx_access_extent(const dhx_plan_access *acc, const dhx_plan_instr *in, int64_t vocab,
+                       int64_t *elems) {
+  int64_t n = in->n, X = form_value(in, acc->x), Y = form_value(in, acc->y);
+  int64_t Z = form_value(in, acc->z), e, block;
+  if (X < 1 || Y < 1 || Z < 1 || (acc->form == DHX_ACC_PAIRS && X < 2)) return false;
+  if (n == 0) {
+    *elems = 0;
+    return true;
+  }
+  switch ((dhx_access_form)acc->form) {
+    case DHX_ACC_ELEMS:
+      return !__builtin_mul_overflow(n, X, &e) && !__builtin_mul_overflow(e, Y, elems);
+    case DHX_ACC_FIXED: return !__builtin_mul_overflow(X, Y, elems);
+    case DHX_ACC_COLUMNS:
+      return !__builtin_mul_overflow(X - 1, Y, &e) && !__builtin_add_overflow(e, n, elems);
+    case DHX_ACC_MOD: *elems = n < acc->c ? n : acc->c; return true;
+    case DHX_ACC_TABLE:
+      return !__builtin_mul_overflow(vocab - 1, X, &e) &&
+             !__builtin_add_overflow(e, acc->y < 0 ? n : Y, elems);
+    case DHX_ACC_CHUNKS:  // the kernel computes (k+1)·Y for k < n, so n·Y must not overflow
+      if (__builtin_mul_overflow(n, Y, &e)) return false;
+      *elems = e < X ? e : X;
+      return true;
+    case DHX_ACC_PERMUTED:
+      return !__builtin_mul_overflow(X, Y, &block) &&
+             !__builtin_mul_overflow((n - 1) / block + 1, block, &e) &&
+             !__builtin_mul_overflow(e, Z, elems);
+    case DHX_ACC_PAIRS: return !__builtin_mul_overflow((n - 1) / (X / 2) + 1, X, elems);
+    case DHX_ACC_NONE: break;
+  }
+  return false;
+}
+
+// The i64 arguments a pointer's access form names: at least 1 (extents are products of them
+// and kernels divide by some), and for rotary pairs rows that split into whole even-sized heads.
+static bool check_form_values(vc *v, const dhx_plan_instr *in, const dhx_plan_kernel *k,
+                              uint32_t j) {
+  const dhx_plan_access *acc = &k->access[j];
+  const int32_t idx[3] = {acc->x, acc->y, acc->z};
+  for (int t = 0; t < 3; t++)
+    CHECK(idx[t] < 0 || in->args[idx[t]].i >= 1, "kernel '%s' argument %d = %" PRId64
+          " must be at least 1 (it sizes what argument %u reaches)", k->name, idx[t],
+          idx[t] < 0 ? 0 : in->args[idx[t]].i, j);
+  if (acc->form == DHX_ACC_PAIRS) {
+    int64_t width = in->args[acc->x].i, head = in->args[acc->y].i;
+    CHECK(width % 2 == 0 && head % 2 == 0 && width % head == 0,
+          "kernel '%s': row width %" PRId64 " (argument %d) must be a multiple of the even head "
+          "size %" PRId64 " (argument %d)", k->name, width, acc->x, head, acc->y);
+  }
+  return true;
+}
+
+// What kernel argument j reaches over the index space lies inside its buffer, and token ids
+// come from the tokens buffer (whose values the runtime keeps below the vocabulary).
+static bool check_kernel_access(vc *v, const dhx_plan_instr *in, const dhx_plan_kernel *k,
+                                uint32_t j) {
+  if (!check_form_values(v, in, k, j)) return false;
+  const dhx_plan_access *acc = &k->access[j];
+  const dhx_plan_arg *a = &in->args[j];
+  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[a->buf];
+  int64_t elems, bytes;
+  bool ok = dhx_access_extent(acc, in, v->p->train.vocab, &elems) &&
+            !__builtin_mul_overflow(elems, (int64_t)acc->elem_bytes, &bytes);
+  CHECK(ok, "kernel '%s' argument %u: the extent over index space n = %" PRId64 " overflows",
+        k->name, j, in->n);
+  CHECK(a->i % acc->elem_bytes == 0, "kernel '%s' argument %u: byte offset %" PRId64 " in "
+        "buffer '%s' is not a multiple of the kernel's %u-byte elements", k->name, j, a->i,
+        b->name, acc->elem_bytes);
+  CHECK(bytes <= b->nbytes - a->i, "kernel '%s' argument %u: index space n = %" PRId64
+        " reaches %" PRId64 " elements (%" PRId64 " bytes) from byte %" PRId64 ", past the end "
+        "of buffer '%s' (%" PRId64 " bytes)", k->name, j, in->n, elems, bytes, a->i, b->name,
+        b->nbytes);
+  if (acc->flags & DHX_ACC_TOKEN_IDS)
+    CHECK(b->kind == DHX_BUF_TOKENS, "kernel '%s' argument %u indexes a table with its values, "
+          "so it must be the tokens buffer (buffer '%s' is %s)", k->name, j, b->name,
+          dhx_buf_kind_name(b->kind));
+  if (acc->flags & DHX_ACC_WRITES)
+    CHECK(b->kind != DHX_BUF_TOKENS, "kernel '%s' argument %u writes the tokens buffer '%s' "
+          "(kernels index tables with its values)", k->name, j, b->name);
+  return true;
+}
+
 static bool check_kernel_instr(vc *v, const dhx_plan_instr *in) {
   CHECK(in->kernel >= 0 && (uint32_t)in->kernel < v->p->nkernels,
         "kernel id %d is not in the kernel table (%u kernels)", in->kernel, v->p->nkernels);
@@ -789,6 +961,17 @@ static bool check_kernel_instr(vc *v, const dhx_plan_instr *in) {
   }
   CHECK(in->n >= 0 && in->n <= (1LL << 48), "index space n = %" PRId64 " is out of range",
         in->n);
+  for (uint32_t j = 0; j < k->nargs; j++)
+    if (k->arg_types[j] == DHX_KARG_PTR && !check_kernel_access(v, in, k, j)) return false;
+  return true;
+}
+
+// ZERO never writes the tokens buffer (GEMM and all-reduce cannot: they need f32, tokens are
+// i32), so that only the runtime does.
+static bool check_writes_not_tokens(vc *v, const dhx_plan_instr *in, int j) {
+  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[in->args[j].buf];
+  CHECK(b->kind != DHX_BUF_TOKENS, "%s writes the tokens buffer '%s' (kernels index tables with "
+        "its values)", dhx_op_name(in->op), b->name);
   return true;
 }
 
@@ -823,9 +1006,43 @@ static bool check_gemm_operand(vc *v, const dhx_plan_instr *in, int which, int64
   bool ok = last_element(rows, cols, ld, g->batch, stride, &last) &&
             !__builtin_mul_overflow(last + 1, (int64_t)4, &need) &&
             !__builtin_add_overflow(need, a->i, &need);
-  CHECK(ok, "GEMM operand %c: extent overflows", names[which]);
-  CHECK(need <= b->nbytes, "GEMM operand %c extends past buffer '%s' (needs %" PRId64
-        " bytes, has %" PRId64 ")", names[which], b->name, need, b->nbytes);
+  CHECK(ok, "GEMM operand %c: extent overflows: %" PRId64 "x%" PRId64 " (ld %" PRId64 "), batch %"
+        PRId64 " x stride %" PRId64 ", batch %" PRId64 " x stride %" PRId64 " in buffer '%s'",
+        names[which], rows, cols, ld, g->batch[0], stride[0], g->batch[1], stride[1], b->name);
+  CHECK(need <= b->nbytes, "GEMM operand %c extends past buffer '%s' (needs %" PRId64 " bytes, "
+        "has %" PRId64 "): %" PRId64 "x%" PRId64 " (ld %" PRId64 ") from byte %" PRId64 ", batch %"
+        PRId64 " x stride %" PRId64 ", batch %" PRId64 " x stride %" PRId64, names[which], b->name,
+        need, b->nbytes, rows, cols, ld, a->i, g->batch[0], stride[0], g->batch[1], stride[1]);
+  return true;
+}
+
+// Batches run in parallel, so distinct batches must write distinct parts of C. Taking the
+// levels by increasing stride, each must either step over everything written so far (blocks
+// one after another) or, while that is still a rectangle, set copies of it side by side within
+// a row of ldc (attention's heads as column blocks). Besides the race this rules out, it bounds
+// the batch count by the size of C. C's extent is checked first, so nothing here overflows.
+static bool check_gemm_batches_disjoint(vc *v, const dhx_plan_instr *in) {
+  const dhx_plan_gemm *g = &in->gemm;
+  const char *name = v->p->ranks[v->rank].buffers[in->args[2].buf].name;
+  int inner = g->stride_c[0] <= g->stride_c[1] ? 0 : 1;
+  int64_t cols = g->n;  // width of the rectangle written so far; -1 once it is not one
+  int64_t span = (g->m - 1) * g->ldc + g->n;  // elements from the first written to the last
+  for (int pass = 0; pass < 2; pass++) {
+    int l = pass == 0 ? inner : 1 - inner;
+    int64_t b = g->batch[l], s = g->stride_c[l];
+    if (b == 1) continue;
+    if (s >= span) {
+      span += (b - 1) * s;
+      cols = -1;
+      continue;
+    }
+    CHECK(cols >= 0 && s >= cols && (b - 1) * s + cols <= g->ldc,
+          "GEMM batches overlap in C: batch %" PRId64 " x stride %" PRId64 " neither steps over "
+          "the %" PRId64 " floats written before it nor sets them side by side within ldc %" PRId64
+          " (buffer '%s')", b, s, span, g->ldc, name);
+    cols += (b - 1) * s;
+    span = (g->m - 1) * g->ldc + cols;
+  }
   return true;
 }
 
@@ -848,7 +1065,8 @@ static bool check_gemm(vc *v, const dhx_plan_instr *in) {
                             g->stride_a) &&
          check_gemm_operand(v, in, 1, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb,
                             g->stride_b) &&
-         check_gemm_operand(v, in, 2, g->m, g->n, g->ldc, g->stride_c);
+         check_gemm_operand(v, in, 2, g->m, g->n, g->ldc, g->stride_c) &&
+         check_gemm_batches_disjoint(v, in);
 }
 
 // A buffer region [arg.i, arg.i + bytes) inside its buffer.
@@ -901,7 +1119,8 @@ static bool check_instr(vc *v, const dhx_plan_program *p, const dhx_plan_instr *
     case DHX_OP_GEMM: return check_gemm(v, in);
     case DHX_OP_ZERO: {
       static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_I64};
-      return check_arg_kinds(v, in, 2, kinds) && check_region(v, in, in->args[1].i, 1);
+      return check_arg_kinds(v, in, 2, kinds) && check_region(v, in, in->args[1].i, 1) &&
+             check_writes_not_tokens(v, in, 0);
     }
     case DHX_OP_ALLREDUCE: return check_allreduce(v, in);
     case DHX_OP_RECORD:
@@ -992,7 +1211,7 @@ static bool check_rank(vc *v) {
         DHX_PLAN_MAX_BUFFERS);
   for (uint32_t i = 0; i < r->nbuffers; i++)
     if (!check_buffer(v, i)) return false;
-  if (!check_param_names(v)) return false;
+  if (!check_param_names(v) || !check_tokens_alone(v)) return false;
   for (int p = 0; p < DHX_PROG_COUNT; p++) {
     v->prog = p;
     if (!check_program(v, &r->programs[p])) return false;

@@ -195,6 +195,34 @@ static bool ranks_equal(const dhx_plan_rank *a, const dhx_plan_rank *b) {
   return true;
 }
 
+// A kernel argument's access descriptor as a formula of n and its i64 arguments (aK = the
+// value of argument K): "ptr[n*a3] w" is a pointer the kernel writes n*a3 elements through.
+static void print_factor(FILE *f, const char *sep, int32_t idx) {
+  if (idx >= 0) fprintf(f, "%sa%d", sep, idx);
+}
+
+static void print_access(FILE *f, const dhx_plan_access *a) {
+  switch (a->form) {
+    case DHX_ACC_ELEMS: fputs("n", f); print_factor(f, "*", a->x); print_factor(f, "*", a->y); break;
+    case DHX_ACC_FIXED:
+      if (a->x < 0 && a->y < 0) fputs("1", f);
+      print_factor(f, "", a->x);
+      print_factor(f, a->x >= 0 ? "*" : "", a->y);
+      break;
+    case DHX_ACC_COLUMNS: fprintf(f, "(a%d-1)*a%d+n", a->x, a->y); break;
+    case DHX_ACC_MOD: fprintf(f, "min(n,%" PRId64 ")", a->c); break;
+    case DHX_ACC_TABLE:
+      fprintf(f, "(vocab-1)*a%d+", a->x);
+      if (a->y >= 0) fprintf(f, "a%d", a->y); else fputs("n", f);
+      break;
+    case DHX_ACC_CHUNKS: fprintf(f, "min(a%d,n*a%d)", a->x, a->y); break;
+    case DHX_ACC_PERMUTED: fprintf(f, "ceil(n/(a%d*a%d))*a%d*a%d*a%d", a->x, a->y, a->x, a->y, a->z); break;
+    case DHX_ACC_PAIRS: fprintf(f, "ceil(n/(a%d/2))*a%d", a->x, a->x); break;
+    default: fprintf(f, "form %u", a->form); break;
+  }
+  fprintf(f, "]%s%s", a->flags & DHX_ACC_WRITES ? " w" : "", a->flags & DHX_ACC_TOKEN_IDS ? " ids" : "");
+}
+
 static void print_header(FILE *f, const dhx_plan *p) {
   const dhx_plan_train *t = &p->train;
   fprintf(f, "plan '%.*s': %u ranks (dp %" PRId64 ", tp %" PRId64 ", pp %" PRId64 "), %u kernels, "
@@ -210,6 +238,7 @@ static void print_header(FILE *f, const dhx_plan *p) {
           " batches; log every %" PRId64 "; checkpoint every %" PRId64 "\n", DHX_PATH_MAX,
           t->train_path, DHX_PATH_MAX, t->val_path, t->val_every, t->val_batches, t->log_every,
           t->checkpoint_every);
+  if (t->skip_nonfinite) fputs("steps with a non-finite loss or gradient norm are skipped\n", f);
   if (t->net_bandwidth > 0)
     fprintf(f, "network (emulated): %g B/s, latency %g s\n", t->net_bandwidth, t->net_latency);
   for (uint32_t c = 0; c < p->ncomms; c++) {
@@ -220,8 +249,12 @@ static void print_header(FILE *f, const dhx_plan *p) {
   for (uint32_t k = 0; k < p->nkernels; k++) {
     const dhx_plan_kernel *kn = &p->kernels[k];
     fprintf(f, "kernel %u: %.*s(", k, DHX_NAME_MAX, kn->name);
-    for (uint32_t j = 0; j < kn->nargs && j < DHX_MAX_ARGS; j++)
+    for (uint32_t j = 0; j < kn->nargs && j < DHX_MAX_ARGS; j++) {
       fprintf(f, "%s%s", j ? ", " : "", dhx_karg_name(kn->arg_types[j]));
+      if (kn->arg_types[j] != DHX_KARG_PTR) continue;
+      fputc('[', f);
+      print_access(f, &kn->access[j]);
+    }
     fputs(")\n", f);
   }
 }

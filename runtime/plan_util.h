@@ -32,6 +32,12 @@ const char *dhx_reg_name(uint32_t reg);          // "lr", "bc1", ...
 // Bytes per element of a dtype; 0 when the dtype is not valid.
 int64_t dhx_dtype_size(uint32_t dtype);
 
+// Elements a kernel reaches through a pointer argument with access descriptor `acc` over the
+// index space [0, in->n), from the argument's offset (plan.h: dhx_access_form; `in` holds the
+// i64 arguments the form names). False when it overflows or a named argument is below 1.
+bool dhx_access_extent(const dhx_plan_access *acc, const dhx_plan_instr *in, int64_t vocab,
+                       int64_t *elems);
+
 // CRC-32 (IEEE 802.3, the one zlib and PNG use) of `n` bytes.
 uint32_t dhx_crc32(const uint8_t *data, size_t n);
 

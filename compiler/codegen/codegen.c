@@ -79,6 +79,7 @@ void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out)
   memcpy(out->name, cg->k[i].name, sizeof out->name);
   int n = dhx_kernel_signature(&cg->k[i].spec, out->arg_types);
   out->nargs = n < 0 ? 0 : (uint32_t)n;
+  dhx_kernel_access(&cg->k[i].spec, out->access);
 }
 
 // The module starts from parsed text because the C API cannot create the one thing needed

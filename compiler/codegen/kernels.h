@@ -141,6 +141,9 @@ typedef struct dhx_kernel_spec {
 bool dhx_kernel_name(const dhx_kernel_spec *spec, char *buf, size_t len);
 // Fills arg_types (dhx_karg_type) and returns the argument count (-1 for an invalid spec).
 int dhx_kernel_signature(const dhx_kernel_spec *spec, uint32_t arg_types[DHX_MAX_ARGS]);
+// Fills what the kernel reaches through each argument (runtime/plan.h: dhx_plan_access), for the
+// plan's kernel table; all DHX_ACC_NONE for an invalid spec (kernel_access.c).
+void dhx_kernel_access(const dhx_kernel_spec *spec, dhx_plan_access access[DHX_MAX_ARGS]);
 // Checks a spec: kind and type in range; for DHX_K_ELTWISE the counts within their limits
 // (and outputs + inputs + scalars <= DHX_MAX_ARGS), operands in range and before their users,
 // moduli >= 1. On failure fills err (may be NULL) and returns false.
@@ -156,7 +159,7 @@ int dhx_codegen_add(dhx_codegen *cg, const dhx_kernel_spec *spec);
 // Why the last dhx_codegen_add returned -1 (invalid spec, name collision); "" otherwise.
 const char *dhx_codegen_error(const dhx_codegen *cg);
 int dhx_codegen_count(const dhx_codegen *cg);
-// Fills a plan kernel-table entry for kernel i.
+// Fills a plan kernel-table entry for kernel i: name, signature and access descriptors.
 void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out);
 // Writes PTX for `sm` ("sm_80", "sm_90"; also sm_86, sm_87, sm_89) to `path`.
 bool dhx_codegen_emit_ptx(dhx_codegen *cg, const char *sm, const char *path, char *err,

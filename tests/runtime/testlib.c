@@ -92,6 +92,34 @@ int32_t tb_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape, 
   return id;
 }
 
+// What the test kernels (test_kernels.c) reach through their pointer arguments, for the plan
+// validator; argument numbers are positions in their signatures.
+#define ACC(form, flags, x, y) {form, flags, 4, x, y, -1, 0}
+#define ELEMS(x, flags) ACC(DHX_ACC_ELEMS, flags, x, -1)
+static const struct {
+  const char *name;
+  dhx_plan_access access[4];
+} TEST_KERNEL_ACCESS[] = {
+    {"onehot", {ELEMS(2, DHX_ACC_WRITES), ELEMS(-1, 0)}},
+    {"add_rows", {ELEMS(2, DHX_ACC_WRITES), ACC(DHX_ACC_FIXED, 0, 2, -1)}},
+    {"sqerr", {ELEMS(-1, DHX_ACC_WRITES), ELEMS(4, DHX_ACC_WRITES), ELEMS(4, 0), ELEMS(-1, 0)}},
+    {"colsum_acc", {ELEMS(-1, DHX_ACC_WRITES), ACC(DHX_ACC_COLUMNS, 0, 2, 3)}},
+    {"sumsq", {ELEMS(-1, DHX_ACC_WRITES), ACC(DHX_ACC_CHUNKS, 0, 2, 3)}},
+    {"adamw", {ELEMS(-1, DHX_ACC_WRITES), ELEMS(-1, 0), ELEMS(-1, DHX_ACC_WRITES),
+               ELEMS(-1, DHX_ACC_WRITES)}},
+    {"axpy", {ELEMS(-1, DHX_ACC_WRITES), ELEMS(-1, 0)}},
+    {"fill", {ELEMS(-1, DHX_ACC_WRITES)}},
+    {"sleep_ms", {ACC(DHX_ACC_FIXED, DHX_ACC_WRITES, -1, -1)}},
+};
+
+static void tb_kernel_access(dhx_plan_kernel *k) {
+  for (uint32_t j = 0; j < DHX_MAX_ARGS; j++) k->access[j] = (dhx_plan_access){.x = -1, .y = -1, .z = -1};
+  for (size_t i = 0; i < sizeof TEST_KERNEL_ACCESS / sizeof TEST_KERNEL_ACCESS[0]; i++)
+    if (strcmp(TEST_KERNEL_ACCESS[i].name, k->name) == 0)
+      for (uint32_t j = 0; j < k->nargs && j < 4; j++)
+        if (k->arg_types[j] == DHX_KARG_PTR) k->access[j] = TEST_KERNEL_ACCESS[i].access[j];
+}
+
 int32_t tb_kernel(dhx_plan *p, const char *name, const char *sig) {
   for (uint32_t k = 0; k < p->nkernels; k++)
     if (strcmp(p->kernels[k].name, name) == 0) return (int32_t)k;
@@ -102,6 +130,7 @@ int32_t tb_kernel(dhx_plan *p, const char *name, const char *sig) {
   for (const char *c = sig; *c; c++)
     k->arg_types[k->nargs++] = *c == 'p' ? DHX_KARG_PTR : *c == 'i' ? DHX_KARG_I64
                                : *c == 'f' ? DHX_KARG_F32 : DHX_KARG_F64;
+  tb_kernel_access(k);
   return (int32_t)p->nkernels++;
 }
 

@@ -1,0 +1,89 @@
+// kernel_access.c — what each kernel of the catalogue reaches through its pointer arguments,
+// written into the plan's kernel table (dhx_plan_access, runtime/plan.h) so that the plan
+// validator can bound every launch by its index space and i64 arguments. Each row restates
+// the access pattern kernels.h documents for the kind; the argument numbers are positions in
+// the kernel's signature.
+#include "codegen_internal.h"
+
+#define W DHX_ACC_WRITES
+#define IDS DHX_ACC_TOKEN_IDS
+// Forms with the i64 argument positions they use (-1: none).
+#define ELEMS(x, fl) {DHX_ACC_ELEMS, fl, 0, x, -1, -1, 0}
+#define FIXED(x, fl) {DHX_ACC_FIXED, fl, 0, x, -1, -1, 0}
+#define COLUMNS(rows, width) {DHX_ACC_COLUMNS, 0, 0, rows, width, -1, 0}
+#define TABLE(width, span, fl) {DHX_ACC_TABLE, fl, 0, width, span, -1, 0}
+#define NONE {DHX_ACC_NONE, 0, 0, -1, -1, -1, 0}
+
+static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
+    // (out, tokens, table, C)   row r: out[r,:] = table[tokens[r],:]
+    [DHX_K_EMBED_FWD] = {ELEMS(3, W), ELEMS(-1, IDS), TABLE(3, 3, 0), NONE},
+    // (dtable, tokens, dout, rows, C)   column c < n: dtable[tokens[r], c] += dout[r, c]
+    [DHX_K_EMBED_BWD] = {TABLE(4, -1, W), FIXED(3, IDS), COLUMNS(3, 4), NONE, NONE},
+    // (out, mean, rstd, x, gamma, beta, C, eps)   row
+    [DHX_K_LAYERNORM_FWD] = {ELEMS(6, W), ELEMS(-1, W), ELEMS(-1, W), ELEMS(6, 0), FIXED(6, 0),
+                             FIXED(6, 0), NONE, NONE},
+    // (dx, dout, x, mean, rstd, gamma, C, accumulate)   row
+    [DHX_K_LAYERNORM_BWD_DX] = {ELEMS(6, W), ELEMS(6, 0), ELEMS(6, 0), ELEMS(-1, 0),
+                                ELEMS(-1, 0), FIXED(6, 0), NONE, NONE},
+    // (dgamma, dbeta, dout, x, mean, rstd, rows, C)   column
+    [DHX_K_LAYERNORM_BWD_DPARAMS] = {ELEMS(-1, W), ELEMS(-1, W), COLUMNS(6, 7), COLUMNS(6, 7),
+                                     FIXED(6, 0), FIXED(6, 0), NONE, NONE},
+    // (P, S, T, scale)   row of T
+    [DHX_K_SOFTMAX_CAUSAL_FWD] = {ELEMS(2, W), ELEMS(2, 0), NONE, NONE},
+    // (dS, dP, P, T, scale)   row of T
+    [DHX_K_SOFTMAX_CAUSAL_BWD] = {ELEMS(3, W), ELEMS(3, 0), ELEMS(3, 0), NONE, NONE},
+    // (loss, logits, targets, V)   row of V; targets are range-checked by the kernel
+    [DHX_K_XENT_FWD] = {ELEMS(-1, W), ELEMS(3, 0), ELEMS(-1, 0), NONE},
+    // (dlogits, logits, targets, V, scale)   row of V
+    [DHX_K_XENT_BWD] = {ELEMS(3, W), ELEMS(3, 0), ELEMS(-1, 0), NONE, NONE},
+    // (param, grad, m, v, scalars...)   element
+    [DHX_K_ADAMW] = {ELEMS(-1, W), ELEMS(-1, 0), ELEMS(-1, W), ELEMS(-1, W), NONE, NONE, NONE,
+                     NONE, NONE, NONE, NONE, NONE},
+    // (out, x, count, chunk)   chunk k: x[k*chunk, min(count, (k+1)*chunk))
+    [DHX_K_SUMSQ] = {ELEMS(-1, W), {DHX_ACC_CHUNKS, 0, 0, 2, 3, -1, 0}, NONE, NONE},
+    // (out, in, rows, m, accumulate)   column j
+    [DHX_K_COLSUM] = {ELEMS(-1, W), COLUMNS(2, 3), NONE, NONE, NONE},
+    // (out, rstd, x, gamma, C, eps)   row
+    [DHX_K_RMSNORM_FWD] = {ELEMS(4, W), ELEMS(-1, W), ELEMS(4, 0), FIXED(4, 0), NONE, NONE},
+    // (dx, dout, x, rstd, gamma, C, accumulate)   row
+    [DHX_K_RMSNORM_BWD_DX] = {ELEMS(5, W), ELEMS(5, 0), ELEMS(5, 0), ELEMS(-1, 0), FIXED(5, 0),
+                              NONE, NONE},
+    // (dgamma, dout, x, rstd, rows, C)   column
+    [DHX_K_RMSNORM_BWD_DGAMMA] = {ELEMS(-1, W), COLUMNS(4, 5), COLUMNS(4, 5), FIXED(4, 0), NONE,
+                                  NONE},
+    // (out, x, S, D, hs, base, sign)   pair p of rows of D
+    [DHX_K_ROPE] = {{DHX_ACC_PAIRS, W, 0, 3, 4, 2, 0}, {DHX_ACC_PAIRS, 0, 0, 3, 4, 2, 0}, NONE,
+                    NONE, NONE, NONE, NONE},
+    // (out, in, X, Y, W)   out row r of W
+    [DHX_K_PERMUTE] = {ELEMS(4, W), {DHX_ACC_PERMUTED, 0, 0, 2, 3, 4, 0}, NONE, NONE, NONE},
+};
+
+// Fused elementwise kernels: outputs and full inputs by element, broadcast inputs modulo their
+// baked-in modulus.
+static void eltwise_access(const dhx_ew_spec *e, dhx_plan_access *out) {
+  int n = 0;
+  for (int k = 0; k < e->nout; k++) out[n++] = (dhx_plan_access)ELEMS(-1, W);
+  for (int j = 0; j < e->nin; j++) {
+    out[n] = (dhx_plan_access)ELEMS(-1, 0);
+    if (e->in_mode[j] == DHX_EW_MOD) {
+      out[n].form = DHX_ACC_MOD;
+      out[n].c = e->in_mod[j];
+    }
+    n++;
+  }
+  for (int s = 0; s < e->nscalars; s++) out[n++] = (dhx_plan_access)NONE;
+}
+
+void dhx_kernel_access(const dhx_kernel_spec *spec, dhx_plan_access access[DHX_MAX_ARGS]) {
+  for (int i = 0; i < DHX_MAX_ARGS; i++) access[i] = (dhx_plan_access)NONE;
+  if (!dhx_kernel_spec_valid(spec, NULL, 0)) return;
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(spec, codes);
+  if (spec->kind == DHX_K_ELTWISE) eltwise_access(&spec->ew, access);
+  for (int i = 0; i < n; i++) {
+    if (spec->kind != DHX_K_ELTWISE) access[i] = CATALOGUE[spec->kind][i];
+    // Element sizes follow the signature: i32 pointers ('q') 4 bytes, others the kernel's type.
+    if (codes[i] == 'p' || codes[i] == 'q')
+      access[i].elem_bytes = codes[i] == 'q' || spec->type == DHX_KT_F32 ? 4 : 8;
+  }
+}

@@ -1,0 +1,549 @@
+// plan_tests — the plan validator bounds every access: `plan_tests NAME [ARG]`.
+//
+// Each bounds test builds a valid plan (the toy plan of tests/runtime/testlib, or a plan dhxc
+// compiled from a sample, given as ARG), breaks one bound, and expects the validator to refuse
+// it with a message that names the place and the field. The `plan_kernel_access_covers_*` tests
+// run every kernel launch with each pointer in exactly the bytes its descriptor declares.
+// `plan_loader_rejects_regression_inputs DIR` loads every input of a regression corpus: each
+// must be refused with a message, or run cleanly with guarded buffers (plan_exec.h);
+// `make_regress DIR` writes the hand-made inputs of that corpus.
+#include <dirent.h>
+#include <inttypes.h>
+
+#include "plan_exec.h"
+#include "testlib.h"
+
+static char g_dir[512];
+
+static const char *path_in(const char *name) {
+  static char path[1024];
+  snprintf(path, sizeof path, "%s/%s", g_dir, name);
+  return path;
+}
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+typedef void (*breaker)(dhx_plan *p);
+
+// The toy plan at `dp`, broken by `brk`, must be refused with a message containing `want`.
+static void expect_toy_invalid(int dp, breaker brk, const char *want) {
+  toy_opts o = toy_defaults();
+  o.dp = dp;
+  dhx_plan *p = toy_plan(&o);
+  char err[1024];
+  CHECK(dhx_plan_validate(p, err, sizeof err));
+  brk(p);
+  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, want);
+  printf("ok: %s\n", err);
+  tb_free(p);
+}
+
+static dhx_plan_instr *instr(dhx_plan *p, int rank, dhx_prog_kind prog, uint32_t i) {
+  return &p->ranks[rank].programs[prog].instrs[i];
+}
+
+// The first instruction of `prog` on rank 0 that runs the kernel whose name starts with
+// `prefix` (or the first of op `op` when prefix is NULL).
+static dhx_plan_instr *find(dhx_plan *p, dhx_prog_kind prog, dhx_op op, const char *prefix) {
+  dhx_plan_program *pr = &p->ranks[0].programs[prog];
+  for (uint32_t i = 0; i < pr->ninstrs; i++) {
+    dhx_plan_instr *in = &pr->instrs[i];
+    if (in->op != (uint32_t)op) continue;
+    if (!prefix || strncmp(p->kernels[in->kernel].name, prefix, strlen(prefix)) == 0) return in;
+  }
+  fprintf(stderr, "no %s instruction %s in program %s\n", dhx_op_name(op), prefix ? prefix : "",
+          dhx_prog_name(prog));
+  exit(1);
+}
+
+static int32_t find_buffer(const dhx_plan *p, dhx_buf_kind kind) {
+  for (uint32_t i = 0; i < p->ranks[0].nbuffers; i++)
+    if (p->ranks[0].buffers[i].kind == (uint32_t)kind) return (int32_t)i;
+  fprintf(stderr, "no %s buffer\n", dhx_buf_kind_name(kind));
+  exit(1);
+}
+
+static int64_t buffer_floats(const dhx_plan *p, const dhx_plan_arg *a) {
+  return p->ranks[0].buffers[a->buf].nbytes / 4;
+}
+
+// ---- kernel index spaces (toy plan, test kernels) ---------------------------------------------
+// MICRO: 0 onehot(x, tokens, V) over rows, 1 GEMM y = x W, 2 add_rows(y, b, V), 3 sqerr,
+// 4 GEMM grad.w += x^T dy, 5 colsum_acc(grad.b, dy, rows, V) over V columns.
+
+static void onehot_one_row_more(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 0)->n += 1; }
+static void onehot_huge_index_space(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 0)->n = 1LL << 40; }
+static void add_rows_zero_width(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 2)->args[2].i = 0; }
+static void add_rows_overflowing_width(dhx_plan *p) {
+  instr(p, 0, DHX_PROG_MICRO, 2)->args[2].i = INT64_MAX / 4;
+}
+static void colsum_one_column_more(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 5)->n += 1; }
+static void colsum_rows_past_dy(dhx_plan *p) {
+  dhx_plan_instr *in = instr(p, 0, DHX_PROG_MICRO, 5);
+  in->args[1].i = 4 * 16;  // dy from its second row: the last column's rows run past it
+}
+static void adamw_one_element_more(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_KERNEL, "adamw");
+  in->n += 1;
+}
+static void sumsq_count_past_gradient(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_KERNEL, "sumsq");
+  in->args[2].i += 1;  // count and chunk: one element more than the gradient
+  in->args[3].i += 1;
+}
+static void sumsq_chunk_overflows(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_KERNEL, "sumsq");
+  in->n = 2;
+  in->args[3].i = INT64_MAX / 2 + 1;  // chunk: (k+1)*chunk overflows in the kernel
+}
+static void kernel_arg_misaligned_for_f64(dhx_plan *p) {
+  for (uint32_t k = 0; k < p->nkernels; k++)
+    for (uint32_t j = 0; j < p->kernels[k].nargs; j++)
+      if (p->kernels[k].arg_types[j] == DHX_KARG_PTR) p->kernels[k].access[j].elem_bytes = 8;
+  instr(p, 0, DHX_PROG_MICRO, 0)->args[0].i = 4;
+}
+
+static void test_bounds_kernel_index_space(const char *unused) {
+  (void)unused;
+  const char *at = "rank 0 program MICRO instr 0 (x = onehot(tokens)): kernel 'onehot' argument 0: ";
+  char want[512];
+  snprintf(want, sizeof want, "%sindex space n = 33 reaches 528 elements (2112 bytes) from byte "
+           "0, past the end of buffer 'x' (2048 bytes)", at);
+  expect_toy_invalid(1, onehot_one_row_more, want);
+  expect_toy_invalid(1, onehot_huge_index_space, "index space n = 1099511627776 reaches");
+  expect_toy_invalid(1, add_rows_zero_width, "instr 2 (y += b): kernel 'add_rows' argument 2 = 0 "
+                     "must be at least 1");
+  expect_toy_invalid(1, add_rows_overflowing_width, "kernel 'add_rows' argument 0: the extent "
+                     "over index space n = 32 overflows");
+  expect_toy_invalid(1, colsum_one_column_more, "kernel 'colsum_acc' argument 0: index space "
+                     "n = 17 reaches 17 elements");
+  expect_toy_invalid(1, colsum_rows_past_dy, "kernel 'colsum_acc' argument 1: index space n = 16 "
+                     "reaches 512 elements (2048 bytes) from byte 64, past the end of buffer 'dy'");
+  expect_toy_invalid(1, adamw_one_element_more, "program STEP instr 3 (adamw w): kernel 'adamw' "
+                     "argument 0: index space n = 257");
+  expect_toy_invalid(1, sumsq_count_past_gradient, "kernel 'sumsq' argument 1: index space n = 1 "
+                     "reaches 257 elements");
+  expect_toy_invalid(1, sumsq_chunk_overflows, "kernel 'sumsq' argument 1: the extent over index "
+                     "space n = 2 overflows");
+  expect_toy_invalid(1, kernel_arg_misaligned_for_f64, "kernel 'onehot' argument 0: byte offset "
+                     "4 in buffer 'x' is not a multiple of the kernel's 8-byte elements");
+}
+
+// ---- access descriptors in the kernel table ---------------------------------------------------
+
+static void descriptor_unknown_form(dhx_plan *p) { p->kernels[0].access[0].form = 99; }
+static void descriptor_names_a_pointer(dhx_plan *p) { p->kernels[0].access[0].x = 1; }
+static void descriptor_on_a_scalar(dhx_plan *p) { p->kernels[0].access[2].form = DHX_ACC_ELEMS; }
+static void descriptor_table_without_ids(dhx_plan *p) {
+  p->kernels[1].access[1] = (dhx_plan_access){DHX_ACC_TABLE, 0, 4, 2, -1, -1, 0};
+}
+
+static void test_bounds_kernel_descriptors(const char *unused) {
+  (void)unused;
+  expect_toy_invalid(1, descriptor_unknown_form, "kernel 0 'onehot': pointer argument 0 has "
+                     "unknown access form 99");
+  expect_toy_invalid(1, descriptor_names_a_pointer, "kernel 0 'onehot': argument 0: access form "
+                     "1 names arguments 1, -1, -1, which are not the i64 arguments it needs");
+  expect_toy_invalid(1, descriptor_on_a_scalar, "kernel 0 'onehot': argument 2 (i64) is not a "
+                     "pointer but has access form 1");
+  expect_toy_invalid(1, descriptor_table_without_ids, "argument 1 is a table indexed by token "
+                     "ids, but no argument holds the ids");
+}
+
+// ---- GEMM extents -----------------------------------------------------------------------------
+// MICRO instr 1: y[32x16] = x[32x16] W[16x16].
+
+static void gemm_batches_overwrite_c(dhx_plan *p) {
+  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  g->batch[0] = 536870913;  // every batch reads and writes the same matrices, in parallel
+}
+static void gemm_batch_stride_past_c(dhx_plan *p) {
+  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  g->batch[0] = 536870913;
+  g->stride_c[0] = 4096;
+}
+static void gemm_batch_stride_overflows(dhx_plan *p) {
+  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  g->batch[0] = 2;
+  g->stride_a[0] = INT64_MAX / 2;
+}
+static void gemm_columns_overlap(dhx_plan *p) {
+  // Two column blocks 4 apart, each 8 wide: they share columns 4..7.
+  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  g->batch[1] = 2;
+  g->n = 8;
+  g->stride_c[1] = 4;
+}
+static void gemm_one_row_more(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.m += 1; }
+static void gemm_c_offset(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->args[2].i = 4; }
+static void gemm_transposed_short_ld(dhx_plan *p) {
+  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 4)->gemm;  // grad.w += x^T dy: A is x, k x m
+  g->lda = g->m - 1;
+}
+
+static void test_bounds_gemm_extents(const char *unused) {
+  (void)unused;
+  const char *at = "rank 0 program MICRO instr 1 (y = x W): ";
+  char want[512];
+  snprintf(want, sizeof want, "%sGEMM batches overlap in C: batch 536870913 x stride 0 neither "
+           "steps over the 512 floats written before it", at);
+  expect_toy_invalid(1, gemm_batches_overwrite_c, want);
+  snprintf(want, sizeof want, "%sGEMM operand C extends past buffer 'y' (needs 8796093024256 "
+           "bytes, has 2048): 32x16 (ld 16) from byte 0, batch 536870913 x stride 4096", at);
+  expect_toy_invalid(1, gemm_batch_stride_past_c, want);
+  expect_toy_invalid(1, gemm_batch_stride_overflows, "GEMM operand A: extent overflows: 32x16 "
+                     "(ld 16), batch 2 x stride 4611686018427387903");
+  expect_toy_invalid(1, gemm_columns_overlap, "GEMM batches overlap in C: batch 2 x stride 4");
+  expect_toy_invalid(1, gemm_one_row_more, "GEMM operand A extends past buffer 'x' (needs 2112 "
+                     "bytes, has 2048)");
+  expect_toy_invalid(1, gemm_c_offset, "GEMM operand C extends past buffer 'y' (needs 2052");
+  expect_toy_invalid(1, gemm_transposed_short_ld, "GEMM operand A: leading dimension 15 is "
+                     "smaller than its row length 16");
+}
+
+// ---- collective counts (toy plan at dp 2: STEP all-reduces grad.w, grad.b) ------------------
+
+static void allreduce_one_more(dhx_plan *p) {
+  find(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, NULL)->args[1].i += 1;
+}
+static void allreduce_count_overflows(dhx_plan *p) {
+  find(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, NULL)->args[1].i = INT64_MAX / 2;
+}
+static void allreduce_negative_count(dhx_plan *p) {
+  find(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, NULL)->args[1].i = -1;
+}
+static void allreduce_from_offset(dhx_plan *p) {
+  find(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, NULL)->args[0].i = 4;
+}
+static void allreduce_counts_differ(dhx_plan *p) {
+  // Rank 1 sums one element less than rank 0: inside its buffer, but the ring would hang.
+  dhx_plan_program *pr = &p->ranks[1].programs[DHX_PROG_STEP];
+  for (uint32_t i = 0; i < pr->ninstrs; i++)
+    if (pr->instrs[i].op == DHX_OP_ALLREDUCE) {
+      pr->instrs[i].args[1].i -= 1;
+      return;
+    }
+}
+static void grad_norm_one_more(dhx_plan *p) {
+  find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->args[1].i += 1;
+}
+static void zero_one_byte_more(dhx_plan *p) {
+  find(p, DHX_PROG_BEGIN, DHX_OP_ZERO, NULL)->args[1].i += 1;
+}
+
+static void test_bounds_collective_counts(const char *unused) {
+  (void)unused;
+  expect_toy_invalid(2, allreduce_one_more, "rank 0 program STEP instr 0 (all-reduce grad.w): "
+                     "allreduce of 257 elements at byte 0 extends past buffer 'grad.w' (1024 bytes)");
+  expect_toy_invalid(2, allreduce_count_overflows, "allreduce of 4611686018427387903 elements at "
+                     "byte 0 extends past buffer 'grad.w'");
+  expect_toy_invalid(2, allreduce_negative_count, "allreduce of -1 elements");
+  expect_toy_invalid(2, allreduce_from_offset, "allreduce of 256 elements at byte 4 extends past "
+                     "buffer 'grad.w'");
+  expect_toy_invalid(2, allreduce_counts_differ, "rank 1 program STEP instr 0 (all-reduce grad.w): "
+                     "all-reduce of 255 elements on communicator 0, but rank 0's matching "
+                     "all-reduce has 256: the ranks would hang");
+  expect_toy_invalid(2, grad_norm_one_more, "grad_norm of 3 elements at byte 0 extends past "
+                     "buffer 'grad_norm.partials'");
+  expect_toy_invalid(1, zero_one_byte_more, "zero of 1025 bytes at byte 0 extends past buffer "
+                     "'grad.w'");
+}
+
+// ---- the tokens buffer ------------------------------------------------------------------------
+
+static void second_tokens_buffer(dhx_plan *p) {
+  int32_t t = find_buffer(p, DHX_BUF_TARGETS);
+  p->ranks[0].buffers[t].kind = DHX_BUF_TOKENS;
+}
+static void buffer_over_tokens(dhx_plan *p) {
+  dhx_plan_rank *r = &p->ranks[0];
+  int32_t t = find_buffer(p, DHX_BUF_TOKENS), l = find_buffer(p, DHX_BUF_LOSSES);
+  r->buffers[l].offset = r->buffers[t].offset;
+}
+static void kernel_writes_tokens(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_KERNEL, "sumsq");
+  in->args[0].buf = find_buffer(p, DHX_BUF_TOKENS);
+  in->args[0].i = 0;
+}
+static void zero_tokens(dhx_plan *p) {
+  find(p, DHX_PROG_BEGIN, DHX_OP_ZERO, NULL)->args[0].buf = find_buffer(p, DHX_BUF_TOKENS);
+  find(p, DHX_PROG_BEGIN, DHX_OP_ZERO, NULL)->args[1].i = 4;
+}
+
+static void test_bounds_tokens_buffer(const char *unused) {
+  (void)unused;
+  expect_toy_invalid(1, second_tokens_buffer, "buffers 0 and 1 are both tokens buffers");
+  expect_toy_invalid(1, buffer_over_tokens, "rank 0: buffer 2 'losses' [0, 128) overlaps the "
+                     "tokens buffer 'tokens' [0, 128)");
+  expect_toy_invalid(1, kernel_writes_tokens, "kernel 'sumsq' argument 0 writes the tokens "
+                     "buffer 'tokens'");
+  expect_toy_invalid(1, zero_tokens, "zero writes the tokens buffer 'tokens'");
+}
+
+// ---- plans compiled by dhxc -------------------------------------------------------------------
+
+static dhx_plan read_compiled(const char *dir) {
+  char path[1024], err[2048];
+  snprintf(path, sizeof path, "%s/plan.bin", dir);
+  dhx_plan p;
+  if (!dhx_plan_read(path, &p, err, sizeof err)) {
+    fprintf(stderr, "%s\n", err);
+    exit(1);
+  }
+  return p;
+}
+
+// Every pointer argument of every kernel carries an access form, and the plan survives a write
+// and read unchanged.
+static void test_accepts_compiled(const char *dir) {
+  dhx_plan p = read_compiled(dir);
+  int pointers = 0;
+  for (uint32_t k = 0; k < p.nkernels; k++)
+    for (uint32_t j = 0; j < p.kernels[k].nargs; j++)
+      if (p.kernels[k].arg_types[j] == DHX_KARG_PTR) {
+        CHECK(p.kernels[k].access[j].form != DHX_ACC_NONE);
+        pointers++;
+      }
+  CHECK(pointers > 0 && p.train.skip_nonfinite <= 1);
+  char err[1024];
+  CHECK(dhx_plan_write(path_in("again.bin"), &p, err, sizeof err));
+  dhx_plan q;
+  CHECK(dhx_plan_read(path_in("again.bin"), &q, err, sizeof err));
+  CHECK(q.nkernels == p.nkernels && memcmp(q.kernels, p.kernels, sizeof *q.kernels * q.nkernels) == 0);
+  printf("ok: %s validates: %u kernels, %d pointer arguments with access forms\n", dir, p.nkernels,
+         pointers);
+  dhx_plan_free(&q);
+  dhx_plan_free(&p);
+}
+
+typedef void (*compiled_breaker)(dhx_plan *p);
+
+static void expect_compiled_invalid(const char *dir, compiled_breaker brk, const char *want) {
+  dhx_plan p = read_compiled(dir);
+  brk(&p);
+  char err[1024];
+  CHECK_FAILS(dhx_plan_validate(&p, err, sizeof err), err, want);
+  printf("ok: %s\n", err);
+  dhx_plan_free(&p);
+}
+
+static void softmax_one_row_more(dhx_plan *p) {
+  find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "softmax_causal_fwd")->n += 1;
+}
+static void softmax_zero_keys(dhx_plan *p) {
+  find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "softmax_causal_fwd")->args[2].i = 0;
+}
+static void rope_width_not_heads(dhx_plan *p) {
+  find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "rope")->args[3].i -= 2;
+}
+static void rope_odd_head(dhx_plan *p) { find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "rope")->args[4].i = 1; }
+static void permute_zero_block(dhx_plan *p) {
+  find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "permute")->args[2].i = 0;
+}
+static void permute_one_row_more(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "permute");
+  in->n = buffer_floats(p, &in->args[0]) / in->args[4].i + 1;
+}
+static void embed_ids_from_targets(dhx_plan *p) {
+  find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "embed_fwd")->args[1].buf = find_buffer(p, DHX_BUF_TARGETS);
+}
+static void embed_table_short(dhx_plan *p) { p->train.vocab += 1; }
+static void embed_bwd_one_column_more(dhx_plan *p) {
+  find(p, DHX_PROG_MICRO, DHX_OP_KERNEL, "embed_bwd")->n += 1;
+}
+// A broadcast (MOD) input read from the last element of its buffer: min(n, modulus) elements
+// do not fit.
+static void broadcast_input_short(dhx_plan *p) {
+  dhx_plan_program *pr = &p->ranks[0].programs[DHX_PROG_MICRO];
+  for (uint32_t i = 0; i < pr->ninstrs; i++) {
+    dhx_plan_instr *in = &pr->instrs[i];
+    if (in->op != DHX_OP_KERNEL) continue;
+    const dhx_plan_kernel *k = &p->kernels[in->kernel];
+    for (uint32_t j = 0; j < k->nargs; j++)
+      if (k->access[j].form == DHX_ACC_MOD && in->n > 1 && k->access[j].c > 1) {
+        in->args[j].i = p->ranks[0].buffers[in->args[j].buf].nbytes - 4;
+        return;
+      }
+  }
+  fprintf(stderr, "no kernel with a broadcast input\n");
+  exit(1);
+}
+
+static void test_bounds_compiled_gpt(const char *dir) {
+  expect_compiled_invalid(dir, softmax_one_row_more, "kernel 'softmax_causal_fwd_f32' argument 0: "
+                          "index space n = ");
+  expect_compiled_invalid(dir, softmax_zero_keys, "kernel 'softmax_causal_fwd_f32' argument 2 = 0 "
+                          "must be at least 1");
+  expect_compiled_invalid(dir, embed_ids_from_targets, "kernel 'embed_fwd_f32' argument 1 indexes "
+                          "a table with its values, so it must be the tokens buffer (buffer "
+                          "'targets' is targets)");
+  expect_compiled_invalid(dir, embed_table_short, "kernel 'embed_fwd_f32' argument 2: index space");
+  expect_compiled_invalid(dir, embed_bwd_one_column_more, "kernel 'embed_bwd_f32' argument 0: "
+                          "index space");
+  expect_compiled_invalid(dir, broadcast_input_short, "past the end of buffer");
+}
+
+static void test_bounds_compiled_llama(const char *dir) {
+  expect_compiled_invalid(dir, rope_width_not_heads, "kernel 'rope_f32': row width 126 (argument "
+                          "3) must be a multiple of the even head size 32 (argument 4)");
+  expect_compiled_invalid(dir, rope_odd_head, "kernel 'rope_f32': row width 128 (argument 3) must "
+                          "be a multiple of the even head size 1");
+  expect_compiled_invalid(dir, permute_zero_block, "kernel 'permute_f32' argument 2 = 0 must be "
+                          "at least 1");
+  expect_compiled_invalid(dir, permute_one_row_more, "kernel 'permute_f32' argument 0: index "
+                          "space");
+}
+
+// Every kernel launch of a plan, alone, with each pointer argument in exactly the bytes its
+// access descriptor declares and a guard page right after: no kernel reaches further.
+static void expect_tight_runs(const dhx_plan *p, const char *kernels_so, const char *what) {
+  char why[512];
+  int launches = 0;
+  plan_exec_result r = plan_exec_kernels_tight(p, kernels_so, &launches, why, sizeof why);
+  if (r != PLAN_EXEC_RAN) fprintf(stderr, "%s\n", why);
+  CHECK(r == PLAN_EXEC_RAN && launches > 0);
+  printf("ok: %s: %d kernel launches within their declared extents\n", what, launches);
+}
+
+static void test_access_covers_compiled_kernels(const char *dir) {
+  dhx_plan p = read_compiled(dir);
+  char so[1024];
+  snprintf(so, sizeof so, "%s/kernels.so", dir);
+  expect_tight_runs(&p, so, dir);
+  dhx_plan_free(&p);
+}
+
+static void test_access_covers_test_kernels(const char *unused) {
+  (void)unused;
+  toy_opts o = toy_defaults();
+  dhx_plan *p = toy_plan(&o);
+  expect_tight_runs(p, DHX_TEST_KERNELS_SO, "the toy plan");
+  tb_free(p);
+}
+
+// ---- the train section ------------------------------------------------------------------------
+
+static void test_format_carries_skip_nonfinite(const char *unused) {
+  (void)unused;
+  toy_opts o = toy_defaults();
+  dhx_plan *p = toy_plan(&o);
+  char err[1024];
+  CHECK(p->train.skip_nonfinite == 0);  // the default
+  p->train.skip_nonfinite = 1;
+  CHECK(dhx_plan_write(path_in("plan.bin"), p, err, sizeof err));
+  dhx_plan q;
+  CHECK(dhx_plan_read(path_in("plan.bin"), &q, err, sizeof err));
+  CHECK(q.train.skip_nonfinite == 1);
+  dhx_plan_free(&q);
+  p->train.skip_nonfinite = 2;
+  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err,
+              "train.skip_nonfinite must be 0 or 1 (got 2)");
+  tb_free(p);
+}
+
+// ---- regression corpus ------------------------------------------------------------------------
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void test_regress(const char *dir) {
+  DIR *d = opendir(dir);
+  CHECK(d);
+  char *names[4096];
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) && n < 4096;)
+    if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+  closedir(d);
+  qsort(names, (size_t)n, sizeof names[0], cmp_str);
+  int refused = 0, ran = 0;
+  for (int i = 0; i < n; i++) {
+    char path[1024], err[1024], why[256];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    dhx_plan p;
+    if (!dhx_plan_read(path, &p, err, sizeof err)) {
+      CHECK(err[0] && !strstr(err, "checksum"));  // each input reaches the field checks
+      printf("refused %s\n", err);
+      refused++;
+    } else {
+      plan_exec_result r = plan_exec_run(&p, DHX_TEST_KERNELS_SO, why, sizeof why);
+      if (r == PLAN_EXEC_FAILED) fprintf(stderr, "%s: %s\n", names[i], why);
+      CHECK(r != PLAN_EXEC_FAILED);
+      printf("%s %s %s\n", r == PLAN_EXEC_RAN ? "ran" : "too big to run:", names[i], why);
+      ran++;
+      dhx_plan_free(&p);
+    }
+    free(names[i]);
+  }
+  printf("%d inputs: %d refused, %d valid\n", n, refused, ran);
+  CHECK(n > 0);
+}
+
+// The hand-made inputs of the regression corpus: one per class of out-of-bounds plan, and two
+// valid plans that must run.
+static void write_broken(const char *dir, const char *name, int dp, breaker brk) {
+  toy_opts o = toy_defaults();
+  o.dp = dp;
+  dhx_plan *p = toy_plan(&o);
+  brk(p);
+  char path[1024], err[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  CHECK(dhx_plan_write(path, p, err, sizeof err));
+  tb_free(p);
+}
+
+static void unchanged(dhx_plan *p) { (void)p; }
+
+static void test_make_regress(const char *dir) {
+  write_broken(dir, "valid_toy_dp1.bin", 1, unchanged);  // these two run cleanly
+  write_broken(dir, "valid_toy_dp2.bin", 2, unchanged);
+  write_broken(dir, "kernel_index_space_oversized.bin", 1, onehot_huge_index_space);
+  write_broken(dir, "kernel_columns_past_buffer.bin", 1, colsum_rows_past_dy);
+  write_broken(dir, "kernel_width_zero.bin", 1, add_rows_zero_width);
+  write_broken(dir, "kernel_chunk_overflow.bin", 1, sumsq_chunk_overflows);
+  write_broken(dir, "gemm_batch_overflow.bin", 1, gemm_batches_overwrite_c);
+  write_broken(dir, "gemm_batch_stride_past_c.bin", 1, gemm_batch_stride_past_c);
+  write_broken(dir, "gemm_extent_overflow.bin", 1, gemm_batch_stride_overflows);
+  write_broken(dir, "allreduce_count_overflow.bin", 2, allreduce_count_overflows);
+  write_broken(dir, "allreduce_count_past_buffer.bin", 2, allreduce_one_more);
+  write_broken(dir, "grad_norm_count_past_buffer.bin", 2, grad_norm_one_more);
+  write_broken(dir, "kernel_writes_tokens.bin", 1, kernel_writes_tokens);
+  write_broken(dir, "buffer_over_tokens.bin", 1, buffer_over_tokens);
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+static const struct {
+  const char *name;
+  void (*fn)(const char *arg);
+  bool needs_arg;  // a compiled plan directory, or a folder of inputs
+} TESTS[] = {
+    {"plan_validation_bounds_kernel_index_space", test_bounds_kernel_index_space, false},
+    {"plan_validation_checks_kernel_access_descriptors", test_bounds_kernel_descriptors, false},
+    {"plan_validation_bounds_gemm_extents", test_bounds_gemm_extents, false},
+    {"plan_validation_bounds_collective_counts", test_bounds_collective_counts, false},
+    {"plan_validation_guards_the_tokens_buffer", test_bounds_tokens_buffer, false},
+    {"plan_format_carries_skip_nonfinite", test_format_carries_skip_nonfinite, false},
+    {"plan_kernel_access_covers_test_kernels", test_access_covers_test_kernels, false},
+    {"plan_validation_accepts_compiled_tiny", test_accepts_compiled, true},
+    {"plan_validation_accepts_compiled_tiny_llama", test_accepts_compiled, true},
+    {"plan_validation_bounds_compiled_gpt_kernels", test_bounds_compiled_gpt, true},
+    {"plan_validation_bounds_compiled_llama_kernels", test_bounds_compiled_llama, true},
+    {"plan_kernel_access_covers_compiled_tiny", test_access_covers_compiled_kernels, true},
+    {"plan_kernel_access_covers_compiled_tiny_llama", test_access_covers_compiled_kernels, true},
+    {"plan_loader_rejects_regression_inputs", test_regress, true},
+    {"make_regress", test_make_regress, true},
+};
+
+int main(int argc, char **argv) {
+  const char *arg = argc > 2 ? argv[2] : NULL;
+  for (size_t i = 0; argc >= 2 && i < sizeof TESTS / sizeof TESTS[0]; i++) {
+    if (strcmp(argv[1], TESTS[i].name) != 0 || (TESTS[i].needs_arg && !arg)) continue;
+    snprintf(g_dir, sizeof g_dir, "work_%s", TESTS[i].name);
+    fresh_dir(g_dir);
+    TESTS[i].fn(arg);
+    return 0;
+  }
+  fprintf(stderr, "usage: plan_tests NAME [PLAN_DIR | FOLDER] (unknown test or missing argument)\n");
+  return 2;
+}
