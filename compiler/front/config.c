@@ -6,7 +6,9 @@
 #include <limits.h>
 #include <math.h>  // HUGE_VAL
 #include <stdio.h>
+#include <stdlib.h>  // realpath
 #include <string.h>
+#include <unistd.h>  // getcwd
 
 #include "internal.h"
 
@@ -14,16 +16,78 @@ static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
 // ---- data -------------------------------------------------------------------------------------
 
-static void read_data(const dhx_item *it, dhx_config *cfg) {
+// Drops "." and "" components and folds "name/.." in an absolute path, in place. The folder
+// a relative path starts from has its links resolved already, so this gives the file that
+// opening the joined path would.
+static void normalize_path(char *path) {
+  char *out = path + 1;  // path[0] is '/'; out never passes the component being read
+  for (char *in = path + 1, *next; in; in = next) {
+    char *end = strchr(in, '/');
+    size_t n = end ? (size_t)(end - in) : strlen(in);
+    next = end ? end + 1 : NULL;
+    if (n == 2 && in[0] == '.' && in[1] == '.') {
+      if (out > path + 1) {  // back to the start of the previous component
+        out--;
+        while (out > path + 1 && out[-1] != '/') out--;
+      }
+    } else if (n && !(n == 1 && in[0] == '.')) {
+      memmove(out, in, n);
+      out += n;
+      *out++ = '/';
+    }
+  }
+  if (out > path + 1) out--;  // no trailing slash
+  *out = '\0';
+}
+
+// The folder relative data paths start from: the working directory for a --set (as any path
+// on a command line), the folder of the file that wrote the path otherwise (so a program
+// means the same data wherever dhxc runs). Written into dir; false when it cannot be found.
+static bool base_folder(const dhx_loc *written, char *dir, size_t size) {
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd)) return false;
+  if (!written->file || dhx_set_index(written->file))
+    return snprintf(dir, size, "%s", cwd) < (int)size;
+  char file_dir[PATH_MAX];
+  snprintf(file_dir, sizeof file_dir, "%s", written->file);
+  char *slash = strrchr(file_dir, '/');
+  if (!slash) return snprintf(dir, size, "%s", cwd) < (int)size;
+  slash[slash == file_dir] = '\0';  // "/x.dhx" lives in "/"
+  char *real = realpath(file_dir, NULL);
+  int n = real ? snprintf(dir, size, "%s", real)
+               : file_dir[0] == '/' ? snprintf(dir, size, "%s", file_dir)
+                                    : snprintf(dir, size, "%s/%s", cwd, file_dir);
+  free(real);
+  return n < (int)size;
+}
+
+// A data path as the plan stores it: absolute, and "" stays "" (no data). NULL after an error.
+static char *resolve_data_path(const dhx_program *p, const dhx_expr *v) {
+  char *path = v->str;
+  if (!path[0] || path[0] == '/') return path;
+  char dir[PATH_MAX], full[2 * PATH_MAX];
+  if (!base_folder(&v->loc, dir, sizeof dir)) {
+    dhx_error_at(&v->loc, src(&v->loc), "cannot resolve '%s': the folder it is relative to is "
+                 "not known", path);
+    return NULL;
+  }
+  snprintf(full, sizeof full, "%s/%s", dir, path);
+  normalize_path(full);
+  return dhx_arena_strdup(p->main->arena, full);
+}
+
+static void read_data(const dhx_program *p, const dhx_item *it, dhx_config *cfg) {
   static const char *const known[] = {"train", "val", NULL};
   const dhx_loc *seen[2] = {0};
   for (int i = 0; i < it->fields->n; i++) {
     const dhx_field *f = &it->fields->items[i];
     int k = dhx_cfg_field_index(f->name, &f->loc, "field", "'data'", known, seen);
     const dhx_expr *v = k >= 0 ? dhx_cfg_value_of(f) : NULL;
-    if (!v) continue;
-    dhx_cfg_string(v, f->name, "a string (the path of a token shard)",
-                   k == 0 ? &cfg->train_path : &cfg->val_path);
+    char **out = k == 0 ? &cfg->train_path : &cfg->val_path;
+    if (v && dhx_cfg_string(v, f->name, "a string (the path of a token shard)", out)) {
+      *out = resolve_data_path(p, v);
+      *(k == 0 ? &cfg->train_path_loc : &cfg->val_path_loc) = v->loc;
+    }
   }
 }
 
@@ -80,31 +144,39 @@ static void read_optimizer(const dhx_field *f, dhx_config *cfg) {
     dhx_error_at(&at, src(&at), "unknown optimizer '%s'; this build has adamw(...)", v->str);
     return;
   }
+  cfg->optimizer_loc = v->loc;
   dhx_cfg_read_args(v->args, v->nargs, "'adamw(...)'", "adamw(lr: 3e-4)", known, read_adamw_arg,
                     &cfg->adamw);
 }
 
-static const dhx_expr *read_train(const dhx_item *it, dhx_config *cfg) {
+// The train fields, in the order of read_train's list (for the checks between them).
+enum { T_MICRO_BATCH, T_GLOBAL_BATCH, T_STEPS, T_SEED, T_OPTIMIZER, T_WARMUP, T_LR_MIN,
+       T_VAL_EVERY, T_VAL_BATCHES, T_LOG_EVERY, T_CHECKPOINT_EVERY, T_PRECISION,
+       T_SKIP_NONFINITE, T_FIELDS };
+
+// Reads the train block; written[k] is the value of field k when it was read without error.
+static void read_train(const dhx_item *it, dhx_config *cfg, const dhx_expr **written) {
   static const char *const known[] = {"micro_batch", "global_batch", "steps", "seed", "optimizer",
                                       "warmup", "lr_min", "val_every", "val_batches", "log_every",
-                                      "checkpoint_every", "precision", NULL};
+                                      "checkpoint_every", "precision", "skip_nonfinite", NULL};
   static const char *const precisions[] = {"f32", "bf16", NULL};
-  const dhx_loc *seen[12] = {0};
-  const dhx_expr *global_batch = NULL;
+  const dhx_loc *seen[T_FIELDS] = {0};
   for (int i = 0; i < it->fields->n; i++) {
     const dhx_field *f = &it->fields->items[i];
     int k = dhx_cfg_field_index(f->name, &f->loc, "field", "'train'", known, seen);
-    if (k == 4) {
+    if (k == T_OPTIMIZER) {
       read_optimizer(f, cfg);
       continue;
     }
     const dhx_expr *v = k >= 0 ? dhx_cfg_value_of(f) : NULL;
     if (!v) continue;
+    int errors = dhx_diag.errors;
     switch (k) {
-      case 0: dhx_cfg_int(v, "micro_batch", 1, INT_MAX, &cfg->micro_batch); break;
-      case 1:
-        if (dhx_cfg_int(v, "global_batch", 1, INT_MAX, &cfg->global_batch)) global_batch = v;
+      case 0:
+        if (dhx_cfg_int(v, "micro_batch", 1, INT_MAX, &cfg->micro_batch))
+          cfg->micro_batch_loc = v->loc;
         break;
+      case 1: dhx_cfg_int(v, "global_batch", 1, INT_MAX, &cfg->global_batch); break;
       case 2: dhx_cfg_int(v, "steps", 1, INT_MAX, &cfg->steps); break;
       case 3: dhx_cfg_u64(v, "seed", &cfg->seed); break;
       case 5: dhx_cfg_int(v, "warmup", 0, INT_MAX, &cfg->warmup_steps); break;
@@ -124,9 +196,10 @@ static const dhx_expr *read_train(const dhx_item *it, dhx_config *cfg) {
         }
         break;
       }
+      case 12: dhx_cfg_bool(v, "skip_nonfinite", &cfg->skip_nonfinite); break;
     }
+    if (dhx_diag.errors == errors) written[k] = v;
   }
-  return global_batch;
 }
 
 // ---- the whole configuration --------------------------------------------------------------------
@@ -157,6 +230,35 @@ static const dhx_item *single(const dhx_item *first, const dhx_item *it, const c
   return first;
 }
 
+// Where a batch error goes: the value a --set changed last among global_batch, micro_batch
+// and dp (what the user just tried), else global_batch in the file.
+static const dhx_loc *batch_error_site(const dhx_config *cfg, const dhx_loc *global_batch) {
+  const dhx_loc *at = global_batch;
+  const dhx_loc *others[] = {&cfg->micro_batch_loc, &cfg->layout_locs[0]};
+  for (int i = 0; i < 2; i++)
+    if (dhx_set_index(others[i]->file) > dhx_set_index(at->file)) at = others[i];
+  return at;
+}
+
+// What would make the batches divide, with the numbers: a micro_batch that keeps global_batch
+// (the same training, split differently), or the global_batch multiples that fit.
+static void batch_hint(const dhx_config *cfg, long long per_step) {
+  int m = 0;  // the largest divisor of global_batch / dp up to micro_batch
+  int q = cfg->global_batch % cfg->dp == 0 ? cfg->global_batch / cfg->dp : 0;
+  for (int d = 1; q && (long long)d * d <= q; d++) {
+    if (q % d != 0) continue;
+    if (d <= cfg->micro_batch && d > m) m = d;
+    if (q / d <= cfg->micro_batch && q / d > m) m = q / d;
+  }
+  long long next = (cfg->global_batch / per_step + 1) * per_step;
+  if (m)
+    dhx_note_at(NULL, NULL, "micro_batch %d keeps global_batch %d with dp = %d (--set "
+                "train.micro_batch=%d); or make global_batch a multiple of %lld, such as %lld", m,
+                cfg->global_batch, cfg->dp, m, per_step, next);
+  else
+    dhx_note_at(NULL, NULL, "make global_batch a multiple of %lld, such as %lld", per_step, next);
+}
+
 static void check_batches(dhx_config *cfg, const dhx_expr *global_batch) {
   long long per_step = (long long)cfg->micro_batch * cfg->dp;
   if (!global_batch) {
@@ -168,10 +270,69 @@ static void check_batches(dhx_config *cfg, const dhx_expr *global_batch) {
     cfg->global_batch = (int)per_step;
     return;
   }
-  if (cfg->global_batch % per_step != 0)
-    dhx_error_at(&global_batch->loc, src(&global_batch->loc),
-                 "global_batch %d is not a multiple of micro_batch * dp = %d * %d = %lld",
-                 cfg->global_batch, cfg->micro_batch, cfg->dp, per_step);
+  if (cfg->global_batch % per_step == 0) return;
+  const dhx_loc *gb = &global_batch->loc, *at = batch_error_site(cfg, gb);
+  dhx_error_at(at, src(at), "global_batch %d is not a multiple of micro_batch * dp = %d * %d = "
+               "%lld", cfg->global_batch, cfg->micro_batch, cfg->dp, per_step);
+  if (at != gb && !dhx_note_set_value(gb, "train.global_batch"))
+    dhx_note_at(gb, src(gb), "global_batch is %d here", cfg->global_batch);
+  if (at != &cfg->micro_batch_loc) dhx_note_set_value(&cfg->micro_batch_loc, "train.micro_batch");
+  if (at != &cfg->layout_locs[0]) dhx_note_set_value(&cfg->layout_locs[0], "schedule.parallel.dp");
+  batch_hint(cfg, per_step);
+}
+
+// ---- training that would not do what it says -------------------------------------------------
+
+// Where a warning about two fields goes: the one a --set changed last (what the user just
+// tried), else the first that is written. The other gets a note when a --set gave it, or when
+// the warning is at a --set (so the file's value is shown too).
+typedef struct field_ref {
+  const dhx_expr *v;  // NULL when defaulted
+  const char *path;   // "train.steps"
+} field_ref;
+
+static int set_index_of(field_ref r) { return r.v ? dhx_set_index(r.v->loc.file) : 0; }
+
+static void warn_two(const dhx_config *cfg, field_ref a, field_ref b, const char *msg) {
+  field_ref at = set_index_of(b) > set_index_of(a) || !a.v ? b : a, other = at.v == a.v ? b : a;
+  const dhx_loc *loc = at.v ? &at.v->loc : &cfg->train_loc;
+  dhx_warning_at(loc, src(loc), "%s", msg);
+  char got[64];
+  if (other.v && !dhx_note_set_value(&other.v->loc, other.path) && set_index_of(at))
+    dhx_note_at(&other.v->loc, src(&other.v->loc), "'%s' is %s here", other.path,
+                dhx_cfg_got(other.v, got, sizeof got));
+}
+
+static void warn_degenerate_training(const dhx_config *cfg, const dhx_expr *const *w) {
+  char msg[512];
+  field_ref steps = {w[T_STEPS], "train.steps"};
+  if (cfg->warmup_steps > cfg->steps) {
+    snprintf(msg, sizeof msg, "warmup (%d steps) is longer than the run (%d steps): the learning "
+             "rate never reaches lr", cfg->warmup_steps, cfg->steps);
+    warn_two(cfg, (field_ref){w[T_WARMUP], "train.warmup"}, steps, msg);
+  }
+  if (cfg->checkpoint_every > cfg->steps) {
+    snprintf(msg, sizeof msg, "checkpoint_every (%d steps) is longer than the run (%d steps): no "
+             "periodic checkpoint is written", cfg->checkpoint_every, cfg->steps);
+    warn_two(cfg, (field_ref){w[T_CHECKPOINT_EVERY], "train.checkpoint_every"}, steps, msg);
+  }
+  if (cfg->val_every > 0 && !(cfg->val_path && cfg->val_path[0])) {
+    snprintf(msg, sizeof msg, "val_every is %d, but 'data' names no 'val' shard: the validation "
+             "loss is never measured (unless dhxrun --val gives one)", cfg->val_every);
+    warn_two(cfg, (field_ref){w[T_VAL_EVERY], "train.val_every"}, (field_ref){0}, msg);
+  }
+  if (w[T_VAL_BATCHES] && cfg->val_every == 0)
+    warn_two(cfg, (field_ref){w[T_VAL_BATCHES], "train.val_batches"},
+             (field_ref){w[T_VAL_EVERY], "train.val_every"},
+             "val_batches has no effect: val_every is 0, so the model is never evaluated");
+  double decay = cfg->adamw.lr * cfg->adamw.weight_decay;
+  if (decay >= 1) {  // AdamW multiplies each decayed weight by 1 - lr * weight_decay per step
+    snprintf(msg, sizeof msg, "lr * weight_decay = %g * %g = %g: each step multiplies the decayed "
+             "weights by 1 - %g = %g, which wipes them out", cfg->adamw.lr,
+             cfg->adamw.weight_decay, decay, decay, 1 - decay);
+    const dhx_loc *loc = cfg->optimizer_loc.file ? &cfg->optimizer_loc : &cfg->train_loc;
+    dhx_warning_at(loc, src(loc), "%s", msg);
+  }
 }
 
 bool dhx_read_config(const dhx_program *p, dhx_config *cfg) {
@@ -200,19 +361,20 @@ bool dhx_read_config(const dhx_program *p, dhx_config *cfg) {
     }
   }
   dhx_check_cluster_items(p);
-  if (data && data->fields) read_data(data, cfg);
+  if (data && data->fields) read_data(p, data, cfg);
   if (cluster) dhx_read_cluster(p, cluster, cfg);
   if (schedule && schedule->fields) {
     cfg->schedule_loc = schedule->name_loc;
     dhx_read_schedule(schedule, cfg);  // moves schedule_loc to `parallel` when there is one
   }
-  const dhx_expr *global_batch = NULL;
+  const dhx_expr *written[T_FIELDS] = {0};
   if (train && train->fields) {
     cfg->train_loc = train->name_loc;
-    global_batch = read_train(train, cfg);
+    read_train(train, cfg, written);
   }
   if (!cfg->precision_loc.file) cfg->precision = cfg->cluster_cpu ? DHX_PREC_F32 : DHX_PREC_BF16;
-  if (dhx_diag.errors == errors) check_batches(cfg, global_batch);
+  if (dhx_diag.errors == errors) check_batches(cfg, written[T_GLOBAL_BATCH]);
   if (dhx_diag.errors == errors) dhx_check_schedule_fields(cfg);
+  if (dhx_diag.errors == errors) warn_degenerate_training(cfg, written);
   return dhx_diag.errors == errors;
 }

@@ -262,8 +262,10 @@ void dhx_note_layout_overrides(const dhx_config *cfg) {
   const dhx_loc *block = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
   for (int i = 0; i < 5; i++) {
     const dhx_loc *v = &cfg->layout_locs[i];
-    if (v->file && (!block->file || strcmp(v->file, block->file) != 0))
-      dhx_note_at(v, src(v), "%s is set here", names[i]);
+    if (!v->file || (block->file && strcmp(v->file, block->file) == 0)) continue;
+    char path[64];
+    snprintf(path, sizeof path, "schedule.parallel.%s", names[i]);
+    if (!dhx_note_set_value(v, path)) dhx_note_at(v, src(v), "%s is set here", names[i]);
   }
 }
 

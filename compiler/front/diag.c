@@ -62,8 +62,8 @@ void dhx_unregister_source(const char *file) {
   }
 }
 
-// Newest first, and the very same pointer before an equal name: each --set value registers
-// its own "<command line>" string with its own text.
+// Newest first, and the very same pointer before an equal name: a name registered twice (a
+// file loaded again by a harness) is found by the pointer its locations hold.
 static const source_entry *find_entry(const char *file) {
   if (!file) return NULL;
   for (int i = nregistry - 1; i >= 0; i--)

@@ -82,9 +82,16 @@ void dhx_dump_module(const dhx_module *m, FILE *out);
 // `--set schedule.parallel.dp=2`: parses VALUE as a .dhx expression and stores it at PATH in
 // the main module (creating the field when the block exists but the field does not).
 // PATH's first component names a block item: data, schedule, train; cluster.FIELD sets an
-// argument of the cluster call and model.NAME one of the model instance's call. Errors name
-// the override. Returns false on error.
+// argument of the cluster call and model.NAME one of the model instance's call. The k-th call
+// on a program is `--set #k`: its value's locations name the file `<--set #k>`, whose source
+// is the assignment's text. Errors name the override. Returns false on error.
 bool dhx_apply_override(dhx_program *p, const char *assignment);
+// k when `file` is the `<--set #k>` of a --set value, else 0.
+int dhx_set_index(const char *file);
+// When `value` lies in a --set, a note at it naming that --set, as in
+// `'model.heads' was set to 3 by --set #2 'model.heads=3'` (path is the field it set).
+// Returns whether it did.
+bool dhx_note_set_value(const dhx_loc *value, const char *path);
 
 // ---- configuration (config.c) ---------------------------------------------------------------
 // The non-model part of a program, type-checked and defaulted. Unknown fields are errors that
@@ -115,7 +122,8 @@ typedef struct dhx_config {
   // model instance: `model NAME = CALLEE(args)`
   const dhx_item *model_inst;   // NULL when the file has none (a library module)
   // data { train: "...", val: "..." }
-  char *train_path, *val_path;  // NULL when absent
+  char *train_path, *val_path;  // NULL when absent; else absolute (see config.c)
+  dhx_loc train_path_loc, val_path_loc;  // where they were written
   // cluster = cpu(ranks: N, net: BW, latency: T)
   //         | gpus(nodes: N, per_node: G, gpu: KIND, intra: BW, inter: BW, ...)
   //         | PRESET | PRESET(overrides...)
@@ -157,7 +165,10 @@ typedef struct dhx_config {
   int val_every, val_batches;   // 0 = no evaluation
   int log_every;
   int checkpoint_every;         // 0 = none
+  bool skip_nonfinite;          // a step whose loss or gradient norm is not finite is skipped
   dhx_loc train_loc, schedule_loc;  // for diagnostics on derived constraints
+  dhx_loc micro_batch_loc;      // its value (file NULL when defaulted)
+  dhx_loc optimizer_loc;        // the optimizer call (file NULL when defaulted)
   // where each schedule block was written (file NULL when absent), for diagnostics
   dhx_loc parallel_loc, strands_loc, compress_loc, offload_loc, sequence_loc, precision_loc;
   dhx_loc layout_locs[5];       // the values of dp, tp, pp, sp, zero (file NULL when defaulted)

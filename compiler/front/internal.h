@@ -99,8 +99,9 @@ dhx_expr *dhx_parse_expr(dhx_module *m, const char *file, const char *source, lo
 typedef struct dhx_program_priv {
   char **keys;             // canonical path of modules[i], so each file is loaded once
   int cap;                 // capacity of keys and of the program's modules array
-  const char **set_files;  // the "<command line>" file names --set registered as sources
+  const char **set_files;  // the "<--set #N>" file names --set registered as sources
   int nset_files, capset_files;
+  int nsets;               // --set options applied so far (numbers them from 1)
 } dhx_program_priv;
 
 // ---- typed configuration values (config_values.c) ----------------------------------------------

@@ -1,11 +1,12 @@
 // override.c — `--set schedule.parallel.dp=2`: edits the main module's field blocks.
 //
 // The value is parsed with the real expression parser, so `--set 'cluster.net=10 Gb/s'` or
-// `--set data.train="x.bin"` mean exactly what they would in the file. Its locations say
-// `<command line>`, line 1, with columns counted in the whole assignment (whose text is
-// registered as that location's source), so a later type error points at the --set value
-// with a caret like any other. Missing blocks and fields are created; whether a field is
-// known is decided later by config.c, which reports unknown ones as it does in files.
+// `--set data.train="x.bin"` mean exactly what they would in the file. Each --set is a source
+// of its own, named by its place on the command line (`<--set #2>`), line 1, with columns
+// counted in the whole assignment (whose text is registered as that source), so a later
+// type error points at that --set's value with a caret like any other, and a note can say
+// which --set gave a value. Missing blocks and fields are created; whether a field is known
+// is decided later by config.c, which reports unknown ones as it does in files.
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@ typedef struct override {
   dhx_program *p;
   dhx_arena *arena;
   const char *text;  // the assignment as given
+  int index;         // its place among the --set options, from 1
   part parts[MAX_PATH_PARTS];
   int nparts;
   dhx_expr *value;
@@ -120,7 +122,7 @@ static const char *prefix(const override *o, int n, char *buf, size_t size) {
 static bool set_in_call(override *o, dhx_expr *call, int i) {
   char buf[256];
   if (i != o->nparts - 1) {
-    dhx_error("--set '%s': '%s' is an argument of a call and has no fields", o->text,
+    dhx_error("--set #%d '%s': '%s' is an argument of a call and has no fields", o->index, o->text,
               prefix(o, i + 1, buf, sizeof buf));
     return false;
   }
@@ -137,8 +139,8 @@ static bool set_in_block(override *o, dhx_fields *f) {
     bool leaf = i == o->nparts - 1;
     if (leaf) {
       if (field && field->block) {
-        dhx_error("--set '%s': '%s' is a block; set one of its fields, as in %s.NAME=VALUE",
-                  o->text, prefix(o, i + 1, buf, sizeof buf), buf);
+        dhx_error("--set #%d '%s': '%s' is a block; set one of its fields, as in %s.NAME=VALUE",
+                  o->index, o->text, prefix(o, i + 1, buf, sizeof buf), buf);
         return false;
       }
       if (field)
@@ -159,7 +161,7 @@ static bool set_in_block(override *o, dhx_fields *f) {
                            (dhx_field){(char *)pt->name, pt->loc, NULL, new_fields(o->arena, pt->loc)});
     if (!field->block) {
       if (field->value && field->value->kind == EXPR_CALL) return set_in_call(o, field->value, i + 1);
-      dhx_error("--set '%s': '%s' is a value, not a block", o->text,
+      dhx_error("--set #%d '%s': '%s' is a value, not a block", o->index, o->text,
                 prefix(o, i + 1, buf, sizeof buf));
       return false;
     }
@@ -198,12 +200,13 @@ static bool set_cluster(override *o, dhx_module *m) {
 static bool set_model_arg(override *o, dhx_module *m) {
   dhx_item *it = find_item(m, ITEM_MODEL_INST);
   if (!it) {
-    dhx_error("--set '%s': the file has no model instance ('model NAME = ...') to set '%s' of",
-              o->text, o->nparts > 1 ? o->parts[1].name : "an argument");
+    dhx_error("--set #%d '%s': the file has no model instance ('model NAME = ...') to set '%s' "
+              "of", o->index, o->text, o->nparts > 1 ? o->parts[1].name : "an argument");
     return false;
   }
   if (o->nparts == 1) {
-    dhx_error("--set '%s': set an argument of the model, as in model.layers=8", o->text);
+    dhx_error("--set #%d '%s': set an argument of the model, as in model.layers=8", o->index,
+              o->text);
     return false;
   }
   if (!it->value || it->value->kind != EXPR_CALL) return false;  // a parse error said why
@@ -211,23 +214,29 @@ static bool set_model_arg(override *o, dhx_module *m) {
 }
 
 bool dhx_apply_override(dhx_program *p, const char *assignment) {
+  dhx_program_priv *pv = p->priv;
+  int index = ++pv->nsets;
   const char *eq = strchr(assignment, '=');
   if (!eq || eq == assignment) {
-    dhx_error("--set '%s': expected PATH=VALUE, as in schedule.parallel.dp=2", assignment);
+    dhx_error("--set #%d '%s': expected PATH=VALUE, as in schedule.parallel.dp=2", index,
+              assignment);
     return false;
   }
   dhx_module *m = p->main;
-  override o = {.p = p, .arena = m->arena, .text = dhx_arena_strdup(m->arena, assignment)};
+  override o = {.p = p, .arena = m->arena, .text = dhx_arena_strdup(m->arena, assignment),
+                .index = index};
   long path_len = eq - assignment, len = (long)strlen(assignment);
-  const char *file = dhx_arena_strdup(m->arena, "<command line>");
+  char name[32];
+  snprintf(name, sizeof name, "<--set #%d>", index);
+  const char *file = dhx_arena_strdup(m->arena, name);
   if (!split_path(&o, file, path_len)) {
-    dhx_error("--set '%s': '%.*s' is not a field path (names joined by dots, as in train.steps)",
-              assignment, (int)path_len, assignment);
+    dhx_error("--set #%d '%s': '%.*s' is not a field path (names joined by dots, as in "
+              "train.steps)", index, assignment, (int)path_len, assignment);
     return false;
   }
   long voff = path_len + 1;
   if (strspn(assignment + voff, " \t") == (size_t)(len - voff)) {
-    dhx_error("--set '%s': no value after '='", assignment);
+    dhx_error("--set #%d '%s': no value after '='", index, assignment);
     return false;
   }
   dhx_register_source_n(file, o.text, len);
@@ -245,8 +254,8 @@ bool dhx_apply_override(dhx_program *p, const char *assignment) {
   for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) {
     if (strcmp(top, blocks[i].name) != 0) continue;
     if (o.nparts == 1) {
-      dhx_error("--set '%s': '%s' is a block; set one of its fields, as in %s.NAME=VALUE",
-                assignment, top, top);
+      dhx_error("--set #%d '%s': '%s' is a block; set one of its fields, as in %s.NAME=VALUE",
+                index, assignment, top, top);
       return false;
     }
     dhx_item *it = find_item(m, blocks[i].kind);
@@ -257,7 +266,25 @@ bool dhx_apply_override(dhx_program *p, const char *assignment) {
     if (!it->fields) return false;  // a parse error said why
     return set_in_block(&o, it->fields);
   }
-  dhx_error("--set '%s': no block '%s' (expected model, data, cluster, schedule or train)",
-            assignment, top);
+  dhx_error("--set #%d '%s': no block '%s' (expected model, data, cluster, schedule or train)",
+            index, assignment, top);
   return false;
+}
+
+// ---- where a value came from --------------------------------------------------------------------
+
+int dhx_set_index(const char *file) {
+  int index = 0, end = 0;
+  if (!file || sscanf(file, "<--set #%d>%n", &index, &end) != 1 || file[end] != '\0') return 0;
+  return index;
+}
+
+bool dhx_note_set_value(const dhx_loc *value, const char *path) {
+  int index = value ? dhx_set_index(value->file) : 0;
+  const char *text = index ? dhx_source_for(value->file) : NULL;
+  if (!text) return false;
+  char got[64];
+  dhx_note_at(value, text, "'%s' was set to %s by --set #%d '%s'", path,
+              dhx_loc_text(value, got, sizeof got), index, text);
+  return true;
 }

@@ -25,6 +25,9 @@ typedef struct value {
   bool b;         // V_BOOL
   const char *s;  // V_STR, V_SYMBOL (an unbound identifier, e.g. `col` in @split(col))
   int t;          // V_TENSOR
+  // Bit i: the value depends on argument i of the model instance (a tensor: its last, feature
+  // dimension does). An error can then name the --set options behind the numbers it quotes.
+  uint64_t from;
 } value;
 
 typedef struct binding {
@@ -52,6 +55,9 @@ typedef struct ctx {
   int depth;
   int layer;      // the layer-stack iteration being elaborated, -1 outside one
   const dhx_expr *site;  // the op call being elaborated (for size errors)
+  int call_site;  // the layer call being elaborated (c->g->sites), -1 in the model body
+  uint64_t from;  // the instance arguments behind the values the current call or operator reads
+  const dhx_expr *inst_call;  // the model instance's call
   bool failed;
 } ctx;
 
@@ -59,10 +65,12 @@ typedef struct ctx {
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
-#define FAIL(c, loc, ...)                        \
-  do {                                           \
-    dhx_error_at((loc), src_of(loc), __VA_ARGS__); \
-    (c)->failed = true;                          \
+// An error, then the chain of calls that led to it, as "in layer ... called here" notes.
+#define FAIL(c, loc, ...)                                              \
+  do {                                                                 \
+    dhx_error_at((loc), src_of(loc), __VA_ARGS__);                     \
+    dhx_note_instantiation((c)->g, (c)->call_site, (c)->from, (loc));  \
+    (c)->failed = true;                                                \
   } while (0)
 
 static const char *kind_name(vkind k) {
@@ -213,10 +221,14 @@ static int node_for(ctx *c, dhx_node_op op, const dhx_expr *call, const char *sc
     FAIL(c, &call->loc, "the model has more than %d ops (is a repeat count too large?)", MAX_NODES);
   int n = dhx_node_new(c->g, op, &call->loc, scope);
   c->g->nodes[n].layer = c->layer;
+  c->g->nodes[n].site = c->call_site;
+  c->g->nodes[n].from = c->from;
   return n;
 }
 
-static value tensor_value(int t) { return (value){.k = V_TENSOR, .t = t}; }
+static value tensor_value(int t, uint64_t from) {
+  return (value){.k = V_TENSOR, .t = t, .from = from};
+}
 
 static value op_embedding(ctx *c, frame *f, const dhx_expr *call) {
   value a[3];
@@ -245,7 +257,7 @@ static value op_embedding(ctx *c, frame *f, const dhx_expr *call) {
   nd_->nin = 2;
   nd_->out = out;
   if (c->g->vocab == 0) c->g->vocab = (int)a[1].i;
-  return tensor_value(out);
+  return tensor_value(out, a[2].from);
 }
 
 static value op_pos_embedding(ctx *c, frame *f, const dhx_expr *call) {
@@ -269,7 +281,7 @@ static value op_pos_embedding(ctx *c, frame *f, const dhx_expr *call) {
   nd->in[1] = w;
   nd->nin = 2;
   nd->out = out;
-  return tensor_value(out);
+  return tensor_value(out, a[0].from);
 }
 
 // layernorm(x, eps) (gain and bias; saves mean and rstd) or rmsnorm(x, eps) (gain only; saves
@@ -299,7 +311,7 @@ static value op_norm(ctx *c, frame *f, const dhx_expr *call, bool rms) {
   if (!rms) nd->saved[nd->nsaved++] = mean;
   nd->saved[nd->nsaved++] = rstd;
   nd->eps = eps;
-  return tensor_value(out);
+  return tensor_value(out, a[0].from);
 }
 
 // rope(x, heads, base: 10000): rotary position embedding of each head of x [B, S, heads*hs].
@@ -339,7 +351,7 @@ static value op_rope(ctx *c, frame *f, const dhx_expr *call) {
   nd->out = out;
   nd->heads = (int)H;
   nd->base = base;
-  return tensor_value(out);
+  return tensor_value(out, a[0].from);
 }
 
 static int split_of(ctx *c, const dhx_expr *annot) {
@@ -388,7 +400,7 @@ static value op_linear(ctx *c, frame *f, const dhx_expr *call, const dhx_expr *a
   if (b >= 0) nd->in[nd->nin++] = b;
   nd->out = out;
   nd->split = split;
-  return tensor_value(out);
+  return tensor_value(out, a[1].from);
 }
 
 // attention(qkv, heads: H): multi-head causal attention over a fused [B, S, 3*dim] projection;
@@ -482,7 +494,7 @@ static value op_attention(ctx *c, frame *f, const dhx_expr *call) {
   nd->heads = (int)H;
   nd->kv_heads = (int)G;
   nd->causal = true;
-  return tensor_value(out);
+  return tensor_value(out, a[0].from);
 }
 
 static value op_unary_tensor(ctx *c, frame *f, const dhx_expr *call, dhx_node_op op,
@@ -501,7 +513,7 @@ static value op_unary_tensor(ctx *c, frame *f, const dhx_expr *call, dhx_node_op
   nd->in[0] = a[0].t;
   nd->nin = 1;
   nd->out = out;
-  return tensor_value(out);
+  return tensor_value(out, a[0].from);
 }
 
 static value op_cross_entropy(ctx *c, frame *f, const dhx_expr *call) {
@@ -529,7 +541,7 @@ static value op_cross_entropy(ctx *c, frame *f, const dhx_expr *call) {
   nd->nin = 2;
   nd->out = out;
   c->g->losses = out;
-  return tensor_value(out);
+  return tensor_value(out, a[0].from | a[1].from);
 }
 
 // Writes a shape as "[8, 128, 512]".
@@ -544,6 +556,7 @@ static const char *shape_text(const dhx_tensor *t, char *buf, size_t n) {
 // tensor + tensor, tensor * tensor: elementwise, same shapes.
 static value op_elementwise(ctx *c, frame *f, const dhx_expr *e, value l, value r) {
   const dhx_tensor *a = T(c, l.t), *b = T(c, r.t);
+  c->from = l.from | r.from;
   bool mul = e->op == '*';
   if (a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) != 0) {
     char sa[96], sb[96];
@@ -562,7 +575,7 @@ static value op_elementwise(ctx *c, frame *f, const dhx_expr *e, value l, value 
   nd->in[1] = r.t;
   nd->nin = 2;
   nd->out = out;
-  return tensor_value(out);
+  return tensor_value(out, l.from | r.from);
 }
 
 // ---- expressions ----------------------------------------------------------------------------
@@ -572,6 +585,7 @@ static value call_layer(ctx *c, frame *f, const dhx_expr *call, const dhx_item *
 static value eval_call(ctx *c, frame *f, const dhx_expr *e, const dhx_expr *annot) {
   const char *n = e->str;
   c->site = e;
+  c->from = 0;
   if (annot && strcmp(n, "linear") != 0) {
     FAIL(c, &annot->loc, "@%s applies to 'linear' calls only", annot->str);
     return (value){0};
@@ -597,6 +611,7 @@ static value eval_call(ctx *c, frame *f, const dhx_expr *e, const dhx_expr *anno
 }
 
 static value arith(ctx *c, const dhx_expr *e, value l, value r) {
+  c->from = l.from | r.from;
   if (l.k == V_INT && r.k == V_INT) {
     int64_t a = l.i, b = r.i, v = 0;
     bool ovf = false;
@@ -618,7 +633,7 @@ static value arith(ctx *c, const dhx_expr *e, value l, value r) {
       FAIL(c, &e->loc, "integer overflow");
       return (value){0};
     }
-    return (value){.k = V_INT, .i = v};
+    return (value){.k = V_INT, .i = v, .from = c->from};
   }
   if ((l.k == V_INT || l.k == V_FLOAT) && (r.k == V_INT || r.k == V_FLOAT)) {
     double a = l.k == V_INT ? (double)l.i : l.f, b = r.k == V_INT ? (double)r.i : r.f, v = 0;
@@ -629,7 +644,7 @@ static value arith(ctx *c, const dhx_expr *e, value l, value r) {
       case '/': v = a / b; break;
       case '%': v = fmod(a, b); break;
     }
-    return (value){.k = V_FLOAT, .f = v};
+    return (value){.k = V_FLOAT, .f = v, .from = c->from};
   }
   FAIL(c, &e->loc, "cannot apply '%c' to %s and %s", e->op, kind_name(l.k), kind_name(r.k));
   return (value){0};
@@ -655,8 +670,8 @@ static value eval(ctx *c, frame *f, const dhx_expr *e) {
     }
     case EXPR_NEG: {
       value v = eval(c, f, e->lhs);
-      if (v.k == V_INT) return (value){.k = V_INT, .i = -v.i};
-      if (v.k == V_FLOAT) return (value){.k = V_FLOAT, .f = -v.f};
+      if (v.k == V_INT) return (value){.k = V_INT, .i = -v.i, .from = v.from};
+      if (v.k == V_FLOAT) return (value){.k = V_FLOAT, .f = -v.f, .from = v.from};
       if (!c->failed) FAIL(c, &e->loc, "cannot negate %s", kind_name(v.k));
       return (value){0};
     }
@@ -697,11 +712,19 @@ static bool bind_call_args(ctx *c, frame *f, const dhx_expr *call, const char *c
   list[n] = NULL;
   for (int i = 0; i < n; i++) out[i] = (value){0};
   if (!sem_match_args(call, call->str, list, n, NULL, slot)) {
+    dhx_note_instantiation(c->g, c->call_site, 0, &call->loc);
     c->failed = true;
     return false;
   }
-  for (int i = 0; i < n && !c->failed; i++)
-    if (slot[i]) out[i] = eval(c, f, slot[i]->value);
+  uint64_t from = 0;
+  for (int i = 0; i < n && !c->failed; i++) {
+    if (!slot[i]) continue;
+    out[i] = eval(c, f, slot[i]->value);
+    long k = slot[i] - call->args;  // the instance's arguments are where taint starts
+    if (call == c->inst_call && k < 64) out[i].from |= 1ull << k;
+    from |= out[i].from;
+  }
+  c->from = from;
   return !c->failed;
 }
 
@@ -723,6 +746,7 @@ static void exec_stmt(ctx *c, frame *f, const dhx_stmt *s) {
     case STMT_REPEAT: {
       value n = eval(c, f, s->value);
       if (c->failed) return;
+      c->from = n.from;
       if (n.k != V_INT || n.i < 0 || n.i > 100000) {
         FAIL(c, &s->value->loc, "repeat count must be an integer from 0 to 100000");
         return;
@@ -730,7 +754,10 @@ static void exec_stmt(ctx *c, frame *f, const dhx_stmt *s) {
       // A repeat in the model body itself is its layer stack: each iteration is one layer
       // (pipeline stages and the memory estimate divide the model by these).
       bool stack = c->depth == 0 && c->layer < 0;
-      if (stack && !c->g->layers_loc.file) c->g->layers_loc = s->loc;
+      if (stack && !c->g->layers_loc.file) {
+        c->g->layers_loc = s->loc;
+        c->g->layers_from = n.from;
+      }
       for (int64_t i = 0; i < n.i && !c->failed && !f->returned; i++) {
         if (stack) c->layer = c->g->nlayers++;
         if (s->name) bind(f, s->name, (value){.k = V_INT, .i = i});
@@ -747,8 +774,9 @@ static void exec_body(ctx *c, frame *f, dhx_stmt *const *body, int n) {
 }
 
 // Checks a tensor argument against a declared shape, binding symbolic dims on first sight.
-static bool match_shape(ctx *c, frame *callee, const dhx_param *p, int t, const dhx_expr *site) {
-  const dhx_tensor *x = T(c, t);
+static bool match_shape(ctx *c, frame *callee, const dhx_param *p, value arg,
+                        const dhx_expr *site) {
+  const dhx_tensor *x = T(c, arg.t);
   if (p->ndims != x->ndim) {
     FAIL(c, &site->loc, "'%s' expects a %d-dimensional tensor, got %d dimensions", p->name,
          p->ndims, x->ndim);
@@ -758,7 +786,8 @@ static bool match_shape(ctx *c, frame *callee, const dhx_param *p, int t, const 
   for (int d = 0; d < p->ndims; d++) {
     const dhx_expr *de = p->dims[d];
     if (de->kind == EXPR_IDENT && !lookup(callee, de->str)) {
-      bind(callee, de->str, (value){.k = V_INT, .i = x->shape[d]});
+      uint64_t from = d == x->ndim - 1 ? arg.from : 0;
+      bind(callee, de->str, (value){.k = V_INT, .i = x->shape[d], .from = from});
       continue;
     }
     value v = eval(c, callee, de);
@@ -806,7 +835,8 @@ static bool bind_params(ctx *c, frame *caller, frame *callee, const dhx_item *de
       vals[i] = eval(c, callee, p->default_value);  // defaults see earlier parameters
       if (c->failed) return false;
     }
-    if (vals[i].k == V_INT && p->type == TYPE_FLOAT) vals[i] = (value){.k = V_FLOAT, .f = (double)vals[i].i};
+    if (vals[i].k == V_INT && p->type == TYPE_FLOAT)
+      vals[i] = (value){.k = V_FLOAT, .f = (double)vals[i].i, .from = vals[i].from};
     if (!type_ok(p, vals[i])) {
       FAIL(c, &call->loc, "argument '%s' of '%s' must be %s, got %s", p->name, def->name,
            p->type == TYPE_TENSOR ? "a tensor" : p->type == TYPE_INT ? "an integer"
@@ -818,7 +848,7 @@ static bool bind_params(ctx *c, frame *caller, frame *callee, const dhx_item *de
   }
   for (int i = 0; i < def->nparams; i++)
     if (def->params[i].type == TYPE_TENSOR &&
-        !match_shape(c, callee, &def->params[i], vals[i].t, call))
+        !match_shape(c, callee, &def->params[i], vals[i], call))
       return false;
   return true;
 }
@@ -843,7 +873,12 @@ static value call_layer(ctx *c, frame *f, const dhx_expr *call, const dhx_item *
   child_scope(f, def->name, callee.scope);
   c->depth++;
   value r = (value){0};
-  if (bind_params(c, f, &callee, def, call)) r = run_body(c, &callee, def, call);
+  if (bind_params(c, f, &callee, def, call)) {  // errors in the arguments belong to the caller
+    int caller_site = c->call_site;
+    c->call_site = dhx_site_new(c->g, &call->loc, def->name, caller_site);
+    r = run_body(c, &callee, def, call);
+    c->call_site = caller_site;
+  }
   c->depth--;
   free(callee.vars);
   return r;
@@ -863,6 +898,7 @@ static bool bind_model_inputs(ctx *c, frame *f, const dhx_item *def, const dhx_e
       return false;
     }
     int64_t shape[DHX_MAX_DIMS];
+    uint64_t from = 0;  // of the last dimension
     shape[0] = c->micro_batch;
     if (p->dims[0]->kind == EXPR_IDENT && !lookup(f, p->dims[0]->str))
       bind(f, p->dims[0]->str, (value){.k = V_INT, .i = c->micro_batch});
@@ -875,6 +911,7 @@ static bool bind_model_inputs(ctx *c, frame *f, const dhx_item *def, const dhx_e
         return false;
       }
       shape[d] = v.i;
+      from = v.from;
     }
     if (p->dtype && strcmp(p->dtype, "i32") != 0) {
       FAIL(c, &p->loc, "model input '%s' holds token ids and must be i32", p->name);
@@ -888,7 +925,7 @@ static bool bind_model_inputs(ctx *c, frame *f, const dhx_item *def, const dhx_e
     } else {
       c->g->targets = t;
     }
-    bind(f, p->name, tensor_value(t));
+    bind(f, p->name, tensor_value(t, from));
     seen++;
   }
   if (seen < 2) {
@@ -901,8 +938,10 @@ static bool bind_model_inputs(ctx *c, frame *f, const dhx_item *def, const dhx_e
 
 bool dhx_elaborate(const dhx_program *prog, const dhx_item *inst, int micro_batch,
                    dhx_graph *g) {
-  ctx c = {.g = g, .prog = prog, .micro_batch = micro_batch, .layer = -1};
+  ctx c = {.g = g, .prog = prog, .micro_batch = micro_batch, .layer = -1, .call_site = -1,
+           .inst_call = inst->value};
   const dhx_expr *call = inst->value;
+  g->model_inst = inst;
   snprintf(g->model_name, sizeof g->model_name, "%s", inst->name);
   g->micro_batch = micro_batch;
   const dhx_item *def = dhx_find_definition(prog, call->str);
@@ -933,7 +972,8 @@ bool dhx_elaborate(const dhx_program *prog, const dhx_item *inst, int micro_batc
       }
       vals[k] = eval(&c, &f, p->default_value);
     }
-    if (vals[k].k == V_INT && p->type == TYPE_FLOAT) vals[k] = (value){.k = V_FLOAT, .f = (double)vals[k].i};
+    if (vals[k].k == V_INT && p->type == TYPE_FLOAT)
+      vals[k] = (value){.k = V_FLOAT, .f = (double)vals[k].i, .from = vals[k].from};
     if (!c.failed && !type_ok(p, vals[k])) {
       FAIL(&c, &call->loc, "argument '%s' of model '%s' has the wrong type (%s)", p->name,
            def->name, kind_name(vals[k].k));
@@ -955,4 +995,34 @@ bool dhx_elaborate(const dhx_program *prog, const dhx_item *inst, int micro_batc
     return false;
   }
   return true;
+}
+
+// ---- where an error came from -----------------------------------------------------------------
+
+static bool same_line_span(const dhx_loc *at, const dhx_loc *span) {
+  return at && at->file && span->file && strcmp(at->file, span->file) == 0 &&
+         at->line >= span->line && at->line <= span->end_line;
+}
+
+void dhx_note_instantiation(const dhx_graph *g, int site, uint64_t from, const dhx_loc *at) {
+  for (int s = site; s >= 0 && s < g->nsites; s = g->sites[s].parent)
+    dhx_note_at(&g->sites[s].loc, src_of(&g->sites[s].loc), "in layer '%s' called here",
+                g->sites[s].name);
+  const dhx_item *inst = g->model_inst;
+  if (!inst || !inst->value || inst->value->kind != EXPR_CALL) return;
+  const dhx_expr *call = inst->value;
+  if (!same_line_span(at, &inst->loc)) {  // an error at the instance is there already
+    dhx_loc callee = call->loc;
+    callee.end_line = callee.line;
+    callee.end_col = callee.col + (int)strlen(call->str);
+    dhx_note_at(&callee, src_of(&callee), "in model '%s', an instance of '%s'", inst->name,
+                call->str);
+  }
+  for (int i = 0; i < call->nargs && i < 64; i++) {
+    const dhx_arg *a = &call->args[i];
+    if (!(from >> i & 1) || !a->name) continue;
+    char path[DHX_NAME_MAX + 8];
+    snprintf(path, sizeof path, "model.%s", a->name);
+    dhx_note_set_value(&a->value->loc, path);
+  }
 }

@@ -28,6 +28,7 @@ void dhx_graph_init(dhx_graph *g) {
 void dhx_graph_free(dhx_graph *g) {
   free(g->tensors);
   free(g->nodes);
+  free(g->sites);
   for (int i = 0; i < DHX_PROG_COUNT; i++) free(g->prog[i].ops);
   memset(g, 0, sizeof *g);
 }
@@ -67,9 +68,16 @@ int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *s
   n->op = op;
   n->out = -1;
   n->layer = -1;
+  n->site = -1;
   if (loc) n->loc = *loc;
   snprintf(n->scope, sizeof n->scope, "%s", scope ? scope : "");
   return id;
+}
+
+int dhx_site_new(dhx_graph *g, const dhx_loc *call, const char *name, int parent) {
+  g->sites = grow(g->sites, &g->capsites, g->nsites + 1, sizeof(dhx_site));
+  g->sites[g->nsites] = (dhx_site){*call, name, parent};
+  return g->nsites++;
 }
 
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note) {

@@ -86,7 +86,18 @@ typedef struct dhx_node {
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
   dhx_loc loc;               // the call in the source
   int layer;                 // index in the model's layer stack (its top-level repeats), -1 outside
+  int site;                  // the layer call it was elaborated in (dhx_graph.sites); -1: the
+                             //   model body
+  uint64_t from;             // bit i: its arguments depend on argument i of the model instance
 } dhx_node;
+
+// A layer call that elaboration inlined. An op's site and the sites' parents are the chain of
+// calls from the model body down to the op, for "in layer 'gpt_block' called here" notes.
+typedef struct dhx_site {
+  dhx_loc loc;               // the call
+  const char *name;          // the layer called
+  int parent;                // the call it happened in, -1 in the model body
+} dhx_site;
 
 typedef enum {
   DHX_L_GEMM,
@@ -136,6 +147,10 @@ typedef struct dhx_graph {
   int micro_batch, seq, vocab;
   int nlayers;                   // iterations of the model body's top-level repeats
   dhx_loc layers_loc;            // the first top-level repeat (file NULL when none)
+  uint64_t layers_from;          // the model instance's arguments its count depends on
+  const dhx_item *model_inst;    // `model NAME = CALLEE(args)` (NULL before elaboration)
+  dhx_site *sites;
+  int nsites, capsites;
   int64_t n_params;
   char model_name[DHX_NAME_MAX];
   dhx_oplist prog[DHX_PROG_COUNT];
@@ -150,6 +165,7 @@ int64_t dhx_tensor_elems(const dhx_tensor *t);
 int64_t dhx_tensor_rows(const dhx_tensor *t);  // product of all dims but the last
 int64_t dhx_tensor_cols(const dhx_tensor *t);  // last dim
 int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope);
+int dhx_site_new(dhx_graph *g, const dhx_loc *call, const char *name, int parent);
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note);
 dhx_operand dhx_buf(int tensor, int64_t elem);
 dhx_operand dhx_i64(int64_t v);

@@ -118,6 +118,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->val_batches = cfg->val_batches;
   t->log_every = cfg->log_every;
   t->checkpoint_every = cfg->checkpoint_every;
+  t->skip_nonfinite = cfg->skip_nonfinite;
   snprintf(t->train_path, sizeof t->train_path, "%s", cfg->train_path ? cfg->train_path : "");
   snprintf(t->val_path, sizeof t->val_path, "%s", cfg->val_path ? cfg->val_path : "");
   t->net_bandwidth = cfg->net_bandwidth;
@@ -144,10 +145,23 @@ static void copy_rank(const dhx_plan_rank *src, dhx_plan_rank *dst) {
   }
 }
 
+// The plan holds data paths in fixed fields; a longer (resolved, absolute) path is an error.
+static bool paths_fit(const dhx_config *cfg) {
+  const char *paths[] = {cfg->train_path, cfg->val_path};
+  bool ok = true;
+  for (int i = 0; i < 2; i++)
+    if (paths[i] && strlen(paths[i]) >= DHX_PATH_MAX) {
+      dhx_error("the %s data path is %zu bytes long once resolved; a plan holds at most %d: "
+                "'%s'", i ? "val" : "train", strlen(paths[i]), DHX_PATH_MAX - 1, paths[i]);
+      ok = false;
+    }
+  return ok;
+}
+
 bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
   memset(out, 0, sizeof *out);
   dhx_graph *g = &out->graph;
-  if (!dhx_analyze(prog, cfg, g)) return false;
+  if (!dhx_analyze(prog, cfg, g) || !paths_fit(cfg)) return false;
   char what[160];
   const dhx_loc *at;
   if (dhx_unlowered(cfg, &at, what, sizeof what)) {
@@ -204,6 +218,9 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
     dhx_error("internal error: the compiled plan is invalid: %s", err);
     return false;
   }
+  dhx_rank_memory m;  // the ranks of a cpu cluster allocate their arenas in host memory
+  dhx_rank_memory_of(g, arena, (int)p->nranks, &m);
+  dhx_warn_host_memory(&m, cfg);
   return true;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../graph/elaborate.h"
 #include "sema.h"
 
 static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
@@ -15,6 +16,7 @@ static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
 typedef struct checker {
   const dhx_config *cfg;
+  const dhx_graph *g;
   const dhx_loc *sched;           // where the layout is written
   const dhx_loc *reported[MAX_SITES];
   int nreported;
@@ -38,6 +40,7 @@ static void fail(checker *k, const dhx_node *n, const char *msg) {
   k->ok = false;
   if (seen_site(k, &n->loc)) return;
   dhx_error_at(&n->loc, src(&n->loc), "%s", msg);
+  dhx_note_instantiation(k->g, n->site, n->from, &n->loc);
   if (k->sched->file) dhx_note_at(k->sched, src(k->sched), "the layout is set here");
   dhx_note_layout_overrides(k->cfg);
 }
@@ -114,12 +117,13 @@ static void check_pp(checker *k, const dhx_graph *g) {
     dhx_error_at(at, src(at), "the model has %d layers, which pp = %d cannot divide into equal "
                  "stages (%d %% %d = %d)", g->nlayers, cfg->pp, g->nlayers, cfg->pp,
                  g->nlayers % cfg->pp);
+  dhx_note_instantiation(g, -1, g->layers_from, at);
   if (k->sched->file) dhx_note_at(k->sched, src(k->sched), "the layout is set here");
   dhx_note_layout_overrides(cfg);
 }
 
 bool dhx_check_layout(const dhx_graph *g, const dhx_config *cfg) {
-  checker k = {.cfg = cfg, .ok = true};
+  checker k = {.cfg = cfg, .g = g, .ok = true};
   k.sched = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
   if (cfg->tp > 1 || cfg->sp)
     for (int i = 0; i < g->nnodes; i++) check_tp(&k, g, &g->nodes[i]);

@@ -222,7 +222,8 @@ void dhx_estimate_memory(const dhx_graph *g, const dhx_config *cfg, dhx_memory *
 }
 
 void dhx_print_memory(const dhx_memory *m, const dhx_config *cfg, FILE *f) {
-  fprintf(f, "memory per GPU (GiB), %s, dp %d tp %d pp %d%s zero %d%s%s\n",
+  fprintf(f, "memory per %s (GiB), %s, dp %d tp %d pp %d%s zero %d%s%s\n",
+          cfg->cluster_cpu ? "rank (host memory, estimated)" : "GPU",
           cfg->precision == DHX_PREC_BF16 ? "bf16 mixed precision" : "f32", cfg->dp, cfg->tp,
           cfg->pp, cfg->sp ? " sp" : "", cfg->zero, cfg->fold == DHX_FOLD_W ? ", folded (W)" : "",
           cfg->offload_optimizer ? ", optimizer offloaded" : "");
@@ -269,4 +270,97 @@ bool dhx_check_memory(const dhx_graph *g, const dhx_config *cfg) {
               st->transient / GIB, st->reserve / GIB);
   dhx_note_layout_overrides(cfg);
   return false;
+}
+
+// ---- the planned arena of a rank ------------------------------------------------------------
+
+static int64_t aligned_bytes(const dhx_tensor *t) {
+  int64_t b = dhx_tensor_elems(t) * (t->dtype == DHX_F64 ? 8 : 4);
+  return (b + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
+}
+
+// The persistent tensors come first in the arena (memplan.c), activations after them.
+void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_memory *out) {
+  memset(out, 0, sizeof *out);
+  int64_t persistent_end = 0;
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *t = &g->tensors[i];
+    if (t->kind == DHX_T_ACT || t->kind == DHX_T_VIEW || t->offset < 0) continue;
+    int64_t b = aligned_bytes(t);
+    if (t->kind == DHX_T_PARAM) {
+      out->weights += b;
+      out->params += dhx_tensor_elems(t);
+    }
+    if (t->kind == DHX_T_GRAD) out->grads += b;
+    if (t->kind == DHX_T_OPT_M || t->kind == DHX_T_OPT_V) out->optimizer += b;
+    if (t->offset + b > persistent_end) persistent_end = t->offset + b;
+  }
+  out->io = persistent_end - out->weights - out->grads - out->optimizer;
+  out->activations = arena - persistent_end;
+  out->total = arena;
+  out->nranks = nranks;
+}
+
+typedef struct size_unit {
+  const char *name;
+  double bytes;
+} size_unit;
+
+static void row(FILE *f, size_unit u, const char *what, int64_t bytes, const char *why) {
+  fprintf(f, "  %-12s %9.3f %s%s%s\n", what, (double)bytes / u.bytes, u.name, why[0] ? "  " : "",
+          why);
+}
+
+void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE *f) {
+  size_unit u = m->total < GIB ? (size_unit){"MiB", 1024.0 * 1024.0} : (size_unit){"GiB", GIB};
+  fprintf(f, "memory per rank (host memory), %s, dp %d: the arena dhxrun allocates on each of "
+          "the %d ranks\n", cfg->precision == DHX_PREC_BF16 ? "bf16" : "f32", cfg->dp, m->nranks);
+  char why[96];
+  snprintf(why, sizeof why, "%lld parameters", (long long)m->params);
+  row(f, u, "weights", m->weights, why);
+  row(f, u, "gradients", m->grads, "");
+  row(f, u, "optimizer", m->optimizer, "Adam moments");
+  row(f, u, "inputs", m->io, "token ids, targets, losses, scratch");
+  row(f, u, "activations", m->activations, "shared by the programs, sized for the largest");
+  snprintf(why, sizeof why, "(%lld bytes)", (long long)m->total);
+  row(f, u, "total", m->total, why);
+  double avail = dhx_host_memory_available();
+  if (avail > 0)
+    fprintf(f, "this machine has %.1f GiB of memory available; the %d ranks need %.3f GiB "
+            "together when they run on it\n", avail / GIB, m->nranks,
+            (double)m->total * m->nranks / GIB);
+}
+
+// MemAvailable from /proc/meminfo (MemTotal on kernels without it), in bytes; 0 if unknown.
+double dhx_host_memory_available(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  double total = 0, avail = 0, kb;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) avail = kb * 1024;
+    if (sscanf(line, "MemTotal: %lf kB", &kb) == 1) total = kb * 1024;
+  }
+  fclose(f);
+  return avail > 0 ? avail : total;
+}
+
+void dhx_warn_host_memory(const dhx_rank_memory *m, const dhx_config *cfg) {
+  double avail = dhx_host_memory_available(), need = (double)m->total;
+  if (!cfg->model_inst || avail <= 0) return;
+  const dhx_loc *at = &cfg->model_inst->name_loc;
+  if (need > avail)
+    dhx_warning_at(at, src(at), "each rank needs %.1f GiB of host memory; this machine has %.1f "
+                   "GiB available", need / GIB, avail / GIB);
+  else if (need * m->nranks > avail)
+    dhx_warning_at(at, src(at), "the %d ranks need %d x %.1f = %.1f GiB of host memory "
+                   "together; this machine has %.1f GiB available (enough only if they run on "
+                   "several machines)", m->nranks, m->nranks, need / GIB, need * m->nranks / GIB,
+                   avail / GIB);
+  else
+    return;
+  dhx_note_at(NULL, NULL, "per rank: weights %.2f, gradients %.2f, optimizer %.2f, inputs %.2f, "
+              "activations %.2f GiB ('dhxc --emit=memory' has the table)",
+              (double)m->weights / GIB, (double)m->grads / GIB, (double)m->optimizer / GIB,
+              (double)m->io / GIB, (double)m->activations / GIB);
 }

@@ -53,4 +53,32 @@ void dhx_print_memory(const dhx_memory *m, const dhx_config *cfg, FILE *f);
 // does not fit the GPU's memory. Returns false on error.
 bool dhx_check_memory(const dhx_graph *g, const dhx_config *cfg);
 
+// ---- the planned arena of a rank (memory.c) ---------------------------------------------------
+// What `dhxc -o` plans on a cpu cluster is exact: every rank allocates one arena of
+// plan.ranks[r].arena_bytes (the same on every rank). Its parts, in bytes (after alignment):
+// persistent weights, gradients and Adam moments, the inputs (token ids, targets, losses and
+// scratch), and the activations, whose space the programs share.
+typedef struct dhx_rank_memory {
+  int64_t weights, grads, optimizer, io, activations;
+  int64_t total;         // the arena: the sum of the parts
+  int64_t params;
+  int nranks;
+} dhx_rank_memory;
+
+// The parts of the arena of `arena` bytes that memplan.c laid out in g.
+void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_memory *out);
+// The table of `dhxc --emit=memory` on a cpu cluster.
+void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE *f);
+// The memory this machine has available now (MemAvailable), in bytes; 0 when unknown.
+double dhx_host_memory_available(void);
+// A warning at the model instance when one rank, or all ranks together, need more host memory
+// than this machine has available.
+void dhx_warn_host_memory(const dhx_rank_memory *m, const dhx_config *cfg);
+
+// ---- the data (shards.c) ------------------------------------------------------------------------
+// For `dhxc check`: warnings about the token shards the program names that exist already (not a
+// shard, shorter than one step, a validation shard too small for one evaluation, uint16 ids
+// for a larger vocabulary), from their headers. seq and vocab are the elaborated model's.
+void dhx_warn_data_shards(const dhx_config *cfg, int seq, int vocab);
+
 #endif

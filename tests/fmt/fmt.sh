@@ -77,8 +77,11 @@ case $case_name in
     if cmp -s ugly_tiny.dhx tiny.dhx; then
       echo "the ugly copy of samples/tiny.dhx is canonical: formatting it proves nothing"; exit 1
     fi
-    "$DHXC" "$SRC/samples/tiny.dhx" -o A
-    "$DHXC" tiny.dhx -o B
+    # Relative data paths resolve against the program's folder, which differs between the
+    # original and the copy: both get the same absolute ones.
+    data=(--set 'data.train="/data/train.bin"' --set 'data.val="/data/val.bin"')
+    "$DHXC" "$SRC/samples/tiny.dhx" -o A "${data[@]}"
+    "$DHXC" tiny.dhx -o B "${data[@]}"
     cmp A/plan.bin B/plan.bin
     cmp A/kernels.ptx B/kernels.ptx
     echo "samples/tiny.dhx: same plan.bin and kernels.ptx"
@@ -88,8 +91,8 @@ case $case_name in
       [ "$f" = "$SRC/samples/tiny.dhx" ] && continue
       name=$(basename "$f")
       "$DHXC" fmt "$f" >"$name"
-      if "$DHXC" "$f" -o orig >/dev/null 2>&1; then
-        "$DHXC" "$name" -o formatted
+      if "$DHXC" "$f" -o orig "${data[@]}" >/dev/null 2>&1; then
+        "$DHXC" "$name" -o formatted "${data[@]}"
         cmp orig/plan.bin formatted/plan.bin
         echo "$name: same plan.bin"
       else

@@ -8,15 +8,29 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "front.h"
+
+// A resolved (absolute) data path, with the working directory written as <cwd> so that the
+// golden files do not depend on where the repository is.
+static void print_path(const char *field, const char *path) {
+  char cwd[4096];
+  size_t n = getcwd(cwd, sizeof cwd) ? strlen(cwd) : 0;
+  if (!path)
+    printf("%s = (none)\n", field);
+  else if (n && strncmp(path, cwd, n) == 0 && path[n] == '/')
+    printf("%s = <cwd>%s\n", field, path + n);
+  else
+    printf("%s = %s\n", field, path);
+}
 
 static void dump_config(const dhx_config *c) {
   const dhx_item *m = c->model_inst;
   printf("model = %s\n", m ? m->name : "(none)");
   if (m) printf("model.callee = %s\n", m->value->str);
-  printf("data.train = %s\n", c->train_path ? c->train_path : "(none)");
-  printf("data.val = %s\n", c->val_path ? c->val_path : "(none)");
+  print_path("data.train", c->train_path);
+  print_path("data.val", c->val_path);
   printf("cluster.cpu = %d\n", c->cluster_cpu);
   printf("cluster.ranks = %d\n", c->cluster_ranks);
   if (c->cluster_cpu) {
@@ -53,6 +67,7 @@ static void dump_config(const dhx_config *c) {
   printf("train.lr_min = %.15g\n", c->lr_min_ratio);
   printf("train.val_every = %d, val_batches = %d\n", c->val_every, c->val_batches);
   printf("train.log_every = %d, checkpoint_every = %d\n", c->log_every, c->checkpoint_every);
+  printf("train.skip_nonfinite = %d\n", c->skip_nonfinite);
   printf("train_loc = %s:%d:%d\n", c->train_loc.file ? c->train_loc.file : "-", c->train_loc.line,
          c->train_loc.col);
 }

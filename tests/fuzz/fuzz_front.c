@@ -95,6 +95,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dhx_program_free(p);
   free(extra);
   // Freeing the program unregisters every source it registered.
-  if (dhx_source_for(MAIN_PATH) || dhx_source_for("<command line>")) abort();
+  if (dhx_source_for(MAIN_PATH) || dhx_source_for("<--set #1>")) abort();
   return 0;
 }
