@@ -1,36 +1,39 @@
-// checkpoint.c — checkpoints as safetensors files (https://github.com/huggingface/safetensors):
+// checkpoint.c — checkpoints as safetensors files (runtime/safetensors.h has the layout):
 //
-//   8 bytes   little-endian u64 N, the length of the JSON header
-//   N bytes   JSON: {"__metadata__": {"format": "dhx", "step": "12", "model": "tiny"},
-//                    "wte": {"dtype": "F32", "shape": [256, 128], "data_offsets": [0, 131072]},
-//                    "wte.adam_m": {...}, "wte.adam_v": {...}, ...}
-//             padded with spaces to a multiple of 8, as the reference writer does
-//   the data  each tensor's bytes at [begin, end) relative to the end of the header
+//   {"__metadata__": {"format": "dhx", "step": "12", "model": "tiny",
+//                     "data_xxh64": "...", "header_xxh64": "..."},
+//    "wte": {"dtype": "F32", "shape": [256, 128], "data_offsets": [0, 131072]},
+//    "wte.adam_m": {...}, "wte.adam_v": {...}, ...}
 //
 // Tensors are the plan's parameters under their own names and their AdamW moments under
 // NAME.adam_m and NAME.adam_v, so any safetensors reader can open the weights. "step" counts the
-// optimizer steps taken; a resumed run continues with the next one.
-#include <cjson/cJSON.h>
+// optimizer steps taken; a resumed run continues with the next one. The digests make a truncated
+// or damaged file fail to load instead of training on garbage; files without them still load.
+//
+// Three ways in: resume (dhx_checkpoint_load: everything must match the plan), the newest good
+// checkpoint of a directory (dhx_checkpoint_latest), and weights only (load_weights: any
+// safetensors file with the plan's parameters, as `dhxc convert` writes them). Each checks the
+// whole file before it writes anything into the arena.
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "dhxrt.h"
+#include "safetensors.h"
 
-#define MAX_HEADER_BYTES (100 << 20)  // the reference implementation's limit
 #define SUFFIX_MAX 8
 
 typedef struct tensor {
   char name[DHX_NAME_MAX + SUFFIX_MAX];
   int32_t buf;
-  bool found;  // load: seen in the file
-  int64_t begin;  // load: data offset in the file's data section
+  bool moment;
+  const dhx_st_entry *e;  // load: the file's entry
 } tensor;
+
 
 // The tensors of a checkpoint in file order: each parameter, then its moments.
 static tensor *list_tensors(const dhx_plan_rank *r, int *count) {
@@ -44,10 +47,12 @@ static tensor *list_tensors(const dhx_plan_rank *r, int *count) {
     t[n++].buf = (int32_t)i;
     if (b->opt_m >= 0) {
       snprintf(t[n].name, sizeof t[n].name, "%s.adam_m", b->name);
+      t[n].moment = true;
       t[n++].buf = b->opt_m;
     }
     if (b->opt_v >= 0) {
       snprintf(t[n].name, sizeof t[n].name, "%s.adam_v", b->name);
+      t[n].moment = true;
       t[n++].buf = b->opt_v;
     }
   }
@@ -55,230 +60,320 @@ static tensor *list_tensors(const dhx_plan_rank *r, int *count) {
   return t;
 }
 
-// ---- save -------------------------------------------------------------------------------------
-
-static char *header_json(const dhx_plan *plan, const dhx_plan_rank *r, const tensor *t, int n,
-                         int64_t step) {
-  cJSON *root = cJSON_CreateObject();
-  cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-  char num[32];
-  snprintf(num, sizeof num, "%" PRId64, step);
-  cJSON_AddStringToObject(meta, "format", "dhx");
-  cJSON_AddStringToObject(meta, "step", num);
-  cJSON_AddStringToObject(meta, "model", plan->train.model_name);
-  int64_t offset = 0;
-  for (int i = 0; i < n; i++) {
-    const dhx_plan_buffer *b = &r->buffers[t[i].buf];
-    cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
-    cJSON_AddStringToObject(e, "dtype", "F32");
-    cJSON *shape = cJSON_AddArrayToObject(e, "shape");
-    for (uint32_t d = 0; d < b->ndim; d++)
-      cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)b->shape[d]));
-    cJSON *off = cJSON_AddArrayToObject(e, "data_offsets");
-    cJSON_AddItemToArray(off, cJSON_CreateNumber((double)offset));
-    cJSON_AddItemToArray(off, cJSON_CreateNumber((double)(offset + b->nbytes)));
-    offset += b->nbytes;
-  }
-  char *json = cJSON_PrintUnformatted(root);
-  cJSON_Delete(root);
-  return json;
+static tensor *find_tensor(tensor *t, int n, const char *name) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(t[i].name, name) == 0) return &t[i];
+  return NULL;
 }
 
-static bool write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n; }
+static void plan_shape_text(const dhx_plan_buffer *b, char *buf, size_t n) {
+  dhx_st_shape_text((int)b->ndim, b->shape, buf, n);
+}
+
+static bool same_shape(const dhx_st_entry *e, const dhx_plan_buffer *b) {
+  if (e->ndim != (int)b->ndim) return false;
+  for (uint32_t d = 0; d < b->ndim; d++)
+    if (e->shape[d] != b->shape[d]) return false;
+  return true;
+}
+
+// ---- save -------------------------------------------------------------------------------------
 
 bool dhx_checkpoint_save(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
                          const char *path, int64_t step, char *err, size_t errlen) {
   const dhx_plan_rank *r = &plan->ranks[rank];
   int n = 0;
   tensor *t = list_tensors(r, &n);
-  char *json = t ? header_json(plan, r, t, n, step) : NULL;
-  if (!json) {
+  dhx_st_tensor *out = calloc((size_t)n + 1, sizeof *out);
+  if (!t || !out) {
     free(t);
-    snprintf(err, errlen, "%s: out of memory building the checkpoint header", path);
-    return false;
+    free(out);
+    return dhx_st_fail(path, err, errlen, "out of memory building the checkpoint header");
   }
-  size_t len = strlen(json), padded = (len + 7) / 8 * 8;
-  uint8_t size[8];
-  for (int i = 0; i < 8; i++) size[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-
-  // Written next to the destination and renamed over it: a crash mid-write leaves the previous
-  // checkpoint (or none), never a truncated one.
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "wb");
-  bool ok = f != NULL;
-  if (ok) {
-    ok = write_all(f, size, 8) && write_all(f, json, len) &&
-         write_all(f, "        ", padded - len);
-    for (int i = 0; i < n && ok; i++) {
-      const dhx_plan_buffer *b = &r->buffers[t[i].buf];
-      ok = write_all(f, arena + b->offset, (size_t)b->nbytes);
-    }
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
+  for (int i = 0; i < n; i++) {
+    const dhx_plan_buffer *b = &r->buffers[t[i].buf];
+    out[i] = (dhx_st_tensor){.name = t[i].name, .dtype = "F32", .ndim = (int)b->ndim,
+                             .data = arena + b->offset, .nbytes = b->nbytes};
+    memcpy(out[i].shape, b->shape, sizeof b->shape);
   }
-  int saved_errno = errno;
-  if (ok && rename(tmp, path) != 0) {
-    ok = false;
-    saved_errno = errno;
-  }
-  if (!ok) {
-    snprintf(err, errlen, "%s: cannot write the checkpoint: %s", path, strerror(saved_errno));
-    remove(tmp);
-  }
-  free(json);
+  char num[32];
+  snprintf(num, sizeof num, "%" PRId64, step);
+  dhx_st_pair meta[] = {{"format", "dhx"}, {"step", num}, {"model", plan->train.model_name}};
+  bool ok = dhx_st_write(path, meta, 3, out, n, err, errlen);
+  free(out);
   free(t);
   return ok;
 }
 
-// ---- load -------------------------------------------------------------------------------------
+// ---- verification (resume) --------------------------------------------------------------------
 
-typedef struct loader {
-  const char *path;
-  char *err;
-  size_t errlen;
-  int64_t data_bytes;  // bytes after the header
-} loader;
-
-static bool lfail(loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool lfail(loader *l, const char *fmt, ...) {
-  char msg[768];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  snprintf(l->err, l->errlen, "%s: %s", l->path, msg);
-  return false;
+static bool is_moment_name(const char *name) {
+  size_t len = strlen(name);
+  return len > 7 &&
+         (strcmp(name + len - 7, ".adam_m") == 0 || strcmp(name + len - 7, ".adam_v") == 0);
 }
 
-// A JSON number that is a non-negative integer below 2^53 (exact in a double).
-static bool json_int(const cJSON *j, int64_t *out) {
-  if (!cJSON_IsNumber(j)) return false;
-  double d = j->valuedouble;
-  if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(int64_t)d) return false;
-  *out = (int64_t)d;
-  return true;
+// A file that holds no AdamW moment at all (while the plan has some) is a weights-only file: a
+// converted or published model, to start from rather than to resume.
+static bool check_not_weights_only(const dhx_st_file *s, const tensor *t, int n, char *err,
+                                   size_t errlen) {
+  bool plan_has_moments = false, file_has_moments = false;
+  for (int i = 0; i < n; i++) plan_has_moments |= t[i].moment;
+  for (int i = 0; i < s->nentries; i++) file_has_moments |= is_moment_name(s->entries[i].name);
+  if (!plan_has_moments || file_has_moments) return true;
+  return dhx_st_fail(s->path, err, errlen,
+                     "no AdamW moments (NAME.adam_m, NAME.adam_v): a weights-only "
+                     "file cannot be resumed; start from its weights with --init %s",
+                     s->path);
 }
 
-static bool check_metadata(loader *l, const cJSON *meta, const dhx_plan *plan, int64_t *step) {
-  if (!cJSON_IsObject(meta)) return lfail(l, "no __metadata__ object (not a dhx checkpoint)");
-  const char *format = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "format"));
-  const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "step"));
-  const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "model"));
+static bool check_metadata(const dhx_st_file *s, const dhx_plan *plan, int64_t *step, char *err,
+                           size_t errlen) {
+  if (!s->meta)
+    return dhx_st_fail(s->path, err, errlen, "no __metadata__ object (not a dhx checkpoint)");
+  const char *format = dhx_st_meta(s, "format"), *text = dhx_st_meta(s, "step");
+  const char *model = dhx_st_meta(s, "model");
   if (!format || strcmp(format, "dhx") != 0)
-    return lfail(l, "__metadata__.format is not \"dhx\" (not a dhx checkpoint)");
+    return dhx_st_fail(s->path, err, errlen,
+                       "__metadata__.format is not \"dhx\" (not a dhx checkpoint)");
   char *end = NULL;
   errno = 0;
-  long long v = s ? strtoll(s, &end, 10) : -1;
-  if (!s || !*s || *end || errno || v < 0 || v > (1LL << 40))
-    return lfail(l, "__metadata__.step is not a step count");
+  long long v = text ? strtoll(text, &end, 10) : -1;
+  if (!text || !*text || *end || errno || v < 0 || v > (1LL << 40))
+    return dhx_st_fail(s->path, err, errlen, "__metadata__.step is not a step count");
   if (model && strcmp(model, plan->train.model_name) != 0)
-    return lfail(l, "checkpoint of model '%s', but the plan trains '%s'", model,
-                 plan->train.model_name);
+    return dhx_st_fail(s->path, err, errlen, "checkpoint of model '%s', but the plan trains '%s'",
+                       model, plan->train.model_name);
   *step = v;
   return true;
 }
 
-static bool check_entry(loader *l, const cJSON *e, tensor *t, const dhx_plan_buffer *b) {
-  if (!cJSON_IsObject(e)) return lfail(l, "tensor '%s': entry is not an object", t->name);
-  const char *dtype = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "dtype"));
-  if (!dtype || strcmp(dtype, "F32") != 0)
-    return lfail(l, "tensor '%s': dtype %s (expected F32)", t->name, dtype ? dtype : "missing");
-  const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
-  bool same = cJSON_IsArray(shape) && cJSON_GetArraySize(shape) == (int)b->ndim;
-  for (uint32_t d = 0; same && d < b->ndim; d++) {
-    int64_t dim;
-    same = json_int(cJSON_GetArrayItem(shape, (int)d), &dim) && dim == b->shape[d];
+static bool check_entry(const dhx_st_file *s, const dhx_st_entry *e, const dhx_plan_buffer *b,
+                        char *err, size_t errlen) {
+  if (strcmp(e->dtype, "F32") != 0)
+    return dhx_st_fail(s->path, err, errlen, "tensor '%s': dtype %s (expected F32)", e->name,
+                       e->dtype);
+  if (!same_shape(e, b)) {
+    char want[160];
+    plan_shape_text(b, want, sizeof want);
+    return dhx_st_fail(s->path, err, errlen, "tensor '%s': shape differs from the plan's %s",
+                       e->name, want);
   }
-  if (!same) {
-    char want[96] = "";
-    for (uint32_t d = 0; d < b->ndim; d++)
-      snprintf(want + strlen(want), sizeof want - strlen(want), "%s%" PRId64, d ? ", " : "",
-               b->shape[d]);
-    return lfail(l, "tensor '%s': shape differs from the plan's [%s]", t->name, want);
-  }
-  const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-  int64_t begin, end;
-  if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
-      !json_int(cJSON_GetArrayItem(off, 0), &begin) || !json_int(cJSON_GetArrayItem(off, 1), &end))
-    return lfail(l, "tensor '%s': data_offsets is not a pair of offsets", t->name);
-  if (begin > end || end > l->data_bytes)
-    return lfail(l, "tensor '%s': data_offsets [%" PRId64 ", %" PRId64 "] lie outside the %"
-                 PRId64 " bytes of data (truncated file?)", t->name, begin, end, l->data_bytes);
-  if (end - begin != b->nbytes)
-    return lfail(l, "tensor '%s': %" PRId64 " bytes of data, the plan's buffer has %" PRId64,
-                 t->name, end - begin, b->nbytes);
-  t->found = true;
-  t->begin = begin;
+  if (e->end - e->begin != b->nbytes)
+    return dhx_st_fail(s->path, err, errlen,
+                       "tensor '%s': %" PRId64
+                       " bytes of data, the plan's buffer "
+                       "has %" PRId64,
+                       e->name, e->end - e->begin, b->nbytes);
   return true;
 }
 
 // Every entry must be a tensor of the plan with the right dtype, shape and extent, and every
 // tensor of the plan must be there.
-static bool check_header(loader *l, const cJSON *root, const dhx_plan *plan, const dhx_plan_rank *r,
-                         tensor *t, int n, int64_t *step) {
-  if (!cJSON_IsObject(root)) return lfail(l, "the header is not a JSON object");
-  if (!check_metadata(l, cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), plan, step))
-    return false;
-  for (const cJSON *e = root->child; e; e = e->next) {
-    if (!e->string) return lfail(l, "header entry without a name");
-    if (strcmp(e->string, "__metadata__") == 0) continue;
-    int i = 0;
-    while (i < n && strcmp(t[i].name, e->string) != 0) i++;
-    if (i == n) return lfail(l, "tensor '%s' is not in the plan", e->string);
-    if (t[i].found) return lfail(l, "tensor '%s' appears twice", e->string);
-    if (!check_entry(l, e, &t[i], &r->buffers[t[i].buf])) return false;
+static bool match_entries(const dhx_st_file *s, const dhx_plan_rank *r, tensor *t, int n,
+                          char *err, size_t errlen) {
+  for (int i = 0; i < s->nentries; i++) {
+    const dhx_st_entry *e = &s->entries[i];
+    tensor *x = find_tensor(t, n, e->name);
+    if (!x) return dhx_st_fail(s->path, err, errlen, "tensor '%s' is not in the plan", e->name);
+    if (!check_entry(s, e, &r->buffers[x->buf], err, errlen)) return false;
+    x->e = e;
   }
   for (int i = 0; i < n; i++)
-    if (!t[i].found) return lfail(l, "tensor '%s' is missing", t[i].name);
+    if (!t[i].e) return dhx_st_fail(s->path, err, errlen, "tensor '%s' is missing", t[i].name);
   return true;
 }
 
-static bool read_at(FILE *f, int64_t offset, void *p, size_t n) {
-  return fseeko(f, (off_t)offset, SEEK_SET) == 0 && fread(p, 1, n, f) == n;
+// Opens `path` and checks all of it against the plan (entries, metadata, digests); on success
+// the file stays open and every t[i].e points at its entry.
+static bool open_checkpoint(dhx_st_file *s, const char *path, const dhx_plan *plan,
+                            const dhx_plan_rank *r, tensor *t, int n, int64_t *step, char *err,
+                            size_t errlen) {
+  if (!dhx_st_open(s, path, err, errlen)) return false;
+  int64_t taken = 0;
+  bool ok = check_not_weights_only(s, t, n, err, errlen) &&
+            check_metadata(s, plan, &taken, err, errlen) &&
+            match_entries(s, r, t, n, err, errlen) && dhx_st_verify(s, err, errlen);
+  if (ok) *step = taken;  // a refused file changes nothing
+  else dhx_st_close(s);
+  return ok;
+}
+
+bool dhx_checkpoint_verify(const dhx_plan *plan, uint32_t rank, const char *path, int64_t *step,
+                           char *err, size_t errlen) {
+  const dhx_plan_rank *r = &plan->ranks[rank];
+  int n = 0;
+  tensor *t = list_tensors(r, &n);
+  if (!t) return dhx_st_fail(path, err, errlen, "out of memory");
+  dhx_st_file s;
+  bool ok = open_checkpoint(&s, path, plan, r, t, n, step, err, errlen);
+  dhx_st_close(&s);
+  free(t);
+  return ok;
 }
 
 bool dhx_checkpoint_load(const dhx_plan *plan, uint32_t rank, uint8_t *arena, const char *path,
                          int64_t *step, char *err, size_t errlen) {
-  loader l = {.path = path, .err = err, .errlen = errlen};
   const dhx_plan_rank *r = &plan->ranks[rank];
-  FILE *f = fopen(path, "rb");
-  if (!f) return lfail(&l, "cannot open: %s", strerror(errno));
-  struct stat st;
-  uint8_t size[8];
-  if (fstat(fileno(f), &st) != 0 || st.st_size < 8 || !read_at(f, 0, size, 8)) {
-    fclose(f);
-    return lfail(&l, "truncated: too short for a safetensors header");
-  }
-  uint64_t hlen = 0;
-  for (int i = 0; i < 8; i++) hlen |= (uint64_t)size[i] << (8 * i);
-  if (hlen > MAX_HEADER_BYTES || hlen > (uint64_t)st.st_size - 8) {
-    fclose(f);
-    return lfail(&l, "header length %" PRIu64 " exceeds the file (%lld bytes) or the 100 MiB "
-                 "limit: not a safetensors file, or corrupted", hlen, (long long)st.st_size);
-  }
-  l.data_bytes = (int64_t)(st.st_size - 8 - (off_t)hlen);
-  char *json = malloc(hlen + 1);
-  if (!json || !read_at(f, 8, json, hlen)) {
-    free(json);
-    fclose(f);
-    return lfail(&l, "cannot read the header");
-  }
-  json[hlen] = 0;
-  cJSON *root = cJSON_ParseWithLength(json, hlen);
   int n = 0;
   tensor *t = list_tensors(r, &n);
-  bool ok = root ? t && check_header(&l, root, plan, r, t, n, step)
-                 : lfail(&l, "the header is not valid JSON");
+  if (!t) return dhx_st_fail(path, err, errlen, "out of memory");
+  dhx_st_file s;
+  bool ok = open_checkpoint(&s, path, plan, r, t, n, step, err, errlen);
+  for (int i = 0; i < n && ok; i++)
+    ok = dhx_st_read(&s, t[i].e, arena + r->buffers[t[i].buf].offset, err, errlen);
+  dhx_st_close(&s);
+  free(t);
+  return ok;
+}
+
+// ---- the newest good checkpoint of a directory ------------------------------------------------
+
+// N of "step_N.safetensors" (temporary files, "step_N.safetensors.tmp.PID", do not match).
+static bool step_of_name(const char *name, int64_t *step) {
+  const char *p = name + 5;
+  if (strncmp(name, "step_", 5) != 0 || *p < '0' || *p > '9') return false;
+  int64_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (INT64_MAX - 9) / 10) return false;
+    v = 10 * v + (*p - '0');
+  }
+  *step = v;
+  return strcmp(p, ".safetensors") == 0;
+}
+
+static int descending(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+// The steps of the directory's checkpoints, newest first; NULL when it cannot be read.
+static int64_t *list_steps(const char *dir, int *count) {
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  int n = 0, cap = 16;
+  int64_t *steps = malloc((size_t)cap * sizeof *steps);
+  for (struct dirent *e; steps && (e = readdir(d));) {
+    int64_t step;
+    if (!step_of_name(e->d_name, &step)) continue;
+    if (n == cap) {
+      int64_t *grown = realloc(steps, (size_t)(cap *= 2) * sizeof *steps);
+      if (!grown) free(steps);
+      steps = grown;
+    }
+    if (steps) steps[n++] = step;
+  }
+  closedir(d);
+  if (steps) qsort(steps, (size_t)n, sizeof *steps, descending);
+  *count = n;
+  return steps;
+}
+
+bool dhx_checkpoint_latest(const char *dir, const dhx_plan *plan, uint32_t rank, char *path,
+                           size_t pathlen, FILE *notes, char *err, size_t errlen) {
+  int n = 0, skipped = 0;
+  int64_t *steps = list_steps(dir, &n);
+  if (!steps)
+    return dhx_st_fail(dir, err, errlen, "cannot read the checkpoint directory: %s",
+                       strerror(errno));
+  size_t dirlen = strlen(dir);
+  const char *sep = dirlen && dir[dirlen - 1] == '/' ? "" : "/";
+  bool found = false;
+  for (int i = 0; i < n && !found; i++) {
+    char why[1024];
+    int64_t step;
+    int len = snprintf(path, pathlen, "%s%sstep_%" PRId64 ".safetensors", dir, sep, steps[i]);
+    if (len < 0 || (size_t)len >= pathlen) {
+      free(steps);
+      return dhx_st_fail(dir, err, errlen, "checkpoint path longer than %zu bytes", pathlen);
+    }
+    found = dhx_checkpoint_verify(plan, rank, path, &step, why, sizeof why);
+    if (!found) {
+      skipped++;
+      if (notes) fprintf(notes, "dhxrun: skipping %s\n", why);
+    }
+  }
+  free(steps);
+  if (found) return true;
+  if (pathlen) path[0] = 0;
+  if (skipped)
+    return dhx_st_fail(dir, err, errlen,
+                       "no complete checkpoint (step_N.safetensors) to resume from: "
+                       "all %d %s unusable",
+                       skipped, skipped == 1 ? "is" : "are");
+  return dhx_st_fail(dir, err, errlen,
+                     "no complete checkpoint (step_N.safetensors) to resume from");
+}
+
+// ---- weights only -----------------------------------------------------------------------------
+
+// A hint when the file's names are Hugging Face's: which conversion turns them into DHX's.
+static const char *hf_hint(const dhx_st_file *s, char *buf, size_t n) {
+  const char *arch = NULL;
+  for (int i = 0; i < s->nentries && !arch; i++) {
+    const char *name = s->entries[i].name;
+    if (strstr(name, "self_attn.") || strstr(name, "embed_tokens") || strstr(name, "mlp.gate_proj"))
+      arch = "Llama";
+    else if (strstr(name, "attn.c_attn") || strstr(name, "mlp.c_fc") ||
+             strcmp(name, "wte.weight") == 0 || strcmp(name, "transformer.wte.weight") == 0)
+      arch = "GPT-2";
+  }
+  if (!arch) return "";
+  snprintf(buf, n, "; its names are Hugging Face %s's: convert it first with dhxc convert "
+           "--from %s --to dhx %s OUT.safetensors", arch, arch[0] == 'L' ? "hf-llama" : "hf-gpt2",
+           s->path);
+  return buf;
+}
+
+static bool check_weight(const dhx_st_file *s, const dhx_st_entry *e, const dhx_plan_buffer *b,
+                         char *err, size_t errlen) {
+  if (strcmp(e->dtype, "F32") != 0 && strcmp(e->dtype, "BF16") != 0 && strcmp(e->dtype, "F16") != 0)
+    return dhx_st_fail(s->path, err, errlen, "tensor '%s': dtype %s (expected F32, BF16 or F16)",
+                       e->name, e->dtype);
+  if (!same_shape(e, b)) {
+    char want[160], got[160];
+    plan_shape_text(b, want, sizeof want);
+    dhx_st_shape_text(e->ndim, e->shape, got, sizeof got);
+    return dhx_st_fail(s->path, err, errlen, "tensor '%s': shape %s, the plan's is %s", e->name,
+                       got, want);
+  }
+  return dhx_st_check_size(s, e, err, errlen);
+}
+
+// Every parameter present with the plan's shape; besides them only their AdamW moments.
+static bool match_weights(const dhx_st_file *s, const dhx_plan_rank *r, tensor *t, int n,
+                          char *err, size_t errlen) {
+  for (int i = 0; i < n; i++) {
+    if (t[i].moment) continue;
+    t[i].e = dhx_st_find(s, t[i].name);
+    char hint[600];
+    if (!t[i].e)
+      return dhx_st_fail(s->path, err, errlen, "tensor '%s' is missing%s", t[i].name,
+                  hf_hint(s, hint, sizeof hint));
+    if (!check_weight(s, t[i].e, &r->buffers[t[i].buf], err, errlen)) return false;
+  }
+  for (int i = 0; i < s->nentries; i++)
+    if (!find_tensor(t, n, s->entries[i].name))
+      return dhx_st_fail(s->path, err, errlen, "tensor '%s' is not in the plan",
+                         s->entries[i].name);
+  return true;
+}
+
+bool dhx_checkpoint_load_weights(const dhx_plan *plan, uint32_t rank, uint8_t *arena,
+                                 const char *path, char *err, size_t errlen) {
+  const dhx_plan_rank *r = &plan->ranks[rank];
+  int n = 0;
+  tensor *t = list_tensors(r, &n);
+  if (!t) return dhx_st_fail(path, err, errlen, "out of memory");
+  dhx_st_file s;
+  bool ok = dhx_st_open(&s, path, err, errlen);
+  if (ok) ok = match_weights(&s, r, t, n, err, errlen) && dhx_st_verify(&s, err, errlen);
   for (int i = 0; i < n && ok; i++) {
     const dhx_plan_buffer *b = &r->buffers[t[i].buf];
-    if (!read_at(f, 8 + (int64_t)hlen + t[i].begin, arena + b->offset, (size_t)b->nbytes))
-      ok = lfail(&l, "cannot read tensor '%s'", t[i].name);
+    if (t[i].moment) memset(arena + b->offset, 0, (size_t)b->nbytes);  // fresh optimizer state
+    else ok = dhx_st_read_f32(&s, t[i].e, (float *)(arena + b->offset), err, errlen);
   }
-  cJSON_Delete(root);
-  free(json);
+  dhx_st_close(&s);
   free(t);
-  fclose(f);
   return ok;
 }

@@ -4,7 +4,6 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
-mkdir -p "$root/data"
 files=$(find /usr/share/common-licenses -maxdepth 1 -type f | sort)
 # shellcheck disable=SC2086
 "$build/bin/dhxc" data -o "$root/data/tiny" --val-fraction 0.1 $files

@@ -10,6 +10,7 @@ packages=(
   libopenmpi-dev openmpi-bin     # runtime collectives and the mpirun launcher
   libopenblas-dev                # GEMMs on the CPU backend
   libcjson-dev                   # safetensors headers, metrics
+  python3-numpy                  # tests/convert: the Hugging Face reference forward pass
 )
 
 missing=()

@@ -10,4 +10,9 @@ int dhx_data_main(int argc, char **argv);
 // back in place, or the names of the files that are not canonical. argv[0] is "fmt".
 int dhx_fmt_main(int argc, char **argv);
 
+// `dhxc convert --from dhx|hf-gpt2|hf-llama --to dhx|hf-gpt2|hf-llama IN OUT`: a safetensors
+// checkpoint renamed (and transposed where layouts differ) between DHX's parameter names and
+// Hugging Face's GPT-2 or Llama names. argv[0] is "convert".
+int dhx_convert_main(int argc, char **argv);
+
 #endif

@@ -5,9 +5,13 @@
 //   dhxc check FILE.dhx [--set ...]
 //   dhxc data -o PREFIX [--val-fraction F] TEXT_FILE...
 //   dhxc fmt [-i | --check] FILE.dhx...
+//   dhxc convert --from F --to G IN.safetensors OUT.safetensors
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../front/front.h"
 #include "../plan/compile.h"
@@ -17,14 +21,37 @@
 #ifndef DHX_STDLIB_DIR
 #define DHX_STDLIB_DIR "stdlib"
 #endif
+#ifndef DHX_STDLIB_FROM_BIN
+#define DHX_STDLIB_FROM_BIN "../share/dhx/stdlib"
+#endif
+
+// The stdlib searched after -I and $DHX_STDLIB: an installed dhxc finds it relative to its own
+// binary (PREFIX/bin/../share/dhx/stdlib), wherever PREFIX is; a dhxc run from its build tree
+// has none there and uses the source tree's (DHX_STDLIB_DIR).
+static const char *builtin_stdlib_dir(void) {
+  static char dir[PATH_MAX];
+  char exe[PATH_MAX], beside[PATH_MAX + sizeof DHX_STDLIB_FROM_BIN];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return DHX_STDLIB_DIR;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (!slash) return DHX_STDLIB_DIR;
+  *slash = '\0';  // the folder of the binary
+  snprintf(beside, sizeof beside, "%s/%s", exe, DHX_STDLIB_FROM_BIN);
+  struct stat st;
+  if (realpath(beside, dir) && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+  return DHX_STDLIB_DIR;
+}
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: dhxc FILE.dhx -o PLAN_DIR [options]     compile a training plan\n"
           "       dhxc check FILE.dhx [options]           check a program without writing a plan\n"
-          "       dhxc data -o PREFIX [--val-fraction F] FILE...\n"
+          "       dhxc data -o PREFIX [--val-fraction F] [--shard-tokens N] FILE...\n"
           "                                               make byte-level token shards\n"
           "       dhxc fmt [-i | --check] FILE.dhx...     print, rewrite or check canonical form\n"
+          "       dhxc convert --from F --to G IN OUT     checkpoints to and from Hugging Face\n"
+          "                                               names (dhx, hf-gpt2, hf-llama)\n"
           "options:\n"
           "  --set PATH=VALUE   override a field, e.g. --set schedule.parallel.dp=2\n"
           "  --emit=KIND        print graph | memory | schedule | llvm | ptx to stdout\n"
@@ -88,11 +115,15 @@ static bool parse_args(int argc, char **argv, options *o) {
   return true;
 }
 
-static int emit(dhx_compiled *c, const char *kind) {
+static int emit(dhx_compiled *c, const dhx_config *cfg, const char *kind) {
   char err[1024];
   bool ok = true;
   if (strcmp(kind, "graph") == 0) {
     dhx_graph_dump(&c->graph, stdout);
+  } else if (strcmp(kind, "memory") == 0) {  // a lowered plan: the exact arena of each rank
+    dhx_rank_memory m;
+    dhx_rank_memory_of(&c->graph, c->plan.ranks[0].arena_bytes, (int)c->plan.nranks, &m);
+    dhx_print_rank_memory(&m, cfg, stdout);
   } else if (strcmp(kind, "schedule") == 0) {
     dhx_plan_print(&c->plan, stdout);
   } else if (strcmp(kind, "llvm") == 0) {
@@ -111,6 +142,7 @@ static int emit(dhx_compiled *c, const char *kind) {
 static int analyze_only(const dhx_program *prog, const dhx_config *cfg, const options *o) {
   dhx_graph g;
   bool ok = dhx_analyze(prog, cfg, &g);
+  if (ok && o->check) dhx_warn_data_shards(cfg, g.seq, g.vocab);
   if (ok && o->emit && strcmp(o->emit, "graph") == 0) dhx_graph_dump(&g, stdout);
   if (ok && o->emit && strcmp(o->emit, "memory") == 0) {
     dhx_memory m;
@@ -143,7 +175,7 @@ static int compile_main(options *o) {
   for (int i = 0; i < o->ndirs; i++) dirs[nd++] = o->dirs[i];
   const char *env = getenv("DHX_STDLIB");
   if (env && *env) dirs[nd++] = env;
-  dirs[nd++] = DHX_STDLIB_DIR;
+  dirs[nd++] = builtin_stdlib_dir();
 
   dhx_program *prog = dhx_load_program(o->input, dirs, nd);
   if (!prog) return 1;
@@ -176,8 +208,10 @@ static int compile_main(options *o) {
     char what[160];
     const dhx_loc *at;
     bool unlowered = dhx_unlowered(&cfg, &at, what, sizeof what) != NULL;
-    bool analysis = o->emit && (strcmp(o->emit, "memory") == 0 ||
-                                (strcmp(o->emit, "graph") == 0 && unlowered));
+    // A plan that can be lowered reports the memory it really allocates (the arena of each
+    // rank); the others, the estimate from the analyzed model.
+    bool analysis = o->emit && unlowered &&
+                    (strcmp(o->emit, "memory") == 0 || strcmp(o->emit, "graph") == 0);
     if (o->check && !o->emit && !cfg.model_inst) {
       // a module without a model instance (a stdlib module): its definitions were checked
       rc = 0;
@@ -187,7 +221,8 @@ static int compile_main(options *o) {
       dhx_compiled c;
       if (dhx_compile(prog, &cfg, &c) && dhx_diag.errors == 0) {
         rc = 0;
-        if (o->emit) rc = emit(&c, o->emit);
+        if (o->check) dhx_warn_data_shards(&cfg, c.graph.seq, c.graph.vocab);
+        if (o->emit) rc = emit(&c, &cfg, o->emit);
         if (rc == 0 && o->output && !dhx_write_plan_dir(&c, o->output)) rc = 1;
       }
       dhx_compiled_free(&c);
@@ -208,6 +243,7 @@ int main(int argc, char **argv) {
   }
   if (argc >= 2 && strcmp(argv[1], "data") == 0) return dhx_data_main(argc - 1, argv + 1);
   if (argc >= 2 && strcmp(argv[1], "fmt") == 0) return dhx_fmt_main(argc - 1, argv + 1);
+  if (argc >= 2 && strcmp(argv[1], "convert") == 0) return dhx_convert_main(argc - 1, argv + 1);
   options o = {0};
   if (argc >= 2 && strcmp(argv[1], "check") == 0) {
     o.check = true;
