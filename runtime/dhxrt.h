@@ -13,6 +13,10 @@
 //   checkpoint.c    safetensors save and load
 //   schedule.c      learning rate and Adam bias corrections per step
 //   metrics.c       the step log line and JSON-lines metrics
+//   summary.c       the end-of-run summary: throughput, FLOP/s and MFU, memory, losses, paths
+//   preflight.c     checks before step 1: outputs writable, memory, degenerate configurations
+//   interrupt.c     SIGINT/SIGTERM/SIGUSR1: stop after the step, checkpoint, exit
+//   watchdog.c      a stuck or dead rank ends the job, named, instead of hanging it
 //   train.c         the training loop (dhxrun)
 #ifndef DHX_DHXRT_H
 #define DHX_DHXRT_H
@@ -100,6 +104,9 @@ typedef struct dhx_rt {
   dhx_streams *streams;
   dhx_comms *comms;  // NULL until dhx_rt_connect
   double regs[DHX_REG_COUNT];  // read by DHX_ARG_REG when an instruction runs
+  // Set when OP_GRAD_NORM finds a non-finite norm: the rest of the program (the optimizer
+  // update) is skipped, so NaN never reaches the parameters. Reset when a program starts.
+  _Atomic bool update_skipped;
 } dhx_rt;
 
 // Everything local to this rank: arena, kernels (so_path; unused when the plan has none),
@@ -118,23 +125,38 @@ int32_t dhx_rt_find(const dhx_rt *rt, dhx_buf_kind kind);
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
 
 // ---- data.c -----------------------------------------------------------------------------------
-#define DHX_SHARD_MAGIC 20240520
+#define DHX_SHARD_MAGIC 20240520  // llm.c GPT-2 shards: uint16 tokens
 #define DHX_SHARD_VERSION 1
+#define DHX_SHARD_MAGIC_LLAMA3 20240801  // llm.c Llama 3 shards: uint32 tokens
+#define DHX_SHARD_VERSION_LLAMA3 7
 #define DHX_SHARD_HEADER_INTS 256
 
-typedef struct dhx_shard {
-  const uint16_t *tokens;
-  int64_t ntok;
+typedef struct dhx_shard_file {
   void *map;  // the whole file, mapped read-only
   size_t map_bytes;
+  const uint8_t *tokens;  // just after the header
+  int token_bytes;  // 2 (uint16) or 4 (uint32)
+  int64_t first;  // position of its first token in the stream
+  int64_t ntok;
+} dhx_shard_file;
+
+// A token stream: one shard, or every shard a glob pattern matches, in sorted order.
+typedef struct dhx_shard {
+  dhx_shard_file *files;
+  int64_t nfiles;
+  int64_t ntok;  // tokens in all files
+  int64_t max_token;  // the largest token id in all files
 } dhx_shard;
 
-// Opens and checks a shard: size, magic, version, ntok >= seq+2, every token < vocab. Errors
-// start with the path.
-bool dhx_shard_open(dhx_shard *s, const char *path, int64_t seq, int64_t vocab, char *err,
+// Opens and checks a stream: path_or_glob is a file, or a glob(3) pattern such as
+// "data/fineweb_train_*.bin" whose matches are read in sorted order as one stream. Each file:
+// size, magic and version (GPT-2 uint16 or Llama 3 uint32 tokens), length, every token < vocab;
+// in all, ntok >= seq+1. Errors start with the file's path, or the pattern that matches nothing.
+bool dhx_shard_open(dhx_shard *s, const char *path_or_glob, int64_t seq, int64_t vocab, char *err,
                     size_t errlen);
 void dhx_shard_close(dhx_shard *s);
-// Row g (any non-negative index; wraps around the shard): tokens[0..seq) and the next tokens.
+// Row g (any non-negative index; wraps around the stream): tokens[0..seq) and the next tokens.
+// Windows may span two files.
 void dhx_shard_row(const dhx_shard *s, int64_t g, int64_t seq, int32_t *tokens, int32_t *targets);
 
 // ---- init.c -----------------------------------------------------------------------------------
@@ -147,12 +169,30 @@ double dhx_init_normal(uint64_t seed, const char *name, int64_t i);
 
 // ---- checkpoint.c -----------------------------------------------------------------------------
 // safetensors: every parameter under its name, its AdamW moments as NAME.adam_m / NAME.adam_v,
-// and __metadata__ {"format": "dhx", "step": "N", "model": "..."}. Save writes a temporary file
-// and renames it. Load checks everything before it copies anything into the arena.
+// and __metadata__ {"format": "dhx", "step": "N", "model": "...", "data_xxh64": "...",
+// "header_xxh64": "..."} (runtime/safetensors.h). Save writes a temporary file and renames it.
+// Every load checks the whole file (and its digests, when it has them) before it copies
+// anything into the arena; errors start with the path ("ck/step_40.safetensors: checksum
+// mismatch: the file is corrupt").
 bool dhx_checkpoint_save(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
                          const char *path, int64_t step, char *err, size_t errlen);
+// Resume: parameters and moments, all matching the plan; *step = the steps taken. A file
+// without moments is refused with a message that points to --init.
 bool dhx_checkpoint_load(const dhx_plan *plan, uint32_t rank, uint8_t *arena, const char *path,
                          int64_t *step, char *err, size_t errlen);
+// The checks of dhx_checkpoint_load without touching an arena.
+bool dhx_checkpoint_verify(const dhx_plan *plan, uint32_t rank, const char *path, int64_t *step,
+                           char *err, size_t errlen);
+// `--resume latest`: DIR/step_N.safetensors from the largest N down, the first that verifies
+// (PATH.tmp.PID files are ignored). Each one skipped gets a line on `notes` (when not NULL):
+// "dhxrun: skipping ck/step_40.safetensors: checksum mismatch: the file is corrupt".
+bool dhx_checkpoint_latest(const char *dir, const dhx_plan *plan, uint32_t rank, char *path,
+                           size_t pathlen, FILE *notes, char *err, size_t errlen);
+// `--init FILE`: the parameters only, from any safetensors file that has every one of them
+// under the plan's names and shapes (F32, BF16 or F16); moments in the file are ignored and
+// the arena's are zeroed (fresh optimizer state), metadata and step are ignored.
+bool dhx_checkpoint_load_weights(const dhx_plan *plan, uint32_t rank, uint8_t *arena,
+                                 const char *path, char *err, size_t errlen);
 
 // ---- schedule.c -------------------------------------------------------------------------------
 // Learning rate of step t (0-based): linear warm-up to lr, then cosine to lr*lr_min_ratio at the
@@ -167,24 +207,93 @@ typedef struct dhx_step_metrics {
   int64_t steps;  // of the run, for the log line
   double loss, val_loss;
   bool has_val;
+  bool skipped;  // non-finite, and train.skip_nonfinite: the update was not applied
   double tokens_per_s, step_ms;
+  double elapsed_s, eta_s;  // since the first step of this run; to its last step
   uint64_t comm_bytes;
   double lr, grad_norm;
 } dhx_step_metrics;
 
-// `step    1/300 | loss 5.5452 | lr 3.00e-04 | norm 1.234 | 120.3 ms | 34052 tok/s | val 2.345`
+// `step    1/300 | loss 5.5452 | lr 3.00e-04 | norm 1.234 | 120.3 ms | 34052 tok/s | val 2.345
+//  | 12 s elapsed, ETA 3:20`
 void dhx_log_step(FILE *out, const dhx_step_metrics *m);
 // One JSON object per line: step, loss, val_loss (on eval steps), tokens_per_s, step_ms,
-// comm_bytes, lr, grad_norm.
+// comm_bytes, lr, grad_norm; NaN and infinities as null, listed in "nonfinite".
 void dhx_metrics_write(FILE *out, const dhx_step_metrics *m);
+// `,"key":value` with fmt, or `,"key":null` (and false) when x is not finite.
+bool dhx_json_number(FILE *out, const char *key, double x, const char *fmt);
+// Opens the metrics file: truncated for a new run; for a run resumed after step resumed_at
+// (> 0), the lines of steps 1..resumed_at are kept and new lines are appended.
+FILE *dhx_metrics_open(const char *path, int64_t resumed_at, char *err, size_t errlen);
+
+// ---- summary.c --------------------------------------------------------------------------------
+typedef struct dhx_run_summary {
+  const char *outcome;  // "finished", "interrupted by SIGINT", "stopped: non-finite loss", ...
+  int64_t last_step, steps_run, skipped;
+  double wall_s, mean_tokens_per_s, median_tokens_per_s;
+  double flops_per_s, peak_flops_per_s, mfu;  // whole job
+  const char *peak_source;
+  double peak_rss_bytes, arena_bytes;  // largest of the ranks
+  bool has_loss, has_val;
+  double final_loss, final_val_loss;
+  const char *paths[8];  // written by this run
+  int npaths;
+} dhx_run_summary;
+
+void dhx_summary_print(FILE *out, const dhx_run_summary *s);
+// The same as one JSON line: {"summary":true,...}
+void dhx_summary_write_json(FILE *out, const dhx_run_summary *s);
+double dhx_median(const double *x, int64_t n);
+// FLOP/s of single-precision GEMMs on every worker of the pool at once (about 0.2 s).
+double dhx_measure_gemm_rate(dhx_pool *pool);
+// "12 s", "4:05", "1:02:03"; "?" when unknown (negative or not finite).
+void dhx_format_duration(double seconds, char *out, size_t len);
+
+// ---- preflight.c ------------------------------------------------------------------------------
+// mkdir -p, then proves the directory writable. `what` names it in errors ("checkpoint
+// directory").
+bool dhx_make_dirs(const char *dir, const char *what, char *err, size_t errlen);
+// The directory of an output file exists (created if needed) and is writable; the path is not
+// a directory.
+bool dhx_prepare_output_file(const char *path, const char *what, char *err, size_t errlen);
+int64_t dhx_host_memory_available(void);  // bytes, -1 when unknown
+// False (with the numbers in err) when ranks_on_node arenas do not fit in available memory.
+bool dhx_check_host_memory(int64_t arena_bytes, int ranks_on_node, char *err, size_t errlen);
+// Warnings for configurations that train on something other than what was meant; returns how
+// many were printed.
+int dhx_warn_configuration(FILE *out, const dhx_plan_train *t, const dhx_shard *train,
+                           const dhx_shard *val, bool has_val, int64_t steps_to_run);
+
+// ---- interrupt.c ------------------------------------------------------------------------------
+// SIGINT, SIGTERM and SIGUSR1 set a flag (a second SIGINT/SIGTERM kills as usual).
+void dhx_interrupt_install(void);
+int dhx_interrupt_pending(void);  // the signal received, 0 when none
+// Collective: the signal to act on (0 when no rank received one) and the lowest rank that got it.
+int dhx_interrupt_agree(int world_rank, int *from_rank);
+const char *dhx_signal_name(int sig);
+
+// ---- watchdog.c -------------------------------------------------------------------------------
+typedef struct dhx_watchdog dhx_watchdog;
+enum { DHX_PHASE_COMPUTE, DHX_PHASE_UPDATE, DHX_PHASE_EVAL, DHX_PHASE_DONE };
+// Collective. Ends the job (MPI_Abort) naming the ranks that hold the others up when no rank
+// has made progress for timeout_s seconds.
+dhx_watchdog *dhx_watchdog_start(double timeout_s);
+void dhx_watchdog_set_timeout(dhx_watchdog *w, double timeout_s);
+// This rank reached `phase` of step (0-based) `step`.
+void dhx_watchdog_mark(dhx_watchdog *w, int64_t step, int phase);
+// Collective.
+void dhx_watchdog_stop(dhx_watchdog *w);
 
 // ---- train.c ----------------------------------------------------------------------------------
 typedef struct dhx_run_opts {
   const char *plan_dir;
-  const char *train_path, *val_path;  // NULL: the plan's data paths
-  const char *metrics_path, *save_path, *resume_path, *checkpoint_dir;  // NULL when absent
+  const char *train_path, *val_path;  // NULL: the plan's data paths (files or globs)
+  const char *metrics_path, *save_path, *checkpoint_dir;  // NULL when absent
+  const char *resume_path;  // a checkpoint, or "latest": the newest good one in checkpoint_dir
+  const char *init_path;    // weights only (fresh optimizer state); NULL when absent
   int64_t steps;  // 0: the plan's train.steps
   int threads;    // 0: cores / ranks on this node
+  double step_timeout;  // seconds without progress before the run is ended; 0: automatic
   bool quiet;
 } dhx_run_opts;
 

@@ -14,18 +14,30 @@ static const char *usage_text =
     "\n"
     "Trains the plan that dhxc wrote to PLAN_DIR (plan.bin, kernels.so).\n"
     "\n"
-    "  --train FILE           training token shard (default: the plan's data.train)\n"
-    "  --val FILE             validation token shard (default: the plan's data.val)\n"
+    "  --train FILE|GLOB      training token shards, read in sorted order (default: the plan's\n"
+    "                         data.train); paths are relative to the current directory\n"
+    "  --val FILE|GLOB        validation token shards (default: the plan's data.val)\n"
     "  --steps N              stop after step N; the learning-rate schedule keeps the plan's\n"
     "                         length, so --steps 20 runs exactly the first 20 steps of the full run\n"
-    "  --metrics FILE         write one JSON object per step (rank 0)\n"
+    "  --metrics FILE         write one JSON object per step and a summary line (rank 0); a\n"
+    "                         resumed run keeps the earlier lines and appends\n"
     "  --threads N            worker threads per rank (default: cores / ranks on the node)\n"
     "  --save FILE            write a safetensors checkpoint at the end\n"
-    "  --resume FILE          load parameters, AdamW moments and the step from a checkpoint\n"
-    "                         and continue from there (same losses as an uninterrupted run)\n"
+    "  --resume FILE|latest   load parameters, AdamW moments and the step from a checkpoint\n"
+    "                         and continue from there (same losses as an uninterrupted run);\n"
+    "                         latest: the newest complete checkpoint in the checkpoint directory\n"
+    "  --init FILE            start a new run from the weights of a safetensors file (fresh\n"
+    "                         optimizer state; see dhxc convert for Hugging Face files)\n"
     "  --checkpoint-dir DIR   write DIR/step_N.safetensors every train.checkpoint_every steps\n"
+    "                         and on an interrupt (default: PLAN_DIR/checkpoints when\n"
+    "                         train.checkpoint_every is set)\n"
+    "  --step-timeout S       end the run, naming the rank, when no rank makes progress for S\n"
+    "                         seconds (default: 20 x the slowest step, at least 300)\n"
     "  --quiet                print nothing but errors\n"
-    "  --help                 this text\n";
+    "  --help                 this text\n"
+    "\n"
+    "SIGINT, SIGTERM or SIGUSR1 on any rank: every rank finishes its step, the checkpoint is\n"
+    "written (checkpoint directory and --save), and dhxrun exits with 128 + the signal number.\n";
 
 typedef enum { PARSE_OK, PARSE_ERROR, PARSE_HELP } parse_result;
 
@@ -41,7 +53,8 @@ static bool parse_int(const char *s, int64_t max, int64_t *out) {
 // Options take their value as the next argument or after '=' (--steps 20, --steps=20).
 static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err, size_t errlen) {
   static const char *with_value[] = {"--train", "--val", "--steps", "--metrics", "--threads",
-                                     "--save", "--resume", "--checkpoint-dir"};
+                                     "--save", "--resume", "--checkpoint-dir", "--init",
+                                     "--step-timeout"};
   memset(o, 0, sizeof *o);
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
@@ -96,6 +109,16 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
       o->save_path = value;
     } else if (strcmp(name, "--resume") == 0) {
       o->resume_path = value;
+    } else if (strcmp(name, "--init") == 0) {
+      o->init_path = value;
+    } else if (strcmp(name, "--step-timeout") == 0) {
+      char *end = NULL;
+      double v = strtod(value, &end);
+      if (*end || !(v > 0 && v <= 1e7)) {
+        snprintf(err, errlen, "--step-timeout: '%s' is not a number of seconds", value);
+        return PARSE_ERROR;
+      }
+      o->step_timeout = v;
     } else {
       o->checkpoint_dir = value;
     }

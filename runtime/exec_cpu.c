@@ -131,11 +131,15 @@ static void exec_grad_norm(dhx_rt *rt, const dhx_plan_instr *in) {
   for (int64_t i = 0; i < in->args[1].i; i++) sum += partials[i];
   double norm = sqrt(sum), max_norm = in->args[2].f;
   rt->regs[DHX_REG_GRAD_NORM] = norm;
+  if (!isfinite(norm)) atomic_store(&rt->update_skipped, true);
   rt->regs[DHX_REG_CLIP_SCALE] = max_norm > 0 ? fmin(1.0, max_norm / (norm + 1e-6)) : 1.0;
 }
 
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
   dhx_rt *rt = ctx;
+  // After a non-finite gradient norm only the norm itself is still computed (every rank sees
+  // the same norm, so every rank skips the same instructions and no collective is left alone).
+  if (atomic_load(&rt->update_skipped) && in->op != DHX_OP_GRAD_NORM) return;
   switch ((dhx_op)in->op) {
     case DHX_OP_KERNEL: exec_kernel(rt, in); break;
     case DHX_OP_GEMM: exec_gemm(rt, in); break;

@@ -48,6 +48,7 @@ void dhx_rt_free(dhx_rt *rt) {
 }
 
 void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog) {
+  atomic_store(&rt->update_skipped, false);
   dhx_streams_run(rt->streams, &rt->rank->programs[prog]);
 }
 

@@ -13,6 +13,8 @@
 //       every val_every steps (and at the last): run EVAL over the first val_batches
 //           micro-batches of the validation shard, dealt round-robin to the dp ranks
 //       log, metrics, checkpoints
+//       the ranks agree on whether a stop signal arrived: if so, checkpoint and stop
+//   print the summary (and append it to the metrics file)
 //
 // Which rows a rank reads depends only on (step, micro-batch, dp rank), so runs at different
 // data-parallel degrees see the same global batch, and a resumed run reads exactly what the
@@ -21,8 +23,14 @@
 //
 // Errors: every rank reads the same files, so they usually all fail together; after each stage
 // that can fail, the ranks agree (an all-reduce) and the lowest failing rank prints the message,
-// so a problem is reported once and every rank exits 1.
+// so a problem is reported once and every rank exits 1. Everything that can fail before
+// training (outputs, memory, inputs) is checked before step 1 (preflight.c); a rank that stops
+// responding during training is the watchdog's (watchdog.c).
+//
+// Exit status: 0 when the run finished; 1 on an error (a non-finite loss included); 128+N when
+// stopped by signal N (130 for SIGINT), after the checkpoint was written.
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <mpi.h>
@@ -30,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,9 +47,13 @@
 
 #define ERR_MAX 8192
 
+#define ERR_MAX 8192
+#define MIN_STEP_TIMEOUT 300.0  // seconds; the automatic timeout is never shorter
+#define STEP_TIMEOUT_FACTOR 20  // ... and at least this many times the slowest step so far
+
 typedef struct run {
   const dhx_run_opts *opts;
-  int rank, world;
+  int rank, world, ranks_on_node;
   dhx_plan plan;
   const dhx_plan_train *t;
   dhx_rt rt;
@@ -50,7 +63,18 @@ typedef struct run {
   int32_t *tokens, *targets;  // this rank's TOKENS / TARGETS buffers (NULL if absent)
   const float *losses;        // LOSSES buffer (NULL if absent)
   FILE *metrics;
+  char checkpoint_dir[4096];  // "" when no periodic checkpoints
+  char resume_path[4096];     // the checkpoint resumed from ("" when none)
   int64_t first_step, end_step;  // steps [first, end) run here (0-based)
+  dhx_watchdog *watchdog;
+  // what the summary reports
+  int64_t done_step;  // steps completed (0-based end of what was run)
+  int64_t skipped;
+  double *step_tokens_per_s;
+  double train_seconds, last_loss, last_val;
+  bool has_last_val;
+  char written[8][4096];
+  int nwritten;
   char err[ERR_MAX];
 } run;
 
@@ -70,6 +94,12 @@ static bool agree(run *R, bool ok) {
   return false;
 }
 
+static void note_written(run *R, const char *path) {
+  for (int i = 0; i < R->nwritten; i++)
+    if (strcmp(R->written[i], path) == 0) return;
+  if (R->nwritten < 8) snprintf(R->written[R->nwritten++], sizeof R->written[0], "%s", path);
+}
+
 // ---- set-up -----------------------------------------------------------------------------------
 
 static bool read_plan(run *R) {
@@ -85,19 +115,23 @@ static bool read_plan(run *R) {
   return true;
 }
 
-// Worker threads per rank: the cores this process may use when it is bound to a subset (mpirun
-// binds small jobs to cores), otherwise the node's cores shared among its ranks.
-static int default_threads(void) {
+static int count_ranks_on_node(void) {
   MPI_Comm node;
   int local = 1;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
   MPI_Comm_size(node, &local);
   MPI_Comm_free(&node);
+  return local;
+}
+
+// Worker threads per rank: the cores this process may use when it is bound to a subset (mpirun
+// binds small jobs to cores), otherwise the node's cores shared among its ranks.
+static int default_threads(const run *R) {
   long online = sysconf(_SC_NPROCESSORS_ONLN);
   if (online < 1) online = 1;
   cpu_set_t set;
   long allowed = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : online;
-  long threads = allowed < online ? allowed : online / local;
+  long threads = allowed < online ? allowed : online / R->ranks_on_node;
   return threads < 1 ? 1 : (int)threads;
 }
 
@@ -123,39 +157,109 @@ static void find_io_buffers(run *R) {
   R->losses = loss >= 0 ? dhx_rt_buffer(&R->rt, loss) : NULL;
 }
 
-static bool make_dirs(const char *dir, char *err, size_t errlen) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s", dir);
-  for (char *p = path + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) break;
-    *p = '/';
-  }
-  if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-    snprintf(err, errlen, "%s: cannot create the checkpoint directory: %s", dir, strerror(errno));
+// Periodic checkpoints go to --checkpoint-dir, or to PLAN_DIR/checkpoints when the plan asks
+// for them (train.checkpoint_every) and no directory was given: asked-for checkpoints are
+// never silently dropped.
+static void choose_checkpoint_dir(run *R) {
+  const dhx_run_opts *o = R->opts;
+  bool latest = o->resume_path && strcmp(o->resume_path, "latest") == 0;
+  if (o->checkpoint_dir)
+    snprintf(R->checkpoint_dir, sizeof R->checkpoint_dir, "%s", o->checkpoint_dir);
+  else if (R->t->checkpoint_every > 0 || latest)
+    snprintf(R->checkpoint_dir, sizeof R->checkpoint_dir, "%s/checkpoints", o->plan_dir);
+}
+
+// Every location this run will write is created and proven writable before any work is done.
+// Rank 0 alone writes metrics and checkpoints.
+static bool check_outputs(run *R) {
+  const dhx_run_opts *o = R->opts;
+  if (R->rank != 0) return true;
+  if (o->save_path && !dhx_prepare_output_file(o->save_path, "--save checkpoint", R->err, sizeof R->err))
     return false;
+  if (o->metrics_path && !dhx_prepare_output_file(o->metrics_path, "metrics file", R->err, sizeof R->err))
+    return false;
+  return !R->checkpoint_dir[0] ||
+         dhx_make_dirs(R->checkpoint_dir, "checkpoint directory", R->err, sizeof R->err);
+}
+
+static bool check_memory(run *R) {
+  return dhx_check_host_memory(R->plan.ranks[R->rank].arena_bytes, R->ranks_on_node, R->err,
+                               sizeof R->err);
+}
+
+// --resume latest: the newest checkpoint of the directory that verifies (rank 0 looks, and
+// tells the others which one, so every rank loads the same file).
+static bool find_latest(run *R) {
+  bool ok = true;
+  if (R->rank == 0)
+    ok = dhx_checkpoint_latest(R->checkpoint_dir, &R->plan, 0, R->resume_path,
+                               sizeof R->resume_path, stderr, R->err, sizeof R->err);
+  if (!agree(R, ok)) return false;
+  MPI_Bcast(R->resume_path, (int)sizeof R->resume_path, MPI_CHAR, 0, MPI_COMM_WORLD);
+  return true;
+}
+
+// A checkpoint with NaN or infinite parameters would train on garbage: refused by name.
+static bool params_finite(run *R) {
+  const dhx_plan_rank *r = R->rt.rank;
+  for (uint32_t i = 0; i < r->nbuffers; i++) {
+    const dhx_plan_buffer *b = &r->buffers[i];
+    if (b->kind != DHX_BUF_PARAM || b->dtype != DHX_F32) continue;
+    const float *p = dhx_rt_buffer(&R->rt, (int32_t)i);
+    for (int64_t k = 0; k < b->nbytes / 4; k++)
+      if (!isfinite(p[k])) {
+        snprintf(R->err, sizeof R->err, "%s: parameter '%s' holds a non-finite value (%g at "
+                 "element %" PRId64 "): the checkpoint comes from a diverged run",
+                 R->resume_path[0] ? R->resume_path : R->opts->init_path, b->name, (double)p[k], k);
+        return false;
+      }
   }
   return true;
 }
 
-// Rank 0 alone writes metrics and checkpoints.
-static bool open_outputs(run *R) {
-  if (R->rank != 0) return true;
-  if (R->opts->metrics_path) {
-    R->metrics = fopen(R->opts->metrics_path, "w");
-    if (!R->metrics) {
-      snprintf(R->err, sizeof R->err, "%s: cannot create the metrics file: %s",
-               R->opts->metrics_path, strerror(errno));
-      return false;
-    }
+// Parameters: initialised from the plan's seed, then --init (weights only) or --resume
+// (weights, moments and the step).
+static bool load_state(run *R) {
+  const dhx_run_opts *o = R->opts;
+  dhx_init_params(&R->rt, R->t->seed);
+  R->first_step = 0;
+  if (o->init_path && o->resume_path) {
+    snprintf(R->err, sizeof R->err, "--init and --resume exclude each other (--init starts a "
+             "new run from weights; --resume continues one)");
+    return agree(R, false);
   }
-  return !R->opts->checkpoint_dir || make_dirs(R->opts->checkpoint_dir, R->err, sizeof R->err);
+  if (o->resume_path && strcmp(o->resume_path, "latest") == 0) {
+    if (!find_latest(R)) return false;
+  } else if (o->resume_path) {
+    snprintf(R->resume_path, sizeof R->resume_path, "%s", o->resume_path);
+  }
+  bool ok = true;
+  if (R->resume_path[0])
+    ok = dhx_checkpoint_load(&R->plan, (uint32_t)R->rank, R->rt.arena.base, R->resume_path,
+                             &R->first_step, R->err, sizeof R->err);
+  else if (o->init_path)
+    ok = dhx_checkpoint_load_weights(&R->plan, (uint32_t)R->rank, R->rt.arena.base,
+                                     o->init_path, R->err, sizeof R->err);
+  if (!agree(R, ok)) return false;
+  if ((R->resume_path[0] || o->init_path) && !agree(R, params_finite(R))) return false;
+  return true;
+}
+
+static bool open_metrics(run *R) {
+  if (R->rank != 0 || !R->opts->metrics_path) return true;
+  R->metrics = dhx_metrics_open(R->opts->metrics_path, R->resume_path[0] ? R->first_step : 0,
+                                R->err, sizeof R->err);
+  if (R->metrics) note_written(R, R->opts->metrics_path);
+  return R->metrics != NULL;
 }
 
 static bool setup(run *R) {
   if (!agree(R, read_plan(R))) return false;
-  int threads = R->opts->threads > 0 ? R->opts->threads : default_threads();
+  R->ranks_on_node = count_ranks_on_node();
+  choose_checkpoint_dir(R);
+  if (!agree(R, check_outputs(R))) return false;
+  if (!agree(R, check_memory(R))) return false;
+  int threads = R->opts->threads > 0 ? R->opts->threads : default_threads(R);
   char so[4096];
   snprintf(so, sizeof so, "%s/kernels.so", R->opts->plan_dir);
   R->rt_ready = true;  // dhx_rt_free is safe on a partly initialised runtime
@@ -163,14 +267,20 @@ static bool setup(run *R) {
   if (!agree(R, ok && open_data(R))) return false;
   dhx_rt_connect(&R->rt);
   find_io_buffers(R);
-
-  dhx_init_params(&R->rt, R->t->seed);
-  R->first_step = 0;
+  if (!load_state(R)) return false;
   R->end_step = R->opts->steps > 0 ? R->opts->steps : R->t->steps;
-  ok = !R->opts->resume_path ||
-       dhx_checkpoint_load(&R->plan, (uint32_t)R->rank, R->rt.arena.base, R->opts->resume_path,
-                           &R->first_step, R->err, sizeof R->err);
-  return agree(R, ok) && agree(R, open_outputs(R));
+  if (R->first_step >= R->end_step) {
+    snprintf(R->err, sizeof R->err, "%s holds %" PRId64 " steps: nothing is left to run up to "
+             "step %" PRId64, R->resume_path, R->first_step, R->end_step);
+    return agree(R, false);
+  }
+  R->step_tokens_per_s = calloc((size_t)(R->end_step - R->first_step), sizeof(double));
+  if (!R->step_tokens_per_s) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (!agree(R, open_metrics(R))) return false;
+  if (R->rank == 0)
+    dhx_warn_configuration(stderr, R->t, &R->train, &R->val, R->has_val,
+                           R->end_step - R->first_step);
+  return true;
 }
 
 static void print_header(const run *R) {
@@ -179,6 +289,11 @@ static void print_header(const run *R) {
          "steps %" PRId64 "..%" PRId64 " of %" PRId64 "\n", R->t->model_name, R->plan.nranks,
          R->rt.threads, R->t->n_params, R->t->global_batch * R->t->seq, R->first_step + 1,
          R->end_step, R->t->steps);
+  if (R->resume_path[0]) printf("dhxrun: resuming from %s\n", R->resume_path);
+  if (R->opts->init_path) printf("dhxrun: weights from %s (fresh optimizer state)\n", R->opts->init_path);
+  if (R->checkpoint_dir[0] && R->t->checkpoint_every > 0)
+    printf("dhxrun: a checkpoint every %" PRId64 " steps in %s\n", R->t->checkpoint_every,
+           R->checkpoint_dir);
   fflush(stdout);
 }
 
@@ -210,6 +325,7 @@ static double train_step(run *R, int64_t t) {
   const dhx_plan_train *tr = R->t;
   int64_t dp = R->rt.rank->dp_size, dp_rank = R->rt.rank->dp_rank;
   dhx_set_step_registers(tr, t, R->rt.regs);
+  dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_COMPUTE);
   dhx_rt_run(&R->rt, DHX_PROG_BEGIN);
   double loss = 0;
   for (int64_t m = 0; m < tr->accum_steps; m++) {
@@ -217,6 +333,7 @@ static double train_step(run *R, int64_t t) {
     dhx_rt_run(&R->rt, DHX_PROG_MICRO);
     loss += sum_losses(R);
   }
+  dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_UPDATE);
   dhx_rt_run(&R->rt, DHX_PROG_STEP);
   return all_sum(loss) / (double)(tr->global_batch * tr->seq);
 }
@@ -225,9 +342,10 @@ static double train_step(run *R, int64_t t) {
 // round-robin to the data-parallel ranks, so the same rows are evaluated at every dp degree
 // and val_loss does not depend on the layout (EVAL holds no collectives, so ranks may run
 // different counts).
-static double evaluate(run *R) {
+static double evaluate(run *R, int64_t t) {
   const dhx_plan_train *tr = R->t;
   int64_t dp = R->rt.rank->dp_size, dp_rank = R->rt.rank->dp_rank;
+  dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_EVAL);
   double loss = 0;
   for (int64_t v = dp_rank; v < tr->val_batches; v += dp) {
     load_rows(R, &R->val, v * tr->micro_batch);
@@ -250,22 +368,67 @@ static bool log_due(const run *R, int64_t t, bool evaluated) {
           evaluated);
 }
 
-// Checkpoints after step t (t+1 steps done): every checkpoint_every steps into
-// --checkpoint-dir. Collective so a failure on rank 0 stops every rank.
-static bool save_checkpoints(run *R, int64_t t) {
-  int64_t every = R->t->checkpoint_every;
-  if (!R->opts->checkpoint_dir || every <= 0 || (t + 1) % every != 0) return true;
+// Rank 0 writes the state after `steps` steps to `path`; collective, so a failure on rank 0
+// stops every rank.
+static bool save_to(run *R, const char *path, int64_t steps) {
   bool ok = true;
   if (R->rank == 0) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/step_%" PRId64 ".safetensors", R->opts->checkpoint_dir, t + 1);
-    ok = dhx_checkpoint_save(&R->plan, 0, R->rt.arena.base, path, t + 1, R->err, sizeof R->err);
+    ok = dhx_checkpoint_save(&R->plan, 0, R->rt.arena.base, path, steps, R->err, sizeof R->err);
+    if (ok) note_written(R, path);
   }
   return agree(R, ok);
 }
 
-static bool train_loop(run *R) {
+static void checkpoint_path(const run *R, int64_t steps, char *path, size_t len) {
+  snprintf(path, len, "%s/step_%" PRId64 ".safetensors", R->checkpoint_dir, steps);
+}
+
+// Checkpoints after step t (t+1 steps done): every checkpoint_every steps.
+static bool save_periodic(run *R, int64_t t) {
+  int64_t every = R->t->checkpoint_every;
+  if (!R->checkpoint_dir[0] || every <= 0 || (t + 1) % every != 0) return true;
+  char path[4200];
+  checkpoint_path(R, t + 1, path, sizeof path);
+  return save_to(R, path, t + 1);
+}
+
+// Stopped by a signal after `steps` steps: the state goes to the checkpoint directory and to
+// --save, wherever the user asked for one.
+static bool save_on_interrupt(run *R, int64_t steps, int sig, int from_rank) {
+  char path[4200] = "";
+  bool ok = true;
+  if (R->checkpoint_dir[0]) {
+    checkpoint_path(R, steps, path, sizeof path);
+    bool periodic = R->t->checkpoint_every > 0 && steps % R->t->checkpoint_every == 0;
+    if (!periodic) ok = save_to(R, path, steps);
+  }
+  if (ok && R->opts->save_path) ok = save_to(R, R->opts->save_path, steps);
+  if (R->rank == 0) {
+    const char *where = R->opts->save_path ? R->opts->save_path : path;
+    if (ok && where[0])
+      fprintf(stderr, "dhxrun: stopped by %s (rank %d) after step %" PRId64 "; checkpoint "
+              "written to %s (resume with --resume %s)\n", dhx_signal_name(sig), from_rank, steps,
+              where, R->checkpoint_dir[0] && !R->opts->save_path ? "latest" : where);
+    else if (ok)
+      fprintf(stderr, "dhxrun: stopped by %s (rank %d) after step %" PRId64 "; no checkpoint "
+              "written (give --checkpoint-dir or --save to keep the work)\n",
+              dhx_signal_name(sig), from_rank, steps);
+  }
+  return ok;
+}
+
+// The automatic watchdog timeout: generous, and growing with the slowest step seen.
+static void update_timeout(run *R, double slowest) {
+  if (R->opts->step_timeout > 0) return;
+  double timeout = STEP_TIMEOUT_FACTOR * slowest;
+  dhx_watchdog_set_timeout(R->watchdog, timeout > MIN_STEP_TIMEOUT ? timeout : MIN_STEP_TIMEOUT);
+}
+
+typedef enum { LOOP_DONE, LOOP_ERROR, LOOP_SIGNAL } loop_end;
+
+static loop_end train_loop(run *R, int *signal_out) {
   const dhx_plan_train *tr = R->t;
+  double run_start = now(), slowest = 0;
   for (int64_t t = R->first_step; t < R->end_step; t++) {
     double start = now();
     dhx_step_metrics m = {.step = t + 1, .steps = R->end_step};
@@ -276,20 +439,79 @@ static bool train_loop(run *R) {
     m.comm_bytes = dhx_comms_take_bytes(R->rt.comms);
     m.lr = R->rt.regs[DHX_REG_LR];
     m.grad_norm = R->rt.regs[DHX_REG_GRAD_NORM];
+    bool nonfinite = !isfinite(m.loss) || !isfinite(m.grad_norm);
+    m.skipped = nonfinite && tr->skip_nonfinite;
     if (eval_due(R, t)) {
-      m.val_loss = evaluate(R);
+      m.val_loss = evaluate(R, t);
       m.has_val = true;
+      R->last_val = m.val_loss;
+      R->has_last_val = true;
     }
+    R->train_seconds += seconds;
+    R->step_tokens_per_s[t - R->first_step] = m.tokens_per_s;
+    if (seconds > slowest) slowest = seconds;
+    m.elapsed_s = now() - run_start;
+    m.eta_s = m.elapsed_s / (double)(t + 1 - R->first_step) * (double)(R->end_step - t - 1);
     if (R->metrics) dhx_metrics_write(R->metrics, &m);
-    if (log_due(R, t, m.has_val)) dhx_log_step(stdout, &m);
-    if (!save_checkpoints(R, t)) return false;
+    if (log_due(R, t, m.has_val) || (nonfinite && R->rank == 0)) dhx_log_step(stdout, &m);
+    if (nonfinite && !tr->skip_nonfinite) {
+      snprintf(R->err, sizeof R->err, "step %" PRId64 ": the %s is not finite (loss %g, gradient "
+               "norm %g); the run stops here. The last checkpoint holds the state before it; "
+               "lower the learning rate, or set train.skip_nonfinite to skip such steps",
+               t + 1, isfinite(m.loss) ? "gradient norm" : "loss", m.loss, m.grad_norm);
+      R->done_step = t;  // the update of step t+1 was withheld (runtime: update_skipped)
+      agree(R, R->rank != 0);
+      return LOOP_ERROR;
+    }
+    R->skipped += m.skipped;
+    if (!m.skipped) R->last_loss = m.loss;
+    R->done_step = t + 1;
+    if (!save_periodic(R, t)) return LOOP_ERROR;
+    dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_DONE);
+    update_timeout(R, slowest);
+    int from = -1, sig = dhx_interrupt_agree(R->rank, &from);
+    if (sig) {
+      *signal_out = sig;
+      return save_on_interrupt(R, t + 1, sig, from) ? LOOP_SIGNAL : LOOP_ERROR;
+    }
   }
-  bool ok = true;
-  if (R->opts->save_path && R->rank == 0)
-    ok = dhx_checkpoint_save(&R->plan, 0, R->rt.arena.base, R->opts->save_path,
-                             R->end_step > R->first_step ? R->end_step : R->first_step, R->err,
-                             sizeof R->err);
-  return agree(R, ok);
+  if (R->opts->save_path && !save_to(R, R->opts->save_path, R->done_step)) return LOOP_ERROR;
+  return LOOP_DONE;
+}
+
+// ---- summary ----------------------------------------------------------------------------------
+
+static double max_over_ranks(double x) {
+  double top = 0;
+  MPI_Allreduce(&x, &top, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return top;
+}
+
+// Collective: every rank measures its GEMM rate at the same time, as they trained.
+static void summarize(run *R, const char *outcome) {
+  int64_t steps_run = R->done_step - R->first_step;
+  if (steps_run <= 0) return;
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  dhx_run_summary s = {.outcome = outcome, .last_step = R->done_step, .steps_run = steps_run,
+                       .skipped = R->skipped, .peak_source = "measured sgemm rate of the ranks' cores"};
+  s.peak_rss_bytes = max_over_ranks((double)ru.ru_maxrss * 1024.0);
+  s.arena_bytes = max_over_ranks((double)R->rt.arena.bytes);
+  s.peak_flops_per_s = all_sum(dhx_measure_gemm_rate(R->rt.pool));
+  double tokens = (double)(steps_run * R->t->global_batch * R->t->seq);
+  s.wall_s = R->train_seconds;
+  s.mean_tokens_per_s = R->train_seconds > 0 ? tokens / R->train_seconds : 0;
+  s.median_tokens_per_s = dhx_median(R->step_tokens_per_s, steps_run);
+  s.flops_per_s = s.mean_tokens_per_s * R->t->flops_per_token;
+  s.mfu = s.peak_flops_per_s > 0 ? s.flops_per_s / s.peak_flops_per_s : 0;
+  s.has_loss = steps_run > R->skipped;
+  s.final_loss = R->last_loss;
+  s.has_val = R->has_last_val;
+  s.final_val_loss = R->last_val;
+  for (int i = 0; i < R->nwritten; i++) s.paths[s.npaths++] = R->written[i];
+  if (R->rank != 0) return;
+  if (!R->opts->quiet) dhx_summary_print(stdout, &s);
+  if (R->metrics) dhx_summary_write_json(R->metrics, &s);
 }
 
 static void teardown(run *R) {
@@ -298,6 +520,7 @@ static void teardown(run *R) {
   dhx_shard_close(&R->val);
   if (R->rt_ready) dhx_rt_free(&R->rt);
   dhx_plan_free(&R->plan);
+  free(R->step_tokens_per_s);
 }
 
 int dhx_train(const dhx_run_opts *opts) {
@@ -306,12 +529,23 @@ int dhx_train(const dhx_run_opts *opts) {
   R->opts = opts;
   MPI_Comm_rank(MPI_COMM_WORLD, &R->rank);
   MPI_Comm_size(MPI_COMM_WORLD, &R->world);
-  bool ok = setup(R);
-  if (ok) {
+  dhx_interrupt_install();
+  int status = 1;
+  if (setup(R)) {
     print_header(R);
-    ok = train_loop(R);
+    R->watchdog = dhx_watchdog_start(opts->step_timeout > 0 ? opts->step_timeout : MIN_STEP_TIMEOUT);
+    int sig = 0;
+    char outcome[64];
+    loop_end end = train_loop(R, &sig);
+    dhx_watchdog_stop(R->watchdog);
+    if (end == LOOP_SIGNAL)
+      snprintf(outcome, sizeof outcome, "interrupted by %s", dhx_signal_name(sig));
+    else
+      snprintf(outcome, sizeof outcome, "%s", end == LOOP_DONE ? "finished" : "stopped on an error");
+    summarize(R, outcome);
+    status = end == LOOP_DONE ? 0 : end == LOOP_SIGNAL ? 128 + sig : 1;
   }
   teardown(R);
   free(R);
-  return ok ? 0 : 1;
+  return status;
 }
