@@ -279,6 +279,9 @@ enum { DHX_PHASE_COMPUTE, DHX_PHASE_UPDATE, DHX_PHASE_EVAL, DHX_PHASE_DONE };
 // has made progress for timeout_s seconds.
 dhx_watchdog *dhx_watchdog_start(double timeout_s);
 void dhx_watchdog_set_timeout(dhx_watchdog *w, double timeout_s);
+// Every rank in a collective operation that may outlast the timeout (writing a checkpoint):
+// no stall is reported until it ends.
+void dhx_watchdog_busy(dhx_watchdog *w, bool busy);
 // This rank reached `phase` of step (0-based) `step`.
 void dhx_watchdog_mark(dhx_watchdog *w, int64_t step, int phase);
 // Collective.

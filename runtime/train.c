@@ -372,11 +372,14 @@ static bool log_due(const run *R, int64_t t, bool evaluated) {
 // stops every rank.
 static bool save_to(run *R, const char *path, int64_t steps) {
   bool ok = true;
+  dhx_watchdog_busy(R->watchdog, true);  // a large checkpoint may take longer than a step
   if (R->rank == 0) {
     ok = dhx_checkpoint_save(&R->plan, 0, R->rt.arena.base, path, steps, R->err, sizeof R->err);
     if (ok) note_written(R, path);
   }
-  return agree(R, ok);
+  ok = agree(R, ok);
+  dhx_watchdog_busy(R->watchdog, false);
+  return ok;
 }
 
 static void checkpoint_path(const run *R, int64_t steps, char *path, size_t len) {

@@ -34,6 +34,7 @@ struct dhx_watchdog {
   _Atomic double timeout;    // seconds without progress before the job is ended
   _Atomic int64_t progress;  // this rank's mark: step * 4 + phase
   _Atomic bool stop;
+  _Atomic bool busy;         // in a long collective operation (a checkpoint): not stalled
   pthread_t thread;
   bool running;
   // ranks > 0: the marks being sent
@@ -174,6 +175,7 @@ static void *watch(void *arg) {
       if (stopping) break;
       if (poll % PING_EVERY == 0) ping(w);
     }
+    if (atomic_load(&w->busy)) last_move = now();
     double idle = now() - last_move;
     if (w->rank == 0 && idle > atomic_load(&w->timeout)) report_stall(w, idle);
     if (w->rank != 0 && idle > 2 * atomic_load(&w->timeout)) {
@@ -199,6 +201,7 @@ dhx_watchdog *dhx_watchdog_start(double timeout_s) {
   atomic_init(&w->timeout, timeout_s);
   atomic_init(&w->progress, 0);
   atomic_init(&w->stop, false);
+  atomic_init(&w->busy, false);
   for (int i = 0; i < SEND_SLOTS; i++) w->send_req[i] = MPI_REQUEST_NULL;
   w->ping_req = MPI_REQUEST_NULL;
   w->marks = calloc((size_t)w->world, sizeof *w->marks);
@@ -212,6 +215,10 @@ dhx_watchdog *dhx_watchdog_start(double timeout_s) {
 
 void dhx_watchdog_set_timeout(dhx_watchdog *w, double timeout_s) {
   if (w) atomic_store(&w->timeout, timeout_s);
+}
+
+void dhx_watchdog_busy(dhx_watchdog *w, bool busy) {
+  if (w) atomic_store(&w->busy, busy);
 }
 
 static void send_mark(dhx_watchdog *w, int64_t mark) {

@@ -99,6 +99,10 @@ case $case_name in
     "$DHXC" "$SRC/samples/tiny.dhx" --emit=graph --set model.layers=2 > graph2.txt
     grep -q "gpt_block.1.add.1" graph2.txt && ! grep -q "gpt_block.2" graph2.txt ||
       { echo "model.layers=2 did not give two blocks"; exit 1; }
+    # the README's example, as typed there
+    "$DHXC" "$SRC/samples/tiny.dhx" -o P --set schedule.parallel.dp=4 --set train.micro_batch=4 \
+      --set train.steps=50 --set model.layers=8
+    test -f P/plan.bin
     "$DHXC" "$SRC/samples/tiny.dhx" -o nested/dirs/plan --set train.steps=1  # like mkdir -p
     test -f nested/dirs/plan/plan.bin
     touch afile
