@@ -5,9 +5,9 @@
 // checkpoint and exits. A second SIGINT kills as usual: someone who presses Ctrl-C twice wants
 // the process gone now. SIGTERM keeps its handler, since mpirun may deliver it more than once.
 //
-// mpirun turns a SIGINT or SIGTERM it receives into SIGTERM for every rank and SIGKILLs them a
-// little later (odls_base_sigkill_timeout, 1 s by default); SIGUSR1 and SIGUSR2 it forwards
-// and waits. docs/running.md says which to use when.
+// mpirun turns a SIGINT or SIGTERM it receives into SIGCONT and SIGTERM for every rank and
+// SIGKILLs them a little later (odls_base_sigkill_timeout, 1 s by default); SIGUSR1 and SIGUSR2
+// it forwards and waits. docs/running.md says which to use when.
 #include <mpi.h>
 #include <signal.h>
 #include <string.h>
@@ -30,10 +30,16 @@ void dhx_interrupt_install(void) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;  // MPI and file I/O carry on; the loop looks at the flag
+  // No SA_RESTART: a rank blocked writing its log to a pipe nobody reads any more (mpirun
+  // stops forwarding output when it is interrupted) must get out of that write, or it never
+  // reaches the end of the step before mpirun's SIGKILL. MPI retries its own interrupted calls.
+  sa.sa_flags = 0;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
+  // mpirun stops forwarding output when it is interrupted: a step line written after that must
+  // not kill the rank (SIGPIPE) before it has written its checkpoint. A failed write is harmless.
+  signal(SIGPIPE, SIG_IGN);
 }
 
 int dhx_interrupt_pending(void) { return received; }

@@ -192,7 +192,8 @@ typedef struct dhx_plan_access {
 } dhx_plan_access;
 
 typedef struct dhx_plan_kernel {
-  char name[DHX_NAME_MAX];  // symbol in kernels.so is "dhxk_" name; PTX entry has the same name
+  char name[DHX_NAME_MAX];  // symbol in kernels.so is "dhxk_" name, its signature and access
+                            // descriptors "dhxabi_" name; PTX entry has the same name
   uint32_t nargs;
   uint32_t arg_types[DHX_MAX_ARGS];  // dhx_karg_type
   dhx_plan_access access[DHX_MAX_ARGS];  // per argument; form DHX_ACC_NONE for non-pointers

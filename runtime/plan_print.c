@@ -197,30 +197,36 @@ static bool ranks_equal(const dhx_plan_rank *a, const dhx_plan_rank *b) {
 
 // A kernel argument's access descriptor as a formula of n and its i64 arguments (aK = the
 // value of argument K): "ptr[n*a3] w" is a pointer the kernel writes n*a3 elements through.
-static void print_factor(FILE *f, const char *sep, int32_t idx) {
-  if (idx >= 0) fprintf(f, "%sa%d", sep, idx);
+// The extent of an access form as a formula of n and the arguments aK (plan.h).
+void dhx_access_extent_text(const dhx_plan_access *a, char *out, size_t len) {
+  char x[16], y[16], z[16];
+  snprintf(x, sizeof x, "a%d", a->x);
+  snprintf(y, sizeof y, "a%d", a->y);
+  snprintf(z, sizeof z, "a%d", a->z);
+  switch (a->form) {
+    case DHX_ACC_ELEMS:
+      snprintf(out, len, "n%s%s%s%s", a->x >= 0 ? "*" : "", a->x >= 0 ? x : "",
+               a->y >= 0 ? "*" : "", a->y >= 0 ? y : "");
+      break;
+    case DHX_ACC_FIXED:
+      snprintf(out, len, "%s%s%s", a->x >= 0 ? x : "", a->x >= 0 && a->y >= 0 ? "*" : "",
+               a->y >= 0 ? y : a->x >= 0 ? "" : "1");
+      break;
+    case DHX_ACC_COLUMNS: snprintf(out, len, "(%s-1)*%s+n", x, y); break;
+    case DHX_ACC_MOD: snprintf(out, len, "min(n,%" PRId64 ")", a->c); break;
+    case DHX_ACC_TABLE: snprintf(out, len, "(vocab-1)*%s+%s", x, a->y >= 0 ? y : "n"); break;
+    case DHX_ACC_CHUNKS: snprintf(out, len, "min(%s,n*%s)", x, y); break;
+    case DHX_ACC_PERMUTED: snprintf(out, len, "ceil(n/(%s*%s))*%s*%s*%s", x, y, x, y, z); break;
+    case DHX_ACC_PAIRS: snprintf(out, len, "ceil(n/(%s/2))*%s", x, x); break;
+    default: snprintf(out, len, "form %u", a->form); break;
+  }
 }
 
 static void print_access(FILE *f, const dhx_plan_access *a) {
-  switch (a->form) {
-    case DHX_ACC_ELEMS: fputs("n", f); print_factor(f, "*", a->x); print_factor(f, "*", a->y); break;
-    case DHX_ACC_FIXED:
-      if (a->x < 0 && a->y < 0) fputs("1", f);
-      print_factor(f, "", a->x);
-      print_factor(f, a->x >= 0 ? "*" : "", a->y);
-      break;
-    case DHX_ACC_COLUMNS: fprintf(f, "(a%d-1)*a%d+n", a->x, a->y); break;
-    case DHX_ACC_MOD: fprintf(f, "min(n,%" PRId64 ")", a->c); break;
-    case DHX_ACC_TABLE:
-      fprintf(f, "(vocab-1)*a%d+", a->x);
-      if (a->y >= 0) fprintf(f, "a%d", a->y); else fputs("n", f);
-      break;
-    case DHX_ACC_CHUNKS: fprintf(f, "min(a%d,n*a%d)", a->x, a->y); break;
-    case DHX_ACC_PERMUTED: fprintf(f, "ceil(n/(a%d*a%d))*a%d*a%d*a%d", a->x, a->y, a->x, a->y, a->z); break;
-    case DHX_ACC_PAIRS: fprintf(f, "ceil(n/(a%d/2))*a%d", a->x, a->x); break;
-    default: fprintf(f, "form %u", a->form); break;
-  }
-  fprintf(f, "]%s%s", a->flags & DHX_ACC_WRITES ? " w" : "", a->flags & DHX_ACC_TOKEN_IDS ? " ids" : "");
+  char extent[128];
+  dhx_access_extent_text(a, extent, sizeof extent);
+  fprintf(f, "%s]%s%s", extent, a->flags & DHX_ACC_WRITES ? " w" : "",
+          a->flags & DHX_ACC_TOKEN_IDS ? " ids" : "");
 }
 
 static void print_header(FILE *f, const dhx_plan *p) {

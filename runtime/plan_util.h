@@ -1,11 +1,14 @@
 // plan_util.h — small helpers shared by the plan library (plan_io.c, plan_print.c) and the
 // runtime: printable names of the plan's enums, element sizes, and the format's size limits.
-// Not part of the compiler contract (that is plan.h); nothing here changes the file format.
+// Nothing here changes plan.bin's format (that is plan.h). One part is a contract with dhxc:
+// the encoding of the signature exports in kernels.so, at the end.
 #ifndef DHX_PLAN_UTIL_H
 #define DHX_PLAN_UTIL_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "plan.h"
 
@@ -40,5 +43,57 @@ bool dhx_access_extent(const dhx_plan_access *acc, const dhx_plan_instr *in, int
 
 // CRC-32 (IEEE 802.3, the one zlib and PNG use) of `n` bytes.
 uint32_t dhx_crc32(const uint8_t *data, size_t n);
+
+// ---- what kernels.so says about its kernels ---------------------------------------------------
+// Beside each kernel dhxk_NAME, a kernels.so built by dhxc exports the NUL-terminated string
+// dhxabi_NAME: the kernel's signature and access descriptors as dhxc built the code, encoded
+// below. dhx_kernels_load compares it with the plan's kernel table entry, so a plan.bin whose
+// table was altered cannot describe kernels.so more permissively than its code behaves. The
+// encoder is inline here so that dhxc, the runtime and the test kernels share it without
+// sharing a library.
+#define DHX_KERNEL_ABI_PREFIX "dhxabi_"
+#define DHX_KERNEL_ABI_TAG "dhxabi1"   // the encoding's version; first word of every encoding
+#define DHX_KERNEL_ABI_MAX 2048        // bytes of an encoding, NUL included: room for 16
+                                       //   pointers with any field values (~1420)
+
+// Argument j as one word: "i64", "f32", "f64", or for a pointer
+// "ptr:FORM:FLAGS:ELEM_BYTES:X:Y:Z:C" (the fields of dhx_plan_access, in decimal). Returns
+// snprintf's count.
+static inline int dhx_kernel_abi_arg(const dhx_plan_kernel *k, uint32_t j, char *out, size_t len) {
+  const dhx_plan_access *a = &k->access[j];
+  switch (k->arg_types[j]) {
+    case DHX_KARG_PTR:
+      return snprintf(out, len, "ptr:%u:%u:%u:%d:%d:%d:%" PRId64, a->form, a->flags,
+                      a->elem_bytes, a->x, a->y, a->z, a->c);
+    case DHX_KARG_I64: return snprintf(out, len, "i64");
+    case DHX_KARG_F32: return snprintf(out, len, "f32");
+    case DHX_KARG_F64: return snprintf(out, len, "f64");
+    default: return snprintf(out, len, "type%u", k->arg_types[j]);
+  }
+}
+
+// The whole entry: the tag, then one word per argument, separated by single spaces (the name is
+// the symbol's). False when nargs is over DHX_MAX_ARGS or the text does not fit.
+static inline bool dhx_kernel_abi_encode(const dhx_plan_kernel *k, char out[DHX_KERNEL_ABI_MAX]) {
+  if (k->nargs > DHX_MAX_ARGS) return false;
+  int used = snprintf(out, DHX_KERNEL_ABI_MAX, "%s", DHX_KERNEL_ABI_TAG);
+  for (uint32_t j = 0; j < k->nargs && used < DHX_KERNEL_ABI_MAX; j++) {
+    out[used++] = ' ';
+    used += dhx_kernel_abi_arg(k, j, out + used, (size_t)(DHX_KERNEL_ABI_MAX - used));
+  }
+  return used < DHX_KERNEL_ABI_MAX;
+}
+
+// kernels_host.c: the inverse of dhx_kernel_abi_encode for nargs, arg_types and access (the
+// name is left alone). False, with `why` saying what is wrong, for text that is not an
+// encoding of this version.
+// The extent of an access form as a formula of n and the kernel arguments aK: "n*a2",
+// "(a3-1)*a4+n" (plan_print.c).
+void dhx_access_extent_text(const dhx_plan_access *a, char *out, size_t len);
+bool dhx_kernel_abi_decode(const char *text, dhx_plan_kernel *k, char *why, size_t whylen);
+// Argument j for people: "i64", "f32", "f64", or "ptr[n*a3] read", "ptr[n*a3] write, token ids",
+// with ", 8-byte elements" appended when `elem_bytes` is set.
+void dhx_kernel_arg_describe(const dhx_plan_kernel *k, uint32_t j, bool elem_bytes, char *out,
+                             size_t len);
 
 #endif

@@ -361,9 +361,11 @@ static bool eval_due(const run *R, int64_t t) {
          ((t + 1) % tr->val_every == 0 || t == R->end_step - 1);
 }
 
+// Once a stop signal is pending, stdout may be a pipe that mpirun no longer reads: the rest of
+// the way to the checkpoint writes nothing there.
 static bool log_due(const run *R, int64_t t, bool evaluated) {
   int64_t every = R->t->log_every;
-  return R->rank == 0 && !R->opts->quiet &&
+  return R->rank == 0 && !R->opts->quiet && !dhx_interrupt_pending() &&
          (every <= 1 || (t + 1) % every == 0 || t == R->first_step || t == R->end_step - 1 ||
           evaluated);
 }
@@ -456,7 +458,8 @@ static loop_end train_loop(run *R, int *signal_out) {
     m.elapsed_s = now() - run_start;
     m.eta_s = m.elapsed_s / (double)(t + 1 - R->first_step) * (double)(R->end_step - t - 1);
     if (R->metrics) dhx_metrics_write(R->metrics, &m);
-    if (log_due(R, t, m.has_val) || (nonfinite && R->rank == 0)) dhx_log_step(stdout, &m);
+    if (log_due(R, t, m.has_val) || (nonfinite && R->rank == 0 && !R->opts->quiet))
+      dhx_log_step(stdout, &m);
     if (nonfinite && !tr->skip_nonfinite) {
       snprintf(R->err, sizeof R->err, "step %" PRId64 ": the %s is not finite (loss %g, gradient "
                "norm %g); the run stops here. The last checkpoint holds the state before it; "
@@ -513,8 +516,8 @@ static void summarize(run *R, const char *outcome) {
   s.final_val_loss = R->last_val;
   for (int i = 0; i < R->nwritten; i++) s.paths[s.npaths++] = R->written[i];
   if (R->rank != 0) return;
+  if (R->metrics) dhx_summary_write_json(R->metrics, &s);  // first: stdout may block (above)
   if (!R->opts->quiet) dhx_summary_print(stdout, &s);
-  if (R->metrics) dhx_summary_write_json(R->metrics, &s);
 }
 
 static void teardown(run *R) {

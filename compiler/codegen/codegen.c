@@ -1,5 +1,7 @@
 // codegen.c — the kernel table a plan refers to, and building one LLVM module of all its
-// kernels for a target (target_host.c and target_ptx.c emit it; the .ll is written here).
+// kernels for a target (target_host.c and target_ptx.c emit it; the .ll is written here). The
+// host module also carries each kernel's table entry as a string (dhxabi_NAME), so that dhxrun
+// can check a plan.bin against the kernels.so it came with.
 //
 // Kernels are kept as specs, not IR: every emission builds its module afresh in its own
 // LLVMContext from the same builders, so the host object, the PTX and the .ll always agree
@@ -122,6 +124,14 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
           dhx_kdesc_of(ck->spec.kind)->columns ? dhx_build_body(&k, &ck->spec, ck->name, lanes)
                                                : NULL;
       dhx_build_host_entry(&k, &ck->spec, ck->name, body, vec, lanes);
+      dhx_plan_kernel entry;
+      dhx_codegen_table_entry(cg, i, &entry);
+      if (!dhx_build_host_abi(&k, &entry)) {
+        dhx_cg_fail(err, errlen, "internal error: kernel %s: signature does not encode", ck->name);
+        LLVMDisposeBuilder(b);
+        LLVMDisposeModule(mod);
+        return NULL;
+      }
     }
   }
   LLVMDisposeBuilder(b);

@@ -14,6 +14,7 @@
 
 #include "ir_builder.h"
 #include "kernels.h"
+#include "plan_util.h"
 
 // Emits the body of one kernel instance. args are the signature's arguments (pointers as
 // generic `ptr`, i64, scalars as k->f), idx the instance's index. For DHX_K_ELTWISE,
@@ -80,6 +81,10 @@ LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, u
 // over [begin, end). body_vec (may be NULL) is the lanes-wide column body.
 LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *name,
                                   LLVMValueRef body, LLVMValueRef body_vec, unsigned lanes);
+// The constant string "dhxabi_NAME" beside the host entry: the kernel table entry, encoded by
+// dhx_kernel_abi_encode (runtime/plan_util.h), which dhxrun checks plan.bin against. NULL when
+// the entry does not encode.
+LLVMValueRef dhx_build_host_abi(kb *k, const dhx_plan_kernel *entry);
 // PTX kernel "NAME"(params in addrspace(1)..., i64 n): one index per thread.
 LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *name,
                                  LLVMValueRef body);

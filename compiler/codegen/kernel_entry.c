@@ -157,6 +157,18 @@ LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *n
   return fn;
 }
 
+LLVMValueRef dhx_build_host_abi(kb *k, const dhx_plan_kernel *entry) {
+  char text[DHX_KERNEL_ABI_MAX], sym[DHX_NAME_MAX + sizeof DHX_KERNEL_ABI_PREFIX];
+  if (!dhx_kernel_abi_encode(entry, text)) return NULL;
+  snprintf(sym, sizeof sym, DHX_KERNEL_ABI_PREFIX "%s", entry->name);
+  LLVMValueRef init = LLVMConstStringInContext(k->ctx, text, (unsigned)strlen(text), 0);
+  LLVMValueRef g = LLVMAddGlobal(k->mod, LLVMTypeOf(init), sym);
+  LLVMSetInitializer(g, init);
+  LLVMSetGlobalConstant(g, 1);
+  LLVMSetAlignment(g, 1);
+  return g;
+}
+
 static LLVMValueRef sreg(kb *k, const char *name) {
   return LLVMBuildZExt(k->b, kb_intrinsic(k, name, NULL, 0, NULL, 0), k->i64, "");
 }

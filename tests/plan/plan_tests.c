@@ -7,6 +7,8 @@
 // `plan_loader_rejects_regression_inputs DIR` loads every input of a regression corpus: each
 // must be refused with a message, or run cleanly with guarded buffers (plan_exec.h);
 // `make_regress DIR` writes the hand-made inputs of that corpus.
+// `plan_kernels_so_must_match_the_kernel_table DIR` alters the kernel table of a compiled plan
+// and expects the kernel loader and dhxrun ($DHXRUN) to refuse it with its kernels.so.
 #include <dirent.h>
 #include <inttypes.h>
 
@@ -421,6 +423,145 @@ static void test_access_covers_test_kernels(const char *unused) {
   tb_free(p);
 }
 
+// ---- the kernel table against kernels.so ------------------------------------------------------
+
+// PLAN_DIR for dhxrun: plan.bin written from `p`, kernels.so a copy of `so`.
+static const char *write_plan_with(const dhx_plan *p, const char *so, const char *name) {
+  static char dir[1024];
+  char path[1200], err[1024];
+  snprintf(dir, sizeof dir, "%s", path_in(name));
+  fresh_dir(dir);
+  snprintf(path, sizeof path, "%s/plan.bin", dir);
+  CHECK(dhx_plan_write(path, p, err, sizeof err));  // a fresh checksum
+  size_t n;
+  uint8_t *bytes = read_file(so, &n);
+  CHECK(bytes != NULL);
+  snprintf(path, sizeof path, "%s/kernels.so", dir);
+  write_file(path, bytes, n);
+  free(bytes);
+  return dir;
+}
+
+// The kernel loader (what dhxrun runs before anything else touches kernels.so) refuses `p`
+// with `so`, with a message containing `want`.
+static void expect_load_refused(const dhx_plan *p, const char *so, const char *want) {
+  char err[1024];
+  dhx_kernels k;
+  CHECK_FAILS(dhx_kernels_load(&k, p, so, err, sizeof err), err, want);
+  dhx_kernels_unload(&k);
+  printf("ok: %s\n", err);
+}
+
+// `p` validates, but the kernel loader refuses it with `so`, and so does dhxrun ($DHXRUN, with
+// mpirun) on a plan directory of the two: both messages contain `want`.
+static void expect_kernels_refused(const dhx_plan *p, const char *so, const char *name,
+                                   const char *want) {
+  char err[1024], out[8192], cmd[2048];
+  CHECK(dhx_plan_validate(p, err, sizeof err));
+  expect_load_refused(p, so, want);
+  const char *dhxrun = getenv("DHXRUN");
+  CHECK(dhxrun != NULL);
+  snprintf(cmd, sizeof cmd, "%s %s 2>&1", dhxrun, write_plan_with(p, so, name));
+  FILE *f = popen(cmd, "r");
+  CHECK(f != NULL);
+  size_t got = fread(out, 1, sizeof out - 1, f);
+  out[got] = 0;
+  int status = pclose(f);
+  if (status == 0 || !strstr(out, want) || !strstr(out, "/kernels.so: kernel '"))
+    fprintf(stderr, "%s: exit status %d, expected a message with \"%s\":\n%s\n", cmd, status,
+            want, out);
+  CHECK(status != 0 && strstr(out, want) && strstr(out, "/kernels.so: kernel '"));
+  printf("ok: dhxrun refuses %s\n", name);
+}
+
+static int32_t find_kernel(const dhx_plan *p, const char *prefix) {
+  for (uint32_t k = 0; k < p->nkernels; k++)
+    if (strncmp(p->kernels[k].name, prefix, strlen(prefix)) == 0) return (int32_t)k;
+  fprintf(stderr, "no kernel %s\n", prefix);
+  exit(1);
+}
+
+// A plan.bin altered after dhxc wrote it, checksum recomputed, next to its unchanged kernels.so:
+// a descriptor that understates what softmax writes (the validator would then accept a buffer
+// too short for the kernel), or an argument type the code does not take. And a kernels.so
+// without signature exports (built before them): nothing vouches for its kernels.
+static void test_kernels_so_must_match(const char *dir) {
+  char so[1024], err[1024];
+  snprintf(so, sizeof so, "%s/kernels.so", dir);
+  dhx_plan p = read_compiled(dir);
+  dhx_kernels k;
+  CHECK(dhx_kernels_load(&k, &p, so, err, sizeof err));  // as compiled, they belong together
+  dhx_kernels_unload(&k);
+  dhx_plan_kernel *softmax = &p.kernels[find_kernel(&p, "softmax_causal_fwd_")];
+  softmax->access[0].x = -1;
+  expect_kernels_refused(&p, so, "descriptor", "kernel 'softmax_causal_fwd_f32' argument 0: the "
+                         "plan says ptr[n] write, kernels.so was built for ptr[n*a2] write: "
+                         "plan.bin and kernels.so do not belong together");
+  softmax->access[0].x = 2;
+  softmax->arg_types[3] = DHX_KARG_F64;
+  expect_kernels_refused(&p, so, "arg_type", "kernel 'softmax_causal_fwd_f32' argument 3: the "
+                         "plan says f64, kernels.so was built for f32: plan.bin and kernels.so "
+                         "do not belong together");
+  // Differences the extent formula does not show: element sizes are then named, other fields
+  // given as encoded.
+  softmax->arg_types[3] = DHX_KARG_F32;
+  softmax->access[1].elem_bytes = 8;
+  expect_load_refused(&p, so, "argument 1: the plan says ptr[n*a2] read, 8-byte elements, "
+                      "kernels.so was built for ptr[n*a2] read, 4-byte elements");
+  softmax->access[1].elem_bytes = 4;
+  softmax->access[1].z = 3;
+  expect_load_refused(&p, so, "argument 1: the plan says ptr:1:0:4:2:-1:3:0, kernels.so was "
+                      "built for ptr:1:0:4:2:-1:-1:0");
+  dhx_plan_free(&p);
+
+  toy_opts o = toy_defaults();
+  o.dp = 2;  // $DHXRUN starts two ranks
+  dhx_plan *toy = toy_plan(&o);
+  expect_kernels_refused(toy, DHX_KERNELS_WITHOUT_ABI_SO, "no_export", "kernel 'onehot' has no "
+                         "signature export (symbol dhxabi_onehot): kernels.so was built by an "
+                         "older dhxc; recompile the plan with dhxc");
+  tb_free(toy);
+}
+
+// Every kernel of a compiled plan survives encoding and decoding; text the encoder would not
+// have written (another version, a stray space, a field missing or spelled otherwise, too many
+// arguments) is refused.
+static void test_kernel_abi_round_trip(const char *dir) {
+  dhx_plan p = read_compiled(dir);
+  char text[DHX_KERNEL_ABI_MAX], why[256];
+  for (uint32_t i = 0; i < p.nkernels; i++) {
+    dhx_plan_kernel back = {.nargs = 0};
+    CHECK(dhx_kernel_abi_encode(&p.kernels[i], text));
+    CHECK(dhx_kernel_abi_decode(text, &back, why, sizeof why));
+    CHECK(back.nargs == p.kernels[i].nargs);
+    for (uint32_t j = 0; j < back.nargs; j++) {
+      CHECK(back.arg_types[j] == p.kernels[i].arg_types[j]);
+      if (back.arg_types[j] == DHX_KARG_PTR)
+        CHECK(memcmp(&back.access[j], &p.kernels[i].access[j], sizeof back.access[j]) == 0);
+    }
+  }
+  printf("ok: %u kernels of %s round-trip\n", p.nkernels, dir);
+  dhx_plan_free(&p);
+  static const struct { const char *text, *why; } BAD[] = {
+      {"dhxabi2 i64", "does not start with 'dhxabi1'"},
+      {"dhxabi1i64", "does not start with 'dhxabi1'"},
+      {"dhxabi1 i64 ", "argument 1: '' is not i64, f32, f64 or ptr:"},
+      {"dhxabi1  i64", "argument 0: '' is not i64, f32, f64 or ptr:"},
+      {"dhxabi1 ptr:1:1:4:2:-1:-1", "argument 0: 'ptr:1:1:4:2:-1:-1' is not i64, f32, f64 or ptr:"},
+      {"dhxabi1 ptr:1:1:4:2:-1:-1:0x", "argument 0: 'ptr:1:1:4:2:-1:-1:0x' is not i64, f32"},
+      {"dhxabi1 u8", "argument 0: 'u8' is not i64, f32, f64 or ptr:"},
+      {"dhxabi1 ptr:01:1:4:2:-1:-1:0", "not in the form dhxc writes"},
+      {"dhxabi1 ptr:1:1:4:+2:-1:-1:0", "not in the form dhxc writes"},
+      {"dhxabi1 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64",
+       "it has more than 16 arguments"},
+  };
+  for (size_t b = 0; b < sizeof BAD / sizeof BAD[0]; b++) {
+    dhx_plan_kernel k;
+    CHECK_FAILS(dhx_kernel_abi_decode(BAD[b].text, &k, why, sizeof why), why, BAD[b].why);
+    printf("ok: '%s': %s\n", BAD[b].text, why);
+  }
+}
+
 // ---- the train section ------------------------------------------------------------------------
 
 static void test_format_carries_skip_nonfinite(const char *unused) {
@@ -531,6 +672,8 @@ static const struct {
     {"plan_validation_bounds_compiled_llama_kernels", test_bounds_compiled_llama, true},
     {"plan_kernel_access_covers_compiled_tiny", test_access_covers_compiled_kernels, true},
     {"plan_kernel_access_covers_compiled_tiny_llama", test_access_covers_compiled_kernels, true},
+    {"plan_kernels_so_must_match_the_kernel_table", test_kernels_so_must_match, true},
+    {"plan_kernel_abi_decodes_only_what_the_encoder_writes", test_kernel_abi_round_trip, true},
     {"plan_loader_rejects_regression_inputs", test_regress, true},
     {"make_regress", test_make_regress, true},
 };

@@ -1,11 +1,19 @@
 // test_kernels.c — hand-written kernels for the runtime tests, following runtime/kernel_abi.h
 // (the generated ones come from dhxc). Built as a shared library that tests copy into their
 // plan directories as kernels.so. Each comment gives the signature and the index space.
+//
+// Like a kernels.so from dhxc, the library exports beside each kernel dhxk_NAME its signature
+// and access descriptors as dhxabi_NAME (runtime/plan_util.h), encoded when the library is
+// loaded from the table at the end of this file. That table is the one description of these
+// kernels: testlib's plans take their kernel table entries from the exports. Built with
+// DHX_TEST_KERNELS_WITHOUT_ABI, the library stands for a kernels.so from before the exports.
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "kernel_abi.h"
+#include "plan_util.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -108,3 +116,46 @@ EXPORT void dhxk_sleep_ms(const dhx_slot *a, int64_t begin, int64_t end) {
     flag[0] = 1.0f;
   }
 }
+
+#ifndef DHX_TEST_KERNELS_WITHOUT_ABI
+// ---- what each kernel reaches through its pointer arguments -----------------------------------
+// Argument numbers are positions in the signatures; signature codes as testlib's tb_kernel:
+// p pointer, i i64, f f32 scalar, d f64 scalar.
+
+#define ABI(name) EXPORT char dhxabi_##name[DHX_KERNEL_ABI_MAX];
+ABI(onehot) ABI(add_rows) ABI(sqerr) ABI(colsum_acc) ABI(sumsq) ABI(adamw) ABI(axpy) ABI(fill)
+ABI(sleep_ms)
+
+#define ACC(form, flags, x, y) {form, flags, 4, x, y, -1, 0}
+#define ELEMS(x, flags) ACC(DHX_ACC_ELEMS, flags, x, -1)
+#define W DHX_ACC_WRITES
+static const struct {
+  char *abi;  // the export this entry fills
+  const char *sig;
+  dhx_plan_access access[4];  // of the pointer arguments, which come first
+} TEST_KERNELS[] = {
+    {dhxabi_onehot, "ppi", {ELEMS(2, W), ELEMS(-1, 0)}},
+    {dhxabi_add_rows, "ppi", {ELEMS(2, W), ACC(DHX_ACC_FIXED, 0, 2, -1)}},
+    {dhxabi_sqerr, "ppppif", {ELEMS(-1, W), ELEMS(4, W), ELEMS(4, 0), ELEMS(-1, 0)}},
+    {dhxabi_colsum_acc, "ppii", {ELEMS(-1, W), ACC(DHX_ACC_COLUMNS, 0, 2, 3)}},
+    {dhxabi_sumsq, "ppii", {ELEMS(-1, W), ACC(DHX_ACC_CHUNKS, 0, 2, 3)}},
+    {dhxabi_adamw, "ppppffffffff", {ELEMS(-1, W), ELEMS(-1, 0), ELEMS(-1, W), ELEMS(-1, W)}},
+    {dhxabi_axpy, "ppf", {ELEMS(-1, W), ELEMS(-1, 0)}},
+    {dhxabi_fill, "pf", {ELEMS(-1, W)}},
+    {dhxabi_sleep_ms, "pi", {ACC(DHX_ACC_FIXED, W, -1, -1)}},
+};
+
+__attribute__((constructor)) static void encode_exports(void) {
+  for (size_t i = 0; i < sizeof TEST_KERNELS / sizeof TEST_KERNELS[0]; i++) {
+    dhx_plan_kernel k;
+    memset(&k, 0, sizeof k);
+    for (const char *c = TEST_KERNELS[i].sig; *c; c++, k.nargs++) {
+      k.arg_types[k.nargs] = *c == 'p' ? DHX_KARG_PTR : *c == 'i' ? DHX_KARG_I64
+                             : *c == 'f' ? DHX_KARG_F32 : DHX_KARG_F64;
+      k.access[k.nargs] = *c == 'p' ? TEST_KERNELS[i].access[k.nargs]
+                                    : (dhx_plan_access){.x = -1, .y = -1, .z = -1};
+    }
+    if (!dhx_kernel_abi_encode(&k, TEST_KERNELS[i].abi)) TEST_KERNELS[i].abi[0] = 0;
+  }
+}
+#endif

@@ -1,9 +1,12 @@
 // testlib.c — see testlib.h.
 #include "testlib.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "plan_util.h"
 
 #ifndef DHX_TEST_KERNELS_SO
 #error "CMake defines DHX_TEST_KERNELS_SO: the path of the built test kernels"
@@ -92,32 +95,35 @@ int32_t tb_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape, 
   return id;
 }
 
-// What the test kernels (test_kernels.c) reach through their pointer arguments, for the plan
-// validator; argument numbers are positions in their signatures.
-#define ACC(form, flags, x, y) {form, flags, 4, x, y, -1, 0}
-#define ELEMS(x, flags) ACC(DHX_ACC_ELEMS, flags, x, -1)
-static const struct {
-  const char *name;
-  dhx_plan_access access[4];
-} TEST_KERNEL_ACCESS[] = {
-    {"onehot", {ELEMS(2, DHX_ACC_WRITES), ELEMS(-1, 0)}},
-    {"add_rows", {ELEMS(2, DHX_ACC_WRITES), ACC(DHX_ACC_FIXED, 0, 2, -1)}},
-    {"sqerr", {ELEMS(-1, DHX_ACC_WRITES), ELEMS(4, DHX_ACC_WRITES), ELEMS(4, 0), ELEMS(-1, 0)}},
-    {"colsum_acc", {ELEMS(-1, DHX_ACC_WRITES), ACC(DHX_ACC_COLUMNS, 0, 2, 3)}},
-    {"sumsq", {ELEMS(-1, DHX_ACC_WRITES), ACC(DHX_ACC_CHUNKS, 0, 2, 3)}},
-    {"adamw", {ELEMS(-1, DHX_ACC_WRITES), ELEMS(-1, 0), ELEMS(-1, DHX_ACC_WRITES),
-               ELEMS(-1, DHX_ACC_WRITES)}},
-    {"axpy", {ELEMS(-1, DHX_ACC_WRITES), ELEMS(-1, 0)}},
-    {"fill", {ELEMS(-1, DHX_ACC_WRITES)}},
-    {"sleep_ms", {ACC(DHX_ACC_FIXED, DHX_ACC_WRITES, -1, -1)}},
-};
+// The test kernels' library, loaded once and kept: testlib takes each kernel's table entry
+// from its signature export, so test_kernels.c is the one description of those kernels.
+static void *test_kernels_library(void) {
+  static void *handle;
+  if (!handle) handle = dlopen(DHX_TEST_KERNELS_SO, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    fprintf(stderr, "%s: %s\n", DHX_TEST_KERNELS_SO, dlerror());
+    exit(1);
+  }
+  return handle;
+}
 
-static void tb_kernel_access(dhx_plan_kernel *k) {
-  for (uint32_t j = 0; j < DHX_MAX_ARGS; j++) k->access[j] = (dhx_plan_access){.x = -1, .y = -1, .z = -1};
-  for (size_t i = 0; i < sizeof TEST_KERNEL_ACCESS / sizeof TEST_KERNEL_ACCESS[0]; i++)
-    if (strcmp(TEST_KERNEL_ACCESS[i].name, k->name) == 0)
-      for (uint32_t j = 0; j < k->nargs && j < 4; j++)
-        if (k->arg_types[j] == DHX_KARG_PTR) k->access[j] = TEST_KERNEL_ACCESS[i].access[j];
+// Argument types and access descriptors of test kernel k->name, as its export says; `sig`
+// (tb_kernel's) must agree.
+static void tb_kernel_abi(dhx_plan_kernel *k, const char *sig) {
+  char sym[DHX_NAME_MAX + sizeof DHX_KERNEL_ABI_PREFIX], why[256];
+  snprintf(sym, sizeof sym, DHX_KERNEL_ABI_PREFIX "%s", k->name);
+  const char *abi = dlsym(test_kernels_library(), sym);
+  if (!abi || !dhx_kernel_abi_decode(abi, k, why, sizeof why)) {
+    fprintf(stderr, "test kernel '%s': %s\n", k->name, abi ? why : "no signature export");
+    exit(1);
+  }
+  for (const char *c = sig; *c; c++) {
+    uint32_t j = (uint32_t)(c - sig);
+    uint32_t type = *c == 'p' ? DHX_KARG_PTR : *c == 'i' ? DHX_KARG_I64
+                    : *c == 'f' ? DHX_KARG_F32 : DHX_KARG_F64;
+    CHECK(j < k->nargs && k->arg_types[j] == type);
+  }
+  CHECK(strlen(sig) == k->nargs);
 }
 
 int32_t tb_kernel(dhx_plan *p, const char *name, const char *sig) {
@@ -127,10 +133,7 @@ int32_t tb_kernel(dhx_plan *p, const char *name, const char *sig) {
   dhx_plan_kernel *k = &p->kernels[p->nkernels];
   memset(k, 0, sizeof *k);
   snprintf(k->name, sizeof k->name, "%s", name);
-  for (const char *c = sig; *c; c++)
-    k->arg_types[k->nargs++] = *c == 'p' ? DHX_KARG_PTR : *c == 'i' ? DHX_KARG_I64
-                               : *c == 'f' ? DHX_KARG_F32 : DHX_KARG_F64;
-  tb_kernel_access(k);
+  tb_kernel_abi(k, sig);
   return (int32_t)p->nkernels++;
 }
 
