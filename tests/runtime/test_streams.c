@@ -88,7 +88,10 @@ int main(int argc, char **argv) {
     CHECK(flag[0] == 1.0f);
     CHECK(sent == N * 4);  // 2(p-1)/p of the buffer
     if (rank == 0) printf("run %d: %.0f ms (sequential would take >= 600 ms)\n", run, sec * 1e3);
-    CHECK(sec >= 0.29 && sec < 0.5);
+    // Sleeps are lower bounds whatever the load, so sequential streams can never finish under
+    // 600 ms; concurrent ones take 300 ms plus overhead, which a loaded machine stretches: the
+    // bound sits just under the sequential one rather than near the expected time.
+    CHECK(sec >= 0.29 && sec < 0.59);
   }
   dhx_rt_free(&rt);
   tb_free(p);
