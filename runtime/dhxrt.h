@@ -18,6 +18,18 @@
 //   interrupt.c     SIGINT/SIGTERM/SIGUSR1: stop after the step, checkpoint, exit
 //   watchdog.c      a stuck or dead rank ends the job, named, instead of hanging it
 //   train.c         the training loop (dhxrun)
+//
+// The plan format (plan.h, plan_util.h) is a library of its own, libdhx_plan, shared with dhxc:
+//
+//   plan_codec.c           the payload encoding: one visitor that writes or reads every field
+//   plan_write.c           dhx_plan_write: header, payload, a file that appears whole
+//   plan_read.c            dhx_plan_read / dhx_plan_decode: header, checksum, bounded decoding
+//   plan_validate.c        dhx_plan_validate: train section, kernel table, buffers, programs
+//   plan_validate_instr.c  one instruction: arguments, kernel launches through access descriptors
+//   plan_validate_gemm.c   GEMM extents and disjoint batches
+//   plan_validate_sync.c   what would hang: events, collectives that do not pair up
+//   plan_print.c           the listing behind dhxc --emit=schedule
+//   safetensors.c          safetensors files (checkpoints, dhxc convert)
 #ifndef DHX_DHXRT_H
 #define DHX_DHXRT_H
 

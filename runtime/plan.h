@@ -1,6 +1,7 @@
 // plan.h — the compiled plan: what dhxc writes and dhxrun executes.
 //
-// A plan is a directory: plan.bin (this structure, serialized by plan_io.c), kernels.so (the
+// A plan is a directory: plan.bin (this structure, serialized by plan_write.c and read back by
+// plan_read.c, which validates it with plan_validate*.c), kernels.so (the
 // generated kernels for the CPU backend) and kernels.ptx (the same kernels for NVIDIA GPUs).
 //
 // Every rank has its own section: a static arena of buffers (offsets from the memory planner)
@@ -226,7 +227,7 @@ typedef struct dhx_plan {
   dhx_plan_rank *ranks;
 } dhx_plan;
 
-// ---- plan_io.c ------------------------------------------------------------------------------
+// ---- plan_write.c, plan_read.c, plan_validate.c ---------------------------------------------
 // Writes `plan` to `path` (plan.bin). Returns false and fills err on failure.
 bool dhx_plan_write(const char *path, const dhx_plan *plan, char *err, size_t errlen);
 // Reads and validates a plan.bin: magic, version, size, checksum, then every field (kinds in

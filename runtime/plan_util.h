@@ -1,4 +1,4 @@
-// plan_util.h — small helpers shared by the plan library (plan_io.c, plan_print.c) and the
+// plan_util.h — small helpers shared by the plan library (plan_*.c) and the
 // runtime: printable names of the plan's enums, element sizes, and the format's size limits.
 // Nothing here changes plan.bin's format (that is plan.h). One part is a contract with dhxc:
 // the encoding of the signature exports in kernels.so, at the end.

@@ -13,6 +13,7 @@
 #include <llvm-c/IRReader.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
+#include "../front/ice.h"
 #include "codegen_internal.h"
 
 typedef struct cg_kernel {
@@ -87,18 +88,14 @@ void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out)
 // The module starts from parsed text because the C API cannot create the one thing needed
 // here: a distinct empty metadata node, which is what an access group (the tag that
 // llvm.loop.parallel_accesses refers to) must be.
-static LLVMModuleRef new_module(LLVMContextRef ctx, LLVMMetadataRef *access_group, char *err,
-                                size_t errlen) {
+static LLVMModuleRef new_module(LLVMContextRef ctx, LLVMMetadataRef *access_group) {
   static const char src[] = "!dhx.access_group = !{!0}\n!0 = distinct !{}\n";
   LLVMMemoryBufferRef buf =
       LLVMCreateMemoryBufferWithMemoryRangeCopy(src, sizeof src - 1, "dhx_kernels");
   LLVMModuleRef mod = NULL;
   char *msg = NULL;
-  if (LLVMParseIRInContext(ctx, buf, &mod, &msg)) {  // takes ownership of buf
-    dhx_cg_fail(err, errlen, "internal error: module template: %s", msg ? msg : "?");
-    LLVMDisposeMessage(msg);
-    return NULL;
-  }
+  if (LLVMParseIRInContext(ctx, buf, &mod, &msg))  // takes ownership of buf
+    DHX_ICE("the module template does not parse: %s", msg ? msg : "?");
   LLVMValueRef op = NULL;
   LLVMGetNamedMetadataOperands(mod, "dhx.access_group", &op);
   *access_group = LLVMValueAsMetadata(op);
@@ -106,10 +103,9 @@ static LLVMModuleRef new_module(LLVMContextRef ctx, LLVMMetadataRef *access_grou
 }
 
 LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx,
-                                       dhx_target target, char *err, size_t errlen) {
+                                       dhx_target target) {
   LLVMMetadataRef ag;
-  LLVMModuleRef mod = new_module(ctx, &ag, err, errlen);
-  if (!mod) return NULL;
+  LLVMModuleRef mod = new_module(ctx, &ag);
   LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
   for (int i = 0; i < cg->n; i++) {
     const cg_kernel *ck = &cg->k[i];
@@ -126,22 +122,14 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
       dhx_build_host_entry(&k, &ck->spec, ck->name, body, vec, lanes);
       dhx_plan_kernel entry;
       dhx_codegen_table_entry(cg, i, &entry);
-      if (!dhx_build_host_abi(&k, &entry)) {
-        dhx_cg_fail(err, errlen, "internal error: kernel %s: signature does not encode", ck->name);
-        LLVMDisposeBuilder(b);
-        LLVMDisposeModule(mod);
-        return NULL;
-      }
+      if (!dhx_build_host_abi(&k, &entry))
+        DHX_ICE("kernel %s: its signature does not encode", ck->name);
     }
   }
   LLVMDisposeBuilder(b);
   char *msg = NULL;
-  if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
-    dhx_cg_fail(err, errlen, "internal error: generated IR does not verify: %s", msg ? msg : "?");
-    LLVMDisposeMessage(msg);
-    LLVMDisposeModule(mod);
-    return NULL;
-  }
+  if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg))
+    DHX_ICE("the generated IR does not verify: %s", msg ? msg : "?");
   LLVMDisposeMessage(msg);
   return mod;
 }
@@ -167,16 +155,13 @@ bool dhx_codegen_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char *err,
 bool dhx_codegen_emit_llvm(dhx_codegen *cg, const char *path, char *err, size_t errlen) {
   if (!cg || !path) return dhx_cg_fail(err, errlen, "no code generator or path");
   LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_LLVM, err, errlen);
-  bool ok = mod != NULL;
-  if (ok) {
-    char *msg = NULL;
-    if (LLVMPrintModuleToFile(mod, path, &msg)) {
-      ok = dhx_cg_fail(err, errlen, "cannot write %s: %s", path, msg ? msg : "?");
-    }
-    LLVMDisposeMessage(msg);
-    LLVMDisposeModule(mod);
-  }
+  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_LLVM);
+  bool ok = true;
+  char *msg = NULL;
+  if (LLVMPrintModuleToFile(mod, path, &msg))
+    ok = dhx_cg_fail(err, errlen, "cannot write %s: %s", path, msg ? msg : "?");
+  LLVMDisposeMessage(msg);
+  LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   return ok;
 }

@@ -91,9 +91,10 @@ LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *na
 
 // ---- codegen.c ----
 // A fresh module in ctx holding every kernel of cg for `target` (no triple or data layout
-// set). Returns NULL and fills err if the IR does not verify.
+// set). IR that does not verify is an internal error (ice.h): the kernels come from validated
+// specs.
 LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx,
-                                       dhx_target target, char *err, size_t errlen);
+                                       dhx_target target);
 // Runs an LLVM pass pipeline ("default<O3>") on a module with a target machine.
 bool dhx_codegen_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char *err, size_t errlen);
 // Formats into err (snprintf-style) and returns false.

@@ -9,6 +9,8 @@
 
 #include <llvm-c/DebugInfo.h>
 
+#include "../front/ice.h"
+
 #define MAX_LANES 64
 
 void kb_init(kb *k, LLVMContextRef ctx, LLVMModuleRef mod, LLVMBuilderRef b,
@@ -32,7 +34,8 @@ void kb_init(kb *k, LLVMContextRef ctx, LLVMModuleRef mod, LLVMBuilderRef b,
 }
 
 void kb_set_lanes(kb *k, unsigned lanes) {
-  if (lanes < 1 || lanes > MAX_LANES) abort();
+  if (lanes < 1 || lanes > MAX_LANES)
+    DHX_ICE("%u vector lanes (the builder has 1..%d)", lanes, MAX_LANES);
   k->lanes = lanes;
   k->vt = lanes == 1 ? k->f : LLVMVectorType(k->f, lanes);
 }
@@ -43,7 +46,8 @@ static LLVMValueRef splat_const(LLVMTypeRef ty, LLVMValueRef (*mk)(LLVMTypeRef, 
                                 void *arg) {
   if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind) return mk(ty, arg);
   unsigned n = LLVMGetVectorSize(ty);
-  if (n > MAX_LANES) abort();
+  if (n > MAX_LANES)
+    DHX_ICE("a constant of %u vector lanes (the builder has 1..%d)", n, MAX_LANES);
   LLVMValueRef e = mk(LLVMGetElementType(ty), arg), v[MAX_LANES];
   for (unsigned i = 0; i < n; i++) v[i] = e;
   return LLVMConstVector(v, n);
@@ -76,10 +80,7 @@ LLVMValueRef kb_radd(kb *k, LLVMValueRef acc, LLVMValueRef b) {
 LLVMValueRef kb_intrinsic(kb *k, const char *name, LLVMTypeRef *over, unsigned nover,
                           LLVMValueRef *args, unsigned nargs) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  if (id == 0) {
-    fprintf(stderr, "dhx codegen: internal error: unknown intrinsic %s\n", name);
-    abort();
-  }
+  if (id == 0) DHX_ICE("unknown LLVM intrinsic %s", name);
   LLVMValueRef fn = LLVMGetIntrinsicDeclaration(k->mod, id, over, nover);
   LLVMTypeRef fty = LLVMIntrinsicGetType(k->ctx, id, over, nover);
   return LLVMBuildCall2(k->b, fty, fn, args, nargs, "");

@@ -4,6 +4,7 @@
 // All loads (including the old value of accumulated outputs) come before any store, so an
 // output computed in place over one of its full-size inputs reads the old value, as if the
 // kernel had a separate output buffer.
+#include "../front/ice.h"
 #include "codegen_internal.h"
 
 static LLVMValueRef node_value(kb *k, const dhx_ew_node *n, const LLVMValueRef *v,
@@ -26,7 +27,8 @@ static LLVMValueRef node_value(kb *k, const dhx_ew_node *n, const LLVMValueRef *
   case DHX_EW_SILU: return kb_silu(k, v[n->a]);
   case DHX_EW_SILU_GRAD: return kb_silu_grad(k, v[n->a], v[n->b]);
   }
-  return NULL;  // unreachable: specs are validated before code generation
+  DHX_ICE("elementwise node with unknown op %u (specs are validated before code generation)",
+          (unsigned)n->op);
 }
 
 // (outputs..., inputs..., scalars...)   idx = element i; input j read at i (FULL) or at

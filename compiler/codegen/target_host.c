@@ -159,10 +159,10 @@ bool dhx_codegen_emit_host_so(dhx_codegen *cg, const char *so_path, char *err, s
   LLVMTargetMachineRef tm = host_machine(err, errlen);
   if (!tm) return false;
   LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_HOST, err, errlen);
-  if (mod) set_vector_width(ctx, mod, tm);
-  bool ok = mod && compile_and_link(tm, mod, so_path, err, errlen);
-  if (mod) LLVMDisposeModule(mod);
+  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_HOST);
+  set_vector_width(ctx, mod, tm);
+  bool ok = compile_and_link(tm, mod, so_path, err, errlen);
+  LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(tm);
   return ok;

@@ -10,6 +10,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 
+#include "../front/ice.h"
 #include "codegen_internal.h"
 
 static const struct {
@@ -70,11 +71,10 @@ static bool emit(LLVMTargetMachineRef tm, LLVMModuleRef mod, const char *path, c
   // Every function a kernel uses is defined in the module; a declaration left over (a libm
   // call) would only fail later, in ptxas or at load time.
   static const char ext[] = ".extern .func";
-  for (size_t i = 0; ok && i + sizeof ext - 1 <= size; i++)
-    if (memcmp(text + i, ext, sizeof ext - 1) == 0)
-      ok = dhx_cg_fail(err, errlen, "internal error: the PTX calls an external function");
-  FILE *f = ok ? fopen(path, "wb") : NULL;
-  if (ok && !f) ok = dhx_cg_fail(err, errlen, "cannot write %s", path);
+  for (size_t i = 0; i + sizeof ext - 1 <= size; i++)
+    if (memcmp(text + i, ext, sizeof ext - 1) == 0) DHX_ICE("the PTX calls an external function");
+  FILE *f = fopen(path, "wb");
+  if (!f) ok = dhx_cg_fail(err, errlen, "cannot write %s", path);
   if (f) {
     if (fwrite(text, 1, size, f) != size) ok = dhx_cg_fail(err, errlen, "cannot write %s", path);
     if (fclose(f) != 0 && ok) ok = dhx_cg_fail(err, errlen, "cannot write %s", path);
@@ -89,9 +89,9 @@ bool dhx_codegen_emit_ptx(dhx_codegen *cg, const char *sm, const char *path, cha
   LLVMTargetMachineRef tm = ptx_machine(sm, err, errlen);
   if (!tm) return false;
   LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_PTX, err, errlen);
-  bool ok = mod && emit(tm, mod, path, err, errlen);
-  if (mod) LLVMDisposeModule(mod);
+  LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_PTX);
+  bool ok = emit(tm, mod, path, err, errlen);
+  LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(tm);
   return ok;

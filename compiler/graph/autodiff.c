@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../front/ice.h"
 #include "lower.h"
 
 typedef struct ad {
@@ -325,10 +326,7 @@ static void back_cross_entropy(ad *a, const dhx_node *n, double loss_scale) {
   } else {
     bool acc;
     d = grad_dst(a, logits, &acc);
-    if (acc) {
-      fprintf(stderr, "dhxc: internal error: logits gradient already has a contribution\n");
-      abort();
-    }
+    if (acc) DHX_ICE("the logits gradient already has a contribution");
   }
   const dhx_tensor *lg = T(a, logits);
   dhx_operand args[] = {dhx_buf(d, 0), dhx_buf(logits, 0), dhx_buf(n->in[1], 0),
@@ -372,10 +370,8 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
       case DHX_N_MUL: back_mul(&a, &n, dy); break;
       case DHX_N_ROPE: back_rope(&a, &n, dy); break;
     }
-    if (g->ntensors >= cap - 8) {
-      fprintf(stderr, "dhxc: internal error: gradient map overflow\n");
-      abort();
-    }
+    if (g->ntensors >= cap - 8)
+      DHX_ICE("gradient map overflow (%d tensors, room for %d)", g->ntensors, cap);
   }
   free(a.grad);
   free(a.consumers);

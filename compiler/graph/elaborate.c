@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../front/front.h"
+#include "../front/ice.h"
 #include "ops.h"
 #include "../sema/sema.h"
 
@@ -212,7 +213,8 @@ static int shape_with_last(ctx *c, int t, int64_t last, int64_t *shape) {
 // Binds a primitive op's arguments by the names of ops.c (n = its parameter count).
 static bool bind_op_args(ctx *c, frame *f, const dhx_expr *call, value *out, int n) {
   const dhx_op_sig *sig = dhx_find_op(call->str);
-  if (!sig || sig->nparams != n) abort();  // the table and this file disagree: a build bug
+  if (!sig || sig->nparams != n)  // the table and this file disagree: a build bug
+    DHX_ICE("primitive op '%s': ops.c and elaborate.c disagree on its parameters", call->str);
   return bind_call_args(c, f, call, sig->params, n, out);
 }
 
@@ -707,7 +709,7 @@ static bool bind_call_args(ctx *c, frame *f, const dhx_expr *call, const char *c
                            int n, value *out) {
   const char *list[65];
   const dhx_arg *slot[64];
-  if (n > 64) abort();  // callers bound their parameter counts already
+  if (n > 64) DHX_ICE("%d parameters to bind (callers bound the count at 64)", n);
   for (int i = 0; i < n; i++) list[i] = names[i];
   list[n] = NULL;
   for (int i = 0; i < n; i++) out[i] = (value){0};

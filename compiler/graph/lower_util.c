@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../front/ice.h"
 #include "lower.h"
 
 dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_t m, int64_t n,
@@ -40,10 +41,8 @@ dhx_lop *dhx_emit_kernel(dhx_oplist *l, dhx_kernel_kind kind, int64_t n, const c
 void dhx_ewb_init(dhx_ewb *b) { memset(b, 0, sizeof *b); }
 
 static int push_node(dhx_ewb *b, dhx_ew_node n) {
-  if (b->s.nnodes >= DHX_EW_MAX_NODES) {
-    fprintf(stderr, "dhxc: internal error: elementwise expression too large\n");
-    abort();
-  }
+  if (b->s.nnodes >= DHX_EW_MAX_NODES)
+    DHX_ICE("elementwise expression of more than %d nodes", DHX_EW_MAX_NODES);
   b->s.nodes[b->s.nnodes] = n;
   return b->s.nnodes++;
 }

@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../front/ice.h"
 #include "../graph/elaborate.h"
 #include "../graph/lower.h"
 #include "../sema/sema.h"
+#include "verify_memory.h"
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
@@ -214,10 +216,10 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   for (uint32_t k = 0; k < p->nkernels; k++) dhx_codegen_table_entry(out->cg, (int)k, &p->kernels[k]);
 
   char err[512];
-  if (!dhx_plan_validate(p, err, sizeof err)) {
-    dhx_error("internal error: the compiled plan is invalid: %s", err);
-    return false;
-  }
+  if (!dhx_plan_validate(p, err, sizeof err)) DHX_ICE("the compiled plan is invalid: %s", err);
+  char overlap[1024];  // live buffers in shared bytes would corrupt each other at run time
+  if (!dhx_plan_verify_memory(p, overlap, sizeof overlap))
+    DHX_ICE("the memory plan is unsafe: %s", overlap);
   dhx_rank_memory m;  // the ranks of a cpu cluster allocate their arenas in host memory
   dhx_rank_memory_of(g, arena, (int)p->nranks, &m);
   dhx_warn_host_memory(&m, cfg);

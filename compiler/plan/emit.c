@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../front/ice.h"
 #include "compile.h"
 
 static uint32_t buf_kind(dhx_tensor_kind k) {
@@ -110,10 +111,8 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, dhx_codegen *cg
     snprintf(in->note, sizeof in->note, "%s", op->note);
     if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW) {
       in->kernel = dhx_codegen_add(cg, &op->kspec);
-      if (in->kernel < 0) {
-        fprintf(stderr, "dhxc: internal error: invalid kernel for '%s'\n", op->note);
-        return false;
-      }
+      if (in->kernel < 0)
+        DHX_ICE("invalid kernel for '%s': %s", op->note, dhx_codegen_error(cg));
     }
   }
   return true;
