@@ -1,12 +1,15 @@
-// comm.c — communicators and the ring all-reduce of the CPU backend.
+// comm.c — communicators, the ring collectives and the transfers of the CPU backend.
 //
 // Each communicator of the plan (a list of world ranks) becomes one MPI communicator per stream
-// that all-reduces on it, created with MPI_Comm_create_group (collective over the members
-// only). Streams run concurrently, so giving each its own communicator keeps their messages
-// apart without tags; the plan validator has checked that all members issue the same sequence
-// of all-reduces on each (communicator, stream), so the exchanges pair up.
+// that exchanges on it, created with MPI_Comm_create_group (collective over the members only;
+// a member's rank in it is its index in the plan's list). Streams run concurrently, so giving
+// each its own communicator keeps their messages apart; the plan validator has checked that all
+// members issue the same sequence of collectives on each (communicator, stream) and that every
+// send meets its receive in order, so the exchanges pair up.
 //
-// The all-reduce is written out as a ring over MPI_Sendrecv rather than MPI_Allreduce because:
+// The all-reduce is a ring reduce-scatter followed by a ring all-gather (the same two halves
+// serve the REDUCE_SCATTER and ALL_GATHER ops), written out over MPI_Sendrecv rather than
+// MPI_Allreduce because:
 //   * every member ends with bitwise-identical sums: each chunk is summed once, in a fixed
 //     order, by one rank and then copied to the others;
 //   * the bytes a rank sends are known exactly (2(p-1) chunks ≈ 2(p-1)/p of the buffer);
@@ -22,7 +25,7 @@
 #define MAX_MSG_FLOATS (1 << 28)  // MPI counts are int; longer chunks go in pieces
 
 typedef struct ring {
-  MPI_Comm comm;  // MPI_COMM_NULL when this rank does not all-reduce here
+  MPI_Comm comm;  // MPI_COMM_NULL when this rank does not exchange here
   int size, rank;
   float *scratch;  // receive buffer of the reduce-scatter
   int64_t scratch_n;
@@ -35,7 +38,7 @@ struct dhx_comms {
   _Atomic uint64_t bytes_sent;
 };
 
-// Streams on which any rank all-reduces over communicator c (the same answer on every rank,
+// Streams on which any rank exchanges over communicator c (the same answer on every rank,
 // since every rank reads the same plan).
 static uint32_t streams_used(const dhx_plan *plan, int32_t c) {
   uint32_t mask = 0;
@@ -43,7 +46,7 @@ static uint32_t streams_used(const dhx_plan *plan, int32_t c) {
     for (int p = 0; p < DHX_PROG_COUNT; p++) {
       const dhx_plan_program *prog = &plan->ranks[r].programs[p];
       for (uint32_t i = 0; i < prog->ninstrs; i++)
-        if (prog->instrs[i].op == DHX_OP_ALLREDUCE && prog->instrs[i].comm == c)
+        if (dhx_op_on_comm(prog->instrs[i].op) && prog->instrs[i].comm == c)
           mask |= 1u << prog->instrs[i].stream;
     }
   return mask;
@@ -69,8 +72,9 @@ dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   // Ascending communicator order on every rank, so overlapping groups are created in the same
   // order by their common members.
   for (uint32_t c = 0; c < plan->ncomms; c++) {
-    for (int s = 0; s < DHX_MAX_STREAMS; s++) cs->rings[c][s].comm = MPI_COMM_NULL;
     const dhx_plan_comm *pc = &plan->comms[c];
+    for (int s = 0; s < DHX_MAX_STREAMS; s++)
+      cs->rings[c][s] = (ring){.comm = MPI_COMM_NULL, .size = (int)pc->nranks};
     uint32_t mask = streams_used(plan, (int32_t)c);
     if (pc->nranks < 2 || !mask || !is_member(pc, world_rank)) continue;  // nothing to exchange
     MPI_Group group;
@@ -137,34 +141,121 @@ static void exchange(dhx_comms *cs, ring *r, const float *send, int64_t sn, floa
 static int64_t chunk_start(int64_t n, int p, int c) { return n / p * c + (c < n % p ? c : n % p); }
 static int64_t chunk_len(int64_t n, int p, int c) { return n / p + (c < n % p ? 1 : 0); }
 
-void dhx_allreduce_sum(dhx_comms *cs, int comm, int stream, float *x, int64_t count) {
+// The ring of plan communicator `comm` on `stream`, or NULL when this rank has no one to
+// exchange with there.
+static ring *ring_of(dhx_comms *cs, int comm, int stream) {
   if (!cs || comm < 0 || (uint32_t)comm >= cs->n || stream < 0 || stream >= DHX_MAX_STREAMS)
-    return;
+    return NULL;
   ring *r = &cs->rings[comm][stream];
-  if (r->comm == MPI_COMM_NULL || r->size < 2 || count <= 0) return;  // p == 1: a no-op
+  return r->comm == MPI_COMM_NULL || r->size < 2 ? NULL : r;
+}
+
+// Whether plan communicator `comm` has this rank as its only member.
+static bool alone_in(const dhx_comms *cs, int comm) {
+  return cs && comm >= 0 && (uint32_t)comm < cs->n && cs->rings[comm][0].size == 1;
+}
+
+static void reserve_scratch(ring *r, int64_t n) {
+  if (r->scratch_n >= n) return;
+  free(r->scratch);
+  r->scratch = malloc(sizeof(float) * (size_t)n);
+  if (!r->scratch) MPI_Abort(MPI_COMM_WORLD, 1);
+  r->scratch_n = n;
+}
+
+// Messages per exchange of a ring over `count` elements (from the largest chunk, so every
+// member uses the same number).
+static int64_t ring_pieces(int64_t count, int p) {
+  return (chunk_len(count, p, 0) + MAX_MSG_FLOATS - 1) / MAX_MSG_FLOATS;
+}
+
+// Ring reduce-scatter of `count` elements of `in`: this rank ends with the sum over all members
+// of chunk (rank + shift) % p. At step s a rank passes on the partial sum of one chunk and adds
+// its own values to the arriving partial of the next, so each chunk is summed once, in a fixed
+// order. In place (`sums` is `in`), each partial lands in its chunk of `in`; otherwise `sums`
+// is one chunk long and holds the latest partial.
+static void ring_reduce_scatter(dhx_comms *cs, ring *r, const float *in, float *sums,
+                                bool in_place, int64_t count, int shift) {
   int p = r->size, me = r->rank;
-  int64_t biggest = chunk_len(count, p, 0);
-  int64_t pieces = (biggest + MAX_MSG_FLOATS - 1) / MAX_MSG_FLOATS;
-  if (r->scratch_n < biggest) {
-    free(r->scratch);
-    r->scratch = malloc(sizeof(float) * (size_t)biggest);
-    if (!r->scratch) MPI_Abort(MPI_COMM_WORLD, 1);
-    r->scratch_n = biggest;
-  }
-  // Reduce-scatter: at step s a rank passes on the partial sum of chunk (me - s) and adds its
-  // own values to the arriving partial of chunk (me - s - 1). After p-1 steps chunk (me + 1)
-  // holds the sum over all ranks.
+  int64_t pieces = ring_pieces(count, p);
+  reserve_scratch(r, chunk_len(count, p, 0));
   for (int s = 0; s < p - 1; s++) {
-    int sc = (me - s + p) % p, rc = (me - s - 1 + p) % p;
+    int sc = (me + shift - 1 - s + 2 * p) % p, rc = (me + shift - 2 - s + 2 * p) % p;
     int64_t rn = chunk_len(count, p, rc);
-    float *dst = x + chunk_start(count, p, rc);
-    exchange(cs, r, x + chunk_start(count, p, sc), chunk_len(count, p, sc), r->scratch, rn, pieces);
-    for (int64_t i = 0; i < rn; i++) dst[i] += r->scratch[i];
+    const float *own = in + chunk_start(count, p, rc);
+    const float *send = s == 0 || in_place ? in + chunk_start(count, p, sc) : sums;
+    float *dst = in_place ? sums + chunk_start(count, p, rc) : sums;
+    exchange(cs, r, send, chunk_len(count, p, sc), r->scratch, rn, pieces);
+    for (int64_t i = 0; i < rn; i++) dst[i] = own[i] + r->scratch[i];
   }
-  // All-gather: pass the finished chunks around the ring, each copied as is.
+}
+
+// Ring all-gather over `x` (count elements): this rank starts with chunk (rank + shift) % p in
+// place and passes the finished chunks around the ring, each copied as is.
+static void ring_all_gather(dhx_comms *cs, ring *r, float *x, int64_t count, int shift) {
+  int p = r->size, me = r->rank;
+  int64_t pieces = ring_pieces(count, p);
   for (int s = 0; s < p - 1; s++) {
-    int sc = (me + 1 - s + p) % p, rc = (me - s + p) % p;
+    int sc = (me + shift - s + p) % p, rc = (me + shift - 1 - s + p) % p;
     exchange(cs, r, x + chunk_start(count, p, sc), chunk_len(count, p, sc),
              x + chunk_start(count, p, rc), chunk_len(count, p, rc), pieces);
   }
+}
+
+// Reduce-scatter, then all-gather, each shifted by one chunk (the finished sum of a rank is the
+// chunk after its own), which is the order of summation every earlier version used.
+void dhx_allreduce_sum(dhx_comms *cs, int comm, int stream, float *x, int64_t count) {
+  ring *r = ring_of(cs, comm, stream);
+  if (!r || count <= 0) return;  // p == 1: a no-op
+  ring_reduce_scatter(cs, r, x, x, true, count, 1);
+  ring_all_gather(cs, r, x, count, 1);
+}
+
+void dhx_reduce_scatter_sum(dhx_comms *cs, int comm, int stream, const float *in, float *out,
+                            int64_t count) {
+  ring *r = ring_of(cs, comm, stream);
+  if (count <= 0) return;
+  if (!r) {  // p == 1: the whole sum is this rank's own input
+    if (alone_in(cs, comm)) memcpy(out, in, sizeof(float) * (size_t)count);
+    return;
+  }
+  ring_reduce_scatter(cs, r, in, out, false, count, 0);
+}
+
+void dhx_all_gather(dhx_comms *cs, int comm, int stream, const float *in, float *out,
+                    int64_t count) {
+  ring *r = ring_of(cs, comm, stream);
+  if (count <= 0) return;
+  if (!r) {  // p == 1: the whole is this rank's own chunk
+    if (alone_in(cs, comm)) memcpy(out, in, sizeof(float) * (size_t)count);
+    return;
+  }
+  int p = r->size, me = r->rank;
+  memcpy(out + chunk_start(count, p, me), in, sizeof(float) * (size_t)chunk_len(count, p, me));
+  ring_all_gather(cs, r, out, count, 0);
+}
+
+// Messages of a transfer: MPI counts are int, so long ones go in pieces, cut alike on both
+// sides from the same count.
+static int piece_len(int64_t count, int64_t at) {
+  return (int)(count - at < MAX_MSG_FLOATS ? count - at : MAX_MSG_FLOATS);
+}
+
+void dhx_send(dhx_comms *cs, int comm, int stream, const float *x, int64_t count, int peer,
+              int tag) {
+  ring *r = ring_of(cs, comm, stream);
+  if (!r) return;  // the validator admits no peer in a communicator of one
+  for (int64_t at = 0; at < count; at += MAX_MSG_FLOATS) {
+    int n = piece_len(count, at);
+    network_delay(cs, (int64_t)n * 4);
+    MPI_Send(x + at, n, MPI_FLOAT, peer, tag, r->comm);
+    atomic_fetch_add(&cs->bytes_sent, (uint64_t)n * 4);
+  }
+}
+
+void dhx_recv(dhx_comms *cs, int comm, int stream, float *x, int64_t count, int peer, int tag) {
+  ring *r = ring_of(cs, comm, stream);
+  if (!r) return;
+  for (int64_t at = 0; at < count; at += MAX_MSG_FLOATS)
+    MPI_Recv(x + at, piece_len(count, at), MPI_FLOAT, peer, tag, r->comm, MPI_STATUS_IGNORE);
 }

@@ -81,7 +81,7 @@ void dhx_kernels_unload(dhx_kernels *k);
 typedef struct dhx_comms dhx_comms;
 
 // Builds this rank's communicators from the plan's table: one MPI communicator per (plan
-// communicator, stream that all-reduces on it), so concurrent streams never mix messages.
+// communicator, stream that exchanges on it), so concurrent streams never mix messages.
 // Collective over the members of each communicator; call on every rank.
 dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank);
 void dhx_comms_free(dhx_comms *c);
@@ -90,6 +90,20 @@ void dhx_comms_free(dhx_comms *c);
 // ends with bitwise-identical sums, and each rank sends 2(p-1)/p of the buffer. With an
 // emulated network (train.net_bandwidth > 0) each message first waits latency + bytes/bandwidth.
 void dhx_allreduce_sum(dhx_comms *c, int comm, int stream, float *data, int64_t count);
+// Sum reduce-scatter of `count` floats of `in` (count a multiple of the communicator size p):
+// the member of index i gets elements [i·count/p, (i+1)·count/p) of the sum in `out`. The same
+// ring as the all-reduce's first half; `in` is left as it was.
+void dhx_reduce_scatter_sum(dhx_comms *c, int comm, int stream, const float *in, float *out,
+                            int64_t count);
+// All-gather: `in` (count/p floats) of the member of index i lands at elements
+// [i·count/p, (i+1)·count/p) of `out` (count floats) on every member. The all-reduce's second half.
+void dhx_all_gather(dhx_comms *c, int comm, int stream, const float *in, float *out,
+                    int64_t count);
+// Point-to-point: `count` floats to / from the member of index `peer`, with `tag`, on the MPI
+// communicator of (comm, stream). A send may block until the peer receives.
+void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count, int peer,
+              int tag);
+void dhx_recv(dhx_comms *c, int comm, int stream, float *x, int64_t count, int peer, int tag);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
 

@@ -148,6 +148,22 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
       dhx_allreduce_sum(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
                         in->args[1].i);
       break;
+    case DHX_OP_REDUCE_SCATTER:
+      dhx_reduce_scatter_sum(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
+                             arg_ptr(rt, &in->args[1]), in->args[2].i);
+      break;
+    case DHX_OP_ALL_GATHER:
+      dhx_all_gather(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
+                     arg_ptr(rt, &in->args[1]), in->args[2].i);
+      break;
+    case DHX_OP_SEND:
+      dhx_send(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
+               (int)in->args[2].i, (int)in->args[3].i);
+      break;
+    case DHX_OP_RECV:
+      dhx_recv(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
+               (int)in->args[2].i, (int)in->args[3].i);
+      break;
     case DHX_OP_GRAD_NORM: exec_grad_norm(rt, in); break;
     case DHX_OP_RECORD:
     case DHX_OP_WAIT: break;  // handled by the streams

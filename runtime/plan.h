@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 2
+#define DHX_PLAN_VERSION 3
 #define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
 #define DHX_PATH_MAX 512
 #define DHX_MAX_DIMS 4
@@ -98,15 +98,38 @@ typedef enum {
   DHX_OP_GEMM,
   // args[0] = buffer region (DHX_ARG_BUF), args[1] = byte count (DHX_ARG_I64): set to zero.
   DHX_OP_ZERO,
-  // In-place sum all-reduce over communicator `comm`: args[0] = buffer region, args[1] =
-  // element count (f32). After it every member holds the sum.
+  // Collectives and transfers over communicator `comm`, on elements of type `dtype` (the CPU
+  // runtime computes on f32 only). Peers are ranks within the communicator (0..nranks-1).
+  // In-place sum all-reduce: args[0] = buffer region, args[1] = element count. After it every
+  // member holds the sum.
   DHX_OP_ALLREDUCE,
   DHX_OP_RECORD,   // record event `event` on this stream
   DHX_OP_WAIT,     // wait on this stream until `event` has been recorded (in this program run)
   // args[0] = f32 partial sums of squares (DHX_ARG_BUF), args[1] = count (I64), args[2] =
   // max norm (F64; 0 = no clipping). Sets DHX_REG_GRAD_NORM and DHX_REG_CLIP_SCALE.
   DHX_OP_GRAD_NORM,
+  // Sum reduce-scatter: args[0] = input region (count elements), args[1] = output region
+  // (count/p elements, disjoint from the input), args[2] = count, a multiple of the
+  // communicator size p. Member i gets the sum of elements [i*count/p, (i+1)*count/p).
+  DHX_OP_REDUCE_SCATTER,
+  // All-gather: args[0] = input region (count/p elements), args[1] = output region (count
+  // elements, disjoint from the input), args[2] = count, a multiple of p. Member i's input
+  // lands at elements [i*count/p, (i+1)*count/p) of every member's output.
+  DHX_OP_ALL_GATHER,
+  // Point-to-point: args[0] = buffer region, args[1] = element count, args[2] = peer (I64, rank
+  // within the communicator, not this rank), args[3] = tag (I64, 0..DHX_MAX_TAG). A SEND is
+  // matched by the peer's RECV from this rank with the same count and tag, in the same order.
+  DHX_OP_SEND,
+  DHX_OP_RECV,
 } dhx_op;
+
+#define DHX_MAX_TAG 32767  // the smallest tag bound MPI guarantees
+
+// Ops that exchange data over a communicator (they carry `comm` and `dtype`).
+static inline bool dhx_op_on_comm(uint32_t op) {
+  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER ||
+         op == DHX_OP_SEND || op == DHX_OP_RECV;
+}
 
 typedef struct dhx_plan_gemm {
   uint32_t trans_a, trans_b;     // 0 = as stored, 1 = transposed
@@ -121,8 +144,9 @@ typedef struct dhx_plan_instr {
   uint32_t op;        // dhx_op
   uint32_t stream;    // < DHX_MAX_STREAMS; 0 = compute, 1 = communication
   int32_t kernel;     // OP_KERNEL: index in the kernel table; -1 otherwise
-  int32_t comm;       // OP_ALLREDUCE: communicator id; -1 otherwise
+  int32_t comm;       // collectives and transfers: communicator id; -1 otherwise
   int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents; -1 otherwise
+  uint32_t dtype;     // collectives and transfers: element type (dhx_dtype); 0 otherwise
   int64_t n;          // OP_KERNEL: index-space size
   uint32_t nargs;
   dhx_plan_arg args[DHX_MAX_ARGS];

@@ -35,7 +35,7 @@
 #define BUFFER_BYTES (DHX_NAME_MAX + 3 * 4 + DHX_MAX_DIMS * 8 + 2 * 8 + 3 * 4 + 3 * 4)
 #define ARG_BYTES (4 + 4 + 8 + 8)
 #define GEMM_BYTES (2 * 4 + 6 * 8 + 2 * 8 + 8 * 8)
-#define INSTR_BYTES (5 * 4 + 8 + 4 + DHX_MAX_ARGS * ARG_BYTES + GEMM_BYTES + DHX_NAME_MAX)
+#define INSTR_BYTES (6 * 4 + 8 + 4 + DHX_MAX_ARGS * ARG_BYTES + GEMM_BYTES + DHX_NAME_MAX)
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
 #define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
@@ -284,6 +284,7 @@ static void io_instr(plan_io *s, dhx_plan_instr *in) {
   io_i32(s, &in->kernel);
   io_i32(s, &in->comm);
   io_i32(s, &in->event);
+  io_u32(s, &in->dtype);
   io_i64(s, &in->n);
   io_u32(s, &in->nargs);
   for (int i = 0; i < DHX_MAX_ARGS; i++) io_arg(s, &in->args[i]);

@@ -68,11 +68,18 @@ bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_pl
 // A GEMM instruction: its operands inside their buffers, its batches disjoint in C
 // (plan_validate_gemm.c).
 bool plan_check_gemm(plan_check_ctx *v, const dhx_plan_instr *in);
+// A collective or transfer: dtype, communicator membership, regions, peer and tag
+// (plan_validate_comm.c).
+bool plan_check_comm_instr(plan_check_ctx *v, const dhx_plan_instr *in);
+// The region of argument j (a buffer argument), count elements of elem_size bytes from its
+// byte offset, inside its buffer (plan_validate_instr.c).
+bool plan_check_region(plan_check_ctx *v, const dhx_plan_instr *in, int j, int64_t count,
+                       int64_t elem_size);
 // Exactly the listed argument kinds (plan_validate_instr.c).
 bool plan_check_arg_kinds(plan_check_ctx *v, const dhx_plan_instr *in, int n,
                           const uint32_t *kinds);
 // What would hang (plan_validate_sync.c): a WAIT that can never complete in program `p`, and
-// all-reduces that do not pair up across the members of a communicator.
+// collectives and transfers that do not pair up across the members of a communicator.
 bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p);
 bool plan_check_collectives(plan_check_ctx *v);
 

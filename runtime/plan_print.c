@@ -38,7 +38,10 @@ const char *dhx_op_name(uint32_t op) {
   static const char *t[] = {[DHX_OP_KERNEL] = "kernel",       [DHX_OP_GEMM] = "gemm",
                             [DHX_OP_ZERO] = "zero",           [DHX_OP_ALLREDUCE] = "allreduce",
                             [DHX_OP_RECORD] = "record",       [DHX_OP_WAIT] = "wait",
-                            [DHX_OP_GRAD_NORM] = "grad_norm"};
+                            [DHX_OP_GRAD_NORM] = "grad_norm",
+                            [DHX_OP_REDUCE_SCATTER] = "reduce_scatter",
+                            [DHX_OP_ALL_GATHER] = "all_gather",
+                            [DHX_OP_SEND] = "send",           [DHX_OP_RECV] = "recv"};
   return NAME_OF(t, op);
 }
 
@@ -127,7 +130,14 @@ static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint
       print_args(f, r, in);
       break;
     case DHX_OP_GEMM: print_gemm(f, r, in); break;
-    case DHX_OP_ALLREDUCE: fprintf(f, "comm %d ", in->comm); print_args(f, r, in); break;
+    case DHX_OP_ALLREDUCE:
+    case DHX_OP_REDUCE_SCATTER:
+    case DHX_OP_ALL_GATHER:
+    case DHX_OP_SEND:
+    case DHX_OP_RECV:
+      fprintf(f, "comm %d %s ", in->comm, dhx_dtype_name(in->dtype));
+      print_args(f, r, in);
+      break;
     case DHX_OP_RECORD:
     case DHX_OP_WAIT: fprintf(f, "event %d", in->event); break;
     default: print_args(f, r, in);
@@ -170,7 +180,7 @@ static bool buffers_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
 
 static bool instrs_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
   bool eq = a->op == b->op && a->stream == b->stream && a->kernel == b->kernel &&
-            a->comm == b->comm && a->event == b->event && a->n == b->n && a->nargs == b->nargs &&
+            a->comm == b->comm && a->event == b->event && a->dtype == b->dtype && a->n == b->n && a->nargs == b->nargs &&
             strncmp(a->note, b->note, DHX_NAME_MAX) == 0 &&
             memcmp(&a->gemm, &b->gemm, sizeof a->gemm) == 0;  // no padding in dhx_plan_gemm
   for (uint32_t j = 0; j < a->nargs && j < DHX_MAX_ARGS && eq; j++)

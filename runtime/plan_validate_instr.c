@@ -1,6 +1,7 @@
 // plan_validate_instr.c — one instruction of a program: its arguments, a kernel launch against
 // the kernel's signature and access descriptors (every index of the launch inside its buffers),
-// the regions of ZERO, ALLREDUCE and GRAD_NORM. GEMMs are plan_validate_gemm.c's.
+// the regions of ZERO and GRAD_NORM. GEMMs are plan_validate_gemm.c's, collectives and
+// transfers plan_validate_comm.c's.
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -164,10 +165,10 @@ static bool check_writes_not_tokens(plan_check_ctx *v, const dhx_plan_instr *in,
   return true;
 }
 
-// A buffer region [arg.i, arg.i + bytes) inside its buffer.
-static bool check_region(plan_check_ctx *v, const dhx_plan_instr *in, int64_t count,
-                         int64_t elem_size) {
-  const dhx_plan_arg *a = &in->args[0];
+// The region of argument j, [arg.i, arg.i + count·elem_size), inside its buffer.
+bool plan_check_region(plan_check_ctx *v, const dhx_plan_instr *in, int j, int64_t count,
+                       int64_t elem_size) {
+  const dhx_plan_arg *a = &in->args[j];
   const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[a->buf];
   int64_t bytes;
   CHECK(count >= 0 && !__builtin_mul_overflow(count, elem_size, &bytes) &&
@@ -177,19 +178,9 @@ static bool check_region(plan_check_ctx *v, const dhx_plan_instr *in, int64_t co
   return true;
 }
 
-static bool check_allreduce(plan_check_ctx *v, const dhx_plan_instr *in) {
-  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_I64};
-  if (!plan_check_arg_kinds(v, in, 2, kinds) || !check_region(v, in, in->args[1].i, 4)) return false;
-  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[in->args[0].buf];
-  CHECK(b->dtype == DHX_F32, "allreduce buffer '%s' is %s (must be f32)", b->name,
-        dhx_dtype_name(b->dtype));
-  CHECK(in->comm >= 0 && (uint32_t)in->comm < v->p->ncomms, "communicator %d does not exist "
-        "(the plan has %u)", in->comm, v->p->ncomms);
-  const dhx_plan_comm *c = &v->p->comms[in->comm];
-  bool member = false;
-  for (uint32_t i = 0; i < c->nranks; i++) member |= c->ranks[i] == v->rank;
-  CHECK(member, "all-reduce on communicator %d, which rank %d is not a member of", in->comm, v->rank);
-  return true;
+static bool check_region(plan_check_ctx *v, const dhx_plan_instr *in, int64_t count,
+                         int64_t elem_size) {
+  return plan_check_region(v, in, 0, count, elem_size);
 }
 
 static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
@@ -206,7 +197,7 @@ static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
 bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_plan_instr *in) {
   CHECK(terminated(in->note, DHX_NAME_MAX), "note is not NUL-terminated");
   v->note = in->note;
-  CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_GRAD_NORM, "unknown op %u", in->op);
+  CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_RECV, "unknown op %u", in->op);
   CHECK(in->stream < p->nstreams, "stream %u, but the program has %u streams", in->stream,
         p->nstreams);
   if (!check_args_generic(v, in)) return false;
@@ -218,7 +209,11 @@ bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_pl
       return plan_check_arg_kinds(v, in, 2, kinds) && check_region(v, in, in->args[1].i, 1) &&
              check_writes_not_tokens(v, in, 0);
     }
-    case DHX_OP_ALLREDUCE: return check_allreduce(v, in);
+    case DHX_OP_ALLREDUCE:
+    case DHX_OP_REDUCE_SCATTER:
+    case DHX_OP_ALL_GATHER:
+    case DHX_OP_SEND:
+    case DHX_OP_RECV: return plan_check_comm_instr(v, in);
     case DHX_OP_RECORD:
     case DHX_OP_WAIT:
       CHECK(in->nargs == 0, "%s takes no arguments", dhx_op_name(in->op));

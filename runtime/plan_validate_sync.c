@@ -1,6 +1,6 @@
 // plan_validate_sync.c — what would make a valid-looking plan hang: a WAIT that can never
-// complete (events across a program's streams), and all-reduces that do not pair up in the same
-// order on every member of a communicator.
+// complete (events across a program's streams), collectives that do not form the same sequence
+// on every member of a communicator, and sends and receives that do not pair up in order.
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,31 +61,49 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
 }
 
 
-// All-reduces on one communicator and stream must form the same sequence on every member,
-// or the ring exchanges would pair the wrong messages and hang. The reference member's
-// sequences are collected once per (communicator, program); each other member is compared in
-// one pass over its program.
+// Collectives (all-reduce, reduce-scatter, all-gather) on one communicator and stream must form
+// the same sequence on every member, or the ring exchanges would pair the wrong messages and
+// hang. The reference member's sequences are collected once per (communicator, program); each
+// other member is compared in one pass over its program.
+typedef struct collective {
+  uint32_t op;
+  int64_t count;
+} collective;
+
 typedef struct collective_seq {
-  int64_t *counts[DHX_MAX_STREAMS];  // element counts of the reference's all-reduces, in order
+  collective *ops[DHX_MAX_STREAMS];  // the reference's collectives, in order
   uint32_t len[DHX_MAX_STREAMS];
 } collective_seq;
 
+static bool is_collective(uint32_t op) {
+  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER;
+}
+
 static bool on_comm(const dhx_plan_instr *in, uint32_t c) {
-  return in->op == DHX_OP_ALLREDUCE && in->comm == (int32_t)c;
+  return is_collective(in->op) && in->comm == (int32_t)c;
+}
+
+static int64_t collective_count(const dhx_plan_instr *in) {
+  return in->args[in->op == DHX_OP_ALLREDUCE ? 1 : 2].i;
+}
+
+static const char *collective_name(uint32_t op) {
+  return op == DHX_OP_ALLREDUCE ? "all-reduce" : op == DHX_OP_REDUCE_SCATTER ? "reduce-scatter"
+                                                                             : "all-gather";
 }
 
 static bool collect_sequence(const dhx_plan_program *p, uint32_t c, collective_seq *q) {
   memset(q, 0, sizeof *q);
   uint32_t total = 0;
   for (uint32_t i = 0; i < p->ninstrs; i++) total += on_comm(&p->instrs[i], c);
-  int64_t *all = malloc(sizeof(int64_t) * (total ? total : 1));
+  collective *all = malloc(sizeof(collective) * (total ? total : 1));
   if (!all) return false;
   uint32_t start = 0;
   for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++) {  // one block of `all` per stream
-    q->counts[s] = all + start;
+    q->ops[s] = all + start;
     for (uint32_t i = 0; i < p->ninstrs; i++)
       if (on_comm(&p->instrs[i], c) && p->instrs[i].stream == s)
-        q->counts[s][q->len[s]++] = p->instrs[i].args[1].i;
+        q->ops[s][q->len[s]++] = (collective){p->instrs[i].op, collective_count(&p->instrs[i])};
     start += q->len[s];
   }
   return true;
@@ -104,22 +122,128 @@ static bool compare_sequence(plan_check_ctx *v, const collective_seq *q, uint32_
     v->instr = j;
     v->note = in->note;
     if (pos[s] == q->len[s])
-      return plan_check_fail(v, "one all-reduce more on communicator %u stream %u than rank %d has: the "
-                 "ranks would hang", c, s, ref);
-    int64_t want = q->counts[s][pos[s]++];
-    if (in->args[1].i != want)
-      return plan_check_fail(v, "all-reduce of %" PRId64 " elements on communicator %u, but rank %d's "
-                 "matching all-reduce has %" PRId64 ": the ranks would hang", in->args[1].i, c,
-                 ref, want);
+      return plan_check_fail(v, "one %s more on communicator %u stream %u than rank %d has: the "
+                 "ranks would hang", collective_name(in->op), c, s, ref);
+    collective want = q->ops[s][pos[s]++];
+    if (in->op != want.op || collective_count(in) != want.count)
+      return plan_check_fail(v, "%s of %" PRId64 " elements on communicator %u, but rank %d's "
+                 "matching %s has %" PRId64 ": the ranks would hang", collective_name(in->op),
+                 collective_count(in), c, ref, collective_name(want.op), want.count);
   }
   v->instr = -1;
   v->note = NULL;
   for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++)
     if (pos[s] != q->len[s])
-      return plan_check_fail(v, "%u all-reduces on communicator %u stream %u, rank %d has %u: the ranks "
-                 "would hang", pos[s], c, s, ref, q->len[s]);
+      return plan_check_fail(v, "%u collectives on communicator %u stream %u, rank %d has %u: the "
+                 "ranks would hang", pos[s], c, s, ref, q->len[s]);
   v->rank = v->prog = -1;
   return true;
+}
+
+// ---- transfers --------------------------------------------------------------------------------
+// A SEND completes only when its peer reaches the matching RECV (same count and tag) and a
+// collective only when every member reaches it, so the members' instructions on one
+// (communicator, program, stream) are run together, each member stopping at its first
+// instruction that cannot complete yet. Whatever is left when nothing moves would hang.
+
+typedef struct member_ops {
+  const dhx_plan_instr **ops;  // this member's instructions on the communicator and stream
+  uint32_t n, pos;
+} member_ops;
+
+static bool is_transfer(uint32_t op) { return op == DHX_OP_SEND || op == DHX_OP_RECV; }
+
+static const dhx_plan_instr *head(const member_ops *m) { return m->pos < m->n ? m->ops[m->pos] : NULL; }
+
+// Member i's SEND (or RECV) `a` and member a's peer's head `b` pair up.
+static bool transfers_pair(const dhx_plan_instr *a, uint32_t i, const dhx_plan_instr *b) {
+  return b && is_transfer(b->op) && b->op != a->op && b->args[2].i == (int64_t)i &&
+         b->args[1].i == a->args[1].i && b->args[3].i == a->args[3].i;
+}
+
+// One round over the members: completes every transfer pair and, when all members stand at a
+// collective, that collective. Returns whether anything completed.
+static bool run_round(member_ops *m, uint32_t nm) {
+  bool moved = false, all_collective = true;
+  for (uint32_t i = 0; i < nm; i++) {
+    const dhx_plan_instr *a = head(&m[i]);
+    all_collective &= a && is_collective(a->op);
+    if (!a || a->op != DHX_OP_SEND) continue;
+    member_ops *peer = &m[a->args[2].i];
+    if (!transfers_pair(a, i, head(peer))) continue;
+    m[i].pos++;
+    peer->pos++;
+    moved = true;
+  }
+  if (all_collective && nm) {
+    for (uint32_t i = 0; i < nm; i++) m[i].pos++;
+    moved = true;
+  }
+  return moved;
+}
+
+static bool report_stuck(plan_check_ctx *v, const dhx_plan_comm *cm, const member_ops *m,
+                         uint32_t c, int prog) {
+  for (uint32_t i = 0; i < cm->nranks; i++) {
+    const dhx_plan_instr *a = head(&m[i]);
+    if (!a) continue;
+    const dhx_plan_program *pr = &v->p->ranks[cm->ranks[i]].programs[prog];
+    v->rank = cm->ranks[i];
+    v->prog = prog;
+    v->instr = a - pr->instrs;
+    v->note = a->note;
+    if (!is_transfer(a->op)) continue;  // a collective waits on a member stuck at a transfer
+    return plan_check_fail(v, "%s of %" PRId64 " elements %s rank %" PRId64 " of communicator %u "
+               "(tag %" PRId64 ") has no matching %s in the same order: the ranks would hang",
+               dhx_op_name(a->op), a->args[1].i, a->op == DHX_OP_SEND ? "to" : "from",
+               a->args[2].i, c, a->args[3].i, a->op == DHX_OP_SEND ? "recv" : "send");
+  }
+  return plan_check_fail(v, "collectives and transfers on communicator %u do not pair up: the "
+                         "ranks would hang", c);
+}
+
+static bool has_transfers(const dhx_plan *pl, const dhx_plan_comm *cm, uint32_t c, int prog) {
+  for (uint32_t i = 0; i < cm->nranks; i++) {
+    const dhx_plan_program *pr = &pl->ranks[cm->ranks[i]].programs[prog];
+    for (uint32_t j = 0; j < pr->ninstrs; j++)
+      if (is_transfer(pr->instrs[j].op) && pr->instrs[j].comm == (int32_t)c) return true;
+  }
+  return false;
+}
+
+// Gathers each member's instructions on (c, stream) into m[i] (ops point into `store`).
+static void gather_members(const dhx_plan *pl, const dhx_plan_comm *cm, uint32_t c, int prog,
+                           uint32_t stream, member_ops *m, const dhx_plan_instr **store) {
+  for (uint32_t i = 0; i < cm->nranks; i++) {
+    const dhx_plan_program *pr = &pl->ranks[cm->ranks[i]].programs[prog];
+    m[i] = (member_ops){.ops = store};
+    for (uint32_t j = 0; j < pr->ninstrs; j++) {
+      const dhx_plan_instr *in = &pr->instrs[j];
+      if (dhx_op_on_comm(in->op) && in->comm == (int32_t)c && in->stream == stream)
+        m[i].ops[m[i].n++] = in;
+    }
+    store += m[i].n;
+  }
+}
+
+static bool check_transfers_on(plan_check_ctx *v, uint32_t c, int prog) {
+  const dhx_plan_comm *cm = &v->p->comms[c];
+  size_t total = 0;
+  for (uint32_t i = 0; i < cm->nranks; i++) total += v->p->ranks[cm->ranks[i]].programs[prog].ninstrs;
+  member_ops *m = calloc(cm->nranks, sizeof *m);
+  const dhx_plan_instr **store = malloc(sizeof *store * (total ? total : 1));
+  bool ok = m && store;
+  if (!ok) plan_check_fail(v, "out of memory");
+  for (uint32_t s = 0; s < DHX_MAX_STREAMS && ok; s++) {
+    gather_members(v->p, cm, c, prog, s, m, store);
+    while (run_round(m, cm->nranks)) {
+    }
+    for (uint32_t i = 0; i < cm->nranks && ok; i++)
+      if (head(&m[i])) ok = report_stuck(v, cm, m, c, prog);
+  }
+  free(m);
+  free(store);
+  return ok;
 }
 
 bool plan_check_collectives(plan_check_ctx *v) {
@@ -131,8 +255,8 @@ bool plan_check_collectives(plan_check_ctx *v) {
       bool ok = true;
       for (uint32_t i = 1; i < cm->nranks && ok; i++)
         ok = compare_sequence(v, &q, c, cm->ranks[0], cm->ranks[i], p);
-      free(q.counts[0]);
-      if (!ok) return false;
+      free(q.ops[0]);
+      if (!ok || (has_transfers(v->p, cm, c, p) && !check_transfers_on(v, c, p))) return false;
     }
   }
   return true;

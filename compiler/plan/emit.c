@@ -104,6 +104,7 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, dhx_codegen *cg
     in->kernel = -1;
     in->comm = op->comm;
     in->event = op->event;
+    if (dhx_op_on_comm(in->op)) in->dtype = DHX_F32;  // lowering emits f32 collectives only
     in->n = op->n;
     in->gemm = op->gemm;
     in->nargs = (uint32_t)op->nargs;

@@ -331,6 +331,33 @@ static void catches_persistent_buffers_sharing_bytes(void) {
   tb_free(k.p);
 }
 
+// Collectives and transfers are classified per argument: a reduce-scatter reads its input and
+// only writes its output, an all-gather reads its chunk. In the collectives plan at 2 ranks
+// (STEP stream 0: x -> part by reduce-scatter, part -> whole by all-gather), a buffer zeroed on
+// rank 0 after the all-gather may take part's bytes (part starts with a write and is done by
+// then), but not x's (x carries its value into the program).
+static dhx_plan *collectives_then_zero(int32_t *late, collectives_bufs *b) {
+  dhx_plan *p = collectives_plan(2, 2 * g_n, 3, 2, b);
+  *late = tb_buffer(p, "late", DHX_BUF_ACT, DHX_F32, 1, &g_n);
+  dhx_plan_instr *in = tb_rank_instr(p, 0, DHX_PROG_STEP, DHX_OP_ZERO, 0, "zero late");
+  tb_arg_buf(in, *late, 0);
+  tb_arg_i64(in, g_n * 4);
+  return p;
+}
+
+static void classifies_collectives_and_transfers(void) {
+  collectives_bufs b;
+  int32_t late;
+  dhx_plan *p = collectives_then_zero(&late, &b);
+  share(p, late, b.part);
+  expect_verified(p, "a buffer written after the all-gather over the reduce-scatter's output");
+  tb_free(p);
+  p = collectives_then_zero(&late, &b);
+  share(p, late, b.x);
+  expect_violation(p, (const char *const[]){"'late'", "'x'", NULL});
+  tb_free(p);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: memplan_tests NAME [PLAN_DIR...]\n");
@@ -345,6 +372,8 @@ int main(int argc, char **argv) {
     catches_a_missing_event_between_streams();
   else if (strcmp(t, "memplan_verifier_catches_persistent_buffers_sharing_bytes") == 0)
     catches_persistent_buffers_sharing_bytes();
+  else if (strcmp(t, "memplan_verifier_classifies_collectives_and_transfers") == 0)
+    classifies_collectives_and_transfers();
   else {
     fprintf(stderr, "unknown test %s\n", t);
     return 2;

@@ -251,6 +251,114 @@ static void test_bounds_collective_counts(const char *unused) {
                      "'grad.w'");
 }
 
+// ---- reduce-scatter, all-gather, send and receive (the collectives plan at 4 ranks) -----------
+// STEP on every rank: 0 reduce-scatter x -> part, 1 all-gather part -> whole; then rank r sends
+// 5 and 3 floats (tags 1, 2) to r+1 and receives as many from r-1, even ranks sending first:
+// 2..5 = send, send, recv, recv on even ranks, recv, recv, send, send on odd ones.
+
+static dhx_plan_instr *step_instr(dhx_plan *p, uint32_t rank, uint32_t i) {
+  return instr(p, (int)rank, DHX_PROG_STEP, i);
+}
+
+// The collectives plan at 4 ranks, broken by `brk`, must be refused with a message containing
+// `want`.
+static void expect_collectives_invalid(breaker brk, const char *want) {
+  collectives_bufs b;
+  dhx_plan *p = collectives_plan(4, 64, 5, 3, &b);
+  char err[1024];
+  if (!dhx_plan_validate(p, err, sizeof err)) {
+    fprintf(stderr, "the collectives plan is invalid: %s\n", err);
+    exit(1);
+  }
+  brk(p);
+  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, want);
+  printf("ok: %s\n", err);
+  tb_free(p);
+}
+
+static void rs_count_past_input(dhx_plan *p) { step_instr(p, 0, 0)->args[2].i = 68; }
+static void rs_count_not_multiple(dhx_plan *p) { step_instr(p, 0, 0)->args[2].i = 63; }
+static void ag_output_past_buffer(dhx_plan *p) { step_instr(p, 0, 1)->args[1].i = 4; }
+static void ag_output_over_input(dhx_plan *p) {
+  dhx_plan_instr *in = step_instr(p, 0, 1);
+  in->args[0] = in->args[1];  // the chunk read from where the gather writes
+}
+static void send_count_past_buffer(dhx_plan *p) { step_instr(p, 0, 2)->args[1].i = 9; }
+static void send_peer_outside(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 4; }
+static void send_to_itself(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 0; }
+static void send_tag_too_large(dhx_plan *p) { step_instr(p, 0, 2)->args[3].i = 40000; }
+static void send_dtype_i32(dhx_plan *p) { step_instr(p, 0, 2)->dtype = DHX_I32; }
+static void rs_dtype_unknown(dhx_plan *p) { step_instr(p, 0, 0)->dtype = 7; }
+static void recv_count_differs(dhx_plan *p) { step_instr(p, 1, 2)->args[1].i = 4; }
+static void recvs_swapped(dhx_plan *p) {
+  dhx_plan_instr t = *step_instr(p, 1, 2);
+  *step_instr(p, 1, 2) = *step_instr(p, 1, 3);
+  *step_instr(p, 1, 3) = t;
+}
+static void last_send_missing(dhx_plan *p) { p->ranks[1].programs[DHX_PROG_STEP].ninstrs--; }
+static void gather_instead_of_scatter(dhx_plan *p) {
+  dhx_plan_instr *in = step_instr(p, 1, 0);
+  dhx_plan_arg x = in->args[0];
+  in->op = DHX_OP_ALL_GATHER;
+  in->args[0] = in->args[1];
+  in->args[1] = x;
+}
+
+static void test_bounds_new_collectives(const char *unused) {
+  (void)unused;
+  expect_collectives_invalid(rs_count_past_input, "rank 0 program STEP instr 0 (sum x, keep a "
+                             "chunk): reduce_scatter of 68 elements at byte 0 extends past "
+                             "buffer 'x' (256 bytes)");
+  expect_collectives_invalid(rs_count_not_multiple, "reduce_scatter of 63 elements: the count "
+                             "must be a non-negative multiple of communicator 0's 4 members");
+  expect_collectives_invalid(ag_output_past_buffer, "all_gather of 64 elements at byte 4 extends "
+                             "past buffer 'whole'");
+  expect_collectives_invalid(ag_output_over_input, "all_gather input and output overlap");
+  expect_collectives_invalid(send_count_past_buffer, "rank 0 program STEP instr 2 (send): send "
+                             "of 9 elements at byte 0 extends past buffer 'msg' (32 bytes)");
+  expect_collectives_invalid(send_peer_outside, "send peer 4 is outside communicator 0 (ranks "
+                             "0..3)");
+  expect_collectives_invalid(send_to_itself, "send peer 0 is this rank itself");
+  expect_collectives_invalid(send_tag_too_large, "send tag 40000 is outside 0..32767");
+  expect_collectives_invalid(send_dtype_i32, "send with dtype i32 (2): the runtime computes "
+                             "collectives and transfers on f32 only");
+  expect_collectives_invalid(rs_dtype_unknown, "reduce_scatter with dtype ? (7)");
+  expect_collectives_invalid(recv_count_differs, "rank 0 program STEP instr 2 (send): send of 5 "
+                             "elements to rank 1 of communicator 0 (tag 1) has no matching recv "
+                             "in the same order: the ranks would hang");
+  expect_collectives_invalid(recvs_swapped, "rank 0 program STEP instr 2 (send): send of 5 "
+                             "elements to rank 1 of communicator 0 (tag 1) has no matching recv");
+  expect_collectives_invalid(last_send_missing, "rank 2 program STEP instr 5 (recv): recv of 3 "
+                             "elements from rank 1 of communicator 0 (tag 2) has no matching send");
+  expect_collectives_invalid(gather_instead_of_scatter, "rank 1 program STEP instr 0 (sum x, keep "
+                             "a chunk): all-gather of 64 elements on communicator 0, but rank 0's "
+                             "matching reduce-scatter has 64: the ranks would hang");
+}
+
+// The schedule listing names the new ops with their communicator and dtype.
+static void test_print_lists_new_collectives(const char *unused) {
+  (void)unused;
+  collectives_bufs b;
+  dhx_plan *p = collectives_plan(2, 8, 2, 1, &b);
+  FILE *f = fopen(path_in("schedule.txt"), "w+");
+  CHECK(f);
+  dhx_plan_print(p, f);
+  long size = ftell(f);
+  char *text = calloc(1, (size_t)size + 1);
+  rewind(f);
+  CHECK(fread(text, 1, (size_t)size, f) == (size_t)size);
+  fclose(f);
+  static const char *want[] = {"reduce_scatter comm 0 f32 ", "all_gather comm 0 f32 ",
+                               "send       comm 0 f32 ", "recv       comm 0 f32 "};
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+    if (!strstr(text, want[i])) fprintf(stderr, "listing lacks \"%s\":\n%s", want[i], text);
+    CHECK(strstr(text, want[i]));
+  }
+  printf("%s", text);
+  free(text);
+  tb_free(p);
+}
+
 // ---- the tokens buffer ------------------------------------------------------------------------
 
 static void second_tokens_buffer(dhx_plan *p) {
@@ -635,6 +743,17 @@ static void write_broken(const char *dir, const char *name, int dp, breaker brk)
 
 static void unchanged(dhx_plan *p) { (void)p; }
 
+// The same for the collectives plan at 4 ranks.
+static void write_broken_collectives(const char *dir, const char *name, breaker brk) {
+  collectives_bufs b;
+  dhx_plan *p = collectives_plan(4, 64, 5, 3, &b);
+  brk(p);
+  char path[1024], err[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  CHECK(dhx_plan_write(path, p, err, sizeof err));
+  tb_free(p);
+}
+
 static void test_make_regress(const char *dir) {
   write_broken(dir, "valid_toy_dp1.bin", 1, unchanged);  // these two run cleanly
   write_broken(dir, "valid_toy_dp2.bin", 2, unchanged);
@@ -650,6 +769,9 @@ static void test_make_regress(const char *dir) {
   write_broken(dir, "grad_norm_count_past_buffer.bin", 2, grad_norm_one_more);
   write_broken(dir, "kernel_writes_tokens.bin", 1, kernel_writes_tokens);
   write_broken(dir, "buffer_over_tokens.bin", 1, buffer_over_tokens);
+  write_broken_collectives(dir, "valid_collectives_4_ranks.bin", unchanged);
+  write_broken_collectives(dir, "collective_count_not_multiple.bin", rs_count_not_multiple);
+  write_broken_collectives(dir, "send_without_recv.bin", last_send_missing);
 }
 
 // ---- main -------------------------------------------------------------------------------------
@@ -664,6 +786,8 @@ static const struct {
     {"plan_validation_bounds_gemm_extents", test_bounds_gemm_extents, false},
     {"plan_validation_bounds_collective_counts", test_bounds_collective_counts, false},
     {"plan_validation_guards_the_tokens_buffer", test_bounds_tokens_buffer, false},
+    {"plan_validation_bounds_new_collectives", test_bounds_new_collectives, false},
+    {"plan_print_lists_new_collectives", test_print_lists_new_collectives, false},
     {"plan_format_carries_skip_nonfinite", test_format_carries_skip_nonfinite, false},
     {"plan_kernel_access_covers_test_kernels", test_access_covers_test_kernels, false},
     {"plan_validation_accepts_compiled_tiny", test_accepts_compiled, true},

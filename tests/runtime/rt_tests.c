@@ -37,7 +37,8 @@ static void check_buffer_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *
 }
 
 static void check_instr_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
-  EQ(op); EQ(stream); EQ(kernel); EQ(comm); EQ(event); EQ(n); EQ(nargs); SAME_BYTES(note);
+  EQ(op); EQ(stream); EQ(kernel); EQ(comm); EQ(event); EQ(dtype); EQ(n); EQ(nargs);
+  SAME_BYTES(note);
   for (int j = 0; j < DHX_MAX_ARGS; j++) {
     EQ(args[j].kind); EQ(args[j].buf); EQ(args[j].i); SAME_BYTES(args[j].f);
   }

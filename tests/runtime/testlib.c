@@ -148,7 +148,12 @@ int32_t tb_comm(dhx_plan *p, int n, const int32_t *ranks) {
 
 dhx_plan_instr *tb_instr(dhx_plan *p, dhx_prog_kind prog, dhx_op op, uint32_t stream,
                          const char *note) {
-  dhx_plan_program *g = &p->ranks[0].programs[prog];
+  return tb_rank_instr(p, 0, prog, op, stream, note);
+}
+
+dhx_plan_instr *tb_rank_instr(dhx_plan *p, uint32_t rank, dhx_prog_kind prog, dhx_op op,
+                              uint32_t stream, const char *note) {
+  dhx_plan_program *g = &p->ranks[rank].programs[prog];
   g->instrs = xrealloc(g->instrs, sizeof(dhx_plan_instr) * (g->ninstrs + 1));
   dhx_plan_instr *in = &g->instrs[g->ninstrs++];
   memset(in, 0, sizeof *in);
@@ -156,6 +161,7 @@ dhx_plan_instr *tb_instr(dhx_plan *p, dhx_prog_kind prog, dhx_op op, uint32_t st
   in->stream = stream;
   in->kernel = in->comm = in->event = -1;
   in->gemm.batch[0] = in->gemm.batch[1] = 1;
+  if (dhx_op_on_comm(op)) in->dtype = DHX_F32;
   snprintf(in->note, sizeof in->note, "%s", note);
   if (stream + 1 > g->nstreams) g->nstreams = stream + 1;
   return in;
@@ -210,6 +216,64 @@ void tb_replicate(dhx_plan *p) {
       if (sp->ninstrs) memcpy(dst->programs[g].instrs, sp->instrs, sizeof(dhx_plan_instr) * sp->ninstrs);
     }
   }
+}
+
+// ---- the collectives plan ---------------------------------------------------------------------
+
+// A transfer of `count` floats of `buf` from byte `at`, to or from `peer` with `tag`.
+static void add_transfer(dhx_plan *p, uint32_t rank, dhx_op op, int32_t buf, int64_t at,
+                         int64_t count, int64_t peer, int64_t tag) {
+  dhx_plan_instr *in = tb_rank_instr(p, rank, DHX_PROG_STEP, op, 1, op == DHX_OP_SEND ? "send" : "recv");
+  in->comm = 0;
+  tb_arg_buf(in, buf, at);
+  tb_arg_i64(in, count);
+  tb_arg_i64(in, peer);
+  tb_arg_i64(in, tag);
+}
+
+// Rank r's two messages to its right neighbour, and the two it receives from its left one.
+// Even ranks send first and odd ranks receive first, so no member waits on a member that waits
+// on it (with an odd ring size the last even rank's send meets rank 0, which has sent by then).
+static void add_ring_transfers(dhx_plan *p, uint32_t r, const collectives_bufs *b) {
+  uint32_t n = p->nranks, right = (r + 1) % n, left = (r + n - 1) % n;
+  for (int phase = 0; phase < 2; phase++) {
+    bool sending = (phase == 0) == (r % 2 == 0);
+    int32_t buf = sending ? b->msg : b->inbox;
+    dhx_op op = sending ? DHX_OP_SEND : DHX_OP_RECV;
+    int64_t peer = sending ? right : left;
+    add_transfer(p, r, op, buf, 0, b->first, peer, 1);
+    add_transfer(p, r, op, buf, b->first * 4, b->second, peer, 2);
+  }
+}
+
+dhx_plan *collectives_plan(uint32_t nranks, int64_t n, int64_t first, int64_t second,
+                           collectives_bufs *b) {
+  dhx_plan *p = tb_new(nranks);
+  int64_t chunk = n / nranks, msg = first + second;
+  b->first = first;
+  b->second = second;
+  b->x = tb_buffer(p, "x", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  b->part = tb_buffer(p, "part", DHX_BUF_SCRATCH, DHX_F32, 1, &chunk);
+  b->whole = tb_buffer(p, "whole", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  b->msg = tb_buffer(p, "msg", DHX_BUF_SCRATCH, DHX_F32, 1, &msg);
+  b->inbox = tb_buffer(p, "inbox", DHX_BUF_SCRATCH, DHX_F32, 1, &msg);
+  int32_t *everyone = xrealloc(NULL, sizeof(int32_t) * nranks);
+  for (uint32_t r = 0; r < nranks; r++) everyone[r] = (int32_t)r;
+  tb_comm(p, (int)nranks, everyone);
+  free(everyone);
+  dhx_plan_instr *in = tb_instr(p, DHX_PROG_STEP, DHX_OP_REDUCE_SCATTER, 0, "sum x, keep a chunk");
+  in->comm = 0;
+  tb_arg_buf(in, b->x, 0);
+  tb_arg_buf(in, b->part, 0);
+  tb_arg_i64(in, n);
+  in = tb_instr(p, DHX_PROG_STEP, DHX_OP_ALL_GATHER, 0, "gather the chunks");
+  in->comm = 0;
+  tb_arg_buf(in, b->part, 0);
+  tb_arg_buf(in, b->whole, 0);
+  tb_arg_i64(in, n);
+  tb_replicate(p);
+  for (uint32_t r = 0; r < nranks; r++) add_ring_transfers(p, r, b);
+  return p;
 }
 
 // ---- the toy plan -----------------------------------------------------------------------------

@@ -45,6 +45,9 @@ int32_t tb_comm(dhx_plan *p, int n, const int32_t *ranks);
 // Appends an instruction to rank 0's program `prog`; the program's stream count grows to fit.
 dhx_plan_instr *tb_instr(dhx_plan *p, dhx_prog_kind prog, dhx_op op, uint32_t stream,
                          const char *note);
+// The same, on rank `rank` (after tb_replicate, for programs that differ between ranks).
+dhx_plan_instr *tb_rank_instr(dhx_plan *p, uint32_t rank, dhx_prog_kind prog, dhx_op op,
+                              uint32_t stream, const char *note);
 dhx_plan_instr *tb_kernel_instr(dhx_plan *p, dhx_prog_kind prog, uint32_t stream, const char *kernel,
                                 const char *sig, int64_t n, const char *note);
 void tb_arg_buf(dhx_plan_instr *in, int32_t buf, int64_t byte_offset);
@@ -69,6 +72,19 @@ typedef struct toy_opts {
 
 toy_opts toy_defaults(void);
 dhx_plan *toy_plan(const toy_opts *o);
+
+// ---- the collectives plan ---------------------------------------------------------------------
+// Communicator 0 is every rank. STEP: on stream 0, a reduce-scatter of x (n floats, n a
+// multiple of nranks) into part (n/nranks), then an all-gather of part into whole (n); on
+// stream 1, each rank sends msg[0, first) with tag 1 and msg[first, first+second) with tag 2 to
+// its right neighbour and receives its left neighbour's into inbox at the same places.
+typedef struct collectives_bufs {
+  int32_t x, part, whole, msg, inbox;  // buffer ids
+  int64_t first, second;               // the two message lengths
+} collectives_bufs;
+
+dhx_plan *collectives_plan(uint32_t nranks, int64_t n, int64_t first, int64_t second,
+                           collectives_bufs *b);
 
 // ---- files ------------------------------------------------------------------------------------
 // Writes PLAN_DIR/plan.bin and copies the test kernels as PLAN_DIR/kernels.so.

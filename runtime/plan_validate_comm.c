@@ -1,0 +1,99 @@
+// plan_validate_comm.c — one collective or transfer instruction: a dtype the runtime computes
+// on, a communicator this rank belongs to, counts inside their buffers (and divisible by the
+// communicator size where each member owns a chunk), peers inside the communicator. Whether the
+// members' instructions pair up is plan_validate_sync.c's.
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "plan.h"
+#include "plan_internal.h"
+#include "plan_util.h"
+
+// Index of world rank `rank` in communicator c, or -1 when it is not a member.
+static int member_index(const dhx_plan_comm *c, int rank) {
+  for (uint32_t i = 0; i < c->nranks; i++)
+    if (c->ranks[i] == rank) return (int)i;
+  return -1;
+}
+
+// The dtype (the runtime computes on f32 only; other types exist in the format for later
+// backends) and a communicator that exists and has this rank as a member.
+static bool check_dtype_and_comm(plan_check_ctx *v, const dhx_plan_instr *in) {
+  CHECK(in->dtype == DHX_F32, "%s with dtype %s (%u): the runtime computes collectives and "
+        "transfers on f32 only", dhx_op_name(in->op), dhx_dtype_name(in->dtype), in->dtype);
+  CHECK(in->comm >= 0 && (uint32_t)in->comm < v->p->ncomms, "communicator %d does not exist "
+        "(the plan has %u)", in->comm, v->p->ncomms);
+  CHECK(member_index(&v->p->comms[in->comm], v->rank) >= 0, "%s on communicator %d, which rank "
+        "%d is not a member of", dhx_op_name(in->op), in->comm, v->rank);
+  return true;
+}
+
+// Argument j: `count` elements of the instruction's dtype, inside a buffer of that dtype.
+static bool check_typed_region(plan_check_ctx *v, const dhx_plan_instr *in, int j, int64_t count) {
+  if (!plan_check_region(v, in, j, count, dhx_dtype_size(in->dtype))) return false;
+  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[in->args[j].buf];
+  CHECK(b->dtype == in->dtype, "%s buffer '%s' is %s (must be %s)", dhx_op_name(in->op), b->name,
+        dhx_dtype_name(b->dtype), dhx_dtype_name(in->dtype));
+  return true;
+}
+
+// Arena byte range of argument j holding `count` elements (already checked inside its buffer).
+static void arena_range(const plan_check_ctx *v, const dhx_plan_instr *in, int j, int64_t count,
+                        int64_t *lo, int64_t *hi) {
+  const dhx_plan_arg *a = &in->args[j];
+  *lo = v->p->ranks[v->rank].buffers[a->buf].offset + a->i;
+  *hi = *lo + count * dhx_dtype_size(in->dtype);
+}
+
+// Reduce-scatter and all-gather: input and output, one of them a 1/p chunk of count, in
+// disjoint parts of the arena (the ring reads the input while it writes the output).
+static bool check_chunked(plan_check_ctx *v, const dhx_plan_instr *in) {
+  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_I64};
+  if (!plan_check_arg_kinds(v, in, 3, kinds) || !check_dtype_and_comm(v, in)) return false;
+  int64_t count = in->args[2].i;
+  uint32_t p = v->p->comms[in->comm].nranks;
+  CHECK(count >= 0 && count % p == 0, "%s of %" PRId64 " elements: the count must be a "
+        "non-negative multiple of communicator %d's %u members", dhx_op_name(in->op), count,
+        in->comm, p);
+  bool scatter = in->op == DHX_OP_REDUCE_SCATTER;
+  int64_t in_count = scatter ? count : count / p, out_count = scatter ? count / p : count;
+  if (!check_typed_region(v, in, 0, in_count) || !check_typed_region(v, in, 1, out_count))
+    return false;
+  int64_t ilo, ihi, olo, ohi;
+  arena_range(v, in, 0, in_count, &ilo, &ihi);
+  arena_range(v, in, 1, out_count, &olo, &ohi);
+  CHECK(ihi <= olo || ohi <= ilo || in_count == 0 || out_count == 0, "%s input and output "
+        "overlap in the arena (they must be disjoint)", dhx_op_name(in->op));
+  return true;
+}
+
+static bool check_transfer(plan_check_ctx *v, const dhx_plan_instr *in) {
+  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_I64, DHX_ARG_I64, DHX_ARG_I64};
+  if (!plan_check_arg_kinds(v, in, 4, kinds) || !check_dtype_and_comm(v, in) ||
+      !check_typed_region(v, in, 0, in->args[1].i))
+    return false;
+  const dhx_plan_comm *c = &v->p->comms[in->comm];
+  int64_t peer = in->args[2].i, tag = in->args[3].i;
+  CHECK(peer >= 0 && peer < c->nranks, "%s peer %" PRId64 " is outside communicator %d (ranks "
+        "0..%u)", dhx_op_name(in->op), peer, in->comm, c->nranks - 1);
+  CHECK(peer != member_index(c, v->rank), "%s peer %" PRId64 " is this rank itself",
+        dhx_op_name(in->op), peer);
+  CHECK(tag >= 0 && tag <= DHX_MAX_TAG, "%s tag %" PRId64 " is outside 0..%d", dhx_op_name(in->op),
+        tag, DHX_MAX_TAG);
+  return true;
+}
+
+bool plan_check_comm_instr(plan_check_ctx *v, const dhx_plan_instr *in) {
+  switch (in->op) {
+    case DHX_OP_ALLREDUCE: {
+      static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_I64};
+      return plan_check_arg_kinds(v, in, 2, kinds) && check_dtype_and_comm(v, in) &&
+             check_typed_region(v, in, 0, in->args[1].i);
+    }
+    case DHX_OP_REDUCE_SCATTER:
+    case DHX_OP_ALL_GATHER: return check_chunked(v, in);
+    case DHX_OP_SEND:
+    case DHX_OP_RECV: return check_transfer(v, in);
+    default: return plan_check_fail(v, "%s is not a collective", dhx_op_name(in->op));
+  }
+}
