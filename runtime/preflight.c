@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dhxrt.h"
+#include "dirs.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
@@ -33,27 +34,20 @@ static bool dir_writable(const char *dir, const char *what, char *err, size_t er
 }
 
 bool dhx_make_dirs(const char *dir, const char *what, char *err, size_t errlen) {
-  char path[4096];
-  if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
-    snprintf(err, errlen, "%s: the path of the %s is too long", dir, what);
-    return false;
+  char at[4096];
+  switch (dhx_make_dir_path(dir, at, sizeof at)) {
+    case DHX_DIRS_OK: return dir_writable(dir, what, err, errlen);
+    case DHX_DIRS_IN_THE_WAY:
+      if (strcmp(at, dir) == 0)
+        snprintf(err, errlen, "%s: the %s is not a directory", dir, what);
+      else
+        snprintf(err, errlen, "%s: cannot create the %s: '%s' is a file", dir, what, at);
+      return false;
+    case DHX_DIRS_FAILED:
+      snprintf(err, errlen, "%s: cannot create the %s: %s", dir, what, strerror(errno));
+      return false;
   }
-  for (char *p = path + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    mkdir(path, 0755);  // errors show in the final mkdir or stat below
-    *p = '/';
-  }
-  struct stat st;
-  if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-    snprintf(err, errlen, "%s: cannot create the %s: %s", dir, what, strerror(errno));
-    return false;
-  }
-  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    snprintf(err, errlen, "%s: the %s is not a directory", dir, what);
-    return false;
-  }
-  return dir_writable(path, what, err, errlen);
+  return false;
 }
 
 bool dhx_prepare_output_file(const char *path, const char *what, char *err, size_t errlen) {

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dirs.h"
 #include "driver.h"
 
 #define SHARD_MAGIC 20240520
@@ -127,19 +128,18 @@ static int read_all(const char *path, unsigned char **buf, int64_t *len, int64_t
 
 // mkdir -p of the folder part of the prefix, so `-o new/dir/name` works.
 static int make_parent_dirs(const char *prefix) {
-  char path[4096];
-  if (snprintf(path, sizeof path, "%s", prefix) >= (int)sizeof path)
+  char parent[4096], at[4096];
+  if (snprintf(parent, sizeof parent, "%s", prefix) >= (int)sizeof parent)
     return fail("output prefix is too long: '%s'", prefix);
-  for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
-    *p = '\0';
-    struct stat st;
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-      return fail("cannot create folder '%s': %s", path, strerror(errno));
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-      return fail("cannot create folder '%s': a file of that name is in the way", path);
-    *p = '/';
+  char *slash = strrchr(parent, '/');
+  if (!slash || slash == parent) return 0;  // the current folder, or the root
+  *slash = '\0';
+  switch (dhx_make_dir_path(parent, at, sizeof at)) {
+    case DHX_DIRS_OK: return 0;
+    case DHX_DIRS_IN_THE_WAY: return fail("cannot create folder '%s': a file of that name is in the way", at);
+    case DHX_DIRS_FAILED: return fail("cannot create folder '%s': %s", at, strerror(errno));
   }
-  return 0;
+  return 1;
 }
 
 // The value after option argv[*i]; NULL (with the error printed) when it is missing.

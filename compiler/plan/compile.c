@@ -12,6 +12,7 @@
 #include "../graph/elaborate.h"
 #include "../graph/lower.h"
 #include "../sema/sema.h"
+#include "dirs.h"
 #include "verify_memory.h"
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
@@ -234,27 +235,13 @@ void dhx_compiled_free(dhx_compiled *c) {
 
 // mkdir -p: the plan directory and any missing parents.
 static bool make_dir(const char *dir) {
-  char path[4096];
-  if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
-    dhx_error("plan directory path is too long: '%s'", dir);
-    return false;
+  char at[4096];
+  switch (dhx_make_dir_path(dir, at, sizeof at)) {
+    case DHX_DIRS_OK: return true;
+    case DHX_DIRS_IN_THE_WAY: dhx_error("cannot create '%s': a file of that name is in the way", at); break;
+    case DHX_DIRS_FAILED: dhx_error("cannot create '%s': %s", at, strerror(errno)); break;
   }
-  for (char *p = path + 1;; p++) {
-    bool last = *p == '\0';
-    if (*p != '/' && !last) continue;
-    *p = '\0';
-    struct stat st;
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-      dhx_error("cannot create '%s': %s", path, strerror(errno));
-      return false;
-    }
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-      dhx_error("cannot create '%s': a file of that name is in the way", path);
-      return false;
-    }
-    if (last) return true;
-    *p = '/';
-  }
+  return false;
 }
 
 bool dhx_write_plan_dir(dhx_compiled *c, const char *dir) {

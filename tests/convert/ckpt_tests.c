@@ -8,15 +8,7 @@
 #include "safetensors.h"
 #include "testlib.h"
 
-static char g_dir[512];
 
-static const char *path_in(const char *name) {
-  static char buf[8][1024];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 1024, "%s/%s", g_dir, name);
-  return p;
-}
 
 static bool is_state(const dhx_plan_buffer *b) {
   return b->kind == DHX_BUF_PARAM || b->kind == DHX_BUF_OPT_M || b->kind == DHX_BUF_OPT_V;
@@ -99,7 +91,7 @@ static void expect_refused(fixture *f, const char *path, const char *want) {
 static void test_checkpoint_detects_truncation_and_bit_flips(void) {
   fixture f;
   setup(&f);
-  const char *ck = path_in("step_40.safetensors"), *bad = path_in("bad.safetensors");
+  const char *ck = tl_path("step_40.safetensors"), *bad = tl_path("bad.safetensors");
   CHECK(dhx_checkpoint_save(f.plan, 0, f.saved.base, ck, 40, f.err, sizeof f.err));
   int64_t step = 0;
   CHECK(dhx_checkpoint_load(f.plan, 0, f.loaded.base, ck, &step, f.err, sizeof f.err));
@@ -209,35 +201,35 @@ static void test_checkpoint_latest_skips_corrupt_files(void) {
   fixture f;
   setup(&f);
   char path[4096], dir[600];
-  snprintf(dir, sizeof dir, "%s/ck", g_dir);
+  snprintf(dir, sizeof dir, "%s/ck", tl_dir);
   fresh_dir(dir);
   // Nothing there yet (and no folder at all): a clear error.
   FILE *notes = tmpfile();
   CHECK_FAILS(dhx_checkpoint_latest(dir, f.plan, 0, path, sizeof path, notes, f.err, sizeof f.err),
               f.err, "/ck: no complete checkpoint (step_N.safetensors) to resume from");
-  CHECK_FAILS(dhx_checkpoint_latest(path_in("nowhere"), f.plan, 0, path, sizeof path, notes, f.err,
+  CHECK_FAILS(dhx_checkpoint_latest(tl_path("nowhere"), f.plan, 0, path, sizeof path, notes, f.err,
                                     sizeof f.err),
               f.err, "nowhere: cannot read the checkpoint directory");
 
   // Good checkpoints at 10 and 20; newer ones are damaged or belong to another model; a
   // temporary file of an interrupted save and unrelated files lie around.
-  const char *good10 = path_in("ck/step_10.safetensors");
-  const char *good20 = path_in("ck/step_20.safetensors");
+  const char *good10 = tl_path("ck/step_10.safetensors");
+  const char *good20 = tl_path("ck/step_20.safetensors");
   CHECK(dhx_checkpoint_save(f.plan, 0, f.saved.base, good10, 10, f.err, sizeof f.err));
   fill_state(f.plan, f.saved.base, 2.0f);
   CHECK(dhx_checkpoint_save(f.plan, 0, f.saved.base, good20, 20, f.err, sizeof f.err));
-  corrupt_copy(good20, path_in("ck/step_30.safetensors"), 100, 0);      // a flipped bit
-  corrupt_copy(good20, path_in("ck/step_40.safetensors"), 0, 3000);     // truncated
+  corrupt_copy(good20, tl_path("ck/step_30.safetensors"), 100, 0);      // a flipped bit
+  corrupt_copy(good20, tl_path("ck/step_40.safetensors"), 0, 3000);     // truncated
   toy_opts wide = toy_defaults();
   wide.vocab = 32;
   dhx_plan *other = toy_plan(&wide);
   dhx_rank_arena oa;
   CHECK(dhx_rank_arena_init(&oa, other->ranks[0].arena_bytes, f.err, sizeof f.err));
-  CHECK(dhx_checkpoint_save(other, 0, oa.base, path_in("ck/step_50.safetensors"), 50, f.err,
+  CHECK(dhx_checkpoint_save(other, 0, oa.base, tl_path("ck/step_50.safetensors"), 50, f.err,
                             sizeof f.err));
-  corrupt_copy(good20, path_in("ck/step_90.safetensors.tmp.1234"), 100, 0);
-  write_file(path_in("ck/step_x.safetensors"), "junk", 4);
-  write_file(path_in("ck/notes.txt"), "junk", 4);
+  corrupt_copy(good20, tl_path("ck/step_90.safetensors.tmp.1234"), 100, 0);
+  write_file(tl_path("ck/step_x.safetensors"), "junk", 4);
+  write_file(tl_path("ck/notes.txt"), "junk", 4);
 
   CHECK(dhx_checkpoint_latest(dir, f.plan, 0, path, sizeof path, notes, f.err, sizeof f.err));
   CHECK(!strcmp(path, good20));
@@ -346,7 +338,7 @@ static void expect_init_fails(fixture *f, const char *path, const char *want) {
 static void test_checkpoint_init_loads_weights_in_f32_bf16_f16(void) {
   fixture f;
   setup(&f);
-  const char *file = path_in("weights.safetensors");
+  const char *file = tl_path("weights.safetensors");
   // F32 without moments and with foreign metadata, BF16 and F16 without metadata: the
   // parameters arrive (converted to float) and the moments start at zero.
   const char *dtypes[] = {"F32", "BF16", "F16"};
@@ -359,7 +351,7 @@ static void test_checkpoint_init_loads_weights_in_f32_bf16_f16(void) {
     CHECK(moments_zero(f.plan, f.loaded.base));
   }
   // A full checkpoint: its moments are ignored.
-  const char *ck = path_in("step_7.safetensors");
+  const char *ck = tl_path("step_7.safetensors");
   CHECK(dhx_checkpoint_save(f.plan, 0, f.saved.base, ck, 7, f.err, sizeof f.err));
   fill_state(f.plan, f.loaded.base, 7.0f);
   CHECK(dhx_checkpoint_load_weights(f.plan, 0, f.loaded.base, ck, f.err, sizeof f.err));
@@ -398,16 +390,13 @@ static void test_checkpoint_init_loads_weights_in_f32_bf16_f16(void) {
   // A damaged weights file is refused like a checkpoint.
   corrupt_copy(ck, file, 3, 0);
   expect_init_fails(&f, file, "checksum mismatch: the file is corrupt");
-  expect_init_fails(&f, path_in("none.safetensors"), "cannot open");
+  expect_init_fails(&f, tl_path("none.safetensors"), "cannot open");
   teardown(&f);
 }
 
 // ---- main -------------------------------------------------------------------------------------
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const tl_test tests[] = {
     {"checkpoint_detects_truncation_and_bit_flips",
      test_checkpoint_detects_truncation_and_bit_flips},
     {"checkpoint_latest_skips_corrupt_files", test_checkpoint_latest_skips_corrupt_files},
@@ -416,16 +405,5 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
-  for (size_t i = 0; argc == 2 && i < sizeof tests / sizeof tests[0]; i++) {
-    if (strcmp(argv[1], tests[i].name) != 0) continue;
-    snprintf(g_dir, sizeof g_dir, "work_%s", tests[i].name);
-    fresh_dir(g_dir);
-    tests[i].fn();
-    printf("%s: passed\n", tests[i].name);
-    return 0;
-  }
-  fprintf(stderr, "usage: ckpt_tests NAME (one of:");
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) fprintf(stderr, " %s", tests[i].name);
-  fprintf(stderr, ")\n");
-  return 2;
+  return tl_main("ckpt_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
 }

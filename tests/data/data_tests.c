@@ -8,15 +8,7 @@
 
 #include "testlib.h"  // CHECK, CHECK_FAILS
 
-static char g_dir[512];  // this test's scratch folder
 
-static const char *path_in(const char *name) {
-  static char buf[4][1024];
-  static int next;
-  char *p = buf[next++ % 4];
-  snprintf(p, 1024, "%s/%s", g_dir, name);
-  return p;
-}
 
 // An llm.c shard: header (magic, version, count) and n tokens of token_bytes (2 or 4) each.
 static void write_shard(const char *path, int32_t magic, int32_t version, int32_t count,
@@ -65,9 +57,9 @@ static void test_shard_of_exactly_seq_plus_one_tokens_gives_one_row(void) {
   char err[1024];
   uint32_t tok[64];
   for (int i = 0; i < 64; i++) tok[i] = (uint32_t)(100 + i);
-  write_gpt2(path_in("nine.bin"), tok, 9);
+  write_gpt2(tl_path("nine.bin"), tok, 9);
   dhx_shard s;
-  CHECK(dhx_shard_open(&s, path_in("nine.bin"), 8, 256, err, sizeof err));
+  CHECK(dhx_shard_open(&s, tl_path("nine.bin"), 8, 256, err, sizeof err));
   CHECK(s.ntok == 9 && s.nfiles == 1 && s.max_token == 108);
   int32_t in[8], out[8];
   for (int64_t g = 0; g < 4; g++) {  // every row is the one window: tokens 0..7, targets 1..8
@@ -77,13 +69,13 @@ static void test_shard_of_exactly_seq_plus_one_tokens_gives_one_row(void) {
   dhx_shard_close(&s);
   // every length from seq+1 to 3 seq + 2: rows wrap and never go past the last token
   for (int64_t n = 9; n <= 26; n++) {
-    write_gpt2(path_in("n.bin"), tok, n);
-    CHECK(dhx_shard_open(&s, path_in("n.bin"), 8, 256, err, sizeof err));
+    write_gpt2(tl_path("n.bin"), tok, n);
+    CHECK(dhx_shard_open(&s, tl_path("n.bin"), 8, 256, err, sizeof err));
     check_rows(&s, tok, n, 8);
     dhx_shard_close(&s);
   }
-  write_gpt2(path_in("eight.bin"), tok, 8);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("eight.bin"), 8, 256, err, sizeof err), err,
+  write_gpt2(tl_path("eight.bin"), tok, 8);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("eight.bin"), 8, 256, err, sizeof err), err,
               "eight.bin: 8 tokens are too few for one sequence of 8 (needs at least 9)");
 }
 
@@ -92,11 +84,11 @@ static void test_shard_glob_reads_files_in_sorted_order_as_one_stream(void) {
   uint32_t all[1000];
   for (int i = 0; i < 1000; i++) all[i] = (uint32_t)((i * 7 + 3) % 250);
   // written out of order, with sizes that put window boundaries inside files and across them
-  write_gpt2(path_in("part_000002.bin"), all + 300 + 250, 450);
-  write_gpt2(path_in("part_000000.bin"), all, 300);
-  write_gpt2(path_in("part_000001.bin"), all + 300, 250);
-  write_gpt2(path_in("other_000000.bin"), all, 20);  // not matched
-  snprintf(pattern, sizeof pattern, "%s/part_*.bin", g_dir);
+  write_gpt2(tl_path("part_000002.bin"), all + 300 + 250, 450);
+  write_gpt2(tl_path("part_000000.bin"), all, 300);
+  write_gpt2(tl_path("part_000001.bin"), all + 300, 250);
+  write_gpt2(tl_path("other_000000.bin"), all, 20);  // not matched
+  snprintf(pattern, sizeof pattern, "%s/part_*.bin", tl_dir);
   dhx_shard s;
   CHECK(dhx_shard_open(&s, pattern, 16, 256, err, sizeof err));
   CHECK(s.nfiles == 3 && s.ntok == 1000 && s.max_token == 249);
@@ -104,13 +96,13 @@ static void test_shard_glob_reads_files_in_sorted_order_as_one_stream(void) {
   check_rows(&s, all, 1000, 7);  // rows are cut by the row call's seq: any width works
   dhx_shard_close(&s);
   // a shard without tokens in the middle changes nothing
-  write_gpt2(path_in("part_000001a.bin"), all, 0);
+  write_gpt2(tl_path("part_000001a.bin"), all, 0);
   CHECK(dhx_shard_open(&s, pattern, 16, 256, err, sizeof err));
   CHECK(s.nfiles == 4 && s.ntok == 1000);
   check_rows(&s, all, 1000, 16);
   dhx_shard_close(&s);
   // a plain path is one file even among matching neighbours
-  CHECK(dhx_shard_open(&s, path_in("part_000001.bin"), 16, 256, err, sizeof err));
+  CHECK(dhx_shard_open(&s, tl_path("part_000001.bin"), 16, 256, err, sizeof err));
   CHECK(s.nfiles == 1 && s.ntok == 250);
   check_rows(&s, all + 300, 250, 16);
   dhx_shard_close(&s);
@@ -122,27 +114,27 @@ static void test_shard_llama3_uint32_tokens_are_read(void) {
   uint32_t tok[N];
   for (int i = 0; i < N; i++) tok[i] = (uint32_t)((i * 40009u + 11u) % VOCAB);
   tok[123] = VOCAB - 1;
-  write_llama3(path_in("llama_000000.bin"), tok, 200);
-  write_llama3(path_in("llama_000001.bin"), tok + 200, N - 200);
-  snprintf(pattern, sizeof pattern, "%s/llama_*.bin", g_dir);
+  write_llama3(tl_path("llama_000000.bin"), tok, 200);
+  write_llama3(tl_path("llama_000001.bin"), tok + 200, N - 200);
+  snprintf(pattern, sizeof pattern, "%s/llama_*.bin", tl_dir);
   dhx_shard s;
   CHECK(dhx_shard_open(&s, pattern, 32, VOCAB, err, sizeof err));
   CHECK(s.nfiles == 2 && s.ntok == N && s.max_token == VOCAB - 1);
   check_rows(&s, tok, N, 32);
   dhx_shard_close(&s);
   // GPT-2 and Llama 3 shards mix in one stream
-  write_gpt2(path_in("mixed_000000.bin"), (const uint32_t[]){1, 2, 3, 4}, 4);
-  write_llama3(path_in("mixed_000001.bin"), (const uint32_t[]){70000, 5, 6}, 3);
-  snprintf(pattern, sizeof pattern, "%s/mixed_*.bin", g_dir);
+  write_gpt2(tl_path("mixed_000000.bin"), (const uint32_t[]){1, 2, 3, 4}, 4);
+  write_llama3(tl_path("mixed_000001.bin"), (const uint32_t[]){70000, 5, 6}, 3);
+  snprintf(pattern, sizeof pattern, "%s/mixed_*.bin", tl_dir);
   CHECK(dhx_shard_open(&s, pattern, 3, VOCAB, err, sizeof err));
   check_rows(&s, (const uint32_t[]){1, 2, 3, 4, 70000, 5, 6}, 7, 3);
   CHECK(s.max_token == 70000);
   dhx_shard_close(&s);
   // tokens are checked against the model's vocabulary
-  CHECK_FAILS(dhx_shard_open(&s, path_in("llama_000000.bin"), 32, 50257, err, sizeof err), err,
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("llama_000000.bin"), 32, 50257, err, sizeof err), err,
               "llama_000000.bin: token 80029 at position 2 is outside the vocabulary (50257)");
-  write_shard(path_in("odd.bin"), DHX_SHARD_MAGIC_LLAMA3, DHX_SHARD_VERSION_LLAMA3, 100, tok, 100, 2);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("odd.bin"), 32, VOCAB, err, sizeof err), err,
+  write_shard(tl_path("odd.bin"), DHX_SHARD_MAGIC_LLAMA3, DHX_SHARD_VERSION_LLAMA3, 100, tok, 100, 2);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("odd.bin"), 32, VOCAB, err, sizeof err), err,
               "odd.bin: truncated: header says 100 tokens but the file holds 50");
 }
 
@@ -150,40 +142,40 @@ static void test_shard_errors_name_the_file_or_pattern(void) {
   char err[1024], pattern[1024], want[1200];
   uint32_t tok[100] = {0};
   dhx_shard s;
-  write_shard(path_in("magic.bin"), 12345, 1, 100, tok, 100, 2);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("magic.bin"), 8, 256, err, sizeof err), err,
+  write_shard(tl_path("magic.bin"), 12345, 1, 100, tok, 100, 2);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("magic.bin"), 8, 256, err, sizeof err), err,
               "magic.bin: bad magic 12345 (expected 20240520: an llm.c token shard, or 20240801: "
               "an llm.c Llama 3 shard)");
-  write_shard(path_in("v2.bin"), DHX_SHARD_MAGIC, 2, 100, tok, 100, 4);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("v2.bin"), 8, 256, err, sizeof err), err,
+  write_shard(tl_path("v2.bin"), DHX_SHARD_MAGIC, 2, 100, tok, 100, 4);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("v2.bin"), 8, 256, err, sizeof err), err,
               "v2.bin: version 2 (expected 1 with magic 20240520: uint16 tokens)");
-  write_shard(path_in("v1.bin"), DHX_SHARD_MAGIC_LLAMA3, 1, 100, tok, 100, 2);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("v1.bin"), 8, 256, err, sizeof err), err,
+  write_shard(tl_path("v1.bin"), DHX_SHARD_MAGIC_LLAMA3, 1, 100, tok, 100, 2);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("v1.bin"), 8, 256, err, sizeof err), err,
               "v1.bin: version 1 (expected 7 with magic 20240801: uint32 tokens)");
-  snprintf(pattern, sizeof pattern, "%s/fineweb_train_*.bin", g_dir);
+  snprintf(pattern, sizeof pattern, "%s/fineweb_train_*.bin", tl_dir);
   snprintf(want, sizeof want, "%s: no file matches the pattern", pattern);
   CHECK_FAILS(dhx_shard_open(&s, pattern, 8, 256, err, sizeof err), err, want);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("missing.bin"), 8, 256, err, sizeof err), err,
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("missing.bin"), 8, 256, err, sizeof err), err,
               "missing.bin: cannot open: No such file or directory");
   // a bad file among the matches is named, not the pattern
-  write_gpt2(path_in("s_000000.bin"), tok, 100);
-  write_shard(path_in("s_000001.bin"), DHX_SHARD_MAGIC, DHX_SHARD_VERSION, 100, tok, 60, 2);
-  write_gpt2(path_in("s_000002.bin"), tok, 100);
-  snprintf(pattern, sizeof pattern, "%s/s_*.bin", g_dir);
+  write_gpt2(tl_path("s_000000.bin"), tok, 100);
+  write_shard(tl_path("s_000001.bin"), DHX_SHARD_MAGIC, DHX_SHARD_VERSION, 100, tok, 60, 2);
+  write_gpt2(tl_path("s_000002.bin"), tok, 100);
+  snprintf(pattern, sizeof pattern, "%s/s_*.bin", tl_dir);
   CHECK_FAILS(dhx_shard_open(&s, pattern, 8, 256, err, sizeof err), err,
               "s_000001.bin: truncated: header says 100 tokens but the file holds 60");
-  CHECK(mkdir(path_in("s_000001d.bin"), 0755) == 0 || errno == EEXIST);
-  write_gpt2(path_in("s_000001.bin"), tok, 100);
+  CHECK(mkdir(tl_path("s_000001d.bin"), 0755) == 0 || errno == EEXIST);
+  write_gpt2(tl_path("s_000001.bin"), tok, 100);
   CHECK_FAILS(dhx_shard_open(&s, pattern, 8, 256, err, sizeof err), err,
               "s_000001d.bin: not a regular file");
   // too few tokens in all the files together: the pattern is named
-  write_gpt2(path_in("few_0.bin"), tok, 3);
-  write_gpt2(path_in("few_1.bin"), tok, 4);
-  snprintf(pattern, sizeof pattern, "%s/few_*.bin", g_dir);
+  write_gpt2(tl_path("few_0.bin"), tok, 3);
+  write_gpt2(tl_path("few_1.bin"), tok, 4);
+  snprintf(pattern, sizeof pattern, "%s/few_*.bin", tl_dir);
   snprintf(want, sizeof want, "%s: 7 tokens in all its files are too few for one sequence of 8 "
            "(needs at least 9)", pattern);
   CHECK_FAILS(dhx_shard_open(&s, pattern, 8, 256, err, sizeof err), err, want);
-  write_gpt2(path_in("few_2.bin"), tok, 2);
+  write_gpt2(tl_path("few_2.bin"), tok, 2);
   CHECK(dhx_shard_open(&s, pattern, 8, 256, err, sizeof err));
   CHECK(s.nfiles == 3 && s.ntok == 9 && s.max_token == 0);
   dhx_shard_close(&s);
@@ -209,10 +201,7 @@ static int cat_stream(const char *pattern) {
   return 0;
 }
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const tl_test tests[] = {
     {"shard_of_exactly_seq_plus_one_tokens_gives_one_row",
      test_shard_of_exactly_seq_plus_one_tokens_gives_one_row},
     {"shard_glob_reads_files_in_sorted_order_as_one_stream",
@@ -222,17 +211,6 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "cat") == 0) return cat_stream(argv[2]);
-  for (size_t i = 0; argc == 2 && i < sizeof tests / sizeof tests[0]; i++) {
-    if (strcmp(argv[1], tests[i].name) != 0) continue;
-    snprintf(g_dir, sizeof g_dir, "work_%s", tests[i].name);
-    fresh_dir(g_dir);
-    tests[i].fn();
-    printf("%s: passed\n", tests[i].name);
-    return 0;
-  }
-  fprintf(stderr, "usage: data_tests NAME | data_tests cat PATTERN (tests:");
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) fprintf(stderr, " %s", tests[i].name);
-  fprintf(stderr, ")\n");
-  return 2;
+  if (argc == 3 && strcmp(argv[1], "cat") == 0) return cat_stream(argv[2]);  // dhxc_data.sh
+  return tl_main("data_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
 }

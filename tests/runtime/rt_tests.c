@@ -7,15 +7,7 @@
 
 #include "testlib.h"
 
-static char g_dir[512];  // this test's scratch folder
 
-static const char *path_in(const char *name) {
-  static char buf[4][1024];
-  static int next;
-  char *p = buf[next++ % 4];
-  snprintf(p, 1024, "%s/%s", g_dir, name);
-  return p;
-}
 
 // ---- plan: round trip -------------------------------------------------------------------------
 
@@ -119,25 +111,25 @@ static dhx_plan *rich_plan(void) {
 static void test_plan_roundtrip_preserves_every_field(void) {
   dhx_plan *p = rich_plan();
   char err[1024];
-  CHECK(dhx_plan_write(path_in("plan.bin"), p, err, sizeof err));
+  CHECK(dhx_plan_write(tl_path("plan.bin"), p, err, sizeof err));
   dhx_plan q;
-  if (!dhx_plan_read(path_in("plan.bin"), &q, err, sizeof err)) {
+  if (!dhx_plan_read(tl_path("plan.bin"), &q, err, sizeof err)) {
     fprintf(stderr, "%s\n", err);
     exit(1);
   }
   check_plans_equal(p, &q);
   // Writing what was read gives the same bytes.
-  CHECK(dhx_plan_write(path_in("again.bin"), &q, err, sizeof err));
+  CHECK(dhx_plan_write(tl_path("again.bin"), &q, err, sizeof err));
   size_t n1, n2;
-  uint8_t *b1 = read_file(path_in("plan.bin"), &n1), *b2 = read_file(path_in("again.bin"), &n2);
+  uint8_t *b1 = read_file(tl_path("plan.bin"), &n1), *b2 = read_file(tl_path("again.bin"), &n2);
   CHECK(n1 == n2 && memcmp(b1, b2, n1) == 0);
-  CHECK(access(path_in("plan.bin.tmp"), F_OK) != 0);  // the temporary file was renamed away
+  CHECK(access(tl_path("plan.bin.tmp"), F_OK) != 0);  // the temporary file was renamed away
   // The listing names buffers and ops.
-  FILE *f = fopen(path_in("listing.txt"), "w");
+  FILE *f = fopen(tl_path("listing.txt"), "w");
   dhx_plan_print(&q, f);
   fclose(f);
   size_t ln;
-  char *listing = (char *)read_file(path_in("listing.txt"), &ln);
+  char *listing = (char *)read_file(tl_path("listing.txt"), &ln);
   listing[ln] = 0;
   CHECK(strstr(listing, "allreduce") && strstr(listing, "grad.w") && strstr(listing, "onehot") &&
         strstr(listing, "program STEP") && strstr(listing, "batch=2x2") &&
@@ -154,9 +146,9 @@ static void test_plan_roundtrip_preserves_every_field(void) {
 static uint8_t *toy_plan_bytes(size_t *n) {
   dhx_plan *p = rich_plan();
   char err[1024];
-  CHECK(dhx_plan_write(path_in("plan.bin"), p, err, sizeof err));
+  CHECK(dhx_plan_write(tl_path("plan.bin"), p, err, sizeof err));
   tb_free(p);
-  return read_file(path_in("plan.bin"), n);
+  return read_file(tl_path("plan.bin"), n);
 }
 
 static void test_plan_rejects_truncated_file(void) {
@@ -173,11 +165,11 @@ static void test_plan_rejects_truncated_file(void) {
     CHECK(q.ranks == NULL && q.kernels == NULL);  // left empty
     free(copy);
   }
-  write_file(path_in("short.bin"), data, 812);
+  write_file(tl_path("short.bin"), data, 812);
   char want[256];
-  snprintf(want, sizeof want, "%s: truncated: 812 bytes, header says %zu", path_in("short.bin"), n);
-  CHECK_FAILS(dhx_plan_read(path_in("short.bin"), &q, err, sizeof err), err, want);
-  CHECK_FAILS(dhx_plan_read(path_in("missing.bin"), &q, err, sizeof err), err, "cannot open");
+  snprintf(want, sizeof want, "%s: truncated: 812 bytes, header says %zu", tl_path("short.bin"), n);
+  CHECK_FAILS(dhx_plan_read(tl_path("short.bin"), &q, err, sizeof err), err, want);
+  CHECK_FAILS(dhx_plan_read(tl_path("missing.bin"), &q, err, sizeof err), err, "cannot open");
   free(data);
 }
 
@@ -370,11 +362,11 @@ static void test_plan_validation_names_the_field(void) {
   dhx_plan *p = toy_plan(&o);
   b_gemm_b(p);
   char err[1024], want[512];
-  CHECK(dhx_plan_write(path_in("plan.bin"), p, err, sizeof err));
+  CHECK(dhx_plan_write(tl_path("plan.bin"), p, err, sizeof err));
   snprintf(want, sizeof want, "%s: rank 0 program MICRO instr 1 (y = x W): GEMM operand B",
-           path_in("plan.bin"));
+           tl_path("plan.bin"));
   dhx_plan q;
-  CHECK_FAILS(dhx_plan_read(path_in("plan.bin"), &q, err, sizeof err), err, want);
+  CHECK_FAILS(dhx_plan_read(tl_path("plan.bin"), &q, err, sizeof err), err, want);
   tb_free(p);
 }
 
@@ -385,7 +377,7 @@ static void test_data_rejects_bad_shards(void) {
   dhx_shard s;
   uint16_t tok[1000];
   for (int i = 0; i < 1000; i++) tok[i] = (uint16_t)(i % 200);
-  const char *good = path_in("good.bin");
+  const char *good = tl_path("good.bin");
   write_shard_raw(good, DHX_SHARD_MAGIC, 1, 1000, tok, 1000);
   CHECK(dhx_shard_open(&s, good, 8, 256, err, sizeof err));
   int32_t in[8], out[8];
@@ -395,32 +387,32 @@ static void test_data_rejects_bad_shards(void) {
   CHECK(in[0] == 0 && out[7] == 8);
   dhx_shard_close(&s);
 
-  CHECK_FAILS(dhx_shard_open(&s, path_in("missing.bin"), 8, 256, err, sizeof err), err,
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("missing.bin"), 8, 256, err, sizeof err), err,
               "missing.bin: cannot open: No such file or directory");
-  write_shard_raw(path_in("magic.bin"), 12345, 1, 1000, tok, 1000);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("magic.bin"), 8, 256, err, sizeof err), err,
+  write_shard_raw(tl_path("magic.bin"), 12345, 1, 1000, tok, 1000);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("magic.bin"), 8, 256, err, sizeof err), err,
               "magic.bin: bad magic 12345 (expected 20240520: an llm.c token shard");
-  write_shard_raw(path_in("version.bin"), DHX_SHARD_MAGIC, 7, 1000, tok, 1000);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("version.bin"), 8, 256, err, sizeof err), err, "version 7");
-  write_shard_raw(path_in("short.bin"), DHX_SHARD_MAGIC, 1, 1000, tok, 400);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("short.bin"), 8, 256, err, sizeof err), err,
+  write_shard_raw(tl_path("version.bin"), DHX_SHARD_MAGIC, 7, 1000, tok, 1000);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("version.bin"), 8, 256, err, sizeof err), err, "version 7");
+  write_shard_raw(tl_path("short.bin"), DHX_SHARD_MAGIC, 1, 1000, tok, 400);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("short.bin"), 8, 256, err, sizeof err), err,
               "short.bin: truncated: header says 1000 tokens but the file holds 400");
-  write_shard_raw(path_in("long.bin"), DHX_SHARD_MAGIC, 1, 400, tok, 1000);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("long.bin"), 8, 256, err, sizeof err), err,
+  write_shard_raw(tl_path("long.bin"), DHX_SHARD_MAGIC, 1, 400, tok, 1000);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("long.bin"), 8, 256, err, sizeof err), err,
               "header says 400 tokens but the file holds 1000");
-  write_file(path_in("tiny.bin"), tok, 100);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("tiny.bin"), 8, 256, err, sizeof err), err,
+  write_file(tl_path("tiny.bin"), tok, 100);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("tiny.bin"), 8, 256, err, sizeof err), err,
               "truncated: 100 bytes, shorter than the 1024-byte header");
-  write_file(path_in("empty.bin"), tok, 0);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("empty.bin"), 8, 256, err, sizeof err), err, "truncated");
+  write_file(tl_path("empty.bin"), tok, 0);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("empty.bin"), 8, 256, err, sizeof err), err, "truncated");
   tok[17] = 300;
-  write_shard_raw(path_in("vocab.bin"), DHX_SHARD_MAGIC, 1, 1000, tok, 1000);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("vocab.bin"), 8, 256, err, sizeof err), err,
+  write_shard_raw(tl_path("vocab.bin"), DHX_SHARD_MAGIC, 1, 1000, tok, 1000);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("vocab.bin"), 8, 256, err, sizeof err), err,
               "vocab.bin: token 300 at position 17 is outside the vocabulary (256)");
-  write_shard_raw(path_in("few.bin"), DHX_SHARD_MAGIC, 1, 8, tok, 8);
-  CHECK_FAILS(dhx_shard_open(&s, path_in("few.bin"), 8, 256, err, sizeof err), err,
+  write_shard_raw(tl_path("few.bin"), DHX_SHARD_MAGIC, 1, 8, tok, 8);
+  CHECK_FAILS(dhx_shard_open(&s, tl_path("few.bin"), 8, 256, err, sizeof err), err,
               "8 tokens are too few for one sequence of 8 (needs at least 9)");
-  CHECK_FAILS(dhx_shard_open(&s, g_dir, 8, 256, err, sizeof err), err, "not a regular file");
+  CHECK_FAILS(dhx_shard_open(&s, tl_dir, 8, 256, err, sizeof err), err, "not a regular file");
 }
 
 // ---- checkpoints ------------------------------------------------------------------------------
@@ -511,7 +503,7 @@ static void test_checkpoint_roundtrip_and_rejects_corruption(void) {
   CHECK(dhx_rank_arena_init(&a, p->ranks[0].arena_bytes, err, sizeof err));
   CHECK(dhx_rank_arena_init(&b, p->ranks[0].arena_bytes, err, sizeof err));
   fill_state(p, a.base, 1.0f);
-  const char *ck = path_in("ck.safetensors");
+  const char *ck = tl_path("ck.safetensors");
   CHECK(dhx_checkpoint_save(p, 0, a.base, ck, 42, err, sizeof err));
   int64_t step = -1;
   CHECK(dhx_checkpoint_load(p, 0, b.base, ck, &step, err, sizeof err));
@@ -543,7 +535,7 @@ static void test_checkpoint_roundtrip_and_rejects_corruption(void) {
       {e_model, "checkpoint of model 'gpt2', but the plan trains 'toy'"},
       {e_step, "__metadata__.step is not a step count"},
   };
-  const char *bad = path_in("bad.safetensors");
+  const char *bad = tl_path("bad.safetensors");
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     rewrite_header(ck, bad, cases[i].edit);
     CHECK_FAILS(dhx_checkpoint_load(p, 0, b.base, bad, &step, err, sizeof err), err, cases[i].want);
@@ -562,12 +554,12 @@ static void test_checkpoint_roundtrip_and_rejects_corruption(void) {
   copy[8] = '[';
   write_file(bad, copy, n);
   CHECK_FAILS(dhx_checkpoint_load(p, 0, b.base, bad, &step, err, sizeof err), err, "not valid JSON");
-  CHECK_FAILS(dhx_checkpoint_load(p, 0, b.base, path_in("none.safetensors"), &step, err, sizeof err),
+  CHECK_FAILS(dhx_checkpoint_load(p, 0, b.base, tl_path("none.safetensors"), &step, err, sizeof err),
               err, "cannot open");
   // Saving into a directory that does not exist fails cleanly and leaves nothing behind.
-  CHECK_FAILS(dhx_checkpoint_save(p, 0, a.base, path_in("no/such/dir.safetensors"), 1, err,
+  CHECK_FAILS(dhx_checkpoint_save(p, 0, a.base, tl_path("no/such/dir.safetensors"), 1, err,
                                   sizeof err), err, "cannot write");
-  DIR *dir = opendir(g_dir);
+  DIR *dir = opendir(tl_dir);
   for (struct dirent *e; (e = readdir(dir));) CHECK(!strstr(e->d_name, ".tmp"));
   closedir(dir);
   free(copy);
@@ -733,10 +725,7 @@ static void test_gemm_splits_match_reference(void) {
 
 // ---- main -------------------------------------------------------------------------------------
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const tl_test tests[] = {
     {"plan_roundtrip_preserves_every_field", test_plan_roundtrip_preserves_every_field},
     {"plan_rejects_truncated_file", test_plan_rejects_truncated_file},
     {"plan_rejects_corrupted_bytes", test_plan_rejects_corrupted_bytes},
@@ -750,16 +739,5 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
-  for (size_t i = 0; argc == 2 && i < sizeof tests / sizeof tests[0]; i++) {
-    if (strcmp(argv[1], tests[i].name) != 0) continue;
-    snprintf(g_dir, sizeof g_dir, "work_%s", tests[i].name);
-    fresh_dir(g_dir);
-    tests[i].fn();
-    printf("%s: passed\n", tests[i].name);
-    return 0;
-  }
-  fprintf(stderr, "usage: rt_tests NAME (one of:");
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) fprintf(stderr, " %s", tests[i].name);
-  fprintf(stderr, ")\n");
-  return 2;
+  return tl_main("rt_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -458,6 +458,31 @@ void fresh_dir(const char *dir) {
   CHECK(system(cmd) == 0);
 }
 
+char tl_dir[512];
+
+const char *tl_path(const char *name) {
+  static char buf[8][1024];
+  static int next;
+  char *p = buf[next++ % 8];
+  snprintf(p, 1024, "%s/%s", tl_dir, name);
+  return p;
+}
+
+int tl_main(const char *prog, const tl_test *tests, size_t n, int argc, char **argv) {
+  for (size_t i = 0; argc == 2 && i < n; i++) {
+    if (strcmp(argv[1], tests[i].name) != 0) continue;
+    snprintf(tl_dir, sizeof tl_dir, "work_%s", tests[i].name);
+    fresh_dir(tl_dir);
+    tests[i].fn();
+    printf("%s: passed\n", tests[i].name);
+    return 0;
+  }
+  fprintf(stderr, "usage: %s NAME (one of:", prog);
+  for (size_t i = 0; i < n; i++) fprintf(stderr, " %s", tests[i].name);
+  fprintf(stderr, ")\n");
+  return 2;
+}
+
 uint8_t *read_file(const char *path, size_t *size) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;

@@ -100,4 +100,16 @@ void write_file(const char *path, const void *data, size_t size);
 // A fresh empty directory under the current directory.
 void fresh_dir(const char *dir);
 
+// ---- single-process test programs: `PROG NAME` runs one test -----------------------------------
+typedef struct tl_test {
+  const char *name;
+  void (*fn)(void);
+} tl_test;
+extern char tl_dir[512];  // the running test's scratch folder, work_NAME
+// tl_dir/name, in one of 8 rotating buffers (so a few can be used in one call).
+const char *tl_path(const char *name);
+// Runs the test named argv[1] in a fresh tl_dir and prints "NAME: passed"; on anything else
+// lists the tests and returns 2.
+int tl_main(const char *prog, const tl_test *tests, size_t n, int argc, char **argv);
+
 #endif
