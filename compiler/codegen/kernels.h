@@ -87,6 +87,30 @@ typedef enum {
   //   in is [B, X, Y, W], out is [B, Y, X, W]: out[b, y, x, :] = in[b, x, y, :]
   //   (heads to the front for attention and back; the same kernel with X, Y swapped undoes it)
   DHX_K_PERMUTE,
+  // ---- vocabulary-parallel embedding and cross-entropy (tensor parallelism) -----------------
+  // The table or the logits hold the vocabulary rows [lo, lo + Vl) of the whole model; token
+  // and target ids are global. An id outside the shard contributes nothing on this rank.
+  // (out, tokens:i32, table, i64 C, i64 lo, i64 Vl)   idx = row r
+  //   out[r,c] = table[tokens[r] - lo, c] if lo <= tokens[r] < lo + Vl, else 0
+  DHX_K_EMBED_VP_FWD,
+  // (dtable, tokens:i32, dout, i64 rows, i64 C, i64 lo, i64 Vl)   idx = column c < C
+  //   for r < rows with lo <= tokens[r] < lo + Vl: dtable[tokens[r] - lo, c] += dout[r, c]
+  DHX_K_EMBED_VP_BWD,
+  // (stats, logits, targets:i32, i64 V, i64 lo, i64 K, i64 rows)   idx = row r < rows
+  //   Statistics of this rank's slice of the row (logits [rows, V] hold the vocabulary ids
+  //   [lo, lo + V)), stored planar, K >= 3 planes of `rows` values:
+  //   stats[0*rows + r] = m = max_j logits[r,j];  stats[1*rows + r] = sum_j exp(logits[r,j] - m)
+  //   stats[2*rows + r] = logits[r, targets[r] - lo] if lo <= targets[r] < lo + V, else 0
+  DHX_K_XENT_VP_STATS,
+  // (loss, lse, parts, targets:i32, i64 PK, i64 rows, i64 K, i64 Vtotal)   idx = row r
+  //   parts holds P = PK / K ranks' stats one after another ([P][K][rows], as an all-gather
+  //   leaves them): M = max_p m_p;  S = sum_p s_p exp(m_p - M);  lse[r] = M + log S;
+  //   loss[r] = lse[r] - sum_p t_p, or NaN when targets[r] is outside [0, Vtotal).
+  DHX_K_XENT_VP_COMBINE,
+  // (dlogits, logits, lse, targets:i32, i64 V, i64 lo, f scale)   idx = row r
+  //   dlogits[r,j] = scale * (exp(logits[r,j] - lse[r]) - (j == targets[r] - lo))
+  //   dlogits may alias logits.
+  DHX_K_XENT_VP_BWD,
   // A fused chain of elementwise operations, described by a dhx_ew_spec.
   DHX_K_ELTWISE,
   DHX_K_COUNT
