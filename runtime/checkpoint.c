@@ -66,15 +66,32 @@ static tensor *find_tensor(tensor *t, int n, const char *name) {
   return NULL;
 }
 
+// Checkpoints hold whole tensors: a buffer that is a slice of one (tensor parallelism) is
+// compared with, read from and written as the whole tensor.
 static void plan_shape_text(const dhx_plan_buffer *b, char *buf, size_t n) {
-  dhx_st_shape_text((int)b->ndim, b->shape, buf, n);
+  dhx_st_shape_text((int)b->ndim, b->global_shape, buf, n);
 }
 
 static bool same_shape(const dhx_st_entry *e, const dhx_plan_buffer *b) {
   if (e->ndim != (int)b->ndim) return false;
   for (uint32_t d = 0; d < b->ndim; d++)
-    if (e->shape[d] != b->shape[d]) return false;
+    if (e->shape[d] != b->global_shape[d]) return false;
   return true;
+}
+
+// Reads the whole tensor of entry e and keeps the buffer's slice of it; f32 converts from the
+// file's dtype (weights), otherwise the entry must be F32 already.
+static bool read_slice(dhx_st_file *s, const dhx_st_entry *e, const dhx_plan_buffer *b,
+                       float *dst, bool convert, char *err, size_t errlen) {
+  if (b->split_dim < 0)
+    return convert ? dhx_st_read_f32(s, e, dst, err, errlen) : dhx_st_read(s, e, dst, err, errlen);
+  int64_t whole = dhx_buffer_global_elems(b), n = b->nbytes / 4;
+  float *tmp = malloc((size_t)whole * sizeof *tmp);
+  if (!tmp) return dhx_st_fail(s->path, err, errlen, "out of memory reading '%s'", e->name);
+  bool ok = convert ? dhx_st_read_f32(s, e, tmp, err, errlen) : dhx_st_read(s, e, tmp, err, errlen);
+  for (int64_t i = 0; i < n && ok; i++) dst[i] = tmp[dhx_buffer_global_index(b, i)];
+  free(tmp);
+  return ok;
 }
 
 // ---- save -------------------------------------------------------------------------------------
@@ -159,12 +176,12 @@ static bool check_entry(const dhx_st_file *s, const dhx_st_entry *e, const dhx_p
     return dhx_st_fail(s->path, err, errlen, "tensor '%s': shape differs from the plan's %s",
                        e->name, want);
   }
-  if (e->end - e->begin != b->nbytes)
+  if (e->end - e->begin != 4 * dhx_buffer_global_elems(b))
     return dhx_st_fail(s->path, err, errlen,
                        "tensor '%s': %" PRId64
                        " bytes of data, the plan's buffer "
                        "has %" PRId64,
-                       e->name, e->end - e->begin, b->nbytes);
+                       e->name, e->end - e->begin, 4 * dhx_buffer_global_elems(b));
   return true;
 }
 
@@ -220,8 +237,10 @@ bool dhx_checkpoint_load(const dhx_plan *plan, uint32_t rank, uint8_t *arena, co
   if (!t) return dhx_st_fail(path, err, errlen, "out of memory");
   dhx_st_file s;
   bool ok = open_checkpoint(&s, path, plan, r, t, n, step, err, errlen);
-  for (int i = 0; i < n && ok; i++)
-    ok = dhx_st_read(&s, t[i].e, arena + r->buffers[t[i].buf].offset, err, errlen);
+  for (int i = 0; i < n && ok; i++) {
+    const dhx_plan_buffer *b = &r->buffers[t[i].buf];
+    ok = read_slice(&s, t[i].e, b, (float *)(arena + b->offset), false, err, errlen);
+  }
   dhx_st_close(&s);
   free(t);
   return ok;
@@ -371,7 +390,7 @@ bool dhx_checkpoint_load_weights(const dhx_plan *plan, uint32_t rank, uint8_t *a
   for (int i = 0; i < n && ok; i++) {
     const dhx_plan_buffer *b = &r->buffers[t[i].buf];
     if (t[i].moment) memset(arena + b->offset, 0, (size_t)b->nbytes);  // fresh optimizer state
-    else ok = dhx_st_read_f32(&s, t[i].e, (float *)(arena + b->offset), err, errlen);
+    else ok = read_slice(&s, t[i].e, b, (float *)(arena + b->offset), true, err, errlen);
   }
   dhx_st_close(&s);
   free(t);

@@ -10,7 +10,8 @@
 //   rt.c            a rank's runtime: arena + kernels + pool + streams + comms
 //   data.c          llm.c token shards
 //   init.c          parameter initialisation (identical on every rank and layout)
-//   checkpoint.c    safetensors save and load
+//   checkpoint.c    safetensors save and load (each rank reads its slice of every tensor)
+//   checkpoint_gather.c  the whole model from the ranks' slices, for saving
 //   schedule.c      learning rate and Adam bias corrections per step
 //   metrics.c       the step log line and JSON-lines metrics
 //   summary.c       the end-of-run summary: throughput, FLOP/s and MFU, memory, losses, paths
@@ -202,6 +203,11 @@ double dhx_init_normal(uint64_t seed, const char *name, int64_t i);
 // mismatch: the file is corrupt").
 bool dhx_checkpoint_save(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
                          const char *path, int64_t step, char *err, size_t errlen);
+// The same from a plan whose ranks hold slices of the model (tensor parallelism): collective
+// over all ranks; rank 0 gathers the pieces and writes every tensor whole, so any layout can
+// resume from the file. err is filled on rank 0 only; other ranks return true.
+bool dhx_checkpoint_save_all(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
+                             const char *path, int64_t step, char *err, size_t errlen);
 // Resume: parameters and moments, all matching the plan; *step = the steps taken. A file
 // without moments is refused with a message that points to --init.
 bool dhx_checkpoint_load(const dhx_plan *plan, uint32_t rank, uint8_t *arena, const char *path,

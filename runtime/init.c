@@ -47,11 +47,17 @@ typedef struct init_job {
   float *p;
   uint64_t key;
   float std;
+  const dhx_plan_buffer *b;  // its slice of the whole tensor
 } init_job;
 
 static void normal_range(void *ctx, int64_t begin, int64_t end) {
   init_job *job = ctx;
-  for (int64_t i = begin; i < end; i++) job->p[i] = (float)(job->std * normal_at(job->key, i));
+  if (job->b->split_dim < 0) {
+    for (int64_t i = begin; i < end; i++) job->p[i] = (float)(job->std * normal_at(job->key, i));
+    return;
+  }
+  for (int64_t i = begin; i < end; i++)
+    job->p[i] = (float)(job->std * normal_at(job->key, dhx_buffer_global_index(job->b, i)));
 }
 
 void dhx_init_params(dhx_rt *rt, uint64_t seed) {
@@ -69,7 +75,7 @@ void dhx_init_params(dhx_rt *rt, uint64_t seed) {
         for (int64_t i = 0; i < n; i++) p[i] = 1.0f;
         break;
       case DHX_INIT_NORMAL: {
-        init_job job = {p, tensor_key(seed, b->name), b->init_std};
+        init_job job = {p, tensor_key(seed, b->name), b->init_std, b};
         dhx_pool_for(rt->pool, n, INIT_GRAIN, normal_range, &job);
         break;
       }

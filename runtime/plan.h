@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 3
+#define DHX_PLAN_VERSION 4
 #define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
 #define DHX_PATH_MAX 512
 #define DHX_MAX_DIMS 4
@@ -61,6 +61,15 @@ typedef struct dhx_plan_buffer {
   float init_std;           // DHX_INIT_NORMAL
   uint32_t decay;           // 1 when weight decay applies
   int32_t grad, opt_m, opt_v;  // buffer ids, -1 when absent
+  // Which part of the whole model's tensor `name` this buffer holds (parameters and their
+  // moments; a layout that splits a tensor gives each rank a slice). Dimension split_dim of the
+  // whole tensor, global_shape[split_dim] = shape[split_dim] * split_parts, is cut into
+  // split_groups equal groups (the q, k and v of a fused projection are 3), and each group
+  // into split_parts equal slices; this buffer holds slice split_index of every group, groups
+  // one after another. split_dim = -1 (and parts 1) when the buffer holds the whole tensor.
+  int64_t global_shape[DHX_MAX_DIMS];
+  int32_t split_dim;
+  uint32_t split_groups, split_parts, split_index;
 } dhx_plan_buffer;
 
 typedef enum {
@@ -171,6 +180,10 @@ typedef struct dhx_plan_program {
 
 typedef struct dhx_plan_rank {
   uint32_t dp_rank, dp_size;   // this rank's slice of the global batch
+  uint32_t tp_rank, tp_size;   // its place in its tensor-parallel group
+  uint32_t pp_rank, pp_size;   // its pipeline stage
+  uint32_t reports_loss;       // 1: its LOSSES count towards the logged loss (one rank per
+                               //   data-parallel replica: tensor rank 0 of the last stage)
   int64_t arena_bytes;
   uint32_t nbuffers;
   dhx_plan_buffer *buffers;

@@ -32,7 +32,8 @@
 #include "plan_util.h"
 
 // Serialized sizes of the fixed-size records (the reader uses them to bound counts).
-#define BUFFER_BYTES (DHX_NAME_MAX + 3 * 4 + DHX_MAX_DIMS * 8 + 2 * 8 + 3 * 4 + 3 * 4)
+#define BUFFER_BYTES (DHX_NAME_MAX + 3 * 4 + DHX_MAX_DIMS * 8 + 2 * 8 + 3 * 4 + 3 * 4 + \
+                      DHX_MAX_DIMS * 8 + 4 * 4)
 #define ARG_BYTES (4 + 4 + 8 + 8)
 #define GEMM_BYTES (2 * 4 + 6 * 8 + 2 * 8 + 8 * 8)
 #define INSTR_BYTES (6 * 4 + 8 + 4 + DHX_MAX_ARGS * ARG_BYTES + GEMM_BYTES + DHX_NAME_MAX)
@@ -252,6 +253,11 @@ static void io_buffer(plan_io *s, dhx_plan_buffer *b) {
   io_i32(s, &b->grad);
   io_i32(s, &b->opt_m);
   io_i32(s, &b->opt_v);
+  for (int d = 0; d < DHX_MAX_DIMS; d++) io_i64(s, &b->global_shape[d]);
+  io_i32(s, &b->split_dim);
+  io_u32(s, &b->split_groups);
+  io_u32(s, &b->split_parts);
+  io_u32(s, &b->split_index);
 }
 
 static void io_arg(plan_io *s, dhx_plan_arg *a) {
@@ -305,6 +311,11 @@ static void io_rank(plan_io *s, dhx_plan_rank *r, uint32_t rank) {
   snprintf(s->where, sizeof s->where, "rank %u", rank);
   io_u32(s, &r->dp_rank);
   io_u32(s, &r->dp_size);
+  io_u32(s, &r->tp_rank);
+  io_u32(s, &r->tp_size);
+  io_u32(s, &r->pp_rank);
+  io_u32(s, &r->pp_size);
+  io_u32(s, &r->reports_loss);
   io_i64(s, &r->arena_bytes);
   io_count(s, &r->nbuffers, DHX_PLAN_MAX_BUFFERS, BUFFER_BYTES, "buffers");
   io_alloc(s, (void **)&r->buffers, r->nbuffers, sizeof(dhx_plan_buffer));

@@ -164,6 +164,9 @@ static void print_buffers(FILE *f, const dhx_plan_rank *r) {
       if (b->init == DHX_INIT_NORMAL) fprintf(f, " std %g", (double)b->init_std);
       fprintf(f, "%s)", b->decay ? ", decay" : "");
     }
+    if (b->split_dim >= 0)
+      fprintf(f, " slice %u/%u of dim %d%s", b->split_index, b->split_parts, b->split_dim,
+              b->split_groups > 1 ? " in each group" : "");
     fputc('\n', f);
   }
 }
@@ -178,9 +181,10 @@ static bool buffers_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
   return eq;
 }
 
+// Communicators aside: data-parallel replicas run the same program on their own groups.
 static bool instrs_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
   bool eq = a->op == b->op && a->stream == b->stream && a->kernel == b->kernel &&
-            a->comm == b->comm && a->event == b->event && a->dtype == b->dtype && a->n == b->n && a->nargs == b->nargs &&
+            a->event == b->event && a->dtype == b->dtype && a->n == b->n && a->nargs == b->nargs &&
             strncmp(a->note, b->note, DHX_NAME_MAX) == 0 &&
             memcmp(&a->gemm, &b->gemm, sizeof a->gemm) == 0;  // no padding in dhx_plan_gemm
   for (uint32_t j = 0; j < a->nargs && j < DHX_MAX_ARGS && eq; j++)
@@ -190,7 +194,7 @@ static bool instrs_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
   return eq;
 }
 
-// Same buffers and programs (dp_rank aside): a data-parallel replica.
+// Same buffers and programs (dp_rank and communicators aside): a data-parallel replica.
 static bool ranks_equal(const dhx_plan_rank *a, const dhx_plan_rank *b) {
   if (a->arena_bytes != b->arena_bytes || a->nbuffers != b->nbuffers) return false;
   for (uint32_t i = 0; i < a->nbuffers; i++)
@@ -280,10 +284,13 @@ void dhx_plan_print(const dhx_plan *plan, void *file) {
   print_header(f, plan);
   for (uint32_t ri = 0; ri < plan->nranks; ri++) {
     const dhx_plan_rank *r = &plan->ranks[ri];
-    fprintf(f, "\nrank %u: dp %u/%u, arena %" PRId64 " bytes (%.2f MiB), %u buffers", ri,
-            r->dp_rank, r->dp_size, r->arena_bytes, (double)r->arena_bytes / (1 << 20), r->nbuffers);
-    if (ri > 0 && ranks_equal(r, &plan->ranks[0])) {
-      fputs(": same buffers and programs as rank 0\n", f);
+    fprintf(f, "\nrank %u: dp %u/%u, tp %u/%u, pp %u/%u, arena %" PRId64 " bytes (%.2f MiB), "
+            "%u buffers", ri, r->dp_rank, r->dp_size, r->tp_rank, r->tp_size, r->pp_rank,
+            r->pp_size, r->arena_bytes, (double)r->arena_bytes / (1 << 20), r->nbuffers);
+    // Ranks are numbered tp fastest, then dp: the replica with dp_rank 0 comes first.
+    uint32_t same = r->tp_rank + r->tp_size * (r->dp_size * r->pp_rank);
+    if (same < ri && ranks_equal(r, &plan->ranks[same])) {
+      fprintf(f, ": same buffers and programs as rank %u, on its own communicators\n", same);
       continue;
     }
     fputc('\n', f);

@@ -32,6 +32,13 @@ const char *dhx_prog_name(uint32_t prog);        // "BEGIN", "MICRO", "STEP", "E
 const char *dhx_karg_name(uint32_t type);        // "ptr", "i64", "f32", "f64"
 const char *dhx_reg_name(uint32_t reg);          // "lr", "bc1", ...
 
+// Element i of buffer b is element dhx_buffer_global_index(b, i) of the whole tensor
+// (global_shape) it is a slice of (plan.h: split_dim, split_groups, split_parts, split_index);
+// the identity for a buffer that holds the whole tensor. b must be valid (dhx_plan_validate).
+int64_t dhx_buffer_global_index(const dhx_plan_buffer *b, int64_t i);
+// Elements of the whole tensor.
+int64_t dhx_buffer_global_elems(const dhx_plan_buffer *b);
+
 // Bytes per element of a dtype; 0 when the dtype is not valid.
 int64_t dhx_dtype_size(uint32_t dtype);
 

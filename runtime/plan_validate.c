@@ -198,6 +198,32 @@ static bool check_param_link(plan_check_ctx *v, uint32_t id, int32_t link, uint3
   return true;
 }
 
+// The slice of the whole tensor a buffer holds (plan.h): a whole tensor, or slice
+// split_index of split_parts along split_dim, in split_groups groups.
+static bool check_split(plan_check_ctx *v, uint32_t id) {
+  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[id];
+  int32_t sd = b->split_dim;
+  CHECK(sd >= -1 && sd < (int32_t)b->ndim, "buffer %u '%s': split_dim %d is not -1 or a "
+        "dimension below %u", id, b->name, sd, b->ndim);
+  CHECK(b->split_parts >= 1 && b->split_parts <= DHX_PLAN_MAX_RANKS && b->split_groups >= 1 &&
+        b->split_index < b->split_parts, "buffer %u '%s': split %u of %u parts in %u groups is "
+        "out of range", id, b->name, b->split_index, b->split_parts, b->split_groups);
+  CHECK(sd >= 0 || (b->split_parts == 1 && b->split_groups == 1),
+        "buffer %u '%s': %u parts in %u groups without a split_dim", id, b->name, b->split_parts,
+        b->split_groups);
+  for (int32_t d = 0; d < (int32_t)b->ndim; d++) {
+    int64_t want = b->shape[d];
+    if (d == sd) {
+      CHECK(b->shape[d] % b->split_groups == 0, "buffer %u '%s': dimension %d of %" PRId64
+            " does not divide into %u groups", id, b->name, d, b->shape[d], b->split_groups);
+      want = b->shape[d] * b->split_parts;  // shape is checked positive and bounded above
+    }
+    CHECK(b->global_shape[d] == want, "buffer %u '%s': global dimension %d is %" PRId64
+          ", its slice says %" PRId64, id, b->name, d, b->global_shape[d], want);
+  }
+  return true;
+}
+
 static bool check_buffer(plan_check_ctx *v, uint32_t id) {
   const dhx_plan_rank *r = &v->p->ranks[v->rank];
   const dhx_plan_train *t = &v->p->train;
@@ -222,6 +248,7 @@ static bool check_buffer(plan_check_ctx *v, uint32_t id) {
   CHECK(b->offset <= r->arena_bytes && b->nbytes <= r->arena_bytes - b->offset,
         "buffer %u '%s': [%" PRId64 ", %" PRId64 ") lies outside the arena of %" PRId64 " bytes",
         id, b->name, b->offset, b->offset + b->nbytes, r->arena_bytes);
+  if (!check_split(v, id)) return false;
   if (b->kind == DHX_BUF_TOKENS || b->kind == DHX_BUF_TARGETS || b->kind == DHX_BUF_LOSSES) {
     uint32_t want = b->kind == DHX_BUF_LOSSES ? DHX_F32 : DHX_I32;
     CHECK(b->dtype == want, "buffer %u '%s': a %s buffer must be %s", id, b->name,
@@ -312,6 +339,11 @@ static bool check_rank(plan_check_ctx *v) {
   CHECK(r->dp_size == v->p->train.dp, "dp_size %u differs from train.dp %" PRId64, r->dp_size,
         v->p->train.dp);
   CHECK(r->dp_rank < r->dp_size, "dp_rank %u is not below dp_size %u", r->dp_rank, r->dp_size);
+  CHECK(r->tp_size == v->p->train.tp && r->tp_rank < r->tp_size, "tp_rank %u of tp_size %u "
+        "(train.tp is %" PRId64 ")", r->tp_rank, r->tp_size, v->p->train.tp);
+  CHECK(r->pp_size == v->p->train.pp && r->pp_rank < r->pp_size, "pp_rank %u of pp_size %u "
+        "(train.pp is %" PRId64 ")", r->pp_rank, r->pp_size, v->p->train.pp);
+  CHECK(r->reports_loss <= 1, "reports_loss must be 0 or 1 (got %u)", r->reports_loss);
   CHECK(r->arena_bytes >= 0 && r->arena_bytes <= (1LL << 48), "arena_bytes %" PRId64
         " is out of range", r->arena_bytes);
   CHECK(r->nbuffers <= DHX_PLAN_MAX_BUFFERS, "%u buffers (at most %d)", r->nbuffers,

@@ -331,7 +331,7 @@ static double train_step(run *R, int64_t t) {
   for (int64_t m = 0; m < tr->accum_steps; m++) {
     load_rows(R, &R->train, t * tr->global_batch + (m * dp + dp_rank) * tr->micro_batch);
     dhx_rt_run(&R->rt, DHX_PROG_MICRO);
-    loss += sum_losses(R);
+    if (R->rt.rank->reports_loss) loss += sum_losses(R);
   }
   dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_UPDATE);
   dhx_rt_run(&R->rt, DHX_PROG_STEP);
@@ -340,8 +340,8 @@ static double train_step(run *R, int64_t t) {
 
 // Mean loss over the first val_batches micro-batches of the validation shard. They are dealt
 // round-robin to the data-parallel ranks, so the same rows are evaluated at every dp degree
-// and val_loss does not depend on the layout (EVAL holds no collectives, so ranks may run
-// different counts).
+// and val_loss does not depend on the layout. Data-parallel replicas may run different counts:
+// EVAL's only collectives are inside a tensor-parallel group, whose ranks share a dp_rank.
 static double evaluate(run *R, int64_t t) {
   const dhx_plan_train *tr = R->t;
   int64_t dp = R->rt.rank->dp_size, dp_rank = R->rt.rank->dp_rank;
@@ -350,7 +350,7 @@ static double evaluate(run *R, int64_t t) {
   for (int64_t v = dp_rank; v < tr->val_batches; v += dp) {
     load_rows(R, &R->val, v * tr->micro_batch);
     dhx_rt_run(&R->rt, DHX_PROG_EVAL);
-    loss += sum_losses(R);
+    if (R->rt.rank->reports_loss) loss += sum_losses(R);
   }
   return all_sum(loss) / (double)(tr->val_batches * tr->micro_batch * tr->seq);
 }
@@ -370,15 +370,14 @@ static bool log_due(const run *R, int64_t t, bool evaluated) {
           evaluated);
 }
 
-// Rank 0 writes the state after `steps` steps to `path`; collective, so a failure on rank 0
-// stops every rank.
+// The state after `steps` steps goes to `path` (rank 0 writes it, gathering the other ranks'
+// slices of the model); collective, so a failure on rank 0 stops every rank.
 static bool save_to(run *R, const char *path, int64_t steps) {
   bool ok = true;
   dhx_watchdog_busy(R->watchdog, true);  // a large checkpoint may take longer than a step
-  if (R->rank == 0) {
-    ok = dhx_checkpoint_save(&R->plan, 0, R->rt.arena.base, path, steps, R->err, sizeof R->err);
-    if (ok) note_written(R, path);
-  }
+  ok = dhx_checkpoint_save_all(&R->plan, (uint32_t)R->rank, R->rt.arena.base, path, steps,
+                               R->err, sizeof R->err);
+  if (ok && R->rank == 0) note_written(R, path);
   ok = agree(R, ok);
   dhx_watchdog_busy(R->watchdog, false);
   return ok;

@@ -67,6 +67,18 @@ void dhx_emit_rmsnorm_bwd_dgamma(kb *, const dhx_kernel_spec *, LLVMValueRef *, 
 void dhx_emit_rope(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_permute(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_eltwise(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_embed_vp_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_embed_vp_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_xent_vp_stats(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_xent_vp_combine(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_xent_vp_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+
+// Vocabulary shards (kernel_embed.c): the row of global id `id` (i64) in the shard holding
+// ids [lo, lo + n), with *ok = whether it is there (then the row, else 0). Exact for any i64
+// id, lo and n, so that no id of another shard reaches memory: id >= lo, and id - lo (which
+// wraps to a negative value when it exceeds INT64_MAX) in [0, n).
+LLVMValueRef dhx_shard_row(kb *k, LLVMValueRef id, LLVMValueRef lo, LLVMValueRef n,
+                           LLVMValueRef *ok);
 
 // ---- kernel_entry.c ----
 typedef enum { DHX_TGT_LLVM, DHX_TGT_HOST, DHX_TGT_PTX } dhx_target;

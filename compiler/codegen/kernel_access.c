@@ -13,6 +13,8 @@
 #define COLUMNS(rows, width) {DHX_ACC_COLUMNS, 0, 0, rows, width, -1, 0}
 #define TABLE(width, span, fl) {DHX_ACC_TABLE, fl, 0, width, span, -1, 0}
 #define NONE {DHX_ACC_NONE, 0, 0, -1, -1, -1, 0}
+#define FIXED2(x, y, fl) {DHX_ACC_FIXED, fl, 0, x, y, -1, 0}
+#define COLUMNS_W(rows, width) {DHX_ACC_COLUMNS, W, 0, rows, width, -1, 0}
 
 static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
     // (out, tokens, table, C)   row r: out[r,:] = table[tokens[r],:]
@@ -56,6 +58,24 @@ static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
                     NONE, NONE, NONE, NONE},
     // (out, in, X, Y, W)   out row r of W
     [DHX_K_PERMUTE] = {ELEMS(4, W), {DHX_ACC_PERMUTED, 0, 0, 2, 3, 4, 0}, NONE, NONE, NONE},
+    // Vocabulary shards: ids are range-checked by the kernels (never table rows outside
+    // [0, Vl)), so the tokens and targets are plain reads, not TOKEN_IDS.
+    // (out, tokens, table, C, lo, Vl)   row r: out[r,:] = table[tokens[r] - lo,:] or 0
+    [DHX_K_EMBED_VP_FWD] = {ELEMS(3, W), ELEMS(-1, 0), FIXED2(5, 3, 0), NONE, NONE, NONE},
+    // (dtable, tokens, dout, rows, C, lo, Vl)   column c < n: dtable[tokens[r] - lo, c] += ...
+    //   the last row reaches column n - 1, as EMBED_BWD's TABLE form: (Vl-1)·C + n, which is
+    //   Vl·C for n = C (FIXED(Vl, C) would not bound a launch with n > C)
+    [DHX_K_EMBED_VP_BWD] = {COLUMNS_W(6, 4), FIXED(3, 0), COLUMNS(3, 4), NONE, NONE, NONE, NONE},
+    // (stats, logits, targets, V, lo, K, rows)   row r writes column r of planes 0..2 of the
+    //   K planes of width rows (none when K < 3): (K-1)·rows + n
+    [DHX_K_XENT_VP_STATS] = {COLUMNS_W(5, 6), ELEMS(3, 0), ELEMS(-1, 0), NONE, NONE, NONE, NONE},
+    // (loss, lse, parts, targets, PK, rows, K, Vtotal)   row r reads column r of parts rows
+    //   p·K + c (p < PK/K, c < 3), all below PK: (PK-1)·rows + n
+    [DHX_K_XENT_VP_COMBINE] = {ELEMS(-1, W), ELEMS(-1, W), COLUMNS(4, 5), ELEMS(-1, 0), NONE,
+                               NONE, NONE, NONE},
+    // (dlogits, logits, lse, targets, V, lo, scale)   row of V
+    [DHX_K_XENT_VP_BWD] = {ELEMS(4, W), ELEMS(4, 0), ELEMS(-1, 0), ELEMS(-1, 0), NONE, NONE,
+                           NONE},
 };
 
 // Fused elementwise kernels: outputs and full inputs by element, broadcast inputs modulo their

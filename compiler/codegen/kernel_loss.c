@@ -73,3 +73,110 @@ void dhx_emit_xent_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMVal
   kb_store_s(k, kb_sub(k, kb_load_s(k, dl, it), scale), dl, it);
   kb_if_end(k, &ok);
 }
+
+// ---- vocabulary-parallel cross-entropy: this rank holds the logits of ids [lo, lo + V) ----
+//
+// STATS gives each row's (max, sum of exp relative to it, target logit or 0) for the shard,
+// written to planes 0..2 of K; an all-gather puts the P shards' stats one after another and
+// COMBINE merges them into the row's logsumexp and loss; BWD needs only that logsumexp.
+// K < 3 (too few planes for the statistics): STATS writes nothing, COMBINE writes NaN to both
+// loss and lse, and so it does when PK < K (no rank's statistics). Neither ever touches more
+// than planes 0..2 of the K given, so the access descriptors (COLUMNS of K planes) hold for
+// any K.
+
+static LLVMValueRef at_least(kb *k, LLVMValueRef v, int64_t min) {
+  return LLVMBuildICmp(k->b, LLVMIntSGE, v, kb_i64c(k, min), "");
+}
+
+// (stats, logits, targets:i32, V, lo, K, rows)   idx = row r
+void dhx_emit_xent_vp_stats(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
+                            LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  LLVMValueRef stats = a[0], logits = a[1], targets = a[2], V = a[3], lo = a[4], K = a[5];
+  LLVMValueRef rows = a[6];
+  kb_if planes;
+  kb_if_begin(k, &planes, at_least(k, K, 3));
+  LLVMValueRef base = kb_imul(k, r, V);
+  LLVMValueRef m = row_max(k, logits, base, V);
+  LLVMValueRef sum = kb_var(k, k->f, kb_fc(k, 0.0));
+  kb_loop L;
+  LLVMValueRef j = kb_loop_begin(k, &L, kb_i64c(k, 0), V, "sumexp");
+  LLVMValueRef e = kb_exp(k, kb_sub(k, kb_load(k, logits, kb_iadd(k, base, j)), m));
+  kb_set(k, sum, kb_radd(k, kb_get(k, sum), e));
+  kb_loop_end(k, &L, true);
+  LLVMValueRef ok, jt = dhx_shard_row(k, kb_load_i32(k, targets, r), lo, V, &ok);
+  LLVMValueRef lt = kb_var(k, k->f, kb_fc(k, 0.0));
+  kb_if mine;
+  kb_if_begin(k, &mine, ok);
+  kb_set(k, lt, kb_load_s(k, logits, kb_iadd(k, base, jt)));
+  kb_if_end(k, &mine);
+  kb_store_s(k, m, stats, r);
+  kb_store_s(k, kb_get(k, sum), stats, kb_iadd(k, rows, r));
+  kb_store_s(k, kb_get(k, lt), stats, kb_iadd(k, kb_imul(k, kb_i64c(k, 2), rows), r));
+  kb_if_end(k, &planes);
+}
+
+// (loss, lse, parts, targets:i32, PK, rows, K, Vtotal)   idx = row r
+//   over p < P = PK / K: M = max m_p;  S = sum s_p exp(m_p - M);  lse = M + log S;
+//   loss = lse - sum t_p (only the target's shard has a non-zero t_p, so the sum is exact).
+// The max is llvm.maxnum without nnan (P is small, nothing to vectorise): a NaN m_p is then
+// passed over by the max but still reaches S through exp(m_p - M), as in XENT_FWD.
+void dhx_emit_xent_vp_combine(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
+                              LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  LLVMValueRef loss = a[0], lse = a[1], parts = a[2], targets = a[3], PK = a[4], rows = a[5];
+  LLVMValueRef K = a[6], Vtotal = a[7];
+  LLVMValueRef zero = kb_i64c(k, 0);
+  kb_if some;
+  kb_if_begin(k, &some, LLVMBuildAnd(k->b, at_least(k, K, 3),
+                                     LLVMBuildICmp(k->b, LLVMIntSGE, PK, K, ""), ""));
+  LLVMValueRef P = LLVMBuildSDiv(k->b, PK, K, "");  // K >= 3 here
+  LLVMValueRef stride = kb_imul(k, K, rows);        // from one rank's stats to the next
+  LLVMValueRef M = kb_var(k, k->f, kb_fc(k, -INFINITY));
+  kb_loop L;
+  LLVMValueRef p = kb_loop_begin(k, &L, zero, P, "max");
+  LLVMValueRef at = kb_iadd(k, kb_imul(k, p, stride), r);
+  kb_set(k, M, kb_maxnum(k, kb_get(k, M), kb_load_s(k, parts, at)));
+  kb_loop_end(k, &L, false);
+  LLVMValueRef Mv = kb_get(k, M);
+  LLVMValueRef S = kb_var(k, k->f, kb_fc(k, 0.0)), Tt = kb_var(k, k->f, kb_fc(k, 0.0));
+  p = kb_loop_begin(k, &L, zero, P, "merge");
+  at = kb_iadd(k, kb_imul(k, p, stride), r);
+  LLVMValueRef mp = kb_load_s(k, parts, at);
+  LLVMValueRef sp = kb_load_s(k, parts, kb_iadd(k, at, rows));
+  LLVMValueRef tp = kb_load_s(k, parts, kb_iadd(k, at, kb_imul(k, kb_i64c(k, 2), rows)));
+  kb_set(k, S, kb_fma(k, sp, kb_exp(k, kb_sub(k, mp, Mv)), kb_get(k, S)));
+  kb_set(k, Tt, kb_add(k, kb_get(k, Tt), tp));
+  kb_loop_end(k, &L, false);
+  LLVMValueRef l = kb_add(k, Mv, kb_log(k, kb_get(k, S)));
+  kb_store_s(k, l, lse, r);
+  LLVMValueRef ok = target_valid(k, kb_load_i32(k, targets, r), Vtotal);
+  kb_store_s(k, kb_select(k, ok, kb_sub(k, l, kb_get(k, Tt)), kb_fc(k, NAN)), loss, r);
+  kb_if_else(k, &some);
+  kb_store_s(k, kb_fc(k, NAN), lse, r);
+  kb_store_s(k, kb_fc(k, NAN), loss, r);
+  kb_if_end(k, &some);
+}
+
+// (dlogits, logits, lse, targets:i32, V, lo, scale)   idx = row r
+//   dlogits[r,j] = scale * exp(logits[r,j] - lse[r]), then scale less at the target if it is
+//   in this shard. One pass, each element read before it is written (dlogits may be logits).
+void dhx_emit_xent_vp_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
+                          LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  LLVMValueRef dl = a[0], logits = a[1], lse = a[2], targets = a[3], V = a[4], lo = a[5];
+  LLVMValueRef scale = a[6];
+  LLVMValueRef base = kb_imul(k, r, V);
+  LLVMValueRef l = kb_load_s(k, lse, r);
+  kb_loop L;
+  LLVMValueRef j = kb_loop_begin(k, &L, kb_i64c(k, 0), V, "grad");
+  LLVMValueRef i = kb_iadd(k, base, j);
+  kb_store(k, kb_mul(k, scale, kb_exp(k, kb_sub(k, kb_load(k, logits, i), l))), dl, i);
+  kb_loop_end(k, &L, true);
+  LLVMValueRef ok, jt = dhx_shard_row(k, kb_load_i32(k, targets, r), lo, V, &ok);
+  kb_if mine;
+  kb_if_begin(k, &mine, ok);
+  LLVMValueRef it = kb_iadd(k, base, jt);
+  kb_store_s(k, kb_sub(k, kb_load_s(k, dl, it), scale), dl, it);
+  kb_if_end(k, &mine);
+}

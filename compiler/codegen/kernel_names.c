@@ -33,6 +33,12 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
                                   dhx_emit_rmsnorm_bwd_dgamma},
     [DHX_K_ROPE] = {"rope", "ppiiiff", ALIAS(0, 1), false, dhx_emit_rope},
     [DHX_K_PERMUTE] = {"permute", "ppiii", 0, false, dhx_emit_permute},
+    [DHX_K_EMBED_VP_FWD] = {"embed_vp_fwd", "pqpiii", 0, false, dhx_emit_embed_vp_fwd},
+    [DHX_K_EMBED_VP_BWD] = {"embed_vp_bwd", "pqpiiii", 0, true, dhx_emit_embed_vp_bwd},
+    [DHX_K_XENT_VP_STATS] = {"xent_vp_stats", "ppqiiii", 0, false, dhx_emit_xent_vp_stats},
+    [DHX_K_XENT_VP_COMBINE] = {"xent_vp_combine", "pppqiiii", 0, false,
+                               dhx_emit_xent_vp_combine},
+    [DHX_K_XENT_VP_BWD] = {"xent_vp_bwd", "pppqiif", ALIAS(0, 1), false, dhx_emit_xent_vp_bwd},
     [DHX_K_ELTWISE] = {"ew", "", 0, false, dhx_emit_eltwise},
 };
 

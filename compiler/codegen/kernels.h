@@ -101,11 +101,13 @@ typedef enum {
   //   [lo, lo + V)), stored planar, K >= 3 planes of `rows` values:
   //   stats[0*rows + r] = m = max_j logits[r,j];  stats[1*rows + r] = sum_j exp(logits[r,j] - m)
   //   stats[2*rows + r] = logits[r, targets[r] - lo] if lo <= targets[r] < lo + V, else 0
+  //   (K < 3: writes nothing.)
   DHX_K_XENT_VP_STATS,
   // (loss, lse, parts, targets:i32, i64 PK, i64 rows, i64 K, i64 Vtotal)   idx = row r
   //   parts holds P = PK / K ranks' stats one after another ([P][K][rows], as an all-gather
   //   leaves them): M = max_p m_p;  S = sum_p s_p exp(m_p - M);  lse[r] = M + log S;
   //   loss[r] = lse[r] - sum_p t_p, or NaN when targets[r] is outside [0, Vtotal).
+  //   (K < 3 or PK < K: loss[r] and lse[r] are NaN.)
   DHX_K_XENT_VP_COMBINE,
   // (dlogits, logits, lse, targets:i32, i64 V, i64 lo, f scale)   idx = row r
   //   dlogits[r,j] = scale * (exp(logits[r,j] - lse[r]) - (j == targets[r] - lo))

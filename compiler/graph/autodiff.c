@@ -77,6 +77,15 @@ static void back_embedding(ad *a, const dhx_node *n, int dy) {
   char note[DHX_NAME_MAX];
   note_of(n, "grad table", note);
   const dhx_tensor *out = T(a, n->out);
+  if (n->vocab_parallel) {  // this rank's rows of the table only
+    int64_t vrows = T(a, n->in[1])->shape[0];
+    dhx_operand args[] = {dhx_buf(T(a, n->in[1])->grad, 0), dhx_buf(n->in[0], 0),
+                          dhx_buf(dy, 0), dhx_i64(dhx_tensor_rows(out)),
+                          dhx_i64(dhx_tensor_cols(out)), dhx_i64(a->g->tp_rank * vrows),
+                          dhx_i64(vrows)};
+    dhx_emit_kernel(a->l, DHX_K_EMBED_VP_BWD, dhx_tensor_cols(out), note, 7, args);
+    return;
+  }
   dhx_operand args[] = {dhx_buf(T(a, n->in[1])->grad, 0), dhx_buf(n->in[0], 0), dhx_buf(dy, 0),
                         dhx_i64(dhx_tensor_rows(out)), dhx_i64(dhx_tensor_cols(out))};
   dhx_emit_kernel(a->l, DHX_K_EMBED_BWD, dhx_tensor_cols(out), note, 5, args);
@@ -329,6 +338,14 @@ static void back_cross_entropy(ad *a, const dhx_node *n, double loss_scale) {
     if (acc) DHX_ICE("the logits gradient already has a contribution");
   }
   const dhx_tensor *lg = T(a, logits);
+  if (n->vocab_parallel) {  // softmax from the forward's log-sum-exp over all slices
+    int64_t V = dhx_tensor_cols(lg);
+    dhx_operand args[] = {dhx_buf(d, 0), dhx_buf(logits, 0), dhx_buf(n->saved[0], 0),
+                          dhx_buf(n->in[1], 0), dhx_i64(V), dhx_i64(a->g->tp_rank * V),
+                          dhx_f64(loss_scale)};
+    dhx_emit_kernel(a->l, DHX_K_XENT_VP_BWD, dhx_tensor_rows(lg), note, 7, args);
+    return;
+  }
   dhx_operand args[] = {dhx_buf(d, 0), dhx_buf(logits, 0), dhx_buf(n->in[1], 0),
                         dhx_i64(dhx_tensor_cols(lg)), dhx_f64(loss_scale)};
   dhx_emit_kernel(a->l, DHX_K_XENT_BWD, dhx_tensor_rows(lg), note, 5, args);
@@ -353,6 +370,11 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
     }
     int dy = a.grad[n.out];
     if (dy < 0) continue;  // the output does not reach the loss
+    if (T(&a, n.out)->tp_reduce_grad) {  // column-split linears left partial sums
+      char note[DHX_NAME_MAX];
+      note_of(&n, "sum partial grads", note);
+      dhx_emit_allreduce(l, 0, DHX_COMM_TP, dy, dhx_tensor_elems(T(&a, n.out)), note);
+    }
     switch (n.op) {
       case DHX_N_EMBEDDING: back_embedding(&a, &n, dy); break;
       case DHX_N_POS_EMBEDDING: back_pos_embedding(&a, &n, dy); break;

@@ -23,6 +23,7 @@ static void *grow(void *p, int *cap, int need, size_t elem) {
 void dhx_graph_init(dhx_graph *g) {
   memset(g, 0, sizeof *g);
   g->tokens = g->targets = g->losses = -1;
+  g->tp = 1;
 }
 
 void dhx_graph_free(dhx_graph *g) {
@@ -42,7 +43,9 @@ int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dty
   t->kind = kind;
   t->dtype = dt;
   t->ndim = ndim;
-  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+  for (int i = 0; i < ndim; i++) t->shape[i] = t->global_shape[i] = shape[i];
+  t->split_dim = -1;
+  t->split_groups = t->split_parts = 1;
   t->grad = t->opt_m = t->opt_v = t->view_of = -1;
   t->offset = -1;
   t->first_use = t->last_use = -1;

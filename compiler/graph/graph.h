@@ -53,6 +53,12 @@ typedef struct dhx_tensor {
   int64_t offset;           // bytes in the rank arena, -1 until planned
   int first_use, last_use;  // op indices in the program that owns it (activations)
   int program;              // DHX_PROG_* owning an activation, -1 for persistent tensors
+  // tensor parallelism (shard_tp.c): the slice of the whole model's tensor a parameter (and
+  // its gradient and moments) holds, as in dhx_plan_buffer; split_dim -1 for a whole tensor
+  int64_t global_shape[DHX_MAX_DIMS];
+  int split_dim, split_groups, split_parts, split_index;
+  bool tp_reduce_grad;      // its gradient is a partial sum over the tensor-parallel group
+                            //   (it feeds column-split linears): all-reduce it when complete
 } dhx_tensor;
 
 typedef enum {
@@ -83,6 +89,7 @@ typedef struct dhx_node {
   double base;               // rope: the frequency base (10000 in most models)
   double eps;                // layernorm
   int split;                 // 0 none, 1 col, 2 row (@split annotation, for tensor parallelism)
+  bool vocab_parallel;       // embedding, cross_entropy: over this rank's vocabulary slice
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
   dhx_loc loc;               // the call in the source
   int layer;                 // index in the model's layer stack (its top-level repeats), -1 outside
@@ -104,7 +111,8 @@ typedef enum {
   DHX_L_KERNEL,     // a catalogue kernel (not elementwise)
   DHX_L_EW,         // an elementwise expression (fusable)
   DHX_L_ZERO,
-  DHX_L_ALLREDUCE,
+  DHX_L_ALLREDUCE,  // in place: args[0] region, args[1] count; over communicator `comm`
+  DHX_L_ALL_GATHER, // args[0] input, args[1] output, args[2] count (of the output)
   DHX_L_GRAD_NORM,
   DHX_L_RECORD, DHX_L_WAIT,
 } dhx_lop_kind;
@@ -153,8 +161,12 @@ typedef struct dhx_graph {
   int nsites, capsites;
   int64_t n_params;
   char model_name[DHX_NAME_MAX];
+  int tp, tp_rank;               // tensor-parallel degree and this graph's rank (1, 0 unsplit)
   dhx_oplist prog[DHX_PROG_COUNT];
 } dhx_graph;
+
+// Communicators as lowering names them; compile.c maps them to each rank's plan communicator.
+enum { DHX_COMM_TP = 0, DHX_COMM_DP = 1, DHX_COMM_ROLES };
 
 // graph.c
 void dhx_graph_init(dhx_graph *g);
@@ -178,7 +190,6 @@ void dhx_graph_dump(const dhx_graph *g, void *file /* FILE* */);
 typedef struct dhx_lower_opts {
   int dp, dp_rank, accum_steps;
   double grad_clip, beta1, beta2, eps, weight_decay;
-  int comm_dp;       // communicator id of this rank's data-parallel group
 } dhx_lower_opts;
 
 // lower.c: forward ops of the graph into `l` (loss forward included).
@@ -190,6 +201,10 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale);
 void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o);
 // fuse.c: merges chains of elementwise ops; returns how many ops it removed.
 int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
+// shard_tp.c: turns the whole model's graph into what tensor-parallel rank `rank` of `tp`
+// runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
+// slice. Reports unsupported combinations as errors at the op. Call before lowering.
+bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
 

@@ -11,10 +11,21 @@ static void note_of(const dhx_node *n, const char *what, char *out) {
   snprintf(out, DHX_NAME_MAX, "%.60s: %s", n->scope, what);
 }
 
+// Vocabulary-parallel: each rank looks up the tokens in its rows of the table (zeros for the
+// others') and an all-reduce over the group sums the rows into the full embedding.
 static void lower_embedding(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   char note[DHX_NAME_MAX];
   note_of(n, "gather", note);
   const dhx_tensor *out = T(g, n->out);
+  if (n->vocab_parallel) {
+    int64_t rows = T(g, n->in[1])->shape[0];
+    dhx_operand a[] = {dhx_buf(n->out, 0), dhx_buf(n->in[0], 0), dhx_buf(n->in[1], 0),
+                       dhx_i64(dhx_tensor_cols(out)), dhx_i64(g->tp_rank * rows), dhx_i64(rows)};
+    dhx_emit_kernel(l, DHX_K_EMBED_VP_FWD, dhx_tensor_rows(out), note, 6, a);
+    note_of(n, "sum vocabulary shards", note);
+    dhx_emit_allreduce(l, 0, DHX_COMM_TP, n->out, dhx_tensor_elems(out), note);
+    return;
+  }
   dhx_operand a[] = {dhx_buf(n->out, 0), dhx_buf(n->in[0], 0), dhx_buf(n->in[1], 0),
                      dhx_i64(dhx_tensor_cols(out))};
   dhx_emit_kernel(l, DHX_K_EMBED_FWD, dhx_tensor_rows(out), note, 4, a);
@@ -49,14 +60,21 @@ static void lower_linear(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   note_of(n, "x @ w", note);
   dhx_emit_gemm(l, note, false, false, rows, out, in, dhx_buf(n->in[0], 0), in,
                 dhx_buf(n->in[1], 0), out, dhx_buf(n->out, 0), out, 0.0);
-  if (n->nin < 3) return;
-  note_of(n, "+ bias", note);
-  dhx_ewb b;
-  dhx_ewb_init(&b);
-  int y = dhx_ewb_load(&b, dhx_buf(n->out, 0), 0);
-  int bias = dhx_ewb_load(&b, dhx_buf(n->in[2], 0), out);
-  dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_ADD, y, bias), dhx_buf(n->out, 0), false);
-  dhx_emit_ew(l, &b, rows * out, note);
+  // A row-split linear makes partial sums: the bias goes into one rank's part only, then the
+  // all-reduce adds the parts up.
+  bool partial = n->split == 2 && g->tp > 1;
+  if (n->nin > 2 && (!partial || g->tp_rank == 0)) {
+    note_of(n, "+ bias", note);
+    dhx_ewb b;
+    dhx_ewb_init(&b);
+    int y = dhx_ewb_load(&b, dhx_buf(n->out, 0), 0);
+    int bias = dhx_ewb_load(&b, dhx_buf(n->in[2], 0), out);
+    dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_ADD, y, bias), dhx_buf(n->out, 0), false);
+    dhx_emit_ew(l, &b, rows * out, note);
+  }
+  if (!partial) return;
+  note_of(n, "sum row-split partials", note);
+  dhx_emit_allreduce(l, 0, DHX_COMM_TP, n->out, rows * out, note);
 }
 
 // Multi-head causal attention over a fused [B, S, 3*D] projection, without moving data:
@@ -197,7 +215,37 @@ static void lower_add(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   dhx_emit_ew(l, &b, dhx_tensor_elems(T(g, n->out)), note);
 }
 
+// Vocabulary-parallel loss: each rank reduces its slice of every row to (max, sum of exp,
+// target logit); an all-gather gives every rank all slices' statistics, from which it forms
+// the log-sum-exp (kept for the backward) and the loss. No rank holds a full row of logits.
+static void lower_vocab_parallel_loss(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX], name[DHX_NAME_MAX + 16];
+  const int64_t K = 3;  // statistics per row
+  const dhx_tensor *lg = T(g, n->in[0]);
+  int64_t rows = dhx_tensor_rows(lg), V = dhx_tensor_cols(lg);
+  int64_t sshape[2] = {K, rows}, gshape[3] = {g->tp, K, rows};
+  snprintf(name, sizeof name, "%.80s.stats", n->scope);
+  int stats = dhx_tensor_new(g, name, DHX_T_ACT, DHX_F32, 2, sshape);
+  snprintf(name, sizeof name, "%.80s.all_stats", n->scope);
+  int all = dhx_tensor_new(g, name, DHX_T_ACT, DHX_F32, 3, gshape);
+  note_of(n, "loss statistics of this slice", note);
+  dhx_operand a[] = {dhx_buf(stats, 0), dhx_buf(n->in[0], 0), dhx_buf(n->in[1], 0), dhx_i64(V),
+                     dhx_i64(g->tp_rank * V), dhx_i64(K), dhx_i64(rows)};
+  dhx_emit_kernel(l, DHX_K_XENT_VP_STATS, rows, note, 7, a);
+  note_of(n, "gather loss statistics", note);
+  dhx_emit_all_gather(l, 0, DHX_COMM_TP, stats, all, g->tp * K * rows, note);
+  note_of(n, "loss", note);
+  dhx_operand c[] = {dhx_buf(n->out, 0), dhx_buf(n->saved[0], 0), dhx_buf(all, 0),
+                     dhx_buf(n->in[1], 0), dhx_i64(g->tp * K), dhx_i64(rows), dhx_i64(K),
+                     dhx_i64(V * g->tp)};
+  dhx_emit_kernel(l, DHX_K_XENT_VP_COMBINE, rows, note, 8, c);
+}
+
 static void lower_cross_entropy(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  if (n->vocab_parallel) {
+    lower_vocab_parallel_loss(g, l, n);
+    return;
+  }
   char note[DHX_NAME_MAX];
   note_of(n, "loss", note);
   const dhx_tensor *lg = T(g, n->in[0]);

@@ -44,6 +44,14 @@ void dhx_emit_permute_op(dhx_oplist *l, const char *note, int out, int in, int64
 void dhx_emit_rope_op(dhx_oplist *l, const char *note, int out, int in, const dhx_tensor *x,
                    int heads, double base, double sign);
 
+// Collectives over communicator role `comm` (DHX_COMM_TP, ...) on `stream`, f32 elements.
+// In-place sum all-reduce of `count` elements of tensor t.
+dhx_lop *dhx_emit_allreduce(dhx_oplist *l, int stream, int comm, int t, int64_t count,
+                            const char *note);
+// All-gather: `count` / (group size) elements of `in` from every member into `out` (count).
+dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
+                             const char *note);
+
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);

@@ -38,6 +38,27 @@ dhx_lop *dhx_emit_kernel(dhx_oplist *l, dhx_kernel_kind kind, int64_t n, const c
   return op;
 }
 
+dhx_lop *dhx_emit_allreduce(dhx_oplist *l, int stream, int comm, int t, int64_t count,
+                            const char *note) {
+  dhx_lop *op = dhx_lop_push(l, DHX_L_ALLREDUCE, stream, note);
+  op->args[0] = dhx_buf(t, 0);
+  op->args[1] = dhx_i64(count);
+  op->nargs = 2;
+  op->comm = comm;
+  return op;
+}
+
+dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
+                             const char *note) {
+  dhx_lop *op = dhx_lop_push(l, DHX_L_ALL_GATHER, stream, note);
+  op->args[0] = dhx_buf(in, 0);
+  op->args[1] = dhx_buf(out, 0);
+  op->args[2] = dhx_i64(count);
+  op->nargs = 3;
+  op->comm = comm;
+  return op;
+}
+
 void dhx_ewb_init(dhx_ewb *b) { memset(b, 0, sizeof *b); }
 
 static int push_node(dhx_ewb *b, dhx_ew_node n) {

@@ -34,15 +34,14 @@ static void set_view(dhx_graph *g, const char *name, int64_t start, int64_t end,
   g->tensors[v].shape[0] = g->tensors[v].view_elems;
 }
 
-// Places the state tensors (`which`: 0 param, 1 grad, 2 m, 3 v) of every parameter in the
-// decay group or the other, in parameter order. Returns the new end of the arena.
-static int64_t place_group(dhx_graph *g, int which, bool decay, int64_t at, int64_t *start,
+// Places the state tensors (`which`: 0 param, 1 grad, 2 m, 3 v) of the parameters in the
+// decay group or the other that are split by tensor parallelism (split) or whole, in
+// parameter order. Returns the new end of the arena; *first is the first tensor placed.
+static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int64_t at,
                            int *first) {
-  *start = at;
-  *first = -1;
   for (int i = 0; i < g->ntensors; i++) {
     dhx_tensor *p = &g->tensors[i];
-    if (p->kind != DHX_T_PARAM || p->decay != decay) continue;
+    if (p->kind != DHX_T_PARAM || p->decay != decay || (p->split_dim >= 0) != split) continue;
     int t = which == 0 ? i : which == 1 ? p->grad : which == 2 ? p->opt_m : p->opt_v;
     if (t < 0) continue;
     if (*first < 0) *first = t;
@@ -52,25 +51,41 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, int64_t at, int6
   return at;
 }
 
+// Each kind of state is laid out as [decay: whole | split] [no decay: split | whole], so the
+// decay groups, all state, and the split tensors' state are each one contiguous window:
+// the optimizer runs over the groups, the gradient norm adds the split part over the tensor
+// ranks and the whole part once.
 static int64_t place_persistent(dhx_graph *g) {
   static const char *kinds[] = {"params", "grads", "adam_m", "adam_v"};
-  int64_t at = 0, grads_start = 0;
-  int grads_first = -1;
+  int64_t at = 0;
   for (int which = 0; which < 4; which++) {
-    for (int d = 0; d < 2; d++) {
-      bool decay = d == 0;
-      int64_t start;
-      int first;
-      at = place_group(g, which, decay, at, &start, &first);
-      char name[64];
-      snprintf(name, sizeof name, "%s[%s]", kinds[which], decay ? "decay" : "no_decay");
-      set_view(g, name, start, at, first);
-      if (which == 1 && decay) {
-        grads_start = start;
-        grads_first = first;
-      }
-    }
-    if (which == 1) set_view(g, "grads[all]", grads_start, at, grads_first);
+    int64_t kind_start = at, split_start = 0, whole_start = 0;
+    int kind_first = -1, split_first = -1, whole_first = -1, group_first = -1;
+    char name[64];
+    // decay: whole, then split
+    int64_t start = at;
+    at = place_group(g, which, true, false, at, &group_first);
+    if (which == 1) set_view(g, "grads[whole,decay]", start, at, group_first);
+    kind_first = group_first;
+    split_start = at;
+    at = place_group(g, which, true, true, at, &split_first);
+    if (group_first < 0) group_first = split_first;
+    snprintf(name, sizeof name, "%s[decay]", kinds[which]);
+    set_view(g, name, start, at, group_first);
+    // no decay: split, then whole
+    start = at;
+    group_first = -1;
+    at = place_group(g, which, false, true, at, &group_first);
+    if (split_first < 0) split_first = group_first;
+    if (which == 1) set_view(g, "grads[split]", split_start, at, split_first);
+    whole_start = at;
+    at = place_group(g, which, false, false, at, &whole_first);
+    if (which == 1) set_view(g, "grads[whole,no_decay]", whole_start, at, whole_first);
+    if (group_first < 0) group_first = whole_first;
+    snprintf(name, sizeof name, "%s[no_decay]", kinds[which]);
+    set_view(g, name, start, at, group_first);
+    if (kind_first < 0) kind_first = split_first >= 0 ? split_first : whole_first;
+    if (which == 1) set_view(g, "grads[all]", kind_start, at, kind_first);
   }
   for (int i = 0; i < g->ntensors; i++) {
     dhx_tensor *t = &g->tensors[i];

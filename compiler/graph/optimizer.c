@@ -16,7 +16,15 @@ static int add_state(dhx_graph *g, int p, const char *prefix, dhx_tensor_kind ki
   snprintf(name, sizeof name, "%s%s", prefix, g->tensors[p].name);
   int64_t shape[DHX_MAX_DIMS];
   memcpy(shape, g->tensors[p].shape, sizeof shape);
-  return dhx_tensor_new(g, name, kind, DHX_F32, g->tensors[p].ndim, shape);
+  int t = dhx_tensor_new(g, name, kind, DHX_F32, g->tensors[p].ndim, shape);
+  dhx_tensor *x = &g->tensors[t];
+  const dhx_tensor *param = &g->tensors[p];  // the same slice of the whole tensor
+  memcpy(x->global_shape, param->global_shape, sizeof x->global_shape);
+  x->split_dim = param->split_dim;
+  x->split_groups = param->split_groups;
+  x->split_parts = param->split_parts;
+  x->split_index = param->split_index;
+  return t;
 }
 
 void dhx_create_param_state(dhx_graph *g) {
@@ -50,7 +58,8 @@ int dhx_view_id(const dhx_graph *g, const char *name) {
 void dhx_create_views(dhx_graph *g) {
   static const char *names[] = {"params[decay]",  "params[no_decay]", "grads[decay]",
                                 "grads[no_decay]", "adam_m[decay]",    "adam_m[no_decay]",
-                                "adam_v[decay]",  "adam_v[no_decay]", "grads[all]"};
+                                "adam_v[decay]",  "adam_v[no_decay]", "grads[all]",
+                                "grads[split]", "grads[whole,decay]", "grads[whole,no_decay]"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) new_view(g, names[i]);
 }
 
@@ -80,6 +89,17 @@ static void emit_adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, con
   dhx_emit_kernel(l, DHX_K_ADAMW, g->tensors[p].view_elems, note, 12, a);
 }
 
+// Partial sums of squares of view v's chunks into partials[at...]; returns the chunk count.
+static int64_t sum_squares(dhx_graph *g, dhx_oplist *l, int partials, int64_t at, int v,
+                           const char *note) {
+  int64_t count = g->tensors[v].view_elems;
+  if (count == 0) return 0;
+  int64_t chunks = (count + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+  dhx_operand sq[] = {dhx_buf(partials, at), dhx_buf(v, 0), dhx_i64(count), dhx_i64(SUMSQ_CHUNK)};
+  dhx_emit_kernel(l, DHX_K_SUMSQ, chunks, note, 4, sq);
+  return chunks;
+}
+
 // Needs the views sized: call after dhx_plan_memory has placed the persistent tensors.
 void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
   int all = dhx_view_id(g, "grads[all]");
@@ -94,25 +114,32 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
   dhx_oplist *step = &g->prog[DHX_PROG_STEP];
   if (o->dp > 1) {
     // The reduction runs on the communication stream; compute waits for it by event.
-    dhx_lop *ar = dhx_lop_push(step, DHX_L_ALLREDUCE, 1, "data-parallel gradient sum");
-    ar->args[0] = dhx_buf(all, 0);
-    ar->args[1] = dhx_i64(count);
-    ar->nargs = 2;
-    ar->comm = o->comm_dp;
+    dhx_emit_allreduce(step, 1, DHX_COMM_DP, all, count, "data-parallel gradient sum");
     dhx_lop *rec = dhx_lop_push(step, DHX_L_RECORD, 1, "gradients reduced");
     rec->event = 0;
     dhx_lop *w = dhx_lop_push(step, DHX_L_WAIT, 0, "gradients reduced");
     w->event = 0;
     step->nevents = 1;
   }
-  int64_t chunks = (count + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
   int partials = -1;
   for (int i = 0; i < g->ntensors; i++)
     if (g->tensors[i].kind == DHX_T_SCRATCH && strcmp(g->tensors[i].name, "grad_norm.partials") == 0)
       partials = i;
-  dhx_operand sq[] = {dhx_buf(partials, 0), dhx_buf(all, 0), dhx_i64(count),
-                      dhx_i64(SUMSQ_CHUNK)};
-  dhx_emit_kernel(step, DHX_K_SUMSQ, chunks, "gradient sum of squares", 4, sq);
+  int64_t chunks = 0;
+  if (g->tp == 1) {
+    chunks = sum_squares(g, step, partials, 0, all, "gradient sum of squares");
+  } else {
+    // Split gradients hold different elements on each tensor rank: their partial sums are
+    // added over the group. Whole ones are the same on every rank and count once.
+    chunks = sum_squares(g, step, partials, 0, dhx_view_id(g, "grads[split]"),
+                         "sum of squares of split gradients");
+    if (chunks > 0)
+      dhx_emit_allreduce(step, 0, DHX_COMM_TP, partials, chunks, "add split sums over tensor ranks");
+    chunks += sum_squares(g, step, partials, chunks, dhx_view_id(g, "grads[whole,decay]"),
+                          "sum of squares of whole gradients");
+    chunks += sum_squares(g, step, partials, chunks, dhx_view_id(g, "grads[whole,no_decay]"),
+                          "sum of squares of whole gradients");
+  }
   dhx_lop *gn = dhx_lop_push(step, DHX_L_GRAD_NORM, 0, "global norm and clip scale");
   gn->args[0] = dhx_buf(partials, 0);
   gn->args[1] = dhx_i64(chunks);
@@ -129,6 +156,6 @@ void dhx_create_norm_scratch(dhx_graph *g) {
     if (g->tensors[i].kind == DHX_T_PARAM) count += dhx_tensor_elems(&g->tensors[i]);
   // Padding between tensors is counted too; bound it generously (64 bytes per tensor).
   int64_t ntensors = g->ntensors;
-  int64_t chunks = (count + ntensors * 16 + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK + 1;
+  int64_t chunks = (count + ntensors * 16 + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK + 3;  // 3 windows
   dhx_tensor_new(g, "grad_norm.partials", DHX_T_SCRATCH, DHX_F32, 1, &chunks);
 }

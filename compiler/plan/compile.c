@@ -23,8 +23,8 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->tp != 1) {
-    snprintf(buf, n, "tensor parallelism (tp: %d)", cfg->tp);
+  } else if (cfg->sp) {
+    snprintf(buf, n, "sequence parallelism (sp: on)");
   } else if (cfg->pp != 1) {
     snprintf(buf, n, "pipeline parallelism (pp: %d)", cfg->pp);
   } else if (cfg->zero != 0) {
@@ -134,17 +134,26 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);
 }
 
-static void copy_rank(const dhx_plan_rank *src, dhx_plan_rank *dst) {
+// A copy of a rank section for another rank with the same program: the same instructions on
+// that rank's communicators (src_comm[role] becomes dst_comm[role]).
+static void copy_rank(const dhx_plan_rank *src, const int *src_comm, const int *dst_comm,
+                      dhx_plan_rank *dst) {
   *dst = *src;
   dst->buffers = malloc(sizeof(dhx_plan_buffer) * (src->nbuffers ? src->nbuffers : 1));
   if (!dst->buffers) abort();
   memcpy(dst->buffers, src->buffers, sizeof(dhx_plan_buffer) * src->nbuffers);
   for (int p = 0; p < DHX_PROG_COUNT; p++) {
     size_t n = src->programs[p].ninstrs ? src->programs[p].ninstrs : 1;
-    dst->programs[p].instrs = malloc(sizeof(dhx_plan_instr) * n);
-    if (!dst->programs[p].instrs) abort();
-    memcpy(dst->programs[p].instrs, src->programs[p].instrs,
-           sizeof(dhx_plan_instr) * src->programs[p].ninstrs);
+    dhx_plan_instr *in = malloc(sizeof(dhx_plan_instr) * n);
+    if (!in) abort();
+    memcpy(in, src->programs[p].instrs, sizeof(dhx_plan_instr) * src->programs[p].ninstrs);
+    for (uint32_t i = 0; i < src->programs[p].ninstrs; i++)
+      for (int role = 0; role < DHX_COMM_ROLES; role++)
+        if (dhx_op_on_comm(in[i].op) && in[i].comm == src_comm[role]) {
+          in[i].comm = dst_comm[role];
+          break;
+        }
+    dst->programs[p].instrs = in;
   }
 }
 
@@ -161,18 +170,51 @@ static bool paths_fit(const dhx_config *cfg) {
   return ok;
 }
 
-bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
-  memset(out, 0, sizeof *out);
-  dhx_graph *g = &out->graph;
-  if (!dhx_analyze(prog, cfg, g) || !paths_fit(cfg)) return false;
-  char what[160];
-  const dhx_loc *at;
-  if (dhx_unlowered(cfg, &at, what, sizeof what)) {
-    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data parallelism "
-                 "on cpu clusters ('dhxc check' checks the program without lowering it)", what);
-    return false;
-  }
+// Ranks are numbered with tensor parallelism fastest, then data, then pipeline parallelism:
+// a tensor-parallel group is tp consecutive ranks, so it stays inside a node.
+static int world_rank(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_rank) {
+  return tp_rank + cfg->tp * (dp_rank + cfg->dp * pp_rank);
+}
 
+static int add_comm(dhx_plan *p, int n) {
+  p->comms = realloc(p->comms, sizeof(dhx_plan_comm) * (p->ncomms + 1));
+  if (!p->comms) abort();
+  dhx_plan_comm *c = &p->comms[p->ncomms];
+  c->nranks = (uint32_t)n;
+  c->ranks = malloc(sizeof(int32_t) * (size_t)n);
+  if (!c->ranks) abort();
+  return (int)p->ncomms++;
+}
+
+// The communicators of the layout: one per tensor-parallel group and one per data-parallel
+// group (groups of one rank exchange nothing and are left out). comm_of[rank][role] says
+// which one each rank uses for each role.
+static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_COMM_ROLES]) {
+  for (uint32_t r = 0; r < p->nranks; r++)
+    for (int role = 0; role < DHX_COMM_ROLES; role++) comm_of[r][role] = -1;
+  for (int pp = 0; pp < cfg->pp; pp++) {
+    for (int d = 0; d < cfg->dp && cfg->tp > 1; d++) {
+      int c = add_comm(p, cfg->tp);
+      for (int t = 0; t < cfg->tp; t++) {
+        int r = world_rank(cfg, t, d, pp);
+        p->comms[c].ranks[t] = r;
+        comm_of[r][DHX_COMM_TP] = c;
+      }
+    }
+    for (int t = 0; t < cfg->tp && cfg->dp > 1; t++) {
+      int c = add_comm(p, cfg->dp);
+      for (int d = 0; d < cfg->dp; d++) {
+        int r = world_rank(cfg, t, d, pp);
+        p->comms[c].ranks[d] = r;
+        comm_of[r][DHX_COMM_DP] = c;
+      }
+    }
+  }
+}
+
+// Everything from the whole model's graph to one tensor rank's planned op lists.
+static bool lower_graph(const dhx_config *cfg, int tp_rank, dhx_graph *g, int64_t *arena) {
+  if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
@@ -189,29 +231,75 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
                       .grad_clip = cfg->adamw.grad_clip, .beta1 = cfg->adamw.beta1,
                       .beta2 = cfg->adamw.beta2, .eps = cfg->adamw.eps,
-                      .weight_decay = cfg->adamw.weight_decay, .comm_dp = 0};
+                      .weight_decay = cfg->adamw.weight_decay};
   dhx_lower_optimizer(g, &o);
-  int64_t arena = dhx_plan_memory(g);
+  *arena = dhx_plan_memory(g);
+  return true;
+}
+
+static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_rank *r) {
+  r->dp_rank = (uint32_t)d;
+  r->dp_size = (uint32_t)cfg->dp;
+  r->tp_rank = (uint32_t)t;
+  r->tp_size = (uint32_t)cfg->tp;
+  r->pp_rank = (uint32_t)pp;
+  r->pp_size = (uint32_t)cfg->pp;
+  r->reports_loss = t == 0 && pp == cfg->pp - 1;
+}
+
+bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
+  memset(out, 0, sizeof *out);
+  dhx_graph *g = &out->graph;
+  if (!dhx_analyze(prog, cfg, g) || !paths_fit(cfg)) return false;
+  char what[160];
+  const dhx_loc *at;
+  if (dhx_unlowered(cfg, &at, what, sizeof what)) {
+    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data and tensor "
+                 "parallelism on cpu clusters ('dhxc check' checks the program without lowering "
+                 "it)", what);
+    return false;
+  }
 
   dhx_plan *p = &out->plan;
   p->version = DHX_PLAN_VERSION;
-  fill_train(cfg, g, &p->train);
-  out->cg = dhx_codegen_new();
-  p->nranks = (uint32_t)cfg->dp;
+  p->nranks = (uint32_t)(cfg->dp * cfg->tp * cfg->pp);
   p->ranks = calloc(p->nranks, sizeof(dhx_plan_rank));
-  p->ncomms = 1;
-  p->comms = calloc(1, sizeof(dhx_plan_comm));
-  if (!p->ranks || !p->comms || !out->cg) abort();
-  p->comms[0].nranks = (uint32_t)cfg->dp;
-  p->comms[0].ranks = malloc(sizeof(int32_t) * (size_t)cfg->dp);
-  for (int r = 0; r < cfg->dp; r++) p->comms[0].ranks[r] = r;
-  if (!dhx_emit_rank(g, arena, out->cg, &p->ranks[0])) return false;
-  p->ranks[0].dp_rank = 0;
-  p->ranks[0].dp_size = (uint32_t)cfg->dp;
-  for (int r = 1; r < cfg->dp; r++) {
-    copy_rank(&p->ranks[0], &p->ranks[r]);
-    p->ranks[r].dp_rank = (uint32_t)r;
+  int (*comm_of)[DHX_COMM_ROLES] = malloc(sizeof *comm_of * p->nranks);
+  out->cg = dhx_codegen_new();
+  if (!p->ranks || !comm_of || !out->cg) abort();
+  derive_comms(cfg, p, comm_of);
+
+  // Each tensor rank has its own program; the data-parallel replicas of it differ only in
+  // their communicators and their slice of the batch.
+  double flops = 0;
+  int64_t arena0 = 0;
+  bool ok = true;
+  for (int t = 0; t < cfg->tp && ok; t++) {
+    dhx_graph other, *gt = t == 0 ? g : &other;
+    if (t > 0) {
+      dhx_graph_init(gt);
+      ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
+    }
+    int64_t arena = 0;
+    ok = ok && lower_graph(cfg, t, gt, &arena);
+    int r0 = world_rank(cfg, t, 0, 0);
+    ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
+    if (ok) {
+      set_coords(cfg, t, 0, 0, &p->ranks[r0]);
+      for (int d = 1; d < cfg->dp; d++) {
+        int r = world_rank(cfg, t, d, 0);
+        copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
+        set_coords(cfg, t, d, 0, &p->ranks[r]);
+      }
+      flops += flops_per_token(gt);
+    }
+    if (t == 0) arena0 = arena;
+    if (t > 0) dhx_graph_free(gt);
   }
+  free(comm_of);
+  if (!ok) return false;
+  fill_train(cfg, g, &p->train);
+  p->train.flops_per_token = flops;
   p->nkernels = (uint32_t)dhx_codegen_count(out->cg);
   p->kernels = calloc(p->nkernels ? p->nkernels : 1, sizeof(dhx_plan_kernel));
   for (uint32_t k = 0; k < p->nkernels; k++) dhx_codegen_table_entry(out->cg, (int)k, &p->kernels[k]);
@@ -222,7 +310,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   if (!dhx_plan_verify_memory(p, overlap, sizeof overlap))
     DHX_ICE("the memory plan is unsafe: %s", overlap);
   dhx_rank_memory m;  // the ranks of a cpu cluster allocate their arenas in host memory
-  dhx_rank_memory_of(g, arena, (int)p->nranks, &m);
+  dhx_rank_memory_of(g, arena0, (int)p->nranks, &m);
   dhx_warn_host_memory(&m, cfg);
   return true;
 }

@@ -14,7 +14,10 @@ int dhx_view_id(const dhx_graph *g, const char *name);
 int64_t dhx_plan_persistent(dhx_graph *g);
 
 // emit.c: one rank's section of the plan from its planned graph.
-bool dhx_emit_rank(const dhx_graph *g, int64_t arena, dhx_codegen *cg, dhx_plan_rank *r);
+// comm_of maps each communicator role (DHX_COMM_TP, ...) to this rank's plan communicator (-1:
+// none; lowering emits nothing on it).
+bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM_ROLES],
+                   dhx_codegen *cg, dhx_plan_rank *r);
 
 typedef struct dhx_compiled {
   dhx_plan plan;

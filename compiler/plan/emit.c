@@ -43,6 +43,11 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     b->offset = t->offset;
     b->nbytes = dhx_tensor_elems(t) * 4;
     b->grad = b->opt_m = b->opt_v = -1;
+    b->split_dim = t->split_dim;
+    b->split_groups = (uint32_t)t->split_groups;
+    b->split_parts = (uint32_t)t->split_parts;
+    b->split_index = (uint32_t)t->split_index;
+    memcpy(b->global_shape, t->split_dim >= 0 ? t->global_shape : t->shape, sizeof b->shape);
     if (t->kind == DHX_T_PARAM) {
       b->init = t->init;
       b->init_std = t->init_std;
@@ -81,6 +86,7 @@ static uint32_t op_of(dhx_lop_kind k) {
     case DHX_L_EW: return DHX_OP_KERNEL;
     case DHX_L_ZERO: return DHX_OP_ZERO;
     case DHX_L_ALLREDUCE: return DHX_OP_ALLREDUCE;
+    case DHX_L_ALL_GATHER: return DHX_OP_ALL_GATHER;
     case DHX_L_GRAD_NORM: return DHX_OP_GRAD_NORM;
     case DHX_L_RECORD: return DHX_OP_RECORD;
     case DHX_L_WAIT: return DHX_OP_WAIT;
@@ -88,8 +94,8 @@ static uint32_t op_of(dhx_lop_kind k) {
   return 0;
 }
 
-static bool emit_program(const dhx_oplist *l, const int *buf_id, dhx_codegen *cg,
-                         dhx_plan_program *p) {
+static bool emit_program(const dhx_oplist *l, const int *buf_id, const int *comm_of,
+                         dhx_codegen *cg, dhx_plan_program *p) {
   p->nstreams = l->nstreams ? (uint32_t)l->nstreams : 1;
   p->nevents = (uint32_t)l->nevents;
   p->instrs = calloc((size_t)(l->n ? l->n : 1), sizeof(dhx_plan_instr));
@@ -102,9 +108,15 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, dhx_codegen *cg
     in->op = op_of(op->kind);
     in->stream = (uint32_t)op->stream;
     in->kernel = -1;
-    in->comm = op->comm;
+    in->comm = -1;
     in->event = op->event;
-    if (dhx_op_on_comm(in->op)) in->dtype = DHX_F32;  // lowering emits f32 collectives only
+    if (dhx_op_on_comm(in->op)) {
+      if (op->comm < 0 || op->comm >= DHX_COMM_ROLES || comm_of[op->comm] < 0)
+        DHX_ICE("'%s' exchanges over communicator role %d, which this rank has no group for",
+                op->note, op->comm);
+      in->comm = comm_of[op->comm];
+      in->dtype = DHX_F32;  // lowering emits f32 collectives only
+    }
     in->n = op->n;
     in->gemm = op->gemm;
     in->nargs = (uint32_t)op->nargs;
@@ -119,12 +131,13 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, dhx_codegen *cg
   return true;
 }
 
-bool dhx_emit_rank(const dhx_graph *g, int64_t arena, dhx_codegen *cg, dhx_plan_rank *r) {
+bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM_ROLES],
+                   dhx_codegen *cg, dhx_plan_rank *r) {
   int *buf_id = emit_buffers(g, r);
   r->arena_bytes = arena;
   bool ok = true;
   for (int p = 0; p < DHX_PROG_COUNT && ok; p++)
-    ok = emit_program(&g->prog[p], buf_id, cg, &r->programs[p]);
+    ok = emit_program(&g->prog[p], buf_id, comm_of, cg, &r->programs[p]);
   free(buf_id);
   return ok;
 }

@@ -4,6 +4,7 @@
 // (a row re-read from L1/L2 within a kernel counts once).
 //
 //   codegen_kernel_bench [rows] [threads]      default rows = 4096 (B*T = 4 x 1024)
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,7 +123,9 @@ int main(int argc, char **argv) {
                              DHX_K_SOFTMAX_CAUSAL_BWD, DHX_K_ADAMW,
                              DHX_K_XENT_FWD,           DHX_K_XENT_BWD,
                              DHX_K_COLSUM,             DHX_K_EMBED_FWD,
-                             DHX_K_EMBED_BWD,          DHX_K_SUMSQ};
+                             DHX_K_EMBED_BWD,          DHX_K_SUMSQ,
+                             DHX_K_EMBED_VP_FWD,       DHX_K_EMBED_VP_BWD,
+                             DHX_K_XENT_VP_STATS,      DHX_K_XENT_VP_BWD};
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
     dhx_kernel_spec s = cgt_spec(kinds[i], DHX_KT_F32);
     cgt_add(&t, &s);
@@ -166,6 +169,11 @@ int main(int argc, char **argv) {
   report("embed_fwd", shape, FN(DHX_K_EMBED_FWD), ef, rows, 2.0 * n * 4);
   dhx_slot eb[] = {P(wte), P(tok), P(dout), I(rows), I(C)};
   report("embed_bwd", shape, FN(DHX_K_EMBED_BWD), eb, C, 3.0 * n * 4);
+  // The vocabulary-parallel pair, with the whole table as one shard.
+  dhx_slot vf[] = {P(out), P(tok), P(wte), I(C), I(0), I(V)};
+  report("embed_vp_fwd", shape, FN(DHX_K_EMBED_VP_FWD), vf, rows, 2.0 * n * 4);
+  dhx_slot vb[] = {P(wte), P(tok), P(dout), I(rows), I(C), I(0), I(V)};
+  report("embed_vp_bwd", shape, FN(DHX_K_EMBED_VP_BWD), vb, C, 3.0 * n * 4);
   float *wpe = fbuf(T * C, -1, 1);
   dhx_slot pa[] = {P(out), P(x), P(wpe)};
   report("ew out = x + wpe[i%TC]", shape, cgt_fn(&t, &pos), pa, n, 2.0 * n * 4);
@@ -208,7 +216,14 @@ int main(int argc, char **argv) {
   float *dl = fbuf(n, 0, 0);
   dhx_slot xb[] = {P(dl), P(lg), P(tg), I(V), F(1.0 / 4096)};
   report("xent_bwd", shape, FN(DHX_K_XENT_BWD), xb, xent_rows, 2.0 * n * 4);
-  free(lg), free(loss), free(tg), free(dl);
+  // The vocabulary-parallel statistics and gradient, with the whole row as one shard.
+  float *st = fbuf(3 * xent_rows, 0, 0), *lse = fbuf(xent_rows, 0, 0);
+  dhx_slot xs[] = {P(st), P(lg), P(tg), I(V), I(0), I(3), I(xent_rows)};
+  report("xent_vp_stats", shape, FN(DHX_K_XENT_VP_STATS), xs, xent_rows, 1.0 * n * 4);
+  for (int64_t i = 0; i < xent_rows; i++) lse[i] = st[i] + logf(st[xent_rows + i]);
+  dhx_slot xv[] = {P(dl), P(lg), P(lse), P(tg), I(V), I(0), F(1.0 / 4096)};
+  report("xent_vp_bwd", shape, FN(DHX_K_XENT_VP_BWD), xv, xent_rows, 2.0 * n * 4);
+  free(lg), free(loss), free(tg), free(dl), free(st), free(lse);
 
   // ---- optimizer ----
   n = 16 << 20;

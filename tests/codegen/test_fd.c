@@ -6,8 +6,9 @@
 // max |grad - fd| / max |fd| < 1e-6 per input tensor. Covered: embedding (table), layernorm
 // (x, gamma, beta through the dx and dparams kernels), causal softmax, cross-entropy, GELU
 // (the GELU_GRAD node against the GELU node), and a broadcast add (its table gradient is the
-// column sum), RMSNorm (x, gamma), rotary embedding (its inverse rotation) and SiLU. AdamW
-// is an update rule, not a differentiable op, so it is not here.
+// column sum), RMSNorm (x, gamma), rotary embedding (its inverse rotation), SiLU, and the
+// vocabulary-parallel embedding and cross-entropy (shards of the vocabulary, the forward summed
+// or combined over them). AdamW is an update rule, not a differentiable op, so it is not here.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,93 @@ static void test_xent(void) {
   free(x.tg), free(x.logits), free(x.loss), free(dl);
 }
 
+// ---- vocabulary-parallel embedding: the output is the sum of P shards' EMBED_VP_FWD ----
+typedef struct embvp {
+  int rows, C, Vl, P;
+  int32_t *tok;
+  double *table, *out, *part, *w;
+} embvp;
+
+static double embvp_obj(void *p) {
+  embvp *e = p;
+  int64_t rc = (int64_t)e->rows * e->C;
+  for (int64_t i = 0; i < rc; i++) e->out[i] = 0;
+  for (int s = 0; s < e->P; s++) {
+    dhx_slot a[] = {{.p = e->part}, {.p = e->tok}, {.p = e->table + (int64_t)s * e->Vl * e->C},
+                    {.i = e->C}, {.i = (int64_t)s * e->Vl}, {.i = e->Vl}};
+    kfn(DHX_K_EMBED_VP_FWD)(a, 0, e->rows);
+    for (int64_t i = 0; i < rc; i++) e->out[i] += e->part[i];
+  }
+  return wsum(e->w, e->out, rc);
+}
+
+static void test_embedding_vp(void) {
+  embvp e = {.rows = 7, .C = 6, .Vl = 3, .P = 2};
+  int V = e.Vl * e.P;
+  e.tok = malloc(sizeof(int32_t) * 7);
+  for (int r = 0; r < e.rows; r++) e.tok[r] = rng_int(V);
+  e.tok[0] = 1, e.tok[1] = 4, e.tok[3] = e.tok[1];  // both shards, a repeated token
+  e.tok[5] = -1, e.tok[6] = V;                      // in no shard
+  e.table = vec(V * e.C, -1, 1);
+  e.out = vec(e.rows * e.C, 0, 0);
+  e.part = vec(e.rows * e.C, 0, 0);
+  e.w = vec(e.rows * e.C, -1, 1);
+  double *dtable = calloc((size_t)(V * e.C), sizeof(double));
+  for (int s = 0; s < e.P; s++) {
+    dhx_slot a[] = {{.p = dtable + (int64_t)s * e.Vl * e.C}, {.p = e.tok}, {.p = e.w},
+                    {.i = e.rows}, {.i = e.C}, {.i = (int64_t)s * e.Vl}, {.i = e.Vl}};
+    kfn(DHX_K_EMBED_VP_BWD)(a, 0, e.C);
+  }
+  check("vocab-parallel embedding: dtable", e.table, V * e.C, dtable, embvp_obj, &e);
+  free(e.tok), free(e.table), free(e.out), free(e.part), free(e.w), free(dtable);
+}
+
+// ---- vocabulary-parallel cross-entropy: STATS per shard, COMBINE; XENT_VP_BWD per shard ----
+typedef struct xevp {
+  int rows, Vl, P, K;
+  double scale;
+  int32_t *tg;
+  double *lg, *parts, *loss, *lse;  // lg: P shards of [rows, Vl]
+} xevp;
+
+static double xevp_obj(void *p) {
+  xevp *x = p;
+  for (int s = 0; s < x->P; s++) {
+    dhx_slot a[] = {{.p = x->parts + (int64_t)s * x->K * x->rows},
+                    {.p = x->lg + (int64_t)s * x->rows * x->Vl}, {.p = x->tg}, {.i = x->Vl},
+                    {.i = (int64_t)s * x->Vl}, {.i = x->K}, {.i = x->rows}};
+    kfn(DHX_K_XENT_VP_STATS)(a, 0, x->rows);
+  }
+  dhx_slot c[] = {{.p = x->loss}, {.p = x->lse}, {.p = x->parts}, {.p = x->tg},
+                  {.i = (int64_t)x->P * x->K}, {.i = x->rows}, {.i = x->K},
+                  {.i = (int64_t)x->P * x->Vl}};
+  kfn(DHX_K_XENT_VP_COMBINE)(c, 0, x->rows);
+  double s = 0;
+  for (int r = 0; r < x->rows; r++) s += x->scale * x->loss[r];
+  return s;
+}
+
+static void test_xent_vp(void) {
+  xevp x = {.rows = 5, .Vl = 4, .P = 3, .K = 4, .scale = 0.2};
+  int64_t n = (int64_t)x.P * x.rows * x.Vl;
+  x.tg = malloc(sizeof(int32_t) * 5);
+  for (int r = 0; r < x.rows; r++) x.tg[r] = (r % x.P) * x.Vl + rng_int(x.Vl);
+  x.lg = vec(n, -3, 3);
+  x.parts = vec((int64_t)x.P * x.K * x.rows, 0, 0);
+  x.loss = vec(x.rows, 0, 0);
+  x.lse = vec(x.rows, 0, 0);
+  xevp_obj(&x);  // lse of the unperturbed logits, as the backward reads it
+  double *dl = vec(n, 0, 0);
+  for (int s = 0; s < x.P; s++) {
+    int64_t off = (int64_t)s * x.rows * x.Vl;
+    dhx_slot a[] = {{.p = dl + off}, {.p = x.lg + off}, {.p = x.lse}, {.p = x.tg}, {.i = x.Vl},
+                    {.i = (int64_t)s * x.Vl}, {.f = x.scale}};
+    kfn(DHX_K_XENT_VP_BWD)(a, 0, x.rows);
+  }
+  check("vocab-parallel cross-entropy: dlogits", x.lg, n, dl, xevp_obj, &x);
+  free(x.tg), free(x.lg), free(x.parts), free(x.loss), free(x.lse), free(dl);
+}
+
 // ---- GELU (fused elementwise) ----
 typedef struct ge {
   int64_t n;
@@ -345,6 +433,8 @@ int main(void) {
   test_layernorm();
   test_softmax();
   test_xent();
+  test_embedding_vp();
+  test_xent_vp();
   test_gelu();
   test_broadcast();
   test_rmsnorm();

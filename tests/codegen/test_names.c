@@ -75,6 +75,11 @@ int main(void) {
         {DHX_K_ADAMW, "adamw", "ppppffffffff"},
         {DHX_K_SUMSQ, "sumsq", "ppii"},
         {DHX_K_COLSUM, "colsum", "ppiii"},
+        {DHX_K_EMBED_VP_FWD, "embed_vp_fwd", "pppiii"},
+        {DHX_K_EMBED_VP_BWD, "embed_vp_bwd", "pppiiii"},
+        {DHX_K_XENT_VP_STATS, "xent_vp_stats", "pppiiii"},
+        {DHX_K_XENT_VP_COMBINE, "xent_vp_combine", "ppppiiii"},
+        {DHX_K_XENT_VP_BWD, "xent_vp_bwd", "ppppiif"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
       char name[64];

@@ -9,7 +9,9 @@
 // contract, and determinism whatever the thread count). The result is then compared with the
 // reference: |got - ref| <= rtol (|ref| + max|ref|), rtol 1e-5 for f32 and 1e-12 for f64.
 // In-place cases (softmax over its scores, the loss gradient over the logits, an elementwise
-// output over its input) run with the aliasing the catalogue allows.
+// output over its input) run with the aliasing the catalogue allows. The vocabulary-parallel
+// kernels also run over P shards of a vocabulary and are compared with the whole-vocabulary
+// kernels on the same data.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,6 +375,259 @@ static void test_xent(int rows, int V) {
   bfree(&logits), bfree(&loss);
 }
 
+// ---- vocabulary-parallel embedding and cross-entropy ----
+// A vocabulary of V = P·Vl ids split into P shards (shard s holds ids [s·Vl, (s+1)·Vl)): each
+// kernel against the double reference, and the shards together against the whole-vocabulary
+// kernels (EMBED_FWD/BWD, XENT_FWD/BWD). Ids outside the vocabulary and shards with extreme lo
+// (where id - lo overflows i64) must contribute nothing.
+
+static bool in_shard(int64_t id, int64_t lo, int64_t n, int64_t *row) {
+  int64_t d;
+  if (id < lo || __builtin_sub_overflow(id, lo, &d) || d >= n) return false;
+  *row = d;
+  return true;
+}
+// A pointer to element `off` of b's kernel copy.
+static dhx_slot PO(const buf *b, int64_t off) { return (dhx_slot){.p = (char *)b->d + off * ES}; }
+
+static const int64_t FAR_LO[] = {-2, INT64_MIN, INT64_MIN + 1, INT64_MAX - 1, INT64_MAX};
+
+static void test_embed_vp(int rows, int C, int Vl, int P_) {
+  int V = Vl * P_, nfar = (int)(sizeof FAR_LO / sizeof FAR_LO[0]);
+  CHECK(rows >= P_ + 4, "test_embed_vp: rows %d < P + 4", rows);
+  int32_t *tok = tokens(rows, V);
+  for (int s = 0; s < P_; s++) tok[s] = s * Vl + rng_int(Vl);  // a token in every shard
+  tok[P_] = tok[0];                                            // a repeated token
+  tok[rows - 1] = -1, tok[rows - 2] = V, tok[rows - 3] = INT32_MIN;  // in no shard
+  int64_t rc = (int64_t)rows * C;
+  buf table = bnew((int64_t)V * C), outs = bnew((P_ + nfar) * rc);
+  brand(&table, -1, 1);
+  brand(&outs, 50, 60);  // overwritten, with zeros where the token is not in the shard
+  double *ref = malloc(sizeof(double) * (size_t)((P_ + nfar) * rc));
+  dhx_kernel_fn fwd = fn_of(DHX_K_EMBED_VP_FWD);
+  for (int s = 0; s < P_ + nfar; s++) {  // the P shards, then far shards over table rows 0..Vl-1
+    int64_t lo = s < P_ ? (int64_t)s * Vl : FAR_LO[s - P_], toff = s < P_ ? lo * C : 0, row;
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < C; c++)
+        ref[s * rc + r * C + c] = in_shard(tok[r], lo, Vl, &row) ? table.r[toff + row * C + c] : 0;
+    dhx_slot a[] = {PO(&outs, s * rc), {.p = tok}, PO(&table, toff), I(C), I(lo), I(Vl)};
+    run("embed_vp_fwd", fwd, a, rows, (buf *[]){&outs, &table}, 2);
+  }
+  char what[96];
+  snprintf(what, sizeof what, "embed_vp_fwd rows=%d C=%d Vl=%d P=%d", rows, C, Vl, P_);
+  expect_close(what, &outs, ref, (P_ + nfar) * rc);
+  for (int64_t i = P_ * rc; i < (P_ + nfar) * rc; i++)
+    if (ref[i] == 0) CHECK(dget(&outs, i) == 0, "embed_vp_fwd: element %lld not zero", (long long)i);
+
+  // The shards summed: EMBED_FWD's rows for ids in the vocabulary (exactly), zeros elsewhere.
+  int32_t *tv = malloc(sizeof(int32_t) * (size_t)rows);
+  for (int r = 0; r < rows; r++) tv[r] = tok[r] >= 0 && tok[r] < V ? tok[r] : 0;
+  buf full = bnew(rc);
+  dhx_slot f[] = {P(full), {.p = tv}, P(table), I(C)};
+  fn_of(DHX_K_EMBED_FWD)(f, 0, rows);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < C; c++) {
+      double sum = 0, want = tok[r] == tv[r] ? dget(&full, r * C + c) : 0;
+      for (int s = 0; s < P_; s++) sum += dget(&outs, s * rc + r * C + c);
+      CHECK(sum == want, "embed_vp_fwd: shards sum to %.17g at [%d,%d], embed_fwd %.17g", sum, r,
+            c, want);
+    }
+  printf("  ok %-44s P=%d\n", "embed_vp_fwd shards sum to embed_fwd", P_);
+
+  // Backward: each shard's slice of one dtable, then the far shards over rows 0..Vl-1 (only
+  // lo = -2 holds ids there: tokens -1 and -2 would land in rows 1 and 0).
+  int64_t vc = (int64_t)V * C;
+  buf dtable = bnew(vc), dout = bnew(rc), dt0 = bnew(vc);
+  brand(&dtable, -1, 1);
+  brand(&dout, -1, 1);
+  bcopy_dev(&dt0, &dtable);
+  double *rt = malloc(sizeof(double) * (size_t)vc);
+  memcpy(rt, dtable.r, sizeof(double) * (size_t)vc);
+  dhx_kernel_fn bwd = fn_of(DHX_K_EMBED_VP_BWD);
+  for (int s = 0; s < P_; s++) {
+    int64_t lo = (int64_t)s * Vl, row;
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < C; c++)
+        if (in_shard(tok[r], lo, Vl, &row)) rt[lo * C + row * C + c] += dout.r[r * C + c];
+    dhx_slot b[] = {PO(&dtable, lo * C), {.p = tok}, P(dout), I(rows), I(C), I(lo), I(Vl)};
+    run("embed_vp_bwd", bwd, b, C, (buf *[]){&dtable, &dout}, 2);
+  }
+  snprintf(what, sizeof what, "embed_vp_bwd rows=%d C=%d Vl=%d P=%d", rows, C, Vl, P_);
+  expect_close(what, &dtable, rt, vc);
+  // EMBED_BWD over the rows whose ids are in the vocabulary, in the same order: bitwise equal.
+  int32_t *tc = malloc(sizeof(int32_t) * (size_t)rows);
+  buf dc = bnew(rc);
+  int nv = 0;
+  for (int r = 0; r < rows; r++) {
+    if (tok[r] < 0 || tok[r] >= V) continue;
+    for (int c = 0; c < C; c++) bset(&dc, (int64_t)nv * C + c, dout.r[r * C + c]);
+    tc[nv++] = tok[r];
+  }
+  dhx_slot e[] = {P(dt0), {.p = tc}, P(dc), I(nv), I(C)};
+  fn_of(DHX_K_EMBED_BWD)(e, 0, C);
+  CHECK(memcmp(dt0.d, dtable.d, (size_t)vc * ES) == 0, "embed_vp_bwd over %d shards differs "
+        "from embed_bwd", P_);
+  printf("  ok %-44s P=%d\n", "embed_vp_bwd shards equal embed_bwd", P_);
+  for (int f2 = 0; f2 < nfar; f2++) {
+    int64_t lo = FAR_LO[f2], row;
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < C; c++)
+        if (in_shard(tok[r], lo, Vl, &row)) rt[row * C + c] += dout.r[r * C + c];
+    dhx_slot b[] = {P(dtable), {.p = tok}, P(dout), I(rows), I(C), I(lo), I(Vl)};
+    run("embed_vp_bwd", bwd, b, C, (buf *[]){&dtable, &dout}, 2);
+  }
+  snprintf(what, sizeof what, "embed_vp_bwd far lo, rows=%d C=%d", rows, C);
+  expect_close(what, &dtable, rt, vc);
+  free(ref), free(tv), free(rt), free(tc);
+  bfree(&table), bfree(&outs), bfree(&full), bfree(&dtable), bfree(&dout), bfree(&dt0);
+  bfree(&dc);
+  free(tok);
+}
+
+// Same values (NaN where want is NaN), |got - want| <= rtol |want| element by element.
+static void expect_rel(const char *what, const buf *got, const buf *want, int64_t n) {
+  double worst = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double g = dget(got, i), w = dget(want, i);
+    if (isnan(w)) {
+      CHECK(isnan(g), "%s[%lld] = %.17g, want NaN", what, (long long)i, g);
+      continue;
+    }
+    double rel = fabs(g - w) / fabs(w);
+    CHECK(rel <= RTOL, "%s[%lld] = %.17g, want %.17g (relative error %.3g)", what, (long long)i,
+          g, w, rel);
+    if (rel > worst) worst = rel;
+  }
+  printf("  ok %-44s n=%-5lld worst relative err = %.2e\n", what, (long long)n, worst);
+  nchecks++;
+}
+
+static void test_xent_vp(int rows, int Vl, int P_, int K) {
+  int V = Vl * P_;
+  CHECK(rows >= P_ + 3 && K >= 3, "test_xent_vp: rows %d, P %d, K %d", rows, P_, K);
+  int32_t *tg = tokens(rows, V);
+  for (int r = 0; r < rows; r++) tg[r] = (r % P_) * Vl + rng_int(Vl);  // targets in every shard
+  tg[rows - 1] = -1, tg[rows - 2] = V, tg[rows - 3] = INT32_MAX;         // and in none
+  int64_t n = (int64_t)rows * V, sh = (int64_t)rows * Vl, kr = (int64_t)K * rows;
+  buf logits = bnew(n), lgs = bnew(n), parts = bnew(P_ * kr);
+  brand(&logits, -4, 4);
+  for (int s = 0; s < P_; s++)  // shard s: the columns [s·Vl, (s+1)·Vl) of every row
+    for (int r = 0; r < rows; r++)
+      for (int j = 0; j < Vl; j++) bset(&lgs, s * sh + r * Vl + j, logits.r[r * V + s * Vl + j]);
+  brand(&parts, 100, 200);  // planes 3..K-1 must keep these
+  buf parts0 = bnew(P_ * kr);
+  bcopy_dev(&parts0, &parts);
+  for (int s = 0; s < P_; s++) {
+    dhx_slot a[] = {PO(&parts, s * kr), PO(&lgs, s * sh), {.p = tg}, I(Vl), I((int64_t)s * Vl),
+                    I(K), I(rows)};
+    run("xent_vp_stats", fn_of(DHX_K_XENT_VP_STATS), a, rows, (buf *[]){&parts, &lgs}, 2);
+  }
+  // m and the target logit are exact; the sums against the reference.
+  buf sums = bnew(P_ * rows);
+  double *rs = malloc(sizeof(double) * (size_t)(P_ * rows));
+  for (int s = 0; s < P_; s++)
+    for (int r = 0; r < rows; r++) {
+      const double *x = lgs.r + s * sh + r * Vl;
+      double m = -INFINITY, sum = 0, t = 0;
+      for (int j = 0; j < Vl; j++) m = fmax(m, x[j]);
+      for (int j = 0; j < Vl; j++) sum += exp(x[j] - m);
+      int64_t row;
+      if (in_shard(tg[r], (int64_t)s * Vl, Vl, &row)) t = x[row];
+      const int64_t at = s * kr + r;
+      CHECK(dget(&parts, at) == m, "xent_vp_stats: max of shard %d row %d", s, r);
+      CHECK(dget(&parts, at + 2 * rows) == t, "xent_vp_stats: target logit of shard %d row %d", s,
+            r);
+      for (int c = 3; c < K; c++)
+        CHECK(dget(&parts, at + c * rows) == dget(&parts0, at + c * rows),
+              "xent_vp_stats wrote plane %d of shard %d", c, s);
+      bset(&sums, s * rows + r, dget(&parts, at + rows));
+      rs[s * rows + r] = sum;
+    }
+  char what[96];
+  snprintf(what, sizeof what, "xent_vp_stats sums rows=%d Vl=%d P=%d K=%d", rows, Vl, P_, K);
+  expect_close(what, &sums, rs, P_ * rows);
+
+  // Combine: against the reference, and the key property, against XENT_FWD on whole rows.
+  buf loss = bnew(rows), lse = bnew(rows), lossf = bnew(rows);
+  brand(&loss, 5, 6);
+  brand(&lse, 5, 6);
+  double *rl = malloc(sizeof(double) * rows), *rlse = malloc(sizeof(double) * rows);
+  for (int r = 0; r < rows; r++) {
+    double m = -INFINITY, sum = 0;
+    for (int j = 0; j < V; j++) m = fmax(m, logits.r[r * V + j]);
+    for (int j = 0; j < V; j++) sum += exp(logits.r[r * V + j] - m);
+    rlse[r] = m + log(sum);
+    rl[r] = tg[r] >= 0 && tg[r] < V ? rlse[r] - logits.r[r * V + tg[r]] : NAN;
+  }
+  dhx_slot c[] = {P(loss), P(lse), P(parts), {.p = tg}, I(P_ * K), I(rows), I(K), I(V)};
+  run("xent_vp_combine", fn_of(DHX_K_XENT_VP_COMBINE), c, rows, (buf *[]){&loss, &lse}, 2);
+  snprintf(what, sizeof what, "xent_vp_combine lse rows=%d V=%d P=%d", rows, V, P_);
+  expect_close(what, &lse, rlse, rows);
+  snprintf(what, sizeof what, "xent_vp_combine loss rows=%d V=%d P=%d", rows, V, P_);
+  expect_close(what, &loss, rl, rows);
+  dhx_slot f[] = {P(lossf), P(logits), {.p = tg}, I(V)};
+  fn_of(DHX_K_XENT_FWD)(f, 0, rows);
+  snprintf(what, sizeof what, "xent_vp loss = xent_fwd loss, P=%d K=%d", P_, K);
+  expect_rel(what, &loss, &lossf, rows);
+
+  // Backward per shard with that lse, out of place and in place over the shard's logits.
+  const double scale = 1.0 / rows;
+  double *rd = malloc(sizeof(double) * (size_t)n), *rx = malloc(sizeof(double) * (size_t)n);
+  buf dfull = bnew(n), got = bnew(n);
+  dhx_slot b[] = {P(dfull), P(logits), {.p = tg}, I(V), F(scale)};
+  fn_of(DHX_K_XENT_BWD)(b, 0, rows);
+  for (int64_t i = 0; i < n; i++) rx[i] = dget(&dfull, i);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < V; j++)
+      rd[r * V + j] = scale * (exp(logits.r[r * V + j] - dget(&lse, r)) - (j == tg[r]));
+  for (int inplace = 0; inplace <= 1; inplace++) {
+    buf lg = bnew(n), dl = bnew(n);
+    bcopy_dev(&lg, &lgs);
+    brand(&dl, 7, 8);
+    buf *out = inplace ? &lg : &dl;
+    for (int s = 0; s < P_; s++) {
+      dhx_slot d[] = {PO(out, s * sh), PO(&lg, s * sh), P(lse), {.p = tg}, I(Vl),
+                      I((int64_t)s * Vl), F(scale)};
+      run("xent_vp_bwd", fn_of(DHX_K_XENT_VP_BWD), d, rows, (buf *[]){&lg, &dl}, 2);
+    }
+    for (int s = 0; s < P_; s++)  // concatenated back into whole rows
+      for (int r = 0; r < rows; r++)
+        for (int j = 0; j < Vl; j++)
+          bset(&got, (int64_t)r * V + s * Vl + j, dget(out, s * sh + r * Vl + j));
+    snprintf(what, sizeof what, "xent_vp_bwd rows=%d V=%d P=%d%s", rows, V, P_,
+             inplace ? " in place" : "");
+    expect_close(what, &got, rd, n);
+    snprintf(what, sizeof what, "xent_vp_bwd = xent_bwd, P=%d%s", P_, inplace ? " in place" : "");
+    expect_close(what, &got, rx, n);
+    bfree(&lg), bfree(&dl);
+  }
+
+  // Too few planes: STATS writes nothing, COMBINE writes NaN (also with fewer than K rows of
+  // parts); a shard at an extreme lo holds no target.
+  bcopy_dev(&parts0, &parts);
+  dhx_slot k2[] = {P(parts), P(lgs), {.p = tg}, I(Vl), I(0), I(2), I(rows)};
+  fn_of(DHX_K_XENT_VP_STATS)(k2, 0, rows);
+  CHECK(memcmp(parts0.d, parts.d, (size_t)(P_ * kr) * ES) == 0, "xent_vp_stats with K = 2 wrote");
+  for (int bad = 0; bad < 2; bad++) {
+    dhx_slot k3[] = {P(loss), P(lse), P(parts), {.p = tg}, I(bad ? K - 1 : 2 * P_), I(rows),
+                     I(bad ? K : 2), I(V)};
+    fn_of(DHX_K_XENT_VP_COMBINE)(k3, 0, rows);
+    for (int r = 0; r < rows; r++)
+      CHECK(isnan(dget(&loss, r)) && isnan(dget(&lse, r)), "xent_vp_combine: no NaN (%d)", bad);
+  }
+  for (int f2 = 1; f2 < (int)(sizeof FAR_LO / sizeof FAR_LO[0]); f2++) {
+    dhx_slot k4[] = {P(parts), P(lgs), {.p = tg}, I(Vl), I(FAR_LO[f2]), I(K), I(rows)};
+    fn_of(DHX_K_XENT_VP_STATS)(k4, 0, rows);
+    for (int r = 0; r < rows; r++)
+      CHECK(dget(&parts, 2 * rows + r) == 0, "xent_vp_stats: lo %lld holds target %d",
+            (long long)FAR_LO[f2], tg[r]);
+  }
+  printf("  ok %-44s\n", "xent_vp K < 3, PK < K, extreme lo");
+  free(rs), free(rl), free(rlse), free(rd), free(rx), free(tg);
+  bfree(&logits), bfree(&lgs), bfree(&parts), bfree(&parts0), bfree(&sums), bfree(&loss);
+  bfree(&lse), bfree(&lossf), bfree(&dfull), bfree(&got);
+}
+
 static void test_adamw(int64_t n) {
   buf p = bnew(n), g = bnew(n), m = bnew(n), v = bnew(n);
   brand(&p, -1, 1);
@@ -734,6 +989,11 @@ int main(int argc, char **argv) {
   test_softmax(1, 1);
   test_xent(7, 37);
   test_xent(3, 101);
+  test_embed_vp(9, 37, 5, 2);
+  test_embed_vp(11, 70, 3, 4);
+  test_xent_vp(7, 37, 2, 3);
+  test_xent_vp(9, 26, 4, 4);
+  test_xent_vp(6, 101, 2, 5);
   test_adamw(7 * 37 + 3);
   test_sumsq(1000, 64);
   test_sumsq(37, 1000);

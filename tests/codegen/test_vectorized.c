@@ -36,6 +36,8 @@ int main(int argc, char **argv) {
       {cgt_spec(DHX_K_ADAMW, f), false},           {cgt_spec(DHX_K_SUMSQ, f), false},
       {spec_bias_gelu(f, 768), true},              {spec_gelu_grad(f, true), true},
       {spec_pos_add(f, 1024 * 768), false},        {spec_acc_add(f), false},
+      {cgt_spec(DHX_K_EMBED_VP_FWD, f), false},    {cgt_spec(DHX_K_EMBED_VP_BWD, f), false},
+      {cgt_spec(DHX_K_XENT_VP_STATS, f), true},    {cgt_spec(DHX_K_XENT_VP_BWD, f), true},
       {cgt_spec(DHX_K_LAYERNORM_FWD, DHX_KT_F64), false},
       {spec_bias_gelu(DHX_KT_F64, 768), true},
   };

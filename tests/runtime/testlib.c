@@ -28,6 +28,8 @@ dhx_plan *tb_new(uint32_t nranks) {
   for (uint32_t r = 0; r < nranks; r++) {
     p->ranks[r].dp_rank = r;
     p->ranks[r].dp_size = nranks;
+    p->ranks[r].tp_size = p->ranks[r].pp_size = 1;
+    p->ranks[r].reports_loss = 1;
     for (int g = 0; g < DHX_PROG_COUNT; g++) p->ranks[r].programs[g].nstreams = 1;
   }
   dhx_plan_train *t = &p->train;
@@ -67,7 +69,9 @@ int32_t tb_buffer(dhx_plan *p, const char *name, dhx_buf_kind kind, dhx_dtype dt
   b->dtype = dtype;
   b->ndim = (uint32_t)ndim;
   int64_t n = dhx_dtype_size(dtype);
-  for (int d = 0; d < ndim; d++) n *= (b->shape[d] = shape[d]);
+  for (int d = 0; d < ndim; d++) n *= (b->global_shape[d] = b->shape[d] = shape[d]);
+  b->split_dim = -1;  // the whole tensor
+  b->split_groups = b->split_parts = 1;
   b->nbytes = n;
   b->offset = (r->arena_bytes + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
   r->arena_bytes = b->offset + n;

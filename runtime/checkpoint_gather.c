@@ -1,0 +1,161 @@
+// checkpoint_gather.c — a checkpoint of the whole model from ranks that each hold part of it.
+//
+// Checkpoints are always in the global layout (every tensor whole, under its own name), so a
+// run may resume on any other layout. With tensor parallelism a parameter's slices live on
+// the ranks of a tensor-parallel group: one data-parallel replica (dp_rank 0) sends its pieces
+// to rank 0, which places each element by dhx_buffer_global_index and writes the file with
+// dhx_checkpoint_save. Whole tensors, the same on every tensor rank, come from tensor rank 0.
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dhxrt.h"
+#include "safetensors.h"
+
+// Does rank section r send parameter buffer b (with its moments) to the checkpoint?
+static bool contributes(const dhx_plan_rank *r, const dhx_plan_buffer *b) {
+  return r->dp_rank == 0 && b->kind == DHX_BUF_PARAM && (b->split_dim >= 0 || r->tp_rank == 0);
+}
+
+// The state a parameter buffer carries into a checkpoint: itself, then its moments.
+static int pieces_of(const dhx_plan_buffer *b, int32_t ids[3], int32_t self) {
+  int n = 0;
+  ids[n++] = self;
+  if (b->opt_m >= 0) ids[n++] = b->opt_m;
+  if (b->opt_v >= 0) ids[n++] = b->opt_v;
+  return n;
+}
+
+typedef struct whole {
+  dhx_plan *plan;      // one rank holding every tensor whole
+  uint8_t *arena;
+} whole;
+
+static int32_t find_buffer(const dhx_plan_rank *r, const char *name) {
+  for (uint32_t i = 0; i < r->nbuffers; i++)
+    if (strcmp(r->buffers[i].name, name) == 0) return (int32_t)i;
+  return -1;
+}
+
+// A whole-tensor buffer like b (same name, kind, global shape) appended to r.
+static int32_t add_whole(dhx_plan_rank *r, const dhx_plan_buffer *b, int64_t *at) {
+  dhx_plan_buffer *w = &r->buffers[r->nbuffers];
+  *w = *b;
+  memcpy(w->shape, b->global_shape, sizeof w->shape);
+  w->split_dim = -1;
+  w->split_groups = w->split_parts = 1;
+  w->split_index = 0;
+  w->nbytes = 4 * dhx_buffer_global_elems(b);
+  w->offset = *at;
+  w->grad = w->opt_m = w->opt_v = -1;
+  *at += (w->nbytes + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
+  return (int32_t)r->nbuffers++;
+}
+
+// Rank 0: the layout of the whole model, from every contributing buffer of every rank.
+static bool plan_whole(const dhx_plan *plan, whole *w) {
+  uint32_t cap = 0;
+  for (uint32_t h = 0; h < plan->nranks; h++) cap += plan->ranks[h].nbuffers;
+  w->plan = calloc(1, sizeof *w->plan);
+  dhx_plan_rank *r = calloc(1, sizeof *r);
+  if (!w->plan || !r) return false;
+  w->plan->train = plan->train;
+  w->plan->nranks = 1;
+  w->plan->ranks = r;
+  r->buffers = calloc(cap + 1, sizeof *r->buffers);
+  if (!r->buffers) return false;
+  int64_t at = 0;
+  for (uint32_t h = 0; h < plan->nranks; h++) {
+    const dhx_plan_rank *src = &plan->ranks[h];
+    for (uint32_t i = 0; i < src->nbuffers; i++) {
+      const dhx_plan_buffer *b = &src->buffers[i];
+      if (!contributes(src, b) || find_buffer(r, b->name) >= 0) continue;
+      int32_t p = add_whole(r, b, &at);
+      if (b->opt_m >= 0) r->buffers[p].opt_m = add_whole(r, &src->buffers[b->opt_m], &at);
+      if (b->opt_v >= 0) r->buffers[p].opt_v = add_whole(r, &src->buffers[b->opt_v], &at);
+    }
+  }
+  r->arena_bytes = at;
+  w->arena = calloc((size_t)at + 1, 1);
+  return w->arena != NULL;
+}
+
+static void free_whole(whole *w) {
+  if (w->plan) {
+    if (w->plan->ranks) free(w->plan->ranks[0].buffers);
+    free(w->plan->ranks);
+  }
+  free(w->plan);
+  free(w->arena);
+}
+
+// Places the elements of slice b (data in `from`) into its whole tensor in w.
+static void place(whole *w, const dhx_plan_buffer *b, const float *from) {
+  dhx_plan_rank *r = &w->plan->ranks[0];
+  const dhx_plan_buffer *to = &r->buffers[find_buffer(r, b->name)];
+  float *dst = (float *)(w->arena + to->offset);
+  int64_t n = b->nbytes / 4;
+  for (int64_t i = 0; i < n; i++) dst[dhx_buffer_global_index(b, i)] = from[i];
+}
+
+// Rank 0 receives every rank's pieces in the order they send them: rank by rank, buffer by
+// buffer, each parameter then its moments.
+static bool gather_pieces(const dhx_plan *plan, const uint8_t *arena, whole *w, MPI_Comm comm) {
+  int64_t most = 0;
+  for (uint32_t h = 0; h < plan->nranks; h++)
+    for (uint32_t i = 0; i < plan->ranks[h].nbuffers; i++)
+      if (plan->ranks[h].buffers[i].nbytes > most) most = plan->ranks[h].buffers[i].nbytes;
+  float *tmp = malloc((size_t)most + 4);
+  if (!tmp) return false;
+  for (uint32_t h = 0; h < plan->nranks; h++) {
+    const dhx_plan_rank *src = &plan->ranks[h];
+    for (uint32_t i = 0; i < src->nbuffers; i++) {
+      if (!contributes(src, &src->buffers[i])) continue;
+      int32_t ids[3];
+      int n = pieces_of(&src->buffers[i], ids, (int32_t)i);
+      for (int k = 0; k < n; k++) {
+        const dhx_plan_buffer *b = &src->buffers[ids[k]];
+        const float *data = (const float *)(arena + b->offset);
+        if (h != 0) {
+          MPI_Recv(tmp, (int)(b->nbytes / 4), MPI_FLOAT, (int)h, 0, comm, MPI_STATUS_IGNORE);
+          data = tmp;
+        }
+        place(w, b, data);
+      }
+    }
+  }
+  free(tmp);
+  return true;
+}
+
+static void send_pieces(const dhx_plan_rank *r, const uint8_t *arena, MPI_Comm comm) {
+  for (uint32_t i = 0; i < r->nbuffers; i++) {
+    if (!contributes(r, &r->buffers[i])) continue;
+    int32_t ids[3];
+    int n = pieces_of(&r->buffers[i], ids, (int32_t)i);
+    for (int k = 0; k < n; k++) {
+      const dhx_plan_buffer *b = &r->buffers[ids[k]];
+      MPI_Send(arena + b->offset, (int)(b->nbytes / 4), MPI_FLOAT, 0, 0, comm);
+    }
+  }
+}
+
+bool dhx_checkpoint_save_all(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
+                             const char *path, int64_t step, char *err, size_t errlen) {
+  if (plan->train.tp == 1 && plan->train.pp == 1)  // rank 0 holds every tensor whole
+    return rank != 0 || dhx_checkpoint_save(plan, 0, arena, path, step, err, errlen);
+  MPI_Comm comm;
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm);  // keeps these messages apart from any others
+  bool ok = true;
+  if (rank == 0) {
+    whole w = {0};
+    ok = plan_whole(plan, &w) && gather_pieces(plan, arena, &w, comm);
+    if (!ok) dhx_st_fail(path, err, errlen, "out of memory assembling the checkpoint");
+    else ok = dhx_checkpoint_save(w.plan, 0, w.arena, path, step, err, errlen);
+    free_whole(&w);
+  } else {
+    send_pieces(&plan->ranks[rank], arena, comm);
+  }
+  MPI_Comm_free(&comm);
+  return ok;
+}
