@@ -372,8 +372,10 @@ static bool pair_collectives(sim *s, pairing *g) {
     for (b = a + 1; b < g->ncolls && same_channel_k(first, &g->colls[b]); b++) {
       const coll_key *k = &g->colls[b];
       const char *why = difference(ref, instr_at(s, k->rank, k->instr));
-      if (why) return mismatch(s, k->rank, k->instr, first->rank, first->instr,
-                               "in the same place on their channel", why);
+      char how[96];
+      snprintf(how, sizeof how, "as collective #%u on comm %d stream %u", k->k + 1, k->comm,
+               k->stream);
+      if (why) return mismatch(s, k->rank, k->instr, first->rank, first->instr, how, why);
     }
     if (b - a < s->p->comms[first->comm].nranks) {
       if (!g->short_run) g->short_run = first, g->short_len = b - a;
@@ -435,8 +437,7 @@ static void counterpart(const sim *s, uint32_t q, uint32_t op, int32_t comm, uin
     snprintf(buf, n, "rank %u's last %s there is %s", q, kind, d);
   } else if (last_stream >= 0) {
     describe(s, q, (uint32_t)last_stream, d, sizeof d);
-    snprintf(buf, n, "rank %u has none there; its last instruction on stream %u is %s", q, stream,
-             d);
+    snprintf(buf, n, "rank %u has none there; its last instruction on the stream is %s", q, d);
   } else {
     snprintf(buf, n, "rank %u has no instruction on stream %u", q, stream);
   }
