@@ -2,7 +2,9 @@
 //
 // Layout: every instruction of the program on every rank has a global id (rank by rank, in
 // program order). Every stream of every rank is a lane, lane = rank * DHX_MAX_STREAMS + stream,
-// holding the indices of its instructions in order. A rendezvous (a collective, or a SEND with
+// holding its instructions in order as steps: index, op and event, copied out of the plan once,
+// so that the run does not reach into the plan's large instructions (which, at thousands of
+// ranks, would cost a cache miss or two per instruction). A rendezvous (a collective, or a SEND with
 // its RECV) is a group of (lane, instruction) members; which instructions form a group depends
 // only on the plan, so the groups are built up front by sorting the communicating instructions
 // on their matching keys. The run itself moves lanes through a heap ordered by time: a lane
@@ -34,10 +36,17 @@ typedef struct group {
   double at;
 } group;
 
+// What the run needs of one instruction.
+typedef struct step {
+  uint32_t instr;  // index in the rank's program
+  uint32_t op;
+  int32_t event;   // RECORD and WAIT; -1 otherwise
+} step;
+
 typedef struct lane {
-  size_t first;         // its instructions: order[first .. first + n)
+  size_t first;         // its instructions: steps[first .. first + n)
   uint32_t n, pos;      // pos: the next one to start
-  int32_t busy;         // the instruction running now (it ends when the lane leaves the heap), -1
+  bool running;         // steps[pos - 1] runs now (it ends when the lane leaves the heap)
   int32_t next_waiter;  // the next lane parked on the same event, -1
 } lane;
 
@@ -56,7 +65,8 @@ typedef struct sim {
   size_t *base;      // per rank, nranks + 1 entries: global id of its instruction 0
   size_t *ev_base;   // per rank, nranks + 1 entries: index of its event 0
   lane *lanes;
-  uint32_t *order;   // instruction indices, lane by lane
+  step *steps;       // lane by lane
+  size_t ncomm;      // communicating instructions
   int64_t *group_of; // per global id: its rendezvous, -1
   group *groups;
   int64_t ngroups;
@@ -171,7 +181,7 @@ static bool fail(sim *s, const char *fmt, ...) {
 
 static uint32_t head_of(const sim *s, uint32_t l) {
   const lane *L = &s->lanes[l];
-  return L->pos < L->n ? s->order[L->first + L->pos] : UINT32_MAX;
+  return L->pos < L->n ? s->steps[L->first + L->pos].instr : UINT32_MAX;
 }
 
 // Checks what the run relies on (streams, events, communicators in range) and sorts every
@@ -193,6 +203,7 @@ static bool build_lanes(sim *s) {
       if (dhx_op_on_comm(in->op) && (in->comm < 0 || (uint32_t)in->comm >= p->ncomms))
         return fail(s, "rank %u instr %u: communicator %d of %u", r, i, in->comm, p->ncomms);
       s->lanes[r * LANES + in->stream].n++;
+      s->ncomm += dhx_op_on_comm(in->op);
     }
   }
   size_t at = 0;
@@ -201,12 +212,14 @@ static bool build_lanes(sim *s) {
     at += s->lanes[l].n;
     s->lanes[l].n = 0;  // refilled below
   }
-  s->order = xcalloc(at, sizeof(uint32_t));
+  s->steps = xcalloc(at, sizeof(step));
   for (uint32_t r = 0; r < p->nranks; r++) {
     const dhx_plan_program *pr = program_of(s, r);
     for (uint32_t i = 0; i < pr->ninstrs; i++) {
-      lane *L = &s->lanes[r * LANES + pr->instrs[i].stream];
-      s->order[L->first + L->n++] = i;
+      const dhx_plan_instr *in = &pr->instrs[i];
+      lane *L = &s->lanes[r * LANES + in->stream];
+      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
+      s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1};
     }
   }
   return true;
@@ -298,17 +311,13 @@ static bool transfer_ends(sim *s, uint32_t r, uint32_t i, const dhx_plan_instr *
 // rank's collectives on the same channel, counted in `seen` (reset after each rank).
 static bool gather_keys(sim *s, pairing *g) {
   const dhx_plan *p = s->p;
-  size_t ncomm = 0;
-  for (uint32_t r = 0; r < p->nranks; r++) {
-    const dhx_plan_program *pr = program_of(s, r);
-    for (uint32_t i = 0; i < pr->ninstrs; i++) ncomm += dhx_op_on_comm(pr->instrs[i].op);
-  }
-  g->colls = xcalloc(ncomm, sizeof(coll_key));
-  g->p2ps = xcalloc(ncomm, sizeof(p2p_key));
+  g->colls = xcalloc(s->ncomm, sizeof(coll_key));
+  g->p2ps = xcalloc(s->ncomm, sizeof(p2p_key));
   uint32_t *seen = xcalloc((size_t)p->ncomms * LANES, sizeof(uint32_t));
   bool ok = true;
   for (uint32_t r = 0; r < p->nranks && ok; r++) {
     const dhx_plan_program *pr = program_of(s, r);
+    size_t rank_first = g->ncolls;
     for (uint32_t i = 0; i < pr->ninstrs && ok; i++) {
       const dhx_plan_instr *in = &pr->instrs[i];
       if (!dhx_op_on_comm(in->op)) continue;
@@ -323,9 +332,8 @@ static bool gather_keys(sim *s, pairing *g) {
                                         in->op == DHX_OP_RECV, r, i};
       }
     }
-    for (uint32_t i = 0; i < pr->ninstrs; i++)
-      if (dhx_op_on_comm(pr->instrs[i].op))
-        seen[(size_t)pr->instrs[i].comm * LANES + pr->instrs[i].stream] = 0;
+    for (size_t j = rank_first; j < g->ncolls; j++)
+      seen[(size_t)g->colls[j].comm * LANES + g->colls[j].stream] = 0;
   }
   free(seen);
   return ok;
@@ -536,12 +544,11 @@ static double duration(sim *s, uint32_t rank, const dhx_plan_instr *in) {
 // Starts lane l's next instruction at time t; the lane comes back out of the heap when it ends.
 static void start(sim *s, uint32_t l, double t, int64_t match) {
   lane *L = &s->lanes[l];
-  uint32_t r = l / LANES, i = s->order[L->first + L->pos];
-  const dhx_plan_instr *in = instr_at(s, r, i);
-  double end = t + duration(s, r, in);
-  if (s->slices) s->slices[s->base[r] + i] = (dhx_sim_slice){r, in->stream, i, t, end, match};
+  uint32_t r = l / LANES, i = s->steps[L->first + L->pos].instr;
+  double end = s->dur ? t + duration(s, r, instr_at(s, r, i)) : t;
+  if (s->slices) s->slices[s->base[r] + i] = (dhx_sim_slice){r, l % LANES, i, t, end, match};
   L->pos++;
-  L->busy = (int32_t)i;
+  L->running = true;
   push(s, l, end);
 }
 
@@ -563,15 +570,14 @@ static void advance(sim *s, uint32_t l, double t) {
     if (t > s->rank_end[r]) s->rank_end[r] = t;
     return;
   }
-  uint32_t i = s->order[L->first + L->pos];
-  const dhx_plan_instr *in = instr_at(s, r, i);
-  if (in->op == DHX_OP_WAIT && !s->recorded[s->ev_base[r] + in->event]) {
-    size_t e = s->ev_base[r] + in->event;
+  const step *st = &s->steps[L->first + L->pos];
+  if (st->op == DHX_OP_WAIT && !s->recorded[s->ev_base[r] + st->event]) {
+    size_t e = s->ev_base[r] + st->event;
     L->next_waiter = s->waiters[e];
     s->waiters[e] = (int32_t)l;
     return;
   }
-  int64_t g = s->group_of[s->base[r] + i];
+  int64_t g = dhx_op_on_comm(st->op) ? s->group_of[s->base[r] + st->instr] : -1;
   if (g >= 0) arrive(s, g, t);
   else start(s, l, t, -1);
 }
@@ -580,16 +586,16 @@ static void advance(sim *s, uint32_t l, double t) {
 static void finish(sim *s, uint32_t l, double t) {
   lane *L = &s->lanes[l];
   uint32_t r = l / LANES;
-  if (L->busy >= 0) {
-    const dhx_plan_instr *in = instr_at(s, r, (uint32_t)L->busy);
-    size_t e = in->op == DHX_OP_RECORD ? s->ev_base[r] + in->event : 0;
-    if (in->op == DHX_OP_RECORD && !s->recorded[e]) {
+  const step *st = L->running ? &s->steps[L->first + L->pos - 1] : NULL;
+  if (st && st->op == DHX_OP_RECORD) {
+    size_t e = s->ev_base[r] + st->event;
+    if (!s->recorded[e]) {
       s->recorded[e] = 1;
       for (int32_t w = s->waiters[e]; w >= 0; w = s->lanes[w].next_waiter) push(s, (uint32_t)w, t);
       s->waiters[e] = -1;
     }
   }
-  L->busy = -1;
+  L->running = false;
   advance(s, l, t);
 }
 
@@ -617,9 +623,9 @@ static int64_t blocker(const sim *s, uint32_t l, uint32_t *need) {
     for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++) {
       const lane *M = &s->lanes[m];
       for (uint32_t j = M->pos; j < M->n; j++) {
-        const dhx_plan_instr *x = instr_at(s, r, s->order[M->first + j]);
+        const step *x = &s->steps[M->first + j];
         if (x->op == DHX_OP_RECORD && x->event == in->event) {
-          *need = s->order[M->first + j];
+          *need = x->instr;
           return m;
         }
       }
@@ -708,7 +714,7 @@ static void sim_free(sim *s) {
   free(s->base);
   free(s->ev_base);
   free(s->lanes);
-  free(s->order);
+  free(s->steps);
   free(s->group_of);
   free(s->groups);
   free(s->members);
@@ -723,7 +729,7 @@ static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, v
   s->nlanes = p->nranks * LANES;
   s->lanes = xcalloc(s->nlanes, sizeof(lane));
   s->heap = xcalloc(s->nlanes, sizeof(ready));
-  for (uint32_t l = 0; l < s->nlanes; l++) s->lanes[l].busy = s->lanes[l].next_waiter = -1;
+  for (uint32_t l = 0; l < s->nlanes; l++) s->lanes[l].next_waiter = -1;
 }
 
 // Allocations that need the instruction and event counts from build_lanes.
