@@ -85,12 +85,14 @@ static void slice_event(trace *t, int prog, const dhx_sim_slice *sl, const char 
 // One step of the flow that links a rendezvous: "s" on its first member, "t" on the middle
 // ones, "f" on the last, each bound to the member's slice (at its middle, so that a slice
 // ending at the same time on that stream is not taken instead).
-static void flow_event(trace *t, const dhx_sim_slice *sl, int64_t id, uint32_t nth, uint32_t n) {
+static void flow_event(trace *t, int prog, const dhx_sim_slice *sl, int64_t id, uint32_t nth,
+                       uint32_t n) {
+  const dhx_plan_instr *in = &t->p->ranks[sl->rank].programs[prog].instrs[sl->instr];
   const char *ph = nth == 0 ? "s" : nth + 1 == n ? "f" : "t";
   next_event(t);
-  fprintf(t->f, "{\"name\":\"rendezvous\",\"cat\":\"rendezvous\",\"ph\":\"%s\",\"id\":%" PRId64
-          ",\"pid\":%u,\"tid\":%u,\"ts\":%.3f%s}", ph, id, sl->rank, sl->stream,
-          (sl->start + sl->end) / 2 * 1e6, nth ? ",\"bp\":\"e\"" : "");
+  fprintf(t->f, "{\"name\":\"%s\",\"cat\":\"rendezvous\",\"ph\":\"%s\",\"id\":%" PRId64
+          ",\"pid\":%u,\"tid\":%u,\"ts\":%.3f%s}", dhx_op_name(in->op), ph, id, sl->rank,
+          sl->stream, (sl->start + sl->end) / 2 * 1e6, nth ? ",\"bp\":\"e\"" : "");
 }
 
 // One program run: its slices, then the flows of its rendezvous (ids from `id_base` on).
@@ -105,7 +107,7 @@ static void emit_run(trace *t, int prog, const dhx_sim_result *res, const char *
   }
   for (size_t i = 0; i < res->nslices; i++) {  // rank order: the flow runs from the lowest rank
     int64_t mt = res->slices[i].match;
-    if (mt >= 0) flow_event(t, &res->slices[i], id_base + mt, seen[mt]++, members[mt]);
+    if (mt >= 0) flow_event(t, prog, &res->slices[i], id_base + mt, seen[mt]++, members[mt]);
   }
   free(members);
   free(seen);
