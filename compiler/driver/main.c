@@ -1,7 +1,7 @@
 // main.c — the dhxc command line.
 //
 //   dhxc FILE.dhx -o PLAN_DIR [--set PATH=VALUE]... [-I STDLIB_DIR]
-//   dhxc FILE.dhx --emit=graph|memory|schedule|llvm|ptx [--set ...]
+//   dhxc FILE.dhx --emit=graph|memory|schedule|trace|llvm|ptx [--set ...]
 //   dhxc check FILE.dhx [--set ...]
 //   dhxc data -o PREFIX [--val-fraction F] TEXT_FILE...
 //   dhxc fmt [-i | --check] FILE.dhx...
@@ -15,6 +15,7 @@
 
 #include "../front/front.h"
 #include "../plan/compile.h"
+#include "../plan/trace_emit.h"
 #include "../sema/sema.h"
 #include "driver.h"
 
@@ -54,7 +55,8 @@ static void usage(FILE *f) {
           "                                               names (dhx, hf-gpt2, hf-llama)\n"
           "options:\n"
           "  --set PATH=VALUE   override a field, e.g. --set schedule.parallel.dp=2\n"
-          "  --emit=KIND        print graph | memory | schedule | llvm | ptx to stdout\n"
+          "  --emit=KIND        print graph | memory | schedule | trace | llvm | ptx to stdout\n"
+          "                     (trace: the planned timeline of one step as Chrome trace JSON)\n"
           "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
           "  -h, --help         this text\n");
 }
@@ -99,12 +101,13 @@ static bool parse_args(int argc, char **argv, options *o) {
     dhx_error("no input file (see dhxc --help)");
     return false;
   }
-  static const char *kinds[] = {"graph", "memory", "schedule", "llvm", "ptx"};
+  static const char *kinds[] = {"graph", "memory", "schedule", "trace", "llvm", "ptx"};
   if (o->emit) {
     bool known = false;
-    for (int k = 0; k < 5; k++) known |= strcmp(o->emit, kinds[k]) == 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+      known |= strcmp(o->emit, kinds[k]) == 0;
     if (!known) {
-      dhx_error("unknown --emit kind '%s' (graph, memory, schedule, llvm or ptx)", o->emit);
+      dhx_error("unknown --emit kind '%s' (graph, memory, schedule, trace, llvm or ptx)", o->emit);
       return false;
     }
   }
@@ -126,6 +129,9 @@ static int emit(dhx_compiled *c, const dhx_config *cfg, const char *kind) {
     dhx_print_rank_memory(&m, cfg, stdout);
   } else if (strcmp(kind, "schedule") == 0) {
     dhx_plan_print(&c->plan, stdout);
+  } else if (strcmp(kind, "trace") == 0) {  // the timeline the cost model predicts
+    dhx_cost_model m = dhx_cost_model_for(&c->plan);
+    ok = dhx_trace_emit(&c->plan, &m, stdout, err, sizeof err);
   } else if (strcmp(kind, "llvm") == 0) {
     fflush(stdout);
     ok = dhx_codegen_emit_llvm(c->cg, "/dev/stdout", err, sizeof err);

@@ -1,0 +1,783 @@
+// simulate.c — the cross-rank simulator (see the header for the model).
+//
+// Layout: every instruction of the program on every rank has a global id (rank by rank, in
+// program order). Every stream of every rank is a lane, lane = rank * DHX_MAX_STREAMS + stream,
+// holding its instructions in order as steps: index, op and event, copied out of the plan once,
+// so that the run does not reach into the plan's large instructions (which, at thousands of
+// ranks, would cost a cache miss or two per instruction). A rendezvous (a collective, or a SEND with
+// its RECV) is a group of (lane, instruction) members; which instructions form a group depends
+// only on the plan, so the groups are built up front by sorting the communicating instructions
+// on their matching keys. The run itself moves lanes through a heap ordered by time: a lane
+// leaves the heap when its running instruction ends, applies what that instruction does (a
+// RECORD wakes the lanes parked on its event), and starts its next instruction, parks on an
+// event not recorded yet, or arrives at a rendezvous and parks there until the last member
+// arrives.
+#include "simulate.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan_util.h"
+
+#define LANES DHX_MAX_STREAMS  // lanes per rank
+
+typedef struct member {
+  uint32_t lane, instr;
+} member;
+
+// A rendezvous: its members (by rank for collectives, sender first for transfers) and how many
+// have arrived, the last when.
+typedef struct group {
+  size_t first;  // members[first .. first + n)
+  uint32_t n, arrived;
+  double at;
+} group;
+
+// What the run needs of one instruction.
+typedef struct step {
+  uint32_t instr;  // index in the rank's program
+  uint32_t op;
+  int32_t event;   // RECORD and WAIT; -1 otherwise
+} step;
+
+typedef struct lane {
+  size_t first;         // its instructions: steps[first .. first + n)
+  uint32_t n, pos;      // pos: the next one to start
+  bool running;         // steps[pos - 1] runs now (it ends when the lane leaves the heap)
+  int32_t next_waiter;  // the next lane parked on the same event, -1
+} lane;
+
+typedef struct ready {  // a heap entry: lane `lane` moves on at time t
+  double t;
+  uint64_t seq;  // ties in time go first in, first out, so runs are reproducible
+  uint32_t lane;
+} ready;
+
+typedef struct sim {
+  const dhx_plan *p;
+  int prog;
+  dhx_sim_duration_fn dur;
+  void *ctx;
+  uint32_t nlanes;
+  size_t *base;      // per rank, nranks + 1 entries: global id of its instruction 0
+  size_t *ev_base;   // per rank, nranks + 1 entries: index of its event 0
+  lane *lanes;
+  step *steps;       // lane by lane
+  size_t ncomm;      // communicating instructions
+  int64_t *group_of; // per global id: its rendezvous, -1
+  group *groups;
+  int64_t ngroups;
+  member *members;
+  size_t nmembers;
+  uint8_t *recorded; // per event
+  int32_t *waiters;  // per event: the first lane parked on it, -1
+  ready *heap;
+  size_t nheap;
+  uint64_t seq;
+  dhx_sim_slice *slices;  // NULL when the caller wants none
+  double *rank_end;
+  char *err;
+  size_t errlen;
+} sim;
+
+static void *xcalloc(size_t n, size_t size) {
+  void *q = calloc(n ? n : 1, size);
+  if (!q) abort();
+  return q;
+}
+
+// ---- instructions and how to name them ------------------------------------------------------
+
+static const dhx_plan_program *program_of(const sim *s, uint32_t rank) {
+  return &s->p->ranks[rank].programs[s->prog];
+}
+
+static const dhx_plan_instr *instr_at(const sim *s, uint32_t rank, uint32_t i) {
+  return &program_of(s, rank)->instrs[i];
+}
+
+static bool is_collective(uint32_t op) {
+  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER;
+}
+
+static bool is_transfer(uint32_t op) { return op == DHX_OP_SEND || op == DHX_OP_RECV; }
+
+// An I64 argument, or -1 when the instruction does not have it.
+static int64_t i64_arg(const dhx_plan_instr *in, uint32_t j) {
+  return j < in->nargs && in->args[j].kind == DHX_ARG_I64 ? in->args[j].i : -1;
+}
+
+// Elements a communicating instruction moves (the whole count for reduce-scatter and
+// all-gather, as plan.h defines it).
+static int64_t count_of(const dhx_plan_instr *in) {
+  return i64_arg(in, in->op == DHX_OP_REDUCE_SCATTER || in->op == DHX_OP_ALL_GATHER ? 2 : 1);
+}
+
+static const char *op_label(uint32_t op) {
+  static const char *names[] = {"?", "KERNEL", "GEMM", "ZERO", "ALLREDUCE", "RECORD", "WAIT",
+                                "GRAD_NORM", "REDUCE_SCATTER", "ALL_GATHER", "SEND", "RECV"};
+  return op < sizeof names / sizeof names[0] ? names[op] : "?";
+}
+
+// World rank of member `index` of communicator `c`, or -1.
+static int64_t world_rank(const sim *s, int32_t c, int64_t index) {
+  const dhx_plan_comm *cm = &s->p->comms[c];
+  return index >= 0 && index < cm->nranks ? cm->ranks[index] : -1;
+}
+
+// Index of world rank `rank` in communicator `c` (ranks ascending), or -1.
+static int64_t member_index(const sim *s, int32_t c, uint32_t rank) {
+  const dhx_plan_comm *cm = &s->p->comms[c];
+  uint32_t lo = 0, hi = cm->nranks;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (cm->ranks[mid] < (int64_t)rank) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < cm->nranks && cm->ranks[lo] == (int32_t)rank ? (int64_t)lo : -1;
+}
+
+// What an instruction does, for messages: "ALLREDUCE of 64 f32 on comm 0".
+static void what(const sim *s, const dhx_plan_instr *in, char *buf, size_t n) {
+  if (is_collective(in->op)) {
+    snprintf(buf, n, "%s of %" PRId64 " %s on comm %d", op_label(in->op), count_of(in),
+             dhx_dtype_name(in->dtype), in->comm);
+  } else if (is_transfer(in->op)) {
+    int64_t peer = i64_arg(in, 2);
+    snprintf(buf, n, "%s of %" PRId64 " %s %s peer %" PRId64 " (rank %" PRId64 ") tag %" PRId64
+             " on comm %d", op_label(in->op), count_of(in), dhx_dtype_name(in->dtype),
+             in->op == DHX_OP_SEND ? "to" : "from", peer, world_rank(s, in->comm, peer),
+             i64_arg(in, 3), in->comm);
+  } else if (in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD) {
+    snprintf(buf, n, "%s of event %d", op_label(in->op), in->event);
+  } else {
+    snprintf(buf, n, "%s", op_label(in->op));
+  }
+}
+
+// "stream 1 instr 12 (ALL_GATHER of 64 f32 on comm 2, 'h.0.attn: gather q')"
+static void describe(const sim *s, uint32_t rank, uint32_t i, char *buf, size_t n) {
+  const dhx_plan_instr *in = instr_at(s, rank, i);
+  char w[160];
+  what(s, in, w, sizeof w);
+  snprintf(buf, n, "stream %u instr %u (%s, '%s')", in->stream, i, w, in->note);
+}
+
+static bool fail(sim *s, const char *fmt, ...) {
+  int used = snprintf(s->err, s->errlen, "program %s: ", dhx_prog_name((uint32_t)s->prog));
+  if (used >= 0 && (size_t)used < s->errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err + used, s->errlen - (size_t)used, fmt, ap);
+    va_end(ap);
+  }
+  return false;
+}
+
+// ---- lanes ------------------------------------------------------------------------------------
+
+static uint32_t head_of(const sim *s, uint32_t l) {
+  const lane *L = &s->lanes[l];
+  return L->pos < L->n ? s->steps[L->first + L->pos].instr : UINT32_MAX;
+}
+
+// Checks what the run relies on (streams, events, communicators in range) and sorts every
+// rank's instructions into lanes.
+static bool build_lanes(sim *s) {
+  const dhx_plan *p = s->p;
+  s->base = xcalloc(p->nranks + 1, sizeof(size_t));
+  s->ev_base = xcalloc(p->nranks + 1, sizeof(size_t));
+  for (uint32_t r = 0; r < p->nranks; r++) {
+    const dhx_plan_program *pr = program_of(s, r);
+    s->base[r + 1] = s->base[r] + pr->ninstrs;
+    s->ev_base[r + 1] = s->ev_base[r] + pr->nevents;
+    for (uint32_t i = 0; i < pr->ninstrs; i++) {
+      const dhx_plan_instr *in = &pr->instrs[i];
+      if (in->stream >= LANES) return fail(s, "rank %u instr %u: stream %u", r, i, in->stream);
+      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
+      if (evented && (in->event < 0 || (uint32_t)in->event >= pr->nevents))
+        return fail(s, "rank %u instr %u: event %d of %u", r, i, in->event, pr->nevents);
+      if (dhx_op_on_comm(in->op) && (in->comm < 0 || (uint32_t)in->comm >= p->ncomms))
+        return fail(s, "rank %u instr %u: communicator %d of %u", r, i, in->comm, p->ncomms);
+      s->lanes[r * LANES + in->stream].n++;
+      s->ncomm += dhx_op_on_comm(in->op);
+    }
+  }
+  size_t at = 0;
+  for (uint32_t l = 0; l < s->nlanes; l++) {
+    s->lanes[l].first = at;
+    at += s->lanes[l].n;
+    s->lanes[l].n = 0;  // refilled below
+  }
+  s->steps = xcalloc(at, sizeof(step));
+  for (uint32_t r = 0; r < p->nranks; r++) {
+    const dhx_plan_program *pr = program_of(s, r);
+    for (uint32_t i = 0; i < pr->ninstrs; i++) {
+      const dhx_plan_instr *in = &pr->instrs[i];
+      lane *L = &s->lanes[r * LANES + in->stream];
+      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
+      s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1};
+    }
+  }
+  return true;
+}
+
+// ---- pairing: which instructions meet in which rendezvous ---------------------------------------
+
+// A collective, keyed so that the k-th on one channel of every member sort together.
+typedef struct coll_key {
+  int32_t comm;
+  uint32_t stream, k, rank, instr;
+} coll_key;
+
+// A transfer, keyed so that the sends and then the receives of one (channel, sender, receiver,
+// tag) sort together, each in program order.
+typedef struct p2p_key {
+  int32_t comm;
+  uint32_t stream, src, dst;
+  int64_t tag;
+  uint32_t recv, rank, instr;
+} p2p_key;
+
+#define CMP(a, b) ((a) < (b) ? -1 : (a) > (b) ? 1 : 0)
+
+static int coll_cmp(const void *x, const void *y) {
+  const coll_key *a = x, *b = y;
+  int c = CMP(a->comm, b->comm);
+  if (!c) c = CMP(a->stream, b->stream);
+  if (!c) c = CMP(a->k, b->k);
+  return c ? c : CMP(a->rank, b->rank);
+}
+
+static int p2p_cmp(const void *x, const void *y) {
+  const p2p_key *a = x, *b = y;
+  int c = CMP(a->comm, b->comm);
+  if (!c) c = CMP(a->stream, b->stream);
+  if (!c) c = CMP(a->src, b->src);
+  if (!c) c = CMP(a->dst, b->dst);
+  if (!c) c = CMP(a->tag, b->tag);
+  if (!c) c = CMP(a->recv, b->recv);
+  return c ? c : CMP(a->instr, b->instr);
+}
+
+static bool same_channel_k(const coll_key *a, const coll_key *b) {
+  return a->comm == b->comm && a->stream == b->stream && a->k == b->k;
+}
+
+static bool same_p2p_key(const p2p_key *a, const p2p_key *b) {
+  return a->comm == b->comm && a->stream == b->stream && a->src == b->src && a->dst == b->dst &&
+         a->tag == b->tag;
+}
+
+// What the pairing gathered: the keys, and the first member left without partners.
+typedef struct pairing {
+  coll_key *colls;
+  size_t ncolls;
+  p2p_key *p2ps;
+  size_t np2ps;
+  const coll_key *short_run;  // a collective some member never issues (the run's first member)
+  size_t short_len;
+  const p2p_key *unpaired;    // a transfer without its partner
+  size_t unpaired_nth, partner_count;  // it is the nth (1-based) of its key; the peer has this many
+} pairing;
+
+static bool check_member(sim *s, uint32_t r, uint32_t i, const dhx_plan_instr *in) {
+  if (member_index(s, in->comm, r) >= 0) return true;
+  char d[320];
+  describe(s, r, i, d, sizeof d);
+  return fail(s, "rank %u %s: rank %u is not a member of communicator %d", r, d, r, in->comm);
+}
+
+// A transfer's world ranks: sender and receiver. False (with the message) when the peer is not
+// another member of the communicator.
+static bool transfer_ends(sim *s, uint32_t r, uint32_t i, const dhx_plan_instr *in,
+                          uint32_t *src, uint32_t *dst) {
+  int64_t peer = world_rank(s, in->comm, i64_arg(in, 2));
+  if (peer < 0 || peer == r) {
+    char d[320];
+    describe(s, r, i, d, sizeof d);
+    return fail(s, "rank %u %s: the peer must be another member of communicator %d (%u members)",
+                r, d, in->comm, s->p->comms[in->comm].nranks);
+  }
+  *src = in->op == DHX_OP_SEND ? r : (uint32_t)peer;
+  *dst = in->op == DHX_OP_SEND ? (uint32_t)peer : r;
+  return true;
+}
+
+// Gathers the keys of every communicating instruction. A collective's k is its place among the
+// rank's collectives on the same channel, counted in `seen` (reset after each rank).
+static bool gather_keys(sim *s, pairing *g) {
+  const dhx_plan *p = s->p;
+  g->colls = xcalloc(s->ncomm, sizeof(coll_key));
+  g->p2ps = xcalloc(s->ncomm, sizeof(p2p_key));
+  uint32_t *seen = xcalloc((size_t)p->ncomms * LANES, sizeof(uint32_t));
+  bool ok = true;
+  for (uint32_t r = 0; r < p->nranks && ok; r++) {
+    const dhx_plan_program *pr = program_of(s, r);
+    size_t rank_first = g->ncolls;
+    for (uint32_t i = 0; i < pr->ninstrs && ok; i++) {
+      const dhx_plan_instr *in = &pr->instrs[i];
+      if (!dhx_op_on_comm(in->op)) continue;
+      ok = check_member(s, r, i, in);
+      if (ok && is_collective(in->op)) {
+        uint32_t k = seen[(size_t)in->comm * LANES + in->stream]++;
+        g->colls[g->ncolls++] = (coll_key){in->comm, in->stream, k, r, i};
+      } else if (ok) {
+        uint32_t src = 0, dst = 0;
+        ok = transfer_ends(s, r, i, in, &src, &dst);
+        g->p2ps[g->np2ps++] = (p2p_key){in->comm, in->stream, src, dst, i64_arg(in, 3),
+                                        in->op == DHX_OP_RECV, r, i};
+      }
+    }
+    for (size_t j = rank_first; j < g->ncolls; j++)
+      seen[(size_t)g->colls[j].comm * LANES + g->colls[j].stream] = 0;
+  }
+  free(seen);
+  return ok;
+}
+
+static int64_t new_group(sim *s) {
+  group *G = &s->groups[s->ngroups];
+  *G = (group){.first = s->nmembers};
+  return s->ngroups++;
+}
+
+static void add_member(sim *s, int64_t g, uint32_t rank, uint32_t instr) {
+  const dhx_plan_instr *in = instr_at(s, rank, instr);
+  s->members[s->nmembers++] = (member){rank * LANES + in->stream, instr};
+  s->groups[g].n++;
+  s->group_of[s->base[rank] + instr] = g;
+}
+
+// Two instructions that meet must agree; the first difference, or NULL.
+static const char *difference(const dhx_plan_instr *a, const dhx_plan_instr *b) {
+  bool transfer = is_transfer(a->op);
+  if (transfer ? a->op == b->op : a->op != b->op) return "the kinds differ";
+  if (count_of(a) != count_of(b)) return "the element counts differ";
+  if (a->dtype != b->dtype) return "the dtypes differ";
+  return NULL;
+}
+
+static bool mismatch(sim *s, uint32_t ra, uint32_t ia, uint32_t rb, uint32_t ib,
+                     const char *how, const char *why) {
+  char da[320], db[320];
+  describe(s, ra, ia, da, sizeof da);
+  describe(s, rb, ib, db, sizeof db);
+  return fail(s, "rank %u %s meets rank %u %s %s, but %s: the ranks would hang or exchange the "
+              "wrong data", ra, da, rb, db, how, why);
+}
+
+// Collectives: each full run of one (channel, k) is a rendezvous; a run short of the
+// communicator's size leaves its members waiting for one that never comes.
+static bool pair_collectives(sim *s, pairing *g) {
+  qsort(g->colls, g->ncolls, sizeof(coll_key), coll_cmp);
+  for (size_t a = 0, b; a < g->ncolls; a = b) {
+    const coll_key *first = &g->colls[a];
+    const dhx_plan_instr *ref = instr_at(s, first->rank, first->instr);
+    for (b = a + 1; b < g->ncolls && same_channel_k(first, &g->colls[b]); b++) {
+      const coll_key *k = &g->colls[b];
+      const char *why = difference(ref, instr_at(s, k->rank, k->instr));
+      char how[96];
+      snprintf(how, sizeof how, "as collective #%u on comm %d stream %u", k->k + 1, k->comm,
+               k->stream);
+      if (why) return mismatch(s, k->rank, k->instr, first->rank, first->instr, how, why);
+    }
+    if (b - a < s->p->comms[first->comm].nranks) {
+      if (!g->short_run) g->short_run = first, g->short_len = b - a;
+      continue;
+    }
+    int64_t grp = new_group(s);
+    for (size_t j = a; j < b; j++) add_member(s, grp, g->colls[j].rank, g->colls[j].instr);
+  }
+  return true;
+}
+
+// Transfers: the i-th send of a key meets the i-th receive.
+static bool pair_transfers(sim *s, pairing *g) {
+  qsort(g->p2ps, g->np2ps, sizeof(p2p_key), p2p_cmp);
+  for (size_t a = 0, b; a < g->np2ps; a = b) {
+    size_t m = a;
+    for (b = a; b < g->np2ps && same_p2p_key(&g->p2ps[a], &g->p2ps[b]); b++) m += !g->p2ps[b].recv;
+    size_t nsend = m - a, nrecv = b - m, npairs = nsend < nrecv ? nsend : nrecv;
+    for (size_t j = 0; j < npairs; j++) {
+      const p2p_key *x = &g->p2ps[a + j], *y = &g->p2ps[m + j];
+      const char *why = difference(instr_at(s, x->rank, x->instr), instr_at(s, y->rank, y->instr));
+      if (why) return mismatch(s, x->rank, x->instr, y->rank, y->instr, "as its transfer", why);
+      int64_t grp = new_group(s);
+      add_member(s, grp, x->rank, x->instr);
+      add_member(s, grp, y->rank, y->instr);
+    }
+    if (nsend != nrecv && !g->unpaired) {
+      g->unpaired = &g->p2ps[nsend > nrecv ? a + npairs : m + npairs];
+      g->unpaired_nth = npairs + 1;
+      g->partner_count = npairs;
+    }
+  }
+  return true;
+}
+
+// The instruction of rank q most likely meant to meet the one left without a partner, as a
+// phrase: an unmatched one of the wanted kind on the same communicator (with `peer` when it is
+// >= 0; `op` 0 means any collective), else its last one on the same channel, else its last
+// instruction on that stream.
+static void counterpart(const sim *s, uint32_t q, uint32_t op, int32_t comm, uint32_t stream,
+                        int64_t peer, char *buf, size_t n) {
+  const dhx_plan_program *pr = program_of(s, q);
+  int64_t unmatched = -1, last_same = -1, last_stream = -1;
+  for (uint32_t i = 0; i < pr->ninstrs; i++) {
+    const dhx_plan_instr *in = &pr->instrs[i];
+    bool kind = op ? in->op == op : is_collective(in->op);
+    bool wanted = kind && in->comm == comm && (peer < 0 || i64_arg(in, 2) == peer);
+    if (wanted && s->group_of[s->base[q] + i] < 0 && unmatched < 0) unmatched = i;
+    if (wanted && in->stream == stream) last_same = i;
+    if (in->stream == stream) last_stream = i;
+  }
+  char d[320];
+  const char *kind = op ? op_label(op) : "collective";
+  if (unmatched >= 0) {
+    describe(s, q, (uint32_t)unmatched, d, sizeof d);
+    snprintf(buf, n, "rank %u's unmatched %s on comm %d is %s", q, kind, comm, d);
+  } else if (last_same >= 0) {
+    describe(s, q, (uint32_t)last_same, d, sizeof d);
+    snprintf(buf, n, "rank %u's last %s there is %s", q, kind, d);
+  } else if (last_stream >= 0) {
+    describe(s, q, (uint32_t)last_stream, d, sizeof d);
+    snprintf(buf, n, "rank %u has none there; its last instruction on the stream is %s", q, d);
+  } else {
+    snprintf(buf, n, "rank %u has no instruction on stream %u", q, stream);
+  }
+}
+
+// The first comm member missing from a short run (whose ranks are sorted).
+static uint32_t missing_member(const sim *s, const coll_key *run, size_t len) {
+  const dhx_plan_comm *cm = &s->p->comms[run->comm];
+  size_t j = 0;
+  for (uint32_t i = 0; i < cm->nranks; i++, j++)
+    if (j == len || run[j].rank != (uint32_t)cm->ranks[i]) return (uint32_t)cm->ranks[i];
+  return (uint32_t)cm->ranks[0];
+}
+
+static bool report_short_run(sim *s, const pairing *g) {
+  const coll_key *k = g->short_run;
+  uint32_t q = missing_member(s, k, g->short_len);
+  char d[320], other[512];
+  describe(s, k->rank, k->instr, d, sizeof d);
+  counterpart(s, q, 0, k->comm, k->stream, -1, other, sizeof other);
+  return fail(s, "rank %u %s is collective #%u on comm %d stream %u, but rank %u issues only %u "
+              "there; %s: rank %u would wait forever", k->rank, d, k->k + 1, k->comm, k->stream,
+              q, k->k, other, k->rank);
+}
+
+static bool report_unpaired(sim *s, const pairing *g) {
+  const p2p_key *k = g->unpaired;
+  const dhx_plan_instr *in = instr_at(s, k->rank, k->instr);
+  uint32_t q = k->recv ? k->src : k->dst;
+  uint32_t want = k->recv ? DHX_OP_SEND : DHX_OP_RECV;
+  char d[320], other[512];
+  describe(s, k->rank, k->instr, d, sizeof d);
+  counterpart(s, q, want, in->comm, in->stream, member_index(s, in->comm, k->rank), other,
+              sizeof other);
+  return fail(s, "rank %u %s has no matching %s on rank %u (it is %s #%zu from rank %u to rank %u "
+              "with tag %" PRId64 " on comm %d stream %u; rank %u posts %zu); %s: rank %u would "
+              "wait forever", k->rank, d, op_label(want), q, op_label(in->op), g->unpaired_nth,
+              k->src, k->dst, k->tag, k->comm, k->stream, q, g->partner_count, other, k->rank);
+}
+
+// Builds the rendezvous groups; fails on instructions that meet but disagree, then on ones left
+// without a partner.
+static bool pair_up(sim *s) {
+  pairing g = {0};
+  bool ok = gather_keys(s, &g);
+  size_t n = g.ncolls + g.np2ps;
+  s->groups = xcalloc(n, sizeof(group));
+  s->members = xcalloc(n, sizeof(member));
+  ok = ok && pair_collectives(s, &g) && pair_transfers(s, &g);
+  if (ok && g.short_run) ok = report_short_run(s, &g);
+  else if (ok && g.unpaired) ok = report_unpaired(s, &g);
+  free(g.colls);
+  free(g.p2ps);
+  return ok;
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+static bool earlier(const ready *a, const ready *b) {
+  return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static void push(sim *s, uint32_t l, double t) {
+  size_t i = s->nheap++;
+  s->heap[i] = (ready){t, s->seq++, l};
+  while (i > 0 && earlier(&s->heap[i], &s->heap[(i - 1) / 2])) {
+    ready tmp = s->heap[i];
+    s->heap[i] = s->heap[(i - 1) / 2];
+    s->heap[(i - 1) / 2] = tmp;
+    i = (i - 1) / 2;
+  }
+}
+
+static ready pop(sim *s) {
+  ready top = s->heap[0];
+  s->heap[0] = s->heap[--s->nheap];
+  for (size_t i = 0;;) {
+    size_t c = 2 * i + 1;
+    if (c >= s->nheap) break;
+    if (c + 1 < s->nheap && earlier(&s->heap[c + 1], &s->heap[c])) c++;
+    if (!earlier(&s->heap[c], &s->heap[i])) break;
+    ready tmp = s->heap[i];
+    s->heap[i] = s->heap[c];
+    s->heap[c] = tmp;
+    i = c;
+  }
+  return top;
+}
+
+static double duration(sim *s, uint32_t rank, const dhx_plan_instr *in) {
+  if (!s->dur) return 0;
+  double d = s->dur(s->ctx, s->p, rank, s->prog, in);
+  return d > 0 ? d : 0;  // also NaN
+}
+
+// Starts lane l's next instruction at time t; the lane comes back out of the heap when it ends.
+static void start(sim *s, uint32_t l, double t, int64_t match) {
+  lane *L = &s->lanes[l];
+  uint32_t r = l / LANES, i = s->steps[L->first + L->pos].instr;
+  double end = s->dur ? t + duration(s, r, instr_at(s, r, i)) : t;
+  if (s->slices) s->slices[s->base[r] + i] = (dhx_sim_slice){r, l % LANES, i, t, end, match};
+  L->pos++;
+  L->running = true;
+  push(s, l, end);
+}
+
+// One more member of rendezvous g is there at time t; the last to arrive starts them all.
+static void arrive(sim *s, int64_t g, double t) {
+  group *G = &s->groups[g];
+  G->arrived++;
+  if (t > G->at) G->at = t;
+  if (G->arrived < G->n) return;
+  for (uint32_t j = 0; j < G->n; j++)
+    start(s, s->members[G->first + j].lane, G->at, G->n > 1 ? g : -1);
+}
+
+// Lane l is free at time t: it starts its next instruction, parks, or is done.
+static void advance(sim *s, uint32_t l, double t) {
+  lane *L = &s->lanes[l];
+  uint32_t r = l / LANES;
+  if (L->pos == L->n) {
+    if (t > s->rank_end[r]) s->rank_end[r] = t;
+    return;
+  }
+  const step *st = &s->steps[L->first + L->pos];
+  if (st->op == DHX_OP_WAIT && !s->recorded[s->ev_base[r] + st->event]) {
+    size_t e = s->ev_base[r] + st->event;
+    L->next_waiter = s->waiters[e];
+    s->waiters[e] = (int32_t)l;
+    return;
+  }
+  int64_t g = dhx_op_on_comm(st->op) ? s->group_of[s->base[r] + st->instr] : -1;
+  if (g >= 0) arrive(s, g, t);
+  else start(s, l, t, -1);
+}
+
+// Lane l's running instruction has ended at time t: a RECORD releases the lanes waiting on it.
+static void finish(sim *s, uint32_t l, double t) {
+  lane *L = &s->lanes[l];
+  uint32_t r = l / LANES;
+  const step *st = L->running ? &s->steps[L->first + L->pos - 1] : NULL;
+  if (st && st->op == DHX_OP_RECORD) {
+    size_t e = s->ev_base[r] + st->event;
+    if (!s->recorded[e]) {
+      s->recorded[e] = 1;
+      for (int32_t w = s->waiters[e]; w >= 0; w = s->lanes[w].next_waiter) push(s, (uint32_t)w, t);
+      s->waiters[e] = -1;
+    }
+  }
+  L->running = false;
+  advance(s, l, t);
+}
+
+static void run(sim *s, const double *rank_start) {
+  for (uint32_t r = 0; r < s->p->nranks; r++) {
+    double t0 = rank_start ? rank_start[r] : 0;
+    s->rank_end[r] = t0;
+    for (uint32_t k = 0; k < LANES; k++)
+      if (s->lanes[r * LANES + k].n) push(s, r * LANES + k, t0);
+  }
+  while (s->nheap) {
+    ready x = pop(s);
+    finish(s, x.lane, x.t);
+  }
+}
+
+// ---- deadlocks --------------------------------------------------------------------------------
+
+// The lane that blocked lane l waits on, with the instruction of it that l needs (the RECORD of
+// its event, or its side of the rendezvous); -1 when there is none.
+static int64_t blocker(const sim *s, uint32_t l, uint32_t *need) {
+  uint32_t r = l / LANES, i = head_of(s, l);
+  const dhx_plan_instr *in = instr_at(s, r, i);
+  if (in->op == DHX_OP_WAIT) {
+    for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++) {
+      const lane *M = &s->lanes[m];
+      for (uint32_t j = M->pos; j < M->n; j++) {
+        const step *x = &s->steps[M->first + j];
+        if (x->op == DHX_OP_RECORD && x->event == in->event) {
+          *need = x->instr;
+          return m;
+        }
+      }
+    }
+    return -1;
+  }
+  const group *G = &s->groups[s->group_of[s->base[r] + i]];
+  for (uint32_t j = 0; j < G->n; j++) {
+    member m = s->members[G->first + j];
+    if (head_of(s, m.lane) != m.instr) {
+      *need = m.instr;
+      return m.lane;
+    }
+  }
+  return -1;
+}
+
+// "rank 0 stream 1 instr 4"
+static void place(const sim *s, uint32_t l, char *buf, size_t n) {
+  snprintf(buf, n, "rank %u stream %u instr %u", l / LANES, l % LANES, head_of(s, l));
+}
+
+// A WAIT whose event no stream of its rank will record any more (the validator refuses such
+// plans; this keeps the simulator safe on others).
+static bool report_lost_record(sim *s, uint32_t l) {
+  char d[320];
+  describe(s, l / LANES, head_of(s, l), d, sizeof d);
+  return fail(s, "rank %u %s waits for a RECORD that no stream of rank %u has left to run",
+              l / LANES, d, l / LANES);
+}
+
+// A cycle of waits: lane cyc[j] waits for lane cyc[j + 1] (and the last for the first), needing
+// its instruction need[j]. The edge reported is the first between two ranks, else the first.
+static bool report_cycle(sim *s, const uint32_t *cyc, const uint32_t *need, int64_t len) {
+  int64_t at = 0;
+  for (int64_t j = 0; j < len; j++)
+    if (cyc[j] / LANES != cyc[(j + 1) % len] / LANES) {
+      at = j;
+      break;
+    }
+  uint32_t a = cyc[at], b = cyc[(at + 1) % len], ra = a / LANES, rb = b / LANES;
+  char da[320], db[320], dn[320], before[400], list[600] = "", buf[64];
+  describe(s, ra, head_of(s, a), da, sizeof da);
+  describe(s, rb, head_of(s, b), db, sizeof db);
+  describe(s, rb, need[at], dn, sizeof dn);
+  const dhx_plan_instr *wa = instr_at(s, ra, head_of(s, a));
+  if (wa->op == DHX_OP_WAIT) snprintf(before, sizeof before, "before recording event %d", wa->event);
+  else snprintf(before, sizeof before, "before reaching its side, %s", dn);
+  for (int64_t j = 0; j < len && j < 8; j++) {
+    place(s, cyc[(at + j) % len], buf, sizeof buf);
+    size_t used = strlen(list);
+    snprintf(list + used, sizeof list - used, "%s -> ", buf);
+  }
+  size_t used = strlen(list);
+  if (len > 8) snprintf(list + used, sizeof list - used, "... (%" PRId64 " in all)", len);
+  else snprintf(list + used, sizeof list - used, "back");
+  return fail(s, "rank %u %s waits for rank %u, which is blocked at %s %s; the cycle of waits: %s",
+              ra, da, rb, db, before, list);
+}
+
+// Follows the waits from the first blocked lane until one repeats, then reports an edge of that
+// cycle (one between two ranks when there is one) and the cycle itself.
+static bool report_deadlock(sim *s, uint32_t first) {
+  int64_t *step = xcalloc(s->nlanes, sizeof(int64_t));
+  uint32_t *path = xcalloc(s->nlanes + 1, sizeof(uint32_t));
+  uint32_t *needs = xcalloc(s->nlanes + 1, sizeof(uint32_t));
+  for (uint32_t l = 0; l < s->nlanes; l++) step[l] = -1;
+  int64_t l = first, k = 0;
+  while (l >= 0 && step[l] < 0) {
+    step[l] = k;
+    path[k] = (uint32_t)l;
+    l = blocker(s, (uint32_t)l, &needs[k]);
+    k++;
+  }
+  bool ok = l >= 0 ? report_cycle(s, path + step[l], needs + step[l], k - step[l])
+                   : report_lost_record(s, path[k - 1]);
+  free(step);
+  free(path);
+  free(needs);
+  return ok;
+}
+
+// ---- entry ------------------------------------------------------------------------------------
+
+static void sim_free(sim *s) {
+  free(s->base);
+  free(s->ev_base);
+  free(s->lanes);
+  free(s->steps);
+  free(s->group_of);
+  free(s->groups);
+  free(s->members);
+  free(s->recorded);
+  free(s->waiters);
+  free(s->heap);
+}
+
+static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
+                 char *err, size_t errlen) {
+  *s = (sim){.p = p, .prog = prog, .dur = dur, .ctx = ctx, .err = err, .errlen = errlen};
+  s->nlanes = p->nranks * LANES;
+  s->lanes = xcalloc(s->nlanes, sizeof(lane));
+  s->heap = xcalloc(s->nlanes, sizeof(ready));
+  for (uint32_t l = 0; l < s->nlanes; l++) s->lanes[l].next_waiter = -1;
+}
+
+// Allocations that need the instruction and event counts from build_lanes.
+static void init_run(sim *s) {
+  size_t n = s->base[s->p->nranks], ne = s->ev_base[s->p->nranks];
+  s->group_of = xcalloc(n, sizeof(int64_t));
+  for (size_t i = 0; i < n; i++) s->group_of[i] = -1;
+  s->recorded = xcalloc(ne, 1);
+  s->waiters = xcalloc(ne, sizeof(int32_t));
+  for (size_t e = 0; e < ne; e++) s->waiters[e] = -1;
+}
+
+bool dhx_simulate(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
+                  const double *rank_start, dhx_sim_result *out, char *err, size_t errlen) {
+  if (out) memset(out, 0, sizeof *out);
+  if (errlen) err[0] = '\0';
+  if (prog < 0 || prog >= DHX_PROG_COUNT || p->nranks > DHX_PLAN_MAX_RANKS) {
+    snprintf(err, errlen, "program %d of a plan of %u ranks cannot be simulated", prog, p->nranks);
+    return false;
+  }
+  sim s;
+  init(&s, p, prog, dur, ctx, err, errlen);
+  bool ok = build_lanes(&s);
+  if (ok) init_run(&s);
+  ok = ok && pair_up(&s);
+  if (ok && out) {
+    out->nslices = s.base[p->nranks];
+    out->slices = s.slices = xcalloc(out->nslices, sizeof(dhx_sim_slice));
+  }
+  s.rank_end = out ? (out->rank_end = xcalloc(p->nranks, sizeof(double)))
+                   : xcalloc(p->nranks, sizeof(double));
+  if (ok) run(&s, rank_start);
+  for (uint32_t l = 0; l < s.nlanes && ok; l++)
+    if (s.lanes[l].pos < s.lanes[l].n) ok = report_deadlock(&s, l);
+  if (out) {
+    out->nmatches = s.ngroups;
+    for (uint32_t r = 0; r < p->nranks; r++)
+      if (out->rank_end[r] > out->makespan) out->makespan = out->rank_end[r];
+  } else {
+    free(s.rank_end);
+  }
+  sim_free(&s);
+  if (!ok && out) dhx_sim_result_free(out);
+  return ok;
+}
+
+void dhx_sim_result_free(dhx_sim_result *r) {
+  free(r->slices);
+  free(r->rank_end);
+  memset(r, 0, sizeof *r);
+}
