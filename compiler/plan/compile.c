@@ -14,6 +14,7 @@
 #include "../sema/sema.h"
 #include "dirs.h"
 #include "verify_memory.h"
+#include "verify_ranks.h"
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
@@ -309,6 +310,8 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   char overlap[1024];  // live buffers in shared bytes would corrupt each other at run time
   if (!dhx_plan_verify_memory(p, overlap, sizeof overlap))
     DHX_ICE("the memory plan is unsafe: %s", overlap);
+  char hang[2048];  // ranks that wait for each other forever: a lowering bug, not the user's
+  if (!dhx_plan_verify_ranks(p, hang, sizeof hang)) DHX_ICE("the ranks would hang: %s", hang);
   dhx_rank_memory m;  // the ranks of a cpu cluster allocate their arenas in host memory
   dhx_rank_memory_of(g, arena0, (int)p->nranks, &m);
   dhx_warn_host_memory(&m, cfg);
