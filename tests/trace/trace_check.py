@@ -7,8 +7,10 @@
                                                     dhxc --emit=schedule) once per run, per rank,
                                                     for each step FIRST..LAST; EVAL runs whole
   trace_check.py nooverlap FILE                     slices on one (pid, tid) never overlap
-  trace_check.py flows FILE MEMBERS                 each flow id: one "s", MEMBERS-1 "f", on
-                                                    communication slices, "s" on the lowest rank
+  trace_check.py flows FILE MEMBERS                 each flow id: one "s" and one "f" per other
+                                                    member (MEMBERS for collectives, 2 for a
+                                                    send/recv pair), on communication slices,
+                                                    "s" on the lowest rank, every slice linked
 Exits 1 with a message on the first failed assertion.
 """
 import collections
@@ -146,23 +148,34 @@ def flows(path, members):
             by_id[e["id"]].append(e)
     if not by_id:
         fail("no flow events")
+    linked = 0
     for fid, es in by_id.items():
         s = [e for e in es if e["ph"] == "s"]
         f = [e for e in es if e["ph"] == "f"]
-        if len(s) != 1 or len(f) != members - 1:
-            fail("flow %s: %d 's' and %d 'f', expected 1 and %d" % (fid, len(s), len(f), members - 1))
+        on = []
+        for e in es:
+            hits = [x for x in comm[(e["pid"], e["tid"])] if x["ts"] <= e["ts"] <= x["ts"] + x["dur"]]
+            if len(hits) != 1:
+                fail("flow %s: its end on pid %d tid %d lies on %d communication slices"
+                     % (fid, e["pid"], e["tid"], len(hits)))
+            on.append(hits[0])
+        n = 2 if on[0]["args"]["op"] in ("send", "recv") else members
+        if len(s) != 1 or len(f) != n - 1:
+            fail("flow %s: %d 's' and %d 'f', expected 1 and %d" % (fid, len(s), len(f), n - 1))
         if any(e["cat"] != "comm" for e in es) or any(e.get("bp") != "e" for e in f):
             fail("flow %s: not cat 'comm' with bp 'e' on its ends" % fid)
         if any(e["pid"] <= s[0]["pid"] for e in f):
             fail("flow %s starts on rank %d, not the lowest" % (fid, s[0]["pid"]))
-        for e in es:
-            if not any(x["ts"] <= e["ts"] <= x["ts"] + x["dur"] for x in comm[(e["pid"], e["tid"])]):
-                fail("flow %s: its end on pid %d tid %d lies on no communication slice"
-                     % (fid, e["pid"], e["tid"]))
+        ops = sorted(x["args"]["op"] for x in on)
+        if len({x["args"]["step"] for x in on}) != 1 or len({x["args"]["bytes"] for x in on}) != 1 \
+                or ops != (["recv", "send"] if n == 2 and ops[0] in ("recv", "send") else [ops[0]] * n):
+            fail("flow %s links slices that are not one rendezvous: %s" % (fid, on))
+        linked += len(on)
     ncomm = sum(len(v) for v in comm.values())
-    if ncomm != len(by_id) * members:
-        fail("%d communication slices but %d flows of %d members" % (ncomm, len(by_id), members))
-    print("%d flows, each one 's' and %d 'f' on communication slices" % (len(by_id), members - 1))
+    if ncomm != linked:
+        fail("%d communication slices but %d flow ends" % (ncomm, linked))
+    print("%d flows link all %d communication slices, one 's' and one 'f' per other member"
+          % (len(by_id), ncomm))
 
 
 def main(argv):
