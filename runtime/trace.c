@@ -55,15 +55,25 @@ static void runs_per_step(const dhx_plan *plan, const dhx_plan_rank *r, bool has
   runs[DHX_PROG_EVAL] = eval ? (t->val_batches + dp - 1) / dp : 0;
 }
 
-// Records stream s of rank r writes per step.
-static int64_t recs_per_step(const dhx_plan *plan, uint32_t rank, bool has_val, uint32_t s) {
+// Records rank r writes per step, on all its streams.
+static int64_t recs_per_step(const dhx_plan *plan, uint32_t rank, bool has_val) {
   const dhx_plan_rank *r = &plan->ranks[rank];
   int64_t runs[DHX_PROG_COUNT], n = 0;
   runs_per_step(plan, r, has_val, runs);
+  for (int p = 0; p < DHX_PROG_COUNT; p++) n += runs[p] * r->programs[p].ninstrs;
+  return n;
+}
+
+// The same per stream, for this rank's buffers.
+static void stream_recs_per_step(const dhx_plan *plan, uint32_t rank, bool has_val,
+                                 int64_t n[DHX_MAX_STREAMS]) {
+  const dhx_plan_rank *r = &plan->ranks[rank];
+  int64_t runs[DHX_PROG_COUNT];
+  runs_per_step(plan, r, has_val, runs);
+  memset(n, 0, DHX_MAX_STREAMS * sizeof *n);
   for (int p = 0; p < DHX_PROG_COUNT; p++)
     for (uint32_t i = 0; i < r->programs[p].ninstrs; i++)
-      n += r->programs[p].instrs[i].stream == s ? runs[p] : 0;
-  return n;
+      n[r->programs[p].instrs[i].stream] += runs[p];
 }
 
 // Resolves the 1-based inclusive window against the steps this run takes.
@@ -110,20 +120,22 @@ dhx_trace *dhx_trace_new(const dhx_plan *plan, int world_rank, int64_t first, in
     return NULL;
   }
   // Every rank sizes the whole job, so they all refuse an oversized window together.
-  int64_t steps = t->to - t->from, total = 0;
+  int64_t steps = t->to - t->from;
+  double total = 0;  // a double: a long window of a large job must not overflow
   for (uint32_t r = 0; r < plan->nranks; r++)
-    for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++)
-      total += steps * recs_per_step(plan, r, has_val, s);
-  if (total > DHX_TRACE_MAX_BYTES / (int64_t)sizeof(dhx_trace_rec)) {
-    snprintf(err, errlen, "--trace-steps: steps %" PRId64 "..%" PRId64 " would record %" PRId64
-             " instructions (%.0f MiB); trace fewer steps (at most %lld MiB)", t->from + 1, t->to,
-             total, (double)total * sizeof(dhx_trace_rec) / (1 << 20), DHX_TRACE_MAX_BYTES >> 20);
+    total += (double)steps * (double)recs_per_step(plan, r, has_val);
+  if (total * (double)sizeof(dhx_trace_rec) > (double)DHX_TRACE_MAX_BYTES) {
+    snprintf(err, errlen, "--trace-steps: steps %" PRId64 "..%" PRId64 " would record %.0f "
+             "instructions (%.0f MiB); trace fewer steps (at most %lld MiB)", t->from + 1, t->to,
+             total, total * (double)sizeof(dhx_trace_rec) / (1 << 20), DHX_TRACE_MAX_BYTES >> 20);
     dhx_trace_free(t);
     return NULL;
   }
+  int64_t per_step[DHX_MAX_STREAMS];
+  stream_recs_per_step(plan, (uint32_t)world_rank, has_val, per_step);
   for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++) {
     trace_stream *ts = &t->streams[s];
-    ts->cap = steps * recs_per_step(plan, (uint32_t)world_rank, has_val, s);
+    ts->cap = steps * per_step[s];
     if (ts->cap && !(ts->recs = malloc((size_t)ts->cap * sizeof *ts->recs))) goto nomem;
   }
   if (!alloc_seq(t)) goto nomem;
@@ -159,10 +171,11 @@ bool dhx_trace_program(dhx_trace *t, const dhx_plan_program *prog) {
   if (kind == DHX_PROG_BEGIN) {
     t->step++;
     memset(t->runs, 0, sizeof t->runs);
-    for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++)
-      memset(t->streams[s].seq, 0, t->nseq * sizeof(uint32_t));
   }
   bool on = t->step >= t->from && t->step < t->to;
+  if (on && kind == DHX_PROG_BEGIN)  // rendezvous are numbered within a step
+    for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++)
+      memset(t->streams[s].seq, 0, t->nseq * sizeof(uint32_t));
   if (on && !t->started) {
     // Every rank is here at BEGIN of the same step: t = 0 is the same moment on every rank,
     // give or take the barrier's exit skew.
@@ -207,8 +220,10 @@ static uint64_t mix(uint64_t h, uint64_t x) {  // splitmix64 of h ^ x
   return z ^ (z >> 31);
 }
 
-uint64_t dhx_trace_flow_id(int32_t comm, uint32_t stream, int32_t src, int32_t dst, int32_t seq,
-                           int64_t step) {
+// The flow id of a rendezvous, the same on every member: `src` / `dst` are the world ranks of a
+// send / recv pair, -1 for collectives. Below 2^53, so that JSON readers keep it exact.
+static uint64_t flow_id(int32_t comm, uint32_t stream, int32_t src, int32_t dst, int32_t seq,
+                       int64_t step) {
   uint64_t h = mix(0x64687874726163ULL, (uint64_t)(uint32_t)comm);
   h = mix(h, stream);
   h = mix(h, (uint64_t)(uint32_t)src);
@@ -265,9 +280,9 @@ static void stream_name(uint32_t s, char *out, size_t len) {
 static void write_metadata(FILE *f, const dhx_plan *plan, bool *first) {
   for (uint32_t r = 0; r < plan->nranks; r++) {
     separate(f, first);
-    fprintf(f, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%u,\"args\":{\"name\":\"rank %u\"}},\n"
-            "{\"ph\":\"M\",\"name\":\"process_sort_index\",\"pid\":%u,\"args\":{\"sort_index\":%u}}",
-            r, r, r, r);
+    fprintf(f, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%u,\"args\":{\"name\":"
+            "\"rank %u\"}},\n{\"ph\":\"M\",\"name\":\"process_sort_index\",\"pid\":%u,"
+            "\"args\":{\"sort_index\":%u}}", r, r, r, r);
     for (uint32_t s = 0; s < rank_streams(&plan->ranks[r]); s++) {
       char name[32];
       stream_name(s, name, sizeof name);
@@ -290,7 +305,7 @@ static void write_flow(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_t
     dst = in->op == DHX_OP_SEND ? peer : (int32_t)rank;
     lowest = src < dst ? src : dst;
   }
-  uint64_t id = dhx_trace_flow_id(in->comm, r->stream, src, dst, r->seq, r->step);
+  uint64_t id = flow_id(in->comm, r->stream, src, dst, r->seq, r->step);
   bool start = (int32_t)rank == lowest;
   fprintf(f, ",\n{\"ph\":\"%s\",%s\"id\":%" PRIu64 ",\"name\":\"rendezvous\",\"cat\":\"comm\","
           "\"pid\":%u,\"tid\":%u,\"ts\":%.3f}", start ? "s" : "f", start ? "" : "\"bp\":\"e\",",

@@ -72,9 +72,4 @@ void dhx_trace_add(dhx_trace *t, uint32_t stream, const dhx_plan_instr *in, uint
 // the file cannot be written; other ranks return true.
 bool dhx_trace_write(dhx_trace *t, const char *path, char *err, size_t errlen);
 
-// A flow id for a rendezvous: the same on every member. `src` / `dst` are world ranks of a
-// send / recv pair, -1 for collectives. Below 2^53 so that JSON readers keep it exact.
-uint64_t dhx_trace_flow_id(int32_t comm, uint32_t stream, int32_t src, int32_t dst, int32_t seq,
-                           int64_t step);
-
 #endif

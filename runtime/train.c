@@ -179,7 +179,8 @@ static bool check_outputs(run *R) {
     return false;
   if (o->metrics_path && !dhx_prepare_output_file(o->metrics_path, "metrics file", R->err, sizeof R->err))
     return false;
-  if (o->trace_path && !dhx_prepare_output_file(o->trace_path, "trace file", R->err, sizeof R->err))
+  if (o->trace_path &&
+      !dhx_prepare_output_file(o->trace_path, "trace file", R->err, sizeof R->err))
     return false;
   return !R->checkpoint_dir[0] ||
          dhx_make_dirs(R->checkpoint_dir, "checkpoint directory", R->err, sizeof R->err);

@@ -97,6 +97,9 @@ case $case_name in
       $MPIRUN -np 2 "$DHXRUN" plan --trace t.json --trace-steps 7:9
     expect_fail "--trace-steps 3:4 holds none of the steps this run takes (1..2)" \
       $MPIRUN -np 2 "$DHXRUN" plan --trace t.json --trace-steps 3:4 --steps 2
+    plan long --set train.steps=100000 --set train.val_every=0
+    expect_fail "--trace-steps: steps 1..100000 would record" \
+      $MPIRUN -np 2 "$DHXRUN" long --trace t.json --trace-steps 1:100000
     touch afile
     expect_fail "dhxrun: error: afile: the directory of the trace file is not a directory" \
       $MPIRUN -np 2 "$DHXRUN" plan --trace afile/t.json
