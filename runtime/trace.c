@@ -378,6 +378,7 @@ static dhx_trace_rec *local_records(const dhx_trace *t, int64_t *n, int64_t *dro
   dhx_trace_rec *all = malloc((size_t)(*n ? *n : 1) * sizeof *all), *at = all;
   if (!all) MPI_Abort(MPI_COMM_WORLD, 1);
   for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++) {
+    if (!t->streams[s].n) continue;  // recs is NULL for a stream this rank never uses
     memcpy(at, t->streams[s].recs, (size_t)t->streams[s].n * sizeof *at);
     at += t->streams[s].n;
   }

@@ -4,6 +4,7 @@
 // with the default window (the first 2), and writes the trace to argv[1] for trace_check.py.
 #include <mpi.h>
 
+#include "sanitize.h"  // LSan defaults for OpenMPI under -DDHX_SANITIZE=ON
 #include "testlib.h"
 
 int main(int argc, char **argv) {
