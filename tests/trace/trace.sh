@@ -134,6 +134,16 @@ case $case_name in
     grep -q "stopped by SIGTERM" err.txt
     check valid t.json 2
     check cover t.json plan.schedule 2 3 $accum
+    # a run that stops on an error (a loss that blows up) writes the steps it traced
+    plan diverge --set train.steps=10 --set train.val_every=0 --set train.warmup=0 \
+      --set "train.optimizer=adamw(lr: 1e30)"
+    if $MPIRUN -np 2 "$DHXRUN" diverge --trace d.json --trace-steps 1:10 >out.txt 2>err.txt; then
+      echo "a diverged run exited 0"; exit 1
+    fi
+    grep -q "is not finite" err.txt
+    last=$(grep -o -E '"step":[0-9]+' d.json | cut -d: -f2 | sort -n | tail -1)
+    check cover d.json diverge.schedule 1 "$last" $accum
+    echo "the diverged run's trace holds steps 1..$last"
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
