@@ -18,6 +18,7 @@
 //   preflight.c     checks before step 1: outputs writable, memory, degenerate configurations
 //   interrupt.c     SIGINT/SIGTERM/SIGUSR1: stop after the step, checkpoint, exit
 //   watchdog.c      a stuck or dead rank ends the job, named, instead of hanging it
+//   trace.c         --trace: measured start and end of every instruction, a Chrome trace file
 //   train.c         the training loop (dhxrun)
 //
 // The plan format (plan.h, plan_util.h) is a library of its own, libdhx_plan, shared with dhxc:
@@ -43,6 +44,7 @@
 #include "kernel_abi.h"
 #include "plan.h"
 #include "plan_util.h"
+#include "trace.h"
 
 // ---- arena.c ----------------------------------------------------------------------------------
 typedef struct dhx_rank_arena {
@@ -118,6 +120,9 @@ dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn
 void dhx_streams_free(dhx_streams *s);
 // Runs every stream of `prog` to completion; events start unrecorded.
 void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog);
+// Attaches a trace (NULL detaches): from then on dhx_streams_run asks it whether each run is
+// recorded (trace.h). Call between runs.
+void dhx_streams_trace(dhx_streams *s, dhx_trace *trace);
 
 // ---- rt.c + exec_cpu.c ------------------------------------------------------------------------
 typedef struct dhx_rt {
@@ -329,6 +334,8 @@ typedef struct dhx_run_opts {
   int64_t steps;  // 0: the plan's train.steps
   int threads;    // 0: cores / ranks on this node
   double step_timeout;  // seconds without progress before the run is ended; 0: automatic
+  const char *trace_path;  // --trace: the Chrome trace file rank 0 writes; NULL when absent
+  int64_t trace_first, trace_last;  // --trace-steps, 1-based and inclusive; 0: the first 2 steps
   bool quiet;
 } dhx_run_opts;
 

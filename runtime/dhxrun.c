@@ -33,6 +33,10 @@ static const char *usage_text =
     "                         train.checkpoint_every is set)\n"
     "  --step-timeout S       end the run, naming the rank, when no rank makes progress for S\n"
     "                         seconds (default: 20 x the slowest step, at least 300)\n"
+    "  --trace FILE           write a timeline of every instruction on every rank and stream\n"
+    "                         (Chrome trace JSON: open it in ui.perfetto.dev or chrome://tracing)\n"
+    "  --trace-steps A:B      the steps the trace covers, A to B inclusive, or one step A\n"
+    "                         (default: the first 2 steps this run takes)\n"
     "  --quiet                print nothing but errors\n"
     "  --help                 this text\n"
     "\n"
@@ -50,11 +54,27 @@ static bool parse_int(const char *s, int64_t max, int64_t *out) {
   return true;
 }
 
+// --trace-steps A:B (1 <= A <= B) or A (= A:A).
+static bool parse_window(const char *s, int64_t *first, int64_t *last) {
+  char a[32];
+  const char *colon = strchr(s, ':');
+  size_t n = colon ? (size_t)(colon - s) : strlen(s);
+  if (n >= sizeof a) return false;
+  memcpy(a, s, n);
+  a[n] = 0;
+  if (!parse_int(a, 1LL << 32, first)) return false;
+  if (!colon) {
+    *last = *first;
+    return true;
+  }
+  return parse_int(colon + 1, 1LL << 32, last) && *first <= *last;
+}
+
 // Options take their value as the next argument or after '=' (--steps 20, --steps=20).
 static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err, size_t errlen) {
   static const char *with_value[] = {"--train", "--val", "--steps", "--metrics", "--threads",
                                      "--save", "--resume", "--checkpoint-dir", "--init",
-                                     "--step-timeout"};
+                                     "--step-timeout", "--trace", "--trace-steps"};
   memset(o, 0, sizeof *o);
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
@@ -119,12 +139,24 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
         return PARSE_ERROR;
       }
       o->step_timeout = v;
+    } else if (strcmp(name, "--trace") == 0) {
+      o->trace_path = value;
+    } else if (strcmp(name, "--trace-steps") == 0) {
+      if (!parse_window(value, &o->trace_first, &o->trace_last)) {
+        snprintf(err, errlen, "--trace-steps: '%s' is not a window of steps FIRST:LAST (1 <= "
+                 "FIRST <= LAST) or one step", value);
+        return PARSE_ERROR;
+      }
     } else {
       o->checkpoint_dir = value;
     }
   }
   if (!o->plan_dir) {
     snprintf(err, errlen, "missing PLAN_DIR (see dhxrun --help)");
+    return PARSE_ERROR;
+  }
+  if (o->trace_first && !o->trace_path) {
+    snprintf(err, errlen, "--trace-steps needs --trace FILE");
     return PARSE_ERROR;
   }
   return PARSE_OK;

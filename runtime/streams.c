@@ -5,6 +5,10 @@
 // every program run (an event means "recorded in this run"). The threads are created once per
 // rank and reused for every program; stream 0 runs on the caller. The plan validator has
 // already proved that every WAIT can complete, so a run always finishes.
+//
+// With a trace attached (dhxrun --trace), a recorded run times each instruction: two clock
+// reads and a store into the stream's own buffer (trace.c). Without one, the cost is one
+// branch per instruction.
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +28,8 @@ struct dhx_streams {
   const dhx_plan_program *prog;
   uint8_t *recorded;     // per event of the current run
   uint32_t max_events;
+  dhx_trace *trace;      // NULL when not tracing
+  bool tracing;          // the current run is recorded
 };
 
 typedef struct stream_arg {
@@ -44,16 +50,28 @@ static void wait_event(dhx_streams *s, int32_t event) {
   pthread_mutex_unlock(&s->lock);
 }
 
-static void run_stream(dhx_streams *s, const dhx_plan_program *p, uint32_t stream) {
+static void run_instr(dhx_streams *s, const dhx_plan_instr *in) {
+  if (in->op == DHX_OP_RECORD)
+    record(s, in->event);
+  else if (in->op == DHX_OP_WAIT)
+    wait_event(s, in->event);
+  else
+    s->exec(s->ctx, in);
+}
+
+// `trace` is NULL unless this run is recorded.
+static void run_stream(dhx_streams *s, const dhx_plan_program *p, uint32_t stream,
+                       dhx_trace *trace) {
   for (uint32_t i = 0; i < p->ninstrs; i++) {
     const dhx_plan_instr *in = &p->instrs[i];
     if (in->stream != stream) continue;
-    if (in->op == DHX_OP_RECORD)
-      record(s, in->event);
-    else if (in->op == DHX_OP_WAIT)
-      wait_event(s, in->event);
-    else
-      s->exec(s->ctx, in);
+    if (trace) {
+      int64_t t0 = dhx_trace_clock();
+      run_instr(s, in);
+      dhx_trace_add(trace, stream, in, i, t0);
+    } else {
+      run_instr(s, in);
+    }
   }
 }
 
@@ -69,9 +87,10 @@ static void *stream_main(void *p) {
     if (s->stop) break;
     seen = s->generation;
     const dhx_plan_program *prog = s->prog;
+    dhx_trace *trace = s->tracing ? s->trace : NULL;
     if (id >= prog->nstreams) continue;  // this program does not use this stream
     pthread_mutex_unlock(&s->lock);
-    run_stream(s, prog, id);
+    run_stream(s, prog, id, trace);
     pthread_mutex_lock(&s->lock);
     if (--s->running == 0) pthread_cond_signal(&s->finished);
   }
@@ -123,17 +142,21 @@ void dhx_streams_free(dhx_streams *s) {
   free(s);
 }
 
+void dhx_streams_trace(dhx_streams *s, dhx_trace *trace) { s->trace = trace; }
+
 void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog) {
   if (prog->nstreams > s->nstreams || prog->nevents > s->max_events) abort();  // rt.c sizes us
+  bool tracing = s->trace && dhx_trace_program(s->trace, prog);
   pthread_mutex_lock(&s->lock);
   s->prog = prog;
+  s->tracing = tracing;
   memset(s->recorded, 0, prog->nevents);
   s->running = prog->nstreams - 1;
   s->generation++;
   pthread_cond_broadcast(&s->start);
   pthread_mutex_unlock(&s->lock);
 
-  run_stream(s, prog, 0);
+  run_stream(s, prog, 0, tracing ? s->trace : NULL);
 
   pthread_mutex_lock(&s->lock);
   while (s->running > 0) pthread_cond_wait(&s->finished, &s->lock);

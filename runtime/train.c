@@ -67,6 +67,7 @@ typedef struct run {
   char resume_path[4096];     // the checkpoint resumed from ("" when none)
   int64_t first_step, end_step;  // steps [first, end) run here (0-based)
   dhx_watchdog *watchdog;
+  dhx_trace *trace;  // --trace; NULL when absent
   // what the summary reports
   int64_t done_step;  // steps completed (0-based end of what was run)
   int64_t skipped;
@@ -178,6 +179,9 @@ static bool check_outputs(run *R) {
     return false;
   if (o->metrics_path && !dhx_prepare_output_file(o->metrics_path, "metrics file", R->err, sizeof R->err))
     return false;
+  if (o->trace_path &&
+      !dhx_prepare_output_file(o->trace_path, "trace file", R->err, sizeof R->err))
+    return false;
   return !R->checkpoint_dir[0] ||
          dhx_make_dirs(R->checkpoint_dir, "checkpoint directory", R->err, sizeof R->err);
 }
@@ -253,6 +257,22 @@ static bool open_metrics(run *R) {
   return R->metrics != NULL;
 }
 
+// --trace: buffers sized for the window, attached to the streams (trace.c does the rest).
+static bool start_trace(run *R) {
+  const dhx_run_opts *o = R->opts;
+  R->trace = dhx_trace_new(&R->plan, R->rank, o->trace_first, o->trace_last, R->first_step,
+                           R->end_step, R->has_val, R->err, sizeof R->err);
+  if (R->trace) dhx_streams_trace(R->rt.streams, R->trace);
+  return R->trace != NULL;
+}
+
+// Collective: rank 0 writes every rank's records, whatever way the loop ended.
+static bool write_trace(run *R) {
+  bool ok = dhx_trace_write(R->trace, R->opts->trace_path, R->err, sizeof R->err);
+  if (ok && R->rank == 0) note_written(R, R->opts->trace_path);
+  return agree(R, ok);
+}
+
 static bool setup(run *R) {
   if (!agree(R, read_plan(R))) return false;
   R->ranks_on_node = count_ranks_on_node();
@@ -277,6 +297,7 @@ static bool setup(run *R) {
   R->step_tokens_per_s = calloc((size_t)(R->end_step - R->first_step), sizeof(double));
   if (!R->step_tokens_per_s) MPI_Abort(MPI_COMM_WORLD, 1);
   if (!agree(R, open_metrics(R))) return false;
+  if (R->opts->trace_path && !agree(R, start_trace(R))) return false;
   if (R->rank == 0)
     dhx_warn_configuration(stderr, R->t, &R->train, &R->val, R->has_val,
                            R->end_step - R->first_step);
@@ -524,6 +545,7 @@ static void teardown(run *R) {
   dhx_shard_close(&R->train);
   dhx_shard_close(&R->val);
   if (R->rt_ready) dhx_rt_free(&R->rt);
+  dhx_trace_free(R->trace);  // after the stream threads that write it
   dhx_plan_free(&R->plan);
   free(R->step_tokens_per_s);
 }
@@ -543,12 +565,13 @@ int dhx_train(const dhx_run_opts *opts) {
     char outcome[64];
     loop_end end = train_loop(R, &sig);
     dhx_watchdog_stop(R->watchdog);
+    bool traced = !R->trace || write_trace(R);
     if (end == LOOP_SIGNAL)
       snprintf(outcome, sizeof outcome, "interrupted by %s", dhx_signal_name(sig));
     else
       snprintf(outcome, sizeof outcome, "%s", end == LOOP_DONE ? "finished" : "stopped on an error");
     summarize(R, outcome);
-    status = end == LOOP_DONE ? 0 : end == LOOP_SIGNAL ? 128 + sig : 1;
+    status = end == LOOP_DONE && traced ? 0 : end == LOOP_SIGNAL ? 128 + sig : 1;
   }
   teardown(R);
   free(R);
