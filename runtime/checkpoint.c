@@ -60,6 +60,12 @@ static tensor *list_tensors(const dhx_plan_rank *r, int *count) {
   return t;
 }
 
+static bool is_moment_name(const char *name) {
+  size_t len = strlen(name);
+  return len > 7 &&
+         (strcmp(name + len - 7, ".adam_m") == 0 || strcmp(name + len - 7, ".adam_v") == 0);
+}
+
 static tensor *find_tensor(tensor *t, int n, const char *name) {
   for (int i = 0; i < n; i++)
     if (strcmp(t[i].name, name) == 0) return &t[i];
@@ -124,11 +130,6 @@ bool dhx_checkpoint_save(const dhx_plan *plan, uint32_t rank, const uint8_t *are
 
 // ---- verification (resume) --------------------------------------------------------------------
 
-static bool is_moment_name(const char *name) {
-  size_t len = strlen(name);
-  return len > 7 &&
-         (strcmp(name + len - 7, ".adam_m") == 0 || strcmp(name + len - 7, ".adam_v") == 0);
-}
 
 // A file that holds no AdamW moment at all (while the plan has some) is a weights-only file: a
 // converted or published model, to start from rather than to resume.
@@ -185,13 +186,31 @@ static bool check_entry(const dhx_st_file *s, const dhx_st_entry *e, const dhx_p
   return true;
 }
 
+
+// Is `name` a parameter (or a parameter's moment) that some rank of the plan holds? Another
+// pipeline stage's tensors are in the file too. Stages are the ranks of data and tensor index 0.
+static bool held_elsewhere(const dhx_plan *plan, const char *name) {
+  size_t len = strlen(name);
+  if (is_moment_name(name)) len -= 7;
+  for (uint32_t r = 0; r < plan->nranks; r++) {
+    const dhx_plan_rank *rk = &plan->ranks[r];
+    if (rk->dp_rank != 0 || rk->tp_rank != 0) continue;
+    for (uint32_t i = 0; i < rk->nbuffers; i++)
+      if (rk->buffers[i].kind == DHX_BUF_PARAM && strncmp(rk->buffers[i].name, name, len) == 0 &&
+          rk->buffers[i].name[len] == 0)
+        return true;
+  }
+  return false;
+}
+
 // Every entry must be a tensor of the plan with the right dtype, shape and extent, and every
-// tensor of the plan must be there.
-static bool match_entries(const dhx_st_file *s, const dhx_plan_rank *r, tensor *t, int n,
-                          char *err, size_t errlen) {
+// tensor this rank holds must be there. Entries that other ranks hold are left to them.
+static bool match_entries(const dhx_st_file *s, const dhx_plan *plan, const dhx_plan_rank *r,
+                          tensor *t, int n, char *err, size_t errlen) {
   for (int i = 0; i < s->nentries; i++) {
     const dhx_st_entry *e = &s->entries[i];
     tensor *x = find_tensor(t, n, e->name);
+    if (!x && held_elsewhere(plan, e->name)) continue;
     if (!x) return dhx_st_fail(s->path, err, errlen, "tensor '%s' is not in the plan", e->name);
     if (!check_entry(s, e, &r->buffers[x->buf], err, errlen)) return false;
     x->e = e;
@@ -210,7 +229,7 @@ static bool open_checkpoint(dhx_st_file *s, const char *path, const dhx_plan *pl
   int64_t taken = 0;
   bool ok = check_not_weights_only(s, t, n, err, errlen) &&
             check_metadata(s, plan, &taken, err, errlen) &&
-            match_entries(s, r, t, n, err, errlen) && dhx_st_verify(s, err, errlen);
+            match_entries(s, plan, r, t, n, err, errlen) && dhx_st_verify(s, err, errlen);
   if (ok) *step = taken;  // a refused file changes nothing
   else dhx_st_close(s);
   return ok;
@@ -360,8 +379,8 @@ static bool check_weight(const dhx_st_file *s, const dhx_st_entry *e, const dhx_
 }
 
 // Every parameter present with the plan's shape; besides them only their AdamW moments.
-static bool match_weights(const dhx_st_file *s, const dhx_plan_rank *r, tensor *t, int n,
-                          char *err, size_t errlen) {
+static bool match_weights(const dhx_st_file *s, const dhx_plan *plan, const dhx_plan_rank *r,
+                          tensor *t, int n, char *err, size_t errlen) {
   for (int i = 0; i < n; i++) {
     if (t[i].moment) continue;
     t[i].e = dhx_st_find(s, t[i].name);
@@ -372,7 +391,7 @@ static bool match_weights(const dhx_st_file *s, const dhx_plan_rank *r, tensor *
     if (!check_weight(s, t[i].e, &r->buffers[t[i].buf], err, errlen)) return false;
   }
   for (int i = 0; i < s->nentries; i++)
-    if (!find_tensor(t, n, s->entries[i].name))
+    if (!find_tensor(t, n, s->entries[i].name) && !held_elsewhere(plan, s->entries[i].name))
       return dhx_st_fail(s->path, err, errlen, "tensor '%s' is not in the plan",
                          s->entries[i].name);
   return true;
@@ -386,7 +405,7 @@ bool dhx_checkpoint_load_weights(const dhx_plan *plan, uint32_t rank, uint8_t *a
   if (!t) return dhx_st_fail(path, err, errlen, "out of memory");
   dhx_st_file s;
   bool ok = dhx_st_open(&s, path, err, errlen);
-  if (ok) ok = match_weights(&s, r, t, n, err, errlen) && dhx_st_verify(&s, err, errlen);
+  if (ok) ok = match_weights(&s, plan, r, t, n, err, errlen) && dhx_st_verify(&s, err, errlen);
   for (int i = 0; i < n && ok; i++) {
     const dhx_plan_buffer *b = &r->buffers[t[i].buf];
     if (t[i].moment) memset(arena + b->offset, 0, (size_t)b->nbytes);  // fresh optimizer state

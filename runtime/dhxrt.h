@@ -139,6 +139,10 @@ typedef struct dhx_rt {
   // Set when OP_GRAD_NORM finds a non-finite norm: the rest of the program (the optimizer
   // update) is skipped, so NaN never reaches the parameters. Reset when a program starts.
   _Atomic bool update_skipped;
+  // LOAD_BATCH: fills micro-batch `micro` of the current step into tokens and targets
+  // (micro_batch*seq values each); set by the training loop, which knows the data and the step.
+  void (*load_batch)(void *ctx, int64_t micro, int32_t *tokens, int32_t *targets);
+  void *load_ctx;
 } dhx_rt;
 
 // Everything local to this rank: arena, kernels (so_path; unused when the plan has none),

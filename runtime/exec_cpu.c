@@ -165,6 +165,11 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
                (int)in->args[2].i, (int)in->args[3].i);
       break;
     case DHX_OP_GRAD_NORM: exec_grad_norm(rt, in); break;
+    case DHX_OP_LOAD_BATCH:
+      if (rt->load_batch)
+        rt->load_batch(rt->load_ctx, in->args[2].i, arg_ptr(rt, &in->args[0]),
+                       arg_ptr(rt, &in->args[1]));
+      break;
     case DHX_OP_RECORD:
     case DHX_OP_WAIT: break;  // handled by the streams
   }

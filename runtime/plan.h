@@ -12,6 +12,9 @@
 //   for each step:   run BEGIN           (zero gradients)
 //                    for each micro-batch: load tokens/targets, run MICRO (forward+backward)
 //                    run STEP            (gradient all-reduce, clipping, optimizer)
+//
+// (A pipeline's MICRO spans all micro-batches of the step and loads them itself: then it runs
+// once per step; train.micro_per_run says which.)
 //   every val_every: run EVAL over val_batches micro-batches (forward and loss only)
 //
 // Scalars that change per step (learning rate, bias corrections, the clip scale) are
@@ -130,6 +133,10 @@ typedef enum {
   // matched by the peer's RECV from this rank with the same count and tag, in the same order.
   DHX_OP_SEND,
   DHX_OP_RECV,
+  // Fills micro-batch args[2] (I64, 0..accum_steps-1) of this step into args[0] (a TOKENS
+  // region of micro_batch*seq i32) and args[1] (a TARGETS region of as many): the runtime reads
+  // this rank's rows of the shard. Programs that span micro-batches (pipelines) load their own.
+  DHX_OP_LOAD_BATCH,
 } dhx_op;
 
 #define DHX_MAX_TAG 32767  // the smallest tag bound MPI guarantees
@@ -251,6 +258,11 @@ typedef struct dhx_plan_train {
   char model_name[DHX_NAME_MAX];
   uint32_t skip_nonfinite;             // 1: a step whose loss or gradient norm is not finite is
                                        //   skipped (no optimizer update); 0 or 1
+  int64_t micro_per_run;               // micro-batches one MICRO run covers: 1 (the runtime
+                                       //   loads each and runs MICRO accum_steps times) or
+                                       //   accum_steps (MICRO loads its own with LOAD_BATCH and
+                                       //   runs once: a pipeline schedule). TOKENS, TARGETS and
+                                       //   LOSSES hold micro_per_run micro-batches.
 } dhx_plan_train;
 
 typedef struct dhx_plan {

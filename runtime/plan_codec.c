@@ -40,7 +40,7 @@
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
 #define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
-#define RANK_MIN_BYTES (2 * 4 + 8 + 4 + DHX_PROG_COUNT * PROGRAM_MIN_BYTES)
+#define RANK_MIN_BYTES (7 * 4 + 8 + 4 + DHX_PROG_COUNT * PROGRAM_MIN_BYTES)
 #define COMM_MIN_BYTES 4
 
 // ---- CRC-32 -----------------------------------------------------------------------------------
@@ -214,6 +214,7 @@ static void io_train(plan_io *s, dhx_plan_train *t) {
   io_f64(s, &t->flops_per_token);
   io_chars(s, t->model_name, DHX_NAME_MAX);
   io_u32(s, &t->skip_nonfinite);
+  io_i64(s, &t->micro_per_run);
 }
 
 static void io_access(plan_io *s, dhx_plan_access *a) {

@@ -41,7 +41,8 @@ const char *dhx_op_name(uint32_t op) {
                             [DHX_OP_GRAD_NORM] = "grad_norm",
                             [DHX_OP_REDUCE_SCATTER] = "reduce_scatter",
                             [DHX_OP_ALL_GATHER] = "all_gather",
-                            [DHX_OP_SEND] = "send",           [DHX_OP_RECV] = "recv"};
+                            [DHX_OP_SEND] = "send",           [DHX_OP_RECV] = "recv",
+                            [DHX_OP_LOAD_BATCH] = "load_batch"};
   return NAME_OF(t, op);
 }
 

@@ -57,6 +57,9 @@ static bool check_train(plan_check_ctx *v) {
         DHX_PLAN_MAX_RANKS, t->dp, t->tp, t->pp);
   CHECK(t->dp * t->tp * t->pp == (int64_t)v->p->nranks,
         "train.dp*tp*pp = %" PRId64 " but the plan has %u ranks", t->dp * t->tp * t->pp, v->p->nranks);
+  CHECK(t->micro_per_run == 1 || t->micro_per_run == t->accum_steps, "train.micro_per_run "
+        "must be 1 or accum_steps %" PRId64 " (got %" PRId64 ")", t->accum_steps,
+        t->micro_per_run);
   CHECK(t->accum_steps <= t->global_batch &&
             t->accum_steps * t->micro_batch * t->dp == t->global_batch,
         "train.accum_steps*micro_batch*dp = %" PRId64 "*%" PRId64 "*%" PRId64 " must equal "
@@ -253,9 +256,10 @@ static bool check_buffer(plan_check_ctx *v, uint32_t id) {
     uint32_t want = b->kind == DHX_BUF_LOSSES ? DHX_F32 : DHX_I32;
     CHECK(b->dtype == want, "buffer %u '%s': a %s buffer must be %s", id, b->name,
           dhx_buf_kind_name(b->kind), dhx_dtype_name(want));
-    CHECK(b->nbytes == 4 * t->micro_batch * t->seq,
-          "buffer %u '%s': a %s buffer must hold micro_batch*seq = %" PRId64 " values (holds %"
-          PRId64 ")", id, b->name, dhx_buf_kind_name(b->kind), t->micro_batch * t->seq, b->nbytes / 4);
+    int64_t values = t->micro_per_run * t->micro_batch * t->seq;
+    CHECK(b->nbytes == 4 * values, "buffer %u '%s': a %s buffer must hold micro_per_run*"
+          "micro_batch*seq = %" PRId64 " values (holds %" PRId64 ")", id, b->name,
+          dhx_buf_kind_name(b->kind), values, b->nbytes / 4);
   }
   if (b->kind == DHX_BUF_PARAM || b->kind == DHX_BUF_GRAD || b->kind == DHX_BUF_OPT_M ||
       b->kind == DHX_BUF_OPT_V)

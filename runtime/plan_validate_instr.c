@@ -183,6 +183,21 @@ static bool check_region(plan_check_ctx *v, const dhx_plan_instr *in, int64_t co
   return plan_check_region(v, in, 0, count, elem_size);
 }
 
+// The runtime writes micro-batch args[2]'s rows into a TOKENS and a TARGETS region.
+static bool check_load_batch(plan_check_ctx *v, const dhx_plan_instr *in) {
+  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_I64};
+  if (!plan_check_arg_kinds(v, in, 3, kinds)) return false;
+  const dhx_plan_train *t = &v->p->train;
+  const dhx_plan_buffer *tok = &v->p->ranks[v->rank].buffers[in->args[0].buf];
+  const dhx_plan_buffer *tgt = &v->p->ranks[v->rank].buffers[in->args[1].buf];
+  CHECK(tok->kind == DHX_BUF_TOKENS && tgt->kind == DHX_BUF_TARGETS, "load_batch writes '%s' "
+        "and '%s', which must be the tokens and the targets buffer", tok->name, tgt->name);
+  CHECK(in->args[2].i >= 0 && in->args[2].i < t->accum_steps, "load_batch micro-batch %" PRId64
+        " is not below accum_steps %" PRId64, in->args[2].i, t->accum_steps);
+  return plan_check_region(v, in, 0, t->micro_batch * t->seq, 4) &&
+         plan_check_region(v, in, 1, t->micro_batch * t->seq, 4);
+}
+
 static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
   static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_I64, DHX_ARG_F64};
   if (!plan_check_arg_kinds(v, in, 3, kinds) || !check_region(v, in, in->args[1].i, 4)) return false;
@@ -197,7 +212,7 @@ static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
 bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_plan_instr *in) {
   CHECK(terminated(in->note, DHX_NAME_MAX), "note is not NUL-terminated");
   v->note = in->note;
-  CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_RECV, "unknown op %u", in->op);
+  CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_LOAD_BATCH, "unknown op %u", in->op);
   CHECK(in->stream < p->nstreams, "stream %u, but the program has %u streams", in->stream,
         p->nstreams);
   if (!check_args_generic(v, in)) return false;
@@ -221,6 +236,7 @@ bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_pl
             "%u events", in->event, p->nevents);
       return true;
     case DHX_OP_GRAD_NORM: return check_grad_norm(v, in);
+    case DHX_OP_LOAD_BATCH: return check_load_batch(v, in);
   }
   return true;
 }

@@ -62,6 +62,7 @@ typedef struct run {
   bool has_val;
   int32_t *tokens, *targets;  // this rank's TOKENS / TARGETS buffers (NULL if absent)
   const float *losses;        // LOSSES buffer (NULL if absent)
+  int64_t step;               // the step being run (LOAD_BATCH reads its rows)
   FILE *metrics;
   char checkpoint_dir[4096];  // "" when no periodic checkpoints
   char resume_path[4096];     // the checkpoint resumed from ("" when none)
@@ -148,6 +149,16 @@ static bool open_data(run *R) {
     return false;
   R->has_val = val[0] != 0;
   return !R->has_val || dhx_shard_open(&R->val, val, R->t->seq, R->t->vocab, R->err, sizeof R->err);
+}
+
+// LOAD_BATCH of the step being run (a pipeline's MICRO loads its own micro-batches).
+static void load_batch(void *ctx, int64_t m, int32_t *tokens, int32_t *targets) {
+  run *R = ctx;
+  const dhx_plan_train *tr = R->t;
+  int64_t dp = R->rt.rank->dp_size, dp_rank = R->rt.rank->dp_rank, seq = tr->seq;
+  int64_t row = R->step * tr->global_batch + (m * dp + dp_rank) * tr->micro_batch;
+  for (int64_t b = 0; b < tr->micro_batch; b++)
+    dhx_shard_row(&R->train, row + b, seq, tokens + b * seq, targets + b * seq);
 }
 
 static void find_io_buffers(run *R) {
@@ -284,6 +295,8 @@ static bool setup(run *R) {
   snprintf(so, sizeof so, "%s/kernels.so", R->opts->plan_dir);
   R->rt_ready = true;  // dhx_rt_free is safe on a partly initialised runtime
   bool ok = dhx_rt_init(&R->rt, &R->plan, R->rank, so, threads, R->err, sizeof R->err);
+  R->rt.load_batch = load_batch;
+  R->rt.load_ctx = R;
   if (!agree(R, ok && open_data(R))) return false;
   dhx_rt_connect(&R->rt);
   find_io_buffers(R);
@@ -328,12 +341,14 @@ static void load_rows(run *R, const dhx_shard *s, int64_t row) {
     dhx_shard_row(s, row + b, seq, R->tokens + b * seq, R->targets + b * seq);
 }
 
-static double sum_losses(const run *R) {
+// The sum of the first `batches` micro-batches' per-position losses.
+static double sum_losses(const run *R, int64_t batches) {
   double sum = 0;
   if (R->losses)
-    for (int64_t i = 0; i < R->t->micro_batch * R->t->seq; i++) sum += R->losses[i];
+    for (int64_t i = 0; i < batches * R->t->micro_batch * R->t->seq; i++) sum += R->losses[i];
   return sum;
 }
+
 
 static double all_sum(double x) {
   double total = 0;
@@ -349,10 +364,12 @@ static double train_step(run *R, int64_t t) {
   dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_COMPUTE);
   dhx_rt_run(&R->rt, DHX_PROG_BEGIN);
   double loss = 0;
-  for (int64_t m = 0; m < tr->accum_steps; m++) {
-    load_rows(R, &R->train, t * tr->global_batch + (m * dp + dp_rank) * tr->micro_batch);
+  R->step = t;
+  for (int64_t m = 0; m < tr->accum_steps; m += tr->micro_per_run) {
+    if (tr->micro_per_run == 1)
+      load_rows(R, &R->train, t * tr->global_batch + (m * dp + dp_rank) * tr->micro_batch);
     dhx_rt_run(&R->rt, DHX_PROG_MICRO);
-    if (R->rt.rank->reports_loss) loss += sum_losses(R);
+    if (R->rt.rank->reports_loss) loss += sum_losses(R, tr->micro_per_run);
   }
   dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_UPDATE);
   dhx_rt_run(&R->rt, DHX_PROG_STEP);
@@ -371,7 +388,7 @@ static double evaluate(run *R, int64_t t) {
   for (int64_t v = dp_rank; v < tr->val_batches; v += dp) {
     load_rows(R, &R->val, v * tr->micro_batch);
     dhx_rt_run(&R->rt, DHX_PROG_EVAL);
-    if (R->rt.rank->reports_loss) loss += sum_losses(R);
+    if (R->rt.rank->reports_loss) loss += sum_losses(R, 1);
   }
   return all_sum(loss) / (double)(tr->val_batches * tr->micro_batch * tr->seq);
 }

@@ -352,6 +352,11 @@ static void back_cross_entropy(ad *a, const dhx_node *n, double loss_scale) {
 }
 
 void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
+  dhx_lower_backward_from(g, l, loss_scale, -1, NULL, -1, NULL);
+}
+
+void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int seed,
+                             int *seed_grad, int want, int *want_grad) {
   ad a = {.g = g, .l = l};
   // Tensors created below grow g->tensors; size the maps for the worst case up front.
   int cap = g->ntensors * 3 + 16;
@@ -361,6 +366,10 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
   for (int i = 0; i < cap; i++) a.grad[i] = -1;
   for (int i = 0; i < g->nnodes; i++)
     for (int j = 0; j < g->nodes[i].nin; j++) a.consumers[g->nodes[i].in[j]]++;
+  if (seed >= 0) {  // its gradient arrives from elsewhere (the next pipeline stage)
+    bool acc;
+    *seed_grad = grad_dst(&a, seed, &acc);
+  }
 
   for (int i = g->nnodes - 1; i >= 0; i--) {
     const dhx_node n = g->nodes[i];  // a copy: tensor creation may move g->nodes' neighbours
@@ -395,6 +404,7 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
     if (g->ntensors >= cap - 8)
       DHX_ICE("gradient map overflow (%d tensors, room for %d)", g->ntensors, cap);
   }
+  if (want >= 0) *want_grad = a.grad[want];
   free(a.grad);
   free(a.consumers);
 }

@@ -113,6 +113,8 @@ typedef enum {
   DHX_L_ZERO,
   DHX_L_ALLREDUCE,  // in place: args[0] region, args[1] count; over communicator `comm`
   DHX_L_ALL_GATHER, // args[0] input, args[1] output, args[2] count (of the output)
+  DHX_L_SEND, DHX_L_RECV,  // args[0] region, args[1] count, args[2] peer, args[3] tag
+  DHX_L_LOAD,       // args[0] tokens, args[1] targets, args[2] micro-batch of the step
   DHX_L_GRAD_NORM,
   DHX_L_RECORD, DHX_L_WAIT,
 } dhx_lop_kind;
@@ -137,6 +139,8 @@ typedef struct dhx_lop {
   dhx_plan_gemm gemm;          // GEMM: args[0..2] = A, B, C
   int comm, event;
   bool dead;                   // removed by a pass
+  int keeps;                   // > 0: tensor keeps - 1 stays live until this op (a WAIT for a
+                               //   send on another stream that reads it)
   char note[DHX_NAME_MAX];
 } dhx_lop;
 
@@ -162,11 +166,13 @@ typedef struct dhx_graph {
   int64_t n_params;
   char model_name[DHX_NAME_MAX];
   int tp, tp_rank;               // tensor-parallel degree and this graph's rank (1, 0 unsplit)
+  int pp, pp_rank;               // pipeline stages and this graph's stage (1, 0 unsplit)
+  int stage_in, stage_out;       // the activation a stage receives / sends (-1: none)
   dhx_oplist prog[DHX_PROG_COUNT];
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.
-enum { DHX_COMM_TP = 0, DHX_COMM_DP = 1, DHX_COMM_ROLES };
+enum { DHX_COMM_TP = 0, DHX_COMM_DP = 1, DHX_COMM_PP = 2, DHX_COMM_ROLES };
 
 // graph.c
 void dhx_graph_init(dhx_graph *g);
@@ -197,6 +203,11 @@ void dhx_lower_forward(dhx_graph *g, dhx_oplist *l);
 // autodiff.c: the backward of every node, in reverse, into `l`; the loss gradient is seeded
 // with `loss_scale` (1 / positions in the global batch).
 void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale);
+// The same for a part of a model (a pipeline stage): when seed >= 0, tensor `seed` is an output
+// whose gradient comes from outside (*seed_grad: the tensor to receive it into); when want >= 0,
+// *want_grad is the gradient of input `want` once complete (-1 if nothing reaches it).
+void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int seed,
+                             int *seed_grad, int want, int *want_grad);
 // optimizer.c: gradient views, BEGIN (zeroing) and STEP (all-reduce, clipping, AdamW).
 void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o);
 // fuse.c: merges chains of elementwise ops; returns how many ops it removed.
@@ -205,6 +216,14 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
 // runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
 // slice. Reports unsupported combinations as errors at the op. Call before lowering.
 bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
+// shard_pp.c: keeps the nodes of pipeline stage `stage` of `pp` (whole layers, in equal
+// counts; what comes before the layers goes to the first stage, what comes after to the last)
+// and finds the activation it receives and the one it sends. `micro` micro-batches of tokens,
+// targets and losses are held at once (the pipeline's MICRO spans them).
+bool dhx_shard_pipeline(dhx_graph *g, int pp, int stage, int micro);
+// pipeline.c: the stage's MICRO program as a 1F1B schedule over `micro` micro-batches (and its
+// EVAL: one micro-batch's forward), from the one-micro-batch forward and backward.
+void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
 

@@ -139,6 +139,9 @@ static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
       if (g->tensors[t].first_use < 0) g->tensors[t].first_use = i;
       g->tensors[t].last_use = i;
     }
+    int kept = l->ops[i].keeps - 1;  // read by a transfer on another stream until here
+    if (kept >= 0 && g->tensors[kept].program == prog && g->tensors[kept].first_use >= 0)
+      g->tensors[kept].last_use = i;
   }
   int *order = malloc(sizeof(int) * (size_t)g->ntensors);
   live *act = malloc(sizeof(live) * (size_t)g->ntensors);

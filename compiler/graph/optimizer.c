@@ -89,6 +89,12 @@ static void emit_adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, con
   dhx_emit_kernel(l, DHX_K_ADAMW, g->tensors[p].view_elems, note, 12, a);
 }
 
+static int scratch_id(const dhx_graph *g, const char *name) {
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].kind == DHX_T_SCRATCH && strcmp(g->tensors[i].name, name) == 0) return i;
+  return -1;
+}
+
 // Partial sums of squares of view v's chunks into partials[at...]; returns the chunk count.
 static int64_t sum_squares(dhx_graph *g, dhx_oplist *l, int partials, int64_t at, int v,
                            const char *note) {
@@ -121,10 +127,7 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
     w->event = 0;
     step->nevents = 1;
   }
-  int partials = -1;
-  for (int i = 0; i < g->ntensors; i++)
-    if (g->tensors[i].kind == DHX_T_SCRATCH && strcmp(g->tensors[i].name, "grad_norm.partials") == 0)
-      partials = i;
+  int partials = scratch_id(g, "grad_norm.partials");
   int64_t chunks = 0;
   if (g->tp == 1) {
     chunks = sum_squares(g, step, partials, 0, all, "gradient sum of squares");
@@ -140,8 +143,26 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
     chunks += sum_squares(g, step, partials, chunks, dhx_view_id(g, "grads[whole,no_decay]"),
                           "sum of squares of whole gradients");
   }
+  int sums = partials;
+  if (g->pp > 1) {
+    // Each stage holds different parameters: add the stages' sums of squares into one total.
+    // The stages' chunk counts differ, so each first sums its chunks to one number.
+    int total = scratch_id(g, "grad_norm.total");
+    dhx_lop *z = dhx_lop_push(step, DHX_L_ZERO, 0, "no gradients on this stage yet");
+    z->args[0] = dhx_buf(total, 0);
+    z->args[1] = dhx_i64(4);
+    z->nargs = 2;
+    if (chunks > 0) {
+      dhx_operand cs[] = {dhx_buf(total, 0), dhx_buf(partials, 0), dhx_i64(chunks), dhx_i64(1),
+                          dhx_i64(0)};
+      dhx_emit_kernel(step, DHX_K_COLSUM, 1, "this stage's sum of squares", 5, cs);
+    }
+    dhx_emit_allreduce(step, 0, DHX_COMM_PP, total, 1, "add the stages' sums of squares");
+    sums = total;
+    chunks = 1;
+  }
   dhx_lop *gn = dhx_lop_push(step, DHX_L_GRAD_NORM, 0, "global norm and clip scale");
-  gn->args[0] = dhx_buf(partials, 0);
+  gn->args[0] = dhx_buf(sums, 0);
   gn->args[1] = dhx_i64(chunks);
   gn->args[2] = dhx_f64(o->grad_clip);
   gn->nargs = 3;
@@ -158,4 +179,6 @@ void dhx_create_norm_scratch(dhx_graph *g) {
   int64_t ntensors = g->ntensors;
   int64_t chunks = (count + ntensors * 16 + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK + 3;  // 3 windows
   dhx_tensor_new(g, "grad_norm.partials", DHX_T_SCRATCH, DHX_F32, 1, &chunks);
+  int64_t one = 1;
+  if (g->pp > 1) dhx_tensor_new(g, "grad_norm.total", DHX_T_SCRATCH, DHX_F32, 1, &one);
 }

@@ -26,8 +26,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
   } else if (cfg->sp) {
     snprintf(buf, n, "sequence parallelism (sp: on)");
-  } else if (cfg->pp != 1) {
-    snprintf(buf, n, "pipeline parallelism (pp: %d)", cfg->pp);
   } else if (cfg->zero != 0) {
     snprintf(buf, n, "sharded optimizer state (zero: %d)", cfg->zero);
   } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
@@ -123,6 +121,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->log_every = cfg->log_every;
   t->checkpoint_every = cfg->checkpoint_every;
   t->skip_nonfinite = cfg->skip_nonfinite;
+  t->micro_per_run = cfg->pp > 1 ? t->accum_steps : 1;  // a pipeline loads its micro-batches
   snprintf(t->train_path, sizeof t->train_path, "%s", cfg->train_path ? cfg->train_path : "");
   snprintf(t->val_path, sizeof t->val_path, "%s", cfg->val_path ? cfg->val_path : "");
   t->net_bandwidth = cfg->net_bandwidth;
@@ -187,8 +186,8 @@ static int add_comm(dhx_plan *p, int n) {
   return (int)p->ncomms++;
 }
 
-// The communicators of the layout: one per tensor-parallel group and one per data-parallel
-// group (groups of one rank exchange nothing and are left out). comm_of[rank][role] says
+// The communicators of the layout: one per tensor-parallel group, one per data-parallel group
+// and one per pipeline (groups of one rank exchange nothing and are left out). comm_of[rank][role] says
 // which one each rank uses for each role.
 static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_COMM_ROLES]) {
   for (uint32_t r = 0; r < p->nranks; r++)
@@ -211,20 +210,37 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
       }
     }
   }
+  for (int d = 0; d < cfg->dp && cfg->pp > 1; d++)  // member index = stage
+    for (int t = 0; t < cfg->tp; t++) {
+      int c = add_comm(p, cfg->pp);
+      for (int s = 0; s < cfg->pp; s++) {
+        int r = world_rank(cfg, t, d, s);
+        p->comms[c].ranks[s] = r;
+        comm_of[r][DHX_COMM_PP] = c;
+      }
+    }
 }
 
-// Everything from the whole model's graph to one tensor rank's planned op lists.
-static bool lower_graph(const dhx_config *cfg, int tp_rank, dhx_graph *g, int64_t *arena) {
-  if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
+// Everything from the whole model's graph to one (tensor rank, stage)'s planned op lists.
+static bool lower_graph(const dhx_config *cfg, int tp_rank, int pp_rank, dhx_graph *g,
+                        int64_t *arena) {
+  int accum = cfg->global_batch / (cfg->micro_batch * cfg->dp);
+  if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank) ||
+      !dhx_shard_pipeline(g, cfg->pp, pp_rank, cfg->pp > 1 ? accum : 1))
+    return false;
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
 
   double positions = (double)cfg->global_batch * g->seq;
-  dhx_lower_forward(g, &g->prog[DHX_PROG_MICRO]);
-  dhx_lower_backward(g, &g->prog[DHX_PROG_MICRO], 1.0 / positions);
-  dhx_lower_forward(g, &g->prog[DHX_PROG_EVAL]);
-  own_activations(g);
+  if (cfg->pp > 1) {
+    dhx_lower_pipeline(g, accum, 1.0 / positions);
+  } else {
+    dhx_lower_forward(g, &g->prog[DHX_PROG_MICRO]);
+    dhx_lower_backward(g, &g->prog[DHX_PROG_MICRO], 1.0 / positions);
+    dhx_lower_forward(g, &g->prog[DHX_PROG_EVAL]);
+    own_activations(g);
+  }
   dhx_fuse_elementwise(g, &g->prog[DHX_PROG_MICRO]);
   dhx_fuse_elementwise(g, &g->prog[DHX_PROG_EVAL]);
 
@@ -270,33 +286,36 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   if (!p->ranks || !comm_of || !out->cg) abort();
   derive_comms(cfg, p, comm_of);
 
-  // Each tensor rank has its own program; the data-parallel replicas of it differ only in
-  // their communicators and their slice of the batch.
+  // Each (tensor rank, stage) has its own program; the data-parallel replicas of it differ
+  // only in their communicators and their slice of the batch.
   double flops = 0;
   int64_t arena0 = 0;
   bool ok = true;
-  for (int t = 0; t < cfg->tp && ok; t++) {
-    dhx_graph other, *gt = t == 0 ? g : &other;
-    if (t > 0) {
-      dhx_graph_init(gt);
-      ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
-    }
-    int64_t arena = 0;
-    ok = ok && lower_graph(cfg, t, gt, &arena);
-    int r0 = world_rank(cfg, t, 0, 0);
-    ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
-    if (ok) {
-      set_coords(cfg, t, 0, 0, &p->ranks[r0]);
-      for (int d = 1; d < cfg->dp; d++) {
-        int r = world_rank(cfg, t, d, 0);
-        copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
-        set_coords(cfg, t, d, 0, &p->ranks[r]);
+  for (int s = 0; s < cfg->pp && ok; s++)
+    for (int t = 0; t < cfg->tp && ok; t++) {
+      bool first = s == 0 && t == 0;
+      dhx_graph other, *gt = first ? g : &other;
+      if (!first) {
+        dhx_graph_init(gt);
+        ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
       }
-      flops += flops_per_token(gt);
+      int64_t arena = 0;
+      ok = ok && lower_graph(cfg, t, s, gt, &arena);
+      int r0 = world_rank(cfg, t, 0, s);
+      ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
+      if (ok) {
+        set_coords(cfg, t, 0, s, &p->ranks[r0]);
+        for (int d = 1; d < cfg->dp; d++) {
+          int r = world_rank(cfg, t, d, s);
+          copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
+          set_coords(cfg, t, d, s, &p->ranks[r]);
+        }
+        flops += flops_per_token(gt) / (cfg->pp > 1 ? (double)(cfg->global_batch /
+                                        (cfg->micro_batch * cfg->dp)) : 1.0);
+      }
+      if (first) arena0 = arena;
+      else dhx_graph_free(gt);
     }
-    if (t == 0) arena0 = arena;
-    if (t > 0) dhx_graph_free(gt);
-  }
   free(comm_of);
   if (!ok) return false;
   fill_train(cfg, g, &p->train);

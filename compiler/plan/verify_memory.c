@@ -175,6 +175,7 @@ static uint32_t arg_access(const dhx_plan *plan, const dhx_plan_instr *in, uint3
     case DHX_OP_ALL_GATHER:      // reads its own chunk, writes the whole
       return j == 0 ? ACC_READ : j == 1 ? ACC_WRITE : 0;
     case DHX_OP_SEND: return j == 0 ? ACC_READ : 0;
+    case DHX_OP_LOAD_BATCH: return j <= 1 ? ACC_WRITE : 0;
     case DHX_OP_RECV: return j == 0 ? ACC_WRITE : 0;
     case DHX_OP_GRAD_NORM: return j == 0 ? ACC_READ : 0;
     case DHX_OP_RECORD:

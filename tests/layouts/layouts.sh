@@ -55,7 +55,14 @@ case $case_name in
     compile tiny tp2dp2 2 2 1
     run tp2dp2 4 --resume ck/step_10.safetensors --metrics tp2dp2.jsonl
     "$CHECK" same single.jsonl tp2dp2.jsonl 1e-5 11 20
-    echo "a (1,2,1) checkpoint resumes on (2,1,1) and (2,2,1) with the single-rank losses"
+    compile tiny pp2 1 1 2
+    run pp2 2 --resume ck/step_10.safetensors --metrics pp2.jsonl --checkpoint-dir ck_pp
+    "$CHECK" same single.jsonl pp2.jsonl 1e-5 11 20
+    # and back: a pipeline's checkpoint (every stage's tensors, gathered) on one rank
+    run pp2 2 --steps 15 --save pp15.safetensors
+    run single 1 --resume pp15.safetensors --metrics back.jsonl
+    "$CHECK" same single.jsonl back.jsonl 1e-5 16 20
+    echo "a (1,2,1) checkpoint resumes on (2,1,1), (2,2,1) and (1,1,2); a (1,1,2) one on (1,1,1)"
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac

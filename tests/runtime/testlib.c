@@ -37,6 +37,7 @@ dhx_plan *tb_new(uint32_t nranks) {
   t->micro_batch = 1;
   t->global_batch = nranks;
   t->accum_steps = 1;
+  t->micro_per_run = 1;
   t->seq = 4;
   t->vocab = 16;
   t->seed = 1;
