@@ -207,7 +207,7 @@ static void read_train(const dhx_item *it, dhx_config *cfg, const dhx_expr **wri
 static void defaults(dhx_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cfg->cluster_cpu = true;
-  cfg->dp = cfg->tp = cfg->pp = 1;
+  cfg->dp = cfg->tp = cfg->pp = cfg->virtual_stages = 1;
   cfg->micro_batch = 4;
   cfg->steps = 100;
   cfg->seed = 1;

@@ -20,10 +20,10 @@ static bool power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
 // ---- parallel ---------------------------------------------------------------------------------
 
-static const char *const parallel_fields[] = {"dp", "tp", "pp", "sp", "zero", NULL};
+static const char *const parallel_fields[] = {"dp", "tp", "pp", "sp", "zero", "virtual", NULL};
 
 static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {
-  const dhx_loc *seen[5] = {0};
+  const dhx_loc *seen[6] = {0};
   for (int i = 0; i < fs->n; i++) {
     const dhx_field *f = &fs->items[i];
     int k = dhx_cfg_field_index(f->name, &f->loc, "field", "'parallel'", parallel_fields, seen);
@@ -42,6 +42,7 @@ static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {
                        dhx_cfg_got(v, got, sizeof got));
         }
         break;
+      case 5: dhx_cfg_int(v, "virtual", 1, 1 << 10, &cfg->virtual_stages); break;
     }
   }
 }
@@ -258,9 +259,9 @@ void dhx_read_schedule(const dhx_item *it, dhx_config *cfg) {
 // ---- checks between fields --------------------------------------------------------------------
 
 void dhx_note_layout_overrides(const dhx_config *cfg) {
-  static const char *const names[] = {"dp", "tp", "pp", "sp", "zero"};
+  static const char *const names[] = {"dp", "tp", "pp", "sp", "zero", "virtual"};
   const dhx_loc *block = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
-  for (int i = 0; i < 5; i++) {
+  for (int i = 0; i < 6; i++) {
     const dhx_loc *v = &cfg->layout_locs[i];
     if (!v->file || (block->file && strcmp(v->file, block->file) == 0)) continue;
     char path[64];
@@ -297,6 +298,19 @@ void dhx_check_schedule_fields(dhx_config *cfg) {
     dhx_error_at(at, src(at), "strand pairing runs two micro-batches side by side, but each rank "
                  "has %lld per step (global_batch / (micro_batch * dp) = %d / (%d * %d))", micro,
                  cfg->global_batch, cfg->micro_batch, cfg->dp);
+  }
+  if (cfg->virtual_stages > 1) {
+    const dhx_loc *at = cfg->layout_locs[5].file ? &cfg->layout_locs[5] : par;
+    if (cfg->pp < 2)
+      dhx_error_at(at, src(at), "virtual: %d interleaves layer chunks over pipeline stages, which "
+                   "needs pp of 2 or more (pp is %d)", cfg->virtual_stages, cfg->pp);
+    else if (cfg->fold == DHX_FOLD_W)
+      dhx_error_at(at, src(at), "virtual stages and fold: w both place several layer chunks on "
+                   "each stage; use one of them");
+    else if (micro % cfg->pp != 0)
+      dhx_error_at(at, src(at), "the interleaved pipeline runs micro-batches in groups of pp = %d, "
+                   "but each rank has %lld per step (global_batch / (micro_batch * dp) = %d / "
+                   "(%d * %d))", cfg->pp, micro, cfg->global_batch, cfg->micro_batch, cfg->dp);
   }
   if (cfg->fold == DHX_FOLD_W && cfg->pp < 2) {
     const dhx_loc *at = first_loc(&cfg->strands_loc, par);

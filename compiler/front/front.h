@@ -139,6 +139,7 @@ typedef struct dhx_config {
   dhx_loc cluster_loc;          // the cluster item (or the --set that made it)
   // schedule { parallel { dp, tp, pp, sp, zero } }
   int dp, tp, pp, zero;
+  int virtual_stages;           // layer chunks per pipeline stage (interleaved 1F1B), 1 = plain
   bool sp;
   // schedule { strands { pair, search, fold } }   (DHelix strand interleaving)
   bool strands_pair;
@@ -171,7 +172,8 @@ typedef struct dhx_config {
   dhx_loc optimizer_loc;        // the optimizer call (file NULL when defaulted)
   // where each schedule block was written (file NULL when absent), for diagnostics
   dhx_loc parallel_loc, strands_loc, compress_loc, offload_loc, sequence_loc, precision_loc;
-  dhx_loc layout_locs[5];       // the values of dp, tp, pp, sp, zero (file NULL when defaulted)
+  dhx_loc layout_locs[6];       // the values of dp, tp, pp, sp, zero, virtual (file NULL when
+                                //   defaulted)
 } dhx_config;
 
 // Notes at the values of dp, tp, pp, sp and zero that a `--set` gave, after an error about the

@@ -23,8 +23,8 @@ static void *grow(void *p, int *cap, int need, size_t elem) {
 void dhx_graph_init(dhx_graph *g) {
   memset(g, 0, sizeof *g);
   g->tokens = g->targets = g->losses = -1;
-  g->tp = g->pp = 1;
-  g->stage_in = g->stage_out = -1;
+  g->tp = g->pp = g->chunks = 1;
+  for (int c = 0; c < DHX_MAX_CHUNKS; c++) g->chunk_in[c] = g->chunk_out[c] = -1;
 }
 
 void dhx_graph_free(dhx_graph *g) {

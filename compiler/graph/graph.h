@@ -24,6 +24,7 @@
 #include "../../runtime/plan.h"
 
 #define DHX_MAX_NODE_IO 4
+#define DHX_MAX_CHUNKS 64  // layer chunks per pipeline stage (virtual stages)
 
 typedef enum {
   DHX_T_ACT = 0,   // activation or activation gradient (planned per program)
@@ -93,6 +94,7 @@ typedef struct dhx_node {
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
   dhx_loc loc;               // the call in the source
   int layer;                 // index in the model's layer stack (its top-level repeats), -1 outside
+  int chunk;                 // pipeline: which of its stage's layer chunks it belongs to
   int site;                  // the layer call it was elaborated in (dhx_graph.sites); -1: the
                              //   model body
   uint64_t from;             // bit i: its arguments depend on argument i of the model instance
@@ -167,7 +169,9 @@ typedef struct dhx_graph {
   char model_name[DHX_NAME_MAX];
   int tp, tp_rank;               // tensor-parallel degree and this graph's rank (1, 0 unsplit)
   int pp, pp_rank;               // pipeline stages and this graph's stage (1, 0 unsplit)
-  int stage_in, stage_out;       // the activation a stage receives / sends (-1: none)
+  int chunks;                    // layer chunks on this stage (virtual stages; 1 = plain)
+  int chunk_in[DHX_MAX_CHUNKS];  // per chunk: the activation it receives / sends (-1: none)
+  int chunk_out[DHX_MAX_CHUNKS];
   dhx_oplist prog[DHX_PROG_COUNT];
 } dhx_graph;
 
@@ -216,13 +220,15 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
 // runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
 // slice. Reports unsupported combinations as errors at the op. Call before lowering.
 bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
-// shard_pp.c: keeps the nodes of pipeline stage `stage` of `pp` (whole layers, in equal
-// counts; what comes before the layers goes to the first stage, what comes after to the last)
-// and finds the activation it receives and the one it sends. `micro` micro-batches of tokens,
-// targets and losses are held at once (the pipeline's MICRO spans them).
-bool dhx_shard_pipeline(dhx_graph *g, int pp, int stage, int micro);
-// pipeline.c: the stage's MICRO program as a 1F1B schedule over `micro` micro-batches (and its
-// EVAL: one micro-batch's forward), from the one-micro-batch forward and backward.
+// shard_pp.c: keeps the nodes of pipeline stage `stage` of `pp`: the layer stack is cut into
+// pp * chunks equal chunks, chunk c going to stage c % pp (chunks > 1: virtual stages); what
+// comes before the layers goes with the first chunk, what comes after with the last. Finds the
+// activation each of its chunks receives and sends. `micro` micro-batches of tokens, targets
+// and losses are held at once (the pipeline's MICRO spans them).
+bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, int stage, int micro);
+// pipeline.c: the stage's MICRO program as a 1F1B schedule over `micro` micro-batches
+// (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
+// from each chunk's one-micro-batch forward and backward.
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);

@@ -1,22 +1,26 @@
 // pipeline.c — a pipeline stage's programs: one static instruction list per step.
 //
-// The stage's forward and backward are lowered once, for one micro-batch, into a template.
-// MICRO is then the 1F1B schedule of the step's M micro-batches written out: stage s first runs
-// the forwards of min(pp-s-1, M) micro-batches (warm-up), then alternates one forward and one
-// backward, then runs the remaining backwards (cool-down), so at most pp-s micro-batches are in
-// flight and the last stage never waits between a forward and its backward. Each micro-batch's
-// copy of the template gets its own activation tensors (the memory planner lets copies whose
-// lifetimes do not overlap share bytes), its slot of the token, target and loss buffers, and
-// the transfers around it:
+// Each layer chunk of the stage (one, or v with virtual stages) is lowered once, for one
+// micro-batch, into a template of its forward and its backward. MICRO is then the 1F1B
+// schedule of the step's M micro-batches written out: stage s first runs the forwards of
+// min(pp-s-1, M) micro-batches (warm-up), then alternates one forward and one backward, then
+// runs the remaining backwards (cool-down), so at most pp-s micro-batches are in flight and
+// the last stage never waits between a forward and its backward. With v chunks per stage the
+// schedule is Megatron-LM's interleaved 1F1B: the M·v (micro-batch, chunk) blocks run in groups
+// of pp micro-batches per chunk, with a warm-up of 2(pp-s-1) + (v-1)pp blocks, which shrinks
+// the pipeline's idle time by about v. Each block's copy of its template gets its own
+// activation tensors (the memory planner lets copies whose lifetimes do not overlap share
+// bytes), its slot of the token, target and loss buffers, and the transfers around it:
 //
 //   forward  m:  [LOAD m]  [RECV activation from s-1]  ops  [SEND activation to s+1]
 //   backward m:            [RECV gradient from s+1]    ops  [SEND gradient to s-1]
 //
-// Transfers run on two streams, one per direction. A send starts after an event that says the
-// data is ready, so a stage does not block on its neighbour while it could compute; the
-// compute stream waits for it to finish one block later, before the sent tensor's bytes may be
-// reused. A receive starts when the compute stream reaches it and the compute stream waits for
-// it. The cross-rank simulator proves that the ranks cannot hang.
+// Transfers run on streams of their own. A send starts after an event that says the data is
+// ready, so a stage does not block on its neighbour while it could compute; the compute stream
+// waits for it to finish before the sent tensor's bytes may be reused: for an activation when
+// its gradient has come back (the neighbour received it long before), for a gradient at the
+// end of the step. A receive starts when the compute stream reaches it and the compute stream
+// waits for it. The cross-rank simulator proves that the ranks cannot hang.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,24 +28,36 @@
 #include "../front/ice.h"
 #include "lower.h"
 
-// Transfers on a link between two stages run on one stream per direction, so each stream
-// carries one ordered sequence per neighbour (the runtime pairs a send with a receive on the
-// same stream).
-#define FORWARD_STREAM 1   // activations, stage s to s+1
-#define BACKWARD_STREAM 2  // gradients, stage s to s-1
+// Transfers run on streams of their own, picked so that on every rank the streams it sends on
+// differ from those it receives on: a send blocked on its neighbour then never holds up a
+// receive queued behind it (the runtime pairs a send with the receive on the same stream, so
+// the stream of a transfer is the sender's). Stages are coloured so that neighbours differ:
+// alternately 0 and 1, and 2 for the last of an odd count, whose next stage is stage 0 when
+// the chunks wrap around (virtual stages). Activations use streams 1..3, gradients 4..6.
+static int colour(const dhx_graph *g, int stage) {
+  return g->pp % 2 == 1 && stage == g->pp - 1 ? 2 : stage % 2;
+}
+static int activation_stream(const dhx_graph *g, int sender) { return 1 + colour(g, sender); }
+static int gradient_stream(const dhx_graph *g, int sender) { return 4 + colour(g, sender); }
+
+typedef struct chunk_tmpl {
+  dhx_oplist ops;           // one micro-batch: forward [0, nfwd), backward [nfwd, n)
+  int nfwd;
+  int d_in, d_out;          // gradients of the chunk's input and output (-1: none)
+} chunk_tmpl;
 
 typedef struct pipe {
   dhx_graph *g;
   dhx_oplist *out;          // the program being written
   int prog;                 // DHX_PROG_MICRO or DHX_PROG_EVAL
-  const dhx_oplist *tmpl;   // one micro-batch: forward [0, nfwd), backward [nfwd, n)
-  int nfwd;
-  int ntmpl;                // tensors the template may name
+  chunk_tmpl *tmpl;         // per chunk
+  int ntmpl;                // tensors the templates may name
   int slots;                // micro-batches the inputs and losses hold
   int *clones;              // [micro][ntmpl]: template tensor → that micro-batch's copy, or -1
   int micro;                // the micro-batch being written
-  int d_in, d_out;          // gradients of the stage's input and output in the template
-  int sent_event, sent_tensor;  // the last block's send, not yet waited for (-1: none)
+  int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
+  int *sent_tensor;
+  int *late_event, *late_tensor, nlate;  // gradient sends, waited for at the end
 } pipe;
 
 static dhx_tensor *T(pipe *p, int t) { return &p->g->tensors[t]; }
@@ -72,10 +88,10 @@ static dhx_operand remap(pipe *p, dhx_operand o) {
   return o;
 }
 
-static void copy_ops(pipe *p, int from, int to) {
+static void copy_ops(pipe *p, const dhx_oplist *l, int from, int to) {
   for (int i = from; i < to; i++) {
-    if (p->tmpl->ops[i].dead) continue;
-    dhx_lop op = p->tmpl->ops[i];
+    if (l->ops[i].dead) continue;
+    dhx_lop op = l->ops[i];
     for (int j = 0; j < op.nargs; j++) op.args[j] = remap(p, op.args[j]);
     *dhx_lop_push(p->out, op.kind, op.stream, op.note) = op;
   }
@@ -99,31 +115,27 @@ static void event_op(pipe *p, dhx_lop_kind kind, int stream, int event, const ch
   op->event = event;
 }
 
-// The compute stream waits for the previous block's send; the sent tensor stays live (for
-// the memory planner) until this wait.
-static void settle_send(pipe *p) {
-  if (p->sent_event < 0) return;
-  event_op(p, DHX_L_WAIT, 0, p->sent_event, "send done");
-  p->out->ops[p->out->n - 1].keeps = p->sent_tensor + 1;
-  p->sent_event = -1;
+// The compute stream waits for a send to finish before the sent tensor's bytes may be reused:
+// the tensor stays live (for the memory planner) until this wait.
+static void settle_send(pipe *p, int event, int tensor) {
+  event_op(p, DHX_L_WAIT, 0, event, "send done");
+  p->out->ops[p->out->n - 1].keeps = tensor + 1;
 }
 
-// Ends a block: settles the previous block's send, then sends tensor t (made on the compute
-// stream) to `peer` from `stream` (MICRO), or in line (EVAL: nothing to overlap).
-static void end_block(pipe *p, int stream, int t, int peer, int tag, const char *what) {
-  settle_send(p);
-  if (t < 0) return;
+// Ends a block by sending tensor t (made on the compute stream) to `peer` from `stream`
+// (MICRO), or in line (EVAL: nothing to overlap). Returns the event the send records when
+// done (-1 in line).
+static int end_block(pipe *p, int stream, int t, int peer, int tag, const char *what) {
   if (p->prog == DHX_PROG_EVAL) {
     transfer(p, DHX_L_SEND, 0, t, peer, tag, what);
-    return;
+    return -1;
   }
   int ready = p->out->nevents++, done = p->out->nevents++;
   event_op(p, DHX_L_RECORD, 0, ready, "ready to send");
   event_op(p, DHX_L_WAIT, stream, ready, "ready to send");
   transfer(p, DHX_L_SEND, stream, t, peer, tag, what);
   event_op(p, DHX_L_RECORD, stream, done, "sent");
-  p->sent_event = done;
-  p->sent_tensor = t;
+  return done;
 }
 
 // Receives into t before the compute stream goes on. The receive starts only when the compute
@@ -141,13 +153,25 @@ static void receive(pipe *p, int stream, int t, int peer, int tag, const char *w
   event_op(p, DHX_L_WAIT, 0, got, "received");
 }
 
-static int tag_of(int m, int backward) { return (2 * m + backward) % (DHX_MAX_TAG + 1); }
+// Tags tell the transfers of one link apart: micro-batch, direction, and the global chunk
+// (c·pp + stage) the activation goes into or the gradient comes out of.
+static int tag_of(const pipe *p, int m, int global_chunk, int backward) {
+  int total = p->g->chunks * p->g->pp;
+  return ((m * total + global_chunk) * 2 + backward) % (DHX_MAX_TAG + 1);
+}
 
-static void forward(pipe *p, int m) {
+static int global_chunk(const dhx_graph *g, int c) { return c * g->pp + g->pp_rank; }
+
+static int next_stage(const dhx_graph *g) { return (g->pp_rank + 1) % g->pp; }
+static int prev_stage(const dhx_graph *g) { return (g->pp_rank + g->pp - 1) % g->pp; }
+
+static void forward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
-  bool first = g->pp_rank == 0, last = g->pp_rank == g->pp - 1;
+  const chunk_tmpl *t = &p->tmpl[c];
   p->micro = m;
-  if (p->prog == DHX_PROG_MICRO && (first || last)) {  // the stages that read the inputs
+  bool reads_inputs = (g->pp_rank == 0 && c == 0) || (g->pp_rank == g->pp - 1 &&
+                                                      c == g->chunks - 1);
+  if (p->prog == DHX_PROG_MICRO && reads_inputs) {
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "load micro-batch %d", m);
     dhx_lop *ld = dhx_lop_push(p->out, DHX_L_LOAD, 0, note);
@@ -156,66 +180,129 @@ static void forward(pipe *p, int m) {
     ld->args[2] = dhx_i64(m);
     ld->nargs = 3;
   }
-  if (!first)
-    receive(p, FORWARD_STREAM, copy_of(p, g->stage_in), g->pp_rank - 1, tag_of(m, 0),
-            "activation of");
-  copy_ops(p, 0, p->nfwd);
-  end_block(p, FORWARD_STREAM, last ? -1 : copy_of(p, g->stage_out), g->pp_rank + 1,
-            tag_of(m, 0), "activation of");
+  if (g->chunk_in[c] >= 0)
+    receive(p, activation_stream(g, prev_stage(g)), copy_of(p, g->chunk_in[c]), prev_stage(g),
+            tag_of(p, m, global_chunk(g, c), 0), "activation of");
+  copy_ops(p, &t->ops, 0, t->nfwd);
+  if (g->chunk_out[c] < 0) return;
+  // The send is settled when the gradient of the same block comes back: the next stage has
+  // received the activation by then, so waiting adds no dependency between the stages.
+  int out = copy_of(p, g->chunk_out[c]);
+  size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
+  p->sent_event[at] = end_block(p, activation_stream(g, g->pp_rank), out, next_stage(g),
+                                tag_of(p, m, global_chunk(g, c) + 1, 0), "activation of");
+  p->sent_tensor[at] = out;
 }
 
-static void backward(pipe *p, int m) {
+static void backward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
-  bool first = g->pp_rank == 0, last = g->pp_rank == g->pp - 1;
+  const chunk_tmpl *t = &p->tmpl[c];
   p->micro = m;
-  if (!last)
-    receive(p, BACKWARD_STREAM, copy_of(p, p->d_out), g->pp_rank + 1, tag_of(m, 1),
-            "gradient of");
-  copy_ops(p, p->nfwd, p->tmpl->n);
-  end_block(p, BACKWARD_STREAM, first ? -1 : copy_of(p, p->d_in), g->pp_rank - 1, tag_of(m, 1),
-            "gradient of");
+  if (g->chunk_out[c] >= 0) {
+    receive(p, gradient_stream(g, next_stage(g)), copy_of(p, t->d_out), next_stage(g),
+            tag_of(p, m, global_chunk(g, c) + 1, 1), "gradient of");
+    size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
+    settle_send(p, p->sent_event[at], p->sent_tensor[at]);
+  }
+  copy_ops(p, &t->ops, t->nfwd, t->ops.n);
+  if (g->chunk_in[c] < 0) return;
+  // Nothing comes back for a gradient: its send is settled at the end of the step.
+  int din = copy_of(p, t->d_in);
+  p->late_event[p->nlate] = end_block(p, gradient_stream(g, g->pp_rank), din, prev_stage(g),
+                                      tag_of(p, m, global_chunk(g, c), 1), "gradient of");
+  p->late_tensor[p->nlate++] = din;
 }
 
-static void start(pipe *p, dhx_graph *g, int prog, const dhx_oplist *tmpl, int nfwd, int slots,
-                  int micro) {
-  *p = (pipe){.g = g, .out = &g->prog[prog], .prog = prog, .tmpl = tmpl, .nfwd = nfwd,
-              .ntmpl = g->ntensors, .slots = slots, .sent_event = -1};
+static void start(pipe *p, dhx_graph *g, int prog, chunk_tmpl *tmpl, int slots, int micro) {
+  *p = (pipe){.g = g, .out = &g->prog[prog], .prog = prog, .tmpl = tmpl, .ntmpl = g->ntensors,
+              .slots = slots};
+  size_t blocks = (size_t)micro * (size_t)g->chunks;
   p->clones = malloc(sizeof(int) * (size_t)micro * (size_t)g->ntensors);
-  if (!p->clones) abort();
+  p->sent_event = malloc(sizeof(int) * blocks);
+  p->sent_tensor = malloc(sizeof(int) * blocks);
+  p->late_event = malloc(sizeof(int) * blocks);
+  p->late_tensor = malloc(sizeof(int) * blocks);
+  if (!p->clones || !p->sent_event || !p->sent_tensor || !p->late_event || !p->late_tensor)
+    abort();
   for (size_t i = 0; i < (size_t)micro * (size_t)g->ntensors; i++) p->clones[i] = -1;
 }
 
-void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
-  // One micro-batch of this stage: its forward, then its backward from the gradient that the
-  // next stage sends (or from the loss, on the last stage).
-  dhx_oplist tmpl = {0};
-  dhx_lower_forward(g, &tmpl);
-  int nfwd = tmpl.n, d_out = -1, d_in = -1;
-  dhx_lower_backward_from(g, &tmpl, loss_scale, g->stage_out, &d_out, g->stage_in, &d_in);
-  if (g->stage_in >= 0 && d_in < 0)
-    DHX_ICE("stage %d: no gradient reaches the activation it receives", g->pp_rank);
-  pipe p;
-  start(&p, g, DHX_PROG_MICRO, &tmpl, nfwd, micro, micro);
-  p.d_in = d_in;
-  p.d_out = d_out;
-  // 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
-  int warm = g->pp - 1 - g->pp_rank;
-  if (warm > micro) warm = micro;
-  for (int m = 0; m < warm; m++) forward(&p, m);
-  for (int m = 0; m < micro - warm; m++) {
-    forward(&p, warm + m);
-    backward(&p, m);
-  }
-  for (int m = micro - warm; m < micro; m++) backward(&p, m);
-  settle_send(&p);
-  free(p.clones);
-  free(tmpl.ops);
+// Waits for the gradient sends, then frees the schedule's state.
+static void finish(pipe *p) {
+  for (int i = 0; i < p->nlate; i++) settle_send(p, p->late_event[i], p->late_tensor[i]);
+  free(p->clones);
+  free(p->sent_event);
+  free(p->sent_tensor);
+  free(p->late_event);
+  free(p->late_tensor);
+}
 
-  // EVAL: one micro-batch's forward, in slot 0 of the inputs (the runtime fills it).
-  dhx_oplist eval = {0};
-  dhx_lower_forward(g, &eval);
-  start(&p, g, DHX_PROG_EVAL, &eval, eval.n, micro, 1);
-  forward(&p, 0);
-  free(p.clones);
-  free(eval.ops);
+// Lowers chunk c's nodes (contiguous in the stage's list) into its template: the forward, and
+// unless forward_only the backward from the gradient the next chunk sends (or from the loss).
+static void lower_chunk(dhx_graph *g, int c, double loss_scale, bool forward_only,
+                        chunk_tmpl *t) {
+  dhx_node *all = g->nodes;
+  int n = g->nnodes, first = 0;
+  while (first < n && all[first].chunk != c) first++;
+  int last = first;
+  while (last < n && all[last].chunk == c) last++;
+  g->nodes += first;  // the autodiff and the lowering walk g->nodes: show them this chunk only
+  g->nnodes = last - first;
+  *t = (chunk_tmpl){.d_in = -1, .d_out = -1};
+  dhx_lower_forward(g, &t->ops);
+  t->nfwd = t->ops.n;
+  if (!forward_only)
+    dhx_lower_backward_from(g, &t->ops, loss_scale, g->chunk_out[c], &t->d_out, g->chunk_in[c],
+                            &t->d_in);
+  g->nodes = all;
+  g->nnodes = n;
+  if (!forward_only && g->chunk_in[c] >= 0 && t->d_in < 0)
+    DHX_ICE("stage %d chunk %d: no gradient reaches the activation it receives", g->pp_rank, c);
+}
+
+// The order of a stage's (micro-batch, chunk) blocks: the k-th forward and k-th backward.
+static void block_of(const dhx_graph *g, int k, bool backward, int *m, int *c) {
+  int pp = g->pp, group = pp * g->chunks;
+  *c = (k % group) / pp;
+  if (backward) *c = g->chunks - 1 - *c;
+  *m = (k / group) * pp + k % pp;
+}
+
+void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
+  int v = g->chunks;
+  chunk_tmpl *tmpl = calloc((size_t)v, sizeof *tmpl);
+  if (!tmpl) abort();
+  for (int c = 0; c < v; c++) lower_chunk(g, c, loss_scale, false, &tmpl[c]);
+  pipe p;
+  start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
+  // 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
+  int total = micro * v;
+  int warm = v == 1 ? g->pp - 1 - g->pp_rank : 2 * (g->pp - 1 - g->pp_rank) + (v - 1) * g->pp;
+  if (warm > total) warm = total;
+  int m, c;
+  for (int k = 0; k < warm; k++) {
+    block_of(g, k, false, &m, &c);
+    forward(&p, m, c);
+  }
+  for (int k = 0; k < total - warm; k++) {
+    block_of(g, warm + k, false, &m, &c);
+    forward(&p, m, c);
+    block_of(g, k, true, &m, &c);
+    backward(&p, m, c);
+  }
+  for (int k = total - warm; k < total; k++) {
+    block_of(g, k, true, &m, &c);
+    backward(&p, m, c);
+  }
+  finish(&p);
+  for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
+
+  // EVAL: one micro-batch's forward through the chunks, in slot 0 of the inputs (the runtime
+  // fills it); everything in line.
+  for (int i = 0; i < v; i++) lower_chunk(g, i, loss_scale, true, &tmpl[i]);
+  start(&p, g, DHX_PROG_EVAL, tmpl, micro, 1);
+  for (int i = 0; i < v; i++) forward(&p, 0, i);
+  finish(&p);
+  for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
+  free(tmpl);
 }

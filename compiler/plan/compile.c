@@ -226,7 +226,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int pp_rank, dhx_gra
                         int64_t *arena) {
   int accum = cfg->global_batch / (cfg->micro_batch * cfg->dp);
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank) ||
-      !dhx_shard_pipeline(g, cfg->pp, pp_rank, cfg->pp > 1 ? accum : 1))
+      !dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, pp_rank, cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);
   dhx_create_views(g);

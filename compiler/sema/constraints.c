@@ -98,7 +98,7 @@ static void check_tp(checker *k, const dhx_graph *g, const dhx_node *n) {
 
 static void check_pp(checker *k, const dhx_graph *g) {
   const dhx_config *cfg = k->cfg;
-  int chunks = cfg->fold == DHX_FOLD_W ? 2 * cfg->pp : cfg->pp;
+  int chunks = cfg->fold == DHX_FOLD_W ? 2 * cfg->pp : cfg->pp * cfg->virtual_stages;
   const dhx_loc *at = g->layers_loc.file ? &g->layers_loc : &cfg->model_inst->name_loc;
   if (g->nlayers == 0) {
     k->ok = false;
@@ -113,6 +113,10 @@ static void check_pp(checker *k, const dhx_graph *g) {
     dhx_error_at(at, src(at), "the model has %d layers, which a pipeline of %d stages folded into "
                  "a W (2 * pp = %d chunks) cannot divide (%d %% %d = %d)", g->nlayers, cfg->pp,
                  chunks, g->nlayers, chunks, g->nlayers % chunks);
+  else if (cfg->virtual_stages > 1)
+    dhx_error_at(at, src(at), "the model has %d layers, which pp * virtual = %d * %d = %d "
+                 "chunks cannot divide (%d %% %d = %d)", g->nlayers, cfg->pp,
+                 cfg->virtual_stages, chunks, g->nlayers, chunks, g->nlayers % chunks);
   else
     dhx_error_at(at, src(at), "the model has %d layers, which pp = %d cannot divide into equal "
                  "stages (%d %% %d = %d)", g->nlayers, cfg->pp, g->nlayers, cfg->pp,

@@ -2,7 +2,9 @@
 # Parity of parallel layouts: a model trained on a (dp, tp, pp) layout must compute the same
 # function as on one rank, so its losses over 20 steps match the single-rank run's.
 # Usage: layouts.sh CASE   (environment: DHXC DHXRUN CHECK MPIRUN SRC WORK)
-#   parity MODEL DP,TP,PP...   each layout against (1,1,1), 1e-4 relative
+#   parity MODEL [--set K=V]... DP,TP,PP[,VIRTUAL]...
+#                              each layout against (1,1,1), 1e-4 relative; the --sets apply
+#                              to every run (e.g. model.layers=8)
 #   resume                     a checkpoint of (1,2,1) resumes on (2,1,1) and (1,1,1)
 set -euo pipefail
 case_name=$1; shift
@@ -33,14 +35,19 @@ run() {  # run PLAN_DIR RANKS [dhxrun options]
 case $case_name in
   parity_*)
     model=$1; shift
-    compile "$model" single 1 1 1
+    sets=()
+    while [[ ${1:-} == --set ]]; do sets+=("$1" "$2"); shift 2; done
+    compile "$model" single 1 1 1 "${sets[@]}"
     run single 1 --metrics single.jsonl
     for layout in "$@"; do
-      IFS=, read -r dp tp pp <<<"$layout"
-      compile "$model" "l$dp$tp$pp" "$dp" "$tp" "$pp"
-      run "l$dp$tp$pp" $((dp * tp * pp)) --metrics "l$dp$tp$pp.jsonl"
-      "$CHECK" same single.jsonl "l$dp$tp$pp.jsonl" 1e-4
-      echo "($dp,$tp,$pp) matches one rank over 20 steps"
+      IFS=, read -r dp tp pp virtual <<<"$layout"
+      virtual=${virtual:-1}
+      name="l$dp$tp$pp$virtual"
+      compile "$model" "$name" "$dp" "$tp" "$pp" --set schedule.parallel.virtual="$virtual" \
+        "${sets[@]}"
+      run "$name" $((dp * tp * pp)) --metrics "$name.jsonl"
+      "$CHECK" same single.jsonl "$name.jsonl" 1e-4
+      echo "($dp,$tp,$pp) with $virtual chunks per stage matches one rank over 20 steps"
     done
     ;;
   resume_across_layouts)
