@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../plan/timing.h"
 #include "../front/front.h"
 #include "../plan/compile.h"
 #include "../plan/trace_emit.h"
@@ -58,12 +59,13 @@ static void usage(FILE *f) {
           "  --emit=KIND        print graph | memory | schedule | trace | llvm | ptx to stdout\n"
           "                     (trace: the planned timeline of one step as Chrome trace JSON)\n"
           "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
+          "  --time-passes      print the wall time of each compiler pass to stderr\n"
           "  -h, --help         this text\n");
 }
 
 typedef struct options {
   const char *input, *output, *emit;
-  bool check;
+  bool check, time_passes;
   const char *sets[256];
   int nsets;
   const char *dirs[16];
@@ -83,6 +85,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->sets[o->nsets++] = argv[++i];
     } else if (strncmp(a, "--set=", 6) == 0 && o->nsets < 256) {
       o->sets[o->nsets++] = a + 6;
+    } else if (strcmp(a, "--time-passes") == 0) {
+      o->time_passes = true;
     } else if (strncmp(a, "--emit=", 7) == 0) {
       o->emit = a + 7;
     } else if (strcmp(a, "-I") == 0 && i + 1 < argc && o->ndirs < 15) {
@@ -257,5 +261,8 @@ int main(int argc, char **argv) {
     argc--;
   }
   if (!parse_args(argc, argv, &o)) return 1;
-  return compile_main(&o);
+  dhx_timing_enable(o.time_passes);
+  int rc = compile_main(&o);
+  dhx_timing_report(stderr);
+  return rc;
 }

@@ -14,6 +14,7 @@
 #include "../sema/sema.h"
 #include "dirs.h"
 #include "verify_memory.h"
+#include "timing.h"
 #include "verify_ranks.h"
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
@@ -267,6 +268,7 @@ static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_ran
 bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
   memset(out, 0, sizeof *out);
   dhx_graph *g = &out->graph;
+  dhx_timing_pass("analyze");
   if (!dhx_analyze(prog, cfg, g) || !paths_fit(cfg)) return false;
   char what[160];
   const dhx_loc *at;
@@ -295,13 +297,16 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
     for (int t = 0; t < cfg->tp && ok; t++) {
       bool first = s == 0 && t == 0;
       dhx_graph other, *gt = first ? g : &other;
+      dhx_timing_pass("elaborate");
       if (!first) {
         dhx_graph_init(gt);
         ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
       }
       int64_t arena = 0;
+      dhx_timing_pass("lower and plan memory");
       ok = ok && lower_graph(cfg, t, s, gt, &arena);
       int r0 = world_rank(cfg, t, 0, s);
+      dhx_timing_pass("emit ranks");
       ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
       if (ok) {
         set_coords(cfg, t, 0, s, &p->ranks[r0]);
@@ -325,12 +330,16 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   for (uint32_t k = 0; k < p->nkernels; k++) dhx_codegen_table_entry(out->cg, (int)k, &p->kernels[k]);
 
   char err[512];
+  dhx_timing_pass("validate");
   if (!dhx_plan_validate(p, err, sizeof err)) DHX_ICE("the compiled plan is invalid: %s", err);
   char overlap[1024];  // live buffers in shared bytes would corrupt each other at run time
+  dhx_timing_pass("verify memory");
   if (!dhx_plan_verify_memory(p, overlap, sizeof overlap))
     DHX_ICE("the memory plan is unsafe: %s", overlap);
   char hang[2048];  // ranks that wait for each other forever: a lowering bug, not the user's
+  dhx_timing_pass("verify ranks");
   if (!dhx_plan_verify_ranks(p, hang, sizeof hang)) DHX_ICE("the ranks would hang: %s", hang);
+  dhx_timing_stop();
   dhx_rank_memory m;  // the ranks of a cpu cluster allocate their arenas in host memory
   dhx_rank_memory_of(g, arena0, (int)p->nranks, &m);
   dhx_warn_host_memory(&m, cfg);
@@ -358,6 +367,7 @@ bool dhx_write_plan_dir(dhx_compiled *c, const char *dir) {
   if (!make_dir(dir)) return false;
   char path[4096], err[1024];
   snprintf(path, sizeof path, "%s/kernels.so", dir);
+  dhx_timing_pass("kernels (host, PTX)");
   if (!dhx_codegen_emit_host_so(c->cg, path, err, sizeof err)) {
     dhx_error("%s: %s", path, err);
     return false;
@@ -371,7 +381,10 @@ bool dhx_write_plan_dir(dhx_compiled *c, const char *dir) {
     }
   }
   snprintf(path, sizeof path, "%s/plan.bin", dir);
-  if (!dhx_plan_write(path, &c->plan, err, sizeof err)) {
+  dhx_timing_pass("write plan.bin");
+  bool written = dhx_plan_write(path, &c->plan, err, sizeof err);
+  dhx_timing_stop();
+  if (!written) {
     dhx_error("%s: %s", path, err);
     return false;
   }
