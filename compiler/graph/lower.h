@@ -52,6 +52,12 @@ dhx_lop *dhx_emit_allreduce(dhx_oplist *l, int stream, int comm, int t, int64_t 
 dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
                              const char *note);
 
+// verify_ops.c: the op list after pass `pass` is well formed (ops, operands inside their
+// tensors, kernel signatures, roles, events; with placed, every touched tensor has an arena
+// offset); an internal error naming the pass otherwise.
+void dhx_verify_ops(const dhx_graph *g, const dhx_oplist *l, const char *pass, bool placed);
+void dhx_verify_programs(const dhx_graph *g, const char *pass, bool placed);
+
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);

@@ -222,36 +222,47 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
     }
 }
 
-// Everything from the whole model's graph to one (tensor rank, stage)'s planned op lists.
+// The forward and backward of the micro-batches (MICRO) and the evaluation forward (EVAL).
+static void lower_micro(const dhx_config *cfg, dhx_graph *g, int accum) {
+  double loss_scale = 1.0 / ((double)cfg->global_batch * g->seq);
+  if (cfg->pp > 1) {
+    dhx_lower_pipeline(g, accum, loss_scale);
+    return;
+  }
+  dhx_lower_forward(g, &g->prog[DHX_PROG_MICRO]);
+  dhx_lower_backward(g, &g->prog[DHX_PROG_MICRO], loss_scale);
+  dhx_lower_forward(g, &g->prog[DHX_PROG_EVAL]);
+  own_activations(g);
+}
+
+static void fuse(dhx_graph *g) {
+  dhx_fuse_elementwise(g, &g->prog[DHX_PROG_MICRO]);
+  dhx_fuse_elementwise(g, &g->prog[DHX_PROG_EVAL]);
+}
+
+static void lower_step(const dhx_config *cfg, dhx_graph *g, int accum) {
+  dhx_plan_persistent(g);  // sizes the optimizer's views
+  dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = accum, .grad_clip = cfg->adamw.grad_clip,
+                      .beta1 = cfg->adamw.beta1, .beta2 = cfg->adamw.beta2,
+                      .eps = cfg->adamw.eps, .weight_decay = cfg->adamw.weight_decay};
+  dhx_lower_optimizer(g, &o);
+}
+
+// Everything from the whole model's graph to one (tensor rank, stage)'s planned op lists: the
+// passes in order, the op lists checked after each pass that writes them.
 static bool lower_graph(const dhx_config *cfg, int tp_rank, int pp_rank, dhx_graph *g,
                         int64_t *arena) {
   int accum = cfg->global_batch / (cfg->micro_batch * cfg->dp);
-  if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank) ||
-      !dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, pp_rank, cfg->pp > 1 ? accum : 1))
+  if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
+  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, pp_rank, cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
-
-  double positions = (double)cfg->global_batch * g->seq;
-  if (cfg->pp > 1) {
-    dhx_lower_pipeline(g, accum, 1.0 / positions);
-  } else {
-    dhx_lower_forward(g, &g->prog[DHX_PROG_MICRO]);
-    dhx_lower_backward(g, &g->prog[DHX_PROG_MICRO], 1.0 / positions);
-    dhx_lower_forward(g, &g->prog[DHX_PROG_EVAL]);
-    own_activations(g);
-  }
-  dhx_fuse_elementwise(g, &g->prog[DHX_PROG_MICRO]);
-  dhx_fuse_elementwise(g, &g->prog[DHX_PROG_EVAL]);
-
-  dhx_plan_persistent(g);  // sizes the optimizer's views
-  dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
-                      .grad_clip = cfg->adamw.grad_clip, .beta1 = cfg->adamw.beta1,
-                      .beta2 = cfg->adamw.beta2, .eps = cfg->adamw.eps,
-                      .weight_decay = cfg->adamw.weight_decay};
-  dhx_lower_optimizer(g, &o);
-  *arena = dhx_plan_memory(g);
+  lower_micro(cfg, g, accum);   dhx_verify_programs(g, "lowering", false);
+  fuse(g);                      dhx_verify_programs(g, "fusion", false);
+  lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
+  *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
   return true;
 }
 
