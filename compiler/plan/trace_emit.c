@@ -115,8 +115,9 @@ static void emit_run(trace *t, int prog, const dhx_sim_result *res, const char *
 
 // The model's constants, so a reader of the trace knows what produced its durations.
 static void other_data(trace *t, const dhx_cost_model *m, double step) {
-  fprintf(t->f, "\n],\"otherData\":{\"timeline\":\"dhxc --emit=trace: BEGIN, MICRO x accum_steps, "
-          "STEP, simulated\",\"step_us\":%.3f,\"flops\":%g,\"mem_bandwidth\":%g,\"launch_s\":%g,"
+  fprintf(t->f, "\n],\"otherData\":{\"timeline\":\"dhxc --emit=trace: BEGIN, "
+          "MICRO x accum_steps / micro_per_run, STEP, simulated\",\"step_us\":%.3f,\"flops\":%g,"
+          "\"mem_bandwidth\":%g,\"launch_s\":%g,"
           "\"net_bandwidth\":%g,\"net_latency_s\":%g}}\n", step * 1e6, m->flops, m->mem_bandwidth,
           m->launch, m->net_bandwidth, m->net_latency);
 }
@@ -126,7 +127,10 @@ bool dhx_trace_emit(const dhx_plan *p, const dhx_cost_model *m, FILE *f, char *e
   trace t = {.f = f, .p = p};
   fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", f);
   name_ranks_and_streams(&t);
+  // MICRO runs once per micro-batch, or once per step when one run covers all of them (pp).
   int64_t accum = p->train.accum_steps > 0 ? p->train.accum_steps : 1, id_base = 0;
+  if (p->train.micro_per_run > 1)
+    accum = (accum + p->train.micro_per_run - 1) / p->train.micro_per_run;
   double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double)), step = 0;
   if (!start) abort();
   bool ok = true;

@@ -10,8 +10,9 @@
 #include "cost.h"
 #include "plan.h"
 
-// Simulates BEGIN, then MICRO accum_steps times, then STEP, each rank starting a program when
-// it has finished the previous one, with durations from `m`, and writes the timeline to `f`:
+// Simulates BEGIN, then MICRO accum_steps / micro_per_run times (as the runtime runs it: once
+// per micro-batch, or once per step for a pipeline), then STEP, each rank starting a program
+// when it has finished the previous one, with durations from `m`, and writes the timeline to `f`:
 // one process per rank ("rank N"), one thread per stream ("compute", "comm", "stream N"), a
 // complete event ("X") per instruction named by its note (args: op, program run, instruction
 // index, communicator and bytes sent for communication), and the members of each rendezvous

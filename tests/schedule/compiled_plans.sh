@@ -4,7 +4,8 @@
 #           verify_ranks_accepts_compiled_samples` on the plan dirs: read as dhxrun reads them,
 #           verified across ranks, and run with durations.
 #   trace:  the same samples at dp 2 with two micro-batches per step through --emit=trace, and
-#           check_trace.py on the JSON.
+#           check_trace.py on the JSON; and tiny at pp 2, whose MICRO covers the step's 4
+#           micro-batches, so the step runs it once.
 # Environment: DHXC SCHEDULE_TESTS SRC WORK
 set -euo pipefail
 mode=$1
@@ -29,6 +30,13 @@ for name in tiny tiny_llama; do
     python3 "$here/check_trace.py" "$out" 2 2
   fi
 done
+if [ "$mode" = trace ]; then
+  out="$work/tiny.pp2.trace.json"
+  "$DHXC" "$SRC/samples/tiny.dhx" --emit=trace --set schedule.parallel.dp=1 \
+    --set schedule.parallel.pp=2 --set train.micro_batch=4 --set train.global_batch=16 \
+    >"$out" 2>"$out.err" || { cat "$out.err"; exit 1; }
+  python3 "$here/check_trace.py" "$out" 2 1
+fi
 if [ "$mode" = verify ]; then
   "$SCHEDULE_TESTS" verify_ranks_accepts_compiled_samples "${dirs[@]}"
 fi
