@@ -351,6 +351,38 @@ static void back_cross_entropy(ad *a, const dhx_node *n, double loss_scale) {
   dhx_emit_kernel(a->l, DHX_K_XENT_BWD, dhx_tensor_rows(lg), note, 5, args);
 }
 
+// Sequence parallelism: the backward of an all-gather is a reduce-scatter of the (partial)
+// gradients of the whole tensor and vice versa; taking this rank's rows of a replicated
+// tensor gathers the rows' gradients from every rank.
+static void back_sp_collective(ad *a, const dhx_node *n, int dy, bool gather_dy) {
+  int x = n->in[0];
+  if (!needs_grad(a, x)) return;
+  char note[DHX_NAME_MAX];
+  bool acc;
+  int dx = grad_dst(a, x, &acc);
+  int into = acc ? temp_like(a, x, "d_part") : dx;
+  if (gather_dy) {
+    note_of(n, "gather token-row gradients", note);
+    dhx_emit_all_gather(a->l, 0, DHX_COMM_TP, dy, into, dhx_tensor_elems(T(a, x)), note);
+  } else {
+    note_of(n, "reduce-scatter partial grads", note);
+    dhx_emit_reduce_scatter(a->l, 0, DHX_COMM_TP, dy, into, dhx_tensor_elems(T(a, n->out)), note);
+  }
+  if (acc) add_into(a, dx, into, dhx_tensor_elems(T(a, x)), n);
+}
+
+static void back_sp_scatter(ad *a, const dhx_node *n, int dy) {
+  if (n->nin > 1) {  // the bias, added on this rank's rows: a partial sum (shard_sp.c syncs it)
+    char note[DHX_NAME_MAX];
+    note_of(n, "grad bias (this rank's rows)", note);
+    const dhx_tensor *y = T(a, n->out);
+    dhx_operand args[] = {dhx_buf(T(a, n->in[1])->grad, 0), dhx_buf(dy, 0),
+                          dhx_i64(dhx_tensor_rows(y)), dhx_i64(dhx_tensor_cols(y)), dhx_i64(1)};
+    dhx_emit_kernel(a->l, DHX_K_COLSUM, dhx_tensor_cols(y), note, 5, args);
+  }
+  back_sp_collective(a, n, dy, true);
+}
+
 void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
   ad a = {.g = g, .l = l};
   // Tensors created below grow g->tensors; size the maps for the worst case up front.
@@ -391,6 +423,9 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
       case DHX_N_SILU: back_activation(&a, &n, dy, DHX_EW_SILU_GRAD, "silu backward"); break;
       case DHX_N_MUL: back_mul(&a, &n, dy); break;
       case DHX_N_ROPE: back_rope(&a, &n, dy); break;
+      case DHX_N_SP_GATHER: back_sp_collective(&a, &n, dy, false); break;
+      case DHX_N_SP_SCATTER: back_sp_scatter(&a, &n, dy); break;
+      case DHX_N_SP_CHUNK: back_sp_collective(&a, &n, dy, true); break;
     }
     if (g->ntensors >= cap - 8)
       DHX_ICE("gradient map overflow (%d tensors, room for %d)", g->ntensors, cap);

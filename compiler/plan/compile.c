@@ -24,8 +24,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->sp) {
-    snprintf(buf, n, "sequence parallelism (sp: on)");
   } else if (cfg->pp != 1) {
     snprintf(buf, n, "pipeline parallelism (pp: %d)", cfg->pp);
   } else if (cfg->zero != 0) {
@@ -216,6 +214,7 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
 // Everything from the whole model's graph to one tensor rank's planned op lists.
 static bool lower_graph(const dhx_config *cfg, int tp_rank, dhx_graph *g, int64_t *arena) {
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
+  if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
@@ -233,6 +232,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, dhx_graph *g, int64_
                       .grad_clip = cfg->adamw.grad_clip, .beta1 = cfg->adamw.beta1,
                       .beta2 = cfg->adamw.beta2, .eps = cfg->adamw.eps,
                       .weight_decay = cfg->adamw.weight_decay};
+  if (cfg->sp) dhx_lower_sp_grad_sync(g, &o);
   dhx_lower_optimizer(g, &o);
   *arena = dhx_plan_memory(g);
   return true;

@@ -3,7 +3,9 @@
 # function as on one rank, so its losses over 20 steps match the single-rank run's.
 # Usage: layouts.sh CASE   (environment: DHXC DHXRUN CHECK MPIRUN SRC WORK)
 #   parity MODEL DP,TP,PP...   each layout against (1,1,1), 1e-4 relative
-#   resume                     a checkpoint of (1,2,1) resumes on (2,1,1) and (1,1,1)
+#   parity_sp_* MODEL DP,TP,PP...   the same with sequence parallelism (sp: on) on the layouts
+#   resume_across_layouts      a checkpoint of (1,2,1) resumes on (2,1,1) and (2,2,1)
+#   resume_sp_on_one_rank      a checkpoint of (1,2,1) with sp: on resumes on (1,1,1)
 set -euo pipefail
 case_name=$1; shift
 work=$WORK/$case_name
@@ -33,14 +35,16 @@ run() {  # run PLAN_DIR RANKS [dhxrun options]
 case $case_name in
   parity_*)
     model=$1; shift
+    extra=() sp=""
+    if [[ $case_name == parity_sp_* ]]; then extra=(--set schedule.parallel.sp=on) sp=" with sp: on"; fi
     compile "$model" single 1 1 1
     run single 1 --metrics single.jsonl
     for layout in "$@"; do
       IFS=, read -r dp tp pp <<<"$layout"
-      compile "$model" "l$dp$tp$pp" "$dp" "$tp" "$pp"
+      compile "$model" "l$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}"
       run "l$dp$tp$pp" $((dp * tp * pp)) --metrics "l$dp$tp$pp.jsonl"
       "$CHECK" same single.jsonl "l$dp$tp$pp.jsonl" 1e-4
-      echo "($dp,$tp,$pp) matches one rank over 20 steps"
+      echo "($dp,$tp,$pp)$sp matches one rank over 20 steps"
     done
     ;;
   resume_across_layouts)
@@ -56,6 +60,16 @@ case $case_name in
     run tp2dp2 4 --resume ck/step_10.safetensors --metrics tp2dp2.jsonl
     "$CHECK" same single.jsonl tp2dp2.jsonl 1e-5 11 20
     echo "a (1,2,1) checkpoint resumes on (2,1,1) and (2,2,1) with the single-rank losses"
+    ;;
+  resume_sp_on_one_rank)
+    compile tiny single 1 1 1
+    run single 1 --metrics single.jsonl
+    compile tiny tp2sp 1 2 1 --set schedule.parallel.sp=on --set train.checkpoint_every=10
+    run tp2sp 2 --steps 10 --checkpoint-dir ck
+    test -f ck/step_10.safetensors
+    run single 1 --resume ck/step_10.safetensors --metrics resumed.jsonl
+    "$CHECK" same single.jsonl resumed.jsonl 1e-4 11 20
+    echo "a (1,2,1) checkpoint with sp: on resumes on (1,1,1) with the single-rank losses"
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
