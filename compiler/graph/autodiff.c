@@ -19,6 +19,8 @@ typedef struct ad {
   dhx_oplist *l;
   int *grad;      // tensor → gradient tensor (-1 none yet)
   int *consumers; // tensor → number of nodes reading it
+  int *gathered_from;  // sequence parallelism: an SP_GATHER's output → its token-split input
+  int *regathered;     //   and the copy gathered again for the backward (-1 none yet)
 } ad;
 
 static const dhx_tensor *T(const ad *a, int t) { return &a->g->tensors[t]; }
@@ -122,6 +124,25 @@ static void back_layernorm(ad *a, const dhx_node *n, int dy) {
   dhx_emit_kernel(a->l, DHX_K_LAYERNORM_BWD_DX, rows, note, 8, args);
 }
 
+// The value of a linear's input x for its weight gradient. Under sequence parallelism a
+// column-split linear reads the all-gather of token-split rows; that whole tensor is not kept
+// for the backward (it would cost tp times the rows the ranks keep) but gathered again from
+// the token-split rows, once for all the linears that read it (Megatron-LM does the same).
+static int input_value(ad *a, const dhx_node *n, int x) {
+  if (a->gathered_from[x] < 0) return x;
+  if (a->regathered[x] >= 0) return a->regathered[x];
+  char name[DHX_NAME_MAX + 16], note[DHX_NAME_MAX];
+  snprintf(name, sizeof name, "%.80s.bwd", T(a, x)->name);
+  int64_t shape[DHX_MAX_DIMS];
+  memcpy(shape, T(a, x)->shape, sizeof shape);
+  int r = dhx_tensor_new(a->g, name, DHX_T_ACT, DHX_F32, T(a, x)->ndim, shape);
+  note_of(n, "gather token rows again", note);
+  dhx_emit_all_gather(a->l, 0, DHX_COMM_TP, a->gathered_from[x], r, dhx_tensor_elems(T(a, r)),
+                      note);
+  a->regathered[x] = r;
+  return r;
+}
+
 static void back_linear(ad *a, const dhx_node *n, int dy) {
   char note[DHX_NAME_MAX];
   const dhx_tensor *w = T(a, n->in[1]);
@@ -133,8 +154,8 @@ static void back_linear(ad *a, const dhx_node *n, int dy) {
     dhx_emit_kernel(a->l, DHX_K_COLSUM, out, note, 5, args);
   }
   note_of(n, "grad w += x^T dy", note);
-  dhx_emit_gemm(a->l, note, true, false, in, out, rows, dhx_buf(n->in[0], 0), in, dhx_buf(dy, 0),
-                out, dhx_buf(w->grad, 0), out, 1.0);
+  dhx_emit_gemm(a->l, note, true, false, in, out, rows, dhx_buf(input_value(a, n, n->in[0]), 0),
+                in, dhx_buf(dy, 0), out, dhx_buf(w->grad, 0), out, 1.0);
   if (!needs_grad(a, n->in[0])) return;
   bool acc;
   int dx = grad_dst(a, n->in[0], &acc);
@@ -389,8 +410,12 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
   int cap = g->ntensors * 3 + 16;
   a.grad = malloc(sizeof(int) * (size_t)cap);
   a.consumers = calloc((size_t)cap, sizeof(int));
-  if (!a.grad || !a.consumers) abort();
-  for (int i = 0; i < cap; i++) a.grad[i] = -1;
+  a.gathered_from = malloc(sizeof(int) * (size_t)cap);
+  a.regathered = malloc(sizeof(int) * (size_t)cap);
+  if (!a.grad || !a.consumers || !a.gathered_from || !a.regathered) abort();
+  for (int i = 0; i < cap; i++) a.grad[i] = a.gathered_from[i] = a.regathered[i] = -1;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == DHX_N_SP_GATHER) a.gathered_from[g->nodes[i].out] = g->nodes[i].in[0];
   for (int i = 0; i < g->nnodes; i++)
     for (int j = 0; j < g->nodes[i].nin; j++) a.consumers[g->nodes[i].in[j]]++;
 
@@ -432,4 +457,6 @@ void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
   }
   free(a.grad);
   free(a.consumers);
+  free(a.gathered_from);
+  free(a.regathered);
 }

@@ -203,9 +203,9 @@ static void rewrite(spass *s, dhx_node *n) {
         if (s->lay[n->in[j]] == TOKENS) {
           fail(s, n, n->op == DHX_N_ROPE
                          ? "rope rotates by position and needs whole sequences, but it reads a "
-                           "token-split tensor; apply it to the output of a column-split linear"
+                           "token-split tensor; apply it to the output of a column-split linear, or set sp: off"
                          : "attention needs whole sequences, but it reads a token-split tensor; "
-                           "compute q, k and v with column-split linears (@split(col))");
+                           "compute q, k and v with column-split linears (@split(col)), or set sp: off");
           return;
         }
       s->lay[n->out] = s->lay[n->in[0]];
