@@ -97,8 +97,9 @@ typedef struct dhx_node {
   double eps;                // layernorm
   int split;                 // 0 none, 1 col, 2 row (@split annotation, for tensor parallelism)
   bool vocab_parallel;       // embedding, cross_entropy: over this rank's vocabulary slice
-  bool sp_partial;           // row-split linear under sequence parallelism: its output is the
-                             //   partial sum an SP_SCATTER reduces (no all-reduce, no bias)
+  bool sp_partial;           // row-split linear or vocabulary-parallel embedding under sequence
+                             //   parallelism: its output is the partial sum an SP_SCATTER
+                             //   reduces (no all-reduce; a linear's bias moves to the scatter)
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
   dhx_loc loc;               // the call in the source
   int layer;                 // index in the model's layer stack (its top-level repeats), -1 outside

@@ -22,6 +22,7 @@ static void lower_embedding(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
     dhx_operand a[] = {dhx_buf(n->out, 0), dhx_buf(n->in[0], 0), dhx_buf(n->in[1], 0),
                        dhx_i64(dhx_tensor_cols(out)), dhx_i64(g->tp_rank * rows), dhx_i64(rows)};
     dhx_emit_kernel(l, DHX_K_EMBED_VP_FWD, dhx_tensor_rows(out), note, 6, a);
+    if (n->sp_partial) return;  // sequence parallelism: an SP_SCATTER sums the shards
     note_of(n, "sum vocabulary shards", note);
     dhx_emit_allreduce(l, 0, DHX_COMM_TP, n->out, dhx_tensor_elems(out), note);
     return;

@@ -14,8 +14,10 @@
 //                                             all-reduce; the bias moves here and every rank
 //                                             adds it to its own rows (backward: all-gather)
 //   SP_CHUNK    replicated x → token-split    entering the token-split layout from a replicated
-//                                             tensor (the embedding's output); backward:
-//                                             all-gather of the rows' gradients
+//                                             tensor (GPT's embedding + positions); backward:
+//                                             all-gather of the rows' gradients. A
+//                                             vocabulary-parallel embedding read only through
+//                                             it reduce-scatters its partial rows instead
 //
 // Norms, adds, gelu/silu/mul read and write token-split tensors unchanged (they work per token
 // or per element). Attention, rope and pos_embedding depend on positions, so they must see
@@ -244,6 +246,31 @@ static void rewrite(spass *s, dhx_node *n) {
   }
 }
 
+// A vocabulary-parallel embedding read only through SP_CHUNK (Llama's: no position table)
+// need not all-reduce its partial rows: a reduce-scatter gives each rank its token rows of the
+// sum directly, with half the traffic and no whole [B, S, H] tensor.
+static void scatter_embeddings(dhx_graph *g) {
+  int *readers = calloc((size_t)g->ntensors + 1, sizeof(int));
+  int *reader = malloc(sizeof(int) * ((size_t)g->ntensors + 1));
+  if (!readers || !reader) abort();
+  for (int i = 0; i < g->nnodes; i++)
+    for (int j = 0; j < g->nodes[i].nin; j++) {
+      readers[g->nodes[i].in[j]]++;
+      reader[g->nodes[i].in[j]] = i;
+    }
+  for (int i = 0; i < g->nnodes; i++) {
+    dhx_node *n = &g->nodes[i];
+    if (n->op != DHX_N_EMBEDDING || !n->vocab_parallel || readers[n->out] != 1) continue;
+    dhx_node *c = &g->nodes[reader[n->out]];
+    if (c->op != DHX_N_SP_CHUNK) continue;
+    n->sp_partial = true;
+    c->op = DHX_N_SP_SCATTER;
+    memcpy(c->scope, n->scope, sizeof c->scope);
+  }
+  free(readers);
+  free(reader);
+}
+
 bool dhx_shard_sequence_parallel(dhx_graph *g) {
   if (g->tp == 1) return true;
   int n0 = g->nnodes;
@@ -273,6 +300,7 @@ bool dhx_shard_sequence_parallel(dhx_graph *g) {
     g->nodes[id] = n;
   }
   free(old);
+  if (s.ok) scatter_embeddings(g);
   free(s.lay);
   free(s.chunk_of);
   free(s.gathered_of);
