@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "../front/front.h"
+#include "../front/ice.h"
 #include "elaborate.h"
 #include "lower.h"
 
@@ -83,10 +84,7 @@ static int new_tensor_like(spass *s, int t, const char *suffix) {
   int64_t shape[DHX_MAX_DIMS];
   memcpy(shape, T(s, t)->shape, sizeof shape);
   int id = dhx_tensor_new(s->g, name, DHX_T_ACT, DHX_F32, T(s, t)->ndim, shape);
-  if (id >= s->cap) {  // the maps are sized for every node inserting a few tensors
-    fprintf(stderr, "dhxc: internal error: sequence-parallel tensor map overflow\n");
-    abort();
-  }
+  if (id >= s->cap) DHX_ICE("sequence-parallel tensor map overflow (%d tensors)", id);
   s->chunk_of[id] = s->gathered_of[id] = -1;
   return id;
 }
@@ -127,7 +125,7 @@ static int gather(spass *s, const dhx_node *at, int t) {
   char name[DHX_NAME_MAX + 16];
   snprintf(name, sizeof name, "%.80s.sp_whole", T(s, t)->name);
   int w = dhx_tensor_new(s->g, name, DHX_T_ACT, DHX_F32, 3, shape);
-  if (w >= s->cap) abort();
+  if (w >= s->cap) DHX_ICE("sequence-parallel tensor map overflow (%d tensors)", w);
   s->chunk_of[w] = s->gathered_of[w] = -1;
   s->lay[w] = REPLICATED;
   insert_node(s, DHX_N_SP_GATHER, at, t, w);
