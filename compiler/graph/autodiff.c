@@ -19,6 +19,8 @@ typedef struct ad {
   dhx_oplist *l;
   int *grad;      // tensor → gradient tensor (-1 none yet)
   int *consumers; // tensor → number of nodes reading it
+  int *gathered_from;  // sequence parallelism: an SP_GATHER's output → its token-split input
+  int *regathered;     //   and the copy gathered again for the backward (-1 none yet)
 } ad;
 
 static const dhx_tensor *T(const ad *a, int t) { return &a->g->tensors[t]; }
@@ -122,6 +124,25 @@ static void back_layernorm(ad *a, const dhx_node *n, int dy) {
   dhx_emit_kernel(a->l, DHX_K_LAYERNORM_BWD_DX, rows, note, 8, args);
 }
 
+// The value of a linear's input x for its weight gradient. Under sequence parallelism a
+// column-split linear reads the all-gather of token-split rows; that whole tensor is not kept
+// for the backward (it would cost tp times the rows the ranks keep) but gathered again from
+// the token-split rows, once for all the linears that read it (Megatron-LM does the same).
+static int input_value(ad *a, const dhx_node *n, int x) {
+  if (a->gathered_from[x] < 0) return x;
+  if (a->regathered[x] >= 0) return a->regathered[x];
+  char name[DHX_NAME_MAX + 16], note[DHX_NAME_MAX];
+  snprintf(name, sizeof name, "%.80s.bwd", T(a, x)->name);
+  int64_t shape[DHX_MAX_DIMS];
+  memcpy(shape, T(a, x)->shape, sizeof shape);
+  int r = dhx_tensor_new(a->g, name, DHX_T_ACT, DHX_F32, T(a, x)->ndim, shape);
+  note_of(n, "gather token rows again", note);
+  dhx_emit_all_gather(a->l, 0, DHX_COMM_TP, a->gathered_from[x], r, dhx_tensor_elems(T(a, r)),
+                      note);
+  a->regathered[x] = r;
+  return r;
+}
+
 static void back_linear(ad *a, const dhx_node *n, int dy) {
   char note[DHX_NAME_MAX];
   const dhx_tensor *w = T(a, n->in[1]);
@@ -133,8 +154,8 @@ static void back_linear(ad *a, const dhx_node *n, int dy) {
     dhx_emit_kernel(a->l, DHX_K_COLSUM, out, note, 5, args);
   }
   note_of(n, "grad w += x^T dy", note);
-  dhx_emit_gemm(a->l, note, true, false, in, out, rows, dhx_buf(n->in[0], 0), in, dhx_buf(dy, 0),
-                out, dhx_buf(w->grad, 0), out, 1.0);
+  dhx_emit_gemm(a->l, note, true, false, in, out, rows, dhx_buf(input_value(a, n, n->in[0]), 0),
+                in, dhx_buf(dy, 0), out, dhx_buf(w->grad, 0), out, 1.0);
   if (!needs_grad(a, n->in[0])) return;
   bool acc;
   int dx = grad_dst(a, n->in[0], &acc);
@@ -351,6 +372,38 @@ static void back_cross_entropy(ad *a, const dhx_node *n, double loss_scale) {
   dhx_emit_kernel(a->l, DHX_K_XENT_BWD, dhx_tensor_rows(lg), note, 5, args);
 }
 
+// Sequence parallelism: the backward of an all-gather is a reduce-scatter of the (partial)
+// gradients of the whole tensor and vice versa; taking this rank's rows of a replicated
+// tensor gathers the rows' gradients from every rank.
+static void back_sp_collective(ad *a, const dhx_node *n, int dy, bool gather_dy) {
+  int x = n->in[0];
+  if (!needs_grad(a, x)) return;
+  char note[DHX_NAME_MAX];
+  bool acc;
+  int dx = grad_dst(a, x, &acc);
+  int into = acc ? temp_like(a, x, "d_part") : dx;
+  if (gather_dy) {
+    note_of(n, "gather token-row gradients", note);
+    dhx_emit_all_gather(a->l, 0, DHX_COMM_TP, dy, into, dhx_tensor_elems(T(a, x)), note);
+  } else {
+    note_of(n, "reduce-scatter partial grads", note);
+    dhx_emit_reduce_scatter(a->l, 0, DHX_COMM_TP, dy, into, dhx_tensor_elems(T(a, n->out)), note);
+  }
+  if (acc) add_into(a, dx, into, dhx_tensor_elems(T(a, x)), n);
+}
+
+static void back_sp_scatter(ad *a, const dhx_node *n, int dy) {
+  if (n->nin > 1) {  // the bias, added on this rank's rows: a partial sum (shard_sp.c syncs it)
+    char note[DHX_NAME_MAX];
+    note_of(n, "grad bias (this rank's rows)", note);
+    const dhx_tensor *y = T(a, n->out);
+    dhx_operand args[] = {dhx_buf(T(a, n->in[1])->grad, 0), dhx_buf(dy, 0),
+                          dhx_i64(dhx_tensor_rows(y)), dhx_i64(dhx_tensor_cols(y)), dhx_i64(1)};
+    dhx_emit_kernel(a->l, DHX_K_COLSUM, dhx_tensor_cols(y), note, 5, args);
+  }
+  back_sp_collective(a, n, dy, true);
+}
+
 void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
   dhx_lower_backward_from(g, l, loss_scale, -1, NULL, -1, NULL);
 }
@@ -362,8 +415,12 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
   int cap = g->ntensors * 3 + 16;
   a.grad = malloc(sizeof(int) * (size_t)cap);
   a.consumers = calloc((size_t)cap, sizeof(int));
-  if (!a.grad || !a.consumers) abort();
-  for (int i = 0; i < cap; i++) a.grad[i] = -1;
+  a.gathered_from = malloc(sizeof(int) * (size_t)cap);
+  a.regathered = malloc(sizeof(int) * (size_t)cap);
+  if (!a.grad || !a.consumers || !a.gathered_from || !a.regathered) abort();
+  for (int i = 0; i < cap; i++) a.grad[i] = a.gathered_from[i] = a.regathered[i] = -1;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == DHX_N_SP_GATHER) a.gathered_from[g->nodes[i].out] = g->nodes[i].in[0];
   for (int i = 0; i < g->nnodes; i++)
     for (int j = 0; j < g->nodes[i].nin; j++) a.consumers[g->nodes[i].in[j]]++;
   if (seed >= 0) {  // its gradient arrives from elsewhere (the next pipeline stage)
@@ -400,6 +457,9 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
       case DHX_N_SILU: back_activation(&a, &n, dy, DHX_EW_SILU_GRAD, "silu backward"); break;
       case DHX_N_MUL: back_mul(&a, &n, dy); break;
       case DHX_N_ROPE: back_rope(&a, &n, dy); break;
+      case DHX_N_SP_GATHER: back_sp_collective(&a, &n, dy, false); break;
+      case DHX_N_SP_SCATTER: back_sp_scatter(&a, &n, dy); break;
+      case DHX_N_SP_CHUNK: back_sp_collective(&a, &n, dy, true); break;
     }
     if (g->ntensors >= cap - 8)
       DHX_ICE("gradient map overflow (%d tensors, room for %d)", g->ntensors, cap);
@@ -407,4 +467,6 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
   if (want >= 0) *want_grad = a.grad[want];
   free(a.grad);
   free(a.consumers);
+  free(a.gathered_from);
+  free(a.regathered);
 }

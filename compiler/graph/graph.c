@@ -112,7 +112,8 @@ dhx_operand dhx_regarg(int reg) {
 const char *dhx_node_op_name(dhx_node_op op) {
   static const char *names[] = {"embedding", "pos_embedding", "layernorm", "linear",
                                 "attention", "gelu",          "add",       "cross_entropy",
-                                "rmsnorm",   "silu",          "mul",       "rope"};
+                                "rmsnorm",   "silu",          "mul",       "rope",
+                                "sp_gather", "sp_scatter",    "sp_chunk"};
   return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 
@@ -128,8 +129,8 @@ static const char *prog_name(int p) {
 }
 
 static const char *lop_name(dhx_lop_kind k) {
-  static const char *names[] = {"gemm", "kernel", "ew", "zero", "allreduce", "grad_norm",
-                                "record", "wait"};
+  static const char *names[] = {"gemm",      "kernel", "ew",     "zero",          "allreduce",
+                                "all_gather", "grad_norm", "record", "wait", "reduce_scatter"};
   return names[k];
 }
 

@@ -60,6 +60,8 @@ typedef struct dhx_tensor {
   int split_dim, split_groups, split_parts, split_index;
   bool tp_reduce_grad;      // its gradient is a partial sum over the tensor-parallel group
                             //   (it feeds column-split linears): all-reduce it when complete
+  bool sp_reduce_grad;      // a parameter used on token-split data (sequence parallelism):
+                            //   its gradient is a partial sum over the tensor-parallel group
 } dhx_tensor;
 
 typedef enum {
@@ -77,6 +79,11 @@ typedef enum {
   DHX_N_SILU,          // in: x                       out: x sigma(x)
   DHX_N_MUL,           // in: a, b                    out: a * b (elementwise)
   DHX_N_ROPE,          // in: x [B, S, heads*hs]      out: x rotated by position (heads, base)
+  // Sequence parallelism (shard_sp.c inserts these; token-split tensors are [1, B*S/tp, H],
+  // rank r holding the flattened token rows [r*BS/tp, (r+1)*BS/tp)):
+  DHX_N_SP_GATHER,     // in: token-split x           out: whole [B, S, H] (all-gather)
+  DHX_N_SP_SCATTER,    // in: partial sums [B, S, H], b?  out: token-split sum (+ b) (reduce-scatter)
+  DHX_N_SP_CHUNK,      // in: replicated x            out: this rank's token rows of x
 } dhx_node_op;
 
 typedef struct dhx_node {
@@ -91,6 +98,9 @@ typedef struct dhx_node {
   double eps;                // layernorm
   int split;                 // 0 none, 1 col, 2 row (@split annotation, for tensor parallelism)
   bool vocab_parallel;       // embedding, cross_entropy: over this rank's vocabulary slice
+  bool sp_partial;           // row-split linear or vocabulary-parallel embedding under sequence
+                             //   parallelism: its output is the partial sum an SP_SCATTER
+                             //   reduces (no all-reduce; a linear's bias moves to the scatter)
   char scope[DHX_NAME_MAX];  // "gpt_block.2.linear.1"
   dhx_loc loc;               // the call in the source
   int layer;                 // index in the model's layer stack (its top-level repeats), -1 outside
@@ -117,6 +127,7 @@ typedef enum {
   DHX_L_ALL_GATHER, // args[0] input, args[1] output, args[2] count (of the output)
   DHX_L_SEND, DHX_L_RECV,  // args[0] region, args[1] count, args[2] peer, args[3] tag
   DHX_L_LOAD,       // args[0] tokens, args[1] targets, args[2] micro-batch of the step
+  DHX_L_REDUCE_SCATTER,  // args[0] input, args[1] output, args[2] count (of the input)
   DHX_L_GRAD_NORM,
   DHX_L_RECORD, DHX_L_WAIT,
 } dhx_lop_kind;
@@ -230,6 +241,14 @@ bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, int stage, int micro);
 // (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
 // from each chunk's one-micro-batch forward and backward.
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
+// shard_sp.c: sequence parallelism on top of dhx_shard_tensor_parallel's rewrite: outside the
+// split regions, activations hold this rank's token rows; column-split linears all-gather their
+// input, row-split linears reduce-scatter their output. Reports what it cannot split at the op.
+bool dhx_shard_sequence_parallel(dhx_graph *g);
+// shard_sp.c: STEP ops that sum the gradients of parameters used on token-split data over the
+// tensor-parallel group (on the data-parallel reduction's stream when dp > 1). Call right
+// before dhx_lower_optimizer.
+void dhx_lower_sp_grad_sync(dhx_graph *g, const dhx_lower_opts *o);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
 

@@ -22,6 +22,7 @@ static void lower_embedding(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
     dhx_operand a[] = {dhx_buf(n->out, 0), dhx_buf(n->in[0], 0), dhx_buf(n->in[1], 0),
                        dhx_i64(dhx_tensor_cols(out)), dhx_i64(g->tp_rank * rows), dhx_i64(rows)};
     dhx_emit_kernel(l, DHX_K_EMBED_VP_FWD, dhx_tensor_rows(out), note, 6, a);
+    if (n->sp_partial) return;  // sequence parallelism: an SP_SCATTER sums the shards
     note_of(n, "sum vocabulary shards", note);
     dhx_emit_allreduce(l, 0, DHX_COMM_TP, n->out, dhx_tensor_elems(out), note);
     return;
@@ -72,7 +73,7 @@ static void lower_linear(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
     dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_ADD, y, bias), dhx_buf(n->out, 0), false);
     dhx_emit_ew(l, &b, rows * out, note);
   }
-  if (!partial) return;
+  if (!partial || n->sp_partial) return;  // sequence parallelism: an SP_SCATTER reduces it
   note_of(n, "sum row-split partials", note);
   dhx_emit_allreduce(l, 0, DHX_COMM_TP, n->out, rows * out, note);
 }
@@ -254,6 +255,40 @@ static void lower_cross_entropy(dhx_graph *g, dhx_oplist *l, const dhx_node *n) 
   dhx_emit_kernel(l, DHX_K_XENT_FWD, dhx_tensor_rows(lg), note, 4, a);
 }
 
+// Sequence parallelism (shard_sp.c): moving between token-split and whole activations.
+static void lower_sp_gather(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  note_of(n, "gather token rows", note);
+  dhx_emit_all_gather(l, 0, DHX_COMM_TP, n->in[0], n->out, dhx_tensor_elems(T(g, n->out)), note);
+}
+
+static void lower_sp_scatter(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  note_of(n, "reduce-scatter partials", note);
+  dhx_emit_reduce_scatter(l, 0, DHX_COMM_TP, n->in[0], n->out, dhx_tensor_elems(T(g, n->in[0])),
+                          note);
+  if (n->nin < 2) return;
+  note_of(n, "+ bias", note);  // every rank, on its own rows
+  const dhx_tensor *out = T(g, n->out);
+  dhx_ewb b;
+  dhx_ewb_init(&b);
+  int y = dhx_ewb_load(&b, dhx_buf(n->out, 0), 0);
+  int bias = dhx_ewb_load(&b, dhx_buf(n->in[1], 0), dhx_tensor_cols(out));
+  dhx_ewb_store(&b, dhx_ewb_op(&b, DHX_EW_ADD, y, bias), dhx_buf(n->out, 0), false);
+  dhx_emit_ew(l, &b, dhx_tensor_elems(out), note);
+}
+
+static void lower_sp_chunk(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  note_of(n, "this rank's token rows", note);
+  int64_t elems = dhx_tensor_elems(T(g, n->out));
+  dhx_ewb b;
+  dhx_ewb_init(&b);
+  int x = dhx_ewb_load(&b, dhx_buf(n->in[0], g->tp_rank * elems), 0);
+  dhx_ewb_store(&b, x, dhx_buf(n->out, 0), false);
+  dhx_emit_ew(l, &b, elems, note);
+}
+
 void dhx_lower_forward(dhx_graph *g, dhx_oplist *l) {
   for (int i = 0; i < g->nnodes; i++) {
     const dhx_node *n = &g->nodes[i];
@@ -273,6 +308,9 @@ void dhx_lower_forward(dhx_graph *g, dhx_oplist *l) {
       case DHX_N_SILU: lower_ew(g, l, n, DHX_EW_SILU, "silu"); break;
       case DHX_N_MUL: lower_ew(g, l, n, DHX_EW_MUL, "mul"); break;
       case DHX_N_ROPE: lower_rope(g, l, n); break;
+      case DHX_N_SP_GATHER: lower_sp_gather(g, l, n); break;
+      case DHX_N_SP_SCATTER: lower_sp_scatter(g, l, n); break;
+      case DHX_N_SP_CHUNK: lower_sp_chunk(g, l, n); break;
     }
   }
 }

@@ -51,6 +51,10 @@ dhx_lop *dhx_emit_allreduce(dhx_oplist *l, int stream, int comm, int t, int64_t 
 // All-gather: `count` / (group size) elements of `in` from every member into `out` (count).
 dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
                              const char *note);
+// Sum reduce-scatter: `count` elements of `in` summed over the group; member i gets elements
+// [i·count/p, (i+1)·count/p) of the sum in `out` (count / group size).
+dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
+                                 int64_t count, const char *note);
 
 // verify_ops.c: the op list after pass `pass` is well formed (ops, operands inside their
 // tensors, kernel signatures, roles, events; with placed, every touched tensor has an arena

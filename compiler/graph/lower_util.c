@@ -59,6 +59,17 @@ dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int ou
   return op;
 }
 
+dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
+                                 int64_t count, const char *note) {
+  dhx_lop *op = dhx_lop_push(l, DHX_L_REDUCE_SCATTER, stream, note);
+  op->args[0] = dhx_buf(in, 0);
+  op->args[1] = dhx_buf(out, 0);
+  op->args[2] = dhx_i64(count);
+  op->nargs = 3;
+  op->comm = comm;
+  return op;
+}
+
 void dhx_ewb_init(dhx_ewb *b) { memset(b, 0, sizeof *b); }
 
 static int push_node(dhx_ewb *b, dhx_ew_node n) {

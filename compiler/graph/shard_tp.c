@@ -129,9 +129,9 @@ static void shard_elementwise(shard *s, dhx_node *n) {
 static void shard_replicated_only(shard *s, dhx_node *n, const char *what) {
   if (s->lay[n->in[0]] == REPLICATED) return;
   char msg[200];
-  snprintf(msg, sizeof msg, "%s over a split tensor needs sequence parallelism or a gather, "
-           "which this build does not lower; end the split region with a row-split linear first",
-           what);
+  snprintf(msg, sizeof msg, "%s over a tensor split along its last dimension (by a "
+           "column-split linear) would see only part of each row; end the split region with a "
+           "row-split linear first", what);
   fail(s, n, msg);
 }
 
@@ -154,6 +154,9 @@ static void shard_node(shard *s, dhx_node *n) {
     case DHX_N_CROSS_ENTROPY:
       if (s->lay[n->in[0]] == SPLIT) n->vocab_parallel = true;
       break;
+    case DHX_N_SP_GATHER:
+    case DHX_N_SP_SCATTER:
+    case DHX_N_SP_CHUNK: break;  // inserted later, by shard_sp.c
   }
 }
 

@@ -25,8 +25,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->sp) {
-    snprintf(buf, n, "sequence parallelism (sp: on)");
   } else if (cfg->zero != 0) {
     snprintf(buf, n, "sharded optimizer state (zero: %d)", cfg->zero);
   } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
@@ -245,6 +243,7 @@ static void lower_step(const dhx_config *cfg, dhx_graph *g, int accum) {
   dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = accum, .grad_clip = cfg->adamw.grad_clip,
                       .beta1 = cfg->adamw.beta1, .beta2 = cfg->adamw.beta2,
                       .eps = cfg->adamw.eps, .weight_decay = cfg->adamw.weight_decay};
+  if (cfg->sp) dhx_lower_sp_grad_sync(g, &o);  // sequence-split gradients summed first
   dhx_lower_optimizer(g, &o);
 }
 
@@ -254,6 +253,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int pp_rank, dhx_gra
                         int64_t *arena) {
   int accum = cfg->global_batch / (cfg->micro_batch * cfg->dp);
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
+  if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, pp_rank, cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);
@@ -284,7 +284,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   char what[160];
   const dhx_loc *at;
   if (dhx_unlowered(cfg, &at, what, sizeof what)) {
-    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data and tensor "
+    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, sequence "
                  "parallelism on cpu clusters ('dhxc check' checks the program without lowering "
                  "it)", what);
     return false;

@@ -90,6 +90,7 @@ static uint32_t op_of(dhx_lop_kind k) {
     case DHX_L_SEND: return DHX_OP_SEND;
     case DHX_L_RECV: return DHX_OP_RECV;
     case DHX_L_LOAD: return DHX_OP_LOAD_BATCH;
+    case DHX_L_REDUCE_SCATTER: return DHX_OP_REDUCE_SCATTER;
     case DHX_L_GRAD_NORM: return DHX_OP_GRAD_NORM;
     case DHX_L_RECORD: return DHX_OP_RECORD;
     case DHX_L_WAIT: return DHX_OP_WAIT;

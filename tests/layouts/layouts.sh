@@ -5,7 +5,9 @@
 #   parity MODEL [--set K=V]... DP,TP,PP[,VIRTUAL]...
 #                              each layout against (1,1,1), 1e-4 relative; the --sets apply
 #                              to every run (e.g. model.layers=8)
-#   resume                     a checkpoint of (1,2,1) resumes on (2,1,1) and (1,1,1)
+#   parity_sp_* ...            the same with sequence parallelism (sp: on) on the layouts
+#   resume_across_layouts      a checkpoint of (1,2,1) resumes on (2,1,1), (2,2,1), (1,1,2)
+#   resume_sp_on_one_rank      a checkpoint of (1,2,1) with sp: on resumes on (1,1,1)
 set -euo pipefail
 case_name=$1; shift
 work=$WORK/$case_name
@@ -35,8 +37,9 @@ run() {  # run PLAN_DIR RANKS [dhxrun options]
 case $case_name in
   parity_*)
     model=$1; shift
-    sets=()
+    sets=() extra=() sp=""
     while [[ ${1:-} == --set ]]; do sets+=("$1" "$2"); shift 2; done
+    if [[ $case_name == parity_sp_* ]]; then extra=(--set schedule.parallel.sp=on) sp=" with sp: on"; fi
     compile "$model" single 1 1 1 "${sets[@]}"
     run single 1 --metrics single.jsonl
     for layout in "$@"; do
@@ -44,10 +47,10 @@ case $case_name in
       virtual=${virtual:-1}
       name="l$dp$tp$pp$virtual"
       compile "$model" "$name" "$dp" "$tp" "$pp" --set schedule.parallel.virtual="$virtual" \
-        "${sets[@]}"
+        "${sets[@]}" "${extra[@]}"
       run "$name" $((dp * tp * pp)) --metrics "$name.jsonl"
       "$CHECK" same single.jsonl "$name.jsonl" 1e-4
-      echo "($dp,$tp,$pp) with $virtual chunks per stage matches one rank over 20 steps"
+      echo "($dp,$tp,$pp) with $virtual chunks per stage$sp matches one rank over 20 steps"
     done
     ;;
   resume_across_layouts)
@@ -70,6 +73,16 @@ case $case_name in
     run single 1 --resume pp15.safetensors --metrics back.jsonl
     "$CHECK" same single.jsonl back.jsonl 1e-5 16 20
     echo "a (1,2,1) checkpoint resumes on (2,1,1), (2,2,1) and (1,1,2); a (1,1,2) one on (1,1,1)"
+    ;;
+  resume_sp_on_one_rank)
+    compile tiny single 1 1 1
+    run single 1 --metrics single.jsonl
+    compile tiny tp2sp 1 2 1 --set schedule.parallel.sp=on --set train.checkpoint_every=10
+    run tp2sp 2 --steps 10 --checkpoint-dir ck
+    test -f ck/step_10.safetensors
+    run single 1 --resume ck/step_10.safetensors --metrics resumed.jsonl
+    "$CHECK" same single.jsonl resumed.jsonl 1e-4 11 20
+    echo "a (1,2,1) checkpoint with sp: on resumes on (1,1,1) with the single-rank losses"
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
