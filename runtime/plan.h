@@ -251,6 +251,8 @@ typedef struct dhx_plan_train {
   char model_name[DHX_NAME_MAX];
   uint32_t skip_nonfinite;             // 1: a step whose loss or gradient norm is not finite is
                                        //   skipped (no optimizer update); 0 or 1
+  uint32_t zero;                       // ZeRO stage 0..3: from 1 on, each data-parallel rank
+                                       //   keeps the AdamW moments of its share of the parameters
 } dhx_plan_train;
 
 typedef struct dhx_plan {

@@ -214,6 +214,7 @@ static void io_train(plan_io *s, dhx_plan_train *t) {
   io_f64(s, &t->flops_per_token);
   io_chars(s, t->model_name, DHX_NAME_MAX);
   io_u32(s, &t->skip_nonfinite);
+  io_u32(s, &t->zero);
 }
 
 static void io_access(plan_io *s, dhx_plan_access *a) {

@@ -59,6 +59,8 @@ typedef struct dhx_tensor {
   int split_dim, split_groups, split_parts, split_index;
   bool tp_reduce_grad;      // its gradient is a partial sum over the tensor-parallel group
                             //   (it feeds column-split linears): all-reduce it when complete
+  int owner;                // sharded optimizer state (zero.c): the data-parallel rank that
+                            //   updates this parameter, -1 when not sharded
 } dhx_tensor;
 
 typedef enum {
@@ -113,6 +115,7 @@ typedef enum {
   DHX_L_ZERO,
   DHX_L_ALLREDUCE,  // in place: args[0] region, args[1] count; over communicator `comm`
   DHX_L_ALL_GATHER, // args[0] input, args[1] output, args[2] count (of the output)
+  DHX_L_REDUCE_SCATTER, // args[0] input, args[1] output, args[2] count (of the input)
   DHX_L_GRAD_NORM,
   DHX_L_RECORD, DHX_L_WAIT,
 } dhx_lop_kind;
@@ -146,6 +149,14 @@ typedef struct dhx_oplist {
   int nstreams, nevents;
 } dhx_oplist;
 
+// Sharded optimizer state (zero.c): the parameter and gradient windows are dp chunks of
+// `chunk` bytes; chunk r holds the tensors rank r owns in the planner's order. Byte offsets
+// relative to this rank's chunk: whole tensors with decay end at whole_decay, all decay ones
+// at decay_end, split ones at split_end, this rank's tensors at own_end.
+typedef struct dhx_zero_chunk {
+  int64_t chunk, whole_decay, decay_end, split_end, own_end;
+} dhx_zero_chunk;
+
 typedef struct dhx_graph {
   dhx_tensor *tensors;
   int ntensors, captensors;
@@ -163,6 +174,8 @@ typedef struct dhx_graph {
   char model_name[DHX_NAME_MAX];
   int tp, tp_rank;               // tensor-parallel degree and this graph's rank (1, 0 unsplit)
   dhx_oplist prog[DHX_PROG_COUNT];
+  int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
+  dhx_zero_chunk zc;             // with sharded optimizer state: this rank's chunk (zero.c)
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.
@@ -188,7 +201,7 @@ void dhx_graph_dump(const dhx_graph *g, void *file /* FILE* */);
 
 // The parallel layout and training setup the lowering needs.
 typedef struct dhx_lower_opts {
-  int dp, dp_rank, accum_steps;
+  int dp, dp_rank, accum_steps, zero;
   double grad_clip, beta1, beta2, eps, weight_decay;
 } dhx_lower_opts;
 
@@ -207,5 +220,19 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
 bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
+
+// zero.c: sharded optimizer state over the data-parallel group (g->dp, g->dp_rank, g->zero).
+// True when this graph's optimizer state is sharded (zero >= 1 and dp > 1).
+bool dhx_zero_sharded(const dhx_graph *g);
+// The parameters in the planner's order (decay whole, decay split, no-decay split, no-decay
+// whole); returns the count.
+int dhx_zero_order(const dhx_graph *g, int *order);
+// Assigns every parameter an owner rank, drops the moments of parameters this rank does not
+// own, sizes the chunks (g->zc) and creates the STEP's scratch buffers. After the state
+// tensors exist, before memory planning.
+void dhx_zero_partition(dhx_graph *g);
+// STEP with sharded state: reduce-scatter, norm over the shard, AdamW on this rank's chunk,
+// all-gather of the updated parameters. Called by dhx_lower_optimizer.
+void dhx_lower_zero_step(dhx_graph *g, const dhx_lower_opts *o);
 
 #endif

@@ -52,6 +52,11 @@ dhx_lop *dhx_emit_allreduce(dhx_oplist *l, int stream, int comm, int t, int64_t 
 dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
                              const char *note);
 
+// Reduce-scatter: the sum of `count` elements of `in` over the group; member i gets elements
+// [i·count/p, (i+1)·count/p) of it in `out`.
+dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
+                                 int64_t count, const char *note);
+
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);

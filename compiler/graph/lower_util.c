@@ -59,6 +59,13 @@ dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int ou
   return op;
 }
 
+dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
+                                 int64_t count, const char *note) {
+  dhx_lop *op = dhx_emit_all_gather(l, stream, comm, in, out, count, note);
+  op->kind = DHX_L_REDUCE_SCATTER;
+  return op;
+}
+
 void dhx_ewb_init(dhx_ewb *b) { memset(b, 0, sizeof *b); }
 
 static int push_node(dhx_ewb *b, dhx_ew_node n) {

@@ -28,8 +28,9 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "sequence parallelism (sp: on)");
   } else if (cfg->pp != 1) {
     snprintf(buf, n, "pipeline parallelism (pp: %d)", cfg->pp);
-  } else if (cfg->zero != 0) {
-    snprintf(buf, n, "sharded optimizer state (zero: %d)", cfg->zero);
+  } else if (cfg->zero >= 2 && cfg->dp > 1) {
+    snprintf(buf, n, "%s (zero: %d)", cfg->zero == 2 ? "sharded gradients" : "sharded parameters",
+             cfg->zero);
   } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "strand interleaving (the strands block)");
@@ -130,6 +131,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->dp = cfg->dp;
   t->tp = cfg->tp;
   t->pp = cfg->pp;
+  t->zero = (uint32_t)cfg->zero;
   t->n_params = g->n_params;
   t->flops_per_token = flops_per_token(g);
   snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);
@@ -214,9 +216,14 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
 }
 
 // Everything from the whole model's graph to one tensor rank's planned op lists.
-static bool lower_graph(const dhx_config *cfg, int tp_rank, dhx_graph *g, int64_t *arena) {
+static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, dhx_graph *g,
+                        int64_t *arena) {
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
+  g->dp = cfg->dp;
+  g->dp_rank = dp_rank;
+  g->zero = cfg->zero;
   dhx_create_param_state(g);
+  if (dhx_zero_sharded(g)) dhx_zero_partition(g);  // each data rank updates its own share
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
 
@@ -229,7 +236,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, dhx_graph *g, int64_
   dhx_fuse_elementwise(g, &g->prog[DHX_PROG_EVAL]);
 
   dhx_plan_persistent(g);  // sizes the optimizer's views
-  dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
+  dhx_lower_opts o = {.dp = cfg->dp, .dp_rank = dp_rank, .zero = cfg->zero, .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
                       .grad_clip = cfg->adamw.grad_clip, .beta1 = cfg->adamw.beta1,
                       .beta2 = cfg->adamw.beta2, .eps = cfg->adamw.eps,
                       .weight_decay = cfg->adamw.weight_decay};
@@ -256,7 +263,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   const dhx_loc *at;
   if (dhx_unlowered(cfg, &at, what, sizeof what)) {
     dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data and tensor "
-                 "parallelism on cpu clusters ('dhxc check' checks the program without lowering "
+                 "parallelism and sharded optimizer state (zero: 1) on cpu clusters ('dhxc check' checks the program without lowering "
                  "it)", what);
     return false;
   }
@@ -271,32 +278,34 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   derive_comms(cfg, p, comm_of);
 
   // Each tensor rank has its own program; the data-parallel replicas of it differ only in
-  // their communicators and their slice of the batch.
+  // their communicators and their slice of the batch, unless the optimizer state is sharded
+  // (zero >= 1): then each replica updates its own share and is lowered on its own.
   double flops = 0;
   int64_t arena0 = 0;
-  bool ok = true;
-  for (int t = 0; t < cfg->tp && ok; t++) {
-    dhx_graph other, *gt = t == 0 ? g : &other;
-    if (t > 0) {
-      dhx_graph_init(gt);
-      ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
-    }
-    int64_t arena = 0;
-    ok = ok && lower_graph(cfg, t, gt, &arena);
-    int r0 = world_rank(cfg, t, 0, 0);
-    ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
-    if (ok) {
-      set_coords(cfg, t, 0, 0, &p->ranks[r0]);
-      for (int d = 1; d < cfg->dp; d++) {
-        int r = world_rank(cfg, t, d, 0);
-        copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
-        set_coords(cfg, t, d, 0, &p->ranks[r]);
+  bool ok = true, per_dp = cfg->zero >= 1 && cfg->dp > 1;
+  for (int t = 0; t < cfg->tp && ok; t++)
+    for (int d = 0; d < (per_dp ? cfg->dp : 1) && ok; d++) {
+      dhx_graph other, *gt = t == 0 && d == 0 ? g : &other;
+      if (gt != g) {
+        dhx_graph_init(gt);
+        ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
       }
-      flops += flops_per_token(gt);
+      int64_t arena = 0;
+      ok = ok && lower_graph(cfg, t, d, gt, &arena);
+      int r0 = world_rank(cfg, t, d, 0);
+      ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
+      if (ok) {
+        set_coords(cfg, t, d, 0, &p->ranks[r0]);
+        for (int e = 1; e < cfg->dp && !per_dp; e++) {
+          int r = world_rank(cfg, t, e, 0);
+          copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
+          set_coords(cfg, t, e, 0, &p->ranks[r]);
+        }
+        if (d == 0) flops += flops_per_token(gt);
+      }
+      if (gt == g) arena0 = arena;
+      if (gt != g) dhx_graph_free(gt);
     }
-    if (t == 0) arena0 = arena;
-    if (t > 0) dhx_graph_free(gt);
-  }
   free(comm_of);
   if (!ok) return false;
   fill_train(cfg, g, &p->train);

@@ -87,6 +87,7 @@ static uint32_t op_of(dhx_lop_kind k) {
     case DHX_L_ZERO: return DHX_OP_ZERO;
     case DHX_L_ALLREDUCE: return DHX_OP_ALLREDUCE;
     case DHX_L_ALL_GATHER: return DHX_OP_ALL_GATHER;
+    case DHX_L_REDUCE_SCATTER: return DHX_OP_REDUCE_SCATTER;
     case DHX_L_GRAD_NORM: return DHX_OP_GRAD_NORM;
     case DHX_L_RECORD: return DHX_OP_RECORD;
     case DHX_L_WAIT: return DHX_OP_WAIT;

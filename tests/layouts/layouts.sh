@@ -2,8 +2,11 @@
 # Parity of parallel layouts: a model trained on a (dp, tp, pp) layout must compute the same
 # function as on one rank, so its losses over 20 steps match the single-rank run's.
 # Usage: layouts.sh CASE   (environment: DHXC DHXRUN CHECK MPIRUN SRC WORK)
-#   parity MODEL DP,TP,PP...   each layout against (1,1,1), 1e-4 relative
+#   parity MODEL DP,TP,PP[,ZERO]...   each layout (ZeRO stage, default 0) against (1,1,1),
+#                                     1e-4 relative
 #   resume                     a checkpoint of (1,2,1) resumes on (2,1,1) and (1,1,1)
+#   resume_zero                a zero 1 checkpoint of (2,1,1) resumes on (1,2,1) and (1,1,1);
+#                              a (1,1,1) checkpoint resumes under zero 1 on (2,1,1)
 set -euo pipefail
 case_name=$1; shift
 work=$WORK/$case_name
@@ -36,11 +39,13 @@ case $case_name in
     compile "$model" single 1 1 1
     run single 1 --metrics single.jsonl
     for layout in "$@"; do
-      IFS=, read -r dp tp pp <<<"$layout"
-      compile "$model" "l$dp$tp$pp" "$dp" "$tp" "$pp"
-      run "l$dp$tp$pp" $((dp * tp * pp)) --metrics "l$dp$tp$pp.jsonl"
-      "$CHECK" same single.jsonl "l$dp$tp$pp.jsonl" 1e-4
-      echo "($dp,$tp,$pp) matches one rank over 20 steps"
+      IFS=, read -r dp tp pp zero <<<"$layout"
+      zero=${zero:-0}
+      name="l$dp$tp${pp}z$zero"
+      compile "$model" "$name" "$dp" "$tp" "$pp" --set schedule.parallel.zero="$zero"
+      run "$name" $((dp * tp * pp)) --metrics "$name.jsonl"
+      "$CHECK" same single.jsonl "$name.jsonl" 1e-4
+      echo "($dp,$tp,$pp) zero $zero matches one rank over 20 steps"
     done
     ;;
   resume_across_layouts)
