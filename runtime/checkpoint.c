@@ -185,13 +185,25 @@ static bool check_entry(const dhx_st_file *s, const dhx_st_entry *e, const dhx_p
   return true;
 }
 
-// Every entry must be a tensor of the plan with the right dtype, shape and extent, and every
-// tensor of the plan must be there.
+// A moment (P.adam_m, P.adam_v) of a parameter P that this rank holds without its moments:
+// with sharded optimizer state another data-parallel rank keeps them, and loads them.
+static bool moment_held_elsewhere(tensor *t, int n, const char *name) {
+  if (!is_moment_name(name)) return false;
+  char param[DHX_NAME_MAX + SUFFIX_MAX];
+  snprintf(param, sizeof param, "%.*s", (int)(strlen(name) - 7), name);
+  const tensor *p = find_tensor(t, n, param);
+  return p && !p->moment;
+}
+
+// Every entry must be a tensor of the plan with the right dtype, shape and extent (or the
+// moment of a parameter whose moments another rank keeps), and every tensor of the plan must
+// be there.
 static bool match_entries(const dhx_st_file *s, const dhx_plan_rank *r, tensor *t, int n,
                           char *err, size_t errlen) {
   for (int i = 0; i < s->nentries; i++) {
     const dhx_st_entry *e = &s->entries[i];
     tensor *x = find_tensor(t, n, e->name);
+    if (!x && moment_held_elsewhere(t, n, e->name)) continue;
     if (!x) return dhx_st_fail(s->path, err, errlen, "tensor '%s' is not in the plan", e->name);
     if (!check_entry(s, e, &r->buffers[x->buf], err, errlen)) return false;
     x->e = e;
@@ -372,7 +384,8 @@ static bool match_weights(const dhx_st_file *s, const dhx_plan_rank *r, tensor *
     if (!check_weight(s, t[i].e, &r->buffers[t[i].buf], err, errlen)) return false;
   }
   for (int i = 0; i < s->nentries; i++)
-    if (!find_tensor(t, n, s->entries[i].name))
+    if (!find_tensor(t, n, s->entries[i].name) &&
+        !moment_held_elsewhere(t, n, s->entries[i].name))
       return dhx_st_fail(s->path, err, errlen, "tensor '%s' is not in the plan",
                          s->entries[i].name);
   return true;

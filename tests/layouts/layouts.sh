@@ -62,5 +62,23 @@ case $case_name in
     "$CHECK" same single.jsonl tp2dp2.jsonl 1e-5 11 20
     echo "a (1,2,1) checkpoint resumes on (2,1,1) and (2,2,1) with the single-rank losses"
     ;;
+  resume_zero)
+    compile tiny single 1 1 1 --set train.checkpoint_every=10
+    run single 1 --metrics single.jsonl --checkpoint-dir ck1
+    test -f ck1/step_10.safetensors
+    compile tiny dp2z1 2 1 1 --set schedule.parallel.zero=1 --set train.checkpoint_every=10
+    run dp2z1 2 --steps 10 --checkpoint-dir ck
+    test -f ck/step_10.safetensors
+    compile tiny tp2 1 2 1
+    run tp2 2 --resume ck/step_10.safetensors --metrics tp2.jsonl
+    "$CHECK" same single.jsonl tp2.jsonl 1e-5 11 20
+    compile tiny one 1 1 1
+    run one 1 --resume ck/step_10.safetensors --metrics one.jsonl
+    "$CHECK" same single.jsonl one.jsonl 1e-5 11 20
+    echo "a zero 1 checkpoint of (2,1,1) resumes on (1,2,1) and (1,1,1) with the single-rank losses"
+    run dp2z1 2 --resume ck1/step_10.safetensors --metrics dp2z1.jsonl
+    "$CHECK" same single.jsonl dp2z1.jsonl 1e-5 11 20
+    echo "a (1,1,1) checkpoint resumes under zero 1 on (2,1,1) with the single-rank losses"
+    ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
