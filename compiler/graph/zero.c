@@ -7,11 +7,11 @@
 // planner lays the parameter and gradient windows out as dp equal chunks, chunk r holding
 // rank r's tensors in that order, so that STEP is
 //
-//   reduce-scatter grads[all] → grads.shard      (this rank's chunk of the summed gradients)
+//   reduce-scatter grads[all] → step.shard       (this rank's chunk of the summed gradients)
 //   sums of squares of the shard → 2 scalars (whole, split) → all-reduce over dp (split: tp)
 //   GRAD_NORM over the 2 scalars                  (the same norm on every rank)
-//   AdamW on params[own,decay|no_decay] with grads.shard and this rank's moments
-//   copy params[own] → params.shard, all-gather into params[all]
+//   AdamW on params[own,decay|no_decay] with the shard and this rank's moments
+//   copy params[own] → step.shard, all-gather into params[all]
 //
 // Element e of the moment windows is element e of the chunk: the moments are laid out like
 // the chunk (the same tensors in the same order with the same padding).
@@ -84,8 +84,6 @@ void dhx_zero_partition(dhx_graph *g) {
   if (g->zc.chunk == 0) g->zc.chunk = DHX_ALIGN;
   free(owned);
   free(order);
-  scratch(g, "grads.shard", g->zc.chunk / 4);
-  scratch(g, "params.shard", g->zc.chunk / 4);
   scratch(g, "grad_norm.shard", 2);
 }
 
@@ -144,7 +142,13 @@ void dhx_lower_zero_step(dhx_graph *g, const dhx_lower_opts *o) {
   const dhx_zero_chunk *z = &g->zc;
   int grads = find(g, DHX_T_VIEW, "grads[all]"), params = find(g, DHX_T_VIEW, "params[all]");
   int own = find(g, DHX_T_VIEW, "params[own]");
-  int gshard = find(g, DHX_T_SCRATCH, "grads.shard"), pshard = find(g, DHX_T_SCRATCH, "params.shard");
+  // One chunk of STEP's own memory (an activation of STEP: it shares bytes with the other
+  // programs' activations, never live at the same time) holds the gradient shard, then the
+  // updated parameters for the all-gather, which needs an input apart from its output.
+  int64_t chunk_elems = z->chunk / 4;
+  int shard = dhx_tensor_new(g, "step.shard", DHX_T_ACT, DHX_F32, 1, &chunk_elems);
+  g->tensors[shard].program = DHX_PROG_STEP;
+  int gshard = shard, pshard = shard;
   int norm = find(g, DHX_T_SCRATCH, "grad_norm.shard");
   int partials = find(g, DHX_T_SCRATCH, "grad_norm.partials");
   int64_t count = (int64_t)g->dp * z->chunk / 4;
