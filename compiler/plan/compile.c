@@ -29,7 +29,7 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   } else if (cfg->pp != 1) {
     snprintf(buf, n, "pipeline parallelism (pp: %d)", cfg->pp);
   } else if (cfg->zero >= 2 && cfg->dp > 1) {
-    snprintf(buf, n, "%s (zero: %d)", cfg->zero == 2 ? "sharded gradients" : "sharded parameters",
+    snprintf(buf, n, "%s (zero: %d)", cfg->zero == 2 ? "gradient sharding" : "parameter sharding",
              cfg->zero);
   } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
