@@ -79,6 +79,7 @@ case $case_name in
     run dp2z1 2 --resume ck1/step_10.safetensors --metrics dp2z1.jsonl
     "$CHECK" same single.jsonl dp2z1.jsonl 1e-5 11 20
     echo "a (1,1,1) checkpoint resumes under zero 1 on (2,1,1) with the single-rank losses"
+    run dp2z1 2 --init ck1/step_10.safetensors --steps 2  # its weights, fresh moments
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
