@@ -236,13 +236,27 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, dhx_gra
   dhx_fuse_elementwise(g, &g->prog[DHX_PROG_EVAL]);
 
   dhx_plan_persistent(g);  // sizes the optimizer's views
-  dhx_lower_opts o = {.dp = cfg->dp, .dp_rank = dp_rank, .zero = cfg->zero, .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
+  dhx_lower_opts o = {.dp = cfg->dp, .dp_rank = dp_rank, .zero = cfg->zero,
+                      .accum_steps = cfg->global_batch / (cfg->micro_batch * cfg->dp),
                       .grad_clip = cfg->adamw.grad_clip, .beta1 = cfg->adamw.beta1,
                       .beta2 = cfg->adamw.beta2, .eps = cfg->adamw.eps,
                       .weight_decay = cfg->adamw.weight_decay};
   dhx_lower_optimizer(g, &o);
   *arena = dhx_plan_memory(g);
   return true;
+}
+
+// Data-parallel replica d of tensor rank t lowered on its own (sharded optimizer state: each
+// replica updates, and keeps the moments of, its own share of the parameters).
+static bool lower_replica(const dhx_program *prog, const dhx_config *cfg, int t, int d,
+                          const int *comm_of, dhx_codegen *cg, dhx_plan_rank *r) {
+  dhx_graph g;
+  dhx_graph_init(&g);
+  int64_t arena = 0;
+  bool ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, &g) &&
+            lower_graph(cfg, t, d, &g, &arena) && dhx_emit_rank(&g, arena, comm_of, cg, r);
+  dhx_graph_free(&g);
+  return ok;
 }
 
 static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_rank *r) {
@@ -263,8 +277,8 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   const dhx_loc *at;
   if (dhx_unlowered(cfg, &at, what, sizeof what)) {
     dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data and tensor "
-                 "parallelism and sharded optimizer state (zero: 1) on cpu clusters ('dhxc check' checks the program without lowering "
-                 "it)", what);
+                 "parallelism and sharded optimizer state (zero: 1) on cpu clusters ('dhxc check' "
+                 "checks the program without lowering it)", what);
     return false;
   }
 
@@ -282,30 +296,30 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   // (zero >= 1): then each replica updates its own share and is lowered on its own.
   double flops = 0;
   int64_t arena0 = 0;
-  bool ok = true, per_dp = cfg->zero >= 1 && cfg->dp > 1;
-  for (int t = 0; t < cfg->tp && ok; t++)
-    for (int d = 0; d < (per_dp ? cfg->dp : 1) && ok; d++) {
-      dhx_graph other, *gt = t == 0 && d == 0 ? g : &other;
-      if (gt != g) {
-        dhx_graph_init(gt);
-        ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
-      }
-      int64_t arena = 0;
-      ok = ok && lower_graph(cfg, t, d, gt, &arena);
-      int r0 = world_rank(cfg, t, d, 0);
-      ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
-      if (ok) {
-        set_coords(cfg, t, d, 0, &p->ranks[r0]);
-        for (int e = 1; e < cfg->dp && !per_dp; e++) {
-          int r = world_rank(cfg, t, e, 0);
-          copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
-          set_coords(cfg, t, e, 0, &p->ranks[r]);
-        }
-        if (d == 0) flops += flops_per_token(gt);
-      }
-      if (gt == g) arena0 = arena;
-      if (gt != g) dhx_graph_free(gt);
+  bool ok = true;
+  for (int t = 0; t < cfg->tp && ok; t++) {
+    dhx_graph other, *gt = t == 0 ? g : &other;
+    if (t > 0) {
+      dhx_graph_init(gt);
+      ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
     }
+    int64_t arena = 0;
+    ok = ok && lower_graph(cfg, t, 0, gt, &arena);
+    int r0 = world_rank(cfg, t, 0, 0);
+    ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
+    if (ok) {
+      set_coords(cfg, t, 0, 0, &p->ranks[r0]);
+      for (int d = 1; d < cfg->dp && ok; d++) {
+        int r = world_rank(cfg, t, d, 0);
+        if (cfg->zero >= 1) ok = lower_replica(prog, cfg, t, d, comm_of[r], out->cg, &p->ranks[r]);
+        else copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
+        set_coords(cfg, t, d, 0, &p->ranks[r]);
+      }
+      flops += flops_per_token(gt);
+    }
+    if (t == 0) arena0 = arena;
+    if (t > 0) dhx_graph_free(gt);
+  }
   free(comm_of);
   if (!ok) return false;
   fill_train(cfg, g, &p->train);
