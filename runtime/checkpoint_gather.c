@@ -5,6 +5,7 @@
 // the ranks of a tensor-parallel group: one data-parallel replica (dp_rank 0) sends its pieces
 // to rank 0, which places each element by dhx_buffer_global_index and writes the file with
 // dhx_checkpoint_save. Whole tensors, the same on every tensor rank, come from tensor rank 0.
+// With sharded optimizer state (zero >= 1) a parameter's moments come from its owner.
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,17 +13,29 @@
 #include "dhxrt.h"
 #include "safetensors.h"
 
-// Does rank section r send parameter buffer b (with its moments) to the checkpoint?
-static bool contributes(const dhx_plan_rank *r, const dhx_plan_buffer *b) {
+// What rank section r sends of parameter buffer b: the parameter itself from one data-parallel
+// replica (dp_rank 0), its moments from the rank that holds them (with sharded optimizer state
+// the parameter's owner, on any dp_rank; otherwise dp_rank 0). Whole tensors, the same on every
+// tensor rank, come from tensor rank 0.
+static bool sends_param(const dhx_plan_rank *r, const dhx_plan_buffer *b) {
   return r->dp_rank == 0 && b->kind == DHX_BUF_PARAM && (b->split_dim >= 0 || r->tp_rank == 0);
 }
 
-// The state a parameter buffer carries into a checkpoint: itself, then its moments.
-static int pieces_of(const dhx_plan_buffer *b, int32_t ids[3], int32_t self) {
+static bool sends_moments(const dhx_plan *plan, const dhx_plan_rank *r, const dhx_plan_buffer *b) {
+  return b->kind == DHX_BUF_PARAM && (b->split_dim >= 0 || r->tp_rank == 0) &&
+         (r->dp_rank == 0 || plan->train.zero >= 1);
+}
+
+// The buffers rank section r sends for its buffer `self` (in this order: the parameter, then
+// its moments); none for buffers that are not parameters.
+static int pieces_of(const dhx_plan *plan, const dhx_plan_rank *r, int32_t self, int32_t ids[3]) {
+  const dhx_plan_buffer *b = &r->buffers[self];
   int n = 0;
-  ids[n++] = self;
-  if (b->opt_m >= 0) ids[n++] = b->opt_m;
-  if (b->opt_v >= 0) ids[n++] = b->opt_v;
+  if (sends_param(r, b)) ids[n++] = self;
+  if (sends_moments(plan, r, b)) {
+    if (b->opt_m >= 0) ids[n++] = b->opt_m;
+    if (b->opt_v >= 0) ids[n++] = b->opt_v;
+  }
   return n;
 }
 
@@ -68,12 +81,20 @@ static bool plan_whole(const dhx_plan *plan, whole *w) {
   for (uint32_t h = 0; h < plan->nranks; h++) {
     const dhx_plan_rank *src = &plan->ranks[h];
     for (uint32_t i = 0; i < src->nbuffers; i++) {
-      const dhx_plan_buffer *b = &src->buffers[i];
-      if (!contributes(src, b) || find_buffer(r, b->name) >= 0) continue;
-      int32_t p = add_whole(r, b, &at);
-      if (b->opt_m >= 0) r->buffers[p].opt_m = add_whole(r, &src->buffers[b->opt_m], &at);
-      if (b->opt_v >= 0) r->buffers[p].opt_v = add_whole(r, &src->buffers[b->opt_v], &at);
+      int32_t ids[3];
+      int n = pieces_of(plan, src, (int32_t)i, ids);
+      for (int k = 0; k < n; k++)
+        if (find_buffer(r, src->buffers[ids[k]].name) < 0) add_whole(r, &src->buffers[ids[k]], &at);
     }
+  }
+  for (uint32_t i = 0; i < r->nbuffers; i++) {  // each parameter then its moments in the file
+    dhx_plan_buffer *p = &r->buffers[i];
+    if (p->kind != DHX_BUF_PARAM) continue;
+    char name[DHX_NAME_MAX + 8];
+    snprintf(name, sizeof name, "adam_m.%s", p->name);
+    p->opt_m = find_buffer(r, name);
+    snprintf(name, sizeof name, "adam_v.%s", p->name);
+    p->opt_v = find_buffer(r, name);
   }
   r->arena_bytes = at;
   w->arena = calloc((size_t)at + 1, 1);
@@ -110,9 +131,8 @@ static bool gather_pieces(const dhx_plan *plan, const uint8_t *arena, whole *w, 
   for (uint32_t h = 0; h < plan->nranks; h++) {
     const dhx_plan_rank *src = &plan->ranks[h];
     for (uint32_t i = 0; i < src->nbuffers; i++) {
-      if (!contributes(src, &src->buffers[i])) continue;
       int32_t ids[3];
-      int n = pieces_of(&src->buffers[i], ids, (int32_t)i);
+      int n = pieces_of(plan, src, (int32_t)i, ids);
       for (int k = 0; k < n; k++) {
         const dhx_plan_buffer *b = &src->buffers[ids[k]];
         const float *data = (const float *)(arena + b->offset);
@@ -128,11 +148,11 @@ static bool gather_pieces(const dhx_plan *plan, const uint8_t *arena, whole *w, 
   return true;
 }
 
-static void send_pieces(const dhx_plan_rank *r, const uint8_t *arena, MPI_Comm comm) {
+static void send_pieces(const dhx_plan *plan, const dhx_plan_rank *r, const uint8_t *arena,
+                        MPI_Comm comm) {
   for (uint32_t i = 0; i < r->nbuffers; i++) {
-    if (!contributes(r, &r->buffers[i])) continue;
     int32_t ids[3];
-    int n = pieces_of(&r->buffers[i], ids, (int32_t)i);
+    int n = pieces_of(plan, r, (int32_t)i, ids);
     for (int k = 0; k < n; k++) {
       const dhx_plan_buffer *b = &r->buffers[ids[k]];
       MPI_Send(arena + b->offset, (int)(b->nbytes / 4), MPI_FLOAT, 0, 0, comm);
@@ -142,7 +162,8 @@ static void send_pieces(const dhx_plan_rank *r, const uint8_t *arena, MPI_Comm c
 
 bool dhx_checkpoint_save_all(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
                              const char *path, int64_t step, char *err, size_t errlen) {
-  if (plan->train.tp == 1 && plan->train.pp == 1)  // rank 0 holds every tensor whole
+  if (plan->train.tp == 1 && plan->train.pp == 1 && (plan->train.zero == 0 || plan->train.dp == 1))
+    // rank 0 holds every tensor whole
     return rank != 0 || dhx_checkpoint_save(plan, 0, arena, path, step, err, errlen);
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);  // keeps these messages apart from any others
@@ -154,7 +175,7 @@ bool dhx_checkpoint_save_all(const dhx_plan *plan, uint32_t rank, const uint8_t 
     else ok = dhx_checkpoint_save(w.plan, 0, w.arena, path, step, err, errlen);
     free_whole(&w);
   } else {
-    send_pieces(&plan->ranks[rank], arena, comm);
+    send_pieces(plan, &plan->ranks[rank], arena, comm);
   }
   MPI_Comm_free(&comm);
   return ok;

@@ -263,6 +263,8 @@ typedef struct dhx_plan_train {
                                        //   accum_steps (MICRO loads its own with LOAD_BATCH and
                                        //   runs once: a pipeline schedule). TOKENS, TARGETS and
                                        //   LOSSES hold micro_per_run micro-batches.
+  uint32_t zero;                       // ZeRO stage 0..3: from 1 on, each data-parallel rank
+                                       //   keeps the AdamW moments of its share of the parameters
 } dhx_plan_train;
 
 typedef struct dhx_plan {

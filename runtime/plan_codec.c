@@ -215,6 +215,7 @@ static void io_train(plan_io *s, dhx_plan_train *t) {
   io_chars(s, t->model_name, DHX_NAME_MAX);
   io_u32(s, &t->skip_nonfinite);
   io_i64(s, &t->micro_per_run);
+  io_u32(s, &t->zero);
 }
 
 static void io_access(plan_io *s, dhx_plan_access *a) {

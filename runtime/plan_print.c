@@ -260,6 +260,7 @@ static void print_header(FILE *f, const dhx_plan *p) {
           t->train_path, DHX_PATH_MAX, t->val_path, t->val_every, t->val_batches, t->log_every,
           t->checkpoint_every);
   if (t->skip_nonfinite) fputs("steps with a non-finite loss or gradient norm are skipped\n", f);
+  if (t->zero) fprintf(f, "zero %u: optimizer state sharded over the data-parallel group\n", t->zero);
   if (t->net_bandwidth > 0)
     fprintf(f, "network (emulated): %g B/s, latency %g s\n", t->net_bandwidth, t->net_latency);
   for (uint32_t c = 0; c < p->ncomms; c++) {

@@ -88,6 +88,7 @@ static bool check_train(plan_check_ctx *v) {
   CHECK(finite_nonneg(t->flops_per_token), "train.flops_per_token must be non-negative (got %g)",
         t->flops_per_token);
   CHECK(t->skip_nonfinite <= 1, "train.skip_nonfinite must be 0 or 1 (got %u)", t->skip_nonfinite);
+  CHECK(t->zero <= 3, "train.zero must be 0..3 (got %u)", t->zero);
   return true;
 }
 

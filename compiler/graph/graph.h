@@ -62,6 +62,8 @@ typedef struct dhx_tensor {
                             //   (it feeds column-split linears): all-reduce it when complete
   bool sp_reduce_grad;      // a parameter used on token-split data (sequence parallelism):
                             //   its gradient is a partial sum over the tensor-parallel group
+  int owner;                // sharded optimizer state (zero.c): the data-parallel rank that
+                            //   updates this parameter, -1 when not sharded
 } dhx_tensor;
 
 typedef enum {
@@ -163,6 +165,14 @@ typedef struct dhx_oplist {
   int nstreams, nevents;
 } dhx_oplist;
 
+// Sharded optimizer state (zero.c): the parameter and gradient windows are dp chunks of
+// `chunk` bytes; chunk r holds the tensors rank r owns in the planner's order. Byte offsets
+// relative to this rank's chunk: whole tensors with decay end at whole_decay, all decay ones
+// at decay_end, split ones at split_end, this rank's tensors at own_end.
+typedef struct dhx_zero_chunk {
+  int64_t chunk, whole_decay, decay_end, split_end, own_end;
+} dhx_zero_chunk;
+
 typedef struct dhx_graph {
   dhx_tensor *tensors;
   int ntensors, captensors;
@@ -184,6 +194,8 @@ typedef struct dhx_graph {
   int chunk_in[DHX_MAX_CHUNKS];  // per chunk: the activation it receives / sends (-1: none)
   int chunk_out[DHX_MAX_CHUNKS];
   dhx_oplist prog[DHX_PROG_COUNT];
+  int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
+  dhx_zero_chunk zc;             // with sharded optimizer state: this rank's chunk (zero.c)
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.
@@ -209,7 +221,7 @@ void dhx_graph_dump(const dhx_graph *g, void *file /* FILE* */);
 
 // The parallel layout and training setup the lowering needs.
 typedef struct dhx_lower_opts {
-  int dp, dp_rank, accum_steps;
+  int dp, dp_rank, accum_steps, zero;
   double grad_clip, beta1, beta2, eps, weight_decay;
 } dhx_lower_opts;
 
@@ -251,5 +263,19 @@ bool dhx_shard_sequence_parallel(dhx_graph *g);
 void dhx_lower_sp_grad_sync(dhx_graph *g, const dhx_lower_opts *o);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
+
+// zero.c: sharded optimizer state over the data-parallel group (g->dp, g->dp_rank, g->zero).
+// True when this graph's optimizer state is sharded (zero >= 1 and dp > 1).
+bool dhx_zero_sharded(const dhx_graph *g);
+// The parameters in the planner's order (decay whole, decay split, no-decay split, no-decay
+// whole); returns the count.
+int dhx_zero_order(const dhx_graph *g, int *order);
+// Assigns every parameter an owner rank, drops the moments of parameters this rank does not
+// own, sizes the chunks (g->zc) and creates the STEP's scratch buffers. After the state
+// tensors exist, before memory planning.
+void dhx_zero_partition(dhx_graph *g);
+// STEP with sharded state: reduce-scatter, norm over the shard, AdamW on this rank's chunk,
+// all-gather of the updated parameters. Called by dhx_lower_optimizer.
+void dhx_lower_zero_step(dhx_graph *g, const dhx_lower_opts *o);
 
 #endif

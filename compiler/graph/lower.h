@@ -62,6 +62,11 @@ dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, in
 void dhx_verify_ops(const dhx_graph *g, const dhx_oplist *l, const char *pass, bool placed);
 void dhx_verify_programs(const dhx_graph *g, const char *pass, bool placed);
 
+// Reduce-scatter: the sum of `count` elements of `in` over the group; member i gets elements
+// [i·count/p, (i+1)·count/p) of it in `out`.
+dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
+                                 int64_t count, const char *note);
+
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);

@@ -59,7 +59,9 @@ void dhx_create_views(dhx_graph *g) {
   static const char *names[] = {"params[decay]",  "params[no_decay]", "grads[decay]",
                                 "grads[no_decay]", "adam_m[decay]",    "adam_m[no_decay]",
                                 "adam_v[decay]",  "adam_v[no_decay]", "grads[all]",
-                                "grads[split]", "grads[whole,decay]", "grads[whole,no_decay]"};
+                                "grads[split]", "grads[whole,decay]", "grads[whole,no_decay]",
+                                "params[all]", "params[own]", "params[own,decay]",
+                                "params[own,no_decay]"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) new_view(g, names[i]);
 }
 
@@ -117,6 +119,10 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
   z->args[1] = dhx_i64(count * 4);
   z->nargs = 2;
 
+  if (dhx_zero_sharded(g)) {
+    dhx_lower_zero_step(g, o);
+    return;
+  }
   dhx_oplist *step = &g->prog[DHX_PROG_STEP];
   if (o->dp > 1) {
     // The reduction runs on the communication stream; compute waits for it by event.

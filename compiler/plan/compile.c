@@ -25,8 +25,9 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->zero != 0) {
-    snprintf(buf, n, "sharded optimizer state (zero: %d)", cfg->zero);
+  } else if (cfg->zero >= 2 && cfg->dp > 1) {
+    snprintf(buf, n, "%s (zero: %d)", cfg->zero == 2 ? "gradient sharding" : "parameter sharding",
+             cfg->zero);
   } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "strand interleaving (the strands block)");
@@ -128,6 +129,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->dp = cfg->dp;
   t->tp = cfg->tp;
   t->pp = cfg->pp;
+  t->zero = cfg->dp > 1 ? (uint32_t)cfg->zero : 0;  // one data rank: nothing to shard
   t->n_params = g->n_params;
   t->flops_per_token = flops_per_token(g);
   snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);
@@ -240,23 +242,29 @@ static void fuse(dhx_graph *g) {
 
 static void lower_step(const dhx_config *cfg, dhx_graph *g, int accum) {
   dhx_plan_persistent(g);  // sizes the optimizer's views
-  dhx_lower_opts o = {.dp = cfg->dp, .accum_steps = accum, .grad_clip = cfg->adamw.grad_clip,
+  dhx_lower_opts o = {.dp = cfg->dp, .dp_rank = g->dp_rank, .zero = cfg->zero,
+                      .accum_steps = accum, .grad_clip = cfg->adamw.grad_clip,
                       .beta1 = cfg->adamw.beta1, .beta2 = cfg->adamw.beta2,
                       .eps = cfg->adamw.eps, .weight_decay = cfg->adamw.weight_decay};
   if (cfg->sp) dhx_lower_sp_grad_sync(g, &o);  // sequence-split gradients summed first
   dhx_lower_optimizer(g, &o);
 }
 
-// Everything from the whole model's graph to one (tensor rank, stage)'s planned op lists: the
-// passes in order, the op lists checked after each pass that writes them.
-static bool lower_graph(const dhx_config *cfg, int tp_rank, int pp_rank, dhx_graph *g,
-                        int64_t *arena) {
+// Everything from the whole model's graph to the planned op lists of the rank at (tensor
+// rank, data rank, stage): the passes in order, the op lists checked after each pass that
+// writes them.
+static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_rank,
+                        dhx_graph *g, int64_t *arena) {
   int accum = cfg->global_batch / (cfg->micro_batch * cfg->dp);
+  g->dp = cfg->dp;
+  g->dp_rank = dp_rank;
+  g->zero = cfg->zero;
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, pp_rank, cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);
+  if (dhx_zero_sharded(g)) dhx_zero_partition(g);  // each data rank updates its own share
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
   lower_micro(cfg, g, accum);   dhx_verify_programs(g, "lowering", false);
@@ -264,6 +272,19 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int pp_rank, dhx_gra
   lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
   *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
   return true;
+}
+
+// Data-parallel replica d of (tensor rank t, stage s) lowered on its own (sharded optimizer
+// state: each replica updates, and keeps the moments of, its own share of the parameters).
+static bool lower_replica(const dhx_program *prog, const dhx_config *cfg, int t, int d, int s,
+                          const int *comm_of, dhx_codegen *cg, dhx_plan_rank *r) {
+  dhx_graph g;
+  dhx_graph_init(&g);
+  int64_t arena = 0;
+  bool ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, &g) &&
+            lower_graph(cfg, t, d, s, &g, &arena) && dhx_emit_rank(&g, arena, comm_of, cg, r);
+  dhx_graph_free(&g);
+  return ok;
 }
 
 static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_rank *r) {
@@ -284,9 +305,9 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   char what[160];
   const dhx_loc *at;
   if (dhx_unlowered(cfg, &at, what, sizeof what)) {
-    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, sequence "
-                 "parallelism on cpu clusters ('dhxc check' checks the program without lowering "
-                 "it)", what);
+    dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, "
+                 "sequence and pipeline parallelism and sharded optimizer state (zero: 1) on cpu "
+                 "clusters ('dhxc check' checks the program without lowering it)", what);
     return false;
   }
 
@@ -300,7 +321,8 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   derive_comms(cfg, p, comm_of);
 
   // Each (tensor rank, stage) has its own program; the data-parallel replicas of it differ
-  // only in their communicators and their slice of the batch.
+  // only in their communicators and their slice of the batch, unless the optimizer state is
+  // sharded (zero >= 1): then each replica updates its own share and is lowered on its own.
   double flops = 0;
   int64_t arena0 = 0;
   bool ok = true;
@@ -315,15 +337,18 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
       }
       int64_t arena = 0;
       dhx_timing_pass("lower and plan memory");
-      ok = ok && lower_graph(cfg, t, s, gt, &arena);
+      ok = ok && lower_graph(cfg, t, 0, s, gt, &arena);
       int r0 = world_rank(cfg, t, 0, s);
       dhx_timing_pass("emit ranks");
       ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
       if (ok) {
         set_coords(cfg, t, 0, s, &p->ranks[r0]);
-        for (int d = 1; d < cfg->dp; d++) {
+        for (int d = 1; d < cfg->dp && ok; d++) {
           int r = world_rank(cfg, t, d, s);
-          copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
+          if (cfg->zero >= 1)  // each replica updates its own share: lowered on its own
+            ok = lower_replica(prog, cfg, t, d, s, comm_of[r], out->cg, &p->ranks[r]);
+          else
+            copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
           set_coords(cfg, t, d, s, &p->ranks[r]);
         }
         flops += flops_per_token(gt) / (cfg->pp > 1 ? (double)(cfg->global_batch /

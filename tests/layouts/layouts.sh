@@ -6,8 +6,11 @@
 #                              each layout against (1,1,1), 1e-4 relative; the --sets apply
 #                              to every run (e.g. model.layers=8)
 #   parity_sp_* ...            the same with sequence parallelism (sp: on) on the layouts
+#   parity_zero1_* ...         the same with sharded optimizer state (zero: 1) on the layouts
 #   resume_across_layouts      a checkpoint of (1,2,1) resumes on (2,1,1), (2,2,1), (1,1,2)
 #   resume_sp_on_one_rank      a checkpoint of (1,2,1) with sp: on resumes on (1,1,1)
+#   resume_zero                a zero 1 checkpoint of (2,1,1) resumes on (1,2,1) and (1,1,1);
+#                              a (1,1,1) checkpoint resumes under zero 1 on (2,1,1)
 set -euo pipefail
 case_name=$1; shift
 work=$WORK/$case_name
@@ -40,6 +43,7 @@ case $case_name in
     sets=() extra=() sp=""
     while [[ ${1:-} == --set ]]; do sets+=("$1" "$2"); shift 2; done
     if [[ $case_name == parity_sp_* ]]; then extra=(--set schedule.parallel.sp=on) sp=" with sp: on"; fi
+    if [[ $case_name == parity_zero1_* ]]; then extra=(--set schedule.parallel.zero=1) sp=" with zero: 1"; fi
     compile "$model" single 1 1 1 "${sets[@]}"
     run single 1 --metrics single.jsonl
     for layout in "$@"; do
@@ -83,6 +87,25 @@ case $case_name in
     run single 1 --resume ck/step_10.safetensors --metrics resumed.jsonl
     "$CHECK" same single.jsonl resumed.jsonl 1e-4 11 20
     echo "a (1,2,1) checkpoint with sp: on resumes on (1,1,1) with the single-rank losses"
+    ;;
+  resume_zero)
+    compile tiny single 1 1 1 --set train.checkpoint_every=10
+    run single 1 --metrics single.jsonl --checkpoint-dir ck1
+    test -f ck1/step_10.safetensors
+    compile tiny dp2z1 2 1 1 --set schedule.parallel.zero=1 --set train.checkpoint_every=10
+    run dp2z1 2 --steps 10 --checkpoint-dir ck
+    test -f ck/step_10.safetensors
+    compile tiny tp2 1 2 1
+    run tp2 2 --resume ck/step_10.safetensors --metrics tp2.jsonl
+    "$CHECK" same single.jsonl tp2.jsonl 1e-5 11 20
+    compile tiny one 1 1 1
+    run one 1 --resume ck/step_10.safetensors --metrics one.jsonl
+    "$CHECK" same single.jsonl one.jsonl 1e-5 11 20
+    echo "a zero 1 checkpoint of (2,1,1) resumes on (1,2,1) and (1,1,1) with the single-rank losses"
+    run dp2z1 2 --resume ck1/step_10.safetensors --metrics dp2z1.jsonl
+    "$CHECK" same single.jsonl dp2z1.jsonl 1e-5 11 20
+    echo "a (1,1,1) checkpoint resumes under zero 1 on (2,1,1) with the single-rank losses"
+    run dp2z1 2 --init ck1/step_10.safetensors --steps 2  # its weights, fresh moments
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac

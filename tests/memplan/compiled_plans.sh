@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles every top-level sample (all of them lower; samples/paper/ holds the GPU-scale ones) at
-# dp 1 and 2, and the GPT-2-small benchmark plan, then runs the memory verifier on each plan.bin
+# dp 1 and 2 (and dp 2 with sharded optimizer state), and the GPT-2-small benchmark plan, then runs the memory verifier on each plan.bin
 # as dhxrun would read it. A sample that fails to compile fails the test.
 # Environment: DHXC MEMPLAN_TESTS SRC WORK
 set -euo pipefail
@@ -9,11 +9,12 @@ rm -rf "$work" && mkdir -p "$work"
 dirs=()
 for file in "$SRC"/samples/*.dhx; do
   name=$(basename "$file" .dhx)
-  for dp in 1 2; do
-    out="$work/$name.dp$dp"
+  for layout in 1,0 2,0 2,1; do
+    IFS=, read -r dp zero <<<"$layout"
+    out="$work/$name.dp$dp.zero$zero"
     # global_batch 16 = micro_batch 8 x dp x accumulation, for both dp
-    "$DHXC" "$file" -o "$out" --set schedule.parallel.dp=$dp --set train.micro_batch=8 \
-      --set train.global_batch=16 2>"$out.err" || { cat "$out.err"; exit 1; }
+    "$DHXC" "$file" -o "$out" --set schedule.parallel.dp=$dp --set schedule.parallel.zero=$zero \
+      --set train.micro_batch=8 --set train.global_batch=16 2>"$out.err" || { cat "$out.err"; exit 1; }
     dirs+=("$out")
   done
 done

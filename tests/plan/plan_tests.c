@@ -690,6 +690,23 @@ static void test_format_carries_skip_nonfinite(const char *unused) {
   tb_free(p);
 }
 
+static void test_format_carries_zero(const char *unused) {
+  (void)unused;
+  toy_opts o = toy_defaults();
+  dhx_plan *p = toy_plan(&o);
+  char err[1024];
+  CHECK(p->train.zero == 0);  // the default
+  p->train.zero = 1;
+  CHECK(dhx_plan_write(path_in("plan.bin"), p, err, sizeof err));
+  dhx_plan q;
+  CHECK(dhx_plan_read(path_in("plan.bin"), &q, err, sizeof err));
+  CHECK(q.train.zero == 1);
+  dhx_plan_free(&q);
+  p->train.zero = 4;
+  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, "train.zero must be 0..3 (got 4)");
+  tb_free(p);
+}
+
 // ---- regression corpus ------------------------------------------------------------------------
 
 static int cmp_str(const void *a, const void *b) {
@@ -789,6 +806,7 @@ static const struct {
     {"plan_validation_bounds_new_collectives", test_bounds_new_collectives, false},
     {"plan_print_lists_new_collectives", test_print_lists_new_collectives, false},
     {"plan_format_carries_skip_nonfinite", test_format_carries_skip_nonfinite, false},
+    {"plan_format_carries_zero", test_format_carries_zero, false},
     {"plan_kernel_access_covers_test_kernels", test_access_covers_test_kernels, false},
     {"plan_validation_accepts_compiled_tiny", test_accepts_compiled, true},
     {"plan_validation_accepts_compiled_tiny_llama", test_accepts_compiled, true},
