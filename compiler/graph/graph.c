@@ -129,8 +129,15 @@ static const char *prog_name(int p) {
 }
 
 static const char *lop_name(dhx_lop_kind k) {
-  static const char *names[] = {"gemm",      "kernel", "ew",     "zero",          "allreduce",
-                                "all_gather", "grad_norm", "record", "wait", "reduce_scatter"};
+  static const char *names[] = {
+      [DHX_L_GEMM] = "gemm",           [DHX_L_KERNEL] = "kernel",
+      [DHX_L_EW] = "ew",               [DHX_L_ZERO] = "zero",
+      [DHX_L_ALLREDUCE] = "allreduce", [DHX_L_ALL_GATHER] = "all_gather",
+      [DHX_L_SEND] = "send",           [DHX_L_RECV] = "recv",
+      [DHX_L_LOAD] = "load_batch",     [DHX_L_REDUCE_SCATTER] = "reduce_scatter",
+      [DHX_L_GRAD_NORM] = "grad_norm", [DHX_L_RECORD] = "record",
+      [DHX_L_WAIT] = "wait"};
+  if ((unsigned)k >= sizeof names / sizeof names[0] || !names[k]) return "?";
   return names[k];
 }
 
