@@ -129,7 +129,7 @@ static int emit(dhx_compiled *c, const dhx_config *cfg, const char *kind) {
     dhx_graph_dump(&c->graph, stdout);
   } else if (strcmp(kind, "memory") == 0) {  // a lowered plan: the exact arena of each rank
     dhx_rank_memory m;
-    dhx_rank_memory_of(&c->graph, c->plan.ranks[0].arena_bytes, (int)c->plan.nranks, &m);
+    dhx_plan_memory_of(&c->graph, &c->plan, &m);
     dhx_print_rank_memory(&m, cfg, stdout);
   } else if (strcmp(kind, "schedule") == 0) {
     dhx_plan_print(&c->plan, stdout);

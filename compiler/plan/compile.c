@@ -324,7 +324,6 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   // only in their communicators and their slice of the batch, unless the optimizer state is
   // sharded (zero >= 1): then each replica updates its own share and is lowered on its own.
   double flops = 0;
-  int64_t arena0 = 0;
   bool ok = true;
   for (int s = 0; s < cfg->pp && ok; s++)
     for (int t = 0; t < cfg->tp && ok; t++) {
@@ -354,8 +353,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
         flops += flops_per_token(gt) / (cfg->pp > 1 ? (double)(cfg->global_batch /
                                         (cfg->micro_batch * cfg->dp)) : 1.0);
       }
-      if (first) arena0 = arena;
-      else dhx_graph_free(gt);
+      if (!first) dhx_graph_free(gt);
     }
   free(comm_of);
   if (!ok) return false;
@@ -377,7 +375,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   if (!dhx_plan_verify_ranks(p, hang, sizeof hang)) DHX_ICE("the ranks would hang: %s", hang);
   dhx_timing_stop();
   dhx_rank_memory m;  // the ranks of a cpu cluster allocate their arenas in host memory
-  dhx_rank_memory_of(g, arena0, (int)p->nranks, &m);
+  dhx_plan_memory_of(g, p, &m);
   dhx_warn_host_memory(&m, cfg);
   return true;
 }

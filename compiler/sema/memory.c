@@ -297,8 +297,22 @@ void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_
   }
   out->io = persistent_end - out->weights - out->grads - out->optimizer;
   out->activations = arena - persistent_end;
-  out->total = arena;
+  out->total = out->largest = arena;
   out->nranks = nranks;
+  out->all_ranks = arena * nranks;
+}
+
+void dhx_plan_memory_of(const dhx_graph *g, const dhx_plan *plan, dhx_rank_memory *out) {
+  dhx_rank_memory_of(g, plan->ranks[0].arena_bytes, (int)plan->nranks, out);
+  out->all_ranks = 0;
+  for (uint32_t r = 0; r < plan->nranks; r++) {
+    int64_t a = plan->ranks[r].arena_bytes;
+    out->all_ranks += a;
+    if (a > out->largest) {
+      out->largest = a;
+      out->largest_rank = (int)r;
+    }
+  }
 }
 
 typedef struct size_unit {
@@ -324,11 +338,14 @@ void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE
   row(f, u, "activations", m->activations, "shared by the programs, sized for the largest");
   snprintf(why, sizeof why, "(%lld bytes)", (long long)m->total);
   row(f, u, "total", m->total, why);
+  if (m->largest > m->total)  // the layout gives ranks different parts of the model
+    fprintf(f, "(the parts are rank 0's; rank %d has the largest arena, %lld bytes)\n",
+            m->largest_rank, (long long)m->largest);
   double avail = dhx_host_memory_available();
   if (avail > 0)
     fprintf(f, "this machine has %.1f GiB of memory available; the %d ranks need %.3f GiB "
             "together when they run on it\n", avail / GIB, m->nranks,
-            (double)m->total * m->nranks / GIB);
+            (double)m->all_ranks / GIB);
 }
 
 // MemAvailable from /proc/meminfo (MemTotal on kernels without it), in bytes; 0 if unknown.
@@ -346,17 +363,17 @@ double dhx_host_memory_available(void) {
 }
 
 void dhx_warn_host_memory(const dhx_rank_memory *m, const dhx_config *cfg) {
-  double avail = dhx_host_memory_available(), need = (double)m->total;
+  double avail = dhx_host_memory_available(), need = (double)m->largest;
+  double together = (double)m->all_ranks;
   if (!cfg->model_inst || avail <= 0) return;
   const dhx_loc *at = &cfg->model_inst->name_loc;
   if (need > avail)
     dhx_warning_at(at, src(at), "each rank needs %.1f GiB of host memory; this machine has %.1f "
                    "GiB available", need / GIB, avail / GIB);
-  else if (need * m->nranks > avail)
-    dhx_warning_at(at, src(at), "the %d ranks need %d x %.1f = %.1f GiB of host memory "
-                   "together; this machine has %.1f GiB available (enough only if they run on "
-                   "several machines)", m->nranks, m->nranks, need / GIB, need * m->nranks / GIB,
-                   avail / GIB);
+  else if (together > avail)
+    dhx_warning_at(at, src(at), "the %d ranks need %.1f GiB of host memory together (up to %.1f "
+                   "GiB each); this machine has %.1f GiB available (enough only if they run on "
+                   "several machines)", m->nranks, together / GIB, need / GIB, avail / GIB);
   else
     return;
   dhx_note_at(NULL, NULL, "per rank: weights %.2f, gradients %.2f, optimizer %.2f, inputs %.2f, "

@@ -63,10 +63,16 @@ typedef struct dhx_rank_memory {
   int64_t total;         // the arena: the sum of the parts
   int64_t params;
   int nranks;
+  int64_t largest;       // the largest rank's arena (ranks differ under pipeline or ZeRO)
+  int largest_rank;
+  int64_t all_ranks;     // the arenas of all ranks together
 } dhx_rank_memory;
 
-// The parts of the arena of `arena` bytes that memplan.c laid out in g.
+// The parts of the arena of `arena` bytes that memplan.c laid out in g (every rank alike).
 void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_memory *out);
+// The same for rank 0 of a plan whose graph is g, with the largest arena and the total over
+// all of the plan's ranks.
+void dhx_plan_memory_of(const dhx_graph *g, const dhx_plan *plan, dhx_rank_memory *out);
 // The table of `dhxc --emit=memory` on a cpu cluster.
 void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE *f);
 // The memory this machine has available now (MemAvailable), in bytes; 0 when unknown.
