@@ -430,6 +430,8 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
 
   for (int i = g->nnodes - 1; i >= 0; i--) {
     const dhx_node n = g->nodes[i];  // a copy: tensor creation may move g->nodes' neighbours
+    l->at = (dhx_origin){.node = g->node_base + i, .layer = n.layer,
+                         .phase = DHX_PHASE_BACKWARD};
     if (n.op == DHX_N_CROSS_ENTROPY) {
       back_cross_entropy(&a, &n, loss_scale);
       continue;

@@ -91,6 +91,7 @@ dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *
   op->kind = kind;
   op->stream = stream;
   op->comm = op->event = -1;
+  op->at = l->at;
   if (stream + 1 > l->nstreams) l->nstreams = stream + 1;
   snprintf(op->note, sizeof op->note, "%s", note ? note : "");
   return op;
@@ -161,7 +162,14 @@ void dhx_graph_dump(const dhx_graph *g, void *file) {
     for (int i = 0; i < l->n; i++) {
       const dhx_lop *op = &l->ops[i];
       if (op->dead) continue;
-      fprintf(f, "  [s%d] %-9s", op->stream, lop_name(op->kind));
+      static const char *phases[] = {"", "fwd", "bwd", "opt"};
+      fprintf(f, "  [s%d] %-4s", op->stream, phases[op->at.phase]);
+      if (op->at.phase == DHX_PHASE_FORWARD || op->at.phase == DHX_PHASE_BACKWARD)
+        fprintf(f, op->at.layer >= 0 ? "L%-3d" : "    ", op->at.layer);
+      else
+        fprintf(f, "    ");
+      if (p == DHX_PROG_MICRO && g->pp > 1) fprintf(f, "mb%-3d", op->at.micro);
+      fprintf(f, " %-9s", lop_name(op->kind));
       for (int j = 0; j < op->nargs; j++) {
         const dhx_operand *a = &op->args[j];
         if (a->kind == DHX_ARG_BUF) {

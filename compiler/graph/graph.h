@@ -134,6 +134,18 @@ typedef enum {
   DHX_L_RECORD, DHX_L_WAIT,
 } dhx_lop_kind;
 
+// Where a low-level op comes from, for the passes that reorder ops (overlap search, strands)
+// and the cost model: the graph node it was lowered from (its index in the graph's node list,
+// -1 for glue), that node's layer, the micro-batch of a program that spans several, and the
+// phase. A pass sets its op list's `at` before it emits; dhx_lop_push copies it into the op.
+typedef enum { DHX_PHASE_NONE = 0, DHX_PHASE_FORWARD, DHX_PHASE_BACKWARD,
+               DHX_PHASE_OPTIMIZER } dhx_phase;
+
+typedef struct dhx_origin {
+  int node, layer, micro;
+  dhx_phase phase;
+} dhx_origin;
+
 // An operand: a tensor plus an element offset into it, or a scalar.
 typedef struct dhx_operand {
   int tensor;       // -1 for scalars
@@ -156,6 +168,7 @@ typedef struct dhx_lop {
   bool dead;                   // removed by a pass
   int keeps;                   // > 0: tensor keeps - 1 stays live until this op (a WAIT for a
                                //   send on another stream that reads it)
+  dhx_origin at;               // where it comes from
   char note[DHX_NAME_MAX];
 } dhx_lop;
 
@@ -163,6 +176,7 @@ typedef struct dhx_oplist {
   dhx_lop *ops;
   int n, cap;
   int nstreams, nevents;
+  dhx_origin at;               // stamped on the ops pushed from now on
 } dhx_oplist;
 
 // Sharded optimizer state (zero.c): the parameter and gradient windows are dp chunks of
@@ -191,6 +205,8 @@ typedef struct dhx_graph {
   int tp, tp_rank;               // tensor-parallel degree and this graph's rank (1, 0 unsplit)
   int pp, pp_rank;               // pipeline stages and this graph's stage (1, 0 unsplit)
   int chunks;                    // layer chunks on this stage (virtual stages; 1 = plain)
+  int node_base;                 // index of g->nodes[0] in the stage's node list (a pass that
+                                 //   shows a window of the nodes sets it)
   int chunk_in[DHX_MAX_CHUNKS];  // per chunk: the activation it receives / sends (-1: none)
   int chunk_out[DHX_MAX_CHUNKS];
   dhx_oplist prog[DHX_PROG_COUNT];

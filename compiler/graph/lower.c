@@ -292,6 +292,8 @@ static void lower_sp_chunk(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
 void dhx_lower_forward(dhx_graph *g, dhx_oplist *l) {
   for (int i = 0; i < g->nnodes; i++) {
     const dhx_node *n = &g->nodes[i];
+    l->at = (dhx_origin){.node = g->node_base + i, .layer = n->layer,
+                         .phase = DHX_PHASE_FORWARD};
     switch (n->op) {
       case DHX_N_EMBEDDING: lower_embedding(g, l, n); break;
       case DHX_N_POS_EMBEDDING: lower_pos_embedding(g, l, n); break;

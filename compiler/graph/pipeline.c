@@ -93,6 +93,7 @@ static void copy_ops(pipe *p, const dhx_oplist *l, int from, int to) {
     if (l->ops[i].dead) continue;
     dhx_lop op = l->ops[i];
     for (int j = 0; j < op.nargs; j++) op.args[j] = remap(p, op.args[j]);
+    op.at.micro = p->micro;
     *dhx_lop_push(p->out, op.kind, op.stream, op.note) = op;
   }
 }
@@ -169,6 +170,7 @@ static void forward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
   const chunk_tmpl *t = &p->tmpl[c];
   p->micro = m;
+  p->out->at = (dhx_origin){.node = -1, .layer = -1, .micro = m, .phase = DHX_PHASE_FORWARD};
   bool reads_inputs = (g->pp_rank == 0 && c == 0) || (g->pp_rank == g->pp - 1 &&
                                                       c == g->chunks - 1);
   if (p->prog == DHX_PROG_MICRO && reads_inputs) {
@@ -198,6 +200,7 @@ static void backward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
   const chunk_tmpl *t = &p->tmpl[c];
   p->micro = m;
+  p->out->at = (dhx_origin){.node = -1, .layer = -1, .micro = m, .phase = DHX_PHASE_BACKWARD};
   if (g->chunk_out[c] >= 0) {
     receive(p, gradient_stream(g, next_stage(g)), copy_of(p, t->d_out), next_stage(g),
             tag_of(p, m, global_chunk(g, c) + 1, 1), "gradient of");
@@ -248,6 +251,7 @@ static void lower_chunk(dhx_graph *g, int c, double loss_scale, bool forward_onl
   while (last < n && all[last].chunk == c) last++;
   g->nodes += first;  // the autodiff and the lowering walk g->nodes: show them this chunk only
   g->nnodes = last - first;
+  g->node_base = first;
   *t = (chunk_tmpl){.d_in = -1, .d_out = -1};
   dhx_lower_forward(g, &t->ops);
   t->nfwd = t->ops.n;
@@ -256,6 +260,7 @@ static void lower_chunk(dhx_graph *g, int c, double loss_scale, bool forward_onl
                             &t->d_in);
   g->nodes = all;
   g->nnodes = n;
+  g->node_base = 0;
   if (!forward_only && g->chunk_in[c] >= 0 && t->d_in < 0)
     DHX_ICE("stage %d chunk %d: no gradient reaches the activation it receives", g->pp_rank, c);
 }

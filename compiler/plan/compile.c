@@ -246,6 +246,8 @@ static void lower_step(const dhx_config *cfg, dhx_graph *g, int accum) {
                       .accum_steps = accum, .grad_clip = cfg->adamw.grad_clip,
                       .beta1 = cfg->adamw.beta1, .beta2 = cfg->adamw.beta2,
                       .eps = cfg->adamw.eps, .weight_decay = cfg->adamw.weight_decay};
+  dhx_origin opt = {.node = -1, .layer = -1, .phase = DHX_PHASE_OPTIMIZER};
+  g->prog[DHX_PROG_BEGIN].at = g->prog[DHX_PROG_STEP].at = opt;
   if (cfg->sp) dhx_lower_sp_grad_sync(g, &o);  // sequence-split gradients summed first
   dhx_lower_optimizer(g, &o);
 }
