@@ -20,10 +20,30 @@ static bool power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
 // ---- parallel ---------------------------------------------------------------------------------
 
-static const char *const parallel_fields[] = {"dp", "tp", "pp", "sp", "zero", "virtual", NULL};
+static const char *const parallel_fields[] = {"dp",      "tp",     "pp", "sp", "zero",
+                                              "virtual", "stages", NULL};
+
+// stages: (4, 5, 5, 2): layers per pipeline chunk, each a positive integer.
+static void read_stage_layers(const dhx_expr *v, dhx_config *cfg) {
+  cfg->nstage_layers = 0;
+  if (v->kind != EXPR_TUPLE || v->nargs < 1) {
+    dhx_error_at(&v->loc, src(&v->loc), "'stages' gives the layers of each pipeline stage, as in "
+                 "(4, 5, 5, 2)");
+    return;
+  }
+  if (v->nargs > DHX_MAX_STAGE_CHUNKS) {
+    dhx_error_at(&v->loc, src(&v->loc), "'stages' has %d entries; at most %d", v->nargs,
+                 DHX_MAX_STAGE_CHUNKS);
+    return;
+  }
+  for (int i = 0; i < v->nargs; i++)
+    if (dhx_cfg_int(v->args[i].value, "stages", 1, 1 << 20, &cfg->stage_layers[i]))
+      cfg->nstage_layers++;
+  if (cfg->nstage_layers != v->nargs) cfg->nstage_layers = 0;  // reported; not used
+}
 
 static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {
-  const dhx_loc *seen[6] = {0};
+  const dhx_loc *seen[7] = {0};
   for (int i = 0; i < fs->n; i++) {
     const dhx_field *f = &fs->items[i];
     int k = dhx_cfg_field_index(f->name, &f->loc, "field", "'parallel'", parallel_fields, seen);
@@ -43,6 +63,7 @@ static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {
         }
         break;
       case 5: dhx_cfg_int(v, "virtual", 1, 1 << 10, &cfg->virtual_stages); break;
+      case 6: read_stage_layers(v, cfg); break;
     }
   }
 }
@@ -259,9 +280,9 @@ void dhx_read_schedule(const dhx_item *it, dhx_config *cfg) {
 // ---- checks between fields --------------------------------------------------------------------
 
 void dhx_note_layout_overrides(const dhx_config *cfg) {
-  static const char *const names[] = {"dp", "tp", "pp", "sp", "zero", "virtual"};
+  static const char *const names[] = {"dp", "tp", "pp", "sp", "zero", "virtual", "stages"};
   const dhx_loc *block = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
-  for (int i = 0; i < 6; i++) {
+  for (int i = 0; i < 7; i++) {
     const dhx_loc *v = &cfg->layout_locs[i];
     if (!v->file || (block->file && strcmp(v->file, block->file) == 0)) continue;
     char path[64];

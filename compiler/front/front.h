@@ -118,6 +118,8 @@ typedef enum { DHX_PREC_F32 = 0, DHX_PREC_BF16 } dhx_precision;
 typedef enum { DHX_SEARCH_DP = 0, DHX_SEARCH_OFF } dhx_strand_search;
 typedef enum { DHX_FOLD_OFF = 0, DHX_FOLD_W } dhx_fold;
 
+#define DHX_MAX_STAGE_CHUNKS 256  // entries of parallel.stages
+
 typedef struct dhx_config {
   // model instance: `model NAME = CALLEE(args)`
   const dhx_item *model_inst;   // NULL when the file has none (a library module)
@@ -140,6 +142,8 @@ typedef struct dhx_config {
   // schedule { parallel { dp, tp, pp, sp, zero } }
   int dp, tp, pp, zero;
   int virtual_stages;           // layer chunks per pipeline stage (interleaved 1F1B), 1 = plain
+  int stage_layers[DHX_MAX_STAGE_CHUNKS];  // `stages: (n0, n1, ...)`: layers per layer chunk
+  int nstage_layers;            //   in chunk order (pp * virtual of them); 0: balanced by cost
   bool sp;
   // schedule { strands { pair, search, fold } }   (DHelix strand interleaving)
   bool strands_pair;
@@ -172,8 +176,8 @@ typedef struct dhx_config {
   dhx_loc optimizer_loc;        // the optimizer call (file NULL when defaulted)
   // where each schedule block was written (file NULL when absent), for diagnostics
   dhx_loc parallel_loc, strands_loc, compress_loc, offload_loc, sequence_loc, precision_loc;
-  dhx_loc layout_locs[6];       // the values of dp, tp, pp, sp, zero, virtual (file NULL when
-                                //   defaulted)
+  dhx_loc layout_locs[7];       // the values of dp, tp, pp, sp, zero, virtual, stages (file
+                                //   NULL when defaulted)
 } dhx_config;
 
 // Notes at the values of dp, tp, pp, sp and zero that a `--set` gave, after an error about the

@@ -264,7 +264,9 @@ bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
 // comes before the layers goes with the first chunk, what comes after with the last. Finds the
 // activation each of its chunks receives and sends. `micro` micro-batches of tokens, targets
 // and losses are held at once (the pipeline's MICRO spans them).
-bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, int stage, int micro);
+// `layers` (pp * chunks counts, or NULL for equal counts) gives each chunk's layers.
+bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, int stage,
+                        int micro);
 // pipeline.c: the stage's MICRO program as a 1F1B schedule over `micro` micro-batches
 // (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
 // from each chunk's one-micro-batch forward and backward.

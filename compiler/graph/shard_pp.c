@@ -1,7 +1,9 @@
 // shard_pp.c — pipeline parallelism as a cut of the operator graph into stages.
 //
 // The model's layer stack (the iterations of its top-level repeats, dhx_node.layer) is cut
-// into pp · v chunks of equal layer counts (`dhxc check` requires that they divide), chunk c
+// into pp · v chunks of equal layer counts (`dhxc check` requires that they divide), or of the
+// counts `parallel { stages: (...) }` gives (to move layers off a stage that also holds the
+// embeddings or the output projection and the loss), chunk c
 // going to stage c mod pp: one chunk per stage for the plain pipeline, v for an interleaved
 // one (virtual stages). The ops before the first layer (embeddings) go with the first chunk and
 // those after the last (final norm, output projection, loss) with the last. A stage keeps its
@@ -23,8 +25,16 @@ static void fail(const dhx_graph *g, const dhx_node *n, const char *msg) {
   dhx_note_instantiation(g, n->site, n->from, &n->loc);
 }
 
+// The chunk of each layer: `layers[c]` layers for chunk c when given, else equal counts.
+static int chunk_of_layer(const dhx_graph *g, int layer, int total, const int *layers) {
+  if (!layers) return (int)((int64_t)layer * total / g->nlayers);
+  int c = 0;
+  for (int end = layers[0]; layer >= end && c < total - 1;) end += layers[++c];
+  return c;
+}
+
 // The global chunk (0 .. pp·v-1) of every node.
-static int *assign_chunks(const dhx_graph *g, int total) {
+static int *assign_chunks(const dhx_graph *g, int total, const int *layers) {
   int *chunk = malloc(sizeof(int) * (size_t)(g->nnodes + 1));
   if (!chunk) abort();
   bool after = false;
@@ -32,7 +42,7 @@ static int *assign_chunks(const dhx_graph *g, int total) {
     const dhx_node *n = &g->nodes[i];
     if (n->layer >= 0) {
       after = true;
-      chunk[i] = (int)((int64_t)n->layer * total / g->nlayers);
+      chunk[i] = chunk_of_layer(g, n->layer, total, layers);
     } else {
       chunk[i] = after ? total - 1 : 0;
     }
@@ -86,14 +96,15 @@ static void widen_io(dhx_graph *g, int micro) {
   }
 }
 
-bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, int stage, int micro) {
+bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, int stage,
+                        int micro) {
   g->pp = pp;
   g->pp_rank = stage;
   g->chunks = chunks;
   if (pp == 1) return true;
   if (chunks > DHX_MAX_CHUNKS)
     DHX_ICE("%d layer chunks per stage (at most %d)", chunks, DHX_MAX_CHUNKS);
-  int *where = assign_chunks(g, pp * chunks);
+  int *where = assign_chunks(g, pp * chunks, layers);
   bool ok = find_boundaries(g, where, pp, stage);
   // Keep this stage's nodes (in order, so each chunk's are contiguous); a parameter that no
   // kept node reads belongs to another stage and is never placed.

@@ -263,7 +263,9 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->zero = cfg->zero;
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
-  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, pp_rank, cfg->pp > 1 ? accum : 1))
+  const int *layers = cfg->nstage_layers ? cfg->stage_layers : NULL;
+  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, pp_rank,
+                          cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);
   if (dhx_zero_sharded(g)) dhx_zero_partition(g);  // each data rank updates its own share

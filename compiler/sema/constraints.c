@@ -107,6 +107,24 @@ static void check_pp(checker *k, const dhx_graph *g) {
                  "has none (a 'repeat' in the model body)", cfg->pp, cfg->model_inst->name);
     return;
   }
+  if (cfg->nstage_layers > 0 && cfg->fold != DHX_FOLD_W) {  // the stages are given
+    const dhx_loc *st = cfg->layout_locs[6].file ? &cfg->layout_locs[6] : k->sched;
+    int sum = 0;
+    for (int i = 0; i < cfg->nstage_layers; i++) sum += cfg->stage_layers[i];
+    if (cfg->nstage_layers != chunks) {
+      k->ok = false;
+      dhx_error_at(st, src(st), "'stages' gives %d layer counts, but the pipeline has %d %s "
+                   "(pp%s)", cfg->nstage_layers, chunks,
+                   cfg->virtual_stages > 1 ? "chunks" : "stages",
+                   cfg->virtual_stages > 1 ? " * virtual" : "");
+    } else if (sum != g->nlayers) {
+      k->ok = false;
+      dhx_error_at(st, src(st), "'stages' places %d layers, but the model has %d", sum,
+                   g->nlayers);
+      dhx_note_instantiation(g, -1, g->layers_from, at);
+    }
+    return;
+  }
   if (g->nlayers % chunks == 0) return;
   k->ok = false;
   if (cfg->fold == DHX_FOLD_W)
