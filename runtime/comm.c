@@ -46,7 +46,8 @@ static uint32_t streams_used(const dhx_plan *plan, int32_t c) {
     for (int p = 0; p < DHX_PROG_COUNT; p++) {
       const dhx_plan_program *prog = &plan->ranks[r].programs[p];
       for (uint32_t i = 0; i < prog->ninstrs; i++)
-        if (dhx_op_on_comm(prog->instrs[i].op) && prog->instrs[i].comm == c)
+        if (dhx_op_on_comm(prog->instrs[i].op) &&
+            dhx_rank_comm(&plan->ranks[r], prog->instrs[i].comm) == c)
           mask |= 1u << prog->instrs[i].stream;
     }
   return mask;

@@ -145,23 +145,23 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
     case DHX_OP_GEMM: exec_gemm(rt, in); break;
     case DHX_OP_ZERO: exec_zero(rt, in); break;
     case DHX_OP_ALLREDUCE:
-      dhx_allreduce_sum(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
+      dhx_allreduce_sum(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
                         in->args[1].i);
       break;
     case DHX_OP_REDUCE_SCATTER:
-      dhx_reduce_scatter_sum(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
+      dhx_reduce_scatter_sum(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
                              arg_ptr(rt, &in->args[1]), in->args[2].i);
       break;
     case DHX_OP_ALL_GATHER:
-      dhx_all_gather(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]),
+      dhx_all_gather(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
                      arg_ptr(rt, &in->args[1]), in->args[2].i);
       break;
     case DHX_OP_SEND:
-      dhx_send(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
+      dhx_send(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
                (int)in->args[2].i, (int)in->args[3].i);
       break;
     case DHX_OP_RECV:
-      dhx_recv(rt->comms, in->comm, (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
+      dhx_recv(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
                (int)in->args[2].i, (int)in->args[3].i);
       break;
     case DHX_OP_GRAD_NORM: exec_grad_norm(rt, in); break;

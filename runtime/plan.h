@@ -34,6 +34,7 @@
 #define DHX_MAX_ARGS 16
 #define DHX_MAX_STREAMS 8
 #define DHX_ALIGN 64                  // every buffer offset is a multiple of this
+#define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
 
 typedef enum { DHX_F32 = 1, DHX_I32 = 2, DHX_F64 = 3 } dhx_dtype;
 
@@ -191,6 +192,14 @@ typedef struct dhx_plan_rank {
   uint32_t pp_rank, pp_size;   // its pipeline stage
   uint32_t reports_loss;       // 1: its LOSSES count towards the logged loss (one rank per
                                //   data-parallel replica: tensor rank 0 of the last stage)
+  // A data-parallel replica runs the same buffers and programs as another rank on its own
+  // communicators: shares = 1 + that (earlier) rank, which has its own, and communicator
+  // subst_from[i] of those programs is subst_to[i] for this rank. The file and the reader keep
+  // one copy: a sharing rank's arena_bytes, buffers and programs are the owner's (the same
+  // arrays). shares = 0 and nsubst = 0 for a rank with its own.
+  uint32_t shares;
+  uint32_t nsubst;
+  int32_t subst_from[DHX_MAX_COMM_SUBST], subst_to[DHX_MAX_COMM_SUBST];
   int64_t arena_bytes;
   uint32_t nbuffers;
   dhx_plan_buffer *buffers;

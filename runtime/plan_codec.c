@@ -40,7 +40,7 @@
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
 #define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
-#define RANK_MIN_BYTES (7 * 4 + 8 + 4 + DHX_PROG_COUNT * PROGRAM_MIN_BYTES)
+#define RANK_MIN_BYTES (7 * 4 + 4 + 4)  // a sharing rank: coordinates, shares, no substitutions
 #define COMM_MIN_BYTES 4
 
 // ---- CRC-32 -----------------------------------------------------------------------------------
@@ -309,7 +309,33 @@ static void io_program(plan_io *s, dhx_plan_program *p, uint32_t rank, int kind)
   for (uint32_t i = 0; i < p->ninstrs && !s->failed; i++) io_instr(s, &p->instrs[i]);
 }
 
-static void io_rank(plan_io *s, dhx_plan_rank *r, uint32_t rank) {
+// A rank that shares an earlier rank's sections: reading points it at the owner's arrays.
+static bool io_sharing(plan_io *s, dhx_plan *p, dhx_plan_rank *r, uint32_t rank) {
+  io_u32(s, &r->shares);
+  io_count(s, &r->nsubst, DHX_MAX_COMM_SUBST, 8, "communicator substitutions");
+  for (uint32_t i = 0; i < r->nsubst && !s->failed; i++) {
+    io_i32(s, &r->subst_from[i]);
+    io_i32(s, &r->subst_to[i]);
+  }
+  if (s->failed || r->shares == 0) return false;
+  uint32_t owner = r->shares - 1;
+  if (owner >= rank || p->ranks[owner].shares != 0) {
+    plan_io_fail(s, "rank %u shares rank %u, which is not an earlier rank with its own programs",
+                 rank, owner);
+    r->shares = 0;  // nothing of its own to free, nothing shared
+    return true;
+  }
+  if (s->reading) {
+    const dhx_plan_rank *o = &p->ranks[owner];
+    r->arena_bytes = o->arena_bytes;
+    r->nbuffers = o->nbuffers;
+    r->buffers = o->buffers;
+    memcpy(r->programs, o->programs, sizeof r->programs);
+  }
+  return true;
+}
+
+static void io_rank(plan_io *s, dhx_plan *plan, dhx_plan_rank *r, uint32_t rank) {
   snprintf(s->where, sizeof s->where, "rank %u", rank);
   io_u32(s, &r->dp_rank);
   io_u32(s, &r->dp_size);
@@ -318,6 +344,7 @@ static void io_rank(plan_io *s, dhx_plan_rank *r, uint32_t rank) {
   io_u32(s, &r->pp_rank);
   io_u32(s, &r->pp_size);
   io_u32(s, &r->reports_loss);
+  if (io_sharing(s, plan, r, rank)) return;
   io_i64(s, &r->arena_bytes);
   io_count(s, &r->nbuffers, DHX_PLAN_MAX_BUFFERS, BUFFER_BYTES, "buffers");
   io_alloc(s, (void **)&r->buffers, r->nbuffers, sizeof(dhx_plan_buffer));
@@ -339,5 +366,5 @@ void plan_io_plan(plan_io *s, dhx_plan *p) {
   snprintf(s->where, sizeof s->where, "the rank table");
   io_count(s, &p->nranks, DHX_PLAN_MAX_RANKS, RANK_MIN_BYTES, "ranks");
   io_alloc(s, (void **)&p->ranks, p->nranks, sizeof(dhx_plan_rank));
-  for (uint32_t i = 0; i < p->nranks && !s->failed; i++) io_rank(s, &p->ranks[i], i);
+  for (uint32_t i = 0; i < p->nranks && !s->failed; i++) io_rank(s, p, &p->ranks[i], i);
 }

@@ -52,6 +52,8 @@ typedef struct plan_check_ctx {
 
 // Formats the message, prefixed by the place the context names, into v->err; returns false.
 bool plan_check_fail(plan_check_ctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// plan_validate_comm.c: a rank that runs another rank's programs on its own communicators.
+bool plan_check_shared_rank(plan_check_ctx *v);
 
 // Inside a check whose context is `v`: fail with the message unless `cond` holds.
 #define CHECK(cond, ...) \

@@ -128,6 +128,7 @@ void dhx_plan_free(dhx_plan *plan) {
   for (uint32_t i = 0; plan->comms && i < plan->ncomms; i++) free(plan->comms[i].ranks);
   free(plan->comms);
   for (uint32_t r = 0; plan->ranks && r < plan->nranks; r++) {
+    if (plan->ranks[r].shares) continue;  // the owner's arrays
     free(plan->ranks[r].buffers);
     for (int p = 0; p < DHX_PROG_COUNT; p++) free(plan->ranks[r].programs[p].instrs);
   }

@@ -39,6 +39,14 @@ int64_t dhx_buffer_global_index(const dhx_plan_buffer *b, int64_t i);
 // Elements of the whole tensor.
 int64_t dhx_buffer_global_elems(const dhx_plan_buffer *b);
 
+// The communicator instruction `in` of rank r's programs exchanges on: its own comm, or the
+// substitute of a rank that shares another rank's programs (plan.h: shares).
+static inline int32_t dhx_rank_comm(const dhx_plan_rank *r, int32_t comm) {
+  for (uint32_t i = 0; i < r->nsubst && i < DHX_MAX_COMM_SUBST; i++)
+    if (r->subst_from[i] == comm) return r->subst_to[i];
+  return comm;
+}
+
 // Bytes per element of a dtype; 0 when the dtype is not valid.
 int64_t dhx_dtype_size(uint32_t dtype);
 

@@ -349,6 +349,8 @@ static bool check_rank(plan_check_ctx *v) {
   CHECK(r->pp_size == v->p->train.pp && r->pp_rank < r->pp_size, "pp_rank %u of pp_size %u "
         "(train.pp is %" PRId64 ")", r->pp_rank, r->pp_size, v->p->train.pp);
   CHECK(r->reports_loss <= 1, "reports_loss must be 0 or 1 (got %u)", r->reports_loss);
+  if (r->shares) return plan_check_shared_rank(v);  // its sections are the owner's, checked
+  CHECK(r->nsubst == 0, "%u communicator substitutions without a rank it shares", r->nsubst);
   CHECK(r->arena_bytes >= 0 && r->arena_bytes <= (1LL << 48), "arena_bytes %" PRId64
         " is out of range", r->arena_bytes);
   CHECK(r->nbuffers <= DHX_PLAN_MAX_BUFFERS, "%u buffers (at most %d)", r->nbuffers,

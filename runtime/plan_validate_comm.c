@@ -97,3 +97,40 @@ bool plan_check_comm_instr(plan_check_ctx *v, const dhx_plan_instr *in) {
     default: return plan_check_fail(v, "%s is not a collective", dhx_op_name(in->op));
   }
 }
+
+// A rank that runs another rank's programs (plan.h: shares) on substituted communicators: each
+// substitution names existing communicators of the same size with this rank in the new one,
+// and every communicator the programs use, once substituted, has this rank as a member, and
+// at the same index as the owner where the programs send or receive (peers are indices).
+bool plan_check_shared_rank(plan_check_ctx *v) {
+  const dhx_plan_rank *r = &v->p->ranks[v->rank];
+  uint32_t owner = r->shares - 1;
+  CHECK(owner < (uint32_t)v->rank && v->p->ranks[owner].shares == 0, "shares rank %u, which is "
+        "not an earlier rank with its own programs", owner);
+  CHECK(r->nsubst <= DHX_MAX_COMM_SUBST, "%u communicator substitutions (at most %d)", r->nsubst,
+        DHX_MAX_COMM_SUBST);
+  for (uint32_t i = 0; i < r->nsubst; i++) {
+    int32_t from = r->subst_from[i], to = r->subst_to[i];
+    CHECK(from >= 0 && (uint32_t)from < v->p->ncomms && to >= 0 && (uint32_t)to < v->p->ncomms,
+          "communicator substitution %d -> %d: no such communicator (the plan has %u)", from, to,
+          v->p->ncomms);
+    CHECK(v->p->comms[from].nranks == v->p->comms[to].nranks, "communicator substitution %d -> "
+          "%d: %u members for %u", from, to, v->p->comms[to].nranks, v->p->comms[from].nranks);
+  }
+  const dhx_plan_rank *o = &v->p->ranks[owner];
+  for (int p = 0; p < DHX_PROG_COUNT; p++)
+    for (uint32_t i = 0; i < o->programs[p].ninstrs; i++) {
+      const dhx_plan_instr *in = &o->programs[p].instrs[i];
+      if (!dhx_op_on_comm(in->op)) continue;
+      int32_t c = dhx_rank_comm(r, in->comm);
+      int mine = member_index(&v->p->comms[c], v->rank);
+      CHECK(mine >= 0, "runs rank %u's %s on communicator %d, which it is not a member of", owner,
+            dhx_op_name(in->op), c);
+      bool transfer = in->op == DHX_OP_SEND || in->op == DHX_OP_RECV;
+      CHECK(!transfer || mine == member_index(&v->p->comms[in->comm], (int)owner), "runs rank "
+            "%u's %s on communicator %d at member index %d, where rank %u is %d (peers are "
+            "indices)", owner, dhx_op_name(in->op), c, mine, owner,
+            member_index(&v->p->comms[in->comm], (int)owner));
+    }
+  return true;
+}

@@ -79,8 +79,9 @@ static bool is_collective(uint32_t op) {
   return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER;
 }
 
-static bool on_comm(const dhx_plan_instr *in, uint32_t c) {
-  return is_collective(in->op) && in->comm == (int32_t)c;
+// A collective of rank r's program on plan communicator c (after r's substitutions).
+static bool on_comm(const dhx_plan_rank *r, const dhx_plan_instr *in, uint32_t c) {
+  return is_collective(in->op) && dhx_rank_comm(r, in->comm) == (int32_t)c;
 }
 
 static int64_t collective_count(const dhx_plan_instr *in) {
@@ -92,17 +93,18 @@ static const char *collective_name(uint32_t op) {
                                                                              : "all-gather";
 }
 
-static bool collect_sequence(const dhx_plan_program *p, uint32_t c, collective_seq *q) {
+static bool collect_sequence(const dhx_plan_rank *r, const dhx_plan_program *p, uint32_t c,
+                             collective_seq *q) {
   memset(q, 0, sizeof *q);
   uint32_t total = 0;
-  for (uint32_t i = 0; i < p->ninstrs; i++) total += on_comm(&p->instrs[i], c);
+  for (uint32_t i = 0; i < p->ninstrs; i++) total += on_comm(r, &p->instrs[i], c);
   collective *all = malloc(sizeof(collective) * (total ? total : 1));
   if (!all) return false;
   uint32_t start = 0;
   for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++) {  // one block of `all` per stream
     q->ops[s] = all + start;
     for (uint32_t i = 0; i < p->ninstrs; i++)
-      if (on_comm(&p->instrs[i], c) && p->instrs[i].stream == s)
+      if (on_comm(r, &p->instrs[i], c) && p->instrs[i].stream == s)
         q->ops[s][q->len[s]++] = (collective){p->instrs[i].op, collective_count(&p->instrs[i])};
     start += q->len[s];
   }
@@ -117,7 +119,7 @@ static bool compare_sequence(plan_check_ctx *v, const collective_seq *q, uint32_
   v->prog = prog;
   for (uint32_t j = 0; j < b->ninstrs; j++) {
     const dhx_plan_instr *in = &b->instrs[j];
-    if (!on_comm(in, c)) continue;
+    if (!on_comm(&v->p->ranks[other], in, c)) continue;
     uint32_t s = in->stream;
     v->instr = j;
     v->note = in->note;
@@ -206,7 +208,9 @@ static bool has_transfers(const dhx_plan *pl, const dhx_plan_comm *cm, uint32_t 
   for (uint32_t i = 0; i < cm->nranks; i++) {
     const dhx_plan_program *pr = &pl->ranks[cm->ranks[i]].programs[prog];
     for (uint32_t j = 0; j < pr->ninstrs; j++)
-      if (is_transfer(pr->instrs[j].op) && pr->instrs[j].comm == (int32_t)c) return true;
+      if (is_transfer(pr->instrs[j].op) &&
+          dhx_rank_comm(&pl->ranks[cm->ranks[i]], pr->instrs[j].comm) == (int32_t)c)
+        return true;
   }
   return false;
 }
@@ -219,7 +223,8 @@ static void gather_members(const dhx_plan *pl, const dhx_plan_comm *cm, uint32_t
     m[i] = (member_ops){.ops = store};
     for (uint32_t j = 0; j < pr->ninstrs; j++) {
       const dhx_plan_instr *in = &pr->instrs[j];
-      if (dhx_op_on_comm(in->op) && in->comm == (int32_t)c && in->stream == stream)
+      if (dhx_op_on_comm(in->op) && in->stream == stream &&
+          dhx_rank_comm(&pl->ranks[cm->ranks[i]], in->comm) == (int32_t)c)
         m[i].ops[m[i].n++] = in;
     }
     store += m[i].n;
@@ -251,7 +256,9 @@ bool plan_check_collectives(plan_check_ctx *v) {
     const dhx_plan_comm *cm = &v->p->comms[c];
     for (int p = 0; p < DHX_PROG_COUNT; p++) {
       collective_seq q;
-      if (!collect_sequence(&v->p->ranks[cm->ranks[0]].programs[p], c, &q)) return plan_check_fail(v, "out of memory");
+      if (!collect_sequence(&v->p->ranks[cm->ranks[0]], &v->p->ranks[cm->ranks[0]].programs[p], c,
+                            &q))
+        return plan_check_fail(v, "out of memory");
       bool ok = true;
       for (uint32_t i = 1; i < cm->nranks && ok; i++)
         ok = compare_sequence(v, &q, c, cm->ranks[0], cm->ranks[i], p);

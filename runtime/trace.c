@@ -190,8 +190,9 @@ bool dhx_trace_program(dhx_trace *t, const dhx_plan_program *prog) {
 }
 
 static int32_t next_seq(dhx_trace *t, trace_stream *ts, const dhx_plan_instr *in) {
-  uint32_t *c = ts->seq + t->seq_base[in->comm];
-  uint32_t members = t->plan->comms[in->comm].nranks;
+  int32_t comm = dhx_rank_comm(&t->plan->ranks[t->rank], in->comm);
+  uint32_t *c = ts->seq + t->seq_base[comm];
+  uint32_t members = t->plan->comms[comm].nranks;
   if (in->op == DHX_OP_SEND) c += 1 + in->args[2].i;
   else if (in->op == DHX_OP_RECV) c += 1 + members + in->args[2].i;
   return (int32_t)(*c)++;
@@ -297,7 +298,8 @@ static void write_metadata(FILE *f, const dhx_plan *plan, bool *first) {
 // (bound to the enclosing slice) on the others. Placed mid-slice so it binds to this slice.
 static void write_flow(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_trace_rec *r,
                        const dhx_plan_instr *in) {
-  const dhx_plan_comm *c = &plan->comms[in->comm];
+  int32_t comm = dhx_rank_comm(&plan->ranks[rank], in->comm);
+  const dhx_plan_comm *c = &plan->comms[comm];
   int32_t src = -1, dst = -1, lowest = c->ranks[0];
   if (in->op == DHX_OP_SEND || in->op == DHX_OP_RECV) {
     int32_t peer = c->ranks[in->args[2].i];
@@ -305,7 +307,7 @@ static void write_flow(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_t
     dst = in->op == DHX_OP_SEND ? peer : (int32_t)rank;
     lowest = src < dst ? src : dst;
   }
-  uint64_t id = flow_id(in->comm, r->stream, src, dst, r->seq, r->step);
+  uint64_t id = flow_id(comm, r->stream, src, dst, r->seq, r->step);
   bool start = (int32_t)rank == lowest;
   fprintf(f, ",\n{\"ph\":\"%s\",%s\"id\":%" PRIu64 ",\"name\":\"rendezvous\",\"cat\":\"comm\","
           "\"pid\":%u,\"tid\":%u,\"ts\":%.3f}", start ? "s" : "f", start ? "" : "\"bp\":\"e\",",
@@ -326,7 +328,8 @@ static void write_slice(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_
     json_string(f, plan->kernels[in->kernel].name);
   }
   if (dhx_op_on_comm(in->op))
-    fprintf(f, ",\"comm\":%d,\"bytes\":%" PRId64, in->comm, comm_bytes(in));
+    fprintf(f, ",\"comm\":%d,\"bytes\":%" PRId64, dhx_rank_comm(&plan->ranks[rank], in->comm),
+            comm_bytes(in));
   fputs("}}", f);
   if (r->seq >= 0) write_flow(f, plan, rank, r, in);
 }

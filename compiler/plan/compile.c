@@ -135,27 +135,18 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);
 }
 
-// A copy of a rank section for another rank with the same program: the same instructions on
-// that rank's communicators (src_comm[role] becomes dst_comm[role]).
-static void copy_rank(const dhx_plan_rank *src, const int *src_comm, const int *dst_comm,
-                      dhx_plan_rank *dst) {
+// Rank dst runs rank src's buffers and programs (the same arrays) on its own communicators:
+// src_comm[role] becomes dst_comm[role] (plan.h: shares).
+static void share_rank(const dhx_plan_rank *src, uint32_t src_index, const int *src_comm,
+                       const int *dst_comm, dhx_plan_rank *dst) {
   *dst = *src;
-  dst->buffers = malloc(sizeof(dhx_plan_buffer) * (src->nbuffers ? src->nbuffers : 1));
-  if (!dst->buffers) abort();
-  memcpy(dst->buffers, src->buffers, sizeof(dhx_plan_buffer) * src->nbuffers);
-  for (int p = 0; p < DHX_PROG_COUNT; p++) {
-    size_t n = src->programs[p].ninstrs ? src->programs[p].ninstrs : 1;
-    dhx_plan_instr *in = malloc(sizeof(dhx_plan_instr) * n);
-    if (!in) abort();
-    memcpy(in, src->programs[p].instrs, sizeof(dhx_plan_instr) * src->programs[p].ninstrs);
-    for (uint32_t i = 0; i < src->programs[p].ninstrs; i++)
-      for (int role = 0; role < DHX_COMM_ROLES; role++)
-        if (dhx_op_on_comm(in[i].op) && in[i].comm == src_comm[role]) {
-          in[i].comm = dst_comm[role];
-          break;
-        }
-    dst->programs[p].instrs = in;
-  }
+  dst->shares = src_index + 1;
+  dst->nsubst = 0;
+  for (int role = 0; role < DHX_COMM_ROLES; role++)
+    if (src_comm[role] >= 0 && src_comm[role] != dst_comm[role]) {
+      dst->subst_from[dst->nsubst] = src_comm[role];
+      dst->subst_to[dst->nsubst++] = dst_comm[role];
+    }
 }
 
 // The plan holds data paths in fixed fields; a longer (resolved, absolute) path is an error.
@@ -351,7 +342,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
           if (cfg->zero >= 1)  // each replica updates its own share: lowered on its own
             ok = lower_replica(prog, cfg, t, d, s, comm_of[r], out->cg, &p->ranks[r]);
           else
-            copy_rank(&p->ranks[r0], comm_of[r0], comm_of[r], &p->ranks[r]);
+            share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
           set_coords(cfg, t, d, s, &p->ranks[r]);
         }
         flops += flops_per_token(gt) / (cfg->pp > 1 ? (double)(cfg->global_batch /

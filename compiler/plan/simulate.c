@@ -140,17 +140,24 @@ static int64_t member_index(const sim *s, int32_t c, uint32_t rank) {
   return lo < cm->nranks && cm->ranks[lo] == (int32_t)rank ? (int64_t)lo : -1;
 }
 
-// What an instruction does, for messages: "ALLREDUCE of 64 f32 on comm 0".
-static void what(const sim *s, const dhx_plan_instr *in, char *buf, size_t n) {
+// The plan communicator instruction `in` of rank r exchanges on (a rank that shares another
+// rank's programs substitutes its own).
+static int32_t comm_of(const sim *s, uint32_t r, const dhx_plan_instr *in) {
+  return dhx_rank_comm(&s->p->ranks[r], in->comm);
+}
+
+// What an instruction of rank r does, for messages: "ALLREDUCE of 64 f32 on comm 0".
+static void what(const sim *s, uint32_t r, const dhx_plan_instr *in, char *buf, size_t n) {
+  int32_t c = comm_of(s, r, in);
   if (is_collective(in->op)) {
     snprintf(buf, n, "%s of %" PRId64 " %s on comm %d", op_label(in->op), count_of(in),
-             dhx_dtype_name(in->dtype), in->comm);
+             dhx_dtype_name(in->dtype), c);
   } else if (is_transfer(in->op)) {
     int64_t peer = i64_arg(in, 2);
     snprintf(buf, n, "%s of %" PRId64 " %s %s peer %" PRId64 " (rank %" PRId64 ") tag %" PRId64
              " on comm %d", op_label(in->op), count_of(in), dhx_dtype_name(in->dtype),
-             in->op == DHX_OP_SEND ? "to" : "from", peer, world_rank(s, in->comm, peer),
-             i64_arg(in, 3), in->comm);
+             in->op == DHX_OP_SEND ? "to" : "from", peer, world_rank(s, c, peer),
+             i64_arg(in, 3), c);
   } else if (in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD) {
     snprintf(buf, n, "%s of event %d", op_label(in->op), in->event);
   } else {
@@ -162,7 +169,7 @@ static void what(const sim *s, const dhx_plan_instr *in, char *buf, size_t n) {
 static void describe(const sim *s, uint32_t rank, uint32_t i, char *buf, size_t n) {
   const dhx_plan_instr *in = instr_at(s, rank, i);
   char w[160];
-  what(s, in, w, sizeof w);
+  what(s, rank, in, w, sizeof w);
   snprintf(buf, n, "stream %u instr %u (%s, '%s')", in->stream, i, w, in->note);
 }
 
@@ -285,22 +292,24 @@ typedef struct pairing {
 } pairing;
 
 static bool check_member(sim *s, uint32_t r, uint32_t i, const dhx_plan_instr *in) {
-  if (member_index(s, in->comm, r) >= 0) return true;
+  if (member_index(s, comm_of(s, r, in), r) >= 0) return true;
   char d[320];
   describe(s, r, i, d, sizeof d);
-  return fail(s, "rank %u %s: rank %u is not a member of communicator %d", r, d, r, in->comm);
+  return fail(s, "rank %u %s: rank %u is not a member of communicator %d", r, d, r,
+              comm_of(s, r, in));
 }
 
 // A transfer's world ranks: sender and receiver. False (with the message) when the peer is not
 // another member of the communicator.
 static bool transfer_ends(sim *s, uint32_t r, uint32_t i, const dhx_plan_instr *in,
                           uint32_t *src, uint32_t *dst) {
-  int64_t peer = world_rank(s, in->comm, i64_arg(in, 2));
+  int32_t c = comm_of(s, r, in);
+  int64_t peer = world_rank(s, c, i64_arg(in, 2));
   if (peer < 0 || peer == r) {
     char d[320];
     describe(s, r, i, d, sizeof d);
     return fail(s, "rank %u %s: the peer must be another member of communicator %d (%u members)",
-                r, d, in->comm, s->p->comms[in->comm].nranks);
+                r, d, c, s->p->comms[c].nranks);
   }
   *src = in->op == DHX_OP_SEND ? r : (uint32_t)peer;
   *dst = in->op == DHX_OP_SEND ? (uint32_t)peer : r;
@@ -322,13 +331,14 @@ static bool gather_keys(sim *s, pairing *g) {
       const dhx_plan_instr *in = &pr->instrs[i];
       if (!dhx_op_on_comm(in->op)) continue;
       ok = check_member(s, r, i, in);
+      int32_t c = comm_of(s, r, in);
       if (ok && is_collective(in->op)) {
-        uint32_t k = seen[(size_t)in->comm * LANES + in->stream]++;
-        g->colls[g->ncolls++] = (coll_key){in->comm, in->stream, k, r, i};
+        uint32_t k = seen[(size_t)c * LANES + in->stream]++;
+        g->colls[g->ncolls++] = (coll_key){c, in->stream, k, r, i};
       } else if (ok) {
         uint32_t src = 0, dst = 0;
         ok = transfer_ends(s, r, i, in, &src, &dst);
-        g->p2ps[g->np2ps++] = (p2p_key){in->comm, in->stream, src, dst, i64_arg(in, 3),
+        g->p2ps[g->np2ps++] = (p2p_key){c, in->stream, src, dst, i64_arg(in, 3),
                                         in->op == DHX_OP_RECV, r, i};
       }
     }
@@ -430,7 +440,7 @@ static void counterpart(const sim *s, uint32_t q, uint32_t op, int32_t comm, uin
   for (uint32_t i = 0; i < pr->ninstrs; i++) {
     const dhx_plan_instr *in = &pr->instrs[i];
     bool kind = op ? in->op == op : is_collective(in->op);
-    bool wanted = kind && in->comm == comm && (peer < 0 || i64_arg(in, 2) == peer);
+    bool wanted = kind && comm_of(s, q, in) == comm && (peer < 0 || i64_arg(in, 2) == peer);
     if (wanted && s->group_of[s->base[q] + i] < 0 && unmatched < 0) unmatched = i;
     if (wanted && in->stream == stream) last_same = i;
     if (in->stream == stream) last_stream = i;
@@ -478,7 +488,7 @@ static bool report_unpaired(sim *s, const pairing *g) {
   uint32_t want = k->recv ? DHX_OP_SEND : DHX_OP_RECV;
   char d[320], other[512];
   describe(s, k->rank, k->instr, d, sizeof d);
-  counterpart(s, q, want, in->comm, in->stream, member_index(s, in->comm, k->rank), other,
+  counterpart(s, q, want, k->comm, in->stream, member_index(s, k->comm, k->rank), other,
               sizeof other);
   return fail(s, "rank %u %s has no matching %s on rank %u (it is %s #%zu from rank %u to rank %u "
               "with tag %" PRId64 " on comm %d stream %u; rank %u posts %zu); %s: rank %u would "

@@ -78,7 +78,8 @@ static void slice_event(trace *t, int prog, const dhx_sim_slice *sl, const char 
           sl->rank, sl->stream, sl->start * 1e6, (sl->end - sl->start) * 1e6, dhx_op_name(in->op),
           run, sl->instr);
   if (dhx_op_on_comm(in->op))
-    fprintf(t->f, ",\"comm\":%d,\"bytes_sent\":%" PRId64, in->comm, dhx_cost_bytes_sent(t->p, in));
+    fprintf(t->f, ",\"comm\":%d,\"bytes_sent\":%" PRId64,
+            dhx_rank_comm(&t->p->ranks[sl->rank], in->comm), dhx_cost_bytes_sent(t->p, in));
   fputs("}}", t->f);
 }
 

@@ -251,6 +251,62 @@ static void test_bounds_collective_counts(const char *unused) {
                      "'grad.w'");
 }
 
+// ---- data-parallel replicas that share one program --------------------------------------------
+// The toy plan at dp 2 with rank 1 running rank 0's buffers and programs (plan.h: shares).
+static dhx_plan *shared_toy(void) {
+  toy_opts o = toy_defaults();
+  o.dp = 2;
+  dhx_plan *p = toy_plan(&o);
+  dhx_plan_rank *r1 = &p->ranks[1];
+  free(r1->buffers);
+  for (int g = 0; g < DHX_PROG_COUNT; g++) free(r1->programs[g].instrs);
+  uint32_t dp_rank = r1->dp_rank;
+  *r1 = p->ranks[0];
+  r1->dp_rank = dp_rank;
+  r1->shares = 1;  // rank 0
+  return p;
+}
+
+static void shares_a_later_rank(dhx_plan *p) { p->ranks[1].shares = 2; }
+static void substitutes_a_smaller_comm(dhx_plan *p) {
+  int32_t c = tb_comm(p, 1, (int32_t[]){0});
+  p->ranks[1].nsubst = 1;
+  p->ranks[1].subst_from[0] = 0;
+  p->ranks[1].subst_to[0] = c;
+}
+
+static void test_replicas_share_programs(const char *unused) {
+  (void)unused;
+  dhx_plan *p = shared_toy();
+  char err[1024];
+  CHECK(dhx_plan_validate(p, err, sizeof err));
+  // Written once: the file holds rank 0's sections; reading points rank 1 at them.
+  CHECK(dhx_plan_write(path_in("shared.bin"), p, err, sizeof err));
+  dhx_plan q;
+  CHECK(dhx_plan_read(path_in("shared.bin"), &q, err, sizeof err));
+  CHECK(q.ranks[1].shares == 1 && q.ranks[1].buffers == q.ranks[0].buffers);
+  CHECK(q.ranks[1].programs[DHX_PROG_STEP].instrs == q.ranks[0].programs[DHX_PROG_STEP].instrs);
+  CHECK(q.ranks[1].dp_rank == 1 && q.ranks[1].nbuffers == q.ranks[0].nbuffers);
+  dhx_plan_free(&q);
+  struct {
+    breaker brk;
+    const char *want;
+  } cases[] = {
+      {shares_a_later_rank, "rank 1: shares rank 1, which is not an earlier rank with its own "
+                            "programs"},
+      {substitutes_a_smaller_comm, "communicator substitution 0 -> 1: 1 members for 2"},
+  };
+  tb_free(p);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    p = shared_toy();
+    cases[i].brk(p);
+    CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, cases[i].want);
+    printf("ok: %s\n", err);
+    p->ranks[1].shares = 1;  // tb_free must leave rank 0's arrays to rank 0
+    tb_free(p);
+  }
+}
+
 // ---- reduce-scatter, all-gather, send and receive (the collectives plan at 4 ranks) -----------
 // STEP on every rank: 0 reduce-scatter x -> part, 1 all-gather part -> whole; then rank r sends
 // 5 and 3 floats (tags 1, 2) to r+1 and receives as many from r-1, even ranks sending first:
@@ -802,6 +858,8 @@ static const struct {
     {"plan_validation_checks_kernel_access_descriptors", test_bounds_kernel_descriptors, false},
     {"plan_validation_bounds_gemm_extents", test_bounds_gemm_extents, false},
     {"plan_validation_bounds_collective_counts", test_bounds_collective_counts, false},
+    {"plan_replicas_share_one_program_on_their_own_communicators", test_replicas_share_programs,
+     false},
     {"plan_validation_guards_the_tokens_buffer", test_bounds_tokens_buffer, false},
     {"plan_validation_bounds_new_collectives", test_bounds_new_collectives, false},
     {"plan_print_lists_new_collectives", test_print_lists_new_collectives, false},
