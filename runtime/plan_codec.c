@@ -15,8 +15,10 @@
 // The payload is every field of the plan in declaration order, each written explicitly
 // (never a struct image, so padding and host layout do not leak into the file): integers as
 // 4 or 8 little-endian bytes, floats and doubles as their IEEE bits, names and paths as their
-// fixed DHX_NAME_MAX / DHX_PATH_MAX byte arrays, fixed-size arrays (shape, args, arg_types,
-// access) in full, and variable arrays as a u32 count followed by the elements.
+// fixed DHX_NAME_MAX / DHX_PATH_MAX byte arrays, fixed-size arrays (shape, arg_types, access)
+// in full, and variable arrays as a u32 count followed by the elements. An instruction holds
+// only its nargs arguments, its GEMM shape when it is a GEMM, and its note as a length and
+// characters.
 //
 // One visitor (plan_io_plan and the io_* functions below it) serves both directions, so the
 // writer and the reader cannot drift apart. The reader never trusts the input: it reads through
@@ -34,9 +36,7 @@
 // Serialized sizes of the fixed-size records (the reader uses them to bound counts).
 #define BUFFER_BYTES (DHX_NAME_MAX + 3 * 4 + DHX_MAX_DIMS * 8 + 2 * 8 + 3 * 4 + 3 * 4 + \
                       DHX_MAX_DIMS * 8 + 4 * 4)
-#define ARG_BYTES (4 + 4 + 8 + 8)
-#define GEMM_BYTES (2 * 4 + 6 * 8 + 2 * 8 + 8 * 8)
-#define INSTR_BYTES (6 * 4 + 8 + 4 + DHX_MAX_ARGS * ARG_BYTES + GEMM_BYTES + DHX_NAME_MAX)
+#define INSTR_BYTES (6 * 4 + 8 + 4 + 4)  // no arguments, no GEMM, an empty note
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
 #define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
@@ -156,6 +156,20 @@ static void io_chars(plan_io *s, char *p, size_t n) {
     put(s, p, n);
   else
     take(s, p, n);
+}
+
+// A NUL-terminated string of a fixed n-byte array, as its length and characters; reading
+// refuses a length that would not leave room for the NUL.
+static void io_text(plan_io *s, char *p, size_t n) {
+  uint32_t len = 0;
+  if (!s->reading) len = (uint32_t)strnlen(p, n - 1);
+  io_u32(s, &len);
+  if (s->reading && !s->failed && len >= n) {
+    plan_io_fail(s, "%s: a text of %u bytes (at most %zu)", s->where, len, n - 1);
+    return;
+  }
+  io_chars(s, p, len);
+  if (s->reading && !s->failed) p[len] = 0;
 }
 
 // An element count. Reading bounds it by the format's limit and by the bytes left (each
@@ -295,9 +309,16 @@ static void io_instr(plan_io *s, dhx_plan_instr *in) {
   io_u32(s, &in->dtype);
   io_i64(s, &in->n);
   io_u32(s, &in->nargs);
-  for (int i = 0; i < DHX_MAX_ARGS; i++) io_arg(s, &in->args[i]);
-  io_gemm(s, &in->gemm);
-  io_chars(s, in->note, DHX_NAME_MAX);
+  if (in->nargs > DHX_MAX_ARGS) {
+    plan_io_fail(s, "%s: an instruction with %u arguments (at most %d)", s->where, in->nargs,
+                 DHX_MAX_ARGS);
+    return;
+  }
+  // Only what the instruction uses: its arguments, the GEMM shape of a GEMM, and the note's
+  // characters (most instructions use a few of the 16 argument slots and no GEMM).
+  for (uint32_t i = 0; i < in->nargs; i++) io_arg(s, &in->args[i]);
+  if (in->op == DHX_OP_GEMM) io_gemm(s, &in->gemm);
+  io_text(s, in->note, DHX_NAME_MAX);
 }
 
 static void io_program(plan_io *s, dhx_plan_program *p, uint32_t rank, int kind) {

@@ -154,11 +154,6 @@ static int64_t first_fit(const live *act, int n, int64_t base, int64_t size) {
   return at;
 }
 
-static int by_offset(const void *a, const void *b) {
-  const live *x = a, *y = b;
-  return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
 static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
   dhx_oplist *l = &g->prog[prog];
   for (int i = 0; i < g->ntensors; i++)
@@ -192,8 +187,13 @@ static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
     nact = j;
     int64_t size = align_up(tensor_bytes(t));
     t->offset = first_fit(act, nact, base, size);
-    act[nact++] = (live){order[k], t->offset, size, t->last_use};
-    qsort(act, (size_t)nact, sizeof(live), by_offset);
+    // Keep `act` sorted by offset: insert after the blocks at or below the new one's offset
+    // (the order a stable sort would give), one move instead of a sort per tensor.
+    int at = nact;
+    while (at > 0 && act[at - 1].offset > t->offset) at--;
+    memmove(act + at + 1, act + at, sizeof(live) * (size_t)(nact - at));
+    act[at] = (live){order[k], t->offset, size, t->last_use};
+    nact++;
     if (t->offset + size > end) end = t->offset + size;
   }
   free(order);
