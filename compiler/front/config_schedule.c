@@ -26,9 +26,11 @@ static const char *const parallel_fields[] = {"dp",      "tp",     "pp", "sp", "
 // stages: (4, 5, 5, 2): layers per pipeline chunk, each a positive integer.
 static void read_stage_layers(const dhx_expr *v, dhx_config *cfg) {
   cfg->nstage_layers = 0;
+  cfg->stages_auto = v->kind == EXPR_IDENT && strcmp(v->str, "auto") == 0;
+  if (cfg->stages_auto) return;
   if (v->kind != EXPR_TUPLE || v->nargs < 1) {
     dhx_error_at(&v->loc, src(&v->loc), "'stages' gives the layers of each pipeline stage, as in "
-                 "(4, 5, 5, 2)");
+                 "(4, 5, 5, 2), or is auto (balanced by an estimate of their cost)");
     return;
   }
   if (v->nargs > DHX_MAX_STAGE_CHUNKS) {

@@ -143,7 +143,8 @@ typedef struct dhx_config {
   int dp, tp, pp, zero;
   int virtual_stages;           // layer chunks per pipeline stage (interleaved 1F1B), 1 = plain
   int stage_layers[DHX_MAX_STAGE_CHUNKS];  // `stages: (n0, n1, ...)`: layers per layer chunk
-  int nstage_layers;            //   in chunk order (pp * virtual of them); 0: balanced by cost
+  int nstage_layers;            //   in chunk order (pp * virtual of them); 0: equal counts
+  bool stages_auto;             // `stages: auto`: counts that balance an estimate of the cost
   bool sp;
   // schedule { strands { pair, search, fold } }   (DHelix strand interleaving)
   bool strands_pair;

@@ -25,6 +25,94 @@ static void fail(const dhx_graph *g, const dhx_node *n, const char *msg) {
   dhx_note_instantiation(g, n->site, n->from, &n->loc);
 }
 
+// ---- stage sizes by cost ---------------------------------------------------------------------
+// An estimate of a node's forward and backward work, in multiply-adds: matrix products count
+// their 2mnk (three times: the forward and the two backward products), attention its two
+// products per head, anything else a few operations per element it touches.
+static double node_cost(const dhx_graph *g, const dhx_node *n) {
+  const dhx_tensor *out = &g->tensors[n->out];
+  double elems = (double)dhx_tensor_elems(out);
+  switch (n->op) {
+    case DHX_N_LINEAR: {
+      const dhx_tensor *w = &g->tensors[n->in[1]];
+      return 3.0 * 2.0 * (double)dhx_tensor_rows(out) * (double)w->shape[0] * (double)w->shape[1];
+    }
+    case DHX_N_ATTENTION: {
+      const dhx_tensor *p = &g->tensors[n->saved[0]];  // [B, H, S, S]
+      double hs = (double)dhx_tensor_cols(out) / (n->heads > 0 ? n->heads : 1);
+      return 3.0 * 4.0 * (double)dhx_tensor_elems(p) * hs;
+    }
+    case DHX_N_CROSS_ENTROPY: return 8.0 * (double)dhx_tensor_elems(&g->tensors[n->in[0]]);
+    default: return 8.0 * elems;
+  }
+}
+
+// The layer counts of `k` contiguous chunks (each at least one layer) that make the costliest
+// chunk as cheap as possible, and among those the chunks as even as possible (least sum of
+// squares): cost[l] is layer l's, with the ops before the layers counted in layer 0 and those
+// after in the last. Dynamic programming over (chunks, layers), O(k·L²).
+void dhx_balance_layers(const double *cost, int nlayers, int k, int *layers) {
+  double *prefix = calloc((size_t)nlayers + 1, sizeof(double));
+  double *best = malloc(sizeof(double) * (size_t)(k + 1) * (size_t)(nlayers + 1));
+  double *squares = malloc(sizeof(double) * (size_t)(k + 1) * (size_t)(nlayers + 1));
+  int *cut = malloc(sizeof(int) * (size_t)(k + 1) * (size_t)(nlayers + 1));
+  if (!prefix || !best || !squares || !cut) abort();
+  for (int l = 0; l < nlayers; l++) prefix[l + 1] = prefix[l] + cost[l];
+#define AT(a, c, i) a[(size_t)(c) * (size_t)(nlayers + 1) + (size_t)(i)]
+  for (int c = 0; c <= k; c++)
+    for (int i = 0; i <= nlayers; i++) AT(best, c, i) = AT(squares, c, i) = 1e300;
+  AT(best, 0, 0) = AT(squares, 0, 0) = 0;
+  for (int c = 1; c <= k; c++)
+    for (int i = c; i <= nlayers - (k - c); i++)  // the first i layers in c chunks
+      for (int j = c - 1; j < i; j++) {           // the last chunk holds layers [j, i)
+        double worst = AT(best, c - 1, j);
+        double last = prefix[i] - prefix[j], sq = AT(squares, c - 1, j) + last * last;
+        if (last > worst) worst = last;
+        double was = AT(best, c, i), tol = 1e-9 * (worst > 0 ? worst : 1);
+        if (worst < was - tol || (worst <= was + tol && sq < AT(squares, c, i))) {
+          AT(best, c, i) = worst;
+          AT(squares, c, i) = sq;
+          AT(cut, c, i) = j;
+        }
+      }
+  for (int c = k, i = nlayers; c >= 1; c--) {
+    int j = AT(cut, c, i);
+    layers[c - 1] = i - j;
+    i = j;
+  }
+#undef AT
+  free(prefix);
+  free(best);
+  free(squares);
+  free(cut);
+}
+
+// Each layer's cost (ops before the layers in layer 0, after them in the last), balanced over
+// `chunks` chunks into layers[].
+static void balance_by_cost(const dhx_graph *g, int chunks, int *layers) {
+  double *cost = calloc((size_t)g->nlayers, sizeof(double));
+  if (!cost) abort();
+  bool after = false;
+  for (int i = 0; i < g->nnodes; i++) {
+    const dhx_node *n = &g->nodes[i];
+    if (n->layer >= 0) after = true;
+    int l = n->layer >= 0 ? n->layer : after ? g->nlayers - 1 : 0;
+    cost[l] += node_cost(g, n);
+  }
+  dhx_balance_layers(cost, g->nlayers, chunks, layers);
+  free(cost);
+}
+
+// `stages: auto` says what it chose, in the syntax that would fix it.
+static void report_balance(int chunks, const int *layers) {
+  char text[1024];
+  size_t n = 0;
+  for (int c = 0; c < chunks && n < sizeof text - 16; c++)
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s%d", c ? ", " : "", layers[c]);
+  dhx_note_at(NULL, NULL, "stages: auto balances the pipeline's estimated work as stages: (%s)",
+              text);
+}
+
 // The chunk of each layer: `layers[c]` layers for chunk c when given, else equal counts.
 static int chunk_of_layer(const dhx_graph *g, int layer, int total, const int *layers) {
   if (!layers) return (int)((int64_t)layer * total / g->nlayers);
@@ -96,14 +184,20 @@ static void widen_io(dhx_graph *g, int micro) {
   }
 }
 
-bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, int stage,
-                        int micro) {
+bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, bool by_cost,
+                        int stage, int micro) {
   g->pp = pp;
   g->pp_rank = stage;
   g->chunks = chunks;
   if (pp == 1) return true;
   if (chunks > DHX_MAX_CHUNKS)
     DHX_ICE("%d layer chunks per stage (at most %d)", chunks, DHX_MAX_CHUNKS);
+  int balanced[DHX_MAX_STAGE_CHUNKS];
+  if (by_cost && pp * chunks <= DHX_MAX_STAGE_CHUNKS && g->nlayers >= pp * chunks) {
+    balance_by_cost(g, pp * chunks, balanced);
+    layers = balanced;
+    if (stage == 0 && g->tp_rank == 0 && g->dp_rank == 0) report_balance(pp * chunks, balanced);
+  }
   int *where = assign_chunks(g, pp * chunks, layers);
   bool ok = find_boundaries(g, where, pp, stage);
   // Keep this stage's nodes (in order, so each chunk's are contiguous); a parameter that no

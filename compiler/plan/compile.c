@@ -255,7 +255,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   const int *layers = cfg->nstage_layers ? cfg->stage_layers : NULL;
-  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, pp_rank,
+  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, cfg->stages_auto, pp_rank,
                           cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);

@@ -107,6 +107,13 @@ static void check_pp(checker *k, const dhx_graph *g) {
                  "has none (a 'repeat' in the model body)", cfg->pp, cfg->model_inst->name);
     return;
   }
+  if (cfg->stages_auto && cfg->fold != DHX_FOLD_W) {  // any counts of at least one layer
+    if (g->nlayers >= chunks) return;
+    k->ok = false;
+    dhx_error_at(at, src(at), "the model has %d layers, fewer than the %d pipeline %s", g->nlayers,
+                 chunks, cfg->virtual_stages > 1 ? "chunks" : "stages");
+    return;
+  }
   if (cfg->nstage_layers > 0 && cfg->fold != DHX_FOLD_W) {  // the stages are given
     const dhx_loc *st = cfg->layout_locs[6].file ? &cfg->layout_locs[6] : k->sched;
     int sum = 0;
