@@ -100,7 +100,10 @@ case $case_name in
     cp p/plan.bin broken/plan.bin
     rm broken/kernels.so
     expect_fail "broken/kernels.so: cannot load the plan's kernels" "$DHXRUN" broken --train train.bin
-    libm=$(ldconfig -p | grep -m1 -o '/.*libm\.so\.6$')
+    # (through a file: grep -m1 stopping early would kill ldconfig with SIGPIPE, which
+    # pipefail turns into a failure of the test whenever ldconfig is still writing)
+    ldconfig -p > libs.txt
+    libm=$(grep -m1 -o '/.*libm\.so\.6$' libs.txt)
     cp "$libm" broken/kernels.so
     expect_fail "kernel 'onehot' (symbol dhxk_onehot) is missing" "$DHXRUN" broken --train train.bin
     expect_fail "no training data" "$DHXRUN" p
