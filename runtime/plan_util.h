@@ -47,6 +47,9 @@ static inline int32_t dhx_rank_comm(const dhx_plan_rank *r, int32_t comm) {
   return comm;
 }
 
+// Writes s as a JSON string, quotes included (for the trace files of dhxc and dhxrun).
+void dhx_json_string(FILE *f, const char *s);
+
 // Bytes per element of a dtype; 0 when the dtype is not valid.
 int64_t dhx_dtype_size(uint32_t dtype);
 

@@ -236,16 +236,6 @@ static uint64_t flow_id(int32_t comm, uint32_t stream, int32_t src, int32_t dst,
 
 // ---- the JSON file ------------------------------------------------------------------------------
 
-static void json_string(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
 
 static const char *prog_category(uint32_t prog) {
   static const char *names[] = {"begin", "micro", "step", "eval"};
@@ -318,14 +308,14 @@ static void write_slice(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_
   const dhx_plan_instr *in = &plan->ranks[rank].programs[r->prog].instrs[r->instr];
   fprintf(f, "{\"ph\":\"X\",\"pid\":%u,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,\"name\":", rank,
           r->stream, (double)r->t0 / 1e3, (double)(r->t1 - r->t0) / 1e3);
-  json_string(f, in->note[0] ? in->note : dhx_op_name(in->op));
+  dhx_json_string(f, in->note[0] ? in->note : dhx_op_name(in->op));
   fprintf(f, ",\"cat\":\"%s\",\"args\":{\"op\":\"%s\",\"step\":%" PRId64, prog_category(r->prog),
           dhx_op_name(in->op), r->step + 1);
   if (r->micro >= 0) fprintf(f, ",\"micro\":%d", r->micro);
   fprintf(f, ",\"instr\":%d", r->instr);
   if (in->op == DHX_OP_KERNEL) {
     fputs(",\"kernel\":", f);
-    json_string(f, plan->kernels[in->kernel].name);
+    dhx_json_string(f, plan->kernels[in->kernel].name);
   }
   if (dhx_op_on_comm(in->op))
     fprintf(f, ",\"comm\":%d,\"bytes\":%" PRId64, dhx_rank_comm(&plan->ranks[rank], in->comm),

@@ -76,19 +76,19 @@ static void emit_adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, con
   if (g->tensors[p].view_elems == 0) return;  // no tensors in this group
   char note[DHX_NAME_MAX];
   snprintf(note, sizeof note, "adamw %s", group);
-  dhx_operand a[] = {dhx_buf(p, 0),
-                     dhx_buf(dhx_view_id(g, gn), 0),
-                     dhx_buf(dhx_view_id(g, mn), 0),
-                     dhx_buf(dhx_view_id(g, vn), 0),
-                     dhx_regarg(DHX_REG_LR),
-                     dhx_f64(o->beta1),
-                     dhx_f64(o->beta2),
-                     dhx_f64(o->eps),
-                     dhx_f64(wd),
-                     dhx_regarg(DHX_REG_BC1),
-                     dhx_regarg(DHX_REG_BC2),
-                     dhx_regarg(DHX_REG_CLIP_SCALE)};
-  dhx_emit_kernel(l, DHX_K_ADAMW, g->tensors[p].view_elems, note, 12, a);
+  dhx_emit_adamw_op(l, o, p, dhx_buf(dhx_view_id(g, gn), 0), dhx_view_id(g, mn), dhx_view_id(g, vn),
+                 g->tensors[p].view_elems, wd, note);
+}
+
+void dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad, int m,
+                    int v, int64_t count, double wd, const char *note) {
+  dhx_operand a[] = {dhx_buf(param, 0),       grad,
+                     dhx_buf(m, 0),           dhx_buf(v, 0),
+                     dhx_regarg(DHX_REG_LR),  dhx_f64(o->beta1),
+                     dhx_f64(o->beta2),       dhx_f64(o->eps),
+                     dhx_f64(wd),             dhx_regarg(DHX_REG_BC1),
+                     dhx_regarg(DHX_REG_BC2), dhx_regarg(DHX_REG_CLIP_SCALE)};
+  dhx_emit_kernel(l, DHX_K_ADAMW, count, note, 12, a);
 }
 
 static int scratch_id(const dhx_graph *g, const char *name) {

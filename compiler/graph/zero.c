@@ -123,19 +123,8 @@ static void adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, const ch
   int p = find(g, DHX_T_VIEW, pn);
   if (p < 0 || g->tensors[p].view_elems == 0) return;
   snprintf(note, sizeof note, "adamw %s (this rank's shard)", group);
-  dhx_operand a[] = {dhx_buf(p, 0),
-                     dhx_buf(shard, from / 4),
-                     dhx_buf(find(g, DHX_T_VIEW, mn), 0),
-                     dhx_buf(find(g, DHX_T_VIEW, vn), 0),
-                     dhx_regarg(DHX_REG_LR),
-                     dhx_f64(o->beta1),
-                     dhx_f64(o->beta2),
-                     dhx_f64(o->eps),
-                     dhx_f64(wd),
-                     dhx_regarg(DHX_REG_BC1),
-                     dhx_regarg(DHX_REG_BC2),
-                     dhx_regarg(DHX_REG_CLIP_SCALE)};
-  dhx_emit_kernel(l, DHX_K_ADAMW, g->tensors[p].view_elems, note, 12, a);
+  dhx_emit_adamw_op(l, o, p, dhx_buf(shard, from / 4), find(g, DHX_T_VIEW, mn),
+                 find(g, DHX_T_VIEW, vn), g->tensors[p].view_elems, wd, note);
 }
 
 void dhx_lower_zero_step(dhx_graph *g, const dhx_lower_opts *o) {

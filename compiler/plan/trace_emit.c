@@ -20,24 +20,13 @@ static void next_event(trace *t) {
   t->any = true;
 }
 
-// A JSON string, quotes included.
-static void json_string(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
 
 static void metadata(trace *t, const char *what, uint32_t pid, int64_t tid, const char *name) {
   next_event(t);
   fprintf(t->f, "{\"name\":\"%s\",\"ph\":\"M\",\"pid\":%u,", what, pid);
   if (tid >= 0) fprintf(t->f, "\"tid\":%" PRId64 ",", tid);
   fputs("\"args\":{\"name\":", t->f);
-  json_string(t->f, name);
+  dhx_json_string(t->f, name);
   fputs("}}", t->f);
 }
 
@@ -72,7 +61,7 @@ static void slice_event(trace *t, int prog, const dhx_sim_slice *sl, const char 
   const dhx_plan_instr *in = &t->p->ranks[sl->rank].programs[prog].instrs[sl->instr];
   next_event(t);
   fputs("{\"name\":", t->f);
-  json_string(t->f, in->note[0] ? in->note : dhx_op_name(in->op));
+  dhx_json_string(t->f, in->note[0] ? in->note : dhx_op_name(in->op));
   fprintf(t->f, ",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%u,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,"
           "\"args\":{\"op\":\"%s\",\"program\":\"%s\",\"instr\":%u", dhx_op_name(in->op),
           sl->rank, sl->stream, sl->start * 1e6, (sl->end - sl->start) * 1e6, dhx_op_name(in->op),
