@@ -74,6 +74,12 @@ typedef struct dhx_plan_buffer {
   int64_t global_shape[DHX_MAX_DIMS];
   int32_t split_dim;
   uint32_t split_groups, split_parts, split_index;
+  // A flat shard of the slice above (ZeRO): with S = product(shape) elements of the slice in
+  // row-major order and C = nbytes / dtype size, the buffer holds slice elements
+  // [shard_index*C, shard_index*C + C); those at or past S are padding (zero after
+  // initialisation and loading, never saved). shard_parts 1, shard_index 0 and C = S: the
+  // whole slice, as before; shard_parts 1 with C > S: the whole slice followed by padding.
+  uint32_t shard_parts, shard_index;
 } dhx_plan_buffer;
 
 typedef enum {

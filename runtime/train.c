@@ -379,16 +379,21 @@ static double train_step(run *R, int64_t t) {
 // Mean loss over the first val_batches micro-batches of the validation shard. They are dealt
 // round-robin to the data-parallel ranks, so the same rows are evaluated at every dp degree
 // and val_loss does not depend on the layout. Data-parallel replicas may run different counts:
-// EVAL's only collectives are inside a tensor-parallel group, whose ranks share a dp_rank.
+// EVAL's only collectives are inside a tensor-parallel group, whose ranks share a dp_rank,
+// except with sharded parameters (zero 3), whose EVAL gathers them over the data-parallel
+// group: then every replica runs the same number of EVALs, the extra ones on batch 0 and not
+// counted.
 static double evaluate(run *R, int64_t t) {
   const dhx_plan_train *tr = R->t;
   int64_t dp = R->rt.rank->dp_size, dp_rank = R->rt.rank->dp_rank;
+  int64_t end = tr->zero >= 3 ? (tr->val_batches + dp - 1) / dp * dp : tr->val_batches;
   dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_EVAL);
   double loss = 0;
-  for (int64_t v = dp_rank; v < tr->val_batches; v += dp) {
-    load_rows(R, &R->val, v * tr->micro_batch);
+  for (int64_t v = dp_rank; v < end; v += dp) {
+    bool counted = v < tr->val_batches;
+    load_rows(R, &R->val, (counted ? v : 0) * tr->micro_batch);
     dhx_rt_run(&R->rt, DHX_PROG_EVAL);
-    if (R->rt.rank->reports_loss) loss += sum_losses(R, 1);
+    if (counted && R->rt.rank->reports_loss) loss += sum_losses(R, 1);
   }
   return all_sum(loss) / (double)(tr->val_batches * tr->micro_batch * tr->seq);
 }

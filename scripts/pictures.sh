@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Redraws the timelines of docs/parallelism.md (docs/img/parallel-*.svg) from a build folder:
-# planned steps of samples/tiny.dhx (dhxc --emit=trace) at dp 2, tp 2 and pp 4 (1F1B), and a
-# measured step of a 2-rank tp run (dhxrun --trace) on a corpus made from the licence texts.
+# planned steps of samples/tiny.dhx (dhxc --emit=trace) at dp 2 (zero 0 and 3), tp 2 and pp 4
+# (1F1B), and a measured step of a 2-rank tp run (dhxrun --trace) on a corpus made from the licence texts.
 #
 #   bash scripts/pictures.sh BUILD_DIR        (MPIRUN overrides mpirun)
 set -euo pipefail
@@ -25,6 +25,8 @@ draw() {  # draw NAME TITLE [trace_svg options]
 
 plan parallel-dp --set schedule.parallel.dp=2
 draw parallel-dp "Data parallelism: tiny, dp 2, one planned step"
+plan parallel-zero3 --set schedule.parallel.dp=2 --set schedule.parallel.zero=3
+draw parallel-zero3 "Sharded parameters (zero 3): tiny, dp 2, one planned step"
 plan parallel-tp --set schedule.parallel.dp=1 --set schedule.parallel.tp=2
 draw parallel-tp "Tensor parallelism: tiny, tp 2, one planned step"
 plan parallel-pp-1f1b --set schedule.parallel.dp=1 --set schedule.parallel.pp=4 \

@@ -47,7 +47,8 @@ int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dty
   for (int i = 0; i < ndim; i++) t->shape[i] = t->global_shape[i] = shape[i];
   t->split_dim = -1;
   t->split_groups = t->split_parts = 1;
-  t->grad = t->opt_m = t->opt_v = t->view_of = t->owner = -1;
+  t->grad = t->opt_m = t->opt_v = t->view_of = t->work = -1;
+  t->shard_parts = 1;
   t->offset = -1;
   t->first_use = t->last_use = -1;
   t->program = -1;
@@ -59,6 +60,10 @@ int64_t dhx_tensor_elems(const dhx_tensor *t) {
   int64_t n = 1;
   for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
   return n;
+}
+
+int64_t dhx_tensor_alloc_elems(const dhx_tensor *t) {
+  return t->alloc_elems > 0 ? t->alloc_elems : dhx_tensor_elems(t);
 }
 
 int64_t dhx_tensor_cols(const dhx_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }

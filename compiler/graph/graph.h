@@ -62,8 +62,13 @@ typedef struct dhx_tensor {
                             //   (it feeds column-split linears): all-reduce it when complete
   bool sp_reduce_grad;      // a parameter used on token-split data (sequence parallelism):
                             //   its gradient is a partial sum over the tensor-parallel group
-  int owner;                // sharded optimizer state (zero.c): the data-parallel rank that
-                            //   updates this parameter, -1 when not sharded
+  // Sharded data parallelism (zero.c): with shard_parts > 1 the tensor holds only piece
+  // shard_index of its slice's elements cut into shard_parts equal pieces (alloc_elems each,
+  // the last ones padded); alloc_elems > 0 also pads a whole tensor (0: product of the shape).
+  int shard_parts, shard_index;
+  int64_t alloc_elems;
+  int work;                 // zero 1: the parameter's whole gradient, accumulated over the step
+                            //   (the gradient itself is this rank's shard); -1 otherwise
 } dhx_tensor;
 
 typedef enum {
@@ -179,14 +184,6 @@ typedef struct dhx_oplist {
   dhx_origin at;               // stamped on the ops pushed from now on
 } dhx_oplist;
 
-// Sharded optimizer state (zero.c): the parameter and gradient windows are dp chunks of
-// `chunk` bytes; chunk r holds the tensors rank r owns in the planner's order. Byte offsets
-// relative to this rank's chunk: whole tensors with decay end at whole_decay, all decay ones
-// at decay_end, split ones at split_end, this rank's tensors at own_end.
-typedef struct dhx_zero_chunk {
-  int64_t chunk, whole_decay, decay_end, split_end, own_end;
-} dhx_zero_chunk;
-
 typedef struct dhx_graph {
   dhx_tensor *tensors;
   int ntensors, captensors;
@@ -211,7 +208,6 @@ typedef struct dhx_graph {
   int chunk_out[DHX_MAX_CHUNKS];
   dhx_oplist prog[DHX_PROG_COUNT];
   int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
-  dhx_zero_chunk zc;             // with sharded optimizer state: this rank's chunk (zero.c)
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.
@@ -223,6 +219,8 @@ void dhx_graph_free(dhx_graph *g);
 int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dtype dt, int ndim,
                    const int64_t *shape);
 int64_t dhx_tensor_elems(const dhx_tensor *t);
+// Elements the arena gives it: a shard's piece, or a padded whole tensor's (>= its elements).
+int64_t dhx_tensor_alloc_elems(const dhx_tensor *t);
 int64_t dhx_tensor_rows(const dhx_tensor *t);  // product of all dims but the last
 int64_t dhx_tensor_cols(const dhx_tensor *t);  // last dim
 int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope);
@@ -238,6 +236,7 @@ void dhx_graph_dump(const dhx_graph *g, void *file /* FILE* */);
 // The parallel layout and training setup the lowering needs.
 typedef struct dhx_lower_opts {
   int dp, dp_rank, accum_steps, zero;
+  bool sp;                       // sequence parallelism: token-split gradients are summed
   double grad_clip, beta1, beta2, eps, weight_decay;
 } dhx_lower_opts;
 
@@ -279,25 +278,30 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
 // split regions, activations hold this rank's token rows; column-split linears all-gather their
 // input, row-split linears reduce-scatter their output. Reports what it cannot split at the op.
 bool dhx_shard_sequence_parallel(dhx_graph *g);
-// shard_sp.c: STEP ops that sum the gradients of parameters used on token-split data over the
-// tensor-parallel group (on the data-parallel reduction's stream when dp > 1). Call right
-// before dhx_lower_optimizer.
-void dhx_lower_sp_grad_sync(dhx_graph *g, const dhx_lower_opts *o);
+// shard_sp.c: STEP ops on `stream` that sum the gradients of parameters used on token-split
+// data over the tensor-parallel group (dhx_lower_optimizer calls it before the data-parallel
+// reduction, on that reduction's stream).
+void dhx_lower_sp_grad_sync(dhx_graph *g, int stream);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
 
-// zero.c: sharded optimizer state over the data-parallel group (g->dp, g->dp_rank, g->zero).
-// True when this graph's optimizer state is sharded (zero >= 1 and dp > 1).
+// zero.c: sharded data parallelism (g->dp, g->dp_rank, g->zero): gradients, moments and with
+// zero 3 parameters cut into dp equal pieces per tensor, this rank keeping its own.
+// True when this graph's state is sharded (zero >= 1 and dp > 1).
 bool dhx_zero_sharded(const dhx_graph *g);
-// The parameters in the planner's order (decay whole, decay split, no-decay split, no-decay
-// whole); returns the count.
-int dhx_zero_order(const dhx_graph *g, int *order);
-// Assigns every parameter an owner rank, drops the moments of parameters this rank does not
-// own, sizes the chunks (g->zc) and creates the STEP's scratch buffers. After the state
-// tensors exist, before memory planning.
-void dhx_zero_partition(dhx_graph *g);
-// STEP with sharded state: reduce-scatter, norm over the shard, AdamW on this rank's chunk,
-// all-gather of the updated parameters. Called by dhx_lower_optimizer.
-void dhx_lower_zero_step(dhx_graph *g, const dhx_lower_opts *o);
+// The elements of each piece of a tensor of `elems` elements cut for `dp` ranks.
+int64_t dhx_zero_piece(int64_t elems, int dp);
+// Makes the state tensors this rank's pieces (and zero 1's whole gradients, which MICRO then
+// accumulates into); with zero 2 and 3, MICRO (and EVAL with zero 3) read and write
+// short-lived whole copies of sharded state instead: gradients reduce-scattered in buckets
+// under the backward, weights all-gathered ahead of the layer that reads them (zero 3), on a
+// data-parallel stream. After fusion, before the optimizer and memory planning.
+void dhx_zero_shard(dhx_graph *g);
+// dhx_lower_optimizer's sharded parts: BEGIN's zeroing of whole gradients (zero 1); STEP's
+// reduce-scatter of them on `stream` (zero 1); AdamW on this rank's pieces and the in-place
+// all-gather of the updated parameters (zero 1, 2).
+void dhx_lower_zero_begin(dhx_graph *g);
+void dhx_lower_zero_reduce(dhx_graph *g, int stream);
+void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o);
 
 #endif

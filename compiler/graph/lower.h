@@ -58,8 +58,8 @@ dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, in
 
 // optimizer.c: AdamW over `count` elements of param (from its start), its gradient at `grad`
 // and its moments m and v, with the per-step registers (learning rate, bias corrections, clip).
-void dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad, int m,
-                    int v, int64_t count, double wd, const char *note);
+dhx_lop *dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad,
+                           int m, int v, int64_t count, double wd, const char *note);
 
 // verify_ops.c: the op list after pass `pass` is well formed (ops, operands inside their
 // tensors, kernel signatures, roles, events; with placed, every touched tensor has an arena

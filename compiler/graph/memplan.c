@@ -16,7 +16,7 @@
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
 
 static int64_t tensor_bytes(const dhx_tensor *t) {
-  return dhx_tensor_elems(t) * (t->dtype == DHX_F64 ? 8 : 4);
+  return dhx_tensor_alloc_elems(t) * (t->dtype == DHX_F64 ? 8 : 4);
 }
 
 static int view_id(const dhx_graph *g, const char *name) {
@@ -54,44 +54,12 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int6
 // Each kind of state is laid out as [decay: whole | split] [no decay: split | whole], so the
 // decay groups, all state, and the split tensors' state are each one contiguous window:
 // the optimizer runs over the groups, the gradient norm adds the split part over the tensor
-// ranks and the whole part once.
-// With sharded optimizer state (zero.c) the parameter and gradient windows are dp chunks of
-// g->zc.chunk bytes: chunk r holds the tensors rank r owns, in the planner's order, then zero
-// padding. Views: the whole window, and this rank's chunk (all of it, decay, no decay).
-static int64_t place_chunks(dhx_graph *g, int which, int64_t at) {
-  int *order = malloc(sizeof(int) * (size_t)(g->ntensors + 1));
-  if (!order) abort();
-  int n = dhx_zero_order(g, order), first = -1;
-  for (int r = 0; r < g->dp; r++) {
-    int64_t c = at + (int64_t)r * g->zc.chunk;
-    for (int k = 0; k < n; k++) {
-      dhx_tensor *p = &g->tensors[order[k]];
-      int t = which == 0 ? order[k] : p->grad;
-      if (p->owner != r || t < 0) continue;
-      if (first < 0) first = t;
-      g->tensors[t].offset = c;
-      c = align_up(c + tensor_bytes(&g->tensors[t]));
-    }
-  }
-  free(order);
-  int64_t end = at + (int64_t)g->dp * g->zc.chunk, mine = at + (int64_t)g->dp_rank * g->zc.chunk;
-  set_view(g, which == 0 ? "params[all]" : "grads[all]", at, end, first);
-  if (which == 0 && g->zc.own_end > 0) {
-    set_view(g, "params[own]", mine, mine + g->zc.chunk, first);
-    set_view(g, "params[own,decay]", mine, mine + g->zc.decay_end, first);
-    set_view(g, "params[own,no_decay]", mine + g->zc.decay_end, mine + g->zc.own_end, first);
-  }
-  return end;
-}
-
+// ranks and the whole part once. With sharded data parallelism (zero.c) the gradients and
+// moments (and with zero 3 the parameters) are this rank's pieces, laid out the same way.
 static int64_t place_persistent(dhx_graph *g) {
   static const char *kinds[] = {"params", "grads", "adam_m", "adam_v"};
   int64_t at = 0;
   for (int which = 0; which < 4; which++) {
-    if (which < 2 && dhx_zero_sharded(g)) {
-      at = place_chunks(g, which, at);
-      continue;
-    }
     int64_t kind_start = at, split_start = 0, whole_start = 0;
     int kind_first = -1, split_first = -1, whole_first = -1, group_first = -1;
     char name[64];

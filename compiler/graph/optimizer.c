@@ -59,9 +59,7 @@ void dhx_create_views(dhx_graph *g) {
   static const char *names[] = {"params[decay]",  "params[no_decay]", "grads[decay]",
                                 "grads[no_decay]", "adam_m[decay]",    "adam_m[no_decay]",
                                 "adam_v[decay]",  "adam_v[no_decay]", "grads[all]",
-                                "grads[split]", "grads[whole,decay]", "grads[whole,no_decay]",
-                                "params[all]", "params[own]", "params[own,decay]",
-                                "params[own,no_decay]"};
+                                "grads[split]", "grads[whole,decay]", "grads[whole,no_decay]"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) new_view(g, names[i]);
 }
 
@@ -80,15 +78,15 @@ static void emit_adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, con
                  g->tensors[p].view_elems, wd, note);
 }
 
-void dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad, int m,
-                    int v, int64_t count, double wd, const char *note) {
+dhx_lop *dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad,
+                           int m, int v, int64_t count, double wd, const char *note) {
   dhx_operand a[] = {dhx_buf(param, 0),       grad,
                      dhx_buf(m, 0),           dhx_buf(v, 0),
                      dhx_regarg(DHX_REG_LR),  dhx_f64(o->beta1),
                      dhx_f64(o->beta2),       dhx_f64(o->eps),
                      dhx_f64(wd),             dhx_regarg(DHX_REG_BC1),
                      dhx_regarg(DHX_REG_BC2), dhx_regarg(DHX_REG_CLIP_SCALE)};
-  dhx_emit_kernel(l, DHX_K_ADAMW, count, note, 12, a);
+  return dhx_emit_kernel(l, DHX_K_ADAMW, count, note, 12, a);
 }
 
 static int scratch_id(const dhx_graph *g, const char *name) {
@@ -119,19 +117,22 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
   z->args[1] = dhx_i64(count * 4);
   z->nargs = 2;
 
-  if (dhx_zero_sharded(g)) {
-    dhx_lower_zero_step(g, o);
-    return;
-  }
+  bool sharded = dhx_zero_sharded(g);
+  if (sharded) dhx_lower_zero_begin(g);
   dhx_oplist *step = &g->prog[DHX_PROG_STEP];
   if (o->dp > 1) {
-    // The reduction runs on the communication stream; compute waits for it by event.
-    dhx_emit_allreduce(step, 1, DHX_COMM_DP, all, count, "data-parallel gradient sum");
+    // The reductions run on the communication stream; compute waits for them by event.
+    if (sharded) dhx_lower_zero_reduce(g, 1);
+    if (o->sp) dhx_lower_sp_grad_sync(g, 1);
+    if (!sharded)
+      dhx_emit_allreduce(step, 1, DHX_COMM_DP, all, count, "data-parallel gradient sum");
     dhx_lop *rec = dhx_lop_push(step, DHX_L_RECORD, 1, "gradients reduced");
     rec->event = 0;
     dhx_lop *w = dhx_lop_push(step, DHX_L_WAIT, 0, "gradients reduced");
     w->event = 0;
     step->nevents = 1;
+  } else if (o->sp) {
+    dhx_lower_sp_grad_sync(g, 0);
   }
   int partials = scratch_id(g, "grad_norm.partials");
   int64_t chunks = 0;
@@ -149,6 +150,8 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
     chunks += sum_squares(g, step, partials, chunks, dhx_view_id(g, "grads[whole,no_decay]"),
                           "sum of squares of whole gradients");
   }
+  if (sharded && chunks > 0)  // each data rank holds a different piece of every gradient
+    dhx_emit_allreduce(step, 0, DHX_COMM_DP, partials, chunks, "add the pieces' sums over data ranks");
   int sums = partials;
   if (g->pp > 1) {
     // Each stage holds different parameters: add the stages' sums of squares into one total.
@@ -172,6 +175,10 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
   gn->args[1] = dhx_i64(chunks);
   gn->args[2] = dhx_f64(o->grad_clip);
   gn->nargs = 3;
+  if (sharded) {
+    dhx_lower_zero_update(g, o);
+    return;
+  }
   emit_adamw(g, step, o, "decay", o->weight_decay);
   emit_adamw(g, step, o, "no_decay", 0.0);
 }

@@ -305,16 +305,17 @@ bool dhx_shard_sequence_parallel(dhx_graph *g) {
   return s.ok;
 }
 
-void dhx_lower_sp_grad_sync(dhx_graph *g, const dhx_lower_opts *o) {
+void dhx_lower_sp_grad_sync(dhx_graph *g, int stream) {
   dhx_oplist *step = &g->prog[DHX_PROG_STEP];
-  // On the data-parallel reduction's stream when there is one: it then runs after these, and
-  // the event that makes compute wait for it covers them too.
-  int stream = o->dp > 1 ? 1 : 0;
   for (int i = 0; i < g->ntensors; i++) {
     const dhx_tensor *p = &g->tensors[i];
     if (p->kind != DHX_T_PARAM || !p->sp_reduce_grad || p->grad < 0) continue;
+    // zero 1 sums the whole gradient before reducing it; zero 2 and 3 this rank's piece,
+    // which is the same piece on every tensor rank (the parameter is not split)
+    int grad = p->work >= 0 ? p->work : p->grad;
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "%.60s: sum token-split grads", p->name);
-    dhx_emit_allreduce(step, stream, DHX_COMM_TP, p->grad, dhx_tensor_elems(p), note);
+    dhx_emit_allreduce(step, stream, DHX_COMM_TP, grad, dhx_tensor_alloc_elems(&g->tensors[grad]),
+                       note);
   }
 }

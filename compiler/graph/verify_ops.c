@@ -31,7 +31,7 @@ typedef struct check {
   } while (0)
 
 static int64_t elems_of(const dhx_tensor *t) {
-  return t->kind == DHX_T_VIEW ? t->view_elems : dhx_tensor_elems(t);
+  return t->kind == DHX_T_VIEW ? t->view_elems : dhx_tensor_alloc_elems(t);
 }
 
 // Operand j is a buffer whose elements [elem, elem + count) lie inside its tensor.

@@ -1,196 +1,459 @@
-// zero.c — sharded optimizer state over the data-parallel group (ZeRO stage 1).
+// zero.c — sharded data parallelism (ZeRO stages 1, 2 and 3) over the data-parallel group.
 //
-// Every data-parallel rank keeps the whole parameters and accumulates the whole gradients, but
-// updates only the parameters it owns and keeps AdamW moments for those alone. Ownership is by
-// whole tensor: the parameters, in the memory planner's order (decay whole, decay split,
-// no-decay split, no-decay whole), are cut into dp contiguous runs of about equal bytes. The
-// planner lays the parameter and gradient windows out as dp equal chunks, chunk r holding
-// rank r's tensors in that order, so that STEP is
+// Every parameter's elements (of this rank's tensor-parallel slice, row-major) are cut into dp
+// equal pieces of `piece` elements (the last ones padded with zeros); data rank r keeps piece r
+// of the state that is sharded:
 //
-//   reduce-scatter grads[all] → step.shard       (this rank's chunk of the summed gradients)
-//   sums of squares of the shard → 2 scalars (whole, split) → all-reduce over dp (split: tp)
-//   GRAD_NORM over the 2 scalars                  (the same norm on every rank)
-//   AdamW on params[own,decay|no_decay] with the shard and this rank's moments
-//   copy params[own] → step.shard, all-gather into params[all]
+//   zero 1  moments, and the gradient's piece for the optimizer. The whole gradient is
+//           accumulated over the step as before (in `work`), reduce-scattered in STEP.
+//   zero 2  moments and gradients. Each micro-batch's whole gradient is a short-lived
+//           activation: zeroed before its first contribution, reduce-scattered on the
+//           data-parallel stream as soon as the backward has finished with it (one bucket per
+//           run of ops of one layer, overlapping the backward of the next), and added into the
+//           persistent piece.
+//   zero 3  also the parameters: each run of ops of one layer, micro-batch and phase finds the
+//           whole weights it reads all-gathered into short-lived activations, gathered on the
+//           data-parallel stream while the previous run computes.
 //
-// Element e of the moment windows is element e of the chunk: the moments are laid out like
-// the chunk (the same tensors in the same order with the same padding).
+// STEP: (zero 1: reduce-scatter) → sums of squares of this rank's gradient pieces, added over
+// the data-parallel group (and over tensor ranks and stages as without sharding) → the global
+// norm → AdamW on each parameter's piece → (zero 1, 2: the updated pieces all-gathered in place
+// into the whole parameters, which are allocated dp * piece elements for that).
+//
+// Overlap changes when things run, never what they compute: the pieces are reduced in a fixed
+// ring order and each micro-batch's gradient is added into the piece in micro-batch order, so
+// runs are reproducible.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lower.h"
 
-#define SUMSQ_CHUNK 16384  // as optimizer.c: fixed, so the summation order is fixed
+#define PIECE_ALIGN 16  // elements: every piece starts on a DHX_ALIGN boundary
 
-static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
-
-static int64_t state_bytes(const dhx_tensor *t) { return align_up(dhx_tensor_elems(t) * 4); }
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size);
   if (!p) abort();
   return p;
 }
 
 bool dhx_zero_sharded(const dhx_graph *g) { return g->zero >= 1 && g->dp > 1; }
 
-int dhx_zero_order(const dhx_graph *g, int *order) {
-  static const bool decay[4] = {true, true, false, false}, split[4] = {false, true, true, false};
-  int n = 0;
-  for (int k = 0; k < 4; k++)
-    for (int i = 0; i < g->ntensors; i++) {
-      const dhx_tensor *p = &g->tensors[i];
-      if (p->kind == DHX_T_PARAM && p->decay == decay[k] && (p->split_dim >= 0) == split[k])
-        order[n++] = i;
+int64_t dhx_zero_piece(int64_t elems, int dp) {
+  int64_t per = (elems + dp - 1) / dp;
+  return (per + PIECE_ALIGN - 1) / PIECE_ALIGN * PIECE_ALIGN;
+}
+
+// Elements of a parameter's slice, and this rank's piece of them.
+static int64_t slice_elems(const dhx_tensor *p) { return dhx_tensor_elems(p); }
+static int64_t piece_of(const dhx_graph *g, const dhx_tensor *p) {
+  return dhx_zero_piece(slice_elems(p), g->dp);
+}
+// How many of this rank's piece elements are real (the rest is padding); may be 0.
+static int64_t valid_of(const dhx_graph *g, const dhx_tensor *p) {
+  int64_t c = piece_of(g, p), rest = slice_elems(p) - (int64_t)g->dp_rank * c;
+  return rest < 0 ? 0 : rest < c ? rest : c;
+}
+
+static void make_piece(dhx_graph *g, int t, int64_t piece) {
+  if (t < 0) return;
+  g->tensors[t].shard_parts = g->dp;
+  g->tensors[t].shard_index = g->dp_rank;
+  g->tensors[t].alloc_elems = piece;
+}
+
+static int flat_tensor(dhx_graph *g, const char *name, dhx_tensor_kind kind, int64_t elems) {
+  return dhx_tensor_new(g, name, kind, DHX_F32, 1, &elems);
+}
+
+static void partition(dhx_graph *g) {
+  int n = g->ntensors;
+  for (int i = 0; i < n; i++) {
+    if (g->tensors[i].kind != DHX_T_PARAM) continue;
+    int64_t c = piece_of(g, &g->tensors[i]);
+    make_piece(g, g->tensors[i].grad, c);
+    make_piece(g, g->tensors[i].opt_m, c);
+    make_piece(g, g->tensors[i].opt_v, c);
+    if (g->zero >= 3) {
+      make_piece(g, i, c);
+    } else {
+      g->tensors[i].alloc_elems = c * g->dp;  // the pieces are gathered into it in place
     }
-  return n;
-}
-
-static int scratch(dhx_graph *g, const char *name, int64_t elems) {
-  return dhx_tensor_new(g, name, DHX_T_SCRATCH, DHX_F32, 1, &elems);
-}
-
-void dhx_zero_partition(dhx_graph *g) {
-  int *order = xmalloc(sizeof(int) * (size_t)(g->ntensors + 1));
-  int n = dhx_zero_order(g, order);
-  int64_t total = 0;
-  for (int k = 0; k < n; k++) total += state_bytes(&g->tensors[order[k]]);
-  // Greedy by bytes: a tensor goes to the rank whose share [r·total/dp, (r+1)·total/dp) holds
-  // its middle byte, so the runs are contiguous and each near total/dp.
-  int64_t at = 0, *owned = xmalloc(sizeof(int64_t) * (size_t)g->dp);
-  memset(owned, 0, sizeof(int64_t) * (size_t)g->dp);
-  memset(&g->zc, 0, sizeof g->zc);
-  for (int k = 0; k < n; k++) {
-    dhx_tensor *p = &g->tensors[order[k]];
-    int64_t size = state_bytes(p);
-    int64_t r = total > 0 ? (2 * at + size) * g->dp / (2 * total) : 0;
-    if (r >= g->dp) r = g->dp - 1;
-    at += size;
-    p->owner = (int)r;
-    if (p->grad >= 0) g->tensors[p->grad].owner = (int)r;
-    owned[r] += size;
-    if (r == g->dp_rank) {
-      g->zc.own_end += size;
-      if (p->decay) g->zc.decay_end += size;
-      if (p->decay && p->split_dim < 0) g->zc.whole_decay += size;
-      if (p->decay || p->split_dim >= 0) g->zc.split_end += size;
-    } else {  // its moments live on its owner
-      p->opt_m = p->opt_v = -1;
+    if (g->zero == 1) {
+      char name[DHX_NAME_MAX];
+      snprintf(name, sizeof name, "grad.whole.%.50s", g->tensors[i].name);
+      int w = flat_tensor(g, name, DHX_T_SCRATCH, c * g->dp);
+      g->tensors[i].work = w;
     }
   }
-  for (int r = 0; r < g->dp; r++)
-    if (owned[r] > g->zc.chunk) g->zc.chunk = owned[r];
-  if (g->zc.chunk == 0) g->zc.chunk = DHX_ALIGN;
-  free(owned);
-  free(order);
-  scratch(g, "grad_norm.shard", 2);
 }
 
-static int find(const dhx_graph *g, dhx_tensor_kind kind, const char *name) {
+// ---- MICRO and EVAL: whole copies of sharded state, gathers and reductions --------------------
+
+// What a run of the op list touches of one parameter: its whole gradient (zero 2, 3) per
+// micro-batch, and its whole weights (zero 3) per micro-batch and phase.
+enum { USE_GRAD = 4, USE_SLOTS = 5 };  // slots 0..3: weights by phase; 4: the gradient
+
+typedef struct use {
+  int param;      // tensor id of the parameter
+  int slot, micro;
+  int first, last;  // op indices in the old list
+  int copy;       // the short-lived whole tensor that replaces it
+  int run;        // the run of its first use
+  bool zeroed, sent;  // a whole gradient: zeroed before its first use, reduced after its last
+} use;
+
+typedef struct rewrite {
+  dhx_graph *g;
+  dhx_oplist *old;
+  dhx_oplist out;
+  int prog, stream, micros;
+  int *param_of;  // tensor → parameter whose gradient or weights it is, -1
+  int *use_at;    // (param index, micro, slot) → use, -1
+  int *pidx;      // tensor → parameter index, -1
+  use *uses;
+  int nuses;
+  int *run;       // old op → run index
+  int nruns;
+} rewrite;
+
+static int slot_key(const rewrite *w, int pi, int micro, int slot) {
+  return (pi * w->micros + micro) * USE_SLOTS + slot;
+}
+
+static bool same_run(const dhx_lop *a, const dhx_lop *b) {
+  return a->at.micro == b->at.micro && a->at.phase == b->at.phase && a->at.layer == b->at.layer;
+}
+
+static void find_runs(rewrite *w) {
+  w->run = xcalloc((size_t)w->old->n, sizeof(int));
+  const dhx_lop *prev = NULL;
+  int r = -1;
+  for (int i = 0; i < w->old->n; i++) {
+    const dhx_lop *op = &w->old->ops[i];
+    if (op->dead) continue;
+    if (!prev || !same_run(prev, op)) r++;
+    w->run[i] = r;
+    prev = op;
+  }
+  w->nruns = r + 1;
+}
+
+// The key of operand tensor t of op i, or -1 when t is not sharded state this pass replaces.
+static int key_of(const rewrite *w, int i, int t) {
+  int p = w->param_of[t];
+  if (p < 0) return -1;
+  const dhx_lop *op = &w->old->ops[i];
+  int slot = t == p ? (int)op->at.phase : USE_GRAD;
+  return slot_key(w, w->pidx[p], op->at.micro < 0 ? 0 : op->at.micro, slot);
+}
+
+// Records that op i uses operand tensor t (when it is sharded state).
+static void note_use(rewrite *w, int i, int t) {
+  int key = key_of(w, i, t);
+  if (key < 0) return;
+  if (w->use_at[key] < 0) {
+    const dhx_lop *op = &w->old->ops[i];
+    int p = w->param_of[t];
+    w->uses[w->nuses] = (use){.param = p, .slot = t == p ? (int)op->at.phase : USE_GRAD,
+                              .micro = op->at.micro < 0 ? 0 : op->at.micro, .first = i,
+                              .last = i, .run = w->run[i]};
+    w->use_at[key] = w->nuses++;
+  }
+  w->uses[w->use_at[key]].last = i;
+}
+
+// The use operand a of op i belongs to, or NULL.
+static use *use_at(rewrite *w, int i, const dhx_operand *a) {
+  if (a->kind != DHX_ARG_BUF) return NULL;
+  int key = key_of(w, i, a->tensor);
+  return key < 0 ? NULL : &w->uses[w->use_at[key]];
+}
+
+static void collect_uses(rewrite *w) {
+  dhx_graph *g = w->g;
+  int np = 0;
+  w->param_of = xcalloc((size_t)g->ntensors, sizeof(int));
+  w->pidx = xcalloc((size_t)g->ntensors, sizeof(int));
+  for (int i = 0; i < g->ntensors; i++) w->param_of[i] = w->pidx[i] = -1;
+  for (int i = 0; i < g->ntensors; i++) {
+    dhx_tensor *p = &g->tensors[i];
+    if (p->kind != DHX_T_PARAM) continue;
+    w->pidx[i] = np++;
+    if (g->zero >= 3) w->param_of[i] = i;
+    if (p->grad >= 0 && g->zero >= 2) w->param_of[p->grad] = i;
+  }
+  w->micros = 1;
+  for (int i = 0; i < w->old->n; i++)
+    if (w->old->ops[i].at.micro + 1 > w->micros) w->micros = w->old->ops[i].at.micro + 1;
+  size_t keys = (size_t)np * (size_t)w->micros * USE_SLOTS;
+  w->use_at = malloc(sizeof(int) * (keys ? keys : 1));
+  if (!w->use_at) abort();
+  for (size_t k = 0; k < keys; k++) w->use_at[k] = -1;
+  w->uses = xcalloc(keys, sizeof(use));
+  for (int i = 0; i < w->old->n; i++) {
+    const dhx_lop *op = &w->old->ops[i];
+    if (op->dead) continue;
+    for (int j = 0; j < op->nargs; j++)
+      if (op->args[j].kind == DHX_ARG_BUF) note_use(w, i, op->args[j].tensor);
+  }
+  for (int k = 0; k < w->nuses; k++) {  // the short-lived whole copies
+    use *u = &w->uses[k];
+    const dhx_tensor *p = &g->tensors[u->param];
+    char name[DHX_NAME_MAX];
+    static const char *phase[] = {"", ",fwd", ",bwd", ",opt", ""};
+    snprintf(name, sizeof name, "%s%.50s.whole[%d%s]", u->slot == USE_GRAD ? "grad." : "",
+             p->name, u->micro, phase[u->slot]);
+    u->copy = flat_tensor(g, name, DHX_T_ACT, piece_of(g, p) * g->dp);
+    g->tensors[u->copy].program = w->prog;
+  }
+}
+
+static dhx_lop *push(rewrite *w, dhx_lop_kind kind, int stream, const char *note) {
+  return dhx_lop_push(&w->out, kind, stream, note);
+}
+
+static int event(rewrite *w, dhx_lop_kind kind, int stream, int ev, const char *note) {
+  if (ev < 0) ev = w->out.nevents++;
+  push(w, kind, stream, note)->event = ev;
+  return ev;
+}
+
+// The whole weights of every use whose first run is `run`, gathered on the data-parallel
+// stream once compute has reached this point; returns the event recorded when they are all
+// in, or -1 when there are none.
+static int gather_run(rewrite *w, int run) {
+  dhx_graph *g = w->g;
+  int done = -1;
+  for (int k = 0; k < w->nuses; k++) {
+    use *u = &w->uses[k];
+    if (u->slot == USE_GRAD || u->run != run) continue;
+    if (done < 0) {
+      int go = event(w, DHX_L_RECORD, 0, -1, "weights may be gathered");
+      event(w, DHX_L_WAIT, w->stream, go, "weights may be gathered");
+      done = 0;
+    }
+    const dhx_tensor *p = &g->tensors[u->param];
+    char note[DHX_NAME_MAX];
+    snprintf(note, sizeof note, "gather %.60s", p->name);
+    dhx_emit_all_gather(&w->out, w->stream, DHX_COMM_DP, u->param, u->copy,
+                        piece_of(g, p) * g->dp, note);
+  }
+  return done < 0 ? -1 : event(w, DHX_L_RECORD, w->stream, -1, "weights gathered");
+}
+
+// A bucket of finished whole gradients: reduce-scattered on the data-parallel stream into
+// short-lived pieces, which compute adds into the persistent pieces once they are in (at the
+// next bucket or the end), keeping the whole gradients live until then.
+typedef struct bucket {
+  int *uses, n;
+  int done;  // event recorded when its reductions are in, -1 before it is sent
+  int *parts;
+} bucket;
+
+static void send_bucket(rewrite *w, bucket *b) {
+  dhx_graph *g = w->g;
+  int go = event(w, DHX_L_RECORD, 0, -1, "gradients may be reduced");
+  event(w, DHX_L_WAIT, w->stream, go, "gradients may be reduced");
+  for (int k = 0; k < b->n; k++) {
+    use *u = &w->uses[b->uses[k]];
+    int64_t c = piece_of(g, &g->tensors[u->param]);
+    char name[DHX_NAME_MAX], note[DHX_NAME_MAX];
+    snprintf(name, sizeof name, "grad.%.50s.piece[%d]", g->tensors[u->param].name, u->micro);
+    b->parts[k] = flat_tensor(g, name, DHX_T_ACT, c);  // (moves g->tensors)
+    g->tensors[b->parts[k]].program = w->prog;
+    snprintf(note, sizeof note, "reduce %.60s", g->tensors[u->param].name);
+    dhx_emit_reduce_scatter(&w->out, w->stream, DHX_COMM_DP, u->copy, b->parts[k], c * g->dp,
+                            note);
+  }
+  b->done = event(w, DHX_L_RECORD, w->stream, -1, "gradients reduced");
+}
+
+static void settle_bucket(rewrite *w, bucket *b) {
+  dhx_graph *g = w->g;
+  for (int k = 0; k < b->n; k++) {
+    use *u = &w->uses[b->uses[k]];
+    event(w, DHX_L_WAIT, 0, b->done, "gradients reduced");
+    w->out.ops[w->out.n - 1].keeps = u->copy + 1;  // read by the reduction until now
+    const dhx_tensor *p = &g->tensors[u->param];
+    dhx_ewb e;
+    dhx_ewb_init(&e);
+    int x = dhx_ewb_load(&e, dhx_buf(b->parts[k], 0), 0);
+    dhx_ewb_store(&e, x, dhx_buf(p->grad, 0), true);
+    char note[DHX_NAME_MAX];
+    snprintf(note, sizeof note, "add %.60s's reduced piece", p->name);
+    dhx_emit_ew(&w->out, &e, piece_of(g, p), note);
+  }
+  b->n = 0;
+  b->done = -1;
+}
+
+static dhx_operand replace(rewrite *w, int i, dhx_operand a) {
+  use *u = use_at(w, i, &a);
+  if (u) a.tensor = u->copy;
+  return a;
+}
+
+static void rebuild(rewrite *w) {
+  dhx_graph *g = w->g;
+  dhx_oplist *old = w->old;
+  w->out = (dhx_oplist){.nstreams = old->nstreams, .nevents = old->nevents};
+  int *gathered = xcalloc((size_t)w->nruns + 1, sizeof(int));
+  for (int r = 0; r <= w->nruns; r++) gathered[r] = -1;
+  bucket now = {xcalloc((size_t)w->nuses, sizeof(int)), 0, -1,
+                xcalloc((size_t)w->nuses, sizeof(int))};
+  bucket sent = {xcalloc((size_t)w->nuses, sizeof(int)), 0, -1,
+                 xcalloc((size_t)w->nuses, sizeof(int))};
+  int prev_run = -1;
+  for (int i = 0; i < old->n; i++) {
+    const dhx_lop *op = &old->ops[i];
+    if (op->dead) continue;
+    w->out.at = op->at;
+    w->out.at.node = -1;
+    int r = w->run[i];
+    if (r != prev_run) {  // a run starts: gather its weights (first run) and the next run's
+      if (r == 0) gathered[0] = gather_run(w, 0);
+      if (r + 1 < w->nruns) gathered[r + 1] = gather_run(w, r + 1);
+      if (gathered[r] >= 0) event(w, DHX_L_WAIT, 0, gathered[r], "weights gathered");
+      prev_run = r;
+    }
+    for (int j = 0; j < op->nargs; j++) {  // whole gradients start at zero
+      use *u = use_at(w, i, &op->args[j]);
+      if (!u || u->slot != USE_GRAD || u->zeroed) continue;
+      dhx_lop *z = push(w, DHX_L_ZERO, 0, "whole gradient starts at zero");
+      z->args[0] = dhx_buf(u->copy, 0);
+      z->args[1] = dhx_i64(dhx_tensor_elems(&g->tensors[u->copy]) * 4);
+      z->nargs = 2;
+      u->zeroed = true;
+    }
+    dhx_lop copy = *op;
+    for (int j = 0; j < copy.nargs; j++) copy.args[j] = replace(w, i, copy.args[j]);
+    *push(w, copy.kind, copy.stream, copy.note) = copy;
+    for (int j = 0; j < op->nargs; j++) {  // gradients the backward has finished with
+      use *u = use_at(w, i, &op->args[j]);
+      if (!u || u->slot != USE_GRAD || u->last != i || u->sent) continue;
+      u->sent = true;  // once, however many operands name it
+      now.uses[now.n++] = (int)(u - w->uses);
+    }
+    int next = i + 1;
+    while (next < old->n && old->ops[next].dead) next++;
+    if (now.n > 0 && (next == old->n || w->run[next] != r)) {  // the run ends: send its bucket
+      if (sent.n > 0) settle_bucket(w, &sent);
+      send_bucket(w, &now);
+      bucket t = sent;
+      sent = now;
+      now = t;
+    }
+  }
+  if (sent.n > 0) settle_bucket(w, &sent);
+  free(gathered);
+  free(now.uses);
+  free(now.parts);
+  free(sent.uses);
+  free(sent.parts);
+}
+
+static void rewrite_program(dhx_graph *g, int prog) {
+  rewrite w = {.g = g, .old = &g->prog[prog], .prog = prog};
+  w.stream = w.old->nstreams > 1 ? w.old->nstreams : 1;
+  find_runs(&w);
+  collect_uses(&w);
+  if (w.nuses > 0) {
+    rebuild(&w);
+    free(w.old->ops);
+    w.out.at = w.old->at;
+    *w.old = w.out;
+  }
+  free(w.run);
+  free(w.param_of);
+  free(w.pidx);
+  free(w.use_at);
+  free(w.uses);
+}
+
+// zero 1: the backward accumulates into the whole gradient, the optimizer reads the piece.
+static void use_whole_gradients(dhx_graph *g, dhx_oplist *l) {
+  int *work = xcalloc((size_t)g->ntensors, sizeof(int));
+  for (int i = 0; i < g->ntensors; i++) work[i] = -1;
   for (int i = 0; i < g->ntensors; i++)
-    if (g->tensors[i].kind == kind && strcmp(g->tensors[i].name, name) == 0) return i;
-  return -1;
+    if (g->tensors[i].kind == DHX_T_PARAM && g->tensors[i].grad >= 0)
+      work[g->tensors[i].grad] = g->tensors[i].work;
+  for (int i = 0; i < l->n; i++)
+    for (int j = 0; j < l->ops[i].nargs; j++) {
+      dhx_operand *a = &l->ops[i].args[j];
+      if (a->kind == DHX_ARG_BUF && work[a->tensor] >= 0) a->tensor = work[a->tensor];
+    }
+  free(work);
 }
 
-// Partial sums of squares of `bytes` bytes of the shard from byte `from` into partials[at...].
-static int64_t shard_sumsq(dhx_oplist *l, int partials, int64_t at, int shard, int64_t from,
-                           int64_t bytes, const char *note) {
-  int64_t count = bytes / 4;
-  if (count == 0) return 0;
-  int64_t chunks = (count + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
-  dhx_operand sq[] = {dhx_buf(partials, at), dhx_buf(shard, from / 4), dhx_i64(count),
-                      dhx_i64(SUMSQ_CHUNK)};
-  dhx_emit_kernel(l, DHX_K_SUMSQ, chunks, note, 4, sq);
-  return chunks;
+void dhx_zero_shard(dhx_graph *g) {
+  if (!dhx_zero_sharded(g)) return;
+  partition(g);
+  if (g->zero == 1) {
+    use_whole_gradients(g, &g->prog[DHX_PROG_MICRO]);
+    return;
+  }
+  rewrite_program(g, DHX_PROG_MICRO);
+  if (g->zero >= 3) rewrite_program(g, DHX_PROG_EVAL);
 }
 
-// norm[which] += partials[from, from + rows) (COLSUM over one column).
-static void add_rows(dhx_oplist *l, int norm, int which, int partials, int64_t from,
-                     int64_t rows, const char *note) {
-  if (rows == 0) return;
-  dhx_operand a[] = {dhx_buf(norm, which), dhx_buf(partials, from), dhx_i64(rows), dhx_i64(1),
-                     dhx_i64(1)};
-  dhx_emit_kernel(l, DHX_K_COLSUM, 1, note, 5, a);
+// ---- BEGIN and STEP ---------------------------------------------------------------------------
+
+void dhx_lower_zero_begin(dhx_graph *g) {
+  if (g->zero != 1) return;
+  dhx_oplist *begin = &g->prog[DHX_PROG_BEGIN];
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *p = &g->tensors[i];
+    if (p->kind != DHX_T_PARAM || p->work < 0) continue;
+    dhx_lop *z = dhx_lop_push(begin, DHX_L_ZERO, 0, "zero the whole gradient");
+    z->args[0] = dhx_buf(p->work, 0);
+    z->args[1] = dhx_i64(dhx_tensor_elems(&g->tensors[p->work]) * 4);
+    z->nargs = 2;
+  }
 }
 
-static void adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, const char *group,
-                  int shard, int64_t from, double wd) {
-  char pn[64], mn[64], vn[64], note[DHX_NAME_MAX];
-  snprintf(pn, sizeof pn, "params[own,%s]", group);
-  snprintf(mn, sizeof mn, "adam_m[%s]", group);
-  snprintf(vn, sizeof vn, "adam_v[%s]", group);
-  int p = find(g, DHX_T_VIEW, pn);
-  if (p < 0 || g->tensors[p].view_elems == 0) return;
-  snprintf(note, sizeof note, "adamw %s (this rank's shard)", group);
-  dhx_emit_adamw_op(l, o, p, dhx_buf(shard, from / 4), find(g, DHX_T_VIEW, mn),
-                 find(g, DHX_T_VIEW, vn), g->tensors[p].view_elems, wd, note);
-}
-
-void dhx_lower_zero_step(dhx_graph *g, const dhx_lower_opts *o) {
-  const dhx_zero_chunk *z = &g->zc;
-  int grads = find(g, DHX_T_VIEW, "grads[all]"), params = find(g, DHX_T_VIEW, "params[all]");
-  int own = find(g, DHX_T_VIEW, "params[own]");
-  // One chunk of STEP's own memory (an activation of STEP: it shares bytes with the other
-  // programs' activations, never live at the same time) holds the gradient shard, then the
-  // updated parameters for the all-gather, which needs an input apart from its output.
-  int64_t chunk_elems = z->chunk / 4;
-  int shard = dhx_tensor_new(g, "step.shard", DHX_T_ACT, DHX_F32, 1, &chunk_elems);
-  g->tensors[shard].program = DHX_PROG_STEP;
-  int gshard = shard, pshard = shard;
-  int norm = find(g, DHX_T_SCRATCH, "grad_norm.shard");
-  int partials = find(g, DHX_T_SCRATCH, "grad_norm.partials");
-  int64_t count = (int64_t)g->dp * z->chunk / 4;
+void dhx_lower_zero_reduce(dhx_graph *g, int stream) {
+  if (g->zero != 1) return;
   dhx_oplist *step = &g->prog[DHX_PROG_STEP];
-
-  // This rank's chunk of the summed gradients, on the communication stream.
-  dhx_emit_reduce_scatter(step, 1, DHX_COMM_DP, grads, gshard, count,
-                          "data-parallel gradient sum, this rank's shard");
-  dhx_lop *rec = dhx_lop_push(step, DHX_L_RECORD, 1, "gradient shard reduced");
-  rec->event = 0;
-  dhx_lop *w = dhx_lop_push(step, DHX_L_WAIT, 0, "gradient shard reduced");
-  w->event = 0;
-  step->nevents = 1;
-
-  // The shards hold different tensors on each rank, so their partial sums cannot be added
-  // element by element across ranks: each rank reduces its own to two scalars (whole tensors,
-  // split tensors), and those are added over the group (the split one over tensor ranks too).
-  int64_t c1 = shard_sumsq(step, partials, 0, gshard, 0, z->whole_decay,
-                           "sum of squares of whole gradients (shard)");
-  int64_t c2 = shard_sumsq(step, partials, c1, gshard, z->split_end, z->own_end - z->split_end,
-                           "sum of squares of whole gradients (shard)");
-  int64_t c3 = shard_sumsq(step, partials, c1 + c2, gshard, z->whole_decay,
-                           z->split_end - z->whole_decay, "sum of squares of split gradients (shard)");
-  dhx_lop *zn = dhx_lop_push(step, DHX_L_ZERO, 0, "shard norm scalars");
-  zn->args[0] = dhx_buf(norm, 0);
-  zn->args[1] = dhx_i64(8);
-  zn->nargs = 2;
-  add_rows(step, norm, 0, partials, 0, c1 + c2, "whole gradients' sum of squares");
-  add_rows(step, norm, 1, partials, c1 + c2, c3, "split gradients' sum of squares");
-  dhx_emit_allreduce(step, 0, DHX_COMM_DP, norm, 2, "add shard sums over data ranks");
-  if (g->tp > 1) {
-    dhx_lop *ar = dhx_emit_allreduce(step, 0, DHX_COMM_TP, norm, 1, "add split sums over tensor ranks");
-    ar->args[0] = dhx_buf(norm, 1);
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *p = &g->tensors[i];
+    if (p->kind != DHX_T_PARAM || p->work < 0) continue;
+    char note[DHX_NAME_MAX];
+    snprintf(note, sizeof note, "reduce %.60s to this rank's piece", p->name);
+    dhx_emit_reduce_scatter(step, stream, DHX_COMM_DP, p->work, p->grad,
+                            piece_of(g, p) * g->dp, note);
   }
-  if (g->pp > 1)  // each stage holds different parameters: add the stages' sums
-    dhx_emit_allreduce(step, 0, DHX_COMM_PP, norm, 2, "add the stages' sums of squares");
-  dhx_lop *gn = dhx_lop_push(step, DHX_L_GRAD_NORM, 0, "global norm and clip scale");
-  gn->args[0] = dhx_buf(norm, 0);
-  gn->args[1] = dhx_i64(2);
-  gn->args[2] = dhx_f64(o->grad_clip);
-  gn->nargs = 3;
+}
 
-  adamw(g, step, o, "decay", gshard, 0, o->weight_decay);
-  adamw(g, step, o, "no_decay", gshard, z->decay_end, 0.0);
-
-  // Every rank's updated chunk to every rank.
-  if (own >= 0 && g->tensors[own].view_elems > 0) {
-    dhx_ewb b;
-    dhx_ewb_init(&b);
-    int x = dhx_ewb_load(&b, dhx_buf(own, 0), 0);
-    dhx_ewb_store(&b, x, dhx_buf(pshard, 0), false);
-    dhx_emit_ew(step, &b, z->chunk / 4, "updated parameter shard");
+void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o) {
+  dhx_oplist *step = &g->prog[DHX_PROG_STEP];
+  bool gather = false;
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *p = &g->tensors[i];
+    if (p->kind != DHX_T_PARAM) continue;
+    int64_t valid = valid_of(g, p), mine = g->zero >= 3 ? 0 : (int64_t)g->dp_rank * piece_of(g, p);
+    if (valid == 0) continue;
+    char note[DHX_NAME_MAX];
+    snprintf(note, sizeof note, "adamw %.60s (this rank's piece)", p->name);
+    dhx_lop *op = dhx_emit_adamw_op(step, o, i, dhx_buf(p->grad, 0), p->opt_m, p->opt_v, valid,
+                                    p->decay ? o->weight_decay : 0.0, note);
+    op->args[0] = dhx_buf(i, mine);
+    gather |= g->zero < 3;
   }
-  dhx_emit_all_gather(step, 0, DHX_COMM_DP, pshard, params, count,
-                      "data-parallel parameter shards to every rank");
+  if (!gather) return;
+  // The updated pieces into every rank's whole parameters, in place.
+  int go = step->nevents++, done = step->nevents++;
+  dhx_lop_push(step, DHX_L_RECORD, 0, "parameters updated")->event = go;
+  dhx_lop_push(step, DHX_L_WAIT, 1, "parameters updated")->event = go;
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *p = &g->tensors[i];
+    if (p->kind != DHX_T_PARAM) continue;
+    int64_t c = piece_of(g, p);
+    char note[DHX_NAME_MAX];
+    snprintf(note, sizeof note, "gather %.60s's updated pieces", p->name);
+    dhx_lop *ag = dhx_emit_all_gather(step, 1, DHX_COMM_DP, i, i, c * g->dp, note);
+    ag->args[0] = dhx_buf(i, (int64_t)g->dp_rank * c);
+  }
+  dhx_lop_push(step, DHX_L_RECORD, 1, "parameters gathered")->event = done;
+  dhx_lop_push(step, DHX_L_WAIT, 0, "parameters gathered")->event = done;
 }

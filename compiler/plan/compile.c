@@ -25,9 +25,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->zero >= 2 && cfg->dp > 1) {
-    snprintf(buf, n, "%s (zero: %d)", cfg->zero == 2 ? "gradient sharding" : "parameter sharding",
-             cfg->zero);
   } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "strand interleaving (the strands block)");
@@ -233,13 +230,12 @@ static void fuse(dhx_graph *g) {
 
 static void lower_step(const dhx_config *cfg, dhx_graph *g, int accum) {
   dhx_plan_persistent(g);  // sizes the optimizer's views
-  dhx_lower_opts o = {.dp = cfg->dp, .dp_rank = g->dp_rank, .zero = cfg->zero,
+  dhx_lower_opts o = {.dp = cfg->dp, .dp_rank = g->dp_rank, .zero = cfg->zero, .sp = cfg->sp,
                       .accum_steps = accum, .grad_clip = cfg->adamw.grad_clip,
                       .beta1 = cfg->adamw.beta1, .beta2 = cfg->adamw.beta2,
                       .eps = cfg->adamw.eps, .weight_decay = cfg->adamw.weight_decay};
   dhx_origin opt = {.node = -1, .layer = -1, .phase = DHX_PHASE_OPTIMIZER};
   g->prog[DHX_PROG_BEGIN].at = g->prog[DHX_PROG_STEP].at = opt;
-  if (cfg->sp) dhx_lower_sp_grad_sync(g, &o);  // sequence-split gradients summed first
   dhx_lower_optimizer(g, &o);
 }
 
@@ -259,11 +255,11 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
                           cfg->pp > 1 ? accum : 1))
     return false;
   dhx_create_param_state(g);
-  if (dhx_zero_sharded(g)) dhx_zero_partition(g);  // each data rank updates its own share
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
   lower_micro(cfg, g, accum);   dhx_verify_programs(g, "lowering", false);
   fuse(g);                      dhx_verify_programs(g, "fusion", false);
+  dhx_zero_shard(g);            dhx_verify_programs(g, "sharding", false);
   lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
   *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
   return true;
@@ -301,7 +297,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   const dhx_loc *at;
   if (dhx_unlowered(cfg, &at, what, sizeof what)) {
     dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, "
-                 "sequence and pipeline parallelism and sharded optimizer state (zero: 1) on cpu "
+                 "sequence and pipeline parallelism and sharded data parallelism (zero: 1..3) on cpu "
                  "clusters ('dhxc check' checks the program without lowering it)", what);
     return false;
   }

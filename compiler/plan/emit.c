@@ -41,12 +41,14 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     b->ndim = (uint32_t)t->ndim;
     memcpy(b->shape, t->shape, sizeof b->shape);
     b->offset = t->offset;
-    b->nbytes = dhx_tensor_elems(t) * 4;
+    b->nbytes = dhx_tensor_alloc_elems(t) * 4;
     b->grad = b->opt_m = b->opt_v = -1;
     b->split_dim = t->split_dim;
     b->split_groups = (uint32_t)t->split_groups;
     b->split_parts = (uint32_t)t->split_parts;
     b->split_index = (uint32_t)t->split_index;
+    b->shard_parts = (uint32_t)t->shard_parts;
+    b->shard_index = (uint32_t)t->shard_index;
     memcpy(b->global_shape, t->split_dim >= 0 ? t->global_shape : t->shape, sizeof b->shape);
     if (t->kind == DHX_T_PARAM) {
       b->init = t->init;

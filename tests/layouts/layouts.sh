@@ -6,9 +6,12 @@
 #                              each layout against (1,1,1), 1e-4 relative; the --sets apply
 #                              to every run (e.g. model.layers=8)
 #   parity_sp_* ...            the same with sequence parallelism (sp: on) on the layouts
-#   parity_zero1_* ...         the same with sharded optimizer state (zero: 1) on the layouts
+#   parity_zeroN_* ...         the same with sharded data parallelism (zero: N, N = 1..3)
+#   parity_zeroN_sp_* ...      both
 #   resume_across_layouts      a checkpoint of (1,2,1) resumes on (2,1,1), (2,2,1), (1,1,2)
 #   resume_sp_on_one_rank      a checkpoint of (1,2,1) with sp: on resumes on (1,1,1)
+#   resume_zero3               a zero 3 checkpoint of (2,1,1) resumes on (1,1,1) and under
+#                              zero 2; a (1,1,1) checkpoint resumes under zero 3 on (2,1,1)
 #   resume_zero                a zero 1 checkpoint of (2,1,1) resumes on (1,2,1) and (1,1,1);
 #                              a (1,1,1) checkpoint resumes under zero 1 on (2,1,1)
 set -euo pipefail
@@ -42,8 +45,13 @@ case $case_name in
     model=$1; shift
     sets=() extra=() sp=""
     while [[ ${1:-} == --set ]]; do sets+=("$1" "$2"); shift 2; done
-    if [[ $case_name == parity_sp_* ]]; then extra=(--set schedule.parallel.sp=on) sp=" with sp: on"; fi
-    if [[ $case_name == parity_zero1_* ]]; then extra=(--set schedule.parallel.zero=1) sp=" with zero: 1"; fi
+    if [[ $case_name =~ ^parity_zero([123])_ ]]; then
+      z=${BASH_REMATCH[1]}
+      extra+=(--set schedule.parallel.zero="$z") sp+=" with zero: $z"
+    fi
+    if [[ $case_name =~ ^parity_(zero[123]_)?sp_ ]]; then
+      extra+=(--set schedule.parallel.sp=on) sp+=" with sp: on"
+    fi
     compile "$model" single 1 1 1 "${sets[@]}"
     run single 1 --metrics single.jsonl
     for layout in "$@"; do
@@ -106,6 +114,24 @@ case $case_name in
     "$CHECK" same single.jsonl dp2z1.jsonl 1e-5 11 20
     echo "a (1,1,1) checkpoint resumes under zero 1 on (2,1,1) with the single-rank losses"
     run dp2z1 2 --init ck1/step_10.safetensors --steps 2  # its weights, fresh moments
+    ;;
+  resume_zero3)
+    compile tiny single 1 1 1 --set train.checkpoint_every=10
+    run single 1 --metrics single.jsonl --checkpoint-dir ck1
+    compile tiny dp2z3 2 1 1 --set schedule.parallel.zero=3 --set train.checkpoint_every=10
+    run dp2z3 2 --steps 10 --checkpoint-dir ck
+    test -f ck/step_10.safetensors
+    compile tiny one 1 1 1
+    run one 1 --resume ck/step_10.safetensors --metrics one.jsonl
+    "$CHECK" same single.jsonl one.jsonl 1e-5 11 20
+    echo "a zero 3 checkpoint of (2,1,1) resumes on (1,1,1) with the single-rank losses"
+    run dp2z3 2 --resume ck1/step_10.safetensors --metrics dp2z3.jsonl
+    "$CHECK" same single.jsonl dp2z3.jsonl 1e-5 11 20
+    echo "a (1,1,1) checkpoint resumes under zero 3 on (2,1,1) with the single-rank losses"
+    compile tiny dp2z2 2 1 1 --set schedule.parallel.zero=2
+    run dp2z2 2 --resume ck/step_10.safetensors --metrics dp2z2.jsonl
+    "$CHECK" same single.jsonl dp2z2.jsonl 1e-5 11 20
+    echo "a zero 3 checkpoint of (2,1,1) resumes under zero 2 with the single-rank losses"
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
