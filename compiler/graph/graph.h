@@ -171,8 +171,6 @@ typedef struct dhx_lop {
   dhx_plan_gemm gemm;          // GEMM: args[0..2] = A, B, C
   int comm, event;
   bool dead;                   // removed by a pass
-  int keeps;                   // > 0: tensor keeps - 1 stays live until this op (a WAIT for a
-                               //   send on another stream that reads it)
   dhx_origin at;               // where it comes from
   char note[DHX_NAME_MAX];
 } dhx_lop;

@@ -3,15 +3,17 @@
 // Persistent tensors come first, in an order that makes the optimizer's windows contiguous:
 // parameters with weight decay, parameters without, then gradients, first and second moments
 // in the same order (so element e of every window is the same weight), then the inputs,
-// losses and scratch. Activations follow: each belongs to one program, lives from its first
-// to its last use in that program, and shares memory with activations whose lifetimes do not
-// overlap (first fit over the op order). The programs never run at the same time, so they all
-// start at the same base.
+// losses and scratch. Activations follow: each belongs to one program and shares memory with
+// the activations of that program whose uses all happen before its own or after them, by the
+// order of streams and events (first fit over the op order). The programs never run at the
+// same time, so they all start at the same base.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../front/ice.h"
 #include "graph.h"
+#include "happens_before.h"
 
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
 
@@ -102,7 +104,7 @@ static int64_t place_persistent(dhx_graph *g) {
 typedef struct live {
   int tensor;
   int64_t offset, size;
-  int last;
+  int done;  // position in the op list from which on every op happens after its uses
 } live;
 
 static int by_first_use(const void *a, const void *b, void *g_) {
@@ -112,60 +114,131 @@ static int by_first_use(const void *a, const void *b, void *g_) {
   return *(const int *)a - *(const int *)b;
 }
 
-// Lowest offset >= base where `size` bytes fit between the blocks in `act` (sorted by offset).
-static int64_t first_fit(const live *act, int n, int64_t base, int64_t size) {
+// Lowest offset >= base where `size` bytes fit between the blocks in `act` (sorted by offset)
+// that may be live with tensor t: those that do not happen before all of t's uses. A block
+// used at or after t's first use in the list does not (a WAIT listed before its RECORD could
+// order it so; treating it as live is safe), so only the others need the clocks.
+static int64_t first_fit(const dhx_graph *g, const live *act, int n, int64_t base, int64_t size,
+                         const dhx_hb *h, const dhx_hb_span *uses, const int *local, int t) {
   int64_t at = base;
   for (int i = 0; i < n; i++) {
     if (act[i].offset >= at + size) break;
+    int x = act[i].tensor;
+    if (g->tensors[x].last_use < g->tensors[t].first_use &&
+        dhx_hb_span_before(h, &uses[local[x]], &uses[local[t]]))
+      continue;
     if (act[i].offset + act[i].size > at) at = align_up(act[i].offset + act[i].size);
   }
   return at;
 }
 
+// Happens-before among the program's ops. Dead ops order nothing.
+static void order_ops(const dhx_oplist *l, dhx_hb *h) {
+  int ns = l->nstreams > 0 ? l->nstreams : 1;
+  for (int i = 0; i < l->n; i++)
+    if (l->ops[i].stream + 1 > ns) ns = l->ops[i].stream + 1;
+  if (ns > DHX_MAX_STREAMS) DHX_ICE("%d streams (at most %d)", ns, DHX_MAX_STREAMS);
+  dhx_hb_init(h, (uint32_t)l->n, (uint32_t)ns, (uint32_t)l->nevents);
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    h->stream[i] = (uint8_t)op->stream;
+    if (op->dead) continue;
+    if (op->kind == DHX_L_RECORD) h->records[i] = op->event;
+    if (op->kind == DHX_L_WAIT) h->waits[i] = op->event;
+  }
+  dhx_hb_order(h);
+}
+
+// from[p]: the live ops at positions p and later. A block whose uses all happen before
+// from[p] is done for every tensor first used at p or later.
+static dhx_hb_span *ops_from(const dhx_oplist *l, const dhx_hb *h) {
+  dhx_hb_span *from = malloc(sizeof(dhx_hb_span) * (size_t)(l->n + 1));
+  if (!from) abort();
+  dhx_hb_span_clear(&from[l->n]);
+  for (int p = l->n - 1; p >= 0; p--) {
+    from[p] = from[p + 1];
+    if (!l->ops[p].dead) dhx_hb_span_add(h, &from[p], (uint32_t)p);
+  }
+  return from;
+}
+
+// The first position p after `last` with every op from p on happening after the uses `x`
+// (from[p] only shrinks as p grows, so this is a binary search).
+static int done_at(const dhx_hb *h, const dhx_hb_span *from, int n, const dhx_hb_span *x,
+                   int last) {
+  int lo = last + 1, hi = n;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (dhx_hb_span_before(h, x, &from[mid]))
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+// Activations of the program share bytes when every use of one happens before every use of
+// the other (program order per stream, RECORD -> WAIT across streams): a use on another
+// stream that nothing orders keeps the bytes live. Tensors are placed first fit in order of
+// their first use; with one stream this is liveness by position in the op list.
 static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
   dhx_oplist *l = &g->prog[prog];
-  for (int i = 0; i < g->ntensors; i++)
-    if (g->tensors[i].program == prog) g->tensors[i].first_use = g->tensors[i].last_use = -1;
+  int *local = malloc(sizeof(int) * (size_t)g->ntensors);  // index among the program's tensors
+  if (!local) abort();
+  int nlocal = 0;
+  for (int i = 0; i < g->ntensors; i++) {
+    local[i] = g->tensors[i].program == prog ? nlocal++ : -1;
+    if (local[i] >= 0) g->tensors[i].first_use = g->tensors[i].last_use = -1;
+  }
+  dhx_hb h;
+  order_ops(l, &h);
+  dhx_hb_span *uses = malloc(sizeof(dhx_hb_span) * (size_t)(nlocal + 1));
+  if (!uses) abort();
+  for (int i = 0; i < nlocal; i++) dhx_hb_span_clear(&uses[i]);
   for (int i = 0; i < l->n; i++) {
     if (l->ops[i].dead) continue;
     for (int j = 0; j < l->ops[i].nargs; j++) {
       int t = l->ops[i].args[j].tensor;
       if (l->ops[i].args[j].kind != DHX_ARG_BUF || g->tensors[t].kind != DHX_T_ACT) continue;
-      if (g->tensors[t].program != prog) continue;
+      if (local[t] < 0) continue;
       if (g->tensors[t].first_use < 0) g->tensors[t].first_use = i;
       g->tensors[t].last_use = i;
+      dhx_hb_span_add(&h, &uses[local[t]], (uint32_t)i);
     }
-    int kept = l->ops[i].keeps - 1;  // read by a transfer on another stream until here
-    if (kept >= 0 && g->tensors[kept].program == prog && g->tensors[kept].first_use >= 0)
-      g->tensors[kept].last_use = i;
   }
-  int *order = malloc(sizeof(int) * (size_t)g->ntensors);
-  live *act = malloc(sizeof(live) * (size_t)g->ntensors);
+  dhx_hb_span *from = ops_from(l, &h);
+  int *order = malloc(sizeof(int) * (size_t)(nlocal + 1));
+  live *act = malloc(sizeof(live) * (size_t)(nlocal + 1));
   if (!order || !act) abort();
   int n = 0, nact = 0;
   for (int i = 0; i < g->ntensors; i++)
-    if (g->tensors[i].program == prog && g->tensors[i].first_use >= 0) order[n++] = i;
+    if (local[i] >= 0 && g->tensors[i].first_use >= 0) order[n++] = i;
   qsort_r(order, (size_t)n, sizeof(int), by_first_use, g);
   int64_t end = base;
   for (int k = 0; k < n; k++) {
     dhx_tensor *t = &g->tensors[order[k]];
-    int j = 0;  // drop blocks whose last use is before this tensor's first use
+    int j = 0;  // drop the blocks that are done before this tensor and all later ones start
     for (int i = 0; i < nact; i++)
-      if (act[i].last >= t->first_use) act[j++] = act[i];
+      if (act[i].done > t->first_use) act[j++] = act[i];
     nact = j;
     int64_t size = align_up(tensor_bytes(t));
-    t->offset = first_fit(act, nact, base, size);
+    t->offset = first_fit(g, act, nact, base, size, &h, uses, local, order[k]);
     // Keep `act` sorted by offset: insert after the blocks at or below the new one's offset
     // (the order a stable sort would give), one move instead of a sort per tensor.
     int at = nact;
     while (at > 0 && act[at - 1].offset > t->offset) at--;
     memmove(act + at + 1, act + at, sizeof(live) * (size_t)(nact - at));
-    act[at] = (live){order[k], t->offset, size, t->last_use};
+    act[at] = (live){order[k], t->offset, size,
+                     done_at(&h, from, l->n, &uses[local[order[k]]], t->last_use)};
     nact++;
     if (t->offset + size > end) end = t->offset + size;
   }
   free(order);
   free(act);
+  free(from);
+  free(uses);
+  free(local);
+  dhx_hb_free(&h);
   return end;
 }
 

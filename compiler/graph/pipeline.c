@@ -56,8 +56,7 @@ typedef struct pipe {
   int *clones;              // [micro][ntmpl]: template tensor → that micro-batch's copy, or -1
   int micro;                // the micro-batch being written
   int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
-  int *sent_tensor;
-  int *late_event, *late_tensor, nlate;  // gradient sends, waited for at the end
+  int *late_event, nlate;   // gradient sends, waited for at the end
 } pipe;
 
 static dhx_tensor *T(pipe *p, int t) { return &p->g->tensors[t]; }
@@ -117,10 +116,10 @@ static void event_op(pipe *p, dhx_lop_kind kind, int stream, int event, const ch
 }
 
 // The compute stream waits for a send to finish before the sent tensor's bytes may be reused:
-// the tensor stays live (for the memory planner) until this wait.
-static void settle_send(pipe *p, int event, int tensor) {
+// the memory planner keeps them live until the ops after this wait, which the send happens
+// before.
+static void settle_send(pipe *p, int event) {
   event_op(p, DHX_L_WAIT, 0, event, "send done");
-  p->out->ops[p->out->n - 1].keeps = tensor + 1;
 }
 
 // Ends a block by sending tensor t (made on the compute stream) to `peer` from `stream`
@@ -193,7 +192,6 @@ static void forward(pipe *p, int m, int c) {
   size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
   p->sent_event[at] = end_block(p, activation_stream(g, g->pp_rank), out, next_stage(g),
                                 tag_of(p, m, global_chunk(g, c) + 1, 0), "activation of");
-  p->sent_tensor[at] = out;
 }
 
 static void backward(pipe *p, int m, int c) {
@@ -205,15 +203,14 @@ static void backward(pipe *p, int m, int c) {
     receive(p, gradient_stream(g, next_stage(g)), copy_of(p, t->d_out), next_stage(g),
             tag_of(p, m, global_chunk(g, c) + 1, 1), "gradient of");
     size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
-    settle_send(p, p->sent_event[at], p->sent_tensor[at]);
+    settle_send(p, p->sent_event[at]);
   }
   copy_ops(p, &t->ops, t->nfwd, t->ops.n);
   if (g->chunk_in[c] < 0) return;
   // Nothing comes back for a gradient: its send is settled at the end of the step.
   int din = copy_of(p, t->d_in);
-  p->late_event[p->nlate] = end_block(p, gradient_stream(g, g->pp_rank), din, prev_stage(g),
-                                      tag_of(p, m, global_chunk(g, c), 1), "gradient of");
-  p->late_tensor[p->nlate++] = din;
+  p->late_event[p->nlate++] = end_block(p, gradient_stream(g, g->pp_rank), din, prev_stage(g),
+                                        tag_of(p, m, global_chunk(g, c), 1), "gradient of");
 }
 
 static void start(pipe *p, dhx_graph *g, int prog, chunk_tmpl *tmpl, int slots, int micro) {
@@ -222,22 +219,17 @@ static void start(pipe *p, dhx_graph *g, int prog, chunk_tmpl *tmpl, int slots, 
   size_t blocks = (size_t)micro * (size_t)g->chunks;
   p->clones = malloc(sizeof(int) * (size_t)micro * (size_t)g->ntensors);
   p->sent_event = malloc(sizeof(int) * blocks);
-  p->sent_tensor = malloc(sizeof(int) * blocks);
   p->late_event = malloc(sizeof(int) * blocks);
-  p->late_tensor = malloc(sizeof(int) * blocks);
-  if (!p->clones || !p->sent_event || !p->sent_tensor || !p->late_event || !p->late_tensor)
-    abort();
+  if (!p->clones || !p->sent_event || !p->late_event) abort();
   for (size_t i = 0; i < (size_t)micro * (size_t)g->ntensors; i++) p->clones[i] = -1;
 }
 
 // Waits for the gradient sends, then frees the schedule's state.
 static void finish(pipe *p) {
-  for (int i = 0; i < p->nlate; i++) settle_send(p, p->late_event[i], p->late_tensor[i]);
+  for (int i = 0; i < p->nlate; i++) settle_send(p, p->late_event[i]);
   free(p->clones);
   free(p->sent_event);
-  free(p->sent_tensor);
   free(p->late_event);
-  free(p->late_tensor);
 }
 
 // Lowers chunk c's nodes (contiguous in the stage's list) into its template: the forward, and

@@ -145,7 +145,6 @@ static void check_op(check *c, const dhx_lop *op, const bool *recorded) {
       break;
     default: FAIL(c, "unknown op kind %d", (int)op->kind);
   }
-  if (op->keeps < 0 || op->keeps > c->g->ntensors) FAIL(c, "keeps tensor %d", op->keeps - 1);
   if (op->at.phase > DHX_PHASE_OPTIMIZER || op->at.micro < 0)
     FAIL(c, "origin: phase %d, micro-batch %d", (int)op->at.phase, op->at.micro);
 }

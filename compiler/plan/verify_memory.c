@@ -2,13 +2,13 @@
 // header for the rule).
 //
 // Per program: a happens-before order of the instructions as vector clocks (one entry per
-// stream: how many instructions of that stream happen before or are this one), built by
-// running the streams in the order the events allow; the accesses of every buffer (which
-// instructions read or write it); and per buffer a summary of its uses: the latest access on
-// each stream and the earliest clock any access has. "Every access of A happens before every
-// access of B" is then one comparison per stream. Overlapping buffers are found by a sweep over
-// the buffers sorted by offset, so the cost is the number of overlapping pairs times the
-// stream count, plus linear work per program.
+// stream: how many instructions of that stream happen before or are this one), the memory
+// planner's (happens_before.h); the accesses of every buffer (which instructions read or
+// write it); and per buffer a summary of its uses: the latest access on each stream and the
+// earliest clock any access has. "Every access of A happens before every access of B" is then
+// one comparison per stream. Overlapping buffers are found by a sweep over the buffers sorted
+// by offset, so the cost is the number of overlapping pairs times the stream count, plus linear
+// work per program.
 #include "verify_memory.h"
 
 #include <inttypes.h>
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../graph/happens_before.h"
 #include "plan_util.h"
 
 #define ACC_READ 1u
@@ -40,9 +41,10 @@ typedef struct use {
 typedef struct program_facts {
   const dhx_plan_program *prog;
   uint32_t nstreams;
-  uint32_t *clock;   // [instr * DHX_MAX_STREAMS + s]
-  uint32_t *pos;     // 1-based position of an instruction in its stream
-  uint32_t *seq;     // place in a linear extension of happens-before (a before b ⇒ seq a < seq b)
+  dhx_hb hb;
+  const uint32_t *clock;  // hb's: [instr * DHX_MAX_STREAMS + s]
+  const uint32_t *pos;    // 1-based position of an instruction in its stream
+  const uint32_t *seq;    // place in a linear extension of happens-before
   uint32_t *start;   // accesses of buffer b: acc[start[b] .. start[b + 1])
   access *acc;
   use *uses;         // per buffer
@@ -85,73 +87,25 @@ static uint32_t streams_of(const dhx_plan_program *p) {
   return n < DHX_MAX_STREAMS ? n : DHX_MAX_STREAMS;
 }
 
-// The RECORD of each event when there is exactly one; -1 otherwise. A WAIT on an event recorded
-// more than once may be released by any of the records, so it orders nothing here.
-static int32_t *single_records(const dhx_plan_program *p) {
-  int32_t *rec = xcalloc(p->nevents, sizeof(int32_t));
-  uint32_t *count = xcalloc(p->nevents, sizeof(uint32_t));
-  for (uint32_t i = 0; i < p->ninstrs; i++) {
-    const dhx_plan_instr *in = &p->instrs[i];
-    if (in->op != DHX_OP_RECORD || in->event < 0 || (uint32_t)in->event >= p->nevents) continue;
-    rec[in->event] = (int32_t)i;
-    count[in->event]++;
-  }
-  for (uint32_t e = 0; e < p->nevents; e++)
-    if (count[e] != 1) rec[e] = -1;
-  free(count);
-  return rec;
-}
-
-// The RECORD a WAIT is ordered after, or -1.
-static int32_t released_by(const dhx_plan_instr *in, const int32_t *rec, uint32_t nevents) {
-  if (in->op != DHX_OP_WAIT || in->event < 0 || (uint32_t)in->event >= nevents) return -1;
-  return rec[in->event];
-}
-
-// Runs the streams in an order the events allow (a stream stops at a WAIT whose RECORD has not
-// run yet), giving every instruction its clock. A plan that could hang is refused by the
-// validator; should one get here, its blocked WAITs are taken as ordering nothing.
+// The clocks of the program's instructions (happens_before.h).
 static void order_program(program_facts *f) {
   const dhx_plan_program *p = f->prog;
-  uint32_t ns = f->nstreams, n = p->ninstrs;
-  int32_t *rec = single_records(p);
-  uint8_t *done = xcalloc(n, 1);
-  uint32_t next[DHX_MAX_STREAMS] = {0}, cur[DHX_MAX_STREAMS][DHX_MAX_STREAMS] = {{0}};
-  uint32_t ndone = 0;
-  bool blocked_waits_order_nothing = false;
-  while (ndone < n) {
-    bool progress = false;
-    for (uint32_t s = 0; s < ns; s++) {
-      for (; next[s] < n; next[s]++) {
-        const dhx_plan_instr *in = &p->instrs[next[s]];
-        if (in->stream != s) continue;
-        int32_t r = released_by(in, rec, p->nevents);
-        if (r >= 0 && !done[r] && !blocked_waits_order_nothing) break;
-        uint32_t i = next[s];
-        cur[s][s]++;
-        if (r >= 0 && done[r])
-          for (uint32_t t = 0; t < ns; t++) {
-            uint32_t c = f->clock[(size_t)r * DHX_MAX_STREAMS + t];
-            if (c > cur[s][t]) cur[s][t] = c;
-          }
-        memcpy(&f->clock[(size_t)i * DHX_MAX_STREAMS], cur[s], sizeof cur[s]);
-        f->pos[i] = cur[s][s];
-        f->seq[i] = ndone++;
-        done[i] = 1;
-        progress = true;
-      }
-    }
-    if (!progress) blocked_waits_order_nothing = true;
+  dhx_hb_init(&f->hb, p->ninstrs, f->nstreams, p->nevents);
+  for (uint32_t i = 0; i < p->ninstrs; i++) {
+    const dhx_plan_instr *in = &p->instrs[i];
+    f->hb.stream[i] = (uint8_t)in->stream;
+    if (in->op == DHX_OP_RECORD) f->hb.records[i] = in->event;
+    if (in->op == DHX_OP_WAIT) f->hb.waits[i] = in->event;
   }
-  free(done);
-  free(rec);
+  dhx_hb_order(&f->hb);
+  f->clock = f->hb.clock;
+  f->pos = f->hb.pos;
+  f->seq = f->hb.seq;
 }
 
 // Instruction a happens before instruction b (a run of the program finishes a before b starts).
 static bool happens_before(const program_facts *f, int32_t a, int32_t b) {
-  if (a == b) return false;
-  uint32_t sa = f->prog->instrs[a].stream;
-  return f->clock[(size_t)b * DHX_MAX_STREAMS + sa] >= f->pos[a];
+  return dhx_hb_before(&f->hb, (uint32_t)a, (uint32_t)b);
 }
 
 // ---- accesses ---------------------------------------------------------------------------------
@@ -268,10 +222,6 @@ static void analyze_program(checker *c, int prog) {
   program_facts *f = &c->progs[prog];
   f->prog = &c->r->programs[prog];
   f->nstreams = streams_of(f->prog);
-  size_t n = f->prog->ninstrs;
-  f->clock = xcalloc(n * DHX_MAX_STREAMS, sizeof(uint32_t));
-  f->pos = xcalloc(n, sizeof(uint32_t));
-  f->seq = xcalloc(n, sizeof(uint32_t));
   order_program(f);
   collect_accesses(c, f);
   f->uses = xcalloc(c->r->nbuffers, sizeof(use));
@@ -287,9 +237,7 @@ static void analyze_program(checker *c, int prog) {
 }
 
 static void free_program(program_facts *f) {
-  free(f->clock);
-  free(f->pos);
-  free(f->seq);
+  dhx_hb_free(&f->hb);
   free(f->start);
   free(f->acc);
   free(f->uses);

@@ -1,10 +1,9 @@
 // verify_memory.h — proves that no two buffers that may be live at the same time share bytes.
 //
-// The memory planner lets tensors share arena bytes when their lifetimes do not overlap. Once
-// instructions run on several streams, ordered only by RECORD/WAIT events, "do not overlap"
-// must hold in the happens-before order of the program, not in its list order. This checker
-// works on the plan alone (buffers, instructions, kernel access descriptors), so it judges what
-// dhxrun will run whatever pass produced it.
+// The memory planner lets tensors share arena bytes when every use of one happens before every
+// use of the other, in the order of streams and RECORD/WAIT events (happens_before.h, whose
+// clocks this checker uses too). This checker works on the plan alone (buffers, instructions,
+// kernel access descriptors), so it judges what dhxrun will run whatever pass produced it.
 #ifndef DHX_VERIFY_MEMORY_H
 #define DHX_VERIFY_MEMORY_H
 
