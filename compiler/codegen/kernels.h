@@ -195,6 +195,17 @@ bool dhx_codegen_emit_ptx(dhx_codegen *cg, const char *sm, const char *path, cha
 // this CPU's features; DHX_CODEGEN_CPU / DHX_CODEGEN_FEATURES / DHX_CODEGEN_VECTOR_WIDTH
 // override them (target_host.c).
 bool dhx_codegen_emit_host_so(dhx_codegen *cg, const char *so_path, char *err, size_t errlen);
+// One output of dhx_codegen_emit_targets: PTX for `sm`, or the host library when sm is NULL.
+#define DHX_CODEGEN_MAX_TARGETS 4
+typedef struct dhx_codegen_target {
+  dhx_codegen *cg;
+  const char *sm;
+  char path[4096];
+  bool ok;
+  char err[1024];
+} dhx_codegen_target;
+// Emits every target at once (a thread each); false when any failed (see each one's err).
+bool dhx_codegen_emit_targets(dhx_codegen_target *targets, int n);
 // Writes the textual LLVM IR of the (target-independent) kernels, for `dhxc --emit=llvm`.
 bool dhx_codegen_emit_llvm(dhx_codegen *cg, const char *path, char *err, size_t errlen);
 

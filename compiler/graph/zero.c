@@ -244,7 +244,7 @@ static int gather_run(rewrite *w, int run) {
 
 // A bucket of finished whole gradients: reduce-scattered on the data-parallel stream into
 // short-lived pieces, which compute adds into the persistent pieces once they are in (at the
-// next bucket or the end), keeping the whole gradients live until then.
+// next bucket or the end).
 typedef struct bucket {
   int *uses, n;
   int done;  // event recorded when its reductions are in, -1 before it is sent
@@ -271,10 +271,11 @@ static void send_bucket(rewrite *w, bucket *b) {
 
 static void settle_bucket(rewrite *w, bucket *b) {
   dhx_graph *g = w->g;
+  // The whole gradients stay live (for the memory planner) until this wait orders their
+  // reductions before what follows.
+  event(w, DHX_L_WAIT, 0, b->done, "gradients reduced");
   for (int k = 0; k < b->n; k++) {
     use *u = &w->uses[b->uses[k]];
-    event(w, DHX_L_WAIT, 0, b->done, "gradients reduced");
-    w->out.ops[w->out.n - 1].keeps = u->copy + 1;  // read by the reduction until now
     const dhx_tensor *p = &g->tensors[u->param];
     dhx_ewb e;
     dhx_ewb_init(&e);

@@ -3,6 +3,7 @@
 #include "compile.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,30 +389,38 @@ static bool make_dir(const char *dir) {
   return false;
 }
 
+typedef struct plan_writer {
+  const dhx_plan *plan;
+  char path[4096], err[1024];
+  bool ok;
+} plan_writer;
+
+static void *write_plan_file(void *arg) {
+  plan_writer *w = arg;
+  w->ok = dhx_plan_write(w->path, w->plan, w->err, sizeof w->err);
+  return NULL;
+}
+
+// The kernels for every target and plan.bin are written at the same time: at scale each takes
+// a good part of dhxc's time, and they share nothing.
 bool dhx_write_plan_dir(dhx_compiled *c, const char *dir) {
   if (!make_dir(dir)) return false;
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/kernels.so", dir);
-  dhx_timing_pass("kernels (host, PTX)");
-  if (!dhx_codegen_emit_host_so(c->cg, path, err, sizeof err)) {
-    dhx_error("%s: %s", path, err);
-    return false;
-  }
-  static const char *targets[][2] = {{"sm_80", "kernels.ptx"}, {"sm_90", "kernels.sm_90.ptx"}};
-  for (int i = 0; i < 2; i++) {
-    snprintf(path, sizeof path, "%s/%s", dir, targets[i][1]);
-    if (!dhx_codegen_emit_ptx(c->cg, targets[i][0], path, err, sizeof err)) {
-      dhx_error("%s: %s", path, err);
-      return false;
-    }
-  }
-  snprintf(path, sizeof path, "%s/plan.bin", dir);
-  dhx_timing_pass("write plan.bin");
-  bool written = dhx_plan_write(path, &c->plan, err, sizeof err);
+  dhx_codegen_target targets[] = {{.cg = c->cg}, {.cg = c->cg, .sm = "sm_80"},
+                                  {.cg = c->cg, .sm = "sm_90"}};
+  snprintf(targets[0].path, sizeof targets[0].path, "%s/kernels.so", dir);
+  snprintf(targets[1].path, sizeof targets[1].path, "%s/kernels.ptx", dir);
+  snprintf(targets[2].path, sizeof targets[2].path, "%s/kernels.sm_90.ptx", dir);
+  plan_writer w = {.plan = &c->plan};
+  snprintf(w.path, sizeof w.path, "%s/plan.bin", dir);
+  dhx_timing_pass("kernels (host, PTX) and plan.bin");
+  pthread_t writer;
+  bool threaded = pthread_create(&writer, NULL, write_plan_file, &w) == 0;
+  if (!threaded) write_plan_file(&w);
+  bool ok = dhx_codegen_emit_targets(targets, 3);
+  if (threaded) pthread_join(writer, NULL);
   dhx_timing_stop();
-  if (!written) {
-    dhx_error("%s: %s", path, err);
-    return false;
-  }
-  return true;
+  for (int i = 0; i < 3; i++)
+    if (!targets[i].ok) dhx_error("%s: %s", targets[i].path, targets[i].err);
+  if (!w.ok) dhx_error("%s: %s", w.path, w.err);
+  return ok && w.ok;
 }
