@@ -47,6 +47,8 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     b->split_groups = (uint32_t)t->split_groups;
     b->split_parts = (uint32_t)t->split_parts;
     b->split_index = (uint32_t)t->split_index;
+    b->shard_parts = 1;  // the whole slice: no ZeRO shard yet
+    b->shard_index = 0;
     memcpy(b->global_shape, t->split_dim >= 0 ? t->global_shape : t->shape, sizeof b->shape);
     if (t->kind == DHX_T_PARAM) {
       b->init = t->init;
