@@ -85,17 +85,23 @@ static bool same_shape(const dhx_st_entry *e, const dhx_plan_buffer *b) {
   return true;
 }
 
-// Reads the whole tensor of entry e and keeps the buffer's slice of it; f32 converts from the
-// file's dtype (weights), otherwise the entry must be F32 already.
+// Reads the whole tensor of entry e and keeps the buffer's part of it (a slice, a ZeRO shard),
+// padding zero; f32 converts from the file's dtype (weights), otherwise the entry must be F32
+// already.
 static bool read_slice(dhx_st_file *s, const dhx_st_entry *e, const dhx_plan_buffer *b,
                        float *dst, bool convert, char *err, size_t errlen) {
-  if (b->split_dim < 0)
+  int64_t n = dhx_buffer_elems(b), whole = dhx_buffer_global_elems(b);
+  if (b->split_dim < 0 && b->shard_parts == 1) {  // the whole tensor, maybe padded
+    memset(dst + whole, 0, sizeof *dst * (size_t)(n - whole));
     return convert ? dhx_st_read_f32(s, e, dst, err, errlen) : dhx_st_read(s, e, dst, err, errlen);
-  int64_t whole = dhx_buffer_global_elems(b), n = b->nbytes / 4;
+  }
   float *tmp = malloc((size_t)whole * sizeof *tmp);
   if (!tmp) return dhx_st_fail(s->path, err, errlen, "out of memory reading '%s'", e->name);
   bool ok = convert ? dhx_st_read_f32(s, e, tmp, err, errlen) : dhx_st_read(s, e, tmp, err, errlen);
-  for (int64_t i = 0; i < n && ok; i++) dst[i] = tmp[dhx_buffer_global_index(b, i)];
+  for (int64_t i = 0; i < n && ok; i++) {
+    int64_t w = dhx_buffer_whole_index(b, i);
+    dst[i] = w < 0 ? 0.0f : tmp[w];
+  }
   free(tmp);
   return ok;
 }
@@ -115,8 +121,10 @@ bool dhx_checkpoint_save(const dhx_plan *plan, uint32_t rank, const uint8_t *are
   }
   for (int i = 0; i < n; i++) {
     const dhx_plan_buffer *b = &r->buffers[t[i].buf];
+    // The rank holds every tensor whole (dhx_checkpoint_save_all), maybe padded: the file takes
+    // its first product(shape) elements.
     out[i] = (dhx_st_tensor){.name = t[i].name, .dtype = "F32", .ndim = (int)b->ndim,
-                             .data = arena + b->offset, .nbytes = b->nbytes};
+                             .data = arena + b->offset, .nbytes = 4 * dhx_buffer_slice_elems(b)};
     memcpy(out[i].shape, b->shape, sizeof b->shape);
   }
   char num[32];

@@ -3,9 +3,11 @@
 // Checkpoints are always in the global layout (every tensor whole, under its own name), so a
 // run may resume on any other layout. With tensor parallelism a parameter's slices live on
 // the ranks of a tensor-parallel group: one data-parallel replica (dp_rank 0) sends its pieces
-// to rank 0, which places each element by dhx_buffer_global_index and writes the file with
+// to rank 0, which places each element by dhx_buffer_whole_index and writes the file with
 // dhx_checkpoint_save. Whole tensors, the same on every tensor rank, come from tensor rank 0.
-// With sharded optimizer state (zero >= 1) a parameter's moments come from its owner.
+// With sharded optimizer state (zero >= 1) a parameter's moments come from its owner, and a
+// buffer cut into ZeRO shards (plan.h: shard_parts) from every data-parallel rank, each placing
+// its piece by dhx_buffer_whole_index.
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,29 +15,25 @@
 #include "dhxrt.h"
 #include "safetensors.h"
 
-// What rank section r sends of parameter buffer b: the parameter itself from one data-parallel
-// replica (dp_rank 0), its moments from the rank that holds them (with sharded optimizer state
-// the parameter's owner, on any dp_rank; otherwise dp_rank 0). Whole tensors, the same on every
-// tensor rank, come from tensor rank 0.
-static bool sends_param(const dhx_plan_rank *r, const dhx_plan_buffer *b) {
-  return r->dp_rank == 0 && b->kind == DHX_BUF_PARAM && (b->split_dim >= 0 || r->tp_rank == 0);
-}
-
-static bool sends_moments(const dhx_plan *plan, const dhx_plan_rank *r, const dhx_plan_buffer *b) {
-  return b->kind == DHX_BUF_PARAM && (b->split_dim >= 0 || r->tp_rank == 0) &&
-         (r->dp_rank == 0 || plan->train.zero >= 1);
+// Which ranks send a part of a parameter's tensor (the parameter or a moment, buffer x): a ZeRO
+// shard (shard_parts > 1) comes from every data-parallel rank, each holding its piece; a whole
+// slice from one replica, dp_rank 0 (a moment of sharded optimizer state, zero >= 1, from its
+// owner, on any dp_rank). Whole tensors, the same on every tensor rank, come from tensor rank 0.
+static bool sends(const dhx_plan *plan, const dhx_plan_rank *r, const dhx_plan_buffer *x) {
+  bool moment = x->kind == DHX_BUF_OPT_M || x->kind == DHX_BUF_OPT_V;
+  return (x->split_dim >= 0 || r->tp_rank == 0) &&
+         (r->dp_rank == 0 || x->shard_parts > 1 || (moment && plan->train.zero >= 1));
 }
 
 // The buffers rank section r sends for its buffer `self` (in this order: the parameter, then
 // its moments); none for buffers that are not parameters.
 static int pieces_of(const dhx_plan *plan, const dhx_plan_rank *r, int32_t self, int32_t ids[3]) {
   const dhx_plan_buffer *b = &r->buffers[self];
+  if (b->kind != DHX_BUF_PARAM) return 0;
+  int32_t parts[3] = {self, b->opt_m, b->opt_v};
   int n = 0;
-  if (sends_param(r, b)) ids[n++] = self;
-  if (sends_moments(plan, r, b)) {
-    if (b->opt_m >= 0) ids[n++] = b->opt_m;
-    if (b->opt_v >= 0) ids[n++] = b->opt_v;
-  }
+  for (int k = 0; k < 3; k++)
+    if (parts[k] >= 0 && sends(plan, r, &r->buffers[parts[k]])) ids[n++] = parts[k];
   return n;
 }
 
@@ -58,6 +56,8 @@ static int32_t add_whole(dhx_plan_rank *r, const dhx_plan_buffer *b, int64_t *at
   w->split_dim = -1;
   w->split_groups = w->split_parts = 1;
   w->split_index = 0;
+  w->shard_parts = 1;  // no shard, no padding
+  w->shard_index = 0;
   w->nbytes = 4 * dhx_buffer_global_elems(b);
   w->offset = *at;
   w->grad = w->opt_m = w->opt_v = -1;
@@ -110,13 +110,17 @@ static void free_whole(whole *w) {
   free(w->arena);
 }
 
-// Places the elements of slice b (data in `from`) into its whole tensor in w.
+// Places the elements of b, a slice or shard (data in `from`), into its whole tensor in w;
+// padding has no place.
 static void place(whole *w, const dhx_plan_buffer *b, const float *from) {
   dhx_plan_rank *r = &w->plan->ranks[0];
   const dhx_plan_buffer *to = &r->buffers[find_buffer(r, b->name)];
   float *dst = (float *)(w->arena + to->offset);
-  int64_t n = b->nbytes / 4;
-  for (int64_t i = 0; i < n; i++) dst[dhx_buffer_global_index(b, i)] = from[i];
+  int64_t n = dhx_buffer_elems(b);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t at = dhx_buffer_whole_index(b, i);
+    if (at >= 0) dst[at] = from[i];
+  }
 }
 
 // Rank 0 receives every rank's pieces in the order they send them: rank by rank, buffer by
@@ -160,10 +164,19 @@ static void send_pieces(const dhx_plan *plan, const dhx_plan_rank *r, const uint
   }
 }
 
+// Whether some rank holds a ZeRO shard of a tensor rather than all of it.
+static bool has_shards(const dhx_plan *plan) {
+  for (uint32_t h = 0; h < plan->nranks; h++)
+    for (uint32_t i = 0; i < plan->ranks[h].nbuffers; i++)
+      if (plan->ranks[h].buffers[i].shard_parts > 1) return true;
+  return false;
+}
+
 bool dhx_checkpoint_save_all(const dhx_plan *plan, uint32_t rank, const uint8_t *arena,
                              const char *path, int64_t step, char *err, size_t errlen) {
-  if (plan->train.tp == 1 && plan->train.pp == 1 && (plan->train.zero == 0 || plan->train.dp == 1))
-    // rank 0 holds every tensor whole
+  if (plan->train.tp == 1 && plan->train.pp == 1 &&
+      (plan->train.zero == 0 || plan->train.dp == 1) && !has_shards(plan))
+    // rank 0 holds every tensor whole (maybe padded)
     return rank != 0 || dhx_checkpoint_save(plan, 0, arena, path, step, err, errlen);
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);  // keeps these messages apart from any others

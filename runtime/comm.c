@@ -227,12 +227,14 @@ void dhx_all_gather(dhx_comms *cs, int comm, int stream, const float *in, float 
                     int64_t count) {
   ring *r = ring_of(cs, comm, stream);
   if (count <= 0) return;
-  if (!r) {  // p == 1: the whole is this rank's own chunk
-    if (alone_in(cs, comm)) memcpy(out, in, sizeof(float) * (size_t)count);
+  if (!r) {  // p == 1: the whole is this rank's own chunk (in may be out: in place)
+    if (alone_in(cs, comm)) memmove(out, in, sizeof(float) * (size_t)count);
     return;
   }
   int p = r->size, me = r->rank;
-  memcpy(out + chunk_start(count, p, me), in, sizeof(float) * (size_t)chunk_len(count, p, me));
+  float *mine = out + chunk_start(count, p, me);
+  if (in != mine)  // in place (the input is this rank's chunk of the output): nothing to copy
+    memcpy(mine, in, sizeof(float) * (size_t)chunk_len(count, p, me));
   ring_all_gather(cs, r, out, count, 0);
 }
 

@@ -4,7 +4,8 @@
 // (train.seed, FNV-1a(NAME), i) only — splitmix64 for uniform bits, Box-Muller for the normal —
 // so every rank computes the same weights without communicating, in any order, with any number
 // of threads, and a layout that splits a tensor differently still starts from the same model
-// (a shard initialises its elements by their index in the whole tensor).
+// (a slice or a ZeRO shard initialises its elements by their index in the whole tensor, and
+// its padding to zero).
 #include <math.h>
 
 #include "dhxrt.h"
@@ -47,38 +48,28 @@ typedef struct init_job {
   float *p;
   uint64_t key;
   float std;
-  const dhx_plan_buffer *b;  // its slice of the whole tensor
+  const dhx_plan_buffer *b;  // its part of the whole tensor
+  bool whole;                // b is the whole tensor: element i is element i
 } init_job;
 
-static void normal_range(void *ctx, int64_t begin, int64_t end) {
+// Element i takes the value of its whole-tensor element, padding 0.
+static void init_range(void *ctx, int64_t begin, int64_t end) {
   init_job *job = ctx;
-  if (job->b->split_dim < 0) {
-    for (int64_t i = begin; i < end; i++) job->p[i] = (float)(job->std * normal_at(job->key, i));
-    return;
+  const dhx_plan_buffer *b = job->b;
+  for (int64_t i = begin; i < end; i++) {
+    int64_t w = job->whole ? i : dhx_buffer_whole_index(b, i);
+    if (w < 0) job->p[i] = 0.0f;
+    else if (b->init == DHX_INIT_NORMAL) job->p[i] = (float)(job->std * normal_at(job->key, w));
+    else job->p[i] = b->init == DHX_INIT_ONES ? 1.0f : 0.0f;
   }
-  for (int64_t i = begin; i < end; i++)
-    job->p[i] = (float)(job->std * normal_at(job->key, dhx_buffer_global_index(job->b, i)));
 }
 
 void dhx_init_params(dhx_rt *rt, uint64_t seed) {
   for (uint32_t id = 0; id < rt->rank->nbuffers; id++) {
     const dhx_plan_buffer *b = &rt->rank->buffers[id];
     if (b->kind != DHX_BUF_PARAM) continue;
-    float *p = dhx_rt_buffer(rt, (int32_t)id);
-    int64_t n = b->nbytes / 4;
-    switch ((dhx_init_kind)b->init) {
-      case DHX_INIT_NONE:
-      case DHX_INIT_ZEROS:
-        for (int64_t i = 0; i < n; i++) p[i] = 0.0f;
-        break;
-      case DHX_INIT_ONES:
-        for (int64_t i = 0; i < n; i++) p[i] = 1.0f;
-        break;
-      case DHX_INIT_NORMAL: {
-        init_job job = {p, tensor_key(seed, b->name), b->init_std, b};
-        dhx_pool_for(rt->pool, n, INIT_GRAIN, normal_range, &job);
-        break;
-      }
-    }
+    init_job job = {dhx_rt_buffer(rt, (int32_t)id), tensor_key(seed, b->name), b->init_std, b,
+                    b->split_dim < 0 && dhx_buffer_is_slice(b)};
+    dhx_pool_for(rt->pool, dhx_buffer_elems(b), INIT_GRAIN, init_range, &job);
   }
 }

@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 4
+#define DHX_PLAN_VERSION 5
 #define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
 #define DHX_PATH_MAX 512
 #define DHX_MAX_DIMS 4
@@ -59,7 +59,7 @@ typedef struct dhx_plan_buffer {
   uint32_t ndim;
   int64_t shape[DHX_MAX_DIMS];
   int64_t offset;           // bytes from the arena start; multiple of DHX_ALIGN
-  int64_t nbytes;           // = product(shape) * sizeof(dtype)
+  int64_t nbytes;           // = C * sizeof(dtype), C elements (below: the shard)
   // parameters only (ignored otherwise):
   uint32_t init;            // dhx_init_kind
   float init_std;           // DHX_INIT_NORMAL
@@ -132,8 +132,9 @@ typedef enum {
   // communicator size p. Member i gets the sum of elements [i*count/p, (i+1)*count/p).
   DHX_OP_REDUCE_SCATTER,
   // All-gather: args[0] = input region (count/p elements), args[1] = output region (count
-  // elements, disjoint from the input), args[2] = count, a multiple of p. Member i's input
-  // lands at elements [i*count/p, (i+1)*count/p) of every member's output.
+  // elements), args[2] = count, a multiple of p. Member i's input lands at elements
+  // [i*count/p, (i+1)*count/p) of every member's output. The input is disjoint from the
+  // output, or exactly member i's chunk of it (in place, as NCCL allows).
   DHX_OP_ALL_GATHER,
   // Point-to-point: args[0] = buffer region, args[1] = element count, args[2] = peer (I64, rank
   // within the communicator, not this rank), args[3] = tag (I64, 0..DHX_MAX_TAG). A SEND is

@@ -35,7 +35,7 @@
 
 // Serialized sizes of the fixed-size records (the reader uses them to bound counts).
 #define BUFFER_BYTES (DHX_NAME_MAX + 3 * 4 + DHX_MAX_DIMS * 8 + 2 * 8 + 3 * 4 + 3 * 4 + \
-                      DHX_MAX_DIMS * 8 + 4 * 4)
+                      DHX_MAX_DIMS * 8 + 4 * 4 + 2 * 4)
 #define INSTR_BYTES (6 * 4 + 8 + 4 + 4)  // no arguments, no GEMM, an empty note
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
 #define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
@@ -274,6 +274,8 @@ static void io_buffer(plan_io *s, dhx_plan_buffer *b) {
   io_u32(s, &b->split_groups);
   io_u32(s, &b->split_parts);
   io_u32(s, &b->split_index);
+  io_u32(s, &b->shard_parts);
+  io_u32(s, &b->shard_index);
 }
 
 static void io_arg(plan_io *s, dhx_plan_arg *a) {

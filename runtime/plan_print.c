@@ -147,6 +147,14 @@ static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint
   fputc('\n', f);
 }
 
+// " shard r/P" for a ZeRO shard, and the padding the buffer holds past the end of its slice.
+static void print_shard(FILE *f, const dhx_plan_buffer *b) {
+  int64_t c = dhx_buffer_elems(b), end = (int64_t)(b->shard_index + 1) * c;
+  int64_t pad = end - dhx_buffer_slice_elems(b);
+  if (b->shard_parts > 1) fprintf(f, " shard %u/%u", b->shard_index, b->shard_parts);
+  if (pad > 0) fprintf(f, " padded by %" PRId64, pad < c ? pad : c);
+}
+
 static void print_buffers(FILE *f, const dhx_plan_rank *r) {
   fprintf(f, "  %5s %-8s %-5s %-22s %12s %12s  %s\n", "id", "kind", "dtype", "shape", "offset",
           "bytes", "name");
@@ -168,6 +176,7 @@ static void print_buffers(FILE *f, const dhx_plan_rank *r) {
     if (b->split_dim >= 0)
       fprintf(f, " slice %u/%u of dim %d%s", b->split_index, b->split_parts, b->split_dim,
               b->split_groups > 1 ? " in each group" : "");
+    print_shard(f, b);
     fputc('\n', f);
   }
 }
@@ -177,7 +186,8 @@ static bool buffers_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
             a->dtype == b->dtype && a->ndim == b->ndim && a->offset == b->offset &&
             a->nbytes == b->nbytes && a->init == b->init && a->init_std == b->init_std &&
             a->decay == b->decay && a->grad == b->grad && a->opt_m == b->opt_m &&
-            a->opt_v == b->opt_v;
+            a->opt_v == b->opt_v && a->shard_parts == b->shard_parts &&
+            a->shard_index == b->shard_index;
   for (int d = 0; d < DHX_MAX_DIMS && eq; d++) eq = a->shape[d] == b->shape[d];
   return eq;
 }

@@ -32,10 +32,22 @@ const char *dhx_prog_name(uint32_t prog);        // "BEGIN", "MICRO", "STEP", "E
 const char *dhx_karg_name(uint32_t type);        // "ptr", "i64", "f32", "f64"
 const char *dhx_reg_name(uint32_t reg);          // "lr", "bc1", ...
 
-// Element i of buffer b is element dhx_buffer_global_index(b, i) of the whole tensor
-// (global_shape) it is a slice of (plan.h: split_dim, split_groups, split_parts, split_index);
-// the identity for a buffer that holds the whole tensor. b must be valid (dhx_plan_validate).
-int64_t dhx_buffer_global_index(const dhx_plan_buffer *b, int64_t i);
+// Element k of the tensor-parallel slice a buffer describes (shape, row-major) is element
+// dhx_buffer_global_index(b, k) of the whole tensor (global_shape) it is a slice of (plan.h:
+// split_dim, split_groups, split_parts, split_index); the identity for a buffer that holds the
+// whole tensor. b must be valid (dhx_plan_validate).
+int64_t dhx_buffer_global_index(const dhx_plan_buffer *b, int64_t k);
+// Element i of buffer b (0 <= i < dhx_buffer_elems) is element dhx_buffer_whole_index(b, i) of
+// the whole tensor: through its ZeRO shard (shard_parts, shard_index) to the slice, then as
+// above; -1 when it is padding past the end of the slice.
+int64_t dhx_buffer_whole_index(const dhx_plan_buffer *b, int64_t i);
+// Elements the buffer holds (nbytes / dtype size: C, padding included).
+int64_t dhx_buffer_elems(const dhx_plan_buffer *b);
+// Elements of its tensor-parallel slice (product of shape: S).
+int64_t dhx_buffer_slice_elems(const dhx_plan_buffer *b);
+// Whether the buffer holds exactly its slice: no shard, no padding (element i is slice
+// element i).
+bool dhx_buffer_is_slice(const dhx_plan_buffer *b);
 // Elements of the whole tensor.
 int64_t dhx_buffer_global_elems(const dhx_plan_buffer *b);
 

@@ -186,6 +186,17 @@ static int64_t shape_bytes(const dhx_plan_buffer *b) {
   return n;
 }
 
+// Whether two buffers describe the same tensor-parallel slice (each may hold its own shard of
+// it). `a` is validated; `b` may not be yet, so only its first a->ndim dims are read.
+static bool same_slice(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
+  bool eq = a->dtype == b->dtype && a->ndim == b->ndim && a->split_dim == b->split_dim &&
+            a->split_groups == b->split_groups && a->split_parts == b->split_parts &&
+            a->split_index == b->split_index;
+  for (uint32_t d = 0; d < a->ndim && eq; d++)
+    eq = a->shape[d] == b->shape[d] && a->global_shape[d] == b->global_shape[d];
+  return eq;
+}
+
 static bool check_param_link(plan_check_ctx *v, uint32_t id, int32_t link, uint32_t kind,
                              const char *field) {
   const dhx_plan_rank *r = &v->p->ranks[v->rank];
@@ -196,9 +207,35 @@ static bool check_param_link(plan_check_ctx *v, uint32_t id, int32_t link, uint3
   const dhx_plan_buffer *o = &r->buffers[link];
   CHECK(o->kind == kind, "buffer %u '%s': %s is buffer '%s' of kind %s (expected %s)", id,
         b->name, field, o->name, dhx_buf_kind_name(o->kind), dhx_buf_kind_name(kind));
-  CHECK(o->nbytes == b->nbytes && o->dtype == b->dtype,
-        "buffer %u '%s': %s '%s' has %" PRId64 " bytes, the parameter %" PRId64, id, b->name,
-        field, o->name, o->nbytes, b->nbytes);
+  CHECK(same_slice(b, o), "buffer %u '%s': %s '%s' describes another slice than the parameter "
+        "(dtype, shape, global_shape and split fields must match)", id, b->name, field, o->name);
+  return true;
+}
+
+// The ZeRO shard of its slice a buffer holds (plan.h): piece shard_index of shard_parts, of
+// C = nbytes / dtype size elements, the pieces together covering the slice's S elements with
+// at most a little padding (pieces rounded up to 16 elements, a whole tensor padded to the
+// data-parallel pieces).
+static bool check_shard(plan_check_ctx *v, uint32_t id, int64_t slice_bytes) {
+  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[id];
+  int64_t size = dhx_dtype_size(b->dtype), s = slice_bytes / size;
+  CHECK(b->shard_parts >= 1 && b->shard_parts <= DHX_PLAN_MAX_RANKS, "buffer %u '%s': "
+        "shard_parts %u (must be 1..%d)", id, b->name, b->shard_parts, DHX_PLAN_MAX_RANKS);
+  CHECK(b->shard_index < b->shard_parts, "buffer %u '%s': shard_index %u is not below "
+        "shard_parts %u", id, b->name, b->shard_index, b->shard_parts);
+  CHECK(b->nbytes > 0 && b->nbytes % size == 0 && b->nbytes <= (1LL << 48),
+        "buffer %u '%s': nbytes %" PRId64 " is not a positive multiple of its %s elements", id,
+        b->name, b->nbytes, dhx_dtype_name(b->dtype));
+  int64_t c = b->nbytes / size, covered = c * b->shard_parts;  // at most 2^60: no overflow
+  if (b->shard_parts == 1 && c == s) return true;  // the whole slice
+  CHECK(b->shard_parts > 1 || c > s, "buffer %u '%s': nbytes %" PRId64 " but its shape holds %"
+        PRId64 " bytes", id, b->name, b->nbytes, slice_bytes);
+  CHECK(covered >= s, "buffer %u '%s': nbytes %" PRId64 " gives %u shards of %" PRId64
+        " elements, short of the slice's %" PRId64, id, b->name, b->nbytes, b->shard_parts, c, s);
+  int64_t most = 32 * ((int64_t)b->shard_parts + DHX_PLAN_MAX_RANKS);
+  CHECK(covered - s <= most, "buffer %u '%s': nbytes %" PRId64 " pads its slice of %" PRId64
+        " elements with %" PRId64 " (at most %" PRId64 " in %u shards)", id, b->name, b->nbytes,
+        s, covered - s, most, b->shard_parts);
   return true;
 }
 
@@ -244,8 +281,7 @@ static bool check_buffer(plan_check_ctx *v, uint32_t id) {
           b->name, d, b->shape[d]);
   int64_t bytes = shape_bytes(b);
   CHECK(bytes >= 0, "buffer %u '%s': shape is too large", id, b->name);
-  CHECK(b->nbytes == bytes, "buffer %u '%s': nbytes %" PRId64 " but its shape holds %" PRId64
-        " bytes", id, b->name, b->nbytes, bytes);
+  if (!check_shard(v, id, bytes)) return false;
   CHECK(b->offset >= 0 && b->offset % DHX_ALIGN == 0,
         "buffer %u '%s': offset %" PRId64 " is not a non-negative multiple of %d", id, b->name,
         b->offset, DHX_ALIGN);

@@ -45,8 +45,19 @@ static void arena_range(const plan_check_ctx *v, const dhx_plan_instr *in, int j
   *hi = *lo + count * dhx_dtype_size(in->dtype);
 }
 
+// Whether all-gather `in` (its regions checked inside their buffers) of rank section r has
+// its input inside its output: then it must be in place, the input exactly this member's chunk.
+static bool gathers_in_place(const dhx_plan_rank *r, const dhx_plan_instr *in) {
+  if (in->op != DHX_OP_ALL_GATHER) return false;
+  int64_t size = dhx_dtype_size(in->dtype), count = in->args[2].i;
+  int64_t ilo = r->buffers[in->args[0].buf].offset + in->args[0].i;
+  int64_t olo = r->buffers[in->args[1].buf].offset + in->args[1].i;
+  return count > 0 && ilo >= olo && ilo < olo + count * size;
+}
+
 // Reduce-scatter and all-gather: input and output, one of them a 1/p chunk of count, in
-// disjoint parts of the arena (the ring reads the input while it writes the output).
+// disjoint parts of the arena (the ring reads the input while it writes the output); or an
+// all-gather in place, its input this member's chunk of its output (plan.h).
 static bool check_chunked(plan_check_ctx *v, const dhx_plan_instr *in) {
   static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_I64};
   if (!plan_check_arg_kinds(v, in, 3, kinds) || !check_dtype_and_comm(v, in)) return false;
@@ -62,8 +73,13 @@ static bool check_chunked(plan_check_ctx *v, const dhx_plan_instr *in) {
   int64_t ilo, ihi, olo, ohi;
   arena_range(v, in, 0, in_count, &ilo, &ihi);
   arena_range(v, in, 1, out_count, &olo, &ohi);
+  if (gathers_in_place(&v->p->ranks[v->rank], in) &&
+      ilo == olo + member_index(&v->p->comms[in->comm], v->rank) * (ihi - ilo))
+    return true;  // in place: the input is exactly this member's chunk of the output
   CHECK(ihi <= olo || ohi <= ilo || in_count == 0 || out_count == 0, "%s input and output "
-        "overlap in the arena (they must be disjoint)", dhx_op_name(in->op));
+        "overlap in the arena (they must be disjoint%s)", dhx_op_name(in->op),
+        in->op == DHX_OP_ALL_GATHER ? ", or the input exactly this member's chunk of the output"
+                                    : "");
   return true;
 }
 
@@ -118,6 +134,10 @@ bool plan_check_shared_rank(plan_check_ctx *v) {
           "%d: %u members for %u", from, to, v->p->comms[to].nranks, v->p->comms[from].nranks);
   }
   const dhx_plan_rank *o = &v->p->ranks[owner];
+  for (uint32_t i = 0; i < o->nbuffers; i++)  // the buffers are the owner's, shard_index too
+    CHECK(o->buffers[i].shard_parts == 1, "shares rank %u, whose buffer %u '%s' is ZeRO shard "
+          "%u/%u (each data-parallel rank holds its own shard: such ranks cannot share)", owner,
+          i, o->buffers[i].name, o->buffers[i].shard_index, o->buffers[i].shard_parts);
   for (int p = 0; p < DHX_PROG_COUNT; p++)
     for (uint32_t i = 0; i < o->programs[p].ninstrs; i++) {
       const dhx_plan_instr *in = &o->programs[p].instrs[i];
@@ -126,11 +146,13 @@ bool plan_check_shared_rank(plan_check_ctx *v) {
       int mine = member_index(&v->p->comms[c], v->rank);
       CHECK(mine >= 0, "runs rank %u's %s on communicator %d, which it is not a member of", owner,
             dhx_op_name(in->op), c);
-      bool transfer = in->op == DHX_OP_SEND || in->op == DHX_OP_RECV;
-      CHECK(!transfer || mine == member_index(&v->p->comms[in->comm], (int)owner), "runs rank "
-            "%u's %s on communicator %d at member index %d, where rank %u is %d (peers are "
-            "indices)", owner, dhx_op_name(in->op), c, mine, owner,
-            member_index(&v->p->comms[in->comm], (int)owner));
+      // Peers are indices, and an in-place all-gather's input is its member's chunk.
+      bool by_index = in->op == DHX_OP_SEND || in->op == DHX_OP_RECV || gathers_in_place(o, in);
+      CHECK(!by_index || mine == member_index(&v->p->comms[in->comm], (int)owner), "runs rank "
+            "%u's %s on communicator %d at member index %d, where rank %u is %d (%s)", owner,
+            dhx_op_name(in->op), c, mine, owner, member_index(&v->p->comms[in->comm], (int)owner),
+            in->op == DHX_OP_ALL_GATHER ? "its in-place input is the owner's chunk"
+                                        : "peers are indices");
     }
   return true;
 }

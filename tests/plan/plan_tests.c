@@ -27,17 +27,24 @@ static const char *path_in(const char *name) {
 
 typedef void (*breaker)(dhx_plan *p);
 
-// The toy plan at `dp`, broken by `brk`, must be refused with a message containing `want`.
-static void expect_toy_invalid(int dp, breaker brk, const char *want) {
-  toy_opts o = toy_defaults();
-  o.dp = dp;
-  dhx_plan *p = toy_plan(&o);
+// Valid plan p, broken by `brk`, must be refused with a message containing `want`; frees p.
+static void expect_broken(dhx_plan *p, breaker brk, const char *want) {
   char err[1024];
-  CHECK(dhx_plan_validate(p, err, sizeof err));
+  if (!dhx_plan_validate(p, err, sizeof err)) {
+    fprintf(stderr, "the plan is invalid before it is broken: %s\n", err);
+    exit(1);
+  }
   brk(p);
   CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, want);
   printf("ok: %s\n", err);
   tb_free(p);
+}
+
+// The toy plan at `dp`, broken by `brk`, must be refused with a message containing `want`.
+static void expect_toy_invalid(int dp, breaker brk, const char *want) {
+  toy_opts o = toy_defaults();
+  o.dp = dp;
+  expect_broken(toy_plan(&o), brk, want);
 }
 
 static dhx_plan_instr *instr(dhx_plan *p, int rank, dhx_prog_kind prog, uint32_t i) {
@@ -268,6 +275,7 @@ static dhx_plan *shared_toy(void) {
 }
 
 static void shares_a_later_rank(dhx_plan *p) { p->ranks[1].shares = 2; }
+static void shares_a_shard(dhx_plan *p) { p->ranks[0].buffers[3].shard_parts = 2; }
 static void substitutes_a_smaller_comm(dhx_plan *p) {
   int32_t c = tb_comm(p, 1, (int32_t[]){0});
   p->ranks[1].nsubst = 1;
@@ -295,6 +303,8 @@ static void test_replicas_share_programs(const char *unused) {
       {shares_a_later_rank, "rank 1: shares rank 1, which is not an earlier rank with its own "
                             "programs"},
       {substitutes_a_smaller_comm, "communicator substitution 0 -> 1: 1 members for 2"},
+      {shares_a_shard, "rank 1: shares rank 0, whose buffer 3 'w' is ZeRO shard 0/2 (each "
+                       "data-parallel rank holds its own shard: such ranks cannot share)"},
   };
   tb_free(p);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -320,16 +330,7 @@ static dhx_plan_instr *step_instr(dhx_plan *p, uint32_t rank, uint32_t i) {
 // `want`.
 static void expect_collectives_invalid(breaker brk, const char *want) {
   collectives_bufs b;
-  dhx_plan *p = collectives_plan(4, 64, 5, 3, &b);
-  char err[1024];
-  if (!dhx_plan_validate(p, err, sizeof err)) {
-    fprintf(stderr, "the collectives plan is invalid: %s\n", err);
-    exit(1);
-  }
-  brk(p);
-  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, want);
-  printf("ok: %s\n", err);
-  tb_free(p);
+  expect_broken(collectives_plan(4, 64, 5, 3, &b), brk, want);
 }
 
 static void rs_count_past_input(dhx_plan *p) { step_instr(p, 0, 0)->args[2].i = 68; }
@@ -337,7 +338,14 @@ static void rs_count_not_multiple(dhx_plan *p) { step_instr(p, 0, 0)->args[2].i 
 static void ag_output_past_buffer(dhx_plan *p) { step_instr(p, 0, 1)->args[1].i = 4; }
 static void ag_output_over_input(dhx_plan *p) {
   dhx_plan_instr *in = step_instr(p, 0, 1);
-  in->args[0] = in->args[1];  // the chunk read from where the gather writes
+  in->args[0] = in->args[1];  // the chunk read from where the gather writes, one element on
+  in->args[0].i = 4;
+}
+// Member 0's input is member 1's chunk of the output: in place, but not its own chunk.
+static void ag_input_another_chunk(dhx_plan *p) {
+  dhx_plan_instr *in = step_instr(p, 0, 1);
+  in->args[0] = in->args[1];
+  in->args[0].i = 16 * 4;
 }
 static void send_count_past_buffer(dhx_plan *p) { step_instr(p, 0, 2)->args[1].i = 9; }
 static void send_peer_outside(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 4; }
@@ -369,7 +377,11 @@ static void test_bounds_new_collectives(const char *unused) {
                              "must be a non-negative multiple of communicator 0's 4 members");
   expect_collectives_invalid(ag_output_past_buffer, "all_gather of 64 elements at byte 4 extends "
                              "past buffer 'whole'");
-  expect_collectives_invalid(ag_output_over_input, "all_gather input and output overlap");
+  expect_collectives_invalid(ag_output_over_input, "all_gather input and output overlap in the "
+                             "arena (they must be disjoint, or the input exactly this member's "
+                             "chunk of the output)");
+  expect_collectives_invalid(ag_input_another_chunk, "rank 0 program STEP instr 1 (gather the "
+                             "chunks): all_gather input and output overlap");
   expect_collectives_invalid(send_count_past_buffer, "rank 0 program STEP instr 2 (send): send "
                              "of 9 elements at byte 0 extends past buffer 'msg' (32 bytes)");
   expect_collectives_invalid(send_peer_outside, "send peer 4 is outside communicator 0 (ranks "
@@ -389,6 +401,107 @@ static void test_bounds_new_collectives(const char *unused) {
   expect_collectives_invalid(gather_instead_of_scatter, "rank 1 program STEP instr 0 (sum x, keep "
                              "a chunk): all-gather of 64 elements on communicator 0, but rank 0's "
                              "matching reduce-scatter has 64: the ranks would hang");
+}
+
+// Every member's all-gather in place: its input is its own chunk of the output (NCCL's
+// convention), which the validator accepts; any other overlap it refuses (above).
+static void test_accepts_in_place_all_gather(const char *unused) {
+  (void)unused;
+  collectives_bufs b;
+  dhx_plan *p = collectives_plan(4, 64, 5, 3, &b);
+  for (uint32_t r = 0; r < 4; r++) {
+    dhx_plan_instr *in = step_instr(p, r, 1);
+    in->args[0] = in->args[1];
+    in->args[0].i = r * 16 * 4;
+  }
+  char err[1024];
+  if (!dhx_plan_validate(p, err, sizeof err)) fprintf(stderr, "refused: %s\n", err);
+  CHECK(dhx_plan_validate(p, err, sizeof err));
+  step_instr(p, 3, 1)->args[0].i = 2 * 16 * 4;  // rank 3 on rank 2's chunk
+  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, "rank 3 program STEP instr 1 (gather "
+              "the chunks): all_gather input and output overlap");
+  tb_free(p);
+}
+
+// ---- ZeRO shards ------------------------------------------------------------------------------
+// Buffers 0..3: parameter "w" [7, 9] (63 elements), grad.w, adam_m.w, adam_v.w, each shard 1 of
+// 3 (21 elements rounded up to 32, so 33 of padding in all).
+
+static dhx_plan *sharded_plan(void) {
+  dhx_plan *p = tb_new(1);
+  tb_sharded_param(p, "w", 2, (int64_t[]){7, 9}, DHX_INIT_NORMAL, 0.02f, 3, 1);
+  return p;
+}
+
+static void expect_sharded_invalid(breaker brk, const char *want) {
+  expect_broken(sharded_plan(), brk, want);
+}
+
+static dhx_plan_buffer *buf(dhx_plan *p, int id) { return &p->ranks[0].buffers[id]; }
+static void no_parts(dhx_plan *p) { buf(p, 2)->shard_parts = 0; }
+static void too_many_parts(dhx_plan *p) { buf(p, 2)->shard_parts = 5000; }
+static void index_past_parts(dhx_plan *p) { buf(p, 0)->shard_index = 3; }
+static void shards_too_short(dhx_plan *p) { buf(p, 3)->nbytes = 4 * 16; }
+static void bytes_not_elements(dhx_plan *p) { buf(p, 1)->nbytes = 130; }
+static void absurd_padding(dhx_plan *p) {
+  buf(p, 3)->shard_parts = 1;
+  buf(p, 3)->shard_index = 0;
+  buf(p, 3)->nbytes = 4 << 20;
+}
+static void moment_of_another_slice(dhx_plan *p) {  // [9, 7]: as many elements, another slice
+  buf(p, 2)->shape[0] = buf(p, 2)->global_shape[0] = 9;
+  buf(p, 2)->shape[1] = buf(p, 2)->global_shape[1] = 7;
+}
+static void whole_padded_param(dhx_plan *p) {  // ZeRO 1/2: the parameter whole, padded to 3*32
+  dhx_plan_rank *r = &p->ranks[0];
+  buf(p, 0)->shard_parts = 1;
+  buf(p, 0)->shard_index = 0;
+  buf(p, 0)->offset = (r->arena_bytes + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
+  buf(p, 0)->nbytes = 4 * 96;
+  r->arena_bytes = buf(p, 0)->offset + buf(p, 0)->nbytes;
+}
+
+static void test_validation_checks_zero_shards(const char *unused) {
+  (void)unused;
+  expect_sharded_invalid(no_parts, "rank 0: buffer 2 'adam_m.w': shard_parts 0 (must be 1..4096)");
+  expect_sharded_invalid(too_many_parts, "buffer 2 'adam_m.w': shard_parts 5000 (must be 1..4096)");
+  expect_sharded_invalid(index_past_parts, "buffer 0 'w': shard_index 3 is not below shard_parts 3");
+  expect_sharded_invalid(shards_too_short, "buffer 3 'adam_v.w': nbytes 64 gives 3 shards of 16 "
+                         "elements, short of the slice's 63");
+  expect_sharded_invalid(bytes_not_elements, "buffer 1 'grad.w': nbytes 130 is not a positive "
+                         "multiple of its f32 elements");
+  expect_sharded_invalid(absurd_padding, "buffer 3 'adam_v.w': nbytes 4194304 pads its slice of "
+                         "63 elements with 1048513 (at most 131104 in 1 shards)");
+  expect_sharded_invalid(moment_of_another_slice, "buffer 0 'w': opt_m 'adam_m.w' describes "
+                         "another slice than the parameter");
+  // Valid: a padded whole parameter with sharded state, and the shards round trip the format.
+  dhx_plan *p = sharded_plan();
+  whole_padded_param(p);
+  char err[1024];
+  CHECK(dhx_plan_validate(p, err, sizeof err));
+  CHECK(dhx_plan_write(path_in("sharded.bin"), p, err, sizeof err));
+  dhx_plan q;
+  CHECK(dhx_plan_read(path_in("sharded.bin"), &q, err, sizeof err));
+  for (int id = 0; id < 4; id++)
+    CHECK(q.ranks[0].buffers[id].shard_parts == buf(p, id)->shard_parts &&
+          q.ranks[0].buffers[id].shard_index == buf(p, id)->shard_index &&
+          q.ranks[0].buffers[id].nbytes == buf(p, id)->nbytes);
+  CHECK(q.ranks[0].buffers[2].shard_parts == 3 && q.ranks[0].buffers[2].shard_index == 1);
+  // The listing shows the shards and the padding.
+  FILE *f = fopen(path_in("listing.txt"), "w+");
+  CHECK(f);
+  dhx_plan_print(&q, f);
+  long size = ftell(f);
+  char *text = calloc(1, (size_t)size + 1);
+  rewind(f);
+  CHECK(fread(text, 1, (size_t)size, f) == (size_t)size);
+  fclose(f);
+  printf("%s", text);
+  CHECK(strstr(text, "adam_m.w shard 1/3 padded by 1\n"));
+  CHECK(strstr(text, "std 0.02) padded by 33\n"));
+  free(text);
+  dhx_plan_free(&q);
+  tb_free(p);
 }
 
 // The schedule listing names the new ops with their communicator and dtype.
@@ -865,6 +978,8 @@ static const struct {
     {"plan_print_lists_new_collectives", test_print_lists_new_collectives, false},
     {"plan_format_carries_skip_nonfinite", test_format_carries_skip_nonfinite, false},
     {"plan_format_carries_zero", test_format_carries_zero, false},
+    {"plan_validation_accepts_in_place_all_gather", test_accepts_in_place_all_gather, false},
+    {"plan_validation_checks_zero_shards", test_validation_checks_zero_shards, false},
     {"plan_kernel_access_covers_test_kernels", test_access_covers_test_kernels, false},
     {"plan_validation_accepts_compiled_tiny", test_accepts_compiled, true},
     {"plan_validation_accepts_compiled_tiny_llama", test_accepts_compiled, true},

@@ -26,6 +26,8 @@ static void check_train_equal(const dhx_plan_train *a, const dhx_plan_train *b) 
 static void check_buffer_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
   SAME_BYTES(name); EQ(kind); EQ(dtype); EQ(ndim); SAME_BYTES(shape); EQ(offset); EQ(nbytes);
   EQ(init); SAME_BYTES(init_std); EQ(decay); EQ(grad); EQ(opt_m); EQ(opt_v);
+  SAME_BYTES(global_shape); EQ(split_dim); EQ(split_groups); EQ(split_parts); EQ(split_index);
+  EQ(shard_parts); EQ(shard_index);
 }
 
 static void check_instr_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
@@ -342,7 +344,8 @@ static void test_plan_validation_names_the_field(void) {
   expect_invalid(1, b_seq, "train.seq must be in 1..2^24 (got 0)");
   expect_invalid(1, b_reg, "kernel 'sumsq' argument 0 is ptr");
   expect_invalid(1, b_adamw_reg, "register 9 does not exist");
-  expect_invalid(1, b_param_link, "buffer 3 'w': grad 'grad.b' has 64 bytes, the parameter 1024");
+  expect_invalid(1, b_param_link, "buffer 3 'w': grad 'grad.b' describes another slice than the "
+                 "parameter");
   expect_invalid(1, b_tokens_dtype, "a tokens buffer must be i32");
   expect_invalid(1, b_zero, "zero of 1025 bytes at byte 0 extends past buffer 'grad.w'");
   expect_invalid(1, b_cycle, "program EVAL instr 4: WAIT on event 0 can never complete");
@@ -612,6 +615,196 @@ static void test_init_is_deterministic_and_normal(void) {
   CHECK(dhx_init_normal(1, "a", 5) != dhx_init_normal(2, "a", 5));
 }
 
+// ---- ZeRO shards: where a buffer's elements sit in the whole tensor --------------------------
+
+// A buffer of `ndim` dims `shape` that is the whole tensor, as tb_buffer makes them.
+static dhx_plan_buffer whole_buffer(int ndim, const int64_t *shape) {
+  dhx_plan_buffer b = {.kind = DHX_BUF_PARAM, .dtype = DHX_F32, .ndim = (uint32_t)ndim,
+                       .split_dim = -1, .split_groups = 1, .split_parts = 1, .shard_parts = 1};
+  int64_t n = 1;
+  for (int d = 0; d < ndim; d++) n *= (b.shape[d] = b.global_shape[d] = shape[d]);
+  b.nbytes = 4 * n;
+  return b;
+}
+
+// Makes b tensor-parallel slice `index` of `parts` along `dim`, in `groups` groups.
+static void split(dhx_plan_buffer *b, int dim, uint32_t groups, uint32_t parts, uint32_t index) {
+  b->split_dim = dim;
+  b->split_groups = groups;
+  b->split_parts = parts;
+  b->split_index = index;
+  b->shape[dim] /= parts;
+  b->nbytes /= parts;
+}
+
+// Makes b ZeRO shard `index` of `parts` of its slice, C elements each.
+static void shard(dhx_plan_buffer *b, uint32_t parts, uint32_t index, int64_t c) {
+  b->shard_parts = parts;
+  b->shard_index = index;
+  b->nbytes = 4 * c;
+}
+
+// Every element of the whole tensor is held exactly once by the tensor-parallel slices and ZeRO
+// shards of `b` (a template: parts and indices vary), padding aside.
+static void check_covers_once(dhx_plan_buffer b, uint32_t tp, uint32_t dp) {
+  int64_t whole = dhx_buffer_global_elems(&b);
+  int *hits = calloc((size_t)whole, sizeof *hits);
+  int64_t padding = 0;
+  for (uint32_t t = 0; t < tp; t++)
+    for (uint32_t z = 0; z < dp; z++) {
+      b.split_index = t;
+      b.shard_index = z;
+      for (int64_t i = 0; i < dhx_buffer_elems(&b); i++) {
+        int64_t w = dhx_buffer_whole_index(&b, i);
+        CHECK(w >= -1 && w < whole);
+        if (w < 0) padding++;
+        else hits[w]++;
+      }
+    }
+  for (int64_t w = 0; w < whole; w++) CHECK(hits[w] == 1);
+  CHECK(padding == (int64_t)tp * dp * dhx_buffer_elems(&b) - whole);
+  free(hits);
+}
+
+static void test_buffer_whole_index_maps_slices_shards_and_padding(void) {
+  int64_t s35[2] = {3, 5}, s610[2] = {6, 10}, s310[2] = {3, 10}, qkv[2] = {12, 4};
+  dhx_plan_buffer b = whole_buffer(2, s35);  // the whole tensor: the identity
+  for (int64_t i = 0; i < 15; i++) CHECK(dhx_buffer_whole_index(&b, i) == i);
+  CHECK(dhx_buffer_is_slice(&b));
+
+  shard(&b, 1, 0, 32);  // the whole tensor followed by 17 elements of padding
+  CHECK(!dhx_buffer_is_slice(&b));
+  for (int64_t i = 0; i < 32; i++) CHECK(dhx_buffer_whole_index(&b, i) == (i < 15 ? i : -1));
+
+  b = whole_buffer(2, s310);  // columns 5..9 of a [3, 10] tensor
+  split(&b, 1, 1, 2, 1);
+  CHECK(dhx_buffer_whole_index(&b, 0) == 5 && dhx_buffer_whole_index(&b, 4) == 9 &&
+        dhx_buffer_whole_index(&b, 5) == 15 && dhx_buffer_whole_index(&b, 14) == 29);
+
+  b = whole_buffer(2, s610);  // 60 elements in 2 shards of 32: the second holds 28 and 4 padding
+  shard(&b, 2, 1, 32);
+  for (int64_t i = 0; i < 32; i++) CHECK(dhx_buffer_whole_index(&b, i) == (i < 28 ? 32 + i : -1));
+  check_covers_once(b, 1, 2);
+
+  // A fused q, k, v projection [12, 4] (3 groups of 4 rows) cut into 2 tensor-parallel slices
+  // of 2 rows per group, each slice (24 elements) into 2 shards of 16.
+  b = whole_buffer(2, qkv);
+  split(&b, 0, 3, 2, 1);
+  shard(&b, 2, 0, 16);
+  static const int64_t rows[4] = {2, 3, 6, 7};  // slice rows 0..3 of shard 0: rows 2, 3, 6, 7
+  for (int64_t i = 0; i < 16; i++) CHECK(dhx_buffer_whole_index(&b, i) == rows[i / 4] * 4 + i % 4);
+  b.shard_index = 1;  // slice rows 4, 5 (group 2): rows 10, 11, then padding
+  for (int64_t i = 0; i < 16; i++) CHECK(dhx_buffer_whole_index(&b, i) == (i < 8 ? 40 + i : -1));
+  check_covers_once(b, 2, 2);
+  shard(&b, 3, 0, 16);  // 3 shards of 16 for 24 elements: the last is all padding
+  check_covers_once(b, 2, 3);
+}
+
+// Fills every buffer of rank 0 with a NaN pattern, so that a value left unwritten shows.
+static void fill_garbage(dhx_rt *rt) {
+  for (uint32_t i = 0; i < rt->rank->nbuffers; i++)
+    memset(dhx_rt_buffer(rt, (int32_t)i), 0xff, (size_t)rt->rank->buffers[i].nbytes);
+}
+
+// The state buffers of a plan whose parameters are "w" [7, 9] (normal), "b" [13] (ones) and
+// "z" [5] (zeros), as ZeRO shard `index` of `parts` (parts 0: whole, no shard or padding;
+// parts 1: whole, padded to 16 elements).
+static dhx_plan *state_plan(uint32_t parts, uint32_t index) {
+  static const char *names[3] = {"w", "b", "z"};
+  static const dhx_init_kind inits[3] = {DHX_INIT_NORMAL, DHX_INIT_ONES, DHX_INIT_ZEROS};
+  static const int64_t shapes[3][2] = {{7, 9}, {13, 1}, {5, 1}};
+  dhx_plan *p = tb_new(1);
+  for (int k = 0; k < 3; k++) {
+    int ndim = k == 0 ? 2 : 1;
+    if (parts) tb_sharded_param(p, names[k], ndim, shapes[k], inits[k], 0.5f, parts, index);
+    else tb_param(p, names[k], ndim, shapes[k], inits[k], 0.5f, false);
+  }
+  return p;
+}
+
+// Element i of every state buffer of `part` is element whole_index(i) of the same buffer of
+// `whole` (same ids), padding 0; moments too unless `fresh_moments` (then all 0).
+static void check_part_of(const dhx_plan *part, const uint8_t *pa, const dhx_plan *whole,
+                          const uint8_t *wa, bool fresh_moments) {
+  const dhx_plan_rank *r = &part->ranks[0];
+  for (uint32_t id = 0; id < r->nbuffers; id++) {
+    const dhx_plan_buffer *b = &r->buffers[id];
+    if (b->kind == DHX_BUF_GRAD) continue;
+    const float *x = (const float *)(pa + b->offset);
+    const float *w = (const float *)(wa + whole->ranks[0].buffers[id].offset);
+    bool moment = b->kind != DHX_BUF_PARAM;
+    for (int64_t i = 0; i < dhx_buffer_elems(b); i++) {
+      int64_t at = dhx_buffer_whole_index(b, i);
+      float want = at < 0 || (moment && fresh_moments) ? 0.0f : w[at];
+      if (memcmp(&x[i], &want, sizeof want) != 0)
+        fprintf(stderr, "'%s' element %" PRId64 " (whole %" PRId64 "): %g, want %g\n", b->name,
+                i, at, (double)x[i], (double)want);
+      CHECK(memcmp(&x[i], &want, sizeof want) == 0);
+    }
+  }
+}
+
+static void test_init_of_a_shard_matches_the_whole_init(void) {
+  char err[1024];
+  dhx_plan *whole = state_plan(0, 0);
+  dhx_rt w;
+  CHECK(dhx_rt_init(&w, whole, 0, "unused.so", 2, err, sizeof err));
+  dhx_init_params(&w, 7);
+  static const uint32_t layouts[][2] = {{1, 0}, {3, 0}, {3, 1}, {3, 2}, {8, 7}};
+  for (size_t l = 0; l < sizeof layouts / sizeof *layouts; l++) {
+    dhx_plan *p = state_plan(layouts[l][0], layouts[l][1]);
+    CHECK(dhx_plan_validate(p, err, sizeof err));
+    dhx_rt rt;
+    CHECK(dhx_rt_init(&rt, p, 0, "unused.so", 2, err, sizeof err));
+    fill_garbage(&rt);
+    dhx_init_params(&rt, 7);
+    for (uint32_t id = 0; id < p->ranks[0].nbuffers; id++)  // moments are not initialised
+      if (p->ranks[0].buffers[id].kind != DHX_BUF_PARAM) memset(dhx_rt_buffer(&rt, (int32_t)id), 0,
+                                                            (size_t)p->ranks[0].buffers[id].nbytes);
+    check_part_of(p, rt.arena.base, whole, w.arena.base, true);
+    dhx_rt_free(&rt);
+    tb_free(p);
+  }
+  dhx_rt_free(&w);
+  tb_free(whole);
+}
+
+static void test_checkpoint_fills_shards_and_padding(void) {
+  char err[1024];
+  dhx_plan *whole = state_plan(0, 0);
+  dhx_rank_arena a, back;
+  CHECK(dhx_rank_arena_init(&a, whole->ranks[0].arena_bytes, err, sizeof err));
+  CHECK(dhx_rank_arena_init(&back, whole->ranks[0].arena_bytes, err, sizeof err));
+  fill_state(whole, a.base, 1.0f);
+  const char *ck = tl_path("whole.safetensors"), *again = tl_path("again.safetensors");
+  CHECK(dhx_checkpoint_save(whole, 0, a.base, ck, 5, err, sizeof err));
+  static const uint32_t layouts[][2] = {{1, 0}, {3, 0}, {3, 2}, {8, 7}};
+  for (size_t l = 0; l < sizeof layouts / sizeof *layouts; l++) {
+    dhx_plan *p = state_plan(layouts[l][0], layouts[l][1]);
+    dhx_rank_arena s;
+    CHECK(dhx_rank_arena_init(&s, p->ranks[0].arena_bytes, err, sizeof err));
+    memset(s.base, 0xff, (size_t)p->ranks[0].arena_bytes);
+    int64_t step = -1;
+    CHECK(dhx_checkpoint_load(p, 0, s.base, ck, &step, err, sizeof err));
+    CHECK(step == 5);
+    check_part_of(p, s.base, whole, a.base, false);
+    memset(s.base, 0xff, (size_t)p->ranks[0].arena_bytes);
+    CHECK(dhx_checkpoint_load_weights(p, 0, s.base, ck, err, sizeof err));
+    check_part_of(p, s.base, whole, a.base, true);
+    if (layouts[l][0] == 1) {  // a padded whole tensor saves its elements, not its padding
+      CHECK(dhx_checkpoint_load(p, 0, s.base, ck, &step, err, sizeof err));
+      CHECK(dhx_checkpoint_save(p, 0, s.base, again, 6, err, sizeof err));
+      CHECK(dhx_checkpoint_load(whole, 0, back.base, again, &step, err, sizeof err));
+      CHECK(step == 6 && state_equal(whole, a.base, back.base));
+    }
+    dhx_rank_arena_free(&s);
+    tb_free(p);
+  }
+  dhx_rank_arena_free(&a);
+  dhx_rank_arena_free(&back);
+  tb_free(whole);
+}
+
 // ---- pool -------------------------------------------------------------------------------------
 
 static void mark(void *ctx, int64_t begin, int64_t end) {
@@ -735,6 +928,10 @@ static const tl_test tests[] = {
     {"checkpoint_roundtrip_and_rejects_corruption", test_checkpoint_roundtrip_and_rejects_corruption},
     {"lr_schedule_warmup_and_cosine", test_lr_schedule_warmup_and_cosine},
     {"init_is_deterministic_and_normal", test_init_is_deterministic_and_normal},
+    {"buffer_whole_index_maps_slices_shards_and_padding",
+     test_buffer_whole_index_maps_slices_shards_and_padding},
+    {"init_of_a_shard_matches_the_whole_init", test_init_of_a_shard_matches_the_whole_init},
+    {"checkpoint_fills_shards_and_padding", test_checkpoint_fills_shards_and_padding},
     {"pool_covers_every_index_once", test_pool_covers_every_index_once},
     {"gemm_splits_match_reference", test_gemm_splits_match_reference},
 };

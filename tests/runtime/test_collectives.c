@@ -2,7 +2,9 @@
 // CPU runtime (runtime/comm.c), run through dhx_rt_run on the collectives plan (testlib.h).
 //   chunked:   reduce-scatter and all-gather against a double-precision sum, identical bytes on
 //              every rank, the bytes each rank sends; and the all-reduce summing every chunk in
-//              the ring's fixed order (so it is bitwise what the ring has always computed).
+//              the ring's fixed order (so it is bitwise what the ring has always computed);
+//              and an all-gather in place.
+//   zero_checkpoint: ZeRO-3 shards saved as whole tensors and loaded back into shards.
 //   transfers: each rank's two messages arrive whole and in order at its right neighbour.
 #include <math.h>
 #include <mpi.h>
@@ -76,6 +78,20 @@ static void test_chunked(dhx_rt *rt, const collectives_bufs *b, int me, int p, i
            "all-reduce bitwise in ring order\n", p, (long long)n, (unsigned long long)sent);
 }
 
+// An all-gather in place (NCCL's convention: the input is this rank's chunk of the output), with
+// chunks of 1 and of 1003 elements: every rank ends with every rank's chunk.
+static void test_in_place_gather(dhx_rt *rt, int me, int p) {
+  for (int64_t n = p; n <= 1003 * p; n += 1002 * p) {
+    float *x = malloc(sizeof(float) * (size_t)n);
+    int64_t chunk = n / p;
+    for (int64_t i = 0; i < n; i++) x[i] = i / chunk == me ? value(me, i) : -1.0f;
+    dhx_all_gather(rt->comms, 0, 0, x + me * chunk, x, n);
+    for (int64_t i = 0; i < n; i++) CHECK(x[i] == value((int)(i / chunk), i));
+    free(x);
+  }
+  if (me == 0) printf("%d ranks: in-place all-gather\n", p);
+}
+
 static void test_transfers(dhx_rt *rt, const collectives_bufs *b, int me, int p) {
   int64_t total = b->first + b->second;
   float *msg = dhx_rt_buffer(rt, b->msg), *inbox = dhx_rt_buffer(rt, b->inbox);
@@ -86,6 +102,69 @@ static void test_transfers(dhx_rt *rt, const collectives_bufs *b, int me, int p)
   if (me == 0)
     printf("%d ranks: messages of %lld and %lld floats arrived whole and in order\n", p,
            (long long)b->first, (long long)b->second);
+}
+
+// What the state of ZeRO-3 parameter "w" holds at whole-tensor element k: the parameter, then
+// its moments (kind 0, 1, 2).
+static float state_value(int kind, int64_t k) { return (float)kind + 0.001f * (float)k; }
+
+// ZeRO-3 over p ranks: rank r holds shard r of p of parameter "w" [13, 9] and of its state,
+// padding included. Rank 0 saves the whole model (dhx_checkpoint_save_all: each rank sends its
+// pieces); every rank loads it back into its shard, and a single-rank plan reads whole tensors.
+static void test_zero_checkpoint(int me, int p) {
+  int64_t shape[2] = {13, 9};
+  dhx_plan *plan = tb_new((uint32_t)p);
+  plan->train.zero = 3;
+  tb_sharded_param(plan, "w", 2, shape, DHX_INIT_NORMAL, 0.02f, (uint32_t)p, 0);
+  tb_replicate(plan);
+  for (int r = 0; r < p; r++)
+    for (uint32_t i = 0; i < plan->ranks[r].nbuffers; i++)
+      plan->ranks[r].buffers[i].shard_index = (uint32_t)r;
+  char err[1024];
+  CHECK(dhx_plan_validate(plan, err, sizeof err));
+  const dhx_plan_rank *mine = &plan->ranks[me];
+  uint8_t *arena = calloc(1, (size_t)mine->arena_bytes);
+  int32_t ids[3] = {0, mine->buffers[0].opt_m, mine->buffers[0].opt_v};
+  for (int kind = 0; kind < 3; kind++) {  // padding NaN: it must go nowhere
+    const dhx_plan_buffer *b = &mine->buffers[ids[kind]];
+    float *x = (float *)(arena + b->offset);
+    for (int64_t i = 0; i < dhx_buffer_elems(b); i++) {
+      int64_t k = dhx_buffer_whole_index(b, i);
+      x[i] = k < 0 ? NAN : state_value(kind, k);
+    }
+  }
+  char path[64];
+  snprintf(path, sizeof path, "zero_checkpoint_%d_ranks.safetensors", p);
+  CHECK(dhx_checkpoint_save_all(plan, (uint32_t)me, arena, path, 3, err, sizeof err));
+  MPI_Barrier(MPI_COMM_WORLD);
+  memset(arena, 0xff, (size_t)mine->arena_bytes);
+  int64_t step = -1;
+  CHECK(dhx_checkpoint_load(plan, (uint32_t)me, arena, path, &step, err, sizeof err));
+  CHECK(step == 3);
+  for (int kind = 0; kind < 3; kind++) {
+    const dhx_plan_buffer *b = &mine->buffers[ids[kind]];
+    const float *x = (const float *)(arena + b->offset);
+    for (int64_t i = 0; i < dhx_buffer_elems(b); i++) {
+      int64_t k = dhx_buffer_whole_index(b, i);
+      CHECK(x[i] == (k < 0 ? 0.0f : state_value(kind, k)));
+    }
+  }
+  if (me == 0) {  // the file holds whole tensors
+    dhx_plan *whole = tb_new(1);
+    tb_param(whole, "w", 2, shape, DHX_INIT_NORMAL, 0.02f, false);
+    uint8_t *w = calloc(1, (size_t)whole->ranks[0].arena_bytes);
+    CHECK(dhx_checkpoint_load(whole, 0, w, path, &step, err, sizeof err));
+    const dhx_plan_buffer *wb = whole->ranks[0].buffers;
+    int32_t wids[3] = {0, wb[0].opt_m, wb[0].opt_v};
+    for (int kind = 0; kind < 3; kind++)
+      for (int64_t k = 0; k < 13 * 9; k++)
+        CHECK(((const float *)(w + wb[wids[kind]].offset))[k] == state_value(kind, k));
+    printf("%d ranks: ZeRO-3 shards saved whole and loaded back into their shards\n", p);
+    free(w);
+    tb_free(whole);
+  }
+  free(arena);
+  tb_free(plan);
 }
 
 int main(int argc, char **argv) {
@@ -106,8 +185,11 @@ int main(int argc, char **argv) {
   dhx_rt rt;
   CHECK(dhx_rt_init(&rt, plan, rank, NULL, 1, err, sizeof err));
   dhx_rt_connect(&rt);
-  if (strcmp(argv[1], "chunked") == 0)
+  if (strcmp(argv[1], "chunked") == 0) {
     test_chunked(&rt, &b, rank, size, n);
+    test_in_place_gather(&rt, rank, size);
+  } else if (strcmp(argv[1], "zero_checkpoint") == 0)
+    test_zero_checkpoint(rank, size);
   else if (strcmp(argv[1], "transfers") == 0)
     test_transfers(&rt, &b, rank, size);
   else

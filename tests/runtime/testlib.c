@@ -73,6 +73,7 @@ int32_t tb_buffer(dhx_plan *p, const char *name, dhx_buf_kind kind, dhx_dtype dt
   for (int d = 0; d < ndim; d++) n *= (b->global_shape[d] = b->shape[d] = shape[d]);
   b->split_dim = -1;  // the whole tensor
   b->split_groups = b->split_parts = 1;
+  b->shard_parts = 1;  // the whole slice, no padding
   b->nbytes = n;
   b->offset = (r->arena_bytes + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
   r->arena_bytes = b->offset + n;
@@ -80,16 +81,32 @@ int32_t tb_buffer(dhx_plan *p, const char *name, dhx_buf_kind kind, dhx_dtype dt
   return (int32_t)r->nbuffers++;
 }
 
-int32_t tb_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape, dhx_init_kind init,
-                 float std, bool decay) {
-  char n[DHX_NAME_MAX + 16];
-  int32_t id = tb_buffer(p, name, DHX_BUF_PARAM, DHX_F32, ndim, shape);
-  snprintf(n, sizeof n, "grad.%s", name);
-  int32_t g = tb_buffer(p, n, DHX_BUF_GRAD, DHX_F32, ndim, shape);
-  snprintf(n, sizeof n, "adam_m.%s", name);
-  int32_t m = tb_buffer(p, n, DHX_BUF_OPT_M, DHX_F32, ndim, shape);
-  snprintf(n, sizeof n, "adam_v.%s", name);
-  int32_t v = tb_buffer(p, n, DHX_BUF_OPT_V, DHX_F32, ndim, shape);
+void tb_shard(dhx_plan *p, int32_t id, uint32_t parts, uint32_t index) {
+  dhx_plan_rank *r = &p->ranks[0];
+  CHECK(id >= 0 && (uint32_t)id + 1 == r->nbuffers && index < parts);
+  dhx_plan_buffer *b = &r->buffers[id];
+  int64_t c = (dhx_buffer_slice_elems(b) + parts - 1) / parts;
+  c = (c + 15) / 16 * 16;
+  b->shard_parts = parts;
+  b->shard_index = index;
+  b->nbytes = c * dhx_dtype_size(b->dtype);
+  r->arena_bytes = b->offset + b->nbytes;
+}
+
+// The parameter's buffers, each made shard `index` of `parts` when parts > 0.
+static int32_t param_buffers(dhx_plan *p, const char *name, int ndim, const int64_t *shape,
+                             dhx_init_kind init, float std, bool decay, uint32_t parts,
+                             uint32_t index) {
+  static const dhx_buf_kind kinds[4] = {DHX_BUF_PARAM, DHX_BUF_GRAD, DHX_BUF_OPT_M, DHX_BUF_OPT_V};
+  static const char *prefix[4] = {"", "grad.", "adam_m.", "adam_v."};
+  int32_t ids[4];
+  for (int k = 0; k < 4; k++) {
+    char n[DHX_NAME_MAX + 16];
+    snprintf(n, sizeof n, "%s%s", prefix[k], name);
+    ids[k] = tb_buffer(p, n, kinds[k], DHX_F32, ndim, shape);
+    if (parts) tb_shard(p, ids[k], parts, index);
+  }
+  int32_t id = ids[0], g = ids[1], m = ids[2], v = ids[3];
   dhx_plan_buffer *b = &p->ranks[0].buffers[id];
   b->init = init;
   b->init_std = std;
@@ -98,6 +115,16 @@ int32_t tb_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape, 
   b->opt_m = m;
   b->opt_v = v;
   return id;
+}
+
+int32_t tb_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape, dhx_init_kind init,
+                 float std, bool decay) {
+  return param_buffers(p, name, ndim, shape, init, std, decay, 0, 0);
+}
+
+int32_t tb_sharded_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape,
+                         dhx_init_kind init, float std, uint32_t parts, uint32_t index) {
+  return param_buffers(p, name, ndim, shape, init, std, false, parts, index);
 }
 
 // The test kernels' library, loaded once and kept: testlib takes each kernel's table entry

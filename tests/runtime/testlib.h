@@ -39,6 +39,13 @@ int32_t tb_buffer(dhx_plan *p, const char *name, dhx_buf_kind kind, dhx_dtype dt
 // A parameter with its gradient and both moments (named grad.NAME, adam_m.NAME, adam_v.NAME).
 int32_t tb_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape, dhx_init_kind init,
                  float std, bool decay);
+// Makes buffer `id`, the last one appended, hold ZeRO shard `index` of `parts` of its slice
+// (plan.h): C = ceil(S / parts) rounded up to 16 elements, the arena grown to fit.
+void tb_shard(dhx_plan *p, int32_t id, uint32_t parts, uint32_t index);
+// tb_param with the parameter, its gradient and both moments each held as shard `index` of
+// `parts` (ZeRO-3).
+int32_t tb_sharded_param(dhx_plan *p, const char *name, int ndim, const int64_t *shape,
+                         dhx_init_kind init, float std, uint32_t parts, uint32_t index);
 // Kernel table entry (deduplicated by name); `sig` spells argument types: p=ptr i=i64 f=f32 d=f64.
 int32_t tb_kernel(dhx_plan *p, const char *name, const char *sig);
 int32_t tb_comm(dhx_plan *p, int n, const int32_t *ranks);
