@@ -260,10 +260,8 @@ static void test_bounds_collective_counts(const char *unused) {
 
 // ---- data-parallel replicas that share one program --------------------------------------------
 // The toy plan at dp 2 with rank 1 running rank 0's buffers and programs (plan.h: shares).
-static dhx_plan *shared_toy(void) {
-  toy_opts o = toy_defaults();
-  o.dp = 2;
-  dhx_plan *p = toy_plan(&o);
+// Makes rank 1 run rank 0's sections (plan.h: shares) instead of its own copies.
+static void rank_1_shares_rank_0(dhx_plan *p) {
   dhx_plan_rank *r1 = &p->ranks[1];
   free(r1->buffers);
   for (int g = 0; g < DHX_PROG_COUNT; g++) free(r1->programs[g].instrs);
@@ -271,6 +269,13 @@ static dhx_plan *shared_toy(void) {
   *r1 = p->ranks[0];
   r1->dp_rank = dp_rank;
   r1->shares = 1;  // rank 0
+}
+
+static dhx_plan *shared_toy(void) {
+  toy_opts o = toy_defaults();
+  o.dp = 2;
+  dhx_plan *p = toy_plan(&o);
+  rank_1_shares_rank_0(p);
   return p;
 }
 
@@ -420,6 +425,12 @@ static void test_accepts_in_place_all_gather(const char *unused) {
   step_instr(p, 3, 1)->args[0].i = 2 * 16 * 4;  // rank 3 on rank 2's chunk
   CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, "rank 3 program STEP instr 1 (gather "
               "the chunks): all_gather input and output overlap");
+  step_instr(p, 3, 1)->args[0].i = 3 * 16 * 4;
+  // Rank 1 running rank 0's programs would gather in place into rank 0's chunk.
+  rank_1_shares_rank_0(p);
+  CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, "rank 1: runs rank 0's all_gather on "
+              "communicator 0 at member index 1, where rank 0 is 0 (its in-place input is the "
+              "owner's chunk)");
   tb_free(p);
 }
 
