@@ -38,11 +38,11 @@ static void event(dhx_oplist *l, dhx_lop_kind kind, int stream, int e, const cha
   if (e + 1 > l->nevents) l->nevents = e + 1;
 }
 
-// s0: a = 0; RECORD ready            s1: WAIT ready; SEND a; [RECORD sent]
+// s0: a = 0; c = 0; RECORD ready     s1: WAIT ready; SEND a; [SEND c]; [RECORD sent]
 // s0: [WAIT sent]; b = 0; send b
 // `settled` adds the RECORD/WAIT pair that orders the send of a before b's ops; `via_later`
-// records `sent` after a second send on stream 1 instead, so only program order on stream 1
-// carries the first send to the WAIT.
+// records `sent` after a second send on stream 1 (of c), so only program order on stream 1
+// carries the send of a to the WAIT.
 static two_streams plan(bool settled, bool via_later) {
   two_streams k;
   dhx_graph_init(&k.g);
