@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "lower.h"
 
 typedef struct ad {

@@ -12,10 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/front.h"
-#include "../front/ice.h"
+#include "front.h"
+#include "ice.h"
 #include "ops.h"
-#include "../sema/sema.h"
 
 typedef enum { V_NONE, V_INT, V_FLOAT, V_BOOL, V_STR, V_TENSOR, V_SYMBOL } vkind;
 
@@ -703,8 +702,9 @@ static value eval(ctx *c, frame *f, const dhx_expr *e) {
   return (value){0};
 }
 
-// The matching itself is the definition checker's (sem_match_args), so positional, named,
-// unknown and repeated arguments are judged and worded the same in both places.
+// The matching itself is the front end's (dhx_match_call_args, shared with the definition
+// checker), so positional, named, unknown and repeated arguments are judged and worded the
+// same in both places.
 static bool bind_call_args(ctx *c, frame *f, const dhx_expr *call, const char *const *names,
                            int n, value *out) {
   const char *list[65];
@@ -713,7 +713,7 @@ static bool bind_call_args(ctx *c, frame *f, const dhx_expr *call, const char *c
   for (int i = 0; i < n; i++) list[i] = names[i];
   list[n] = NULL;
   for (int i = 0; i < n; i++) out[i] = (value){0};
-  if (!sem_match_args(call, call->str, list, n, NULL, slot)) {
+  if (!dhx_match_call_args(call, call->str, list, n, NULL, slot)) {
     dhx_note_instantiation(c->g, c->call_site, 0, &call->loc);
     c->failed = true;
     return false;

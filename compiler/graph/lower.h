@@ -3,7 +3,7 @@
 #ifndef DHX_LOWER_H
 #define DHX_LOWER_H
 
-#include "graph.h"
+#include "passes.h"
 
 // C[m×n] = alpha * op(A) op(B) + beta * C, row-major, unbatched.
 dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_t m, int64_t n,

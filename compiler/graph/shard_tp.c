@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/front.h"
+#include "front.h"
 #include "elaborate.h"
 #include "lower.h"
 

@@ -8,10 +8,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../front/ice.h"
-#include "../graph/elaborate.h"
-#include "../graph/lower.h"
-#include "../sema/sema.h"
+#include "ice.h"
+#include "elaborate.h"
+#include "lower.h"
+#include "sema.h"
 #include "dirs.h"
 #include "verify_memory.h"
 #include "timing.h"

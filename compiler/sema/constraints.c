@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../graph/elaborate.h"
+#include "elaborate.h"
 #include "sema.h"
 
 static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }

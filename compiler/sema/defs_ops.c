@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "defs_internal.h"
 
 #define FAIL(at, ...) dhx_error_at((at), sem_src(at), __VA_ARGS__)
@@ -20,7 +20,7 @@ static bool bind(fn *f, const dhx_op_sig *sig, const dhx_expr *call, sval *vals,
   for (int i = 0; i < sig->nparams; i++) names[i] = sig->params[i];
   names[sig->nparams] = NULL;
   const dhx_arg *slot[DHX_OP_MAX_PARAMS];
-  bool ok = sem_match_args(call, sig->name, names, sig->nparams, NULL, slot);
+  bool ok = dhx_match_call_args(call, sig->name, names, sig->nparams, NULL, slot);
   for (int i = 0; i < sig->nparams; i++) {
     given[i] = slot[i] != NULL;
     vals[i] = slot[i] ? sem_eval(f, slot[i]->value) : sem_err();
