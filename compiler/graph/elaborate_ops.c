@@ -375,17 +375,21 @@ value elab_elementwise(ctx *c, frame *f, const dhx_expr *e, value l, value r) {
 
 // Elaborates the primitive op that `e` calls into *out; false when e->str names no primitive op.
 bool elab_primitive_op(ctx *c, frame *f, const dhx_expr *e, const dhx_expr *annot, value *out) {
-  const char *n = e->str;
-  if (strcmp(n, "embedding") == 0) *out = op_embedding(c, f, e);
-  else if (strcmp(n, "pos_embedding") == 0) *out = op_pos_embedding(c, f, e);
-  else if (strcmp(n, "layernorm") == 0) *out = op_norm(c, f, e, false);
-  else if (strcmp(n, "linear") == 0) *out = op_linear(c, f, e, annot);
-  else if (strcmp(n, "attention") == 0) *out = op_attention(c, f, e);
-  else if (strcmp(n, "gelu") == 0) *out = op_unary_tensor(c, f, e, DHX_N_GELU, "gelu");
-  else if (strcmp(n, "silu") == 0) *out = op_unary_tensor(c, f, e, DHX_N_SILU, "silu");
-  else if (strcmp(n, "rmsnorm") == 0) *out = op_norm(c, f, e, true);
-  else if (strcmp(n, "rope") == 0) *out = op_rope(c, f, e);
-  else if (strcmp(n, "cross_entropy") == 0) *out = op_cross_entropy(c, f, e);
-  else return false;
+  const dhx_op_sig *sig = dhx_find_op(e->str);
+  if (!sig) return false;
+  switch (sig->op) {
+    case DHX_N_EMBEDDING: *out = op_embedding(c, f, e); break;
+    case DHX_N_POS_EMBEDDING: *out = op_pos_embedding(c, f, e); break;
+    case DHX_N_LAYERNORM: *out = op_norm(c, f, e, false); break;
+    case DHX_N_LINEAR: *out = op_linear(c, f, e, annot); break;
+    case DHX_N_ATTENTION: *out = op_attention(c, f, e); break;
+    case DHX_N_GELU: *out = op_unary_tensor(c, f, e, DHX_N_GELU, "gelu"); break;
+    case DHX_N_SILU: *out = op_unary_tensor(c, f, e, DHX_N_SILU, "silu"); break;
+    case DHX_N_RMSNORM: *out = op_norm(c, f, e, true); break;
+    case DHX_N_ROPE: *out = op_rope(c, f, e); break;
+    case DHX_N_CROSS_ENTROPY: *out = op_cross_entropy(c, f, e); break;
+    default:  // dhx_find_op finds only the ops a program calls by name
+      DHX_ICE("op '%s' is called by name but elaboration has no rule for it", sig->name);
+  }
   return true;
 }

@@ -66,6 +66,10 @@ void dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_op
 // offset); an internal error naming the pass otherwise.
 void dhx_verify_ops(const dhx_graph *g, const dhx_oplist *l, const char *pass, bool placed);
 void dhx_verify_programs(const dhx_graph *g, const char *pass, bool placed);
+// verify_graph.c: the graph after pass `pass` agrees with the op table (known ops, input counts,
+// existing tensors, integer inputs where the backward makes no gradient); an internal error
+// naming the pass otherwise.
+void dhx_verify_graph(const dhx_graph *g, const char *pass);
 
 // Reduce-scatter: the sum of `count` elements of `in` over the group; member i gets elements
 // [i·count/p, (i+1)·count/p) of it in `out`.

@@ -67,27 +67,21 @@ typedef struct dhx_tensor {
                             //   updates this parameter, -1 when not sharded
 } dhx_tensor;
 
+// The ops of the graph, one per line of the op table (ops.def, ops.h), which says for each its
+// inputs, output and saved tensors, parameters, backward effects and tensor-parallel split.
 typedef enum {
-  DHX_N_EMBEDDING,     // in: tokens, table          out: [.., dim]
-  DHX_N_POS_EMBEDDING, // in: x, table [seq, dim]     out: x + table (broadcast over batch)
-  DHX_N_LAYERNORM,     // in: x, gamma, beta          out: y   saved: mean, rstd
-  DHX_N_LINEAR,        // in: x, w [in, out], b?      out: y
-  DHX_N_ATTENTION,     // in: qkv [B, S, 3*dim]       out: o [B, S, dim]  saved: probs
-                       //  or in: q [B, S, heads*hs], k, v [B, S, kv_heads*hs] (grouped-query)
-                       //     out: o [B, S, heads*hs]  saved: probs, q with heads first
-  DHX_N_GELU,          // in: x                       out: y
-  DHX_N_ADD,           // in: a, b                    out: a + b
-  DHX_N_CROSS_ENTROPY, // in: logits, targets         out: per-position losses
-  DHX_N_RMSNORM,       // in: x, gamma                out: y   saved: rstd
-  DHX_N_SILU,          // in: x                       out: x sigma(x)
-  DHX_N_MUL,           // in: a, b                    out: a * b (elementwise)
-  DHX_N_ROPE,          // in: x [B, S, heads*hs]      out: x rotated by position (heads, base)
-  // Sequence parallelism (shard_sp.c inserts these; token-split tensors are [1, B*S/tp, H],
-  // rank r holding the flattened token rows [r*BS/tp, (r+1)*BS/tp)):
-  DHX_N_SP_GATHER,     // in: token-split x           out: whole [B, S, H] (all-gather)
-  DHX_N_SP_SCATTER,    // in: partial sums [B, S, H], b?  out: token-split sum (+ b) (reduce-scatter)
-  DHX_N_SP_CHUNK,      // in: replicated x            out: this rank's token rows of x
+#define DHX_OP(ID, name, call, nin_min, nin_max, grads, tp, params) DHX_N_##ID,
+#include "ops.def"
+#undef DHX_OP
 } dhx_node_op;
+
+// How many ops there are (not a dhx_node_op, so switches over the ops stay checked for cases).
+enum {
+  DHX_N_COUNT = 0
+#define DHX_OP(ID, name, call, nin_min, nin_max, grads, tp, params) + 1
+#include "ops.def"
+#undef DHX_OP
+};
 
 typedef struct dhx_node {
   dhx_node_op op;

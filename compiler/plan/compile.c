@@ -258,6 +258,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, cfg->stages_auto, pp_rank,
                           cfg->pp > 1 ? accum : 1))
     return false;
+  dhx_verify_graph(g, "the parallel layouts");
   dhx_create_param_state(g);
   if (dhx_zero_sharded(g)) dhx_zero_partition(g);  // each data rank updates its own share
   dhx_create_views(g);

@@ -629,7 +629,10 @@ static sval call_value(fn *f, const dhx_expr *call, const dhx_expr *annot) {
   }
   const char *names[256];
   int k = 0;
-  for (int i = 0; dhx_op_names[i] && k < 200; i++) names[k++] = dhx_op_names[i];
+  for (int op = 0; op < DHX_N_COUNT && k < 200; op++) {  // the primitive ops, from the table
+    const dhx_op_sig *sig = dhx_op_info((dhx_node_op)op);
+    if (sig->call == DHX_CALL_FN) names[k++] = sig->name;
+  }
   for (int i = 0; i < f->ck->ndefs && k < 255; i++)
     if (f->ck->defs[i].def->kind == ITEM_LAYER) names[k++] = f->ck->defs[i].def->name;
   names[k] = NULL;
