@@ -424,9 +424,13 @@ static void back_cross_entropy(ad *a, const dhx_node *n, int dy) {
   (void)a, (void)n, (void)dy;
 }
 
-static void back_sp_gather(ad *a, const dhx_node *n, int dy) { back_sp_collective(a, n, dy, false); }
+static void back_sp_gather(ad *a, const dhx_node *n, int dy) {
+  back_sp_collective(a, n, dy, false);
+}
 
-static void back_sp_chunk(ad *a, const dhx_node *n, int dy) { back_sp_collective(a, n, dy, true); }
+static void back_sp_chunk(ad *a, const dhx_node *n, int dy) {
+  back_sp_collective(a, n, dy, true);
+}
 
 typedef void (*backward_rule)(ad *a, const dhx_node *n, int dy);
 
