@@ -26,17 +26,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
+
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
 #define DHX_PLAN_VERSION 5
-#define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
 #define DHX_PATH_MAX 512
-#define DHX_MAX_DIMS 4
-#define DHX_MAX_ARGS 16
-#define DHX_MAX_STREAMS 8
-#define DHX_ALIGN 64                  // every buffer offset is a multiple of this
 #define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
-
-typedef enum { DHX_F32 = 1, DHX_I32 = 2, DHX_F64 = 3 } dhx_dtype;
 
 typedef enum {
   DHX_BUF_PARAM = 1,  // trained weights; checkpointed
@@ -49,8 +44,6 @@ typedef enum {
   DHX_BUF_LOSSES,     // [micro_batch*seq] f32 per-position loss, summed by the runtime
   DHX_BUF_SCRATCH,    // anything else (norm partials, ...)
 } dhx_buf_kind;
-
-typedef enum { DHX_INIT_NONE = 0, DHX_INIT_ZEROS, DHX_INIT_ONES, DHX_INIT_NORMAL } dhx_init_kind;
 
 typedef struct dhx_plan_buffer {
   char name[DHX_NAME_MAX];  // params: the checkpoint tensor name ("h.0.attn.qkv.w")
@@ -82,30 +75,12 @@ typedef struct dhx_plan_buffer {
   uint32_t shard_parts, shard_index;
 } dhx_plan_buffer;
 
-typedef enum {
-  DHX_ARG_BUF = 1,  // buf = buffer id, i = byte offset inside the buffer
-  DHX_ARG_I64,      // i
-  DHX_ARG_F64,      // f (also used for f32 kernel scalars; the kernel converts)
-  DHX_ARG_REG,      // i = register id (dhx_reg); read as a double when the instruction runs
-} dhx_arg_kind;
-
 typedef struct dhx_plan_arg {
   uint32_t kind;   // dhx_arg_kind
   int32_t buf;
   int64_t i;
   double f;
 } dhx_plan_arg;
-
-// Registers: per-step scalars computed by the runtime (or by OP_GRAD_NORM) and read by
-// instructions through DHX_ARG_REG.
-typedef enum {
-  DHX_REG_LR = 0,      // learning rate of this step (warm-up, then cosine)
-  DHX_REG_BC1,         // 1 - beta1^t   (t = step + 1)
-  DHX_REG_BC2,         // 1 - beta2^t
-  DHX_REG_CLIP_SCALE,  // min(1, clip / (norm + 1e-6)), 1 when clipping is off; set by OP_GRAD_NORM
-  DHX_REG_GRAD_NORM,   // global gradient L2 norm; set by OP_GRAD_NORM
-  DHX_REG_COUNT
-} dhx_reg;
 
 typedef enum {
   // Run a generated kernel over the index space [0, n): the CPU backend splits it across its
@@ -147,22 +122,11 @@ typedef enum {
   DHX_OP_LOAD_BATCH,
 } dhx_op;
 
-#define DHX_MAX_TAG 32767  // the smallest tag bound MPI guarantees
-
 // Ops that exchange data over a communicator (they carry `comm` and `dtype`).
 static inline bool dhx_op_on_comm(uint32_t op) {
   return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER ||
          op == DHX_OP_SEND || op == DHX_OP_RECV;
 }
-
-typedef struct dhx_plan_gemm {
-  uint32_t trans_a, trans_b;     // 0 = as stored, 1 = transposed
-  int64_t m, n, k;               // op(A) is m×k, op(B) is k×n, C is m×n
-  int64_t lda, ldb, ldc;         // row strides in elements
-  double alpha, beta;
-  int64_t batch[2];              // outer and inner batch counts (1 when unused)
-  int64_t stride_a[2], stride_b[2], stride_c[2];  // element strides per batch level
-} dhx_plan_gemm;
 
 typedef struct dhx_plan_instr {
   uint32_t op;        // dhx_op
@@ -177,14 +141,6 @@ typedef struct dhx_plan_instr {
   dhx_plan_gemm gemm; // OP_GEMM
   char note[DHX_NAME_MAX];  // what the instruction is for ("h.0.attn: softmax fwd"), for humans
 } dhx_plan_instr;
-
-typedef enum {
-  DHX_PROG_BEGIN = 0,  // once per step, before the micro-batches
-  DHX_PROG_MICRO,      // forward + backward of one micro-batch, accumulating gradients
-  DHX_PROG_STEP,       // gradient reduction, clipping, optimizer
-  DHX_PROG_EVAL,       // forward + per-position loss of one micro-batch, no gradients
-  DHX_PROG_COUNT
-} dhx_prog_kind;
 
 typedef struct dhx_plan_program {
   uint32_t nstreams;   // streams used (1..DHX_MAX_STREAMS)
@@ -217,9 +173,6 @@ typedef struct dhx_plan_comm {
   uint32_t nranks;
   int32_t *ranks;     // world ranks, ascending
 } dhx_plan_comm;
-
-// Kernel signature types.
-typedef enum { DHX_KARG_PTR = 1, DHX_KARG_I64, DHX_KARG_F32, DHX_KARG_F64 } dhx_karg_type;
 
 // How far a kernel reaches through one pointer argument, as a function of the index space n
 // and of its i64 arguments, so that the validator can bound every launch without knowing the

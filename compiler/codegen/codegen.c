@@ -13,7 +13,7 @@
 #include <llvm-c/IRReader.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "codegen_internal.h"
 
 typedef struct cg_kernel {

@@ -16,6 +16,10 @@
 #include "kernels.h"
 #include "plan_util.h"
 
+// Fills what the kernel reaches through each argument (runtime/plan.h: dhx_plan_access), for the
+// plan's kernel table; all DHX_ACC_NONE for an invalid spec (kernel_access.c).
+void dhx_kernel_access(const dhx_kernel_spec *spec, dhx_plan_access access[DHX_MAX_ARGS]);
+
 // Emits the body of one kernel instance. args are the signature's arguments (pointers as
 // generic `ptr`, i64, scalars as k->f), idx the instance's index. For DHX_K_ELTWISE,
 // mod_idx[m] is the element index of the m-th DHX_EW_MOD input (= idx % mod, computed by the

@@ -9,7 +9,7 @@
 
 #include <llvm-c/DebugInfo.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 
 #define MAX_LANES 64
 

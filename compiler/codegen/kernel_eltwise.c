@@ -4,7 +4,7 @@
 // All loads (including the old value of accumulated outputs) come before any store, so an
 // output computed in place over one of its full-size inputs reads the old value, as if the
 // kernel had a separate output buffer.
-#include "../front/ice.h"
+#include "ice.h"
 #include "codegen_internal.h"
 
 static LLVMValueRef node_value(kb *k, const dhx_ew_node *n, const LLVMValueRef *v,

@@ -10,7 +10,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "codegen_internal.h"
 
 static const struct {

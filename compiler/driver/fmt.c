@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../front/front.h"
+#include "front.h"
 #include "driver.h"
 
 // As in the loader (DHX_MAX_FILE_SIZE): larger files are refused, so reading stops there.

@@ -13,11 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../plan/timing.h"
-#include "../front/front.h"
-#include "../plan/compile.h"
-#include "../plan/trace_emit.h"
-#include "../sema/sema.h"
+#include "timing.h"
+#include "front.h"
+#include "compile.h"
+#include "trace_emit.h"
+#include "sema.h"
 #include "driver.h"
 
 #ifndef DHX_STDLIB_DIR

@@ -44,6 +44,13 @@ void dhx_register_source(const char *file, const char *source);
 // "" when the text is not available. Returns buf. For messages like "got 2.5".
 const char *dhx_loc_text(const dhx_loc *loc, char *buf, size_t size);
 
+// Matches a call's arguments to parameter names (positional first, then named; names is
+// NULL-terminated after n), reporting misplaced, unknown (with the closest name, and a note at
+// `defined` when given) and repeated ones. slot[i] is the argument of parameter i or NULL.
+// Shared by the definition checker and elaboration (call_args.c).
+bool dhx_match_call_args(const dhx_expr *call, const char *fname, const char *const *names,
+                         int n, const dhx_loc *defined, const dhx_arg **slot);
+
 // ---- parsing and loading (parser.y, lexer.l, load.c) ----------------------------------------
 // Parses one buffer. Returns a module even when there were errors (check dhx_diag.errors);
 // returns NULL only when out of memory (in this build that is reported and exits instead).

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "lower.h"
 
 typedef struct ad {
@@ -165,7 +165,7 @@ static void back_linear(ad *a, const dhx_node *n, int dy) {
 }
 
 // The backward of lower_attention, with the same strided views of qkv and its gradient.
-static void back_attention(ad *a, const dhx_node *n, int dy) {
+static void back_fused_attention(ad *a, const dhx_node *n, int dy) {
   char note[DHX_NAME_MAX];
   const dhx_tensor *qkv = T(a, n->in[0]);
   int64_t B = qkv->shape[0], S = qkv->shape[1], D = qkv->shape[2] / 3, H = n->heads,
@@ -345,7 +345,7 @@ static void back_add(ad *a, const dhx_node *n, int dy) {
 
 // The loss gradient: softmax minus one-hot, scaled to a mean over the global batch. When the
 // logits feed nothing else it overwrites them in place.
-static void back_cross_entropy(ad *a, const dhx_node *n, double loss_scale) {
+static void back_loss(ad *a, const dhx_node *n, double loss_scale) {
   char note[DHX_NAME_MAX];
   note_of(n, "loss backward", note);
   int logits = n->in[0];
@@ -404,6 +404,42 @@ static void back_sp_scatter(ad *a, const dhx_node *n, int dy) {
   back_sp_collective(a, n, dy, true);
 }
 
+// ---- the backward rule of each op (ops.def names them back_<name>) ---------------------------
+
+static void back_attention(ad *a, const dhx_node *n, int dy) {
+  if (n->nin == 3) back_gqa(a, n, dy);
+  else back_fused_attention(a, n, dy);
+}
+
+static void back_gelu(ad *a, const dhx_node *n, int dy) {
+  back_activation(a, n, dy, DHX_EW_GELU_GRAD, "gelu backward");
+}
+
+static void back_silu(ad *a, const dhx_node *n, int dy) {
+  back_activation(a, n, dy, DHX_EW_SILU_GRAD, "silu backward");
+}
+
+// The loss is where the backward starts: back_loss seeds its gradient, before any dy exists.
+static void back_cross_entropy(ad *a, const dhx_node *n, int dy) {
+  (void)a, (void)n, (void)dy;
+}
+
+static void back_sp_gather(ad *a, const dhx_node *n, int dy) {
+  back_sp_collective(a, n, dy, false);
+}
+
+static void back_sp_chunk(ad *a, const dhx_node *n, int dy) {
+  back_sp_collective(a, n, dy, true);
+}
+
+typedef void (*backward_rule)(ad *a, const dhx_node *n, int dy);
+
+static const backward_rule BACKWARD[DHX_N_COUNT] = {
+#define DHX_OP(ID, name, call, nin_min, nin_max, grads, tp, params) [DHX_N_##ID] = back_##name,
+#include "ops.def"
+#undef DHX_OP
+};
+
 void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale) {
   dhx_lower_backward_from(g, l, loss_scale, -1, NULL, -1, NULL);
 }
@@ -433,7 +469,7 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
     l->at = (dhx_origin){.node = g->node_base + i, .layer = n.layer,
                          .phase = DHX_PHASE_BACKWARD};
     if (n.op == DHX_N_CROSS_ENTROPY) {
-      back_cross_entropy(&a, &n, loss_scale);
+      back_loss(&a, &n, loss_scale);
       continue;
     }
     int dy = a.grad[n.out];
@@ -443,26 +479,7 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
       note_of(&n, "sum partial grads", note);
       dhx_emit_allreduce(l, 0, DHX_COMM_TP, dy, dhx_tensor_elems(T(&a, n.out)), note);
     }
-    switch (n.op) {
-      case DHX_N_EMBEDDING: back_embedding(&a, &n, dy); break;
-      case DHX_N_POS_EMBEDDING: back_pos_embedding(&a, &n, dy); break;
-      case DHX_N_LAYERNORM: back_layernorm(&a, &n, dy); break;
-      case DHX_N_LINEAR: back_linear(&a, &n, dy); break;
-      case DHX_N_ATTENTION:
-        if (n.nin == 3) back_gqa(&a, &n, dy);
-        else back_attention(&a, &n, dy);
-        break;
-      case DHX_N_GELU: back_activation(&a, &n, dy, DHX_EW_GELU_GRAD, "gelu backward"); break;
-      case DHX_N_ADD: back_add(&a, &n, dy); break;
-      case DHX_N_CROSS_ENTROPY: break;
-      case DHX_N_RMSNORM: back_rmsnorm(&a, &n, dy); break;
-      case DHX_N_SILU: back_activation(&a, &n, dy, DHX_EW_SILU_GRAD, "silu backward"); break;
-      case DHX_N_MUL: back_mul(&a, &n, dy); break;
-      case DHX_N_ROPE: back_rope(&a, &n, dy); break;
-      case DHX_N_SP_GATHER: back_sp_collective(&a, &n, dy, false); break;
-      case DHX_N_SP_SCATTER: back_sp_scatter(&a, &n, dy); break;
-      case DHX_N_SP_CHUNK: back_sp_collective(&a, &n, dy, true); break;
-    }
+    BACKWARD[n.op](&a, &n, dy);
     if (g->ntensors >= cap - 8)
       DHX_ICE("gradient map overflow (%d tensors, room for %d)", g->ntensors, cap);
   }

@@ -2,7 +2,7 @@
 #ifndef DHX_ELABORATE_H
 #define DHX_ELABORATE_H
 
-#include "../front/front.h"
+#include "front.h"
 #include "graph.h"
 
 // Evaluates `model NAME = CALLEE(args)` with the given micro-batch size into `g` (initialized

@@ -10,9 +10,10 @@
 #define DHX_HAPPENS_BEFORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "../../runtime/plan.h"
+#include "plan_base.h"
 
 typedef struct dhx_hb {
   uint32_t n, nstreams, nevents;

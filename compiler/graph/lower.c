@@ -80,7 +80,7 @@ static void lower_linear(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
 
 // Multi-head causal attention over a fused [B, S, 3*D] projection, without moving data:
 // the per-head Q, K and V are strided windows of qkv that the batched GEMMs read in place.
-static void lower_attention(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+static void lower_fused_attention(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   char note[DHX_NAME_MAX];
   const dhx_tensor *qkv = T(g, n->in[0]);
   int64_t B = qkv->shape[0], S = qkv->shape[1], D = qkv->shape[2] / 3, H = n->heads,
@@ -289,30 +289,34 @@ static void lower_sp_chunk(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
   dhx_emit_ew(l, &b, elems, note);
 }
 
+// ---- the forward rule of each op (ops.def names them lower_<name>) ----------------------------
+
+static void lower_attention(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  if (n->nin == 3) lower_gqa(g, l, n);
+  else lower_fused_attention(g, l, n);
+}
+
+static void lower_silu(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  lower_ew(g, l, n, DHX_EW_SILU, "silu");
+}
+
+static void lower_mul(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  lower_ew(g, l, n, DHX_EW_MUL, "mul");
+}
+
+typedef void (*forward_rule)(dhx_graph *g, dhx_oplist *l, const dhx_node *n);
+
+static const forward_rule FORWARD[DHX_N_COUNT] = {
+#define DHX_OP(ID, name, call, nin_min, nin_max, grads, tp, params) [DHX_N_##ID] = lower_##name,
+#include "ops.def"
+#undef DHX_OP
+};
+
 void dhx_lower_forward(dhx_graph *g, dhx_oplist *l) {
   for (int i = 0; i < g->nnodes; i++) {
     const dhx_node *n = &g->nodes[i];
     l->at = (dhx_origin){.node = g->node_base + i, .layer = n->layer,
                          .phase = DHX_PHASE_FORWARD};
-    switch (n->op) {
-      case DHX_N_EMBEDDING: lower_embedding(g, l, n); break;
-      case DHX_N_POS_EMBEDDING: lower_pos_embedding(g, l, n); break;
-      case DHX_N_LAYERNORM: lower_layernorm(g, l, n); break;
-      case DHX_N_LINEAR: lower_linear(g, l, n); break;
-      case DHX_N_ATTENTION:
-        if (n->nin == 3) lower_gqa(g, l, n);
-        else lower_attention(g, l, n);
-        break;
-      case DHX_N_GELU: lower_gelu(g, l, n); break;
-      case DHX_N_ADD: lower_add(g, l, n); break;
-      case DHX_N_CROSS_ENTROPY: lower_cross_entropy(g, l, n); break;
-      case DHX_N_RMSNORM: lower_rmsnorm(g, l, n); break;
-      case DHX_N_SILU: lower_ew(g, l, n, DHX_EW_SILU, "silu"); break;
-      case DHX_N_MUL: lower_ew(g, l, n, DHX_EW_MUL, "mul"); break;
-      case DHX_N_ROPE: lower_rope(g, l, n); break;
-      case DHX_N_SP_GATHER: lower_sp_gather(g, l, n); break;
-      case DHX_N_SP_SCATTER: lower_sp_scatter(g, l, n); break;
-      case DHX_N_SP_CHUNK: lower_sp_chunk(g, l, n); break;
-    }
+    FORWARD[n->op](g, l, n);
   }
 }

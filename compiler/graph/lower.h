@@ -3,7 +3,7 @@
 #ifndef DHX_LOWER_H
 #define DHX_LOWER_H
 
-#include "graph.h"
+#include "passes.h"
 
 // C[m×n] = alpha * op(A) op(B) + beta * C, row-major, unbatched.
 dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_t m, int64_t n,
@@ -66,6 +66,10 @@ dhx_lop *dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dh
 // offset); an internal error naming the pass otherwise.
 void dhx_verify_ops(const dhx_graph *g, const dhx_oplist *l, const char *pass, bool placed);
 void dhx_verify_programs(const dhx_graph *g, const char *pass, bool placed);
+// verify_graph.c: the graph after pass `pass` agrees with the op table (known ops, input counts,
+// existing tensors, integer inputs where the backward makes no gradient); an internal error
+// naming the pass otherwise.
+void dhx_verify_graph(const dhx_graph *g, const char *pass);
 
 // Reduce-scatter: the sum of `count` elements of `in` over the group; member i gets elements
 // [i·count/p, (i+1)·count/p) of it in `out`.

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/ice.h"
-#include "graph.h"
+#include "ice.h"
 #include "happens_before.h"
+#include "passes.h"
 
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
 

@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "lower.h"
 
 // Transfers run on streams of their own, picked so that on every rank the streams it sends on

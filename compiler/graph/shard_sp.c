@@ -32,8 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/front.h"
-#include "../front/ice.h"
+#include "front.h"
+#include "ice.h"
 #include "elaborate.h"
 #include "lower.h"
 

@@ -25,9 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/front.h"
+#include "front.h"
 #include "elaborate.h"
 #include "lower.h"
+#include "ops.h"
 
 typedef enum { REPLICATED = 0, SPLIT = 1 } layout;
 
@@ -135,28 +136,21 @@ static void shard_replicated_only(shard *s, dhx_node *n, const char *what) {
   fail(s, n, msg);
 }
 
+// By the op's tensor-parallel rule in the op table (ops.def).
 static void shard_node(shard *s, dhx_node *n) {
-  switch (n->op) {
-    case DHX_N_LINEAR: shard_linear(s, n); break;
-    case DHX_N_ATTENTION: shard_attention(s, n); break;
-    case DHX_N_ROPE:
-    case DHX_N_GELU:
-    case DHX_N_SILU:
-    case DHX_N_ADD:
-    case DHX_N_MUL: shard_elementwise(s, n); break;
-    case DHX_N_LAYERNORM: shard_replicated_only(s, n, "layernorm"); break;
-    case DHX_N_RMSNORM: shard_replicated_only(s, n, "rmsnorm"); break;
-    case DHX_N_POS_EMBEDDING: shard_replicated_only(s, n, "pos_embedding"); break;
-    case DHX_N_EMBEDDING:
+  switch (dhx_op_info(n->op)->tp) {
+    case DHX_TP_SPLIT: shard_linear(s, n); break;
+    case DHX_TP_HEADS: shard_attention(s, n); break;
+    case DHX_TP_ELEMENTWISE: shard_elementwise(s, n); break;
+    case DHX_TP_REPLICATED: shard_replicated_only(s, n, dhx_node_op_name(n->op)); break;
+    case DHX_TP_VOCAB:
       split_param(s, n->in[1], 0, 1);
       n->vocab_parallel = true;
       break;
-    case DHX_N_CROSS_ENTROPY:
+    case DHX_TP_VOCAB_LOSS:
       if (s->lay[n->in[0]] == SPLIT) n->vocab_parallel = true;
       break;
-    case DHX_N_SP_GATHER:
-    case DHX_N_SP_SCATTER:
-    case DHX_N_SP_CHUNK: break;  // inserted later, by shard_sp.c
+    case DHX_TP_INSERTED: break;  // inserted later, by shard_sp.c
   }
 }
 

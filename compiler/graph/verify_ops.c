@@ -11,7 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../front/ice.h"
+#include "ice.h"
+#include "kernels.h"
 #include "lower.h"
 
 typedef struct check {

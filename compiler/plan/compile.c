@@ -9,10 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../front/ice.h"
-#include "../graph/elaborate.h"
-#include "../graph/lower.h"
-#include "../sema/sema.h"
+#include "ice.h"
+#include "elaborate.h"
+#include "lower.h"
+#include "sema.h"
 #include "dirs.h"
 #include "verify_memory.h"
 #include "timing.h"
@@ -255,6 +255,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, cfg->stages_auto, pp_rank,
                           cfg->pp > 1 ? accum : 1))
     return false;
+  dhx_verify_graph(g, "the parallel layouts");
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);

@@ -2,9 +2,10 @@
 #ifndef DHX_COMPILE_H
 #define DHX_COMPILE_H
 
-#include "../codegen/kernels.h"
-#include "../front/front.h"
-#include "../graph/graph.h"
+#include "kernels.h"
+#include "front.h"
+#include "graph.h"
+#include "plan.h"
 
 // optimizer.c / memplan.c helpers used by the pipeline
 void dhx_create_param_state(dhx_graph *g);

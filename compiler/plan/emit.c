@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "compile.h"
 
 static uint32_t buf_kind(dhx_tensor_kind k) {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../graph/happens_before.h"
+#include "happens_before.h"
 #include "plan_util.h"
 
 #define ACC_READ 1u

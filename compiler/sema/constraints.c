@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../graph/elaborate.h"
+#include "elaborate.h"
+#include "ops.h"
 #include "sema.h"
 
 static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
@@ -49,8 +50,8 @@ static void check_tp(checker *k, const dhx_graph *g, const dhx_node *n) {
   int tp = k->cfg->tp;
   char msg[256];
   const dhx_tensor *x = &g->tensors[n->in[0]];
-  switch (n->op) {
-    case DHX_N_ATTENTION:
+  switch (dhx_op_info(n->op)->tp) {  // what the op's split rule (ops.def) must divide
+    case DHX_TP_HEADS:
       if (n->heads % tp != 0) {
         snprintf(msg, sizeof msg, "attention has %d heads, which tensor parallelism of %d cannot "
                  "divide (%d %% %d = %d)", n->heads, tp, n->heads, tp, n->heads % tp);
@@ -62,7 +63,7 @@ static void check_tp(checker *k, const dhx_graph *g, const dhx_node *n) {
         fail(k, n, msg);
       }
       break;
-    case DHX_N_LINEAR: {
+    case DHX_TP_SPLIT: {
       const dhx_tensor *w = &g->tensors[n->in[1]];
       int64_t side = n->split == 1 ? w->shape[1] : w->shape[0];
       if (n->split && side % tp != 0) {
@@ -73,7 +74,7 @@ static void check_tp(checker *k, const dhx_graph *g, const dhx_node *n) {
       }
       break;
     }
-    case DHX_N_EMBEDDING: {
+    case DHX_TP_VOCAB: {
       const dhx_tensor *w = &g->tensors[n->in[1]];
       if (w->shape[0] % tp != 0) {
         snprintf(msg, sizeof msg, "tensor parallelism splits the embedding's %lld-token "

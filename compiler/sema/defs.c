@@ -506,57 +506,13 @@ static sval sval_at_call(checker *ck, const binding *b, sval v) {
   return v;
 }
 
-bool sem_match_args(const dhx_expr *call, const char *fname, const char *const *names, int n,
-                    const dhx_loc *defined, const dhx_arg **slot) {
-  bool ok = true, named = false;
-  for (int i = 0; i < n; i++) slot[i] = NULL;
-  for (int i = 0; i < call->nargs; i++) {
-    const dhx_arg *a = &call->args[i];
-    int k = -1;
-    if (!a->name) {
-      if (named) {
-        FAIL(&a->name_loc, "positional argument after a named one");
-        ok = false;
-        continue;
-      }
-      if (i >= n) {
-        FAIL(&a->name_loc, "'%s' takes at most %d arguments", fname, n);
-        ok = false;
-        continue;
-      }
-      k = i;
-    } else {
-      named = true;
-      for (int j = 0; j < n; j++)
-        if (strcmp(names[j], a->name) == 0) k = j;
-      if (k < 0) {
-        const char *hint = dhx_suggest(a->name, names);
-        if (hint)
-          FAIL(&a->name_loc, "'%s' has no parameter '%s'; did you mean '%s'?", fname, a->name, hint);
-        else
-          FAIL(&a->name_loc, "'%s' has no parameter '%s'", fname, a->name);
-        if (defined) dhx_note_at(defined, sem_src(defined), "'%s' is defined here", fname);
-        ok = false;
-        continue;
-      }
-    }
-    if (slot[k]) {
-      FAIL(&a->name_loc, "argument '%s' given twice", names[k]);
-      ok = false;
-      continue;
-    }
-    slot[k] = a;
-  }
-  return ok;
-}
-
-// A definition's parameters matched by sem_match_args.
+// A definition's parameters matched by dhx_match_call_args.
 static bool match_args(const dhx_expr *call, const dhx_item *def, const dhx_arg **slot) {
   const char *names[MAX_PARAMS + 1];
   int n = def->nparams < MAX_PARAMS ? def->nparams : MAX_PARAMS;
   for (int i = 0; i < n; i++) names[i] = def->params[i].name;
   names[n] = NULL;
-  return sem_match_args(call, def->name, names, n, &def->name_loc, slot);
+  return dhx_match_call_args(call, def->name, names, n, &def->name_loc, slot);
 }
 
 static sval call_layer(fn *f, const dhx_expr *call, defcheck *d) {
@@ -673,7 +629,10 @@ static sval call_value(fn *f, const dhx_expr *call, const dhx_expr *annot) {
   }
   const char *names[256];
   int k = 0;
-  for (int i = 0; dhx_op_names[i] && k < 200; i++) names[k++] = dhx_op_names[i];
+  for (int op = 0; op < DHX_N_COUNT && k < 200; op++) {  // the primitive ops, from the table
+    const dhx_op_sig *sig = dhx_op_info((dhx_node_op)op);
+    if (sig->call == DHX_CALL_FN) names[k++] = sig->name;
+  }
   for (int i = 0; i < f->ck->ndefs && k < 255; i++)
     if (f->ck->defs[i].def->kind == ITEM_LAYER) names[k++] = f->ck->defs[i].def->name;
   names[k] = NULL;

@@ -6,9 +6,9 @@
 #ifndef DHX_DEFS_INTERNAL_H
 #define DHX_DEFS_INTERNAL_H
 
-#include "../front/front.h"
-#include "../graph/ops.h"
-#include "../../runtime/plan.h"
+#include "front.h"
+#include "ops.h"
+#include "plan_base.h"
 #include "sema.h"
 #include "symbolic.h"
 

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../front/ice.h"
+#include "ice.h"
 #include "defs_internal.h"
 
 #define FAIL(at, ...) dhx_error_at((at), sem_src(at), __VA_ARGS__)
@@ -20,7 +20,7 @@ static bool bind(fn *f, const dhx_op_sig *sig, const dhx_expr *call, sval *vals,
   for (int i = 0; i < sig->nparams; i++) names[i] = sig->params[i];
   names[sig->nparams] = NULL;
   const dhx_arg *slot[DHX_OP_MAX_PARAMS];
-  bool ok = sem_match_args(call, sig->name, names, sig->nparams, NULL, slot);
+  bool ok = dhx_match_call_args(call, sig->name, names, sig->nparams, NULL, slot);
   for (int i = 0; i < sig->nparams; i++) {
     given[i] = slot[i] != NULL;
     vals[i] = slot[i] ? sem_eval(f, slot[i]->value) : sem_err();
@@ -94,13 +94,13 @@ sval sem_op(fn *f, const dhx_op_sig *sig, const dhx_expr *call, const dhx_expr *
   bool ok = bind(f, sig, call, v, given);
   const char *op = sig->name;
   char sh[128], sh2[128];
-  if (annot && strcmp(op, "linear") != 0) {
+  if (annot && sig->op != DHX_N_LINEAR) {
     FAIL(&annot->loc, "@%s applies to 'linear' calls only", annot->str);
     ok = false;
   }
   if (!ok) return sem_err();
 
-  if (strcmp(op, "embedding") == 0) {
+  if (sig->op == DHX_N_EMBEDDING) {
     bool good = want(f, call, sig, v, given, 0, K_TENSOR, false) & want(f, call, sig, v, given, 1, K_INT, false) &
                 want(f, call, sig, v, given, 2, K_INT, false);
     if (!good) return sem_err();
@@ -114,19 +114,19 @@ sval sem_op(fn *f, const dhx_op_sig *sig, const dhx_expr *call, const dhx_expr *
     r.dims[r.ndim++] = v[2].i;
     return r;
   }
-  if (strcmp(op, "pos_embedding") == 0) {
+  if (sig->op == DHX_N_POS_EMBEDDING) {
     if (!want(f, call, sig, v, given, 0, K_TENSOR, false) ||
         !want_rank(f, call, "x", op, &v[0], 3, 3, "[batch, seq, dim]"))
       return sem_err();
     return tensor_like(&v[0]);
   }
-  if (strcmp(op, "layernorm") == 0 || strcmp(op, "rmsnorm") == 0) {
+  if (sig->op == DHX_N_LAYERNORM || sig->op == DHX_N_RMSNORM) {
     bool good = want(f, call, sig, v, given, 0, K_TENSOR, false) & want(f, call, sig, v, given, 1, K_FLOAT, true);
     if (!good || !want_rank(f, call, "x", op, &v[0], 2, DHX_MAX_DIMS, "a tensor of 2 or more dimensions"))
       return sem_err();
     return tensor_like(&v[0]);
   }
-  if (strcmp(op, "linear") == 0) {
+  if (sig->op == DHX_N_LINEAR) {
     bool good = want(f, call, sig, v, given, 0, K_TENSOR, false) & want(f, call, sig, v, given, 1, K_INT, false) &
                 want(f, call, sig, v, given, 2, K_BOOL, true);
     if (annot && !check_split(annot)) good = false;
@@ -137,7 +137,7 @@ sval sem_op(fn *f, const dhx_op_sig *sig, const dhx_expr *call, const dhx_expr *
     r.dims[r.ndim - 1] = v[1].i;
     return r;
   }
-  if (strcmp(op, "attention") == 0) {
+  if (sig->op == DHX_N_ATTENTION) {
     bool good = want(f, call, sig, v, given, 0, K_TENSOR, false) & want(f, call, sig, v, given, 3, K_INT, false) &
                 want(f, call, sig, v, given, 4, K_INT, true) & want(f, call, sig, v, given, 5, K_BOOL, true);
     bool fused = !given[1] && !given[2];
@@ -170,7 +170,7 @@ sval sem_op(fn *f, const dhx_op_sig *sig, const dhx_expr *call, const dhx_expr *
     }
     return r;
   }
-  if (strcmp(op, "rope") == 0) {
+  if (sig->op == DHX_N_ROPE) {
     bool good = want(f, call, sig, v, given, 0, K_TENSOR, false) & want(f, call, sig, v, given, 1, K_INT, false) &
                 want(f, call, sig, v, given, 2, K_FLOAT, true);
     if (!good || !want_rank(f, call, "x", op, &v[0], 3, 3, "[batch, seq, heads * head_size]") ||
@@ -178,11 +178,11 @@ sval sem_op(fn *f, const dhx_op_sig *sig, const dhx_expr *call, const dhx_expr *
       return sem_err();
     return tensor_like(&v[0]);
   }
-  if (strcmp(op, "gelu") == 0 || strcmp(op, "silu") == 0) {
+  if (sig->op == DHX_N_GELU || sig->op == DHX_N_SILU) {
     if (!want(f, call, sig, v, given, 0, K_TENSOR, false)) return sem_err();
     return tensor_like(&v[0]);
   }
-  if (strcmp(op, "cross_entropy") == 0) {
+  if (sig->op == DHX_N_CROSS_ENTROPY) {
     bool good = want(f, call, sig, v, given, 0, K_TENSOR, false) & want(f, call, sig, v, given, 1, K_TENSOR, false);
     if (!good || !want_rank(f, call, "logits", op, &v[0], 2, DHX_MAX_DIMS, "a tensor of 2 or more dimensions"))
       return sem_err();
@@ -194,5 +194,5 @@ sval sem_op(fn *f, const dhx_op_sig *sig, const dhx_expr *call, const dhx_expr *
     }
     return (sval){.k = K_LOSS};
   }
-  DHX_ICE("primitive op '%s' has no shape rule (every op of ops.c needs one here)", op);
+  DHX_ICE("primitive op '%s' has no shape rule (every op ops.def calls by name needs one here)", op);
 }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "plan.h"
 #include "sema.h"
 
 static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }

@@ -4,20 +4,15 @@
 #ifndef DHX_SEMA_H
 #define DHX_SEMA_H
 
-#include "../front/front.h"
-#include "../graph/graph.h"
+#include "front.h"
+#include "graph.h"
+
+struct dhx_plan;  // runtime/plan.h: only memory.c reads a plan
 
 // defs.c: checks every layer and model definition of the program once for all its instances
 // (names, types, symbolic shapes; warnings for what the main file never uses), then the
 // model instance's arguments (instance may be NULL). Returns false on error.
 bool dhx_check_definitions(const dhx_program *prog, const dhx_item *instance);
-
-// Matches a call's arguments to parameter names (positional first, then named; names is
-// NULL-terminated after n), reporting misplaced, unknown (with the closest name, and a note at
-// `defined` when given) and repeated ones. slot[i] is the argument of parameter i or NULL.
-// Shared by the checker and elaboration.
-bool sem_match_args(const dhx_expr *call, const char *fname, const char *const *names, int n,
-                    const dhx_loc *defined, const dhx_arg **slot);
 
 // Reports every constraint of the layout that the graph breaks, with the numbers that break
 // it, at the op's call site (and a note at the schedule). Returns false on error.
@@ -72,7 +67,7 @@ typedef struct dhx_rank_memory {
 void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_memory *out);
 // The same for rank 0 of a plan whose graph is g, with the largest arena and the total over
 // all of the plan's ranks.
-void dhx_plan_memory_of(const dhx_graph *g, const dhx_plan *plan, dhx_rank_memory *out);
+void dhx_plan_memory_of(const dhx_graph *g, const struct dhx_plan *plan, dhx_rank_memory *out);
 // The table of `dhxc --emit=memory` on a cpu cluster.
 void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE *f);
 // The memory this machine has available now (MemAvailable), in bytes; 0 when unknown.

@@ -9,6 +9,7 @@
 
 #include "kernel_abi.h"
 #include "kernels.h"
+#include "plan.h"  // the kernel table entries the tests read
 
 typedef struct cgt {
   dhx_codegen *cg;

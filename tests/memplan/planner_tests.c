@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
+#include "passes.h"
 
 #define N 64  // elements of each activation
 

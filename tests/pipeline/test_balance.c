@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "graph.h"
+#include "passes.h"
 #include "testlib.h"
 
 static void expect(const double *cost, int nlayers, int k, const int *want) {

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
+
 static void *grow(void *p, int *cap, int need, size_t elem) {
   if (need <= *cap) return p;
   int c = *cap ? *cap : 16;
@@ -116,11 +118,8 @@ dhx_operand dhx_regarg(int reg) {
 }
 
 const char *dhx_node_op_name(dhx_node_op op) {
-  static const char *names[] = {"embedding", "pos_embedding", "layernorm", "linear",
-                                "attention", "gelu",          "add",       "cross_entropy",
-                                "rmsnorm",   "silu",          "mul",       "rope",
-                                "sp_gather", "sp_scatter",    "sp_chunk"};
-  return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
+  const dhx_op_sig *sig = dhx_op_info(op);
+  return sig ? sig->name : "?";
 }
 
 static void dump_shape(FILE *f, const dhx_tensor *t) {

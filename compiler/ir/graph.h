@@ -1,4 +1,5 @@
-// graph.h — the operator graph and the low-level op list it lowers to.
+// graph.h — the IR: the operator graph and the low-level op list it lowers to (the passes over
+// them are compiler/graph's, declared in passes.h).
 //
 // Two levels, both plain arrays indexed by id:
 //
@@ -19,9 +20,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../codegen/kernels.h"
-#include "../front/ast.h"
-#include "../../runtime/plan.h"
+#include "ast.h"          // dhx_loc, dhx_item (front end)
+#include "kernel_spec.h"
+#include "plan_base.h"    // dtypes, argument kinds, registers, programs, GEMM shape
 
 #define DHX_MAX_NODE_IO 4
 #define DHX_MAX_CHUNKS 64  // layer chunks per pipeline stage (virtual stages)
@@ -71,27 +72,21 @@ typedef struct dhx_tensor {
                             //   (the gradient itself is this rank's shard); -1 otherwise
 } dhx_tensor;
 
+// The ops of the graph, one per line of the op table (ops.def, ops.h), which says for each its
+// inputs, output and saved tensors, parameters, backward effects and tensor-parallel split.
 typedef enum {
-  DHX_N_EMBEDDING,     // in: tokens, table          out: [.., dim]
-  DHX_N_POS_EMBEDDING, // in: x, table [seq, dim]     out: x + table (broadcast over batch)
-  DHX_N_LAYERNORM,     // in: x, gamma, beta          out: y   saved: mean, rstd
-  DHX_N_LINEAR,        // in: x, w [in, out], b?      out: y
-  DHX_N_ATTENTION,     // in: qkv [B, S, 3*dim]       out: o [B, S, dim]  saved: probs
-                       //  or in: q [B, S, heads*hs], k, v [B, S, kv_heads*hs] (grouped-query)
-                       //     out: o [B, S, heads*hs]  saved: probs, q with heads first
-  DHX_N_GELU,          // in: x                       out: y
-  DHX_N_ADD,           // in: a, b                    out: a + b
-  DHX_N_CROSS_ENTROPY, // in: logits, targets         out: per-position losses
-  DHX_N_RMSNORM,       // in: x, gamma                out: y   saved: rstd
-  DHX_N_SILU,          // in: x                       out: x sigma(x)
-  DHX_N_MUL,           // in: a, b                    out: a * b (elementwise)
-  DHX_N_ROPE,          // in: x [B, S, heads*hs]      out: x rotated by position (heads, base)
-  // Sequence parallelism (shard_sp.c inserts these; token-split tensors are [1, B*S/tp, H],
-  // rank r holding the flattened token rows [r*BS/tp, (r+1)*BS/tp)):
-  DHX_N_SP_GATHER,     // in: token-split x           out: whole [B, S, H] (all-gather)
-  DHX_N_SP_SCATTER,    // in: partial sums [B, S, H], b?  out: token-split sum (+ b) (reduce-scatter)
-  DHX_N_SP_CHUNK,      // in: replicated x            out: this rank's token rows of x
+#define DHX_OP(ID, name, call, nin_min, nin_max, grads, tp, params) DHX_N_##ID,
+#include "ops.def"
+#undef DHX_OP
 } dhx_node_op;
+
+// How many ops there are (not a dhx_node_op, so switches over the ops stay checked for cases).
+enum {
+  DHX_N_COUNT = 0
+#define DHX_OP(ID, name, call, nin_min, nin_max, grads, tp, params) + 1
+#include "ops.def"
+#undef DHX_OP
+};
 
 typedef struct dhx_node {
   dhx_node_op op;
@@ -230,76 +225,5 @@ dhx_operand dhx_f64(double v);
 dhx_operand dhx_regarg(int reg);
 const char *dhx_node_op_name(dhx_node_op op);
 void dhx_graph_dump(const dhx_graph *g, void *file /* FILE* */);
-
-// The parallel layout and training setup the lowering needs.
-typedef struct dhx_lower_opts {
-  int dp, dp_rank, accum_steps, zero;
-  bool sp;                       // sequence parallelism: token-split gradients are summed
-  double grad_clip, beta1, beta2, eps, weight_decay;
-} dhx_lower_opts;
-
-// lower.c: forward ops of the graph into `l` (loss forward included).
-void dhx_lower_forward(dhx_graph *g, dhx_oplist *l);
-// autodiff.c: the backward of every node, in reverse, into `l`; the loss gradient is seeded
-// with `loss_scale` (1 / positions in the global batch).
-void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale);
-// The same for a part of a model (a pipeline stage): when seed >= 0, tensor `seed` is an output
-// whose gradient comes from outside (*seed_grad: the tensor to receive it into); when want >= 0,
-// *want_grad is the gradient of input `want` once complete (-1 if nothing reaches it).
-void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int seed,
-                             int *seed_grad, int want, int *want_grad);
-// optimizer.c: gradient views, BEGIN (zeroing) and STEP (all-reduce, clipping, AdamW).
-void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o);
-// fuse.c: merges chains of elementwise ops; returns how many ops it removed.
-int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
-// shard_tp.c: turns the whole model's graph into what tensor-parallel rank `rank` of `tp`
-// runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
-// slice. Reports unsupported combinations as errors at the op. Call before lowering.
-bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
-// shard_pp.c: keeps the nodes of pipeline stage `stage` of `pp`: the layer stack is cut into
-// pp * chunks equal chunks, chunk c going to stage c % pp (chunks > 1: virtual stages); what
-// comes before the layers goes with the first chunk, what comes after with the last. Finds the
-// activation each of its chunks receives and sends. `micro` micro-batches of tokens, targets
-// and losses are held at once (the pipeline's MICRO spans them).
-// `layers` (pp * chunks counts, or NULL for equal counts) gives each chunk's layers.
-// With by_cost (and no layers), the counts balance an estimate of each chunk's work instead.
-bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, bool by_cost,
-                        int stage, int micro);
-// The layer counts of k contiguous chunks of at least one layer each that minimise the largest
-// chunk's cost (cost[l]: layer l's).
-void dhx_balance_layers(const double *cost, int nlayers, int k, int *layers);
-// pipeline.c: the stage's MICRO program as a 1F1B schedule over `micro` micro-batches
-// (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
-// from each chunk's one-micro-batch forward and backward.
-void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
-// shard_sp.c: sequence parallelism on top of dhx_shard_tensor_parallel's rewrite: outside the
-// split regions, activations hold this rank's token rows; column-split linears all-gather their
-// input, row-split linears reduce-scatter their output. Reports what it cannot split at the op.
-bool dhx_shard_sequence_parallel(dhx_graph *g);
-// shard_sp.c: STEP ops on `stream` that sum the gradients of parameters used on token-split
-// data over the tensor-parallel group (dhx_lower_optimizer calls it before the data-parallel
-// reduction, on that reduction's stream).
-void dhx_lower_sp_grad_sync(dhx_graph *g, int stream);
-// memplan.c: offsets for every tensor; returns the arena size in bytes.
-int64_t dhx_plan_memory(dhx_graph *g);
-
-// zero.c: sharded data parallelism (g->dp, g->dp_rank, g->zero): gradients, moments and with
-// zero 3 parameters cut into dp equal pieces per tensor, this rank keeping its own.
-// True when this graph's state is sharded (zero >= 1 and dp > 1).
-bool dhx_zero_sharded(const dhx_graph *g);
-// The elements of each piece of a tensor of `elems` elements cut for `dp` ranks.
-int64_t dhx_zero_piece(int64_t elems, int dp);
-// Makes the state tensors this rank's pieces (and zero 1's whole gradients, which MICRO then
-// accumulates into); with zero 2 and 3, MICRO (and EVAL with zero 3) read and write
-// short-lived whole copies of sharded state instead: gradients reduce-scattered in buckets
-// under the backward, weights all-gathered ahead of the layer that reads them (zero 3), on a
-// data-parallel stream. After fusion, before the optimizer and memory planning.
-void dhx_zero_shard(dhx_graph *g);
-// dhx_lower_optimizer's sharded parts: BEGIN's zeroing of whole gradients (zero 1); STEP's
-// reduce-scatter of them on `stream` (zero 1); AdamW on this rank's pieces and the in-place
-// all-gather of the updated parameters (zero 1, 2).
-void dhx_lower_zero_begin(dhx_graph *g);
-void dhx_lower_zero_reduce(dhx_graph *g, int stream);
-void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o);
 
 #endif

@@ -1,0 +1,157 @@
+// kernel_spec.h — what a kernel launch of the op list names: a catalogue kernel or a fused
+// elementwise expression, and its element type. The code generator (compiler/codegen/kernels.h)
+// builds each of these; the IR only names them, so this is all of the catalogue it needs.
+//
+// Conventions below: row-major, `idx` is the index a kernel instance computes, n the size of
+// the index space the plan launches. "(+)=" means: add when `accumulate` is non-zero,
+// otherwise overwrite. Pointer arguments are to the kernel's dtype unless marked i32.
+// Aliasing: an output may share memory with another argument only where an entry below says
+// so (always element for element: the same buffer at the same offset); otherwise the code
+// generator declares the pointers noalias. Fused elementwise kernels may compute in place:
+// an output may be the same buffer as a DHX_EW_FULL input (never as a DHX_EW_MOD one).
+#ifndef DHX_KERNEL_SPEC_H
+#define DHX_KERNEL_SPEC_H
+
+#include <stdint.h>
+
+typedef enum { DHX_KT_F32 = 0, DHX_KT_F64 = 1 } dhx_ktype;
+
+typedef enum {
+  // (out, tokens:i32, table, i64 C)             idx = row r < rows
+  //   out[r,c] = table[tokens[r], c]
+  DHX_K_EMBED_FWD,
+  // (dtable, tokens:i32, dout, i64 rows, i64 C)  idx = column c < C
+  //   for r < rows: dtable[tokens[r], c] += dout[r, c]
+  DHX_K_EMBED_BWD,
+  // (out, mean, rstd, x, gamma, beta, i64 C, f eps)   idx = row
+  //   mean[r] = mean(x[r,:]); rstd[r] = 1/sqrt(var(x[r,:]) + eps)  (biased variance)
+  //   out[r,c] = (x[r,c] - mean[r]) * rstd[r] * gamma[c] + beta[c]
+  DHX_K_LAYERNORM_FWD,
+  // (dx, dout, x, mean, rstd, gamma, i64 C, i64 accumulate)   idx = row
+  //   xhat = (x-mean)*rstd; g = dout*gamma;
+  //   dx[r,c] (+)= rstd * (g[c] - mean(g) - xhat[c] * mean(g*xhat))
+  DHX_K_LAYERNORM_BWD_DX,
+  // (dgamma, dbeta, dout, x, mean, rstd, i64 rows, i64 C)   idx = column c
+  //   dgamma[c] += sum_r dout[r,c]*xhat[r,c];  dbeta[c] += sum_r dout[r,c]
+  DHX_K_LAYERNORM_BWD_DPARAMS,
+  // (P, S, i64 T, f scale)   idx = row r of a [*, T, T] score tensor; t = r % T
+  //   P[r,j] = exp(scale*S[r,j] - max) / sum for j <= t, 0 for j > t.  P may alias S.
+  DHX_K_SOFTMAX_CAUSAL_FWD,
+  // (dS, dP, P, i64 T, f scale)   idx = row
+  //   dS[r,j] = scale * P[r,j] * (dP[r,j] - sum_k P[r,k]*dP[r,k]).  dS may alias dP.
+  DHX_K_SOFTMAX_CAUSAL_BWD,
+  // (loss, logits, targets:i32, i64 V)   idx = row
+  //   loss[r] = logsumexp(logits[r,:]) - logits[r, targets[r]]
+  //   A target outside [0, V) gives loss NaN (and no one-hot term in XENT_BWD), never an
+  //   out-of-bounds read.
+  DHX_K_XENT_FWD,
+  // (dlogits, logits, targets:i32, i64 V, f scale)   idx = row
+  //   dlogits[r,j] = scale * (softmax(logits[r,:])[j] - (j == targets[r]))
+  //   dlogits may alias logits.
+  DHX_K_XENT_BWD,
+  // (param, grad, m, v, f lr, f beta1, f beta2, f eps, f wd, f bc1, f bc2, f grad_scale)
+  //   idx = element:  g = grad*grad_scale; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+  //   param -= lr * ((m/bc1) / (sqrt(v/bc2) + eps) + wd*param)
+  DHX_K_ADAMW,
+  // (out, x, i64 count, i64 chunk)   idx = chunk k
+  //   out[k] = sum of x[i]^2 for i in [k*chunk, min(count, (k+1)*chunk)), accumulated in f64
+  DHX_K_SUMSQ,
+  // (out, in, i64 rows, i64 m, i64 accumulate)   idx = j < m
+  //   out[j] (+)= sum_r in[r*m + j]
+  DHX_K_COLSUM,
+  // (out, rstd, x, gamma, i64 C, f eps)   idx = row
+  //   rstd[r] = 1/sqrt(mean(x[r,:]^2) + eps);  out[r,c] = x[r,c] * rstd[r] * gamma[c]
+  DHX_K_RMSNORM_FWD,
+  // (dx, dout, x, rstd, gamma, i64 C, i64 accumulate)   idx = row
+  //   xhat = x*rstd; g = dout*gamma;  dx[r,c] (+)= rstd * (g[c] - xhat[c] * mean(g*xhat))
+  DHX_K_RMSNORM_BWD_DX,
+  // (dgamma, dout, x, rstd, i64 rows, i64 C)   idx = column c
+  //   dgamma[c] += sum_r dout[r,c] * x[r,c] * rstd[r]
+  DHX_K_RMSNORM_BWD_DGAMMA,
+  // (out, x, i64 S, i64 D, i64 hs, f base, f sign)   idx = pair p < rows * D/2
+  //   Rotary position embedding over rows of D = heads*hs, position s = row % S, pairs
+  //   (i, i + hs/2) of every head (the half-split convention of GPT-NeoX and Llama in HF):
+  //   theta = s * base^(-2i/hs), computed in f64;  with sn = sign * sin(theta):
+  //   out[a] = x[a] cos - x[b] sn,  out[b] = x[a] sn + x[b] cos.  sign -1 is the inverse
+  //   rotation (the backward).  out may alias x.
+  DHX_K_ROPE,
+  // (out, in, i64 X, i64 Y, i64 W)   idx = out row r < B*Y*X
+  //   in is [B, X, Y, W], out is [B, Y, X, W]: out[b, y, x, :] = in[b, x, y, :]
+  //   (heads to the front for attention and back; the same kernel with X, Y swapped undoes it)
+  DHX_K_PERMUTE,
+  // ---- vocabulary-parallel embedding and cross-entropy (tensor parallelism) -----------------
+  // The table or the logits hold the vocabulary rows [lo, lo + Vl) of the whole model; token
+  // and target ids are global. An id outside the shard contributes nothing on this rank.
+  // (out, tokens:i32, table, i64 C, i64 lo, i64 Vl)   idx = row r
+  //   out[r,c] = table[tokens[r] - lo, c] if lo <= tokens[r] < lo + Vl, else 0
+  DHX_K_EMBED_VP_FWD,
+  // (dtable, tokens:i32, dout, i64 rows, i64 C, i64 lo, i64 Vl)   idx = column c < C
+  //   for r < rows with lo <= tokens[r] < lo + Vl: dtable[tokens[r] - lo, c] += dout[r, c]
+  DHX_K_EMBED_VP_BWD,
+  // (stats, logits, targets:i32, i64 V, i64 lo, i64 K, i64 rows)   idx = row r < rows
+  //   Statistics of this rank's slice of the row (logits [rows, V] hold the vocabulary ids
+  //   [lo, lo + V)), stored planar, K >= 3 planes of `rows` values:
+  //   stats[0*rows + r] = m = max_j logits[r,j];  stats[1*rows + r] = sum_j exp(logits[r,j] - m)
+  //   stats[2*rows + r] = logits[r, targets[r] - lo] if lo <= targets[r] < lo + V, else 0
+  //   (K < 3: writes nothing.)
+  DHX_K_XENT_VP_STATS,
+  // (loss, lse, parts, targets:i32, i64 PK, i64 rows, i64 K, i64 Vtotal)   idx = row r
+  //   parts holds P = PK / K ranks' stats one after another ([P][K][rows], as an all-gather
+  //   leaves them): M = max_p m_p;  S = sum_p s_p exp(m_p - M);  lse[r] = M + log S;
+  //   loss[r] = lse[r] - sum_p t_p, or NaN when targets[r] is outside [0, Vtotal).
+  //   (K < 3 or PK < K: loss[r] and lse[r] are NaN.)
+  DHX_K_XENT_VP_COMBINE,
+  // (dlogits, logits, lse, targets:i32, i64 V, i64 lo, f scale)   idx = row r
+  //   dlogits[r,j] = scale * (exp(logits[r,j] - lse[r]) - (j == targets[r] - lo))
+  //   dlogits may alias logits.
+  DHX_K_XENT_VP_BWD,
+  // A fused chain of elementwise operations, described by a dhx_ew_spec.
+  DHX_K_ELTWISE,
+  DHX_K_COUNT
+} dhx_kernel_kind;
+
+// ---- fused elementwise kernels --------------------------------------------------------------
+// Signature: (outputs..., inputs..., scalars as f) ; idx = element i < n.
+// Input k is read at i (mode DHX_EW_FULL) or at i % mod (DHX_EW_MOD: a bias broadcast over
+// rows uses mod = C; a positional table broadcast over the batch uses mod = T*C).
+#define DHX_EW_MAX_NODES 32
+#define DHX_EW_MAX_IO 8
+
+typedef enum {
+  DHX_EW_LOAD,      // a = input index
+  DHX_EW_SCALAR,    // a = scalar index
+  DHX_EW_CONST,     // value
+  DHX_EW_ADD, DHX_EW_SUB, DHX_EW_MUL, DHX_EW_DIV,  // a, b = node indices
+  DHX_EW_NEG, DHX_EW_EXP, DHX_EW_LOG, DHX_EW_TANH, DHX_EW_SQRT,  // a
+  // (exp, log, tanh, gelu are computed in IR, no libm: a few ulp in f32, ~1e-15 relative in
+  // f64; exp flushes results below the smallest normal number to zero — ir_math.c)
+  DHX_EW_GELU,      // a: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
+  DHX_EW_GELU_GRAD, // a = x, b = dy: dy * d gelu(x)/dx
+  DHX_EW_SILU,      // a: a sigma(a)
+  DHX_EW_SILU_GRAD, // a = x, b = dy: dy * d silu(x)/dx
+} dhx_ew_op;
+
+typedef enum { DHX_EW_FULL = 0, DHX_EW_MOD = 1 } dhx_ew_mode;
+
+typedef struct dhx_ew_node {
+  uint8_t op;   // dhx_ew_op
+  uint8_t a, b; // operands (node indices, or input/scalar index for LOAD/SCALAR)
+  double value; // CONST
+} dhx_ew_node;
+
+typedef struct dhx_ew_spec {
+  uint8_t nin, nout, nscalars, nnodes;
+  uint8_t in_mode[DHX_EW_MAX_IO];    // dhx_ew_mode
+  int64_t in_mod[DHX_EW_MAX_IO];     // DHX_EW_MOD: the modulus (baked into the kernel)
+  dhx_ew_node nodes[DHX_EW_MAX_NODES];  // in evaluation order; operands precede users
+  uint8_t out_node[DHX_EW_MAX_IO];   // node stored to output k
+  uint8_t out_accumulate[DHX_EW_MAX_IO];  // 1: out[i] += value; 0: out[i] = value
+} dhx_ew_spec;
+
+typedef struct dhx_kernel_spec {
+  dhx_kernel_kind kind;
+  dhx_ktype type;
+  dhx_ew_spec ew;  // DHX_K_ELTWISE only (zeroed otherwise)
+} dhx_kernel_spec;
+
+#endif
