@@ -23,16 +23,23 @@ static bool power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 static const char *const parallel_fields[] = {"dp",      "tp",     "pp", "sp", "zero",
                                               "virtual", "stages", NULL};
 
-// stages: (4, 5, 5, 2): layers per pipeline chunk, each a positive integer.
+// stages: (4, 5, 5, 2): layers per pipeline chunk, each a positive integer; or auto (the
+// default) or equal.
 static void read_stage_layers(const dhx_expr *v, dhx_config *cfg) {
   cfg->nstage_layers = 0;
-  cfg->stages_auto = v->kind == EXPR_IDENT && strcmp(v->str, "auto") == 0;
-  if (cfg->stages_auto) return;
-  if (v->kind != EXPR_TUPLE || v->nargs < 1) {
-    dhx_error_at(&v->loc, src(&v->loc), "'stages' gives the layers of each pipeline stage, as in "
-                 "(4, 5, 5, 2), or is auto (balanced by an estimate of their cost)");
+  cfg->stages = DHX_STAGES_BY_COST;
+  if (v->kind == EXPR_IDENT && strcmp(v->str, "auto") == 0) return;
+  if (v->kind == EXPR_IDENT && strcmp(v->str, "equal") == 0) {
+    cfg->stages = DHX_STAGES_EQUAL;
     return;
   }
+  if (v->kind != EXPR_TUPLE || v->nargs < 1) {
+    dhx_error_at(&v->loc, src(&v->loc), "'stages' gives the layers of each pipeline stage, as in "
+                 "(4, 5, 5, 2), or is auto (balanced by an estimate of their cost, the default) "
+                 "or equal (the same number of layers on each)");
+    return;
+  }
+  cfg->stages = DHX_STAGES_GIVEN;
   if (v->nargs > DHX_MAX_STAGE_CHUNKS) {
     dhx_error_at(&v->loc, src(&v->loc), "'stages' has %d entries; at most %d", v->nargs,
                  DHX_MAX_STAGE_CHUNKS);
@@ -41,7 +48,10 @@ static void read_stage_layers(const dhx_expr *v, dhx_config *cfg) {
   for (int i = 0; i < v->nargs; i++)
     if (dhx_cfg_int(v->args[i].value, "stages", 1, 1 << 20, &cfg->stage_layers[i]))
       cfg->nstage_layers++;
-  if (cfg->nstage_layers != v->nargs) cfg->nstage_layers = 0;  // reported; not used
+  if (cfg->nstage_layers != v->nargs) {  // reported; not used
+    cfg->nstage_layers = 0;
+    cfg->stages = DHX_STAGES_BY_COST;
+  }
 }
 
 static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {

@@ -127,6 +127,11 @@ typedef enum { DHX_FOLD_OFF = 0, DHX_FOLD_W } dhx_fold;
 
 #define DHX_MAX_STAGE_CHUNKS 256  // entries of parallel.stages
 
+// How `parallel { stages }` cuts the layer stack into pipeline chunks: counts that balance an
+// estimate of each chunk's work (the default, or `stages: auto`), equal counts
+// (`stages: equal`), or the counts given (`stages: (4, 5, 5, 2)`).
+typedef enum { DHX_STAGES_BY_COST = 0, DHX_STAGES_EQUAL, DHX_STAGES_GIVEN } dhx_stages_mode;
+
 typedef struct dhx_config {
   // model instance: `model NAME = CALLEE(args)`
   const dhx_item *model_inst;   // NULL when the file has none (a library module)
@@ -150,8 +155,8 @@ typedef struct dhx_config {
   int dp, tp, pp, zero;
   int virtual_stages;           // layer chunks per pipeline stage (interleaved 1F1B), 1 = plain
   int stage_layers[DHX_MAX_STAGE_CHUNKS];  // `stages: (n0, n1, ...)`: layers per layer chunk
-  int nstage_layers;            //   in chunk order (pp * virtual of them); 0: equal counts
-  bool stages_auto;             // `stages: auto`: counts that balance an estimate of the cost
+  int nstage_layers;            //   in chunk order (pp * virtual of them)
+  dhx_stages_mode stages;       // how the layer stack is cut into pipeline chunks
   bool sp;
   // schedule { strands { pair, search, fold } }   (DHelix strand interleaving)
   bool strands_pair;

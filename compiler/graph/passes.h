@@ -37,12 +37,16 @@ bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
 // activation each of its chunks receives and sends. `micro` micro-batches of tokens, targets
 // and losses are held at once (the pipeline's MICRO spans them).
 // `layers` (pp * chunks counts, or NULL for equal counts) gives each chunk's layers.
-// With by_cost (and no layers), the counts balance an estimate of each chunk's work instead.
+// With by_cost (and no layers), the counts balance an estimate of each chunk's work instead
+// (dhx_layers_by_cost), and with `report` a note says which they are.
 bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, bool by_cost,
-                        int stage, int micro);
+                        bool report, int stage, int micro);
 // The layer counts of k contiguous chunks of at least one layer each that minimise the largest
 // chunk's cost (cost[l]: layer l's).
 void dhx_balance_layers(const double *cost, int nlayers, int k, int *layers);
+// Those counts for `chunks` chunks of g's layer stack, each layer costed by an estimate of its
+// ops' work (what comes before the stack counted with layer 0, what comes after with the last).
+void dhx_layers_by_cost(const dhx_graph *g, int chunks, int *layers);
 // pipeline.c: the stage's MICRO program as a 1F1B schedule over `micro` micro-batches
 // (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
 // from each chunk's one-micro-batch forward and backward.

@@ -87,9 +87,7 @@ void dhx_balance_layers(const double *cost, int nlayers, int k, int *layers) {
   free(cut);
 }
 
-// Each layer's cost (ops before the layers in layer 0, after them in the last), balanced over
-// `chunks` chunks into layers[].
-static void balance_by_cost(const dhx_graph *g, int chunks, int *layers) {
+void dhx_layers_by_cost(const dhx_graph *g, int chunks, int *layers) {
   double *cost = calloc((size_t)g->nlayers, sizeof(double));
   if (!cost) abort();
   bool after = false;
@@ -185,7 +183,7 @@ static void widen_io(dhx_graph *g, int micro) {
 }
 
 bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, bool by_cost,
-                        int stage, int micro) {
+                        bool report, int stage, int micro) {
   g->pp = pp;
   g->pp_rank = stage;
   g->chunks = chunks;
@@ -194,9 +192,10 @@ bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, boo
     DHX_ICE("%d layer chunks per stage (at most %d)", chunks, DHX_MAX_CHUNKS);
   int balanced[DHX_MAX_STAGE_CHUNKS];
   if (by_cost && pp * chunks <= DHX_MAX_STAGE_CHUNKS && g->nlayers >= pp * chunks) {
-    balance_by_cost(g, pp * chunks, balanced);
+    dhx_layers_by_cost(g, pp * chunks, balanced);
     layers = balanced;
-    if (stage == 0 && g->tp_rank == 0 && g->dp_rank == 0) report_balance(pp * chunks, balanced);
+    if (report && stage == 0 && g->tp_rank == 0 && g->dp_rank == 0)
+      report_balance(pp * chunks, balanced);
   }
   int *where = assign_chunks(g, pp * chunks, layers);
   bool ok = find_boundaries(g, where, pp, stage);

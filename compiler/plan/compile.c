@@ -251,9 +251,10 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->zero = cfg->zero;
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
-  const int *layers = cfg->nstage_layers ? cfg->stage_layers : NULL;
-  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, cfg->stages_auto, pp_rank,
-                          cfg->pp > 1 ? accum : 1))
+  const int *layers = cfg->stages == DHX_STAGES_GIVEN ? cfg->stage_layers : NULL;
+  bool by_cost = cfg->stages == DHX_STAGES_BY_COST, asked = cfg->layout_locs[6].file != NULL;
+  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, by_cost, by_cost && asked,
+                          pp_rank, cfg->pp > 1 ? accum : 1))
     return false;
   dhx_verify_graph(g, "the parallel layouts");
   dhx_create_param_state(g);

@@ -108,7 +108,7 @@ static void check_pp(checker *k, const dhx_graph *g) {
                  "has none (a 'repeat' in the model body)", cfg->pp, cfg->model_inst->name);
     return;
   }
-  if (cfg->stages_auto && cfg->fold != DHX_FOLD_W) {  // any counts of at least one layer
+  if (cfg->stages == DHX_STAGES_BY_COST && cfg->fold != DHX_FOLD_W) {  // any counts of >= 1 layer
     if (g->nlayers >= chunks) return;
     k->ok = false;
     dhx_error_at(at, src(at), "the model has %d layers, fewer than the %d pipeline %s", g->nlayers,

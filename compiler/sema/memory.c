@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes.h"
 #include "plan.h"
 #include "sema.h"
 
@@ -31,14 +32,38 @@ static const char *src(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 typedef struct layout {
   int pp, chunks, nlayers, micro_per_step;
   bool folded;
+  int *chunk_of_layer;  // NULL: equal counts (by position in the stack)
 } layout;
 
 // The pipeline chunk of a node: layers by position in the stack, what comes before it with
 // the first chunk and what comes after it with the last.
 static int chunk_of(const layout *l, const dhx_node *n, bool after_stack) {
   if (n->layer < 0 || l->nlayers == 0) return after_stack ? l->chunks - 1 : 0;
+  if (l->chunk_of_layer) return l->chunk_of_layer[n->layer];
   int c = (int)((int64_t)n->layer * l->chunks / l->nlayers);
   return c < l->chunks ? c : l->chunks - 1;
+}
+
+// The stages' layer counts as the lowering will choose them (shard_pp.c), when they are not
+// equal: given, or balanced by cost (then estimated on the whole model; the lowering balances
+// each tensor rank's share, which may differ slightly). Folded pipelines have equal chunks.
+static int *stage_counts(const dhx_graph *g, const dhx_config *cfg, const layout *l) {
+  if (l->folded || l->pp < 2 || cfg->virtual_stages > 1 || cfg->stages == DHX_STAGES_EQUAL ||
+      g->nlayers < l->chunks || l->chunks > DHX_MAX_STAGE_CHUNKS)
+    return NULL;
+  int counts[DHX_MAX_STAGE_CHUNKS];
+  if (cfg->stages == DHX_STAGES_GIVEN && cfg->nstage_layers != l->chunks) return NULL;
+  if (cfg->stages == DHX_STAGES_GIVEN)
+    memcpy(counts, cfg->stage_layers, sizeof(int) * (size_t)l->chunks);
+  else
+    dhx_layers_by_cost(g, l->chunks, counts);
+  int *of = malloc(sizeof(int) * (size_t)g->nlayers);
+  if (!of) abort();
+  int at = 0;
+  for (int c = 0; c < l->chunks; c++)
+    for (int k = 0; k < counts[c] && at < g->nlayers; k++) of[at++] = c;
+  while (at < g->nlayers) of[at++] = l->chunks - 1;  // counts that fall short (reported)
+  return of;
 }
 
 static int stage_of_chunk(const layout *l, int c) {
@@ -126,6 +151,7 @@ void dhx_estimate_memory(const dhx_graph *g, const dhx_config *cfg, dhx_memory *
   memset(out, 0, sizeof *out);
   layout l = {.pp = cfg->pp, .folded = cfg->fold == DHX_FOLD_W, .nlayers = g->nlayers};
   l.chunks = l.folded ? 2 * cfg->pp : cfg->pp;
+  l.chunk_of_layer = stage_counts(g, cfg, &l);
   long long per_step = (long long)cfg->micro_batch * cfg->dp;
   l.micro_per_step = per_step ? (int)(cfg->global_batch / per_step) : 1;
   if (l.micro_per_step < 1) l.micro_per_step = 1;
@@ -220,6 +246,7 @@ void dhx_estimate_memory(const dhx_graph *g, const dhx_config *cfg, dhx_memory *
   free(counted);
   free(chunk_act);
   free(layer_act);
+  free(l.chunk_of_layer);
 }
 
 void dhx_print_memory(const dhx_memory *m, const dhx_config *cfg, FILE *f) {
