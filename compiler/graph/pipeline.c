@@ -57,6 +57,7 @@ typedef struct pipe {
   int micro;                // the micro-batch being written
   int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
   int *late_event, nlate;   // gradient sends, waited for at the end
+  int compute;              // the stream the block's compute runs on (a strand's; 0 unpaired)
 } pipe;
 
 static dhx_tensor *T(pipe *p, int t) { return &p->g->tensors[t]; }
@@ -93,6 +94,7 @@ static void copy_ops(pipe *p, const dhx_oplist *l, int from, int to) {
     dhx_lop op = l->ops[i];
     for (int j = 0; j < op.nargs; j++) op.args[j] = remap(p, op.args[j]);
     op.at.micro = p->micro;
+    if (op.stream == 0) op.stream = p->compute;
     *dhx_lop_push(p->out, op.kind, op.stream, op.note) = op;
   }
 }
@@ -175,7 +177,7 @@ static void forward(pipe *p, int m, int c) {
   if (p->prog == DHX_PROG_MICRO && reads_inputs) {
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "load micro-batch %d", m);
-    dhx_lop *ld = dhx_lop_push(p->out, DHX_L_LOAD, 0, note);
+    dhx_lop *ld = dhx_lop_push(p->out, DHX_L_LOAD, p->compute, note);
     ld->args[0] = remap(p, dhx_buf(g->tokens, 0));
     ld->args[1] = remap(p, dhx_buf(g->targets, 0));
     ld->args[2] = dhx_i64(m);
@@ -257,12 +259,52 @@ static void lower_chunk(dhx_graph *g, int c, double loss_scale, bool forward_onl
     DHX_ICE("stage %d chunk %d: no gradient reaches the activation it receives", g->pp_rank, c);
 }
 
+// EVAL: one micro-batch's forward through the chunks, in slot 0 of the inputs (the runtime
+// fills it); everything in line. Frees the templates.
+static void eval_program(dhx_graph *g, double loss_scale, int micro, chunk_tmpl *tmpl) {
+  int v = g->chunks;
+  pipe p;
+  for (int i = 0; i < v; i++) lower_chunk(g, i, loss_scale, true, &tmpl[i]);
+  start(&p, g, DHX_PROG_EVAL, tmpl, micro, 1);
+  for (int i = 0; i < v; i++) forward(&p, 0, i);
+  finish(&p);
+  for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
+  free(tmpl);
+}
+
 // The order of a stage's (micro-batch, chunk) blocks: the k-th forward and k-th backward.
 static void block_of(const dhx_graph *g, int k, bool backward, int *m, int *c) {
   int pp = g->pp, group = pp * g->chunks;
   *c = (k % group) / pp;
   if (backward) *c = g->chunks - 1 - *c;
   *m = (k / group) * pp + k % pp;
+}
+
+// Paired strands on one stage: micro-batch m belongs to strand m % 2, and each strand computes
+// on a stream of its own (strand 0 on stream 0), so the forward of m runs beside the backward
+// of m - 1 and each strand's collectives hide behind the other's compute. The backwards still
+// run one after another in micro-batch order (each waits for the previous one), so the
+// gradients accumulate in the same order as unpaired and the losses are bitwise the same.
+//
+//   strand 0:  F0      F2 ‖ B1(after B0)   ...
+//   strand 1:      F1  B0 ...
+static void paired_strands(pipe *p, int micro) {
+  int strand_stream[2] = {0, p->out->nstreams > 1 ? p->out->nstreams : 1};
+  int prev_backward = -1;  // the event recorded after the last backward
+  for (int k = 0; k <= micro; k++) {
+    if (k < micro) {
+      p->compute = strand_stream[k % 2];
+      forward(p, k, 0);
+    }
+    if (k == 0) continue;
+    p->compute = strand_stream[(k - 1) % 2];
+    if (prev_backward >= 0) event_op(p, DHX_L_WAIT, p->compute, prev_backward, "previous backward done");
+    backward(p, k - 1, 0);
+    prev_backward = p->out->nevents++;
+    event_op(p, DHX_L_RECORD, p->compute, prev_backward, "backward done");
+  }
+  if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, prev_backward, "the other strand done");
+  p->compute = 0;
 }
 
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
@@ -272,6 +314,13 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   for (int c = 0; c < v; c++) lower_chunk(g, c, loss_scale, false, &tmpl[c]);
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
+  if (g->strands && g->pp == 1 && v == 1) {
+    paired_strands(&p, micro);
+    finish(&p);
+    free(tmpl[0].ops.ops);
+    eval_program(g, loss_scale, micro, tmpl);
+    return;
+  }
   // 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
   int total = micro * v;
   int warm = v == 1 ? g->pp - 1 - g->pp_rank : 2 * (g->pp - 1 - g->pp_rank) + (v - 1) * g->pp;
@@ -293,13 +342,5 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   }
   finish(&p);
   for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
-
-  // EVAL: one micro-batch's forward through the chunks, in slot 0 of the inputs (the runtime
-  // fills it); everything in line.
-  for (int i = 0; i < v; i++) lower_chunk(g, i, loss_scale, true, &tmpl[i]);
-  start(&p, g, DHX_PROG_EVAL, tmpl, micro, 1);
-  for (int i = 0; i < v; i++) forward(&p, 0, i);
-  finish(&p);
-  for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
-  free(tmpl);
+  eval_program(g, loss_scale, micro, tmpl);
 }

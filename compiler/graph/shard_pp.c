@@ -187,7 +187,10 @@ bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, boo
   g->pp = pp;
   g->pp_rank = stage;
   g->chunks = chunks;
-  if (pp == 1) return true;
+  if (pp == 1) {  // one stage: still `micro` micro-batches at once when MICRO spans the step
+    widen_io(g, micro);
+    return true;
+  }
   if (chunks > DHX_MAX_CHUNKS)
     DHX_ICE("%d layer chunks per stage (at most %d)", chunks, DHX_MAX_CHUNKS);
   int balanced[DHX_MAX_STAGE_CHUNKS];

@@ -201,6 +201,8 @@ typedef struct dhx_graph {
   int chunk_out[DHX_MAX_CHUNKS];
   dhx_oplist prog[DHX_PROG_COUNT];
   int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
+  bool strands;                  // paired strands: micro-batches alternate between two strands,
+                                 //   one's forward running beside the other's backward
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.

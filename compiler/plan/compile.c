@@ -20,15 +20,27 @@
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
 
+// MICRO runs the step's micro-batches itself (a pipeline schedule, or paired strands), loading
+// each with LOAD_BATCH, instead of being run once per micro-batch by the runtime.
+static bool micro_spans_step(const dhx_config *cfg) { return cfg->pp > 1 || cfg->strands_pair; }
+
 const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, size_t n) {
   const dhx_loc *sched = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
   *at = sched;
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->strands_pair || cfg->fold != DHX_FOLD_OFF) {
+  } else if (cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
-    snprintf(buf, n, "strand interleaving (the strands block)");
+    snprintf(buf, n, "the W-folded pipeline (strands { fold: w })");
+  } else if (cfg->strands_pair && cfg->strands_search == DHX_SEARCH_DP) {
+    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
+    snprintf(buf, n, "the overlap search of paired strands (search: dp; search: off pairs "
+             "whole micro-batches)");
+  } else if (cfg->strands_pair && (cfg->pp > 1 || cfg->zero >= 2)) {
+    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
+    snprintf(buf, n, "paired strands with %s", cfg->pp > 1 ? "pipeline parallelism"
+                                                           : "sharded gradients (zero: 2, 3)");
   } else if (cfg->qwd_bits || cfg->tlq_intra) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
     snprintf(buf, n, "compressed communication (the compress block)");
@@ -119,7 +131,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->log_every = cfg->log_every;
   t->checkpoint_every = cfg->checkpoint_every;
   t->skip_nonfinite = cfg->skip_nonfinite;
-  t->micro_per_run = cfg->pp > 1 ? t->accum_steps : 1;  // a pipeline loads its micro-batches
+  t->micro_per_run = micro_spans_step(cfg) ? t->accum_steps : 1;
   snprintf(t->train_path, sizeof t->train_path, "%s", cfg->train_path ? cfg->train_path : "");
   snprintf(t->val_path, sizeof t->val_path, "%s", cfg->val_path ? cfg->val_path : "");
   t->net_bandwidth = cfg->net_bandwidth;
@@ -214,7 +226,7 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
 // The forward and backward of the micro-batches (MICRO) and the evaluation forward (EVAL).
 static void lower_micro(const dhx_config *cfg, dhx_graph *g, int accum) {
   double loss_scale = 1.0 / ((double)cfg->global_batch * g->seq);
-  if (cfg->pp > 1) {
+  if (micro_spans_step(cfg)) {
     dhx_lower_pipeline(g, accum, loss_scale);
     return;
   }
@@ -249,12 +261,13 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->dp = cfg->dp;
   g->dp_rank = dp_rank;
   g->zero = cfg->zero;
+  g->strands = cfg->strands_pair;
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   const int *layers = cfg->stages == DHX_STAGES_GIVEN ? cfg->stage_layers : NULL;
   bool by_cost = cfg->stages == DHX_STAGES_BY_COST, asked = cfg->layout_locs[6].file != NULL;
   if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, by_cost, by_cost && asked,
-                          pp_rank, cfg->pp > 1 ? accum : 1))
+                          pp_rank, micro_spans_step(cfg) ? accum : 1))
     return false;
   dhx_verify_graph(g, "the parallel layouts");
   dhx_create_param_state(g);
@@ -344,7 +357,7 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
             share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
           set_coords(cfg, t, d, s, &p->ranks[r]);
         }
-        flops += flops_per_token(gt) / (cfg->pp > 1 ? (double)(cfg->global_batch /
+        flops += flops_per_token(gt) / (micro_spans_step(cfg) ? (double)(cfg->global_batch /
                                         (cfg->micro_batch * cfg->dp)) : 1.0);
       }
       if (!first) dhx_graph_free(gt);
