@@ -102,6 +102,10 @@ void dhx_reduce_scatter_sum(dhx_comms *c, int comm, int stream, const float *in,
 // [i·count/p, (i+1)·count/p) of `out` (count floats) on every member. The all-reduce's second half.
 void dhx_all_gather(dhx_comms *c, int comm, int stream, const float *in, float *out,
                     int64_t count);
+// All-to-all: `in` and `out` are count floats (count a multiple of p), disjoint; block j of
+// count/p floats of the input of member i lands at block i of member j's output.
+void dhx_all_to_all(dhx_comms *c, int comm, int stream, const float *in, float *out,
+                    int64_t count);
 // Point-to-point: `count` floats to / from the member of index `peer`, with `tag`, on the MPI
 // communicator of (comm, stream). A send may block until the peer receives.
 void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count, int peer,
