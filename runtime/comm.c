@@ -7,6 +7,8 @@
 // members issue the same sequence of collectives on each (communicator, stream) and that every
 // send meets its receive in order, so the exchanges pair up.
 //
+// ALL_TO_ALL is p-1 pairwise exchanges on the same communicators, counted and delayed alike.
+//
 // The all-reduce is a ring reduce-scatter followed by a ring all-gather (the same two halves
 // serve the REDUCE_SCATTER and ALL_GATHER ops), written out over MPI_Sendrecv rather than
 // MPI_Allreduce because:
@@ -118,13 +120,12 @@ static void network_delay(const dhx_comms *cs, int64_t bytes) {
   }
 }
 
-// Sends `sn` floats to the right neighbour while receiving `rn` from the left one, as `pieces`
+// Sends `sn` floats to member `to` while receiving `rn` from member `from`, as `pieces`
 // messages each way so MPI's int counts can hold them. Every rank uses the same number of
 // pieces (from the largest chunk), including empty ones, so each message always meets its
 // matching receive even when chunks are empty (count < ring size).
-static void exchange(dhx_comms *cs, ring *r, const float *send, int64_t sn, float *recv,
-                     int64_t rn, int64_t pieces) {
-  int right = (r->rank + 1) % r->size, left = (r->rank + r->size - 1) % r->size;
+static void exchange_with(dhx_comms *cs, ring *r, const float *send, int64_t sn, int to,
+                          float *recv, int64_t rn, int from, int64_t pieces) {
   for (int64_t k = 0; k < pieces; k++) {
     int64_t at = k * MAX_MSG_FLOATS;
     int64_t s = sn - at < MAX_MSG_FLOATS ? sn - at : MAX_MSG_FLOATS;
@@ -132,10 +133,17 @@ static void exchange(dhx_comms *cs, ring *r, const float *send, int64_t sn, floa
     s = s < 0 ? 0 : s;
     q = q < 0 ? 0 : q;
     network_delay(cs, s * 4);
-    MPI_Sendrecv(send + (s ? at : 0), (int)s, MPI_FLOAT, right, 0, recv + (q ? at : 0), (int)q,
-                 MPI_FLOAT, left, 0, r->comm, MPI_STATUS_IGNORE);
+    MPI_Sendrecv(send + (s ? at : 0), (int)s, MPI_FLOAT, to, 0, recv + (q ? at : 0), (int)q,
+                 MPI_FLOAT, from, 0, r->comm, MPI_STATUS_IGNORE);
     atomic_fetch_add(&cs->bytes_sent, (uint64_t)s * 4);
   }
+}
+
+// The ring's step: to the right neighbour, from the left one.
+static void exchange(dhx_comms *cs, ring *r, const float *send, int64_t sn, float *recv,
+                     int64_t rn, int64_t pieces) {
+  exchange_with(cs, r, send, sn, (r->rank + 1) % r->size, recv, rn,
+                (r->rank + r->size - 1) % r->size, pieces);
 }
 
 // Chunk c of p over n elements: [n*c/p, n*(c+1)/p) without overflow.
@@ -236,6 +244,26 @@ void dhx_all_gather(dhx_comms *cs, int comm, int stream, const float *in, float 
   if (in != mine)  // in place (the input is this rank's chunk of the output): nothing to copy
     memcpy(mine, in, sizeof(float) * (size_t)chunk_len(count, p, me));
   ring_all_gather(cs, r, out, count, 0);
+}
+
+// All-to-all as p-1 pairwise exchanges: at step s a member sends its block for the member s
+// places to its right and receives its block from the member s places to its left, so every
+// step pairs each send with a posted receive and the order is the same on every run.
+void dhx_all_to_all(dhx_comms *cs, int comm, int stream, const float *in, float *out,
+                    int64_t count) {
+  ring *r = ring_of(cs, comm, stream);
+  if (count <= 0) return;
+  if (!r) {  // p == 1: the one block stays here
+    if (alone_in(cs, comm)) memcpy(out, in, sizeof(float) * (size_t)count);
+    return;
+  }
+  int p = r->size, me = r->rank;
+  int64_t block = count / p, pieces = (block + MAX_MSG_FLOATS - 1) / MAX_MSG_FLOATS;
+  memcpy(out + me * block, in + me * block, sizeof(float) * (size_t)block);
+  for (int s = 1; s < p; s++) {
+    int to = (me + s) % p, from = (me - s + p) % p;
+    exchange_with(cs, r, in + to * block, block, to, out + from * block, block, from, pieces);
+  }
 }
 
 // Messages of a transfer: MPI counts are int, so long ones go in pieces, cut alike on both

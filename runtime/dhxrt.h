@@ -102,6 +102,10 @@ void dhx_reduce_scatter_sum(dhx_comms *c, int comm, int stream, const float *in,
 // [i·count/p, (i+1)·count/p) of `out` (count floats) on every member. The all-reduce's second half.
 void dhx_all_gather(dhx_comms *c, int comm, int stream, const float *in, float *out,
                     int64_t count);
+// All-to-all: `in` and `out` are count floats (count a multiple of p), disjoint; block j of
+// count/p floats of the input of member i lands at block i of member j's output.
+void dhx_all_to_all(dhx_comms *c, int comm, int stream, const float *in, float *out,
+                    int64_t count);
 // Point-to-point: `count` floats to / from the member of index `peer`, with `tag`, on the MPI
 // communicator of (comm, stream). A send may block until the peer receives.
 void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count, int peer,
@@ -275,6 +279,7 @@ typedef struct dhx_run_summary {
   double flops_per_s, peak_flops_per_s, mfu;  // whole job
   const char *peak_source;
   double peak_rss_bytes, arena_bytes;  // largest of the ranks
+  double net_bandwidth, net_latency;   // the emulated network of the run (bandwidth 0: none)
   bool has_loss, has_val;
   double final_loss, final_val_loss;
   const char *paths[8];  // written by this run
@@ -340,8 +345,20 @@ typedef struct dhx_run_opts {
   double step_timeout;  // seconds without progress before the run is ended; 0: automatic
   const char *trace_path;  // --trace: the Chrome trace file rank 0 writes; NULL when absent
   int64_t trace_first, trace_last;  // --trace-steps, 1-based and inclusive; 0: the first 2 steps
+  bool net_override;  // --net-emulate: net_bandwidth and net_latency replace the plan's network
+  double net_bandwidth, net_latency;  // bytes/s (0: no emulation) and seconds per message
   bool quiet;
 } dhx_run_opts;
+
+// ---- netemu.c ---------------------------------------------------------------------------------
+// The value of --net-emulate: BANDWIDTH,LATENCY with units (1GB/s,20us: B/s, KB/s, MB/s, GB/s,
+// TB/s; s, ms, us, ns) or `off` (bandwidth 0). False with an error naming the option otherwise.
+bool dhx_parse_net_emulate(const char *value, double *bandwidth, double *latency, char *err,
+                           size_t errlen);
+// The log line of the emulated network ("dhxrun: network emulated at 1 GB/s with 20 us latency
+// per message (SOURCE)", or "dhxrun: network not emulated (SOURCE)" for bandwidth 0).
+void dhx_describe_net(double bandwidth, double latency, const char *source, char *out,
+                      size_t len);
 
 // Runs the whole training on this rank (MPI already initialised with MPI_THREAD_MULTIPLE).
 // Returns the process exit status; errors are printed once, by the lowest failing rank.

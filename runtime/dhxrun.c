@@ -37,6 +37,9 @@ static const char *usage_text =
     "                         (Chrome trace JSON: open it in ui.perfetto.dev or chrome://tracing)\n"
     "  --trace-steps A:B      the steps the trace covers, A to B inclusive, or one step A\n"
     "                         (default: the first 2 steps this run takes)\n"
+    "  --net-emulate BW,LAT   emulate this network instead of the plan's: each message waits\n"
+    "                         LAT + bytes/BW before it leaves (as in 1GB/s,20us; units B/s,\n"
+    "                         KB/s, MB/s, GB/s, TB/s and s, ms, us, ns), or off for none\n"
     "  --quiet                print nothing but errors\n"
     "  --help                 this text\n"
     "\n"
@@ -74,7 +77,8 @@ static bool parse_window(const char *s, int64_t *first, int64_t *last) {
 static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err, size_t errlen) {
   static const char *with_value[] = {"--train", "--val", "--steps", "--metrics", "--threads",
                                      "--save", "--resume", "--checkpoint-dir", "--init",
-                                     "--step-timeout", "--trace", "--trace-steps"};
+                                     "--step-timeout", "--trace", "--trace-steps",
+                                     "--net-emulate"};
   memset(o, 0, sizeof *o);
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
@@ -139,6 +143,10 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
         return PARSE_ERROR;
       }
       o->step_timeout = v;
+    } else if (strcmp(name, "--net-emulate") == 0) {
+      if (!dhx_parse_net_emulate(value, &o->net_bandwidth, &o->net_latency, err, errlen))
+        return PARSE_ERROR;
+      o->net_override = true;
     } else if (strcmp(name, "--trace") == 0) {
       o->trace_path = value;
     } else if (strcmp(name, "--trace-steps") == 0) {

@@ -156,6 +156,10 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
       dhx_all_gather(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
                      arg_ptr(rt, &in->args[1]), in->args[2].i);
       break;
+    case DHX_OP_ALL_TO_ALL:
+      dhx_all_to_all(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
+                     arg_ptr(rt, &in->args[1]), in->args[2].i);
+      break;
     case DHX_OP_SEND:
       dhx_send(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
                (int)in->args[2].i, (int)in->args[3].i);

@@ -29,7 +29,7 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 5
+#define DHX_PLAN_VERSION 6
 #define DHX_PATH_MAX 512
 #define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
 
@@ -120,12 +120,23 @@ typedef enum {
   // region of micro_batch*seq i32) and args[1] (a TARGETS region of as many): the runtime reads
   // this rank's rows of the shard. Programs that span micro-batches (pipelines) load their own.
   DHX_OP_LOAD_BATCH,
+  // All-to-all: args[0] = input region (count elements), args[1] = output region (count
+  // elements, disjoint from the input), args[2] = count, a multiple of p. Member i's input is p
+  // blocks of count/p elements, block j going to member j; its output block j is member j's
+  // input block i.
+  DHX_OP_ALL_TO_ALL,
 } dhx_op;
 
 // Ops that exchange data over a communicator (they carry `comm` and `dtype`).
 static inline bool dhx_op_on_comm(uint32_t op) {
   return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER ||
-         op == DHX_OP_SEND || op == DHX_OP_RECV;
+         op == DHX_OP_ALL_TO_ALL || op == DHX_OP_SEND || op == DHX_OP_RECV;
+}
+
+// The argument holding the element count of an op on a communicator: args[2] for the ops with
+// an input and an output region, args[1] for the all-reduce and the transfers.
+static inline int dhx_op_count_arg(uint32_t op) {
+  return op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER || op == DHX_OP_ALL_TO_ALL ? 2 : 1;
 }
 
 typedef struct dhx_plan_instr {

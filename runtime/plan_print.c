@@ -42,7 +42,8 @@ const char *dhx_op_name(uint32_t op) {
                             [DHX_OP_REDUCE_SCATTER] = "reduce_scatter",
                             [DHX_OP_ALL_GATHER] = "all_gather",
                             [DHX_OP_SEND] = "send",           [DHX_OP_RECV] = "recv",
-                            [DHX_OP_LOAD_BATCH] = "load_batch"};
+                            [DHX_OP_LOAD_BATCH] = "load_batch",
+                            [DHX_OP_ALL_TO_ALL] = "all_to_all"};
   return NAME_OF(t, op);
 }
 
@@ -134,6 +135,7 @@ static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint
     case DHX_OP_ALLREDUCE:
     case DHX_OP_REDUCE_SCATTER:
     case DHX_OP_ALL_GATHER:
+    case DHX_OP_ALL_TO_ALL:
     case DHX_OP_SEND:
     case DHX_OP_RECV:
       fprintf(f, "comm %d %s ", in->comm, dhx_dtype_name(in->dtype));

@@ -55,7 +55,8 @@ static bool gathers_in_place(const dhx_plan_rank *r, const dhx_plan_instr *in) {
   return count > 0 && ilo >= olo && ilo < olo + count * size;
 }
 
-// Reduce-scatter and all-gather: input and output, one of them a 1/p chunk of count, in
+// Reduce-scatter, all-gather and all-to-all: input and output (one of them a 1/p chunk of count
+// for the first two; both count for all-to-all) in
 // disjoint parts of the arena (the ring reads the input while it writes the output); or an
 // all-gather in place, its input this member's chunk of its output (plan.h).
 static bool check_chunked(plan_check_ctx *v, const dhx_plan_instr *in) {
@@ -66,8 +67,8 @@ static bool check_chunked(plan_check_ctx *v, const dhx_plan_instr *in) {
   CHECK(count >= 0 && count % p == 0, "%s of %" PRId64 " elements: the count must be a "
         "non-negative multiple of communicator %d's %u members", dhx_op_name(in->op), count,
         in->comm, p);
-  bool scatter = in->op == DHX_OP_REDUCE_SCATTER;
-  int64_t in_count = scatter ? count : count / p, out_count = scatter ? count / p : count;
+  bool scatter = in->op == DHX_OP_REDUCE_SCATTER, gather = in->op == DHX_OP_ALL_GATHER;
+  int64_t in_count = gather ? count / p : count, out_count = scatter ? count / p : count;
   if (!check_typed_region(v, in, 0, in_count) || !check_typed_region(v, in, 1, out_count))
     return false;
   int64_t ilo, ihi, olo, ohi;
@@ -107,7 +108,8 @@ bool plan_check_comm_instr(plan_check_ctx *v, const dhx_plan_instr *in) {
              check_typed_region(v, in, 0, in->args[1].i);
     }
     case DHX_OP_REDUCE_SCATTER:
-    case DHX_OP_ALL_GATHER: return check_chunked(v, in);
+    case DHX_OP_ALL_GATHER:
+    case DHX_OP_ALL_TO_ALL: return check_chunked(v, in);
     case DHX_OP_SEND:
     case DHX_OP_RECV: return check_transfer(v, in);
     default: return plan_check_fail(v, "%s is not a collective", dhx_op_name(in->op));

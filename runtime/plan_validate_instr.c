@@ -212,7 +212,7 @@ static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
 bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_plan_instr *in) {
   CHECK(terminated(in->note, DHX_NAME_MAX), "note is not NUL-terminated");
   v->note = in->note;
-  CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_LOAD_BATCH, "unknown op %u", in->op);
+  CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_ALL_TO_ALL, "unknown op %u", in->op);
   CHECK(in->stream < p->nstreams, "stream %u, but the program has %u streams", in->stream,
         p->nstreams);
   if (!check_args_generic(v, in)) return false;
@@ -227,6 +227,7 @@ bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_pl
     case DHX_OP_ALLREDUCE:
     case DHX_OP_REDUCE_SCATTER:
     case DHX_OP_ALL_GATHER:
+    case DHX_OP_ALL_TO_ALL:
     case DHX_OP_SEND:
     case DHX_OP_RECV: return plan_check_comm_instr(v, in);
     case DHX_OP_RECORD:

@@ -76,7 +76,8 @@ typedef struct collective_seq {
 } collective_seq;
 
 static bool is_collective(uint32_t op) {
-  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER;
+  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER ||
+         op == DHX_OP_ALL_TO_ALL;
 }
 
 // A collective of rank r's program on plan communicator c (after r's substitutions).
@@ -85,12 +86,14 @@ static bool on_comm(const dhx_plan_rank *r, const dhx_plan_instr *in, uint32_t c
 }
 
 static int64_t collective_count(const dhx_plan_instr *in) {
-  return in->args[in->op == DHX_OP_ALLREDUCE ? 1 : 2].i;
+  return in->args[dhx_op_count_arg(in->op)].i;
 }
 
 static const char *collective_name(uint32_t op) {
-  return op == DHX_OP_ALLREDUCE ? "all-reduce" : op == DHX_OP_REDUCE_SCATTER ? "reduce-scatter"
-                                                                             : "all-gather";
+  return op == DHX_OP_ALLREDUCE        ? "all-reduce"
+         : op == DHX_OP_REDUCE_SCATTER ? "reduce-scatter"
+         : op == DHX_OP_ALL_GATHER     ? "all-gather"
+                                       : "all-to-all";
 }
 
 static bool collect_sequence(const dhx_plan_rank *r, const dhx_plan_program *p, uint32_t c,

@@ -146,6 +146,8 @@ void dhx_summary_write_json(FILE *out, const dhx_run_summary *s) {
   dhx_json_number(out, "mfu", s->mfu, "%.6g");
   dhx_json_number(out, "peak_rss_bytes", s->peak_rss_bytes, "%.0f");
   dhx_json_number(out, "arena_bytes", s->arena_bytes, "%.0f");
+  dhx_json_number(out, "net_bandwidth", s->net_bandwidth, "%.6g");
+  dhx_json_number(out, "net_latency", s->net_latency, "%.6g");
   if (s->has_loss) dhx_json_number(out, "final_loss", s->final_loss, "%.9g");
   if (s->has_val) dhx_json_number(out, "final_val_loss", s->final_val_loss, "%.9g");
   fprintf(out, ",\"paths\":[");

@@ -244,9 +244,7 @@ static const char *prog_category(uint32_t prog) {
 
 // Bytes of the region a communication op exchanges (its element count times the element size).
 static int64_t comm_bytes(const dhx_plan_instr *in) {
-  int64_t count = in->op == DHX_OP_REDUCE_SCATTER || in->op == DHX_OP_ALL_GATHER ? in->args[2].i
-                                                                                 : in->args[1].i;
-  return count * dhx_dtype_size(in->dtype);
+  return in->args[dhx_op_count_arg(in->op)].i * dhx_dtype_size(in->dtype);
 }
 
 static uint32_t rank_streams(const dhx_plan_rank *r) {

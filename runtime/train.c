@@ -109,6 +109,10 @@ static bool read_plan(run *R) {
   snprintf(path, sizeof path, "%s/plan.bin", R->opts->plan_dir);
   if (!dhx_plan_read(path, &R->plan, R->err, sizeof R->err)) return false;
   R->t = &R->plan.train;
+  if (R->opts->net_override) {  // before the communicators read it
+    R->plan.train.net_bandwidth = R->opts->net_bandwidth;
+    R->plan.train.net_latency = R->opts->net_latency;
+  }
   if ((uint32_t)R->world != R->plan.nranks) {
     snprintf(R->err, sizeof R->err, "%s: the plan is for %u ranks, but %d were started (run "
              "it with mpirun -np %u)", path, R->plan.nranks, R->world, R->plan.nranks);
@@ -323,6 +327,14 @@ static void print_header(const run *R) {
          "steps %" PRId64 "..%" PRId64 " of %" PRId64 "\n", R->t->model_name, R->plan.nranks,
          R->rt.threads, R->t->n_params, R->t->global_batch * R->t->seq, R->first_step + 1,
          R->end_step, R->t->steps);
+  if (R->t->net_bandwidth > 0 || R->opts->net_override) {
+    char net[160];
+    const char *source = !R->opts->net_override  ? "the plan's cluster"
+                         : R->t->net_bandwidth > 0 ? "--net-emulate"
+                                                   : "--net-emulate off";
+    dhx_describe_net(R->t->net_bandwidth, R->t->net_latency, source, net, sizeof net);
+    printf("%s\n", net);
+  }
   if (R->resume_path[0]) printf("dhxrun: resuming from %s\n", R->resume_path);
   if (R->opts->init_path) printf("dhxrun: weights from %s (fresh optimizer state)\n", R->opts->init_path);
   if (R->checkpoint_dir[0] && R->t->checkpoint_every > 0)
@@ -545,6 +557,8 @@ static void summarize(run *R, const char *outcome) {
                        .skipped = R->skipped, .peak_source = "measured sgemm rate of the ranks' cores"};
   s.peak_rss_bytes = max_over_ranks((double)ru.ru_maxrss * 1024.0);
   s.arena_bytes = max_over_ranks((double)R->rt.arena.bytes);
+  s.net_bandwidth = R->t->net_bandwidth;
+  s.net_latency = R->t->net_latency;
   s.peak_flops_per_s = all_sum(dhx_measure_gemm_rate(R->rt.pool));
   double tokens = (double)(steps_run * R->t->global_batch * R->t->seq);
   s.wall_s = R->train_seconds;

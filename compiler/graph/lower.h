@@ -55,6 +55,10 @@ dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int ou
 // [i·count/p, (i+1)·count/p) of the sum in `out` (count / group size).
 dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
                                  int64_t count, const char *note);
+// All-to-all: `in` and `out` hold `count` elements (a multiple of the group size p) as p blocks;
+// block j of member i's input lands at block i of member j's output. Disjoint tensors.
+dhx_lop *dhx_emit_all_to_all(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
+                             const char *note);
 
 // optimizer.c: AdamW over `count` elements of param (from its start), its gradient at `grad`
 // and its moments m and v, with the per-step registers (learning rate, bias corrections, clip).

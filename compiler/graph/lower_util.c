@@ -48,9 +48,10 @@ dhx_lop *dhx_emit_allreduce(dhx_oplist *l, int stream, int comm, int t, int64_t 
   return op;
 }
 
-dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
-                             const char *note) {
-  dhx_lop *op = dhx_lop_push(l, DHX_L_ALL_GATHER, stream, note);
+// A collective from tensor `in` to tensor `out` (both from their start) over `count` elements.
+static dhx_lop *emit_in_out(dhx_oplist *l, dhx_lop_kind kind, int stream, int comm, int in,
+                            int out, int64_t count, const char *note) {
+  dhx_lop *op = dhx_lop_push(l, kind, stream, note);
   op->args[0] = dhx_buf(in, 0);
   op->args[1] = dhx_buf(out, 0);
   op->args[2] = dhx_i64(count);
@@ -59,15 +60,19 @@ dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int ou
   return op;
 }
 
+dhx_lop *dhx_emit_all_gather(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
+                             const char *note) {
+  return emit_in_out(l, DHX_L_ALL_GATHER, stream, comm, in, out, count, note);
+}
+
 dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
                                  int64_t count, const char *note) {
-  dhx_lop *op = dhx_lop_push(l, DHX_L_REDUCE_SCATTER, stream, note);
-  op->args[0] = dhx_buf(in, 0);
-  op->args[1] = dhx_buf(out, 0);
-  op->args[2] = dhx_i64(count);
-  op->nargs = 3;
-  op->comm = comm;
-  return op;
+  return emit_in_out(l, DHX_L_REDUCE_SCATTER, stream, comm, in, out, count, note);
+}
+
+dhx_lop *dhx_emit_all_to_all(dhx_oplist *l, int stream, int comm, int in, int out, int64_t count,
+                             const char *note) {
+  return emit_in_out(l, DHX_L_ALL_TO_ALL, stream, comm, in, out, count, note);
 }
 
 void dhx_ewb_init(dhx_ewb *b) { memset(b, 0, sizeof *b); }

@@ -109,6 +109,11 @@ static void check_comm(check *c, const dhx_lop *op) {
       check_window(c, &op->args[0], op->args[2].i, "the input");
       check_window(c, &op->args[1], 0, "the output");
       break;
+    case DHX_L_ALL_TO_ALL:
+      check_window(c, &op->args[0], op->args[2].i, "the input");
+      check_window(c, &op->args[1], op->args[2].i, "the output");
+      if (op->args[0].tensor == op->args[1].tensor) FAIL(c, "all-to-all in place");
+      break;
     case DHX_L_SEND:
     case DHX_L_RECV:
       check_window(c, &op->args[0], op->args[1].i, "the region");
@@ -130,6 +135,7 @@ static void check_op(check *c, const dhx_lop *op, const bool *recorded) {
     case DHX_L_ALLREDUCE:
     case DHX_L_ALL_GATHER:
     case DHX_L_REDUCE_SCATTER:
+    case DHX_L_ALL_TO_ALL:
     case DHX_L_SEND:
     case DHX_L_RECV: check_comm(c, op); break;
     case DHX_L_GRAD_NORM: check_window(c, &op->args[0], op->args[1].i, "the partial sums"); break;

@@ -141,7 +141,7 @@ static const char *lop_name(dhx_lop_kind k) {
       [DHX_L_SEND] = "send",           [DHX_L_RECV] = "recv",
       [DHX_L_LOAD] = "load_batch",     [DHX_L_REDUCE_SCATTER] = "reduce_scatter",
       [DHX_L_GRAD_NORM] = "grad_norm", [DHX_L_RECORD] = "record",
-      [DHX_L_WAIT] = "wait"};
+      [DHX_L_WAIT] = "wait",           [DHX_L_ALL_TO_ALL] = "all_to_all"};
   if ((unsigned)k >= sizeof names / sizeof names[0] || !names[k]) return "?";
   return names[k];
 }

@@ -132,6 +132,7 @@ typedef enum {
   DHX_L_REDUCE_SCATTER,  // args[0] input, args[1] output, args[2] count (of the input)
   DHX_L_GRAD_NORM,
   DHX_L_RECORD, DHX_L_WAIT,
+  DHX_L_ALL_TO_ALL,  // args[0] input, args[1] output, args[2] count (of each; p blocks)
 } dhx_lop_kind;
 
 // Where a low-level op comes from, for the passes that reorder ops (overlap search, strands)

@@ -27,6 +27,7 @@ int64_t dhx_cost_bytes_sent(const dhx_plan *p, const dhx_plan_instr *in) {
   switch (in->op) {
     case DHX_OP_ALLREDUCE: return m > 1 ? 2 * (m - 1) * (i64_arg(in, 1) / m) * size : 0;
     case DHX_OP_REDUCE_SCATTER:
+    case DHX_OP_ALL_TO_ALL:
     case DHX_OP_ALL_GATHER: return m > 1 ? (m - 1) * (i64_arg(in, 2) / m) * size : 0;
     case DHX_OP_SEND: return i64_arg(in, 1) * size;
     default: return 0;
@@ -71,6 +72,7 @@ double dhx_cost_instr(const dhx_cost_model *m, const dhx_plan *p, const dhx_plan
     case DHX_OP_ALLREDUCE:
       return n > 1 ? ring_time(m, 2 * (n - 1), (double)i64_arg(in, 1) / (double)n * size) : 0;
     case DHX_OP_REDUCE_SCATTER:
+    case DHX_OP_ALL_TO_ALL:
     case DHX_OP_ALL_GATHER:
       return n > 1 ? ring_time(m, n - 1, (double)i64_arg(in, 2) / (double)n * size) : 0;
     case DHX_OP_SEND:

@@ -32,8 +32,8 @@ typedef struct dhx_cost_model {
 dhx_cost_model dhx_cost_model_for(const dhx_plan *p);
 
 // Bytes this rank sends for a communicating instruction (ring algorithms: an all-reduce sends
-// 2(m-1)/m of the buffer over m members, a reduce-scatter or an all-gather (m-1)/m of the whole
-// count, a SEND its count; a RECV sends nothing). 0 for other instructions.
+// 2(m-1)/m of the buffer over m members, a reduce-scatter, an all-gather or an all-to-all
+// (m-1)/m of the whole count, a SEND its count; a RECV sends nothing). 0 for other instructions.
 int64_t dhx_cost_bytes_sent(const dhx_plan *p, const dhx_plan_instr *in);
 
 // Seconds instruction `in` takes under model `m`:
@@ -41,7 +41,7 @@ int64_t dhx_cost_bytes_sent(const dhx_plan *p, const dhx_plan_instr *in);
 //   KERNEL     launch + bytes its pointer arguments reach (access descriptors) / mem_bandwidth
 //   ZERO       bytes / mem_bandwidth;  GRAD_NORM  count·4 / mem_bandwidth
 //   ALLREDUCE  2(m-1) · (latency + count/m·size / bandwidth) over m members (0 when m = 1)
-//   REDUCE_SCATTER, ALL_GATHER  (m-1) · (latency + count/m·size / bandwidth)
+//   REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL  (m-1) · (latency + count/m·size / bandwidth)
 //   SEND, RECV latency + count·size / bandwidth
 //   RECORD, WAIT  0
 double dhx_cost_instr(const dhx_cost_model *m, const dhx_plan *p, const dhx_plan_instr *in);

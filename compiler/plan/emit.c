@@ -96,6 +96,7 @@ static uint32_t op_of(dhx_lop_kind k) {
     case DHX_L_GRAD_NORM: return DHX_OP_GRAD_NORM;
     case DHX_L_RECORD: return DHX_OP_RECORD;
     case DHX_L_WAIT: return DHX_OP_WAIT;
+    case DHX_L_ALL_TO_ALL: return DHX_OP_ALL_TO_ALL;
   }
   return 0;
 }

@@ -100,7 +100,8 @@ static const dhx_plan_instr *instr_at(const sim *s, uint32_t rank, uint32_t i) {
 }
 
 static bool is_collective(uint32_t op) {
-  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER;
+  return op == DHX_OP_ALLREDUCE || op == DHX_OP_REDUCE_SCATTER || op == DHX_OP_ALL_GATHER ||
+         op == DHX_OP_ALL_TO_ALL;
 }
 
 static bool is_transfer(uint32_t op) { return op == DHX_OP_SEND || op == DHX_OP_RECV; }
@@ -110,15 +111,16 @@ static int64_t i64_arg(const dhx_plan_instr *in, uint32_t j) {
   return j < in->nargs && in->args[j].kind == DHX_ARG_I64 ? in->args[j].i : -1;
 }
 
-// Elements a communicating instruction moves (the whole count for reduce-scatter and
-// all-gather, as plan.h defines it).
+// Elements a communicating instruction moves (the whole count for reduce-scatter, all-gather
+// and all-to-all, as plan.h defines it).
 static int64_t count_of(const dhx_plan_instr *in) {
-  return i64_arg(in, in->op == DHX_OP_REDUCE_SCATTER || in->op == DHX_OP_ALL_GATHER ? 2 : 1);
+  return i64_arg(in, (uint32_t)dhx_op_count_arg(in->op));
 }
 
 static const char *op_label(uint32_t op) {
   static const char *names[] = {"?", "KERNEL", "GEMM", "ZERO", "ALLREDUCE", "RECORD", "WAIT",
-                                "GRAD_NORM", "REDUCE_SCATTER", "ALL_GATHER", "SEND", "RECV"};
+                                "GRAD_NORM", "REDUCE_SCATTER", "ALL_GATHER", "SEND", "RECV",
+                                "LOAD_BATCH", "ALL_TO_ALL"};
   return op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 

@@ -127,6 +127,7 @@ static uint32_t arg_access(const dhx_plan *plan, const dhx_plan_instr *in, uint3
     case DHX_OP_ALLREDUCE: return j == 0 ? ACC_READ | ACC_WRITE : 0;
     case DHX_OP_REDUCE_SCATTER:  // reads its input, writes its chunk of the sum
     case DHX_OP_ALL_GATHER:      // reads its own chunk, writes the whole
+    case DHX_OP_ALL_TO_ALL:      // reads all of its input, writes all of its output
       return j == 0 ? ACC_READ : j == 1 ? ACC_WRITE : 0;
     case DHX_OP_SEND: return j == 0 ? ACC_READ : 0;
     case DHX_OP_LOAD_BATCH: return j <= 1 ? ACC_WRITE : 0;

@@ -153,14 +153,14 @@ static void touch_allreduce(const dhx_rt *rt, const dhx_plan_instr *in) {
   for (int64_t i = 0; i < in->args[1].i; i++) x[i] += 0.0f;
 }
 
-// Reduce-scatter and all-gather read their input and write their output; the sizes come from
+// Reduce-scatter, all-gather and all-to-all read their input and write their output; the sizes come from
 // the communicator, as the ring's would.
 static void touch_chunked(const dhx_rt *rt, const dhx_plan_instr *in) {
   int64_t count = in->args[2].i, p = rt->plan->comms[in->comm].nranks;
-  bool scatter = in->op == DHX_OP_REDUCE_SCATTER;
+  bool scatter = in->op == DHX_OP_REDUCE_SCATTER, gather = in->op == DHX_OP_ALL_GATHER;
   const float *src = operand(rt, &in->args[0]);
   float *dst = operand(rt, &in->args[1]);
-  int64_t n_in = scatter ? count : count / p, n_out = scatter ? count / p : count;
+  int64_t n_in = gather ? count / p : count, n_out = scatter ? count / p : count;
   float sum = 0;
   for (int64_t i = 0; i < n_in; i++) sum += src[i] * 0.0f;
   for (int64_t i = 0; i < n_out; i++) dst[i] = sum;
@@ -178,7 +178,8 @@ static void run_program(dhx_rt *rt, const dhx_plan_program *prog) {
     if (in->op == DHX_OP_GEMM) touch_gemm(rt, in);
     if (in->op == DHX_OP_ALLREDUCE)
       touch_allreduce(rt, in);
-    else if (in->op == DHX_OP_REDUCE_SCATTER || in->op == DHX_OP_ALL_GATHER)
+    else if (in->op == DHX_OP_REDUCE_SCATTER || in->op == DHX_OP_ALL_GATHER ||
+             in->op == DHX_OP_ALL_TO_ALL)
       touch_chunked(rt, in);
     else if (in->op == DHX_OP_SEND || in->op == DHX_OP_RECV)
       touch_transfer(rt, in);

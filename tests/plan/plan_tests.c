@@ -408,6 +408,58 @@ static void test_bounds_new_collectives(const char *unused) {
                              "matching reduce-scatter has 64: the ranks would hang");
 }
 
+// Instruction 0 of `rank` (the reduce-scatter) as an all-to-all of x into whole, 64 elements.
+static dhx_plan_instr *scatter_as_all_to_all(dhx_plan *p, uint32_t rank) {
+  dhx_plan_instr *in = step_instr(p, rank, 0);
+  in->op = DHX_OP_ALL_TO_ALL;
+  in->args[1] = step_instr(p, rank, 1)->args[1];  // the all-gather's output, "whole"
+  return in;
+}
+static void a2a_everywhere(dhx_plan *p) {
+  for (uint32_t r = 0; r < 4; r++) scatter_as_all_to_all(p, r);
+}
+static void a2a_count_not_multiple(dhx_plan *p) { scatter_as_all_to_all(p, 0)->args[2].i = 62; }
+static void a2a_output_past_buffer(dhx_plan *p) { scatter_as_all_to_all(p, 0)->args[1].i = 16; }
+static void a2a_output_over_input(dhx_plan *p) {
+  dhx_plan_instr *in = scatter_as_all_to_all(p, 0);
+  in->args[1] = in->args[0];  // in place: the blocks it sends are the ones it receives into
+}
+static void a2a_count_not_i64(dhx_plan *p) {
+  dhx_plan_instr *in = scatter_as_all_to_all(p, 0);
+  in->args[2].kind = DHX_ARG_F64;
+  in->args[2].f = 64;
+}
+static void a2a_dtype_f64(dhx_plan *p) { scatter_as_all_to_all(p, 0)->dtype = DHX_F64; }
+static void a2a_counts_differ(dhx_plan *p) {
+  a2a_everywhere(p);
+  step_instr(p, 2, 0)->args[2].i = 32;
+}
+
+// The all-to-all's arguments: a count that is a multiple of p inside both buffers, an input and
+// an output apart, f32; and the same count on every member.
+static void test_bounds_all_to_all(const char *unused) {
+  (void)unused;
+  collectives_bufs b;
+  dhx_plan *p = collectives_plan(4, 64, 5, 3, &b);
+  a2a_everywhere(p);
+  char err[1024];
+  if (!dhx_plan_validate(p, err, sizeof err)) fprintf(stderr, "refused: %s\n", err);
+  CHECK(dhx_plan_validate(p, err, sizeof err));
+  tb_free(p);
+  expect_collectives_invalid(a2a_count_not_multiple, "rank 0 program STEP instr 0 (sum x, keep a "
+                             "chunk): all_to_all of 62 elements: the count must be a non-negative "
+                             "multiple of communicator 0's 4 members");
+  expect_collectives_invalid(a2a_output_past_buffer, "all_to_all of 64 elements at byte 16 "
+                             "extends past buffer 'whole'");
+  expect_collectives_invalid(a2a_output_over_input, "all_to_all input and output overlap in the "
+                             "arena (they must be disjoint)");
+  expect_collectives_invalid(a2a_count_not_i64, "all_to_all argument 2 must be an i64");
+  expect_collectives_invalid(a2a_dtype_f64, "all_to_all with dtype f64 (3): the runtime computes "
+                             "collectives and transfers on f32 only");
+  expect_collectives_invalid(a2a_counts_differ, "all-to-all of 32 elements on communicator 0, "
+                             "but rank 0's matching all-to-all has 64");
+}
+
 // Every member's all-gather in place: its input is its own chunk of the output (NCCL's
 // convention), which the validator accepts; any other overlap it refuses (above).
 static void test_accepts_in_place_all_gather(const char *unused) {
@@ -520,6 +572,7 @@ static void test_print_lists_new_collectives(const char *unused) {
   (void)unused;
   collectives_bufs b;
   dhx_plan *p = collectives_plan(2, 8, 2, 1, &b);
+  scatter_as_all_to_all(p, 1);
   FILE *f = fopen(path_in("schedule.txt"), "w+");
   CHECK(f);
   dhx_plan_print(p, f);
@@ -529,7 +582,8 @@ static void test_print_lists_new_collectives(const char *unused) {
   CHECK(fread(text, 1, (size_t)size, f) == (size_t)size);
   fclose(f);
   static const char *want[] = {"reduce_scatter comm 0 f32 ", "all_gather comm 0 f32 ",
-                               "send       comm 0 f32 ", "recv       comm 0 f32 "};
+                               "send       comm 0 f32 ", "recv       comm 0 f32 ",
+                               "all_to_all comm 0 f32 "};
   for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
     if (!strstr(text, want[i])) fprintf(stderr, "listing lacks \"%s\":\n%s", want[i], text);
     CHECK(strstr(text, want[i]));
@@ -969,6 +1023,8 @@ static void test_make_regress(const char *dir) {
   write_broken_collectives(dir, "valid_collectives_4_ranks.bin", unchanged);
   write_broken_collectives(dir, "collective_count_not_multiple.bin", rs_count_not_multiple);
   write_broken_collectives(dir, "send_without_recv.bin", last_send_missing);
+  write_broken_collectives(dir, "valid_all_to_all_4_ranks.bin", a2a_everywhere);
+  write_broken_collectives(dir, "all_to_all_count_not_multiple.bin", a2a_count_not_multiple);
 }
 
 // ---- main -------------------------------------------------------------------------------------
@@ -986,6 +1042,7 @@ static const struct {
      false},
     {"plan_validation_guards_the_tokens_buffer", test_bounds_tokens_buffer, false},
     {"plan_validation_bounds_new_collectives", test_bounds_new_collectives, false},
+    {"plan_validation_bounds_all_to_all", test_bounds_all_to_all, false},
     {"plan_print_lists_new_collectives", test_print_lists_new_collectives, false},
     {"plan_format_carries_skip_nonfinite", test_format_carries_skip_nonfinite, false},
     {"plan_format_carries_zero", test_format_carries_zero, false},

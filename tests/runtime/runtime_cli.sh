@@ -122,6 +122,41 @@ case $case_name in
     expect_fail "the plan is for 1 ranks, but 2 were started" $MPIRUN -np 2 "$DHXRUN" p --train train.bin
     expect_fail "the plan is for 2 ranks, but 1 were started" "$DHXRUN" p2 --train train.bin
     ;;
+  net_emulate_overrides_the_plan)
+    # The plan's network, --net-emulate's in its place, and none: the header line and the
+    # summary's net_bandwidth / net_latency say which the run emulated (timings are not checked).
+    "$TOY" plan p2 --dp 2 --steps 2 --bandwidth 2e9 --latency 1e-5
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --metrics plan.jsonl > out.txt
+    grep -q -x "dhxrun: network emulated at 2 GB/s with 10 us latency per message (the plan's cluster)" out.txt
+    grep -q '"net_bandwidth":2e+09,"net_latency":1e-05' plan.jsonl
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --net-emulate 50MB/s,200us --metrics slow.jsonl > out.txt
+    grep -q -x "dhxrun: network emulated at 50 MB/s with 200 us latency per message (--net-emulate)" out.txt
+    grep -q '"net_bandwidth":5e+07,"net_latency":0.0002' slow.jsonl
+    [ "$(json_field slow.jsonl 2 comm_bytes)" = 1088 ]  # the same exchanges, only slower
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --net-emulate="1.5 GB/s, 2 ms" > out.txt
+    grep -q -x "dhxrun: network emulated at 1.5 GB/s with 2 ms latency per message (--net-emulate)" out.txt
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --net-emulate off --metrics off.jsonl > out.txt
+    grep -q -x "dhxrun: network not emulated (--net-emulate off)" out.txt
+    grep -q '"net_bandwidth":0,"net_latency":0' off.jsonl
+    $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --net-emulate 1GB/s,1us --quiet > quiet.txt
+    [ ! -s quiet.txt ]
+    "$TOY" plan p --steps 2   # no network in the plan: no line
+    "$DHXRUN" p --train train.bin > out.txt
+    if grep -q "network" out.txt; then cat out.txt; exit 1; fi
+    "$DHXRUN" --help | grep -q -- '--net-emulate BW,LAT'
+    expect_fail "--net-emulate: '1GB/s' is not BANDWIDTH,LATENCY (as in 1GB/s,20us) or off" \
+      "$DHXRUN" p --net-emulate 1GB/s
+    expect_fail "--net-emulate: bandwidth 'fast' is not a positive number with a unit" \
+      "$DHXRUN" p --net-emulate fast,20us
+    expect_fail "--net-emulate: bandwidth '1 Gb' is not a positive number" "$DHXRUN" p --net-emulate "1 Gb,20us"
+    expect_fail "--net-emulate: bandwidth '0GB/s' is not a positive number" "$DHXRUN" p --net-emulate 0GB/s,20us
+    expect_fail "--net-emulate: bandwidth '-1MB/s' is not a positive number" "$DHXRUN" p --net-emulate -1MB/s,20us
+    expect_fail "--net-emulate: latency '20' is not a time from 0 to 60 s with a unit" \
+      "$DHXRUN" p --net-emulate 1GB/s,20
+    expect_fail "--net-emulate: latency '2 min' is not a time" "$DHXRUN" p --net-emulate "1GB/s,2 min"
+    expect_fail "--net-emulate: latency '-1us' is not a time" "$DHXRUN" p --net-emulate 1GB/s,-1us
+    expect_fail "--net-emulate needs a value" "$DHXRUN" p --net-emulate
+    ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
 echo "$case_name: passed"

@@ -6,6 +6,8 @@
 //              and an all-gather in place.
 //   zero_checkpoint: ZeRO-3 shards saved as whole tensors and loaded back into shards.
 //   transfers: each rank's two messages arrive whole and in order at its right neighbour.
+//   all_to_all: every block lands at its member, the bytes each rank sends, and an all-to-all
+//              in place refused by the validator.
 #include <math.h>
 #include <mpi.h>
 
@@ -104,6 +106,66 @@ static void test_transfers(dhx_rt *rt, const collectives_bufs *b, int me, int p)
            (long long)b->first, (long long)b->second);
 }
 
+// The value of element k of block j of member i's all-to-all input.
+static float block_value(int i, int j, int64_t k) {
+  return (float)(i * 1000 + j) + 0.001f * (float)k;
+}
+
+// A plan whose STEP is one all-to-all of `in` (n floats) into `out` (n floats, or `in` itself
+// when `in_place`) over every rank.
+static dhx_plan *all_to_all_plan(int p, int64_t n, bool in_place, int32_t *in_buf,
+                                 int32_t *out_buf) {
+  dhx_plan *plan = tb_new((uint32_t)p);
+  *in_buf = tb_buffer(plan, "in", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  *out_buf = in_place ? *in_buf : tb_buffer(plan, "out", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  int32_t everyone[8];
+  for (int r = 0; r < p; r++) everyone[r] = r;
+  tb_comm(plan, p, everyone);
+  dhx_plan_instr *in = tb_instr(plan, DHX_PROG_STEP, DHX_OP_ALL_TO_ALL, 0, "exchange blocks");
+  in->comm = 0;
+  in->dtype = DHX_F32;
+  tb_arg_buf(in, *in_buf, 0);
+  tb_arg_buf(in, *out_buf, 0);
+  tb_arg_i64(in, n);
+  tb_replicate(plan);
+  return plan;
+}
+
+// Blocks of 1 and of 4099 elements: member me's output block j is member j's input block me,
+// and it sends its p-1 other blocks.
+static void test_all_to_all(int me, int p) {
+  CHECK(p <= 8);
+  char err[1024];
+  for (int64_t block = 1; block <= 4099; block += 4098) {
+    int64_t n = block * p;
+    int32_t ib, ob;
+    dhx_plan *plan = all_to_all_plan(p, n, false, &ib, &ob);
+    CHECK(dhx_plan_validate(plan, err, sizeof err));
+    dhx_rt rt;
+    CHECK(dhx_rt_init(&rt, plan, me, NULL, 1, err, sizeof err));
+    dhx_rt_connect(&rt);
+    float *x = dhx_rt_buffer(&rt, ib), *y = dhx_rt_buffer(&rt, ob);
+    for (int64_t i = 0; i < n; i++)
+      x[i] = block_value(me, (int)(i / block), i % block), y[i] = -1.0f;
+    dhx_comms_take_bytes(rt.comms);
+    dhx_rt_run(&rt, DHX_PROG_STEP);
+    uint64_t sent = dhx_comms_take_bytes(rt.comms);
+    for (int64_t i = 0; i < n; i++) CHECK(y[i] == block_value((int)(i / block), me, i % block));
+    for (int64_t i = 0; i < n; i++) CHECK(x[i] == block_value(me, (int)(i / block), i % block));
+    CHECK(sent == (uint64_t)((p - 1) * block) * 4);
+    MPI_Barrier(MPI_COMM_WORLD);
+    dhx_rt_free(&rt);
+    tb_free(plan);
+  }
+  int32_t ib, ob;
+  dhx_plan *in_place = all_to_all_plan(p, 4 * p, true, &ib, &ob);
+  CHECK(!dhx_plan_validate(in_place, err, sizeof err));
+  CHECK(strstr(err, "all_to_all input and output overlap") != NULL);
+  tb_free(in_place);
+  if (me == 0)
+    printf("%d ranks: all-to-all blocks of 1 and 4099 floats delivered; in place refused\n", p);
+}
+
 // What the state of ZeRO-3 parameter "w" holds at whole-tensor element k: the parameter, then
 // its moments (kind 0, 1, 2).
 static float state_value(int kind, int64_t k) { return (float)kind + 0.001f * (float)k; }
@@ -190,6 +252,8 @@ int main(int argc, char **argv) {
     test_in_place_gather(&rt, rank, size);
   } else if (strcmp(argv[1], "zero_checkpoint") == 0)
     test_zero_checkpoint(rank, size);
+  else if (strcmp(argv[1], "all_to_all") == 0)
+    test_all_to_all(rank, size);
   else if (strcmp(argv[1], "transfers") == 0)
     test_transfers(&rt, &b, rank, size);
   else

@@ -233,6 +233,20 @@ static void verify_ranks_rejects_mismatched_counts(void) {
   tb_free(p);
 }
 
+// Three members exchange blocks of 16 (48 elements); one that sends blocks of 8 would leave
+// the others waiting for the rest. (The validator's sequence check refuses it too.)
+static void verify_ranks_rejects_mismatched_all_to_all_counts(void) {
+  dhx_plan *p = plan_of(3);
+  for (uint32_t r = 0; r < 3; r++) collective(p, r, DHX_OP_ALL_TO_ALL, 0, 0, 48, "swap blocks");
+  expect_valid(p, "all-to-all over 3 ranks");
+  expect_verified(p, "all-to-all over 3 ranks");
+  p->ranks[2].programs[DHX_PROG_MICRO].instrs[0].args[2].i = 24;
+  expect_rejected(p, (const char *[]){"rank 2 stream 0 instr 0 (ALL_TO_ALL of 24 f32", "meets "
+                                      "rank 0 stream 0 instr 0 (ALL_TO_ALL of 48 f32", "the element "
+                                      "counts differ", NULL});
+  tb_free(p);
+}
+
 static void verify_ranks_rejects_mismatched_dtypes(void) {
   dhx_plan *p = plan_of(2);
   collective(p, 0, DHX_OP_ALLREDUCE, 0, 0, N, "sum x");
@@ -517,6 +531,8 @@ int main(int argc, char **argv) {
       {"verify_ranks_rejects_receive_without_send", verify_ranks_rejects_receive_without_send},
       {"verify_ranks_rejects_mismatched_counts", verify_ranks_rejects_mismatched_counts},
       {"verify_ranks_rejects_mismatched_dtypes", verify_ranks_rejects_mismatched_dtypes},
+      {"verify_ranks_rejects_mismatched_all_to_all_counts",
+       verify_ranks_rejects_mismatched_all_to_all_counts},
       {"verify_ranks_rejects_mismatched_collective_kinds",
        verify_ranks_rejects_mismatched_collective_kinds},
       {"verify_ranks_rejects_cross_rank_event_cycle", verify_ranks_rejects_cross_rank_event_cycle},

@@ -101,6 +101,21 @@ static void rejects_an_unknown_communicator_role(void) {
   expect_failure(&g, false, "communicator role");
 }
 
+// An all-to-all of x into y (32 elements each) is well formed; one past its tensors, or in
+// place, is not.
+static void checks_an_all_to_all(void) {
+  dhx_graph g;
+  build(&g);
+  dhx_emit_all_to_all(&g.prog[DHX_PROG_MICRO], 1, DHX_COMM_DP, 0, 2, 32, "swap blocks");
+  char got[4096];
+  CHECK(!verify_fails(&g, false, got, sizeof got));
+  g.prog[DHX_PROG_MICRO].ops[1].args[2].i = 40;
+  CHECK(verify_fails(&g, false, got, sizeof got) && strstr(got, "of 'x', which has 32"));
+  g.prog[DHX_PROG_MICRO].ops[1].args[2].i = 32;
+  g.prog[DHX_PROG_MICRO].ops[1].args[1].tensor = 0;
+  expect_failure(&g, false, "all-to-all in place");
+}
+
 static void rejects_an_unplaced_tensor_after_memory_planning(void) {
   dhx_graph g;
   build(&g);
@@ -118,6 +133,7 @@ int main(int argc, char **argv) {
       {"verify_ops_rejects_kernel_arguments_off_the_signature",
        rejects_kernel_arguments_off_the_signature},
       {"verify_ops_rejects_an_unknown_communicator_role", rejects_an_unknown_communicator_role},
+      {"verify_ops_checks_an_all_to_all", checks_an_all_to_all},
       {"verify_ops_rejects_an_unplaced_tensor_after_memory_planning",
        rejects_an_unplaced_tensor_after_memory_planning},
   };
