@@ -2,6 +2,7 @@
 //
 //   dhxc FILE.dhx -o PLAN_DIR [--set PATH=VALUE]... [-I STDLIB_DIR]
 //   dhxc FILE.dhx --emit=graph|memory|schedule|trace|llvm|ptx [--set ...]
+//   dhxc FILE.dhx --simulate [--json] [--simulate-trace OUT.json] [--simulate-svg OUT.svg]
 //   dhxc check FILE.dhx [--set ...]
 //   dhxc data -o PREFIX [--val-fraction F] TEXT_FILE...
 //   dhxc fmt [-i | --check] FILE.dhx...
@@ -58,6 +59,11 @@ static void usage(FILE *f) {
           "  --set PATH=VALUE   override a field, e.g. --set schedule.parallel.dp=2\n"
           "  --emit=KIND        print graph | memory | schedule | trace | llvm | ptx to stdout\n"
           "                     (trace: the planned timeline of one step as Chrome trace JSON)\n"
+          "  --simulate         simulate one training step on the configured cluster and print\n"
+          "                     step time, MFU, bubble, exposed communication, peak memory\n"
+          "  --json             with --simulate: print them as one JSON object\n"
+          "  --simulate-trace OUT.json, --simulate-svg OUT.svg\n"
+          "                     with --simulate: the simulated timeline as a Chrome trace / SVG\n"
           "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
           "  --time-passes      print the wall time of each compiler pass to stderr\n"
           "  -h, --help         this text\n");
@@ -65,7 +71,8 @@ static void usage(FILE *f) {
 
 typedef struct options {
   const char *input, *output, *emit;
-  bool check, time_passes;
+  bool check, time_passes, simulate;
+  dhx_simulate_options sim;
   const char *sets[256];
   int nsets;
   const char *dirs[16];
@@ -87,6 +94,14 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->sets[o->nsets++] = a + 6;
     } else if (strcmp(a, "--time-passes") == 0) {
       o->time_passes = true;
+    } else if (strcmp(a, "--simulate") == 0) {
+      o->simulate = true;
+    } else if (strcmp(a, "--json") == 0) {
+      o->sim.json = true;
+    } else if (strcmp(a, "--simulate-trace") == 0 && i + 1 < argc) {
+      o->sim.trace_path = argv[++i];
+    } else if (strcmp(a, "--simulate-svg") == 0 && i + 1 < argc) {
+      o->sim.svg_path = argv[++i];
     } else if (strncmp(a, "--emit=", 7) == 0) {
       o->emit = a + 7;
     } else if (strcmp(a, "-I") == 0 && i + 1 < argc && o->ndirs < 15) {
@@ -115,8 +130,16 @@ static bool parse_args(int argc, char **argv, options *o) {
       return false;
     }
   }
-  if (!o->check && !o->emit && !o->output) {
-    dhx_error("no output: give -o PLAN_DIR, --emit=KIND, or use 'dhxc check'");
+  if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path)) {
+    dhx_error("--json, --simulate-trace and --simulate-svg go with --simulate");
+    return false;
+  }
+  if (o->simulate && (o->check || o->emit || o->output)) {
+    dhx_error("--simulate runs on its own (not with 'check', --emit or -o)");
+    return false;
+  }
+  if (!o->check && !o->emit && !o->output && !o->simulate) {
+    dhx_error("no output: give -o PLAN_DIR, --emit=KIND, --simulate, or use 'dhxc check'");
     return false;
   }
   return true;
@@ -222,7 +245,9 @@ static int compile_main(options *o) {
     // rank); the others, the estimate from the analyzed model.
     bool analysis = o->emit && unlowered &&
                     (strcmp(o->emit, "memory") == 0 || strcmp(o->emit, "graph") == 0);
-    if (o->check && !o->emit && !cfg.model_inst) {
+    if (o->simulate) {
+      rc = dhx_simulate_main(prog, &cfg, &o->sim);
+    } else if (o->check && !o->emit && !cfg.model_inst) {
       // a module without a model instance (a stdlib module): its definitions were checked
       rc = 0;
     } else if (analysis || (o->check && !o->emit && unlowered)) {

@@ -304,14 +304,27 @@ static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_ran
   r->reports_loss = t == 0 && pp == cfg->pp - 1;
 }
 
-bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
+// What compiling `cfg` cannot lower; a simulation lowers a GPU cluster and bf16 precision as the
+// CPU backend's f32 plan (the per-rank programs do not depend on the backend).
+static const char *refused(const dhx_config *cfg, bool simulating, const dhx_loc **at, char *buf,
+                           size_t n) {
+  dhx_config c = *cfg;
+  if (simulating) {
+    c.cluster_cpu = true;
+    c.precision = DHX_PREC_F32;
+  }
+  return dhx_unlowered(&c, at, buf, n);
+}
+
+static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulating,
+                    dhx_compiled *out) {
   memset(out, 0, sizeof *out);
   dhx_graph *g = &out->graph;
   dhx_timing_pass("analyze");
   if (!dhx_analyze(prog, cfg, g) || !paths_fit(cfg)) return false;
   char what[160];
   const dhx_loc *at;
-  if (dhx_unlowered(cfg, &at, what, sizeof what)) {
+  if (refused(cfg, simulating, &at, what, sizeof what)) {
     dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, "
                  "sequence and pipeline parallelism and sharded data parallelism (zero: 1..3) on cpu "
                  "clusters ('dhxc check' checks the program without lowering it)", what);
@@ -351,7 +364,9 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
         set_coords(cfg, t, 0, s, &p->ranks[r0]);
         for (int d = 1; d < cfg->dp && ok; d++) {
           int r = world_rank(cfg, t, d, s);
-          if (cfg->zero >= 1)  // each replica updates its own share: lowered on its own
+          // Each replica updates its own share, lowered on its own; a simulation times the
+          // shares alike (the same counts) and lets the replicas share rank r0's programs.
+          if (cfg->zero >= 1 && !simulating)
             ok = lower_replica(prog, cfg, t, d, s, comm_of[r], out->cg, &p->ranks[r]);
           else
             share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
@@ -370,6 +385,13 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   p->kernels = calloc(p->nkernels ? p->nkernels : 1, sizeof(dhx_plan_kernel));
   for (uint32_t k = 0; k < p->nkernels; k++) dhx_codegen_table_entry(out->cg, (int)k, &p->kernels[k]);
 
+  // A simulation writes no plan: the format's limits and the checks of a runnable plan
+  // (its replicas share programs a runnable plan cannot) are left to dhxc -o; the simulator
+  // checks what it relies on and reports a hang itself.
+  if (simulating) {
+    dhx_timing_stop();
+    return true;
+  }
   char err[512];
   dhx_timing_pass("validate");
   if (!dhx_plan_validate(p, err, sizeof err)) DHX_ICE("the compiled plan is invalid: %s", err);
@@ -385,6 +407,15 @@ bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *o
   dhx_plan_memory_of(g, p, &m);
   dhx_warn_host_memory(&m, cfg);
   return true;
+}
+
+bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out) {
+  return compile(prog, cfg, false, out);
+}
+
+bool dhx_compile_for_simulation(const dhx_program *prog, const dhx_config *cfg,
+                                dhx_compiled *out) {
+  return compile(prog, cfg, true, out);
 }
 
 void dhx_compiled_free(dhx_compiled *c) {

@@ -38,6 +38,11 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
 // Analyzes, then lowers (forward, backward, optimizer), fuses, plans memory and builds the plan
 // and the kernel set. Errors are reported; returns false on error.
 bool dhx_compile(const dhx_program *prog, const dhx_config *cfg, dhx_compiled *out);
+// dhx_compile for the simulator (dhxc --simulate): a GPU cluster, or bf16 precision, is lowered
+// as the CPU backend's f32 plan, whose per-rank programs are the same; the cost model counts
+// the cluster's hardware and bf16 bytes. Every other feature that is not lowered yet is refused.
+bool dhx_compile_for_simulation(const dhx_program *prog, const dhx_config *cfg,
+                                dhx_compiled *out);
 void dhx_compiled_free(dhx_compiled *c);
 
 // Writes DIR/plan.bin, DIR/kernels.so, DIR/kernels.ptx (sm_80) and DIR/kernels.sm_90.ptx.

@@ -61,6 +61,8 @@ typedef struct sim {
   int prog;
   dhx_sim_duration_fn dur;
   void *ctx;
+  double interference;  // factor on compute that starts while its rank communicates
+  double *comm_until;   // per rank: when its latest started communication ends
   uint32_t nlanes;
   size_t *base;      // per rank, nranks + 1 entries: global id of its instruction 0
   size_t *ev_base;   // per rank, nranks + 1 entries: index of its event 0
@@ -557,7 +559,14 @@ static double duration(sim *s, uint32_t rank, const dhx_plan_instr *in) {
 static void start(sim *s, uint32_t l, double t, int64_t match) {
   lane *L = &s->lanes[l];
   uint32_t r = l / LANES, i = s->steps[L->first + L->pos].instr;
-  double end = s->dur ? t + duration(s, r, instr_at(s, r, i)) : t;
+  const dhx_plan_instr *in = instr_at(s, r, i);
+  double d = s->dur ? duration(s, r, in) : 0;
+  if (dhx_op_on_comm(in->op)) {
+    if (t + d > s->comm_until[r]) s->comm_until[r] = t + d;
+  } else if (s->comm_until[r] > t && in->op != DHX_OP_RECORD && in->op != DHX_OP_WAIT) {
+    d *= s->interference;  // compute sharing the GPU (SMs, memory) with a running collective
+  }
+  double end = t + d;
   if (s->slices) s->slices[s->base[r] + i] = (dhx_sim_slice){r, l % LANES, i, t, end, match};
   L->pos++;
   L->running = true;
@@ -733,11 +742,14 @@ static void sim_free(sim *s) {
   free(s->recorded);
   free(s->waiters);
   free(s->heap);
+  free(s->comm_until);
 }
 
 static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
                  char *err, size_t errlen) {
-  *s = (sim){.p = p, .prog = prog, .dur = dur, .ctx = ctx, .err = err, .errlen = errlen};
+  *s = (sim){.p = p, .prog = prog, .dur = dur, .ctx = ctx, .interference = 1, .err = err,
+             .errlen = errlen};
+  s->comm_until = xcalloc(p->nranks ? p->nranks : 1, sizeof(double));
   s->nlanes = p->nranks * LANES;
   s->lanes = xcalloc(s->nlanes, sizeof(lane));
   s->heap = xcalloc(s->nlanes, sizeof(ready));
@@ -756,6 +768,12 @@ static void init_run(sim *s) {
 
 bool dhx_simulate(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
                   const double *rank_start, dhx_sim_result *out, char *err, size_t errlen) {
+  return dhx_simulate_interfering(p, prog, dur, ctx, 1, rank_start, out, err, errlen);
+}
+
+bool dhx_simulate_interfering(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
+                              double interference, const double *rank_start,
+                              dhx_sim_result *out, char *err, size_t errlen) {
   if (out) memset(out, 0, sizeof *out);
   if (errlen) err[0] = '\0';
   if (prog < 0 || prog >= DHX_PROG_COUNT || p->nranks > DHX_PLAN_MAX_RANKS) {
@@ -764,6 +782,7 @@ bool dhx_simulate(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ct
   }
   sim s;
   init(&s, p, prog, dur, ctx, err, errlen);
+  if (interference > 1) s.interference = interference;
   bool ok = build_lanes(&s);
   if (ok) init_run(&s);
   ok = ok && pair_up(&s);

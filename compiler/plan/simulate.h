@@ -59,6 +59,13 @@ typedef struct dhx_sim_result {
 // (...) waits for rank 3, which is blocked at stream 0 instr 7 (...) ...").
 bool dhx_simulate(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
                   const double *rank_start, dhx_sim_result *out, char *err, size_t errlen);
+// dhx_simulate where compute slows down while communication runs on the same rank: a compute
+// instruction (not RECORD or WAIT) that starts while a communicating instruction of its rank
+// has started and not ended takes `interference` (>= 1) times its duration. One factor for the
+// whole instruction, decided at its start, keeps the run event-driven (docs/simulator.md).
+bool dhx_simulate_interfering(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
+                              double interference, const double *rank_start,
+                              dhx_sim_result *out, char *err, size_t errlen);
 void dhx_sim_result_free(dhx_sim_result *r);
 
 #endif

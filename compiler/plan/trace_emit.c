@@ -7,6 +7,7 @@
 
 #include "plan_util.h"
 #include "simulate.h"
+#include "step_sim.h"
 #include "verify_ranks.h"
 
 typedef struct trace {
@@ -108,8 +109,21 @@ static void other_data(trace *t, const dhx_cost_model *m, double step) {
   fprintf(t->f, "\n],\"otherData\":{\"timeline\":\"dhxc --emit=trace: BEGIN, "
           "MICRO x accum_steps / micro_per_run, STEP, simulated\",\"step_us\":%.3f,\"flops\":%g,"
           "\"mem_bandwidth\":%g,\"launch_s\":%g,"
-          "\"net_bandwidth\":%g,\"net_latency_s\":%g}}\n", step * 1e6, m->flops, m->mem_bandwidth,
-          m->launch, m->net_bandwidth, m->net_latency);
+          "\"net_bandwidth\":%g,\"net_latency_s\":%g,\"intra_bandwidth\":%g,\"intra_latency_s\":%g,"
+          "\"interference\":%g}}\n", step * 1e6, m->flops, m->mem_bandwidth, m->launch,
+          m->net_bandwidth, m->net_latency, m->intra_bandwidth, m->intra_latency,
+          m->interference);
+}
+
+typedef struct trace_runs {
+  trace *t;
+  int64_t id_base;  // flow ids of the next run start here
+} trace_runs;
+
+static void trace_run(void *ctx, int prog, const char *run, const dhx_sim_result *res) {
+  trace_runs *tr = ctx;
+  emit_run(tr->t, prog, res, run, tr->id_base);
+  tr->id_base += res->nmatches;
 }
 
 bool dhx_trace_emit(const dhx_plan *p, const dhx_cost_model *m, FILE *f, char *err, size_t errlen) {
@@ -117,28 +131,10 @@ bool dhx_trace_emit(const dhx_plan *p, const dhx_cost_model *m, FILE *f, char *e
   trace t = {.f = f, .p = p};
   fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", f);
   name_ranks_and_streams(&t);
-  // MICRO runs once per micro-batch, or once per step when one run covers all of them (pp).
-  int64_t accum = p->train.accum_steps > 0 ? p->train.accum_steps : 1, id_base = 0;
-  if (p->train.micro_per_run > 1)
-    accum = (accum + p->train.micro_per_run - 1) / p->train.micro_per_run;
-  double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double)), step = 0;
-  if (!start) abort();
-  bool ok = true;
-  for (int64_t k = -1; k <= accum && ok; k++) {  // -1: BEGIN, accum: STEP, between: MICRO
-    int prog = k < 0 ? DHX_PROG_BEGIN : k == accum ? DHX_PROG_STEP : DHX_PROG_MICRO;
-    char run[64];
-    if (prog == DHX_PROG_MICRO) snprintf(run, sizeof run, "MICRO %" PRId64 "/%" PRId64, k + 1, accum);
-    else snprintf(run, sizeof run, "%s", dhx_prog_name((uint32_t)prog));
-    dhx_sim_result res;
-    ok = dhx_simulate(p, prog, dhx_cost_duration, (void *)m, start, &res, err, errlen);
-    if (!ok) break;
-    emit_run(&t, prog, &res, run, id_base);
-    id_base += res.nmatches;
-    for (uint32_t r = 0; r < p->nranks; r++) start[r] = res.rank_end[r];
-    step = res.makespan;
-    dhx_sim_result_free(&res);
-  }
-  other_data(&t, m, step);
-  free(start);
+  trace_runs tr = {.t = &t};
+  dhx_step_figures fig;
+  bool ok = dhx_simulate_step(p, m, 0, trace_run, &tr, &fig, err, errlen);
+  other_data(&t, m, fig.step_time_s);
+  dhx_step_figures_free(&fig);
   return ok;
 }

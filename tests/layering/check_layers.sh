@@ -8,7 +8,8 @@
 #   codegen  kernels through LLVM                               (ir, front, base, runtime)
 #   graph    elaboration and the passes over the op lists       (codegen, ir, front, base)
 #   sema     checks on the definitions and the graph            (graph and below, runtime)
-#   plan     the pipeline per rank, the plan writer, verifiers  (sema and below, runtime)
+#   cost     instruction times from a plan and its cluster      (front, base, runtime)
+#   plan     the pipeline per rank, the plan writer, verifiers  (cost, sema and below, runtime)
 #   driver   dhxc's command line                                (everything)
 #
 # "runtime" is the plan library (runtime/plan.h and its helpers): code that writes or reads a
@@ -22,7 +23,7 @@ tree=${2:-$1}
 declare -A dir_of=(
   [base]=runtime/base [runtime]=runtime [front]=compiler/front [ir]=compiler/ir
   [codegen]=compiler/codegen [graph]=compiler/graph [sema]=compiler/sema
-  [plan]=compiler/plan [driver]=compiler/driver
+  [cost]=compiler/cost [plan]=compiler/plan [driver]=compiler/driver
 )
 declare -A may_include=(
   [front]="front"
@@ -30,19 +31,20 @@ declare -A may_include=(
   [codegen]="codegen ir front base runtime"
   [graph]="graph codegen ir front base"
   [sema]="sema graph codegen ir front base runtime"
-  [plan]="plan sema graph codegen ir front base runtime"
-  [driver]="driver plan sema graph codegen ir front base runtime"
+  [cost]="cost front base runtime"
+  [plan]="plan cost sema graph codegen ir front base runtime"
+  [driver]="driver plan cost sema graph codegen ir front base runtime"
 )
 
 # The layer whose folder holds header $1, or "" (a system or generated header).
 owner_of() {
-  for l in base runtime front ir codegen graph sema plan driver; do
+  for l in base runtime front ir codegen graph sema cost plan driver; do
     [ -f "$src/${dir_of[$l]}/$1" ] && { echo "$l"; return; }
   done
 }
 
 bad=0
-for layer in front ir codegen graph sema plan driver; do
+for layer in front ir codegen graph sema cost plan driver; do
   for f in "$tree/${dir_of[$layer]}"/*.[ch]; do
     [ -f "$f" ] || continue
     rel=${dir_of[$layer]}/$(basename "$f")

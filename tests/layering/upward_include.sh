@@ -16,6 +16,7 @@ for case in "compiler/ir/graph.c passes.h" "compiler/ir/graph.h sema.h" \
             "compiler/graph/lower.c sema.h" "compiler/graph/elaborate.c compile.h" \
             "compiler/codegen/codegen.c lower.h" "compiler/front/diag.c graph.h" \
             "compiler/ir/ops.c plan.h" "compiler/graph/fuse.c plan.h" \
+            "compiler/cost/cost.c simulate.h" "compiler/cost/cost.c graph.h" \
             "compiler/ir/ops.c ../graph/lower.h"; do
   set -- $case
   fresh

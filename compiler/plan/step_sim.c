@@ -1,0 +1,148 @@
+// step_sim.c — one training step in simulated time and the figures of dhxc --simulate.
+#include "step_sim.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan_util.h"
+
+typedef struct span {
+  double start, end;
+} span;
+
+static int span_cmp(const void *x, const void *y) {
+  const span *a = x, *b = y;
+  return a->start < b->start ? -1 : a->start > b->start;
+}
+
+// The time covered by the union of spans (sorted here).
+static double covered(span *s, size_t n) {
+  qsort(s, n, sizeof *s, span_cmp);
+  double total = 0, at = -1e300;
+  for (size_t i = 0; i < n; i++) {
+    double from = s[i].start > at ? s[i].start : at;
+    if (s[i].end > from) total += s[i].end - from;
+    if (s[i].end > at) at = s[i].end;
+  }
+  return total;
+}
+
+// Adds one run's compute and exposed communication to each rank's figures (its slices are
+// rank by rank; the runs of a rank do not overlap, so their sums add).
+static void account_run(const dhx_plan *p, int prog, const dhx_sim_result *res,
+                        dhx_rank_time *ranks, span *all, span *compute) {
+  size_t i = 0;
+  while (i < res->nslices) {
+    uint32_t r = res->slices[i].rank;
+    size_t nall = 0, ncompute = 0;
+    for (; i < res->nslices && res->slices[i].rank == r; i++) {
+      const dhx_sim_slice *sl = &res->slices[i];
+      if (sl->end <= sl->start) continue;
+      span s = {sl->start, sl->end};
+      all[nall++] = s;
+      if (!dhx_op_on_comm(p->ranks[r].programs[prog].instrs[sl->instr].op)) compute[ncompute++] = s;
+    }
+    double c = covered(compute, ncompute);
+    ranks[r].compute_s += c;
+    ranks[r].exposed_comm_s += covered(all, nall) - c;
+  }
+}
+
+// Runs of MICRO per step: one per micro-batch, or one for all of them (a pipeline's).
+static int64_t micro_runs(const dhx_plan *p) {
+  int64_t accum = p->train.accum_steps > 0 ? p->train.accum_steps : 1;
+  if (p->train.micro_per_run > 1)
+    accum = (accum + p->train.micro_per_run - 1) / p->train.micro_per_run;
+  return accum;
+}
+
+static size_t largest_program(const dhx_plan *p) {
+  size_t n = 1;
+  for (uint32_t r = 0; r < p->nranks; r++)
+    for (int g = 0; g < DHX_PROG_COUNT; g++)
+      if (p->ranks[r].programs[g].ninstrs > n) n = p->ranks[r].programs[g].ninstrs;
+  return n;
+}
+
+static void figures(const dhx_plan *p, const dhx_cost_model *m, double peak_flops, double step,
+                    dhx_step_figures *f) {
+  f->step_time_s = step;
+  double tokens = (double)p->train.global_batch * (double)p->train.seq;
+  f->model_flops = p->train.flops_per_token * tokens;
+  f->peak_flops = peak_flops > 0 ? peak_flops : m->flops;
+  f->mfu = step > 0 ? f->model_flops / ((double)p->nranks * f->peak_flops * step) : 0;
+  f->tokens_per_s = step > 0 ? tokens / step : 0;
+  for (uint32_t r = 0; r < p->nranks; r++) {
+    dhx_rank_time *t = &f->ranks[r];
+    t->idle_s = step - t->compute_s - t->exposed_comm_s;
+    if (t->idle_s < 0) t->idle_s = 0;  // rounding
+    f->compute_s += t->compute_s / p->nranks;
+    f->exposed_comm_s += t->exposed_comm_s / p->nranks;
+    f->bubble_s += t->idle_s / p->nranks;
+    if (p->ranks[r].arena_bytes > f->peak_memory_bytes) f->peak_memory_bytes = p->ranks[r].arena_bytes;
+  }
+}
+
+bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
+                       dhx_step_run_fn on_run, void *ctx, dhx_step_figures *out, char *err,
+                       size_t errlen) {
+  memset(out, 0, sizeof *out);
+  out->nranks = p->nranks;
+  out->ranks = calloc(p->nranks ? p->nranks : 1, sizeof(dhx_rank_time));
+  size_t cap = largest_program(p);
+  span *all = malloc(cap * sizeof(span)), *compute = malloc(cap * sizeof(span));
+  double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double)), step = 0;
+  if (!out->ranks || !all || !compute || !start) abort();
+  int64_t accum = micro_runs(p);
+  bool ok = true;
+  for (int64_t k = -1; k <= accum && ok; k++) {  // -1: BEGIN, accum: STEP, between: MICRO
+    int prog = k < 0 ? DHX_PROG_BEGIN : k == accum ? DHX_PROG_STEP : DHX_PROG_MICRO;
+    char run[64];
+    if (prog == DHX_PROG_MICRO) snprintf(run, sizeof run, "MICRO %" PRId64 "/%" PRId64, k + 1, accum);
+    else snprintf(run, sizeof run, "%s", dhx_prog_name((uint32_t)prog));
+    dhx_sim_result res;
+    ok = dhx_simulate_interfering(p, prog, dhx_cost_duration, (void *)m, m->interference, start,
+                                  &res, err, errlen);
+    if (!ok) break;
+    account_run(p, prog, &res, out->ranks, all, compute);
+    if (on_run) on_run(ctx, prog, run, &res);
+    for (uint32_t r = 0; r < p->nranks; r++) start[r] = res.rank_end[r];
+    step = res.makespan;
+    dhx_sim_result_free(&res);
+  }
+  free(all);
+  free(compute);
+  free(start);
+  if (ok) figures(p, m, peak_flops, step, out);
+  return ok;
+}
+
+void dhx_step_figures_free(dhx_step_figures *f) {
+  free(f->ranks);
+  memset(f, 0, sizeof *f);
+}
+
+void dhx_step_figures_json(const dhx_step_figures *f, FILE *out) {
+  fprintf(out, "{\"step_time_s\":%.9g,\"mfu\":%.6g,\"bubble_s\":%.9g,\"exposed_comm_s\":%.9g,"
+          "\"compute_s\":%.9g,\"peak_memory_bytes\":%" PRId64 ",\"tokens_per_s\":%.6g,"
+          "\"model_flops_per_step\":%.6g,\"peak_flops_per_rank\":%.6g,\"ranks\":%u,"
+          "\"per_rank\":[", f->step_time_s, f->mfu, f->bubble_s, f->exposed_comm_s, f->compute_s,
+          f->peak_memory_bytes, f->tokens_per_s, f->model_flops, f->peak_flops, f->nranks);
+  for (uint32_t r = 0; r < f->nranks; r++)
+    fprintf(out, "%s{\"compute_s\":%.9g,\"exposed_comm_s\":%.9g,\"idle_s\":%.9g}", r ? "," : "",
+            f->ranks[r].compute_s, f->ranks[r].exposed_comm_s, f->ranks[r].idle_s);
+  fputs("]}\n", out);
+}
+
+void dhx_step_figures_print(const dhx_step_figures *f, FILE *out) {
+  double s = f->step_time_s > 0 ? f->step_time_s : 1;
+  fprintf(out, "simulated step of %u ranks: %.4g s, %.4g tokens/s, MFU %.1f%%\n", f->nranks,
+          f->step_time_s, f->tokens_per_s, 100 * f->mfu);
+  fprintf(out, "  per rank (mean): compute %.4g s (%.1f%%), exposed communication %.4g s "
+          "(%.1f%%), idle (bubble) %.4g s (%.1f%%)\n", f->compute_s, 100 * f->compute_s / s,
+          f->exposed_comm_s, 100 * f->exposed_comm_s / s, f->bubble_s, 100 * f->bubble_s / s);
+  fprintf(out, "  peak memory: %.4g GiB (the largest arena over ranks)\n",
+          (double)f->peak_memory_bytes / (1024.0 * 1024 * 1024));
+}

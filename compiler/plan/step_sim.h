@@ -1,0 +1,52 @@
+// step_sim.h — one training step of a plan in simulated time, with the cost model's durations
+// (dhxc --simulate): BEGIN, MICRO as many times as the runtime runs it per step, then STEP, on
+// every rank at once, each rank starting a program when it has finished the previous one.
+#ifndef DHX_STEP_SIM_H
+#define DHX_STEP_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cost.h"
+#include "plan.h"
+#include "simulate.h"
+
+// Per rank, the step's time split three ways: compute (some compute instruction runs), exposed
+// communication (none does, but a communicating instruction of the rank runs) and idle (neither:
+// waiting for another rank, a pipeline bubble, or done early). The three add up to the step.
+typedef struct dhx_rank_time {
+  double compute_s, exposed_comm_s, idle_s;
+} dhx_rank_time;
+
+typedef struct dhx_step_figures {
+  double step_time_s;       // the latest rank's end of STEP
+  double model_flops;       // flops_per_token · tokens of the global batch
+  double peak_flops;        // per rank, the model's FLOP/s at 100% (the GPU's datasheet peak)
+  double mfu;               // model_flops / (ranks · peak_flops · step_time_s)
+  double tokens_per_s;
+  double bubble_s;          // idle time, the mean over ranks
+  double exposed_comm_s;    // exposed communication, the mean over ranks
+  double compute_s;         // compute, the mean over ranks
+  int64_t peak_memory_bytes;  // the largest arena over ranks
+  uint32_t nranks;
+  dhx_rank_time *ranks;     // per rank
+} dhx_step_figures;
+
+// Called after each program run with its timeline (`run`: "BEGIN", "MICRO 3/64", "STEP").
+typedef void (*dhx_step_run_fn)(void *ctx, int prog, const char *run, const dhx_sim_result *res);
+
+// Simulates one step of `p` under `m` (its interference factor included) and fills `out`;
+// `on_run` (may be NULL) sees each run's timeline. `peak_flops` is one rank's peak for the MFU.
+// False with err when a program cannot run (as dhx_simulate).
+bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
+                       dhx_step_run_fn on_run, void *ctx, dhx_step_figures *out, char *err,
+                       size_t errlen);
+void dhx_step_figures_free(dhx_step_figures *f);
+
+// The figures as one JSON object (step_time_s, mfu, bubble_s, exposed_comm_s,
+// peak_memory_bytes, tokens_per_s, ...), and as a few lines for a person.
+void dhx_step_figures_json(const dhx_step_figures *f, FILE *out);
+void dhx_step_figures_print(const dhx_step_figures *f, FILE *out);
+
+#endif

@@ -1,0 +1,64 @@
+#!/bin/bash
+# simulate.sh CASE — dhxc --simulate on tests/simulate/small_gpu.dhx (or a paper sample):
+#   fields     the JSON has every field, with sane values (step > 0, MFU in (0, 1), ...)
+#   bubble     a pipeline of two stages idles more than the same ranks without one
+#   network    a slower network between nodes raises the exposed communication
+#   outputs    the SVG and the Chrome trace are written, and stderr names the left-out strands
+#   paper F    sample F simulates and its JSON is sane
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+in=$here/small_gpu.dhx
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+sim() { "$DHXC" "$@" --simulate --json; }
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$1"; }
+sane() {
+  python3 - "$1" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for k in ("step_time_s", "mfu", "bubble_s", "exposed_comm_s", "peak_memory_bytes", "tokens_per_s"):
+    assert k in j, "no field " + k
+assert j["step_time_s"] > 0, j
+assert 0 < j["mfu"] < 1, j
+assert j["bubble_s"] >= 0 and j["exposed_comm_s"] >= 0, j
+assert j["peak_memory_bytes"] > 0, j
+parts = j["compute_s"] + j["bubble_s"] + j["exposed_comm_s"]
+assert abs(parts - j["step_time_s"]) <= 1e-6 * j["step_time_s"], (parts, j["step_time_s"])
+assert len(j["per_rank"]) == j["ranks"], j
+PY
+}
+gt() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$1" "$2"; }
+
+case $1 in
+  fields)
+    sim "$in" > "$work/j"
+    sane "$work/j" ;;
+  bubble)
+    sim "$in" --set schedule.parallel.dp=1 --set schedule.parallel.pp=2 > "$work/pp2"
+    sim "$in" > "$work/pp1"  # the same 8 ranks as dp 2
+    sane "$work/pp2"
+    b2=$(field "$work/pp2" bubble_s) b1=$(field "$work/pp1" bubble_s)
+    echo "bubble: pp 2 $b2 s, pp 1 $b1 s"
+    gt "$b2" 0 && gt "$b2" "$b1" ;;
+  network)
+    sim "$in" > "$work/fast"
+    sim "$in" --set 'cluster.inter=1 GB/s' > "$work/slow"
+    f=$(field "$work/fast" exposed_comm_s) s=$(field "$work/slow" exposed_comm_s)
+    echo "exposed communication: 100 GB/s $f s, 1 GB/s $s s"
+    gt "$s" "$f" ;;
+  outputs)
+    cp "$in" "$work/s.dhx"
+    sed -i 's/parallel { dp: 2, tp: 4 }/parallel { dp: 2, tp: 4 }\n  strands { pair: on }/' "$work/s.dhx"
+    "$DHXC" "$work/s.dhx" --simulate --simulate-svg "$work/t.svg" --simulate-trace "$work/t.json" \
+      > "$work/out" 2> "$work/err"
+    grep -q "simulated step of 8 ranks" "$work/out"
+    grep -q "note: simulating without strand interleaving" "$work/err"
+    [ "$(grep -c . "$work/err")" = 1 ] || { cat "$work/err"; exit 1; }
+    grep -q "<svg" "$work/t.svg" && grep -q "rank 7 comm" "$work/t.svg" && grep -q "</svg>" "$work/t.svg"
+    python3 -c "import json,sys; t=json.load(open(sys.argv[1])); assert len(t['traceEvents']) > 100" "$work/t.json" ;;
+  paper)
+    sim "$SRC/samples/paper/$2" > "$work/j" 2> "$work/err"
+    cat "$work/j"
+    sane "$work/j" ;;
+  *) echo "unknown case $1"; exit 2 ;;
+esac
