@@ -8,6 +8,7 @@
 // results: a broadcast (i % m) read of something the other op writes, a read of an
 // accumulated output, or an expression that would not fit the kernel limits.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lower.h"
@@ -17,22 +18,22 @@ static bool same_operand(const dhx_operand *a, const dhx_operand *b) {
          a->f == b->f && a->reg == b->reg;
 }
 
-// Does any op after `from` (in this program) read tensor t?
-static bool read_later(const dhx_oplist *l, int from, int t) {
-  for (int i = from; i < l->n; i++) {
-    const dhx_lop *op = &l->ops[i];
-    if (op->dead) continue;
-    int first_input = 0;
-    if (op->kind == DHX_L_EW) first_input = op->kspec.ew.nout;
-    // Kernels and GEMMs may read any buffer argument (outputs of accumulate-style kernels
-    // are read too), so count them all.
-    for (int j = first_input; j < op->nargs; j++)
-      if (op->args[j].kind == DHX_ARG_BUF && op->args[j].tensor == t) return true;
-    if (op->kind == DHX_L_EW)
-      for (int j = 0; j < op->kspec.ew.nout; j++)
-        if (op->args[j].tensor == t && op->kspec.ew.out_accumulate[j]) return true;
-  }
-  return false;
+// last_read[t]: the position of the last op that reads tensor t (-1: none), so "does any op
+// after `from` read t" is one comparison: scanning the rest of the list instead made fusion
+// quadratic in the ops of a program, which for a pipeline spanning a hundred micro-batches
+// took minutes. Reads at position `at` of op `op`:
+static void note_reads(int *last_read, const dhx_lop *op, int at) {
+  int first_input = 0;
+  if (op->kind == DHX_L_EW) first_input = op->kspec.ew.nout;
+  // Kernels and GEMMs may read any buffer argument (outputs of accumulate-style kernels
+  // are read too), so count them all.
+  for (int j = first_input; j < op->nargs; j++)
+    if (op->args[j].kind == DHX_ARG_BUF && last_read[op->args[j].tensor] < at)
+      last_read[op->args[j].tensor] = at;
+  if (op->kind == DHX_L_EW)
+    for (int j = 0; j < op->kspec.ew.nout; j++)
+      if (op->kspec.ew.out_accumulate[j] && last_read[op->args[j].tensor] < at)
+        last_read[op->args[j].tensor] = at;
 }
 
 static bool writes_tensor(const dhx_lop *op, int t) {
@@ -76,7 +77,7 @@ static bool hazard(const dhx_lop *a, const dhx_lop *b) {
 }
 
 // Builds the merged expression of a then b into m. Returns false if it does not fit.
-static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const dhx_oplist *l,
+static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const int *last_read,
                   int after, dhx_ewb *m) {
   const dhx_ew_spec *sa = &a->kspec.ew, *sb = &b->kspec.ew;
   const dhx_operand *oa, *ia, *ca, *ob, *ib, *cb;
@@ -136,7 +137,7 @@ static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const 
     int t = oa[k].tensor;
     bool plain = !sa->out_accumulate[k];
     if (plain && writes_tensor(b, t)) continue;
-    if (plain && g->tensors[t].kind == DHX_T_ACT && !read_later(l, after, t)) continue;
+    if (plain && g->tensors[t].kind == DHX_T_ACT && last_read[t] < after) continue;
     if (m->s.nout >= DHX_EW_MAX_IO) return false;
     dhx_ewb_store(m, map_a[sa->out_node[k]], oa[k], sa->out_accumulate[k]);
   }
@@ -149,6 +150,11 @@ static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const 
 
 int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l) {
   int removed = 0;
+  int *last_read = malloc(sizeof(int) * (size_t)(g->ntensors + 1));
+  if (!last_read) abort();
+  for (int t = 0; t < g->ntensors; t++) last_read[t] = -1;
+  for (int i = 0; i < l->n; i++)
+    if (!l->ops[i].dead) note_reads(last_read, &l->ops[i], i);
   for (int i = 0; i < l->n; i++) {
     dhx_lop *a = &l->ops[i];
     if (a->dead || a->kind != DHX_L_EW) continue;
@@ -158,7 +164,7 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l) {
     dhx_lop *b = &l->ops[j];
     if (b->kind != DHX_L_EW || b->stream != a->stream || b->n != a->n || hazard(a, b)) continue;
     dhx_ewb m;
-    if (!merge(g, a, b, l, j + 1, &m)) continue;
+    if (!merge(g, a, b, last_read, j + 1, &m)) continue;
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "%.45s + %.45s", a->note, b->note);
     dhx_lop fused = *b;
@@ -171,7 +177,9 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l) {
     memcpy(fused.note, note, sizeof note);
     *b = fused;
     a->dead = true;
+    note_reads(last_read, b, j);  // a's reads now happen at j; later queries start after j
     removed++;
   }
+  free(last_read);
   return removed;
 }
