@@ -313,7 +313,11 @@ static const char *refused(const dhx_config *cfg, bool simulating, const dhx_loc
     c.cluster_cpu = true;
     c.precision = DHX_PREC_F32;
   }
-  return dhx_unlowered(&c, at, buf, n);
+  const char *what = dhx_unlowered(&c, at, buf, n);
+  const char *lo = (const char *)&c, *p = (const char *)*at;
+  if (p >= lo && p < lo + sizeof c)  // a location inside the copy: the same field of cfg
+    *at = (const dhx_loc *)((const char *)cfg + (p - lo));
+  return what;
 }
 
 static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulating,

@@ -57,7 +57,7 @@ case $1 in
     grep -q "<svg" "$work/t.svg" && grep -q "rank 7 comm" "$work/t.svg" && grep -q "</svg>" "$work/t.svg"
     python3 -c "import json,sys; t=json.load(open(sys.argv[1])); assert len(t['traceEvents']) > 100" "$work/t.json" ;;
   paper)
-    sim "$SRC/samples/paper/$2" > "$work/j" 2> "$work/err"
+    sim "$SRC/samples/paper/$2" "${@:3}" > "$work/j" 2> "$work/err"
     cat "$work/j"
     sane "$work/j" ;;
   *) echo "unknown case $1"; exit 2 ;;
