@@ -10,14 +10,20 @@
 // ALL_TO_ALL is p-1 pairwise exchanges on the same communicators, counted and delayed alike.
 //
 // The all-reduce is a ring reduce-scatter followed by a ring all-gather (the same two halves
-// serve the REDUCE_SCATTER and ALL_GATHER ops), written out over MPI_Sendrecv rather than
+// serve the REDUCE_SCATTER and ALL_GATHER ops), written out over pairwise exchanges rather than
 // MPI_Allreduce because:
 //   * every member ends with bitwise-identical sums: each chunk is summed once, in a fixed
 //     order, by one rank and then copied to the others;
 //   * the bytes a rank sends are known exactly (2(p-1) chunks ≈ 2(p-1)/p of the buffer);
-//   * a slower network can be emulated per message (latency + bytes/bandwidth, slept before
-//     sending), so communication/computation overlap is measurable on one machine.
+//   * a slower network can be emulated per message (a link per rank that its messages share:
+//     bytes/bandwidth on the link, then the latency; slept before sending), so
+//     communication/computation overlap is measurable on one machine.
+//
+// Every exchange is non-blocking (MPI_Isend/MPI_Irecv) and waited for by polling with sleeps
+// (wait_all), not in MPI's busy loop: a stream waiting for its peers must leave the core to the
+// stream that computes beside it (paired strands).
 #include <mpi.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +43,8 @@ struct dhx_comms {
   uint32_t n;
   ring (*rings)[DHX_MAX_STREAMS];  // [plan communicator][stream]
   double bandwidth, latency;       // emulated network; bandwidth 0 = none
+  pthread_mutex_t link_lock;       // guards link_free
+  double link_free;                // CLOCK_MONOTONIC seconds when this rank's link is next free
   _Atomic uint64_t bytes_sent;
 };
 
@@ -70,6 +78,7 @@ dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   cs->bandwidth = plan->train.net_bandwidth;
   cs->latency = plan->train.net_latency;
   atomic_init(&cs->bytes_sent, 0);
+  pthread_mutex_init(&cs->link_lock, NULL);
   MPI_Group world;
   MPI_Comm_group(MPI_COMM_WORLD, &world);
   // Ascending communicator order on every rank, so overlapping groups are created in the same
@@ -104,6 +113,7 @@ void dhx_comms_free(dhx_comms *cs) {
       free(r->scratch);
     }
   free(cs->rings);
+  pthread_mutex_destroy(&cs->link_lock);
   free(cs);
 }
 
@@ -111,12 +121,47 @@ uint64_t dhx_comms_take_bytes(dhx_comms *cs) {
   return cs ? atomic_exchange(&cs->bytes_sent, 0) : 0;
 }
 
-// The emulated network: a message of `bytes` leaves after latency + bytes/bandwidth.
-static void network_delay(const dhx_comms *cs, int64_t bytes) {
+// The emulated network: one link per rank, which its streams' messages share. A message of
+// `bytes` takes the link when it is free (at once, or after the messages queued before it)
+// for bytes/bandwidth, and leaves `latency` after that; the sender sleeps until then. Without
+// the shared link two strands' collectives would each get the whole bandwidth at once, and
+// overlap would look better than any real network allows.
+static void network_delay(dhx_comms *cs, int64_t bytes) {
   if (cs->bandwidth <= 0) return;
-  double sec = cs->latency + (double)bytes / cs->bandwidth;
-  struct timespec ts = {.tv_sec = (time_t)sec, .tv_nsec = (long)((sec - (double)(time_t)sec) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  double t = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+  pthread_mutex_lock(&cs->link_lock);
+  double start = cs->link_free > t ? cs->link_free : t;
+  cs->link_free = start + (double)bytes / cs->bandwidth;
+  double leave = cs->link_free + cs->latency;
+  pthread_mutex_unlock(&cs->link_lock);
+  struct timespec until = {.tv_sec = (time_t)leave,
+                           .tv_nsec = (long)((leave - (double)(time_t)leave) * 1e9)};
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) != 0) {
+  }
+}
+
+// Waits for `n` requests without holding a core: MPI's blocking calls poll in a busy loop, and
+// while one strand's stream waits for its peers the other strand's stream computes on the same
+// core (the CPU backend gives each rank about one). So poll briefly (short exchanges finish in
+// microseconds), then sleep between polls, backing off to WAIT_SLEEP_MAX_NS.
+#define WAIT_SPINS 64
+#define WAIT_SLEEP_MAX_NS 50000
+static void wait_all(MPI_Request *reqs, int n) {
+  long sleep_ns = 1000;
+  for (int k = 0;; k++) {
+    int done = 0;
+    MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
+    if (done) return;
+    if (k < WAIT_SPINS) continue;
+    struct timespec ts = {0, sleep_ns};
+    nanosleep(&ts, NULL);
+    if (sleep_ns < WAIT_SLEEP_MAX_NS) sleep_ns *= 2;
   }
 }
 
@@ -133,8 +178,10 @@ static void exchange_with(dhx_comms *cs, ring *r, const float *send, int64_t sn,
     s = s < 0 ? 0 : s;
     q = q < 0 ? 0 : q;
     network_delay(cs, s * 4);
-    MPI_Sendrecv(send + (s ? at : 0), (int)s, MPI_FLOAT, to, 0, recv + (q ? at : 0), (int)q,
-                 MPI_FLOAT, from, 0, r->comm, MPI_STATUS_IGNORE);
+    MPI_Request reqs[2];
+    MPI_Irecv(recv + (q ? at : 0), (int)q, MPI_FLOAT, from, 0, r->comm, &reqs[0]);
+    MPI_Isend(send + (s ? at : 0), (int)s, MPI_FLOAT, to, 0, r->comm, &reqs[1]);
+    wait_all(reqs, 2);
     atomic_fetch_add(&cs->bytes_sent, (uint64_t)s * 4);
   }
 }
@@ -279,7 +326,9 @@ void dhx_send(dhx_comms *cs, int comm, int stream, const float *x, int64_t count
   for (int64_t at = 0; at < count; at += MAX_MSG_FLOATS) {
     int n = piece_len(count, at);
     network_delay(cs, (int64_t)n * 4);
-    MPI_Send(x + at, n, MPI_FLOAT, peer, tag, r->comm);
+    MPI_Request req;
+    MPI_Isend(x + at, n, MPI_FLOAT, peer, tag, r->comm, &req);
+    wait_all(&req, 1);
     atomic_fetch_add(&cs->bytes_sent, (uint64_t)n * 4);
   }
 }
@@ -287,6 +336,9 @@ void dhx_send(dhx_comms *cs, int comm, int stream, const float *x, int64_t count
 void dhx_recv(dhx_comms *cs, int comm, int stream, float *x, int64_t count, int peer, int tag) {
   ring *r = ring_of(cs, comm, stream);
   if (!r) return;
-  for (int64_t at = 0; at < count; at += MAX_MSG_FLOATS)
-    MPI_Recv(x + at, piece_len(count, at), MPI_FLOAT, peer, tag, r->comm, MPI_STATUS_IGNORE);
+  for (int64_t at = 0; at < count; at += MAX_MSG_FLOATS) {
+    MPI_Request req;
+    MPI_Irecv(x + at, piece_len(count, at), MPI_FLOAT, peer, tag, r->comm, &req);
+    wait_all(&req, 1);
+  }
 }

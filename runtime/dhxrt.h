@@ -344,11 +344,23 @@ typedef struct dhx_run_opts {
   int threads;    // 0: cores / ranks on this node
   double step_timeout;  // seconds without progress before the run is ended; 0: automatic
   const char *trace_path;  // --trace: the Chrome trace file rank 0 writes; NULL when absent
-  int64_t trace_first, trace_last;  // --trace-steps, 1-based and inclusive; 0: the first 2 steps
+  int64_t trace_first, trace_last;  // --trace-steps, 1-based and inclusive; 0: the default
+                                    // window (the first 2 steps; with --profile, the steps
+                                    // after the first, up to 8)
+  const char *profile_path;  // --profile: the profile rank 0 writes (profile.c); NULL when absent
   bool net_override;  // --net-emulate: net_bandwidth and net_latency replace the plan's network
   double net_bandwidth, net_latency;  // bytes/s (0: no emulation) and seconds per message
   bool quiet;
 } dhx_run_opts;
+
+// ---- profile.c --------------------------------------------------------------------------------
+// Collective: rank 0 writes the profile of the recorded steps of `trace` to `path` (JSON: each
+// instruction key's time alone, the interference and sharing factors, each rank's compute and
+// communication time per step; docs/simulator.md). `bandwidth`/`latency`: the network the run
+// emulated (0: none). False with err on rank 0 when the file cannot be written.
+bool dhx_profile_write(dhx_trace *trace, const dhx_plan *plan, int rank, const char *path,
+                       const char *plan_dir, double bandwidth, double latency, char *err,
+                       size_t errlen);
 
 // ---- netemu.c ---------------------------------------------------------------------------------
 // The value of --net-emulate: BANDWIDTH,LATENCY with units (1GB/s,20us: B/s, KB/s, MB/s, GB/s,

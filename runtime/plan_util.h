@@ -59,6 +59,15 @@ static inline int32_t dhx_rank_comm(const dhx_plan_rank *r, int32_t comm) {
   return comm;
 }
 
+// The profile key of instruction `in` of rank `rank` (plan_key.c): its kind and the sizes that
+// decide its time, e.g. "gemm nt m=512 n=384 k=128 batch=1x1", "allreduce members=2
+// count=65536 f32". False (and "") for RECORD and WAIT, which do no work.
+#define DHX_INSTR_KEY_MAX (DHX_NAME_MAX + 96)
+bool dhx_instr_key(const dhx_plan *p, uint32_t rank, const dhx_plan_instr *in, char *out,
+                   size_t len);
+// A hash of such a key, for the tables that file times under keys.
+uint64_t dhx_key_hash(const char *key);
+
 // Writes s as a JSON string, quotes included (for the trace files of dhxc and dhxrun).
 void dhx_json_string(FILE *f, const char *s);
 

@@ -286,16 +286,13 @@ static void write_metadata(FILE *f, const dhx_plan *plan, bool *first) {
 // (bound to the enclosing slice) on the others. Placed mid-slice so it binds to this slice.
 static void write_flow(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_trace_rec *r,
                        const dhx_plan_instr *in) {
-  int32_t comm = dhx_rank_comm(&plan->ranks[rank], in->comm);
-  const dhx_plan_comm *c = &plan->comms[comm];
-  int32_t src = -1, dst = -1, lowest = c->ranks[0];
+  const dhx_plan_comm *c = &plan->comms[dhx_rank_comm(&plan->ranks[rank], in->comm)];
+  int32_t lowest = c->ranks[0];
   if (in->op == DHX_OP_SEND || in->op == DHX_OP_RECV) {
     int32_t peer = c->ranks[in->args[2].i];
-    src = in->op == DHX_OP_SEND ? (int32_t)rank : peer;
-    dst = in->op == DHX_OP_SEND ? peer : (int32_t)rank;
-    lowest = src < dst ? src : dst;
+    lowest = peer < (int32_t)rank ? peer : (int32_t)rank;
   }
-  uint64_t id = flow_id(comm, r->stream, src, dst, r->seq, r->step);
+  uint64_t id = dhx_trace_rendezvous(plan, rank, r);
   bool start = (int32_t)rank == lowest;
   fprintf(f, ",\n{\"ph\":\"%s\",%s\"id\":%" PRIu64 ",\"name\":\"rendezvous\",\"cat\":\"comm\","
           "\"pid\":%u,\"tid\":%u,\"ts\":%.3f}", start ? "s" : "f", start ? "" : "\"bp\":\"e\",",
@@ -331,7 +328,7 @@ static void write_json(FILE *f, const dhx_trace *t, const dhx_trace_rec *recs,
   bool first = true;
   write_metadata(f, t->plan, &first);
   for (uint32_t rank = 0; rank < t->plan->nranks; rank++) {
-    for (int i = 0; i < counts[rank] / (int)sizeof *recs; i++, recs++) {
+    for (int i = 0; i < counts[rank]; i++, recs++) {
       separate(f, &first);
       write_slice(f, t->plan, rank, recs);
     }
@@ -376,33 +373,60 @@ static dhx_trace_rec *local_records(const dhx_trace *t, int64_t *n, int64_t *dro
   return all;
 }
 
-bool dhx_trace_write(dhx_trace *t, const char *path, char *err, size_t errlen) {
-  int64_t n = 0, dropped = 0, total_dropped = 0;
-  dhx_trace_rec *mine = local_records(t, &n, &dropped);
+dhx_trace_rec *dhx_trace_gather(dhx_trace *t, int **counts, int64_t *dropped) {
+  int64_t n = 0, mine_dropped = 0;
+  dhx_trace_rec *mine = local_records(t, &n, &mine_dropped);
   int bytes = (int)(n * (int64_t)sizeof *mine), nranks = (int)t->plan->nranks;  // < 1 GiB in all
-  int *counts = t->rank == 0 ? calloc((size_t)nranks, sizeof *counts) : NULL;
+  int *c = t->rank == 0 ? calloc((size_t)nranks, sizeof *c) : NULL;
   int *displs = t->rank == 0 ? calloc((size_t)nranks, sizeof *displs) : NULL;
-  if (t->rank == 0 && (!counts || !displs)) MPI_Abort(MPI_COMM_WORLD, 1);
-  MPI_Gather(&bytes, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  MPI_Reduce(&dropped, &total_dropped, 1, MPI_INT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+  if (t->rank == 0 && (!c || !displs)) MPI_Abort(MPI_COMM_WORLD, 1);
+  MPI_Gather(&bytes, 1, MPI_INT, c, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  *dropped = 0;
+  MPI_Reduce(&mine_dropped, dropped, 1, MPI_INT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
   int64_t sum = 0;
   for (int r = 0; t->rank == 0 && r < nranks; r++) {
     displs[r] = (int)sum;
-    sum += counts[r];
+    sum += c[r];
   }
   uint8_t *all = t->rank == 0 ? malloc((size_t)(sum ? sum : 1)) : NULL;
   if (t->rank == 0 && !all) MPI_Abort(MPI_COMM_WORLD, 1);
-  MPI_Gatherv(mine, bytes, MPI_BYTE, all, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+  MPI_Gatherv(mine, bytes, MPI_BYTE, all, c, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+  free(mine);
+  free(displs);
+  for (int r = 0; t->rank == 0 && r < nranks; r++) c[r] /= (int)sizeof *mine;
+  *counts = c;
+  return (dhx_trace_rec *)all;
+}
+
+void dhx_trace_steps(const dhx_trace *t, int64_t *from, int64_t *to) {
+  *from = t->from;
+  *to = t->to;
+}
+
+uint64_t dhx_trace_rendezvous(const dhx_plan *plan, uint32_t rank, const dhx_trace_rec *r) {
+  const dhx_plan_instr *in = &plan->ranks[rank].programs[r->prog].instrs[r->instr];
+  int32_t comm = dhx_rank_comm(&plan->ranks[rank], in->comm);
+  int32_t src = -1, dst = -1;
+  if (in->op == DHX_OP_SEND || in->op == DHX_OP_RECV) {
+    int32_t peer = plan->comms[comm].ranks[in->args[2].i];
+    src = in->op == DHX_OP_SEND ? (int32_t)rank : peer;
+    dst = in->op == DHX_OP_SEND ? peer : (int32_t)rank;
+  }
+  return flow_id(comm, r->stream, src, dst, r->seq, r->step);
+}
+
+bool dhx_trace_write(dhx_trace *t, const char *path, char *err, size_t errlen) {
+  int *counts = NULL;
+  int64_t dropped = 0;
+  dhx_trace_rec *all = dhx_trace_gather(t, &counts, &dropped);
   bool ok = true;
   if (t->rank == 0) {
-    if (total_dropped)
+    if (dropped)
       fprintf(stderr, "dhxrun: warning: the trace lost %" PRId64 " events (buffers too small)\n",
-              total_dropped);
-    ok = write_file(path, t, (const dhx_trace_rec *)all, counts, total_dropped, err, errlen);
+              dropped);
+    ok = write_file(path, t, all, counts, dropped, err, errlen);
   }
   free(all);
   free(counts);
-  free(displs);
-  free(mine);
   return ok;
 }

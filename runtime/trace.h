@@ -72,4 +72,14 @@ void dhx_trace_add(dhx_trace *t, uint32_t stream, const dhx_plan_instr *in, uint
 // the file cannot be written; other ranks return true.
 bool dhx_trace_write(dhx_trace *t, const char *path, char *err, size_t errlen);
 
+// Collective: every rank's records on rank 0, rank after rank, counts[r] of rank r (both
+// malloc'd, the caller frees them); NULL (and *counts NULL) on the other ranks. *dropped: the
+// records lost over all ranks (rank 0).
+dhx_trace_rec *dhx_trace_gather(dhx_trace *t, int **counts, int64_t *dropped);
+// The 0-based steps [from, to) the trace records.
+void dhx_trace_steps(const dhx_trace *t, int64_t *from, int64_t *to);
+// The id of the rendezvous record r (an op on a communicator, seq >= 0) of rank `rank` takes
+// part in: the same on every member of a collective and on both ends of a transfer.
+uint64_t dhx_trace_rendezvous(const dhx_plan *plan, uint32_t rank, const dhx_trace_rec *r);
+
 #endif

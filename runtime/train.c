@@ -197,6 +197,9 @@ static bool check_outputs(run *R) {
   if (o->trace_path &&
       !dhx_prepare_output_file(o->trace_path, "trace file", R->err, sizeof R->err))
     return false;
+  if (o->profile_path &&
+      !dhx_prepare_output_file(o->profile_path, "profile", R->err, sizeof R->err))
+    return false;
   return !R->checkpoint_dir[0] ||
          dhx_make_dirs(R->checkpoint_dir, "checkpoint directory", R->err, sizeof R->err);
 }
@@ -272,19 +275,37 @@ static bool open_metrics(run *R) {
   return R->metrics != NULL;
 }
 
-// --trace: buffers sized for the window, attached to the streams (trace.c does the rest).
+// --trace and --profile: buffers sized for the window, attached to the streams (trace.c does
+// the rest). A profile's default window leaves out the first step, whose first touches of
+// memory and cold caches are not what the plan's instructions cost.
 static bool start_trace(run *R) {
   const dhx_run_opts *o = R->opts;
-  R->trace = dhx_trace_new(&R->plan, R->rank, o->trace_first, o->trace_last, R->first_step,
-                           R->end_step, R->has_val, R->err, sizeof R->err);
+  int64_t first = o->trace_first, last = o->trace_last;
+  if (!first && o->profile_path) {
+    first = R->end_step - R->first_step >= 2 ? R->first_step + 2 : R->first_step + 1;
+    last = first + 7 < R->end_step ? first + 7 : R->end_step;
+  }
+  R->trace = dhx_trace_new(&R->plan, R->rank, first, last, R->first_step, R->end_step,
+                           R->has_val, R->err, sizeof R->err);
   if (R->trace) dhx_streams_trace(R->rt.streams, R->trace);
   return R->trace != NULL;
 }
 
 // Collective: rank 0 writes every rank's records, whatever way the loop ended.
 static bool write_trace(run *R) {
-  bool ok = dhx_trace_write(R->trace, R->opts->trace_path, R->err, sizeof R->err);
-  if (ok && R->rank == 0) note_written(R, R->opts->trace_path);
+  const dhx_run_opts *o = R->opts;
+  bool ok = true;
+  if (o->trace_path) {
+    ok = dhx_trace_write(R->trace, o->trace_path, R->err, sizeof R->err);
+    if (ok && R->rank == 0) note_written(R, o->trace_path);
+  }
+  if (o->profile_path) {
+    bool wrote = dhx_profile_write(R->trace, &R->plan, R->rank, o->profile_path, o->plan_dir,
+                                   R->plan.train.net_bandwidth, R->plan.train.net_latency,
+                                   R->err, sizeof R->err);
+    if (wrote && R->rank == 0) note_written(R, o->profile_path);
+    ok = ok && wrote;
+  }
   return agree(R, ok);
 }
 
@@ -314,7 +335,7 @@ static bool setup(run *R) {
   R->step_tokens_per_s = calloc((size_t)(R->end_step - R->first_step), sizeof(double));
   if (!R->step_tokens_per_s) MPI_Abort(MPI_COMM_WORLD, 1);
   if (!agree(R, open_metrics(R))) return false;
-  if (R->opts->trace_path && !agree(R, start_trace(R))) return false;
+  if ((R->opts->trace_path || R->opts->profile_path) && !agree(R, start_trace(R))) return false;
   if (R->rank == 0)
     dhx_warn_configuration(stderr, R->t, &R->train, &R->val, R->has_val,
                            R->end_step - R->first_step);

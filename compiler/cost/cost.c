@@ -175,6 +175,10 @@ double dhx_cost_instr_on(const dhx_cost_model *m, const dhx_plan *p, uint32_t ra
 double dhx_cost_duration(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
                          const dhx_plan_instr *in) {
   const dhx_cost_model *m = ctx;
+  double measured;
+  if (m->profile && (m->profile_comm || !dhx_op_on_comm(in->op)) &&
+      dhx_profile_seconds(m->profile, p, rank, in, &measured))
+    return measured;
   // The optimizer updates f32 master weights and moments even in mixed precision: its local
   // work counts at the dtype's size; its communication (gradients) at the model's.
   if (prog == DHX_PROG_STEP && m->elem_bytes > 0 && !dhx_op_on_comm(in->op)) {

@@ -31,6 +31,8 @@
 #define DHX_COST_GPU_INTER_LATENCY 10e-6   // one message step across nodes when unset, s
 #define DHX_COST_INTERFERENCE 1.15         // compute slowdown while communication runs (GPU)
 
+typedef struct dhx_profile dhx_profile;
+
 typedef struct dhx_cost_model {
   double flops;          // FLOP/s a GEMM reaches (the peak times the efficiency on a GPU)
   double mem_bandwidth;  // bytes/s a kernel streams at
@@ -44,6 +46,9 @@ typedef struct dhx_cost_model {
   double interference;     // factor on a compute instruction that starts while the same
                            // rank communicates (1: none); applied by the simulator
   bool gpu;                // a GPU roofline (else the CPU model)
+  const dhx_profile *profile;  // measured times (dhxrun --profile) that replace the model's
+                               // wherever the profile has the instruction's key; NULL: none
+  bool profile_comm;           // communication too (the profile's network is the plan's)
 } dhx_cost_model;
 
 // The CPU defaults above, with the network of plan->train (net_bandwidth, net_latency) when it
@@ -79,8 +84,26 @@ double dhx_cost_instr(const dhx_cost_model *m, const dhx_plan *p, const dhx_plan
 double dhx_cost_instr_on(const dhx_cost_model *m, const dhx_plan *p, uint32_t rank,
                          const dhx_plan_instr *in);
 
-// dhx_cost_instr_on in the simulator's dhx_sim_duration_fn shape; ctx is a dhx_cost_model.
+// dhx_cost_instr_on in the simulator's dhx_sim_duration_fn shape; ctx is a dhx_cost_model. With
+// a profile, an instruction whose key it holds takes the measured time instead.
 double dhx_cost_duration(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
                          const dhx_plan_instr *in);
+
+// ---- measured profiles (profile.c) ------------------------------------------------------------
+// A profile written by dhxrun --profile: NULL with err naming the file (and the field) when it
+// cannot be read or is not one.
+dhx_profile *dhx_profile_load(const char *path, char *err, size_t errlen);
+void dhx_profile_free(dhx_profile *p);
+size_t dhx_profile_size(const dhx_profile *p);  // instruction keys it times
+// Compute beside a collective over compute alone, as measured; 0 when the run had no overlap.
+double dhx_profile_interference(const dhx_profile *p);
+// The network the profiled run emulated; false when it emulated none.
+bool dhx_profile_network(const dhx_profile *p, double *bandwidth, double *latency);
+// The measured time of instruction `in` of rank `rank`; false when the profile lacks its key.
+bool dhx_profile_seconds(const dhx_profile *p, const dhx_plan *plan, uint32_t rank,
+                         const dhx_plan_instr *in, double *seconds);
+// How many of the plan's timed instructions (all ranks and programs) the profile covers.
+void dhx_profile_coverage(const dhx_profile *p, const dhx_plan *plan, int64_t *covered,
+                          int64_t *total);
 
 #endif

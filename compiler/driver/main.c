@@ -64,6 +64,9 @@ static void usage(FILE *f) {
           "  --json             with --simulate: print them as one JSON object\n"
           "  --simulate-trace OUT.json, --simulate-svg OUT.svg\n"
           "                     with --simulate: the simulated timeline as a Chrome trace / SVG\n"
+          "  --profile PROFILE.json\n"
+          "                     with --simulate: instruction times measured by dhxrun --profile\n"
+          "                     instead of the cost model's, wherever the profile has them\n"
           "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
           "  --time-passes      print the wall time of each compiler pass to stderr\n"
           "  -h, --help         this text\n");
@@ -100,6 +103,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->sim.json = true;
     } else if (strcmp(a, "--simulate-trace") == 0 && i + 1 < argc) {
       o->sim.trace_path = argv[++i];
+    } else if (strcmp(a, "--profile") == 0 && i + 1 < argc) {
+      o->sim.profile_path = argv[++i];
     } else if (strcmp(a, "--simulate-svg") == 0 && i + 1 < argc) {
       o->sim.svg_path = argv[++i];
     } else if (strncmp(a, "--emit=", 7) == 0) {
@@ -130,8 +135,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       return false;
     }
   }
-  if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path)) {
-    dhx_error("--json, --simulate-trace and --simulate-svg go with --simulate");
+  if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path || o->sim.profile_path)) {
+    dhx_error("--json, --simulate-trace, --simulate-svg and --profile go with --simulate");
     return false;
   }
   if (o->simulate && (o->check || o->emit || o->output)) {

@@ -1,4 +1,6 @@
 // simulate_cmd.c — dhxc --simulate: a training step of the plan under the cluster's cost model.
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,11 +17,23 @@ static void leave_out(const dhx_loc *at, const char *what) {
   fprintf(stderr, "note: simulating without %s (not lowered yet)\n", what);
 }
 
+// Whether the compiler would refuse cfg's strands block (simulated as a CPU f32 plan).
+static bool strands_unlowered(const dhx_config *cfg) {
+  dhx_config c = *cfg;
+  c.cluster_cpu = true;
+  c.precision = DHX_PREC_F32;
+  c.qwd_bits = c.tlq_intra = 0;
+  c.offload_optimizer = c.seq_adaptive = false;
+  const dhx_loc *at;
+  char what[160];
+  return dhx_unlowered(&c, &at, what, sizeof what) != NULL;
+}
+
 // cfg without the features this build cannot lower yet, each reported; a GPU cluster and bf16
 // stay (dhx_compile_for_simulation lowers them as the f32 plan).
 static dhx_config without_unlowered(const dhx_config *cfg) {
   dhx_config c = *cfg;
-  if (c.strands_pair || c.fold != DHX_FOLD_OFF) {
+  if ((c.strands_pair || c.fold != DHX_FOLD_OFF) && strands_unlowered(&c)) {
     leave_out(&c.strands_loc, "strand interleaving (the strands block)");
     c.strands_pair = false;
     c.fold = DHX_FOLD_OFF;
@@ -75,6 +89,31 @@ static bool write_svg(const dhx_plan *p, const dhx_cost_model *m, double step, c
   return true;
 }
 
+// Measured times replace the model's where the profile has them; its communication times only
+// when it was measured on the plan's network, and its interference factor when it measured one.
+static bool use_profile(const char *path, const dhx_plan *p, dhx_cost_model *m,
+                        dhx_profile **out) {
+  char err[4400];
+  dhx_profile *prof = dhx_profile_load(path, err, sizeof err);
+  if (!prof) {
+    dhx_error("--profile: %s", err);
+    return false;
+  }
+  double bw = 0, lat = 0;
+  dhx_profile_network(prof, &bw, &lat);
+  m->profile = prof;
+  m->profile_comm = fabs(bw - p->train.net_bandwidth) <= 1e-6 * bw &&
+                    fabs(lat - p->train.net_latency) <= 1e-6 * (lat > 0 ? lat : 1);
+  if (dhx_profile_interference(prof) > 0) m->interference = dhx_profile_interference(prof);
+  int64_t covered, total;
+  dhx_profile_coverage(prof, p, &covered, &total);
+  fprintf(stderr, "dhxc: profile %s times %" PRId64 " of the plan's %" PRId64 " instructions%s\n",
+          path, covered, total, m->profile_comm ? "" : "; it was measured on another network, "
+          "so communication is timed by the model");
+  *out = prof;
+  return true;
+}
+
 int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
                       const dhx_simulate_options *o) {
   dhx_config c = without_unlowered(cfg);
@@ -83,6 +122,11 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
   if (ok) {
     const dhx_plan *p = &compiled.plan;
     dhx_cost_model m = dhx_cost_model_of_cluster(&c, p);
+    dhx_profile *prof = NULL;
+    if (o->profile_path && !use_profile(o->profile_path, p, &m, &prof)) {
+      dhx_compiled_free(&compiled);
+      return 1;
+    }
     double peak = c.cluster_cpu ? m.flops : c.gpu.flops;  // MFU against the datasheet peak
     dhx_step_figures fig;
     char err[2048];
@@ -93,6 +137,7 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
     if (ok && o->trace_path) ok = write_trace(p, &m, o->trace_path);
     if (ok && o->svg_path) ok = write_svg(p, &m, fig.step_time_s, prog->main->path, o->svg_path);
     dhx_step_figures_free(&fig);
+    dhx_profile_free(prof);
   }
   dhx_compiled_free(&compiled);
   return ok ? 0 : 1;

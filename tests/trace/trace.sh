@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dhxrun --trace cases (tests/trace/CMakeLists.txt names them).
-# Usage: trace.sh CASE   (environment: DHXC DHXRUN CHECK TRACE_CHECK MPIRUN SRC WORK)
+# Usage: trace.sh CASE   (environment: DHXC DHXRUN CHECK TRACE_CHECK PROFILE_CHECK MPIRUN SRC
+#                        WORK)
 #
 # The model is samples/tiny.dhx made small (2 layers, width 64, sequences of 64) on 2 ranks with
 # dp 2 and 2 micro-batches per step, so a step takes milliseconds.
@@ -144,6 +145,47 @@ case $case_name in
     last=$(grep -o -E '"step":[0-9]+' d.json | cut -d: -f2 | sort -n | tail -1)
     check cover d.json diverge.schedule 1 "$last" $accum
     echo "the diverged run's trace holds steps 1..$last"
+    ;;
+  profile)
+    # tp 2 with sp: every layer gathers and scatters, so compute and collectives are both timed.
+    corpus
+    tp=(--set schedule.parallel.dp=1 --set schedule.parallel.tp=2 --set schedule.parallel.sp=on
+        --set train.steps=4)
+    plan plan "${tp[@]}"
+    $MPIRUN -np 2 "$DHXRUN" plan --quiet --net-emulate 200MB/s,20us --profile out/profile.json
+    python3 "$PROFILE_CHECK" valid out/profile.json 2 2 4 200e6
+    sim() {  # sim PROFILE NET: dhxc --simulate of the same plan, its step time on stdout
+      "$DHXC" "$SRC/samples/tiny.dhx" --simulate --json "${small[@]}" "${tp[@]}" \
+        --set "cluster=cpu(net: $2, latency: 20 us)" --profile "$1" 2>sim.err |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["step_time_s"])'
+    }
+    measured=$(sim out/profile.json "200 MB/s")
+    grep -q "profile out/profile.json times" sim.err || { cat sim.err; exit 1; }
+    if grep -q "another network" sim.err; then cat sim.err; exit 1; fi
+    # The profile is what times the plan: GEMMs of 0.25 s each make a step of many seconds.
+    python3 "$PROFILE_CHECK" slow-gemms out/profile.json slow.json 0.25
+    slow=$(sim slow.json "200 MB/s")
+    gemms=$(grep -c "gemm" plan.schedule || true)
+    python3 -c "import sys; m, s, g = $measured, $slow, $gemms
+if not (m < 5 and s >= 0.25 * g / 2): sys.exit('step %g s with the measured profile, %g s with slow GEMMs (%d GEMM lines)' % (m, s, g))
+print('simulated step: %.3f s measured, %.1f s with 0.25 s GEMMs' % (m, s))"
+    # Measured on another network: the collectives are the model's, and dhxc says so.
+    sim out/profile.json "1 GB/s" >/dev/null
+    grep -q "another network, so communication is timed by the model" sim.err || { cat sim.err; exit 1; }
+    ;;
+  profile_bad)
+    corpus
+    plan plan --set train.steps=2
+    sim() { "$DHXC" "$SRC/samples/tiny.dhx" --simulate "${small[@]}" --profile "$1"; }
+    expect_fail "--profile: missing.json: cannot open the profile" sim missing.json
+    echo '{"writer": "dhxrun --profile", "ops": [' > broken.json
+    expect_fail "--profile: broken.json: not valid JSON" sim broken.json
+    echo '{"writer": "someone else", "ops": {}}' > other.json
+    expect_fail "not a profile written by dhxrun --profile (field 'writer')" sim other.json
+    echo '{"writer": "dhxrun --profile", "ops": {"gemm nn m=1 n=1 k=1 batch=1x1": {"seconds": -1}}}' > neg.json
+    expect_fail "'seconds' is not a non-negative number" sim neg.json
+    expect_fail "--profile go with --simulate" "$DHXC" "$SRC/samples/tiny.dhx" -o x --profile neg.json
+    expect_fail "--trace-steps needs --trace FILE or --profile FILE" "$DHXRUN" plan --trace-steps 1
     ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
