@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bench/paper_table: the DHelix paper's configurations (samples/paper) simulated two ways with
+# dhxc --simulate, beside the gains the paper published:
+#
+#   baseline  Megatron-style: 1F1B, no strands (strands { pair: off }, fold off)
+#   dhx       the sample as written: paired strands, the overlap search and the W fold where
+#             the sample asks for them
+#
+#   bench/paper_table/run.sh [SAMPLE.dhx ...]      (BUILD_DIR=build by default)
+#
+# Where this build cannot lower part of a sample's strands block yet, the simulation leaves it
+# out (dhxc says so on stderr) and the row says what was left out instead of a gain.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${BUILD_DIR:-$root/build}
+dhxc=$build/bin/dhxc
+work=$build/bench/paper_table/work
+mkdir -p "$work"
+
+# Published speedups over Megatron-LM (DHelix, 64 GPUs; ../shared papers summary): A40 per
+# model, A800 a range over its models, H100 none (the faster network leaves less to hide).
+published() {
+  case $1 in
+    llama_8b_a40x64) echo "1.31x" ;;
+    llama_25b_a40x64) echo "1.40x" ;;
+    llama_39b_a40x64) echo "1.27x" ;;
+    gpt_6.7b_a40x64) echo "1.26x" ;;
+    gpt_18b_a40x64) echo "1.40x" ;;
+    gpt_30b_a40x64) echo "1.36x" ;;
+    *a800x64*) echo "1.02-1.29x" ;;
+    *) echo "-" ;;
+  esac
+}
+
+step_of() {  # step_of JSON_FILE: step_time_s
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step_time_s"])' "$1"
+}
+
+samples=("$@")
+if [ ${#samples[@]} -eq 0 ]; then
+  samples=("$root"/samples/paper/*.dhx)
+fi
+printf '%-26s %-9s %10s %10s %8s %10s  %s\n' sample layout base_s dhx_s gain published note
+for f in "${samples[@]}"; do
+  name=$(basename "$f" .dhx)
+  layout=$(grep -o 'parallel {[^}]*}' "$f" | grep -o 'dp: [0-9]*, tp: [0-9]*, pp: [0-9]*' |
+           tr -d 'dtp: ' | sed 's/.*/(&)/')
+  "$dhxc" "$f" --simulate --json --set schedule.strands.pair=off \
+    --set schedule.strands.fold=off >"$work/$name.base.json" 2>"$work/$name.base.err"
+  "$dhxc" "$f" --simulate --json >"$work/$name.dhx.json" 2>"$work/$name.dhx.err"
+  base=$(step_of "$work/$name.base.json")
+  dhx=$(step_of "$work/$name.dhx.json")
+  note=""
+  if grep -q "simulating without strand interleaving" "$work/$name.dhx.err"; then
+    note="strands not lowered yet: dhx = baseline"
+  fi
+  if ! grep -q "strands" "$f"; then note="no strands block"; fi
+  awk -v n="$name" -v l="$layout" -v b="$base" -v d="$dhx" -v p="$(published "$name")" \
+    -v note="$note" 'BEGIN { printf "%-26s %-9s %10.2f %10.2f %7.2fx %10s  %s\n", n, l, b, d,
+      b / d, p, note }'
+done
