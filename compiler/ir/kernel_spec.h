@@ -117,8 +117,8 @@ typedef enum {
   // floor(t + u) (stochastic != 0), then clamped to [-qmax, qmax]; u in [0, 1) is
   // counter-based: u = top 24 (f32) or 53 (f64) bits of splitmix64(seed, counter) as a
   // fraction, counter = offset + g*G + j (the value's element index in the launch, plus
-  // offset), splitmix64(s, c) = mix(s + (c + 1) * 0x9E3779B97F4A7C15). Dequantized:
-  // code * scale. Hadamard kernels transform each block of 32 elements with H32/sqrt(32)
+  // offset), splitmix64(s, c) = mix(s + (c + 1) * 0x9E3779B97F4A7C15) in 64-bit wrap-around
+  // arithmetic, mix = splitmix64's finaliser. Dequantized: code * scale. Hadamard kernels transform each block of 32 elements with H32/sqrt(32)
   // (Sylvester order, orthonormal and its own inverse) and need G % 32 == 0; the others need
   // G % 8 == 0. A group whose arguments break these rules (per_word not 4 or 8, words < 1, G
   // not a multiple, or as a kind says) is left as it was: nothing is read or written.
@@ -131,7 +131,8 @@ typedef enum {
   //   out[g*G + j] (+)= code_j * scales[g]
   DHX_K_DEQUANTIZE,
   // (out, x, i64 G)   idx = group g (G % 32 == 0)
-  //   out[g*G + 32b + i] = sum_j H32[i,j] x[g*G + 32b + j] / sqrt(32), H32[i,j] = (-1)^popcount(i&j).
+  //   out[g*G + 32b + i] = sum_j H32[i,j] x[g*G + 32b + j] / sqrt(32) for every block b,
+  //   H32[i,j] = (-1)^popcount(i & j).
   //   out may alias x.
   DHX_K_HADAMARD32,
   // (codes:i32, scales, x, i64 words, i64 per_word, i64 stochastic, i64 seed, i64 offset)

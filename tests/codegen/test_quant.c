@@ -1,7 +1,8 @@
 // test_quant.c — the compression kernels (kernel_quant.c) against the format kernel_spec.h and
 // docs/compression.md define. `test_cg_quant WHAT`, for f32 and f64:
 //   format      hand-computed words for 4- and 8-bit groups (ties to even, subtract, an
-//               all-zero group) and groups left as they were when their arguments are invalid
+//               all-zero group), groups left as they were when their arguments are invalid,
+//               and the access descriptors (the validator's bounds) against what kernels touch
 //   nearest     round trip within half a step per element (4 and 8 bits; random groups, an
 //               all-zero group, one with a large outlier), codes equal to a C reference of the
 //               format, dequantize with accumulate (w += deq)
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #include "cg_test.h"
+#include "plan_util.h"
 
 static dhx_ktype TY;
 static cgt T;
@@ -191,9 +193,74 @@ static void dequantize(vec *out, int32_t *codes, vec *scales, int64_t ng, int64_
   run("dequantize", kfn(DHX_K_DEQUANTIZE), a, ng, m, 1);
 }
 
+// ---- access descriptors ----
+
+static dhx_plan_kernel entry_of(dhx_kernel_kind kind) {
+  dhx_kernel_spec s = cgt_spec(kind, TY);
+  char name[DHX_NAME_MAX];
+  CHECK(dhx_kernel_name(&s, name, sizeof name), "name");
+  for (int i = 0; i < dhx_codegen_count(T.cg); i++) {
+    dhx_plan_kernel e;
+    dhx_codegen_table_entry(T.cg, i, &e);
+    if (strcmp(e.name, name) == 0) return e;
+  }
+  CHECK(false, "%s is not in the kernel table", name);
+  return (dhx_plan_kernel){0};
+}
+
+// What the plan validator bounds a launch by (the extent of each pointer over n groups, from
+// the i64 arguments) is exactly what the kernel touches: want[j] elements of argument j
+// (0 for non-pointers), written where bit j of writes is set; codes are 4-byte words.
+static void expect_extents(dhx_kernel_kind kind, int64_t n, const int64_t *i64,
+                           const int64_t *want, uint32_t writes, uint32_t words) {
+  dhx_plan_kernel e = entry_of(kind);
+  dhx_plan_instr in;
+  memset(&in, 0, sizeof in);
+  in.op = DHX_OP_KERNEL;
+  in.n = n;
+  in.nargs = e.nargs;
+  for (uint32_t j = 0; j < e.nargs; j++) in.args[j].i = i64[j];
+  for (uint32_t j = 0; j < e.nargs; j++) {
+    const dhx_plan_access *a = &e.access[j];
+    if (e.arg_types[j] != DHX_KARG_PTR) {
+      CHECK(want[j] == 0 && a->form == DHX_ACC_NONE, "%s argument %u", e.name, j);
+      continue;
+    }
+    int64_t got = -1;
+    CHECK(dhx_access_extent(a, &in, 1, &got) && got == want[j], "%s argument %u reaches %lld "
+          "elements, the kernel touches %lld", e.name, j, (long long)got, (long long)want[j]);
+    CHECK(((a->flags & DHX_ACC_WRITES) != 0) == ((writes >> j) & 1), "%s argument %u: writes",
+          e.name, j);
+    CHECK(a->elem_bytes == ((words >> j) & 1 ? 4 : es()), "%s argument %u: %u-byte elements",
+          e.name, j, a->elem_bytes);
+  }
+}
+
+static void test_extents(void) {
+  const int64_t n = 5, W = 6, pw = 8, G = W * pw, p = 3, RW = 40, RG = 7;
+  expect_extents(DHX_K_QUANTIZE, n, (int64_t[]){0, 0, 0, 0, W, pw, 1, 1, 9, 9},
+                 (int64_t[]){n * W, n, n * G, n * G, 0, 0, 0, 0, 0, 0}, 0x3, 0x1);
+  expect_extents(DHX_K_DEQUANTIZE, n, (int64_t[]){0, 0, 0, W, pw, 1},
+                 (int64_t[]){n * G, n * W, n, 0, 0, 0}, 0x1, 0x2);
+  expect_extents(DHX_K_HADAMARD32, n, (int64_t[]){0, 0, 64}, (int64_t[]){n * 64, n * 64, 0}, 0x1,
+                 0);
+  expect_extents(DHX_K_HADAMARD_QUANTIZE, n, (int64_t[]){0, 0, 0, W, pw, 1, 9, 9},
+                 (int64_t[]){n * W, n, n * G, 0, 0, 0, 0, 0}, 0x3, 0x1);
+  expect_extents(DHX_K_DEQUANTIZE_HADAMARD, n, (int64_t[]){0, 0, 0, W, pw, 0},
+                 (int64_t[]){n * G, n * W, n, 0, 0, 0}, 0x1, 0x2);
+  expect_extents(DHX_K_DEQUANTIZE_REDUCE_QUANTIZE, n,
+                 (int64_t[]){0, 0, 0, 0, p, RW, RG, 2 * W, 4, W, pw, 1, 9, 9},
+                 (int64_t[]){n * W, n, p * RW, p * RG, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0x3, 0x5);
+  expect_extents(DHX_K_DEQUANTIZE_REDUCE_HADAMARD, n,
+                 (int64_t[]){0, 0, 0, p, RW, RG, W, pw, 0},
+                 (int64_t[]){n * G, p * RW, p * RG, 0, 0, 0, 0, 0, 0}, 0x1, 0x2);
+  ok("access descriptors: every pointer's extent over a launch is what the kernel touches");
+}
+
 // ---- format ----
 
 static void test_format(void) {
+  test_extents();
   // 4-bit, scale 1: codes 7 -7 3 1 -1 0 2 -2 (2.5 and -2.5 tie to even) through subtract.
   const double v4[8] = {7, -7, 3, 1, -1, 0, 2.5, -2.5};
   // 8-bit, scale 1: codes 127 -127 2 -3 | 0 2 -64 100 (0.5 and 1.5 tie to even).
@@ -335,7 +402,8 @@ static void test_stochastic(void) {
   CHECK(sum != NULL, "out of memory");
   for (int t = 0; t < K; t++) {
     quantize(codes, &s, &x, NULL, 1, words, bits, 1, 1000 + (uint64_t)t, 0);
-    if (t < 3) check_codes("stochastic", codes, &s, &x, G, 1, words, bits, true, 1000 + (uint64_t)t, 0);
+    if (t < 3)
+      check_codes("stochastic", codes, &s, &x, G, 1, words, bits, true, 1000 + (uint64_t)t, 0);
     dequantize(&out, codes, &s, 1, words, bits, 0);
     for (int64_t j = 0; j < G; j++) {
       double err = vget(&out, j) - vget(&x, j);
@@ -432,7 +500,8 @@ static void test_hadamard(void) {
       run("hadamard_quantize", kfn(DHX_K_HADAMARD_QUANTIZE), a, ng, m, 2);
       CHECK(memcmp(c1, c2, sizeof(int32_t) * (size_t)(ng * words)) == 0 &&
                 memcmp(s1.d, s2.d, (size_t)ng * es()) == 0,
-            "%d-bit hadamard_quantize (stochastic %d) differs from hadamard32 + quantize", bits, st);
+            "%d-bit hadamard_quantize (stochastic %d) differs from hadamard32 + quantize", bits,
+            st);
     }
     for (int acc = 0; acc < 2; acc++) {
       vrand(&o1, -1, 1);
