@@ -5,7 +5,8 @@
 //               and the access descriptors (the validator's bounds) against what kernels touch
 //   nearest     round trip within half a step per element (4 and 8 bits; random groups, an
 //               all-zero group, one with a large outlier), codes equal to a C reference of the
-//               format, dequantize with accumulate (w += deq)
+//               format, dequantize with accumulate (w += deq); NaN and infinities give
+//               their group scale NaN
 //   stochastic  the mean of many roundings is the input within a few standard errors (where
 //               nearest rounding is off by many), every rounding within a step, codes equal to
 //               a C reference of the documented generator; same seed the same codes, another
@@ -382,6 +383,25 @@ static void test_nearest(void) {
             "%d-bit qWD [%lld]: %g vs %g", bits, (long long)i, deq, d);
     }
     ok("%d-bit subtract + dequantize-accumulate: w + deq(q(x - w)) within half a step of x", bits);
+
+    // A NaN or an infinity makes its group's scale NaN (every element dequantizes to NaN);
+    // codes stay in range and the other groups are unaffected.
+    fill_groups(&x, G, ng);
+    vset(&x, 0 * G + 7, NAN);
+    vset(&x, 3 * G + 9, -INFINITY);
+    quantize(codes, &s, &x, NULL, ng, words, bits, 1, 5, 0);
+    dequantize(&out, codes, &s, ng, words, bits, 0);
+    for (int64_t g = 0; g < ng; g++) {
+      bool bad = g == 0 || g == 3;
+      CHECK(isnan(vget(&s, g)) == bad, "group %lld scale %g", (long long)g, vget(&s, g));
+      for (int64_t j = 0; j < G; j++) {
+        int c = code_at(codes + g * words, j, bits);
+        CHECK(c >= -qmax_of(bits) && c <= qmax_of(bits), "code %d out of range", c);
+        CHECK(isnan(vget(&out, g * G + j)) == bad, "group %lld [%lld] = %g", (long long)g,
+              (long long)j, vget(&out, g * G + j));
+      }
+    }
+    ok("%d-bit: a NaN or an infinity gives its group scale NaN, codes in range", bits);
     free(codes);
     free(x.d), free(s.d), free(out.d), free(w0.d);
   }
