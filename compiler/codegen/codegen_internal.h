@@ -76,6 +76,13 @@ void dhx_emit_embed_vp_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMVa
 void dhx_emit_xent_vp_stats(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_xent_vp_combine(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_xent_vp_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_quantize(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_dequantize(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_hadamard32(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_hadamard_quantize(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_dequantize_hadamard(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_dequantize_reduce_quantize(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_dequantize_reduce_hadamard(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 
 // Vocabulary shards (kernel_embed.c): the row of global id `id` (i64) in the shard holding
 // ids [lo, lo + n), with *ok = whether it is there (then the row, else 0). Exact for any i64

@@ -110,6 +110,7 @@ LLVMValueRef kb_fma(kb *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
 LLVMValueRef kb_sqrt(kb *k, LLVMValueRef a) { return intr1(k, "llvm.sqrt", a); }
 LLVMValueRef kb_fabs(kb *k, LLVMValueRef a) { return intr1(k, "llvm.fabs", a); }
 LLVMValueRef kb_rint(kb *k, LLVMValueRef a) { return intr1(k, "llvm.rint", a); }
+LLVMValueRef kb_floor(kb *k, LLVMValueRef a) { return intr1(k, "llvm.floor", a); }
 LLVMValueRef kb_copysign(kb *k, LLVMValueRef mag, LLVMValueRef sign) {
   return intr2(k, "llvm.copysign", mag, sign);
 }
@@ -177,6 +178,9 @@ void kb_store_s(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
 }
 LLVMValueRef kb_load_i32(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
   return LLVMBuildSExt(k->b, load_as(k, k->i32, k->i32, 4, ptr, index), k->i64, "");
+}
+void kb_store_i32(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
+  store_as(k, v, k->i32, 4, ptr, index);
 }
 
 void kb_store_acc(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index, LLVMValueRef acc) {

@@ -57,6 +57,7 @@ LLVMValueRef kb_sqrt(kb *k, LLVMValueRef a);
 LLVMValueRef kb_fabs(kb *k, LLVMValueRef a);
 LLVMValueRef kb_copysign(kb *k, LLVMValueRef mag, LLVMValueRef sign);
 LLVMValueRef kb_rint(kb *k, LLVMValueRef a);
+LLVMValueRef kb_floor(kb *k, LLVMValueRef a);
 LLVMValueRef kb_minnum(kb *k, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef kb_maxnum(kb *k, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef kb_smin(kb *k, LLVMValueRef a, LLVMValueRef b);  // i64
@@ -77,6 +78,7 @@ void kb_store(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);
 LLVMValueRef kb_load_s(kb *k, LLVMValueRef ptr, LLVMValueRef index);   // one k->f element
 void kb_store_s(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);
 LLVMValueRef kb_load_i32(kb *k, LLVMValueRef ptr, LLVMValueRef index);  // sign-extended to i64
+void kb_store_i32(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);  // v is an i32
 // out[index] = v, or out[index] += v when `acc` (an i1) is true: a branch, so the
 // overwriting path never reads out.
 void kb_store_acc(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index, LLVMValueRef acc);

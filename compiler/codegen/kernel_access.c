@@ -15,6 +15,7 @@
 #define NONE {DHX_ACC_NONE, 0, 0, -1, -1, -1, 0}
 #define FIXED2(x, y, fl) {DHX_ACC_FIXED, fl, 0, x, y, -1, 0}
 #define COLUMNS_W(rows, width) {DHX_ACC_COLUMNS, W, 0, rows, width, -1, 0}
+#define ELEMS2(x, y, fl) {DHX_ACC_ELEMS, fl, 0, x, y, -1, 0}
 
 static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
     // (out, tokens, table, C)   row r: out[r,:] = table[tokens[r],:]
@@ -76,6 +77,28 @@ static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
     // (dlogits, logits, lse, targets, V, lo, scale)   row of V
     [DHX_K_XENT_VP_BWD] = {ELEMS(4, W), ELEMS(4, 0), ELEMS(-1, 0), ELEMS(-1, 0), NONE, NONE,
                            NONE},
+    // Compression: group g of G = words·per_word elements, `words` code words, one scale.
+    // (codes, scales, x, ref, words, per_word, subtract, stochastic, seed, offset)
+    [DHX_K_QUANTIZE] = {ELEMS(4, W), ELEMS(-1, W), ELEMS2(4, 5, 0), ELEMS2(4, 5, 0), NONE, NONE,
+                        NONE, NONE, NONE, NONE},
+    // (out, codes, scales, words, per_word, accumulate)
+    [DHX_K_DEQUANTIZE] = {ELEMS2(3, 4, W), ELEMS(3, 0), ELEMS(-1, 0), NONE, NONE, NONE},
+    // (out, x, G)
+    [DHX_K_HADAMARD32] = {ELEMS(2, W), ELEMS(2, 0), NONE},
+    // (codes, scales, x, words, per_word, stochastic, seed, offset)
+    [DHX_K_HADAMARD_QUANTIZE] = {ELEMS(3, W), ELEMS(-1, W), ELEMS2(3, 4, 0), NONE, NONE, NONE,
+                                 NONE, NONE},
+    // (out, codes, scales, words, per_word, accumulate)
+    [DHX_K_DEQUANTIZE_HADAMARD] = {ELEMS2(3, 4, W), ELEMS(3, 0), ELEMS(-1, 0), NONE, NONE, NONE},
+    // (codes_out, scales_out, codes_in, scales_in, p, row_words, row_groups, words_in,
+    //  per_word_in, words_out, per_word_out, stochastic, seed, offset): the inputs are p rows,
+    //  whole whatever n (a group past a row reads nothing)
+    [DHX_K_DEQUANTIZE_REDUCE_QUANTIZE] = {ELEMS(9, W), ELEMS(-1, W), FIXED2(4, 5, 0),
+                                          FIXED2(4, 6, 0), NONE, NONE, NONE, NONE, NONE, NONE,
+                                          NONE, NONE, NONE, NONE},
+    // (out, codes_in, scales_in, p, row_words, row_groups, words, per_word, accumulate)
+    [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {ELEMS2(6, 7, W), FIXED2(3, 4, 0), FIXED2(3, 5, 0), NONE,
+                                          NONE, NONE, NONE, NONE, NONE},
 };
 
 // Fused elementwise kernels: outputs and full inputs by element, broadcast inputs modulo their

@@ -39,6 +39,17 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
     [DHX_K_XENT_VP_COMBINE] = {"xent_vp_combine", "pppqiiii", 0, false,
                                dhx_emit_xent_vp_combine},
     [DHX_K_XENT_VP_BWD] = {"xent_vp_bwd", "pppqiif", ALIAS(0, 1), false, dhx_emit_xent_vp_bwd},
+    [DHX_K_QUANTIZE] = {"quantize", "qpppiiiiii", 0, false, dhx_emit_quantize},
+    [DHX_K_DEQUANTIZE] = {"dequantize", "pqpiii", 0, false, dhx_emit_dequantize},
+    [DHX_K_HADAMARD32] = {"hadamard32", "ppi", ALIAS(0, 1), false, dhx_emit_hadamard32},
+    [DHX_K_HADAMARD_QUANTIZE] = {"hadamard_quantize", "qppiiiii", 0, false,
+                                 dhx_emit_hadamard_quantize},
+    [DHX_K_DEQUANTIZE_HADAMARD] = {"dequantize_hadamard", "pqpiii", 0, false,
+                                   dhx_emit_dequantize_hadamard},
+    [DHX_K_DEQUANTIZE_REDUCE_QUANTIZE] = {"dequantize_reduce_quantize", "qpqpiiiiiiiiii", 0, false,
+                                          dhx_emit_dequantize_reduce_quantize},
+    [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {"dequantize_reduce_hadamard", "pqpiiiiii", 0, false,
+                                          dhx_emit_dequantize_reduce_hadamard},
     [DHX_K_ELTWISE] = {"ew", "", 0, false, dhx_emit_eltwise},
 };
 

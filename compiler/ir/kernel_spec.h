@@ -105,6 +105,57 @@ typedef enum {
   //   dlogits[r,j] = scale * (exp(logits[r,j] - lse[r]) - (j == targets[r] - lo))
   //   dlogits may alias logits.
   DHX_K_XENT_VP_BWD,
+  // ---- communication compression (SDP4Bit; docs/compression.md) ------------------------------
+  // Symmetric group-wise quantization, one group of G elements per index g. A group's codes
+  // are packed into `words` i32 words, `per_word` codes each: per_word 8 gives 4-bit codes,
+  // 4 gives 8-bit codes (bits = 32 / per_word), so G = words * per_word. Code c of a word sits
+  // in bits [c*bits, (c+1)*bits) (little end first), two's complement, in [-qmax, qmax] with
+  // qmax = 2^(bits-1) - 1; element j of group g is code j % per_word of word g*words +
+  // j / per_word. scales[g] = max_j |v_j| / qmax (0 for an all-zero group; NaN when a value is
+  // NaN or infinite, so the whole group dequantizes to NaN). A value v becomes
+  // t = v / scale (0 when scale is 0) rounded to nearest even (stochastic = 0) or to
+  // floor(t + u) (stochastic != 0), then clamped to [-qmax, qmax]; u in [0, 1) is
+  // counter-based: u = top 24 (f32) or 53 (f64) bits of splitmix64(seed, counter) as a
+  // fraction, counter = offset + g*G + j (the value's element index in the launch, plus
+  // offset), splitmix64(s, c) = mix(s + (c + 1) * 0x9E3779B97F4A7C15) in 64-bit wrap-around
+  // arithmetic, mix = splitmix64's finaliser. Dequantized: code * scale. Hadamard kernels transform each block of 32 elements with H32/sqrt(32)
+  // (Sylvester order, orthonormal and its own inverse) and need G % 32 == 0; the others need
+  // G % 8 == 0. A group whose arguments break these rules (per_word not 4 or 8, words < 1, G
+  // not a multiple, or as a kind says) is left as it was: nothing is read or written.
+  // (codes:i32, scales, x, ref, i64 words, i64 per_word, i64 subtract, i64 stochastic,
+  //  i64 seed, i64 offset)   idx = group g
+  //   v_j = x[g*G + j] - ref[g*G + j] if subtract != 0, else x[g*G + j] (ref not read);
+  //   quantized into the group's words of codes and scales[g]
+  DHX_K_QUANTIZE,
+  // (out, codes:i32, scales, i64 words, i64 per_word, i64 accumulate)   idx = group g
+  //   out[g*G + j] (+)= code_j * scales[g]
+  DHX_K_DEQUANTIZE,
+  // (out, x, i64 G)   idx = group g (G % 32 == 0)
+  //   out[g*G + 32b + i] = sum_j H32[i,j] x[g*G + 32b + j] / sqrt(32) for every block b,
+  //   H32[i,j] = (-1)^popcount(i & j).
+  //   out may alias x.
+  DHX_K_HADAMARD32,
+  // (codes:i32, scales, x, i64 words, i64 per_word, i64 stochastic, i64 seed, i64 offset)
+  //   idx = group g:  v = the HADAMARD32 transform of x's group, quantized as QUANTIZE does
+  //   (the counter of v_j is offset + g*G + j)
+  DHX_K_HADAMARD_QUANTIZE,
+  // (out, codes:i32, scales, i64 words, i64 per_word, i64 accumulate)   idx = group g
+  //   out[g*G + ...] (+)= the HADAMARD32 transform of the group's dequantized values
+  DHX_K_DEQUANTIZE_HADAMARD,
+  // (codes_out:i32, scales_out, codes_in:i32, scales_in, i64 p, i64 row_words,
+  //  i64 row_groups, i64 words_in, i64 per_word_in, i64 words_out, i64 per_word_out,
+  //  i64 stochastic, i64 seed, i64 offset)   idx = group g
+  //   p packed inputs, input q's words from codes_in[q*row_words], its scales from
+  //   scales_in[q*row_groups] (as an all-to-all leaves p rows of groups):
+  //   v_j = sum_q code_qj * scale_q, requantized (G = words_in*per_word_in must equal
+  //   words_out*per_word_out) into codes_out's group g and scales_out[g]. Needs
+  //   g < row_groups and (g+1)*words_in <= row_words.
+  DHX_K_DEQUANTIZE_REDUCE_QUANTIZE,
+  // (out, codes_in:i32, scales_in, i64 p, i64 row_words, i64 row_groups, i64 words,
+  //  i64 per_word, i64 accumulate)   idx = group g
+  //   out[g*G + ...] (+)= the HADAMARD32 transform of v_j = sum_q code_qj * scale_q, the
+  //   inputs as in DEQUANTIZE_REDUCE_QUANTIZE (with the same conditions)
+  DHX_K_DEQUANTIZE_REDUCE_HADAMARD,
   // A fused chain of elementwise operations, described by a dhx_ew_spec.
   DHX_K_ELTWISE,
   DHX_K_COUNT

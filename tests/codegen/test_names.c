@@ -80,6 +80,13 @@ int main(void) {
         {DHX_K_XENT_VP_STATS, "xent_vp_stats", "pppiiii"},
         {DHX_K_XENT_VP_COMBINE, "xent_vp_combine", "ppppiiii"},
         {DHX_K_XENT_VP_BWD, "xent_vp_bwd", "ppppiif"},
+        {DHX_K_QUANTIZE, "quantize", "ppppiiiiii"},
+        {DHX_K_DEQUANTIZE, "dequantize", "pppiii"},
+        {DHX_K_HADAMARD32, "hadamard32", "ppi"},
+        {DHX_K_HADAMARD_QUANTIZE, "hadamard_quantize", "pppiiiii"},
+        {DHX_K_DEQUANTIZE_HADAMARD, "dequantize_hadamard", "pppiii"},
+        {DHX_K_DEQUANTIZE_REDUCE_QUANTIZE, "dequantize_reduce_quantize", "ppppiiiiiiiiii"},
+        {DHX_K_DEQUANTIZE_REDUCE_HADAMARD, "dequantize_reduce_hadamard", "pppiiiiii"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
       char name[64];
