@@ -12,7 +12,12 @@
 //     others, and none starts before all have arrived;
 //   * a SEND and a RECV are a rendezvous of the two peers on their (communicator, stream)
 //     channel, paired in order per (sender, receiver, tag). A SEND blocks until its RECV starts
-//     (MPI may do so), so two peers that both send first deadlock.
+//     (MPI may do so), so two peers that both send first deadlock;
+//   * a rank's compute is one resource (the device): a compute instruction (not communicating,
+//     not RECORD or WAIT) starts when its stream reaches it and the rank's previous compute
+//     instruction, on whichever stream, has ended, first come first served. Two compute
+//     streams (paired strands) thus take the sum of their work, not the longer of the two;
+//     communication runs beside compute. This only delays starts, so it cannot deadlock.
 //
 // Pairing is fixed by the plan, so it is checked first (kinds, element counts, dtypes, and
 // instructions left without a partner). Then an event-driven run in time order (a heap of
