@@ -19,9 +19,8 @@ static void leave_out(const dhx_loc *at, const char *what) {
 // stay (dhx_compile_for_simulation lowers them as the f32 plan).
 static dhx_config without_unlowered(const dhx_config *cfg) {
   dhx_config c = *cfg;
-  if (c.strands_pair || c.fold != DHX_FOLD_OFF) {
-    leave_out(&c.strands_loc, "strand interleaving (the strands block)");
-    c.strands_pair = false;
+  if (c.fold != DHX_FOLD_OFF) {
+    leave_out(&c.strands_loc, "the W-folded pipeline (strands { fold: w })");
     c.fold = DHX_FOLD_OFF;
   }
   if (c.qwd_bits || c.tlq_intra) {
@@ -35,6 +34,16 @@ static dhx_config without_unlowered(const dhx_config *cfg) {
   if (c.seq_adaptive) {
     leave_out(&c.sequence_loc, "length-adaptive sequence parallelism (the sequence block)");
     c.seq_adaptive = false;
+  }
+  // Paired strands stay where this build lowers them (what is left refused is theirs).
+  dhx_config lowered = c;
+  lowered.cluster_cpu = true;
+  lowered.precision = DHX_PREC_F32;
+  char buf[160];
+  const dhx_loc *at;
+  if (c.strands_pair && dhx_unlowered(&lowered, &at, buf, sizeof buf)) {
+    leave_out(&c.strands_loc, "strand interleaving (the strands block)");
+    c.strands_pair = false;
   }
   return c;
 }
