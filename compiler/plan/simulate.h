@@ -16,8 +16,11 @@
 //   * a rank's compute is one resource (the device): a compute instruction (not communicating,
 //     not RECORD or WAIT) starts when its stream reaches it and the rank's previous compute
 //     instruction, on whichever stream, has ended, first come first served. Two compute
-//     streams (paired strands) thus take the sum of their work, not the longer of the two;
-//     communication runs beside compute. This only delays starts, so it cannot deadlock.
+//     streams (paired strands) thus take the sum of their work, not the longer of the two,
+//     while communication runs beside compute;
+//   * a communicator's links are one resource: a collective starts when its members have all
+//     arrived and the communicator's previous collective, on whichever stream, has ended.
+//   These two only delay starts (a stream never parks on them), so they cannot deadlock.
 //
 // Pairing is fixed by the plan, so it is checked first (kinds, element counts, dtypes, and
 // instructions left without a partner). Then an event-driven run in time order (a heap of

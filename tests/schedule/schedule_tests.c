@@ -409,6 +409,31 @@ static void simulate_compute_streams_of_a_rank_share_the_device(void) {
   tb_free(p);
 }
 
+// A communicator's links are one resource: two streams' collectives on it take turns; one on
+// another communicator runs beside them.
+static void simulate_collectives_on_one_communicator_take_turns(void) {
+  dhx_plan *p = plan_of(2);
+  int32_t both[2] = {0, 1};
+  int32_t other = tb_comm(p, 2, both);
+  for (uint32_t r = 0; r < 2; r++) {
+    collective(p, r, DHX_OP_ALLREDUCE, 0, 0, N, "strand 0");
+    collective(p, r, DHX_OP_ALLREDUCE, 1, 0, N, "strand 1");
+    collective(p, r, DHX_OP_ALLREDUCE, 2, other, N, "another group");
+  }
+  dhx_cost_model m = dhx_cost_model_for(p);
+  dhx_sim_result res;
+  char err[512];
+  CHECK(dhx_simulate(p, DHX_PROG_MICRO, dhx_cost_duration, &m, NULL, &res, err, sizeof err));
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *a = &res.slices[3 * r], *b = a + 1, *c = a + 2;
+    CHECK(a->start == 0 && b->start == a->end && c->start == 0);
+  }
+  printf("ok: the second all-reduce on comm 0 starts at %.3g us, the one on comm %d at 0\n",
+         res.slices[1].start * 1e6, other);
+  dhx_sim_result_free(&res);
+  tb_free(p);
+}
+
 // `verify_ranks_accepts_compiled_samples DIR...`: plans dhxc wrote, read as dhxrun reads them.
 static void verify_ranks_accepts_compiled_samples(int ndirs, char **dirs) {
   CHECK(ndirs > 0);
@@ -566,6 +591,8 @@ int main(int argc, char **argv) {
       {"simulate_makespan_covers_every_stream", simulate_makespan_covers_every_stream},
       {"simulate_compute_streams_of_a_rank_share_the_device",
        simulate_compute_streams_of_a_rank_share_the_device},
+      {"simulate_collectives_on_one_communicator_take_turns",
+       simulate_collectives_on_one_communicator_take_turns},
       {"verify_ranks_scales", verify_ranks_scales},
   };
   return tl_main("schedule_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
