@@ -49,6 +49,9 @@ case $case_name in
         run "dp$dp$tp$pp" "$n" --metrics "dp$dp$tp$pp.jsonl"
         "$CHECK" same "off$dp$tp$pp.jsonl" "dp$dp$tp$pp.jsonl" 0
         echo "($dp,$tp,$pp): paired strands aligned by the overlap search (dp) too"
+        # greedy: compiled only (dhxc -o checks that the ranks cannot hang)
+        compile "$model" "greedy$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" \
+          --set schedule.strands.pair=on --set schedule.strands.search=greedy
       fi
     done
     ;;
