@@ -384,6 +384,14 @@ static void simulate_makespan_covers_every_stream(void) {
   tb_free(p);
 }
 
+// MICRO of p in simulated time under m.
+static dhx_sim_result timed_micro(const dhx_plan *p, const dhx_cost_model *m) {
+  dhx_sim_result res;
+  char err[512];
+  CHECK(dhx_simulate(p, DHX_PROG_MICRO, dhx_cost_duration, (void *)m, NULL, &res, err, sizeof err));
+  return res;
+}
+
 // A rank's compute is one resource: two compute streams take turns (the second starts when the
 // first ends), while a collective on a third stream runs beside them from the start.
 static void simulate_compute_streams_of_a_rank_share_the_device(void) {
@@ -394,9 +402,7 @@ static void simulate_compute_streams_of_a_rank_share_the_device(void) {
     collective(p, r, DHX_OP_ALLREDUCE, 2, 0, N, "beside");
   }
   dhx_cost_model m = dhx_cost_model_for(p);
-  dhx_sim_result res;
-  char err[512];
-  CHECK(dhx_simulate(p, DHX_PROG_MICRO, dhx_cost_duration, &m, NULL, &res, err, sizeof err));
+  dhx_sim_result res = timed_micro(p, &m);
   for (uint32_t r = 0; r < 2; r++) {
     const dhx_sim_slice *s0 = &res.slices[3 * r], *s1 = s0 + 1, *c = s0 + 2;
     double d = dhx_cost_instr(&m, p, &p->ranks[r].programs[DHX_PROG_MICRO].instrs[0]);
@@ -421,9 +427,7 @@ static void simulate_collectives_on_one_communicator_take_turns(void) {
     collective(p, r, DHX_OP_ALLREDUCE, 2, other, N, "another group");
   }
   dhx_cost_model m = dhx_cost_model_for(p);
-  dhx_sim_result res;
-  char err[512];
-  CHECK(dhx_simulate(p, DHX_PROG_MICRO, dhx_cost_duration, &m, NULL, &res, err, sizeof err));
+  dhx_sim_result res = timed_micro(p, &m);
   for (uint32_t r = 0; r < 2; r++) {
     const dhx_sim_slice *a = &res.slices[3 * r], *b = a + 1, *c = a + 2;
     CHECK(a->start == 0 && b->start == a->end && c->start == 0);
