@@ -403,7 +403,10 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
       if (!first) dhx_graph_free(gt);
     }
   free(comm_of);
-  for (int s = 0; s < cfg->pp; s++) dhx_ovl_memo_free(&memo[s]);
+  for (int s = 0; s < cfg->pp; s++) {
+    for (int k = 0; k < 3; k++) out->overlap_modelled_s[k] += memo[s].modelled[k];
+    dhx_ovl_memo_free(&memo[s]);
+  }
   free(memo);
   if (!ok) return false;
   fill_train(cfg, g, &p->train);

@@ -29,6 +29,9 @@ typedef struct dhx_compiled {
   dhx_plan plan;
   dhx_codegen *cg;
   dhx_graph graph;   // rank 0's graph (for --emit=graph)
+  // Paired strands: per search (dp, greedy, none), the modelled time of the regions the overlap
+  // search aligned, summed over stages (all 0 without paired strands).
+  double overlap_modelled_s[3];
 } dhx_compiled;
 
 // Elaborates the model into `g` (initialized here) and checks it under the schedule: what the

@@ -378,8 +378,9 @@ static void memo_add(dhx_ovl_memo *m, int nf, int nb, const dhx_ovl_step *steps,
   if (nsteps) memcpy(m->steps[r], steps, sizeof(dhx_ovl_step) * (size_t)nsteps);
 }
 
-// The alignment of region r: the memo's when it has one, else searched (nothing when the
-// program's events would run out) and remembered.
+// The alignment of region r: the memo's when it has one, else searched (nothing for search
+// none, or when the program's events would run out) and remembered, with the modelled time of
+// every search's alignment.
 static int choose(const block *f, const block *b, int r, dhx_strand_search search,
                   const dhx_ovl_costs *costs, dhx_ovl_memo *memo, int nevents,
                   dhx_ovl_step *steps, bool fill) {
@@ -393,8 +394,13 @@ static int choose(const block *f, const block *b, int r, dhx_strand_search searc
   dhx_ovl_group *F = xcalloc((size_t)f->n, sizeof *F), *B = xcalloc((size_t)b->n, sizeof *B);
   for (int i = 0; i < f->n; i++) F[i] = f->groups[i].t;
   for (int j = 0; j < b->n; j++) B[j] = b->groups[j].t;
-  int n = dhx_ovl_align(F, f->n, B, b->n, search, costs->model->interference, steps);
-  if (nevents + events_needed(n) > EVENT_BUDGET) n = 0;
+  double x = costs->model->interference;
+  for (int k = DHX_SEARCH_DP; k <= DHX_SEARCH_NONE; k++) {  // each search's, for comparison
+    int nk = dhx_ovl_align(F, f->n, B, b->n, (dhx_strand_search)k, x, steps);
+    memo->modelled[k] += dhx_ovl_cost(F, B, steps, nk, x);
+  }
+  int n = dhx_ovl_align(F, f->n, B, b->n, search, x, steps);
+  if (search == DHX_SEARCH_NONE || nevents + events_needed(n) > EVENT_BUDGET) n = 0;
   memo_add(memo, f->n, b->n, steps, n);
   free(F);
   free(B);
@@ -404,7 +410,7 @@ static int choose(const block *f, const block *b, int r, dhx_strand_search searc
 void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_costs *costs,
                         dhx_ovl_memo *memo) {
   dhx_oplist *l = &g->prog[DHX_PROG_MICRO];
-  int strand = search == DHX_SEARCH_NONE ? 0 : second_strand(l);
+  int strand = second_strand(l);  // none too: its modelled time is compared with the others'
   if (strand <= 0) return;
   bool fill = memo->nregions == 0;
   blocks bs = {0};

@@ -57,6 +57,7 @@ typedef struct dhx_ovl_memo {
   int nregions;
   int *nf, *nb, *nsteps;
   dhx_ovl_step **steps;
+  double modelled[3];  // per dhx_strand_search: the modelled time of its alignments, summed
 } dhx_ovl_memo;
 void dhx_ovl_memo_free(dhx_ovl_memo *m);
 
