@@ -33,10 +33,13 @@ static bool strands_unlowered(const dhx_config *cfg) {
 // stay (dhx_compile_for_simulation lowers them as the f32 plan).
 static dhx_config without_unlowered(const dhx_config *cfg) {
   dhx_config c = *cfg;
-  if ((c.strands_pair || c.fold != DHX_FOLD_OFF) && strands_unlowered(&c)) {
+  if (c.fold != DHX_FOLD_OFF) {
+    leave_out(&c.strands_loc, "the W-folded pipeline (strands { fold: w })");
+    c.fold = DHX_FOLD_OFF;
+  }
+  if (c.strands_pair && strands_unlowered(&c)) {
     leave_out(&c.strands_loc, "strand interleaving (the strands block)");
     c.strands_pair = false;
-    c.fold = DHX_FOLD_OFF;
   }
   if (c.qwd_bits || c.tlq_intra) {
     leave_out(&c.compress_loc, "compressed communication (the compress block)");
@@ -49,6 +52,16 @@ static dhx_config without_unlowered(const dhx_config *cfg) {
   if (c.seq_adaptive) {
     leave_out(&c.sequence_loc, "length-adaptive sequence parallelism (the sequence block)");
     c.seq_adaptive = false;
+  }
+  // Paired strands stay where this build lowers them (what is left refused is theirs).
+  dhx_config lowered = c;
+  lowered.cluster_cpu = true;
+  lowered.precision = DHX_PREC_F32;
+  char buf[160];
+  const dhx_loc *at;
+  if (c.strands_pair && dhx_unlowered(&lowered, &at, buf, sizeof buf)) {
+    leave_out(&c.strands_loc, "strand interleaving (the strands block)");
+    c.strands_pair = false;
   }
   return c;
 }
@@ -132,6 +145,8 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
     char err[2048];
     ok = dhx_simulate_step(p, &m, peak, NULL, NULL, &fig, err, sizeof err);
     if (!ok) dhx_error("--simulate: %s", err);
+    fig.searched = c.strands_pair;
+    for (int k = 0; k < 3; k++) fig.search_modelled_s[k] = compiled.overlap_modelled_s[k];
     if (ok && o->json) dhx_step_figures_json(&fig, stdout);
     else if (ok) dhx_step_figures_print(&fig, stdout);
     if (ok && o->trace_path) ok = write_trace(p, &m, o->trace_path);

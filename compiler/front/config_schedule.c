@@ -2,7 +2,7 @@
 //
 //   schedule {
 //     parallel { dp: 4, tp: 8, pp: 2, sp: on, zero: 1 }
-//     strands  { pair: on, search: dp, fold: w }                       # DHelix
+//     strands  { pair: on, search: dp, fold: w }    # DHelix; search: dp | greedy | none (off)
 //     compress { params: qwd(bits: 4, group: 2048),                    # SDP4Bit
 //                grads: tlq(intra: 8, inter: 4, group: 128, hadamard: 32) }
 //     offload  { optimizer: on, stride: 2, subgroup: 100000000 }       # Deep Optimizer States
@@ -84,7 +84,7 @@ static void read_parallel(const dhx_fields *fs, dhx_config *cfg) {
 
 static void read_strands(const dhx_fields *fs, dhx_config *cfg) {
   static const char *const known[] = {"pair", "search", "fold", NULL};
-  static const char *const searches[] = {"dp", "off", NULL};
+  static const char *const searches[] = {"dp", "greedy", "none", "off", NULL};
   static const char *const folds[] = {"off", "w", NULL};
   const dhx_loc *seen[3] = {0};
   for (int i = 0; i < fs->n; i++) {
@@ -97,7 +97,7 @@ static void read_strands(const dhx_fields *fs, dhx_config *cfg) {
       case 0: dhx_cfg_bool(v, "pair", &cfg->strands_pair); break;
       case 1:
         if ((c = dhx_cfg_choice(v, "search", searches)) >= 0)
-          cfg->strands_search = c == 0 ? DHX_SEARCH_DP : DHX_SEARCH_OFF;
+          cfg->strands_search = c == 0 ? DHX_SEARCH_DP : c == 1 ? DHX_SEARCH_GREEDY : DHX_SEARCH_NONE;
         break;
       case 2:
         if ((c = dhx_cfg_choice(v, "fold", folds)) >= 0) cfg->fold = c == 1 ? DHX_FOLD_W : DHX_FOLD_OFF;

@@ -122,7 +122,8 @@ typedef struct dhx_gpu_kind {
 } dhx_gpu_kind;
 
 typedef enum { DHX_PREC_F32 = 0, DHX_PREC_BF16 } dhx_precision;
-typedef enum { DHX_SEARCH_DP = 0, DHX_SEARCH_OFF } dhx_strand_search;
+// The overlap search of paired strands (docs/overlap-search.md); `off` is read as NONE.
+typedef enum { DHX_SEARCH_DP = 0, DHX_SEARCH_GREEDY, DHX_SEARCH_NONE } dhx_strand_search;
 typedef enum { DHX_FOLD_OFF = 0, DHX_FOLD_W } dhx_fold;
 
 #define DHX_MAX_STAGE_CHUNKS 256  // entries of parallel.stages

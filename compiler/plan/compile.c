@@ -12,6 +12,7 @@
 #include "ice.h"
 #include "elaborate.h"
 #include "lower.h"
+#include "overlap_search.h"
 #include "sema.h"
 #include "dirs.h"
 #include "verify_memory.h"
@@ -33,10 +34,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   } else if (cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "the W-folded pipeline (strands { fold: w })");
-  } else if (cfg->strands_pair && cfg->strands_search == DHX_SEARCH_DP) {
-    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
-    snprintf(buf, n, "the overlap search of paired strands (search: dp; search: off pairs "
-             "whole micro-batches)");
   } else if (cfg->strands_pair && (cfg->pp > 1 || cfg->zero >= 2)) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "paired strands with %s", cfg->pp > 1 ? "pipeline parallelism"
@@ -252,11 +249,28 @@ static void lower_step(const dhx_config *cfg, dhx_graph *g, int accum) {
   dhx_lower_optimizer(g, &o);
 }
 
+// What the overlap search of paired strands needs of the plan being built: the cost model, the
+// communicators, the kernel table, and the stage's alignments (one rank searches, all follow).
+typedef struct search_ctx {
+  const dhx_cost_model *model;
+  const dhx_plan *plan;
+  const int *comm_of;  // this rank's plan communicator per role
+  dhx_codegen *cg;
+  dhx_ovl_memo *memo;
+} search_ctx;
+
+static void overlap_search(const dhx_config *cfg, dhx_graph *g, const search_ctx *sc) {
+  if (!cfg->strands_pair) return;
+  dhx_ovl_costs costs = {.model = sc->model, .plan = sc->plan, .comm_of = sc->comm_of,
+                         .cg = sc->cg, .vocab = g->vocab};
+  dhx_overlap_search(g, cfg->strands_search, &costs, sc->memo);
+}
+
 // Everything from the whole model's graph to the planned op lists of the rank at (tensor
 // rank, data rank, stage): the passes in order, the op lists checked after each pass that
 // writes them.
 static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_rank,
-                        dhx_graph *g, int64_t *arena) {
+                        dhx_graph *g, int64_t *arena, const search_ctx *sc) {
   int accum = cfg->global_batch / (cfg->micro_batch * cfg->dp);
   g->dp = cfg->dp;
   g->dp_rank = dp_rank;
@@ -276,6 +290,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   lower_micro(cfg, g, accum);   dhx_verify_programs(g, "lowering", false);
   fuse(g);                      dhx_verify_programs(g, "fusion", false);
   dhx_zero_shard(g);            dhx_verify_programs(g, "sharding", false);
+  overlap_search(cfg, g, sc);   dhx_verify_programs(g, "the overlap search", false);
   lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
   *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
   return true;
@@ -284,12 +299,13 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
 // Data-parallel replica d of (tensor rank t, stage s) lowered on its own (sharded optimizer
 // state: each replica updates, and keeps the moments of, its own share of the parameters).
 static bool lower_replica(const dhx_program *prog, const dhx_config *cfg, int t, int d, int s,
-                          const int *comm_of, dhx_codegen *cg, dhx_plan_rank *r) {
+                          const search_ctx *sc, dhx_plan_rank *r) {
   dhx_graph g;
   dhx_graph_init(&g);
   int64_t arena = 0;
   bool ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, &g) &&
-            lower_graph(cfg, t, d, s, &g, &arena) && dhx_emit_rank(&g, arena, comm_of, cg, r);
+            lower_graph(cfg, t, d, s, &g, &arena, sc) &&
+            dhx_emit_rank(&g, arena, sc->comm_of, sc->cg, r);
   dhx_graph_free(&g);
   return ok;
 }
@@ -349,6 +365,9 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   // sharded (zero >= 1): then each replica updates its own share and is lowered on its own.
   double flops = 0;
   bool ok = true;
+  dhx_cost_model model = dhx_cost_model_of_cluster(cfg, p);
+  dhx_ovl_memo *memo = calloc((size_t)cfg->pp, sizeof *memo);  // per stage
+  if (!memo) abort();
   for (int s = 0; s < cfg->pp && ok; s++)
     for (int t = 0; t < cfg->tp && ok; t++) {
       bool first = s == 0 && t == 0;
@@ -359,9 +378,10 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
         ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
       }
       int64_t arena = 0;
-      dhx_timing_pass("lower and plan memory");
-      ok = ok && lower_graph(cfg, t, 0, s, gt, &arena);
       int r0 = world_rank(cfg, t, 0, s);
+      search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s]};
+      dhx_timing_pass("lower and plan memory");
+      ok = ok && lower_graph(cfg, t, 0, s, gt, &arena, &sc);
       dhx_timing_pass("emit ranks");
       ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
       if (ok) {
@@ -370,8 +390,9 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
           int r = world_rank(cfg, t, d, s);
           // Each replica updates its own share, lowered on its own; a simulation times the
           // shares alike (the same counts) and lets the replicas share rank r0's programs.
+          search_ctx rsc = {&model, p, comm_of[r], out->cg, &memo[s]};
           if (cfg->zero >= 1 && !simulating)
-            ok = lower_replica(prog, cfg, t, d, s, comm_of[r], out->cg, &p->ranks[r]);
+            ok = lower_replica(prog, cfg, t, d, s, &rsc, &p->ranks[r]);
           else
             share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
           set_coords(cfg, t, d, s, &p->ranks[r]);
@@ -382,6 +403,11 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
       if (!first) dhx_graph_free(gt);
     }
   free(comm_of);
+  for (int s = 0; s < cfg->pp; s++) {
+    for (int k = 0; k < 3; k++) out->overlap_modelled_s[k] += memo[s].modelled[k];
+    dhx_ovl_memo_free(&memo[s]);
+  }
+  free(memo);
   if (!ok) return false;
   fill_train(cfg, g, &p->train);
   p->train.flops_per_token = flops;

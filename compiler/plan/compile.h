@@ -20,10 +20,18 @@ int64_t dhx_plan_persistent(dhx_graph *g);
 bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM_ROLES],
                    dhx_codegen *cg, dhx_plan_rank *r);
 
+// One op as emit.c writes it (buf_id NULL: buffers left unnamed, for the cost model; the
+// kernel is not looked up).
+void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
+                    dhx_plan_instr *in);
+
 typedef struct dhx_compiled {
   dhx_plan plan;
   dhx_codegen *cg;
   dhx_graph graph;   // rank 0's graph (for --emit=graph)
+  // Paired strands: per search (dp, greedy, none), the modelled time of the regions the overlap
+  // search aligned, summed over stages (all 0 without paired strands).
+  double overlap_modelled_s[3];
 } dhx_compiled;
 
 // Elaborates the model into `g` (initialized here) and checks it under the schedule: what the

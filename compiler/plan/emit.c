@@ -101,6 +101,32 @@ static uint32_t op_of(dhx_lop_kind k) {
   return 0;
 }
 
+void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
+                    dhx_plan_instr *in) {
+  memset(in, 0, sizeof *in);
+  in->op = op_of(op->kind);
+  in->stream = (uint32_t)op->stream;
+  in->kernel = -1;
+  in->comm = -1;
+  in->event = op->event;
+  if (dhx_op_on_comm(in->op)) {
+    if (op->comm < 0 || op->comm >= DHX_COMM_ROLES || comm_of[op->comm] < 0)
+      DHX_ICE("'%s' exchanges over communicator role %d, which this rank has no group for",
+              op->note, op->comm);
+    in->comm = comm_of[op->comm];
+    in->dtype = DHX_F32;  // lowering emits f32 collectives only
+  }
+  in->n = op->n;
+  in->gemm = op->gemm;
+  in->nargs = (uint32_t)op->nargs;
+  for (int j = 0; j < op->nargs; j++) {
+    const dhx_operand *o = &op->args[j];
+    in->args[j] = buf_id ? arg_of(o, buf_id) : (dhx_plan_arg){.kind = o->kind, .buf = -1,
+                                                              .i = o->i, .f = o->f};
+  }
+  snprintf(in->note, sizeof in->note, "%s", op->note);
+}
+
 static bool emit_program(const dhx_oplist *l, const int *buf_id, const int *comm_of,
                          dhx_codegen *cg, dhx_plan_program *p) {
   p->nstreams = l->nstreams ? (uint32_t)l->nstreams : 1;
@@ -112,23 +138,7 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, const int *comm
     const dhx_lop *op = &l->ops[i];
     if (op->dead) continue;
     dhx_plan_instr *in = &p->instrs[p->ninstrs++];
-    in->op = op_of(op->kind);
-    in->stream = (uint32_t)op->stream;
-    in->kernel = -1;
-    in->comm = -1;
-    in->event = op->event;
-    if (dhx_op_on_comm(in->op)) {
-      if (op->comm < 0 || op->comm >= DHX_COMM_ROLES || comm_of[op->comm] < 0)
-        DHX_ICE("'%s' exchanges over communicator role %d, which this rank has no group for",
-                op->note, op->comm);
-      in->comm = comm_of[op->comm];
-      in->dtype = DHX_F32;  // lowering emits f32 collectives only
-    }
-    in->n = op->n;
-    in->gemm = op->gemm;
-    in->nargs = (uint32_t)op->nargs;
-    for (int j = 0; j < op->nargs; j++) in->args[j] = arg_of(&op->args[j], buf_id);
-    snprintf(in->note, sizeof in->note, "%s", op->note);
+    dhx_emit_instr(op, buf_id, comm_of, in);
     if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW) {
       in->kernel = dhx_codegen_add(cg, &op->kspec);
       if (in->kernel < 0)

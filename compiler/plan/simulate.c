@@ -63,6 +63,8 @@ typedef struct sim {
   void *ctx;
   double interference;  // factor on compute that starts while its rank communicates
   double *comm_until;   // per rank: when its latest started communication ends
+  double *compute_free; // per rank: when its compute resource (the device) is free again
+  double *link_free;    // per communicator: when its latest collective ends
   uint32_t nlanes;
   size_t *base;      // per rank, nranks + 1 entries: global id of its instruction 0
   size_t *ev_base;   // per rank, nranks + 1 entries: index of its event 0
@@ -555,32 +557,52 @@ static double duration(sim *s, uint32_t rank, const dhx_plan_instr *in) {
   return d > 0 ? d : 0;  // also NaN
 }
 
+static bool is_compute(uint32_t op) {
+  return !dhx_op_on_comm(op) && op != DHX_OP_RECORD && op != DHX_OP_WAIT;
+}
+
 // Starts lane l's next instruction at time t; the lane comes back out of the heap when it ends.
-static void start(sim *s, uint32_t l, double t, int64_t match) {
+// The rank's compute is one resource: a compute instruction reached while another stream's
+// compute holds the device starts when that one ends (first come, first served; the lane
+// counts as running meanwhile). It never parks, so it adds no wait to the deadlock analysis.
+static double start(sim *s, uint32_t l, double t, int64_t match) {
   lane *L = &s->lanes[l];
   uint32_t r = l / LANES, i = s->steps[L->first + L->pos].instr;
   const dhx_plan_instr *in = instr_at(s, r, i);
   double d = s->dur ? duration(s, r, in) : 0;
   if (dhx_op_on_comm(in->op)) {
     if (t + d > s->comm_until[r]) s->comm_until[r] = t + d;
-  } else if (s->comm_until[r] > t && in->op != DHX_OP_RECORD && in->op != DHX_OP_WAIT) {
-    d *= s->interference;  // compute sharing the GPU (SMs, memory) with a running collective
+  } else if (is_compute(in->op)) {
+    if (s->compute_free[r] > t) t = s->compute_free[r];
+    if (s->comm_until[r] > t) d *= s->interference;  // sharing the GPU with a collective
+    s->compute_free[r] = t + d;
   }
   double end = t + d;
   if (s->slices) s->slices[s->base[r] + i] = (dhx_sim_slice){r, l % LANES, i, t, end, match};
   L->pos++;
   L->running = true;
   push(s, l, end);
+  return end;
 }
 
-// One more member of rendezvous g is there at time t; the last to arrive starts them all.
+// One more member of rendezvous g is there at time t; the last to arrive starts them all. The
+// links of a communicator are one resource too: a collective starts when the previous one on
+// its communicator (on any stream) has ended, so two streams' collectives on one group of ranks
+// take turns instead of each getting the whole bandwidth. Every member of the communicator is
+// in each of its collectives, so one time per communicator says when its links are free.
 static void arrive(sim *s, int64_t g, double t) {
   group *G = &s->groups[g];
   G->arrived++;
   if (t > G->at) G->at = t;
   if (G->arrived < G->n) return;
-  for (uint32_t j = 0; j < G->n; j++)
-    start(s, s->members[G->first + j].lane, G->at, G->n > 1 ? g : -1);
+  member m0 = s->members[G->first];
+  const dhx_plan_instr *in = instr_at(s, m0.lane / LANES, m0.instr);
+  int32_t c = is_collective(in->op) ? comm_of(s, m0.lane / LANES, in) : -1;
+  double at = c >= 0 && s->link_free[c] > G->at ? s->link_free[c] : G->at;
+  for (uint32_t j = 0; j < G->n; j++) {
+    double end = start(s, s->members[G->first + j].lane, at, G->n > 1 ? g : -1);
+    if (c >= 0 && end > s->link_free[c]) s->link_free[c] = end;
+  }
 }
 
 // Lane l is free at time t: it starts its next instruction, parks, or is done.
@@ -743,6 +765,8 @@ static void sim_free(sim *s) {
   free(s->waiters);
   free(s->heap);
   free(s->comm_until);
+  free(s->compute_free);
+  free(s->link_free);
 }
 
 static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
@@ -750,6 +774,8 @@ static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, v
   *s = (sim){.p = p, .prog = prog, .dur = dur, .ctx = ctx, .interference = 1, .err = err,
              .errlen = errlen};
   s->comm_until = xcalloc(p->nranks ? p->nranks : 1, sizeof(double));
+  s->compute_free = xcalloc(p->nranks ? p->nranks : 1, sizeof(double));
+  s->link_free = xcalloc(p->ncomms ? p->ncomms : 1, sizeof(double));
   s->nlanes = p->nranks * LANES;
   s->lanes = xcalloc(s->nlanes, sizeof(lane));
   s->heap = xcalloc(s->nlanes, sizeof(ready));

@@ -12,7 +12,15 @@
 //     others, and none starts before all have arrived;
 //   * a SEND and a RECV are a rendezvous of the two peers on their (communicator, stream)
 //     channel, paired in order per (sender, receiver, tag). A SEND blocks until its RECV starts
-//     (MPI may do so), so two peers that both send first deadlock.
+//     (MPI may do so), so two peers that both send first deadlock;
+//   * a rank's compute is one resource (the device): a compute instruction (not communicating,
+//     not RECORD or WAIT) starts when its stream reaches it and the rank's previous compute
+//     instruction, on whichever stream, has ended, first come first served. Two compute
+//     streams (paired strands) thus take the sum of their work, not the longer of the two,
+//     while communication runs beside compute;
+//   * a communicator's links are one resource: a collective starts when its members have all
+//     arrived and the communicator's previous collective, on whichever stream, has ended.
+//   These two only delay starts (a stream never parks on them), so they cannot deadlock.
 //
 // Pairing is fixed by the plan, so it is checked first (kinds, element counts, dtypes, and
 // instructions left without a partner). Then an event-driven run in time order (a heap of

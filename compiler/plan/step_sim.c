@@ -133,7 +133,11 @@ void dhx_step_figures_json(const dhx_step_figures *f, FILE *out) {
   for (uint32_t r = 0; r < f->nranks; r++)
     fprintf(out, "%s{\"compute_s\":%.9g,\"exposed_comm_s\":%.9g,\"idle_s\":%.9g}", r ? "," : "",
             f->ranks[r].compute_s, f->ranks[r].exposed_comm_s, f->ranks[r].idle_s);
-  fputs("]}\n", out);
+  fputs("]", out);
+  if (f->searched)
+    fprintf(out, ",\"overlap_search_modelled_s\":{\"dp\":%.9g,\"greedy\":%.9g,\"none\":%.9g}",
+            f->search_modelled_s[0], f->search_modelled_s[1], f->search_modelled_s[2]);
+  fputs("}\n", out);
 }
 
 void dhx_step_figures_print(const dhx_step_figures *f, FILE *out) {
@@ -145,4 +149,8 @@ void dhx_step_figures_print(const dhx_step_figures *f, FILE *out) {
           f->exposed_comm_s, 100 * f->exposed_comm_s / s, f->bubble_s, 100 * f->bubble_s / s);
   fprintf(out, "  peak memory: %.4g GiB (the largest arena over ranks)\n",
           (double)f->peak_memory_bytes / (1024.0 * 1024 * 1024));
+  if (f->searched)
+    fprintf(out, "  overlap search, modelled time of the paired regions: dp %.4g s, greedy %.4g s, "
+            "none %.4g s\n", f->search_modelled_s[0], f->search_modelled_s[1],
+            f->search_modelled_s[2]);
 }

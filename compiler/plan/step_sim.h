@@ -31,6 +31,8 @@ typedef struct dhx_step_figures {
   int64_t peak_memory_bytes;  // the largest arena over ranks
   uint32_t nranks;
   dhx_rank_time *ranks;     // per rank
+  bool searched;            // paired strands: the overlap search's modelled times below
+  double search_modelled_s[3];  // dp, greedy, none (docs/overlap-search.md)
 } dhx_step_figures;
 
 // Called after each program run with its timeline (`run`: "BEGIN", "MICRO 3/64", "STEP").
@@ -45,7 +47,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
 void dhx_step_figures_free(dhx_step_figures *f);
 
 // The figures as one JSON object (step_time_s, mfu, bubble_s, exposed_comm_s,
-// peak_memory_bytes, tokens_per_s, ...), and as a few lines for a person.
+// peak_memory_bytes, tokens_per_s, ..., and with paired strands overlap_search_modelled_s),
+// and as a few lines for a person.
 void dhx_step_figures_json(const dhx_step_figures *f, FILE *out);
 void dhx_step_figures_print(const dhx_step_figures *f, FILE *out);
 

@@ -90,11 +90,11 @@ case $case_name in
     if grep -q -i "allreduce" sched1.txt; then echo "all-reduce at dp=1"; exit 1; fi
     expect_fail "dpp" "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.dpp=2
     # a layout this build checks but cannot lower: check passes (with a note), -o refuses
-    "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=1 \
-      --set schedule.strands.pair=on 2>note.txt
+    "$DHXC" check "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=2 \
+      --set schedule.sequence.adaptive=on 2>note.txt
     grep -q "not lowered by this build" note.txt || { cat note.txt; exit 1; }
-    expect_fail "not implemented" "$DHXC" "$SRC/samples/tiny.dhx" -o strands --set schedule.parallel.dp=1 \
-      --set schedule.strands.pair=on
+    expect_fail "not implemented" "$DHXC" "$SRC/samples/tiny.dhx" -o adaptive \
+      --set schedule.parallel.dp=2 --set schedule.sequence.adaptive=on
     # tensor parallelism lowers: collectives over the tensor-parallel group appear
     "$DHXC" "$SRC/samples/tiny.dhx" --set schedule.parallel.tp=2 --emit=schedule > tp2.txt
     grep -q "sum row-split partials" tp2.txt || { echo "no row-split all-reduce at tp=2"; exit 1; }

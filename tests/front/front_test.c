@@ -45,8 +45,9 @@ static void dump_config(const dhx_config *c) {
     printf("cluster.reserve = %.15g B\n", c->reserve);
   }
   printf("parallel = dp %d, tp %d, pp %d, sp %d, zero %d\n", c->dp, c->tp, c->pp, c->sp, c->zero);
+  static const char *const searches[] = {"dp", "greedy", "none"};
   printf("strands = pair %d, search %s, fold %s\n", c->strands_pair,
-         c->strands_search == DHX_SEARCH_DP ? "dp" : "off", c->fold == DHX_FOLD_W ? "w" : "off");
+         searches[c->strands_search], c->fold == DHX_FOLD_W ? "w" : "off");
   printf("compress = qwd bits %d group %d, tlq intra %d inter %d group %d hadamard %d\n",
          c->qwd_bits, c->qwd_group, c->tlq_intra, c->tlq_inter, c->tlq_group, c->tlq_hadamard);
   printf("offload = optimizer %d, stride %d, subgroup %lld\n", c->offload_optimizer,

@@ -384,6 +384,60 @@ static void simulate_makespan_covers_every_stream(void) {
   tb_free(p);
 }
 
+// MICRO of p in simulated time under m.
+static dhx_sim_result timed_micro(const dhx_plan *p, const dhx_cost_model *m) {
+  dhx_sim_result res;
+  char err[512];
+  CHECK(dhx_simulate(p, DHX_PROG_MICRO, dhx_cost_duration, (void *)m, NULL, &res, err, sizeof err));
+  return res;
+}
+
+// A rank's compute is one resource: two compute streams take turns (the second starts when the
+// first ends), while a collective on a third stream runs beside them from the start.
+static void simulate_compute_streams_of_a_rank_share_the_device(void) {
+  dhx_plan *p = plan_of(2);
+  for (uint32_t r = 0; r < 2; r++) {
+    compute(p, r, 0, "strand 0");
+    compute(p, r, 1, "strand 1");
+    collective(p, r, DHX_OP_ALLREDUCE, 2, 0, N, "beside");
+  }
+  dhx_cost_model m = dhx_cost_model_for(p);
+  dhx_sim_result res = timed_micro(p, &m);
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *s0 = &res.slices[3 * r], *s1 = s0 + 1, *c = s0 + 2;
+    double d = dhx_cost_instr(&m, p, &p->ranks[r].programs[DHX_PROG_MICRO].instrs[0]);
+    CHECK(s0->start == 0 && s1->start == s0->end && s1->end > 2 * d * (1 - 1e-9));
+    CHECK(c->start == 0);
+  }
+  printf("ok: two compute streams take %.3g us one after the other, the all-reduce starts at 0\n",
+         res.slices[1].end * 1e6);
+  dhx_sim_result_free(&res);
+  tb_free(p);
+}
+
+// A communicator's links are one resource: two streams' collectives on it take turns; one on
+// another communicator runs beside them.
+static void simulate_collectives_on_one_communicator_take_turns(void) {
+  dhx_plan *p = plan_of(2);
+  int32_t both[2] = {0, 1};
+  int32_t other = tb_comm(p, 2, both);
+  for (uint32_t r = 0; r < 2; r++) {
+    collective(p, r, DHX_OP_ALLREDUCE, 0, 0, N, "strand 0");
+    collective(p, r, DHX_OP_ALLREDUCE, 1, 0, N, "strand 1");
+    collective(p, r, DHX_OP_ALLREDUCE, 2, other, N, "another group");
+  }
+  dhx_cost_model m = dhx_cost_model_for(p);
+  dhx_sim_result res = timed_micro(p, &m);
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *a = &res.slices[3 * r], *b = a + 1, *c = a + 2;
+    CHECK(a->start == 0 && b->start == a->end && c->start == 0);
+  }
+  printf("ok: the second all-reduce on comm 0 starts at %.3g us, the one on comm %d at 0\n",
+         res.slices[1].start * 1e6, other);
+  dhx_sim_result_free(&res);
+  tb_free(p);
+}
+
 // `verify_ranks_accepts_compiled_samples DIR...`: plans dhxc wrote, read as dhxrun reads them.
 static void verify_ranks_accepts_compiled_samples(int ndirs, char **dirs) {
   CHECK(ndirs > 0);
@@ -539,6 +593,10 @@ int main(int argc, char **argv) {
       {"verify_ranks_rejects_peers_that_both_send_first",
        verify_ranks_rejects_peers_that_both_send_first},
       {"simulate_makespan_covers_every_stream", simulate_makespan_covers_every_stream},
+      {"simulate_compute_streams_of_a_rank_share_the_device",
+       simulate_compute_streams_of_a_rank_share_the_device},
+      {"simulate_collectives_on_one_communicator_take_turns",
+       simulate_collectives_on_one_communicator_take_turns},
       {"verify_ranks_scales", verify_ranks_scales},
   };
   return tl_main("schedule_tests", tests, sizeof tests / sizeof tests[0], argc, argv);

@@ -3,7 +3,10 @@
 #   fields     the JSON has every field, with sane values (step > 0, MFU in (0, 1), ...)
 #   bubble     a pipeline of two stages idles more than the same ranks without one
 #   network    a slower network between nodes raises the exposed communication
-#   outputs    the SVG and the Chrome trace are written, and stderr names the left-out strands
+#   outputs    the SVG and the Chrome trace are written, and stderr names the left-out W fold
+#              (paired strands themselves are simulated)
+#   searches   with paired strands, search none, greedy and dp all simulate sanely, and the
+#              modelled time of dp's alignments is no more than greedy's or the unaligned sum
 #   paper F    sample F simulates and its JSON is sane
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,14 +51,27 @@ case $1 in
     gt "$s" "$f" ;;
   outputs)
     cp "$in" "$work/s.dhx"
-    sed -i 's/parallel { dp: 2, tp: 4 }/parallel { dp: 2, tp: 4 }\n  strands { pair: on }/' "$work/s.dhx"
+    sed -i 's/parallel { dp: 2, tp: 4 }/parallel { dp: 1, tp: 4, pp: 2 }\n  strands { pair: on, fold: w }/' "$work/s.dhx"
     "$DHXC" "$work/s.dhx" --simulate --simulate-svg "$work/t.svg" --simulate-trace "$work/t.json" \
       > "$work/out" 2> "$work/err"
     grep -q "simulated step of 8 ranks" "$work/out"
-    grep -q "note: simulating without strand interleaving" "$work/err"
-    [ "$(grep -c . "$work/err")" = 1 ] || { cat "$work/err"; exit 1; }
+    grep -q "note: simulating without the W-folded pipeline" "$work/err"
+    ! grep -v "note: simulating without" "$work/err" || exit 1  # notes only
     grep -q "<svg" "$work/t.svg" && grep -q "rank 7 comm" "$work/t.svg" && grep -q "</svg>" "$work/t.svg"
     python3 -c "import json,sys; t=json.load(open(sys.argv[1])); assert len(t['traceEvents']) > 100" "$work/t.json" ;;
+  searches)
+    for s in none greedy dp; do
+      sim "$in" --set schedule.strands.pair=on --set schedule.strands.search=$s > "$work/$s"
+      sane "$work/$s"
+      echo "search $s: step $(field "$work/$s" step_time_s) s"
+    done
+    python3 - "$work/dp" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["overlap_search_modelled_s"]
+print("modelled time of the paired regions:", m)
+assert 0 < m["dp"] <= m["greedy"] and m["dp"] <= m["none"], m
+PY
+    ;;
   paper)
     sim "$SRC/samples/paper/$2" "${@:3}" > "$work/j" 2> "$work/err"
     cat "$work/j"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Paired strands change when things run, never what they compute: the losses of a run with
-# strands { pair: on, search: off } equal the unpaired run's bit for bit.
+# strands { pair: on, search: off } equal the unpaired run's bit for bit, and so do those of
+# search: dp, whose events only change when ops run.
 # Usage: strands.sh CASE   (environment: DHXC DHXRUN CHECK DROP MPIRUN SRC WORK)
 #   pair_* MODEL DP,TP,PP...   each layout paired and unpaired, 20 steps, compared exactly
+#                              (DP,TP,PP+dp: paired with search: dp as well)
 #                              (pair_*_sp_zero: with sp: on and zero: 1 on both)
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
@@ -33,7 +35,7 @@ case $case_name in
       extra=(--set schedule.parallel.sp=on --set schedule.parallel.zero=1)
     fi
     for layout in "$@"; do
-      IFS=, read -r dp tp pp <<<"$layout"
+      IFS=, read -r dp tp pp <<<"${layout%+dp}"
       n=$((dp * tp * pp))
       compile "$model" "off$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}"
       compile "$model" "on$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" "${paired[@]}"
@@ -41,6 +43,16 @@ case $case_name in
       run "on$dp$tp$pp" "$n" --metrics "on$dp$tp$pp.jsonl"
       "$CHECK" same "off$dp$tp$pp.jsonl" "on$dp$tp$pp.jsonl" 0
       echo "($dp,$tp,$pp): paired strands give the unpaired losses bit for bit"
+      if [[ $layout == *+dp ]]; then  # the overlap search's events: the same losses again
+        compile "$model" "dp$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" \
+          --set schedule.strands.pair=on --set schedule.strands.search=dp
+        run "dp$dp$tp$pp" "$n" --metrics "dp$dp$tp$pp.jsonl"
+        "$CHECK" same "off$dp$tp$pp.jsonl" "dp$dp$tp$pp.jsonl" 0
+        echo "($dp,$tp,$pp): paired strands aligned by the overlap search (dp) too"
+        # greedy: compiled only (dhxc -o checks that the ranks cannot hang)
+        compile "$model" "greedy$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" \
+          --set schedule.strands.pair=on --set schedule.strands.search=greedy
+      fi
     done
     ;;
   dropped_gradient)
