@@ -2,8 +2,9 @@
 # Paired strands change when things run, never what they compute: the losses of a run with
 # strands { pair: on, search: off } equal the unpaired run's bit for bit.
 # Usage: strands.sh CASE   (environment: DHXC DHXRUN CHECK DROP MPIRUN SRC WORK)
-#   pair_* MODEL DP,TP,PP...   each layout paired and unpaired, 20 steps, compared exactly
-#                              (pair_*_sp_zero: with sp: on and zero: 1 on both)
+#   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
+#                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages)
+#                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
 set -euo pipefail
@@ -33,14 +34,24 @@ case $case_name in
       extra=(--set schedule.parallel.sp=on --set schedule.parallel.zero=1)
     fi
     for layout in "$@"; do
-      IFS=, read -r dp tp pp <<<"$layout"
+      IFS=, read -r dp tp pp opts <<<"$layout"
       n=$((dp * tp * pp))
-      compile "$model" "off$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}"
-      compile "$model" "on$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" "${paired[@]}"
-      run "off$dp$tp$pp" "$n" --metrics "off$dp$tp$pp.jsonl"
-      run "on$dp$tp$pp" "$n" --metrics "on$dp$tp$pp.jsonl"
-      "$CHECK" same "off$dp$tp$pp.jsonl" "on$dp$tp$pp.jsonl" 0
-      echo "($dp,$tp,$pp): paired strands give the unpaired losses bit for bit"
+      name=${layout//,/}
+      sets=("${extra[@]}")
+      for o in ${opts//,/ }; do
+        case $o in
+          z*) sets+=(--set schedule.parallel.zero="${o#z}") ;;
+          sp) sets+=(--set schedule.parallel.sp=on) ;;
+          v*) sets+=(--set schedule.parallel.virtual="${o#v}") ;;
+          *) echo "unknown layout option $o"; exit 2 ;;
+        esac
+      done
+      compile "$model" "off$name" "$dp" "$tp" "$pp" "${sets[@]}"
+      compile "$model" "on$name" "$dp" "$tp" "$pp" "${sets[@]}" "${paired[@]}"
+      run "off$name" "$n" --metrics "off$name.jsonl"
+      run "on$name" "$n" --metrics "on$name.jsonl"
+      "$CHECK" same "off$name.jsonl" "on$name.jsonl" 0
+      echo "($layout): paired strands give the unpaired losses bit for bit"
     done
     ;;
   dropped_gradient)
