@@ -8,9 +8,11 @@
 // the last stage never waits between a forward and its backward. With v chunks per stage the
 // schedule is Megatron-LM's interleaved 1F1B: the M·v (micro-batch, chunk) blocks run in groups
 // of pp micro-batches per chunk, with a warm-up of 2(pp-s-1) + (v-1)pp blocks, which shrinks
-// the pipeline's idle time by about v. Each block's copy of its template gets its own
-// activation tensors (the memory planner lets copies whose lifetimes do not overlap share
-// bytes), its slot of the token, target and loss buffers, and the transfers around it:
+// the pipeline's idle time by about v. With paired strands (schedule) the blocks of
+// micro-batch m compute on strand m % 2's stream, so each forward runs beside a backward.
+// Each block's copy of its template gets its own activation tensors (the memory planner lets
+// copies whose lifetimes do not overlap share bytes), its slot of the token, target and loss
+// buffers, and the transfers around it:
 //
 //   forward  m:  [LOAD m]  [RECV activation from s-1]  ops  [SEND activation to s+1]
 //   backward m:            [RECV gradient from s+1]    ops  [SEND gradient to s-1]
@@ -296,44 +298,61 @@ static int second_strand_stream(const dhx_graph *g) {
   return s;
 }
 
-static void paired_forward(pipe *p, const int strand[2], int m) {
-  p->compute = strand[m % 2];
-  forward(p, m, 0);
+// The k-th forward block of the schedule. Paired (strand: the two strands' streams), its
+// micro-batch's strand computes it.
+static void forward_block(pipe *p, int k, const int *strand) {
+  int m, c;
+  block_of(p->g, k, false, &m, &c);
+  if (strand) p->compute = strand[m % 2];
+  forward(p, m, c);
 }
 
-// Each backward waits for the one before it (`done`, the event recorded after it), so the
-// gradients accumulate in micro-batch order whichever strand computes them.
-static void paired_backward(pipe *p, const int strand[2], int m, int *done) {
+// The k-th backward block. Paired, each backward waits for the one before it (`done`, the
+// event recorded after it), so the gradients accumulate in the unpaired order whichever strand
+// computes them.
+static void backward_block(pipe *p, int k, const int *strand, int *done) {
+  int m, c;
+  block_of(p->g, k, true, &m, &c);
+  if (!strand) {
+    backward(p, m, c);
+    return;
+  }
   p->compute = strand[m % 2];
   if (*done >= 0) event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
-  backward(p, m, 0);
+  backward(p, m, c);
   *done = p->out->nevents++;
   event_op(p, DHX_L_RECORD, p->compute, *done, "backward done");
 }
 
+// 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
+//
 // Paired strands: micro-batch m belongs to strand m % 2, and each strand computes on a stream
 // of its own (strand 0 on stream 0), so the forward of one micro-batch runs beside the
 // backward of another and each strand's communication hides behind the other's compute. The
-// schedule is 1F1B with an odd warm-up (the unpaired one, rounded up to odd): every "one
-// forward, one backward" step then pairs the two strands. The backwards still run one after
-// another in micro-batch order, so the gradients accumulate in the same order as unpaired and
-// the losses are bitwise the same. Transfers keep their streams; only the compute moves.
+// warm-up is rounded up to odd, so that (with one chunk, or an even pp) every "one forward,
+// one backward" step pairs the two strands; a stage whose unpaired warm-up is even (the last)
+// holds one block more in flight. A block's forward and backward are on one strand, in stream
+// order; the backwards still run one after another in the unpaired order, so the losses are
+// bitwise the same. Transfers keep their streams; only the compute moves.
 //
 //   one stage (warm-up 1):   strand 0:  F0      F2 ‖ B1(after B0)   ...
 //                            strand 1:      F1  B0 ...
-//   stage s of pp:  warm-up (pp-s-1) | 1 forwards, then [F m+warm ‖ B m] pairs, then the
-//                   remaining backwards; a stage whose unpaired warm-up is even (the last)
-//                   holds one micro-batch more in flight.
-static void paired_strands(pipe *p, int micro) {
-  int strand[2] = {0, second_strand_stream(p->g)};
-  int warm = (p->g->pp - 1 - p->g->pp_rank) | 1, done = -1;
-  if (warm > micro) warm = micro;
-  for (int m = 0; m < warm; m++) paired_forward(p, strand, m);
-  for (int k = 0; k < micro - warm; k++) {
-    paired_forward(p, strand, warm + k);
-    paired_backward(p, strand, k, &done);
+//   stage s of pp (1F1B):    (pp-s-1) | 1 forwards, then pairs [F m+warm ‖ B m], then the
+//                            remaining backwards
+static void schedule(pipe *p, int micro) {
+  const dhx_graph *g = p->g;
+  int v = g->chunks, total = micro * v, s = g->pp_rank;
+  int warm = v == 1 ? g->pp - 1 - s : 2 * (g->pp - 1 - s) + (v - 1) * g->pp;
+  int streams[2] = {0, second_strand_stream(g)}, done = -1;
+  const int *strand = g->strands ? streams : NULL;
+  if (strand) warm |= 1;
+  if (warm > total) warm = total;
+  for (int k = 0; k < warm; k++) forward_block(p, k, strand);
+  for (int k = 0; k < total - warm; k++) {
+    forward_block(p, warm + k, strand);
+    backward_block(p, k, strand, &done);
   }
-  for (int k = micro - warm; k < micro; k++) paired_backward(p, strand, k, &done);
+  for (int k = total - warm; k < total; k++) backward_block(p, k, strand, &done);
   if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, done, "the other strand done");
   p->compute = 0;
 }
@@ -345,32 +364,7 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   for (int c = 0; c < v; c++) lower_chunk(g, c, loss_scale, false, &tmpl[c]);
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
-  if (g->strands && v == 1) {
-    paired_strands(&p, micro);
-    finish(&p);
-    free(tmpl[0].ops.ops);
-    eval_program(g, loss_scale, micro, tmpl);
-    return;
-  }
-  // 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
-  int total = micro * v;
-  int warm = v == 1 ? g->pp - 1 - g->pp_rank : 2 * (g->pp - 1 - g->pp_rank) + (v - 1) * g->pp;
-  if (warm > total) warm = total;
-  int m, c;
-  for (int k = 0; k < warm; k++) {
-    block_of(g, k, false, &m, &c);
-    forward(&p, m, c);
-  }
-  for (int k = 0; k < total - warm; k++) {
-    block_of(g, warm + k, false, &m, &c);
-    forward(&p, m, c);
-    block_of(g, k, true, &m, &c);
-    backward(&p, m, c);
-  }
-  for (int k = total - warm; k < total; k++) {
-    block_of(g, k, true, &m, &c);
-    backward(&p, m, c);
-  }
+  schedule(&p, micro);
   finish(&p);
   for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
   eval_program(g, loss_scale, micro, tmpl);

@@ -10,7 +10,7 @@
 //           activation: zeroed before its first contribution, reduce-scattered on the
 //           data-parallel stream as soon as the backward has finished with it (one bucket per
 //           run of ops of one layer, overlapping the backward of the next), and added into the
-//           persistent piece.
+//           persistent piece there, in program order (with paired strands too).
 //   zero 3  also the parameters: each run of ops of one layer, micro-batch and phase finds the
 //           whole weights it reads all-gathered into short-lived activations, gathered on the
 //           data-parallel stream while the previous run computes.
@@ -19,6 +19,10 @@
 // the data-parallel group (and over tensor ranks and stages as without sharding) → the global
 // norm → AdamW on each parameter's piece → (zero 1, 2: the updated pieces all-gathered in place
 // into the whole parameters, which are allocated dp * piece elements for that).
+//
+// Paired strands: each run's gathers, zeroing and bucket events are on the stream of the
+// strand that computes it; the data-parallel stream is one, shared in program order, which
+// every rank follows, so the collectives pair up across ranks.
 //
 // Overlap changes when things run, never what they compute: the pieces are reduced in a fixed
 // ring order and each micro-batch's gradient is added into the piece in micro-batch order, so

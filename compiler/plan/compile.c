@@ -37,9 +37,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "the overlap search of paired strands (search: dp; search: off pairs "
              "whole micro-batches)");
-  } else if (cfg->strands_pair && cfg->pp > 1 && cfg->virtual_stages > 1) {
-    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
-    snprintf(buf, n, "paired strands with virtual stages (interleaved 1F1B; plain 1F1B pairs)");
   } else if (cfg->qwd_bits || cfg->tlq_intra) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
     snprintf(buf, n, "compressed communication (the compress block)");

@@ -5,6 +5,8 @@
 #   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
 #                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages)
 #                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
+#   paired_pipeline_plans      paired pipeline plans compile (the cross-rank verifier accepts
+#                              them) and their largest arena stays within 1.2x unpaired
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
 set -euo pipefail
@@ -15,13 +17,22 @@ cd "$work"
 # shellcheck disable=SC2046
 "$DHXC" data -o "$work/corpus" $(find /usr/share/common-licenses -maxdepth 1 -type f | sort) >/dev/null
 
-compile() {  # compile MODEL DIR DP TP PP [--set ...]: 4 micro-batches of 4 per rank and step
-  local model=$1 dir=$2 dp=$3 tp=$4 pp=$5; shift 5
-  "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" --set "data.train=\"$work/corpus_train.bin\"" \
-    --set "data.val=\"$work/corpus_val.bin\"" --set train.steps=20 --set train.micro_batch=4 \
-    --set train.global_batch=$((16 * dp)) --set train.val_every=10 --set train.val_batches=2 \
-    --set schedule.parallel.dp="$dp" --set schedule.parallel.tp="$tp" \
-    --set schedule.parallel.pp="$pp" "$@"
+common() {  # common DP TP PP: 4 micro-batches of 4 per rank and step, into the array args
+  local dp=$1 tp=$2 pp=$3
+  args=(--set "data.train=\"$work/corpus_train.bin\"" --set "data.val=\"$work/corpus_val.bin\""
+    --set train.steps=20 --set train.micro_batch=4 --set train.global_batch=$((16 * dp))
+    --set train.val_every=10 --set train.val_batches=2 --set schedule.parallel.dp="$dp"
+    --set schedule.parallel.tp="$tp" --set schedule.parallel.pp="$pp")
+}
+compile() {  # compile MODEL DIR DP TP PP [--set ...]
+  local model=$1 dir=$2; common "$3" "$4" "$5"; shift 5
+  "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" "${args[@]}" "$@"
+}
+largest_arena() {  # largest_arena MODEL DP TP PP [--set ...]: bytes, over the ranks
+  local model=$1; common "$2" "$3" "$4"; shift 4
+  "$DHXC" "$SRC/samples/$model.dhx" --emit=schedule "${args[@]}" "$@" |
+    awk '/^rank [0-9]+:/ { for (i = 1; i < NF; i++) if ($i == "arena" && $(i + 1) + 0 > max)
+           max = $(i + 1) + 0 } END { print max + 0 }'
 }
 paired=(--set schedule.strands.pair=on --set schedule.strands.search=off)
 run() { local dir=$1 n=$2; shift 2; $MPIRUN -np "$n" "$DHXRUN" "$dir" --quiet "$@"; }
@@ -52,6 +63,23 @@ case $case_name in
       run "on$name" "$n" --metrics "on$name.jsonl"
       "$CHECK" same "off$name.jsonl" "on$name.jsonl" 0
       echo "($layout): paired strands give the unpaired losses bit for bit"
+    done
+    ;;
+  paired_pipeline_plans)
+    # The cross-rank verifier accepts paired pipeline plans (dhxc -o runs it), and pairing
+    # costs a rank at most a fifth more arena (one block more in flight on some stages).
+    for layout in 1,1,2 1,1,4 1,1,2,v2; do
+      IFS=, read -r dp tp pp opts <<<"$layout"
+      sets=()
+      [[ -n $opts ]] && sets=(--set schedule.parallel.virtual="${opts#v}")
+      compile tiny "on${layout//,/}" "$dp" "$tp" "$pp" "${sets[@]}" "${paired[@]}"
+      off=$(largest_arena tiny "$dp" "$tp" "$pp" "${sets[@]}")
+      on=$(largest_arena tiny "$dp" "$tp" "$pp" "${sets[@]}" "${paired[@]}")
+      echo "($layout): largest arena $off bytes unpaired, $on paired"
+      if (( off == 0 || on * 5 > off * 6 )); then
+        echo "paired strands grow the largest arena of ($layout) by more than a fifth"
+        exit 1
+      fi
     done
     ;;
   dropped_gradient)
