@@ -244,8 +244,8 @@ static int event(rewrite *w, dhx_lop_kind kind, int stream, int ev, const char *
 }
 
 // The whole weights of every use whose first run is `run`, gathered on the data-parallel
-// stream once compute (on stream `compute`) has reached this point; returns the event recorded when they are all
-// in, or -1 when there are none.
+// stream once compute (on stream `compute`) has reached this point; returns the event
+// recorded when they are all in, or -1 when there are none.
 static int gather_run(rewrite *w, int run, int compute) {
   dhx_graph *g = w->g;
   int done = -1;
