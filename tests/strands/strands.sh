@@ -3,8 +3,11 @@
 # strands { pair: on, search: off } equal the unpaired run's bit for bit.
 # Usage: strands.sh CASE   (environment: DHXC DHXRUN CHECK DROP MPIRUN SRC WORK)
 #   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
-#                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages)
+#                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages),
+#                              lN (N layers), sA-B (stages: (A, B)), sauto (stages: auto)
 #                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
+#   parity_suite               by hand, not in CI (about 15 minutes on two busy cores): every
+#                              layout of tests/layouts, paired against unpaired
 #   paired_pipeline_plans      paired pipeline plans compile (the cross-rank verifier accepts
 #                              them) and their largest arena stays within 1.2x unpaired
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
@@ -54,6 +57,9 @@ case $case_name in
           z*) sets+=(--set schedule.parallel.zero="${o#z}") ;;
           sp) sets+=(--set schedule.parallel.sp=on) ;;
           v*) sets+=(--set schedule.parallel.virtual="${o#v}") ;;
+          l*) sets+=(--set model.layers="${o#l}") ;;
+          sauto) sets+=(--set schedule.parallel.stages=auto) ;;
+          s*-*) a=${o#s}; sets+=(--set "schedule.parallel.stages=(${a%-*},${a#*-})") ;;
           *) echo "unknown layout option $o"; exit 2 ;;
         esac
       done
@@ -64,6 +70,14 @@ case $case_name in
       "$CHECK" same "off$name.jsonl" "on$name.jsonl" 0
       echo "($layout): paired strands give the unpaired losses bit for bit"
     done
+    ;;
+  parity_suite)
+    bash "$0" pair_suite_gpt tiny 1,2,1 1,4,1 2,2,1 1,1,2 1,1,4 2,1,2 1,2,2 1,1,2,v2,l8 \
+      1,1,4,v2,l8 2,1,2,v2,l8 1,2,1,sp 1,4,1,sp 2,2,1,sp 1,2,2,sp 2,1,1,z1 4,1,1,z1 2,2,1,z1 \
+      2,1,2,z1 2,1,1,z2 2,2,1,z2 2,1,1,z3 4,1,1,z3 2,1,2,z3 2,1,2,v2,l8,z3 1,1,2,s3-1 \
+      1,1,2,sauto 1,1,2,l5,sauto
+    bash "$0" pair_suite_llama tiny_llama 1,2,1 2,2,1 1,1,2 1,1,2,v2 1,2,1,sp 2,2,1,sp \
+      2,1,1,z1 2,1,1,z3 2,2,1,z3,sp
     ;;
   paired_pipeline_plans)
     # The cross-rank verifier accepts paired pipeline plans (dhxc -o runs it), and pairing
