@@ -4,7 +4,8 @@
 # Usage: strands.sh CASE   (environment: DHXC DHXRUN CHECK DROP MPIRUN SRC WORK)
 #   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
 #                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages),
-#                              lN (N layers), sA-B (stages: (A, B)), sauto (stages: auto)
+#                              lN (N layers), sA-B (stages: (A, B)), sauto (stages: auto),
+#                              mN (N micro-batches per rank and step, not 4)
 #                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
 #   parity_suite               by hand, not in CI (about 15 minutes on two busy cores): every
 #                              layout of tests/layouts, paired against unpaired
@@ -20,10 +21,11 @@ cd "$work"
 # shellcheck disable=SC2046
 "$DHXC" data -o "$work/corpus" $(find /usr/share/common-licenses -maxdepth 1 -type f | sort) >/dev/null
 
-common() {  # common DP TP PP: 4 micro-batches of 4 per rank and step, into the array args
+micros=4
+common() {  # common DP TP PP: $micros micro-batches of 4 per rank and step, into the array args
   local dp=$1 tp=$2 pp=$3
   args=(--set "data.train=\"$work/corpus_train.bin\"" --set "data.val=\"$work/corpus_val.bin\""
-    --set train.steps=20 --set train.micro_batch=4 --set train.global_batch=$((16 * dp))
+    --set train.steps=20 --set train.micro_batch=4 --set train.global_batch=$((4 * micros * dp))
     --set train.val_every=10 --set train.val_batches=2 --set schedule.parallel.dp="$dp"
     --set schedule.parallel.tp="$tp" --set schedule.parallel.pp="$pp")
 }
@@ -52,12 +54,14 @@ case $case_name in
       n=$((dp * tp * pp))
       name=${layout//,/}
       sets=("${extra[@]}")
+      micros=4
       for o in ${opts//,/ }; do
         case $o in
           z*) sets+=(--set schedule.parallel.zero="${o#z}") ;;
           sp) sets+=(--set schedule.parallel.sp=on) ;;
           v*) sets+=(--set schedule.parallel.virtual="${o#v}") ;;
           l*) sets+=(--set model.layers="${o#l}") ;;
+          m*) micros=${o#m} ;;
           sauto) sets+=(--set schedule.parallel.stages=auto) ;;
           s*-*) a=${o#s}; sets+=(--set "schedule.parallel.stages=(${a%-*},${a#*-})") ;;
           *) echo "unknown layout option $o"; exit 2 ;;
