@@ -8,9 +8,11 @@
 // the last stage never waits between a forward and its backward. With v chunks per stage the
 // schedule is Megatron-LM's interleaved 1F1B: the M·v (micro-batch, chunk) blocks run in groups
 // of pp micro-batches per chunk, with a warm-up of 2(pp-s-1) + (v-1)pp blocks, which shrinks
-// the pipeline's idle time by about v. Each block's copy of its template gets its own
-// activation tensors (the memory planner lets copies whose lifetimes do not overlap share
-// bytes), its slot of the token, target and loss buffers, and the transfers around it:
+// the pipeline's idle time by about v. With paired strands (schedule) the blocks of
+// micro-batch m compute on strand m % 2's stream, so each forward runs beside a backward.
+// Each block's copy of its template gets its own activation tensors (the memory planner lets
+// copies whose lifetimes do not overlap share bytes), its slot of the token, target and loss
+// buffers, and the transfers around it:
 //
 //   forward  m:  [LOAD m]  [RECV activation from s-1]  ops  [SEND activation to s+1]
 //   backward m:            [RECV gradient from s+1]    ops  [SEND gradient to s-1]
@@ -121,7 +123,7 @@ static void event_op(pipe *p, dhx_lop_kind kind, int stream, int event, const ch
 // the memory planner keeps them live until the ops after this wait, which the send happens
 // before.
 static void settle_send(pipe *p, int event) {
-  event_op(p, DHX_L_WAIT, 0, event, "send done");
+  event_op(p, DHX_L_WAIT, p->compute, event, "send done");
 }
 
 // Ends a block by sending tensor t (made on the compute stream) to `peer` from `stream`
@@ -133,7 +135,7 @@ static int end_block(pipe *p, int stream, int t, int peer, int tag, const char *
     return -1;
   }
   int ready = p->out->nevents++, done = p->out->nevents++;
-  event_op(p, DHX_L_RECORD, 0, ready, "ready to send");
+  event_op(p, DHX_L_RECORD, p->compute, ready, "ready to send");
   event_op(p, DHX_L_WAIT, stream, ready, "ready to send");
   transfer(p, DHX_L_SEND, stream, t, peer, tag, what);
   event_op(p, DHX_L_RECORD, stream, done, "sent");
@@ -148,11 +150,11 @@ static void receive(pipe *p, int stream, int t, int peer, int tag, const char *w
     return;
   }
   int go = p->out->nevents++, got = p->out->nevents++;
-  event_op(p, DHX_L_RECORD, 0, go, "ready to receive");
+  event_op(p, DHX_L_RECORD, p->compute, go, "ready to receive");
   event_op(p, DHX_L_WAIT, stream, go, "ready to receive");
   transfer(p, DHX_L_RECV, stream, t, peer, tag, what);
   event_op(p, DHX_L_RECORD, stream, got, "received");
-  event_op(p, DHX_L_WAIT, 0, got, "received");
+  event_op(p, DHX_L_WAIT, p->compute, got, "received");
 }
 
 // Tags tell the transfers of one link apart: micro-batch, direction, and the global chunk
@@ -280,30 +282,78 @@ static void block_of(const dhx_graph *g, int k, bool backward, int *m, int *c) {
   *m = (k / group) * pp + k % pp;
 }
 
-// Paired strands on one stage: micro-batch m belongs to strand m % 2, and each strand computes
-// on a stream of its own (strand 0 on stream 0), so the forward of m runs beside the backward
-// of m - 1 and each strand's collectives hide behind the other's compute. The backwards still
-// run one after another in micro-batch order (each waits for the previous one), so the
-// gradients accumulate in the same order as unpaired and the losses are bitwise the same.
-//
-//   strand 0:  F0      F2 ‖ B1(after B0)   ...
-//   strand 1:      F1  B0 ...
-static void paired_strands(pipe *p, int micro) {
-  int strand_stream[2] = {0, p->out->nstreams > 1 ? p->out->nstreams : 1};
-  int prev_backward = -1;  // the event recorded after the last backward
-  for (int k = 0; k <= micro; k++) {
-    if (k < micro) {
-      p->compute = strand_stream[k % 2];
-      forward(p, k, 0);
-    }
-    if (k == 0) continue;
-    p->compute = strand_stream[(k - 1) % 2];
-    if (prev_backward >= 0) event_op(p, DHX_L_WAIT, p->compute, prev_backward, "previous backward done");
-    backward(p, k - 1, 0);
-    prev_backward = p->out->nevents++;
-    event_op(p, DHX_L_RECORD, p->compute, prev_backward, "backward done");
+// Strand 1's compute stream: the first one this stage's transfers leave free (a stage uses at
+// most four of the six transfer streams), so the data-parallel stream of zero 2 and 3, the
+// first stream after all of them, still fits in the runtime's streams.
+static int second_strand_stream(const dhx_graph *g) {
+  int used[4] = {-1, -1, -1, -1};
+  if (g->pp > 1) {
+    used[0] = activation_stream(g, prev_stage(g));
+    used[1] = activation_stream(g, g->pp_rank);
+    used[2] = gradient_stream(g, next_stage(g));
+    used[3] = gradient_stream(g, g->pp_rank);
   }
-  if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, prev_backward, "the other strand done");
+  int s = 1;
+  while (s == used[0] || s == used[1] || s == used[2] || s == used[3]) s++;
+  return s;
+}
+
+// The k-th forward block of the schedule. Paired (strand: the two strands' streams), its
+// micro-batch's strand computes it.
+static void forward_block(pipe *p, int k, const int *strand) {
+  int m, c;
+  block_of(p->g, k, false, &m, &c);
+  if (strand) p->compute = strand[m % 2];
+  forward(p, m, c);
+}
+
+// The k-th backward block. Paired, each backward waits for the one before it (`done`, the
+// event recorded after it), so the gradients accumulate in the unpaired order whichever strand
+// computes them.
+static void backward_block(pipe *p, int k, const int *strand, int *done) {
+  int m, c;
+  block_of(p->g, k, true, &m, &c);
+  if (!strand) {
+    backward(p, m, c);
+    return;
+  }
+  p->compute = strand[m % 2];
+  if (*done >= 0) event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
+  backward(p, m, c);
+  *done = p->out->nevents++;
+  event_op(p, DHX_L_RECORD, p->compute, *done, "backward done");
+}
+
+// 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
+//
+// Paired strands: micro-batch m belongs to strand m % 2, and each strand computes on a stream
+// of its own (strand 0 on stream 0), so the forward of one micro-batch runs beside the
+// backward of another and each strand's communication hides behind the other's compute. The
+// warm-up is rounded up to odd, so that (with one chunk, or an even pp) every "one forward,
+// one backward" step pairs the two strands; a stage whose unpaired warm-up is even (the last)
+// holds one block more in flight. A block's forward and backward are on one strand, in stream
+// order; the backwards still run one after another in the unpaired order, so the losses are
+// bitwise the same. Transfers keep their streams; only the compute moves.
+//
+//   one stage (warm-up 1):   strand 0:  F0      F2 ‖ B1(after B0)   ...
+//                            strand 1:      F1  B0 ...
+//   stage s of pp (1F1B):    (pp-s-1) | 1 forwards, then pairs [F m+warm ‖ B m], then the
+//                            remaining backwards
+static void schedule(pipe *p, int micro) {
+  const dhx_graph *g = p->g;
+  int v = g->chunks, total = micro * v, s = g->pp_rank;
+  int warm = v == 1 ? g->pp - 1 - s : 2 * (g->pp - 1 - s) + (v - 1) * g->pp;
+  int streams[2] = {0, second_strand_stream(g)}, done = -1;
+  const int *strand = g->strands ? streams : NULL;
+  if (strand) warm |= 1;
+  if (warm > total) warm = total;
+  for (int k = 0; k < warm; k++) forward_block(p, k, strand);
+  for (int k = 0; k < total - warm; k++) {
+    forward_block(p, warm + k, strand);
+    backward_block(p, k, strand, &done);
+  }
+  for (int k = total - warm; k < total; k++) backward_block(p, k, strand, &done);
+  if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, done, "the other strand done");
   p->compute = 0;
 }
 
@@ -314,32 +364,7 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   for (int c = 0; c < v; c++) lower_chunk(g, c, loss_scale, false, &tmpl[c]);
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
-  if (g->strands && g->pp == 1 && v == 1) {
-    paired_strands(&p, micro);
-    finish(&p);
-    free(tmpl[0].ops.ops);
-    eval_program(g, loss_scale, micro, tmpl);
-    return;
-  }
-  // 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
-  int total = micro * v;
-  int warm = v == 1 ? g->pp - 1 - g->pp_rank : 2 * (g->pp - 1 - g->pp_rank) + (v - 1) * g->pp;
-  if (warm > total) warm = total;
-  int m, c;
-  for (int k = 0; k < warm; k++) {
-    block_of(g, k, false, &m, &c);
-    forward(&p, m, c);
-  }
-  for (int k = 0; k < total - warm; k++) {
-    block_of(g, warm + k, false, &m, &c);
-    forward(&p, m, c);
-    block_of(g, k, true, &m, &c);
-    backward(&p, m, c);
-  }
-  for (int k = total - warm; k < total; k++) {
-    block_of(g, k, true, &m, &c);
-    backward(&p, m, c);
-  }
+  schedule(&p, micro);
   finish(&p);
   for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
   eval_program(g, loss_scale, micro, tmpl);

@@ -10,7 +10,7 @@
 //           activation: zeroed before its first contribution, reduce-scattered on the
 //           data-parallel stream as soon as the backward has finished with it (one bucket per
 //           run of ops of one layer, overlapping the backward of the next), and added into the
-//           persistent piece.
+//           persistent piece there, in program order (with paired strands too).
 //   zero 3  also the parameters: each run of ops of one layer, micro-batch and phase finds the
 //           whole weights it reads all-gathered into short-lived activations, gathered on the
 //           data-parallel stream while the previous run computes.
@@ -19,6 +19,10 @@
 // the data-parallel group (and over tensor ranks and stages as without sharding) → the global
 // norm → AdamW on each parameter's piece → (zero 1, 2: the updated pieces all-gathered in place
 // into the whole parameters, which are allocated dp * piece elements for that).
+//
+// Paired strands: each run's gathers, zeroing and bucket events are on the stream of the
+// strand that computes it; the data-parallel stream is one, shared in program order, which
+// every rank follows, so the collectives pair up across ranks.
 //
 // Overlap changes when things run, never what they compute: the pieces are reduced in a fixed
 // ring order and each micro-batch's gradient is added into the piece in micro-batch order, so
@@ -114,6 +118,7 @@ typedef struct rewrite {
   use *uses;
   int nuses;
   int *run;       // old op → run index
+  int *run_stream;  // run → the stream its compute is on (a strand's with paired strands)
   int nruns;
 } rewrite;
 
@@ -125,14 +130,33 @@ static bool same_run(const dhx_lop *a, const dhx_lop *b) {
   return a->at.micro == b->at.micro && a->at.phase == b->at.phase && a->at.layer == b->at.layer;
 }
 
+// Whether op runs on a compute stream: a pipeline's transfers, and the events around them,
+// may sit on streams of their own.
+static bool computes(const dhx_lop *op) {
+  return op->kind != DHX_L_SEND && op->kind != DHX_L_RECV && op->kind != DHX_L_RECORD &&
+         op->kind != DHX_L_WAIT;
+}
+
+// Runs, and the stream each computes on: that of its first computing op, or the previous
+// run's when it has none (a run of transfers).
 static void find_runs(rewrite *w) {
   w->run = xcalloc((size_t)w->old->n, sizeof(int));
+  w->run_stream = xcalloc((size_t)w->old->n + 1, sizeof(int));
   const dhx_lop *prev = NULL;
   int r = -1;
+  bool known = false;  // run r's stream is set by one of its computing ops
   for (int i = 0; i < w->old->n; i++) {
     const dhx_lop *op = &w->old->ops[i];
     if (op->dead) continue;
-    if (!prev || !same_run(prev, op)) r++;
+    if (!prev || !same_run(prev, op)) {
+      r++;
+      w->run_stream[r] = r > 0 ? w->run_stream[r - 1] : 0;
+      known = false;
+    }
+    if (!known && computes(op)) {
+      w->run_stream[r] = op->stream;
+      known = true;
+    }
     w->run[i] = r;
     prev = op;
   }
@@ -220,16 +244,16 @@ static int event(rewrite *w, dhx_lop_kind kind, int stream, int ev, const char *
 }
 
 // The whole weights of every use whose first run is `run`, gathered on the data-parallel
-// stream once compute has reached this point; returns the event recorded when they are all
-// in, or -1 when there are none.
-static int gather_run(rewrite *w, int run) {
+// stream once compute (on stream `compute`) has reached this point; returns the event
+// recorded when they are all in, or -1 when there are none.
+static int gather_run(rewrite *w, int run, int compute) {
   dhx_graph *g = w->g;
   int done = -1;
   for (int k = 0; k < w->nuses; k++) {
     use *u = &w->uses[k];
     if (u->slot == USE_GRAD || u->run != run) continue;
     if (done < 0) {
-      int go = event(w, DHX_L_RECORD, 0, -1, "weights may be gathered");
+      int go = event(w, DHX_L_RECORD, compute, -1, "weights may be gathered");
       event(w, DHX_L_WAIT, w->stream, go, "weights may be gathered");
       done = 0;
     }
@@ -243,17 +267,19 @@ static int gather_run(rewrite *w, int run) {
 }
 
 // A bucket of finished whole gradients: reduce-scattered on the data-parallel stream into
-// short-lived pieces, which compute adds into the persistent pieces once they are in (at the
-// next bucket or the end).
+// short-lived pieces, which that stream then adds into the persistent pieces. The adds of all
+// buckets thus run in program order on one stream, micro-batch after micro-batch, whichever
+// strand computed the gradients. Compute waits for a bucket (at the next bucket or the end)
+// before the bytes of its whole gradients and pieces may be reused.
 typedef struct bucket {
   int *uses, n;
   int done;  // event recorded when its reductions are in, -1 before it is sent
   int *parts;
 } bucket;
 
-static void send_bucket(rewrite *w, bucket *b) {
+static void send_bucket(rewrite *w, bucket *b, int compute) {
   dhx_graph *g = w->g;
-  int go = event(w, DHX_L_RECORD, 0, -1, "gradients may be reduced");
+  int go = event(w, DHX_L_RECORD, compute, -1, "gradients may be reduced");
   event(w, DHX_L_WAIT, w->stream, go, "gradients may be reduced");
   for (int k = 0; k < b->n; k++) {
     use *u = &w->uses[b->uses[k]];
@@ -266,25 +292,23 @@ static void send_bucket(rewrite *w, bucket *b) {
     dhx_emit_reduce_scatter(&w->out, w->stream, DHX_COMM_DP, u->copy, b->parts[k], c * g->dp,
                             note);
   }
-  b->done = event(w, DHX_L_RECORD, w->stream, -1, "gradients reduced");
-}
-
-static void settle_bucket(rewrite *w, bucket *b) {
-  dhx_graph *g = w->g;
-  // The whole gradients stay live (for the memory planner) until this wait orders their
-  // reductions before what follows.
-  event(w, DHX_L_WAIT, 0, b->done, "gradients reduced");
   for (int k = 0; k < b->n; k++) {
-    use *u = &w->uses[b->uses[k]];
-    const dhx_tensor *p = &g->tensors[u->param];
+    const dhx_tensor *p = &g->tensors[w->uses[b->uses[k]].param];
     dhx_ewb e;
     dhx_ewb_init(&e);
     int x = dhx_ewb_load(&e, dhx_buf(b->parts[k], 0), 0);
     dhx_ewb_store(&e, x, dhx_buf(p->grad, 0), true);
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "add %.60s's reduced piece", p->name);
-    dhx_emit_ew(&w->out, &e, piece_of(g, p), note);
+    dhx_emit_ew(&w->out, &e, piece_of(g, p), note)->stream = w->stream;
   }
+  b->done = event(w, DHX_L_RECORD, w->stream, -1, "gradients reduced");
+}
+
+// The whole gradients and pieces stay live (for the memory planner) until this wait, on
+// stream `compute`, orders the bucket's reductions and adds before what follows.
+static void settle_bucket(rewrite *w, bucket *b, int compute) {
+  event(w, DHX_L_WAIT, compute, b->done, "gradients reduced");
   b->n = 0;
   b->done = -1;
 }
@@ -313,15 +337,16 @@ static void rebuild(rewrite *w) {
     w->out.at.node = -1;
     int r = w->run[i];
     if (r != prev_run) {  // a run starts: gather its weights (first run) and the next run's
-      if (r == 0) gathered[0] = gather_run(w, 0);
-      if (r + 1 < w->nruns) gathered[r + 1] = gather_run(w, r + 1);
-      if (gathered[r] >= 0) event(w, DHX_L_WAIT, 0, gathered[r], "weights gathered");
+      int compute = w->run_stream[r];
+      if (r == 0) gathered[0] = gather_run(w, 0, compute);
+      if (r + 1 < w->nruns) gathered[r + 1] = gather_run(w, r + 1, compute);
+      if (gathered[r] >= 0) event(w, DHX_L_WAIT, compute, gathered[r], "weights gathered");
       prev_run = r;
     }
     for (int j = 0; j < op->nargs; j++) {  // whole gradients start at zero
       use *u = use_at(w, i, &op->args[j]);
       if (!u || u->slot != USE_GRAD || u->zeroed) continue;
-      dhx_lop *z = push(w, DHX_L_ZERO, 0, "whole gradient starts at zero");
+      dhx_lop *z = push(w, DHX_L_ZERO, op->stream, "whole gradient starts at zero");
       z->args[0] = dhx_buf(u->copy, 0);
       z->args[1] = dhx_i64(dhx_tensor_elems(&g->tensors[u->copy]) * 4);
       z->nargs = 2;
@@ -339,14 +364,14 @@ static void rebuild(rewrite *w) {
     int next = i + 1;
     while (next < old->n && old->ops[next].dead) next++;
     if (now.n > 0 && (next == old->n || w->run[next] != r)) {  // the run ends: send its bucket
-      if (sent.n > 0) settle_bucket(w, &sent);
-      send_bucket(w, &now);
+      if (sent.n > 0) settle_bucket(w, &sent, w->run_stream[r]);
+      send_bucket(w, &now, w->run_stream[r]);
       bucket t = sent;
       sent = now;
       now = t;
     }
   }
-  if (sent.n > 0) settle_bucket(w, &sent);
+  if (sent.n > 0) settle_bucket(w, &sent, 0);
   free(gathered);
   free(now.uses);
   free(now.parts);
@@ -366,6 +391,7 @@ static void rewrite_program(dhx_graph *g, int prog) {
     *w.old = w.out;
   }
   free(w.run);
+  free(w.run_stream);
   free(w.param_of);
   free(w.pidx);
   free(w.use_at);

@@ -34,10 +34,13 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   } else if (cfg->fold != DHX_FOLD_OFF) {
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
     snprintf(buf, n, "the W-folded pipeline (strands { fold: w })");
-  } else if (cfg->strands_pair && (cfg->pp > 1 || cfg->zero >= 2)) {
+  } else if (cfg->strands_pair && cfg->pp > 1 && cfg->strands_search != DHX_SEARCH_NONE) {
+    // The search's events hold the two strands together step by step; in a pipeline a step
+    // may hold a receive that waits for the neighbour stage, which waits in turn for this one.
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
-    snprintf(buf, n, "paired strands with %s", cfg->pp > 1 ? "pipeline parallelism"
-                                                           : "sharded gradients (zero: 2, 3)");
+    snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
+             "1; search: none pairs pipelined strands)",
+             cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
   } else if (cfg->qwd_bits || cfg->tlq_intra) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
     snprintf(buf, n, "compressed communication (the compress block)");

@@ -3,9 +3,16 @@
 # strands { pair: on, search: off } equal the unpaired run's bit for bit, and so do those of
 # search: dp, whose events only change when ops run.
 # Usage: strands.sh CASE   (environment: DHXC DHXRUN CHECK DROP MPIRUN SRC WORK)
-#   pair_* MODEL DP,TP,PP...   each layout paired and unpaired, 20 steps, compared exactly
-#                              (DP,TP,PP+dp: paired with search: dp as well)
-#                              (pair_*_sp_zero: with sp: on and zero: 1 on both)
+#   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
+#                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages),
+#                              lN (N layers), sA-B (stages: (A, B)), sauto (stages: auto),
+#                              mN (N micro-batches per rank and step, not 4), dp (paired
+#                              with search: dp as well, and search: greedy compiled)
+#                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
+#   parity_suite               by hand, not in CI (about 15 minutes on two busy cores): every
+#                              layout of tests/layouts, paired against unpaired
+#   paired_pipeline_plans      paired pipeline plans compile (the cross-rank verifier accepts
+#                              them) and their largest arena stays within 1.2x unpaired
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
 set -euo pipefail
@@ -16,13 +23,23 @@ cd "$work"
 # shellcheck disable=SC2046
 "$DHXC" data -o "$work/corpus" $(find /usr/share/common-licenses -maxdepth 1 -type f | sort) >/dev/null
 
-compile() {  # compile MODEL DIR DP TP PP [--set ...]: 4 micro-batches of 4 per rank and step
-  local model=$1 dir=$2 dp=$3 tp=$4 pp=$5; shift 5
-  "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" --set "data.train=\"$work/corpus_train.bin\"" \
-    --set "data.val=\"$work/corpus_val.bin\"" --set train.steps=20 --set train.micro_batch=4 \
-    --set train.global_batch=$((16 * dp)) --set train.val_every=10 --set train.val_batches=2 \
-    --set schedule.parallel.dp="$dp" --set schedule.parallel.tp="$tp" \
-    --set schedule.parallel.pp="$pp" "$@"
+micros=4
+common() {  # common DP TP PP: $micros micro-batches of 4 per rank and step, into the array args
+  local dp=$1 tp=$2 pp=$3
+  args=(--set "data.train=\"$work/corpus_train.bin\"" --set "data.val=\"$work/corpus_val.bin\""
+    --set train.steps=20 --set train.micro_batch=4 --set train.global_batch=$((4 * micros * dp))
+    --set train.val_every=10 --set train.val_batches=2 --set schedule.parallel.dp="$dp"
+    --set schedule.parallel.tp="$tp" --set schedule.parallel.pp="$pp")
+}
+compile() {  # compile MODEL DIR DP TP PP [--set ...]
+  local model=$1 dir=$2; common "$3" "$4" "$5"; shift 5
+  "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" "${args[@]}" "$@"
+}
+largest_arena() {  # largest_arena MODEL DP TP PP [--set ...]: bytes, over the ranks
+  local model=$1; common "$2" "$3" "$4"; shift 4
+  "$DHXC" "$SRC/samples/$model.dhx" --emit=schedule "${args[@]}" "$@" |
+    awk '/^rank [0-9]+:/ { for (i = 1; i < NF; i++) if ($i == "arena" && $(i + 1) + 0 > max)
+           max = $(i + 1) + 0 } END { print max + 0 }'
 }
 paired=(--set schedule.strands.pair=on --set schedule.strands.search=off)
 run() { local dir=$1 n=$2; shift 2; $MPIRUN -np "$n" "$DHXRUN" "$dir" --quiet "$@"; }
@@ -35,25 +52,76 @@ case $case_name in
       extra=(--set schedule.parallel.sp=on --set schedule.parallel.zero=1)
     fi
     for layout in "$@"; do
-      IFS=, read -r dp tp pp <<<"${layout%+dp}"
+      IFS=, read -r dp tp pp opts <<<"$layout"
       n=$((dp * tp * pp))
-      compile "$model" "off$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}"
-      compile "$model" "on$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" "${paired[@]}"
-      run "off$dp$tp$pp" "$n" --metrics "off$dp$tp$pp.jsonl"
-      run "on$dp$tp$pp" "$n" --metrics "on$dp$tp$pp.jsonl"
-      "$CHECK" same "off$dp$tp$pp.jsonl" "on$dp$tp$pp.jsonl" 0
-      echo "($dp,$tp,$pp): paired strands give the unpaired losses bit for bit"
-      if [[ $layout == *+dp ]]; then  # the overlap search's events: the same losses again
-        compile "$model" "dp$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" \
+      name=${layout//,/}
+      sets=("${extra[@]}")
+      micros=4
+      search_dp=false
+      for o in ${opts//,/ }; do
+        case $o in
+          dp) search_dp=true ;;
+          z*) sets+=(--set schedule.parallel.zero="${o#z}") ;;
+          sp) sets+=(--set schedule.parallel.sp=on) ;;
+          v*) sets+=(--set schedule.parallel.virtual="${o#v}") ;;
+          l*) sets+=(--set model.layers="${o#l}") ;;
+          m*) micros=${o#m} ;;
+          sauto) sets+=(--set schedule.parallel.stages=auto) ;;
+          s*-*) a=${o#s}; sets+=(--set "schedule.parallel.stages=(${a%-*},${a#*-})") ;;
+          *) echo "unknown layout option $o"; exit 2 ;;
+        esac
+      done
+      compile "$model" "off$name" "$dp" "$tp" "$pp" "${sets[@]}"
+      compile "$model" "on$name" "$dp" "$tp" "$pp" "${sets[@]}" "${paired[@]}"
+      run "off$name" "$n" --metrics "off$name.jsonl"
+      run "on$name" "$n" --metrics "on$name.jsonl"
+      "$CHECK" same "off$name.jsonl" "on$name.jsonl" 0
+      echo "($layout): paired strands give the unpaired losses bit for bit"
+      if $search_dp; then  # the overlap search's events: the same losses again
+        compile "$model" "dp$name" "$dp" "$tp" "$pp" "${sets[@]}" \
           --set schedule.strands.pair=on --set schedule.strands.search=dp
-        run "dp$dp$tp$pp" "$n" --metrics "dp$dp$tp$pp.jsonl"
-        "$CHECK" same "off$dp$tp$pp.jsonl" "dp$dp$tp$pp.jsonl" 0
-        echo "($dp,$tp,$pp): paired strands aligned by the overlap search (dp) too"
+        run "dp$name" "$n" --metrics "dp$name.jsonl"
+        "$CHECK" same "off$name.jsonl" "dp$name.jsonl" 0
+        echo "($layout): paired strands aligned by the overlap search (dp) too"
         # greedy: compiled only (dhxc -o checks that the ranks cannot hang)
-        compile "$model" "greedy$dp$tp$pp" "$dp" "$tp" "$pp" "${extra[@]}" \
+        compile "$model" "greedy$name" "$dp" "$tp" "$pp" "${sets[@]}" \
           --set schedule.strands.pair=on --set schedule.strands.search=greedy
       fi
     done
+    ;;
+  parity_suite)
+    bash "$0" pair_suite_gpt tiny 1,2,1 1,4,1 2,2,1 1,1,2 1,1,4 2,1,2 1,2,2 1,1,2,v2,l8 \
+      1,1,4,v2,l8 2,1,2,v2,l8 1,2,1,sp 1,4,1,sp 2,2,1,sp 1,2,2,sp 2,1,1,z1 4,1,1,z1 2,2,1,z1 \
+      2,1,2,z1 2,1,1,z2 2,2,1,z2 2,1,1,z3 4,1,1,z3 2,1,2,z3 2,1,2,v2,l8,z3 1,1,2,s3-1 \
+      1,1,2,sauto 1,1,2,l5,sauto
+    bash "$0" pair_suite_llama tiny_llama 1,2,1 2,2,1 1,1,2 1,1,2,v2 1,2,1,sp 2,2,1,sp \
+      2,1,1,z1 2,1,1,z3 2,2,1,z3,sp
+    ;;
+  paired_pipeline_plans)
+    # The cross-rank verifier accepts paired pipeline plans (dhxc -o runs it), and pairing
+    # costs a rank at most a fifth more arena (one block more in flight on some stages).
+    for layout in 1,1,2 1,1,4 1,1,2,v2; do
+      IFS=, read -r dp tp pp opts <<<"$layout"
+      sets=()
+      [[ -n $opts ]] && sets=(--set schedule.parallel.virtual="${opts#v}")
+      compile tiny "on${layout//,/}" "$dp" "$tp" "$pp" "${sets[@]}" "${paired[@]}"
+      off=$(largest_arena tiny "$dp" "$tp" "$pp" "${sets[@]}")
+      on=$(largest_arena tiny "$dp" "$tp" "$pp" "${sets[@]}" "${paired[@]}")
+      echo "($layout): largest arena $off bytes unpaired, $on paired"
+      if (( off == 0 || on * 5 > off * 6 )); then
+        echo "paired strands grow the largest arena of ($layout) by more than a fifth"
+        exit 1
+      fi
+    done
+    # The overlap search in a pipeline is refused with the reason (its step-by-step events
+    # could wait on a receive from the neighbour stage that waits for this one).
+    if compile tiny dppp 1 1 2 --set schedule.strands.pair=on --set schedule.strands.search=dp \
+        2>refused.txt; then
+      echo "search: dp with pp 2 compiled"; exit 1
+    fi
+    grep -q "the overlap search of paired strands in a pipeline (search: dp with pp > 1" \
+      refused.txt || { cat refused.txt; exit 1; }
+    echo "search: dp with pp 2 is refused with the reason"
     ;;
   dropped_gradient)
     compile tiny off 1 1 1
