@@ -25,9 +25,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun=(mpirun -np 2 --oversubscribe)
 model=$root/bench/strands_cpu/gpt_tp2.dhx
 common=(--set "data.train=\"$root/data/tiny_train.bin\"" --set train.steps="$steps")
-paired=(--set schedule.strands.pair=on --set schedule.strands.search=off)
+# `on` lets the two strand streams run free (search: none): on a CPU rank the streams take the
+# core in turns as they become ready; `on_dp` holds them to the overlap search's alignment.
+paired=(--set schedule.strands.pair=on --set schedule.strands.search=none)
+paired_dp=(--set schedule.strands.pair=on --set schedule.strands.search=dp)
 "$dhxc" "$model" -o off "${common[@]}" 2>/dev/null
 "$dhxc" "$model" -o on "${common[@]}" "${paired[@]}" 2>/dev/null
+"$dhxc" "$model" -o on_dp "${common[@]}" "${paired_dp[@]}" 2>/dev/null
 
 run() {  # run PLAN NET OUT [dhxrun options...]
   local plan=$1 net=$2 out=$3; shift 3
@@ -47,24 +51,26 @@ base_bps=$(awk -v b="$bytes" -v c="$compute0" 'BEGIN { printf "%.0f", b / (c / 1
 echo "compute alone: $compute0 ms per step; rank 0 sends $bytes bytes per step"
 echo "calibrated network: $base_bps B/s with 20 us latency per message"
 echo
-printf '%-16s %9s %9s %9s %9s %7s %9s %9s %7s %7s\n' network off_ms on_ms compute comm \
-  on/off limit_ms on/limit sim_off sim_on
+printf '%-12s %8s %8s %8s %8s %8s %7s %8s %8s %8s %8s\n' network off_ms on_ms on_dp_ms \
+  compute comm on/off limit_ms on/limit sim_off sim_on
 last=""
 for factor in 2 1 0.5; do  # communication takes about factor x compute
   bps=$(awk -v b="$base_bps" -v f="$factor" 'BEGIN { printf "%.0f", b / f }')
   net="${bps}B/s,20us"
   run off "$net" "off_$factor" --profile "off_$factor.json"
   run on "$net" "on_$factor"
+  run on_dp "$net" "on_dp_$factor"
   off=$("$report" step-ms "off_$factor.jsonl")
   on=$("$report" step-ms "on_$factor.jsonl")
+  on_dp=$("$report" step-ms "on_dp_$factor.jsonl")
   read -r compute comm < <("$report" limit "off_$factor.json")
   sim_off=$(simulate "$bps" "off_$factor.json")
   sim_on=$(simulate "$bps" "off_$factor.json" "${paired[@]}")
-  row=$(awk -v off="$off" -v on="$on" -v c="$compute" -v m="$comm" -v so="$sim_off" \
-    -v sn="$sim_on" -v net="$((bps / 1000000)) MB/s" 'BEGIN {
+  row=$(awk -v off="$off" -v on="$on" -v dp="$on_dp" -v c="$compute" -v m="$comm" \
+    -v so="$sim_off" -v sn="$sim_on" -v net="$((bps / 1000000)) MB/s" 'BEGIN {
       limit = c > m ? c : m
-      printf "%-16s %9.1f %9.1f %9.1f %9.1f %7.2f %9.1f %9.2f %7.1f %7.1f", net, off, on, c, m,
-        on / off, limit, on / limit, so, sn }')
+      printf "%-12s %8.1f %8.1f %8.1f %8.1f %8.1f %7.2f %8.1f %8.2f %8.1f %8.1f", net, off, on,
+        dp, c, m, on / off, limit, on / limit, so, sn }')
   echo "$row"
   if [ "$factor" = 1 ]; then
     last=$(awk -v off="$off" -v on="$on" -v c="$compute" -v m="$comm" -v so="$sim_off" \

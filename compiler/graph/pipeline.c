@@ -46,6 +46,12 @@ typedef struct chunk_tmpl {
   dhx_oplist ops;           // one micro-batch: forward [0, nfwd), backward [nfwd, n)
   int nfwd;
   int d_in, d_out;          // gradients of the chunk's input and output (-1: none)
+  // Paired strands with one chunk: the backward cut into segments (runs of ops of one layer),
+  // segment s = ops [seg_first[s], seg_first[s + 1]). seg_dep[s]: the last segment of the
+  // previous micro-batch's backward that touches state segment s touches (-1: none), which
+  // must have ended before segment s starts.
+  int nseg;
+  int *seg_first, *seg_dep;
 } chunk_tmpl;
 
 typedef struct pipe {
@@ -60,6 +66,8 @@ typedef struct pipe {
   int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
   int *late_event, nlate;   // gradient sends, waited for at the end
   int compute;              // the stream the block's compute runs on (a strand's; 0 unpaired)
+  int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
+                            // the latest backward (-1: none yet)
 } pipe;
 
 static dhx_tensor *T(pipe *p, int t) { return &p->g->tensors[t]; }
@@ -198,6 +206,23 @@ static void forward(pipe *p, int m, int c) {
                                 tag_of(p, m, global_chunk(g, c) + 1, 0), "activation of");
 }
 
+// A backward of paired strands, segment by segment: each waits for the segment of the
+// previous backward that last touches the same weights and gradients, and records its own end
+// when a later segment of the next backward may wait for it. So the gradients of each layer
+// accumulate in micro-batch order, as unpaired, while the next backward may start on the top
+// layers as soon as the previous one has left them: the two strands' backwards overlap like a
+// wavefront instead of one waiting for the whole of the other.
+static void copy_segments(pipe *p, const chunk_tmpl *t) {
+  for (int s = 0; s < t->nseg; s++) {
+    int dep = t->seg_dep[s];
+    if (dep >= 0 && p->seg_event[dep] >= 0)
+      event_op(p, DHX_L_WAIT, p->compute, p->seg_event[dep], "previous backward left the layer");
+    copy_ops(p, &t->ops, t->seg_first[s], t->seg_first[s + 1]);
+    p->seg_event[s] = p->out->nevents++;
+    event_op(p, DHX_L_RECORD, p->compute, p->seg_event[s], "backward left the layer");
+  }
+}
+
 static void backward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
   const chunk_tmpl *t = &p->tmpl[c];
@@ -209,7 +234,10 @@ static void backward(pipe *p, int m, int c) {
     size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
     settle_send(p, p->sent_event[at]);
   }
-  copy_ops(p, &t->ops, t->nfwd, t->ops.n);
+  if (p->seg_event)
+    copy_segments(p, t);
+  else
+    copy_ops(p, &t->ops, t->nfwd, t->ops.n);
   if (g->chunk_in[c] < 0) return;
   // Nothing comes back for a gradient: its send is settled at the end of the step.
   int din = copy_of(p, t->d_in);
@@ -234,6 +262,49 @@ static void finish(pipe *p) {
   free(p->clones);
   free(p->sent_event);
   free(p->late_event);
+}
+
+// State that all micro-batches share: weights, gradients, moments, scratch (activations are
+// copied per micro-batch, and each micro-batch has its own slot of the inputs and losses).
+static bool shared_state(const dhx_graph *g, int t) {
+  dhx_tensor_kind k = g->tensors[t].kind;
+  return k != DHX_T_ACT && k != DHX_T_TOKENS && k != DHX_T_TARGETS && k != DHX_T_LOSSES;
+}
+
+// Cuts t's backward into segments of one layer each and finds what each must wait for
+// (chunk_tmpl). A view of persistent tensors (any of them) makes every segment wait for the
+// whole previous backward, as if unsegmented.
+static void segment_backward(const dhx_graph *g, chunk_tmpl *t) {
+  const dhx_oplist *l = &t->ops;
+  t->seg_first = malloc(sizeof(int) * (size_t)(l->n - t->nfwd + 1));
+  t->seg_dep = malloc(sizeof(int) * (size_t)(l->n - t->nfwd + 1));
+  int *last = malloc(sizeof(int) * (size_t)g->ntensors);
+  if (!t->seg_first || !t->seg_dep || !last) abort();
+  for (int i = t->nfwd; i < l->n; i++)
+    if (t->nseg == 0 || l->ops[i].at.layer != l->ops[t->seg_first[t->nseg - 1]].at.layer)
+      t->seg_first[t->nseg++] = i;
+  t->seg_first[t->nseg] = l->n;
+  for (int i = 0; i < g->ntensors; i++) last[i] = -1;
+  bool view = false;
+  for (int s = 0; s < t->nseg; s++)
+    for (int i = t->seg_first[s]; i < t->seg_first[s + 1]; i++)
+      for (int j = 0; j < l->ops[i].nargs; j++) {
+        const dhx_operand *a = &l->ops[i].args[j];
+        if (a->kind != DHX_ARG_BUF || l->ops[i].dead) continue;
+        view |= g->tensors[a->tensor].kind == DHX_T_VIEW;
+        if (shared_state(g, a->tensor)) last[a->tensor] = s;
+      }
+  for (int s = 0; s < t->nseg; s++) {
+    int dep = view ? t->nseg - 1 : -1;
+    for (int i = t->seg_first[s]; i < t->seg_first[s + 1]; i++)
+      for (int j = 0; j < l->ops[i].nargs; j++) {
+        const dhx_operand *a = &l->ops[i].args[j];
+        if (a->kind == DHX_ARG_BUF && !l->ops[i].dead && last[a->tensor] > dep)
+          dep = last[a->tensor];
+      }
+    t->seg_dep[s] = dep;
+  }
+  free(last);
 }
 
 // Lowers chunk c's nodes (contiguous in the stage's list) into its template: the forward, and
@@ -318,7 +389,8 @@ static void backward_block(pipe *p, int k, const int *strand, int *done) {
     return;
   }
   p->compute = strand[m % 2];
-  if (*done >= 0) event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
+  if (*done >= 0 && !p->seg_event)  // one chunk: its segments wait instead (copy_segments)
+    event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
   backward(p, m, c);
   *done = p->out->nevents++;
   event_op(p, DHX_L_RECORD, p->compute, *done, "backward done");
@@ -364,8 +436,20 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   for (int c = 0; c < v; c++) lower_chunk(g, c, loss_scale, false, &tmpl[c]);
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
+  if (g->strands && v == 1) {  // with chunks, whole backwards follow each other
+    segment_backward(g, &tmpl[0]);
+    p.seg_event = malloc(sizeof(int) * (size_t)(tmpl[0].nseg ? tmpl[0].nseg : 1));
+    if (!p.seg_event) abort();
+    for (int s = 0; s < tmpl[0].nseg; s++) p.seg_event[s] = -1;
+  }
   schedule(&p, micro);
   finish(&p);
-  for (int i = 0; i < v; i++) free(tmpl[i].ops.ops);
+  free(p.seg_event);
+  for (int i = 0; i < v; i++) {
+    free(tmpl[i].ops.ops);
+    free(tmpl[i].seg_first);
+    free(tmpl[i].seg_dep);
+    tmpl[i] = (chunk_tmpl){.d_in = tmpl[i].d_in, .d_out = tmpl[i].d_out};
+  }
   eval_program(g, loss_scale, micro, tmpl);
 }
