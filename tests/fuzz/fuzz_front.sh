@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds tests/fuzz/fuzz_front.c with clang's libFuzzer (plus ASan and UBSan) over the front-end
 # sources and the scanner and parser CMake generated, and fuzzes the front end for FUZZ_SECONDS
-# (default 30) from a seed corpus of every .dhx program in the repository. Exits 77 (CTest:
+# (default 20) from a seed corpus of every .dhx program in the repository. Exits 77 (CTest:
 # skipped) when clang cannot build a libFuzzer binary; exits non-zero when the fuzzer finds a
 # crash, a leak, undefined behaviour, a 10 s input or more than 2 GB of memory (the input that
 # did it is left in WORK/fuzz_front/ as crash-*, leak-*, timeout-* or oom-*).
@@ -53,7 +53,7 @@ done
 
 # stdin is /dev/null: an input that says `use "/dev/stdin"` must not wait for a terminal.
 # shellcheck disable=SC2086
-./fuzz_front -max_total_time="${FUZZ_SECONDS:-30}" -max_len=$max_len -timeout=10 \
+./fuzz_front -max_total_time="${FUZZ_SECONDS:-20}" -max_len=$max_len -timeout=10 \
   -rss_limit_mb=2048 -dict="$SRC/tests/fuzz/dhx.dict" -print_final_stats=1 \
   -artifact_prefix="$work/" ${FUZZ_ARGS:-} corpus </dev/null > fuzz.log 2>&1 || {
   rc=$?
