@@ -51,8 +51,11 @@ for f in "${samples[@]}"; do
   base=$(step_of "$work/$name.base.json")
   dhx=$(step_of "$work/$name.dhx.json")
   note=""
+  if grep -q "simulating without the W-folded pipeline" "$work/$name.dhx.err"; then
+    note="fold: w not lowered yet"
+  fi
   if grep -q "simulating without strand interleaving" "$work/$name.dhx.err"; then
-    note="strands not lowered yet: dhx = baseline"
+    note="${note:+$note; }strands left out (pipeline + search): dhx = baseline"
   fi
   if ! grep -q "strands" "$f"; then note="no strands block"; fi
   awk -v n="$name" -v l="$layout" -v b="$base" -v d="$dhx" -v p="$(published "$name")" \
