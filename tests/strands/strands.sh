@@ -9,7 +9,7 @@
 #                              mN (N micro-batches per rank and step, not 4), dp (paired
 #                              with search: dp as well, and search: greedy compiled)
 #                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
-#   parity_suite               by hand, not in CI (about 15 minutes on two busy cores): every
+#   parity_suite               by hand, not in CI (7.5 minutes on an idle 2-core machine): every
 #                              layout of tests/layouts, paired against unpaired
 #   paired_pipeline_plans      paired pipeline plans compile (the cross-rank verifier accepts
 #                              them) and their largest arena stays within 1.2x unpaired
