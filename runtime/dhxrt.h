@@ -244,6 +244,7 @@ bool dhx_checkpoint_load_weights(const dhx_plan *plan, uint32_t rank, uint8_t *a
 // plan's last step (train.steps, whatever --steps says).
 double dhx_lr_at(const dhx_plan_train *t, int64_t step);
 // Sets LR, BC1, BC2 for step t and resets CLIP_SCALE (1) and GRAD_NORM (0).
+int64_t dhx_noise_seed(uint64_t seed, int64_t step);
 void dhx_set_step_registers(const dhx_plan_train *t, int64_t step, double regs[DHX_REG_COUNT]);
 
 // ---- metrics.c --------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ static void exec_kernel(dhx_rt *rt, const dhx_plan_instr *in) {
     const dhx_plan_arg *a = &in->args[j];
     switch (k->arg_types[j]) {
       case DHX_KARG_PTR: job.args[j].p = arg_ptr(rt, a); break;
-      case DHX_KARG_I64: job.args[j].i = a->i; break;
+      case DHX_KARG_I64:  // an integer register (validated) or a constant
+        job.args[j].i = a->kind == DHX_ARG_REG ? (int64_t)rt->regs[a->i] : a->i;
+        break;
       default: job.args[j].f = arg_scalar(rt, a); break;  // F32 / F64: passed as double
     }
   }

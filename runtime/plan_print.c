@@ -62,7 +62,8 @@ const char *dhx_karg_name(uint32_t type) {
 const char *dhx_reg_name(uint32_t reg) {
   static const char *t[] = {[DHX_REG_LR] = "lr", [DHX_REG_BC1] = "bc1", [DHX_REG_BC2] = "bc2",
                             [DHX_REG_CLIP_SCALE] = "clip_scale",
-                            [DHX_REG_GRAD_NORM] = "grad_norm"};
+                            [DHX_REG_GRAD_NORM] = "grad_norm",
+                            [DHX_REG_NOISE_SEED] = "noise_seed"};
   return NAME_OF(t, reg);
 }
 

@@ -136,6 +136,15 @@ static bool check_kernel_access(plan_check_ctx *v, const dhx_plan_instr *in,
   return true;
 }
 
+// Whether argument j sizes what some pointer argument of kernel k reaches.
+static bool sizes_access(const dhx_plan_kernel *k, uint32_t j) {
+  for (uint32_t p = 0; p < k->nargs; p++)
+    if (k->arg_types[p] == DHX_KARG_PTR &&
+        (k->access[p].x == (int32_t)j || k->access[p].y == (int32_t)j || k->access[p].z == (int32_t)j))
+      return true;
+  return false;
+}
+
 static bool check_kernel_instr(plan_check_ctx *v, const dhx_plan_instr *in) {
   CHECK(in->kernel >= 0 && (uint32_t)in->kernel < v->p->nkernels,
         "kernel id %d is not in the kernel table (%u kernels)", in->kernel, v->p->nkernels);
@@ -146,8 +155,12 @@ static bool check_kernel_instr(plan_check_ctx *v, const dhx_plan_instr *in) {
     uint32_t t = k->arg_types[j], a = in->args[j].kind;
     bool ok = (t == DHX_KARG_PTR && a == DHX_ARG_BUF) || (t == DHX_KARG_I64 && a == DHX_ARG_I64) ||
               ((t == DHX_KARG_F32 || t == DHX_KARG_F64) && (a == DHX_ARG_F64 || a == DHX_ARG_REG));
-    CHECK(ok, "kernel '%s' argument %u is %s, the instruction passes kind %u", k->name, j,
-          dhx_karg_name(t), a);
+    CHECK(ok || (t == DHX_KARG_I64 && a == DHX_ARG_REG), "kernel '%s' argument %u is %s, the "
+          "instruction passes kind %u", k->name, j, dhx_karg_name(t), a);
+    if (!ok)  // a register read by an i64 argument: a whole number that sizes no access
+      CHECK(dhx_reg_is_integer(in->args[j].i) && !sizes_access(k, j), "kernel '%s' argument %u "
+            "reads register %s, which is not a whole number or sizes what a pointer reaches",
+            k->name, j, dhx_reg_name((uint32_t)in->args[j].i));
   }
   CHECK(in->n >= 0 && in->n <= (1LL << 48), "index space n = %" PRId64 " is out of range",
         in->n);

@@ -21,4 +21,15 @@ void dhx_set_step_registers(const dhx_plan_train *t, int64_t step, double regs[D
   regs[DHX_REG_BC2] = 1.0 - pow(t->beta2, (double)(step + 1));
   regs[DHX_REG_CLIP_SCALE] = 1.0;
   regs[DHX_REG_GRAD_NORM] = 0.0;
+  regs[DHX_REG_NOISE_SEED] = (double)dhx_noise_seed(t->seed, step);
+}
+
+// splitmix64's finaliser over the plan's seed and the step, cut to 53 bits so that a double
+// holds it exactly: every step rounds with fresh numbers, and a resumed run with the same ones.
+int64_t dhx_noise_seed(uint64_t seed, int64_t step) {
+  uint64_t z = seed + (uint64_t)(step + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (int64_t)(z >> 11);
 }

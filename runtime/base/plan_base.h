@@ -35,8 +35,14 @@ typedef enum {
   DHX_REG_BC2,         // 1 - beta2^t
   DHX_REG_CLIP_SCALE,  // min(1, clip / (norm + 1e-6)), 1 when clipping is off; set by OP_GRAD_NORM
   DHX_REG_GRAD_NORM,   // global gradient L2 norm; set by OP_GRAD_NORM
+  DHX_REG_NOISE_SEED,  // seed of this step's stochastic rounding: a 53-bit integer (exact in a
+                       // double) mixed from the plan's seed and the step; may feed i64 kernel
+                       // arguments that size no access (dhx_reg_is_integer)
   DHX_REG_COUNT
 } dhx_reg;
+
+// Registers whose values are whole numbers, which i64 kernel arguments may read.
+static inline int dhx_reg_is_integer(int64_t reg) { return reg == DHX_REG_NOISE_SEED; }
 
 #define DHX_MAX_TAG 32767  // the smallest tag bound MPI guarantees (SEND/RECV tags)
 
