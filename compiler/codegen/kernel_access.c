@@ -130,3 +130,10 @@ void dhx_kernel_access(const dhx_kernel_spec *spec, dhx_plan_access access[DHX_M
       access[i].elem_bytes = codes[i] == 'q' || spec->type == DHX_KT_F32 ? 4 : 8;
   }
 }
+
+bool dhx_kernel_arg_writes(const dhx_kernel_spec *spec, int j) {
+  dhx_plan_access access[DHX_MAX_ARGS];
+  if (j < 0 || j >= DHX_MAX_ARGS) return false;
+  dhx_kernel_access(spec, access);
+  return (access[j].flags & DHX_ACC_WRITES) != 0;
+}

@@ -29,6 +29,8 @@ int dhx_kernel_signature(const dhx_kernel_spec *spec, uint32_t arg_types[DHX_MAX
 // Checks a spec: kind and type in range; for DHX_K_ELTWISE the counts within their limits
 // (and outputs + inputs + scalars <= DHX_MAX_ARGS), operands in range and before their users,
 // moduli >= 1. On failure fills err (may be NULL) and returns false.
+// Whether the kernel writes through its argument j (a pointer the catalogue marks written).
+bool dhx_kernel_arg_writes(const dhx_kernel_spec *spec, int j);
 bool dhx_kernel_spec_valid(const dhx_kernel_spec *spec, char *err, size_t errlen);
 
 // ---- code generator (codegen.c) -------------------------------------------------------------

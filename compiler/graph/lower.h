@@ -84,4 +84,14 @@ dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, in
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);
 
+// async_comm.c: the collectives of ops [from, to) of a one-stream template (each run of one
+// layer) on stream DHX_TMPL_COMM_STREAM, issued as early as their inputs allow, with the compute
+// reordered to run beside them and RECORD/WAIT events of the template's own; returns the new end
+// of the range. pipeline.c maps the stream and the events per copy.
+#define DHX_TMPL_COMM_STREAM (-1)
+int dhx_async_collectives(const dhx_graph *g, dhx_oplist *l, int from, int to);
+// The same for a program of one micro-batch (forward [0, nfwd), then backward), its
+// collectives on stream 1.
+void dhx_async_collectives_program(const dhx_graph *g, dhx_oplist *l, int nfwd);
+
 #endif

@@ -66,8 +66,11 @@ typedef struct pipe {
   int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
   int *late_event, nlate;   // gradient sends, waited for at the end
   int compute;              // the stream the block's compute runs on (a strand's; 0 unpaired)
+  int comm;                 // the stream the block's template collectives run on (async_comm.c)
+  int ev_base;              // the block's first event: template event e becomes ev_base + e
   int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
                             // the latest backward (-1: none yet)
+  int strand_comm[2];       // each strand's communication stream (async collectives)
 } pipe;
 
 static dhx_tensor *T(pipe *p, int t) { return &p->g->tensors[t]; }
@@ -105,8 +108,16 @@ static void copy_ops(pipe *p, const dhx_oplist *l, int from, int to) {
     for (int j = 0; j < op.nargs; j++) op.args[j] = remap(p, op.args[j]);
     op.at.micro = p->micro;
     if (op.stream == 0) op.stream = p->compute;
+    else if (op.stream == DHX_TMPL_COMM_STREAM) op.stream = p->comm;
+    if (op.kind == DHX_L_RECORD || op.kind == DHX_L_WAIT) op.event += p->ev_base;
     *dhx_lop_push(p->out, op.kind, op.stream, op.note) = op;
   }
+}
+
+// A block's copy of template t gets events of its own.
+static void new_block_events(pipe *p, const chunk_tmpl *t) {
+  p->ev_base = p->out->nevents;
+  p->out->nevents += t->ops.nevents;
 }
 
 static void transfer(pipe *p, dhx_lop_kind kind, int stream, int t, int peer, int tag,
@@ -182,6 +193,7 @@ static void forward(pipe *p, int m, int c) {
   const chunk_tmpl *t = &p->tmpl[c];
   p->micro = m;
   p->out->at = (dhx_origin){.node = -1, .layer = -1, .micro = m, .phase = DHX_PHASE_FORWARD};
+  new_block_events(p, t);
   bool reads_inputs = (g->pp_rank == 0 && c == 0) || (g->pp_rank == g->pp - 1 &&
                                                       c == g->chunks - 1);
   if (p->prog == DHX_PROG_MICRO && reads_inputs) {
@@ -228,6 +240,7 @@ static void backward(pipe *p, int m, int c) {
   const chunk_tmpl *t = &p->tmpl[c];
   p->micro = m;
   p->out->at = (dhx_origin){.node = -1, .layer = -1, .micro = m, .phase = DHX_PHASE_BACKWARD};
+  new_block_events(p, t);
   if (g->chunk_out[c] >= 0) {
     receive(p, gradient_stream(g, next_stage(g)), copy_of(p, t->d_out), next_stage(g),
             tag_of(p, m, global_chunk(g, c) + 1, 1), "gradient of");
@@ -374,7 +387,10 @@ static int second_strand_stream(const dhx_graph *g) {
 static void forward_block(pipe *p, int k, const int *strand) {
   int m, c;
   block_of(p->g, k, false, &m, &c);
-  if (strand) p->compute = strand[m % 2];
+  if (strand) {
+    p->compute = strand[m % 2];
+    p->comm = p->strand_comm[m % 2];
+  }
   forward(p, m, c);
 }
 
@@ -389,6 +405,7 @@ static void backward_block(pipe *p, int k, const int *strand, int *done) {
     return;
   }
   p->compute = strand[m % 2];
+  p->comm = p->strand_comm[m % 2];
   if (*done >= 0 && !p->seg_event)  // one chunk: its segments wait instead (copy_segments)
     event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
   backward(p, m, c);
@@ -417,6 +434,11 @@ static void schedule(pipe *p, int micro) {
   int warm = v == 1 ? g->pp - 1 - s : 2 * (g->pp - 1 - s) + (v - 1) * g->pp;
   int streams[2] = {0, second_strand_stream(g)}, done = -1;
   const int *strand = g->strands ? streams : NULL;
+  // Template collectives (g->async_comm, one stage only): each strand's on a stream of its own,
+  // after the compute streams.
+  p->strand_comm[0] = strand ? 2 : 1;
+  p->strand_comm[1] = 3;
+  p->comm = p->strand_comm[0];
   if (strand) warm |= 1;
   if (warm > total) warm = total;
   for (int k = 0; k < warm; k++) forward_block(p, k, strand);
@@ -433,7 +455,13 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   int v = g->chunks;
   chunk_tmpl *tmpl = calloc((size_t)v, sizeof *tmpl);
   if (!tmpl) abort();
-  for (int c = 0; c < v; c++) lower_chunk(g, c, loss_scale, false, &tmpl[c]);
+  for (int c = 0; c < v; c++) {
+    lower_chunk(g, c, loss_scale, false, &tmpl[c]);
+    if (!g->async_comm) continue;
+    if (g->pp > 1) DHX_ICE("async collectives with %d stages", g->pp);
+    tmpl[c].nfwd = dhx_async_collectives(g, &tmpl[c].ops, 0, tmpl[c].nfwd);
+    dhx_async_collectives(g, &tmpl[c].ops, tmpl[c].nfwd, tmpl[c].ops.n);
+  }
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
   if (g->strands && v == 1) {  // with chunks, whole backwards follow each other

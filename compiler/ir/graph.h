@@ -204,6 +204,8 @@ typedef struct dhx_graph {
   int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
   bool strands;                  // paired strands: micro-batches alternate between two strands,
                                  //   one's forward running beside the other's backward
+  bool async_comm;               // the collectives of a stage's layers run on communication
+                                 //   streams beside the compute (async_comm.c)
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.

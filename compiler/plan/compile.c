@@ -230,8 +230,11 @@ static void lower_micro(const dhx_config *cfg, dhx_graph *g, int accum) {
     dhx_lower_pipeline(g, accum, loss_scale);
     return;
   }
-  dhx_lower_forward(g, &g->prog[DHX_PROG_MICRO]);
-  dhx_lower_backward(g, &g->prog[DHX_PROG_MICRO], loss_scale);
+  dhx_oplist *micro = &g->prog[DHX_PROG_MICRO];
+  dhx_lower_forward(g, micro);
+  int nfwd = micro->n;
+  dhx_lower_backward(g, micro, loss_scale);
+  if (g->async_comm) dhx_async_collectives_program(g, micro, nfwd);
   dhx_lower_forward(g, &g->prog[DHX_PROG_EVAL]);
   own_activations(g);
 }
@@ -279,6 +282,11 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->dp_rank = dp_rank;
   g->zero = cfg->zero;
   g->strands = cfg->strands_pair;
+  // Collectives beside the compute: one stage (the transfer streams leave no room for two more
+  // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and not under the
+  // overlap search, whose groups are runs of one stream.
+  g->async_comm = cfg->pp == 1 && cfg->zero <= 1 &&
+                  (!cfg->strands_pair || cfg->strands_search == DHX_SEARCH_NONE);
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   const int *layers = cfg->stages == DHX_STAGES_GIVEN ? cfg->stage_layers : NULL;
