@@ -248,7 +248,10 @@ int dhx_async_collectives(const dhx_graph *g, dhx_oplist *l, int from, int to) {
 void dhx_async_collectives_program(const dhx_graph *g, dhx_oplist *l, int nfwd) {
   nfwd = dhx_async_collectives(g, l, 0, nfwd);
   dhx_async_collectives(g, l, nfwd, l->n);
+  l->nstreams = 1;
   for (int i = 0; i < l->n; i++)
-    if (l->ops[i].stream == DHX_TMPL_COMM_STREAM) l->ops[i].stream = 1;
-  l->nstreams = 2;
+    if (l->ops[i].stream == DHX_TMPL_COMM_STREAM) {
+      l->ops[i].stream = 1;
+      l->nstreams = 2;
+    }
 }
