@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "dhxrt.h"
+#include "gpu_api.h"
 #include "sanitize.h"  // LSan defaults for OpenMPI under -DDHX_SANITIZE=ON
 
 static const char *usage_text =
@@ -47,13 +48,18 @@ static const char *usage_text =
     "  --net-emulate BW,LAT   emulate this network instead of the plan's: each message waits\n"
     "                         LAT + bytes/BW before it leaves (as in 1GB/s,20us; units B/s,\n"
     "                         KB/s, MB/s, GB/s, TB/s and s, ms, us, ns), or off for none\n"
+    "  --backend auto|cpu|cuda  where the plan runs (default auto: the CPU; the CUDA backend\n"
+    "                         does not run plans yet, and cuda says why it cannot run here)\n"
     "  --quiet                print nothing but errors\n"
+    "  --version              dhxrun's version and those of the GPU libraries it finds\n"
     "  --help                 this text\n"
     "\n"
     "SIGINT, SIGTERM or SIGUSR1 on any rank: every rank finishes its step, the checkpoint is\n"
     "written (checkpoint directory and --save), and dhxrun exits with 128 + the signal number.\n";
 
-typedef enum { PARSE_OK, PARSE_ERROR, PARSE_HELP } parse_result;
+typedef enum { PARSE_OK, PARSE_ERROR, PARSE_HELP, PARSE_VERSION } parse_result;
+typedef enum { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA } backend_choice;
+static backend_choice backend = BACKEND_AUTO;
 
 static bool parse_int(const char *s, int64_t max, int64_t *out) {
   char *end = NULL;
@@ -85,11 +91,12 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
   static const char *with_value[] = {"--train", "--val", "--steps", "--metrics", "--threads",
                                      "--save", "--resume", "--checkpoint-dir", "--init",
                                      "--step-timeout", "--trace", "--trace-steps",
-                                     "--net-emulate", "--profile"};
+                                     "--net-emulate", "--profile", "--backend"};
   memset(o, 0, sizeof *o);
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return PARSE_HELP;
+    if (strcmp(a, "--version") == 0) return PARSE_VERSION;
     if (strcmp(a, "--quiet") == 0) {
       o->quiet = true;
       continue;
@@ -154,6 +161,12 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
       if (!dhx_parse_net_emulate(value, &o->net_bandwidth, &o->net_latency, err, errlen))
         return PARSE_ERROR;
       o->net_override = true;
+    } else if (strcmp(name, "--backend") == 0) {
+      if (strcmp(value, "auto") && strcmp(value, "cpu") && strcmp(value, "cuda")) {
+        snprintf(err, errlen, "--backend: '%s' is not one of auto, cpu, cuda", value);
+        return PARSE_ERROR;
+      }
+      backend = value[0] == 'a' ? BACKEND_AUTO : value[1] == 'p' ? BACKEND_CPU : BACKEND_CUDA;
     } else if (strcmp(name, "--trace") == 0) {
       o->trace_path = value;
     } else if (strcmp(name, "--profile") == 0) {
@@ -179,6 +192,32 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
   return PARSE_OK;
 }
 
+static void print_version(void) {
+  char libs[2048];
+  dhx_gpu_versions(libs, sizeof libs);
+  printf("dhxrun (DHX) %s\n%s", DHX_VERSION, libs);
+}
+
+// Whether the chosen backend can run here. The CUDA backend's loading and device discovery
+// exist; its execution of plans does not yet, so a device found is reported, not used.
+static bool backend_ready(int rank, bool quiet) {
+  if (backend == BACKEND_CPU) return true;
+  char why[1024] = "";
+  int devices = dhx_cuda_devices(why, sizeof why);
+  if (backend == BACKEND_CUDA) {
+    if (rank == 0 && devices == 0) fprintf(stderr, "dhxrun: error: --backend cuda: %s\n", why);
+    if (rank == 0 && devices > 0)
+      fprintf(stderr, "dhxrun: error: --backend cuda: %d CUDA device%s found, but the CUDA "
+              "backend does not run plans yet (use --backend cpu)\n", devices,
+              devices == 1 ? "" : "s");
+    return false;
+  }
+  if (rank == 0 && devices > 0 && !quiet)
+    printf("dhxrun: %d CUDA device%s found; the CUDA backend does not run plans yet, so the "
+           "plan runs on the CPU\n", devices, devices == 1 ? "" : "s");
+  return true;
+}
+
 int main(int argc, char **argv) {
   int provided = 0, rank = 0;
 #ifdef __linux__
@@ -198,6 +237,11 @@ int main(int argc, char **argv) {
     status = 0;
   } else if (parsed == PARSE_ERROR) {
     if (rank == 0) fprintf(stderr, "dhxrun: error: %s\n", err);
+    status = 1;
+  } else if (parsed == PARSE_VERSION) {
+    if (rank == 0) print_version();
+    status = 0;
+  } else if (!backend_ready(rank, opts.quiet)) {
     status = 1;
   } else if (provided < MPI_THREAD_MULTIPLE) {
     // Streams all-reduce from their own threads, concurrently.

@@ -26,7 +26,8 @@ const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
 
 const char *__lsan_default_suppressions(void) {
   return "leak:libmpi\nleak:libopen-pal\nleak:libopen-rte\nleak:libpmix\nleak:libhwloc\n"
-         "leak:libevent\nleak:mca_\nleak:libopenblas\nleak:libdl\n";
+         "leak:libevent\nleak:mca_\nleak:libopenblas\nleak:libdl\nleak:libcuda\nleak:libnccl\n"
+         "leak:libcublasLt\n";
 }
 #endif
 

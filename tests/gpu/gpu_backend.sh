@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU libraries' loading and the backend choice of dhxrun, on any machine.
+# Usage: gpu_backend.sh CASE   (environment: DHXRUN FAKE_CUDA FAKE_NCCL_OLD)
+set -euo pipefail
+case $1 in
+  cuda_without_a_gpu)
+    # --backend cuda where no GPU is: exit 1 with one clear line, no crash. (Where a GPU is,
+    # this test has nothing to prove and is skipped.)
+    rc=0
+    "$DHXRUN" --backend cuda no_plan_needed >out.txt 2>err.txt || rc=$?
+    if grep -q "device.* found" err.txt; then echo "a CUDA device is present: skipped"; exit 77; fi
+    cat err.txt
+    [ "$rc" -eq 1 ] || { echo "expected exit 1, got $rc"; exit 1; }
+    [ "$(wc -l < err.txt)" -eq 1 ] || { echo "expected one line"; exit 1; }
+    grep -q '^dhxrun: error: --backend cuda: ' err.txt
+    # A driver that finds no device is named with the driver's own words.
+    rc=0
+    DHX_CUDA_LIBRARY=$FAKE_CUDA "$DHXRUN" --backend cuda no_plan_needed 2>err.txt || rc=$?
+    cat err.txt
+    [ "$rc" -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ]
+    grep -q 'no usable device: CUDA_ERROR_NO_DEVICE (no CUDA-capable device is detected)' err.txt
+    ;;
+  version_lists_the_gpu_libraries)
+    "$DHXRUN" --version > out.txt
+    cat out.txt
+    grep -q '^dhxrun (DHX) [0-9]' out.txt
+    for lib in 'CUDA driver' NCCL cuBLASLt; do
+      grep -q -E "^$lib( [0-9]|( API [0-9])|: not available \(.+\))" out.txt \
+        || { echo "no line for $lib"; exit 1; }
+    done
+    DHX_CUDA_LIBRARY=$FAKE_CUDA "$DHXRUN" --version | grep -q '^CUDA driver API 12\.4$'
+    ;;
+  loader_names_a_missing_function)
+    DHX_NCCL_LIBRARY=$FAKE_NCCL_OLD "$DHXRUN" --version > out.txt
+    cat out.txt
+    grep -q "^NCCL: not available (.*fake_nccl_old.* has no function ncclGetUniqueId" out.txt
+    DHX_NCCL_LIBRARY=/nonexistent/libnccl.so.2 "$DHXRUN" --version > out.txt
+    grep -q "^NCCL: not available (/nonexistent/libnccl.so.2: cannot open" out.txt
+    ;;
+  bad_backend)
+    rc=0
+    "$DHXRUN" --backend gpu plan 2>err.txt || rc=$?
+    cat err.txt
+    [ "$rc" -eq 1 ] && grep -q "^dhxrun: error: --backend: 'gpu' is not one of auto, cpu, cuda$" err.txt
+    ;;
+  *) echo "unknown case $1"; exit 2 ;;
+esac
