@@ -43,5 +43,22 @@ case $1 in
     cat err.txt
     [ "$rc" -eq 1 ] && grep -q "^dhxrun: error: --backend: 'gpu' is not one of auto, cpu, cuda$" err.txt
     ;;
+  host_marshal|host_order|host_record)
+    # The CUDA backend's host side on plans dhxc writes: one rank, and two tensor-parallel
+    # ranks with paired strands (several streams and events).
+    common=(--set train.steps=2 --set train.warmup=0 --set schedule.parallel.dp=1)
+    "$DHXC" "$SAMPLES/tiny.dhx" -o one "${common[@]}" > /dev/null
+    "$DHXC" "$SAMPLES/tiny.dhx" -o paired "${common[@]}" --set schedule.parallel.tp=2 \
+      --set schedule.parallel.sp=on --set schedule.strands.pair=on \
+      --set schedule.strands.search=none > /dev/null
+    case $1 in
+      host_marshal) "$CUDA_HOST_TESTS" marshal one && "$CUDA_HOST_TESTS" marshal paired ;;
+      host_order) "$CUDA_HOST_TESTS" order one && "$CUDA_HOST_TESTS" order paired ;;
+      host_record)
+        export DHX_CUDA_LIBRARY=$RECORDING_CUDA DHX_CUBLASLT_LIBRARY=$RECORDING_CUBLASLT
+        export FAKE_GPU_LOG=$PWD/calls.log
+        "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG" ;;
+    esac
+    ;;
   *) echo "unknown case $1"; exit 2 ;;
 esac

@@ -1,0 +1,354 @@
+// exec_cuda.c — a rank's plan on one CUDA device (exec_cuda.h).
+//
+// One host thread issues a program's instructions to CUDA streams in an order where every
+// RECORD comes before the WAITs on its event (dhx_cuda_issue_order); the plan's streams become
+// CUDA streams and its events CUDA events, so the device keeps the cross-stream order the plan
+// was verified with, and the host never waits inside a program. Kernels are the plan's PTX
+// entries, launched over ceil(n / 256) blocks of 256 threads (the entry computes index
+// ctaid.x · ntid.x + tid.x and returns past n). GEMMs go to cuBLASLt: a row-major product
+// C = op(A)·op(B) is the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ, so the operands swap and
+// every matrix is described by its row-major storage read column-major (rows and columns
+// exchanged, the same leading dimension); the inner batch level is cuBLASLt's strided batch,
+// the outer one a loop.
+#include "exec_cuda.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WORKSPACE_BYTES (32u << 20)  // cuBLASLt's scratch for its faster algorithms
+#define CUBLAS_COMPUTE_32F 68
+#define CUDA_R_32F 0
+#define CUBLAS_OP_N 0
+#define CUBLAS_OP_T 1
+#define DESC_TRANSA 3
+#define DESC_TRANSB 4
+#define LAYOUT_BATCH_COUNT 5
+#define LAYOUT_STRIDED_BATCH_OFFSET 6
+#define PREF_MAX_WORKSPACE_BYTES 1
+#define JIT_ERROR_LOG_BUFFER 5
+#define JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
+#define EVENT_DISABLE_TIMING 2
+#define STREAM_NON_BLOCKING 1
+
+struct dhx_cuda {
+  dhx_cuda_api cu;
+  dhx_cublaslt_api lt;
+  const dhx_plan *plan;
+  const dhx_plan_rank *rank;
+  CUdevice dev;
+  CUcontext ctx;
+  CUmodule module;
+  CUfunction *fn;        // per kernel of the plan's table
+  CUdeviceptr arena, workspace;
+  uint32_t nstreams, nevents;
+  CUstream streams[DHX_MAX_STREAMS];
+  CUevent *events;
+  cublasLtHandle_t blas;
+  uint32_t *order[DHX_PROG_COUNT];  // issue order per program
+};
+
+// ---- marshalling -------------------------------------------------------------------------------
+
+static CUdeviceptr device_address(const dhx_plan_rank *rank, CUdeviceptr arena,
+                                  const dhx_plan_arg *a) {
+  return arena + (CUdeviceptr)rank->buffers[a->buf].offset + (CUdeviceptr)a->i;
+}
+
+static double scalar(const dhx_plan_arg *a, const double *regs) {
+  return a->kind == DHX_ARG_REG ? regs[a->i] : a->f;
+}
+
+void dhx_cuda_marshal(const dhx_plan *plan, const dhx_plan_rank *rank, const dhx_plan_instr *in,
+                      CUdeviceptr arena, const double *regs, dhx_cuda_launch *out) {
+  const dhx_plan_kernel *k = &plan->kernels[in->kernel];
+  memset(out, 0, sizeof *out);
+  for (uint32_t j = 0; j < k->nargs; j++) {
+    const dhx_plan_arg *a = &in->args[j];
+    uint64_t *slot = &out->slots[j];
+    switch (k->arg_types[j]) {
+      case DHX_KARG_PTR: *slot = device_address(rank, arena, a); break;
+      case DHX_KARG_I64: {
+        int64_t v = a->kind == DHX_ARG_REG ? (int64_t)regs[a->i] : a->i;
+        memcpy(slot, &v, sizeof v);
+        break;
+      }
+      case DHX_KARG_F32: {
+        float v = (float)scalar(a, regs);
+        memcpy(slot, &v, sizeof v);
+        break;
+      }
+      default: {
+        double v = scalar(a, regs);
+        memcpy(slot, &v, sizeof v);
+      }
+    }
+  }
+  memcpy(&out->slots[k->nargs], &in->n, sizeof in->n);
+  out->nparams = k->nargs + 1;
+  for (uint32_t j = 0; j < out->nparams; j++) out->params[j] = &out->slots[j];
+  out->block = DHX_CUDA_BLOCK;
+  out->grid = (uint32_t)((in->n + DHX_CUDA_BLOCK - 1) / DHX_CUDA_BLOCK);
+}
+
+// ---- issue order -------------------------------------------------------------------------------
+
+bool dhx_cuda_issue_order(const dhx_plan_program *p, uint32_t *order) {
+  uint8_t *recorded = calloc(p->nevents ? p->nevents : 1, 1);
+  if (!recorded) return false;
+  uint32_t pos[DHX_MAX_STREAMS] = {0}, n = 0;
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++)
+      for (; pos[s] < p->ninstrs; pos[s]++) {
+        const dhx_plan_instr *in = &p->instrs[pos[s]];
+        if (in->stream != s) continue;
+        if (in->op == DHX_OP_WAIT && !recorded[in->event]) break;
+        if (in->op == DHX_OP_RECORD) recorded[in->event] = 1;
+        order[n++] = pos[s];
+        progress = true;
+      }
+  }
+  free(recorded);
+  return n == p->ninstrs;
+}
+
+// ---- the driver's errors -----------------------------------------------------------------------
+
+static bool cu_ok(dhx_cuda *c, CUresult r, const char *call, char *err, size_t errlen) {
+  if (r == 0) return true;
+  const char *name = NULL, *text = NULL;
+  if (c->cu.cuGetErrorName(r, &name) != 0) name = NULL;
+  if (c->cu.cuGetErrorString(r, &text) != 0) text = NULL;
+  snprintf(err, errlen, "%s failed: %s (%s)", call, name ? name : "CUDA error",
+           text ? text : "no description");
+  return false;
+}
+
+static bool lt_ok(dhx_cuda *c, cublasStatus_t r, const char *call, char *err, size_t errlen) {
+  if (r == 0) return true;
+  const char *s = c->lt.cublasLtGetStatusString(r);
+  snprintf(err, errlen, "%s failed: %s", call, s ? s : "cuBLAS error");
+  return false;
+}
+
+#define CU(call) \
+  if (!cu_ok(c, c->cu.call, #call, err, errlen)) return false
+#define LT(call) \
+  if (!lt_ok(c, c->lt.call, #call, err, errlen)) goto done
+
+// ---- opening -----------------------------------------------------------------------------------
+
+static bool load_module(dhx_cuda *c, const char *ptx, char *err, size_t errlen) {
+  char log[4096] = "";
+  int opts[2] = {JIT_ERROR_LOG_BUFFER, JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *values[2] = {log, (void *)(uintptr_t)sizeof log};
+  CUresult r = c->cu.cuModuleLoadDataEx(&c->module, ptx, 2, opts, values);
+  if (r != 0) {
+    char why[512];
+    cu_ok(c, r, "cuModuleLoadDataEx", why, sizeof why);
+    snprintf(err, errlen, "the plan's PTX does not load: %s%s%s", why, log[0] ? "\n" : "", log);
+    return false;
+  }
+  c->fn = calloc(c->plan->nkernels ? c->plan->nkernels : 1, sizeof(CUfunction));
+  if (!c->fn) return false;
+  for (uint32_t k = 0; k < c->plan->nkernels; k++) {
+    CUresult rk = c->cu.cuModuleGetFunction(&c->fn[k], c->module, c->plan->kernels[k].name);
+    if (rk != 0) {
+      char why[512];
+      cu_ok(c, rk, "cuModuleGetFunction", why, sizeof why);
+      snprintf(err, errlen, "kernel '%s' is not in the plan's PTX: %s", c->plan->kernels[k].name,
+               why);
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool create_queues(dhx_cuda *c, char *err, size_t errlen) {
+  for (int p = 0; p < DHX_PROG_COUNT; p++) {
+    const dhx_plan_program *prog = &c->rank->programs[p];
+    if (prog->nstreams > c->nstreams) c->nstreams = prog->nstreams;
+    if (prog->nevents > c->nevents) c->nevents = prog->nevents;
+    c->order[p] = malloc(sizeof(uint32_t) * (prog->ninstrs ? prog->ninstrs : 1));
+    if (!c->order[p] || !dhx_cuda_issue_order(prog, c->order[p])) {
+      snprintf(err, errlen, "program %d: no order issues every RECORD before its WAITs", p);
+      return false;
+    }
+  }
+  for (uint32_t s = 0; s < c->nstreams; s++) CU(cuStreamCreate(&c->streams[s], STREAM_NON_BLOCKING));
+  c->events = calloc(c->nevents ? c->nevents : 1, sizeof(CUevent));
+  if (!c->events) return false;
+  for (uint32_t e = 0; e < c->nevents; e++) CU(cuEventCreate(&c->events[e], EVENT_DISABLE_TIMING));
+  return true;
+}
+
+static bool open_device(dhx_cuda *c, int device, const char *ptx, char *err, size_t errlen) {
+  if (!dhx_load_cuda(&c->cu, err, errlen) || !dhx_load_cublaslt(&c->lt, err, errlen)) return false;
+  CU(cuInit(0));
+  CU(cuDeviceGet(&c->dev, device));
+  CU(cuDevicePrimaryCtxRetain(&c->ctx, c->dev));
+  CU(cuCtxSetCurrent(c->ctx));
+  if (!load_module(c, ptx, err, errlen)) return false;
+  CU(cuMemAlloc_v2(&c->arena, (size_t)c->rank->arena_bytes));
+  CU(cuMemAlloc_v2(&c->workspace, WORKSPACE_BYTES));
+  if (!lt_ok(c, c->lt.cublasLtCreate(&c->blas), "cublasLtCreate", err, errlen)) return false;
+  return create_queues(c, err, errlen);
+}
+
+dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char *ptx, char *err,
+                        size_t errlen) {
+  dhx_cuda *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->plan = plan;
+  c->rank = &plan->ranks[r];
+  if (!open_device(c, device, ptx, err, errlen)) {
+    dhx_cuda_close(c);
+    return NULL;
+  }
+  return c;
+}
+
+void dhx_cuda_close(dhx_cuda *c) {
+  if (!c) return;
+  if (c->cu.lib) {
+    for (uint32_t e = 0; e < c->nevents && c->events; e++)
+      if (c->events[e]) c->cu.cuEventDestroy_v2(c->events[e]);
+    for (uint32_t s = 0; s < c->nstreams; s++)
+      if (c->streams[s]) c->cu.cuStreamDestroy_v2(c->streams[s]);
+    if (c->blas) c->lt.cublasLtDestroy(c->blas);
+    if (c->workspace) c->cu.cuMemFree_v2(c->workspace);
+    if (c->arena) c->cu.cuMemFree_v2(c->arena);
+    if (c->module) c->cu.cuModuleUnload(c->module);
+    if (c->ctx) c->cu.cuDevicePrimaryCtxRelease_v2(c->dev);
+  }
+  for (int p = 0; p < DHX_PROG_COUNT; p++) free(c->order[p]);
+  free(c->events);
+  free(c->fn);
+  free(c);
+}
+
+// ---- instructions ------------------------------------------------------------------------------
+
+// A row-major rows × cols matrix with row stride ld, as cuBLASLt's column-major layout (cols ×
+// rows, the same ld), batched `batch` times `stride` elements apart.
+static cublasStatus_t layout(dhx_cuda *c, cublasLtMatrixLayout_t *l, int64_t rows, int64_t cols,
+                             int64_t ld, int64_t batch, int64_t stride) {
+  cublasStatus_t r = c->lt.cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)cols,
+                                                      (uint64_t)rows, ld);
+  if (r != 0 || batch <= 1) return r;
+  int32_t count = (int32_t)batch;
+  r = c->lt.cublasLtMatrixLayoutSetAttribute(*l, LAYOUT_BATCH_COUNT, &count, sizeof count);
+  if (r == 0)
+    r = c->lt.cublasLtMatrixLayoutSetAttribute(*l, LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                               sizeof stride);
+  return r;
+}
+
+static bool gemm(dhx_cuda *c, const dhx_plan_instr *in, CUstream s, char *err, size_t errlen) {
+  const dhx_plan_gemm *g = &in->gemm;
+  bool ok = false;
+  cublasLtMatmulDesc_t op = NULL;
+  cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;  // B's storage is cuBLASLt's "A"
+  cublasLtMatmulPreference_t pref = NULL;
+  int32_t ta = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  uint64_t ws = WORKSPACE_BYTES;
+  uint8_t result[96];  // cublasLtMatmulHeuristicResult_t: the algorithm is its first 64 bytes
+  int found = 0;
+  float alpha = (float)g->alpha, beta = (float)g->beta;
+  LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT(cublasLtMatmulDescSetAttribute(op, DESC_TRANSA, &ta, sizeof ta));
+  LT(cublasLtMatmulDescSetAttribute(op, DESC_TRANSB, &tb, sizeof tb));
+  if (!lt_ok(c, layout(c, &la, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb,
+                       g->batch[1], g->stride_b[1]), "the layout of B", err, errlen) ||
+      !lt_ok(c, layout(c, &lb, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda,
+                       g->batch[1], g->stride_a[1]), "the layout of A", err, errlen) ||
+      !lt_ok(c, layout(c, &lc, g->m, g->n, g->ldc, g->batch[1], g->stride_c[1]),
+             "the layout of C", err, errlen))
+    goto done;
+  LT(cublasLtMatmulPreferenceCreate(&pref));
+  LT(cublasLtMatmulPreferenceSetAttribute(pref, PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  LT(cublasLtMatmulAlgoGetHeuristic(c->blas, op, la, lb, lc, lc, pref, 1, result, &found));
+  if (found < 1) {
+    snprintf(err, errlen, "cuBLASLt has no algorithm for the %" PRId64 "x%" PRId64 "x%" PRId64
+             " GEMM '%s'", g->m, g->n, g->k, in->note);
+    goto done;
+  }
+  for (int64_t b = 0; b < g->batch[0]; b++) {  // the outer batch level, one call each
+    CUdeviceptr a = device_address(c->rank, c->arena, &in->args[0]) +
+                    (CUdeviceptr)(b * g->stride_a[0] * 4);
+    CUdeviceptr bm = device_address(c->rank, c->arena, &in->args[1]) +
+                     (CUdeviceptr)(b * g->stride_b[0] * 4);
+    CUdeviceptr cm = device_address(c->rank, c->arena, &in->args[2]) +
+                     (CUdeviceptr)(b * g->stride_c[0] * 4);
+    LT(cublasLtMatmul(c->blas, op, &alpha, (const void *)(uintptr_t)bm, la,
+                      (const void *)(uintptr_t)a, lb, &beta, (const void *)(uintptr_t)cm, lc,
+                      (void *)(uintptr_t)cm, lc, result, (void *)(uintptr_t)c->workspace,
+                      WORKSPACE_BYTES, s));
+  }
+  ok = true;
+done:
+  if (pref) c->lt.cublasLtMatmulPreferenceDestroy(pref);
+  if (lc) c->lt.cublasLtMatrixLayoutDestroy(lc);
+  if (lb) c->lt.cublasLtMatrixLayoutDestroy(lb);
+  if (la) c->lt.cublasLtMatrixLayoutDestroy(la);
+  if (op) c->lt.cublasLtMatmulDescDestroy(op);
+  return ok;
+}
+
+static const char *op_name(uint32_t op) {
+  static const char *names[] = {[DHX_OP_ALLREDUCE] = "ALLREDUCE", [DHX_OP_GRAD_NORM] = "GRAD_NORM",
+                                [DHX_OP_REDUCE_SCATTER] = "REDUCE_SCATTER",
+                                [DHX_OP_ALL_GATHER] = "ALL_GATHER", [DHX_OP_SEND] = "SEND",
+                                [DHX_OP_RECV] = "RECV", [DHX_OP_LOAD_BATCH] = "LOAD_BATCH",
+                                [DHX_OP_ALL_TO_ALL] = "ALL_TO_ALL"};
+  return op < sizeof names / sizeof names[0] && names[op] ? names[op] : "this instruction";
+}
+
+static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
+                  size_t errlen) {
+  CUstream s = c->streams[in->stream];
+  switch (in->op) {
+    case DHX_OP_KERNEL: {
+      dhx_cuda_launch l;
+      dhx_cuda_marshal(c->plan, c->rank, in, c->arena, regs, &l);
+      if (l.grid == 0) return true;
+      CU(cuLaunchKernel(c->fn[in->kernel], l.grid, 1, 1, l.block, 1, 1, 0, s, l.params, NULL));
+      return true;
+    }
+    case DHX_OP_GEMM: return gemm(c, in, s, err, errlen);
+    case DHX_OP_ZERO:
+      CU(cuMemsetD8Async(device_address(c->rank, c->arena, &in->args[0]), 0,
+                         (size_t)in->args[1].i, s));
+      return true;
+    case DHX_OP_RECORD: CU(cuEventRecord(c->events[in->event], s)); return true;
+    case DHX_OP_WAIT: CU(cuStreamWaitEvent(s, c->events[in->event], 0)); return true;
+    default:
+      snprintf(err, errlen, "the CUDA backend does not run %s instructions yet ('%s')",
+               op_name(in->op), in->note);
+      return false;
+  }
+}
+
+bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen) {
+  const dhx_plan_program *p = &c->rank->programs[prog];
+  for (uint32_t i = 0; i < p->ninstrs; i++)
+    if (!issue(c, &p->instrs[c->order[prog][i]], regs, err, errlen)) return false;
+  for (uint32_t s = 0; s < p->nstreams; s++) CU(cuStreamSynchronize(c->streams[s]));
+  return true;
+}
+
+// ---- the device of this process ---------------------------------------------------------------
+
+int dhx_cuda_local_device(int devices) {
+  static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    char *end = NULL;
+    long r = v && *v ? strtol(v, &end, 10) : -1;
+    if (v && *v && !*end && r >= 0) return devices > 0 ? (int)(r % devices) : 0;
+  }
+  return 0;
+}
