@@ -1,27 +1,17 @@
 // recording_cublaslt.c — a stand-in cuBLASLt that records each matmul with the descriptors it
 // was given (transposes; each layout's rows, columns, leading dimension, batch and stride), in
 // the file FAKE_GPU_LOG names, so the backend's GEMM descriptors are checked without a GPU.
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "recording_log.h"
+
 typedef struct desc { int32_t ta, tb; } desc;
 typedef struct layout { uint64_t rows, cols; int64_t ld, stride; int32_t batch; } layout;
 
-static void logf_(const char *fmt, ...) {
-  const char *path = getenv("FAKE_GPU_LOG");
-  FILE *f = path ? fopen(path, "a") : NULL;
-  if (!f) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(f, fmt, ap);
-  va_end(ap);
-  fputc('\n', f);
-  fclose(f);
-}
 
 size_t cublasLtGetVersion(void) { return 130100; }
 const char *cublasLtGetStatusString(int s) { (void)s; return "CUBLAS_STATUS_RECORDED"; }

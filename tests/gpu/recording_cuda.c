@@ -3,25 +3,14 @@
 // address space starting at 0x100000000 for allocations, streams and events numbered from 1.
 // With it the backend's host side (what it loads, allocates, launches and orders) is checked
 // on machines without a GPU.
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef unsigned long long CUdeviceptr;
+#include "recording_log.h"
 
-static void logf_(const char *fmt, ...) {
-  const char *path = getenv("FAKE_GPU_LOG");
-  FILE *f = path ? fopen(path, "a") : NULL;
-  if (!f) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(f, fmt, ap);
-  va_end(ap);
-  fputc('\n', f);
-  fclose(f);
-}
+typedef unsigned long long CUdeviceptr;
 
 static CUdeviceptr next_address = 0x100000000ull;
 static uintptr_t next_stream = 1, next_event = 1;
