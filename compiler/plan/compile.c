@@ -41,7 +41,7 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
              "1; search: none pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
-  } else if (cfg->qwd_bits || cfg->tlq_intra) {
+  } else if (cfg->qwd_bits) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
     snprintf(buf, n, "compressed communication (the compress block)");
   } else if (cfg->offload_optimizer) {
@@ -172,10 +172,8 @@ static bool paths_fit(const dhx_config *cfg) {
   return ok;
 }
 
-// Ranks are numbered with tensor parallelism fastest, then data, then pipeline parallelism:
-// a tensor-parallel group is tp consecutive ranks, so it stays inside a node.
 static int world_rank(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_rank) {
-  return tp_rank + cfg->tp * (dp_rank + cfg->dp * pp_rank);
+  return dhx_world_rank(cfg, tp_rank, dp_rank, pp_rank);
 }
 
 static int add_comm(dhx_plan *p, int n) {
@@ -186,6 +184,38 @@ static int add_comm(dhx_plan *p, int n) {
   c->ranks = malloc(sizeof(int32_t) * (size_t)n);
   if (!c->ranks) abort();
   return (int)p->ncomms++;
+}
+
+// Whether the gradient reduce-scatter is lowered as TLq-HS (compress_grads.c).
+static bool tlq_on(const dhx_config *cfg) {
+  return cfg->tlq_intra && cfg->dp > 1 && cfg->zero >= 1;
+}
+
+// TLq-HS's communicators: each data-parallel group cut by node into `per` consecutive members
+// (the intra-node groups), and the members with the same index in each cut (the inter-node
+// groups); groups of one are left out, as above.
+static void derive_node_comms(const dhx_config *cfg, dhx_plan *p,
+                              int (*comm_of)[DHX_COMM_ROLES]) {
+  int per = dhx_dp_per_node(cfg), nodes = cfg->dp / per;
+  for (int pp = 0; pp < cfg->pp; pp++)
+    for (int t = 0; t < cfg->tp; t++) {
+      for (int n = 0; n < nodes && per > 1; n++) {
+        int c = add_comm(p, per);
+        for (int j = 0; j < per; j++) {
+          int r = world_rank(cfg, t, n * per + j, pp);
+          p->comms[c].ranks[j] = r;
+          comm_of[r][DHX_COMM_DP_INTRA] = c;
+        }
+      }
+      for (int j = 0; j < per && nodes > 1; j++) {
+        int c = add_comm(p, nodes);
+        for (int n = 0; n < nodes; n++) {
+          int r = world_rank(cfg, t, n * per + j, pp);
+          p->comms[c].ranks[n] = r;
+          comm_of[r][DHX_COMM_DP_INTER] = c;
+        }
+      }
+    }
 }
 
 // The communicators of the layout: one per tensor-parallel group, one per data-parallel group
@@ -212,6 +242,7 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
       }
     }
   }
+  if (tlq_on(cfg)) derive_node_comms(cfg, p, comm_of);
   for (int d = 0; d < cfg->dp && cfg->pp > 1; d++)  // member index = stage
     for (int t = 0; t < cfg->tp; t++) {
       int c = add_comm(p, cfg->pp);
@@ -279,6 +310,10 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->dp_rank = dp_rank;
   g->zero = cfg->zero;
   g->strands = cfg->strands_pair;
+  if (tlq_on(cfg))
+    g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,
+                            .group = cfg->tlq_group, .hadamard = cfg->tlq_hadamard != 0,
+                            .per_node = dhx_dp_per_node(cfg)};
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   const int *layers = cfg->stages == DHX_STAGES_GIVEN ? cfg->stage_layers : NULL;
