@@ -21,10 +21,13 @@
 // One node (N = 1) or one rank per node (L = 1) is one all-to-all, at `intra` or `inter` bits.
 // Codes move as i32 words, scales as f32, each in an all-to-all of its own.
 //
-// Stochastic rounding everywhere: seed = the step's noise register; counter = a range per
-// micro-batch, hop and data rank, plus the element's position in the whole gradient (all
-// parameters' pieces in tensor order), so no two roundings of a step on a rank or across the
-// data-parallel group share a number.
+// Stochastic rounding everywhere: seed = the step's noise register; counter = a range per hop
+// and data rank, plus the element's position in the whole gradient (all parameters' pieces in
+// tensor order), so no two roundings of a reduction on a rank or across the data-parallel
+// group share a number. Zero 2 and 3 reduce each micro-batch's gradient with the same numbers:
+// the runtime runs MICRO once per micro-batch unless it spans the step (paired strands,
+// pipelines), so only a counter that ignores the micro-batch keeps paired and unpaired runs
+// bitwise alike (each reduction is unbiased on its own; zero 1 reduces once per step).
 #include <stdio.h>
 
 #include "lower.h"
@@ -76,7 +79,7 @@ static int scratch(const tlq_job *t, const char *what, dhx_dtype dt, int64_t ele
 
 // The first counter of hop `hop` (0, 1) on this rank for element 0 of the whole gradient.
 static int64_t counter_base(const tlq_job *t, int hop) {
-  return ((int64_t)(2 * t->micro + hop) * t->g->dp + t->g->dp_rank) * t->total;
+  return ((int64_t)hop * t->g->dp + t->g->dp_rank) * t->total;
 }
 
 // Codes and scales of `elems` elements at `bits`: a pair of tensors.
