@@ -315,9 +315,9 @@ static void check_cpu_nodes(const dhx_config *cfg, long long ranks) {
                cfg->dp, cfg->tp, cfg->pp, ranks);
 }
 
-// What the TLq-HS lowering (compress_grads.c) needs: a sharded data-parallel gradient (the
-// reduce-scatter it replaces), the kernels' 32-element transform, groups of whole code words,
-// and data-parallel groups spread evenly over their nodes (the two all-to-alls form a grid).
+// What TLq-HS (compress_grads.c) needs: a sharded data-parallel gradient (the reduce-scatter
+// it replaces), groups of whole code words, and data-parallel groups spread evenly over their
+// nodes (the two all-to-alls form a grid).
 static void check_tlq(const dhx_config *cfg, const dhx_loc *par) {
   if (!cfg->tlq_intra || cfg->dp == 1) return;
   const dhx_loc *at = first_loc(&cfg->tlq_loc, first_loc(&cfg->compress_loc, par));
@@ -325,9 +325,6 @@ static void check_tlq(const dhx_config *cfg, const dhx_loc *par) {
     dhx_error_at(at, src(at), "tlq replaces the gradient reduce-scatter of sharded data "
                  "parallelism, which needs zero: 1 or more (zero is 0: the gradients are "
                  "all-reduced)");
-  if (cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32)
-    dhx_error_at(at, src(at), "tlq's hadamard transform is implemented for blocks of 32 (or "
-                 "off), not %d", cfg->tlq_hadamard);
   if (cfg->tlq_group < 8)
     dhx_error_at(at, src(at), "tlq's groups of %d elements do not fill whole 32-bit code words "
                  "(a group of 8 or more)", cfg->tlq_group);

@@ -44,6 +44,10 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   } else if (cfg->qwd_bits) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
     snprintf(buf, n, "compressed communication (the compress block)");
+  } else if (cfg->tlq_intra && cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32) {
+    *at = cfg->tlq_loc.file ? &cfg->tlq_loc : sched;  // the kernels transform blocks of 32
+    snprintf(buf, n, "tlq's Hadamard transform of %d (this build transforms blocks of 32, or "
+             "none with hadamard: off)", cfg->tlq_hadamard);
   } else if (cfg->offload_optimizer) {
     *at = cfg->offload_loc.file ? &cfg->offload_loc : sched;
     snprintf(buf, n, "optimizer offload (the offload block)");
