@@ -12,6 +12,8 @@
 #                      uncompressed run's, and falling
 #   paired_strands     zero 2 on 2 nodes with paired strands gives the unpaired losses bit
 #                      for bit
+#   resume             a tlq run resumed from its step-2 checkpoint repeats steps 3 and 4 bit
+#                      for bit
 #   refusals           bad per_node values and tlq settings the lowering cannot take are
 #                      errors at their place in the source
 set -euo pipefail
@@ -86,6 +88,15 @@ case $case_name in
     run on 4 --metrics on.jsonl
     "$CHECK" same off.jsonl on.jsonl 0
     echo "zero 2 with tlq on 2 nodes: paired strands give the unpaired losses bit for bit"
+    ;;
+  resume)  # dp 2 on two nodes: the rounding depends on the step only, so a resumed run
+    # reduces with the numbers of the uninterrupted one
+    compile tlq 2 1 2 4 --set "$(tlq "")" --set train.checkpoint_every=2
+    run tlq 2 --metrics whole.jsonl --checkpoint-dir ck
+    test -f ck/step_2.safetensors
+    run tlq 2 --resume ck/step_2.safetensors --metrics resumed.jsonl
+    "$CHECK" same whole.jsonl resumed.jsonl 0 3 4
+    echo "tlq: a run resumed at step 2 gives the uninterrupted run's losses bit for bit"
     ;;
   refusals)
     tiny=$SRC/samples/tiny.dhx
