@@ -19,7 +19,9 @@
 //   5. the N rows dequantized, summed and transformed back into the piece   (dequantize_reduce_hadamard)
 //
 // One node (N = 1) or one rank per node (L = 1) is one all-to-all, at `intra` or `inter` bits.
-// Codes move as i32 words, scales as f32, each in an all-to-all of its own.
+// Codes move as i32 words, scales as f32, each in an all-to-all of its own. Steps 4 and 5 may
+// run on a stream of their own, so that one parameter's exchange across nodes overlaps the
+// next one's exchange within the node (zero 1's reduction in STEP).
 //
 // Stochastic rounding everywhere: seed = the step's noise register; counter = a range per hop
 // and data rank, plus the element's position in the whole gradient (all parameters' pieces in
@@ -60,6 +62,7 @@ typedef struct tlq_job {
   dhx_graph *g;
   dhx_oplist *l;
   int stream, prog;
+  int inter_stream;      // the stream of steps 4 and 5
   int64_t c, G;          // piece and group elements
   int L, N;              // data ranks per node, nodes
   int64_t pos, total;    // the parameter's position in the whole gradient, the total
@@ -130,13 +133,14 @@ static void quantize_pieces(const tlq_job *t, int whole, const packed *q, int me
 }
 
 // An all-to-all of the codes and of the scales over communicator role `comm`.
-static void exchange(const tlq_job *t, int comm, const packed *in, const packed *out) {
+static void exchange(const tlq_job *t, int stream, int comm, const packed *in,
+                     const packed *out) {
   char msg[DHX_NAME_MAX];
   note(msg, sizeof msg, t, comm == DHX_COMM_DP_INTRA ? "exchange in the node" :
                            "exchange across nodes");
-  dhx_emit_all_to_all(t->l, t->stream, comm, in->codes, out->codes,
+  dhx_emit_all_to_all(t->l, stream, comm, in->codes, out->codes,
                       in->elems / per_word(in->bits), msg)->dtype = DHX_I32;
-  dhx_emit_all_to_all(t->l, t->stream, comm, in->scales, out->scales, in->elems / t->G, msg);
+  dhx_emit_all_to_all(t->l, stream, comm, in->scales, out->scales, in->elems / t->G, msg);
 }
 
 // Step 3: the L rows summed and requantized at `inter` bits.
@@ -155,7 +159,7 @@ static void reduce_requantize(const tlq_job *t, const packed *in, const packed *
 }
 
 // Step 5: the p rows of one piece each summed (and transformed back) into `piece`.
-static void reduce_into(const tlq_job *t, const packed *in, int p, int piece) {
+static void reduce_into(const tlq_job *t, int stream, const packed *in, int p, int piece) {
   int pw = per_word(in->bits);
   int64_t words = t->c / pw, groups = t->c / t->G;
   char msg[DHX_NAME_MAX];
@@ -164,20 +168,27 @@ static void reduce_into(const tlq_job *t, const packed *in, int p, int piece) {
     dhx_operand a[] = {dhx_buf(piece, 0), dhx_buf(in->codes, 0), dhx_buf(in->scales, 0),
                        dhx_i64(p), dhx_i64(words), dhx_i64(groups), dhx_i64(t->G / pw),
                        dhx_i64(pw), dhx_i64(0)};
-    dhx_emit_kernel(t->l, DHX_K_DEQUANTIZE_REDUCE_HADAMARD, groups, msg, 9, a)->stream =
-        t->stream;
+    dhx_emit_kernel(t->l, DHX_K_DEQUANTIZE_REDUCE_HADAMARD, groups, msg, 9, a)->stream = stream;
     return;
   }
   for (int q = 0; q < p; q++) {  // no transform to undo: the rows added one by one
     dhx_operand a[] = {dhx_buf(piece, 0), dhx_buf(in->codes, q * words),
                        dhx_buf(in->scales, q * groups), dhx_i64(t->G / pw), dhx_i64(pw),
                        dhx_i64(q > 0)};
-    dhx_emit_kernel(t->l, DHX_K_DEQUANTIZE, groups, msg, 6, a)->stream = t->stream;
+    dhx_emit_kernel(t->l, DHX_K_DEQUANTIZE, groups, msg, 6, a)->stream = stream;
   }
 }
 
-void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int prog, int param,
-                          int micro, int whole, int piece, const char *note) {
+// Orders `to` after what `from` has issued so far (nothing when they are one stream).
+static void join(dhx_oplist *l, int from, int to, const char *note) {
+  if (from == to) return;
+  int ev = l->nevents++;
+  dhx_lop_push(l, DHX_L_RECORD, from, note)->event = ev;
+  dhx_lop_push(l, DHX_L_WAIT, to, note)->event = ev;
+}
+
+void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int inter_stream, int prog,
+                          int param, int micro, int whole, int piece, const char *note) {
   int64_t c = dhx_grad_piece(g, dhx_tensor_elems(&g->tensors[param]));
   if (!dhx_tlq_on(g)) {
     dhx_emit_reduce_scatter(l, stream, DHX_COMM_DP, whole, piece, c * g->dp, note);
@@ -186,8 +197,8 @@ void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int prog, int
   char name[DHX_NAME_MAX];
   snprintf(name, sizeof name, "%s", g->tensors[param].name);
   int L = g->tlq.per_node;
-  tlq_job t = {.g = g, .l = l, .stream = stream, .prog = prog, .c = c, .G = g->tlq.group,
-               .L = L, .N = g->dp / L, .micro = micro, .name = name};
+  tlq_job t = {.g = g, .l = l, .stream = stream, .inter_stream = inter_stream, .prog = prog,
+               .c = c, .G = g->tlq.group, .L = L, .N = g->dp / L, .micro = micro, .name = name};
   t.pos = gradient_position(g, param, &t.total);
   int64_t all = c * g->dp;
   if (t.N == 1 || L == 1) {  // one level: one all-to-all, at `intra` bits within a node
@@ -195,8 +206,8 @@ void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int prog, int
     int bits = intra ? g->tlq.intra_bits : g->tlq.inter_bits;
     packed q = packed_new(&t, "send", all, bits), r = packed_new(&t, "recv", all, bits);
     quantize_pieces(&t, whole, &q, 1, 1);
-    exchange(&t, intra ? DHX_COMM_DP_INTRA : DHX_COMM_DP_INTER, &q, &r);
-    reduce_into(&t, &r, g->dp, piece);
+    exchange(&t, stream, intra ? DHX_COMM_DP_INTRA : DHX_COMM_DP_INTER, &q, &r);
+    reduce_into(&t, stream, &r, g->dp, piece);
     return;
   }
   packed q1 = packed_new(&t, "send1", all, g->tlq.intra_bits);
@@ -204,8 +215,14 @@ void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int prog, int
   packed q2 = packed_new(&t, "send2", c * t.N, g->tlq.inter_bits);
   packed r2 = packed_new(&t, "recv2", c * t.N, g->tlq.inter_bits);
   quantize_pieces(&t, whole, &q1, L, t.N);
-  exchange(&t, DHX_COMM_DP_INTRA, &q1, &r1);
+  exchange(&t, stream, DHX_COMM_DP_INTRA, &q1, &r1);
   reduce_requantize(&t, &r1, &q2);
-  exchange(&t, DHX_COMM_DP_INTER, &q2, &r2);
-  reduce_into(&t, &r2, t.N, piece);
+  join(l, stream, inter_stream, "the node's sums may cross nodes");
+  exchange(&t, inter_stream, DHX_COMM_DP_INTER, &q2, &r2);
+  reduce_into(&t, inter_stream, &r2, t.N, piece);
+}
+
+void dhx_grad_reduce_join(const dhx_graph *g, dhx_oplist *l, int stream, int inter_stream) {
+  if (dhx_tlq_on(g) && g->tlq.per_node > 1 && g->tlq.per_node < g->dp)  // two levels
+    join(l, inter_stream, stream, "gradients reduced across nodes");
 }

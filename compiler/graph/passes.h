@@ -90,7 +90,10 @@ int64_t dhx_grad_piece(const dhx_graph *g, int64_t elems);
 // Reduces parameter `param`'s whole gradient `whole` (dp pieces) over the data-parallel group
 // into this rank's piece `piece`, on `stream` of op list l (program prog, which owns the
 // scratch tensors), for micro-batch `micro` of the step (0 when the step's sum is reduced).
-void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int prog, int param,
-                          int micro, int whole, int piece, const char *note);
+// TLq-HS's second hop runs on `inter_stream` (may be `stream`); after the last reduction,
+// dhx_grad_reduce_join orders `stream` after it.
+void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int inter_stream, int prog,
+                          int param, int micro, int whole, int piece, const char *note);
+void dhx_grad_reduce_join(const dhx_graph *g, dhx_oplist *l, int stream, int inter_stream);
 
 #endif

@@ -289,8 +289,8 @@ static void send_bucket(rewrite *w, bucket *b, int compute) {
     b->parts[k] = flat_tensor(g, name, DHX_T_ACT, c);  // (moves g->tensors)
     g->tensors[b->parts[k]].program = w->prog;
     snprintf(note, sizeof note, "reduce %.60s", g->tensors[u->param].name);
-    dhx_emit_grad_reduce(g, &w->out, w->stream, w->prog, u->param, u->micro, u->copy,
-                         b->parts[k], note);
+    dhx_emit_grad_reduce(g, &w->out, w->stream, w->stream, w->prog, u->param, u->micro,
+                         u->copy, b->parts[k], note);
   }
   for (int k = 0; k < b->n; k++) {
     const dhx_tensor *p = &g->tensors[w->uses[b->uses[k]].param];
@@ -447,8 +447,10 @@ void dhx_lower_zero_reduce(dhx_graph *g, int stream) {
     if (p->kind != DHX_T_PARAM || p->work < 0) continue;
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "reduce %.60s to this rank's piece", p->name);
-    dhx_emit_grad_reduce(g, step, stream, DHX_PROG_STEP, i, 0, p->work, p->grad, note);
+    dhx_emit_grad_reduce(g, step, stream, stream + 1, DHX_PROG_STEP, i, 0, p->work, p->grad,
+                         note);
   }
+  dhx_grad_reduce_join(g, step, stream, stream + 1);
 }
 
 void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o) {
