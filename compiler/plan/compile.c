@@ -195,6 +195,18 @@ static bool tlq_on(const dhx_config *cfg) {
   return cfg->tlq_intra && cfg->dp > 1 && cfg->zero >= 1;
 }
 
+// A communicator of the data ranks first, first + stride, ... (n of them) of the group of
+// (tensor rank t, stage pp), which each of them uses for `role`.
+static void add_dp_subgroup(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_COMM_ROLES],
+                            int t, int pp, int first, int stride, int n, int role) {
+  int c = add_comm(p, n);
+  for (int k = 0; k < n; k++) {
+    int r = world_rank(cfg, t, first + k * stride, pp);
+    p->comms[c].ranks[k] = r;
+    comm_of[r][role] = c;
+  }
+}
+
 // TLq-HS's communicators: each data-parallel group cut by node into `per` consecutive members
 // (the intra-node groups), and the members with the same index in each cut (the inter-node
 // groups); groups of one are left out, as above.
@@ -203,22 +215,10 @@ static void derive_node_comms(const dhx_config *cfg, dhx_plan *p,
   int per = dhx_dp_per_node(cfg), nodes = cfg->dp / per;
   for (int pp = 0; pp < cfg->pp; pp++)
     for (int t = 0; t < cfg->tp; t++) {
-      for (int n = 0; n < nodes && per > 1; n++) {
-        int c = add_comm(p, per);
-        for (int j = 0; j < per; j++) {
-          int r = world_rank(cfg, t, n * per + j, pp);
-          p->comms[c].ranks[j] = r;
-          comm_of[r][DHX_COMM_DP_INTRA] = c;
-        }
-      }
-      for (int j = 0; j < per && nodes > 1; j++) {
-        int c = add_comm(p, nodes);
-        for (int n = 0; n < nodes; n++) {
-          int r = world_rank(cfg, t, n * per + j, pp);
-          p->comms[c].ranks[n] = r;
-          comm_of[r][DHX_COMM_DP_INTER] = c;
-        }
-      }
+      for (int n = 0; n < nodes && per > 1; n++)
+        add_dp_subgroup(cfg, p, comm_of, t, pp, n * per, 1, per, DHX_COMM_DP_INTRA);
+      for (int j = 0; j < per && nodes > 1; j++)
+        add_dp_subgroup(cfg, p, comm_of, t, pp, j, per, nodes, DHX_COMM_DP_INTER);
     }
 }
 

@@ -37,6 +37,15 @@ run() { local dir=$1 n=$2; shift 2; $MPIRUN -np "$n" "$DHXRUN" "$dir" --quiet "$
 tlq() { echo "schedule.compress.grads=tlq($1)"; }
 no_clip=(--set "train.optimizer=adamw(lr: 1e-3, clip: 0)")
 
+# measure NAME RANKS PER_NODE DP GRADS [LO HI]: one step without clipping, `grads: GRADS`, saved
+# to NAME.st; unless NAME is ref, its moments' error against ref.st must lie in [LO, HI].
+measure() {
+  local name=$1 ranks=$2
+  compile "$name" "$ranks" "$3" "$4" 1 "${no_clip[@]}" --set "schedule.compress.grads=$5"
+  run "$name" "$ranks" --save "$name.st"
+  [ "$name" = ref ] || "$ERR" "$name.st" ref.st "$6" "$7"
+}
+
 # expect_error "MESSAGE" FILE:LINE:COL [dhxc check arguments...]
 expect_error() {
   local message=$1 where=$2; shift 2
@@ -48,25 +57,15 @@ expect_error() {
 
 case $case_name in
   gradient_error_two_levels)  # dp 4 on 2 nodes of 2
-    compile ref 4 2 4 1 "${no_clip[@]}" --set schedule.compress.grads=off
-    run ref 4 --save ref.st
-    compile t84 4 2 4 1 "${no_clip[@]}" --set "$(tlq "intra: 8, inter: 4")"
-    run t84 4 --save t84.st
-    "$ERR" t84.st ref.st 0.05 0.2
-    compile t88 4 2 4 1 "${no_clip[@]}" --set "$(tlq "intra: 8, inter: 8")"
-    run t88 4 --save t88.st
-    "$ERR" t88.st ref.st 0.002 0.02
+    measure ref 4 2 4 off
+    measure t84 4 2 4 "tlq(intra: 8, inter: 4)" 0.05 0.2
+    measure t88 4 2 4 "tlq(intra: 8, inter: 8)" 0.002 0.02
     echo "dp 4 on 2 nodes: the reduced gradient within 4-bit (8-bit) error of the f32 sum"
     ;;
   gradient_error_one_level)  # dp 2 on one node (intra bits), on two nodes (inter bits)
-    compile ref 2 2 2 1 "${no_clip[@]}" --set schedule.compress.grads=off
-    run ref 2 --save ref.st
-    compile node 2 2 2 1 "${no_clip[@]}" --set "$(tlq "intra: 8, inter: 4")"
-    run node 2 --save node.st
-    "$ERR" node.st ref.st 0.002 0.02
-    compile nodes 2 1 2 1 "${no_clip[@]}" --set "$(tlq "intra: 8, inter: 4")"
-    run nodes 2 --save nodes.st
-    "$ERR" nodes.st ref.st 0.05 0.2
+    measure ref 2 2 2 off
+    measure node 2 2 2 "tlq(intra: 8, inter: 4)" 0.002 0.02
+    measure nodes 2 1 2 "tlq(intra: 8, inter: 4)" 0.05 0.2
     echo "dp 2: one node at 8 bits, one rank per node at 4 bits"
     ;;
   trains)
