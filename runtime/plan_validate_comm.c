@@ -17,10 +17,13 @@ static int member_index(const dhx_plan_comm *c, int rank) {
 }
 
 // The dtype (the runtime computes on f32 only; other types exist in the format for later
-// backends) and a communicator that exists and has this rank as a member.
+// backends; an all-to-all, which only moves 4-byte elements, may move i32 code words) and a
+// communicator that exists and has this rank as a member.
 static bool check_dtype_and_comm(plan_check_ctx *v, const dhx_plan_instr *in) {
-  CHECK(in->dtype == DHX_F32, "%s with dtype %s (%u): the runtime computes collectives and "
-        "transfers on f32 only", dhx_op_name(in->op), dhx_dtype_name(in->dtype), in->dtype);
+  bool moves = in->op == DHX_OP_ALL_TO_ALL && in->dtype == DHX_I32;
+  CHECK(in->dtype == DHX_F32 || moves, "%s with dtype %s (%u): the runtime computes collectives "
+        "and transfers on f32 only (all-to-all: f32 or i32)", dhx_op_name(in->op),
+        dhx_dtype_name(in->dtype), in->dtype);
   CHECK(in->comm >= 0 && (uint32_t)in->comm < v->p->ncomms, "communicator %d does not exist "
         "(the plan has %u)", in->comm, v->p->ncomms);
   CHECK(member_index(&v->p->comms[in->comm], v->rank) >= 0, "%s on communicator %d, which rank "

@@ -22,7 +22,8 @@ static bool strands_unlowered(const dhx_config *cfg) {
   dhx_config c = *cfg;
   c.cluster_cpu = true;
   c.precision = DHX_PREC_F32;
-  c.qwd_bits = c.tlq_intra = 0;
+  c.qwd_bits = 0;
+  c.tlq_hadamard = 32;
   c.offload_optimizer = c.seq_adaptive = false;
   const dhx_loc *at;
   char what[160];
@@ -41,9 +42,13 @@ static dhx_config without_unlowered(const dhx_config *cfg) {
     leave_out(&c.strands_loc, "strand interleaving (the strands block)");
     c.strands_pair = false;
   }
-  if (c.qwd_bits || c.tlq_intra) {
-    leave_out(&c.compress_loc, "compressed communication (the compress block)");
-    c.qwd_bits = c.tlq_intra = 0;
+  if (c.qwd_bits) {
+    leave_out(&c.compress_loc, "compressed parameter gathers (params: qwd)");
+    c.qwd_bits = 0;
+  }
+  if (c.tlq_intra && c.tlq_hadamard != 0 && c.tlq_hadamard != 32) {
+    leave_out(&c.tlq_loc, "tlq's Hadamard transform of this size (timed with blocks of 32)");
+    c.tlq_hadamard = 32;  // the same traffic and about the same work
   }
   if (c.offload_optimizer) {
     leave_out(&c.offload_loc, "optimizer offload (the offload block)");

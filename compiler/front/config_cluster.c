@@ -205,7 +205,39 @@ static void read_cpu_arg(void *ctx, int k, const dhx_arg *a) {
     case 0: dhx_cfg_int(a->value, "ranks", 1, 1 << 20, &cfg->cluster_ranks); break;
     case 1: dhx_cfg_quantity(a->value, "net", DHX_UNIT_BANDWIDTH, "2 GB/s", &cfg->net_bandwidth); break;
     case 2: dhx_cfg_quantity(a->value, "latency", DHX_UNIT_TIME, "10 us", &cfg->net_latency); break;
+    case 3:
+      if (dhx_cfg_int(a->value, "per_node", 1, 1 << 20, &cfg->per_node))
+        cfg->per_node_loc = a->value->loc;
+      break;
   }
+}
+
+// per_node must cut the ranks into whole nodes (checked against the layout's rank count
+// when ranks is not given: dhx_check_schedule_fields).
+static void check_cpu_nodes(dhx_config *cfg) {
+  if (!cfg->per_node || !cfg->cluster_ranks || cfg->cluster_ranks % cfg->per_node == 0) return;
+  dhx_error_at(&cfg->per_node_loc, src(&cfg->per_node_loc), "per_node: %d does not divide the "
+               "cluster's %d ranks into whole nodes", cfg->per_node, cfg->cluster_ranks);
+}
+
+int dhx_dp_per_node(const dhx_config *cfg) {
+  int per = 0;
+  for (int pp = 0; pp < cfg->pp; pp++)
+    for (int t = 0; t < cfg->tp; t++) {
+      int run = 1;  // members so far on the node of member d
+      for (int d = 1; d <= cfg->dp; d++) {
+        bool same = d < cfg->dp && dhx_node_of(cfg, dhx_world_rank(cfg, t, d, pp)) ==
+                                       dhx_node_of(cfg, dhx_world_rank(cfg, t, d - 1, pp));
+        if (same) {
+          run++;
+          continue;
+        }
+        if (per && run != per) return 0;
+        per = run;
+        run = 1;
+      }
+    }
+  return per;
 }
 
 // ---- gpus(...) --------------------------------------------------------------------------------
@@ -290,12 +322,13 @@ static void read_cluster(const named_index *ix, const dhx_item *it, dhx_config *
   dhx_loc at = v->kind == EXPR_CALL ? dhx_cfg_callee_loc(v) : v->loc;
   if (!resolve(ix, v->str, &at, v->kind == EXPR_CALL ? v : NULL, &cc, 0)) return;
   if (strcmp(cc.base, "cpu") == 0) {
-    static const char *const known[] = {"ranks", "net", "latency", NULL};
+    static const char *const known[] = {"ranks", "net", "latency", "per_node", NULL};
     dhx_arg args[MAX_CLUSTER_ARGS];
     for (int i = 0; i < cc.nargs; i++) args[i] = *cc.args[i];
     cfg->cluster_cpu = true;
     dhx_cfg_read_args(args, cc.nargs, "'cpu(...)'", "cpu(ranks: 4, net: 2 GB/s)", known,
                       read_cpu_arg, cfg);
+    check_cpu_nodes(cfg);
   } else {
     read_gpus(ix, &cc, &at, cfg);
   }

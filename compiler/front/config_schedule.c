@@ -197,6 +197,7 @@ static void read_compress(const dhx_fields *fs, dhx_config *cfg) {
       cfg->tlq_inter = 4;
       cfg->tlq_group = 128;
       cfg->tlq_hadamard = 32;
+      cfg->tlq_loc = c->loc;
       tlq_ctx t = {.cfg = cfg};
       int errors = dhx_diag.errors;
       dhx_cfg_read_args(c->args, c->nargs, "'tlq(...)'", "tlq(intra: 8, inter: 4)", args,
@@ -305,6 +306,36 @@ void dhx_note_layout_overrides(const dhx_config *cfg) {
 
 static const dhx_loc *first_loc(const dhx_loc *a, const dhx_loc *b) { return a->file ? a : b; }
 
+// The nodes of a cpu cluster whose rank count comes from the layout.
+static void check_cpu_nodes(const dhx_config *cfg, long long ranks) {
+  if (!cfg->cluster_cpu || !cfg->per_node || cfg->cluster_ranks || ranks % cfg->per_node == 0)
+    return;
+  dhx_error_at(&cfg->per_node_loc, src(&cfg->per_node_loc), "per_node: %d does not divide the "
+               "layout's dp*tp*pp = %d*%d*%d = %lld ranks into whole nodes", cfg->per_node,
+               cfg->dp, cfg->tp, cfg->pp, ranks);
+}
+
+// What TLq-HS (compress_grads.c) needs: a sharded data-parallel gradient (the reduce-scatter
+// it replaces), groups of whole code words, and data-parallel groups spread evenly over their
+// nodes (the two all-to-alls form a grid).
+static void check_tlq(const dhx_config *cfg, const dhx_loc *par) {
+  if (!cfg->tlq_intra || cfg->dp == 1) return;
+  const dhx_loc *at = first_loc(&cfg->tlq_loc, first_loc(&cfg->compress_loc, par));
+  if (cfg->zero == 0)
+    dhx_error_at(at, src(at), "tlq replaces the gradient reduce-scatter of sharded data "
+                 "parallelism, which needs zero: 1 or more (zero is 0: the gradients are "
+                 "all-reduced)");
+  if (cfg->tlq_group < 8)
+    dhx_error_at(at, src(at), "tlq's groups of %d elements do not fill whole 32-bit code words "
+                 "(a group of 8 or more)", cfg->tlq_group);
+  long long ranks = (long long)cfg->dp * cfg->tp * cfg->pp;
+  if ((!cfg->per_node || ranks % cfg->per_node == 0) && dhx_dp_per_node(cfg) == 0)
+    dhx_error_at(at, src(at), "tlq exchanges within nodes, then across them, so every "
+                 "data-parallel group needs the same number of ranks on each of its nodes; "
+                 "with dp*tp*pp = %d*%d*%d and %d ranks per node it has not", cfg->dp, cfg->tp,
+                 cfg->pp, cfg->per_node);
+}
+
 void dhx_check_schedule_fields(dhx_config *cfg) {
   const dhx_loc *par = first_loc(&cfg->parallel_loc, &cfg->schedule_loc);
   long long ranks = (long long)cfg->dp * cfg->tp * cfg->pp;
@@ -316,6 +347,7 @@ void dhx_check_schedule_fields(dhx_config *cfg) {
       dhx_note_at(&cfg->cluster_loc, src(&cfg->cluster_loc), cfg->cluster_cpu
                   ? "the cluster is defined here" : "%d nodes of %d GPUs", cfg->nodes, cfg->per_node);
   }
+  check_cpu_nodes(cfg, ranks);
   if (cfg->sp && cfg->tp == 1) {
     dhx_error_at(par, src(par), "sequence parallelism (sp: on) splits along the tensor-parallel "
                  "group, but tp is 1");
@@ -355,6 +387,7 @@ void dhx_check_schedule_fields(dhx_config *cfg) {
     dhx_error_at(at, src(at), "qwd compresses the parameter all-gather of sharded data "
                  "parallelism, which needs zero: 1 or more (zero is 0)");
   }
+  check_tlq(cfg, par);
   if ((cfg->qwd_bits || cfg->tlq_intra) && cfg->dp == 1) {
     const dhx_loc *at = first_loc(&cfg->compress_loc, par);
     dhx_warning_at(at, src(at), "compression applies to data-parallel traffic, and dp is 1: it "

@@ -139,14 +139,15 @@ typedef struct dhx_config {
   // data { train: "...", val: "..." }
   char *train_path, *val_path;  // NULL when absent; else absolute (see config.c)
   dhx_loc train_path_loc, val_path_loc;  // where they were written
-  // cluster = cpu(ranks: N, net: BW, latency: T)
+  // cluster = cpu(ranks: N, per_node: K, net: BW, latency: T)
   //         | gpus(nodes: N, per_node: G, gpu: KIND, intra: BW, inter: BW, ...)
   //         | PRESET | PRESET(overrides...)
   bool cluster_cpu;             // false for a GPU cluster
   int cluster_ranks;            // cpu: 0 = take from the parallel layout; gpu: nodes * per_node
   double net_bandwidth;         // cpu: bytes/s; 0 = unlimited (no emulation)
   double net_latency;           // cpu: seconds
-  int nodes, per_node;          // gpu
+  int nodes, per_node;          // gpu; cpu: per_node 0 = every rank on one node
+  dhx_loc per_node_loc;         // cpu: the per_node value (file NULL when absent)
   dhx_gpu_kind gpu;             // gpu
   double intra_bandwidth, intra_latency;  // gpu: between GPUs of a node (per GPU, one way)
   double inter_bandwidth, inter_latency;  // gpu: between nodes (per node, one way)
@@ -166,6 +167,7 @@ typedef struct dhx_config {
   // schedule { compress { params: qwd(bits, group), grads: tlq(intra, inter, group, hadamard) } }
   int qwd_bits, qwd_group;      // qwd_bits 0 = parameter gathers uncompressed
   int tlq_intra, tlq_inter, tlq_group, tlq_hadamard;  // tlq_intra 0 = gradients uncompressed
+  dhx_loc tlq_loc;              // the tlq(...) call (file NULL when absent)
   // schedule { offload { optimizer, stride, subgroup } }   (Deep Optimizer States)
   bool offload_optimizer;
   int offload_stride;           // 1 of every `stride` subgroups is updated on the GPU
@@ -193,6 +195,22 @@ typedef struct dhx_config {
   dhx_loc layout_locs[7];       // the values of dp, tp, pp, sp, zero, virtual, stages (file
                                 //   NULL when defaulted)
 } dhx_config;
+
+// Ranks are numbered with tensor parallelism fastest, then data, then pipeline parallelism:
+// a tensor-parallel group is tp consecutive ranks, so it stays inside a node.
+static inline int dhx_world_rank(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_rank) {
+  return tp_rank + cfg->tp * (dp_rank + cfg->dp * pp_rank);
+}
+
+// The node of world rank r: r / per_node (node 0 for all when per_node is 0).
+static inline int dhx_node_of(const dhx_config *cfg, int rank) {
+  return cfg->per_node > 0 ? rank / cfg->per_node : 0;
+}
+
+// How many members of each data-parallel group share a node, when every group has the same
+// number on each of its nodes (its members on one node are consecutive data ranks); 0 when
+// not.
+int dhx_dp_per_node(const dhx_config *cfg);
 
 // Notes at the values of dp, tp, pp, sp and zero that a `--set` gave, after an error about the
 // layout whose caret points at the schedule block (which shows the file's values).

@@ -126,11 +126,11 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
     if (o->sp) dhx_lower_sp_grad_sync(g, 1);
     if (!sharded)
       dhx_emit_allreduce(step, 1, DHX_COMM_DP, all, count, "data-parallel gradient sum");
+    int reduced = step->nevents++;  // after the reduction's own events (compress_grads.c)
     dhx_lop *rec = dhx_lop_push(step, DHX_L_RECORD, 1, "gradients reduced");
-    rec->event = 0;
+    rec->event = reduced;
     dhx_lop *w = dhx_lop_push(step, DHX_L_WAIT, 0, "gradients reduced");
-    w->event = 0;
-    step->nevents = 1;
+    w->event = reduced;
   } else if (o->sp) {
     dhx_lower_sp_grad_sync(g, 0);
   }

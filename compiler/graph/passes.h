@@ -81,4 +81,19 @@ void dhx_lower_zero_begin(dhx_graph *g);
 void dhx_lower_zero_reduce(dhx_graph *g, int stream);
 void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o);
 
+// compress_grads.c: the gradient reduce-scatter of sharded data parallelism, plain or, with
+// g->tlq on, as TLq-HS (two quantized all-to-alls, docs/compression.md).
+bool dhx_tlq_on(const dhx_graph *g);
+// The elements of each data rank's piece of a gradient of `elems` elements: dhx_zero_piece,
+// rounded up to whole quantization groups when TLq is on (the padding stays zero).
+int64_t dhx_grad_piece(const dhx_graph *g, int64_t elems);
+// Reduces parameter `param`'s whole gradient `whole` (dp pieces) over the data-parallel group
+// into this rank's piece `piece`, on `stream` of op list l (program prog, which owns the
+// scratch tensors), for micro-batch `micro` of the step (0 when the step's sum is reduced).
+// TLq-HS's second hop runs on `inter_stream` (may be `stream`); after the last reduction,
+// dhx_grad_reduce_join orders `stream` after it.
+void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int inter_stream, int prog,
+                          int param, int micro, int whole, int piece, const char *note);
+void dhx_grad_reduce_join(const dhx_graph *g, dhx_oplist *l, int stream, int inter_stream);
+
 #endif

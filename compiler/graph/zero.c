@@ -51,7 +51,7 @@ int64_t dhx_zero_piece(int64_t elems, int dp) {
 // Elements of a parameter's slice, and this rank's piece of them.
 static int64_t slice_elems(const dhx_tensor *p) { return dhx_tensor_elems(p); }
 static int64_t piece_of(const dhx_graph *g, const dhx_tensor *p) {
-  return dhx_zero_piece(slice_elems(p), g->dp);
+  return dhx_grad_piece(g, slice_elems(p));
 }
 // How many of this rank's piece elements are real (the rest is padding); may be 0.
 static int64_t valid_of(const dhx_graph *g, const dhx_tensor *p) {
@@ -289,8 +289,8 @@ static void send_bucket(rewrite *w, bucket *b, int compute) {
     b->parts[k] = flat_tensor(g, name, DHX_T_ACT, c);  // (moves g->tensors)
     g->tensors[b->parts[k]].program = w->prog;
     snprintf(note, sizeof note, "reduce %.60s", g->tensors[u->param].name);
-    dhx_emit_reduce_scatter(&w->out, w->stream, DHX_COMM_DP, u->copy, b->parts[k], c * g->dp,
-                            note);
+    dhx_emit_grad_reduce(g, &w->out, w->stream, w->stream, w->prog, u->param, u->micro,
+                         u->copy, b->parts[k], note);
   }
   for (int k = 0; k < b->n; k++) {
     const dhx_tensor *p = &g->tensors[w->uses[b->uses[k]].param];
@@ -447,9 +447,10 @@ void dhx_lower_zero_reduce(dhx_graph *g, int stream) {
     if (p->kind != DHX_T_PARAM || p->work < 0) continue;
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "reduce %.60s to this rank's piece", p->name);
-    dhx_emit_reduce_scatter(step, stream, DHX_COMM_DP, p->work, p->grad,
-                            piece_of(g, p) * g->dp, note);
+    dhx_emit_grad_reduce(g, step, stream, stream + 1, DHX_PROG_STEP, i, 0, p->work, p->grad,
+                         note);
   }
+  dhx_grad_reduce_join(g, step, stream, stream + 1);
 }
 
 void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o) {

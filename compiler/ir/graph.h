@@ -166,6 +166,8 @@ typedef struct dhx_lop {
   int nargs;
   dhx_plan_gemm gemm;          // GEMM: args[0..2] = A, B, C
   int comm, event;
+  dhx_dtype dtype;             // collectives: the elements moved (0: f32; ALL_TO_ALL may move
+                               //   i32 code words)
   bool dead;                   // removed by a pass
   dhx_origin at;               // where it comes from
   char note[DHX_NAME_MAX];
@@ -177,6 +179,16 @@ typedef struct dhx_oplist {
   int nstreams, nevents;
   dhx_origin at;               // stamped on the ops pushed from now on
 } dhx_oplist;
+
+// TLq-HS (compress_grads.c): the sharded gradient reduce-scatter as two quantized all-to-alls,
+// first among the data ranks of a node (`per_node` of them), then among those with the same
+// index on the other nodes.
+typedef struct dhx_grad_tlq {
+  int intra_bits, inter_bits;    // code widths of the two hops (4 or 8); intra_bits 0: off
+  int group;                     // elements per scale
+  bool hadamard;                 // 32-element Hadamard transform before quantizing
+  int per_node;                  // data ranks of this rank's group on each node
+} dhx_grad_tlq;
 
 typedef struct dhx_graph {
   dhx_tensor *tensors;
@@ -206,10 +218,14 @@ typedef struct dhx_graph {
                                  //   one's forward running beside the other's backward
   bool async_comm;               // the collectives of a stage's layers run on communication
                                  //   streams beside the compute (async_comm.c)
+  dhx_grad_tlq tlq;              // compressed gradient reduce-scatter (intra_bits 0: off)
 } dhx_graph;
 
 // Communicators as lowering names them; compile.c maps them to each rank's plan communicator.
-enum { DHX_COMM_TP = 0, DHX_COMM_DP = 1, DHX_COMM_PP = 2, DHX_COMM_ROLES };
+// DP_INTRA: the data-parallel group's members on this rank's node; DP_INTER: its members with
+// the same index among those on their nodes (one per node).
+enum { DHX_COMM_TP = 0, DHX_COMM_DP = 1, DHX_COMM_PP = 2, DHX_COMM_DP_INTRA = 3,
+       DHX_COMM_DP_INTER = 4, DHX_COMM_ROLES };
 
 // graph.c
 void dhx_graph_init(dhx_graph *g);

@@ -41,9 +41,13 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
              "1; search: none pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
-  } else if (cfg->qwd_bits || cfg->tlq_intra) {
+  } else if (cfg->qwd_bits) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
     snprintf(buf, n, "compressed communication (the compress block)");
+  } else if (cfg->tlq_intra && cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32) {
+    *at = cfg->tlq_loc.file ? &cfg->tlq_loc : sched;  // the kernels transform blocks of 32
+    snprintf(buf, n, "tlq's Hadamard transform of %d (this build transforms blocks of 32, or "
+             "none with hadamard: off)", cfg->tlq_hadamard);
   } else if (cfg->offload_optimizer) {
     *at = cfg->offload_loc.file ? &cfg->offload_loc : sched;
     snprintf(buf, n, "optimizer offload (the offload block)");
@@ -172,10 +176,8 @@ static bool paths_fit(const dhx_config *cfg) {
   return ok;
 }
 
-// Ranks are numbered with tensor parallelism fastest, then data, then pipeline parallelism:
-// a tensor-parallel group is tp consecutive ranks, so it stays inside a node.
 static int world_rank(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_rank) {
-  return tp_rank + cfg->tp * (dp_rank + cfg->dp * pp_rank);
+  return dhx_world_rank(cfg, tp_rank, dp_rank, pp_rank);
 }
 
 static int add_comm(dhx_plan *p, int n) {
@@ -186,6 +188,38 @@ static int add_comm(dhx_plan *p, int n) {
   c->ranks = malloc(sizeof(int32_t) * (size_t)n);
   if (!c->ranks) abort();
   return (int)p->ncomms++;
+}
+
+// Whether the gradient reduce-scatter is lowered as TLq-HS (compress_grads.c).
+static bool tlq_on(const dhx_config *cfg) {
+  return cfg->tlq_intra && cfg->dp > 1 && cfg->zero >= 1;
+}
+
+// A communicator of the data ranks first, first + stride, ... (n of them) of the group of
+// (tensor rank t, stage pp), which each of them uses for `role`.
+static void add_dp_subgroup(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_COMM_ROLES],
+                            int t, int pp, int first, int stride, int n, int role) {
+  int c = add_comm(p, n);
+  for (int k = 0; k < n; k++) {
+    int r = world_rank(cfg, t, first + k * stride, pp);
+    p->comms[c].ranks[k] = r;
+    comm_of[r][role] = c;
+  }
+}
+
+// TLq-HS's communicators: each data-parallel group cut by node into `per` consecutive members
+// (the intra-node groups), and the members with the same index in each cut (the inter-node
+// groups); groups of one are left out, as above.
+static void derive_node_comms(const dhx_config *cfg, dhx_plan *p,
+                              int (*comm_of)[DHX_COMM_ROLES]) {
+  int per = dhx_dp_per_node(cfg), nodes = cfg->dp / per;
+  for (int pp = 0; pp < cfg->pp; pp++)
+    for (int t = 0; t < cfg->tp; t++) {
+      for (int n = 0; n < nodes && per > 1; n++)
+        add_dp_subgroup(cfg, p, comm_of, t, pp, n * per, 1, per, DHX_COMM_DP_INTRA);
+      for (int j = 0; j < per && nodes > 1; j++)
+        add_dp_subgroup(cfg, p, comm_of, t, pp, j, per, nodes, DHX_COMM_DP_INTER);
+    }
 }
 
 // The communicators of the layout: one per tensor-parallel group, one per data-parallel group
@@ -212,6 +246,7 @@ static void derive_comms(const dhx_config *cfg, dhx_plan *p, int (*comm_of)[DHX_
       }
     }
   }
+  if (tlq_on(cfg)) derive_node_comms(cfg, p, comm_of);
   for (int d = 0; d < cfg->dp && cfg->pp > 1; d++)  // member index = stage
     for (int t = 0; t < cfg->tp; t++) {
       int c = add_comm(p, cfg->pp);
@@ -287,6 +322,10 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   // overlap search, whose groups are runs of one stream.
   g->async_comm = cfg->pp == 1 && cfg->zero <= 1 &&
                   (!cfg->strands_pair || cfg->strands_search == DHX_SEARCH_NONE);
+  if (tlq_on(cfg))
+    g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,
+                            .group = cfg->tlq_group, .hadamard = cfg->tlq_hadamard != 0,
+                            .per_node = dhx_dp_per_node(cfg)};
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   const int *layers = cfg->stages == DHX_STAGES_GIVEN ? cfg->stage_layers : NULL;

@@ -114,7 +114,7 @@ void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
       DHX_ICE("'%s' exchanges over communicator role %d, which this rank has no group for",
               op->note, op->comm);
     in->comm = comm_of[op->comm];
-    in->dtype = DHX_F32;  // lowering emits f32 collectives only
+    in->dtype = op->dtype ? op->dtype : DHX_F32;
   }
   in->n = op->n;
   in->gemm = op->gemm;
