@@ -204,6 +204,10 @@ void dhx_shard_row(const dhx_shard *s, int64_t g, int64_t seq, int32_t *tokens, 
 // generator keyed by (seed, name)), so every rank and every parallel layout starts from the same
 // weights. Other buffers keep the arena's zeros.
 void dhx_init_params(dhx_rt *rt, uint64_t seed);
+// qWD: parameter buffer `param`'s master weights (plan.h: master) become a copy of this rank's
+// shard of its weights, padding zero; nothing when it has none. After initialisation, after
+// --init, and on resuming from a checkpoint without NAME.master.
+void dhx_init_master(const dhx_plan_rank *r, uint8_t *arena, int32_t param);
 // The i-th value of the standard normal stream of tensor `name` (exposed for tests).
 double dhx_init_normal(uint64_t seed, const char *name, int64_t i);
 

@@ -81,4 +81,21 @@ void dhx_lower_zero_begin(dhx_graph *g);
 void dhx_lower_zero_reduce(dhx_graph *g, int stream);
 void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o);
 
+// optimizer.c: a state tensor of parameter p (its shape and tensor-parallel slice), named
+// prefix + the parameter's name.
+int dhx_add_param_state(dhx_graph *g, int p, const char *prefix, dhx_tensor_kind kind);
+
+// compress_params.c: qWD, SDP4Bit's quantized weight differences, on the parameter all-gather
+// of zero 1 and 2 (g->qwd_bits; docs/compression.md).
+// The piece of a tensor of `elems` elements cut for `dp` ranks: a whole number of groups of
+// `group` (or one group of at least 16 elements for a small tensor), 16-element aligned.
+int64_t dhx_qwd_piece(int64_t elems, int dp, int group);
+// Gives each parameter its piece of fp32 master weights (sized like its moments).
+void dhx_qwd_add_masters(dhx_graph *g);
+// STEP after AdamW has updated the masters: the difference between this rank's master piece
+// and its piece of the model's weights quantized (stochastic rounding), the codes and scales
+// all-gathered over the data-parallel group, and every rank's dequantized differences added
+// into the whole weights.
+void dhx_lower_qwd_gather(dhx_graph *g);
+
 #endif

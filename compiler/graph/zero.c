@@ -51,6 +51,7 @@ int64_t dhx_zero_piece(int64_t elems, int dp) {
 // Elements of a parameter's slice, and this rank's piece of them.
 static int64_t slice_elems(const dhx_tensor *p) { return dhx_tensor_elems(p); }
 static int64_t piece_of(const dhx_graph *g, const dhx_tensor *p) {
+  if (g->qwd_bits) return dhx_qwd_piece(slice_elems(p), g->dp, g->qwd_group);  // whole groups
   return dhx_zero_piece(slice_elems(p), g->dp);
 }
 // How many of this rank's piece elements are real (the rest is padding); may be 0.
@@ -416,6 +417,7 @@ static void use_whole_gradients(dhx_graph *g, dhx_oplist *l) {
 void dhx_zero_shard(dhx_graph *g) {
   if (!dhx_zero_sharded(g)) return;
   partition(g);
+  if (g->qwd_bits) dhx_qwd_add_masters(g);
   if (g->zero == 1) {
     use_whole_gradients(g, &g->prog[DHX_PROG_MICRO]);
     return;
@@ -464,8 +466,12 @@ void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o) {
     snprintf(note, sizeof note, "adamw %.60s (this rank's piece)", p->name);
     dhx_lop *op = dhx_emit_adamw_op(step, o, i, dhx_buf(p->grad, 0), p->opt_m, p->opt_v, valid,
                                     p->decay ? o->weight_decay : 0.0, note);
-    op->args[0] = dhx_buf(i, mine);
+    op->args[0] = p->master >= 0 ? dhx_buf(p->master, 0) : dhx_buf(i, mine);
     gather |= g->zero < 3;
+  }
+  if (g->qwd_bits) {  // the pieces' differences, quantized, instead of the pieces
+    dhx_lower_qwd_gather(g);
+    return;
   }
   if (!gather) return;
   // The updated pieces into every rank's whole parameters, in place.

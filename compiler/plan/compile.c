@@ -41,9 +41,9 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
              "1; search: none pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
-  } else if (cfg->qwd_bits || cfg->tlq_intra) {
+  } else if (cfg->tlq_intra) {
     *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
-    snprintf(buf, n, "compressed communication (the compress block)");
+    snprintf(buf, n, "compressed gradients (compress { grads: tlq(...) })");
   } else if (cfg->offload_optimizer) {
     *at = cfg->offload_loc.file ? &cfg->offload_loc : sched;
     snprintf(buf, n, "optimizer offload (the offload block)");
@@ -278,6 +278,8 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->dp = cfg->dp;
   g->dp_rank = dp_rank;
   g->zero = cfg->zero;
+  g->qwd_bits = cfg->dp > 1 && (cfg->zero == 1 || cfg->zero == 2) ? cfg->qwd_bits : 0;
+  g->qwd_group = cfg->qwd_group;
   g->strands = cfg->strands_pair;
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;

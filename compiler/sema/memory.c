@@ -320,7 +320,8 @@ void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_
       out->params += dhx_tensor_elems(t);
     }
     if (t->kind == DHX_T_GRAD) out->grads += b;
-    if (t->kind == DHX_T_OPT_M || t->kind == DHX_T_OPT_V) out->optimizer += b;
+    if (t->kind == DHX_T_OPT_M || t->kind == DHX_T_OPT_V || t->kind == DHX_T_MASTER)
+      out->optimizer += b;
     if (t->offset + b > persistent_end) persistent_end = t->offset + b;
   }
   out->io = persistent_end - out->weights - out->grads - out->optimizer;
