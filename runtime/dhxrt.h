@@ -113,6 +113,11 @@ void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count,
 void dhx_recv(dhx_comms *c, int comm, int stream, float *x, int64_t count, int peer, int tag);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
+// The calling thread's exchanges from now on count under `kind` (DHX_WIRE_*, plan_util.h) as
+// well; DHX_WIRE_OTHER until set.
+void dhx_comms_count_as(int kind);
+// Bytes this rank has sent under `kind` since the last call for it (and resets that counter).
+uint64_t dhx_comms_take_kind_bytes(dhx_comms *c, int kind);
 
 // ---- streams.c --------------------------------------------------------------------------------
 typedef struct dhx_streams dhx_streams;
@@ -261,6 +266,7 @@ typedef struct dhx_step_metrics {
   double tokens_per_s, step_ms;
   double elapsed_s, eta_s;  // since the first step of this run; to its last step
   uint64_t comm_bytes;
+  uint64_t kind_bytes[DHX_WIRE_KINDS];  // comm_bytes by purpose (plan_wire.c)
   double lr, grad_norm;
 } dhx_step_metrics;
 

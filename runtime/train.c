@@ -517,6 +517,8 @@ static loop_end train_loop(run *R, int *signal_out) {
     m.step_ms = 1e3 * seconds;
     m.tokens_per_s = (double)(tr->global_batch * tr->seq) / seconds;
     m.comm_bytes = dhx_comms_take_bytes(R->rt.comms);
+    for (int k = 0; k < DHX_WIRE_KINDS; k++)
+      m.kind_bytes[k] = dhx_comms_take_kind_bytes(R->rt.comms, k);
     m.lr = R->rt.regs[DHX_REG_LR];
     m.grad_norm = R->rt.regs[DHX_REG_GRAD_NORM];
     bool nonfinite = !isfinite(m.loss) || !isfinite(m.grad_norm);
