@@ -295,6 +295,9 @@ typedef struct dhx_run_summary {
   double final_loss, final_val_loss;
   const char *paths[8];  // written by this run
   int npaths;
+  uint64_t params_xxh64;  // XXH64 of rank 0's parameter buffers at the end
+  bool replicated;        // dp > 1 and every rank holds whole parameters (not zero 3)
+  bool replicas_equal;    // then: the data-parallel replicas' parameters are bitwise equal
 } dhx_run_summary;
 
 void dhx_summary_print(FILE *out, const dhx_run_summary *s);
