@@ -41,9 +41,9 @@ static dhx_config without_unlowered(const dhx_config *cfg) {
     leave_out(&c.strands_loc, "strand interleaving (the strands block)");
     c.strands_pair = false;
   }
-  if (c.qwd_bits || c.tlq_intra) {
-    leave_out(&c.compress_loc, "compressed communication (the compress block)");
-    c.qwd_bits = c.tlq_intra = 0;
+  if (c.tlq_intra) {  // (params: qwd is lowered: its codes and scales are simulated)
+    leave_out(&c.compress_loc, "compressed gradients (compress { grads: tlq(...) })");
+    c.tlq_intra = 0;
   }
   if (c.offload_optimizer) {
     leave_out(&c.offload_loc, "optimizer offload (the offload block)");

@@ -357,6 +357,7 @@ static void send_peer_outside(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 4;
 static void send_to_itself(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 0; }
 static void send_tag_too_large(dhx_plan *p) { step_instr(p, 0, 2)->args[3].i = 40000; }
 static void send_dtype_i32(dhx_plan *p) { step_instr(p, 0, 2)->dtype = DHX_I32; }
+static void rs_dtype_i32(dhx_plan *p) { step_instr(p, 0, 0)->dtype = DHX_I32; }
 static void rs_dtype_unknown(dhx_plan *p) { step_instr(p, 0, 0)->dtype = 7; }
 static void recv_count_differs(dhx_plan *p) { step_instr(p, 1, 2)->args[1].i = 4; }
 static void recvs_swapped(dhx_plan *p) {
@@ -393,8 +394,10 @@ static void test_bounds_new_collectives(const char *unused) {
                              "0..3)");
   expect_collectives_invalid(send_to_itself, "send peer 0 is this rank itself");
   expect_collectives_invalid(send_tag_too_large, "send tag 40000 is outside 0..32767");
-  expect_collectives_invalid(send_dtype_i32, "send with dtype i32 (2): the runtime computes "
-                             "collectives and transfers on f32 only");
+  // i32 travels as it is (packed codes) in the ops that only move data, in an i32 buffer
+  expect_collectives_invalid(send_dtype_i32, "send buffer 'msg' is f32 (must be i32)");
+  expect_collectives_invalid(rs_dtype_i32, "reduce_scatter with dtype i32 (2): the runtime "
+                             "computes collectives and transfers on f32 only");
   expect_collectives_invalid(rs_dtype_unknown, "reduce_scatter with dtype ? (7)");
   expect_collectives_invalid(recv_count_differs, "rank 0 program STEP instr 2 (send): send of 5 "
                              "elements to rank 1 of communicator 0 (tag 1) has no matching recv "
