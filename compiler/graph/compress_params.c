@@ -33,8 +33,7 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 int64_t dhx_qwd_piece(int64_t elems, int dp, int group) {
   int64_t per = (elems + dp - 1) / dp;
   if (per < group) return round_up(per, PIECE_ALIGN);
-  int64_t unit = group % PIECE_ALIGN == 0 ? group : (int64_t)group * PIECE_ALIGN;  // lcm (2^k)
-  return round_up(per, unit);
+  return round_up(per, group > PIECE_ALIGN ? group : PIECE_ALIGN);  // both powers of two: the lcm
 }
 
 // The group of a piece: qwd_group, or the whole piece when it is shorter.

@@ -18,7 +18,8 @@
 // STEP: (zero 1: reduce-scatter) → sums of squares of this rank's gradient pieces, added over
 // the data-parallel group (and over tensor ranks and stages as without sharding) → the global
 // norm → AdamW on each parameter's piece → (zero 1, 2: the updated pieces all-gathered in place
-// into the whole parameters, which are allocated dp * piece elements for that).
+// into the whole parameters, which are allocated dp * piece elements for that; with qWD,
+// compress_params.c: AdamW on fp32 master pieces, their quantized differences gathered).
 //
 // Paired strands: each run's gathers, zeroing and bucket events are on the stream of the
 // strand that computes it; the data-parallel stream is one, shared in program order, which
