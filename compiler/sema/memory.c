@@ -362,7 +362,7 @@ void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE
   snprintf(why, sizeof why, "%lld parameters", (long long)m->params);
   row(f, u, "weights", m->weights, why);
   row(f, u, "gradients", m->grads, "");
-  row(f, u, "optimizer", m->optimizer, "Adam moments");
+  row(f, u, "optimizer", m->optimizer, "Adam moments (and qWD master weights)");
   row(f, u, "inputs", m->io, "token ids, targets, losses, scratch");
   row(f, u, "activations", m->activations, "shared by the programs, sized for the largest");
   snprintf(why, sizeof why, "(%lld bytes)", (long long)m->total);
