@@ -102,7 +102,8 @@ case $case_name in
       --set schedule.parallel.dp=1
     run one 1 --resume ck/step_3.safetensors --steps 4 --metrics one.jsonl
     "$CHECK" same full.jsonl one.jsonl 1e-4 4 4
-    echo "plain zero 1 checkpoints resume under qwd; qwd checkpoints resume on one rank"
+    "$DHXC" convert --from dhx --to hf-gpt2 ck/step_3.safetensors hf.safetensors  # no masters
+    echo "plain zero 1 checkpoints resume under qwd; qwd checkpoints resume on one rank and convert"
     ;;
   qwd_refused)
     for z in 3 0; do
