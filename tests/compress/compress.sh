@@ -5,9 +5,9 @@
 #                       other, the replicas' weights bitwise equal, the data-parallel parameter
 #                       bytes per step exactly the formulas (plain: f32 pieces; qwd: 4-bit codes
 #                       and f32 scales), qwd >= 3.5x below bf16 pieces
-#   qwd_resume          a run resumed from its step-3 checkpoint ends bitwise where the
+#   qwd_resume          (2 layers) a run resumed from its step-3 checkpoint ends bitwise where the
 #                       uninterrupted run does
-#   qwd_resume_across   checkpoints move to and from plans without qwd
+#   qwd_resume_across   (2 layers) checkpoints move to and from plans without qwd, and convert
 #   qwd_refused         zero 3 and zero 0 refuse params: qwd at the field, saying why
 set -euo pipefail
 case_name=$1; shift
@@ -77,7 +77,7 @@ case $case_name in
          "$plain_bytes -> $qwd_bytes bytes per step, ${ratio}x below bf16 pieces"
     ;;
   qwd_resume)
-    compile qwd 1 --set "$QWD" --set train.checkpoint_every=3
+    compile qwd 1 --set "$QWD" --set train.checkpoint_every=3 --set model.layers=2
     run qwd 2 --metrics full.jsonl --checkpoint-dir ck
     test -f ck/step_3.safetensors
     run qwd 2 --resume ck/step_3.safetensors --metrics resumed.jsonl
@@ -89,9 +89,9 @@ case $case_name in
     # A checkpoint without masters (plain zero 1) resumes under qwd: the masters start as the
     # weights, so the updates after it (the loss of step 5) are the plain run's. A qwd
     # checkpoint resumes on a plan without masters (one rank) from the replicas' weights.
-    compile qwd 1 --set "$QWD" --set train.checkpoint_every=3
+    compile qwd 1 --set "$QWD" --set train.checkpoint_every=3 --set model.layers=2
     run qwd 2 --steps 4 --metrics full.jsonl --checkpoint-dir ck
-    compile plain 1 --set train.checkpoint_every=3
+    compile plain 1 --set train.checkpoint_every=3 --set model.layers=2
     run plain 2 --steps 5 --metrics plain.jsonl --checkpoint-dir ck_plain
     run qwd 2 --resume ck_plain/step_3.safetensors --steps 5 --metrics from_plain.jsonl
     "$CHECK" same plain.jsonl from_plain.jsonl 2e-3 4 5
@@ -99,7 +99,7 @@ case $case_name in
     "$DHXC" "$SRC/samples/tiny.dhx" -o one --set "data.train=\"$work/corpus_train.bin\"" \
       --set "data.val=\"$work/corpus_val.bin\"" --set train.steps=6 --set train.warmup=2 \
       --set train.micro_batch=4 --set train.global_batch=8 --set train.val_every=0 \
-      --set schedule.parallel.dp=1
+      --set schedule.parallel.dp=1 --set model.layers=2
     run one 1 --resume ck/step_3.safetensors --steps 4 --metrics one.jsonl
     "$CHECK" same full.jsonl one.jsonl 1e-4 4 4
     "$DHXC" convert --from dhx --to hf-gpt2 ck/step_3.safetensors hf.safetensors  # no masters
