@@ -6,7 +6,10 @@
 //    "wte.adam_m": {...}, "wte.adam_v": {...}, ...}
 //
 // Tensors are the plan's parameters under their own names and their AdamW moments under
-// NAME.adam_m and NAME.adam_v, so any safetensors reader can open the weights. "step" counts the
+// NAME.adam_m and NAME.adam_v (and qWD's fp32 master weights under NAME.master: then NAME holds
+// the replicas' weights, which trail the masters by the rounding of the last update), so any
+// safetensors reader can open the weights. A plan with masters resumes from a file without
+// them by copying the weights; a plan without masters ignores them. "step" counts the
 // optimizer steps taken; a resumed run continues with the next one. The digests make a truncated
 // or damaged file fail to load instead of training on garbage; files without them still load.
 //
@@ -31,13 +34,14 @@ typedef struct tensor {
   char name[DHX_NAME_MAX + SUFFIX_MAX];
   int32_t buf;
   bool moment;
+  bool master;            // qWD's master weights: optional in the file
   const dhx_st_entry *e;  // load: the file's entry
 } tensor;
 
 
-// The tensors of a checkpoint in file order: each parameter, then its moments.
+// The tensors of a checkpoint in file order: each parameter, then its moments and master.
 static tensor *list_tensors(const dhx_plan_rank *r, int *count) {
-  tensor *t = calloc(3 * (size_t)r->nbuffers + 1, sizeof *t);
+  tensor *t = calloc(4 * (size_t)r->nbuffers + 1, sizeof *t);
   int n = 0;
   if (!t) return NULL;
   for (uint32_t i = 0; i < r->nbuffers; i++) {
@@ -55,6 +59,11 @@ static tensor *list_tensors(const dhx_plan_rank *r, int *count) {
       t[n].moment = true;
       t[n++].buf = b->opt_v;
     }
+    if (b->master >= 0) {
+      snprintf(t[n].name, sizeof t[n].name, "%s.master", b->name);
+      t[n].master = true;
+      t[n++].buf = b->master;
+    }
   }
   *count = n;
   return t;
@@ -64,6 +73,14 @@ static bool is_moment_name(const char *name) {
   size_t len = strlen(name);
   return len > 7 &&
          (strcmp(name + len - 7, ".adam_m") == 0 || strcmp(name + len - 7, ".adam_v") == 0);
+}
+
+// The length of the parameter's name in the name of one of its state tensors (NAME.adam_m,
+// NAME.adam_v, NAME.master), or of the name itself.
+static size_t param_name_len(const char *name) {
+  size_t len = strlen(name);
+  return is_moment_name(name) || (len > 7 && strcmp(name + len - 7, ".master") == 0) ? len - 7
+                                                                                       : len;
 }
 
 static tensor *find_tensor(tensor *t, int n, const char *name) {
@@ -104,6 +121,12 @@ static bool read_slice(dhx_st_file *s, const dhx_st_entry *e, const dhx_plan_buf
   }
   free(tmp);
   return ok;
+}
+
+// The parameter whose state tensor t[i] is: the closest parameter before it in the list.
+static int32_t find_param(const dhx_plan_rank *r, const tensor *t, int i) {
+  while (i > 0 && r->buffers[t[i].buf].kind != DHX_BUF_PARAM) i--;
+  return t[i].buf;
 }
 
 // ---- save -------------------------------------------------------------------------------------
@@ -198,8 +221,7 @@ static bool check_entry(const dhx_st_file *s, const dhx_st_entry *e, const dhx_p
 // Is `name` a parameter (or a parameter's moment) that some rank of the plan holds? Another
 // pipeline stage's tensors are in the file too. Stages are the ranks of data and tensor index 0.
 static bool held_elsewhere(const dhx_plan *plan, const char *name) {
-  size_t len = strlen(name);
-  if (is_moment_name(name)) len -= 7;
+  size_t len = param_name_len(name);
   for (uint32_t r = 0; r < plan->nranks; r++) {
     const dhx_plan_rank *rk = &plan->ranks[r];
     if (rk->dp_rank != 0 || rk->tp_rank != 0) continue;
@@ -224,7 +246,8 @@ static bool match_entries(const dhx_st_file *s, const dhx_plan *plan, const dhx_
     x->e = e;
   }
   for (int i = 0; i < n; i++)
-    if (!t[i].e) return dhx_st_fail(s->path, err, errlen, "tensor '%s' is missing", t[i].name);
+    if (!t[i].e && !t[i].master)
+      return dhx_st_fail(s->path, err, errlen, "tensor '%s' is missing", t[i].name);
   return true;
 }
 
@@ -266,7 +289,8 @@ bool dhx_checkpoint_load(const dhx_plan *plan, uint32_t rank, uint8_t *arena, co
   bool ok = open_checkpoint(&s, path, plan, r, t, n, step, err, errlen);
   for (int i = 0; i < n && ok; i++) {
     const dhx_plan_buffer *b = &r->buffers[t[i].buf];
-    ok = read_slice(&s, t[i].e, b, (float *)(arena + b->offset), false, err, errlen);
+    if (t[i].e) ok = read_slice(&s, t[i].e, b, (float *)(arena + b->offset), false, err, errlen);
+    else dhx_init_master(r, arena, find_param(r, t, i));  // its weights, read before it
   }
   dhx_st_close(&s);
   free(t);
@@ -390,7 +414,7 @@ static bool check_weight(const dhx_st_file *s, const dhx_st_entry *e, const dhx_
 static bool match_weights(const dhx_st_file *s, const dhx_plan *plan, const dhx_plan_rank *r,
                           tensor *t, int n, char *err, size_t errlen) {
   for (int i = 0; i < n; i++) {
-    if (t[i].moment) continue;
+    if (t[i].moment || t[i].master) continue;
     t[i].e = dhx_st_find(s, t[i].name);
     char hint[600];
     if (!t[i].e)
@@ -417,6 +441,7 @@ bool dhx_checkpoint_load_weights(const dhx_plan *plan, uint32_t rank, uint8_t *a
   for (int i = 0; i < n && ok; i++) {
     const dhx_plan_buffer *b = &r->buffers[t[i].buf];
     if (t[i].moment) memset(arena + b->offset, 0, (size_t)b->nbytes);  // fresh optimizer state
+    else if (t[i].master) dhx_init_master(r, arena, find_param(r, t, i));  // from the weights
     else ok = read_slice(&s, t[i].e, b, (float *)(arena + b->offset), true, err, errlen);
   }
   dhx_st_close(&s);

@@ -20,19 +20,19 @@
 // slice from one replica, dp_rank 0 (a moment of sharded optimizer state, zero >= 1, from its
 // owner, on any dp_rank). Whole tensors, the same on every tensor rank, come from tensor rank 0.
 static bool sends(const dhx_plan *plan, const dhx_plan_rank *r, const dhx_plan_buffer *x) {
-  bool moment = x->kind == DHX_BUF_OPT_M || x->kind == DHX_BUF_OPT_V;
+  bool moment = x->kind == DHX_BUF_OPT_M || x->kind == DHX_BUF_OPT_V || x->kind == DHX_BUF_MASTER;
   return (x->split_dim >= 0 || r->tp_rank == 0) &&
          (r->dp_rank == 0 || x->shard_parts > 1 || (moment && plan->train.zero >= 1));
 }
 
 // The buffers rank section r sends for its buffer `self` (in this order: the parameter, then
-// its moments); none for buffers that are not parameters.
-static int pieces_of(const dhx_plan *plan, const dhx_plan_rank *r, int32_t self, int32_t ids[3]) {
+// its moments and qWD master); none for buffers that are not parameters.
+static int pieces_of(const dhx_plan *plan, const dhx_plan_rank *r, int32_t self, int32_t ids[4]) {
   const dhx_plan_buffer *b = &r->buffers[self];
   if (b->kind != DHX_BUF_PARAM) return 0;
-  int32_t parts[3] = {self, b->opt_m, b->opt_v};
+  int32_t parts[4] = {self, b->opt_m, b->opt_v, b->master};
   int n = 0;
-  for (int k = 0; k < 3; k++)
+  for (int k = 0; k < 4; k++)
     if (parts[k] >= 0 && sends(plan, r, &r->buffers[parts[k]])) ids[n++] = parts[k];
   return n;
 }
@@ -60,7 +60,7 @@ static int32_t add_whole(dhx_plan_rank *r, const dhx_plan_buffer *b, int64_t *at
   w->shard_index = 0;
   w->nbytes = 4 * dhx_buffer_global_elems(b);
   w->offset = *at;
-  w->grad = w->opt_m = w->opt_v = -1;
+  w->grad = w->opt_m = w->opt_v = w->master = -1;
   *at += (w->nbytes + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
   return (int32_t)r->nbuffers++;
 }
@@ -81,7 +81,7 @@ static bool plan_whole(const dhx_plan *plan, whole *w) {
   for (uint32_t h = 0; h < plan->nranks; h++) {
     const dhx_plan_rank *src = &plan->ranks[h];
     for (uint32_t i = 0; i < src->nbuffers; i++) {
-      int32_t ids[3];
+      int32_t ids[4];
       int n = pieces_of(plan, src, (int32_t)i, ids);
       for (int k = 0; k < n; k++)
         if (find_buffer(r, src->buffers[ids[k]].name) < 0) add_whole(r, &src->buffers[ids[k]], &at);
@@ -95,6 +95,8 @@ static bool plan_whole(const dhx_plan *plan, whole *w) {
     p->opt_m = find_buffer(r, name);
     snprintf(name, sizeof name, "adam_v.%s", p->name);
     p->opt_v = find_buffer(r, name);
+    snprintf(name, sizeof name, "master.%s", p->name);
+    p->master = find_buffer(r, name);
   }
   r->arena_bytes = at;
   w->arena = calloc((size_t)at + 1, 1);
@@ -135,7 +137,7 @@ static bool gather_pieces(const dhx_plan *plan, const uint8_t *arena, whole *w, 
   for (uint32_t h = 0; h < plan->nranks; h++) {
     const dhx_plan_rank *src = &plan->ranks[h];
     for (uint32_t i = 0; i < src->nbuffers; i++) {
-      int32_t ids[3];
+      int32_t ids[4];
       int n = pieces_of(plan, src, (int32_t)i, ids);
       for (int k = 0; k < n; k++) {
         const dhx_plan_buffer *b = &src->buffers[ids[k]];
@@ -155,7 +157,7 @@ static bool gather_pieces(const dhx_plan *plan, const uint8_t *arena, whole *w, 
 static void send_pieces(const dhx_plan *plan, const dhx_plan_rank *r, const uint8_t *arena,
                         MPI_Comm comm) {
   for (uint32_t i = 0; i < r->nbuffers; i++) {
-    int32_t ids[3];
+    int32_t ids[4];
     int n = pieces_of(plan, r, (int32_t)i, ids);
     for (int k = 0; k < n; k++) {
       const dhx_plan_buffer *b = &r->buffers[ids[k]];

@@ -46,7 +46,21 @@ struct dhx_comms {
   pthread_mutex_t link_lock;       // guards link_free
   double link_free;                // CLOCK_MONOTONIC seconds when this rank's link is next free
   _Atomic uint64_t bytes_sent;
+  _Atomic uint64_t kind_bytes[DHX_WIRE_KINDS];  // the same bytes by purpose (plan_wire.c)
 };
+
+// The kind the calling stream's exchanges count under: each stream runs on its own thread and
+// says what it exchanges for before each collective (dhx_comms_count_as).
+static _Thread_local int counted_as = DHX_WIRE_OTHER;
+
+void dhx_comms_count_as(int kind) {
+  counted_as = kind >= 0 && kind < DHX_WIRE_KINDS ? kind : DHX_WIRE_OTHER;
+}
+
+static void count_sent(dhx_comms *cs, uint64_t bytes) {
+  atomic_fetch_add(&cs->bytes_sent, bytes);
+  atomic_fetch_add(&cs->kind_bytes[counted_as], bytes);
+}
 
 // Streams on which any rank exchanges over communicator c (the same answer on every rank,
 // since every rank reads the same plan).
@@ -78,6 +92,7 @@ dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   cs->bandwidth = plan->train.net_bandwidth;
   cs->latency = plan->train.net_latency;
   atomic_init(&cs->bytes_sent, 0);
+  for (int k = 0; k < DHX_WIRE_KINDS; k++) atomic_init(&cs->kind_bytes[k], 0);
   pthread_mutex_init(&cs->link_lock, NULL);
   MPI_Group world;
   MPI_Comm_group(MPI_COMM_WORLD, &world);
@@ -119,6 +134,10 @@ void dhx_comms_free(dhx_comms *cs) {
 
 uint64_t dhx_comms_take_bytes(dhx_comms *cs) {
   return cs ? atomic_exchange(&cs->bytes_sent, 0) : 0;
+}
+
+uint64_t dhx_comms_take_kind_bytes(dhx_comms *cs, int kind) {
+  return cs && kind >= 0 && kind < DHX_WIRE_KINDS ? atomic_exchange(&cs->kind_bytes[kind], 0) : 0;
 }
 
 // The emulated network: one link per rank, which its streams' messages share. A message of
@@ -182,7 +201,7 @@ static void exchange_with(dhx_comms *cs, ring *r, const float *send, int64_t sn,
     MPI_Irecv(recv + (q ? at : 0), (int)q, MPI_FLOAT, from, 0, r->comm, &reqs[0]);
     MPI_Isend(send + (s ? at : 0), (int)s, MPI_FLOAT, to, 0, r->comm, &reqs[1]);
     wait_all(reqs, 2);
-    atomic_fetch_add(&cs->bytes_sent, (uint64_t)s * 4);
+    count_sent(cs, (uint64_t)s * 4);
   }
 }
 
@@ -329,7 +348,7 @@ void dhx_send(dhx_comms *cs, int comm, int stream, const float *x, int64_t count
     MPI_Request req;
     MPI_Isend(x + at, n, MPI_FLOAT, peer, tag, r->comm, &req);
     wait_all(&req, 1);
-    atomic_fetch_add(&cs->bytes_sent, (uint64_t)n * 4);
+    count_sent(cs, (uint64_t)n * 4);
   }
 }
 

@@ -113,6 +113,11 @@ void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count,
 void dhx_recv(dhx_comms *c, int comm, int stream, float *x, int64_t count, int peer, int tag);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
+// The calling thread's exchanges from now on count under `kind` (DHX_WIRE_*, plan_util.h) as
+// well; DHX_WIRE_OTHER until set.
+void dhx_comms_count_as(int kind);
+// Bytes this rank has sent under `kind` since the last call for it (and resets that counter).
+uint64_t dhx_comms_take_kind_bytes(dhx_comms *c, int kind);
 
 // ---- streams.c --------------------------------------------------------------------------------
 typedef struct dhx_streams dhx_streams;
@@ -204,6 +209,10 @@ void dhx_shard_row(const dhx_shard *s, int64_t g, int64_t seq, int32_t *tokens, 
 // generator keyed by (seed, name)), so every rank and every parallel layout starts from the same
 // weights. Other buffers keep the arena's zeros.
 void dhx_init_params(dhx_rt *rt, uint64_t seed);
+// qWD: parameter buffer `param`'s master weights (plan.h: master) become a copy of this rank's
+// shard of its weights, padding zero; nothing when it has none. After initialisation, after
+// --init, and on resuming from a checkpoint without NAME.master.
+void dhx_init_master(const dhx_plan_rank *r, uint8_t *arena, int32_t param);
 // The i-th value of the standard normal stream of tensor `name` (exposed for tests).
 double dhx_init_normal(uint64_t seed, const char *name, int64_t i);
 
@@ -257,6 +266,7 @@ typedef struct dhx_step_metrics {
   double tokens_per_s, step_ms;
   double elapsed_s, eta_s;  // since the first step of this run; to its last step
   uint64_t comm_bytes;
+  uint64_t kind_bytes[DHX_WIRE_KINDS];  // comm_bytes by purpose (plan_wire.c)
   double lr, grad_norm;
 } dhx_step_metrics;
 
@@ -285,6 +295,9 @@ typedef struct dhx_run_summary {
   double final_loss, final_val_loss;
   const char *paths[8];  // written by this run
   int npaths;
+  uint64_t params_xxh64;  // XXH64 of rank 0's parameter buffers at the end
+  bool replicated;        // dp > 1 and every rank holds whole parameters (not zero 3)
+  bool replicas_equal;    // then: the data-parallel replicas' parameters are bitwise equal
 } dhx_run_summary;
 
 void dhx_summary_print(FILE *out, const dhx_run_summary *s);

@@ -142,6 +142,7 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
   // After a non-finite gradient norm only the norm itself is still computed (every rank sees
   // the same norm, so every rank skips the same instructions and no collective is left alone).
   if (atomic_load(&rt->update_skipped) && in->op != DHX_OP_GRAD_NORM) return;
+  if (dhx_op_on_comm(in->op)) dhx_comms_count_as(dhx_wire_kind_of(rt->plan, rt->rank, in));
   switch ((dhx_op)in->op) {
     case DHX_OP_KERNEL: exec_kernel(rt, in); break;
     case DHX_OP_GEMM: exec_gemm(rt, in); break;

@@ -71,5 +71,19 @@ void dhx_init_params(dhx_rt *rt, uint64_t seed) {
     init_job job = {dhx_rt_buffer(rt, (int32_t)id), tensor_key(seed, b->name), b->init_std, b,
                     b->split_dim < 0 && dhx_buffer_is_slice(b)};
     dhx_pool_for(rt->pool, dhx_buffer_elems(b), INIT_GRAIN, init_range, &job);
+    dhx_init_master(rt->rank, rt->arena.base, (int32_t)id);
   }
+}
+
+// The master holds slice elements [shard_index*C, (shard_index+1)*C) (C its element count);
+// the parameter holds the whole slice (zero 1 and 2), element j being slice element j.
+void dhx_init_master(const dhx_plan_rank *r, uint8_t *arena, int32_t param) {
+  const dhx_plan_buffer *p = &r->buffers[param];
+  if (p->master < 0) return;
+  const dhx_plan_buffer *m = &r->buffers[p->master];
+  const float *w = (const float *)(arena + p->offset);
+  float *dst = (float *)(arena + m->offset);
+  int64_t n = dhx_buffer_elems(m), first = (int64_t)m->shard_index * n;
+  int64_t have = dhx_buffer_elems(p);  // the slice and its padding (zero)
+  for (int64_t i = 0; i < n; i++) dst[i] = first + i < have ? w[first + i] : 0.0f;
 }

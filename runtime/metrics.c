@@ -47,6 +47,8 @@ void dhx_metrics_write(FILE *out, const dhx_step_metrics *m) {
   dhx_json_number(out, "tokens_per_s", m->tokens_per_s, "%.1f");
   dhx_json_number(out, "step_ms", m->step_ms, "%.3f");
   fprintf(out, ",\"comm_bytes\":%" PRIu64, m->comm_bytes);
+  for (int k = 0; k < DHX_WIRE_KINDS; k++)
+    fprintf(out, ",\"comm_bytes_%s\":%" PRIu64, dhx_wire_kind_name(k), m->kind_bytes[k]);
   if (!dhx_json_number(out, "lr", m->lr, "%.9g")) bad[nbad++] = "lr";
   if (!dhx_json_number(out, "grad_norm", m->grad_norm, "%.9g")) bad[nbad++] = "grad_norm";
   if (m->skipped) fputs(",\"skipped\":true", out);

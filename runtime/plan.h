@@ -29,7 +29,7 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 6
+#define DHX_PLAN_VERSION 7
 #define DHX_PATH_MAX 512
 #define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
 
@@ -43,6 +43,7 @@ typedef enum {
   DHX_BUF_TARGETS,    // [micro_batch, seq] i32 next tokens, filled by the runtime
   DHX_BUF_LOSSES,     // [micro_batch*seq] f32 per-position loss, summed by the runtime
   DHX_BUF_SCRATCH,    // anything else (norm partials, ...)
+  DHX_BUF_MASTER,     // fp32 master weights of a parameter's ZeRO shard (qWD); checkpointed
 } dhx_buf_kind;
 
 typedef struct dhx_plan_buffer {
@@ -58,6 +59,7 @@ typedef struct dhx_plan_buffer {
   float init_std;           // DHX_INIT_NORMAL
   uint32_t decay;           // 1 when weight decay applies
   int32_t grad, opt_m, opt_v;  // buffer ids, -1 when absent
+  int32_t master;           // qWD: the master weights of this rank's shard (a buffer id), -1
   // Which part of the whole model's tensor `name` this buffer holds (parameters and their
   // moments; a layout that splits a tensor gives each rank a slice). Dimension split_dim of the
   // whole tensor, global_shape[split_dim] = shape[split_dim] * split_parts, is cut into

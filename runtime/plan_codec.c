@@ -269,6 +269,7 @@ static void io_buffer(plan_io *s, dhx_plan_buffer *b) {
   io_i32(s, &b->grad);
   io_i32(s, &b->opt_m);
   io_i32(s, &b->opt_v);
+  io_i32(s, &b->master);
   for (int d = 0; d < DHX_MAX_DIMS; d++) io_i64(s, &b->global_shape[d]);
   io_i32(s, &b->split_dim);
   io_u32(s, &b->split_groups);

@@ -24,7 +24,7 @@ const char *dhx_buf_kind_name(uint32_t kind) {
                             [DHX_BUF_OPT_M] = "opt_m",     [DHX_BUF_OPT_V] = "opt_v",
                             [DHX_BUF_ACT] = "act",         [DHX_BUF_TOKENS] = "tokens",
                             [DHX_BUF_TARGETS] = "targets", [DHX_BUF_LOSSES] = "losses",
-                            [DHX_BUF_SCRATCH] = "scratch"};
+                            [DHX_BUF_SCRATCH] = "scratch", [DHX_BUF_MASTER] = "master"};
   return NAME_OF(t, kind);
 }
 
@@ -189,7 +189,8 @@ static bool buffers_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
             a->dtype == b->dtype && a->ndim == b->ndim && a->offset == b->offset &&
             a->nbytes == b->nbytes && a->init == b->init && a->init_std == b->init_std &&
             a->decay == b->decay && a->grad == b->grad && a->opt_m == b->opt_m &&
-            a->opt_v == b->opt_v && a->shard_parts == b->shard_parts &&
+            a->opt_v == b->opt_v && a->master == b->master &&
+            a->shard_parts == b->shard_parts &&
             a->shard_index == b->shard_index;
   for (int d = 0; d < DHX_MAX_DIMS && eq; d++) eq = a->shape[d] == b->shape[d];
   return eq;

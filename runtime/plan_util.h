@@ -68,6 +68,18 @@ bool dhx_instr_key(const dhx_plan *p, uint32_t rank, const dhx_plan_instr *in, c
 // A hash of such a key, for the tables that file times under keys.
 uint64_t dhx_key_hash(const char *key);
 
+// plan_wire.c: the purpose of a collective or transfer, the kind its bytes count under in
+// --metrics (`comm_bytes_KIND`), and the bytes one member sends for it (ring algorithms).
+enum { DHX_WIRE_TP, DHX_WIRE_PP, DHX_WIRE_DP_GRADS, DHX_WIRE_DP_PARAMS, DHX_WIRE_OTHER,
+       DHX_WIRE_KINDS };
+const char *dhx_wire_kind_name(int kind);  // "tp", "pp", "dp_grads", "dp_params", "other"
+// The kind of instruction `in` of rank section r (DHX_WIRE_OTHER for ops on no communicator).
+int dhx_wire_kind_of(const dhx_plan *p, const dhx_plan_rank *r, const dhx_plan_instr *in);
+// Bytes a member sends for `in` (r: the rank section whose communicators it uses; NULL: as
+// written): all-gather, reduce-scatter, all-to-all (p-1)·(count/p) elements, all-reduce twice
+// that, a send its count, anything else 0.
+int64_t dhx_wire_bytes(const dhx_plan *p, const dhx_plan_rank *r, const dhx_plan_instr *in);
+
 // Writes s as a JSON string, quotes included (for the trace files of dhxc and dhxrun).
 void dhx_json_string(FILE *f, const char *s);
 

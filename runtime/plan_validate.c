@@ -271,7 +271,7 @@ static bool check_buffer(plan_check_ctx *v, uint32_t id) {
   const dhx_plan_buffer *b = &r->buffers[id];
   CHECK(terminated(b->name, DHX_NAME_MAX), "buffer %u: name is not NUL-terminated", id);
   CHECK(b->name[0], "buffer %u: empty name", id);
-  CHECK(b->kind >= DHX_BUF_PARAM && b->kind <= DHX_BUF_SCRATCH, "buffer %u '%s': unknown kind %u",
+  CHECK(b->kind >= DHX_BUF_PARAM && b->kind <= DHX_BUF_MASTER, "buffer %u '%s': unknown kind %u",
         id, b->name, b->kind);
   CHECK(dhx_dtype_size(b->dtype) > 0, "buffer %u '%s': unknown dtype %u", id, b->name, b->dtype);
   CHECK(b->ndim >= 1 && b->ndim <= DHX_MAX_DIMS, "buffer %u '%s': ndim %u (must be 1..%d)", id,
@@ -299,7 +299,7 @@ static bool check_buffer(plan_check_ctx *v, uint32_t id) {
           dhx_buf_kind_name(b->kind), values, b->nbytes / 4);
   }
   if (b->kind == DHX_BUF_PARAM || b->kind == DHX_BUF_GRAD || b->kind == DHX_BUF_OPT_M ||
-      b->kind == DHX_BUF_OPT_V)
+      b->kind == DHX_BUF_OPT_V || b->kind == DHX_BUF_MASTER)
     CHECK(b->dtype == DHX_F32, "buffer %u '%s': %s buffers must be f32", id, b->name,
           dhx_buf_kind_name(b->kind));
   if (b->kind != DHX_BUF_PARAM) return true;
@@ -309,7 +309,8 @@ static bool check_buffer(plan_check_ctx *v, uint32_t id) {
   CHECK(b->decay <= 1, "buffer %u '%s': decay must be 0 or 1 (got %u)", id, b->name, b->decay);
   return check_param_link(v, id, b->grad, DHX_BUF_GRAD, "grad") &&
          check_param_link(v, id, b->opt_m, DHX_BUF_OPT_M, "opt_m") &&
-         check_param_link(v, id, b->opt_v, DHX_BUF_OPT_V, "opt_v");
+         check_param_link(v, id, b->opt_v, DHX_BUF_OPT_V, "opt_v") &&
+         check_param_link(v, id, b->master, DHX_BUF_MASTER, "master");
 }
 
 // Kernels use the tokens buffer's values as row indices, trusting that they are the runtime's

@@ -16,13 +16,19 @@ static int member_index(const dhx_plan_comm *c, int rank) {
   return -1;
 }
 
-// The dtype (the runtime computes on f32 only; other types exist in the format for later
-// backends; an all-to-all, which only moves 4-byte elements, may move i32 code words) and a
-// communicator that exists and has this rank as a member.
+// Whether op only moves its elements (no arithmetic on them): then i32 payloads (packed codes)
+// travel as they are.
+static bool moves_only(uint32_t op) {
+  return op == DHX_OP_ALL_GATHER || op == DHX_OP_ALL_TO_ALL || op == DHX_OP_SEND ||
+         op == DHX_OP_RECV;
+}
+
+// The dtype (the runtime sums f32 only, and moves f32 or i32; f64 exists in the format for
+// later backends) and a communicator that exists and has this rank as a member.
 static bool check_dtype_and_comm(plan_check_ctx *v, const dhx_plan_instr *in) {
-  bool moves = in->op == DHX_OP_ALL_TO_ALL && in->dtype == DHX_I32;
-  CHECK(in->dtype == DHX_F32 || moves, "%s with dtype %s (%u): the runtime computes collectives "
-        "and transfers on f32 only (all-to-all: f32 or i32)", dhx_op_name(in->op),
+  CHECK(in->dtype == DHX_F32 || (in->dtype == DHX_I32 && moves_only(in->op)),
+        "%s with dtype %s (%u): the runtime computes collectives and transfers on f32 only "
+        "(all-gathers, all-to-alls and transfers may move i32)", dhx_op_name(in->op),
         dhx_dtype_name(in->dtype), in->dtype);
   CHECK(in->comm >= 0 && (uint32_t)in->comm < v->p->ncomms, "communicator %d does not exist "
         "(the plan has %u)", in->comm, v->p->ncomms);

@@ -150,6 +150,8 @@ void dhx_summary_write_json(FILE *out, const dhx_run_summary *s) {
   dhx_json_number(out, "net_latency", s->net_latency, "%.6g");
   if (s->has_loss) dhx_json_number(out, "final_loss", s->final_loss, "%.9g");
   if (s->has_val) dhx_json_number(out, "final_val_loss", s->final_val_loss, "%.9g");
+  fprintf(out, ",\"params_xxh64\":\"%016" PRIx64 "\"", s->params_xxh64);
+  if (s->replicated) fprintf(out, ",\"replicas_equal\":%s", s->replicas_equal ? "true" : "false");
   fprintf(out, ",\"paths\":[");
   for (int i = 0; i < s->npaths; i++) {
     if (i) fputc(',', out);

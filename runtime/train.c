@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "dhxrt.h"
+#include "safetensors.h"  // XXH64
 
 #define ERR_MAX 8192
 
@@ -517,6 +518,8 @@ static loop_end train_loop(run *R, int *signal_out) {
     m.step_ms = 1e3 * seconds;
     m.tokens_per_s = (double)(tr->global_batch * tr->seq) / seconds;
     m.comm_bytes = dhx_comms_take_bytes(R->rt.comms);
+    for (int k = 0; k < DHX_WIRE_KINDS; k++)
+      m.kind_bytes[k] = dhx_comms_take_kind_bytes(R->rt.comms, k);
     m.lr = R->rt.regs[DHX_REG_LR];
     m.grad_norm = R->rt.regs[DHX_REG_GRAD_NORM];
     bool nonfinite = !isfinite(m.loss) || !isfinite(m.grad_norm);
@@ -568,6 +571,39 @@ static double max_over_ranks(double x) {
   return top;
 }
 
+// XXH64 of this rank's parameter buffers, in buffer order.
+static uint64_t params_digest(const run *R) {
+  dhx_xxh64 h;
+  dhx_xxh64_init(&h);
+  for (uint32_t i = 0; i < R->rt.rank->nbuffers; i++) {
+    const dhx_plan_buffer *b = &R->rt.rank->buffers[i];
+    if (b->kind == DHX_BUF_PARAM) dhx_xxh64_update(&h, R->rt.arena.base + b->offset, (size_t)b->nbytes);
+  }
+  return dhx_xxh64_digest(&h);
+}
+
+// Collective. Whether every data-parallel replica ends with bitwise the same weights: the
+// ranks of each (tensor rank, stage) hold the same parameter buffers unless they are ZeRO
+// shards (zero 3), which *replicated says. Also gives rank 0's digest.
+static bool replicas_equal(const run *R, bool *replicated, uint64_t *rank0) {
+  const dhx_plan *p = &R->plan;
+  *replicated = p->train.dp > 1;
+  for (uint32_t i = 0; i < R->rt.rank->nbuffers; i++)
+    if (R->rt.rank->buffers[i].kind == DHX_BUF_PARAM && R->rt.rank->buffers[i].shard_parts > 1)
+      *replicated = false;
+  uint64_t mine = params_digest(R), *all = calloc((size_t)R->world, sizeof *all);
+  if (!all) MPI_Abort(MPI_COMM_WORLD, 1);
+  MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
+  bool same = true;
+  for (int a = 0; a < R->world; a++)
+    for (int b = 0; b < a; b++)
+      if (p->ranks[a].tp_rank == p->ranks[b].tp_rank && p->ranks[a].pp_rank == p->ranks[b].pp_rank)
+        same &= all[a] == all[b];
+  *rank0 = all[0];
+  free(all);
+  return same;
+}
+
 // Collective: every rank measures its GEMM rate at the same time, as they trained.
 static void summarize(run *R, const char *outcome) {
   int64_t steps_run = R->done_step - R->first_step;
@@ -592,6 +628,7 @@ static void summarize(run *R, const char *outcome) {
   s.has_val = R->has_last_val;
   s.final_val_loss = R->last_val;
   for (int i = 0; i < R->nwritten; i++) s.paths[s.npaths++] = R->written[i];
+  s.replicas_equal = replicas_equal(R, &s.replicated, &s.params_xxh64);
   if (R->rank != 0) return;
   if (R->metrics) dhx_summary_write_json(R->metrics, &s);  // first: stdout may block (above)
   if (!R->opts->quiet) dhx_summary_print(stdout, &s);

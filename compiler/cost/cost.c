@@ -37,15 +37,7 @@ static int32_t comm_of(const dhx_plan *p, int64_t rank, const dhx_plan_instr *in
 static uint32_t members(const dhx_plan *p, int32_t c) { return c >= 0 ? p->comms[c].nranks : 1; }
 
 int64_t dhx_cost_bytes_sent(const dhx_plan *p, const dhx_plan_instr *in) {
-  int64_t size = dhx_dtype_size(in->dtype), m = members(p, comm_of(p, -1, in));
-  switch (in->op) {
-    case DHX_OP_ALLREDUCE: return m > 1 ? 2 * (m - 1) * (i64_arg(in, 1) / m) * size : 0;
-    case DHX_OP_REDUCE_SCATTER:
-    case DHX_OP_ALL_TO_ALL:
-    case DHX_OP_ALL_GATHER: return m > 1 ? (m - 1) * (i64_arg(in, 2) / m) * size : 0;
-    case DHX_OP_SEND: return i64_arg(in, 1) * size;
-    default: return 0;
-  }
+  return dhx_wire_bytes(p, NULL, in);
 }
 
 // Bytes per element of `dtype` as the model counts them: f32 data at m->elem_bytes when set.

@@ -209,12 +209,14 @@ static const out_tensor *find_out(const conv *c, const rule *r, int layer) {
   return NULL;
 }
 
-// Maps one input entry; AdamW moments and known non-parameter buffers are left out.
+// Maps one input entry; AdamW moments (and qWD's master weights: the file's weights are the
+// replicas') and known non-parameter buffers are left out.
 static bool map_entry(conv *c, const dhx_st_entry *e) {
   const table *t = c->t;
   bool from_hf = !c->to_hf;
   const char *name = e->name;
-  if (!from_hf && (has_suffix(name, ".adam_m") || has_suffix(name, ".adam_v"))) {
+  if (!from_hf && (has_suffix(name, ".adam_m") || has_suffix(name, ".adam_v") ||
+                   has_suffix(name, ".master"))) {
     c->moments++;
     return true;
   }

@@ -42,10 +42,6 @@ static dhx_config without_unlowered(const dhx_config *cfg) {
     leave_out(&c.strands_loc, "strand interleaving (the strands block)");
     c.strands_pair = false;
   }
-  if (c.qwd_bits) {
-    leave_out(&c.compress_loc, "compressed parameter gathers (params: qwd)");
-    c.qwd_bits = 0;
-  }
   if (c.tlq_intra && c.tlq_hadamard != 0 && c.tlq_hadamard != 32) {
     leave_out(&c.tlq_loc, "tlq's Hadamard transform of this size (timed with blocks of 32)");
     c.tlq_hadamard = 32;  // the same traffic and about the same work

@@ -128,8 +128,14 @@ static void read_group(const dhx_expr *v, int *out) {
 
 static void read_qwd_arg(void *ctx, int k, const dhx_arg *a) {
   dhx_config *cfg = ctx;
-  if (k == 0) read_bits(a->value, "bits", &cfg->qwd_bits);
-  else read_group(a->value, &cfg->qwd_group);
+  if (k == 0) {
+    read_bits(a->value, "bits", &cfg->qwd_bits);
+  } else {
+    read_group(a->value, &cfg->qwd_group);
+    if (cfg->qwd_group < 8)  // the kernels pack whole 32-bit words of codes per group
+      dhx_error_at(&a->value->loc, src(&a->value->loc), "qwd's 'group' must be at least 8 "
+                   "(a group fills whole 32-bit words of codes), got %d", cfg->qwd_group);
+  }
 }
 
 typedef struct tlq_ctx {
@@ -187,6 +193,7 @@ static void read_compress(const dhx_fields *fs, dhx_config *cfg) {
       static const char *const args[] = {"bits", "group", NULL};
       cfg->qwd_bits = 4;
       cfg->qwd_group = 2048;
+      cfg->qwd_loc = f->loc;
       dhx_cfg_read_args(c->args, c->nargs, "'qwd(...)'", "qwd(bits: 4, group: 2048)", args,
                         read_qwd_arg, cfg);
     } else {
@@ -336,6 +343,20 @@ static void check_tlq(const dhx_config *cfg, const dhx_loc *par) {
                  cfg->pp, cfg->per_node);
 }
 
+// qWD compresses the all-gather that brings every rank's updated piece of the parameters into
+// its whole replica after the step: zero 1 and 2 with dp > 1. Zero 3 keeps no whole replica to
+// take the difference against (weights are gathered per use and dropped), so there is nothing
+// sound to compress; zero 0 has no parameter all-gather at all. With dp 1 there is no
+// data-parallel traffic: like zero with dp 1, a warning that it has no effect.
+static void check_qwd(const dhx_config *cfg, const dhx_loc *at) {
+  if (cfg->zero == 0 || cfg->zero >= 3)
+    dhx_error_at(at, src(at), "qwd compresses the all-gather of the updated parameter pieces "
+                 "into every rank's whole replica after the step, which zero: 1 and 2 have; "
+                 "zero: %d %s", cfg->zero, cfg->zero == 0 ? "shards no parameters (use zero: 1 "
+                 "or 2)" : "keeps no whole replica to take the difference against (weights are "
+                 "gathered per use): use zero: 1 or 2");
+}
+
 void dhx_check_schedule_fields(dhx_config *cfg) {
   const dhx_loc *par = first_loc(&cfg->parallel_loc, &cfg->schedule_loc);
   long long ranks = (long long)cfg->dp * cfg->tp * cfg->pp;
@@ -382,11 +403,7 @@ void dhx_check_schedule_fields(dhx_config *cfg) {
     dhx_error_at(at, src(at), "fold: w folds the pipeline into a W, which needs pp of 2 or more "
                  "(pp is %d)", cfg->pp);
   }
-  if (cfg->qwd_bits && cfg->zero == 0) {
-    const dhx_loc *at = first_loc(&cfg->compress_loc, par);
-    dhx_error_at(at, src(at), "qwd compresses the parameter all-gather of sharded data "
-                 "parallelism, which needs zero: 1 or more (zero is 0)");
-  }
+  if (cfg->qwd_bits) check_qwd(cfg, first_loc(&cfg->qwd_loc, first_loc(&cfg->compress_loc, par)));
   check_tlq(cfg, par);
   if ((cfg->qwd_bits || cfg->tlq_intra) && cfg->dp == 1) {
     const dhx_loc *at = first_loc(&cfg->compress_loc, par);

@@ -166,6 +166,7 @@ typedef struct dhx_config {
   dhx_fold fold;
   // schedule { compress { params: qwd(bits, group), grads: tlq(intra, inter, group, hadamard) } }
   int qwd_bits, qwd_group;      // qwd_bits 0 = parameter gathers uncompressed
+  dhx_loc qwd_loc;              // the `params:` field (file NULL when absent)
   int tlq_intra, tlq_inter, tlq_group, tlq_hadamard;  // tlq_intra 0 = gradients uncompressed
   dhx_loc tlq_loc;              // the tlq(...) call (file NULL when absent)
   // schedule { offload { optimizer, stride, subgroup } }   (Deep Optimizer States)

@@ -38,10 +38,17 @@
 
 bool dhx_tlq_on(const dhx_graph *g) { return g->tlq.intra_bits > 0 && dhx_zero_sharded(g); }
 
+static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+static int64_t gcd(int64_t a, int64_t b) { return b ? gcd(b, a % b) : a; }
+
 int64_t dhx_grad_piece(const dhx_graph *g, int64_t elems) {
-  int64_t c = dhx_zero_piece(elems, g->dp);
-  int64_t align = dhx_tlq_on(g) && g->tlq.group > PIECE_ALIGN ? g->tlq.group : PIECE_ALIGN;
-  return (c + align - 1) / align * align;
+  int64_t c = g->qwd_bits ? dhx_qwd_piece(elems, g->dp, g->qwd_group) : dhx_zero_piece(elems, g->dp);
+  if (!dhx_tlq_on(g) || g->tlq.group <= PIECE_ALIGN) return c;
+  int64_t r = round_up(c, g->tlq.group), q = g->qwd_group;
+  // qWD cuts a piece longer than its group into whole groups: keep both whole.
+  if (g->qwd_bits && r > q && r % q) r = round_up(r, g->tlq.group / gcd(g->tlq.group, q) * q);
+  return r;
 }
 
 // The position of a parameter's whole gradient among all of them, and their total, in

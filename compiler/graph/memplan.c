@@ -2,7 +2,7 @@
 //
 // Persistent tensors come first, in an order that makes the optimizer's windows contiguous:
 // parameters with weight decay, parameters without, then gradients, first and second moments
-// in the same order (so element e of every window is the same weight), then the inputs,
+// (and qWD's master weights) in the same order (so element e of every window is the same weight), then the inputs,
 // losses and scratch. Activations follow: each belongs to one program and shares memory with
 // the activations of that program whose uses all happen before its own or after them, by the
 // order of streams and events (first fit over the op order). The programs never run at the
@@ -36,7 +36,7 @@ static void set_view(dhx_graph *g, const char *name, int64_t start, int64_t end,
   g->tensors[v].shape[0] = g->tensors[v].view_elems;
 }
 
-// Places the state tensors (`which`: 0 param, 1 grad, 2 m, 3 v) of the parameters in the
+// Places the state tensors (`which`: 0 param, 1 grad, 2 m, 3 v, 4 qWD master) of the parameters in the
 // decay group or the other that are split by tensor parallelism (split) or whole, in
 // parameter order. Returns the new end of the arena; *first is the first tensor placed.
 static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int64_t at,
@@ -44,7 +44,8 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int6
   for (int i = 0; i < g->ntensors; i++) {
     dhx_tensor *p = &g->tensors[i];
     if (p->kind != DHX_T_PARAM || p->decay != decay || (p->split_dim >= 0) != split) continue;
-    int t = which == 0 ? i : which == 1 ? p->grad : which == 2 ? p->opt_m : p->opt_v;
+    int state[] = {i, p->grad, p->opt_m, p->opt_v, p->master};
+    int t = state[which];
     if (t < 0) continue;
     if (*first < 0) *first = t;
     g->tensors[t].offset = at;
@@ -59,9 +60,9 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int6
 // ranks and the whole part once. With sharded data parallelism (zero.c) the gradients and
 // moments (and with zero 3 the parameters) are this rank's pieces, laid out the same way.
 static int64_t place_persistent(dhx_graph *g) {
-  static const char *kinds[] = {"params", "grads", "adam_m", "adam_v"};
+  static const char *kinds[] = {"params", "grads", "adam_m", "adam_v", "master"};
   int64_t at = 0;
-  for (int which = 0; which < 4; which++) {
+  for (int which = 0; which < 5; which++) {  // (no views name the masters)
     int64_t kind_start = at, split_start = 0, whole_start = 0;
     int kind_first = -1, split_first = -1, whole_first = -1, group_first = -1;
     char name[64];

@@ -11,7 +11,7 @@
 
 #define SUMSQ_CHUNK 16384  // fixed, so the norm's summation order does not depend on threads
 
-static int add_state(dhx_graph *g, int p, const char *prefix, dhx_tensor_kind kind) {
+int dhx_add_param_state(dhx_graph *g, int p, const char *prefix, dhx_tensor_kind kind) {
   char name[DHX_NAME_MAX + 8];
   snprintf(name, sizeof name, "%s%s", prefix, g->tensors[p].name);
   int64_t shape[DHX_MAX_DIMS];
@@ -31,9 +31,9 @@ void dhx_create_param_state(dhx_graph *g) {
   int n = g->ntensors;
   for (int i = 0; i < n; i++) {
     if (g->tensors[i].kind != DHX_T_PARAM) continue;
-    int d = add_state(g, i, "grad.", DHX_T_GRAD);
-    int m = add_state(g, i, "adam_m.", DHX_T_OPT_M);
-    int v = add_state(g, i, "adam_v.", DHX_T_OPT_V);
+    int d = dhx_add_param_state(g, i, "grad.", DHX_T_GRAD);
+    int m = dhx_add_param_state(g, i, "adam_m.", DHX_T_OPT_M);
+    int v = dhx_add_param_state(g, i, "adam_v.", DHX_T_OPT_V);
     g->tensors[i].grad = d;
     g->tensors[i].opt_m = m;
     g->tensors[i].opt_v = v;

@@ -84,8 +84,9 @@ void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o);
 // compress_grads.c: the gradient reduce-scatter of sharded data parallelism, plain or, with
 // g->tlq on, as TLq-HS (two quantized all-to-alls, docs/compression.md).
 bool dhx_tlq_on(const dhx_graph *g);
-// The elements of each data rank's piece of a gradient of `elems` elements: dhx_zero_piece,
-// rounded up to whole quantization groups when TLq is on (the padding stays zero).
+// The elements of each data rank's piece of a parameter (and of its gradient and optimizer
+// state) of `elems` elements: dhx_zero_piece, or dhx_qwd_piece with qWD, rounded up to whole
+// TLq groups when TLq is on (the padding stays zero).
 int64_t dhx_grad_piece(const dhx_graph *g, int64_t elems);
 // Reduces parameter `param`'s whole gradient `whole` (dp pieces) over the data-parallel group
 // into this rank's piece `piece`, on `stream` of op list l (program prog, which owns the
@@ -95,5 +96,22 @@ int64_t dhx_grad_piece(const dhx_graph *g, int64_t elems);
 void dhx_emit_grad_reduce(dhx_graph *g, dhx_oplist *l, int stream, int inter_stream, int prog,
                           int param, int micro, int whole, int piece, const char *note);
 void dhx_grad_reduce_join(const dhx_graph *g, dhx_oplist *l, int stream, int inter_stream);
+
+// optimizer.c: a state tensor of parameter p (its shape and tensor-parallel slice), named
+// prefix + the parameter's name.
+int dhx_add_param_state(dhx_graph *g, int p, const char *prefix, dhx_tensor_kind kind);
+
+// compress_params.c: qWD, SDP4Bit's quantized weight differences, on the parameter all-gather
+// of zero 1 and 2 (g->qwd_bits; docs/compression.md).
+// The piece of a tensor of `elems` elements cut for `dp` ranks: a whole number of groups of
+// `group` (or one group of at least 16 elements for a small tensor), 16-element aligned.
+int64_t dhx_qwd_piece(int64_t elems, int dp, int group);
+// Gives each parameter its piece of fp32 master weights (sized like its moments).
+void dhx_qwd_add_masters(dhx_graph *g);
+// STEP after AdamW has updated the masters: the difference between this rank's master piece
+// and its piece of the model's weights quantized (stochastic rounding), the codes and scales
+// all-gathered over the data-parallel group, and every rank's dequantized differences added
+// into the whole weights.
+void dhx_lower_qwd_gather(dhx_graph *g);
 
 #endif

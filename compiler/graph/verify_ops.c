@@ -86,7 +86,7 @@ static void check_kernel(check *c, const dhx_lop *op) {
   for (int j = 0; j < n; j++) {
     const dhx_operand *o = &op->args[j];
     bool ok = types[j] == DHX_KARG_PTR ? o->kind == DHX_ARG_BUF
-              : types[j] == DHX_KARG_I64 ? o->kind == DHX_ARG_I64 ||
+              : types[j] == DHX_KARG_I64 ? o->kind == DHX_ARG_I64 ||  // or a whole-number register
                                                (o->kind == DHX_ARG_REG && dhx_reg_is_integer(o->reg))
                                          : o->kind == DHX_ARG_F64 || o->kind == DHX_ARG_REG;
     if (!ok) FAIL(c, "argument %d does not match the kernel's signature", j);

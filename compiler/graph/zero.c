@@ -18,7 +18,8 @@
 // STEP: (zero 1: reduce-scatter) → sums of squares of this rank's gradient pieces, added over
 // the data-parallel group (and over tensor ranks and stages as without sharding) → the global
 // norm → AdamW on each parameter's piece → (zero 1, 2: the updated pieces all-gathered in place
-// into the whole parameters, which are allocated dp * piece elements for that).
+// into the whole parameters, which are allocated dp * piece elements for that; with qWD,
+// compress_params.c: AdamW on fp32 master pieces, their quantized differences gathered).
 //
 // Paired strands: each run's gathers, zeroing and bucket events are on the stream of the
 // strand that computes it; the data-parallel stream is one, shared in program order, which
@@ -416,6 +417,7 @@ static void use_whole_gradients(dhx_graph *g, dhx_oplist *l) {
 void dhx_zero_shard(dhx_graph *g) {
   if (!dhx_zero_sharded(g)) return;
   partition(g);
+  if (g->qwd_bits) dhx_qwd_add_masters(g);
   if (g->zero == 1) {
     use_whole_gradients(g, &g->prog[DHX_PROG_MICRO]);
     return;
@@ -465,8 +467,12 @@ void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o) {
     snprintf(note, sizeof note, "adamw %.60s (this rank's piece)", p->name);
     dhx_lop *op = dhx_emit_adamw_op(step, o, i, dhx_buf(p->grad, 0), p->opt_m, p->opt_v, valid,
                                     p->decay ? o->weight_decay : 0.0, note);
-    op->args[0] = dhx_buf(i, mine);
+    op->args[0] = p->master >= 0 ? dhx_buf(p->master, 0) : dhx_buf(i, mine);
     gather |= g->zero < 3;
+  }
+  if (g->qwd_bits) {  // the pieces' differences, quantized, instead of the pieces
+    dhx_lower_qwd_gather(g);
+    return;
   }
   if (!gather) return;
   // The updated pieces into every rank's whole parameters, in place.

@@ -49,7 +49,7 @@ int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dty
   for (int i = 0; i < ndim; i++) t->shape[i] = t->global_shape[i] = shape[i];
   t->split_dim = -1;
   t->split_groups = t->split_parts = 1;
-  t->grad = t->opt_m = t->opt_v = t->view_of = t->work = -1;
+  t->grad = t->opt_m = t->opt_v = t->view_of = t->work = t->master = -1;
   t->shard_parts = 1;
   t->offset = -1;
   t->first_use = t->last_use = -1;

@@ -35,6 +35,7 @@ typedef enum {
   DHX_T_TOKENS, DHX_T_TARGETS, DHX_T_LOSSES,
   DHX_T_SCRATCH,   // persistent helper storage (norm partials)
   DHX_T_VIEW,      // a window onto a contiguous run of persistent tensors (all gradients...)
+  DHX_T_MASTER,    // fp32 master weights of this rank's piece of a parameter (qWD)
 } dhx_tensor_kind;
 
 typedef struct dhx_tensor {
@@ -48,6 +49,7 @@ typedef struct dhx_tensor {
   float init_std;
   bool decay;
   int grad, opt_m, opt_v;   // tensor ids, -1 when absent
+  int master;               // qWD: the master weights of this rank's piece, -1 otherwise
   // views: the first tensor of the run and the element count
   int view_of;
   int64_t view_elems;
@@ -166,8 +168,8 @@ typedef struct dhx_lop {
   int nargs;
   dhx_plan_gemm gemm;          // GEMM: args[0..2] = A, B, C
   int comm, event;
-  dhx_dtype dtype;             // collectives: the elements moved (0: f32; ALL_TO_ALL may move
-                               //   i32 code words)
+  dhx_dtype dtype;             // collectives: the elements moved (0: f32; all-gathers and
+                               //   all-to-alls may move i32 code words)
   bool dead;                   // removed by a pass
   dhx_origin at;               // where it comes from
   char note[DHX_NAME_MAX];
@@ -214,6 +216,7 @@ typedef struct dhx_graph {
   int chunk_out[DHX_MAX_CHUNKS];
   dhx_oplist prog[DHX_PROG_COUNT];
   int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
+  int qwd_bits, qwd_group;       // qWD on the parameter all-gather (compress_params.c); 0 = off
   bool strands;                  // paired strands: micro-batches alternate between two strands,
                                  //   one's forward running beside the other's backward
   bool async_comm;               // the collectives of a stage's layers run on communication

@@ -41,9 +41,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
              "1; search: none pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
-  } else if (cfg->qwd_bits) {
-    *at = cfg->compress_loc.file ? &cfg->compress_loc : sched;
-    snprintf(buf, n, "compressed communication (the compress block)");
   } else if (cfg->tlq_intra && cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32) {
     *at = cfg->tlq_loc.file ? &cfg->tlq_loc : sched;  // the kernels transform blocks of 32
     snprintf(buf, n, "tlq's Hadamard transform of %d (this build transforms blocks of 32, or "
@@ -316,6 +313,8 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->dp = cfg->dp;
   g->dp_rank = dp_rank;
   g->zero = cfg->zero;
+  g->qwd_bits = cfg->dp > 1 && (cfg->zero == 1 || cfg->zero == 2) ? cfg->qwd_bits : 0;
+  g->qwd_group = cfg->qwd_group;
   g->strands = cfg->strands_pair;
   // Collectives beside the compute: one stage (the transfer streams leave no room for two more
   // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and not under the

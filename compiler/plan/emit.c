@@ -13,6 +13,7 @@ static uint32_t buf_kind(dhx_tensor_kind k) {
     case DHX_T_GRAD: return DHX_BUF_GRAD;
     case DHX_T_OPT_M: return DHX_BUF_OPT_M;
     case DHX_T_OPT_V: return DHX_BUF_OPT_V;
+    case DHX_T_MASTER: return DHX_BUF_MASTER;
     case DHX_T_TOKENS: return DHX_BUF_TOKENS;
     case DHX_T_TARGETS: return DHX_BUF_TARGETS;
     case DHX_T_LOSSES: return DHX_BUF_LOSSES;
@@ -42,7 +43,7 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     memcpy(b->shape, t->shape, sizeof b->shape);
     b->offset = t->offset;
     b->nbytes = dhx_tensor_alloc_elems(t) * 4;
-    b->grad = b->opt_m = b->opt_v = -1;
+    b->grad = b->opt_m = b->opt_v = b->master = -1;
     b->split_dim = t->split_dim;
     b->split_groups = (uint32_t)t->split_groups;
     b->split_parts = (uint32_t)t->split_parts;
@@ -63,6 +64,7 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     b->grad = t->grad >= 0 ? id[t->grad] : -1;
     b->opt_m = t->opt_m >= 0 ? id[t->opt_m] : -1;
     b->opt_v = t->opt_v >= 0 ? id[t->opt_v] : -1;
+    b->master = t->master >= 0 ? id[t->master] : -1;
   }
   return id;
 }
@@ -114,7 +116,7 @@ void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
       DHX_ICE("'%s' exchanges over communicator role %d, which this rank has no group for",
               op->note, op->comm);
     in->comm = comm_of[op->comm];
-    in->dtype = op->dtype ? op->dtype : DHX_F32;
+    in->dtype = op->dtype ? op->dtype : DHX_F32;  // i32: packed quantization codes
   }
   in->n = op->n;
   in->gemm = op->gemm;

@@ -252,6 +252,7 @@ static bool persistent_kind(uint32_t kind) {
     case DHX_BUF_GRAD:
     case DHX_BUF_OPT_M:
     case DHX_BUF_OPT_V:
+    case DHX_BUF_MASTER:
     case DHX_BUF_TOKENS:
     case DHX_BUF_TARGETS:
     case DHX_BUF_LOSSES: return true;

@@ -320,7 +320,8 @@ void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_
       out->params += dhx_tensor_elems(t);
     }
     if (t->kind == DHX_T_GRAD) out->grads += b;
-    if (t->kind == DHX_T_OPT_M || t->kind == DHX_T_OPT_V) out->optimizer += b;
+    if (t->kind == DHX_T_OPT_M || t->kind == DHX_T_OPT_V || t->kind == DHX_T_MASTER)
+      out->optimizer += b;
     if (t->offset + b > persistent_end) persistent_end = t->offset + b;
   }
   out->io = persistent_end - out->weights - out->grads - out->optimizer;
@@ -361,7 +362,7 @@ void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE
   snprintf(why, sizeof why, "%lld parameters", (long long)m->params);
   row(f, u, "weights", m->weights, why);
   row(f, u, "gradients", m->grads, "");
-  row(f, u, "optimizer", m->optimizer, "Adam moments");
+  row(f, u, "optimizer", m->optimizer, "Adam moments (and qWD master weights)");
   row(f, u, "inputs", m->io, "token ids, targets, losses, scratch");
   row(f, u, "activations", m->activations, "shared by the programs, sized for the largest");
   snprintf(why, sizeof why, "(%lld bytes)", (long long)m->total);

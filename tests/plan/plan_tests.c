@@ -357,6 +357,7 @@ static void send_peer_outside(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 4;
 static void send_to_itself(dhx_plan *p) { step_instr(p, 0, 2)->args[2].i = 0; }
 static void send_tag_too_large(dhx_plan *p) { step_instr(p, 0, 2)->args[3].i = 40000; }
 static void send_dtype_i32(dhx_plan *p) { step_instr(p, 0, 2)->dtype = DHX_I32; }
+static void rs_dtype_i32(dhx_plan *p) { step_instr(p, 0, 0)->dtype = DHX_I32; }
 static void rs_dtype_unknown(dhx_plan *p) { step_instr(p, 0, 0)->dtype = 7; }
 static void recv_count_differs(dhx_plan *p) { step_instr(p, 1, 2)->args[1].i = 4; }
 static void recvs_swapped(dhx_plan *p) {
@@ -393,8 +394,10 @@ static void test_bounds_new_collectives(const char *unused) {
                              "0..3)");
   expect_collectives_invalid(send_to_itself, "send peer 0 is this rank itself");
   expect_collectives_invalid(send_tag_too_large, "send tag 40000 is outside 0..32767");
-  expect_collectives_invalid(send_dtype_i32, "send with dtype i32 (2): the runtime computes "
-                             "collectives and transfers on f32 only");
+  // i32 travels as it is (packed codes) in the ops that only move data, in an i32 buffer
+  expect_collectives_invalid(send_dtype_i32, "send buffer 'msg' is f32 (must be i32)");
+  expect_collectives_invalid(rs_dtype_i32, "reduce_scatter with dtype i32 (2): the runtime "
+                             "computes collectives and transfers on f32 only");
   expect_collectives_invalid(rs_dtype_unknown, "reduce_scatter with dtype ? (7)");
   expect_collectives_invalid(recv_count_differs, "rank 0 program STEP instr 2 (send): send of 5 "
                              "elements to rank 1 of communicator 0 (tag 1) has no matching recv "
@@ -590,6 +593,81 @@ static void test_print_lists_new_collectives(const char *unused) {
   }
   printf("%s", text);
   free(text);
+  tb_free(p);
+}
+
+// ---- wire bytes by purpose (plan_wire.c) -----------------------------------------------------
+
+// A collective of op on communicator c over rank 0's buffer `buf`, count elements of dtype.
+static dhx_plan_instr *wire_instr(dhx_plan *p, dhx_op op, int32_t c, int32_t buf, int64_t count,
+                                  dhx_dtype dtype) {
+  dhx_plan_instr *in = tb_instr(p, DHX_PROG_STEP, op, 1, "wire");
+  in->comm = c;
+  in->dtype = dtype;
+  tb_arg_buf(in, buf, 0);
+  if (op == DHX_OP_ALLREDUCE || op == DHX_OP_SEND) {
+    tb_arg_i64(in, count);
+    if (op == DHX_OP_SEND) {
+      tb_arg_i64(in, 1);
+      tb_arg_i64(in, 0);
+    }
+  } else {
+    tb_arg_buf(in, buf, 0);
+    tb_arg_i64(in, count);
+  }
+  return in;
+}
+
+// Eight ranks, tp 2 fastest, then dp 2, then pp 2: each collective's kind follows from the
+// coordinate its communicator's members differ in and from its op, and its bytes from the ring.
+static void test_wire_kinds_and_bytes(const char *unused) {
+  (void)unused;
+  dhx_plan *p = tb_new(8);
+  int64_t n = 64;
+  int32_t w = tb_param(p, "w", 1, &n, DHX_INIT_ZEROS, 0, true);
+  int32_t grad = p->ranks[0].buffers[w].grad;
+  int32_t norm = tb_buffer(p, "grad_norm.partials", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  int32_t window = tb_buffer(p, "grads[all]", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  p->ranks[0].buffers[window].offset = p->ranks[0].buffers[grad].offset;  // over the gradient
+  int32_t act = tb_buffer(p, "act", DHX_BUF_ACT, DHX_F32, 1, &n);
+  int32_t codes = tb_buffer(p, "codes", DHX_BUF_ACT, DHX_I32, 1, &n);
+  int32_t tp = tb_comm(p, 2, (int32_t[]){0, 1}), dp = tb_comm(p, 2, (int32_t[]){0, 2});
+  int32_t pp = tb_comm(p, 2, (int32_t[]){0, 4}), mixed = tb_comm(p, 2, (int32_t[]){0, 3});
+  for (uint32_t r = 0; r < 8; r++) {
+    p->ranks[r].tp_rank = r % 2;
+    p->ranks[r].dp_rank = r / 2 % 2;
+    p->ranks[r].pp_rank = r / 4;
+  }
+  struct {
+    dhx_op op;
+    int32_t comm, buf;
+    dhx_dtype dtype;
+    int kind;
+    int64_t bytes;  // 8 elements over 2 members
+  } cases[] = {
+      {DHX_OP_ALLREDUCE, tp, act, DHX_F32, DHX_WIRE_TP, 2 * 4 * 4},
+      {DHX_OP_ALL_GATHER, tp, act, DHX_F32, DHX_WIRE_TP, 4 * 4},
+      {DHX_OP_ALLREDUCE, dp, grad, DHX_F32, DHX_WIRE_DP_GRADS, 2 * 4 * 4},
+      {DHX_OP_ALLREDUCE, dp, window, DHX_F32, DHX_WIRE_DP_GRADS, 2 * 4 * 4},
+      {DHX_OP_REDUCE_SCATTER, dp, act, DHX_F32, DHX_WIRE_DP_GRADS, 4 * 4},
+      {DHX_OP_ALL_TO_ALL, dp, act, DHX_F32, DHX_WIRE_DP_GRADS, 4 * 4},
+      {DHX_OP_ALL_GATHER, dp, act, DHX_F32, DHX_WIRE_DP_PARAMS, 4 * 4},
+      {DHX_OP_ALL_GATHER, dp, codes, DHX_I32, DHX_WIRE_DP_PARAMS, 4 * 4},
+      {DHX_OP_ALLREDUCE, dp, norm, DHX_F32, DHX_WIRE_OTHER, 2 * 4 * 4},
+      {DHX_OP_ALLREDUCE, pp, norm, DHX_F32, DHX_WIRE_OTHER, 2 * 4 * 4},
+      {DHX_OP_SEND, pp, act, DHX_F32, DHX_WIRE_PP, 8 * 4},
+      {DHX_OP_RECV, pp, act, DHX_F32, DHX_WIRE_PP, 0},
+      {DHX_OP_ALL_GATHER, mixed, act, DHX_F32, DHX_WIRE_OTHER, 4 * 4},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    dhx_plan_instr *in = wire_instr(p, cases[i].op, cases[i].comm, cases[i].buf, 8, cases[i].dtype);
+    int kind = dhx_wire_kind_of(p, &p->ranks[0], in);
+    int64_t bytes = dhx_wire_bytes(p, &p->ranks[0], in);
+    printf("%s on comm %d: %s, %" PRId64 " bytes\n", dhx_op_name(in->op), in->comm,
+           dhx_wire_kind_name(kind), bytes);
+    CHECK(kind == cases[i].kind);
+    CHECK(bytes == cases[i].bytes);
+  }
   tb_free(p);
 }
 
@@ -1049,6 +1127,7 @@ static const struct {
     {"plan_validation_accepts_in_place_all_gather", test_accepts_in_place_all_gather, false},
     {"plan_validation_checks_zero_shards", test_validation_checks_zero_shards, false},
     {"plan_kernel_access_covers_test_kernels", test_access_covers_test_kernels, false},
+    {"plan_wire_kinds_and_bytes_follow_communicator_and_op", test_wire_kinds_and_bytes, false},
     {"plan_validation_accepts_compiled_tiny", test_accepts_compiled, true},
     {"plan_validation_accepts_compiled_tiny_llama", test_accepts_compiled, true},
     {"plan_validation_bounds_compiled_gpt_kernels", test_bounds_compiled_gpt, true},

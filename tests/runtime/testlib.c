@@ -77,7 +77,7 @@ int32_t tb_buffer(dhx_plan *p, const char *name, dhx_buf_kind kind, dhx_dtype dt
   b->nbytes = n;
   b->offset = (r->arena_bytes + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
   r->arena_bytes = b->offset + n;
-  b->grad = b->opt_m = b->opt_v = -1;
+  b->grad = b->opt_m = b->opt_v = b->master = -1;
   return (int32_t)r->nbuffers++;
 }
 

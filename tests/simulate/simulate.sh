@@ -7,6 +7,9 @@
 #              (paired strands themselves are simulated)
 #   searches   with paired strands, search none, greedy and dp all simulate sanely, and the
 #              modelled time of dp's alignments is no more than greedy's or the unaligned sum
+#   qwd        compress { params: qwd } at zero 1 is simulated (no note leaves it out): less
+#              exposed communication (the gathers move 4-bit codes and scales, not f32) and
+#              more compute (the quantize and dequantize kernels) than without it
 #   paper F    sample F simulates and its JSON is sane
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -72,6 +75,16 @@ print("modelled time of the paired regions:", m)
 assert 0 < m["dp"] <= m["greedy"] and m["dp"] <= m["none"], m
 PY
     ;;
+  qwd)
+    sim "$in" --set schedule.parallel.zero=1 > "$work/plain"
+    sim "$in" --set schedule.parallel.zero=1 \
+      --set 'schedule.compress.params=qwd(bits: 4, group: 2048)' > "$work/qwd" 2> "$work/err"
+    sane "$work/plain" && sane "$work/qwd"
+    ! grep -q "simulating without" "$work/err" || exit 1
+    pe=$(field "$work/plain" exposed_comm_s) qe=$(field "$work/qwd" exposed_comm_s)
+    pc=$(field "$work/plain" compute_s) qc=$(field "$work/qwd" compute_s)
+    echo "exposed communication: plain $pe s, qwd $qe s; compute: plain $pc s, qwd $qc s"
+    gt "$pe" "$qe" && gt "$qc" "$pc" ;;
   paper)
     sim "$SRC/samples/paper/$2" "${@:3}" > "$work/j" 2> "$work/err"
     cat "$work/j"
