@@ -57,6 +57,15 @@ void dhx_layers_by_cost(const dhx_graph *g, int chunks, int *layers);
 // (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
 // from each chunk's one-micro-batch forward and backward.
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
+// A block of a W-folded pipeline stage: the forward or backward of micro-batch m through the
+// stage's chunk c (0: going down, 1: coming back up).
+typedef struct dhx_fold_block {
+  bool backward;
+  int m, c;
+} dhx_fold_block;
+// The 4·micro blocks of stage `stage` of a W of pp stages in the order it runs them (pipeline.c
+// explains the order); the caller frees it.
+dhx_fold_block *dhx_fold_order(int pp, int micro, int stage);
 // shard_sp.c: sequence parallelism on top of dhx_shard_tensor_parallel's rewrite: outside the
 // split regions, activations hold this rank's token rows; column-split linears all-gather their
 // input, row-split linears reduce-scatter their output. Reports what it cannot split at the op.

@@ -488,11 +488,6 @@ static void schedule(pipe *p, int micro, const int *strand) {
 //
 //   stage 0: F0 F1 F2 f0 F3 f1 b0 b0 f2 b1 b1 b2 b2 B0 B0 f3 b3 b3 B1 B1 .  .  B2 B2 .  .  B3 B3
 //   stage 1: .  F0 f0 F1 f1 F2 f2 .  b0 b0 B0 B0 F3 f3 b1 b1 B1 B1 b2 b2 B2 B2 b3 b3 B3 B3
-typedef struct fold_block {
-  bool backward;
-  int m, c;  // micro-batch, and chunk of the stage (0: down, 1: up)
-} fold_block;
-
 typedef struct fold_sim {
   int pp, micro, chunks;   // chunks: 2pp
   int *fwd_end, *bwd_end;  // [chunk · micro + m]: when the block ends (-1: not run yet)
@@ -514,7 +509,7 @@ static bool fold_ready(const fold_sim *f, int gc, bool backward, int t) {
 }
 
 // The block stage s starts at time t (false: none is ready).
-static bool fold_pick(const fold_sim *f, int s, int t, fold_block *b) {
+static bool fold_pick(const fold_sim *f, int s, int t, dhx_fold_block *b) {
   for (int backward = 0; backward <= 1; backward++) {
     int best = -1;
     for (int c = 1; c >= 0; c--) {  // the later chunk first on a tie
@@ -522,14 +517,14 @@ static bool fold_pick(const fold_sim *f, int s, int t, fold_block *b) {
       int m = backward ? f->next_bwd[gc] : f->next_fwd[gc];
       if (!fold_ready(f, gc, backward, t) || (best >= 0 && m >= best)) continue;
       best = m;
-      *b = (fold_block){.backward = backward, .m = m, .c = c};
+      *b = (dhx_fold_block){.backward = backward, .m = m, .c = c};
     }
     if (best >= 0) return true;
   }
   return false;
 }
 
-static void fold_run(fold_sim *f, int s, int t, const fold_block *b) {
+static void fold_run(fold_sim *f, int s, int t, const dhx_fold_block *b) {
   int gc = b->c == 0 ? s : 2 * f->pp - 1 - s, at = gc * f->micro + b->m;
   int length = b->backward ? 2 : 1;
   if (b->backward) {
@@ -543,12 +538,11 @@ static void fold_run(fold_sim *f, int s, int t, const fold_block *b) {
   f->busy_until[s] = t + length;
 }
 
-// Stage `stage`'s 4·micro blocks in the order it runs them.
-static fold_block *fold_order(int pp, int micro, int stage) {
+dhx_fold_block *dhx_fold_order(int pp, int micro, int stage) {
   fold_sim f = {.pp = pp, .micro = micro, .chunks = 2 * pp};
   size_t blocks = (size_t)f.chunks * (size_t)micro;
   int *mem = malloc(sizeof(int) * (2 * blocks + 2 * (size_t)f.chunks + 2 * (size_t)pp));
-  fold_block *order = malloc(sizeof *order * 4 * (size_t)micro);
+  dhx_fold_block *order = malloc(sizeof *order * 4 * (size_t)micro);
   if (!mem || !order) abort();
   f.fwd_end = mem;
   f.bwd_end = f.fwd_end + blocks;
@@ -566,7 +560,7 @@ static fold_block *fold_order(int pp, int micro, int stage) {
     if (t > 3 * (int)blocks)
       DHX_ICE("the W-folded schedule does not finish (pp %d, %d micro-batches)", pp, micro);
     for (int s = 0; s < pp; s++) {
-      fold_block b;
+      dhx_fold_block b;
       if (f.busy_until[s] > t || !fold_pick(&f, s, t, &b)) continue;
       fold_run(&f, s, t, &b);
       left--;
@@ -578,7 +572,7 @@ static fold_block *fold_order(int pp, int micro, int stage) {
 }
 
 static void fold_schedule(pipe *p, int micro, const int *strand) {
-  fold_block *order = fold_order(p->g->pp, micro, p->g->pp_rank);
+  dhx_fold_block *order = dhx_fold_order(p->g->pp, micro, p->g->pp_rank);
   int done = -1;
   for (int k = 0; k < 4 * micro; k++) {
     if (order[k].backward)
