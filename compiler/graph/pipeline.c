@@ -477,22 +477,24 @@ static void schedule(pipe *p, int micro, const int *strand) {
 // Stage s holds chunks s (going down) and 2pp-1-s (coming back up). Its order of blocks comes
 // from running the whole W, every stage, on unit costs (a forward 1, a backward 2), the same
 // way on every rank: a stage that is free runs the ready forward of the lowest micro-batch
-// (the later chunk on a tie), else the ready backward of the lowest micro-batch; it starts a
-// new micro-batch (a forward of chunk s) only while fewer than 2pp - s are in flight there
-// (between that forward and its backward: 1F1B's pp - s, plus pp for the way back up), which
-// bounds the activations it holds. Each chunk runs its forwards and its backwards in
+// (the later chunk on a tie), else the ready backward of the lowest micro-batch. A forward of
+// global chunk c waits while 2pp - c micro-batches are in flight through c (between its
+// forward and its backward): 1F1B's rule for a pipeline of 2pp chunks, which bounds the
+// activations a stage holds (2pp - s through its first chunk: 1F1B's pp - s, plus pp for the
+// way back up; s + 1 through its second), as dhxc check estimates them. Each chunk runs its forwards and its backwards in
 // micro-batch order, so each link's transfers come in the same order on both sides, and a
 // stage's blocks run in an order that the simulated run shows possible, so no stage waits
 // forever. pp = 2, four micro-batches (F, B: the stage's first chunk; f, b: its second; a
 // backward takes two steps):
 //
-//   stage 0: F0 F1 F2 f0 F3 f1 b0 b0 f2 b1 b1 b2 b2 B0 B0 f3 b3 b3 B1 B1 .  .  B2 B2 .  .  B3 B3
-//   stage 1: .  F0 f0 F1 f1 F2 f2 .  b0 b0 B0 B0 F3 f3 b1 b1 B1 B1 b2 b2 B2 B2 b3 b3 B3 B3
+//   stage 0: F0 F1 F2 f0 F3 b0 b0 f1 b1 b1 f2 b2 b2 B0 B0 .  f3 b3 b3 B1 B1 .  B2 B2 .  .  B3 B3
+//   stage 1: .  F0 f0 F1 f1 F2 .  b0 b0 f2 B0 B0 F3 b1 b1 f3 B1 B1 b2 b2 B2 B2 b3 b3 B3 B3
 typedef struct fold_sim {
   int pp, micro, chunks;   // chunks: 2pp
   int *fwd_end, *bwd_end;  // [chunk · micro + m]: when the block ends (-1: not run yet)
   int *next_fwd, *next_bwd;  // per chunk: its next micro-batch in order
-  int *busy_until, *in_flight;  // per stage
+  int *in_flight;          // per chunk: micro-batches between its forward and its backward
+  int *busy_until;         // per stage
 } fold_sim;
 
 static bool ended(const int *end, int at, int t) { return end[at] >= 0 && end[at] <= t; }
@@ -504,7 +506,7 @@ static bool fold_ready(const fold_sim *f, int gc, bool backward, int t) {
   if (backward)
     return ended(f->fwd_end, at, t) &&
            (gc == f->chunks - 1 || ended(f->bwd_end, at + f->micro, t));
-  if (gc < f->pp && f->in_flight[gc] >= 2 * f->pp - gc) return false;  // a new one on stage gc
+  if (f->in_flight[gc] >= 2 * f->pp - gc) return false;
   return gc == 0 || ended(f->fwd_end, at - f->micro, t);
 }
 
@@ -534,25 +536,25 @@ static void fold_run(fold_sim *f, int s, int t, const dhx_fold_block *b) {
     f->fwd_end[at] = t + length;
     f->next_fwd[gc]++;
   }
-  if (b->c == 0) f->in_flight[s] += b->backward ? -1 : 1;
+  f->in_flight[gc] += b->backward ? -1 : 1;
   f->busy_until[s] = t + length;
 }
 
 dhx_fold_block *dhx_fold_order(int pp, int micro, int stage) {
   fold_sim f = {.pp = pp, .micro = micro, .chunks = 2 * pp};
   size_t blocks = (size_t)f.chunks * (size_t)micro;
-  int *mem = malloc(sizeof(int) * (2 * blocks + 2 * (size_t)f.chunks + 2 * (size_t)pp));
+  size_t counters = 3 * (size_t)f.chunks + (size_t)pp;
+  int *mem = malloc(sizeof(int) * (2 * blocks + counters));
   dhx_fold_block *order = malloc(sizeof *order * 4 * (size_t)micro);
   if (!mem || !order) abort();
   f.fwd_end = mem;
   f.bwd_end = f.fwd_end + blocks;
   f.next_fwd = f.bwd_end + blocks;
   f.next_bwd = f.next_fwd + f.chunks;
-  f.busy_until = f.next_bwd + f.chunks;
-  f.in_flight = f.busy_until + pp;
+  f.in_flight = f.next_bwd + f.chunks;
+  f.busy_until = f.in_flight + f.chunks;
   for (size_t i = 0; i < 2 * blocks; i++) mem[i] = -1;
-  for (size_t i = 2 * blocks; i < 2 * blocks + 2 * (size_t)f.chunks + 2 * (size_t)pp; i++)
-    mem[i] = 0;
+  for (size_t i = 2 * blocks; i < 2 * blocks + counters; i++) mem[i] = 0;
   int left = (int)(2 * blocks), n = 0;
   // Every block waits only for blocks of the same or earlier micro-batches, so the oldest
   // unfinished one can always go on: the run ends within the serial time of all blocks.

@@ -21,8 +21,8 @@ static void describe(const dhx_fold_block *order, int n, char *out, size_t size)
 }
 
 static void matches_the_documented_timeline(void) {
-  static const char *const want[2] = {"F0 F1 F2 f0 F3 f1 b0 f2 b1 b2 B0 f3 b3 B1 B2 B3",
-                                      "F0 f0 F1 f1 F2 f2 b0 B0 F3 f3 b1 B1 b2 B2 b3 B3"};
+  static const char *const want[2] = {"F0 F1 F2 f0 F3 b0 f1 b1 f2 b2 B0 f3 b3 B1 B2 B3",
+                                      "F0 f0 F1 f1 F2 b0 f2 B0 F3 b1 f3 B1 b2 B2 b3 B3"};
   for (int s = 0; s < 2; s++) {
     dhx_fold_block *order = dhx_fold_order(2, 4, s);
     char got[256];
@@ -39,17 +39,18 @@ static void matches_the_documented_timeline(void) {
 static int global_chunk(int pp, int s, int c) { return c == 0 ? s : 2 * pp - 1 - s; }
 
 // Each stage's order on its own: every block once, each chunk's forwards and backwards in
-// micro-batch order, at most 2pp - s micro-batches in flight through the first chunk.
+// micro-batch order, at most 2pp - c micro-batches in flight through global chunk c (2pp - s
+// through the stage's first chunk, s + 1 through its second), as dhxc check estimates.
 static void check_stage(const dhx_fold_block *order, int pp, int micro, int s) {
-  int next[2][2] = {{0, 0}, {0, 0}}, in_flight = 0;  // [backward][chunk]
+  int next[2][2] = {{0, 0}, {0, 0}}, in_flight[2] = {0, 0};  // next: [backward][chunk]
   for (int k = 0; k < 4 * micro; k++) {
     const dhx_fold_block *b = &order[k];
     CHECK(b->c == 0 || b->c == 1);
     CHECK(b->m == next[b->backward][b->c]);
     next[b->backward][b->c]++;
     if (b->backward) CHECK(next[0][b->c] > b->m);  // after its own forward
-    if (b->c == 0) in_flight += b->backward ? -1 : 1;
-    CHECK(in_flight <= 2 * pp - s);
+    in_flight[b->c] += b->backward ? -1 : 1;
+    CHECK(in_flight[b->c] <= 2 * pp - global_chunk(pp, s, b->c));
   }
   for (int i = 0; i < 4; i++) CHECK(next[i / 2][i % 2] == micro);
 }
