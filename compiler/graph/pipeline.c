@@ -8,7 +8,9 @@
 // the last stage never waits between a forward and its backward. With v chunks per stage the
 // schedule is Megatron-LM's interleaved 1F1B: the M·v (micro-batch, chunk) blocks run in groups
 // of pp micro-batches per chunk, with a warm-up of 2(pp-s-1) + (v-1)pp blocks, which shrinks
-// the pipeline's idle time by about v. With paired strands (schedule) the blocks of
+// the pipeline's idle time by about v. Folded into a W (two chunks per stage, going down and
+// coming back up), the blocks run in an order found by simulating the W (dhx_fold_order,
+// below). With paired strands (schedule) the blocks of
 // micro-batch m compute on strand m % 2's stream, so each forward runs beside a backward.
 // Each block's copy of its template gets its own activation tensors (the memory planner lets
 // copies whose lifetimes do not overlap share bytes), its slot of the token, target and loss
@@ -16,6 +18,9 @@
 //
 //   forward  m:  [LOAD m]  [RECV activation from s-1]  ops  [SEND activation to s+1]
 //   backward m:            [RECV gradient from s+1]    ops  [SEND gradient to s-1]
+//
+// (in a W, the first chunk's; the second's come from s+1 and go to s-1, and a transfer
+// between the two chunks of the bottom stage is none: the same tensor, or in place)
 //
 // Transfers run on streams of their own. A send starts after an event that says the data is
 // ready, so a stage does not block on its neighbour while it could compute; the compute stream
@@ -481,11 +486,11 @@ static void schedule(pipe *p, int micro, const int *strand) {
 // global chunk c waits while 2pp - c micro-batches are in flight through c (between its
 // forward and its backward): 1F1B's rule for a pipeline of 2pp chunks, which bounds the
 // activations a stage holds (2pp - s through its first chunk: 1F1B's pp - s, plus pp for the
-// way back up; s + 1 through its second), as dhxc check estimates them. Each chunk runs its forwards and its backwards in
-// micro-batch order, so each link's transfers come in the same order on both sides, and a
-// stage's blocks run in an order that the simulated run shows possible, so no stage waits
-// forever. pp = 2, four micro-batches (F, B: the stage's first chunk; f, b: its second; a
-// backward takes two steps):
+// way back up; s + 1 through its second), as dhxc check estimates them. Each chunk runs its
+// forwards and its backwards in micro-batch order, so each link's transfers come in the same
+// order on both sides, and a stage's blocks run in an order that the simulated run shows
+// possible, so no stage waits forever. pp = 2, four micro-batches (F, B: the stage's first
+// chunk; f, b: its second; a backward takes two steps):
 //
 //   stage 0: F0 F1 F2 f0 F3 b0 b0 f1 b1 b1 f2 b2 b2 B0 B0 .  f3 b3 b3 B1 B1 .  B2 B2 .  .  B3 B3
 //   stage 1: .  F0 f0 F1 f1 F2 .  b0 b0 f2 B0 B0 F3 b1 b1 f3 B1 B1 b2 b2 B2 B2 b3 b3 B3 B3

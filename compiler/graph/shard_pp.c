@@ -8,11 +8,13 @@
 // one (virtual stages). Folded into a W (DHelix), the stack is cut into 2·pp chunks and stage
 // g holds chunks g and 2pp-1-g: a micro-batch goes down the stages and back up, so the first
 // and the last chunk (embeddings; output projection and loss) share stage 0, and the hand-off
-// from chunk pp-1 to chunk pp stays on stage pp-1. The ops before the first layer (embeddings) go with the first chunk and
-// those after the last (final norm, output projection, loss) with the last. A stage keeps its
+// from chunk pp-1 to chunk pp stays on stage pp-1. The ops before the first layer
+// (embeddings) go with the first chunk and those after the last (final norm, output
+// projection, loss) with the last. A stage keeps its
 // own nodes only: parameters of other stages are not allocated, and each of its chunks receives
 // the one activation that crosses into it (the residual stream) from the chunk before, which
-// lives on the previous stage, and sends the one that leaves it to the next.
+// lives on a neighbour stage (at the turn of a W, on the same one), and sends the one that
+// leaves it to the next.
 
 #include <stdio.h>
 #include <stdlib.h>
