@@ -3,8 +3,9 @@
 # dhxc --simulate, beside the gains the paper published:
 #
 #   baseline  Megatron-style: 1F1B, no strands (strands { pair: off }, fold off)
-#   dhx       the sample as written: paired strands, the overlap search and the W fold where
-#             the sample asks for them
+#   dhx       the sample as written: paired strands and the overlap search; with a pipeline
+#             (pp > 1), the W fold (fold: w) where the layers divide into 2·pp chunks, and
+#             search: none (the overlap search is refused in a pipeline)
 #
 #   bench/paper_table/run.sh [SAMPLE.dhx ...]      (BUILD_DIR=build by default)
 #
@@ -47,13 +48,21 @@ for f in "${samples[@]}"; do
            tr -d 'dtp: ' | sed 's/.*/(&)/')
   "$dhxc" "$f" --simulate --json --set schedule.strands.pair=off \
     --set schedule.strands.fold=off >"$work/$name.base.json" 2>"$work/$name.base.err"
-  "$dhxc" "$f" --simulate --json >"$work/$name.dhx.json" 2>"$work/$name.dhx.err"
+  pp=$(grep -o 'pp: [0-9]*' "$f" | head -1 | tr -dc '0-9')
+  layers=$(grep -o 'layers: [0-9]*' "$f" | head -1 | tr -dc '0-9')
+  dhx_sets=() note=""
+  if (( ${pp:-1} > 1 )) && grep -q "strands" "$f"; then
+    dhx_sets=(--set schedule.strands.search=none --set schedule.strands.fold=off)
+    note="search: none (refused in a pipeline)"
+    if (( layers % (2 * pp) == 0 )); then
+      dhx_sets=(--set schedule.strands.search=none --set schedule.strands.fold=w)
+      note="fold: w, $note"
+    fi
+  fi
+  "$dhxc" "$f" --simulate --json "${dhx_sets[@]}" >"$work/$name.dhx.json" \
+    2>"$work/$name.dhx.err"
   base=$(step_of "$work/$name.base.json")
   dhx=$(step_of "$work/$name.dhx.json")
-  note=""
-  if grep -q "simulating without the W-folded pipeline" "$work/$name.dhx.err"; then
-    note="fold: w not lowered yet"
-  fi
   if grep -q "simulating without strand interleaving" "$work/$name.dhx.err"; then
     note="${note:+$note; }strands left out (pipeline + search): dhx = baseline"
   fi

@@ -34,10 +34,6 @@ static bool strands_unlowered(const dhx_config *cfg) {
 // stay (dhx_compile_for_simulation lowers them as the f32 plan).
 static dhx_config without_unlowered(const dhx_config *cfg) {
   dhx_config c = *cfg;
-  if (c.fold != DHX_FOLD_OFF) {
-    leave_out(&c.strands_loc, "the W-folded pipeline (strands { fold: w })");
-    c.fold = DHX_FOLD_OFF;
-  }
   if (c.strands_pair && strands_unlowered(&c)) {
     leave_out(&c.strands_loc, "strand interleaving (the strands block)");
     c.strands_pair = false;

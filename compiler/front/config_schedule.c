@@ -403,6 +403,11 @@ void dhx_check_schedule_fields(dhx_config *cfg) {
     dhx_error_at(at, src(at), "fold: w folds the pipeline into a W, which needs pp of 2 or more "
                  "(pp is %d)", cfg->pp);
   }
+  if (cfg->fold == DHX_FOLD_W && cfg->stages == DHX_STAGES_GIVEN) {  // auto means equal here
+    const dhx_loc *at = first_loc(&cfg->layout_locs[6], par);
+    dhx_error_at(at, src(at), "'stages' sizes the stages of a plain pipeline; fold: w cuts the "
+                 "layers into 2 * pp equal chunks (leave 'stages' out, or make it equal)");
+  }
   if (cfg->qwd_bits) check_qwd(cfg, first_loc(&cfg->qwd_loc, first_loc(&cfg->compress_loc, par)));
   check_tlq(cfg, par);
   if ((cfg->qwd_bits || cfg->tlq_intra) && cfg->dp == 1) {

@@ -32,7 +32,8 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
 // slice. Reports unsupported combinations as errors at the op. Call before lowering.
 bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
 // shard_pp.c: keeps the nodes of pipeline stage `stage` of `pp`: the layer stack is cut into
-// pp * chunks equal chunks, chunk c going to stage c % pp (chunks > 1: virtual stages); what
+// pp * chunks equal chunks, chunk c going to stage c % pp (chunks > 1: virtual stages), or
+// with g->fold (set before, chunks = 2) to stage c for c < pp and 2pp-1-c after; what
 // comes before the layers goes with the first chunk, what comes after with the last. Finds the
 // activation each of its chunks receives and sends. `micro` micro-batches of tokens, targets
 // and losses are held at once (the pipeline's MICRO spans them).
@@ -41,6 +42,11 @@ bool dhx_shard_tensor_parallel(dhx_graph *g, int tp, int rank);
 // (dhx_layers_by_cost), and with `report` a note says which they are.
 bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, bool by_cost,
                         bool report, int stage, int micro);
+// The stage that holds global layer chunk c (0 .. pp·chunks-1), c's index among that stage's
+// chunks, and the global chunk of the stage's i-th chunk (g->pp, g->chunks and g->fold set).
+int dhx_chunk_stage(const dhx_graph *g, int c);
+int dhx_chunk_local(const dhx_graph *g, int c);
+int dhx_global_chunk(const dhx_graph *g, int stage, int i);
 // The layer counts of k contiguous chunks of at least one layer each that minimise the largest
 // chunk's cost (cost[l]: layer l's).
 void dhx_balance_layers(const double *cost, int nlayers, int k, int *layers);
@@ -51,6 +57,15 @@ void dhx_layers_by_cost(const dhx_graph *g, int chunks, int *layers);
 // (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
 // from each chunk's one-micro-batch forward and backward.
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
+// A block of a W-folded pipeline stage: the forward or backward of micro-batch m through the
+// stage's chunk c (0: going down, 1: coming back up).
+typedef struct dhx_fold_block {
+  bool backward;
+  int m, c;
+} dhx_fold_block;
+// The 4·micro blocks of stage `stage` of a W of pp stages in the order it runs them (pipeline.c
+// explains the order); the caller frees it.
+dhx_fold_block *dhx_fold_order(int pp, int micro, int stage);
 // shard_sp.c: sequence parallelism on top of dhx_shard_tensor_parallel's rewrite: outside the
 // split regions, activations hold this rank's token rows; column-split linears all-gather their
 // input, row-split linears reduce-scatter their output. Reports what it cannot split at the op.

@@ -8,7 +8,9 @@
 // the last stage never waits between a forward and its backward. With v chunks per stage the
 // schedule is Megatron-LM's interleaved 1F1B: the M·v (micro-batch, chunk) blocks run in groups
 // of pp micro-batches per chunk, with a warm-up of 2(pp-s-1) + (v-1)pp blocks, which shrinks
-// the pipeline's idle time by about v. With paired strands (schedule) the blocks of
+// the pipeline's idle time by about v. Folded into a W (two chunks per stage, going down and
+// coming back up), the blocks run in an order found by simulating the W (dhx_fold_order,
+// below). With paired strands (schedule) the blocks of
 // micro-batch m compute on strand m % 2's stream, so each forward runs beside a backward.
 // Each block's copy of its template gets its own activation tensors (the memory planner lets
 // copies whose lifetimes do not overlap share bytes), its slot of the token, target and loss
@@ -16,6 +18,9 @@
 //
 //   forward  m:  [LOAD m]  [RECV activation from s-1]  ops  [SEND activation to s+1]
 //   backward m:            [RECV gradient from s+1]    ops  [SEND gradient to s-1]
+//
+// (in a W, the first chunk's; the second's come from s+1 and go to s-1, and a transfer
+// between the two chunks of the bottom stage is none: the same tensor, or in place)
 //
 // Transfers run on streams of their own. A send starts after an event that says the data is
 // ready, so a stage does not block on its neighbour while it could compute; the compute stream
@@ -41,6 +46,17 @@ static int colour(const dhx_graph *g, int stage) {
 }
 static int activation_stream(const dhx_graph *g, int sender) { return 1 + colour(g, sender); }
 static int gradient_stream(const dhx_graph *g, int sender) { return 4 + colour(g, sender); }
+
+// Folded into a W, a stage sends to and receives from both neighbours. The stream is then the
+// receiver's, coloured by stage mod 3 so that a stage and its two neighbours differ: stage s
+// receives activations on 1 + s mod 3 and gradients on 4 + s mod 3, and sends on its
+// neighbours' streams, so its sends to the two neighbours never queue behind each other nor
+// behind a receive. Its receives from the two neighbours share a stream: each starts when a
+// compute stream reaches it, and that stream waits for it.
+static int transfer_stream(const dhx_graph *g, int sender, int receiver, bool gradient) {
+  if (g->fold) return (gradient ? 4 : 1) + receiver % 3;
+  return gradient ? gradient_stream(g, sender) : activation_stream(g, sender);
+}
 
 typedef struct chunk_tmpl {
   dhx_oplist ops;           // one micro-batch: forward [0, nfwd), backward [nfwd, n)
@@ -71,12 +87,15 @@ typedef struct pipe {
   int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
                             // the latest backward (-1: none yet)
   int strand_comm[2];       // each strand's communication stream (async collectives)
+  int alias_from, alias_to; // folded, stage pp-1: chunk 0's output gradient is chunk 1's input
+                            // gradient, handed over in place (-1: none)
 } pipe;
 
 static dhx_tensor *T(pipe *p, int t) { return &p->g->tensors[t]; }
 
 // This micro-batch's copy of activation t (other tensors are shared by all micro-batches).
 static int copy_of(pipe *p, int t) {
+  if (t >= 0 && t == p->alias_from) t = p->alias_to;
   if (t < 0 || t >= p->ntmpl || T(p, t)->kind != DHX_T_ACT) return t;
   int *c = &p->clones[(size_t)p->micro * (size_t)p->ntmpl + (size_t)t];
   if (*c < 0) {
@@ -183,19 +202,24 @@ static int tag_of(const pipe *p, int m, int global_chunk, int backward) {
   return ((m * total + global_chunk) * 2 + backward) % (DHX_MAX_TAG + 1);
 }
 
-static int global_chunk(const dhx_graph *g, int c) { return c * g->pp + g->pp_rank; }
-
 static int next_stage(const dhx_graph *g) { return (g->pp_rank + 1) % g->pp; }
 static int prev_stage(const dhx_graph *g) { return (g->pp_rank + g->pp - 1) % g->pp; }
+
+// The stage of the chunk before (step -1) or after (+1) this stage's chunk c; this stage
+// itself for the hand-off at the bottom of a W, which needs no transfer.
+static int neighbour(const dhx_graph *g, int c, int step) {
+  return dhx_chunk_stage(g, dhx_global_chunk(g, g->pp_rank, c) + step);
+}
 
 static void forward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
   const chunk_tmpl *t = &p->tmpl[c];
+  int gc = dhx_global_chunk(g, g->pp_rank, c), last = g->pp * g->chunks - 1;
   p->micro = m;
   p->out->at = (dhx_origin){.node = -1, .layer = -1, .micro = m, .phase = DHX_PHASE_FORWARD};
   new_block_events(p, t);
-  bool reads_inputs = (g->pp_rank == 0 && c == 0) || (g->pp_rank == g->pp - 1 &&
-                                                      c == g->chunks - 1);
+  // The first chunk loads the tokens, the last the targets: one load when they share a stage.
+  bool reads_inputs = gc == 0 || (gc == last && dhx_chunk_stage(g, 0) != g->pp_rank);
   if (p->prog == DHX_PROG_MICRO && reads_inputs) {
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "load micro-batch %d", m);
@@ -205,17 +229,20 @@ static void forward(pipe *p, int m, int c) {
     ld->args[2] = dhx_i64(m);
     ld->nargs = 3;
   }
-  if (g->chunk_in[c] >= 0)
-    receive(p, activation_stream(g, prev_stage(g)), copy_of(p, g->chunk_in[c]), prev_stage(g),
-            tag_of(p, m, global_chunk(g, c), 0), "activation of");
+  int from = neighbour(g, c, -1), to = neighbour(g, c, +1);
+  if (g->chunk_in[c] >= 0 && from != g->pp_rank)
+    receive(p, transfer_stream(g, from, g->pp_rank, false), copy_of(p, g->chunk_in[c]), from,
+            tag_of(p, m, gc, 0), "activation of");
   copy_ops(p, &t->ops, 0, t->nfwd);
   if (g->chunk_out[c] < 0) return;
+  size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
+  p->sent_event[at] = -1;
+  if (to == g->pp_rank) return;  // the next chunk reads the same tensor
   // The send is settled when the gradient of the same block comes back: the next stage has
   // received the activation by then, so waiting adds no dependency between the stages.
   int out = copy_of(p, g->chunk_out[c]);
-  size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
-  p->sent_event[at] = end_block(p, activation_stream(g, g->pp_rank), out, next_stage(g),
-                                tag_of(p, m, global_chunk(g, c) + 1, 0), "activation of");
+  p->sent_event[at] = end_block(p, transfer_stream(g, g->pp_rank, to, false), out, to,
+                                tag_of(p, m, gc + 1, 0), "activation of");
 }
 
 // A backward of paired strands, segment by segment: each waits for the segment of the
@@ -241,9 +268,11 @@ static void backward(pipe *p, int m, int c) {
   p->micro = m;
   p->out->at = (dhx_origin){.node = -1, .layer = -1, .micro = m, .phase = DHX_PHASE_BACKWARD};
   new_block_events(p, t);
-  if (g->chunk_out[c] >= 0) {
-    receive(p, gradient_stream(g, next_stage(g)), copy_of(p, t->d_out), next_stage(g),
-            tag_of(p, m, global_chunk(g, c) + 1, 1), "gradient of");
+  int gc = dhx_global_chunk(g, g->pp_rank, c);
+  int from = neighbour(g, c, +1), to = neighbour(g, c, -1);
+  if (g->chunk_out[c] >= 0 && from != g->pp_rank) {  // else the gradient is here (alias_to)
+    receive(p, transfer_stream(g, from, g->pp_rank, true), copy_of(p, t->d_out), from,
+            tag_of(p, m, gc + 1, 1), "gradient of");
     size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
     settle_send(p, p->sent_event[at]);
   }
@@ -251,16 +280,16 @@ static void backward(pipe *p, int m, int c) {
     copy_segments(p, t);
   else
     copy_ops(p, &t->ops, t->nfwd, t->ops.n);
-  if (g->chunk_in[c] < 0) return;
+  if (g->chunk_in[c] < 0 || to == g->pp_rank) return;
   // Nothing comes back for a gradient: its send is settled at the end of the step.
   int din = copy_of(p, t->d_in);
-  p->late_event[p->nlate++] = end_block(p, gradient_stream(g, g->pp_rank), din, prev_stage(g),
-                                        tag_of(p, m, global_chunk(g, c), 1), "gradient of");
+  p->late_event[p->nlate++] = end_block(p, transfer_stream(g, g->pp_rank, to, true), din, to,
+                                        tag_of(p, m, gc, 1), "gradient of");
 }
 
 static void start(pipe *p, dhx_graph *g, int prog, chunk_tmpl *tmpl, int slots, int micro) {
   *p = (pipe){.g = g, .out = &g->prog[prog], .prog = prog, .tmpl = tmpl, .ntmpl = g->ntensors,
-              .slots = slots};
+              .slots = slots, .alias_from = -1, .alias_to = -1};
   size_t blocks = (size_t)micro * (size_t)g->chunks;
   p->clones = malloc(sizeof(int) * (size_t)micro * (size_t)g->ntensors);
   p->sent_event = malloc(sizeof(int) * blocks);
@@ -366,27 +395,38 @@ static void block_of(const dhx_graph *g, int k, bool backward, int *m, int *c) {
   *m = (k / group) * pp + k % pp;
 }
 
+// The transfer streams of a W-folded stage (transfer_stream): true in used[1..6].
+static void fold_streams(const dhx_graph *g, bool *used) {
+  int s = g->pp_rank;
+  for (int c = 0; c < g->chunks; c++)
+    for (int step = -1; step <= 1; step += 2) {
+      int peer = neighbour(g, c, step);
+      if (peer == s || (step < 0 ? g->chunk_in[c] : g->chunk_out[c]) < 0) continue;
+      used[transfer_stream(g, peer, s, step > 0)] = true;  // the activation or gradient in
+      used[transfer_stream(g, s, peer, step < 0)] = true;  // and the other going out
+    }
+}
+
 // Strand 1's compute stream: the first one this stage's transfers leave free (a stage uses at
-// most four of the six transfer streams), so the data-parallel stream of zero 2 and 3, the
-// first stream after all of them, still fits in the runtime's streams.
+// most four of the six transfer streams; a middle stage of a W of three or more stages all
+// six), so the data-parallel stream of zero 2 and 3, the first stream after all of them, still
+// fits in the runtime's streams.
 static int second_strand_stream(const dhx_graph *g) {
-  int used[4] = {-1, -1, -1, -1};
-  if (g->pp > 1) {
-    used[0] = activation_stream(g, prev_stage(g));
-    used[1] = activation_stream(g, g->pp_rank);
-    used[2] = gradient_stream(g, next_stage(g));
-    used[3] = gradient_stream(g, g->pp_rank);
+  bool used[8] = {false};
+  if (g->fold) {
+    fold_streams(g, used);
+  } else if (g->pp > 1) {
+    used[activation_stream(g, prev_stage(g))] = used[activation_stream(g, g->pp_rank)] = true;
+    used[gradient_stream(g, next_stage(g))] = used[gradient_stream(g, g->pp_rank)] = true;
   }
   int s = 1;
-  while (s == used[0] || s == used[1] || s == used[2] || s == used[3]) s++;
+  while (used[s]) s++;
   return s;
 }
 
-// The k-th forward block of the schedule. Paired (strand: the two strands' streams), its
-// micro-batch's strand computes it.
-static void forward_block(pipe *p, int k, const int *strand) {
-  int m, c;
-  block_of(p->g, k, false, &m, &c);
+// The forward block of micro-batch m through chunk c. Paired (strand: the two strands'
+// streams), its micro-batch's strand computes it.
+static void forward_block(pipe *p, int m, int c, const int *strand) {
   if (strand) {
     p->compute = strand[m % 2];
     p->comm = p->strand_comm[m % 2];
@@ -394,12 +434,10 @@ static void forward_block(pipe *p, int k, const int *strand) {
   forward(p, m, c);
 }
 
-// The k-th backward block. Paired, each backward waits for the one before it (`done`, the
-// event recorded after it), so the gradients accumulate in the unpaired order whichever strand
-// computes them.
-static void backward_block(pipe *p, int k, const int *strand, int *done) {
-  int m, c;
-  block_of(p->g, k, true, &m, &c);
+// The backward block of micro-batch m through chunk c. Paired, each backward waits for the
+// one before it (`done`, the event recorded after it), so the gradients accumulate in the
+// unpaired order whichever strand computes them.
+static void backward_block(pipe *p, int m, int c, const int *strand, int *done) {
   if (!strand) {
     backward(p, m, c);
     return;
@@ -411,6 +449,12 @@ static void backward_block(pipe *p, int k, const int *strand, int *done) {
   backward(p, m, c);
   *done = p->out->nevents++;
   event_op(p, DHX_L_RECORD, p->compute, *done, "backward done");
+}
+
+// Paired, the compute stream waits for the other strand's last backward before the step goes on.
+static void end_strands(pipe *p, int done) {
+  if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, done, "the other strand done");
+  p->compute = 0;
 }
 
 // 1F1B: warm-up forwards, one forward and one backward in turn, cool-down backwards.
@@ -428,27 +472,150 @@ static void backward_block(pipe *p, int k, const int *strand, int *done) {
 //                            strand 1:      F1  B0 ...
 //   stage s of pp (1F1B):    (pp-s-1) | 1 forwards, then pairs [F m+warm ‖ B m], then the
 //                            remaining backwards
-static void schedule(pipe *p, int micro) {
+static void schedule(pipe *p, int micro, const int *strand) {
   const dhx_graph *g = p->g;
-  int v = g->chunks, total = micro * v, s = g->pp_rank;
+  int v = g->chunks, total = micro * v, s = g->pp_rank, done = -1, m, c;
   int warm = v == 1 ? g->pp - 1 - s : 2 * (g->pp - 1 - s) + (v - 1) * g->pp;
-  int streams[2] = {0, second_strand_stream(g)}, done = -1;
-  const int *strand = g->strands ? streams : NULL;
-  // Template collectives (g->async_comm, one stage only): each strand's on a stream of its own,
-  // after the compute streams.
-  p->strand_comm[0] = strand ? 2 : 1;
-  p->strand_comm[1] = 3;
-  p->comm = p->strand_comm[0];
   if (strand) warm |= 1;
   if (warm > total) warm = total;
-  for (int k = 0; k < warm; k++) forward_block(p, k, strand);
-  for (int k = 0; k < total - warm; k++) {
-    forward_block(p, warm + k, strand);
-    backward_block(p, k, strand, &done);
+  for (int k = 0; k < warm; k++) {
+    block_of(g, k, false, &m, &c);
+    forward_block(p, m, c, strand);
   }
-  for (int k = total - warm; k < total; k++) backward_block(p, k, strand, &done);
-  if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, done, "the other strand done");
-  p->compute = 0;
+  for (int k = 0; k < total - warm; k++) {
+    block_of(g, warm + k, false, &m, &c);
+    forward_block(p, m, c, strand);
+    block_of(g, k, true, &m, &c);
+    backward_block(p, m, c, strand, &done);
+  }
+  for (int k = total - warm; k < total; k++) {
+    block_of(g, k, true, &m, &c);
+    backward_block(p, m, c, strand, &done);
+  }
+  end_strands(p, done);
+}
+
+// ---- the W-folded schedule ---------------------------------------------------------------------
+// Stage s holds chunks s (going down) and 2pp-1-s (coming back up). Its order of blocks comes
+// from running the whole W, every stage, on unit costs (a forward 1, a backward 2), the same
+// way on every rank: a stage that is free runs the ready forward of the lowest micro-batch
+// (the later chunk on a tie), else the ready backward of the lowest micro-batch. A forward of
+// global chunk c waits while 2pp - c micro-batches are in flight through c (between its
+// forward and its backward): 1F1B's rule for a pipeline of 2pp chunks, which bounds the
+// activations a stage holds (2pp - s through its first chunk: 1F1B's pp - s, plus pp for the
+// way back up; s + 1 through its second), as dhxc check estimates them. Each chunk runs its
+// forwards and its backwards in micro-batch order, so each link's transfers come in the same
+// order on both sides, and a stage's blocks run in an order that the simulated run shows
+// possible, so no stage waits forever. pp = 2, four micro-batches (F, B: the stage's first
+// chunk; f, b: its second; a backward takes two steps):
+//
+//   stage 0: F0 F1 F2 f0 F3 b0 b0 f1 b1 b1 f2 b2 b2 B0 B0 .  f3 b3 b3 B1 B1 .  B2 B2 .  .  B3 B3
+//   stage 1: .  F0 f0 F1 f1 F2 .  b0 b0 f2 B0 B0 F3 b1 b1 f3 B1 B1 b2 b2 B2 B2 b3 b3 B3 B3
+typedef struct fold_sim {
+  int pp, micro, chunks;   // chunks: 2pp
+  int *fwd_end, *bwd_end;  // [chunk · micro + m]: when the block ends (-1: not run yet)
+  int *next_fwd, *next_bwd;  // per chunk: its next micro-batch in order
+  int *in_flight;          // per chunk: micro-batches between its forward and its backward
+  int *busy_until;         // per stage
+} fold_sim;
+
+static bool ended(const int *end, int at, int t) { return end[at] >= 0 && end[at] <= t; }
+
+// Whether the next forward (backward) of global chunk gc may start on its stage at time t.
+static bool fold_ready(const fold_sim *f, int gc, bool backward, int t) {
+  int m = backward ? f->next_bwd[gc] : f->next_fwd[gc], at = gc * f->micro + m;
+  if (m >= f->micro) return false;
+  if (backward)
+    return ended(f->fwd_end, at, t) &&
+           (gc == f->chunks - 1 || ended(f->bwd_end, at + f->micro, t));
+  if (f->in_flight[gc] >= 2 * f->pp - gc) return false;
+  return gc == 0 || ended(f->fwd_end, at - f->micro, t);
+}
+
+// The block stage s starts at time t (false: none is ready).
+static bool fold_pick(const fold_sim *f, int s, int t, dhx_fold_block *b) {
+  for (int backward = 0; backward <= 1; backward++) {
+    int best = -1;
+    for (int c = 1; c >= 0; c--) {  // the later chunk first on a tie
+      int gc = c == 0 ? s : 2 * f->pp - 1 - s;
+      int m = backward ? f->next_bwd[gc] : f->next_fwd[gc];
+      if (!fold_ready(f, gc, backward, t) || (best >= 0 && m >= best)) continue;
+      best = m;
+      *b = (dhx_fold_block){.backward = backward, .m = m, .c = c};
+    }
+    if (best >= 0) return true;
+  }
+  return false;
+}
+
+static void fold_run(fold_sim *f, int s, int t, const dhx_fold_block *b) {
+  int gc = b->c == 0 ? s : 2 * f->pp - 1 - s, at = gc * f->micro + b->m;
+  int length = b->backward ? 2 : 1;
+  if (b->backward) {
+    f->bwd_end[at] = t + length;
+    f->next_bwd[gc]++;
+  } else {
+    f->fwd_end[at] = t + length;
+    f->next_fwd[gc]++;
+  }
+  f->in_flight[gc] += b->backward ? -1 : 1;
+  f->busy_until[s] = t + length;
+}
+
+dhx_fold_block *dhx_fold_order(int pp, int micro, int stage) {
+  fold_sim f = {.pp = pp, .micro = micro, .chunks = 2 * pp};
+  size_t blocks = (size_t)f.chunks * (size_t)micro;
+  size_t counters = 3 * (size_t)f.chunks + (size_t)pp;
+  int *mem = malloc(sizeof(int) * (2 * blocks + counters));
+  dhx_fold_block *order = malloc(sizeof *order * 4 * (size_t)micro);
+  if (!mem || !order) abort();
+  f.fwd_end = mem;
+  f.bwd_end = f.fwd_end + blocks;
+  f.next_fwd = f.bwd_end + blocks;
+  f.next_bwd = f.next_fwd + f.chunks;
+  f.in_flight = f.next_bwd + f.chunks;
+  f.busy_until = f.in_flight + f.chunks;
+  for (size_t i = 0; i < 2 * blocks; i++) mem[i] = -1;
+  for (size_t i = 2 * blocks; i < 2 * blocks + counters; i++) mem[i] = 0;
+  int left = (int)(2 * blocks), n = 0;
+  // Every block waits only for blocks of the same or earlier micro-batches, so the oldest
+  // unfinished one can always go on: the run ends within the serial time of all blocks.
+  for (int t = 0; left > 0; t++) {
+    if (t > 3 * (int)blocks)
+      DHX_ICE("the W-folded schedule does not finish (pp %d, %d micro-batches)", pp, micro);
+    for (int s = 0; s < pp; s++) {
+      dhx_fold_block b;
+      if (f.busy_until[s] > t || !fold_pick(&f, s, t, &b)) continue;
+      fold_run(&f, s, t, &b);
+      left--;
+      if (s == stage) order[n++] = b;
+    }
+  }
+  free(mem);
+  return order;
+}
+
+static void fold_schedule(pipe *p, int micro, const int *strand) {
+  dhx_fold_block *order = dhx_fold_order(p->g->pp, micro, p->g->pp_rank);
+  int done = -1;
+  for (int k = 0; k < 4 * micro; k++) {
+    if (order[k].backward)
+      backward_block(p, order[k].m, order[k].c, strand, &done);
+    else
+      forward_block(p, order[k].m, order[k].c, strand);
+  }
+  free(order);
+  end_strands(p, done);
+}
+
+// The hand-off of the gradient at the bottom of a W: one tensor of the same shape, in place.
+static void check_hand_off(const dhx_graph *g, int from, int to) {
+  if (from < 0 || to < 0) DHX_ICE("stage %d: no gradient crosses the bottom of the W", g->pp_rank);
+  const dhx_tensor *a = &g->tensors[from], *b = &g->tensors[to];
+  if (a->kind != DHX_T_ACT || b->kind != DHX_T_ACT || a->dtype != b->dtype ||
+      dhx_tensor_elems(a) != dhx_tensor_elems(b))
+    DHX_ICE("stage %d: the gradients at the bottom of the W differ ('%s', '%s')", g->pp_rank,
+            a->name, b->name);
 }
 
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
@@ -470,7 +637,23 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
     if (!p.seg_event) abort();
     for (int s = 0; s < tmpl[0].nseg; s++) p.seg_event[s] = -1;
   }
-  schedule(&p, micro);
+  int streams[2] = {0, second_strand_stream(g)};
+  const int *strand = g->strands ? streams : NULL;
+  // Template collectives (g->async_comm, one stage only): each strand's on a stream of its own,
+  // after the compute streams.
+  p.strand_comm[0] = strand ? 2 : 1;
+  p.strand_comm[1] = 3;
+  p.comm = p.strand_comm[0];
+  if (g->fold) {
+    if (g->pp_rank == g->pp - 1) {  // the bottom of the W: chunk 1's input gradient feeds chunk 0
+      p.alias_from = tmpl[0].d_out;
+      p.alias_to = tmpl[1].d_in;
+      check_hand_off(g, p.alias_from, p.alias_to);
+    }
+    fold_schedule(&p, micro, strand);
+  } else {
+    schedule(&p, micro, strand);
+  }
   finish(&p);
   free(p.seg_event);
   for (int i = 0; i < v; i++) {

@@ -5,11 +5,16 @@
 // counts `parallel { stages: (...) }` gives (to move layers off a stage that also holds the
 // embeddings or the output projection and the loss), chunk c
 // going to stage c mod pp: one chunk per stage for the plain pipeline, v for an interleaved
-// one (virtual stages). The ops before the first layer (embeddings) go with the first chunk and
-// those after the last (final norm, output projection, loss) with the last. A stage keeps its
+// one (virtual stages). Folded into a W (DHelix), the stack is cut into 2·pp chunks and stage
+// g holds chunks g and 2pp-1-g: a micro-batch goes down the stages and back up, so the first
+// and the last chunk (embeddings; output projection and loss) share stage 0, and the hand-off
+// from chunk pp-1 to chunk pp stays on stage pp-1. The ops before the first layer
+// (embeddings) go with the first chunk and those after the last (final norm, output
+// projection, loss) with the last. A stage keeps its
 // own nodes only: parameters of other stages are not allocated, and each of its chunks receives
 // the one activation that crosses into it (the residual stream) from the chunk before, which
-// lives on the previous stage, and sends the one that leaves it to the next.
+// lives on a neighbour stage (at the turn of a W, on the same one), and sends the one that
+// leaves it to the next.
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,10 +141,25 @@ static int *assign_chunks(const dhx_graph *g, int total, const int *layers) {
   return chunk;
 }
 
+int dhx_chunk_stage(const dhx_graph *g, int c) {
+  if (g->fold) return c < g->pp ? c : 2 * g->pp - 1 - c;
+  return c % g->pp;
+}
+
+int dhx_chunk_local(const dhx_graph *g, int c) {
+  if (g->fold) return c < g->pp ? 0 : 1;
+  return c / g->pp;
+}
+
+int dhx_global_chunk(const dhx_graph *g, int stage, int i) {
+  if (g->fold) return i == 0 ? stage : 2 * g->pp - 1 - stage;
+  return i * g->pp + stage;
+}
+
 // An activation crosses from chunk a to chunk b when its producer is in a and a reader in b.
 // The supported cut is a chain: each chunk receives at most one activation, from the chunk
 // before it, and sends at most one, to the chunk after it.
-static bool find_boundaries(dhx_graph *g, const int *chunk, int pp, int stage) {
+static bool find_boundaries(dhx_graph *g, const int *chunk, int stage) {
   int *producer = malloc(sizeof(int) * (size_t)g->ntensors);
   if (!producer) abort();
   for (int t = 0; t < g->ntensors; t++) producer[t] = -1;
@@ -158,8 +178,9 @@ static bool find_boundaries(dhx_graph *g, const int *chunk, int pp, int stage) {
       }
       int slots[2][2] = {{chunk[i], 0}, {chunk[p], 1}};  // (chunk, 0 = receives / 1 = sends)
       for (int k = 0; k < 2 && ok; k++) {
-        if (slots[k][0] % pp != stage) continue;
-        int *slot = slots[k][1] ? &g->chunk_out[slots[k][0] / pp] : &g->chunk_in[slots[k][0] / pp];
+        if (dhx_chunk_stage(g, slots[k][0]) != stage) continue;
+        int local = dhx_chunk_local(g, slots[k][0]);
+        int *slot = slots[k][1] ? &g->chunk_out[local] : &g->chunk_in[local];
         if (*slot >= 0 && *slot != t) {
           fail(g, n, "more than one activation crosses this pipeline cut (only the residual "
                "stream may: move the cut or the extra input)");
@@ -193,6 +214,8 @@ bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, boo
   }
   if (chunks > DHX_MAX_CHUNKS)
     DHX_ICE("%d layer chunks per stage (at most %d)", chunks, DHX_MAX_CHUNKS);
+  if (g->fold && (chunks != 2 || layers || by_cost))
+    DHX_ICE("a W-folded pipeline has two equal chunks per stage (asked %d)", chunks);
   int balanced[DHX_MAX_STAGE_CHUNKS];
   if (by_cost && pp * chunks <= DHX_MAX_STAGE_CHUNKS && g->nlayers >= pp * chunks) {
     dhx_layers_by_cost(g, pp * chunks, balanced);
@@ -201,17 +224,17 @@ bool dhx_shard_pipeline(dhx_graph *g, int pp, int chunks, const int *layers, boo
       report_balance(pp * chunks, balanced);
   }
   int *where = assign_chunks(g, pp * chunks, layers);
-  bool ok = find_boundaries(g, where, pp, stage);
+  bool ok = find_boundaries(g, where, stage);
   // Keep this stage's nodes (in order, so each chunk's are contiguous); a parameter that no
   // kept node reads belongs to another stage and is never placed.
   bool *used = calloc((size_t)g->ntensors + 1, 1);
   if (!used) abort();
   int kept = 0;
   for (int i = 0; i < g->nnodes; i++) {
-    if (where[i] % pp != stage) continue;
+    if (dhx_chunk_stage(g, where[i]) != stage) continue;
     for (int j = 0; j < g->nodes[i].nin; j++) used[g->nodes[i].in[j]] = true;
     g->nodes[kept] = g->nodes[i];
-    g->nodes[kept++].chunk = where[i] / pp;
+    g->nodes[kept++].chunk = dhx_chunk_local(g, where[i]);
   }
   g->nnodes = kept;
   for (int t = 0; t < g->ntensors; t++)

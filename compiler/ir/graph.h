@@ -210,6 +210,8 @@ typedef struct dhx_graph {
   int tp, tp_rank;               // tensor-parallel degree and this graph's rank (1, 0 unsplit)
   int pp, pp_rank;               // pipeline stages and this graph's stage (1, 0 unsplit)
   int chunks;                    // layer chunks on this stage (virtual stages; 1 = plain)
+  bool fold;                     // the pipeline folded into a W: stage s holds chunks s and
+                                 //   2pp-1-s (chunks = 2; dhx_chunk_stage)
   int node_base;                 // index of g->nodes[0] in the stage's node list (a pass that
                                  //   shows a window of the nodes sets it)
   int chunk_in[DHX_MAX_CHUNKS];  // per chunk: the activation it receives / sends (-1: none)

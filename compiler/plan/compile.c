@@ -31,9 +31,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (!cfg->cluster_cpu) {
     *at = &cfg->cluster_loc;
     snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->fold != DHX_FOLD_OFF) {
-    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
-    snprintf(buf, n, "the W-folded pipeline (strands { fold: w })");
   } else if (cfg->strands_pair && cfg->pp > 1 && cfg->strands_search != DHX_SEARCH_NONE) {
     // The search's events hold the two strands together step by step; in a pipeline a step
     // may hold a receive that waits for the neighbour stage, which waits in turn for this one.
@@ -41,6 +38,13 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
              "1; search: none pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
+  } else if (cfg->strands_pair && cfg->fold == DHX_FOLD_W && cfg->pp > 2 && cfg->zero >= 2 &&
+             cfg->dp > 1) {
+    // A middle stage of the W takes six transfer streams; with the second strand's and the
+    // data-parallel one that is one more than the runtime has.
+    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
+    snprintf(buf, n, "paired strands with zero: %d in a W-folded pipeline of more than two "
+             "stages (pp: 2, zero: 1 or pair: off are lowered)", cfg->zero);
   } else if (cfg->tlq_intra && cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32) {
     *at = cfg->tlq_loc.file ? &cfg->tlq_loc : sched;  // the kernels transform blocks of 32
     snprintf(buf, n, "tlq's Hadamard transform of %d (this build transforms blocks of 32, or "
@@ -325,12 +329,16 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
     g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,
                             .group = cfg->tlq_group, .hadamard = cfg->tlq_hadamard != 0,
                             .per_node = dhx_dp_per_node(cfg)};
+  g->fold = cfg->fold == DHX_FOLD_W;
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
-  const int *layers = cfg->stages == DHX_STAGES_GIVEN ? cfg->stage_layers : NULL;
-  bool by_cost = cfg->stages == DHX_STAGES_BY_COST, asked = cfg->layout_locs[6].file != NULL;
-  if (!dhx_shard_pipeline(g, cfg->pp, cfg->virtual_stages, layers, by_cost, by_cost && asked,
-                          pp_rank, micro_spans_step(cfg) ? accum : 1))
+  // A W has equal chunks (`stages: auto` means equal there; given counts are refused).
+  const int *layers = cfg->stages == DHX_STAGES_GIVEN && !g->fold ? cfg->stage_layers : NULL;
+  bool by_cost = cfg->stages == DHX_STAGES_BY_COST && !g->fold;
+  bool asked = cfg->layout_locs[6].file != NULL;
+  int chunks = g->fold ? 2 : cfg->virtual_stages;
+  if (!dhx_shard_pipeline(g, cfg->pp, chunks, layers, by_cost, by_cost && asked, pp_rank,
+                          micro_spans_step(cfg) ? accum : 1))
     return false;
   dhx_verify_graph(g, "the parallel layouts");
   dhx_create_param_state(g);
@@ -366,7 +374,8 @@ static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_ran
   r->tp_size = (uint32_t)cfg->tp;
   r->pp_rank = (uint32_t)pp;
   r->pp_size = (uint32_t)cfg->pp;
-  r->reports_loss = t == 0 && pp == cfg->pp - 1;
+  // The stage of the last layer chunk computes the loss: the last, or folded into a W, the first.
+  r->reports_loss = t == 0 && pp == (cfg->fold == DHX_FOLD_W ? 0 : cfg->pp - 1);
 }
 
 // What compiling `cfg` cannot lower; a simulation lowers a GPU cluster and bf16 precision as the

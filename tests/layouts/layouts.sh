@@ -2,9 +2,10 @@
 # Parity of parallel layouts: a model trained on a (dp, tp, pp) layout must compute the same
 # function as on one rank, so its losses over 20 steps match the single-rank run's.
 # Usage: layouts.sh CASE   (environment: DHXC DHXRUN CHECK MPIRUN SRC WORK)
-#   parity MODEL [--set K=V]... DP,TP,PP[,VIRTUAL]...
+#   parity MODEL [--set K=V]... DP,TP,PP[,VIRTUAL|,w]...
 #                              each layout against (1,1,1), 1e-4 relative; the --sets apply
-#                              to every run (e.g. model.layers=8)
+#                              to every run (e.g. model.layers=8); w: the pipeline folded into
+#                              a W (strands { fold: w })
 #   parity_sp_* ...            the same with sequence parallelism (sp: on) on the layouts
 #   parity_zeroN_* ...         the same with sharded data parallelism (zero: N, N = 1..3)
 #   parity_zeroN_sp_* ...      both
@@ -58,11 +59,14 @@ case $case_name in
       IFS=, read -r dp tp pp virtual <<<"$layout"
       virtual=${virtual:-1}
       name="l$dp$tp$pp$virtual"
-      compile "$model" "$name" "$dp" "$tp" "$pp" --set schedule.parallel.virtual="$virtual" \
-        "${sets[@]}" "${extra[@]}"
+      shape=(--set schedule.parallel.virtual="$virtual") what="$virtual chunks per stage"
+      if [[ $virtual == w ]]; then
+        shape=(--set schedule.strands.fold=w) what="the pipeline folded into a W"
+      fi
+      compile "$model" "$name" "$dp" "$tp" "$pp" "${shape[@]}" "${sets[@]}" "${extra[@]}"
       run "$name" $((dp * tp * pp)) --metrics "$name.jsonl"
       "$CHECK" same single.jsonl "$name.jsonl" 1e-4
-      echo "($dp,$tp,$pp) with $virtual chunks per stage$sp matches one rank over 20 steps"
+      echo "($dp,$tp,$pp) with $what$sp matches one rank over 20 steps"
     done
     ;;
   resume_across_layouts)

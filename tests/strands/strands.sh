@@ -6,7 +6,8 @@
 #   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
 #                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages),
 #                              lN (N layers), sA-B (stages: (A, B)), sauto (stages: auto),
-#                              mN (N micro-batches per rank and step, not 4), dp (paired
+#                              mN (N micro-batches per rank and step, not 4), w (the
+#                              pipeline folded into a W: fold: w), dp (paired
 #                              with search: dp as well, and search: greedy compiled)
 #                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
 #   parity_suite               by hand, not in CI (7.5 minutes on an idle 2-core machine): every
@@ -67,6 +68,7 @@ case $case_name in
           l*) sets+=(--set model.layers="${o#l}") ;;
           m*) micros=${o#m} ;;
           sauto) sets+=(--set schedule.parallel.stages=auto) ;;
+          w) sets+=(--set schedule.strands.fold=w) ;;
           s*-*) a=${o#s}; sets+=(--set "schedule.parallel.stages=(${a%-*},${a#*-})") ;;
           *) echo "unknown layout option $o"; exit 2 ;;
         esac
