@@ -35,6 +35,7 @@
 typedef struct ring {
   MPI_Comm comm;  // MPI_COMM_NULL when this rank does not exchange here
   int size, rank;
+  const int32_t *world;  // world rank of each member (the plan's list, ascending)
   float *scratch;  // receive buffer of the reduce-scatter
   int64_t scratch_n;
 } ring;
@@ -47,6 +48,9 @@ struct dhx_comms {
   double link_free;                // CLOCK_MONOTONIC seconds when this rank's link is next free
   _Atomic uint64_t bytes_sent;
   _Atomic uint64_t kind_bytes[DHX_WIRE_KINDS];  // the same bytes by purpose (plan_wire.c)
+  _Atomic uint64_t inter_node_bytes[DHX_WIRE_KINDS];  // of them, sent to ranks on other nodes
+  int world_rank;
+  int64_t per_node;  // ranks per node (consecutive world ranks); 0: all on one node
 };
 
 // The kind the calling stream's exchanges count under: each stream runs on its own thread and
@@ -57,9 +61,12 @@ void dhx_comms_count_as(int kind) {
   counted_as = kind >= 0 && kind < DHX_WIRE_KINDS ? kind : DHX_WIRE_OTHER;
 }
 
-static void count_sent(dhx_comms *cs, uint64_t bytes) {
+// Counts bytes sent to member `to` of ring r, and whether they leave the node.
+static void count_sent(dhx_comms *cs, const ring *r, int to, uint64_t bytes) {
   atomic_fetch_add(&cs->bytes_sent, bytes);
   atomic_fetch_add(&cs->kind_bytes[counted_as], bytes);
+  if (cs->per_node > 0 && r->world[to] / cs->per_node != cs->world_rank / cs->per_node)
+    atomic_fetch_add(&cs->inter_node_bytes[counted_as], bytes);
 }
 
 // Streams on which any rank exchanges over communicator c (the same answer on every rank,
@@ -93,6 +100,9 @@ dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   cs->latency = plan->train.net_latency;
   atomic_init(&cs->bytes_sent, 0);
   for (int k = 0; k < DHX_WIRE_KINDS; k++) atomic_init(&cs->kind_bytes[k], 0);
+  for (int k = 0; k < DHX_WIRE_KINDS; k++) atomic_init(&cs->inter_node_bytes[k], 0);
+  cs->world_rank = world_rank;
+  cs->per_node = plan->train.per_node;
   pthread_mutex_init(&cs->link_lock, NULL);
   MPI_Group world;
   MPI_Comm_group(MPI_COMM_WORLD, &world);
@@ -101,7 +111,7 @@ dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   for (uint32_t c = 0; c < plan->ncomms; c++) {
     const dhx_plan_comm *pc = &plan->comms[c];
     for (int s = 0; s < DHX_MAX_STREAMS; s++)
-      cs->rings[c][s] = (ring){.comm = MPI_COMM_NULL, .size = (int)pc->nranks};
+      cs->rings[c][s] = (ring){.comm = MPI_COMM_NULL, .size = (int)pc->nranks, .world = pc->ranks};
     uint32_t mask = streams_used(plan, (int32_t)c);
     if (pc->nranks < 2 || !mask || !is_member(pc, world_rank)) continue;  // nothing to exchange
     MPI_Group group;
@@ -134,6 +144,11 @@ void dhx_comms_free(dhx_comms *cs) {
 
 uint64_t dhx_comms_take_bytes(dhx_comms *cs) {
   return cs ? atomic_exchange(&cs->bytes_sent, 0) : 0;
+}
+
+uint64_t dhx_comms_take_inter_node_bytes(dhx_comms *cs, int kind) {
+  return cs && kind >= 0 && kind < DHX_WIRE_KINDS ? atomic_exchange(&cs->inter_node_bytes[kind], 0)
+                                                  : 0;
 }
 
 uint64_t dhx_comms_take_kind_bytes(dhx_comms *cs, int kind) {
@@ -201,7 +216,7 @@ static void exchange_with(dhx_comms *cs, ring *r, const float *send, int64_t sn,
     MPI_Irecv(recv + (q ? at : 0), (int)q, MPI_FLOAT, from, 0, r->comm, &reqs[0]);
     MPI_Isend(send + (s ? at : 0), (int)s, MPI_FLOAT, to, 0, r->comm, &reqs[1]);
     wait_all(reqs, 2);
-    count_sent(cs, (uint64_t)s * 4);
+    count_sent(cs, r, to, (uint64_t)s * 4);
   }
 }
 
@@ -348,7 +363,7 @@ void dhx_send(dhx_comms *cs, int comm, int stream, const float *x, int64_t count
     MPI_Request req;
     MPI_Isend(x + at, n, MPI_FLOAT, peer, tag, r->comm, &req);
     wait_all(&req, 1);
-    count_sent(cs, (uint64_t)n * 4);
+    count_sent(cs, r, peer, (uint64_t)n * 4);
   }
 }
 

@@ -118,6 +118,8 @@ uint64_t dhx_comms_take_bytes(dhx_comms *c);
 void dhx_comms_count_as(int kind);
 // Bytes this rank has sent under `kind` since the last call for it (and resets that counter).
 uint64_t dhx_comms_take_kind_bytes(dhx_comms *c, int kind);
+// The bytes of a kind sent to ranks on other nodes (plan train.per_node), since the last call.
+uint64_t dhx_comms_take_inter_node_bytes(dhx_comms *c, int kind);
 
 // ---- streams.c --------------------------------------------------------------------------------
 typedef struct dhx_streams dhx_streams;
@@ -267,6 +269,7 @@ typedef struct dhx_step_metrics {
   double elapsed_s, eta_s;  // since the first step of this run; to its last step
   uint64_t comm_bytes;
   uint64_t kind_bytes[DHX_WIRE_KINDS];  // comm_bytes by purpose (plan_wire.c)
+  uint64_t inter_node_bytes[DHX_WIRE_KINDS];  // of them, sent to other nodes: mean over ranks
   double lr, grad_norm;
 } dhx_step_metrics;
 

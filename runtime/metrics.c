@@ -49,6 +49,12 @@ void dhx_metrics_write(FILE *out, const dhx_step_metrics *m) {
   fprintf(out, ",\"comm_bytes\":%" PRIu64, m->comm_bytes);
   for (int k = 0; k < DHX_WIRE_KINDS; k++)
     fprintf(out, ",\"comm_bytes_%s\":%" PRIu64, dhx_wire_kind_name(k), m->kind_bytes[k]);
+  uint64_t inter = 0;
+  for (int k = 0; k < DHX_WIRE_KINDS; k++) inter += m->inter_node_bytes[k];
+  fprintf(out, ",\"comm_bytes_inter_node\":%" PRIu64, inter);
+  for (int k = 0; k < DHX_WIRE_KINDS; k++)
+    fprintf(out, ",\"comm_bytes_inter_node_%s\":%" PRIu64, dhx_wire_kind_name(k),
+            m->inter_node_bytes[k]);
   if (!dhx_json_number(out, "lr", m->lr, "%.9g")) bad[nbad++] = "lr";
   if (!dhx_json_number(out, "grad_norm", m->grad_norm, "%.9g")) bad[nbad++] = "grad_norm";
   if (m->skipped) fputs(",\"skipped\":true", out);

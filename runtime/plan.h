@@ -247,6 +247,8 @@ typedef struct dhx_plan_train {
                                        //   LOSSES hold micro_per_run micro-batches.
   uint32_t zero;                       // ZeRO stage 0..3: from 1 on, each data-parallel rank
                                        //   keeps the AdamW moments of its share of the parameters
+  int64_t per_node;                    // ranks per node (world ranks r and r' share one when
+                                       //   r / per_node == r' / per_node); 0: all on one node
 } dhx_plan_train;
 
 typedef struct dhx_plan {

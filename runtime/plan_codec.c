@@ -230,6 +230,7 @@ static void io_train(plan_io *s, dhx_plan_train *t) {
   io_u32(s, &t->skip_nonfinite);
   io_i64(s, &t->micro_per_run);
   io_u32(s, &t->zero);
+  io_i64(s, &t->per_node);
 }
 
 static void io_access(plan_io *s, dhx_plan_access *a) {

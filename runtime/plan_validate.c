@@ -89,6 +89,8 @@ static bool check_train(plan_check_ctx *v) {
         t->flops_per_token);
   CHECK(t->skip_nonfinite <= 1, "train.skip_nonfinite must be 0 or 1 (got %u)", t->skip_nonfinite);
   CHECK(t->zero <= 3, "train.zero must be 0..3 (got %u)", t->zero);
+  CHECK(t->per_node >= 0 && t->per_node <= (1 << 24), "train.per_node must be in [0, 2^24] (got "
+        "%" PRId64 ")", t->per_node);
   return true;
 }
 

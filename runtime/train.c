@@ -505,6 +505,23 @@ static void update_timeout(run *R, double slowest) {
   dhx_watchdog_set_timeout(R->watchdog, timeout > MIN_STEP_TIMEOUT ? timeout : MIN_STEP_TIMEOUT);
 }
 
+// The mean over ranks of the bytes of each kind that each sent to other nodes this step, for
+// rank 0's metrics: a ring's hops cross nodes at some ranks only, so one rank's count says
+// little. Every rank calls it after every step (a collective); with one node there is nothing.
+static void inter_node_mean(const dhx_plan_train *tr, dhx_comms *cs,
+                            uint64_t out[DHX_WIRE_KINDS]) {
+  uint64_t mine[DHX_WIRE_KINDS];
+  for (int k = 0; k < DHX_WIRE_KINDS; k++) {
+    mine[k] = dhx_comms_take_inter_node_bytes(cs, k);
+    out[k] = 0;
+  }
+  if (tr->per_node <= 0) return;
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  MPI_Reduce(mine, out, DHX_WIRE_KINDS, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+  for (int k = 0; k < DHX_WIRE_KINDS; k++) out[k] /= (uint64_t)n;
+}
+
 typedef enum { LOOP_DONE, LOOP_ERROR, LOOP_SIGNAL } loop_end;
 
 static loop_end train_loop(run *R, int *signal_out) {
@@ -520,6 +537,7 @@ static loop_end train_loop(run *R, int *signal_out) {
     m.comm_bytes = dhx_comms_take_bytes(R->rt.comms);
     for (int k = 0; k < DHX_WIRE_KINDS; k++)
       m.kind_bytes[k] = dhx_comms_take_kind_bytes(R->rt.comms, k);
+    inter_node_mean(tr, R->rt.comms, m.inter_node_bytes);
     m.lr = R->rt.regs[DHX_REG_LR];
     m.grad_norm = R->rt.regs[DHX_REG_GRAD_NORM];
     bool nonfinite = !isfinite(m.loss) || !isfinite(m.grad_norm);

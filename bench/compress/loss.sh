@@ -6,8 +6,8 @@
 #           inter: 4, hadamard: 32, group: 128)
 #   zero 3  with TLq-HS (qWD needs the whole replica that zero 3 does not keep)
 # and prints the final validation losses, their relative difference, and the data-parallel
-# parameter and gradient bytes each rank sends per step against the bf16 equivalent (half the
-# plain f32 run's). Minutes on a laptop; not a test.
+# parameter and gradient bytes each rank sends per step, in all and across nodes (the mean over
+# ranks), against the bf16 equivalent (half the plain f32 run's). Minutes; not a test.
 #   bench/compress/loss.sh [STEPS]      (BUILD_DIR, MPIRUN)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,7 +44,7 @@ report() {  # report PLAIN PACKED WHAT
   lb=$(field "$b" '"summary":true' final_val_loss)
   echo "$3, $steps steps"
   awk -v a="$la" -v b="$lb" 'BEGIN {printf "  final validation loss: plain %.4f, compressed %.4f (%+.2f%%)\n", a, b, 100 * (b - a) / a}'
-  for kind in dp_params dp_grads; do
+  for kind in dp_params dp_grads inter_node_dp_params inter_node_dp_grads; do
     local ba bb
     ba=$(field "$a" '"step":2,' "comm_bytes_$kind")
     bb=$(field "$b" '"step":2,' "comm_bytes_$kind")

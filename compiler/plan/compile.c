@@ -145,6 +145,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->tp = cfg->tp;
   t->pp = cfg->pp;
   t->zero = cfg->dp > 1 ? (uint32_t)cfg->zero : 0;  // one data rank: nothing to shard
+  t->per_node = cfg->per_node;  // where bytes leave a node (the metrics count them)
   t->n_params = g->n_params;
   t->flops_per_token = flops_per_token(g);
   snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);

@@ -9,7 +9,8 @@
 #                      one_level (dp 2 on one node: one all-to-all at intra bits, 8; on two
 #                      nodes: at inter bits, 4)
 #   trains             10 steps of dp 4, zero 1 on 2 nodes: every loss within 3% of the
-#                      uncompressed run's, and falling
+#                      uncompressed run's, and falling; the gradient bytes crossing nodes at
+#                      least 3x below the bf16 equivalent of the f32 run's
 #   paired_strands     zero 2 on 2 nodes with paired strands gives the unpaired losses bit
 #                      for bit
 #   both_paired        qwd and tlq together, zero 2 on 2 nodes: paired strands give the
@@ -77,7 +78,20 @@ case $case_name in
     run on 4 --metrics on.jsonl
     "$CHECK" same off.jsonl on.jsonl 0.03
     "$CHECK" falls on.jsonl
-    echo "dp 4 on 2 nodes with tlq: 10 steps within 3% of the uncompressed losses"
+    # The gradient bytes that cross nodes (mean over ranks): at least 3x below the bf16
+    # equivalent of the f32 reduce-scatter's; the inter-node kinds add up to their total.
+    field() { grep '"step":2,' "$1" | grep -o "\"$2\":[0-9]*" | cut -d: -f2; }
+    plain=$(field off.jsonl comm_bytes_inter_node_dp_grads)
+    packed=$(field on.jsonl comm_bytes_inter_node_dp_grads)
+    echo "inter-node gradient bytes per step and rank: f32 $plain, tlq $packed"
+    awk -v a="$plain" -v b="$packed" 'BEGIN { exit !(b > 0 && a / 2 >= 3 * b) }'
+    sum=0
+    for k in tp pp dp_grads dp_params other; do
+      sum=$((sum + $(field on.jsonl "comm_bytes_inter_node_$k")))
+    done
+    [ "$sum" -eq "$(field on.jsonl comm_bytes_inter_node)" ]
+    echo "dp 4 on 2 nodes with tlq: 10 steps within 3% of the uncompressed losses, inter-node"
+    echo "gradient bytes >= 3x below bf16"
     ;;
   paired_strands)
     paired=(--set schedule.strands.pair=on --set schedule.strands.search=off)
