@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/compress: SDP4Bit's compression on the simulated clusters of its evaluation. For GPT
 # models from 1.3B to 18B parameters, sharded data parallelism (zero 1) on sequences of 1024,
-# prints the simulated step time without compression and with both of SDP4Bit's techniques
-# (qWD weights at 4 bits, TLq-HS gradients at 8 bits in a node and 4 across), the speedup, and
-# the speedup SDP4Bit published for the same model and cluster (end-to-end TFLOP/s per GPU).
+# prints the simulated step time and exposed communication without compression and with both of
+# SDP4Bit's techniques (qWD weights at 4 bits, TLq-HS gradients at 8 bits in a node and 4
+# across), the speedup, the same compressed layout with paired strands (search: dp: where the
+# saved bytes that remain exposed get hidden), and the speedup SDP4Bit published for the same
+# model and cluster (end-to-end TFLOP/s per GPU).
 #
 #   bench/compress/run.sh          (BUILD_DIR=build by default)
 #
@@ -18,10 +20,11 @@ here=$root/bench/compress
 compress=(--set 'schedule.compress.params=qwd(bits: 4, group: 2048)'
           --set 'schedule.compress.grads=tlq(intra: 8, inter: 4, group: 128, hadamard: 32)')
 
-step_s() {  # step_s FILE [options...]: the simulated step time in seconds
+sim() {  # sim FILE [options...]: the simulated step time and exposed communication, seconds
   "$dhxc" "$@" --simulate --json 2>/dev/null |
-    sed -E 's/.*"step_time_s":([0-9.eE+-]+).*/\1/'
+    sed -E 's/.*"step_time_s":([0-9.eE+-]+).*"exposed_comm_s":([0-9.eE+-]+).*/\1 \2/'
 }
+paired=(--set schedule.strands.pair=on --set schedule.strands.search=dp)
 
 # cluster file, model, layers, hidden, heads, tp, micro_batch, published speedup
 configs=(
@@ -36,7 +39,8 @@ configs=(
   "h800x8_ib 13B 40 5120 40 4 1 3.85"
   "h800x8_ib 18B 40 6144 48 8 1 4.08"
 )
-printf '%-17s %-5s %-14s %10s %10s %8s %10s\n' cluster model layout plain_s sdp4bit_s speedup published
+printf '%-17s %-5s %-14s %8s %8s %8s %8s %9s %8s %8s %8s\n' cluster model layout plain_s \
+  exposed sdp4bit exposed speedup paired exposed published
 for c in "${configs[@]}"; do
   read -r file model layers hidden heads tp micro published <<< "$c"
   gpus=$([ "$file" = h800x8_ib ] && echo 128 || echo 64)
@@ -46,9 +50,15 @@ for c in "${configs[@]}"; do
         --set model.heads="$heads" --set schedule.parallel.tp="$tp"
         --set schedule.parallel.dp="$dp" --set schedule.parallel.sp="$sp"
         --set train.micro_batch="$micro")
-  plain=$(step_s "${opts[@]}")
-  packed=$(step_s "${opts[@]}" "${compress[@]}")
-  awk -v f="$file" -v m="$model" -v l="dp $dp tp $tp" -v a="$plain" -v b="$packed" \
-      -v p="$published" 'BEGIN { printf "%-17s %-5s %-14s %10.3f %10.3f %7.2fx %9.2fx\n",
-                                 f, m, l, a, b, a / b, p }'
+  read -r plain plain_x < <(sim "${opts[@]}")
+  read -r packed packed_x < <(sim "${opts[@]}" "${compress[@]}")
+  # Pairing runs two micro-batches side by side: with one per rank, half-size ones.
+  pair_micro=$micro
+  [ $((256 / (micro * dp))) -ge 2 ] || pair_micro=$((micro / 2))
+  read -r both both_x < <(sim "${opts[@]}" "${compress[@]}" "${paired[@]}" \
+                             --set train.micro_batch="$pair_micro")
+  awk -v f="$file" -v m="$model" -v l="dp $dp tp $tp" -v a="$plain" -v ax="$plain_x" \
+      -v b="$packed" -v bx="$packed_x" -v c="$both" -v cx="$both_x" -v p="$published" 'BEGIN {
+    printf "%-17s %-5s %-14s %8.3f %8.3f %8.3f %8.3f %8.2fx %8.3f %8.3f %7.2fx\n", f, m, l, a, ax,
+      b, bx, a / b, c, cx, p }'
 done

@@ -41,6 +41,25 @@ run() {  # run PLAN_DIR RANKS [dhxrun options]
   $MPIRUN -np "$n" "$DHXRUN" "$dir" --quiet "$@"
 }
 
+# reference MODEL [--set ...]: single.jsonl, the losses of the single-rank run. Every parity
+# test of a model with the same settings compares against the same run, so the first test to
+# need it trains it and the others (concurrent ones wait on the lock) copy it. The key holds
+# the binaries' change times, so a rebuild trains a fresh reference.
+reference() {
+  local refs=$WORK/references key
+  mkdir -p "$refs"
+  key=$(printf '%s\n' "$@" "$(stat -c %Y "$DHXC" "$DHXRUN")" | md5sum | cut -c1-16)
+  (
+    flock 9
+    if [ ! -f "$refs/$key.jsonl" ]; then
+      compile "$1" single 1 1 1 "${@:2}"
+      run single 1 --metrics "$refs/$key.tmp"
+      mv "$refs/$key.tmp" "$refs/$key.jsonl"
+    fi
+  ) 9>"$refs/$key.lock"
+  cp "$refs/$key.jsonl" single.jsonl
+}
+
 case $case_name in
   parity_*)
     model=$1; shift
@@ -53,8 +72,7 @@ case $case_name in
     if [[ $case_name =~ ^parity_(zero[123]_)?sp_ ]]; then
       extra+=(--set schedule.parallel.sp=on) sp+=" with sp: on"
     fi
-    compile "$model" single 1 1 1 "${sets[@]}"
-    run single 1 --metrics single.jsonl
+    reference "$model" "${sets[@]}"
     for layout in "$@"; do
       IFS=, read -r dp tp pp virtual <<<"$layout"
       virtual=${virtual:-1}
