@@ -222,7 +222,7 @@ static void test_plan_rejects_corrupted_bytes(void) {
   // Counts that would allocate far more than the file holds are refused before allocating.
   memcpy(copy, data, n);
   size_t nkernels_at = DHX_PLAN_HEADER_BYTES + 19 * 8 + 2 * DHX_PATH_MAX + 2 * 8 + 3 * 8 + 8 + 8 +
-                       DHX_NAME_MAX + 4 + 8 + 4;  // just after the train section
+                       DHX_NAME_MAX + 4 + 8 + 4 + 8;  // just after the train section
   for (int i = 0; i < 4; i++) copy[nkernels_at + i] = 0xFF;
   fix_crc(copy, n);
   CHECK_FAILS(dhx_plan_decode(copy, n, &q, err, sizeof err), err, "kernels, the plan format allows");
