@@ -41,7 +41,8 @@ run() {  # run PLAN_DIR RANKS [dhxrun options]
   $MPIRUN -np "$n" "$DHXRUN" "$dir" --quiet "$@"
 }
 
-# reference MODEL [--set ...]: single.jsonl, the losses of the single-rank run. Every parity
+# reference MODEL [--set ...]: the single-rank plan `single`, and single.jsonl, the losses of
+# its run. Every parity
 # test of a model with the same settings compares against the same run, so the first test to
 # need it trains it and the others (concurrent ones wait on the lock) copy it. The key holds
 # the binaries' change times, so a rebuild trains a fresh reference.
@@ -49,10 +50,10 @@ reference() {
   local refs=$WORK/references key
   mkdir -p "$refs"
   key=$(printf '%s\n' "$@" "$(stat -c %Y "$DHXC" "$DHXRUN")" | md5sum | cut -c1-16)
+  compile "$1" single 1 1 1 "${@:2}"  # the plan, which some cases run again
   (
     flock 9
     if [ ! -f "$refs/$key.jsonl" ]; then
-      compile "$1" single 1 1 1 "${@:2}"
       run single 1 --metrics "$refs/$key.tmp"
       mv "$refs/$key.tmp" "$refs/$key.jsonl"
     fi
@@ -88,8 +89,7 @@ case $case_name in
     done
     ;;
   resume_across_layouts)
-    compile tiny single 1 1 1
-    run single 1 --metrics single.jsonl
+    reference tiny
     compile tiny tp2 1 2 1 --set train.checkpoint_every=10
     run tp2 2 --steps 10 --checkpoint-dir ck
     test -f ck/step_10.safetensors
@@ -109,8 +109,7 @@ case $case_name in
     echo "a (1,2,1) checkpoint resumes on (2,1,1), (2,2,1) and (1,1,2); a (1,1,2) one on (1,1,1)"
     ;;
   resume_sp_on_one_rank)
-    compile tiny single 1 1 1
-    run single 1 --metrics single.jsonl
+    reference tiny
     compile tiny tp2sp 1 2 1 --set schedule.parallel.sp=on --set train.checkpoint_every=10
     run tp2sp 2 --steps 10 --checkpoint-dir ck
     test -f ck/step_10.safetensors
