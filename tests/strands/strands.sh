@@ -3,7 +3,8 @@
 # strands { pair: on, search: off } equal the unpaired run's bit for bit, and so do those of
 # search: dp, whose events only change when ops run.
 # Usage: strands.sh CASE   (environment: DHXC DHXRUN CHECK DROP MPIRUN SRC WORK)
-#   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 20 steps, compared
+#   pair_* MODEL DP,TP,PP[,OPT...]...   each layout paired and unpaired, 12 steps (STRANDS_STEPS),
+#                              compared
 #                              exactly; OPT: zN (zero: N), sp (sp: on), vN (N virtual stages),
 #                              lN (N layers), sA-B (stages: (A, B)), sauto (stages: auto),
 #                              mN (N micro-batches per rank and step, not 4), w (the
@@ -11,7 +12,7 @@
 #                              with search: dp as well, and search: greedy compiled)
 #                              (pair_*_sp_zero: every layout with sp: on and zero: 1)
 #   parity_suite               by hand, not in CI (7.5 minutes on an idle 2-core machine): every
-#                              layout of tests/layouts, paired against unpaired
+#                              layout of tests/layouts, paired against unpaired, 20 steps
 #   paired_pipeline_plans      paired pipeline plans compile (the cross-rank verifier accepts
 #                              them) and their largest arena stays within 1.2x unpaired
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
@@ -25,10 +26,13 @@ cd "$work"
 "$DHXC" data -o "$work/corpus" $(find /usr/share/common-licenses -maxdepth 1 -type f | sort) >/dev/null
 
 micros=4
+# Steps per run: 20 for the whole suite (parity_suite, by hand); CI's subset runs 12, which
+# keeps a validation pass (step 10) and the steps around it.
+steps=${STRANDS_STEPS:-12}
 common() {  # common DP TP PP: $micros micro-batches of 4 per rank and step, into the array args
   local dp=$1 tp=$2 pp=$3
   args=(--set "data.train=\"$work/corpus_train.bin\"" --set "data.val=\"$work/corpus_val.bin\""
-    --set train.steps=20 --set train.micro_batch=4 --set train.global_batch=$((4 * micros * dp))
+    --set train.steps="$steps" --set train.micro_batch=4 --set train.global_batch=$((4 * micros * dp))
     --set train.val_every=10 --set train.val_batches=2 --set schedule.parallel.dp="$dp"
     --set schedule.parallel.tp="$tp" --set schedule.parallel.pp="$pp")
 }
@@ -92,6 +96,7 @@ case $case_name in
     done
     ;;
   parity_suite)
+    export STRANDS_STEPS=20
     bash "$0" pair_suite_gpt tiny 1,2,1 1,4,1 2,2,1 1,1,2 1,1,4 2,1,2 1,2,2 1,1,2,v2,l8 \
       1,1,4,v2,l8 2,1,2,v2,l8 1,2,1,sp 1,4,1,sp 2,2,1,sp 1,2,2,sp 2,1,1,z1 4,1,1,z1 2,2,1,z1 \
       2,1,2,z1 2,1,1,z2 2,2,1,z2 2,1,1,z3 4,1,1,z3 2,1,2,z3 2,1,2,v2,l8,z3 1,1,2,s3-1 \
