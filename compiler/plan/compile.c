@@ -322,10 +322,11 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->qwd_group = cfg->qwd_group;
   g->strands = cfg->strands_pair;
   // Collectives beside the compute: one stage (the transfer streams leave no room for two more
-  // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and not under the
-  // overlap search, whose groups are runs of one stream.
-  g->async_comm = cfg->pp == 1 && cfg->zero <= 1 &&
-                  (!cfg->strands_pair || cfg->strands_search == DHX_SEARCH_NONE);
+  // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and unpaired: the
+  // other strand already fills a strand's waits, and on the CPU backend two more threads per
+  // rank made paired steps slower and erratic (bench/strands_cpu), though the simulator
+  // expected them faster.
+  g->async_comm = cfg->pp == 1 && cfg->zero <= 1 && !cfg->strands_pair;
   if (tlq_on(cfg))
     g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,
                             .group = cfg->tlq_group, .hadamard = cfg->tlq_hadamard != 0,
