@@ -332,6 +332,33 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
   }
 }
 
+bool dhx_cuda_issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
+                    size_t errlen) {
+  return issue(c, in, regs, err, errlen);
+}
+
+bool dhx_cuda_sync(dhx_cuda *c, char *err, size_t errlen) {
+  for (uint32_t s = 0; s < c->nstreams; s++) CU(cuStreamSynchronize(c->streams[s]));
+  return true;
+}
+
+// Copies go on stream 0 and wait for it: they happen between programs, when every stream is idle.
+bool dhx_cuda_upload(dhx_cuda *c, uint64_t offset, const void *host, size_t bytes, char *err,
+                     size_t errlen) {
+  if (bytes == 0) return true;
+  CU(cuMemcpyHtoDAsync_v2(c->arena + offset, host, bytes, c->streams[0]));
+  CU(cuStreamSynchronize(c->streams[0]));
+  return true;
+}
+
+bool dhx_cuda_download(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, char *err,
+                       size_t errlen) {
+  if (bytes == 0) return true;
+  CU(cuMemcpyDtoHAsync_v2(host, c->arena + offset, bytes, c->streams[0]));
+  CU(cuStreamSynchronize(c->streams[0]));
+  return true;
+}
+
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen) {
   const dhx_plan_program *p = &c->rank->programs[prog];
   for (uint32_t i = 0; i < p->ninstrs; i++)

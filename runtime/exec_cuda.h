@@ -44,6 +44,20 @@ dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen);
 void dhx_cuda_close(dhx_cuda *c);
 
+// One instruction issued to its stream, without waiting (tools that step a program one
+// instruction at a time, comparing it with the CPU backend); dhx_cuda_sync waits for every
+// stream.
+bool dhx_cuda_issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
+                    size_t errlen);
+bool dhx_cuda_sync(dhx_cuda *c, char *err, size_t errlen);
+
+// Copies between host memory and the device arena at byte `offset`, waiting for them to finish
+// (they run between programs: parameters in, checkpoints and losses out).
+bool dhx_cuda_upload(dhx_cuda *c, uint64_t offset, const void *host, size_t bytes, char *err,
+                     size_t errlen);
+bool dhx_cuda_download(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, char *err,
+                       size_t errlen);
+
 // The device of this process on its node: the launcher's local rank (OpenMPI's
 // OMPI_COMM_WORLD_LOCAL_RANK, Slurm's SLURM_LOCALID, or LOCAL_RANK), modulo the device count;
 // 0 when none is set.
