@@ -154,6 +154,7 @@ typedef struct dhx_rt {
   // (micro_batch*seq values each); set by the training loop, which knows the data and the step.
   void (*load_batch)(void *ctx, int64_t micro, int32_t *tokens, int32_t *targets);
   void *load_ctx;
+  struct dhx_cuda *cuda;  // the CUDA backend (backend.c); NULL: the CPU backend
 } dhx_rt;
 
 // Everything local to this rank: arena, kernels (so_path; unused when the plan has none),
@@ -163,6 +164,7 @@ bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *s
 // Builds the communicators (collective: every rank of the plan calls it).
 void dhx_rt_connect(dhx_rt *rt);
 void dhx_rt_free(dhx_rt *rt);
+// Runs program `prog` on the rank's backend (backend.c).
 void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog);
 // The address of buffer `id` in the arena.
 void *dhx_rt_buffer(const dhx_rt *rt, int32_t id);
@@ -170,6 +172,24 @@ void *dhx_rt_buffer(const dhx_rt *rt, int32_t id);
 int32_t dhx_rt_find(const dhx_rt *rt, dhx_buf_kind kind);
 // exec_cpu.c: the dhx_exec_fn of the CPU backend (ctx is the dhx_rt).
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
+
+// ---- backend.c --------------------------------------------------------------------------------
+// Where a rank's programs run. The CPU backend runs them in the host arena with the stream
+// threads. The CUDA backend keeps the arena on the device: the host arena is then its mirror,
+// which the training loop writes (parameters at start, a micro-batch's tokens) and reads
+// (losses, checkpoints, the summary's digests), copying at exactly those points with the calls
+// below; on the CPU backend they do nothing. A device error during a program ends the run on
+// every rank (MPI_Abort) with the failing rank and the error named.
+//
+// Moves this rank onto CUDA device `device`, with the PTX of the plan in plan_dir (the sm_90
+// file on a device of compute capability 9 or more, when the plan has one). False with err.
+bool dhx_rt_use_cuda(dhx_rt *rt, int device, const char *plan_dir, char *err, size_t errlen);
+bool dhx_rt_on_device(const dhx_rt *rt);
+void dhx_rt_leave_device(dhx_rt *rt);  // closes the CUDA backend (dhx_rt_free calls it)
+void dhx_rt_upload(dhx_rt *rt, int32_t buf);    // buffer `buf`: host mirror → device
+void dhx_rt_download(dhx_rt *rt, int32_t buf);  // device → host mirror
+void dhx_rt_upload_all(dhx_rt *rt);             // the whole arena
+void dhx_rt_download_all(dhx_rt *rt);
 
 // ---- data.c -----------------------------------------------------------------------------------
 #define DHX_SHARD_MAGIC 20240520  // llm.c GPT-2 shards: uint16 tokens
@@ -368,6 +388,7 @@ typedef struct dhx_run_opts {
   bool net_override;  // --net-emulate: net_bandwidth and net_latency replace the plan's network
   double net_bandwidth, net_latency;  // bytes/s (0: no emulation) and seconds per message
   bool quiet;
+  int cuda_device;  // the CUDA device this rank runs on; -1: the CPU backend
 } dhx_run_opts;
 
 // ---- profile.c --------------------------------------------------------------------------------

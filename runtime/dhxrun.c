@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "dhxrt.h"
-#include "gpu_api.h"
+#include "exec_cuda.h"
 #include "sanitize.h"  // LSan defaults for OpenMPI under -DDHX_SANITIZE=ON
 
 static const char *usage_text =
@@ -48,8 +48,9 @@ static const char *usage_text =
     "  --net-emulate BW,LAT   emulate this network instead of the plan's: each message waits\n"
     "                         LAT + bytes/BW before it leaves (as in 1GB/s,20us; units B/s,\n"
     "                         KB/s, MB/s, GB/s, TB/s and s, ms, us, ns), or off for none\n"
-    "  --backend auto|cpu|cuda  where the plan runs (default auto: the CPU; the CUDA backend\n"
-    "                         does not run plans yet, and cuda says why it cannot run here)\n"
+    "  --backend auto|cpu|cuda  where the plan runs (default auto: the GPU of this rank when\n"
+    "                         there is one, unless --trace, --profile or --net-emulate ask for\n"
+    "                         the CPU; cuda says why it cannot run here)\n"
     "  --quiet                print nothing but errors\n"
     "  --version              dhxrun's version and those of the GPU libraries it finds\n"
     "  --help                 this text\n"
@@ -93,6 +94,7 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
                                      "--step-timeout", "--trace", "--trace-steps",
                                      "--net-emulate", "--profile", "--backend"};
   memset(o, 0, sizeof *o);
+  o->cuda_device = -1;
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return PARSE_HELP;
@@ -198,23 +200,35 @@ static void print_version(void) {
   printf("dhxrun (DHX) %s\n%s", DHX_VERSION, libs);
 }
 
-// Whether the chosen backend can run here. The CUDA backend's loading and device discovery
-// exist; its execution of plans does not yet, so a device found is reported, not used.
-static bool backend_ready(int rank, bool quiet) {
+// Options that act on the CPU backend's stream threads and communicators only.
+static const char *cpu_only_option(const dhx_run_opts *o) {
+  return o->trace_path ? "--trace" : o->profile_path ? "--profile"
+       : o->net_override ? "--net-emulate" : NULL;
+}
+
+// Chooses the backend: `cuda` needs a device, `auto` takes one when there is one and no option
+// asks for the CPU backend's instruments. Sets o->cuda_device (the launcher's local rank,
+// modulo the node's devices). Every rank reaches the same verdict; rank 0 speaks.
+static bool choose_backend(int rank, dhx_run_opts *o) {
   if (backend == BACKEND_CPU) return true;
   char why[1024] = "";
   int devices = dhx_cuda_devices(why, sizeof why);
-  if (backend == BACKEND_CUDA) {
-    if (rank == 0 && devices == 0) fprintf(stderr, "dhxrun: error: --backend cuda: %s\n", why);
-    if (rank == 0 && devices > 0)
-      fprintf(stderr, "dhxrun: error: --backend cuda: %d CUDA device%s found, but the CUDA "
-              "backend does not run plans yet (use --backend cpu)\n", devices,
-              devices == 1 ? "" : "s");
+  const char *cpu_only = cpu_only_option(o);
+  if (backend == BACKEND_CUDA && devices == 0) {
+    if (rank == 0) fprintf(stderr, "dhxrun: error: --backend cuda: %s\n", why);
     return false;
   }
-  if (rank == 0 && devices > 0 && !quiet)
-    printf("dhxrun: %d CUDA device%s found; the CUDA backend does not run plans yet, so the "
-           "plan runs on the CPU\n", devices, devices == 1 ? "" : "s");
+  if (backend == BACKEND_CUDA && cpu_only) {
+    if (rank == 0)
+      fprintf(stderr, "dhxrun: error: --backend cuda: %s runs on the CPU backend only (use "
+              "--backend cpu)\n", cpu_only);
+    return false;
+  }
+  if (devices > 0 && !cpu_only) o->cuda_device = dhx_cuda_local_device(devices);
+  if (rank == 0 && devices > 0 && !o->quiet)
+    printf("dhxrun: %d CUDA device%s found; the plan runs on %s\n", devices,
+           devices == 1 ? "" : "s", o->cuda_device >= 0 ? "the GPU" : "the CPU (for the "
+           "CPU-only options)");
   return true;
 }
 
@@ -241,7 +255,7 @@ int main(int argc, char **argv) {
   } else if (parsed == PARSE_VERSION) {
     if (rank == 0) print_version();
     status = 0;
-  } else if (!backend_ready(rank, opts.quiet)) {
+  } else if (!choose_backend(rank, &opts)) {
     status = 1;
   } else if (provided < MPI_THREAD_MULTIPLE) {
     // Streams all-reduce from their own threads, concurrently.

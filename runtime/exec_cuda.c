@@ -31,6 +31,7 @@
 #define JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
 #define EVENT_DISABLE_TIMING 2
 #define STREAM_NON_BLOCKING 1
+#define ATTR_COMPUTE_CAPABILITY_MAJOR 75
 
 struct dhx_cuda {
   dhx_cuda_api cu;
@@ -47,6 +48,13 @@ struct dhx_cuda {
   CUevent *events;
   cublasLtHandle_t blas;
   uint32_t *order[DHX_PROG_COUNT];  // issue order per program
+  // LOAD_BATCH: the training loop's loader fills a page-locked slot per micro-batch of the
+  // step, which is copied to the device on the instruction's stream (so the copy overlaps
+  // whatever the other streams compute). A slot is not reused before the program has ended.
+  dhx_cuda_loader loader;
+  void *loader_ctx;
+  int32_t *staging;  // slots × (tokens, targets), rows_per_batch values each
+  int64_t staging_slots, batch_values;
 };
 
 // ---- marshalling -------------------------------------------------------------------------------
@@ -185,6 +193,22 @@ static bool create_queues(dhx_cuda *c, char *err, size_t errlen) {
   return true;
 }
 
+static bool has_load_batch(const dhx_plan_rank *rank) {
+  for (int p = 0; p < DHX_PROG_COUNT; p++)
+    for (uint32_t i = 0; i < rank->programs[p].ninstrs; i++)
+      if (rank->programs[p].instrs[i].op == DHX_OP_LOAD_BATCH) return true;
+  return false;
+}
+
+static bool create_staging(dhx_cuda *c, char *err, size_t errlen) {
+  if (!has_load_batch(c->rank)) return true;
+  c->staging_slots = c->plan->train.accum_steps > 0 ? c->plan->train.accum_steps : 1;
+  c->batch_values = c->plan->train.micro_batch * c->plan->train.seq;
+  size_t bytes = sizeof(int32_t) * 2 * (size_t)(c->staging_slots * c->batch_values);
+  CU(cuMemHostAlloc((void **)&c->staging, bytes, 0));
+  return true;
+}
+
 static bool open_device(dhx_cuda *c, int device, const char *ptx, char *err, size_t errlen) {
   if (!dhx_load_cuda(&c->cu, err, errlen) || !dhx_load_cublaslt(&c->lt, err, errlen)) return false;
   CU(cuInit(0));
@@ -195,7 +219,7 @@ static bool open_device(dhx_cuda *c, int device, const char *ptx, char *err, siz
   CU(cuMemAlloc_v2(&c->arena, (size_t)c->rank->arena_bytes));
   CU(cuMemAlloc_v2(&c->workspace, WORKSPACE_BYTES));
   if (!lt_ok(c, c->lt.cublasLtCreate(&c->blas), "cublasLtCreate", err, errlen)) return false;
-  return create_queues(c, err, errlen);
+  return create_queues(c, err, errlen) && create_staging(c, err, errlen);
 }
 
 dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char *ptx, char *err,
@@ -219,6 +243,7 @@ void dhx_cuda_close(dhx_cuda *c) {
     for (uint32_t s = 0; s < c->nstreams; s++)
       if (c->streams[s]) c->cu.cuStreamDestroy_v2(c->streams[s]);
     if (c->blas) c->lt.cublasLtDestroy(c->blas);
+    if (c->staging) c->cu.cuMemFreeHost(c->staging);
     if (c->workspace) c->cu.cuMemFree_v2(c->workspace);
     if (c->arena) c->cu.cuMemFree_v2(c->arena);
     if (c->module) c->cu.cuModuleUnload(c->module);
@@ -307,6 +332,28 @@ static const char *op_name(uint32_t op) {
   return op < sizeof names / sizeof names[0] && names[op] ? names[op] : "this instruction";
 }
 
+void dhx_cuda_set_loader(dhx_cuda *c, dhx_cuda_loader loader, void *ctx) {
+  c->loader = loader;
+  c->loader_ctx = ctx;
+}
+
+// Micro-batch m's tokens and targets: filled by the loader on the host, copied on stream s.
+static bool load_batch(dhx_cuda *c, const dhx_plan_instr *in, CUstream s, char *err,
+                       size_t errlen) {
+  int64_t m = in->args[2].i;
+  if (!c->loader || !c->staging || m < 0 || m >= c->staging_slots) {
+    snprintf(err, errlen, "LOAD_BATCH of micro-batch %" PRId64 " ('%s'): %s", m, in->note,
+             !c->loader ? "no loader is set" : "outside the step's micro-batches");
+    return false;
+  }
+  int32_t *tokens = c->staging + 2 * m * c->batch_values, *targets = tokens + c->batch_values;
+  c->loader(c->loader_ctx, m, tokens, targets);
+  size_t bytes = sizeof(int32_t) * (size_t)c->batch_values;
+  CU(cuMemcpyHtoDAsync_v2(device_address(c->rank, c->arena, &in->args[0]), tokens, bytes, s));
+  CU(cuMemcpyHtoDAsync_v2(device_address(c->rank, c->arena, &in->args[1]), targets, bytes, s));
+  return true;
+}
+
 static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
                   size_t errlen) {
   CUstream s = c->streams[in->stream];
@@ -319,6 +366,7 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
       return true;
     }
     case DHX_OP_GEMM: return gemm(c, in, s, err, errlen);
+    case DHX_OP_LOAD_BATCH: return load_batch(c, in, s, err, errlen);
     case DHX_OP_ZERO:
       CU(cuMemsetD8Async(device_address(c->rank, c->arena, &in->args[0]), 0,
                          (size_t)in->args[1].i, s));
@@ -378,4 +426,16 @@ int dhx_cuda_local_device(int devices) {
     if (v && *v && !*end && r >= 0) return devices > 0 ? (int)(r % devices) : 0;
   }
   return 0;
+}
+
+int dhx_cuda_compute_major(int device) {
+  dhx_cuda_api cu;
+  char err[256];
+  CUdevice dev;
+  int major = 0;
+  if (!dhx_load_cuda(&cu, err, sizeof err) || cu.cuInit(0) != 0 ||
+      cu.cuDeviceGet(&dev, device) != 0 ||
+      cu.cuDeviceGetAttribute(&major, ATTR_COMPUTE_CAPABILITY_MAJOR, dev) != 0)
+    return 0;
+  return major;
 }

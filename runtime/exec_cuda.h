@@ -44,6 +44,11 @@ dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen);
 void dhx_cuda_close(dhx_cuda *c);
 
+// LOAD_BATCH's source: fills micro-batch `micro` of the current step into host memory
+// (micro_batch·seq tokens and targets), which the backend then copies to the device.
+typedef void (*dhx_cuda_loader)(void *ctx, int64_t micro, int32_t *tokens, int32_t *targets);
+void dhx_cuda_set_loader(dhx_cuda *c, dhx_cuda_loader loader, void *ctx);
+
 // One instruction issued to its stream, without waiting (tools that step a program one
 // instruction at a time, comparing it with the CPU backend); dhx_cuda_sync waits for every
 // stream.
@@ -62,5 +67,9 @@ bool dhx_cuda_download(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, c
 // OMPI_COMM_WORLD_LOCAL_RANK, Slurm's SLURM_LOCALID, or LOCAL_RANK), modulo the device count;
 // 0 when none is set.
 int dhx_cuda_local_device(int devices);
+
+// The compute capability's major number of `device` (8 for A100, 9 for H100/H200); 0 when the
+// driver cannot tell.
+int dhx_cuda_compute_major(int device);
 
 #endif

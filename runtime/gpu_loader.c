@@ -42,6 +42,8 @@ static const symbol cuda_symbols[] = {
     SYM(dhx_cuda_api, cuMemcpyHtoDAsync_v2),
     SYM(dhx_cuda_api, cuMemcpyDtoHAsync_v2),
     SYM(dhx_cuda_api, cuMemsetD8Async),
+    SYM(dhx_cuda_api, cuMemHostAlloc),
+    SYM(dhx_cuda_api, cuMemFreeHost),
     SYM(dhx_cuda_api, cuStreamCreate),
     SYM(dhx_cuda_api, cuStreamDestroy_v2),
     SYM(dhx_cuda_api, cuStreamSynchronize),

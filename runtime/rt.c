@@ -39,17 +39,13 @@ bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *s
 void dhx_rt_connect(dhx_rt *rt) { rt->comms = dhx_comms_new(rt->plan, rt->world_rank); }
 
 void dhx_rt_free(dhx_rt *rt) {
+  dhx_rt_leave_device(rt);
   dhx_streams_free(rt->streams);  // first: its threads use everything below
   dhx_pool_free(rt->pool);
   dhx_comms_free(rt->comms);
   dhx_kernels_unload(&rt->kernels);
   dhx_rank_arena_free(&rt->arena);
   memset(rt, 0, sizeof *rt);
-}
-
-void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog) {
-  atomic_store(&rt->update_skipped, false);
-  dhx_streams_run(rt->streams, &rt->rank->programs[prog]);
 }
 
 void *dhx_rt_buffer(const dhx_rt *rt, int32_t id) {

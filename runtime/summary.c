@@ -106,8 +106,11 @@ void dhx_summary_print(FILE *out, const dhx_run_summary *s) {
   fprintf(out, ") in %s\n", wall);
   fprintf(out, "  throughput  %.0f tokens/s mean, %.0f median\n", s->mean_tokens_per_s,
           s->median_tokens_per_s);
-  fprintf(out, "  compute     %s achieved, MFU %.1f%% of %s (%s)\n", flops, 100 * s->mfu, peak,
-          s->peak_source);
+  if (s->peak_flops_per_s > 0)
+    fprintf(out, "  compute     %s achieved, MFU %.1f%% of %s (%s)\n", flops, 100 * s->mfu, peak,
+            s->peak_source);
+  else
+    fprintf(out, "  compute     %s achieved (MFU: %s)\n", flops, s->peak_source);
   fprintf(out, "  memory      %.1f MiB peak resident per rank (arena %.1f MiB)\n",
           s->peak_rss_bytes / (1 << 20), s->arena_bytes / (1 << 20));
   if (s->has_loss) fprintf(out, "  loss        %.4f train", s->final_loss);

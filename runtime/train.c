@@ -63,6 +63,7 @@ typedef struct run {
   bool has_val;
   int32_t *tokens, *targets;  // this rank's TOKENS / TARGETS buffers (NULL if absent)
   const float *losses;        // LOSSES buffer (NULL if absent)
+  int32_t tokens_buf, targets_buf, losses_buf;  // their ids (-1 if absent), for the device copies
   int64_t step;               // the step being run (LOAD_BATCH reads its rows)
   FILE *metrics;
   char checkpoint_dir[4096];  // "" when no periodic checkpoints
@@ -172,6 +173,9 @@ static void find_io_buffers(run *R) {
   R->tokens = tok >= 0 && tgt >= 0 ? dhx_rt_buffer(&R->rt, tok) : NULL;
   R->targets = tok >= 0 && tgt >= 0 ? dhx_rt_buffer(&R->rt, tgt) : NULL;
   R->losses = loss >= 0 ? dhx_rt_buffer(&R->rt, loss) : NULL;
+  R->tokens_buf = R->tokens ? tok : -1;
+  R->targets_buf = R->tokens ? tgt : -1;
+  R->losses_buf = loss;
 }
 
 // Periodic checkpoints go to --checkpoint-dir, or to PLAN_DIR/checkpoints when the plan asks
@@ -323,10 +327,13 @@ static bool setup(run *R) {
   bool ok = dhx_rt_init(&R->rt, &R->plan, R->rank, so, threads, R->err, sizeof R->err);
   R->rt.load_batch = load_batch;
   R->rt.load_ctx = R;
+  if (ok && R->opts->cuda_device >= 0)
+    ok = dhx_rt_use_cuda(&R->rt, R->opts->cuda_device, R->opts->plan_dir, R->err, sizeof R->err);
   if (!agree(R, ok && open_data(R))) return false;
   dhx_rt_connect(&R->rt);
   find_io_buffers(R);
   if (!load_state(R)) return false;
+  dhx_rt_upload_all(&R->rt);  // the initial state, on the device when the plan runs on one
   R->end_step = R->opts->steps > 0 ? R->opts->steps : R->t->steps;
   if (R->first_step >= R->end_step) {
     snprintf(R->err, sizeof R->err, "%s holds %" PRId64 " steps: nothing is left to run up to "
@@ -373,10 +380,13 @@ static void load_rows(run *R, const dhx_shard *s, int64_t row) {
   int64_t seq = R->t->seq;
   for (int64_t b = 0; b < R->t->micro_batch; b++)
     dhx_shard_row(s, row + b, seq, R->tokens + b * seq, R->targets + b * seq);
+  dhx_rt_upload(&R->rt, R->tokens_buf);
+  dhx_rt_upload(&R->rt, R->targets_buf);
 }
 
 // The sum of the first `batches` micro-batches' per-position losses.
-static double sum_losses(const run *R, int64_t batches) {
+static double sum_losses(run *R, int64_t batches) {
+  dhx_rt_download(&R->rt, R->losses_buf);
   double sum = 0;
   if (R->losses)
     for (int64_t i = 0; i < batches * R->t->micro_batch * R->t->seq; i++) sum += R->losses[i];
@@ -452,6 +462,7 @@ static bool log_due(const run *R, int64_t t, bool evaluated) {
 static bool save_to(run *R, const char *path, int64_t steps) {
   bool ok = true;
   dhx_watchdog_busy(R->watchdog, true);  // a large checkpoint may take longer than a step
+  dhx_rt_download_all(&R->rt);
   ok = dhx_checkpoint_save_all(&R->plan, (uint32_t)R->rank, R->rt.arena.base, path, steps,
                                R->err, sizeof R->err);
   if (ok && R->rank == 0) note_written(R, path);
@@ -634,7 +645,9 @@ static void summarize(run *R, const char *outcome) {
   s.arena_bytes = max_over_ranks((double)R->rt.arena.bytes);
   s.net_bandwidth = R->t->net_bandwidth;
   s.net_latency = R->t->net_latency;
-  s.peak_flops_per_s = all_sum(dhx_measure_gemm_rate(R->rt.pool));
+  // On a GPU the cores' rate says nothing: MFU is left out until the device's peak is known.
+  s.peak_flops_per_s = dhx_rt_on_device(&R->rt) ? 0 : all_sum(dhx_measure_gemm_rate(R->rt.pool));
+  if (dhx_rt_on_device(&R->rt)) s.peak_source = "the device's peak is not measured yet";
   double tokens = (double)(steps_run * R->t->global_batch * R->t->seq);
   s.wall_s = R->train_seconds;
   s.mean_tokens_per_s = R->train_seconds > 0 ? tokens / R->train_seconds : 0;
@@ -646,6 +659,7 @@ static void summarize(run *R, const char *outcome) {
   s.has_val = R->has_last_val;
   s.final_val_loss = R->last_val;
   for (int i = 0; i < R->nwritten; i++) s.paths[s.npaths++] = R->written[i];
+  dhx_rt_download_all(&R->rt);
   s.replicas_equal = replicas_equal(R, &s.replicated, &s.params_xxh64);
   if (R->rank != 0) return;
   if (R->metrics) dhx_summary_write_json(R->metrics, &s);  // first: stdout may block (above)

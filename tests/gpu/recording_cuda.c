@@ -63,6 +63,12 @@ int cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
 int cuMemFree_v2(CUdeviceptr p) { logf_("cuMemFree %llx", p); return 0; }
 int cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *s, size_t n, void *st) { (void)s; (void)st; logf_("cuMemcpyHtoDAsync %llx %zu", d, n); return 0; }
 int cuMemcpyDtoHAsync_v2(void *d, CUdeviceptr s, size_t n, void *st) { (void)d; (void)st; logf_("cuMemcpyDtoHAsync %llx %zu", s, n); return 0; }
+int cuMemHostAlloc(void **p, size_t bytes, unsigned flags) {
+  *p = calloc(1, bytes ? bytes : 1);  // the caller writes into it: real host memory
+  logf_("cuMemHostAlloc %zu flags=%u", bytes, flags);
+  return *p ? 0 : 2;
+}
+int cuMemFreeHost(void *p) { free(p); logf_("cuMemFreeHost"); return 0; }
 int cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, void *st) {
   logf_("cuMemsetD8Async %llx %u %zu stream=%lu", d, v, n, (unsigned long)(uintptr_t)st);
   return 0;

@@ -1,0 +1,101 @@
+// backend.c — where a rank's programs run: the CPU backend (stream threads over the host arena)
+// or the CUDA backend (exec_cuda.c), with the host arena as the device arena's mirror (dhxrt.h).
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dhxrt.h"
+#include "exec_cuda.h"
+#include "plan_util.h"
+
+static char *read_file(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "%s: cannot open the plan's PTX (compile the plan with dhxc, which "
+             "writes it beside plan.bin)", path);
+    return NULL;
+  }
+  char *text = NULL;
+  long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+  if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)) &&
+      fread(text, 1, (size_t)n, f) == (size_t)n) {
+    text[n] = 0;
+  } else {
+    snprintf(err, errlen, "%s: cannot read the plan's PTX", path);
+    free(text);
+    text = NULL;
+  }
+  fclose(f);
+  return text;
+}
+
+// The loader the CUDA backend calls for LOAD_BATCH: the training loop's.
+static void load_batch(void *ctx, int64_t micro, int32_t *tokens, int32_t *targets) {
+  dhx_rt *rt = ctx;
+  rt->load_batch(rt->load_ctx, micro, tokens, targets);
+}
+
+bool dhx_rt_use_cuda(dhx_rt *rt, int device, const char *plan_dir, char *err, size_t errlen) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/kernels.sm_90.ptx", plan_dir);
+  FILE *sm90 = dhx_cuda_compute_major(device) >= 9 ? fopen(path, "rb") : NULL;
+  if (sm90)
+    fclose(sm90);
+  else
+    snprintf(path, sizeof path, "%s/kernels.ptx", plan_dir);
+  char *ptx = read_file(path, err, errlen);
+  if (!ptx) return false;
+  rt->cuda = dhx_cuda_open(rt->plan, (uint32_t)rt->world_rank, device, ptx, err, errlen);
+  free(ptx);
+  if (rt->cuda && rt->load_batch) dhx_cuda_set_loader(rt->cuda, load_batch, rt);
+  return rt->cuda != NULL;
+}
+
+bool dhx_rt_on_device(const dhx_rt *rt) { return rt->cuda != NULL; }
+
+void dhx_rt_leave_device(dhx_rt *rt) {
+  dhx_cuda_close(rt->cuda);
+  rt->cuda = NULL;
+}
+
+// A device error leaves the ranks' states apart: the run cannot go on, and no rank may wait
+// for this one in a collective.
+static void device_failed(const dhx_rt *rt, const char *what, const char *why) {
+  fprintf(stderr, "dhxrun: error: rank %d: %s on the CUDA device: %s\n", rt->world_rank, what,
+          why);
+  fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog) {
+  atomic_store(&rt->update_skipped, false);
+  if (!rt->cuda) {
+    dhx_streams_run(rt->streams, &rt->rank->programs[prog]);
+    return;
+  }
+  char err[4096];
+  if (!dhx_cuda_run(rt->cuda, (int)prog, rt->regs, err, sizeof err))
+    device_failed(rt, dhx_prog_name(prog), err);
+}
+
+static void copy(dhx_rt *rt, int64_t offset, int64_t bytes, bool up) {
+  if (!rt->cuda || bytes <= 0) return;
+  char err[1024];
+  uint8_t *host = rt->arena.base + offset;
+  bool ok = up ? dhx_cuda_upload(rt->cuda, (uint64_t)offset, host, (size_t)bytes, err, sizeof err)
+               : dhx_cuda_download(rt->cuda, (uint64_t)offset, host, (size_t)bytes, err,
+                                   sizeof err);
+  if (!ok) device_failed(rt, up ? "copying to the device" : "copying from the device", err);
+}
+
+void dhx_rt_upload(dhx_rt *rt, int32_t buf) {
+  if (buf >= 0) copy(rt, rt->rank->buffers[buf].offset, rt->rank->buffers[buf].nbytes, true);
+}
+
+void dhx_rt_download(dhx_rt *rt, int32_t buf) {
+  if (buf >= 0) copy(rt, rt->rank->buffers[buf].offset, rt->rank->buffers[buf].nbytes, false);
+}
+
+void dhx_rt_upload_all(dhx_rt *rt) { copy(rt, 0, rt->rank->arena_bytes, true); }
+void dhx_rt_download_all(dhx_rt *rt) { copy(rt, 0, rt->rank->arena_bytes, false); }
