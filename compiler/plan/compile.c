@@ -28,10 +28,7 @@ static bool micro_spans_step(const dhx_config *cfg) { return cfg->pp > 1 || cfg-
 const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, size_t n) {
   const dhx_loc *sched = cfg->parallel_loc.file ? &cfg->parallel_loc : &cfg->schedule_loc;
   *at = sched;
-  if (!cfg->cluster_cpu) {
-    *at = &cfg->cluster_loc;
-    snprintf(buf, n, "the CUDA backend (GPU clusters)");
-  } else if (cfg->strands_pair && cfg->pp > 1 && cfg->strands_search != DHX_SEARCH_NONE) {
+  if (cfg->strands_pair && cfg->pp > 1 && cfg->strands_search != DHX_SEARCH_NONE) {
     // The search's events hold the two strands together step by step; in a pipeline a step
     // may hold a receive that waits for the neighbour stage, which waits in turn for this one.
     *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
@@ -56,8 +53,11 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     *at = cfg->sequence_loc.file ? &cfg->sequence_loc : sched;
     snprintf(buf, n, "length-adaptive sequence parallelism (the sequence block)");
   } else if (cfg->precision != DHX_PREC_F32) {
-    *at = &cfg->precision_loc;
-    snprintf(buf, n, "bf16 training on the CPU backend");
+    // GPU clusters train in bf16 unless the program says precision: f32.
+    bool by_default = !cfg->precision_loc.file;
+    *at = by_default ? &cfg->cluster_loc : &cfg->precision_loc;
+    snprintf(buf, n, "bf16 mixed precision (%strain { precision: f32 } is lowered)",
+             by_default ? "the default on GPU clusters; " : "");
   } else {
     return NULL;
   }
@@ -380,8 +380,8 @@ static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_ran
   r->reports_loss = t == 0 && pp == (cfg->fold == DHX_FOLD_W ? 0 : cfg->pp - 1);
 }
 
-// What compiling `cfg` cannot lower; a simulation lowers a GPU cluster and bf16 precision as the
-// CPU backend's f32 plan (the per-rank programs do not depend on the backend).
+// What compiling `cfg` cannot lower; a simulation lowers bf16 precision as the f32 plan (the
+// per-rank programs do not depend on the backend, and the cost model counts bf16's bytes).
 static const char *refused(const dhx_config *cfg, bool simulating, const dhx_loc **at, char *buf,
                            size_t n) {
   dhx_config c = *cfg;
@@ -406,8 +406,9 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   const dhx_loc *at;
   if (refused(cfg, simulating, &at, what, sizeof what)) {
     dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, "
-                 "sequence and pipeline parallelism and sharded data parallelism (zero: 1..3) on cpu "
-                 "clusters ('dhxc check' checks the program without lowering it)", what);
+                 "sequence and pipeline parallelism, sharded data parallelism (zero: 1..3), paired "
+                 "strands and compression in f32, on CPU and GPU clusters ('dhxc check' checks "
+                 "the program without lowering it)", what);
     return false;
   }
 
