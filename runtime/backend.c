@@ -77,6 +77,9 @@ void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog) {
   char err[4096];
   if (!dhx_cuda_run(rt->cuda, (int)prog, rt->regs, err, sizeof err))
     device_failed(rt, dhx_prog_name(prog), err);
+  const dhx_plan_program *p = &rt->rank->programs[prog];
+  for (uint32_t i = 0; i < p->ninstrs; i++)
+    dhx_comms_count_instr(rt->comms, rt->plan, rt->rank, &p->instrs[i]);
 }
 
 static void copy(dhx_rt *rt, int64_t offset, int64_t bytes, bool up) {

@@ -367,6 +367,23 @@ void dhx_send(dhx_comms *cs, int comm, int stream, const float *x, int64_t count
   }
 }
 
+void dhx_comms_count_instr(dhx_comms *cs, const dhx_plan *plan, const dhx_plan_rank *rank,
+                           const dhx_plan_instr *in) {
+  if (!dhx_op_on_comm(in->op) || in->op == DHX_OP_RECV) return;
+  ring *r = ring_of(cs, dhx_rank_comm(rank, in->comm), (int)in->stream);
+  int64_t bytes = dhx_wire_bytes(plan, rank, in);
+  if (!r || bytes <= 0) return;
+  counted_as = dhx_wire_kind_of(plan, rank, in);
+  if (in->op == DHX_OP_SEND) {
+    count_sent(cs, r, (int)in->args[2].i, (uint64_t)bytes);
+  } else if (in->op == DHX_OP_ALL_TO_ALL) {  // a block to every other member
+    for (int s = 1; s < r->size; s++)
+      count_sent(cs, r, (r->rank + s) % r->size, (uint64_t)bytes / (uint64_t)(r->size - 1));
+  } else {  // a ring: everything goes to the right neighbour
+    count_sent(cs, r, (r->rank + 1) % r->size, (uint64_t)bytes);
+  }
+}
+
 void dhx_recv(dhx_comms *cs, int comm, int stream, float *x, int64_t count, int peer, int tag) {
   ring *r = ring_of(cs, comm, stream);
   if (!r) return;

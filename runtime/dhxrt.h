@@ -113,6 +113,11 @@ void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count,
 void dhx_recv(dhx_comms *c, int comm, int stream, float *x, int64_t count, int peer, int tag);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
+// Counts the bytes instruction `in` sends from this rank as the CPU backend's exchanges would
+// (the ring convention of dhx_wire_bytes, by kind and across nodes), for a backend whose
+// collectives run elsewhere (NCCL on the GPU).
+void dhx_comms_count_instr(dhx_comms *c, const dhx_plan *plan, const dhx_plan_rank *rank,
+                           const dhx_plan_instr *in);
 // The calling thread's exchanges from now on count under `kind` (DHX_WIRE_*, plan_util.h) as
 // well; DHX_WIRE_OTHER until set.
 void dhx_comms_count_as(int kind);

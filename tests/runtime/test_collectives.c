@@ -8,6 +8,8 @@
 //   transfers: each rank's two messages arrive whole and in order at its right neighbour.
 //   all_to_all: every block lands at its member, the bytes each rank sends, and an all-to-all
 //              in place refused by the validator.
+// Where bytes sent are checked, the count a GPU backend makes from the plan alone
+// (dhx_comms_count_instr) must equal them.
 #include <math.h>
 #include <mpi.h>
 
@@ -15,6 +17,16 @@
 #include "testlib.h"
 
 static float value(int rank, int64_t i) { return sinf(0.37f * (float)i + (float)rank) * (float)(rank + 1); }
+
+// The bytes the program's exchanges send from this rank by the count a GPU backend makes
+// without running them (dhx_comms_count_instr), which must be what the CPU's rings sent.
+static uint64_t planned_bytes(dhx_rt *rt, dhx_prog_kind prog) {
+  const dhx_plan_program *p = &rt->rank->programs[prog];
+  dhx_comms_take_bytes(rt->comms);
+  for (uint32_t i = 0; i < p->ninstrs; i++)
+    dhx_comms_count_instr(rt->comms, rt->plan, rt->rank, &p->instrs[i]);
+  return dhx_comms_take_bytes(rt->comms);
+}
 
 // Every rank holds the same bytes as rank 0.
 static bool identical_everywhere(const float *x, int64_t n) {
@@ -65,6 +77,7 @@ static void test_chunked(dhx_rt *rt, const collectives_bufs *b, int me, int p, i
   CHECK(identical_everywhere(whole, n));
   // (p-1) chunks each way for the collectives, plus this rank's two messages.
   CHECK(sent == (uint64_t)(2 * (p - 1) * chunk + b->first + b->second) * 4);
+  CHECK(planned_bytes(rt, DHX_PROG_STEP) == sent);
 
   // The all-reduce is the ring's reduce-scatter and all-gather, shifted by one chunk.
   int64_t m = 1003;  // not a multiple of p: uneven chunks
@@ -153,6 +166,7 @@ static void test_all_to_all(int me, int p) {
     for (int64_t i = 0; i < n; i++) CHECK(y[i] == block_value((int)(i / block), me, i % block));
     for (int64_t i = 0; i < n; i++) CHECK(x[i] == block_value(me, (int)(i / block), i % block));
     CHECK(sent == (uint64_t)((p - 1) * block) * 4);
+    CHECK(planned_bytes(&rt, DHX_PROG_STEP) == sent);
     MPI_Barrier(MPI_COMM_WORLD);
     dhx_rt_free(&rt);
     tb_free(plan);

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh — every check DHX runs on an NVIDIA GPU, in one command, ending with a
+# summary to paste into docs/gpu-validation.md.
+#
+#   scripts/gpu-check.sh                 build (build-gpu/), prepare the plans and data into
+#                                        build-gpu/gpu-check, and run the checks
+#   scripts/gpu-check.sh --prepare DIR   build and prepare only, into DIR: dhxrun and the tools
+#                                        with the shared libraries they need (MPI, OpenBLAS,
+#                                        cJSON: not the GPU's), the compiled plans, the data and
+#                                        this script, for a GPU machine that lacks the build
+#                                        dependencies (LLVM, flex, bison, OpenMPI, OpenBLAS)
+#   DIR/gpu-check.sh --run DIR           there: the checks, from what DIR holds
+#   --emulated                           with --run or alone: on the emulated driver and
+#                                        cuBLASLt of tests/gpu instead of a GPU (a dry run of
+#                                        this script on any machine; the figures mean nothing)
+#
+# The checks (each PASS, FAIL or SKIP with its figures in the summary):
+#   device      name, driver, memory; dhxrun --version (the libraries it loads)
+#   kernels     bench/kernels_gpu on the tiny GPT: every kernel's output against the CPU
+#               backend's (fp32: 1e-5 relative); on GPT-2 124M (--time): each kernel's GB/s
+#               against the device's measured copy bandwidth
+#   losses      the tiny GPT, STEPS steps (50): per-step losses within 1e-4 of the CPU backend
+#   resume      a checkpoint written on the GPU resumes to the uninterrupted losses, bitwise
+#   strands     paired strands on the GPU give the unpaired losses, bitwise
+#   gpt2        GPT-2 124M (samples/gpt2_124m_gpu.dhx), GPT2_STEPS steps (20): tokens/s and
+#               MFU against the device's datasheet peak for the plan's precision
+#   sanitizer   compute-sanitizer memcheck and racecheck on two steps of the tiny GPT
+#
+# Environment: STEPS, GPT2_STEPS, SUMMARY (the summary's file; default DIR/summary.md),
+# DHX_NCCL_LIBRARY / DHX_CUBLASLT_LIBRARY (found among Python's nvidia-* packages when unset).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mode=all dir="" emulated=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prepare) mode=prepare; dir=${2:?--prepare DIR}; shift 2 ;;
+    --run) mode=run; dir=${2:?--run DIR}; shift 2 ;;
+    --emulated) emulated=1; shift ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu-check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# ---- prepare: build here, compile the plans and the data ---------------------------------
+prepare() {
+  local root build
+  root=$(cd "$here/.." && pwd)
+  build=${BUILD_DIR:-$root/build-gpu}
+  dir=${dir:-$build/gpu-check}
+  mkdir -p "$dir"/{bin,lib,plans,data}
+  dir=$(cd "$dir" && pwd)
+  echo "gpu-check: building in $build"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null || return 1
+  cmake --build "$build" -j"$(nproc)" --target dhxc dhxrun metrics_check kernels_gpu \
+    emulated_cuda emulated_cublaslt > /dev/null || return 1
+  local bin=$build/bin
+  cp "$bin/dhxrun" "$bin/metrics_check" "$bin/kernels_gpu" "$dir/bin/"
+  cp "$(find "$build" -name 'libemulated_cuda.so' | head -1)" \
+     "$(find "$build" -name 'libemulated_cublaslt.so' | head -1)" "$dir/lib/"
+  # The shared libraries the binaries need beyond the C library's own.
+  ldd "$dir/bin/dhxrun" "$dir/bin/kernels_gpu" | awk '$3 ~ /^\// {print $3}' | sort -u |
+    grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
+    while read -r lib; do cp -L "$lib" "$dir/lib/"; done
+  cp "$here/gpu-check.sh" "$dir/"
+  # shellcheck disable=SC2046
+  "$bin/dhxc" data -o "$dir/data/corpus" $(find /usr/share/common-licenses -maxdepth 1 -type f |
+    sort) > /dev/null || return 1
+  local data=(--set "data.train=\"$dir/data/corpus_train.bin\""
+              --set "data.val=\"$dir/data/corpus_val.bin\"")
+  local tiny=("$root/samples/tiny.dhx" "${data[@]}" --set schedule.parallel.dp=1
+              --set train.steps="${STEPS:-50}" --set train.warmup=5 --set train.micro_batch=4
+              --set train.global_batch=8 --set train.val_every=25 --set train.val_batches=2)
+  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny" > /dev/null &&
+  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_ckpt" --set train.checkpoint_every=10 > /dev/null &&
+  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_paired" --set schedule.strands.pair=on > /dev/null &&
+  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_2steps" --set train.steps=2 > /dev/null &&
+  "$bin/dhxc" "$root/samples/gpt2_124m_gpu.dhx" "${data[@]}" --set train.steps="${GPT2_STEPS:-20}" \
+    -o "$dir/plans/gpt2" > /dev/null || return 1
+  echo "gpu-check: prepared $dir ($(du -sh "$dir" | cut -f1))"
+}
+
+# ---- run: the checks ----------------------------------------------------------------------
+summary_line() { printf '| %s | %s | %s |\n' "$1" "$2" "$3" | tee -a "$SUMMARY"; }
+
+# A library of Python's nvidia-* wheels (the GPU image's PyTorch brings NCCL and cuBLAS).
+find_python_lib() {
+  python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))" 2>/dev/null |
+    while read -r site; do find "$site/nvidia" -name "$1" 2>/dev/null | head -1; done | head -1
+}
+
+json_field() {  # json_field FILE KEY: the number KEY of the summary line (the file's last)
+  tail -1 "$1" | grep -o "\"$2\":[-0-9.eE+]*" | head -1 | cut -d: -f2
+}
+
+# The datasheet peak (FLOP/s) of the device for dense f32 without tensor cores (the f32
+# plan's GEMMs compute in f32), by name; 0 when unknown.
+peak_f32() {
+  case $1 in
+    *H200*|*H100*SXM*|*"H100 80GB HBM3"*) echo 67e12 ;;
+    *H100*PCIe*) echo 51e12 ;;
+    *A100*) echo 19.5e12 ;;
+    *) echo 0 ;;
+  esac
+}
+
+run_checks() {
+  dir=$(cd "$dir" && pwd)
+  local bin=$dir/bin plans=$dir/plans work=$dir/work
+  rm -rf "$work" && mkdir -p "$work"
+  SUMMARY=${SUMMARY:-$dir/summary.md}
+  : > "$SUMMARY"
+  export LD_LIBRARY_PATH=$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export OMPI_MCA_ess_singleton_isolated=1  # one rank, no mpirun: no daemon to start
+  if [ "$emulated" = 1 ]; then
+    export DHX_CUDA_LIBRARY=$dir/lib/libemulated_cuda.so
+    export DHX_CUBLASLT_LIBRARY=$dir/lib/libemulated_cublaslt.so
+  else
+    : "${DHX_NCCL_LIBRARY:=$(find_python_lib 'libnccl.so*')}"
+    : "${DHX_CUBLASLT_LIBRARY:=$(find_python_lib 'libcublasLt.so*')}"
+    [ -n "$DHX_NCCL_LIBRARY" ] && export DHX_NCCL_LIBRARY || unset DHX_NCCL_LIBRARY
+    [ -n "$DHX_CUBLASLT_LIBRARY" ] && export DHX_CUBLASLT_LIBRARY || unset DHX_CUBLASLT_LIBRARY
+  fi
+  local device driver="" memory=""
+  if [ "$emulated" = 1 ]; then
+    device="emulated (host)"
+  elif command -v nvidia-smi > /dev/null; then
+    IFS=',' read -r device driver memory < <(nvidia-smi --query-gpu=name,driver_version,memory.total \
+      --format=csv,noheader | head -1)
+  else
+    device="unknown (no nvidia-smi)"
+  fi
+  {
+    echo "## $(date -u +%Y-%m-%d): $device${driver:+, driver$driver}${memory:+,$memory}"
+    echo
+    echo '```'
+    "$bin/dhxrun" --version
+    echo '```'
+    echo
+    echo "| check | result | figures |"
+    echo "|---|---|---|"
+  } | tee "$SUMMARY"
+  gpu() {  # gpu PLAN ARGS...: dhxrun on the GPU (emulated: the plan's host kernels)
+    local plan=$1; shift
+    DHX_EMULATED_KERNELS=$plans/$plan/kernels.so "$bin/dhxrun" --backend cuda "$plans/$plan" \
+      --quiet "$@"
+  }
+
+  # kernels: parity on the tiny GPT, bandwidth on GPT-2 124M
+  if DHX_EMULATED_KERNELS=$plans/tiny/kernels.so "$bin/kernels_gpu" "$plans/tiny" \
+       > "$work/kernels_parity.txt" 2>&1; then
+    summary_line kernels PASS "$(grep -c '^kernel ' "$work/kernels_parity.txt") kernel lines, every output within tolerance of the CPU backend"
+  else
+    summary_line kernels FAIL "see kernels_parity.txt: $(grep -m1 -i 'fail\|error' "$work/kernels_parity.txt")"
+  fi
+  if [ "$emulated" = 0 ]; then
+    if "$bin/kernels_gpu" --time "$plans/gpt2" > "$work/kernels_time.txt" 2>&1; then
+      summary_line bandwidth DONE "$(grep -m1 -i 'copy bandwidth' "$work/kernels_time.txt"); table in kernels_time.txt"
+    else
+      summary_line bandwidth FAIL "see kernels_time.txt"
+    fi
+  fi
+
+  # losses: the tiny GPT against the CPU backend
+  if "$bin/dhxrun" --backend cpu "$plans/tiny" --quiet --metrics "$work/cpu.jsonl" &&
+     gpu tiny --metrics "$work/gpu.jsonl" &&
+     "$bin/metrics_check" same "$work/cpu.jsonl" "$work/gpu.jsonl" 1e-4 > "$work/losses.txt" 2>&1; then
+    summary_line losses PASS "final loss CPU $(json_field "$work/cpu.jsonl" final_loss), GPU $(json_field "$work/gpu.jsonl" final_loss)"
+  else
+    summary_line losses FAIL "$(tail -2 "$work/losses.txt" 2>/dev/null | tr '\n' ' ')"
+  fi
+
+  # resume: bitwise on the device
+  local steps
+  steps=$(grep -c '"step"' "$work/gpu.jsonl" 2>/dev/null || echo 0)
+  if gpu tiny_ckpt --metrics "$work/full.jsonl" --checkpoint-dir "$work/ckpt" &&
+     gpu tiny_ckpt --resume "$work/ckpt/step_10.safetensors" --metrics "$work/resumed.jsonl" &&
+     "$bin/metrics_check" same "$work/full.jsonl" "$work/resumed.jsonl" 0 11 "${steps:-50}" \
+       > "$work/resume.txt" 2>&1; then
+    summary_line resume PASS "steps 11..${steps} after a checkpoint at 10 equal the uninterrupted run bit for bit"
+  else
+    summary_line resume FAIL "$(tail -2 "$work/resume.txt" 2>/dev/null | tr '\n' ' ')"
+  fi
+
+  # strands: paired and unpaired on the device
+  if gpu tiny_paired --metrics "$work/paired.jsonl" &&
+     "$bin/metrics_check" same "$work/gpu.jsonl" "$work/paired.jsonl" 0 > "$work/strands.txt" 2>&1; then
+    summary_line strands PASS "paired and unpaired losses equal bit for bit"
+  else
+    summary_line strands FAIL "$(tail -2 "$work/strands.txt" 2>/dev/null | tr '\n' ' ')"
+  fi
+
+  # gpt2: throughput and MFU
+  if [ "$emulated" = 1 ]; then
+    summary_line gpt2 SKIP "not emulated (too large for the host kernels)"
+  elif gpu gpt2 --metrics "$work/gpt2.jsonl" > "$work/gpt2.txt" 2>&1; then
+    local tps flops peak
+    tps=$(json_field "$work/gpt2.jsonl" median_tokens_per_s)
+    flops=$(json_field "$work/gpt2.jsonl" flops_per_s)
+    peak=$(peak_f32 "$device")
+    summary_line gpt2 DONE "$(printf '%.0f tokens/s median, %.1f TFLOP/s, MFU %s of the f32 peak' \
+      "$tps" "$(awk -v f="$flops" 'BEGIN{print f/1e12}')" \
+      "$(awk -v f="$flops" -v p="$peak" 'BEGIN{ if (p > 0) printf "%.1f%%", 100*f/p; else print "unknown" }')")"
+  else
+    summary_line gpt2 FAIL "$(tail -2 "$work/gpt2.txt" | tr '\n' ' ')"
+  fi
+
+  # sanitizer: memcheck and racecheck of two steps
+  if [ "$emulated" = 1 ] || ! command -v compute-sanitizer > /dev/null; then
+    summary_line sanitizer SKIP "$([ "$emulated" = 1 ] && echo emulated || echo 'no compute-sanitizer')"
+  else
+    local tool verdicts=""
+    for tool in memcheck racecheck; do
+      if compute-sanitizer --tool "$tool" --error-exitcode 3 "$bin/dhxrun" --backend cuda \
+           "$plans/tiny_2steps" --quiet > "$work/$tool.txt" 2>&1; then
+        verdicts+="$tool clean; "
+      else
+        verdicts+="$tool FAILED ($(grep -m1 'ERROR SUMMARY\|Error' "$work/$tool.txt")); "
+      fi
+    done
+    case $verdicts in
+      *FAILED*) summary_line sanitizer FAIL "$verdicts" ;;
+      *) summary_line sanitizer PASS "$verdicts" ;;
+    esac
+  fi
+  echo
+  echo "gpu-check: summary in $SUMMARY; logs in $work"
+  ! grep -q '| FAIL |' "$SUMMARY"
+}
+
+case $mode in
+  prepare) prepare ;;
+  run) run_checks ;;
+  all) prepare && run_checks ;;
+esac
