@@ -11,51 +11,56 @@
 #define ALIAS(a, b) ((1u << (a)) | (1u << (b)))
 
 static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
-    [DHX_K_EMBED_FWD] = {"embed_fwd", "pqpi", 0, false, dhx_emit_embed_fwd},
-    [DHX_K_EMBED_BWD] = {"embed_bwd", "pqpii", 0, true, dhx_emit_embed_bwd},
-    [DHX_K_LAYERNORM_FWD] = {"layernorm_fwd", "ppppppif", 0, false, dhx_emit_layernorm_fwd},
-    [DHX_K_LAYERNORM_BWD_DX] = {"layernorm_bwd_dx", "ppppppii", 0, false,
+    [DHX_K_EMBED_FWD] = {"embed_fwd", "pqpi", 0, DHX_KS_ROWS, dhx_emit_embed_fwd},
+    [DHX_K_EMBED_BWD] = {"embed_bwd", "pqpii", 0, DHX_KS_COLUMNS, dhx_emit_embed_bwd},
+    [DHX_K_LAYERNORM_FWD] = {"layernorm_fwd", "ppppppif", 0, DHX_KS_ROWS, dhx_emit_layernorm_fwd},
+    [DHX_K_LAYERNORM_BWD_DX] = {"layernorm_bwd_dx", "ppppppii", 0, DHX_KS_ROWS,
                                 dhx_emit_layernorm_bwd_dx},
-    [DHX_K_LAYERNORM_BWD_DPARAMS] = {"layernorm_bwd_dparams", "ppppppii", 0, true,
+    [DHX_K_LAYERNORM_BWD_DPARAMS] = {"layernorm_bwd_dparams", "ppppppii", 0, DHX_KS_COLUMNS,
                                      dhx_emit_layernorm_bwd_dparams},
-    [DHX_K_SOFTMAX_CAUSAL_FWD] = {"softmax_causal_fwd", "ppif", ALIAS(0, 1), false,
+    [DHX_K_SOFTMAX_CAUSAL_FWD] = {"softmax_causal_fwd", "ppif", ALIAS(0, 1), DHX_KS_ROWS,
                                   dhx_emit_softmax_causal_fwd},
-    [DHX_K_SOFTMAX_CAUSAL_BWD] = {"softmax_causal_bwd", "pppif", ALIAS(0, 1), false,
+    [DHX_K_SOFTMAX_CAUSAL_BWD] = {"softmax_causal_bwd", "pppif", ALIAS(0, 1), DHX_KS_ROWS,
                                   dhx_emit_softmax_causal_bwd},
-    [DHX_K_XENT_FWD] = {"xent_fwd", "ppqi", 0, false, dhx_emit_xent_fwd},
-    [DHX_K_XENT_BWD] = {"xent_bwd", "ppqif", ALIAS(0, 1), false, dhx_emit_xent_bwd},
-    [DHX_K_ADAMW] = {"adamw", "ppppffffffff", 0, false, dhx_emit_adamw},
-    [DHX_K_SUMSQ] = {"sumsq", "ppii", 0, false, dhx_emit_sumsq},
-    [DHX_K_COLSUM] = {"colsum", "ppiii", 0, true, dhx_emit_colsum},
-    [DHX_K_RMSNORM_FWD] = {"rmsnorm_fwd", "ppppif", 0, false, dhx_emit_rmsnorm_fwd},
-    [DHX_K_RMSNORM_BWD_DX] = {"rmsnorm_bwd_dx", "pppppii", 0, false, dhx_emit_rmsnorm_bwd_dx},
-    [DHX_K_RMSNORM_BWD_DGAMMA] = {"rmsnorm_bwd_dgamma", "ppppii", 0, true,
+    [DHX_K_XENT_FWD] = {"xent_fwd", "ppqi", 0, DHX_KS_ROWS, dhx_emit_xent_fwd},
+    [DHX_K_XENT_BWD] = {"xent_bwd", "ppqif", ALIAS(0, 1), DHX_KS_ROWS, dhx_emit_xent_bwd},
+    [DHX_K_ADAMW] = {"adamw", "ppppffffffff", 0, DHX_KS_INDEX, dhx_emit_adamw},
+    [DHX_K_SUMSQ] = {"sumsq", "ppii", 0, DHX_KS_INDEX, dhx_emit_sumsq},
+    [DHX_K_COLSUM] = {"colsum", "ppiii", 0, DHX_KS_COLUMNS, dhx_emit_colsum},
+    [DHX_K_RMSNORM_FWD] = {"rmsnorm_fwd", "ppppif", 0, DHX_KS_ROWS, dhx_emit_rmsnorm_fwd},
+    [DHX_K_RMSNORM_BWD_DX] = {"rmsnorm_bwd_dx", "pppppii", 0, DHX_KS_ROWS, dhx_emit_rmsnorm_bwd_dx},
+    [DHX_K_RMSNORM_BWD_DGAMMA] = {"rmsnorm_bwd_dgamma", "ppppii", 0, DHX_KS_COLUMNS,
                                   dhx_emit_rmsnorm_bwd_dgamma},
-    [DHX_K_ROPE] = {"rope", "ppiiiff", ALIAS(0, 1), false, dhx_emit_rope},
-    [DHX_K_PERMUTE] = {"permute", "ppiii", 0, false, dhx_emit_permute},
-    [DHX_K_EMBED_VP_FWD] = {"embed_vp_fwd", "pqpiii", 0, false, dhx_emit_embed_vp_fwd},
-    [DHX_K_EMBED_VP_BWD] = {"embed_vp_bwd", "pqpiiii", 0, true, dhx_emit_embed_vp_bwd},
-    [DHX_K_XENT_VP_STATS] = {"xent_vp_stats", "ppqiiii", 0, false, dhx_emit_xent_vp_stats},
-    [DHX_K_XENT_VP_COMBINE] = {"xent_vp_combine", "pppqiiii", 0, false,
+    [DHX_K_ROPE] = {"rope", "ppiiiff", ALIAS(0, 1), DHX_KS_INDEX, dhx_emit_rope},
+    [DHX_K_PERMUTE] = {"permute", "ppiii", 0, DHX_KS_INDEX, dhx_emit_permute},
+    [DHX_K_EMBED_VP_FWD] = {"embed_vp_fwd", "pqpiii", 0, DHX_KS_ROWS, dhx_emit_embed_vp_fwd},
+    [DHX_K_EMBED_VP_BWD] = {"embed_vp_bwd", "pqpiiii", 0, DHX_KS_COLUMNS, dhx_emit_embed_vp_bwd},
+    [DHX_K_XENT_VP_STATS] = {"xent_vp_stats", "ppqiiii", 0, DHX_KS_ROWS, dhx_emit_xent_vp_stats},
+    [DHX_K_XENT_VP_COMBINE] = {"xent_vp_combine", "pppqiiii", 0, DHX_KS_INDEX,
                                dhx_emit_xent_vp_combine},
-    [DHX_K_XENT_VP_BWD] = {"xent_vp_bwd", "pppqiif", ALIAS(0, 1), false, dhx_emit_xent_vp_bwd},
-    [DHX_K_QUANTIZE] = {"quantize", "qpppiiiiii", 0, false, dhx_emit_quantize},
-    [DHX_K_DEQUANTIZE] = {"dequantize", "pqpiii", 0, false, dhx_emit_dequantize},
-    [DHX_K_HADAMARD32] = {"hadamard32", "ppi", ALIAS(0, 1), false, dhx_emit_hadamard32},
-    [DHX_K_HADAMARD_QUANTIZE] = {"hadamard_quantize", "qppiiiii", 0, false,
+    [DHX_K_XENT_VP_BWD] = {"xent_vp_bwd", "pppqiif", ALIAS(0, 1), DHX_KS_ROWS, dhx_emit_xent_vp_bwd},
+    [DHX_K_QUANTIZE] = {"quantize", "qpppiiiiii", 0, DHX_KS_INDEX, dhx_emit_quantize},
+    [DHX_K_DEQUANTIZE] = {"dequantize", "pqpiii", 0, DHX_KS_INDEX, dhx_emit_dequantize},
+    [DHX_K_HADAMARD32] = {"hadamard32", "ppi", ALIAS(0, 1), DHX_KS_INDEX, dhx_emit_hadamard32},
+    [DHX_K_HADAMARD_QUANTIZE] = {"hadamard_quantize", "qppiiiii", 0, DHX_KS_INDEX,
                                  dhx_emit_hadamard_quantize},
-    [DHX_K_DEQUANTIZE_HADAMARD] = {"dequantize_hadamard", "pqpiii", 0, false,
+    [DHX_K_DEQUANTIZE_HADAMARD] = {"dequantize_hadamard", "pqpiii", 0, DHX_KS_INDEX,
                                    dhx_emit_dequantize_hadamard},
-    [DHX_K_DEQUANTIZE_REDUCE_QUANTIZE] = {"dequantize_reduce_quantize", "qpqpiiiiiiiiii", 0, false,
+    [DHX_K_DEQUANTIZE_REDUCE_QUANTIZE] = {"dequantize_reduce_quantize", "qpqpiiiiiiiiii", 0, DHX_KS_INDEX,
                                           dhx_emit_dequantize_reduce_quantize},
-    [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {"dequantize_reduce_hadamard", "pqpiiiiii", 0, false,
+    [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {"dequantize_reduce_hadamard", "pqpiiiiii", 0, DHX_KS_INDEX,
                                           dhx_emit_dequantize_reduce_hadamard},
-    [DHX_K_ELTWISE] = {"ew", "", 0, false, dhx_emit_eltwise},
+    [DHX_K_ELTWISE] = {"ew", "", 0, DHX_KS_INDEX, dhx_emit_eltwise},
 };
 
 const dhx_kdesc *dhx_kdesc_of(dhx_kernel_kind kind) {
   if ((unsigned)kind >= DHX_K_COUNT) return NULL;
   return &CATALOGUE[kind];
+}
+
+uint32_t dhx_kernel_threads_per_index(const dhx_kernel_spec *s) {
+  const dhx_kdesc *d = dhx_kdesc_of(s->kind);
+  return d && d->shape == DHX_KS_ROWS ? DHX_PLAN_WARP : 1;
 }
 
 bool dhx_cg_fail(char *err, size_t errlen, const char *fmt, ...) {
