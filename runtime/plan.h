@@ -87,8 +87,8 @@ typedef struct dhx_plan_arg {
 
 typedef enum {
   // Run a generated kernel over the index space [0, n): the CPU backend splits it across its
-  // worker threads; the GPU backend launches ceil(n / block) blocks. args match the kernel's
-  // signature in the kernel table.
+  // worker threads; the GPU backend launches ceil(n · threads_per_index / block) blocks. args
+  // match the kernel's signature in the kernel table.
   DHX_OP_KERNEL = 1,
   // C = alpha * op(A) * op(B) + beta * C, row-major, f32; args[0..2] = A, B, C (DHX_ARG_BUF).
   // Batched over up to two nested batch dimensions with element strides.

@@ -4,7 +4,8 @@
 //                     validation and the canonical (hashed) form of fused specs
 //   kernel_*.c        one emitter per kernel kind: the body for one index, in IR
 //   kernel_entry.c    wraps a body into a function, a host entry (slot ABI, index loop) or a
-//                     PTX entry (one index per thread)
+//                     PTX entry (one index per thread, or a warp per row)
+//   ir_rows.c         a row's loops and reductions: serial on the host, a warp in the PTX
 //   codegen.c         the kernel table and building a whole module for one target
 //   target_host.c     x86-64 object → kernels.so;  target_ptx.c  nvptx64 → kernels.ptx
 #ifndef DHX_CODEGEN_INTERNAL_H
