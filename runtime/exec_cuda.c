@@ -96,8 +96,11 @@ void dhx_cuda_marshal(const dhx_plan *plan, const dhx_plan_rank *rank, const dhx
   memcpy(&out->slots[k->nargs], &in->n, sizeof in->n);
   out->nparams = k->nargs + 1;
   for (uint32_t j = 0; j < out->nparams; j++) out->params[j] = &out->slots[j];
+  // A warp-per-row kernel runs threads_per_index threads per index (validated: 1 or 32, and
+  // the block a multiple of 32, so a warp never straddles two blocks).
+  int64_t threads = in->n * (int64_t)k->threads_per_index;
   out->block = DHX_CUDA_BLOCK;
-  out->grid = (uint32_t)((in->n + DHX_CUDA_BLOCK - 1) / DHX_CUDA_BLOCK);
+  out->grid = (uint32_t)((threads + DHX_CUDA_BLOCK - 1) / DHX_CUDA_BLOCK);
 }
 
 // ---- issue order -------------------------------------------------------------------------------

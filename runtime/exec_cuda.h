@@ -8,7 +8,10 @@
 #include "gpu_api.h"
 #include "plan.h"
 
-#define DHX_CUDA_BLOCK 256  // threads per block of a kernel launch; grid = ceil(n / block)
+// Threads per block of a kernel launch; grid = ceil(n · threads_per_index / block). A multiple
+// of 32 (DHX_PLAN_WARP), so the warps of warp-per-row kernels are whole.
+#define DHX_CUDA_BLOCK 256
+_Static_assert(DHX_CUDA_BLOCK % DHX_PLAN_WARP == 0, "a block must hold whole warps");
 
 typedef struct dhx_cuda dhx_cuda;
 

@@ -29,8 +29,9 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 7
+#define DHX_PLAN_VERSION 8
 #define DHX_PATH_MAX 512
+#define DHX_PLAN_WARP 32              // GPU threads per index of a warp-per-row kernel
 #define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
 
 typedef enum {
@@ -86,8 +87,8 @@ typedef struct dhx_plan_arg {
 
 typedef enum {
   // Run a generated kernel over the index space [0, n): the CPU backend splits it across its
-  // worker threads; the GPU backend launches ceil(n / block) blocks. args match the kernel's
-  // signature in the kernel table.
+  // worker threads; the GPU backend launches ceil(n · threads_per_index / block) blocks. args
+  // match the kernel's signature in the kernel table.
   DHX_OP_KERNEL = 1,
   // C = alpha * op(A) * op(B) + beta * C, row-major, f32; args[0..2] = A, B, C (DHX_ARG_BUF).
   // Batched over up to two nested batch dimensions with element strides.
@@ -222,6 +223,9 @@ typedef struct dhx_plan_kernel {
   char name[DHX_NAME_MAX];  // symbol in kernels.so is "dhxk_" name, its signature and access
                             // descriptors "dhxabi_" name; PTX entry has the same name
   uint32_t nargs;
+  uint32_t threads_per_index;  // GPU threads that share one index of the kernel's index space:
+                               // 1, or DHX_PLAN_WARP for a warp-per-row kernel (its PTX entry
+                               // runs row = global thread / 32 on lane tid.x % 32)
   uint32_t arg_types[DHX_MAX_ARGS];  // dhx_karg_type
   dhx_plan_access access[DHX_MAX_ARGS];  // per argument; form DHX_ACC_NONE for non-pointers
 } dhx_plan_kernel;

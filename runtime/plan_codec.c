@@ -38,7 +38,7 @@
                       DHX_MAX_DIMS * 8 + 4 * 4 + 2 * 4)
 #define INSTR_BYTES (6 * 4 + 8 + 4 + 4)  // no arguments, no GEMM, an empty note
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
-#define KERNEL_BYTES (DHX_NAME_MAX + 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
+#define KERNEL_BYTES (DHX_NAME_MAX + 2 * 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
 #define RANK_MIN_BYTES (7 * 4 + 4 + 4)  // a sharing rank: coordinates, shares, no substitutions
 #define COMM_MIN_BYTES 4
@@ -246,6 +246,7 @@ static void io_access(plan_io *s, dhx_plan_access *a) {
 static void io_kernel(plan_io *s, dhx_plan_kernel *k) {
   io_chars(s, k->name, DHX_NAME_MAX);
   io_u32(s, &k->nargs);
+  io_u32(s, &k->threads_per_index);
   for (int i = 0; i < DHX_MAX_ARGS; i++) io_u32(s, &k->arg_types[i]);
   for (int i = 0; i < DHX_MAX_ARGS; i++) io_access(s, &k->access[i]);
 }

@@ -291,7 +291,7 @@ static void print_header(FILE *f, const dhx_plan *p) {
       fputc('[', f);
       print_access(f, &kn->access[j]);
     }
-    fputs(")\n", f);
+    fputs(kn->threads_per_index > 1 ? "), a warp per index\n" : ")\n", f);
   }
 }
 

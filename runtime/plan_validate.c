@@ -154,6 +154,9 @@ static bool check_kernels(plan_check_ctx *v) {
             "symbol " DHX_KERNEL_PREFIX "%s)", i, k->name, k->name);
     CHECK(k->nargs <= DHX_MAX_ARGS, "kernel %u '%s': %u arguments (at most %d)", i, k->name,
           k->nargs, DHX_MAX_ARGS);
+    CHECK(k->threads_per_index == 1 || k->threads_per_index == DHX_PLAN_WARP,
+          "kernel %u '%s': threads_per_index %u (must be 1 or %d)", i, k->name,
+          k->threads_per_index, DHX_PLAN_WARP);
     for (uint32_t a = 0; a < k->nargs; a++)
       CHECK(k->arg_types[a] >= DHX_KARG_PTR && k->arg_types[a] <= DHX_KARG_F64,
             "kernel %u '%s': argument %u has unknown type %u", i, k->name, a, k->arg_types[a]);

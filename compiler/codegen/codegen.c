@@ -82,6 +82,7 @@ void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out)
   memcpy(out->name, cg->k[i].name, sizeof out->name);
   int n = dhx_kernel_signature(&cg->k[i].spec, out->arg_types);
   out->nargs = n < 0 ? 0 : (uint32_t)n;
+  out->threads_per_index = dhx_kernel_threads_per_index(&cg->k[i].spec);
   dhx_kernel_access(&cg->k[i].spec, out->access);
 }
 
@@ -111,14 +112,16 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
     const cg_kernel *ck = &cg->k[i];
     kb k;
     kb_init(&k, ctx, mod, b, ag, ck->spec.type);
-    LLVMValueRef body = dhx_build_body(&k, &ck->spec, ck->name, 1);
+    unsigned row_threads = target == DHX_TGT_PTX ? dhx_kernel_threads_per_index(&ck->spec) : 1;
+    LLVMValueRef body = dhx_build_body(&k, &ck->spec, ck->name, 1, row_threads);
     if (target == DHX_TGT_PTX) {
       dhx_build_ptx_entry(&k, &ck->spec, ck->name, body);
     } else {
       unsigned lanes = DHX_HOST_COLUMN_BYTES / (ck->spec.type == DHX_KT_F64 ? 8u : 4u);
       LLVMValueRef vec =
-          dhx_kdesc_of(ck->spec.kind)->columns ? dhx_build_body(&k, &ck->spec, ck->name, lanes)
-                                               : NULL;
+          dhx_kdesc_of(ck->spec.kind)->shape == DHX_KS_COLUMNS
+              ? dhx_build_body(&k, &ck->spec, ck->name, lanes, 1)
+              : NULL;
       dhx_build_host_entry(&k, &ck->spec, ck->name, body, vec, lanes);
       dhx_plan_kernel entry;
       dhx_codegen_table_entry(cg, i, &entry);

@@ -4,7 +4,8 @@
 //                     validation and the canonical (hashed) form of fused specs
 //   kernel_*.c        one emitter per kernel kind: the body for one index, in IR
 //   kernel_entry.c    wraps a body into a function, a host entry (slot ABI, index loop) or a
-//                     PTX entry (one index per thread)
+//                     PTX entry (one index per thread, or a warp per row)
+//   ir_rows.c         a row's loops and reductions: serial on the host, a warp in the PTX
 //   codegen.c         the kernel table and building a whole module for one target
 //   target_host.c     x86-64 object → kernels.so;  target_ptx.c  nvptx64 → kernels.ptx
 #ifndef DHX_CODEGEN_INTERNAL_H
@@ -28,14 +29,24 @@ void dhx_kernel_access(const dhx_kernel_spec *spec, dhx_plan_access access[DHX_M
 typedef void (*dhx_emit_fn)(kb *k, const dhx_kernel_spec *s, LLVMValueRef *args,
                             LLVMValueRef idx, LLVMValueRef *mod_idx);
 
+// What one index of a kernel is, which decides how a target spreads the work over threads.
+typedef enum {
+  DHX_KS_INDEX,    // an element (or a small fixed piece of work): one index per thread
+  DHX_KS_COLUMNS,  // a column, the body looping over rows: the host runs a lane-vectorised
+                   // variant so each row step reads whole cache lines; on the GPU neighbouring
+                   // threads already read neighbouring columns
+  DHX_KS_ROWS,     // a row whose elements the body loops over (kb_row_loop_begin) and
+                   // reduces (kb_row_sum/max): on the GPU a warp per row (DHX_PLAN_WARP
+                   // threads per index), so a row's loads are coalesced
+} dhx_kshape;
+
 typedef struct dhx_kdesc {
   const char *name;    // base name; "_f32"/"_f64" is appended
   const char *args;    // one code per argument: p = pointer to the dtype, q = pointer to i32,
                        // i = i64, f = floating scalar (f32/f64 as the kernel)
   uint32_t may_alias;  // bit a set: pointer argument a may alias another argument, so it
                        // must not be declared noalias
-  bool columns;        // idx is a column and the body loops over rows: the host runs a
-                       // lane-vectorised variant so each row step reads whole cache lines
+  dhx_kshape shape;
   dhx_emit_fn emit;
 } dhx_kdesc;
 
@@ -45,6 +56,8 @@ const dhx_kdesc *dhx_kdesc_of(dhx_kernel_kind kind);
 // Argument codes of a (valid) spec, NUL-terminated; returns the count.
 int dhx_kernel_arg_codes(const dhx_kernel_spec *s, char codes[DHX_MAX_ARGS + 1]);
 uint32_t dhx_kernel_may_alias(const dhx_kernel_spec *s);
+// Threads of a PTX launch per index: DHX_PLAN_WARP for DHX_KS_ROWS kinds, else 1.
+uint32_t dhx_kernel_threads_per_index(const dhx_kernel_spec *s);
 // Number of DHX_EW_MOD inputs (0 for other kinds).
 int dhx_kernel_nmod(const dhx_kernel_spec *s);
 // The bytes of a spec that define its kernel (no padding, only fields that matter); equal
@@ -98,8 +111,10 @@ typedef enum { DHX_TGT_LLVM, DHX_TGT_HOST, DHX_TGT_PTX } dhx_target;
 #define DHX_HOST_COLUMN_BYTES 128
 
 // The body function "dhxb_NAME" (internal, always inlined): (args..., i64 idx, i64 mod_idx...).
-// lanes > 1 gives the column-vectorised variant "dhxb_NAME_xLANES".
-LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, unsigned lanes);
+// lanes > 1 gives the column-vectorised variant "dhxb_NAME_xLANES"; row_threads > 1 (PTX of
+// a DHX_KS_ROWS kernel only) the body of one lane of a warp sharing the row (ir_rows.c).
+LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, unsigned lanes,
+                            unsigned row_threads);
 // "dhxk_NAME"(const dhx_slot *args, i64 begin, i64 end): unpacks the slots and runs the body
 // over [begin, end). body_vec (may be NULL) is the lanes-wide column body.
 LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *name,
@@ -108,7 +123,8 @@ LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *n
 // dhx_kernel_abi_encode (runtime/plan_util.h), which dhxrun checks plan.bin against. NULL when
 // the entry does not encode.
 LLVMValueRef dhx_build_host_abi(kb *k, const dhx_plan_kernel *entry);
-// PTX kernel "NAME"(params in addrspace(1)..., i64 n): one index per thread.
+// PTX kernel "NAME"(params in addrspace(1)..., i64 n): one index per thread, or per warp for
+// a DHX_KS_ROWS kernel (body built with row_threads = DHX_PLAN_WARP).
 LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *name,
                                  LLVMValueRef body);
 

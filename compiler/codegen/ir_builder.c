@@ -31,6 +31,7 @@ void kb_init(kb *k, LLVMContextRef ctx, LLVMModuleRef mod, LLVMBuilderRef b,
   k->md_access_group = LLVMGetMDKindIDInContext(ctx, "llvm.access.group", 17);
   k->md_loop = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
   kb_set_lanes(k, 1);
+  k->row_threads = 1;
 }
 
 void kb_set_lanes(kb *k, unsigned lanes) {

@@ -24,6 +24,11 @@ typedef struct kb {
   LLVMTypeRef vt;   // a value of the kernel: f, or <lanes x f>
   LLVMTypeRef i1, i32, i64, f64, ptr, vd;
   unsigned lanes;   // 1, or the width of a column-vectorised body
+  // Threads that share one row of a DHX_KS_ROWS kernel (ir_rows.c): 1 on the host, where a
+  // row is a serial loop; DHX_PLAN_WARP in the PTX, where a warp runs the row and `lane`
+  // (i64, set by the body's entry block) is this thread's place in it.
+  unsigned row_threads;
+  LLVMValueRef lane;
   LLVMValueRef fn;  // the function being built
   LLVMMetadataRef access_group;  // distinct !{} shared by all kernel memory accesses
   unsigned md_access_group, md_loop;
@@ -109,6 +114,37 @@ typedef struct kb_if {
 void kb_if_begin(kb *k, kb_if *s, LLVMValueRef cond);
 void kb_if_else(kb *k, kb_if *s);
 void kb_if_end(kb *k, kb_if *s);
+
+// ---- rows spread over threads (ir_rows.c) ----
+// The body of a row kernel is written once for the row; these make it run on k->row_threads
+// threads. With row_threads = 1 (the host) they emit exactly the serial code: a loop from lo
+// by 1, reductions that return their argument, no lane guards. With a warp (the PTX), lane l
+// visits elements lo+l, lo+l+32, ...; lanes past the row's end visit none and so keep the
+// identity a reduction starts from (0 for sums, -inf for a max).
+//
+// for (iv = lo + lane; iv < hi; iv += row_threads): the elements this thread owns.
+LLVMValueRef kb_row_loop_begin(kb *k, kb_loop *L, LLVMValueRef lo, LLVMValueRef hi,
+                               const char *name);
+void kb_row_loop_end(kb *k, kb_loop *L, bool parallel);
+// The row's total / maximum of every thread's partial, in every thread. On a warp, a
+// butterfly of shuffles (llvm.nvvm.shfl.sync.bfly, all 32 lanes): each step combines two
+// partials in an order both partners share, so all lanes end with the same bits, the same on
+// every run. Must be reached by all lanes of the warp (never inside a per-lane branch).
+// `partial` is a scalar float or double.
+LLVMValueRef kb_row_sum(kb *k, LLVMValueRef partial);
+LLVMValueRef kb_row_max(kb *k, LLVMValueRef partial);
+// if (this thread owns element j of loops that start at 0) { ... }: the one thread that writes
+// a per-row scalar (j = 0: lane 0) or updates an element other passes wrote (its owner, which
+// wrote it itself, so no other lane's store needs to be seen). No branch when row_threads = 1.
+typedef struct kb_row_if {
+  kb_if s;
+  bool active;
+} kb_row_if;
+void kb_row_owner_begin(kb *k, kb_row_if *s, LLVMValueRef j);
+void kb_row_owner_end(kb *k, kb_row_if *s);
+// Sets k->lane for a row body being built on `row_threads` threads (call at the body's start);
+// 1 leaves the serial form.
+void kb_row_setup(kb *k, unsigned row_threads);
 
 // ---- math in plain IR (ir_math.c): no libm calls, so the same code runs on the GPU and
 // vectorises on the CPU. Type-generic over float/double scalars and vectors. ----

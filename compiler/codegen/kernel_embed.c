@@ -1,4 +1,5 @@
-// kernel_embed.c — token embedding: the gather (one row per index) and its backward, a
+// kernel_embed.c — token embedding: the gather (one row per index; a warp per row in the PTX,
+// so a row's copy is coalesced) and its backward, a
 // scatter-add that is made race-free by giving each index a column instead of a row; and the
 // same two for a vocabulary shard (tensor parallelism), where ids of other shards count for
 // nothing and never reach memory.
@@ -12,9 +13,9 @@ void dhx_emit_embed_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMVa
   LLVMValueRef src = kb_imul(k, kb_load_i32(k, tokens, r), C);
   LLVMValueRef dst = kb_imul(k, r, C);
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "copy");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "copy");
   kb_store(k, kb_load(k, table, kb_iadd(k, src, c)), out, kb_iadd(k, dst, c));
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }
 
 // (dtable, tokens:i32, dout, rows, C)   idx = column c:
@@ -58,13 +59,13 @@ void dhx_emit_embed_vp_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLV
   kb_if in;
   kb_loop L;
   kb_if_begin(k, &in, ok);
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "copy");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "copy");
   kb_store(k, kb_load(k, table, kb_iadd(k, src, c)), out, kb_iadd(k, dst, c));
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
   kb_if_else(k, &in);
-  c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "zero");
+  c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "zero");
   kb_store(k, kb_fc(k, 0.0), out, kb_iadd(k, dst, c));
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
   kb_if_end(k, &in);
 }
 

@@ -6,7 +6,9 @@
 //     runtime/kernel_abi.h unpacks the slots and loops the body over [begin, end). The loop is
 //     marked parallel (distinct indices touch distinct memory — the ABI's contract), which is
 //     what lets LLVM vectorise elementwise kernels even when they run in place;
-//   * the PTX entry "NAME"(typed params..., i64 n) runs index ctaid.x * ntid.x + tid.x;
+//   * the PTX entry "NAME"(typed params..., i64 n) runs index ctaid.x * ntid.x + tid.x, or
+//     for a row kernel (DHX_KS_ROWS) row (ctaid.x * ntid.x + tid.x) / 32 on a whole warp,
+//     whose lanes share the row's elements (ir_rows.c);
 //   * the textual .ll (dhxc --emit=llvm) shows the bodies and host entries unoptimised.
 #include <stdio.h>
 #include <string.h>
@@ -45,7 +47,8 @@ static void begin_function(kb *k, LLVMValueRef fn) {
   LLVMPositionBuilderAtEnd(k->b, entry);
 }
 
-LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, unsigned lanes) {
+LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, unsigned lanes,
+                            unsigned row_threads) {
   char codes[DHX_MAX_ARGS + 1];
   int n = dhx_kernel_arg_codes(s, codes), nmod = dhx_kernel_nmod(s);
   LLVMTypeRef params[MAX_PARAMS];
@@ -60,14 +63,18 @@ LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, u
   add_fn_attr(k, fn, "alwaysinline");
   add_fn_attr(k, fn, "nounwind");
   add_noalias(k, fn, s, codes, n);
+  // Its warp shuffles need every lane: no pass may make a call to it depend on more branches.
+  if (row_threads > 1) add_fn_attr(k, fn, "convergent");
 
   begin_function(k, fn);
   kb_set_lanes(k, lanes);
+  kb_row_setup(k, row_threads);
   LLVMValueRef args[MAX_PARAMS];
   for (int i = 0; i < n + 1 + nmod; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
   dhx_kdesc_of(s->kind)->emit(k, s, args, args[n], args + n + 1);
   LLVMBuildRetVoid(k->b);
   kb_set_lanes(k, 1);
+  kb_row_setup(k, 1);
   return fn;
 }
 
@@ -190,6 +197,10 @@ LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *na
   LLVMValueRef idx = kb_iadd(k, kb_imul(k, sreg(k, "llvm.nvvm.read.ptx.sreg.ctaid.x"),
                                         sreg(k, "llvm.nvvm.read.ptx.sreg.ntid.x")),
                              sreg(k, "llvm.nvvm.read.ptx.sreg.tid.x"));
+  // A warp-per-row kernel: the row is the warp's (blocks are whole warps), so the guard
+  // below sends all 32 lanes of a warp the same way and its shuffles see every lane.
+  uint32_t tpi = dhx_kernel_threads_per_index(s);
+  if (tpi > 1) idx = LLVMBuildUDiv(k->b, idx, kb_i64c(k, tpi), "row");
   kb_if in_range;
   kb_if_begin(k, &in_range, kb_ilt(k, idx, LLVMGetParam(fn, (unsigned)n)));
   LLVMValueRef vals[DHX_MAX_ARGS], mi[DHX_EW_MAX_IO];

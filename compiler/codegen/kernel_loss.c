@@ -1,4 +1,6 @@
-// kernel_loss.c — softmax cross-entropy over a vocabulary row, one row per index.
+// kernel_loss.c — softmax cross-entropy over a vocabulary row, one row per index (a warp per
+// row in the PTX: lane 0 writes a row's scalars, the lane that owns the target element its
+// one-hot update; ir_rows.c).
 //
 // A target outside [0, V) (a corrupt shard or a vocabulary mismatch) must not read out of
 // bounds: the forward then writes NaN as the loss, so the run's loss shows it, and the
@@ -10,10 +12,10 @@
 static LLVMValueRef row_max(kb *k, LLVMValueRef x, LLVMValueRef base, LLVMValueRef V) {
   LLVMValueRef mx = kb_var(k, k->f, kb_fc(k, -INFINITY));
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, kb_i64c(k, 0), V, "max");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, kb_i64c(k, 0), V, "max");
   kb_set(k, mx, kb_rmax(k, kb_get(k, mx), kb_load(k, x, kb_iadd(k, base, j))));
-  kb_loop_end(k, &L, true);
-  return kb_get(k, mx);
+  kb_row_loop_end(k, &L, true);
+  return kb_row_max(k, kb_get(k, mx));
 }
 
 static LLVMValueRef target_valid(kb *k, LLVMValueRef t, LLVMValueRef V) {
@@ -30,16 +32,19 @@ void dhx_emit_xent_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMVal
   LLVMValueRef m = row_max(k, logits, base, V);
   LLVMValueRef sum = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, kb_i64c(k, 0), V, "sumexp");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, kb_i64c(k, 0), V, "sumexp");
   LLVMValueRef e = kb_exp(k, kb_sub(k, kb_load(k, logits, kb_iadd(k, base, j)), m));
   kb_set(k, sum, kb_radd(k, kb_get(k, sum), e));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef lse = kb_add(k, m, kb_log(k, kb_get(k, sum)));
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef lse = kb_add(k, m, kb_log(k, kb_row_sum(k, kb_get(k, sum))));
   LLVMValueRef t = kb_load_i32(k, targets, r);
   LLVMValueRef ok = target_valid(k, t, V);
   LLVMValueRef tc = kb_select(k, ok, t, kb_i64c(k, 0));
   LLVMValueRef lt = kb_load_s(k, logits, kb_iadd(k, base, tc));
+  kb_row_if first;
+  kb_row_owner_begin(k, &first, kb_i64c(k, 0));
   kb_store_s(k, kb_select(k, ok, kb_sub(k, lse, lt), kb_fc(k, NAN)), loss, r);
+  kb_row_owner_end(k, &first);
 }
 
 // (dlogits, logits, targets:i32, V, scale)
@@ -55,22 +60,25 @@ void dhx_emit_xent_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMVal
   LLVMValueRef m = row_max(k, logits, base, V);
   LLVMValueRef sum = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, zero, V, "exp");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, zero, V, "exp");
   LLVMValueRef i = kb_iadd(k, base, j);
   LLVMValueRef e = kb_exp(k, kb_sub(k, kb_load(k, logits, i), m));
   kb_store(k, e, dl, i);
   kb_set(k, sum, kb_radd(k, kb_get(k, sum), e));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef f = kb_div(k, scale, kb_get(k, sum));
-  j = kb_loop_begin(k, &L, zero, V, "scale");
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef f = kb_div(k, scale, kb_row_sum(k, kb_get(k, sum)));
+  j = kb_row_loop_begin(k, &L, zero, V, "scale");
   i = kb_iadd(k, base, j);
   kb_store(k, kb_mul(k, kb_load(k, dl, i), f), dl, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
   LLVMValueRef t = kb_load_i32(k, targets, r);
   kb_if ok;
   kb_if_begin(k, &ok, target_valid(k, t, V));
+  kb_row_if owner;  // the lane that scaled element t
+  kb_row_owner_begin(k, &owner, t);
   LLVMValueRef it = kb_iadd(k, base, t);
   kb_store_s(k, kb_sub(k, kb_load_s(k, dl, it), scale), dl, it);
+  kb_row_owner_end(k, &owner);
   kb_if_end(k, &ok);
 }
 
@@ -100,19 +108,23 @@ void dhx_emit_xent_vp_stats(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LL
   LLVMValueRef m = row_max(k, logits, base, V);
   LLVMValueRef sum = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, kb_i64c(k, 0), V, "sumexp");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, kb_i64c(k, 0), V, "sumexp");
   LLVMValueRef e = kb_exp(k, kb_sub(k, kb_load(k, logits, kb_iadd(k, base, j)), m));
   kb_set(k, sum, kb_radd(k, kb_get(k, sum), e));
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
   LLVMValueRef ok, jt = dhx_shard_row(k, kb_load_i32(k, targets, r), lo, V, &ok);
   LLVMValueRef lt = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_if mine;
   kb_if_begin(k, &mine, ok);
   kb_set(k, lt, kb_load_s(k, logits, kb_iadd(k, base, jt)));
   kb_if_end(k, &mine);
+  LLVMValueRef total = kb_row_sum(k, kb_get(k, sum));
+  kb_row_if first;
+  kb_row_owner_begin(k, &first, kb_i64c(k, 0));
   kb_store_s(k, m, stats, r);
-  kb_store_s(k, kb_get(k, sum), stats, kb_iadd(k, rows, r));
+  kb_store_s(k, total, stats, kb_iadd(k, rows, r));
   kb_store_s(k, kb_get(k, lt), stats, kb_iadd(k, kb_imul(k, kb_i64c(k, 2), rows), r));
+  kb_row_owner_end(k, &first);
   kb_if_end(k, &planes);
 }
 
@@ -169,14 +181,17 @@ void dhx_emit_xent_vp_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVM
   LLVMValueRef base = kb_imul(k, r, V);
   LLVMValueRef l = kb_load_s(k, lse, r);
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, kb_i64c(k, 0), V, "grad");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, kb_i64c(k, 0), V, "grad");
   LLVMValueRef i = kb_iadd(k, base, j);
   kb_store(k, kb_mul(k, scale, kb_exp(k, kb_sub(k, kb_load(k, logits, i), l))), dl, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
   LLVMValueRef ok, jt = dhx_shard_row(k, kb_load_i32(k, targets, r), lo, V, &ok);
   kb_if mine;
   kb_if_begin(k, &mine, ok);
+  kb_row_if owner;  // the lane that wrote element jt
+  kb_row_owner_begin(k, &owner, jt);
   LLVMValueRef it = kb_iadd(k, base, jt);
   kb_store_s(k, kb_sub(k, kb_load_s(k, dl, it), scale), dl, it);
+  kb_row_owner_end(k, &owner);
   kb_if_end(k, &mine);
 }

@@ -1,5 +1,6 @@
-// kernel_norm.c — layer normalisation: forward and input gradient one row per index, the
-// parameter gradients one column per index (so no two indices write the same gamma/beta).
+// kernel_norm.c — layer normalisation: forward and input gradient one row per index (a warp
+// per row in the PTX: the row loops and sums are ir_rows.c's), the parameter gradients one
+// column per index (so no two indices write the same gamma/beta).
 //
 // Rows are read several times (mean, variance, write): a row of a few thousand floats stays
 // in L1/L2 between the passes, and the two-pass variance avoids the cancellation of
@@ -11,15 +12,15 @@ static LLVMValueRef row_sum(kb *k, LLVMValueRef x, LLVMValueRef base, LLVMValueR
                             LLVMValueRef center) {
   LLVMValueRef acc = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "sum");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "sum");
   LLVMValueRef v = kb_load(k, x, kb_iadd(k, base, c));
   if (center) {
     v = kb_sub(k, v, center);
     v = kb_mul(k, v, v);
   }
   kb_set(k, acc, kb_radd(k, kb_get(k, acc), v));
-  kb_loop_end(k, &L, true);
-  return kb_get(k, acc);
+  kb_row_loop_end(k, &L, true);
+  return kb_row_sum(k, kb_get(k, acc));
 }
 
 // (out, mean, rstd, x, gamma, beta, C, eps)   idx = row r
@@ -32,14 +33,17 @@ void dhx_emit_layernorm_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LL
   LLVMValueRef mu = kb_div(k, row_sum(k, x, base, C, NULL), cf);
   LLVMValueRef var = kb_div(k, row_sum(k, x, base, C, mu), cf);
   LLVMValueRef rs = kb_div(k, kb_fc(k, 1.0), kb_sqrt(k, kb_add(k, var, eps)));
+  kb_row_if first;
+  kb_row_owner_begin(k, &first, kb_i64c(k, 0));
   kb_store_s(k, mu, mean, r);
   kb_store_s(k, rs, rstd, r);
+  kb_row_owner_end(k, &first);
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "norm");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "norm");
   LLVMValueRef i = kb_iadd(k, base, c);
   LLVMValueRef xhat = kb_mul(k, kb_sub(k, kb_load(k, x, i), mu), rs);
   kb_store(k, kb_fma(k, xhat, kb_load(k, gamma, c), kb_load(k, beta, c)), out, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }
 
 // One write pass of the dx kernel; `acc` chooses += or = at build time so the hot loop has
@@ -48,14 +52,14 @@ static void dx_pass(kb *k, LLVMValueRef *a, LLVMValueRef base, LLVMValueRef mu, 
                     LLVMValueRef mg, LLVMValueRef mgx, bool acc) {
   LLVMValueRef dx = a[0], dout = a[1], x = a[2], gamma = a[5], C = a[6];
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, acc ? "dx_add" : "dx");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, acc ? "dx_add" : "dx");
   LLVMValueRef i = kb_iadd(k, base, c);
   LLVMValueRef g = kb_mul(k, kb_load(k, dout, i), kb_load(k, gamma, c));
   LLVMValueRef xhat = kb_mul(k, kb_sub(k, kb_load(k, x, i), mu), rs);
   LLVMValueRef v = kb_mul(k, rs, kb_sub(k, kb_sub(k, g, mg), kb_mul(k, xhat, mgx)));
   if (acc) v = kb_add(k, kb_load(k, dx, i), v);
   kb_store(k, v, dx, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }
 
 // (dx, dout, x, mean, rstd, gamma, C, accumulate)   idx = row r
@@ -68,14 +72,15 @@ void dhx_emit_layernorm_bwd_dx(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a,
   LLVMValueRef mu = kb_load_s(k, mean, r), rs = kb_load_s(k, rstd, r);
   LLVMValueRef sg = kb_var(k, k->f, kb_fc(k, 0.0)), sgx = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "dots");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "dots");
   LLVMValueRef i = kb_iadd(k, base, c);
   LLVMValueRef g = kb_mul(k, kb_load(k, dout, i), kb_load(k, gamma, c));
   LLVMValueRef xhat = kb_mul(k, kb_sub(k, kb_load(k, x, i), mu), rs);
   kb_set(k, sg, kb_radd(k, kb_get(k, sg), g));
   kb_set(k, sgx, kb_radd(k, kb_get(k, sgx), kb_mul(k, g, xhat)));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef mg = kb_div(k, kb_get(k, sg), cf), mgx = kb_div(k, kb_get(k, sgx), cf);
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef mg = kb_div(k, kb_row_sum(k, kb_get(k, sg)), cf);
+  LLVMValueRef mgx = kb_div(k, kb_row_sum(k, kb_get(k, sgx)), cf);
   kb_if acc;
   kb_if_begin(k, &acc, LLVMBuildICmp(k->b, LLVMIntNE, a[7], kb_i64c(k, 0), ""));
   dx_pass(k, a, base, mu, rs, mg, mgx, true);
@@ -116,26 +121,29 @@ void dhx_emit_rmsnorm_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVM
   LLVMValueRef base = kb_imul(k, r, C);
   LLVMValueRef ms = kb_div(k, row_sum(k, x, base, C, kb_fc(k, 0.0)), kb_to_f(k, C));  // mean(x^2)
   LLVMValueRef rs = kb_div(k, kb_fc(k, 1.0), kb_sqrt(k, kb_add(k, ms, eps)));
+  kb_row_if first;
+  kb_row_owner_begin(k, &first, kb_i64c(k, 0));
   kb_store_s(k, rs, rstd, r);
+  kb_row_owner_end(k, &first);
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "scale");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "scale");
   LLVMValueRef i = kb_iadd(k, base, c);
   kb_store(k, kb_mul(k, kb_mul(k, kb_load(k, x, i), rs), kb_load(k, gamma, c)), out, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }
 
 static void rms_dx_pass(kb *k, LLVMValueRef *a, LLVMValueRef base, LLVMValueRef rs,
                         LLVMValueRef mgx, bool acc) {
   LLVMValueRef dx = a[0], dout = a[1], x = a[2], gamma = a[4], C = a[5];
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, acc ? "dx_add" : "dx");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, acc ? "dx_add" : "dx");
   LLVMValueRef i = kb_iadd(k, base, c);
   LLVMValueRef g = kb_mul(k, kb_load(k, dout, i), kb_load(k, gamma, c));
   LLVMValueRef xhat = kb_mul(k, kb_load(k, x, i), rs);
   LLVMValueRef v = kb_mul(k, rs, kb_sub(k, g, kb_mul(k, xhat, mgx)));
   if (acc) v = kb_add(k, kb_load(k, dx, i), v);
   kb_store(k, v, dx, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }
 
 // (dx, dout, x, rstd, gamma, C, accumulate)   idx = row r
@@ -148,12 +156,12 @@ void dhx_emit_rmsnorm_bwd_dx(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, L
   LLVMValueRef base = kb_imul(k, r, C), rs = kb_load_s(k, rstd, r);
   LLVMValueRef sgx = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef c = kb_loop_begin(k, &L, kb_i64c(k, 0), C, "dot");
+  LLVMValueRef c = kb_row_loop_begin(k, &L, kb_i64c(k, 0), C, "dot");
   LLVMValueRef i = kb_iadd(k, base, c);
   LLVMValueRef g = kb_mul(k, kb_load(k, dout, i), kb_load(k, gamma, c));
   kb_set(k, sgx, kb_radd(k, kb_get(k, sgx), kb_mul(k, g, kb_mul(k, kb_load(k, x, i), rs))));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef mgx = kb_div(k, kb_get(k, sgx), kb_to_f(k, C));
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef mgx = kb_div(k, kb_row_sum(k, kb_get(k, sgx)), kb_to_f(k, C));
   kb_if acc;
   kb_if_begin(k, &acc, LLVMBuildICmp(k->b, LLVMIntNE, a[6], kb_i64c(k, 0), ""));
   rms_dx_pass(k, a, base, rs, mgx, true);

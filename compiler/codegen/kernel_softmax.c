@@ -1,5 +1,6 @@
 // kernel_softmax.c — causal softmax over the last axis of a [*, T, T] score tensor, one row
-// per index (row r is query position t = r % T, which sees keys 0..t).
+// per index (row r is query position t = r % T, which sees keys 0..t); in the PTX a warp per
+// row, each lane owning the same elements in every pass (ir_rows.c).
 //
 // Both kernels may run in place (P over S, dS over dP): every pass reads element j before it
 // writes element j and never reads an earlier element after writing it, so the loops stay
@@ -19,29 +20,29 @@ void dhx_emit_softmax_causal_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *
 
   LLVMValueRef mx = kb_var(k, k->f, kb_fc(k, -INFINITY));
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, zero, n, "max");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, zero, n, "max");
   kb_set(k, mx, kb_rmax(k, kb_get(k, mx), kb_mul(k, scale, kb_load(k, S, kb_iadd(k, base, j)))));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef m = kb_get(k, mx);
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef m = kb_row_max(k, kb_get(k, mx));
 
   // exp values go straight to P (which may be S: element j is read, then written).
   LLVMValueRef sum = kb_var(k, k->f, kb_fc(k, 0.0));
-  j = kb_loop_begin(k, &L, zero, n, "exp");
+  j = kb_row_loop_begin(k, &L, zero, n, "exp");
   LLVMValueRef i = kb_iadd(k, base, j);
   LLVMValueRef e = kb_exp(k, kb_sub(k, kb_mul(k, scale, kb_load(k, S, i)), m));
   kb_store(k, e, P, i);
   kb_set(k, sum, kb_radd(k, kb_get(k, sum), e));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef inv = kb_div(k, kb_fc(k, 1.0), kb_get(k, sum));
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef inv = kb_div(k, kb_fc(k, 1.0), kb_row_sum(k, kb_get(k, sum)));
 
-  j = kb_loop_begin(k, &L, zero, n, "scale");
+  j = kb_row_loop_begin(k, &L, zero, n, "scale");
   i = kb_iadd(k, base, j);
   kb_store(k, kb_mul(k, kb_load(k, P, i), inv), P, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 
-  j = kb_loop_begin(k, &L, n, T, "mask");
+  j = kb_row_loop_begin(k, &L, n, T, "mask");
   kb_store(k, kb_fc(k, 0.0), P, kb_iadd(k, base, j));
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }
 
 // (dS, dP, P, T, scale)   dS[r,j] = scale * P[r,j] * (dP[r,j] - sum_k P[r,k] dP[r,k]),
@@ -56,19 +57,19 @@ void dhx_emit_softmax_causal_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *
 
   LLVMValueRef dot = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef j = kb_loop_begin(k, &L, zero, n, "dot");
+  LLVMValueRef j = kb_row_loop_begin(k, &L, zero, n, "dot");
   LLVMValueRef i = kb_iadd(k, base, j);
   kb_set(k, dot, kb_radd(k, kb_get(k, dot), kb_mul(k, kb_load(k, P, i), kb_load(k, dP, i))));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef d = kb_get(k, dot);
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef d = kb_row_sum(k, kb_get(k, dot));
 
-  j = kb_loop_begin(k, &L, zero, n, "grad");
+  j = kb_row_loop_begin(k, &L, zero, n, "grad");
   i = kb_iadd(k, base, j);
   LLVMValueRef p = kb_mul(k, scale, kb_load(k, P, i));
   kb_store(k, kb_mul(k, p, kb_sub(k, kb_load(k, dP, i), d)), dS, i);
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 
-  j = kb_loop_begin(k, &L, n, T, "mask");
+  j = kb_row_loop_begin(k, &L, n, T, "mask");
   kb_store(k, kb_fc(k, 0.0), dS, kb_iadd(k, base, j));
-  kb_loop_end(k, &L, true);
+  kb_row_loop_end(k, &L, true);
 }

@@ -2,7 +2,8 @@
 // without a GPU.
 //   marshal PLAN_DIR   every kernel instruction's launch: a device address per pointer (arena +
 //                      buffer offset + byte offset), the i64 and f32/f64 values (registers
-//                      read), n last, ceil(n / 256) blocks of 256
+//                      read), n last, ceil(n · threads per index / 256) blocks of 256: a warp
+//                      (32 threads) per row for the row kernels, which the plan has
 //   order PLAN_DIR     the issue order of every program: each instruction once, each stream's
 //                      in order, every WAIT after a RECORD of its event
 //   record PLAN_DIR LOG  with the recording driver and cuBLASLt (tests/gpu/recording_*.c): open,
@@ -54,7 +55,7 @@ static void load_plan(const char *dir, dhx_plan *plan) {
 static void test_marshal(const dhx_plan *plan) {
   double regs[DHX_REG_COUNT];
   for (int r = 0; r < DHX_REG_COUNT; r++) regs[r] = 0.25 * (r + 1);
-  int launches = 0;
+  int launches = 0, warp_launches = 0;
   for (uint32_t rk = 0; rk < plan->nranks; rk++) {
     const dhx_plan_rank *rank = &plan->ranks[rk];
     for (int p = 0; p < DHX_PROG_COUNT; p++)
@@ -65,9 +66,13 @@ static void test_marshal(const dhx_plan *plan) {
         dhx_cuda_launch l;
         dhx_cuda_marshal(plan, rank, in, ARENA, regs, &l);
         launches++;
+        uint32_t tpi = k->threads_per_index;
+        warp_launches += tpi == 32;
+        CHECK(tpi == 1 || tpi == 32, "%s: %u threads per index", k->name, tpi);
         CHECK(l.nparams == k->nargs + 1 && l.block == 256 &&
-              l.grid == (uint32_t)((in->n + 255) / 256), "%s: %u params, grid %u block %u for "
-              "n = %" PRId64, k->name, l.nparams, l.grid, l.block, in->n);
+              l.grid == (uint32_t)((in->n * tpi + 255) / 256), "%s: %u params, grid %u block %u "
+              "for n = %" PRId64 " at %u threads per index", k->name, l.nparams, l.grid, l.block,
+              in->n, tpi);
         for (uint32_t j = 0; j < k->nargs; j++) {
           const dhx_plan_arg *a = &in->args[j];
           CHECK(l.params[j] == &l.slots[j], "%s: parameter %u does not point at its slot", k->name, j);
@@ -94,7 +99,10 @@ static void test_marshal(const dhx_plan *plan) {
       }
   }
   CHECK(launches > 0, "the plan has no kernel instructions");
-  printf("%d launches marshalled\n", launches);
+  // A compiled training plan has layer norms, softmax and the loss: warp-per-row launches.
+  CHECK(warp_launches > 0 && warp_launches < launches, "%d of %d launches are warp-per-row",
+        warp_launches, launches);
+  printf("%d launches marshalled (%d a warp per row)\n", launches, warp_launches);
 }
 
 static void test_order(const dhx_plan *plan) {
@@ -191,7 +199,8 @@ static void test_record(const char *dir, const dhx_plan *plan, const char *log_p
                       (uint64_t)in->args[0].i;
         snprintf(want, sizeof want, "cuLaunchKernel %s grid=%" PRId64 ",1,1 block=256,1,1 "
                  "shared=0 stream=%u arg0=%" PRIx64 " extra=0\n", plan->kernels[in->kernel].name,
-                 (in->n + 255) / 256, in->stream + 1, a0);
+                 (in->n * plan->kernels[in->kernel].threads_per_index + 255) / 256,
+                 in->stream + 1, a0);
         CHECK(l && strncmp(l, want, strlen(want)) == 0, "launch %d: %.*s, expected %s",
               launches - 1, l ? (int)strcspn(l, "\n") : 4, l ? l : "none", want);
       } else if (in->op == DHX_OP_ZERO) {

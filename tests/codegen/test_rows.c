@@ -1,0 +1,113 @@
+// test_rows.c — the row kernels run a warp per row in the PTX, and only they: for every
+// catalogue kind (f32 and f64) and a fused elementwise kernel, the kernel table says 32
+// threads per index exactly for the kinds listed below as rows (1 for the others), and the PTX
+// entry of each reducing row kernel combines its lanes with warp shuffles (shfl.sync.bfly)
+// while no other entry has a shuffle; every row kernel's entry takes its row as the global
+// thread / 32 (a shift by 5) and its lane from tid.x. Whether the warp versions compute the
+// right numbers needs a GPU (docs/gpu-validation.md); the host kernels, which the same bodies
+// build serially, are checked against references by test_reference.c and test_fd.c.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cg_test.h"
+
+// The kinds whose index is a row that the body loops over, and whether the body reduces the
+// row (a sum or a max) or only maps it elementwise.
+static const struct {
+  dhx_kernel_kind kind;
+  bool reduces;
+} ROWS[] = {
+    {DHX_K_EMBED_FWD, false},         {DHX_K_EMBED_VP_FWD, false},
+    {DHX_K_LAYERNORM_FWD, true},      {DHX_K_LAYERNORM_BWD_DX, true},
+    {DHX_K_RMSNORM_FWD, true},        {DHX_K_RMSNORM_BWD_DX, true},
+    {DHX_K_SOFTMAX_CAUSAL_FWD, true}, {DHX_K_SOFTMAX_CAUSAL_BWD, true},
+    {DHX_K_XENT_FWD, true},           {DHX_K_XENT_BWD, true},
+    {DHX_K_XENT_VP_STATS, true},      {DHX_K_XENT_VP_BWD, false},
+};
+
+// -1: not a row kind; else whether it reduces.
+static int row_kind(dhx_kernel_kind kind) {
+  for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++)
+    if (ROWS[i].kind == kind) return ROWS[i].reduces;
+  return -1;
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  CHECK(f != NULL, "open %s", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n, "read %s", path);
+  s[n] = 0;
+  fclose(f);
+  return s;
+}
+
+// The text of entry `name` (up to the next entry), NUL-terminated in a copy.
+static char *entry_text(const char *ptx, const char *name) {
+  char head[DHX_NAME_MAX + 16];
+  snprintf(head, sizeof head, ".entry %s(", name);
+  const char *start = strstr(ptx, head);
+  CHECK(start != NULL, "no %s in the PTX", head);
+  const char *end = strstr(start + 1, ".entry ");
+  size_t n = end ? (size_t)(end - start) : strlen(start);
+  char *text = malloc(n + 1);
+  CHECK(text != NULL, "out of memory");
+  memcpy(text, start, n);
+  text[n] = 0;
+  return text;
+}
+
+typedef struct added {
+  int index;
+  dhx_kernel_kind kind;
+} added;
+
+int main(void) {
+  cgt t;
+  cgt_init(&t);
+  added ks[2 * DHX_K_COUNT];
+  int n = 0, warps = 0;
+  for (int ty = 0; ty < 2; ty++) {
+    dhx_ktype type = ty ? DHX_KT_F64 : DHX_KT_F32;
+    for (int k = 0; k < DHX_K_ELTWISE; k++) {
+      dhx_kernel_spec s = cgt_spec((dhx_kernel_kind)k, type);
+      ks[n++] = (added){cgt_add(&t, &s), (dhx_kernel_kind)k};
+    }
+    dhx_kernel_spec e = spec_bias_gelu(type, 37);
+    ks[n++] = (added){cgt_add(&t, &e), DHX_K_ELTWISE};
+  }
+
+  char ptx[400], err[1024] = "";
+  snprintf(ptx, sizeof ptx, "%s/rows.ptx", t.dir);
+  CHECK(dhx_codegen_emit_ptx(t.cg, "sm_80", ptx, err, sizeof err), "emit_ptx: %s", err);
+  char *text = slurp(ptx);
+  for (int i = 0; i < n; i++) {
+    dhx_plan_kernel e;
+    dhx_codegen_table_entry(t.cg, ks[i].index, &e);
+    int row = row_kind(ks[i].kind);
+    uint32_t want = row >= 0 ? 32 : 1;
+    CHECK(e.threads_per_index == want, "%s: %u threads per index, expected %u", e.name,
+          e.threads_per_index, want);
+    char *body = entry_text(text, e.name);
+    bool shuffles = strstr(body, "shfl.sync.bfly") != NULL;
+    CHECK(shuffles == (row == 1), "%s: %s warp shuffle", e.name, shuffles ? "a" : "no");
+    if (row >= 0) {
+      CHECK(strstr(body, "%tid.x") && strstr(body, ", 5;") && strstr(body, ", 31;"),
+            "%s: the entry does not take row = global thread >> 5 and lane = tid.x & 31",
+            e.name);
+      warps++;
+    }
+    free(body);
+  }
+  free(text);
+  CHECK(warps == 2 * (int)(sizeof ROWS / sizeof ROWS[0]), "%d warp-per-row kernels", warps);
+  printf("%d kernels: %d a warp per row\n", n, warps);
+  unlink(ptx);
+  cgt_done(&t);
+  return 0;
+}
