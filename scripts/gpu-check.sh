@@ -57,26 +57,32 @@ prepare() {
   cp "$bin/dhxrun" "$bin/metrics_check" "$bin/kernels_gpu" "$dir/bin/"
   cp "$(find "$build" -name 'libemulated_cuda.so' | head -1)" \
      "$(find "$build" -name 'libemulated_cublaslt.so' | head -1)" "$dir/lib/"
-  # The shared libraries the binaries need beyond the C library's own.
-  ldd "$dir/bin/dhxrun" "$dir/bin/kernels_gpu" | awk '$3 ~ /^\// {print $3}' | sort -u |
+  # Open MPI's components (it loads them at MPI_Init) and the shared libraries everything needs
+  # beyond the C library's own.
+  local mpi_components
+  mpi_components=$(dirname "$(find /usr/lib -path '*openmpi*' -name mca_ess_singleton.so | head -1)")
+  cp -r "$mpi_components" "$dir/lib/mpi-components"
+  ldd "$dir/bin/dhxrun" "$dir/bin/kernels_gpu" "$dir/lib/mpi-components"/*.so |
+    awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
     while read -r lib; do cp -L "$lib" "$dir/lib/"; done
   cp "$here/gpu-check.sh" "$dir/"
   # shellcheck disable=SC2046
   "$bin/dhxc" data -o "$dir/data/corpus" $(find /usr/share/common-licenses -maxdepth 1 -type f |
     sort) > /dev/null || return 1
-  local data=(--set "data.train=\"$dir/data/corpus_train.bin\""
-              --set "data.val=\"$dir/data/corpus_val.bin\"")
-  local tiny=("$root/samples/tiny.dhx" "${data[@]}" --set schedule.parallel.dp=1
+  # The plans name no data: every run gives the folder's (so the folder may move).
+  local tiny=("$root/samples/tiny.dhx" --set schedule.parallel.dp=1
               --set train.steps="${STEPS:-50}" --set train.warmup=5 --set train.micro_batch=4
               --set train.global_batch=8 --set train.val_every=25 --set train.val_batches=2)
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny" > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_ckpt" --set train.checkpoint_every=10 > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_paired" --set schedule.strands.pair=on > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_2steps" --set train.steps=2 > /dev/null &&
-  "$bin/dhxc" "$root/samples/gpt2_124m_gpu.dhx" "${data[@]}" --set train.steps="${GPT2_STEPS:-20}" \
+  "$bin/dhxc" "$root/samples/gpt2_124m_gpu.dhx" --set train.steps="${GPT2_STEPS:-20}" \
     -o "$dir/plans/gpt2" > /dev/null || return 1
-  echo "gpu-check: prepared $dir ($(du -sh "$dir" | cut -f1))"
+  tar -cJf "$dir.tar.xz" -C "$(dirname "$dir")" "$(basename "$dir")"
+  echo "gpu-check: prepared $dir ($(du -sh "$dir" | cut -f1); packed: $dir.tar.xz," \
+       "$(du -sh "$dir.tar.xz" | cut -f1))"
 }
 
 # ---- run: the checks ----------------------------------------------------------------------
@@ -111,6 +117,8 @@ run_checks() {
   : > "$SUMMARY"
   export LD_LIBRARY_PATH=$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export OMPI_MCA_ess_singleton_isolated=1  # one rank, no mpirun: no daemon to start
+  export OMPI_MCA_mca_base_component_path=$dir/lib/mpi-components
+  local data=(--train "$dir/data/corpus_train.bin" --val "$dir/data/corpus_val.bin")
   if [ "$emulated" = 1 ]; then
     export DHX_CUDA_LIBRARY=$dir/lib/libemulated_cuda.so
     export DHX_CUBLASLT_LIBRARY=$dir/lib/libemulated_cublaslt.so
@@ -142,7 +150,7 @@ run_checks() {
   gpu() {  # gpu PLAN ARGS...: dhxrun on the GPU (emulated: the plan's host kernels)
     local plan=$1; shift
     DHX_EMULATED_KERNELS=$plans/$plan/kernels.so "$bin/dhxrun" --backend cuda "$plans/$plan" \
-      --quiet "$@"
+      --quiet "${data[@]}" "$@"
   }
 
   # kernels: parity on the tiny GPT, bandwidth on GPT-2 124M
@@ -161,7 +169,7 @@ run_checks() {
   fi
 
   # losses: the tiny GPT against the CPU backend
-  if "$bin/dhxrun" --backend cpu "$plans/tiny" --quiet --metrics "$work/cpu.jsonl" &&
+  if "$bin/dhxrun" --backend cpu "$plans/tiny" --quiet "${data[@]}" --metrics "$work/cpu.jsonl" &&
      gpu tiny --metrics "$work/gpu.jsonl" &&
      "$bin/metrics_check" same "$work/cpu.jsonl" "$work/gpu.jsonl" 1e-4 > "$work/losses.txt" 2>&1; then
     summary_line losses PASS "final loss CPU $(json_field "$work/cpu.jsonl" final_loss), GPU $(json_field "$work/gpu.jsonl" final_loss)"
@@ -211,7 +219,7 @@ run_checks() {
     local tool verdicts=""
     for tool in memcheck racecheck; do
       if compute-sanitizer --tool "$tool" --error-exitcode 3 "$bin/dhxrun" --backend cuda \
-           "$plans/tiny_2steps" --quiet > "$work/$tool.txt" 2>&1; then
+           "$plans/tiny_2steps" --quiet "${data[@]}" > "$work/$tool.txt" 2>&1; then
         verdicts+="$tool clean; "
       else
         verdicts+="$tool FAILED ($(grep -m1 'ERROR SUMMARY\|Error' "$work/$tool.txt")); "
