@@ -4,7 +4,8 @@
 // RECORD comes before the WAITs on its event (dhx_cuda_issue_order); the plan's streams become
 // CUDA streams and its events CUDA events, so the device keeps the cross-stream order the plan
 // was verified with, and the host never waits inside a program. Kernels are the plan's PTX
-// entries, launched over ceil(n / 256) blocks of 256 threads (the entry computes index
+// entries, launched over ceil(n · threads_per_index / 256) blocks of 256 threads: one thread
+// per index, or a warp per row for row kernels (the entry computes its index from
 // ctaid.x · ntid.x + tid.x and returns past n). GEMMs go to cuBLASLt: a row-major product
 // C = op(A)·op(B) is the column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ, so the operands swap and
 // every matrix is described by its row-major storage read column-major (rows and columns
