@@ -63,4 +63,15 @@ bool dhx_cuda_download(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, c
 // 0 when none is set.
 int dhx_cuda_local_device(int devices);
 
+// For tools (bench/kernels_gpu). The device's name as the driver gives it.
+bool dhx_cuda_device_name(dhx_cuda *c, char *name, size_t len, char *err, size_t errlen);
+// Issues instruction `in` `reps` times back to back on its stream between two timing events
+// and waits: *ms is the device's time for all of them (cuEventElapsedTime).
+bool dhx_cuda_time_instr(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, int reps,
+                         double *ms, char *err, size_t errlen);
+// The same for `reps` device-to-device copies of `bytes` between two buffers it allocates
+// (and frees) for the purpose: the device's copy bandwidth.
+bool dhx_cuda_time_copy(dhx_cuda *c, size_t bytes, int reps, double *ms, char *err,
+                        size_t errlen);
+
 #endif
