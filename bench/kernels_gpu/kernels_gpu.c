@@ -89,17 +89,19 @@ static region arg_region(const dhx_plan_rank *rank, const dhx_plan_arg *a, int64
   return (region){b->offset + a->i, bytes < room ? bytes : room, b->dtype};
 }
 
-// The regions `in` writes; one region, the whole arena, for ops this tool does not model.
+// The regions `in` writes; one region, the whole arena, for ops this tool does not model (the
+// comparison counts only the elements that change, so that is exact, only slower).
 static int written_regions(const dhx_plan *plan, const dhx_plan_rank *rank,
                            const dhx_plan_instr *in, region *out) {
   int n = 0;
+  region arena = {0, rank->arena_bytes, DHX_F32};
   if (in->op == DHX_OP_KERNEL) {
     const dhx_plan_kernel *k = &plan->kernels[in->kernel];
     for (uint32_t j = 0; j < k->nargs; j++) {
       const dhx_plan_access *acc = &k->access[j];
       int64_t elems = 0;
       if (k->arg_types[j] != DHX_KARG_PTR || !(acc->flags & DHX_ACC_WRITES)) continue;
-      if (!dhx_access_extent(acc, in, plan->train.vocab, &elems)) return 0;
+      if (!dhx_access_extent(acc, in, plan->train.vocab, &elems)) return out[0] = arena, 1;
       out[n++] = arg_region(rank, &in->args[j], elems * acc->elem_bytes);
     }
     return n;
@@ -116,7 +118,7 @@ static int written_regions(const dhx_plan *plan, const dhx_plan_rank *rank,
     return 1;
   }
   if (in->op == DHX_OP_RECORD || in->op == DHX_OP_WAIT || in->op == DHX_OP_GRAD_NORM) return 0;
-  out[0] = (region){0, rank->arena_bytes, DHX_F32};
+  out[0] = arena;
   return 1;
 }
 
