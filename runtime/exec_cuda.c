@@ -451,3 +451,21 @@ bool dhx_cuda_time_copy(dhx_cuda *c, size_t bytes, int reps, double *ms, char *e
   if (t.src) c->cu.cuMemFree_v2(t.src);
   return ok;
 }
+
+// ---- reading the PTX ---------------------------------------------------------------------------
+
+char *dhx_cuda_read_ptx(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  long n = -1;
+  if (f && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+  char *text = n >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
+  bool ok = text && fread(text, 1, (size_t)n, f) == (size_t)n;
+  if (f) fclose(f);
+  if (!ok) {
+    snprintf(err, errlen, "%s: cannot read the PTX", path);
+    free(text);
+    return NULL;
+  }
+  text[n] = '\0';
+  return text;
+}

@@ -73,5 +73,8 @@ bool dhx_cuda_time_instr(dhx_cuda *c, const dhx_plan_instr *in, const double *re
 // (and frees) for the purpose: the device's copy bandwidth.
 bool dhx_cuda_time_copy(dhx_cuda *c, size_t bytes, int reps, double *ms, char *err,
                         size_t errlen);
+// The text of a PTX file (kernels.ptx), NUL-terminated, to free; NULL with err filled when it
+// cannot be read.
+char *dhx_cuda_read_ptx(const char *path, char *err, size_t errlen);
 
 #endif

@@ -76,8 +76,9 @@ typedef struct checker {
   int mismatches, errors;
 } checker;
 
+// what: the thing that failed, NULL when why names it already.
 static void die(const char *what, const char *why) {
-  fprintf(stderr, "kernels_gpu: error: %s: %s\n", what, why);
+  fprintf(stderr, "kernels_gpu: error: %s%s%s\n", what ? what : "", what ? ": " : "", why);
   exit(1);
 }
 
@@ -427,19 +428,6 @@ static void time_kernels(checker *k) {
 
 // ---- setting up ------------------------------------------------------------------------------
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 // A fixed batch: token ids below vocab, targets the next ids of the same sequence.
 static void fill_batch(dhx_rt *rt) {
   int32_t tokens = dhx_rt_find(rt, DHX_BUF_TOKENS), targets = dhx_rt_find(rt, DHX_BUF_TARGETS);
@@ -460,7 +448,7 @@ static void open_backends(checker *k, dhx_plan *plan) {
   char path[1024], err[4096];
   const options *o = k->opt;
   snprintf(path, sizeof path, "%s/plan.bin", o->plan_dir);
-  if (!dhx_plan_read(path, plan, err, sizeof err)) die(path, err);
+  if (!dhx_plan_read(path, plan, err, sizeof err)) die(NULL, err);
   if (plan->nranks != 1)
     die(path, "kernels_gpu checks single-rank plans (compile with dp, tp and pp 1)");
   k->plan = plan;
@@ -471,8 +459,8 @@ static void open_backends(checker *k, dhx_plan *plan) {
   dhx_set_step_registers(&plan->train, 0, k->rt.regs);
   snprintf(path, sizeof path, "%s/kernels.ptx", o->plan_dir);
   const char *ptx_path = o->ptx_path ? o->ptx_path : path;
-  char *ptx = read_text(ptx_path);
-  if (!ptx) die(ptx_path, "cannot read the PTX");
+  char *ptx = dhx_cuda_read_ptx(ptx_path, err, sizeof err);
+  if (!ptx) die("the PTX", err);
   int devices = dhx_cuda_devices(err, sizeof err);
   if (devices == 0) die("the CUDA backend", err);
   int device = o->device >= 0 ? o->device : dhx_cuda_local_device(devices);

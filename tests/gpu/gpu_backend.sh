@@ -60,7 +60,7 @@ case $1 in
         "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG" ;;
     esac
     ;;
-  emulated_parity|emulated_wrong_gemm|emulated_timing)
+  emulated_parity|emulated_wrong_gemm|emulated_timing|emulated_definitions)
     # The CUDA backend on the emulated driver and cuBLASLt (tests/gpu/emulated_*.c: the plan's
     # host kernels and a column-major GEMM computed from cuBLASLt's definitions), checked
     # instruction by instruction against the CPU backend by bench/kernels_gpu. A single-rank
@@ -68,6 +68,12 @@ case $1 in
     "$DHXC" "$SAMPLES/tiny.dhx" -o one --set train.steps=2 --set train.warmup=0 \
       --set schedule.parallel.dp=1 --set train.micro_batch=2 --set train.global_batch=2 > /dev/null
     export DHX_CUDA_LIBRARY=$EMULATED_CUDA DHX_CUBLASLT_LIBRARY=$EMULATED_CUBLASLT
+    if [ "$1" = emulated_definitions ]; then
+      # The emulation itself, against products worked by hand, the driver's refusals and a
+      # launch over a grid smaller than n.
+      DHX_EMULATED_KERNELS=$PWD/one/kernels.so "$EMULATED_TESTS" one
+      exit
+    fi
     rc=0
     "$KERNELS_GPU" one > out.txt 2>&1 || rc=$?
     cat out.txt
