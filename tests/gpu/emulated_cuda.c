@@ -201,6 +201,17 @@ int cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, stream *st) {
   return SUCCESS;
 }
 
+// Page-locked host memory is host memory.
+int cuMemHostAlloc(void **p, size_t bytes, unsigned flags) {
+  (void)flags;
+  *p = calloc(1, bytes ? bytes : 1);
+  return *p ? SUCCESS : OUT_OF_MEMORY;
+}
+int cuMemFreeHost(void *p) {
+  free(p);
+  return SUCCESS;
+}
+
 // ---- streams and events ------------------------------------------------------------------------
 
 typedef struct event {
