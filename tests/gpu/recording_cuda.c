@@ -63,7 +63,6 @@ int cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
 int cuMemFree_v2(CUdeviceptr p) { logf_("cuMemFree %llx", p); return 0; }
 int cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *s, size_t n, void *st) { (void)s; (void)st; logf_("cuMemcpyHtoDAsync %llx %zu", d, n); return 0; }
 int cuMemcpyDtoHAsync_v2(void *d, CUdeviceptr s, size_t n, void *st) { (void)d; (void)st; logf_("cuMemcpyDtoHAsync %llx %zu", s, n); return 0; }
-int cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void *st) { (void)st; logf_("cuMemcpyDtoDAsync %llx %llx %zu", d, s, n); return 0; }
 int cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, void *st) {
   logf_("cuMemsetD8Async %llx %u %zu stream=%lu", d, v, n, (unsigned long)(uintptr_t)st);
   return 0;
@@ -77,3 +76,4 @@ int cuEventDestroy_v2(void *e) { (void)e; return 0; }
 int cuEventRecord(void *e, void *s) { logf_("cuEventRecord event=%lu stream=%lu", (unsigned long)(uintptr_t)e, (unsigned long)(uintptr_t)s); return 0; }
 int cuEventSynchronize(void *e) { logf_("cuEventSynchronize event=%lu", (unsigned long)(uintptr_t)e); return 0; }
 int cuEventElapsedTime(float *ms, void *start, void *end) { (void)start; (void)end; *ms = 1.0f; return 0; }
+int cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void *st) { (void)st; logf_("cuMemcpyDtoDAsync %llx %llx %zu", d, s, n); return 0; }
