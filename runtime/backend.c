@@ -9,27 +9,6 @@
 #include "exec_cuda.h"
 #include "plan_util.h"
 
-static char *read_file(const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "%s: cannot open the plan's PTX (compile the plan with dhxc, which "
-             "writes it beside plan.bin)", path);
-    return NULL;
-  }
-  char *text = NULL;
-  long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-  if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)) &&
-      fread(text, 1, (size_t)n, f) == (size_t)n) {
-    text[n] = 0;
-  } else {
-    snprintf(err, errlen, "%s: cannot read the plan's PTX", path);
-    free(text);
-    text = NULL;
-  }
-  fclose(f);
-  return text;
-}
-
 // The loader the CUDA backend calls for LOAD_BATCH: the training loop's.
 static void load_batch(void *ctx, int64_t micro, int32_t *tokens, int32_t *targets) {
   dhx_rt *rt = ctx;
@@ -44,7 +23,7 @@ bool dhx_rt_use_cuda(dhx_rt *rt, int device, const char *plan_dir, char *err, si
     fclose(sm90);
   else
     snprintf(path, sizeof path, "%s/kernels.ptx", plan_dir);
-  char *ptx = read_file(path, err, errlen);
+  char *ptx = dhx_cuda_read_ptx(path, err, errlen);
   if (!ptx) return false;
   rt->cuda = dhx_cuda_open(rt->plan, (uint32_t)rt->world_rank, device, ptx, err, errlen);
   free(ptx);

@@ -443,3 +443,93 @@ int dhx_cuda_compute_major(int device) {
     return 0;
   return major;
 }
+
+// ---- for tools: the device's name, timing ------------------------------------------------------
+
+bool dhx_cuda_device_name(dhx_cuda *c, char *name, size_t len, char *err, size_t errlen) {
+  CU(cuDeviceGetName(name, (int)len, c->dev));
+  return true;
+}
+
+// One repetition of what is timed (an instruction, or a copy), issued to stream s.
+typedef bool (*issue_reps_fn)(dhx_cuda *c, const void *what, CUstream s, char *err, size_t errlen);
+
+// Issues `reps` repetitions on stream s between two timing events and waits: *ms is the
+// device's time for all of them.
+
+static bool time_reps(dhx_cuda *c, issue_reps_fn fn, const void *what, CUstream s, int reps,
+                      double *ms, char *err, size_t errlen) {
+  CUevent start = NULL, end = NULL;
+  float elapsed = 0;
+  bool ok = cu_ok(c, c->cu.cuEventCreate(&start, 0), "cuEventCreate", err, errlen) &&
+            cu_ok(c, c->cu.cuEventCreate(&end, 0), "cuEventCreate", err, errlen) &&
+            cu_ok(c, c->cu.cuEventRecord(start, s), "cuEventRecord", err, errlen);
+  for (int r = 0; ok && r < reps; r++) ok = fn(c, what, s, err, errlen);
+  ok = ok && cu_ok(c, c->cu.cuEventRecord(end, s), "cuEventRecord", err, errlen) &&
+       cu_ok(c, c->cu.cuEventSynchronize(end), "cuEventSynchronize", err, errlen) &&
+       cu_ok(c, c->cu.cuEventElapsedTime(&elapsed, start, end), "cuEventElapsedTime", err, errlen);
+  if (start) c->cu.cuEventDestroy_v2(start);
+  if (end) c->cu.cuEventDestroy_v2(end);
+  *ms = elapsed;
+  return ok;
+}
+
+typedef struct timed_instr {
+  const dhx_plan_instr *in;
+  const double *regs;
+} timed_instr;
+
+static bool issue_instr(dhx_cuda *c, const void *what, CUstream s, char *err, size_t errlen) {
+  (void)s;  // the instruction's own stream
+  const timed_instr *t = what;
+  return issue(c, t->in, t->regs, err, errlen);
+}
+
+bool dhx_cuda_time_instr(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, int reps,
+                         double *ms, char *err, size_t errlen) {
+  timed_instr t = {in, regs};
+  return time_reps(c, issue_instr, &t, c->streams[in->stream], reps, ms, err, errlen);
+}
+
+typedef struct timed_copy {
+  CUdeviceptr dst, src;
+  size_t bytes;
+} timed_copy;
+
+static bool issue_copy(dhx_cuda *c, const void *what, CUstream s, char *err, size_t errlen) {
+  const timed_copy *t = what;
+  CU(cuMemcpyDtoDAsync_v2(t->dst, t->src, t->bytes, s));
+  return true;
+}
+
+bool dhx_cuda_time_copy(dhx_cuda *c, size_t bytes, int reps, double *ms, char *err,
+                        size_t errlen) {
+  timed_copy t = {0, 0, bytes};
+  bool ok = cu_ok(c, c->cu.cuMemAlloc_v2(&t.src, bytes), "cuMemAlloc", err, errlen) &&
+            cu_ok(c, c->cu.cuMemAlloc_v2(&t.dst, bytes), "cuMemAlloc", err, errlen) &&
+            cu_ok(c, c->cu.cuMemsetD8Async(t.src, 1, bytes, c->streams[0]), "cuMemsetD8Async",
+                  err, errlen) &&
+            issue_copy(c, &t, c->streams[0], err, errlen) &&  // a first copy, not timed
+            time_reps(c, issue_copy, &t, c->streams[0], reps, ms, err, errlen);
+  if (t.dst) c->cu.cuMemFree_v2(t.dst);
+  if (t.src) c->cu.cuMemFree_v2(t.src);
+  return ok;
+}
+
+// ---- reading the PTX ---------------------------------------------------------------------------
+
+char *dhx_cuda_read_ptx(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  long n = -1;
+  if (f && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+  char *text = n >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
+  bool ok = text && fread(text, 1, (size_t)n, f) == (size_t)n;
+  if (f) fclose(f);
+  if (!ok) {
+    snprintf(err, errlen, "%s: cannot read the PTX", path);
+    free(text);
+    return NULL;
+  }
+  text[n] = '\0';
+  return text;
+}

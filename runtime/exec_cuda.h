@@ -75,4 +75,18 @@ int dhx_cuda_local_device(int devices);
 // driver cannot tell.
 int dhx_cuda_compute_major(int device);
 
+// For tools (bench/kernels_gpu). The device's name as the driver gives it.
+bool dhx_cuda_device_name(dhx_cuda *c, char *name, size_t len, char *err, size_t errlen);
+// Issues instruction `in` `reps` times back to back on its stream between two timing events
+// and waits: *ms is the device's time for all of them (cuEventElapsedTime).
+bool dhx_cuda_time_instr(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, int reps,
+                         double *ms, char *err, size_t errlen);
+// The same for `reps` device-to-device copies of `bytes` between two buffers it allocates
+// (and frees) for the purpose: the device's copy bandwidth.
+bool dhx_cuda_time_copy(dhx_cuda *c, size_t bytes, int reps, double *ms, char *err,
+                        size_t errlen);
+// The text of a PTX file (kernels.ptx), NUL-terminated, to free; NULL with err filled when it
+// cannot be read.
+char *dhx_cuda_read_ptx(const char *path, char *err, size_t errlen);
+
 #endif

@@ -49,6 +49,7 @@ typedef struct dhx_cuda_api {
   CUresult (*cuMemFree_v2)(CUdeviceptr ptr);
   CUresult (*cuMemcpyHtoDAsync_v2)(CUdeviceptr dst, const void *src, size_t bytes, CUstream s);
   CUresult (*cuMemcpyDtoHAsync_v2)(void *dst, CUdeviceptr src, size_t bytes, CUstream s);
+  CUresult (*cuMemcpyDtoDAsync_v2)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream s);
   CUresult (*cuMemsetD8Async)(CUdeviceptr dst, unsigned char value, size_t n, CUstream s);
   CUresult (*cuMemHostAlloc)(void **host, size_t bytes, unsigned flags);  // page-locked
   CUresult (*cuMemFreeHost)(void *host);
@@ -59,6 +60,9 @@ typedef struct dhx_cuda_api {
   CUresult (*cuEventCreate)(CUevent *event, unsigned flags);
   CUresult (*cuEventDestroy_v2)(CUevent event);
   CUresult (*cuEventRecord)(CUevent event, CUstream stream);
+  CUresult (*cuEventSynchronize)(CUevent event);
+  // Milliseconds between two recorded events created without CU_EVENT_DISABLE_TIMING.
+  CUresult (*cuEventElapsedTime)(float *ms, CUevent start, CUevent end);
 } dhx_cuda_api;
 
 // ---- NCCL (libnccl.so.2) -----------------------------------------------------------------------

@@ -41,6 +41,7 @@ static const symbol cuda_symbols[] = {
     SYM(dhx_cuda_api, cuMemFree_v2),
     SYM(dhx_cuda_api, cuMemcpyHtoDAsync_v2),
     SYM(dhx_cuda_api, cuMemcpyDtoHAsync_v2),
+    SYM(dhx_cuda_api, cuMemcpyDtoDAsync_v2),
     SYM(dhx_cuda_api, cuMemsetD8Async),
     SYM(dhx_cuda_api, cuMemHostAlloc),
     SYM(dhx_cuda_api, cuMemFreeHost),
@@ -51,6 +52,8 @@ static const symbol cuda_symbols[] = {
     SYM(dhx_cuda_api, cuEventCreate),
     SYM(dhx_cuda_api, cuEventDestroy_v2),
     SYM(dhx_cuda_api, cuEventRecord),
+    SYM(dhx_cuda_api, cuEventSynchronize),
+    SYM(dhx_cuda_api, cuEventElapsedTime),
 };
 
 static const symbol nccl_symbols[] = {

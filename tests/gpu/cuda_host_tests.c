@@ -17,31 +17,10 @@
 #include <string.h>
 
 #include "exec_cuda.h"
+#include "gpu_test.h"
 
-static int fails;
-#define CHECK(c, ...)               \
-  do {                              \
-    if (!(c)) {                     \
-      fprintf(stderr, __VA_ARGS__); \
-      fputc('\n', stderr);          \
-      fails++;                      \
-    }                               \
-  } while (0)
 
 #define ARENA 0x7000000000ull
-
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
 
 static void load_plan(const char *dir, dhx_plan *plan) {
   char path[1024], err[1024];

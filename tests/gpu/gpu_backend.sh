@@ -60,5 +60,67 @@ case $1 in
         "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG" ;;
     esac
     ;;
+  emulated_parity|emulated_wrong_gemm|emulated_timing|emulated_definitions)
+    # The CUDA backend on the emulated driver and cuBLASLt (tests/gpu/emulated_*.c: the plan's
+    # host kernels and a column-major GEMM computed from cuBLASLt's definitions), checked
+    # instruction by instruction against the CPU backend by bench/kernels_gpu. A single-rank
+    # tiny GPT with micro-batches of 2 keeps it to a second or two.
+    "$DHXC" "$SAMPLES/tiny.dhx" -o one --set train.steps=2 --set train.warmup=0 \
+      --set schedule.parallel.dp=1 --set train.micro_batch=2 --set train.global_batch=2 > /dev/null
+    export DHX_CUDA_LIBRARY=$EMULATED_CUDA DHX_CUBLASLT_LIBRARY=$EMULATED_CUBLASLT
+    if [ "$1" = emulated_definitions ]; then
+      # The emulation itself, against products worked by hand, the driver's refusals and a
+      # launch over a grid smaller than n.
+      DHX_EMULATED_KERNELS=$PWD/one/kernels.so "$EMULATED_TESTS" one
+      exit
+    fi
+    rc=0
+    "$KERNELS_GPU" one > out.txt 2>&1 || rc=$?
+    cat out.txt
+    # Without the kernels it is to run, the emulated driver refuses the module, saying why.
+    [ "$rc" -eq 1 ] && grep -q "DHX_EMULATED_KERNELS is not set" out.txt
+    export DHX_EMULATED_KERNELS=$PWD/one/kernels.so
+    rc=0
+    case $1 in
+      emulated_parity)
+        "$KERNELS_GPU" one --tol 1e-6 > out.txt 2>&1 || rc=$?
+        cat out.txt
+        [ "$rc" -eq 0 ] || { echo "kernels_gpu exited $rc"; exit 1; }
+        grep -q '^kernels_gpu: 0 mismatches, 0 errors$' out.txt
+        # Every instruction of BEGIN and MICRO ran on the device and was compared: kernels and
+        # ZEROs bitwise (the same host code), GEMMs within 1e-6 of OpenBLAS.
+        rows=$(grep '^{"kernels_gpu":"parity"' out.txt)
+        ! grep -E '"program":"(BEGIN|MICRO)"' <<< "$rows" | grep -v '"result":"ok"'
+        ! grep -v '"name":"gemm ' <<< "$rows" | grep -v '"result":"not_run"' \
+          | grep -v '"max_rel":0.000e+00'
+        [ "$(grep -c '"program":"MICRO","name":"gemm ' <<< "$rows")" -ge 5 ]
+        grep -q '"program":"STEP","name":"adamw_f32".*"result":"ok"' <<< "$rows"
+        # What the backend does not run yet is named, not failed: only ops without a kernel.
+        ! grep '"result":"not_run"' <<< "$rows" | grep -E '"name":"(zero|gemm |[a-z_0-9]+_f32")'
+        ;;
+      emulated_wrong_gemm)
+        # A cuBLASLt that reads cuBLASLt's A transposed the other way: where the shapes still
+        # agree (square operands) the numbers are wrong, and the check must say so.
+        DHX_EMULATED_CUBLASLT_FAULT=flip-transa "$KERNELS_GPU" one > out.txt 2>&1 || rc=$?
+        grep -E '^[A-Z]+ (MISMATCH|ERROR)' out.txt > failures.txt || true
+        head -5 failures.txt
+        [ "$rc" -eq 1 ] || { echo "expected exit 1, got $rc"; exit 1; }
+        grep -q '^MICRO MISMATCH #[0-9]* .*(gemm nn .*): relative error [0-9.]*e[-+][0-9]*' out.txt
+        grep -q '"name":"gemm nn [^"]*","instructions":[0-9]*,"result":"mismatch"' out.txt
+        ;;
+      emulated_timing)
+        "$KERNELS_GPU" one --time --copy-mib 4 > out.txt 2>&1 || rc=$?
+        cat out.txt
+        [ "$rc" -eq 0 ] || { echo "kernels_gpu exited $rc"; exit 1; }
+        grep -q '^the device is emulated on the host: these figures say nothing about a GPU$' out.txt
+        grep -q '^{"kernels_gpu":"copy",.*"gb_per_s":[0-9.]*,"emulated":true}$' out.txt
+        # One line per distinct kernel launch of MICRO and STEP, with the cost model's bytes.
+        for prog in MICRO STEP; do
+          grep -q "^{\"kernels_gpu\":\"bandwidth\",\"program\":\"$prog\",.*\"bytes_source\":\"cost model\"" out.txt
+        done
+        grep -q '"name":"adamw_f32","n":[0-9]*,"bytes":[1-9][0-9]*,' out.txt
+        ;;
+    esac
+    ;;
   *) echo "unknown case $1"; exit 2 ;;
 esac

@@ -80,3 +80,6 @@ int cuStreamWaitEvent(void *s, void *e, unsigned f) { (void)f; logf_("cuStreamWa
 int cuEventCreate(void **e, unsigned flags) { *e = (void *)next_event++; (void)flags; return 0; }
 int cuEventDestroy_v2(void *e) { (void)e; return 0; }
 int cuEventRecord(void *e, void *s) { logf_("cuEventRecord event=%lu stream=%lu", (unsigned long)(uintptr_t)e, (unsigned long)(uintptr_t)s); return 0; }
+int cuEventSynchronize(void *e) { logf_("cuEventSynchronize event=%lu", (unsigned long)(uintptr_t)e); return 0; }
+int cuEventElapsedTime(float *ms, void *start, void *end) { (void)start; (void)end; *ms = 1.0f; return 0; }
+int cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void *st) { (void)st; logf_("cuMemcpyDtoDAsync %llx %llx %zu", d, s, n); return 0; }
