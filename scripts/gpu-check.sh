@@ -26,7 +26,7 @@
 #               MFU against the device's datasheet peak for the plan's precision
 #   sanitizer   compute-sanitizer memcheck and racecheck on two steps of the tiny GPT
 #
-# Environment: STEPS, GPT2_STEPS, SUMMARY (the summary's file; default DIR/summary.md),
+# Environment: BUILD_DIR (default build-gpu), STEPS, GPT2_STEPS, SUMMARY (the summary's file; default DIR/summary.md),
 # DHX_NCCL_LIBRARY / DHX_CUBLASLT_LIBRARY (found among Python's nvidia-* packages when unset).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,7 +50,9 @@ prepare() {
   mkdir -p "$dir"/{bin,lib,plans,data}
   dir=$(cd "$dir" && pwd)
   echo "gpu-check: building in $build"
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null || return 1
+  if [ ! -f "$build/CMakeCache.txt" ]; then  # a build folder given in BUILD_DIR keeps its type
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null || return 1
+  fi
   cmake --build "$build" -j"$(nproc)" --target dhxc dhxrun metrics_check kernels_gpu \
     emulated_cuda emulated_cublaslt > /dev/null || return 1
   local bin=$build/bin
