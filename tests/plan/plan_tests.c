@@ -234,7 +234,7 @@ static void allreduce_counts_differ(dhx_plan *p) {
     }
 }
 static void grad_norm_one_more(dhx_plan *p) {
-  find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->args[1].i += 1;
+  find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->args[3].i += 1;
 }
 static void zero_one_byte_more(dhx_plan *p) {
   find(p, DHX_PROG_BEGIN, DHX_OP_ZERO, NULL)->args[1].i += 1;
