@@ -177,6 +177,10 @@ void *dhx_rt_buffer(const dhx_rt *rt, int32_t id);
 int32_t dhx_rt_find(const dhx_rt *rt, dhx_buf_kind kind);
 // exec_cpu.c: the dhx_exec_fn of the CPU backend (ctx is the dhx_rt).
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
+// exec_cpu.c: GRAD_NORM's norm and clip scale (plan.h) from `count` partial sums of squares,
+// as the CPU backend computes them (the plan's grad_norm kernel computes the same on a GPU).
+void dhx_grad_norm_of(const float *partials, int64_t count, double max_norm, double *norm,
+                      double *scale);
 
 // ---- backend.c --------------------------------------------------------------------------------
 // Where a rank's programs run. The CPU backend runs them in the host arena with the stream

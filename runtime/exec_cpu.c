@@ -125,16 +125,26 @@ static void exec_zero(dhx_rt *rt, const dhx_plan_instr *in) {
   dhx_pool_for(rt->pool, (job.bytes + ZERO_BLOCK - 1) / ZERO_BLOCK, 4, zero_range, &job);
 }
 
-// The global gradient norm from per-chunk partial sums of squares (summed in double, in a fixed
-// order), and the clip scale the optimizer multiplies gradients by.
-static void exec_grad_norm(dhx_rt *rt, const dhx_plan_instr *in) {
-  const float *partials = arg_ptr(rt, &in->args[0]);
+void dhx_grad_norm_of(const float *partials, int64_t count, double max_norm, double *norm,
+                      double *scale) {
   double sum = 0;
-  for (int64_t i = 0; i < in->args[1].i; i++) sum += partials[i];
-  double norm = sqrt(sum), max_norm = in->args[2].f;
+  for (int64_t i = 0; i < count; i++) sum += partials[i];  // in double, in a fixed order
+  *norm = sqrt(sum);
+  *scale = max_norm > 0 ? fmin(1.0, max_norm / (*norm + 1e-6)) : 1.0;
+}
+
+// The global gradient norm and the clip scale the optimizer multiplies gradients by: into the
+// registers (the training loop reports the norm) and into memory, where the AdamW kernels read
+// the scale, as the plan's grad_norm kernel stores them on a GPU. A non-finite norm skips the
+// rest of the program here (the NaN scale would make AdamW skip its update too).
+static void exec_grad_norm(dhx_rt *rt, const dhx_plan_instr *in) {
+  double norm, scale;
+  dhx_grad_norm_of(arg_ptr(rt, &in->args[2]), in->args[3].i, in->args[4].f, &norm, &scale);
   rt->regs[DHX_REG_GRAD_NORM] = norm;
+  rt->regs[DHX_REG_CLIP_SCALE] = scale;
   if (!isfinite(norm)) atomic_store(&rt->update_skipped, true);
-  rt->regs[DHX_REG_CLIP_SCALE] = max_norm > 0 ? fmin(1.0, max_norm / (norm + 1e-6)) : 1.0;
+  *(float *)arg_ptr(rt, &in->args[0]) = isfinite(norm) ? (float)scale : NAN;
+  *(float *)arg_ptr(rt, &in->args[1]) = (float)norm;
 }
 
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {

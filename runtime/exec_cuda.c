@@ -362,7 +362,8 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
                   size_t errlen) {
   CUstream s = c->streams[in->stream];
   switch (in->op) {
-    case DHX_OP_KERNEL: {
+    case DHX_OP_KERNEL:
+    case DHX_OP_GRAD_NORM: {  // its grad_norm kernel, n = 1: the norm and clip scale stay on the device
       dhx_cuda_launch l;
       dhx_cuda_marshal(c->plan, c->rank, in, c->arena, regs, &l);
       if (l.grid == 0) return true;

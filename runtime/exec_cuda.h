@@ -1,7 +1,8 @@
 // exec_cuda.h — the CUDA backend's host side: a rank's plan on one device through the driver
 // API and cuBLASLt (exec_cuda.c). What runs today: module loading, the arena, a CUDA stream
-// per plan stream, events, kernel launches, memsets, GEMMs; collectives, transfers, batch
-// loading and the gradient norm are refused by name until the backend grows them.
+// per plan stream, events, kernel launches, memsets, GEMMs, the gradient norm (its grad_norm
+// kernel: norm and clip scale stay in device memory); collectives, transfers and batch
+// loading are refused by name until the backend grows them.
 #ifndef DHX_EXEC_CUDA_H
 #define DHX_EXEC_CUDA_H
 
@@ -24,7 +25,7 @@ typedef struct dhx_cuda_launch {
   uint32_t grid, block;
 } dhx_cuda_launch;
 
-// Marshals kernel instruction `in` of `rank`'s plan for a device arena at `arena`: pointers
+// Marshals kernel instruction `in` (KERNEL, or GRAD_NORM's kernel) of `rank`'s plan for a device arena at `arena`: pointers
 // become device addresses (arena + buffer offset + byte offset), i64 arguments 64-bit integers
 // (an integer register's value when the argument reads one), f32 and f64 scalars floats and
 // doubles (a register's value from regs), then n.

@@ -29,7 +29,7 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 8
+#define DHX_PLAN_VERSION 9
 #define DHX_PATH_MAX 512
 #define DHX_PLAN_WARP 32              // GPU threads per index of a warp-per-row kernel
 #define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
@@ -102,8 +102,16 @@ typedef enum {
   DHX_OP_ALLREDUCE,
   DHX_OP_RECORD,   // record event `event` on this stream
   DHX_OP_WAIT,     // wait on this stream until `event` has been recorded (in this program run)
-  // args[0] = f32 partial sums of squares (DHX_ARG_BUF), args[1] = count (I64), args[2] =
-  // max norm (F64; 0 = no clipping). Sets DHX_REG_GRAD_NORM and DHX_REG_CLIP_SCALE.
+  // The global gradient norm and the clip scale, into device memory: args[0] = the clip scale
+  // (one f32, DHX_ARG_BUF), args[1] = the norm (one f32), args[2] = f32 partial sums of
+  // squares, args[3] = their count (I64, >= 1), args[4] = max norm (F64; 0 = no clipping).
+  // norm = sqrt(sum of the partials, in f64, in index order); scale = min(1, max / (norm +
+  // 1e-6)) when clipping, 1 otherwise, and NaN when the norm is not finite (the AdamW kernels,
+  // which read the scale there, then leave every parameter and moment as it was). `kernel` is
+  // the grad_norm kernel of the kernel table, whose arguments these are, launched with n = 1:
+  // what a GPU runs. The CPU backend computes the same on the host and also sets
+  // DHX_REG_GRAD_NORM and DHX_REG_CLIP_SCALE; on a non-finite norm it skips the rest of the
+  // program.
   DHX_OP_GRAD_NORM,
   // Sum reduce-scatter: args[0] = input region (count elements), args[1] = output region
   // (count/p elements, disjoint from the input), args[2] = count, a multiple of the
@@ -145,11 +153,11 @@ static inline int dhx_op_count_arg(uint32_t op) {
 typedef struct dhx_plan_instr {
   uint32_t op;        // dhx_op
   uint32_t stream;    // < DHX_MAX_STREAMS; 0 = compute, 1 = communication
-  int32_t kernel;     // OP_KERNEL: index in the kernel table; -1 otherwise
+  int32_t kernel;     // OP_KERNEL, OP_GRAD_NORM: index in the kernel table; -1 otherwise
   int32_t comm;       // collectives and transfers: communicator id; -1 otherwise
   int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents; -1 otherwise
   uint32_t dtype;     // collectives and transfers: element type (dhx_dtype); 0 otherwise
-  int64_t n;          // OP_KERNEL: index-space size
+  int64_t n;          // OP_KERNEL: index-space size; OP_GRAD_NORM: 1
   uint32_t nargs;
   dhx_plan_arg args[DHX_MAX_ARGS];
   dhx_plan_gemm gemm; // OP_GEMM

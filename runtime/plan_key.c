@@ -43,8 +43,9 @@ bool dhx_instr_key(const dhx_plan *p, uint32_t rank, const dhx_plan_instr *in, c
              in->args[dhx_op_count_arg(in->op)].i, dhx_dtype_name(in->dtype));
     return true;
   }
-  // ZERO (a byte count), GRAD_NORM (an element count): the size is args[1].
-  snprintf(out, len, "%s n=%" PRId64, dhx_op_name(in->op), in->nargs > 1 ? in->args[1].i : 0);
+  // ZERO (a byte count in args[1]), GRAD_NORM (the partials' count in args[3]).
+  uint32_t size = in->op == DHX_OP_GRAD_NORM ? 3 : 1;
+  snprintf(out, len, "%s n=%" PRId64, dhx_op_name(in->op), in->nargs > size ? in->args[size].i : 0);
   return true;
 }
 

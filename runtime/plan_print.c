@@ -125,6 +125,7 @@ static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint
   fprintf(f, "    %5u s%u %-10s ", i, in->stream, dhx_op_name(in->op));
   switch (in->op) {
     case DHX_OP_KERNEL:
+    case DHX_OP_GRAD_NORM:  // the kernel a GPU launches for it
       if (in->kernel >= 0 && (uint32_t)in->kernel < p->nkernels)
         fprintf(f, "%s", p->kernels[in->kernel].name);
       else

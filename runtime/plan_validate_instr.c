@@ -4,6 +4,7 @@
 // transfers plan_validate_comm.c's.
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "plan.h"
 #include "plan_internal.h"
@@ -211,15 +212,31 @@ static bool check_load_batch(plan_check_ctx *v, const dhx_plan_instr *in) {
          plan_check_region(v, in, 1, t->micro_batch * t->seq, 4);
 }
 
+// The clip scale, the norm (one f32 each, apart) and the f32 partials, as the CPU backend reads
+// and writes them; and a launch of the grad_norm kernel over the same arguments, n = 1, as a GPU
+// runs it.
 static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
-  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_I64, DHX_ARG_F64};
-  if (!plan_check_arg_kinds(v, in, 3, kinds) || !check_region(v, in, in->args[1].i, 4)) return false;
-  const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[in->args[0].buf];
-  CHECK(b->dtype == DHX_F32, "grad_norm partials buffer '%s' is %s (must be f32)", b->name,
-        dhx_dtype_name(b->dtype));
-  CHECK(finite_nonneg(in->args[2].f), "grad_norm max norm %g must be a non-negative number",
-        in->args[2].f);
-  return true;
+  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_I64, DHX_ARG_F64};
+  static const char *what[] = {"clip scale", "norm", "partials"};
+  if (!plan_check_arg_kinds(v, in, 5, kinds)) return false;
+  CHECK(in->args[3].i >= 1, "grad_norm of %" PRId64 " partial sums (at least 1)", in->args[3].i);
+  if (!plan_check_region(v, in, 0, 1, 4) || !plan_check_region(v, in, 1, 1, 4) ||
+      !plan_check_region(v, in, 2, in->args[3].i, 4))
+    return false;
+  for (int j = 0; j < 3; j++) {
+    const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[in->args[j].buf];
+    CHECK(b->dtype == DHX_F32, "grad_norm %s buffer '%s' is %s (must be f32)", what[j], b->name,
+          dhx_dtype_name(b->dtype));
+  }
+  CHECK(in->args[0].buf != in->args[1].buf || in->args[0].i != in->args[1].i,
+        "grad_norm writes the clip scale and the norm to the same place");
+  CHECK(finite_nonneg(in->args[4].f), "grad_norm max norm %g must be a non-negative number",
+        in->args[4].f);
+  CHECK(in->kernel >= 0 && (uint32_t)in->kernel < v->p->nkernels &&
+            strcmp(v->p->kernels[in->kernel].name, "grad_norm_f32") == 0,
+        "grad_norm must name the kernel grad_norm_f32 (kernel id %d)", in->kernel);
+  CHECK(in->n == 1, "grad_norm launches its kernel with n = %" PRId64 " (must be 1)", in->n);
+  return check_kernel_instr(v, in);
 }
 
 bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_plan_instr *in) {

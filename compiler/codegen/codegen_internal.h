@@ -43,7 +43,8 @@ typedef enum {
 typedef struct dhx_kdesc {
   const char *name;    // base name; "_f32"/"_f64" is appended
   const char *args;    // one code per argument: p = pointer to the dtype, q = pointer to i32,
-                       // i = i64, f = floating scalar (f32/f64 as the kernel)
+                       // i = i64, f = floating scalar (f32/f64 as the kernel), d = f64
+                       // scalar in either variant
   uint32_t may_alias;  // bit a set: pointer argument a may alias another argument, so it
                        // must not be declared noalias
   dhx_kshape shape;
@@ -77,6 +78,7 @@ void dhx_emit_xent_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueR
 void dhx_emit_xent_bwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_adamw(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_sumsq(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
+void dhx_emit_grad_norm(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_colsum(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_rmsnorm_fwd(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);
 void dhx_emit_rmsnorm_bwd_dx(kb *, const dhx_kernel_spec *, LLVMValueRef *, LLVMValueRef, LLVMValueRef *);

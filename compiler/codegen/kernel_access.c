@@ -39,11 +39,13 @@ static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
     [DHX_K_XENT_FWD] = {ELEMS(-1, W), ELEMS(3, 0), ELEMS(-1, 0), NONE},
     // (dlogits, logits, targets, V, scale)   row of V
     [DHX_K_XENT_BWD] = {ELEMS(3, W), ELEMS(3, 0), ELEMS(-1, 0), NONE, NONE},
-    // (param, grad, m, v, scalars...)   element
+    // (param, grad, m, v, scalars..., clip)   element; clip: its one scale whatever n
     [DHX_K_ADAMW] = {ELEMS(-1, W), ELEMS(-1, 0), ELEMS(-1, W), ELEMS(-1, W), NONE, NONE, NONE,
-                     NONE, NONE, NONE, NONE, NONE},
+                     NONE, NONE, NONE, NONE, FIXED(-1, 0)},
     // (out, x, count, chunk)   chunk k: x[k*chunk, min(count, (k+1)*chunk))
     [DHX_K_SUMSQ] = {ELEMS(-1, W), {DHX_ACC_CHUNKS, 0, 0, 2, 3, -1, 0}, NONE, NONE},
+    // (scale, norm, partials, count, max_norm)   one index: one scale, one norm, all partials
+    [DHX_K_GRAD_NORM] = {FIXED(-1, W), FIXED(-1, W), FIXED(3, 0), NONE, NONE},
     // (out, in, rows, m, accumulate)   column j
     [DHX_K_COLSUM] = {ELEMS(-1, W), COLUMNS(2, 3), NONE, NONE, NONE},
     // (out, rstd, x, gamma, C, eps)   row

@@ -22,6 +22,7 @@ static LLVMTypeRef code_type(kb *k, char code, unsigned addrspace) {
   case 'p':
   case 'q': return LLVMPointerTypeInContext(k->ctx, addrspace);
   case 'i': return k->i64;
+  case 'd': return k->f64;
   default: return k->f;
   }
 }
@@ -131,7 +132,7 @@ LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *n
   for (int i = 0; i < n; i++) {
     LLVMValueRef idx = kb_i64c(k, i);
     LLVMValueRef p = LLVMBuildInBoundsGEP2(k->b, k->i64, slots, &idx, 1, "");
-    LLVMTypeRef ty = codes[i] == 'i' ? k->i64 : codes[i] == 'f' ? k->f64 : k->ptr;
+    LLVMTypeRef ty = codes[i] == 'i' ? k->i64 : codes[i] == 'f' || codes[i] == 'd' ? k->f64 : k->ptr;
     LLVMValueRef v = LLVMBuildLoad2(k->b, ty, p, "");
     LLVMSetAlignment(v, 8);
     if (codes[i] == 'f' && k->type == DHX_KT_F32) v = LLVMBuildFPTrunc(k->b, v, k->f, "");

@@ -24,7 +24,7 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
                                   dhx_emit_softmax_causal_bwd},
     [DHX_K_XENT_FWD] = {"xent_fwd", "ppqi", 0, DHX_KS_ROWS, dhx_emit_xent_fwd},
     [DHX_K_XENT_BWD] = {"xent_bwd", "ppqif", ALIAS(0, 1), DHX_KS_ROWS, dhx_emit_xent_bwd},
-    [DHX_K_ADAMW] = {"adamw", "ppppffffffff", 0, DHX_KS_INDEX, dhx_emit_adamw},
+    [DHX_K_ADAMW] = {"adamw", "ppppfffffffp", 0, DHX_KS_INDEX, dhx_emit_adamw},
     [DHX_K_SUMSQ] = {"sumsq", "ppii", 0, DHX_KS_INDEX, dhx_emit_sumsq},
     [DHX_K_COLSUM] = {"colsum", "ppiii", 0, DHX_KS_COLUMNS, dhx_emit_colsum},
     [DHX_K_RMSNORM_FWD] = {"rmsnorm_fwd", "ppppif", 0, DHX_KS_ROWS, dhx_emit_rmsnorm_fwd},
@@ -51,6 +51,7 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
                                           DHX_KS_INDEX, dhx_emit_dequantize_reduce_quantize},
     [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {"dequantize_reduce_hadamard", "pqpiiiiii", 0,
                                           DHX_KS_INDEX, dhx_emit_dequantize_reduce_hadamard},
+    [DHX_K_GRAD_NORM] = {"grad_norm", "pppid", 0, DHX_KS_INDEX, dhx_emit_grad_norm},
     [DHX_K_ELTWISE] = {"ew", "", 0, DHX_KS_INDEX, dhx_emit_eltwise},
 };
 
@@ -193,6 +194,7 @@ int dhx_kernel_signature(const dhx_kernel_spec *spec, uint32_t arg_types[DHX_MAX
     case 'p':
     case 'q': arg_types[i] = DHX_KARG_PTR; break;
     case 'i': arg_types[i] = DHX_KARG_I64; break;
+    case 'd': arg_types[i] = DHX_KARG_F64; break;
     default: arg_types[i] = spec->type == DHX_KT_F64 ? DHX_KARG_F64 : DHX_KARG_F32; break;
     }
   }

@@ -139,8 +139,8 @@ static double instr_time(const dhx_cost_model *m, const dhx_plan *p, int64_t ran
     case DHX_OP_GEMM: return m->launch + gemm_time(m, &in->gemm, elem_size(m, DHX_F32));
     case DHX_OP_KERNEL: return m->launch + kernel_bytes(m, p, in) / m->mem_bandwidth;
     case DHX_OP_ZERO: return (double)i64_arg(in, 1) / m->mem_bandwidth;
-    case DHX_OP_GRAD_NORM:
-      return elem_size(m, DHX_F32) * (double)i64_arg(in, 1) / m->mem_bandwidth;
+    case DHX_OP_GRAD_NORM:  // reads the partials (args[3] of them)
+      return elem_size(m, DHX_F32) * (double)i64_arg(in, 3) / m->mem_bandwidth;
     case DHX_OP_ALLREDUCE:
       return n > 1 ? ring_time(ring_link(m, p, c), 2 * (n - 1),
                                (double)i64_arg(in, 1) / (double)n * size) : 0;

@@ -50,6 +50,7 @@ static int arg_effect(const dhx_lop *op, int j) {
     case DHX_L_KERNEL: return dhx_kernel_arg_writes(&op->kspec, j) ? 3 : 1;
     case DHX_L_EW: return j < op->kspec.ew.nout ? 3 : 1;
     case DHX_L_ZERO: return 2;
+    case DHX_L_GRAD_NORM: return j < 2 ? 2 : 1;
     case DHX_L_ALLREDUCE: return 3;
     case DHX_L_ALL_GATHER:
     case DHX_L_REDUCE_SCATTER:

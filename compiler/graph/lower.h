@@ -61,9 +61,12 @@ dhx_lop *dhx_emit_all_to_all(dhx_oplist *l, int stream, int comm, int in, int ou
                              const char *note);
 
 // optimizer.c: AdamW over `count` elements of param (from its start), its gradient at `grad`
-// and its moments m and v, with the per-step registers (learning rate, bias corrections, clip).
+// and its moments m and v, with the per-step registers (learning rate, bias corrections) and
+// the clip scale GRAD_NORM writes into tensor `clip` (dhx_clip_scale_id).
 dhx_lop *dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad,
-                           int m, int v, int64_t count, double wd, const char *note);
+                           int m, int v, int64_t count, double wd, int clip, const char *note);
+// The scratch tensor "grad_norm" (clip scale, norm) that GRAD_NORM writes.
+int dhx_clip_scale_id(const dhx_graph *g);
 
 // verify_ops.c: the op list after pass `pass` is well formed (ops, operands inside their
 // tensors, kernel signatures, roles, events; with placed, every touched tensor has an arena

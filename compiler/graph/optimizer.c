@@ -75,17 +75,17 @@ static void emit_adamw(dhx_graph *g, dhx_oplist *l, const dhx_lower_opts *o, con
   char note[DHX_NAME_MAX];
   snprintf(note, sizeof note, "adamw %s", group);
   dhx_emit_adamw_op(l, o, p, dhx_buf(dhx_view_id(g, gn), 0), dhx_view_id(g, mn), dhx_view_id(g, vn),
-                 g->tensors[p].view_elems, wd, note);
+                    g->tensors[p].view_elems, wd, dhx_clip_scale_id(g), note);
 }
 
 dhx_lop *dhx_emit_adamw_op(dhx_oplist *l, const dhx_lower_opts *o, int param, dhx_operand grad,
-                           int m, int v, int64_t count, double wd, const char *note) {
+                           int m, int v, int64_t count, double wd, int clip, const char *note) {
   dhx_operand a[] = {dhx_buf(param, 0),       grad,
                      dhx_buf(m, 0),           dhx_buf(v, 0),
                      dhx_regarg(DHX_REG_LR),  dhx_f64(o->beta1),
                      dhx_f64(o->beta2),       dhx_f64(o->eps),
                      dhx_f64(wd),             dhx_regarg(DHX_REG_BC1),
-                     dhx_regarg(DHX_REG_BC2), dhx_regarg(DHX_REG_CLIP_SCALE)};
+                     dhx_regarg(DHX_REG_BC2), dhx_buf(clip, 0)};
   return dhx_emit_kernel(l, DHX_K_ADAMW, count, note, 12, a);
 }
 
@@ -94,6 +94,8 @@ static int scratch_id(const dhx_graph *g, const char *name) {
     if (g->tensors[i].kind == DHX_T_SCRATCH && strcmp(g->tensors[i].name, name) == 0) return i;
   return -1;
 }
+
+int dhx_clip_scale_id(const dhx_graph *g) { return scratch_id(g, "grad_norm"); }
 
 // Partial sums of squares of view v's chunks into partials[at...]; returns the chunk count.
 static int64_t sum_squares(dhx_graph *g, dhx_oplist *l, int partials, int64_t at, int v,
@@ -170,11 +172,19 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
     sums = total;
     chunks = 1;
   }
+  // The norm and the clip scale go to device memory ("grad_norm": scale, norm), where the
+  // AdamW kernels read the scale: a GPU step clips without a round trip to the host.
+  int out = dhx_clip_scale_id(g);
   dhx_lop *gn = dhx_lop_push(step, DHX_L_GRAD_NORM, 0, "global norm and clip scale");
-  gn->args[0] = dhx_buf(sums, 0);
-  gn->args[1] = dhx_i64(chunks);
-  gn->args[2] = dhx_f64(o->grad_clip);
-  gn->nargs = 3;
+  gn->kspec.kind = DHX_K_GRAD_NORM;
+  gn->kspec.type = DHX_KT_F32;
+  gn->n = 1;
+  gn->args[0] = dhx_buf(out, 0);
+  gn->args[1] = dhx_buf(out, 1);
+  gn->args[2] = dhx_buf(sums, 0);
+  gn->args[3] = dhx_i64(chunks);
+  gn->args[4] = dhx_f64(o->grad_clip);
+  gn->nargs = 5;
   if (sharded) {
     dhx_lower_zero_update(g, o);
     return;
@@ -184,6 +194,8 @@ void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o) {
 }
 
 // The norm partials buffer is persistent scratch; its size depends only on the gradient count.
+// "grad_norm" holds what GRAD_NORM finds: [0] the clip scale (NaN: skip the update), [1] the
+// norm, f32 as the kernels that read them.
 void dhx_create_norm_scratch(dhx_graph *g) {
   int64_t count = 0;
   for (int i = 0; i < g->ntensors; i++)
@@ -192,6 +204,7 @@ void dhx_create_norm_scratch(dhx_graph *g) {
   int64_t ntensors = g->ntensors;
   int64_t chunks = (count + ntensors * 16 + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK + 3;  // 3 windows
   dhx_tensor_new(g, "grad_norm.partials", DHX_T_SCRATCH, DHX_F32, 1, &chunks);
-  int64_t one = 1;
+  int64_t one = 1, two = 2;
+  dhx_tensor_new(g, "grad_norm", DHX_T_SCRATCH, DHX_F32, 1, &two);
   if (g->pp > 1) dhx_tensor_new(g, "grad_norm.total", DHX_T_SCRATCH, DHX_F32, 1, &one);
 }

@@ -139,7 +139,13 @@ static void check_op(check *c, const dhx_lop *op, const bool *recorded) {
     case DHX_L_ALL_TO_ALL:
     case DHX_L_SEND:
     case DHX_L_RECV: check_comm(c, op); break;
-    case DHX_L_GRAD_NORM: check_window(c, &op->args[0], op->args[1].i, "the partial sums"); break;
+    case DHX_L_GRAD_NORM:  // the kernel a GPU launches for it, and the regions the CPU's code uses
+      if (op->kspec.kind != DHX_K_GRAD_NORM) FAIL(c, "GRAD_NORM does not carry the grad_norm kernel");
+      check_kernel(c, op);
+      check_window(c, &op->args[0], 1, "the clip scale");
+      check_window(c, &op->args[1], 1, "the norm");
+      check_window(c, &op->args[2], op->args[3].i, "the partial sums");
+      break;
     case DHX_L_LOAD:
       check_window(c, &op->args[0], c->g->micro_batch * c->g->seq, "the tokens");
       check_window(c, &op->args[1], c->g->micro_batch * c->g->seq, "the targets");

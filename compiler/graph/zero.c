@@ -466,7 +466,7 @@ void dhx_lower_zero_update(dhx_graph *g, const dhx_lower_opts *o) {
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "adamw %.60s (this rank's piece)", p->name);
     dhx_lop *op = dhx_emit_adamw_op(step, o, i, dhx_buf(p->grad, 0), p->opt_m, p->opt_v, valid,
-                                    p->decay ? o->weight_decay : 0.0, note);
+                                    p->decay ? o->weight_decay : 0.0, dhx_clip_scale_id(g), note);
     op->args[0] = p->master >= 0 ? dhx_buf(p->master, 0) : dhx_buf(i, mine);
     gather |= g->zero < 3;
   }

@@ -49,8 +49,10 @@ typedef enum {
   //   dlogits[r,j] = scale * (softmax(logits[r,:])[j] - (j == targets[r]))
   //   dlogits may alias logits.
   DHX_K_XENT_BWD,
-  // (param, grad, m, v, f lr, f beta1, f beta2, f eps, f wd, f bc1, f bc2, f grad_scale)
-  //   idx = element:  g = grad*grad_scale; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+  // (param, grad, m, v, f lr, f beta1, f beta2, f eps, f wd, f bc1, f bc2, clip)
+  //   idx = element:  s = clip[0] (the clip scale GRAD_NORM wrote, read on the device, so no
+  //   host round trip); s NaN: nothing is read or written (a non-finite gradient norm skips
+  //   the update). Otherwise g = grad*s; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
   //   param -= lr * ((m/bc1) / (sqrt(v/bc2) + eps) + wd*param)
   DHX_K_ADAMW,
   // (out, x, i64 count, i64 chunk)   idx = chunk k
@@ -156,6 +158,14 @@ typedef enum {
   //   out[g*G + ...] (+)= the HADAMARD32 transform of v_j = sum_q code_qj * scale_q, the
   //   inputs as in DEQUANTIZE_REDUCE_QUANTIZE (with the same conditions)
   DHX_K_DEQUANTIZE_REDUCE_HADAMARD,
+  // (scale, norm, partials, i64 count, d max_norm)   idx = 0 only (launched with n = 1)
+  //   The global gradient norm and the clip scale, as OP_GRAD_NORM defines them: sum =
+  //   partials[0] + ... + partials[count-1] in f64, in index order; norm[0] = sqrt(sum);
+  //   scale[0] = min(1, max_norm / (norm + 1e-6)) when max_norm > 0, else 1; scale[0] = NaN
+  //   when the norm is not finite (ADAMW then leaves everything as it is).
+  //   max_norm is an f64 argument in both variants ('d'), so the f32 kernel computes the
+  //   scale from the same double as the CPU backend's host code.
+  DHX_K_GRAD_NORM,
   // A fused chain of elementwise operations, described by a dhx_ew_spec.
   DHX_K_ELTWISE,
   DHX_K_COUNT

@@ -141,7 +141,8 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, const int *comm
     if (op->dead) continue;
     dhx_plan_instr *in = &p->instrs[p->ninstrs++];
     dhx_emit_instr(op, buf_id, comm_of, in);
-    if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW) {
+    // GRAD_NORM carries the kernel a GPU launches for it (the CPU computes it on the host).
+    if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW || op->kind == DHX_L_GRAD_NORM) {
       in->kernel = dhx_codegen_add(cg, &op->kspec);
       if (in->kernel < 0)
         DHX_ICE("invalid kernel for '%s': %s", op->note, dhx_codegen_error(cg));

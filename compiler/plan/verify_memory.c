@@ -132,7 +132,7 @@ static uint32_t arg_access(const dhx_plan *plan, const dhx_plan_instr *in, uint3
     case DHX_OP_SEND: return j == 0 ? ACC_READ : 0;
     case DHX_OP_LOAD_BATCH: return j <= 1 ? ACC_WRITE : 0;
     case DHX_OP_RECV: return j == 0 ? ACC_WRITE : 0;
-    case DHX_OP_GRAD_NORM: return j == 0 ? ACC_READ : 0;
+    case DHX_OP_GRAD_NORM: return j < 2 ? ACC_WRITE : j == 2 ? ACC_READ : 0;  // scale, norm; partials
     case DHX_OP_RECORD:
     case DHX_OP_WAIT: return 0;
     default: return ACC_READ | ACC_WRITE;  // an op this checker does not know may do anything

@@ -34,7 +34,8 @@ typedef enum {
   DHX_REG_BC1,         // 1 - beta1^t   (t = step + 1)
   DHX_REG_BC2,         // 1 - beta2^t
   DHX_REG_CLIP_SCALE,  // min(1, clip / (norm + 1e-6)), 1 when clipping is off; set by OP_GRAD_NORM
-  DHX_REG_GRAD_NORM,   // global gradient L2 norm; set by OP_GRAD_NORM
+                       // on the CPU (kernels read the scale OP_GRAD_NORM writes to memory)
+  DHX_REG_GRAD_NORM,   // global gradient L2 norm; set by OP_GRAD_NORM on the CPU
   DHX_REG_NOISE_SEED,  // seed of this step's stochastic rounding: a 53-bit integer (exact in a
                        // double) mixed from the plan's seed and the step; may feed i64 kernel
                        // arguments that size no access (dhx_reg_is_integer)

@@ -229,8 +229,9 @@ int main(int argc, char **argv) {
   n = 16 << 20;
   snprintf(shape, sizeof shape, "%lld", (long long)n);
   float *pp = fbuf(n, -1, 1), *pg = fbuf(n, -1, 1), *pm = fbuf(n, -1, 1), *pv = fbuf(n, 0, 1);
+  float clip = 1.0f;  // the clip scale GRAD_NORM leaves in memory
   dhx_slot aw[] = {P(pp), P(pg), P(pm), P(pv), F(1e-4), F(0.9), F(0.95), F(1e-8), F(0.1),
-                   F(0.5), F(0.3), F(1.0)};
+                   F(0.5), F(0.3), P(&clip)};
   report("adamw", shape, FN(DHX_K_ADAMW), aw, n, 7.0 * n * 4);
   int64_t chunk = 16384, nch = (n + chunk - 1) / chunk;
   float *part = fbuf(nch, 0, 0);

@@ -20,7 +20,7 @@ static void expect_sig(dhx_kernel_kind kind, dhx_ktype type, const char *name, c
   CHECK(n == (int)strlen(sig), "%s has %d arguments, want %zu", name, n, strlen(sig));
   for (int i = 0; i < n; i++) {
     uint32_t want = sig[i] == 'p' ? DHX_KARG_PTR : sig[i] == 'i' ? DHX_KARG_I64
-                    : type == DHX_KT_F64 ? DHX_KARG_F64 : DHX_KARG_F32;
+                    : sig[i] == 'd' || type == DHX_KT_F64 ? DHX_KARG_F64 : DHX_KARG_F32;
     CHECK(at[i] == want, "%s argument %d has type %u, want %u", name, i, at[i], want);
   }
 }
@@ -72,7 +72,7 @@ int main(void) {
         {DHX_K_SOFTMAX_CAUSAL_BWD, "softmax_causal_bwd", "pppif"},
         {DHX_K_XENT_FWD, "xent_fwd", "pppi"},
         {DHX_K_XENT_BWD, "xent_bwd", "pppif"},
-        {DHX_K_ADAMW, "adamw", "ppppffffffff"},
+        {DHX_K_ADAMW, "adamw", "ppppfffffffp"},
         {DHX_K_SUMSQ, "sumsq", "ppii"},
         {DHX_K_COLSUM, "colsum", "ppiii"},
         {DHX_K_EMBED_VP_FWD, "embed_vp_fwd", "pppiii"},
@@ -87,6 +87,7 @@ int main(void) {
         {DHX_K_DEQUANTIZE_HADAMARD, "dequantize_hadamard", "pppiii"},
         {DHX_K_DEQUANTIZE_REDUCE_QUANTIZE, "dequantize_reduce_quantize", "ppppiiiiiiiiii"},
         {DHX_K_DEQUANTIZE_REDUCE_HADAMARD, "dequantize_reduce_hadamard", "pppiiiiii"},
+        {DHX_K_GRAD_NORM, "grad_norm", "pppid"},  // max_norm is f64 in both variants
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
       char name[64];

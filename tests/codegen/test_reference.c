@@ -644,13 +644,55 @@ static void test_adamw(int64_t n) {
     rv[i] = b2 * v.r[i] + (1 - b2) * gg * gg;
     rp[i] = p.r[i] - lr * ((rm[i] / bc1) / (sqrt(rv[i] / bc2) + eps) + wd * p.r[i]);
   }
-  dhx_slot a[] = {P(p), P(g), P(m), P(v), F(lr), F(b1), F(b2), F(eps), F(wd), F(bc1), F(bc2), F(gs)};
+  buf clip = bnew(1);
+  bset(&clip, 0, gs);
+  dhx_slot a[] = {P(p), P(g), P(m), P(v), F(lr), F(b1), F(b2), F(eps), F(wd), F(bc1), F(bc2), P(clip)};
   run("adamw", fn_of(DHX_K_ADAMW), a, n, (buf *[]){&p, &g, &m, &v}, 4);
   expect_close("adamw param", &p, rp, n);
   expect_close("adamw m", &m, rm, n);
   expect_close("adamw v", &v, rv, n);
+  // A NaN clip scale (a non-finite gradient norm) leaves parameters and moments as they were.
+  buf before = bnew(3 * n);
+  memcpy(before.d, p.d, (size_t)n * ES);
+  memcpy((char *)before.d + (size_t)n * ES, m.d, (size_t)n * ES);
+  memcpy((char *)before.d + 2 * (size_t)n * ES, v.d, (size_t)n * ES);
+  bset(&clip, 0, NAN);
+  run("adamw, NaN clip scale", fn_of(DHX_K_ADAMW), a, n, (buf *[]){&p, &g, &m, &v}, 4);
+  CHECK(memcmp(before.d, p.d, (size_t)n * ES) == 0 &&
+            memcmp((char *)before.d + (size_t)n * ES, m.d, (size_t)n * ES) == 0 &&
+            memcmp((char *)before.d + 2 * (size_t)n * ES, v.d, (size_t)n * ES) == 0,
+        "adamw with a NaN clip scale changed the parameters or moments");
+  printf("  ok %-44s\n", "adamw, NaN clip scale: nothing written");
   free(rp), free(rm), free(rv);
-  bfree(&p), bfree(&g), bfree(&m), bfree(&v);
+  bfree(&p), bfree(&g), bfree(&m), bfree(&v), bfree(&clip), bfree(&before);
+}
+
+// One index: the norm of `count` partial sums and the clip scale, against the same formula in
+// double (with max_norm 0, no clipping; a NaN or an infinity in the partials, the NaN scale).
+static void test_grad_norm(int64_t count) {
+  buf partials = bnew(count), out = bnew(2);
+  brand(&partials, 0, 4);
+  for (int c = 0; c < 4; c++) {
+    double max_norm = c == 1 ? 0.0 : 1.5;
+    if (c == 2) bset(&partials, count / 2, NAN);
+    if (c == 3) bset(&partials, count / 2, 1.0), bset(&partials, count / 3, INFINITY);
+    double sum = 0;
+    for (int64_t i = 0; i < count; i++) sum += partials.r[i];
+    double norm = sqrt(sum), ref[2] = {max_norm > 0 ? fmin(1, max_norm / (norm + 1e-6)) : 1, norm};
+    if (!isfinite(norm)) ref[0] = NAN;
+    bset(&out, 0, -1), bset(&out, 1, -1);
+    dhx_slot a[] = {{.p = out.d}, {.p = (char *)out.d + ES}, P(partials), I(count), F(max_norm)};
+    run("grad_norm", fn_of(DHX_K_GRAD_NORM), a, 1, (buf *[]){&out}, 1);
+    if (isinf(norm)) {  // infinite norm: the scale is the skip mark, the norm stays infinite
+      CHECK(isnan(dget(&out, 0)) && isinf(dget(&out, 1)), "grad_norm with an infinite partial");
+      printf("  ok %-44s\n", "grad_norm, infinite partial: NaN scale");
+      continue;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "grad_norm (scale, norm), case %d", c);
+    expect_close(what, &out, ref, 2);
+  }
+  bfree(&partials), bfree(&out);
 }
 
 static void test_sumsq(int64_t count, int64_t chunk) {
@@ -995,6 +1037,8 @@ int main(int argc, char **argv) {
   test_xent_vp(9, 26, 4, 4);
   test_xent_vp(6, 101, 2, 5);
   test_adamw(7 * 37 + 3);
+  test_grad_norm(1);
+  test_grad_norm(37);
   test_sumsq(1000, 64);
   test_sumsq(37, 1000);
   test_colsum(7, 37);

@@ -9,8 +9,9 @@
 //   record PLAN_DIR LOG  with the recording driver and cuBLASLt (tests/gpu/recording_*.c): open,
 //                      run BEGIN and MICRO, and check the calls in LOG against the plan (module,
 //                      functions, arena, one launch per kernel with its grid and first argument,
-//                      one memset per ZERO, events, GEMM descriptors), and that STEP is refused
-//                      naming the instruction the backend does not run yet
+//                      one memset per ZERO, events, GEMM descriptors); then STEP of the
+//                      single-rank plan: the grad_norm kernel's launch for GRAD_NORM, and
+//                      AdamW launches that read the clip scale where it wrote it
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,7 @@ static void test_marshal(const dhx_plan *plan) {
     for (int p = 0; p < DHX_PROG_COUNT; p++)
       for (uint32_t i = 0; i < rank->programs[p].ninstrs; i++) {
         const dhx_plan_instr *in = &rank->programs[p].instrs[i];
-        if (in->op != DHX_OP_KERNEL) continue;
+        if (in->op != DHX_OP_KERNEL && in->op != DHX_OP_GRAD_NORM) continue;
         const dhx_plan_kernel *k = &plan->kernels[in->kernel];
         dhx_cuda_launch l;
         dhx_cuda_marshal(plan, rank, in, ARENA, regs, &l);
@@ -132,47 +133,25 @@ static const char *nth_line(const char *log, const char *prefix, int i) {
   return NULL;
 }
 
-static void test_record(const char *dir, const dhx_plan *plan, const char *log_path) {
-  char path[1024], err[4096] = "";
-  snprintf(path, sizeof path, "%s/kernels.ptx", dir);
-  char *ptx = read_text(path);
-  CHECK(ptx != NULL, "no %s", path);
-  if (!ptx) return;
-  remove(log_path);
-  dhx_cuda *c = dhx_cuda_open(plan, 0, 0, ptx, err, sizeof err);
-  CHECK(c != NULL, "open: %s", err);
-  if (!c) return;
-  double regs[DHX_REG_COUNT] = {1e-3, 0.1, 0.05, 1.0, 0.0};
-  CHECK(dhx_cuda_run(c, DHX_PROG_BEGIN, regs, err, sizeof err), "BEGIN: %s", err);
-  CHECK(dhx_cuda_run(c, DHX_PROG_MICRO, regs, err, sizeof err), "MICRO: %s", err);
-  FILE *mark = fopen(log_path, "a");  // what STEP issues before it stops is not counted below
-  if (mark) fputs("-- STEP\n", mark);
-  if (mark) fclose(mark);
-  bool step = dhx_cuda_run(c, DHX_PROG_STEP, regs, err, sizeof err);
-  CHECK(!step && strstr(err, "does not run GRAD_NORM instructions yet"), "STEP: %s", err);
-  dhx_cuda_close(c);
-  char *log = read_text(log_path);
-  CHECK(log != NULL, "no log %s", log_path);
-  if (!log) return;
-  char want[256];
-  snprintf(want, sizeof want, "cuModuleLoadDataEx bytes=%zu options=2", strlen(ptx));
-  CHECK(count_lines(log, want) == 1, "the module is not the plan's PTX (%s)", want);
-  for (uint32_t k = 0; k < plan->nkernels; k++) {
-    snprintf(want, sizeof want, "cuModuleGetFunction %s\n", plan->kernels[k].name);
-    CHECK(strstr(log, want), "no function %s", plan->kernels[k].name);
-  }
+// The calls of one stretch of the log against programs [first, last] of rank 0 in issue order:
+// one launch per kernel instruction (GRAD_NORM: its kernel, one thread) with its grid and
+// first argument, one memset per ZERO, events, GEMM descriptors; and no other calls of those
+// kinds. AdamW launches read the clip scale GRAD_NORM writes (their last pointer argument).
+static void check_calls(const char *log, const dhx_plan *plan, int first, int last,
+                        const char *what) {
   const dhx_plan_rank *rank = &plan->ranks[0];
-  snprintf(want, sizeof want, "cuMemAlloc %" PRId64 " -> 100000000", rank->arena_bytes);
-  CHECK(count_lines(log, want) == 1, "the arena is not allocated first (%s)", want);
   const uint64_t arena = 0x100000000ull;
-  int launches = 0, zeros = 0, records = 0, waits = 0, matmuls = 0;
-  for (int p = DHX_PROG_BEGIN; p <= DHX_PROG_MICRO; p++) {
+  char want[256];
+  int launches = 0, zeros = 0, records = 0, waits = 0, matmuls = 0, norms = 0, adamws = 0;
+  uint64_t scale_at = 0;  // where GRAD_NORM put the clip scale
+  for (int p = first; p <= last; p++) {
     const dhx_plan_program *prog = &rank->programs[p];
     uint32_t *order = malloc(sizeof(uint32_t) * (prog->ninstrs + 1));
     dhx_cuda_issue_order(prog, order);
     for (uint32_t i = 0; i < prog->ninstrs; i++) {
       const dhx_plan_instr *in = &prog->instrs[order[i]];
-      if (in->op == DHX_OP_KERNEL && in->n > 0) {
+      bool kernel = (in->op == DHX_OP_KERNEL || in->op == DHX_OP_GRAD_NORM) && in->n > 0;
+      if (kernel) {
         const char *l = nth_line(log, "cuLaunchKernel ", launches++);
         uint64_t a0 = arena + (uint64_t)rank->buffers[in->args[0].buf].offset +
                       (uint64_t)in->args[0].i;
@@ -180,8 +159,22 @@ static void test_record(const char *dir, const dhx_plan *plan, const char *log_p
                  "shared=0 stream=%u arg0=%" PRIx64 " extra=0\n", plan->kernels[in->kernel].name,
                  (in->n * plan->kernels[in->kernel].threads_per_index + 255) / 256,
                  in->stream + 1, a0);
-        CHECK(l && strncmp(l, want, strlen(want)) == 0, "launch %d: %.*s, expected %s",
+        CHECK(l && strncmp(l, want, strlen(want)) == 0, "%s launch %d: %.*s, expected %s", what,
               launches - 1, l ? (int)strcspn(l, "\n") : 4, l ? l : "none", want);
+      }
+      if (in->op == DHX_OP_GRAD_NORM) {
+        CHECK(in->n == 1 && strcmp(plan->kernels[in->kernel].name, "grad_norm_f32") == 0,
+              "%s: GRAD_NORM launches %s over n = %" PRId64, what, plan->kernels[in->kernel].name,
+              in->n);
+        scale_at = arena + (uint64_t)rank->buffers[in->args[0].buf].offset + (uint64_t)in->args[0].i;
+        norms++;
+      } else if (kernel && strcmp(plan->kernels[in->kernel].name, "adamw_f32") == 0) {
+        double regs[DHX_REG_COUNT] = {0};
+        dhx_cuda_launch l;
+        dhx_cuda_marshal(plan, rank, in, arena, regs, &l);
+        CHECK(scale_at != 0 && l.slots[11] == scale_at, "%s: AdamW '%s' reads its clip scale at "
+              "%" PRIx64 ", GRAD_NORM wrote it at %" PRIx64, what, in->note, l.slots[11], scale_at);
+        adamws++;
       } else if (in->op == DHX_OP_ZERO) {
         zeros++;
       } else if (in->op == DHX_OP_RECORD) {
@@ -205,22 +198,64 @@ static void test_record(const char *dir, const dhx_plan *plan, const char *log_p
     }
     free(order);
   }
+  CHECK(count_lines(log, "cuLaunchKernel ") == launches, "%s: %d launches logged, %d expected",
+        what, count_lines(log, "cuLaunchKernel "), launches);
+  CHECK(count_lines(log, "cuMemsetD8Async ") == zeros, "%s: %d memsets for %d ZEROs", what,
+        count_lines(log, "cuMemsetD8Async "), zeros);
+  CHECK(count_lines(log, "cuEventRecord ") == records && count_lines(log, "cuStreamWaitEvent ") ==
+        waits, "%s: events: %d records, %d waits logged; %d and %d expected", what,
+        count_lines(log, "cuEventRecord "), count_lines(log, "cuStreamWaitEvent "), records, waits);
+  CHECK(count_lines(log, "cublasLtMatmul ") == matmuls, "%s: %d matmuls logged, %d expected",
+        what, count_lines(log, "cublasLtMatmul "), matmuls);
+  if (last == DHX_PROG_STEP)
+    CHECK(norms == 1 && adamws > 0, "%s: %d GRAD_NORM launches, %d AdamW launches", what, norms,
+          adamws);
+  printf("%s: %d launches (%d grad norm, %d AdamW), %d GEMM calls, %d memsets, %d records, "
+         "%d waits checked\n", what, launches, norms, adamws, matmuls, zeros, records, waits);
+}
+
+static void test_record(const char *dir, const dhx_plan *plan, const char *log_path) {
+  char path[1024], err[4096] = "";
+  snprintf(path, sizeof path, "%s/kernels.ptx", dir);
+  char *ptx = read_text(path);
+  CHECK(ptx != NULL, "no %s", path);
+  if (!ptx) return;
+  remove(log_path);
+  dhx_cuda *c = dhx_cuda_open(plan, 0, 0, ptx, err, sizeof err);
+  CHECK(c != NULL, "open: %s", err);
+  if (!c) return;
+  double regs[DHX_REG_COUNT] = {1e-3, 0.1, 0.05, 1.0, 0.0};
+  CHECK(dhx_cuda_run(c, DHX_PROG_BEGIN, regs, err, sizeof err), "BEGIN: %s", err);
+  CHECK(dhx_cuda_run(c, DHX_PROG_MICRO, regs, err, sizeof err), "MICRO: %s", err);
+  FILE *mark = fopen(log_path, "a");  // STEP's calls are checked apart
+  if (mark) fputs("-- STEP\n", mark);
+  if (mark) fclose(mark);
+  // One rank: the gradient norm is a kernel on the device, so STEP runs through (a plan with
+  // collectives would stop at its first one).
+  CHECK(dhx_cuda_run(c, DHX_PROG_STEP, regs, err, sizeof err), "STEP: %s", err);
+  dhx_cuda_close(c);
+  char *log = read_text(log_path);
+  CHECK(log != NULL, "no log %s", log_path);
+  if (!log) return;
+  char want[256];
+  snprintf(want, sizeof want, "cuModuleLoadDataEx bytes=%zu options=2", strlen(ptx));
+  CHECK(count_lines(log, want) == 1, "the module is not the plan's PTX (%s)", want);
+  for (uint32_t k = 0; k < plan->nkernels; k++) {
+    snprintf(want, sizeof want, "cuModuleGetFunction %s\n", plan->kernels[k].name);
+    CHECK(strstr(log, want), "no function %s", plan->kernels[k].name);
+  }
+  snprintf(want, sizeof want, "cuMemAlloc %" PRId64 " -> 100000000", plan->ranks[0].arena_bytes);
+  CHECK(count_lines(log, want) == 1, "the arena is not allocated first (%s)", want);
   CHECK(count_lines(log, "cuMemFree ") == 2 && count_lines(log, "cuModuleUnload") == 1,
         "the arena, the workspace or the module is not released");
   char *step_mark = strstr(log, "-- STEP\n");
   CHECK(step_mark != NULL, "no STEP mark in the log");
-  if (step_mark) *step_mark = 0;
-  CHECK(count_lines(log, "cuLaunchKernel ") == launches, "%d launches logged, %d expected",
-        count_lines(log, "cuLaunchKernel "), launches);
-  CHECK(count_lines(log, "cuMemsetD8Async ") == zeros, "%d memsets for %d ZEROs",
-        count_lines(log, "cuMemsetD8Async "), zeros);
-  CHECK(count_lines(log, "cuEventRecord ") == records && count_lines(log, "cuStreamWaitEvent ") ==
-        waits, "events: %d records, %d waits logged; %d and %d expected",
-        count_lines(log, "cuEventRecord "), count_lines(log, "cuStreamWaitEvent "), records, waits);
-  CHECK(count_lines(log, "cublasLtMatmul ") == matmuls, "%d matmuls logged, %d expected",
-        count_lines(log, "cublasLtMatmul "), matmuls);
-  printf("%d launches, %d GEMM calls, %d memsets, %d records, %d waits checked\n", launches,
-         matmuls, zeros, records, waits);
+  if (step_mark) {
+    *step_mark = 0;  // closing the backend after STEP logs none of the calls counted
+    const char *step = step_mark + strlen("-- STEP\n");
+    check_calls(log, plan, DHX_PROG_BEGIN, DHX_PROG_MICRO, "BEGIN and MICRO");
+    check_calls(step, plan, DHX_PROG_STEP, DHX_PROG_STEP, "STEP");
+  }
   free(log);
   free(ptx);
 }

@@ -358,6 +358,43 @@ static void classifies_collectives_and_transfers(void) {
   tb_free(p);
 }
 
+// GRAD_NORM reads its partials and writes its clip scale and norm. STEP: x = 1; y = 1;
+// y += x/2; GRAD_NORM(scale, norm into `out` from the partials y); z = 1; z += out/2. `out` may
+// take x's bytes (x is done, and out starts with GRAD_NORM's write), not y's (GRAD_NORM reads
+// y while it writes out).
+static dhx_plan *grad_norm_plan(int32_t *x, int32_t *y, int32_t *out) {
+  dhx_plan *p = tb_new(1);
+  *x = act(p, "x"), *y = act(p, "y"), *out = act(p, "out");
+  int32_t z = act(p, "z");
+  fill(p, DHX_PROG_STEP, 0, *x, "x = 1");
+  fill(p, DHX_PROG_STEP, 0, *y, "y = 1");
+  axpy(p, DHX_PROG_STEP, 0, *y, *x, "y += x/2");
+  dhx_plan_instr *in = tb_instr(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, 0, "norm of y");
+  in->kernel = tb_kernel(p, "grad_norm_f32", "pppid");
+  in->n = 1;
+  tb_arg_buf(in, *out, 0);
+  tb_arg_buf(in, *out, 4);
+  tb_arg_buf(in, *y, 0);
+  tb_arg_i64(in, g_n);
+  tb_arg_f64(in, 1.0);
+  fill(p, DHX_PROG_STEP, 0, z, "z = 1");
+  axpy(p, DHX_PROG_STEP, 0, z, *out, "z += out/2");
+  return p;
+}
+
+static void classifies_grad_norm(void) {
+  int32_t x, y, out;
+  dhx_plan *p = grad_norm_plan(&x, &y, &out);
+  share(p, out, x);
+  expect_verified(p, "the gradient norm's output in the bytes of a buffer done before it");
+  tb_free(p);
+  p = grad_norm_plan(&x, &y, &out);
+  share(p, out, y);
+  expect_violation(p, (const char *const[]){"'y' (act", "'out' (act", "while both may be live",
+                                            "STEP instruction 3 'norm of y'", NULL});
+  tb_free(p);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: memplan_tests NAME [PLAN_DIR...]\n");
@@ -374,6 +411,8 @@ int main(int argc, char **argv) {
     catches_persistent_buffers_sharing_bytes();
   else if (strcmp(t, "memplan_verifier_classifies_collectives_and_transfers") == 0)
     classifies_collectives_and_transfers();
+  else if (strcmp(t, "memplan_verifier_classifies_grad_norm") == 0)
+    classifies_grad_norm();
   else {
     fprintf(stderr, "unknown test %s\n", t);
     return 2;

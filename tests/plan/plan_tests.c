@@ -234,7 +234,25 @@ static void allreduce_counts_differ(dhx_plan *p) {
     }
 }
 static void grad_norm_one_more(dhx_plan *p) {
-  find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->args[1].i += 1;
+  find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->args[3].i += 1;
+}
+static void grad_norm_names_adamw(dhx_plan *p) {
+  find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->kernel =
+      find(p, DHX_PROG_STEP, DHX_OP_KERNEL, "adamw")->kernel;
+}
+static void grad_norm_two_threads(dhx_plan *p) { find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL)->n = 2; }
+static void grad_norm_scale_on_norm(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL);
+  in->args[1].i = in->args[0].i;
+}
+static void grad_norm_norm_past_buffer(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL);
+  in->args[1] = in->args[2];  // the norm just past the end of the partials
+  in->args[1].i = 8;
+}
+static void grad_norm_max_norm_in_a_register(dhx_plan *p) {
+  dhx_plan_instr *in = find(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, NULL);
+  in->args[4] = (dhx_plan_arg){.kind = DHX_ARG_REG, .buf = -1, .i = DHX_REG_CLIP_SCALE};
 }
 static void zero_one_byte_more(dhx_plan *p) {
   find(p, DHX_PROG_BEGIN, DHX_OP_ZERO, NULL)->args[1].i += 1;
@@ -256,6 +274,19 @@ static void test_bounds_collective_counts(const char *unused) {
                      "buffer 'grad_norm.partials'");
   expect_toy_invalid(1, zero_one_byte_more, "zero of 1025 bytes at byte 0 extends past buffer "
                      "'grad.w'");
+}
+
+// GRAD_NORM writes one f32 scale and one f32 norm apart, and is a one-thread launch of the
+// grad_norm kernel over the same arguments (what a GPU runs).
+static void test_bounds_grad_norm(const char *unused) {
+  (void)unused;
+  expect_toy_invalid(1, grad_norm_names_adamw, "grad_norm must name the kernel grad_norm_f32");
+  expect_toy_invalid(1, grad_norm_two_threads, "grad_norm launches its kernel with n = 2 (must be 1)");
+  expect_toy_invalid(1, grad_norm_scale_on_norm, "grad_norm writes the clip scale and the norm "
+                     "to the same place");
+  expect_toy_invalid(1, grad_norm_norm_past_buffer, "argument 1: byte offset 8 lies outside buffer "
+                     "'grad_norm.partials' (8 bytes)");
+  expect_toy_invalid(1, grad_norm_max_norm_in_a_register, "grad_norm argument 4 must be an f64");
 }
 
 // ---- data-parallel replicas that share one program --------------------------------------------
@@ -1116,6 +1147,7 @@ static const struct {
     {"plan_validation_checks_kernel_access_descriptors", test_bounds_kernel_descriptors, false},
     {"plan_validation_bounds_gemm_extents", test_bounds_gemm_extents, false},
     {"plan_validation_bounds_collective_counts", test_bounds_collective_counts, false},
+    {"plan_validation_bounds_grad_norm", test_bounds_grad_norm, false},
     {"plan_replicas_share_one_program_on_their_own_communicators", test_replicas_share_programs,
      false},
     {"plan_validation_guards_the_tokens_buffer", test_bounds_tokens_buffer, false},

@@ -78,16 +78,33 @@ EXPORT void dhxk_sumsq(const dhx_slot *a, int64_t begin, int64_t end) {
   }
 }
 
-// (p, g, m, v, f lr, f b1, f b2, f eps, f wd, f bc1, f bc2, f grad_scale)   idx = element
+// (p, g, m, v, f lr, f b1, f b2, f eps, f wd, f bc1, f bc2, clip f32[1])   idx = element;
+// a NaN clip scale leaves everything as it is
 EXPORT void dhxk_adamw(const dhx_slot *a, int64_t begin, int64_t end) {
   float *p = a[0].p, *g = a[1].p, *m = a[2].p, *v = a[3].p;
   float lr = (float)a[4].f, b1 = (float)a[5].f, b2 = (float)a[6].f, eps = (float)a[7].f;
-  float wd = (float)a[8].f, bc1 = (float)a[9].f, bc2 = (float)a[10].f, gs = (float)a[11].f;
+  float wd = (float)a[8].f, bc1 = (float)a[9].f, bc2 = (float)a[10].f;
+  float gs = *(const float *)a[11].p;
+  if (isnan(gs)) return;
   for (int64_t i = begin; i < end; i++) {
     float gi = g[i] * gs;
     m[i] = b1 * m[i] + (1 - b1) * gi;
     v[i] = b2 * v[i] + (1 - b2) * gi * gi;
     p[i] -= lr * ((m[i] / bc1) / (sqrtf(v[i] / bc2) + eps) + wd * p[i]);
+  }
+}
+
+// (scale f32[1], norm f32[1], partials f32[count], i64 count, d max_norm)   idx 0: what GRAD_NORM
+// defines (plan.h); the CPU backend computes it itself, a plan only names the kernel
+EXPORT void dhxk_grad_norm_f32(const dhx_slot *a, int64_t begin, int64_t end) {
+  const float *partials = a[2].p;
+  for (int64_t k = begin; k < end; k++) {
+    double sum = 0;
+    for (int64_t i = 0; i < a[3].i; i++) sum += partials[i];
+    double norm = sqrt(sum), max_norm = a[4].f;
+    double scale = max_norm > 0 ? fmin(1.0, max_norm / (norm + 1e-6)) : 1.0;
+    *(float *)a[0].p = isfinite(norm) ? (float)scale : NAN;
+    *(float *)a[1].p = (float)norm;
   }
 }
 
@@ -124,7 +141,7 @@ EXPORT void dhxk_sleep_ms(const dhx_slot *a, int64_t begin, int64_t end) {
 
 #define ABI(name) EXPORT char dhxabi_##name[DHX_KERNEL_ABI_MAX];
 ABI(onehot) ABI(add_rows) ABI(sqerr) ABI(colsum_acc) ABI(sumsq) ABI(adamw) ABI(axpy) ABI(fill)
-ABI(sleep_ms)
+ABI(sleep_ms) ABI(grad_norm_f32)
 
 #define ACC(form, flags, x, y) {form, flags, 4, x, y, -1, 0}
 #define ELEMS(x, flags) ACC(DHX_ACC_ELEMS, flags, x, -1)
@@ -132,17 +149,20 @@ ABI(sleep_ms)
 static const struct {
   char *abi;  // the export this entry fills
   const char *sig;
-  dhx_plan_access access[4];  // of the pointer arguments, which come first
+  dhx_plan_access access[DHX_MAX_ARGS];  // of the pointer arguments
 } TEST_KERNELS[] = {
     {dhxabi_onehot, "ppi", {ELEMS(2, W), ELEMS(-1, 0)}},
     {dhxabi_add_rows, "ppi", {ELEMS(2, W), ACC(DHX_ACC_FIXED, 0, 2, -1)}},
     {dhxabi_sqerr, "ppppif", {ELEMS(-1, W), ELEMS(4, W), ELEMS(4, 0), ELEMS(-1, 0)}},
     {dhxabi_colsum_acc, "ppii", {ELEMS(-1, W), ACC(DHX_ACC_COLUMNS, 0, 2, 3)}},
     {dhxabi_sumsq, "ppii", {ELEMS(-1, W), ACC(DHX_ACC_CHUNKS, 0, 2, 3)}},
-    {dhxabi_adamw, "ppppffffffff", {ELEMS(-1, W), ELEMS(-1, 0), ELEMS(-1, W), ELEMS(-1, W)}},
+    {dhxabi_adamw, "ppppfffffffp", {ELEMS(-1, W), ELEMS(-1, 0), ELEMS(-1, W), ELEMS(-1, W),
+                                    [11] = ACC(DHX_ACC_FIXED, 0, -1, -1)}},
     {dhxabi_axpy, "ppf", {ELEMS(-1, W), ELEMS(-1, 0)}},
     {dhxabi_fill, "pf", {ELEMS(-1, W)}},
     {dhxabi_sleep_ms, "pi", {ACC(DHX_ACC_FIXED, W, -1, -1)}},
+    {dhxabi_grad_norm_f32, "pppid", {ACC(DHX_ACC_FIXED, W, -1, -1), ACC(DHX_ACC_FIXED, W, -1, -1),
+                                     ACC(DHX_ACC_FIXED, 0, 3, -1)}},
 };
 
 __attribute__((constructor)) static void encode_exports(void) {

@@ -337,7 +337,7 @@ static dhx_plan_instr *gemm(dhx_plan *p, dhx_prog_kind prog, const char *note, i
 }
 
 typedef struct toy_bufs {
-  int32_t tokens, targets, losses, w, b, x, y, dy, partials;
+  int32_t tokens, targets, losses, w, b, x, y, dy, partials, norm;
 } toy_bufs;
 
 // Forward pass (MICRO and EVAL): y = onehot(tokens) W + b; losses and dy.
@@ -361,10 +361,10 @@ static void toy_forward(dhx_plan *p, dhx_prog_kind prog, const toy_bufs *t, int6
   tb_arg_f64(in, scale);
 }
 
-static void toy_adamw(dhx_plan *p, int32_t param, double wd, const char *note) {
+static void toy_adamw(dhx_plan *p, int32_t param, int32_t clip, double wd, const char *note) {
   const dhx_plan_buffer *b = &p->ranks[0].buffers[param];
   int32_t g = b->grad, m = b->opt_m, v = b->opt_v;
-  dhx_plan_instr *in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "adamw", "ppppffffffff", b->nbytes / 4, note);
+  dhx_plan_instr *in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "adamw", "ppppfffffffp", b->nbytes / 4, note);
   tb_arg_buf(in, param, 0);
   tb_arg_buf(in, g, 0);
   tb_arg_buf(in, m, 0);
@@ -376,7 +376,7 @@ static void toy_adamw(dhx_plan *p, int32_t param, double wd, const char *note) {
   tb_arg_f64(in, wd);
   tb_arg_reg(in, DHX_REG_BC1);
   tb_arg_reg(in, DHX_REG_BC2);
-  tb_arg_reg(in, DHX_REG_CLIP_SCALE);
+  tb_arg_buf(in, clip, 0);
 }
 
 static void toy_sumsq(dhx_plan *p, int32_t partials, int slot, int32_t grad, const char *note) {
@@ -422,6 +422,7 @@ dhx_plan *toy_plan(const toy_opts *o) {
   b.y = tb_buffer(p, "y", DHX_BUF_ACT, DHX_F32, 2, rv);
   b.dy = tb_buffer(p, "dy", DHX_BUF_ACT, DHX_F32, 2, rv);
   b.partials = tb_buffer(p, "grad_norm.partials", DHX_BUF_SCRATCH, DHX_F32, 1, &two);
+  b.norm = tb_buffer(p, "grad_norm", DHX_BUF_SCRATCH, DHX_F32, 1, &two);
   int32_t gw = p->ranks[0].buffers[b.w].grad, gb = p->ranks[0].buffers[b.b].grad;
   p->train.n_params = V * V + V;
 
@@ -467,11 +468,15 @@ dhx_plan *toy_plan(const toy_opts *o) {
     toy_sumsq(p, b.partials, 1, gb, "sum of squares of grad.b");
   }
   in = tb_instr(p, DHX_PROG_STEP, DHX_OP_GRAD_NORM, 0, "global norm and clip scale");
+  in->kernel = tb_kernel(p, "grad_norm_f32", "pppid");
+  in->n = 1;
+  tb_arg_buf(in, b.norm, 0);
+  tb_arg_buf(in, b.norm, 4);
   tb_arg_buf(in, b.partials, 0);
   tb_arg_i64(in, 2);
   tb_arg_f64(in, p->train.grad_clip);
-  toy_adamw(p, b.w, p->train.weight_decay, "adamw w");
-  toy_adamw(p, b.b, 0.0, "adamw b");
+  toy_adamw(p, b.w, b.norm, p->train.weight_decay, "adamw w");
+  toy_adamw(p, b.b, b.norm, 0.0, "adamw b");
 
   toy_forward(p, DHX_PROG_EVAL, &b, rows, V, scale);
   tb_replicate(p);
