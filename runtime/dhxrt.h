@@ -111,6 +111,14 @@ void dhx_all_to_all(dhx_comms *c, int comm, int stream, const float *in, float *
 void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count, int peer,
               int tag);
 void dhx_recv(dhx_comms *c, int comm, int stream, float *x, int64_t count, int peer, int tag);
+// The MPI side of (plan communicator comm, stream), for a backend that builds its own
+// communicators over the same members (exec_nccl.c): the member count, with this rank's index
+// among them in *rank, or 0 where this rank has no MPI communicator there (not a member, a
+// communicator of one, or no exchange on that stream).
+int dhx_comms_members(dhx_comms *c, int comm, int stream, int *rank);
+// Broadcasts `bytes` bytes at `data` from member 0 of (comm, stream) to the other members
+// (collective over them; only where dhx_comms_members is not 0).
+void dhx_comms_bcast(dhx_comms *c, int comm, int stream, void *data, int bytes);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
 // The calling thread's exchanges from now on count under `kind` (DHX_WIRE_*, plan_util.h) as

@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "exec_nccl.h"
 
 #define WORKSPACE_BYTES (32u << 20)  // cuBLASLt's scratch for its faster algorithms
 #define CUBLAS_COMPUTE_32F 68
@@ -31,6 +34,7 @@
 #define JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
 #define EVENT_DISABLE_TIMING 2
 #define STREAM_NON_BLOCKING 1
+#define WAIT_POLL_NS 100000  // between polls of the streams and of NCCL's asynchronous errors
 
 struct dhx_cuda {
   dhx_cuda_api cu;
@@ -47,6 +51,7 @@ struct dhx_cuda {
   CUevent *events;
   cublasLtHandle_t blas;
   uint32_t *order[DHX_PROG_COUNT];  // issue order per program
+  dhx_nccl *nccl;                   // NULL until dhx_cuda_connect
 };
 
 // ---- marshalling -------------------------------------------------------------------------------
@@ -211,8 +216,14 @@ dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char
   return c;
 }
 
+bool dhx_cuda_connect(dhx_cuda *c, dhx_comms *comms, char *err, size_t errlen) {
+  c->nccl = dhx_nccl_open(c->plan, (uint32_t)(c->rank - c->plan->ranks), comms, err, errlen);
+  return c->nccl != NULL;
+}
+
 void dhx_cuda_close(dhx_cuda *c) {
   if (!c) return;
+  dhx_nccl_close(c->nccl);  // first: its communicators' work is on the streams
   if (c->cu.lib) {
     for (uint32_t e = 0; e < c->nevents && c->events; e++)
       if (c->events[e]) c->cu.cuEventDestroy_v2(c->events[e]);
@@ -332,12 +343,33 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
   }
 }
 
+// Waits for the first `n` streams, polling NCCL's asynchronous errors in between: a collective
+// whose peer is gone never finishes, so a plain synchronize would hang where this fails.
+static bool wait_streams(dhx_cuda *c, uint32_t n, char *err, size_t errlen) {
+  struct timespec pause = {0, WAIT_POLL_NS};
+  for (uint32_t done = 0;;) {  // streams [0, done) have finished
+    if (!dhx_nccl_check(c->nccl, err, errlen)) return false;
+    for (; done < n; done++) {
+      CUresult r = c->cu.cuStreamQuery(c->streams[done]);
+      if (r == DHX_CUDA_ERROR_NOT_READY) break;
+      if (!cu_ok(c, r, "cuStreamQuery", err, errlen)) return false;
+    }
+    if (done == n) return true;
+    nanosleep(&pause, NULL);
+  }
+}
+
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen) {
   const dhx_plan_program *p = &c->rank->programs[prog];
-  for (uint32_t i = 0; i < p->ninstrs; i++)
-    if (!issue(c, &p->instrs[c->order[prog][i]], regs, err, errlen)) return false;
-  for (uint32_t s = 0; s < p->nstreams; s++) CU(cuStreamSynchronize(c->streams[s]));
-  return true;
+  const uint32_t *order = c->order[prog];
+  for (uint32_t i = 0, k; i < p->ninstrs; i += k ? k : 1) {
+    k = dhx_nccl_group_length(p, order, i, p->ninstrs);  // 0: not a collective or transfer
+    if (k ? !dhx_nccl_issue(c->nccl, c->rank, c->arena, p, order + i, k,
+                            c->streams[p->instrs[order[i]].stream], err, errlen)
+          : !issue(c, &p->instrs[order[i]], regs, err, errlen))
+      return false;
+  }
+  return wait_streams(c, p->nstreams, err, errlen);
 }
 
 // ---- the device of this process ---------------------------------------------------------------
