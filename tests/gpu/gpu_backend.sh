@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU libraries' loading and the backend choice of dhxrun, on any machine.
-# Usage: gpu_backend.sh CASE   (environment: DHXRUN FAKE_CUDA FAKE_NCCL_OLD)
+# Usage: gpu_backend.sh CASE   (environment: DHXRUN FAKE_CUDA FAKE_NCCL_OLD; the nccl_* cases:
+# DHXC SAMPLES NCCL_HOST_TESTS RECORDING_CUDA RECORDING_CUBLASLT RECORDING_NCCL MPIRUN)
 set -euo pipefail
 case $1 in
   cuda_without_a_gpu)
@@ -59,6 +60,31 @@ case $1 in
         export FAKE_GPU_LOG=$PWD/calls.log
         "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG" ;;
     esac
+    ;;
+  nccl_dp|nccl_pp|nccl_async)
+    # The NCCL path of two ranks: data-parallel (the gradient all-reduce), and two-stage
+    # pipelines (activations and gradients sent between the stages, the norm's all-reduce),
+    # plain 1F1B and interleaved with two chunks per stage, whose evaluation sends and receives
+    # back to back on one stream (one NCCL group).
+    common=(--set train.steps=2 --set train.warmup=0 --set train.micro_batch=4)
+    pp=(--set schedule.parallel.dp=1 --set schedule.parallel.pp=2)
+    plans=(dp2)
+    "$DHXC" "$SAMPLES/tiny.dhx" -o dp2 "${common[@]}" --set schedule.parallel.dp=2 \
+      --set train.global_batch=8 > /dev/null
+    if [ "$1" = nccl_pp ]; then
+      plans=(pp2 pp2_interleaved)
+      "$DHXC" "$SAMPLES/tiny.dhx" -o pp2 "${common[@]}" "${pp[@]}" --set train.global_batch=8 \
+        > /dev/null
+      "$DHXC" "$SAMPLES/tiny.dhx" -o pp2_interleaved "${common[@]}" "${pp[@]}" \
+        --set schedule.parallel.virtual=2 --set train.global_batch=16 > /dev/null
+    fi
+    export DHX_CUDA_LIBRARY=$RECORDING_CUDA DHX_CUBLASLT_LIBRARY=$RECORDING_CUBLASLT
+    export DHX_NCCL_LIBRARY=$RECORDING_NCCL
+    mode=record; [ "$1" = nccl_async ] && mode=async
+    for plan in "${plans[@]}"; do
+      # shellcheck disable=SC2086
+      $MPIRUN -np 2 "$NCCL_HOST_TESTS" "$mode" "$plan" "$PWD/$plan.log"
+    done
     ;;
   *) echo "unknown case $1"; exit 2 ;;
 esac
