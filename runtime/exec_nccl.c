@@ -9,8 +9,8 @@
 //
 // Pipeline stages send activations one way and gradients the other on streams of their own,
 // so the communicators of the two directions differ and both sides sending first does not
-// deadlock; transfers one stream issues back to back still go in one NCCL group, so that a
-// plan pairing a send and a receive on one stream cannot block on its first call either.
+// deadlock; transfers one stream issues back to back still go in one NCCL group, so that two
+// members whose stream each sends and then receives on one communicator still meet.
 //
 // Every element is f32 today (nccl_type is the one place that maps the plan's element types).
 #include "exec_nccl.h"
@@ -19,8 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NCCL_FLOAT32 7  // ncclDataType_t ncclFloat32
-#define NCCL_SUM 0      // ncclRedOp_t ncclSum
+#define NCCL_FLOAT32 7      // ncclDataType_t ncclFloat32
+#define NCCL_SUM 0          // ncclRedOp_t ncclSum
+#define NCCL_IN_PROGRESS 7  // ncclResult_t ncclInProgress: not an error
 
 typedef struct nccl_comm {
   ncclComm_t comm;  // NULL where this rank has none
@@ -30,9 +31,9 @@ typedef struct nccl_comm {
 struct dhx_nccl {
   dhx_nccl_api api;
   uint32_t world_rank;
-  uint32_t n;                      // plan communicators
+  uint32_t n;                           // plan communicators
   nccl_comm (*comms)[DHX_MAX_STREAMS];  // [plan communicator][stream]
-  bool aborted;                    // after an asynchronous error: no communicator is usable
+  bool aborted;  // after an asynchronous error: no communicator is usable
 };
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -75,12 +76,11 @@ static nccl_comm place_in(const dhx_plan *plan, uint32_t world_rank, dhx_comms *
 // Member 0 makes the unique id of every communicator and broadcasts it over its MPI
 // communicator; every rank walks (communicator, stream) in the same ascending order, as comm.c
 // created them, so the broadcasts of overlapping communicators meet.
-static bool share_ids(dhx_nccl *n, const dhx_plan *plan, dhx_comms *comms, ncclUniqueId *ids,
-                      char *err, size_t errlen) {
+static bool share_ids(dhx_nccl *n, dhx_comms *comms, ncclUniqueId *ids, char *err,
+                      size_t errlen) {
   for (uint32_t c = 0; c < n->n; c++)
     for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++) {
       nccl_comm *m = &n->comms[c][s];
-      *m = place_in(plan, n->world_rank, comms, c, s);
       if (m->size == 0) continue;
       ncclUniqueId *id = &ids[c * DHX_MAX_STREAMS + s];
       if (m->rank == 0 && !nccl_ok(n, n->api.ncclGetUniqueId(id), "ncclGetUniqueId", "", err,
@@ -123,10 +123,16 @@ dhx_nccl *dhx_nccl_open(const dhx_plan *plan, uint32_t world_rank, dhx_comms *co
   }
   n->world_rank = world_rank;
   n->n = plan->ncomms;
+  uint32_t needed = 0;  // without communicators to make, NCCL need not even be installed
+  for (uint32_t c = 0; c < n->n; c++)
+    for (uint32_t s = 0; s < DHX_MAX_STREAMS; s++) {
+      n->comms[c][s] = place_in(plan, world_rank, comms, c, s);
+      needed += n->comms[c][s].size > 0;
+    }
   char why[512];
-  bool ok = dhx_load_nccl(&n->api, why, sizeof why);
+  bool ok = needed == 0 || dhx_load_nccl(&n->api, why, sizeof why);
   if (!ok) snprintf(err, errlen, "world rank %u: no NCCL: %s", world_rank, why);
-  ok = ok && share_ids(n, plan, comms, ids, err, errlen) && init_all(n, ids, err, errlen);
+  if (ok && needed > 0) ok = share_ids(n, comms, ids, err, errlen) && init_all(n, ids, err, errlen);
   free(ids);
   if (!ok) {
     dhx_nccl_close(n);
@@ -154,10 +160,12 @@ bool dhx_nccl_check(dhx_nccl *n, char *err, size_t errlen) {
       char what[64];
       snprintf(what, sizeof what, "communicator %u stream %u", c, s);
       ncclResult_t r = n->api.ncclCommGetAsyncError(comm, &async);
-      if (r == 0 && async == 0) continue;
+      if (r == 0 && (async == 0 || async == NCCL_IN_PROGRESS)) continue;
       if (r == 0) nccl_ok(n, async, "an operation", what, err, errlen);
       else nccl_ok(n, r, "ncclCommGetAsyncError", what, err, errlen);
       n->aborted = true;
+      size_t len = strlen(err);
+      if (len < errlen) snprintf(err + len, errlen - len, "; its communicators were aborted");
       for (uint32_t a = 0; a < n->n; a++)  // abort also destroys: nothing is left to close
         for (uint32_t t = 0; t < DHX_MAX_STREAMS; t++)
           if (n->comms[a][t].comm) {
@@ -207,7 +215,8 @@ uint32_t dhx_nccl_group_length(const dhx_plan_program *p, const uint32_t *order,
     const dhx_plan_instr *in = &p->instrs[order[i + k]];
     if (!is_transfer(in->op) || in->stream != first->stream) break;
     bool conflicts = false;
-    for (uint32_t j = 0; j < k; j++) conflicts = conflicts || conflict(&p->instrs[order[i + j]], in);
+    for (uint32_t j = 0; j < k; j++)
+      conflicts = conflicts || conflict(&p->instrs[order[i + j]], in);
     if (conflicts) break;
   }
   return k;
@@ -254,7 +263,8 @@ static ncclResult_t call(const call_site *at, const dhx_plan_instr *in, const nc
       *name = "ncclSend/ncclRecv of an all-to-all";
       for (int j = 0; j < m->size && r == 0; j++) {
         r = api->ncclSend(in0 + (size_t)j * part * bytes, part, type, j, m->comm, at->s);
-        if (r == 0) r = api->ncclRecv(out + (size_t)j * part * bytes, part, type, j, m->comm, at->s);
+        if (r == 0)
+          r = api->ncclRecv(out + (size_t)j * part * bytes, part, type, j, m->comm, at->s);
       }
       return r;
     }

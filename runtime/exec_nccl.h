@@ -15,16 +15,18 @@ typedef struct dhx_nccl dhx_nccl;
 // they were issued, which only each stream's order fixes alike on every member); and one of a
 // single member per one-member plan communicator this rank's programs exchange on. Member 0
 // makes each unique id and broadcasts it over the MPI communicator; all are initialised in one
-// NCCL group. Collective over the members; the device's context must be current. NULL with
-// err filled on failure (the caller ends the job: the other members may be waiting).
+// NCCL group. Collective over the members; the device's context must be current. NCCL is
+// loaded only when there is a communicator to make. NULL with err filled on failure (the
+// caller ends the job: the other members may be waiting).
 dhx_nccl *dhx_nccl_open(const dhx_plan *plan, uint32_t world_rank, dhx_comms *comms, char *err,
                         size_t errlen);
 void dhx_nccl_close(dhx_nccl *n);
 
 // How many instructions from position i of a program's issue order go to NCCL as one group:
 // the SEND and RECV instructions one stream issues back to back (so that two peers that both
-// send first still meet), ending before a SEND of what a RECV of the group writes; 1 for the
-// other collectives; 0 for an instruction that is not NCCL's.
+// send first still meet), ending before one that touches bytes another of the group receives
+// into or that it receives into itself (the group runs its transfers in no fixed order); 1 for
+// the other collectives; 0 for an instruction that is not NCCL's.
 uint32_t dhx_nccl_group_length(const dhx_plan_program *p, const uint32_t *order, uint32_t i,
                                uint32_t n);
 

@@ -127,7 +127,8 @@ static bool uses(const dhx_plan *plan, int rank, uint32_t c, int s) {
   for (int p = 0; p < DHX_PROG_COUNT; p++)
     for (uint32_t i = 0; i < r->programs[p].ninstrs; i++) {
       const dhx_plan_instr *in = &r->programs[p].instrs[i];
-      if (dhx_op_on_comm(in->op) && (int)in->stream == s && dhx_rank_comm(r, in->comm) == (int32_t)c)
+      if (dhx_op_on_comm(in->op) && (int)in->stream == s &&
+          dhx_rank_comm(r, in->comm) == (int32_t)c)
         return true;
     }
   return false;
