@@ -8,7 +8,8 @@
 //                      with its count, type, op, peer, buffers, communicator and CUDA stream,
 //                      transfers inside a group; and across the ranks, that the members of each
 //                      NCCL communicator issue matching operations in the same order (a send
-//                      for each receive, group by group: nothing waits for what never comes)
+//                      for each receive, group by group: nothing waits for what never comes),
+//                      and come to their communicators in the same order
 //   async PLAN_DIR LOG_PREFIX  rank 1's stand-in reports an asynchronous error: its run fails
 //                      naming the rank and the error after aborting every communicator, and
 //                      its next run with a collective is refused; rank 0 runs as usual
@@ -341,6 +342,33 @@ static bool runs_through(side *s) {
   return head[0] == s[0].n && head[1] == s[1].n;
 }
 
+// The shared communicators (their index in `keys`) in the order of their first operation in
+// log l, whose communicator indices are those of `lkeys`.
+static int first_uses(const log_calls *l, const comm_key *lkeys, int nl, const comm_key *keys,
+                      int nkeys, int *out) {
+  int n = 0;
+  for (int i = 0; i < l->ncalls; i++) {
+    int c = l->calls[i].comm;
+    int k = c >= 0 && c < nl ? comm_index(keys, nkeys, lkeys[c].comm, lkeys[c].stream) : -1;
+    bool seen = false;
+    for (int j = 0; j < n; j++) seen = seen || out[j] == k;
+    if (k >= 0 && keys[k].size == 2 && !seen) out[n++] = k;
+  }
+  return n;
+}
+
+// NCCL may connect a communicator's members at its first operation, holding the calling thread
+// until the peer gets there: both members must come to their communicators in the same order.
+static void check_first_uses(const log_calls *mine, const comm_key *keys, int nkeys,
+                             const log_calls *theirs, const comm_key *their_keys, int ntheirs) {
+  int a[MAX_COMMS], b[MAX_COMMS];
+  int na = first_uses(mine, keys, nkeys, keys, nkeys, a);
+  int nb = first_uses(theirs, their_keys, ntheirs, keys, nkeys, b);
+  bool same = na == nb;
+  for (int i = 0; i < na && same; i++) same = a[i] == b[i];
+  CHECK(same, "the two members come to their communicators in different orders");
+}
+
 // Every two-member communicator of this rank and the other: the calls pair up and run through.
 static void check_pairing(const log_calls *mine, const comm_key *keys, int nkeys,
                           const log_calls *theirs, const comm_key *their_keys, int ntheirs) {
@@ -415,6 +443,7 @@ static void test_record(const char *dir, dhx_plan *plan, const char *log, const 
     check_inits(&mine, keys, nkeys, &theirs, their_keys, nother);
     check_calls(plan, &mine, keys, nkeys);
     check_pairing(&mine, keys, nkeys, &theirs, their_keys, nother);
+    check_first_uses(&mine, keys, nkeys, &theirs, their_keys, nother);
   }
   free(text);
   free(other);
