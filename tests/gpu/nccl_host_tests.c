@@ -13,6 +13,7 @@
 //   async PLAN_DIR LOG_PREFIX  rank 1's stand-in reports an asynchronous error: its run fails
 //                      naming the rank and the error after aborting every communicator, and
 //                      its next run with a collective is refused; rank 0 runs as usual
+//   groups             (one process) how transfers one stream issues back to back are grouped
 // The programs' LOAD_BATCH and GRAD_NORM instructions (data loading and the norm, no part of
 // the NCCL path) are dropped before opening.
 #include <inttypes.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "exec_cuda.h"
+#include "exec_nccl.h"
 
 static int fails, me, nranks;
 #define CHECK(c, ...)                       \
@@ -486,13 +488,60 @@ static void test_async(const char *dir, dhx_plan *plan, const char *log) {
   dhx_comms_free(comms);
 }
 
+// A transfer instruction on `stream`: `count` floats at byte `at` of buffer `buf`.
+static dhx_plan_instr transfer(uint32_t op, uint32_t stream, int32_t buf, int64_t at,
+                               int64_t count) {
+  dhx_plan_instr in = {.op = op, .stream = stream, .comm = 0, .dtype = DHX_F32, .nargs = 4};
+  in.args[0] = (dhx_plan_arg){.kind = DHX_ARG_BUF, .buf = buf, .i = at};
+  in.args[1] = (dhx_plan_arg){.kind = DHX_ARG_I64, .i = count};
+  in.args[2] = (dhx_plan_arg){.kind = DHX_ARG_I64, .i = 1};
+  return in;
+}
+
+// The groups of a made-up program: transfers on one stream back to back go together, until
+// one touches what another of the group receives into; another stream, a kernel or a
+// collective ends a group; a collective is a group of its own; the rest is not NCCL's. And
+// without communicators a collective is refused by name.
+static void test_groups(void) {
+  dhx_plan_instr ins[] = {
+      transfer(DHX_OP_RECV, 0, 1, 0, 16),   // 0: a group of 2
+      transfer(DHX_OP_SEND, 0, 2, 0, 16),   // 1
+      transfer(DHX_OP_SEND, 0, 1, 32, 16),  // 2: sends what 0 receives into: a group of 3
+      transfer(DHX_OP_RECV, 0, 3, 0, 16),   // 3
+      transfer(DHX_OP_SEND, 0, 4, 0, 16),   // 4
+      transfer(DHX_OP_RECV, 0, 4, 60, 4),   // 5: receives into what 4 sends: a group of 1
+      transfer(DHX_OP_SEND, 1, 5, 0, 16),   // 6: another stream; a group of 1 before a kernel
+      {.op = DHX_OP_KERNEL, .stream = 1, .kernel = 0, .comm = -1},  // 7: not NCCL's
+      transfer(DHX_OP_ALLREDUCE, 1, 5, 0, 16),  // 8: a group of its own
+      transfer(DHX_OP_SEND, 1, 6, 0, 16),       // 9: the last, a group of 1
+  };
+  dhx_plan_program p = {.nstreams = 2, .ninstrs = 10, .instrs = ins};
+  uint32_t order[10], want[10] = {2, 0, 3, 0, 0, 1, 1, 0, 1, 1};  // at each group's start
+  for (uint32_t i = 0; i < 10; i++) order[i] = i;
+  for (uint32_t i = 0, k; i < 10; i += k ? k : 1) {  // as dhx_cuda_run walks a program
+    k = dhx_nccl_group_length(&p, order, i, 10);
+    CHECK(k == want[i], "group length at %u: %u, expected %u", i, k, want[i]);
+  }
+  char err[512] = "";
+  snprintf(ins[8].note, sizeof ins[8].note, "gradient sum");
+  CHECK(!dhx_nccl_issue(NULL, NULL, 0, &p, order + 8, 1, NULL, err, sizeof err) &&
+        strstr(err, "'gradient sum' exchanges over a communicator"), "without NCCL: %s", err);
+  CHECK(dhx_nccl_check(NULL, err, sizeof err), "no communicators, yet an error");
+  printf("transfer groups checked\n");
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "groups") == 0) {  // no MPI needed
+    test_groups();
+    return fails ? 1 : 0;
+  }
   int provided;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
   MPI_Comm_size(MPI_COMM_WORLD, &nranks);
   if (argc < 4 || nranks != 2) {
-    fprintf(stderr, "usage: mpirun -np 2 nccl_host_tests record|async PLAN_DIR LOG_PREFIX\n");
+    fprintf(stderr, "usage: nccl_host_tests groups | mpirun -np 2 nccl_host_tests "
+            "record|async PLAN_DIR LOG_PREFIX\n");
     MPI_Finalize();
     return 2;
   }
