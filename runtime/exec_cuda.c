@@ -321,6 +321,9 @@ static const char *op_name(uint32_t op) {
 static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
                   size_t errlen) {
   CUstream s = c->streams[in->stream];
+  const uint32_t alone = 0;  // a collective or transfer on its own: a group of one
+  if (dhx_op_on_comm(in->op))
+    return dhx_nccl_issue(c->nccl, c->rank, c->arena, in, &alone, 1, s, err, errlen);
   switch (in->op) {
     case DHX_OP_KERNEL: {
       dhx_cuda_launch l;
@@ -364,7 +367,7 @@ bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t e
   const uint32_t *order = c->order[prog];
   for (uint32_t i = 0, k; i < p->ninstrs; i += k ? k : 1) {
     k = dhx_nccl_group_length(p, order, i, p->ninstrs);  // 0: not a collective or transfer
-    if (k ? !dhx_nccl_issue(c->nccl, c->rank, c->arena, p, order + i, k,
+    if (k ? !dhx_nccl_issue(c->nccl, c->rank, c->arena, p->instrs, order + i, k,
                             c->streams[p->instrs[order[i]].stream], err, errlen)
           : !issue(c, &p->instrs[order[i]], regs, err, errlen))
       return false;

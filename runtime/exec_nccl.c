@@ -296,17 +296,17 @@ static bool issue_one(const call_site *at, const dhx_plan_instr *in, char *err, 
 }
 
 bool dhx_nccl_issue(dhx_nccl *n, const dhx_plan_rank *rank, CUdeviceptr arena,
-                    const dhx_plan_program *p, const uint32_t *order, uint32_t k, CUstream s,
+                    const dhx_plan_instr *instrs, const uint32_t *order, uint32_t k, CUstream s,
                     char *err, size_t errlen) {
   if (!n) {
     snprintf(err, errlen, "'%s' exchanges over a communicator, but the CUDA backend was opened "
-             "without NCCL communicators (dhx_cuda_connect)", p->instrs[order[0]].note);
+             "without NCCL communicators (dhx_cuda_connect)", instrs[order[0]].note);
     return false;
   }
   call_site at = {n, rank, arena, s};
   if (!nccl_ok(n, n->api.ncclGroupStart(), "ncclGroupStart", "", err, errlen)) return false;
   bool ok = true;
-  for (uint32_t j = 0; j < k && ok; j++) ok = issue_one(&at, &p->instrs[order[j]], err, errlen);
+  for (uint32_t j = 0; j < k && ok; j++) ok = issue_one(&at, &instrs[order[j]], err, errlen);
   ncclResult_t end = n->api.ncclGroupEnd();  // closed even after an error, as NCCL requires
-  return ok && nccl_ok(n, end, "ncclGroupEnd", p->instrs[order[0]].note, err, errlen);
+  return ok && nccl_ok(n, end, "ncclGroupEnd", instrs[order[0]].note, err, errlen);
 }

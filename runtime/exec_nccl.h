@@ -30,11 +30,11 @@ void dhx_nccl_close(dhx_nccl *n);
 uint32_t dhx_nccl_group_length(const dhx_plan_program *p, const uint32_t *order, uint32_t i,
                                uint32_t n);
 
-// Issues the `k` instructions order[0..k) of program p of `rank` (one group, as
-// dhx_nccl_group_length found it) on CUDA stream s, the arena at `arena`. n may be NULL, for
-// a plan without communicators: then any such instruction is an error.
+// Issues the `k` instructions instrs[order[0..k)] of `rank` (one group, as
+// dhx_nccl_group_length found it, or a single one) on CUDA stream s, the arena at `arena`. n
+// may be NULL, for a plan without communicators: then any such instruction is an error.
 bool dhx_nccl_issue(dhx_nccl *n, const dhx_plan_rank *rank, CUdeviceptr arena,
-                    const dhx_plan_program *p, const uint32_t *order, uint32_t k, CUstream s,
+                    const dhx_plan_instr *instrs, const uint32_t *order, uint32_t k, CUstream s,
                     char *err, size_t errlen);
 
 // Polls every communicator for an asynchronous error (a peer gone, a network failure). On one

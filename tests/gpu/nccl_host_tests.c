@@ -524,7 +524,7 @@ static void test_groups(void) {
   }
   char err[512] = "";
   snprintf(ins[8].note, sizeof ins[8].note, "gradient sum");
-  CHECK(!dhx_nccl_issue(NULL, NULL, 0, &p, order + 8, 1, NULL, err, sizeof err) &&
+  CHECK(!dhx_nccl_issue(NULL, NULL, 0, ins, order + 8, 1, NULL, err, sizeof err) &&
         strstr(err, "'gradient sum' exchanges over a communicator"), "without NCCL: %s", err);
   CHECK(dhx_nccl_check(NULL, err, sizeof err), "no communicators, yet an error");
   printf("transfer groups checked\n");
