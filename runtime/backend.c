@@ -31,6 +31,10 @@ bool dhx_rt_use_cuda(dhx_rt *rt, int device, const char *plan_dir, char *err, si
   return rt->cuda != NULL;
 }
 
+bool dhx_rt_connect_device(dhx_rt *rt, char *err, size_t errlen) {
+  return !rt->cuda || dhx_cuda_connect(rt->cuda, rt->comms, err, errlen);
+}
+
 bool dhx_rt_on_device(const dhx_rt *rt) { return rt->cuda != NULL; }
 
 void dhx_rt_leave_device(dhx_rt *rt) {

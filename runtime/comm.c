@@ -240,6 +240,18 @@ static ring *ring_of(dhx_comms *cs, int comm, int stream) {
   return r->comm == MPI_COMM_NULL || r->size < 2 ? NULL : r;
 }
 
+int dhx_comms_members(dhx_comms *cs, int comm, int stream, int *rank) {
+  ring *r = ring_of(cs, comm, stream);
+  if (!r) return 0;
+  *rank = r->rank;
+  return r->size;
+}
+
+void dhx_comms_bcast(dhx_comms *cs, int comm, int stream, void *data, int bytes) {
+  ring *r = ring_of(cs, comm, stream);
+  if (r) MPI_Bcast(data, bytes, MPI_BYTE, 0, r->comm);
+}
+
 // Whether plan communicator `comm` has this rank as its only member.
 static bool alone_in(const dhx_comms *cs, int comm) {
   return cs && comm >= 0 && (uint32_t)comm < cs->n && cs->rings[comm][0].size == 1;

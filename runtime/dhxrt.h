@@ -111,6 +111,14 @@ void dhx_all_to_all(dhx_comms *c, int comm, int stream, const float *in, float *
 void dhx_send(dhx_comms *c, int comm, int stream, const float *x, int64_t count, int peer,
               int tag);
 void dhx_recv(dhx_comms *c, int comm, int stream, float *x, int64_t count, int peer, int tag);
+// The MPI side of (plan communicator comm, stream), for a backend that builds its own
+// communicators over the same members (exec_nccl.c): the member count, with this rank's index
+// among them in *rank, or 0 where this rank has no MPI communicator there (not a member, a
+// communicator of one, or no exchange on that stream).
+int dhx_comms_members(dhx_comms *c, int comm, int stream, int *rank);
+// Broadcasts `bytes` bytes at `data` from member 0 of (comm, stream) to the other members
+// (collective over them; only where dhx_comms_members is not 0).
+void dhx_comms_bcast(dhx_comms *c, int comm, int stream, void *data, int bytes);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
 // Counts the bytes instruction `in` sends from this rank as the CPU backend's exchanges would
@@ -194,6 +202,9 @@ void dhx_grad_norm_of(const float *partials, int64_t count, double max_norm, dou
 // file on a device of compute capability 9 or more, when the plan has one). False with err.
 bool dhx_rt_use_cuda(dhx_rt *rt, int device, const char *plan_dir, char *err, size_t errlen);
 bool dhx_rt_on_device(const dhx_rt *rt);
+// After dhx_rt_connect, on the CUDA backend: the NCCL communicators, made from the MPI ones
+// (collective over the ranks of the plan). True at once on the CPU backend.
+bool dhx_rt_connect_device(dhx_rt *rt, char *err, size_t errlen);
 void dhx_rt_leave_device(dhx_rt *rt);  // closes the CUDA backend (dhx_rt_free calls it)
 void dhx_rt_upload(dhx_rt *rt, int32_t buf);    // buffer `buf`: host mirror → device
 void dhx_rt_download(dhx_rt *rt, int32_t buf);  // device → host mirror

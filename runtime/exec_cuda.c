@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "exec_nccl.h"
 
 #define WORKSPACE_BYTES (32u << 20)  // cuBLASLt's scratch for its faster algorithms
 #define CUBLAS_COMPUTE_32F 68
@@ -33,6 +36,7 @@
 #define EVENT_DISABLE_TIMING 2
 #define STREAM_NON_BLOCKING 1
 #define ATTR_COMPUTE_CAPABILITY_MAJOR 75
+#define WAIT_POLL_NS 100000  // between polls of the streams and of NCCL's asynchronous errors
 
 struct dhx_cuda {
   dhx_cuda_api cu;
@@ -56,6 +60,7 @@ struct dhx_cuda {
   void *loader_ctx;
   int32_t *staging;  // slots × (tokens, targets), rows_per_batch values each
   int64_t staging_slots, batch_values;
+  dhx_nccl *nccl;                   // NULL until dhx_cuda_connect
 };
 
 // ---- marshalling -------------------------------------------------------------------------------
@@ -239,8 +244,14 @@ dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char
   return c;
 }
 
+bool dhx_cuda_connect(dhx_cuda *c, dhx_comms *comms, char *err, size_t errlen) {
+  c->nccl = dhx_nccl_open(c->plan, (uint32_t)(c->rank - c->plan->ranks), comms, err, errlen);
+  return c->nccl != NULL;
+}
+
 void dhx_cuda_close(dhx_cuda *c) {
   if (!c) return;
+  dhx_nccl_close(c->nccl);  // first: its communicators' work is on the streams
   if (c->cu.lib) {
     for (uint32_t e = 0; e < c->nevents && c->events; e++)
       if (c->events[e]) c->cu.cuEventDestroy_v2(c->events[e]);
@@ -361,6 +372,9 @@ static bool load_batch(dhx_cuda *c, const dhx_plan_instr *in, CUstream s, char *
 static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
                   size_t errlen) {
   CUstream s = c->streams[in->stream];
+  const uint32_t alone = 0;  // a collective or transfer on its own: a group of one
+  if (dhx_op_on_comm(in->op))
+    return dhx_nccl_issue(c->nccl, c->rank, c->arena, in, &alone, 1, s, err, errlen);
   switch (in->op) {
     case DHX_OP_KERNEL:
     case DHX_OP_GRAD_NORM: {  // its grad_norm kernel, n = 1: the norm and clip scale stay on the device
@@ -385,14 +399,29 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
   }
 }
 
+// Waits for the first `n` streams, polling NCCL's asynchronous errors in between: a collective
+// whose peer is gone never finishes, so a plain synchronize would hang where this fails.
+static bool wait_streams(dhx_cuda *c, uint32_t n, char *err, size_t errlen) {
+  struct timespec pause = {0, WAIT_POLL_NS};
+  for (uint32_t done = 0;;) {  // streams [0, done) have finished
+    if (!dhx_nccl_check(c->nccl, err, errlen)) return false;
+    for (; done < n; done++) {
+      CUresult r = c->cu.cuStreamQuery(c->streams[done]);
+      if (r == DHX_CUDA_ERROR_NOT_READY) break;
+      if (!cu_ok(c, r, "cuStreamQuery", err, errlen)) return false;
+    }
+    if (done == n) return true;
+    nanosleep(&pause, NULL);
+  }
+}
+
 bool dhx_cuda_issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
                     size_t errlen) {
   return issue(c, in, regs, err, errlen);
 }
 
 bool dhx_cuda_sync(dhx_cuda *c, char *err, size_t errlen) {
-  for (uint32_t s = 0; s < c->nstreams; s++) CU(cuStreamSynchronize(c->streams[s]));
-  return true;
+  return wait_streams(c, c->nstreams, err, errlen);
 }
 
 // Copies go on stream 0 and wait for it: they happen between programs, when every stream is idle.
@@ -414,10 +443,15 @@ bool dhx_cuda_download(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, c
 
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen) {
   const dhx_plan_program *p = &c->rank->programs[prog];
-  for (uint32_t i = 0; i < p->ninstrs; i++)
-    if (!issue(c, &p->instrs[c->order[prog][i]], regs, err, errlen)) return false;
-  for (uint32_t s = 0; s < p->nstreams; s++) CU(cuStreamSynchronize(c->streams[s]));
-  return true;
+  const uint32_t *order = c->order[prog];
+  for (uint32_t i = 0, k; i < p->ninstrs; i += k ? k : 1) {
+    k = dhx_nccl_group_length(p, order, i, p->ninstrs);  // 0: not a collective or transfer
+    if (k ? !dhx_nccl_issue(c->nccl, c->rank, c->arena, p->instrs, order + i, k,
+                            c->streams[p->instrs[order[i]].stream], err, errlen)
+          : !issue(c, &p->instrs[order[i]], regs, err, errlen))
+      return false;
+  }
+  return wait_streams(c, p->nstreams, err, errlen);
 }
 
 // ---- the device of this process ---------------------------------------------------------------

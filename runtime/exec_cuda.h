@@ -1,11 +1,13 @@
 // exec_cuda.h — the CUDA backend's host side: a rank's plan on one device through the driver
-// API and cuBLASLt (exec_cuda.c). What runs today: module loading, the arena, a CUDA stream
-// per plan stream, events, kernel launches, memsets, GEMMs, the gradient norm (its grad_norm
-// kernel: norm and clip scale stay in device memory); collectives, transfers and batch
-// loading are refused by name until the backend grows them.
+// API and cuBLASLt (exec_cuda.c), its collectives and transfers through NCCL (exec_nccl.c).
+// It runs every instruction of a plan: kernels (one thread per index, or a warp per row),
+// memsets, GEMMs, the gradient norm (its grad_norm kernel: the norm and the clip scale stay in
+// device memory), batch loading (page-locked copies on the instruction's stream) and, after
+// dhx_cuda_connect, the collectives and transfers.
 #ifndef DHX_EXEC_CUDA_H
 #define DHX_EXEC_CUDA_H
 
+#include "dhxrt.h"
 #include "gpu_api.h"
 #include "plan.h"
 
@@ -44,7 +46,13 @@ bool dhx_cuda_issue_order(const dhx_plan_program *p, uint32_t *order);
 // failure), the functions, the arena, the streams and events. NULL with err filled on failure.
 dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char *ptx, char *err,
                         size_t errlen);
-// Issues program `prog` on the device (regs: the step's registers) and waits for it to finish.
+// Makes the NCCL communicators of the plan's communicators this rank belongs to (exec_nccl.h),
+// with the unique ids broadcast over the MPI communicators of `comms` (dhx_comms_new).
+// Collective over the members; needed before running a program with collectives or transfers.
+bool dhx_cuda_connect(dhx_cuda *c, dhx_comms *comms, char *err, size_t errlen);
+// Issues program `prog` on the device (regs: the step's registers) and waits for it to finish,
+// polling NCCL for asynchronous errors meanwhile: on one the communicators are aborted and the
+// message names the world rank and the communicator.
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen);
 void dhx_cuda_close(dhx_cuda *c);
 

@@ -22,6 +22,7 @@ typedef struct CUevent_st *CUevent;
 
 #define DHX_CUDA_ERROR_NO_DEVICE 100
 #define DHX_CUDA_ERROR_STUB_LIBRARY 34
+#define DHX_CUDA_ERROR_NOT_READY 600
 
 typedef struct dhx_cuda_api {
   void *lib;
@@ -56,6 +57,7 @@ typedef struct dhx_cuda_api {
   CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags);
   CUresult (*cuStreamDestroy_v2)(CUstream stream);
   CUresult (*cuStreamSynchronize)(CUstream stream);
+  CUresult (*cuStreamQuery)(CUstream stream);  // 0 done, DHX_CUDA_ERROR_NOT_READY still working
   CUresult (*cuStreamWaitEvent)(CUstream stream, CUevent event, unsigned flags);
   CUresult (*cuEventCreate)(CUevent *event, unsigned flags);
   CUresult (*cuEventDestroy_v2)(CUevent event);

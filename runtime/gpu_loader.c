@@ -48,6 +48,7 @@ static const symbol cuda_symbols[] = {
     SYM(dhx_cuda_api, cuStreamCreate),
     SYM(dhx_cuda_api, cuStreamDestroy_v2),
     SYM(dhx_cuda_api, cuStreamSynchronize),
+    SYM(dhx_cuda_api, cuStreamQuery),
     SYM(dhx_cuda_api, cuStreamWaitEvent),
     SYM(dhx_cuda_api, cuEventCreate),
     SYM(dhx_cuda_api, cuEventDestroy_v2),

@@ -331,6 +331,7 @@ static bool setup(run *R) {
     ok = dhx_rt_use_cuda(&R->rt, R->opts->cuda_device, R->opts->plan_dir, R->err, sizeof R->err);
   if (!agree(R, ok && open_data(R))) return false;
   dhx_rt_connect(&R->rt);
+  if (!agree(R, dhx_rt_connect_device(&R->rt, R->err, sizeof R->err))) return false;
   find_io_buffers(R);
   if (!load_state(R)) return false;
   dhx_rt_upload_all(&R->rt);  // the initial state, on the device when the plan runs on one

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU libraries' loading and the backend choice of dhxrun, on any machine.
-# Usage: gpu_backend.sh CASE   (environment: DHXRUN FAKE_CUDA FAKE_NCCL_OLD)
+# Usage: gpu_backend.sh CASE   (environment: DHXRUN FAKE_CUDA FAKE_NCCL_OLD; the nccl_* cases:
+# DHXC SAMPLES NCCL_HOST_TESTS RECORDING_CUDA RECORDING_CUBLASLT RECORDING_NCCL MPIRUN)
 set -euo pipefail
 case $1 in
   cuda_without_a_gpu)
@@ -121,6 +122,35 @@ case $1 in
         grep -q '"name":"adamw_f32","n":[0-9]*,"bytes":[1-9][0-9]*,' out.txt
         ;;
     esac
+    ;;
+  nccl_dp|nccl_pp|nccl_async)
+    # The NCCL path of two ranks: data-parallel (the gradient all-reduce), and two-stage
+    # pipelines (activations and gradients sent between the stages, the norm's all-reduce),
+    # plain 1F1B and interleaved with two chunks per stage, whose evaluation sends and receives
+    # back to back on one stream (one NCCL group).
+    common=(--set train.steps=2 --set train.warmup=0 --set train.micro_batch=4)
+    pp=(--set schedule.parallel.dp=1 --set schedule.parallel.pp=2)
+    if [ "$1" = nccl_pp ]; then
+      plans=(pp2 pp2_interleaved)
+      "$DHXC" "$SAMPLES/tiny.dhx" -o pp2 "${common[@]}" "${pp[@]}" --set train.global_batch=8 \
+        > /dev/null
+      "$DHXC" "$SAMPLES/tiny.dhx" -o pp2_interleaved "${common[@]}" "${pp[@]}" \
+        --set schedule.parallel.virtual=2 --set train.global_batch=16 > /dev/null
+    else
+      plans=(dp2)
+      "$DHXC" "$SAMPLES/tiny.dhx" -o dp2 "${common[@]}" --set schedule.parallel.dp=2 \
+        --set train.global_batch=8 > /dev/null
+    fi
+    export DHX_CUDA_LIBRARY=$RECORDING_CUDA DHX_CUBLASLT_LIBRARY=$RECORDING_CUBLASLT
+    export DHX_NCCL_LIBRARY=$RECORDING_NCCL
+    mode=record; [ "$1" = nccl_async ] && mode=async
+    # Under the sanitizers: what OpenMPI's plugins allocate at MPI_Init (the plugins are
+    # unloaded by MPI_Finalize) reaches the tests/lsan.supp entries only with full stacks.
+    export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0
+    for plan in "${plans[@]}"; do
+      # shellcheck disable=SC2086
+      $MPIRUN -np 2 "$NCCL_HOST_TESTS" "$mode" "$plan" "$PWD/$plan.log"
+    done
     ;;
   *) echo "unknown case $1"; exit 2 ;;
 esac

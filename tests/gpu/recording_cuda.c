@@ -76,6 +76,13 @@ int cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, void *st) {
 int cuStreamCreate(void **s, unsigned flags) { *s = (void *)next_stream++; logf_("cuStreamCreate flags=%u", flags); return 0; }
 int cuStreamDestroy_v2(void *s) { (void)s; return 0; }
 int cuStreamSynchronize(void *s) { logf_("cuStreamSynchronize %lu", (unsigned long)(uintptr_t)s); return 0; }
+// Every other query of a stream finds it still working, so the backend's wait loop polls.
+int cuStreamQuery(void *s) {
+  static unsigned queries[64];
+  unsigned n = queries[(uintptr_t)s % 64]++;
+  logf_("cuStreamQuery %lu", (unsigned long)(uintptr_t)s);
+  return n % 2 == 0 ? 600 : 0;
+}
 int cuStreamWaitEvent(void *s, void *e, unsigned f) { (void)f; logf_("cuStreamWaitEvent stream=%lu event=%lu", (unsigned long)(uintptr_t)s, (unsigned long)(uintptr_t)e); return 0; }
 int cuEventCreate(void **e, unsigned flags) { *e = (void *)next_event++; (void)flags; return 0; }
 int cuEventDestroy_v2(void *e) { (void)e; return 0; }
