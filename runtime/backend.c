@@ -58,7 +58,7 @@ void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog) {
     return;
   }
   char err[4096];
-  if (!dhx_cuda_run(rt->cuda, (int)prog, rt->regs, err, sizeof err))
+  if (!dhx_cuda_issue_program(rt->cuda, (int)prog, rt->regs, err, sizeof err))
     device_failed(rt, dhx_prog_name(prog), err);
   const dhx_plan_program *p = &rt->rank->programs[prog];
   for (uint32_t i = 0; i < p->ninstrs; i++)
@@ -75,8 +75,14 @@ static void copy(dhx_rt *rt, int64_t offset, int64_t bytes, bool up) {
   if (!ok) device_failed(rt, up ? "copying to the device" : "copying from the device", err);
 }
 
+// From pageable memory the driver stages the bytes before it returns: no wait is needed.
 void dhx_rt_upload(dhx_rt *rt, int32_t buf) {
-  if (buf >= 0) copy(rt, rt->rank->buffers[buf].offset, rt->rank->buffers[buf].nbytes, true);
+  if (buf < 0 || !rt->cuda) return;
+  char err[1024];
+  const dhx_plan_buffer *b = &rt->rank->buffers[buf];
+  if (!dhx_cuda_copy_async(rt->cuda, (uint64_t)b->offset, rt->arena.base + b->offset,
+                           (size_t)b->nbytes, true, err, sizeof err))
+    device_failed(rt, "copying to the device", err);
 }
 
 void dhx_rt_download(dhx_rt *rt, int32_t buf) {
@@ -85,3 +91,48 @@ void dhx_rt_download(dhx_rt *rt, int32_t buf) {
 
 void dhx_rt_upload_all(dhx_rt *rt) { copy(rt, 0, rt->rank->arena_bytes, true); }
 void dhx_rt_download_all(dhx_rt *rt) { copy(rt, 0, rt->rank->arena_bytes, false); }
+
+void dhx_rt_stash(dhx_rt *rt, int32_t buf, int64_t offset, int64_t bytes, void *dst) {
+  const uint8_t *src = rt->arena.base + rt->rank->buffers[buf].offset + offset;
+  if (!rt->cuda) {
+    memcpy(dst, src, (size_t)bytes);
+    return;
+  }
+  char err[1024];
+  if (!dhx_cuda_copy_async(rt->cuda, (uint64_t)(src - rt->arena.base), dst, (size_t)bytes, false,
+                           err, sizeof err))
+    device_failed(rt, "copying from the device", err);
+}
+
+void dhx_rt_finish(dhx_rt *rt) {
+  char err[4096];
+  if (rt->cuda && !dhx_cuda_wait(rt->cuda, err, sizeof err))
+    device_failed(rt, "waiting for the device", err);
+}
+
+void *dhx_rt_host_alloc(dhx_rt *rt, size_t bytes) {
+  char err[1024];
+  void *p = rt->cuda ? dhx_cuda_host_alloc(rt->cuda, bytes, err, sizeof err)
+                     : calloc(1, bytes ? bytes : 1);
+  if (!p) device_failed(rt, "allocating page-locked host memory", rt->cuda ? err : "out of memory");
+  return p;
+}
+
+void dhx_rt_host_free(dhx_rt *rt, void *p) {
+  if (rt->cuda)
+    dhx_cuda_host_free(rt->cuda, p);
+  else
+    free(p);
+}
+
+double dhx_rt_device_peak(dhx_rt *rt, char *source, size_t len) {
+  char name[256] = "", err[256];
+  if (rt->cuda && !dhx_cuda_device_name(rt->cuda, name, sizeof name, err, sizeof err))
+    snprintf(name, sizeof name, "unnamed device");
+  double peak = dhx_gpu_peak_flops(name, false);
+  if (peak > 0)
+    snprintf(source, len, "datasheet f32 peak of the %s: %.1f TFLOP/s per GPU", name, peak / 1e12);
+  else
+    snprintf(source, len, "no datasheet peak for '%s' (runtime/gpu_peaks.c)", name);
+  return peak;
+}

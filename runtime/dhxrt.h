@@ -206,10 +206,22 @@ bool dhx_rt_on_device(const dhx_rt *rt);
 // (collective over the ranks of the plan). True at once on the CPU backend.
 bool dhx_rt_connect_device(dhx_rt *rt, char *err, size_t errlen);
 void dhx_rt_leave_device(dhx_rt *rt);  // closes the CUDA backend (dhx_rt_free calls it)
+// Programs run asynchronously on the CUDA backend: dhx_rt_run issues and returns, and the
+// device runs programs and copies in the order they were issued. Only the downloads wait.
 void dhx_rt_upload(dhx_rt *rt, int32_t buf);    // buffer `buf`: host mirror → device
-void dhx_rt_download(dhx_rt *rt, int32_t buf);  // device → host mirror
-void dhx_rt_upload_all(dhx_rt *rt);             // the whole arena
+void dhx_rt_download(dhx_rt *rt, int32_t buf);  // device → host mirror, waiting for it
+void dhx_rt_upload_all(dhx_rt *rt);             // the whole arena (waits)
 void dhx_rt_download_all(dhx_rt *rt);
+// `bytes` of buffer `buf` from byte `offset` into dst, as they are when the programs issued so
+// far have run: at once on the CPU backend; on the CUDA backend dst must come from
+// dhx_rt_host_alloc and holds them after dhx_rt_finish, which waits for the device.
+void dhx_rt_stash(dhx_rt *rt, int32_t buf, int64_t offset, int64_t bytes, void *dst);
+void dhx_rt_finish(dhx_rt *rt);
+// The peak FLOP/s of this rank's GPU for the plan's (f32) arithmetic, from its datasheet, with
+// a line saying so in source; 0 (and why) for a GPU not in the table.
+double dhx_rt_device_peak(dhx_rt *rt, char *source, size_t len);
+void *dhx_rt_host_alloc(dhx_rt *rt, size_t bytes);  // page-locked on the CUDA backend; zeroed on the CPU
+void dhx_rt_host_free(dhx_rt *rt, void *p);
 
 // ---- data.c -----------------------------------------------------------------------------------
 #define DHX_SHARD_MAGIC 20240520  // llm.c GPT-2 shards: uint16 tokens

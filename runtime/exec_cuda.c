@@ -51,6 +51,10 @@ struct dhx_cuda {
   uint32_t nstreams, nevents;
   CUstream streams[DHX_MAX_STREAMS];
   CUevent *events;
+  // Programs run one after another on the device without the host waiting between them:
+  // every stream starts a program after what stream 0 holds (fork), and stream 0 ends it after
+  // every stream (join). Stream 0 also carries the copies, so they are ordered with programs.
+  CUevent fork, join[DHX_MAX_STREAMS];
   cublasLtHandle_t blas;
   uint32_t *order[DHX_PROG_COUNT];  // issue order per program
   // LOAD_BATCH: the training loop's loader fills a page-locked slot per micro-batch of the
@@ -199,6 +203,8 @@ static bool create_queues(dhx_cuda *c, char *err, size_t errlen) {
   c->events = calloc(c->nevents ? c->nevents : 1, sizeof(CUevent));
   if (!c->events) return false;
   for (uint32_t e = 0; e < c->nevents; e++) CU(cuEventCreate(&c->events[e], EVENT_DISABLE_TIMING));
+  CU(cuEventCreate(&c->fork, EVENT_DISABLE_TIMING));
+  for (uint32_t s = 1; s < c->nstreams; s++) CU(cuEventCreate(&c->join[s], EVENT_DISABLE_TIMING));
   return true;
 }
 
@@ -257,6 +263,9 @@ void dhx_cuda_close(dhx_cuda *c) {
       if (c->events[e]) c->cu.cuEventDestroy_v2(c->events[e]);
     for (uint32_t s = 0; s < c->nstreams; s++)
       if (c->streams[s]) c->cu.cuStreamDestroy_v2(c->streams[s]);
+    if (c->fork) c->cu.cuEventDestroy_v2(c->fork);
+    for (uint32_t s = 1; s < c->nstreams; s++)
+      if (c->join[s]) c->cu.cuEventDestroy_v2(c->join[s]);
     if (c->blas) c->lt.cublasLtDestroy(c->blas);
     if (c->staging) c->cu.cuMemFreeHost(c->staging);
     if (c->workspace) c->cu.cuMemFree_v2(c->workspace);
@@ -415,6 +424,10 @@ static bool wait_streams(dhx_cuda *c, uint32_t n, char *err, size_t errlen) {
   }
 }
 
+bool dhx_cuda_wait(dhx_cuda *c, char *err, size_t errlen) {
+  return wait_streams(c, 1, err, errlen);  // stream 0 has joined every program's streams
+}
+
 bool dhx_cuda_issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, char *err,
                     size_t errlen) {
   return issue(c, in, regs, err, errlen);
@@ -429,21 +442,58 @@ bool dhx_cuda_upload(dhx_cuda *c, uint64_t offset, const void *host, size_t byte
                      size_t errlen) {
   if (bytes == 0) return true;
   CU(cuMemcpyHtoDAsync_v2(c->arena + offset, host, bytes, c->streams[0]));
-  CU(cuStreamSynchronize(c->streams[0]));
-  return true;
+  return dhx_cuda_wait(c, err, errlen);
 }
 
 bool dhx_cuda_download(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, char *err,
                        size_t errlen) {
   if (bytes == 0) return true;
   CU(cuMemcpyDtoHAsync_v2(host, c->arena + offset, bytes, c->streams[0]));
-  CU(cuStreamSynchronize(c->streams[0]));
+  return dhx_cuda_wait(c, err, errlen);
+}
+
+bool dhx_cuda_copy_async(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, bool up,
+                         char *err, size_t errlen) {
+  if (bytes == 0) return true;
+  if (up) {
+    CU(cuMemcpyHtoDAsync_v2(c->arena + offset, host, bytes, c->streams[0]));
+  } else {
+    CU(cuMemcpyDtoHAsync_v2(host, c->arena + offset, bytes, c->streams[0]));
+  }
   return true;
 }
 
-bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen) {
+void *dhx_cuda_host_alloc(dhx_cuda *c, size_t bytes, char *err, size_t errlen) {
+  void *p = NULL;
+  return cu_ok(c, c->cu.cuMemHostAlloc(&p, bytes ? bytes : 1, 0), "cuMemHostAlloc", err, errlen)
+             ? p : NULL;
+}
+
+void dhx_cuda_host_free(dhx_cuda *c, void *p) {
+  if (c && p) c->cu.cuMemFreeHost(p);
+}
+
+// Stream s ≥ 1 starts the program after what stream 0 holds; stream 0 ends it after them all.
+static bool fork_streams(dhx_cuda *c, uint32_t n, char *err, size_t errlen) {
+  if (n < 2) return true;
+  CU(cuEventRecord(c->fork, c->streams[0]));
+  for (uint32_t s = 1; s < n; s++) CU(cuStreamWaitEvent(c->streams[s], c->fork, 0));
+  return true;
+}
+
+static bool join_streams(dhx_cuda *c, uint32_t n, char *err, size_t errlen) {
+  for (uint32_t s = 1; s < n; s++) {
+    CU(cuEventRecord(c->join[s], c->streams[s]));
+    CU(cuStreamWaitEvent(c->streams[0], c->join[s], 0));
+  }
+  return true;
+}
+
+bool dhx_cuda_issue_program(dhx_cuda *c, int prog, const double *regs, char *err,
+                            size_t errlen) {
   const dhx_plan_program *p = &c->rank->programs[prog];
   const uint32_t *order = c->order[prog];
+  if (!fork_streams(c, p->nstreams, err, errlen)) return false;
   for (uint32_t i = 0, k; i < p->ninstrs; i += k ? k : 1) {
     k = dhx_nccl_group_length(p, order, i, p->ninstrs);  // 0: not a collective or transfer
     if (k ? !dhx_nccl_issue(c->nccl, c->rank, c->arena, p->instrs, order + i, k,
@@ -451,7 +501,11 @@ bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t e
           : !issue(c, &p->instrs[order[i]], regs, err, errlen))
       return false;
   }
-  return wait_streams(c, p->nstreams, err, errlen);
+  return join_streams(c, p->nstreams, err, errlen);
+}
+
+bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen) {
+  return dhx_cuda_issue_program(c, prog, regs, err, errlen) && dhx_cuda_wait(c, err, errlen);
 }
 
 // ---- the device of this process ---------------------------------------------------------------

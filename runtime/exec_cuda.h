@@ -50,10 +50,24 @@ dhx_cuda *dhx_cuda_open(const dhx_plan *plan, uint32_t r, int device, const char
 // with the unique ids broadcast over the MPI communicators of `comms` (dhx_comms_new).
 // Collective over the members; needed before running a program with collectives or transfers.
 bool dhx_cuda_connect(dhx_cuda *c, dhx_comms *comms, char *err, size_t errlen);
-// Issues program `prog` on the device (regs: the step's registers) and waits for it to finish,
-// polling NCCL for asynchronous errors meanwhile: on one the communicators are aborted and the
-// message names the world rank and the communicator.
+// Issues program `prog` on the device (regs: the step's registers) without waiting: its
+// streams start after everything issued before (the previous program, the copies) and stream
+// 0 ends after all of them, so programs and copies follow one another on the device while the
+// host goes on.
+bool dhx_cuda_issue_program(dhx_cuda *c, int prog, const double *regs, char *err,
+                            size_t errlen);
+// Waits until the device has done everything issued (polling NCCL's asynchronous errors).
+bool dhx_cuda_wait(dhx_cuda *c, char *err, size_t errlen);
+// Issues program `prog` and waits for it.
 bool dhx_cuda_run(dhx_cuda *c, int prog, const double *regs, char *err, size_t errlen);
+// A copy between host memory and the arena at byte `offset`, ordered after everything issued
+// before, without waiting. A copy to the host lands only after dhx_cuda_wait and needs
+// page-locked memory (dhx_cuda_host_alloc) to be asynchronous; a copy from pageable memory
+// may reuse it at once (the driver stages it).
+bool dhx_cuda_copy_async(dhx_cuda *c, uint64_t offset, void *host, size_t bytes, bool up,
+                         char *err, size_t errlen);
+void *dhx_cuda_host_alloc(dhx_cuda *c, size_t bytes, char *err, size_t errlen);
+void dhx_cuda_host_free(dhx_cuda *c, void *host);
 void dhx_cuda_close(dhx_cuda *c);
 
 // LOAD_BATCH's source: fills micro-batch `micro` of the current step into host memory
@@ -83,6 +97,10 @@ int dhx_cuda_local_device(int devices);
 // The compute capability's major number of `device` (8 for A100, 9 for H100/H200); 0 when the
 // driver cannot tell.
 int dhx_cuda_compute_major(int device);
+
+// The datasheet peak FLOP/s (dense; f32 without tensor cores, or bf16) of the GPU the driver
+// names `device_name`; 0 for a GPU not in the table (gpu_peaks.c).
+double dhx_gpu_peak_flops(const char *device_name, bool bf16);
 
 // For tools (bench/kernels_gpu). The device's name as the driver gives it.
 bool dhx_cuda_device_name(dhx_cuda *c, char *name, size_t len, char *err, size_t errlen);

@@ -64,6 +64,14 @@ typedef struct run {
   int32_t *tokens, *targets;  // this rank's TOKENS / TARGETS buffers (NULL if absent)
   const float *losses;        // LOSSES buffer (NULL if absent)
   int32_t tokens_buf, targets_buf, losses_buf;  // their ids (-1 if absent), for the device copies
+  // A step's losses, copied out after each MICRO and added up after STEP, so the host does not
+  // wait for the device inside a step (page-locked on the CUDA backend).
+  float *loss_stash;
+  // On the CUDA backend the gradient norm stays on the device: the GRAD_NORM instruction's norm
+  // slot (buffer, byte offset), copied out after STEP for the metrics.
+  float *norm_stash;
+  int32_t norm_buf;
+  int64_t norm_at;
   int64_t step;               // the step being run (LOAD_BATCH reads its rows)
   FILE *metrics;
   char checkpoint_dir[4096];  // "" when no periodic checkpoints
@@ -176,6 +184,18 @@ static void find_io_buffers(run *R) {
   R->tokens_buf = R->tokens ? tok : -1;
   R->targets_buf = R->tokens ? tgt : -1;
   R->losses_buf = loss;
+  const dhx_plan_train *tr = R->t;
+  if (loss >= 0)
+    R->loss_stash = dhx_rt_host_alloc(&R->rt, sizeof(float) * (size_t)(tr->accum_steps *
+                                                                      tr->micro_batch * tr->seq));
+  R->norm_buf = -1;
+  const dhx_plan_program *step = &R->rt.rank->programs[DHX_PROG_STEP];
+  for (uint32_t i = 0; i < step->ninstrs && dhx_rt_on_device(&R->rt); i++)
+    if (step->instrs[i].op == DHX_OP_GRAD_NORM) {
+      R->norm_buf = step->instrs[i].args[1].buf;
+      R->norm_at = step->instrs[i].args[1].i;
+      R->norm_stash = dhx_rt_host_alloc(&R->rt, sizeof(float));
+    }
 }
 
 // Periodic checkpoints go to --checkpoint-dir, or to PLAN_DIR/checkpoints when the plan asks
@@ -357,7 +377,7 @@ static void print_header(const run *R) {
          "steps %" PRId64 "..%" PRId64 " of %" PRId64 "\n", R->t->model_name, R->plan.nranks,
          R->rt.threads, R->t->n_params, R->t->global_batch * R->t->seq, R->first_step + 1,
          R->end_step, R->t->steps);
-  if (R->t->net_bandwidth > 0 || R->opts->net_override) {
+  if ((R->t->net_bandwidth > 0 || R->opts->net_override) && !dhx_rt_on_device(&R->rt)) {
     char net[160];
     const char *source = !R->opts->net_override  ? "the plan's cluster"
                          : R->t->net_bandwidth > 0 ? "--net-emulate"
@@ -408,16 +428,28 @@ static double train_step(run *R, int64_t t) {
   dhx_set_step_registers(tr, t, R->rt.regs);
   dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_COMPUTE);
   dhx_rt_run(&R->rt, DHX_PROG_BEGIN);
-  double loss = 0;
   R->step = t;
-  for (int64_t m = 0; m < tr->accum_steps; m += tr->micro_per_run) {
+  int64_t per_run = tr->micro_per_run * tr->micro_batch * tr->seq, runs = 0;
+  bool losses = R->rt.rank->reports_loss && R->loss_stash;
+  for (int64_t m = 0; m < tr->accum_steps; m += tr->micro_per_run, runs++) {
     if (tr->micro_per_run == 1)
       load_rows(R, &R->train, t * tr->global_batch + (m * dp + dp_rank) * tr->micro_batch);
     dhx_rt_run(&R->rt, DHX_PROG_MICRO);
-    if (R->rt.rank->reports_loss) loss += sum_losses(R, tr->micro_per_run);
+    if (losses)
+      dhx_rt_stash(&R->rt, R->losses_buf, 0, per_run * (int64_t)sizeof(float),
+                   R->loss_stash + runs * per_run);
   }
   dhx_watchdog_mark(R->watchdog, t, DHX_PHASE_UPDATE);
   dhx_rt_run(&R->rt, DHX_PROG_STEP);
+  if (R->norm_stash) dhx_rt_stash(&R->rt, R->norm_buf, R->norm_at, sizeof(float), R->norm_stash);
+  dhx_rt_finish(&R->rt);  // the device has done the step: its losses and norm are here
+  if (R->norm_stash) R->rt.regs[DHX_REG_GRAD_NORM] = *R->norm_stash;
+  double loss = 0;
+  for (int64_t r = 0; r < runs && losses; r++) {  // per run in double, as the runs came
+    double sum = 0;
+    for (int64_t i = 0; i < per_run; i++) sum += R->loss_stash[r * per_run + i];
+    loss += sum;
+  }
   return all_sum(loss) / (double)(tr->global_batch * tr->seq);
 }
 
@@ -646,9 +678,13 @@ static void summarize(run *R, const char *outcome) {
   s.arena_bytes = max_over_ranks((double)R->rt.arena.bytes);
   s.net_bandwidth = R->t->net_bandwidth;
   s.net_latency = R->t->net_latency;
-  // On a GPU the cores' rate says nothing: MFU is left out until the device's peak is known.
-  s.peak_flops_per_s = dhx_rt_on_device(&R->rt) ? 0 : all_sum(dhx_measure_gemm_rate(R->rt.pool));
-  if (dhx_rt_on_device(&R->rt)) s.peak_source = "the device's peak is not measured yet";
+  char peak_source[160];
+  if (dhx_rt_on_device(&R->rt)) {  // the GPUs' datasheet peak: the cores' rate says nothing here
+    s.peak_flops_per_s = all_sum(dhx_rt_device_peak(&R->rt, peak_source, sizeof peak_source));
+    s.peak_source = peak_source;
+  } else {
+    s.peak_flops_per_s = all_sum(dhx_measure_gemm_rate(R->rt.pool));
+  }
   double tokens = (double)(steps_run * R->t->global_batch * R->t->seq);
   s.wall_s = R->train_seconds;
   s.mean_tokens_per_s = R->train_seconds > 0 ? tokens / R->train_seconds : 0;
@@ -671,7 +707,11 @@ static void teardown(run *R) {
   if (R->metrics) fclose(R->metrics);
   dhx_shard_close(&R->train);
   dhx_shard_close(&R->val);
-  if (R->rt_ready) dhx_rt_free(&R->rt);
+  if (R->rt_ready) {
+    dhx_rt_host_free(&R->rt, R->loss_stash);
+    dhx_rt_host_free(&R->rt, R->norm_stash);
+    dhx_rt_free(&R->rt);
+  }
   dhx_trace_free(R->trace);  // after the stream threads that write it
   dhx_plan_free(&R->plan);
   free(R->step_tokens_per_s);

@@ -23,7 +23,8 @@
 #   resume      a checkpoint written on the GPU resumes to the uninterrupted losses, bitwise
 #   strands     paired strands on the GPU give the unpaired losses, bitwise
 #   gpt2        GPT-2 124M (samples/gpt2_124m_gpu.dhx), GPT2_STEPS steps (20): tokens/s and
-#               MFU against the device's datasheet peak for the plan's precision
+#               MFU against the device's datasheet peak for the plan's precision (dhxrun's
+#               summary: runtime/gpu_peaks.c)
 #   sanitizer   compute-sanitizer memcheck and racecheck on two steps of the tiny GPT
 #
 # Environment: BUILD_DIR (default build-gpu), STEPS, GPT2_STEPS, SUMMARY (the summary's file; default DIR/summary.md),
@@ -64,6 +65,8 @@ prepare() {
   local mpi_components
   mpi_components=$(dirname "$(find /usr/lib -path '*openmpi*' -name mca_ess_singleton.so | head -1)")
   cp -r "$mpi_components" "$dir/lib/mpi-components"
+  mkdir -p "$dir/share" && cp -r "$(ompi_info --path pkgdatadir --parsable | cut -d: -f3)" \
+    "$dir/share/openmpi"  # its messages
   ldd "$dir/bin/dhxrun" "$dir/bin/kernels_gpu" "$dir/lib/mpi-components"/*.so |
     awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
@@ -74,10 +77,12 @@ prepare() {
     sort) > /dev/null || return 1
   # The plans name no data: every run gives the folder's (so the folder may move).
   local tiny=("$root/samples/tiny.dhx" --set schedule.parallel.dp=1
-              --set train.steps="${STEPS:-50}" --set train.warmup=5 --set train.micro_batch=4
+              --set train.steps="${STEPS:-50}" --set train.warmup=$(( ${STEPS:-50} >= 20 ? 5 : 0 ))
+              --set train.micro_batch=4
               --set train.global_batch=8 --set train.val_every=25 --set train.val_batches=2)
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny" > /dev/null &&
-  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_ckpt" --set train.checkpoint_every=10 > /dev/null &&
+  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_ckpt" \
+    --set train.checkpoint_every=$(( ${STEPS:-50} / 2 )) > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_paired" --set schedule.strands.pair=on > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_2steps" --set train.steps=2 > /dev/null &&
   "$bin/dhxc" "$root/samples/gpt2_124m_gpu.dhx" --set train.steps="${GPT2_STEPS:-20}" \
@@ -100,17 +105,6 @@ json_field() {  # json_field FILE KEY: the number KEY of the summary line (the f
   tail -1 "$1" | grep -o "\"$2\":[-0-9.eE+]*" | head -1 | cut -d: -f2
 }
 
-# The datasheet peak (FLOP/s) of the device for dense f32 without tensor cores (the f32
-# plan's GEMMs compute in f32), by name; 0 when unknown.
-peak_f32() {
-  case $1 in
-    *H200*|*H100*SXM*|*"H100 80GB HBM3"*) echo 67e12 ;;
-    *H100*PCIe*) echo 51e12 ;;
-    *A100*) echo 19.5e12 ;;
-    *) echo 0 ;;
-  esac
-}
-
 run_checks() {
   dir=$(cd "$dir" && pwd)
   local bin=$dir/bin plans=$dir/plans work=$dir/work
@@ -119,7 +113,7 @@ run_checks() {
   : > "$SUMMARY"
   export LD_LIBRARY_PATH=$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export OMPI_MCA_ess_singleton_isolated=1  # one rank, no mpirun: no daemon to start
-  export OMPI_MCA_mca_base_component_path=$dir/lib/mpi-components
+  export OMPI_MCA_mca_base_component_path=$dir/lib/mpi-components OPAL_PKGDATADIR=$dir/share/openmpi
   local data=(--train "$dir/data/corpus_train.bin" --val "$dir/data/corpus_val.bin")
   if [ "$emulated" = 1 ]; then
     export DHX_CUDA_LIBRARY=$dir/lib/libemulated_cuda.so
@@ -158,7 +152,10 @@ run_checks() {
   # kernels: parity on the tiny GPT, bandwidth on GPT-2 124M
   if DHX_EMULATED_KERNELS=$plans/tiny/kernels.so "$bin/kernels_gpu" "$plans/tiny" \
        > "$work/kernels_parity.txt" 2>&1; then
-    summary_line kernels PASS "$(grep -c '^kernel ' "$work/kernels_parity.txt") kernel lines, every output within tolerance of the CPU backend"
+    local rows worst
+    rows=$(grep -c '^{"kernels_gpu":"parity"' "$work/kernels_parity.txt")
+    worst=$(grep -o '"max_rel":[0-9.e+-]*' "$work/kernels_parity.txt" | cut -d: -f2 | sort -g | tail -1)
+    summary_line kernels PASS "$rows kernels and GEMM shapes of BEGIN, MICRO, STEP and EVAL within 1e-5 of the CPU backend (worst $worst)"
   else
     summary_line kernels FAIL "see kernels_parity.txt: $(grep -m1 -i 'fail\|error' "$work/kernels_parity.txt")"
   fi
@@ -179,14 +176,15 @@ run_checks() {
     summary_line losses FAIL "$(tail -2 "$work/losses.txt" 2>/dev/null | tr '\n' ' ')"
   fi
 
-  # resume: bitwise on the device
-  local steps
-  steps=$(grep -c '"step"' "$work/gpu.jsonl" 2>/dev/null || echo 0)
+  # resume: bitwise on the device, from the checkpoint half-way
+  local steps half
+  steps=$(grep -c '"step"' "$work/gpu.jsonl" 2>/dev/null)
+  half=$(( ${steps:-0} / 2 ))
   if gpu tiny_ckpt --metrics "$work/full.jsonl" --checkpoint-dir "$work/ckpt" &&
-     gpu tiny_ckpt --resume "$work/ckpt/step_10.safetensors" --metrics "$work/resumed.jsonl" &&
-     "$bin/metrics_check" same "$work/full.jsonl" "$work/resumed.jsonl" 0 11 "${steps:-50}" \
+     gpu tiny_ckpt --resume "$work/ckpt/step_$half.safetensors" --metrics "$work/resumed.jsonl" &&
+     "$bin/metrics_check" same "$work/full.jsonl" "$work/resumed.jsonl" 0 $(( half + 1 )) "$steps" \
        > "$work/resume.txt" 2>&1; then
-    summary_line resume PASS "steps 11..${steps} after a checkpoint at 10 equal the uninterrupted run bit for bit"
+    summary_line resume PASS "steps $(( half + 1 ))..$steps after a checkpoint at $half equal the uninterrupted run bit for bit"
   else
     summary_line resume FAIL "$(tail -2 "$work/resume.txt" 2>/dev/null | tr '\n' ' ')"
   fi
@@ -203,13 +201,13 @@ run_checks() {
   if [ "$emulated" = 1 ]; then
     summary_line gpt2 SKIP "not emulated (too large for the host kernels)"
   elif gpu gpt2 --metrics "$work/gpt2.jsonl" > "$work/gpt2.txt" 2>&1; then
-    local tps flops peak
+    local tps flops mfu source
     tps=$(json_field "$work/gpt2.jsonl" median_tokens_per_s)
     flops=$(json_field "$work/gpt2.jsonl" flops_per_s)
-    peak=$(peak_f32 "$device")
-    summary_line gpt2 DONE "$(printf '%.0f tokens/s median, %.1f TFLOP/s, MFU %s of the f32 peak' \
-      "$tps" "$(awk -v f="$flops" 'BEGIN{print f/1e12}')" \
-      "$(awk -v f="$flops" -v p="$peak" 'BEGIN{ if (p > 0) printf "%.1f%%", 100*f/p; else print "unknown" }')")"
+    mfu=$(json_field "$work/gpt2.jsonl" mfu)
+    source=$(tail -1 "$work/gpt2.jsonl" | grep -o '"peak_source":"[^"]*"' | cut -d'"' -f4)
+    summary_line gpt2 DONE "$(awk -v t="$tps" -v f="$flops" -v m="$mfu" -v s="$source" \
+      'BEGIN { printf "%.0f tokens/s median, %.1f TFLOP/s, MFU %.1f%% (%s)", t, f / 1e12, 100 * m, s }')"
   else
     summary_line gpt2 FAIL "$(tail -2 "$work/gpt2.txt" | tr '\n' ' ')"
   fi
