@@ -149,16 +149,19 @@ run_checks() {
       --quiet "${data[@]}" "$@"
   }
 
-  # kernels: parity on the tiny GPT, bandwidth on GPT-2 124M
-  if DHX_EMULATED_KERNELS=$plans/tiny/kernels.so "$bin/kernels_gpu" "$plans/tiny" \
-       > "$work/kernels_parity.txt" 2>&1; then
-    local rows worst
-    rows=$(grep -c '^{"kernels_gpu":"parity"' "$work/kernels_parity.txt")
-    worst=$(grep -o '"max_rel":[0-9.e+-]*' "$work/kernels_parity.txt" | cut -d: -f2 | sort -g | tail -1)
-    summary_line kernels PASS "$rows kernels and GEMM shapes of BEGIN, MICRO, STEP and EVAL within 1e-5 of the CPU backend (worst $worst)"
-  else
-    summary_line kernels FAIL "see kernels_parity.txt: $(grep -m1 -i 'fail\|error' "$work/kernels_parity.txt")"
-  fi
+  # kernels: parity on the tiny GPT (plain, and paired: several streams and LOAD_BATCH),
+  # bandwidth on GPT-2 124M
+  local plan rows worst
+  for plan in tiny tiny_paired; do
+    if DHX_EMULATED_KERNELS=$plans/$plan/kernels.so "$bin/kernels_gpu" "$plans/$plan" \
+         > "$work/kernels_$plan.txt" 2>&1; then
+      rows=$(grep -c '^{"kernels_gpu":"parity"' "$work/kernels_$plan.txt")
+      worst=$(grep -o '"max_rel":[0-9.e+-]*' "$work/kernels_$plan.txt" | cut -d: -f2 | sort -g | tail -1)
+      summary_line "kernels ($plan)" PASS "$rows kernels and GEMM shapes of BEGIN, MICRO, STEP and EVAL within 1e-5 of the CPU backend (worst $worst)"
+    else
+      summary_line "kernels ($plan)" FAIL "kernels_$plan.txt: $(grep -m1 -E 'MISMATCH|ERROR|error' "$work/kernels_$plan.txt")"
+    fi
+  done
   if [ "$emulated" = 0 ]; then
     if "$bin/kernels_gpu" --time "$plans/gpt2" > "$work/kernels_time.txt" 2>&1; then
       summary_line bandwidth DONE "$(grep -m1 -i 'copy bandwidth' "$work/kernels_time.txt"); table in kernels_time.txt"

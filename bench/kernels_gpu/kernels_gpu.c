@@ -445,6 +445,17 @@ static void fill_batch(dhx_rt *rt) {
   }
 }
 
+// LOAD_BATCH's source on both backends (programs that load their own micro-batches: paired
+// strands, pipelines): micro-batch m of a fixed stream of valid ids.
+static void load_fixed(void *ctx, int64_t m, int32_t *tokens, int32_t *targets) {
+  const dhx_plan_train *t = ctx;
+  int64_t n = t->micro_batch * t->seq;
+  for (int64_t i = 0; i < n; i++) {
+    tokens[i] = (int32_t)(((m * n + i) * 31 + 7) % t->vocab);
+    targets[i] = (int32_t)(((m * n + i + 1) * 31 + 7) % t->vocab);
+  }
+}
+
 static void open_backends(checker *k, dhx_plan *plan) {
   char path[1024], err[4096];
   const options *o = k->opt;
@@ -457,6 +468,8 @@ static void open_backends(checker *k, dhx_plan *plan) {
   if (!dhx_rt_init(&k->rt, plan, 0, path, 2, err, sizeof err)) die("the CPU backend", err);
   dhx_init_params(&k->rt, plan->train.seed);
   fill_batch(&k->rt);
+  k->rt.load_batch = load_fixed;
+  k->rt.load_ctx = &plan->train;
   dhx_set_step_registers(&plan->train, 0, k->rt.regs);
   snprintf(path, sizeof path, "%s/kernels.ptx", o->plan_dir);
   const char *ptx_path = o->ptx_path ? o->ptx_path : path;
@@ -468,6 +481,7 @@ static void open_backends(checker *k, dhx_plan *plan) {
   k->cuda = dhx_cuda_open(plan, 0, device, ptx, err, sizeof err);
   free(ptx);
   if (!k->cuda) die("the CUDA backend", err);
+  dhx_cuda_set_loader(k->cuda, load_fixed, &plan->train);
   char name[96] = "";
   if (!dhx_cuda_device_name(k->cuda, name, sizeof name, err, sizeof err)) die("device", err);
   snprintf(k->device, sizeof k->device, "device %d '%s'", device, name);
