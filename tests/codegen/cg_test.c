@@ -213,3 +213,16 @@ double rng_uniform(double lo, double hi) {
   return lo + (hi - lo) * (double)(rng_next() >> 11) * 0x1p-53;
 }
 int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
+
+char *cgt_slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  CHECK(f != NULL, "open %s", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n, "read %s", path);
+  s[n] = 0;
+  fclose(f);
+  return s;
+}

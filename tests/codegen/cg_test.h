@@ -28,6 +28,8 @@ void cgt_build(cgt *t);
 dhx_kernel_fn cgt_fn(cgt *t, const dhx_kernel_spec *s);
 // Unloads, removes the temporary files.
 void cgt_done(cgt *t);
+// A file's whole text, NUL-terminated, to free; aborts the test when it cannot be read.
+char *cgt_slurp(const char *path);
 
 // Runs fn over [0, n) as `pieces` consecutive ranges (1 = one call), including an empty range,
 // with uneven cut points (deterministic from `seed`).

@@ -41,19 +41,6 @@ static void expect_invalid(const char *what, dhx_kernel_spec s) {
   printf("  ok rejects %-40s (%s)\n", what, err);
 }
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  CHECK(f != NULL, "open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n, "read %s", path);
-  s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 int main(void) {
   // ---- fixed kernels: names and signatures exactly as kernels.h documents them ----
   for (int t = 0; t < 2; t++) {
@@ -236,7 +223,7 @@ int main(void) {
   char path[400], err[1024] = "";
   snprintf(path, sizeof path, "%s/kernels.ll", t.dir);
   CHECK(dhx_codegen_emit_llvm(t.cg, path, err, sizeof err), "emit_llvm: %s", err);
-  char *ll = slurp(path);
+  char *ll = cgt_slurp(path);
   CHECK(strstr(ll, "define void @dhxk_layernorm_fwd_f32(ptr") != NULL, "no host entry in .ll");
   CHECK(strstr(ll, "define internal void @dhxb_layernorm_fwd_f32(") != NULL, "no body in .ll");
   CHECK(strstr(ll, "llvm.loop.parallel_accesses") != NULL, "no parallel loops in .ll");

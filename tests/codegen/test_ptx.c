@@ -14,19 +14,6 @@
 
 extern char **environ;
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  CHECK(f != NULL, "open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n, "read %s", path);
-  s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 int main(int argc, char **argv) {
   CHECK(argc == 3, "usage: test_ptx SM PTXAS");
   const char *sm = argv[1], *ptxas = argv[2];
@@ -40,7 +27,7 @@ int main(int argc, char **argv) {
   snprintf(cubin, sizeof cubin, "%s/kernels_%s.cubin", t.dir, sm);
   CHECK(dhx_codegen_emit_ptx(t.cg, sm, ptx, err, sizeof err), "emit_ptx: %s", err);
 
-  char *text = slurp(ptx);
+  char *text = cgt_slurp(ptx);
   CHECK(strstr(text, ".extern") == NULL, "PTX declares an external symbol");
   char want[64];
   snprintf(want, sizeof want, ".target %s", sm);

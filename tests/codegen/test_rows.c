@@ -34,19 +34,6 @@ static int row_kind(dhx_kernel_kind kind) {
   return -1;
 }
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  CHECK(f != NULL, "open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n, "read %s", path);
-  s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 // The text of entry `name` (up to the next entry), NUL-terminated in a copy.
 static char *entry_text(const char *ptx, const char *name) {
   char head[DHX_NAME_MAX + 16];
@@ -85,7 +72,7 @@ int main(void) {
   char ptx[400], err[1024] = "";
   snprintf(ptx, sizeof ptx, "%s/rows.ptx", t.dir);
   CHECK(dhx_codegen_emit_ptx(t.cg, "sm_80", ptx, err, sizeof err), "emit_ptx: %s", err);
-  char *text = slurp(ptx);
+  char *text = cgt_slurp(ptx);
   for (int i = 0; i < n; i++) {
     dhx_plan_kernel e;
     dhx_codegen_table_entry(t.cg, ks[i].index, &e);

@@ -7,13 +7,15 @@
 #include <stdlib.h>
 
 static int fails;
-#define CHECK(c, ...)               \
-  do {                              \
-    if (!(c)) {                     \
-      fprintf(stderr, __VA_ARGS__); \
-      fputc('\n', stderr);          \
-      fails++;                      \
-    }                               \
+static int check_rank = -1;  // a test under mpirun sets its rank: failures are prefixed with it
+#define CHECK(c, ...)                                            \
+  do {                                                           \
+    if (!(c)) {                                                  \
+      if (check_rank >= 0) fprintf(stderr, "rank %d: ", check_rank); \
+      fprintf(stderr, __VA_ARGS__);                              \
+      fputc('\n', stderr);                                       \
+      fails++;                                                   \
+    }                                                            \
   } while (0)
 
 

@@ -24,34 +24,14 @@
 
 #include "exec_cuda.h"
 #include "exec_nccl.h"
+#include "gpu_test.h"
 
-static int fails, me, nranks;
-#define CHECK(c, ...)                       \
-  do {                                      \
-    if (!(c)) {                             \
-      fprintf(stderr, "rank %d: ", me);     \
-      fprintf(stderr, __VA_ARGS__);         \
-      fputc('\n', stderr);                  \
-      fails++;                              \
-    }                                       \
-  } while (0)
+static int me, nranks;
 
 #define ARENA 0x100000000ull  // the recording driver's first allocation
 #define MAX_CALLS 4096
 #define MAX_COMMS 64
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
 
 // Drops the instructions of rank r's programs that are not this test's.
 static void keep_only_tested(dhx_plan_rank *r) {
@@ -538,6 +518,7 @@ int main(int argc, char **argv) {
   int provided;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  check_rank = me;
   MPI_Comm_size(MPI_COMM_WORLD, &nranks);
   if (argc < 4 || nranks != 2) {
     fprintf(stderr, "usage: nccl_host_tests groups | mpirun -np 2 nccl_host_tests "
