@@ -113,7 +113,8 @@ static int queue(op o, int error) {
   ncclGroupStart();
   if (error && !group.error) group.error = error;
   if (!error) add(o);
-  return ncclGroupEnd();
+  int r = ncclGroupEnd();
+  return error ? error : r;
 }
 
 static int mpi_ok(int rc) { return rc == MPI_SUCCESS ? SUCCESS : SYSTEM_ERROR; }
@@ -247,40 +248,44 @@ static int collective(const op *o) {
 }
 
 // The arguments' error of a collective or transfer, SUCCESS where it can run.
-static int check(size_t count, int type, int op, emu_comm *c, int peer) {
-  if (!c || type != FLOAT32 || op != SUM || count > INT_MAX) return INVALID_ARGUMENT;
-  return peer >= 0 && peer >= c->nranks ? INVALID_ARGUMENT : SUCCESS;
+static int check(size_t count, int type, int op, const emu_comm *c) {
+  return !c || type != FLOAT32 || op != SUM || count > INT_MAX ? INVALID_ARGUMENT : SUCCESS;
+}
+
+static int check_transfer(size_t count, int type, int peer, const emu_comm *c) {
+  int r = check(count, type, SUM, c);
+  return r == SUCCESS && (peer < 0 || peer >= c->nranks) ? INVALID_ARGUMENT : r;
 }
 
 int ncclAllReduce(const void *s, void *r, size_t n, int t, int op_, emu_comm *c, void *stream) {
   (void)stream;
   return queue((op){.kind = OP_ALL_REDUCE, .send = s, .recv = r, .count = n, .comm = c},
-               check(n, t, op_, c, -1));
+               check(n, t, op_, c));
 }
 
 int ncclReduceScatter(const void *s, void *r, size_t n, int t, int op_, emu_comm *c,
                       void *stream) {
   (void)stream;
   return queue((op){.kind = OP_REDUCE_SCATTER, .send = s, .recv = r, .count = n, .comm = c},
-               check(n, t, op_, c, -1));
+               check(n, t, op_, c));
 }
 
 int ncclAllGather(const void *s, void *r, size_t n, int t, emu_comm *c, void *stream) {
   (void)stream;
   return queue((op){.kind = OP_ALL_GATHER, .send = s, .recv = r, .count = n, .comm = c},
-               check(n, t, SUM, c, -1));
+               check(n, t, SUM, c));
 }
 
 int ncclSend(const void *b, size_t n, int t, int peer, emu_comm *c, void *stream) {
   (void)stream;
   return queue((op){.kind = OP_SEND, .send = b, .count = n, .peer = peer, .comm = c},
-               peer < 0 ? INVALID_ARGUMENT : check(n, t, SUM, c, peer));
+               check_transfer(n, t, peer, c));
 }
 
 int ncclRecv(void *b, size_t n, int t, int peer, emu_comm *c, void *stream) {
   (void)stream;
   return queue((op){.kind = OP_RECV, .recv = b, .count = n, .peer = peer, .comm = c},
-               peer < 0 ? INVALID_ARGUMENT : check(n, t, SUM, c, peer));
+               check_transfer(n, t, peer, c));
 }
 
 // Posts a send or receive; NCCL matches them in order per (communicator, peer), as one MPI tag.
