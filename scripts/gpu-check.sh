@@ -22,7 +22,7 @@
 #   losses      the tiny GPT, STEPS steps (50): per-step losses within 1e-4 of the CPU backend
 #   resume      a checkpoint written on the GPU resumes to the uninterrupted losses, bitwise
 #   strands     paired strands on the GPU give the unpaired losses, bitwise
-#   gpt2        GPT-2 124M (samples/gpt2_124m_gpu.dhx), GPT2_STEPS steps (20): tokens/s and
+#   gpt2        GPT-2 124M (samples/gpu/gpt2_124m.dhx), GPT2_STEPS steps (20): tokens/s and
 #               MFU against the device's datasheet peak for the plan's precision (dhxrun's
 #               summary: runtime/gpu_peaks.c)
 #   sanitizer   compute-sanitizer memcheck and racecheck on two steps of the tiny GPT
@@ -85,7 +85,7 @@ prepare() {
     --set train.checkpoint_every=$(( ${STEPS:-50} / 2 )) > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_paired" --set schedule.strands.pair=on > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_2steps" --set train.steps=2 > /dev/null &&
-  "$bin/dhxc" "$root/samples/gpt2_124m_gpu.dhx" --set train.steps="${GPT2_STEPS:-20}" \
+  "$bin/dhxc" "$root/samples/gpu/gpt2_124m.dhx" --set train.steps="${GPT2_STEPS:-20}" \
     -o "$dir/plans/gpt2" > /dev/null || return 1
   tar -cJf "$dir.tar.xz" -C "$(dirname "$dir")" "$(basename "$dir")"
   echo "gpu-check: prepared $dir ($(du -sh "$dir" | cut -f1); packed: $dir.tar.xz," \

@@ -233,6 +233,11 @@ static void test_record(const char *dir, const dhx_plan *plan, const char *log_p
   // One rank: the gradient norm is a kernel on the device, so STEP runs through (a plan with
   // collectives would stop at its first one).
   CHECK(dhx_cuda_run(c, DHX_PROG_STEP, regs, err, sizeof err), "STEP: %s", err);
+  // A second MICRO reuses every GEMM's descriptors and algorithm: matmuls, no new descriptors.
+  mark = fopen(log_path, "a");
+  if (mark) fputs("-- MICRO again\n", mark);
+  if (mark) fclose(mark);
+  CHECK(dhx_cuda_run(c, DHX_PROG_MICRO, regs, err, sizeof err), "MICRO again: %s", err);
   dhx_cuda_close(c);
   char *log = read_text(log_path);
   CHECK(log != NULL, "no log %s", log_path);
@@ -248,6 +253,16 @@ static void test_record(const char *dir, const dhx_plan *plan, const char *log_p
   CHECK(count_lines(log, want) == 1, "the arena is not allocated first (%s)", want);
   CHECK(count_lines(log, "cuMemFree ") == 2 && count_lines(log, "cuModuleUnload") == 1,
         "the arena, the workspace or the module is not released");
+  char *again = strstr(log, "-- MICRO again\n");
+  CHECK(again != NULL, "no second MICRO in the log");
+  if (again) {
+    *again = 0;
+    const char *rerun = again + strlen("-- MICRO again\n");
+    int matmuls = count_lines(rerun, "cublasLtMatmul ");
+    CHECK(matmuls > 0 && count_lines(rerun, "cublasLtMatmulDescCreate") == 0,
+          "MICRO again: %d matmuls and %d new descriptors (the first run's should be kept)",
+          matmuls, count_lines(rerun, "cublasLtMatmulDescCreate"));
+  }
   char *step_mark = strstr(log, "-- STEP\n");
   CHECK(step_mark != NULL, "no STEP mark in the log");
   if (step_mark) {
