@@ -54,11 +54,13 @@ case $case_name in
     "$CHECK" same full.jsonl resumed.jsonl 0 6 10
     ;;
   tiny_loss)
+    # The sample's schedule over 150 steps rather than its 300 (the loss is under 2.5 by then;
+    # the full run takes a minute of CI's two cores): the mean of the last 10 under 2.7.
     corpus
-    tiny plan
+    tiny plan --set train.steps=150
     $MPIRUN -np 2 "$DHXRUN" plan --metrics m.jsonl
     "$CHECK" falls m.jsonl
-    "$CHECK" below m.jsonl 291 300 2.7
+    "$CHECK" below m.jsonl 141 150 2.7
     ;;
   llama_trains)
     corpus
