@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nccl_error_string.h"
+
 enum { SUCCESS = 0, SYSTEM_ERROR = 2, INTERNAL_ERROR = 3, INVALID_ARGUMENT = 4, INVALID_USAGE = 5 };
 enum { FLOAT32 = 7, SUM = 0 };
 #define ID_MAGIC "dhxemu1"
@@ -64,13 +66,7 @@ int ncclGetVersion(int *v) {
   return SUCCESS;
 }
 
-const char *ncclGetErrorString(int r) {
-  static const char *names[] = {"no error", "unhandled cuda error", "unhandled system error",
-                                "internal error", "invalid argument", "invalid usage",
-                                "remote process exited or there was a network error",
-                                "operation in progress"};
-  return r >= 0 && r < 8 ? names[r] : "unknown result code";
-}
+const char *ncclGetErrorString(int r) { return nccl_error_string(r); }
 
 static int world_rank(void) {
   int r = 0;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "recording_log.h"
+#include "nccl_error_string.h"
 
 typedef struct { char internal[128]; } ncclUniqueId;
 typedef struct comm { int index, nranks, rank; } comm;
@@ -19,13 +20,7 @@ typedef struct comm { int index, nranks, rank; } comm;
 static int made_ids, made_comms, group_depth;
 
 int ncclGetVersion(int *v) { *v = 22809; return 0; }
-const char *ncclGetErrorString(int r) {
-  static const char *names[] = {"no error", "unhandled cuda error", "unhandled system error",
-                                "internal error", "invalid argument", "invalid usage",
-                                "remote process exited or there was a network error",
-                                "operation in progress"};
-  return r >= 0 && r < 8 ? names[r] : "unknown result code";
-}
+const char *ncclGetErrorString(int r) { return nccl_error_string(r); }
 int ncclGetUniqueId(ncclUniqueId *id) {
   memset(id, 0, sizeof *id);
   snprintf(id->internal, sizeof id->internal, "id-%ld-%d", (long)getpid(), made_ids++);
