@@ -34,7 +34,8 @@ void dhx_emit_adamw(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueR
 
 // (out, x, count, chunk)   idx = chunk c:
 //   out[c] = sum of x[i]^2 over [c*chunk, min(count, (c+1)*chunk)), accumulated in f64 even
-// for f32 data (the norm of ~1e8 gradients must not lose the small ones).
+// for f32 data (the norm of ~1e8 gradients must not lose the small ones). A row kernel: on the
+// GPU a warp sums a chunk (lanes strided over it, a shuffle butterfly, lane 0 stores).
 void dhx_emit_sumsq(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef c,
                     LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
@@ -42,15 +43,18 @@ void dhx_emit_sumsq(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueR
   LLVMValueRef lo = kb_imul(k, c, chunk);
   LLVMValueRef hi = kb_smin(k, count, kb_iadd(k, lo, chunk));
   LLVMValueRef acc = kb_var(k, k->f64, LLVMConstReal(k->f64, 0.0));
-  kb_loop L;
-  LLVMValueRef i = kb_loop_begin(k, &L, lo, hi, "sumsq");
+  kb_loop L;  // a chunk is a row: a warp's lanes stride it on the GPU
+  LLVMValueRef i = kb_row_loop_begin(k, &L, lo, hi, "sumsq");
   LLVMValueRef xv = kb_load_s(k, x, i);
   if (k->type != DHX_KT_F64) xv = LLVMBuildFPExt(k->b, xv, k->f64, "");
   kb_set(k, acc, kb_radd(k, kb_get(k, acc), kb_mul(k, xv, xv)));
-  kb_loop_end(k, &L, true);
-  LLVMValueRef sum = kb_get(k, acc);
+  kb_row_loop_end(k, &L, true);
+  LLVMValueRef sum = kb_row_sum(k, kb_get(k, acc));
   if (k->type != DHX_KT_F64) sum = LLVMBuildFPTrunc(k->b, sum, k->f, "");
+  kb_row_if lead;
+  kb_row_owner_begin(k, &lead, kb_i64c(k, 0));
   kb_store_s(k, sum, out, c);
+  kb_row_owner_end(k, &lead);
 }
 
 // (scale, norm, partials, count, max_norm)   one index (n = 1); everything in f64, the sum in

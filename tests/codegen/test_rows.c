@@ -25,6 +25,7 @@ static const struct {
     {DHX_K_SOFTMAX_CAUSAL_FWD, true}, {DHX_K_SOFTMAX_CAUSAL_BWD, true},
     {DHX_K_XENT_FWD, true},           {DHX_K_XENT_BWD, true},
     {DHX_K_XENT_VP_STATS, true},      {DHX_K_XENT_VP_BWD, false},
+    {DHX_K_SUMSQ, true},  // a chunk of the gradients' sum of squares
 };
 
 // -1: not a row kind; else whether it reduces.
