@@ -48,9 +48,10 @@ static const char *usage_text =
     "  --net-emulate BW,LAT   emulate this network instead of the plan's: each message waits\n"
     "                         LAT + bytes/BW before it leaves (as in 1GB/s,20us; units B/s,\n"
     "                         KB/s, MB/s, GB/s, TB/s and s, ms, us, ns), or off for none\n"
-    "  --backend auto|cpu|cuda  where the plan runs (default auto: the GPU of this rank when\n"
-    "                         there is one, unless --trace, --profile or --net-emulate ask for\n"
-    "                         the CPU; cuda says why it cannot run here)\n"
+    "  --backend auto|cpu|cuda  where the plan runs (default $DHX_BACKEND, else auto: the GPU\n"
+    "                         of this rank when each rank of the node has one, unless --trace,\n"
+    "                         --profile or --net-emulate ask for the CPU; cuda says why it\n"
+    "                         cannot run here)\n"
     "  --quiet                print nothing but errors\n"
     "  --version              dhxrun's version and those of the GPU libraries it finds\n"
     "  --help                 this text\n"
@@ -87,7 +88,17 @@ static bool parse_window(const char *s, int64_t *first, int64_t *last) {
   return parse_int(colon + 1, 1LL << 32, last) && *first <= *last;
 }
 
+static bool parse_backend(const char *value, const char *source, char *err, size_t errlen) {
+  if (strcmp(value, "auto") && strcmp(value, "cpu") && strcmp(value, "cuda")) {
+    snprintf(err, errlen, "%s: '%s' is not one of auto, cpu, cuda", source, value);
+    return false;
+  }
+  backend = value[0] == 'a' ? BACKEND_AUTO : value[1] == 'p' ? BACKEND_CPU : BACKEND_CUDA;
+  return true;
+}
+
 // Options take their value as the next argument or after '=' (--steps 20, --steps=20).
+// DHX_BACKEND in the environment is --backend's default.
 static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err, size_t errlen) {
   static const char *with_value[] = {"--train", "--val", "--steps", "--metrics", "--threads",
                                      "--save", "--resume", "--checkpoint-dir", "--init",
@@ -95,6 +106,9 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
                                      "--net-emulate", "--profile", "--backend"};
   memset(o, 0, sizeof *o);
   o->cuda_device = -1;
+  const char *env_backend = getenv("DHX_BACKEND");
+  if (env_backend && *env_backend && !parse_backend(env_backend, "DHX_BACKEND", err, errlen))
+    return PARSE_ERROR;
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return PARSE_HELP;
@@ -164,11 +178,7 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
         return PARSE_ERROR;
       o->net_override = true;
     } else if (strcmp(name, "--backend") == 0) {
-      if (strcmp(value, "auto") && strcmp(value, "cpu") && strcmp(value, "cuda")) {
-        snprintf(err, errlen, "--backend: '%s' is not one of auto, cpu, cuda", value);
-        return PARSE_ERROR;
-      }
-      backend = value[0] == 'a' ? BACKEND_AUTO : value[1] == 'p' ? BACKEND_CPU : BACKEND_CUDA;
+      if (!parse_backend(value, "--backend", err, errlen)) return PARSE_ERROR;
     } else if (strcmp(name, "--trace") == 0) {
       o->trace_path = value;
     } else if (strcmp(name, "--profile") == 0) {
@@ -206,9 +216,19 @@ static const char *cpu_only_option(const dhx_run_opts *o) {
        : o->net_override ? "--net-emulate" : NULL;
 }
 
-// Chooses the backend: `cuda` needs a device, `auto` takes one when there is one and no option
-// asks for the CPU backend's instruments. Sets o->cuda_device (the launcher's local rank,
-// modulo the node's devices). Every rank reaches the same verdict; rank 0 speaks.
+static int ranks_on_this_node(void) {
+  MPI_Comm node;
+  int n = 1;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_size(node, &n);
+  MPI_Comm_free(&node);
+  return n;
+}
+
+// Chooses the backend: `cuda` needs a device, `auto` takes one when every rank of this node
+// gets a device of its own (NCCL takes one rank per device) and no option asks for the CPU
+// backend's instruments. Sets o->cuda_device (the launcher's local rank, modulo the node's
+// devices). Every rank reaches the same verdict; rank 0 speaks.
 static bool choose_backend(int rank, dhx_run_opts *o) {
   if (backend == BACKEND_CPU) return true;
   char why[1024] = "";
@@ -224,11 +244,14 @@ static bool choose_backend(int rank, dhx_run_opts *o) {
               "--backend cpu)\n", cpu_only);
     return false;
   }
-  if (devices > 0 && !cpu_only) o->cuda_device = dhx_cuda_local_device(devices);
+  int local = devices > 0 ? ranks_on_this_node() : 1;
+  bool fits = backend == BACKEND_CUDA || local <= devices;
+  if (devices > 0 && !cpu_only && fits) o->cuda_device = dhx_cuda_local_device(devices);
   if (rank == 0 && devices > 0 && !o->quiet)
     printf("dhxrun: %d CUDA device%s found; the plan runs on %s\n", devices,
-           devices == 1 ? "" : "s", o->cuda_device >= 0 ? "the GPU" : "the CPU (for the "
-           "CPU-only options)");
+           devices == 1 ? "" : "s", o->cuda_device >= 0 ? "the GPU"
+           : cpu_only ? "the CPU (for the CPU-only options)"
+                      : "the CPU (more ranks on this node than devices)");
   return true;
 }
 

@@ -43,6 +43,15 @@ case $1 in
     "$DHXRUN" --backend gpu plan 2>err.txt || rc=$?
     cat err.txt
     [ "$rc" -eq 1 ] && grep -q "^dhxrun: error: --backend: 'gpu' is not one of auto, cpu, cuda$" err.txt
+    # DHX_BACKEND is --backend's default, checked the same way; the option wins over it.
+    rc=0
+    DHX_BACKEND=gpu "$DHXRUN" plan 2>err.txt || rc=$?
+    cat err.txt
+    [ "$rc" -eq 1 ] && grep -q "^dhxrun: error: DHX_BACKEND: 'gpu' is not one of auto, cpu, cuda$" err.txt
+    rc=0
+    DHX_BACKEND=cuda "$DHXRUN" --backend cpu no_plan_here 2>err.txt || rc=$?
+    cat err.txt
+    [ "$rc" -eq 1 ] && ! grep -q -- '--backend cuda' err.txt && grep -q 'no_plan_here' err.txt
     ;;
   host_marshal|host_order|host_record)
     # The CUDA backend's host side on plans dhxc writes: one rank, and two tensor-parallel
