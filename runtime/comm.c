@@ -405,3 +405,12 @@ void dhx_recv(dhx_comms *cs, int comm, int stream, float *x, int64_t count, int 
     wait_all(&req, 1);
   }
 }
+
+int dhx_ranks_on_node(void) {
+  MPI_Comm node;
+  int local = 1;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_size(node, &local);
+  MPI_Comm_free(&node);
+  return local;
+}

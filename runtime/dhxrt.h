@@ -119,6 +119,8 @@ int dhx_comms_members(dhx_comms *c, int comm, int stream, int *rank);
 // Broadcasts `bytes` bytes at `data` from member 0 of (comm, stream) to the other members
 // (collective over them; only where dhx_comms_members is not 0).
 void dhx_comms_bcast(dhx_comms *c, int comm, int stream, void *data, int bytes);
+// The world's ranks on this rank's node (shared memory), this one included (collective).
+int dhx_ranks_on_node(void);
 // Bytes this rank has sent since the last call (and resets the counter).
 uint64_t dhx_comms_take_bytes(dhx_comms *c);
 // Counts the bytes instruction `in` sends from this rank as the CPU backend's exchanges would

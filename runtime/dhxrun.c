@@ -216,21 +216,13 @@ static const char *cpu_only_option(const dhx_run_opts *o) {
        : o->net_override ? "--net-emulate" : NULL;
 }
 
-static int ranks_on_this_node(void) {
-  MPI_Comm node;
-  int n = 1;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  MPI_Comm_size(node, &n);
-  MPI_Comm_free(&node);
-  return n;
-}
-
 // Chooses the backend: `cuda` needs a device, `auto` takes one when every rank of this node
 // gets a device of its own (NCCL takes one rank per device) and no option asks for the CPU
 // backend's instruments. Sets o->cuda_device (the launcher's local rank, modulo the node's
 // devices). Every rank reaches the same verdict; rank 0 speaks.
 static bool choose_backend(int rank, dhx_run_opts *o) {
   if (backend == BACKEND_CPU) return true;
+  int local = dhx_ranks_on_node();  // collective: before any verdict that may differ by node
   char why[1024] = "";
   int devices = dhx_cuda_devices(why, sizeof why);
   const char *cpu_only = cpu_only_option(o);
@@ -244,7 +236,6 @@ static bool choose_backend(int rank, dhx_run_opts *o) {
               "--backend cpu)\n", cpu_only);
     return false;
   }
-  int local = devices > 0 ? ranks_on_this_node() : 1;
   bool fits = backend == BACKEND_CUDA || local <= devices;
   if (devices > 0 && !cpu_only && fits) o->cuda_device = dhx_cuda_local_device(devices);
   if (rank == 0 && devices > 0 && !o->quiet)

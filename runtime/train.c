@@ -131,15 +131,6 @@ static bool read_plan(run *R) {
   return true;
 }
 
-static int count_ranks_on_node(void) {
-  MPI_Comm node;
-  int local = 1;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  MPI_Comm_size(node, &local);
-  MPI_Comm_free(&node);
-  return local;
-}
-
 // Worker threads per rank: the cores this process may use when it is bound to a subset (mpirun
 // binds small jobs to cores), otherwise the node's cores shared among its ranks.
 static int default_threads(const run *R) {
@@ -336,7 +327,7 @@ static bool write_trace(run *R) {
 
 static bool setup(run *R) {
   if (!agree(R, read_plan(R))) return false;
-  R->ranks_on_node = count_ranks_on_node();
+  R->ranks_on_node = dhx_ranks_on_node();
   choose_checkpoint_dir(R);
   if (!agree(R, check_outputs(R))) return false;
   if (!agree(R, check_memory(R))) return false;
