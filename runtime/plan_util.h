@@ -19,7 +19,7 @@
 #define DHX_PLAN_MAX_INSTRS (1 << 20)    // per program
 #define DHX_PLAN_MAX_KERNELS (1 << 16)
 #define DHX_PLAN_MAX_COMMS (1 << 16)
-#define DHX_PLAN_MAX_EVENTS (1 << 16)    // per program
+#define DHX_PLAN_MAX_EVENTS (1 << 18)    // per program
 #define DHX_PLAN_MAX_FILE_BYTES (16LL << 30)
 #define DHX_PLAN_HEADER_BYTES 32         // magic 8, version 4, flags 4, size 8, crc 4, reserved 4
 

@@ -5,8 +5,8 @@
 // (and qWD's master weights) in the same order (so element e of every window is the same weight), then the inputs,
 // losses and scratch. Activations follow: each belongs to one program and shares memory with
 // the activations of that program whose uses all happen before its own or after them, by the
-// order of streams and events (first fit over the op order). The programs never run at the
-// same time, so they all start at the same base.
+// order of streams and events (first fit over the op order; with paired strands also
+// two-ended, below). The programs never run at the same time, so they all start at the same base.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +16,6 @@
 #include "passes.h"
 
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
-
-static int64_t tensor_bytes(const dhx_tensor *t) {
-  return dhx_tensor_alloc_elems(t) * (t->dtype == DHX_F64 ? 8 : 4);
-}
 
 static int view_id(const dhx_graph *g, const char *name) {
   for (int i = 0; i < g->ntensors; i++)
@@ -49,7 +45,7 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int6
     if (t < 0) continue;
     if (*first < 0) *first = t;
     g->tensors[t].offset = at;
-    at = align_up(at + tensor_bytes(&g->tensors[t]));
+    at = align_up(at + dhx_tensor_alloc_bytes(&g->tensors[t]));
   }
   return at;
 }
@@ -96,7 +92,7 @@ static int64_t place_persistent(dhx_graph *g) {
     if (t->kind == DHX_T_TOKENS || t->kind == DHX_T_TARGETS || t->kind == DHX_T_LOSSES ||
         t->kind == DHX_T_SCRATCH) {
       t->offset = at;
-      at = align_up(at + tensor_bytes(t));
+      at = align_up(at + dhx_tensor_alloc_bytes(t));
     }
   }
   return at;
@@ -178,68 +174,150 @@ static int done_at(const dhx_hb *h, const dhx_hb_span *from, int n, const dhx_hb
   return lo;
 }
 
+// Highest offset in [base, ceiling - size] where `size` bytes fit between the blocks that may
+// be live with tensor t (as in first_fit), or, when none is free, the first fit above them all.
+static int64_t last_fit(const dhx_graph *g, const live *act, int n, int64_t base, int64_t ceiling,
+                        int64_t size, const dhx_hb *h, const dhx_hb_span *uses, const int *local,
+                        int t) {
+  int64_t best = -1, reach = base;  // reach: the end of the live blocks below the one at hand
+  for (int i = 0; i <= n; i++) {
+    int64_t next = ceiling;
+    if (i < n) {
+      int x = act[i].tensor;
+      if (g->tensors[x].last_use < g->tensors[t].first_use &&
+          dhx_hb_span_before(h, &uses[local[x]], &uses[local[t]]))
+        continue;
+      next = act[i].offset < ceiling ? act[i].offset : ceiling;
+    }
+    int64_t top = (next - size) / DHX_ALIGN * DHX_ALIGN;
+    if (top >= reach) best = top;
+    if (i < n && act[i].offset + act[i].size > reach) reach = align_up(act[i].offset + act[i].size);
+  }
+  return best >= 0 ? best : reach > ceiling ? reach : ceiling;
+}
+
+// One program's liveness: its activations in order of first use, and the happens-before
+// relation their placement consults.
+typedef struct liveness {
+  dhx_graph *g;
+  const dhx_oplist *l;
+  dhx_hb h;
+  dhx_hb_span *uses, *from;
+  int *local, *order, n;
+} liveness;
+
+// How place() lays the activations out.
+typedef enum placing {
+  FIRST_FIT,  // each at the lowest offset where it fits
+  TWO_ENDED,  // those first used by an odd micro-batch at the highest below a ceiling
+  CEILING,    // none: only a ceiling for TWO_ENDED
+} placing;
+
+// Places the activations in order of first use; returns the arena's end, or for CEILING base
+// plus the most bytes any tensor could be live with (itself and every block not done before
+// it). That is what the arena needs when those blocks are live with each other too, as they
+// are with one strand's activations beside the other's; where streams run free it may
+// overstate the need (blocks live with a tensor need not be live with each other).
+static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling) {
+  dhx_graph *g = v->g;
+  live *act = malloc(sizeof(live) * (size_t)(v->n + 1));
+  if (!act) abort();
+  int nact = 0;
+  int64_t end = base;
+  for (int k = 0; k < v->n; k++) {
+    int id = v->order[k];
+    dhx_tensor *t = &g->tensors[id];
+    int j = 0;  // drop the blocks that are done before this tensor and all later ones start
+    for (int i = 0; i < nact; i++)
+      if (act[i].done > t->first_use) act[j++] = act[i];
+    nact = j;
+    int64_t size = align_up(dhx_tensor_alloc_bytes(t));
+    int64_t at = base;
+    if (how == CEILING) {
+      for (int i = 0; i < nact; i++) {
+        int x = act[i].tensor;
+        if (!(g->tensors[x].last_use < t->first_use &&
+              dhx_hb_span_before(&v->h, &v->uses[v->local[x]], &v->uses[v->local[id]])))
+          at += act[i].size;
+      }
+    } else if (how == TWO_ENDED && v->l->ops[t->first_use].at.micro % 2) {
+      at = last_fit(g, act, nact, base, ceiling, size, &v->h, v->uses, v->local, id);
+    } else {
+      at = first_fit(g, act, nact, base, size, &v->h, v->uses, v->local, id);
+    }
+    if (how != CEILING) t->offset = at;
+    // Keep `act` sorted by offset: insert after the blocks at or below the new one's offset
+    // (the order a stable sort would give), one move instead of a sort per tensor.
+    int pos = nact;
+    if (how != CEILING)
+      while (pos > 0 && act[pos - 1].offset > at) pos--;
+    memmove(act + pos + 1, act + pos, sizeof(live) * (size_t)(nact - pos));
+    act[pos] = (live){id, at, size,
+                      done_at(&v->h, v->from, v->l->n, &v->uses[v->local[id]], t->last_use)};
+    nact++;
+    if (at + size > end) end = at + size;
+  }
+  free(act);
+  return end;
+}
+
 // Activations of the program share bytes when every use of one happens before every use of
 // the other (program order per stream, RECORD -> WAIT across streams): a use on another
 // stream that nothing orders keeps the bytes live. Tensors are placed first fit in order of
 // their first use; with one stream this is liveness by position in the op list.
+//
+// Paired strands defeat plain first fit: one micro-batch's backward frees its activations from
+// the top of its stack down while the next micro-batch's forward allocates, so first fit puts
+// the newcomer's first tensors in the top holes and then has to grow above them. So paired
+// programs are placed two-ended as well: odd micro-batches stack down from a ceiling while even
+// ones stack up from the base, each filling what the other frees; the smaller layout is kept.
 static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
-  dhx_oplist *l = &g->prog[prog];
-  int *local = malloc(sizeof(int) * (size_t)g->ntensors);  // index among the program's tensors
-  if (!local) abort();
+  liveness v = {.g = g, .l = &g->prog[prog]};
+  const dhx_oplist *l = v.l;
+  v.local = malloc(sizeof(int) * (size_t)g->ntensors);  // index among the program's tensors
+  if (!v.local) abort();
   int nlocal = 0;
   for (int i = 0; i < g->ntensors; i++) {
-    local[i] = g->tensors[i].program == prog ? nlocal++ : -1;
-    if (local[i] >= 0) g->tensors[i].first_use = g->tensors[i].last_use = -1;
+    v.local[i] = g->tensors[i].program == prog ? nlocal++ : -1;
+    if (v.local[i] >= 0) g->tensors[i].first_use = g->tensors[i].last_use = -1;
   }
-  dhx_hb h;
-  order_ops(l, &h);
-  dhx_hb_span *uses = malloc(sizeof(dhx_hb_span) * (size_t)(nlocal + 1));
-  if (!uses) abort();
-  for (int i = 0; i < nlocal; i++) dhx_hb_span_clear(&uses[i]);
+  order_ops(l, &v.h);
+  v.uses = malloc(sizeof(dhx_hb_span) * (size_t)(nlocal + 1));
+  if (!v.uses) abort();
+  for (int i = 0; i < nlocal; i++) dhx_hb_span_clear(&v.uses[i]);
   for (int i = 0; i < l->n; i++) {
     if (l->ops[i].dead) continue;
     for (int j = 0; j < l->ops[i].nargs; j++) {
       int t = l->ops[i].args[j].tensor;
       if (l->ops[i].args[j].kind != DHX_ARG_BUF || g->tensors[t].kind != DHX_T_ACT) continue;
-      if (local[t] < 0) continue;
+      if (v.local[t] < 0) continue;
       if (g->tensors[t].first_use < 0) g->tensors[t].first_use = i;
       g->tensors[t].last_use = i;
-      dhx_hb_span_add(&h, &uses[local[t]], (uint32_t)i);
+      dhx_hb_span_add(&v.h, &v.uses[v.local[t]], (uint32_t)i);
     }
   }
-  dhx_hb_span *from = ops_from(l, &h);
-  int *order = malloc(sizeof(int) * (size_t)(nlocal + 1));
-  live *act = malloc(sizeof(live) * (size_t)(nlocal + 1));
-  if (!order || !act) abort();
-  int n = 0, nact = 0;
+  v.from = ops_from(l, &v.h);
+  v.order = malloc(sizeof(int) * (size_t)(nlocal + 1));
+  if (!v.order) abort();
   for (int i = 0; i < g->ntensors; i++)
-    if (local[i] >= 0 && g->tensors[i].first_use >= 0) order[n++] = i;
-  qsort_r(order, (size_t)n, sizeof(int), by_first_use, g);
-  int64_t end = base;
-  for (int k = 0; k < n; k++) {
-    dhx_tensor *t = &g->tensors[order[k]];
-    int j = 0;  // drop the blocks that are done before this tensor and all later ones start
-    for (int i = 0; i < nact; i++)
-      if (act[i].done > t->first_use) act[j++] = act[i];
-    nact = j;
-    int64_t size = align_up(tensor_bytes(t));
-    t->offset = first_fit(g, act, nact, base, size, &h, uses, local, order[k]);
-    // Keep `act` sorted by offset: insert after the blocks at or below the new one's offset
-    // (the order a stable sort would give), one move instead of a sort per tensor.
-    int at = nact;
-    while (at > 0 && act[at - 1].offset > t->offset) at--;
-    memmove(act + at + 1, act + at, sizeof(live) * (size_t)(nact - at));
-    act[at] = (live){order[k], t->offset, size,
-                     done_at(&h, from, l->n, &uses[local[order[k]]], t->last_use)};
-    nact++;
-    if (t->offset + size > end) end = t->offset + size;
+    if (v.local[i] >= 0 && g->tensors[i].first_use >= 0) v.order[v.n++] = i;
+  qsort_r(v.order, (size_t)v.n, sizeof(int), by_first_use, g);
+  int64_t end = place(&v, base, FIRST_FIT, 0);
+  if (g->strands) {
+    int64_t *first = malloc(sizeof(int64_t) * (size_t)(v.n + 1));
+    if (!first) abort();
+    for (int k = 0; k < v.n; k++) first[k] = g->tensors[v.order[k]].offset;
+    int64_t two = place(&v, base, TWO_ENDED, place(&v, base, CEILING, 0));
+    if (two < end) end = two;
+    else
+      for (int k = 0; k < v.n; k++) g->tensors[v.order[k]].offset = first[k];
+    free(first);
   }
-  free(order);
-  free(act);
-  free(from);
-  free(uses);
-  free(local);
-  dhx_hb_free(&h);
+  free(v.order);
+  free(v.from);
+  free(v.uses);
+  free(v.local);
+  dhx_hb_free(&v.h);
   return end;
 }
 

@@ -2,6 +2,7 @@
 // docs/overlap-search.md).
 #include "overlap_search.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,8 @@
 
 // Events the pass may add to a program: the plan's limit, less room for what lowering made.
 #define EVENT_BUDGET (DHX_PLAN_MAX_EVENTS - 4096)
+// How much more activation memory than one micro-batch at a time dp's alignment may hold.
+#define HELD_SLACK 0.02
 
 static void *xcalloc(size_t n, size_t size) {
   void *q = calloc(n ? n : 1, size);
@@ -58,47 +61,91 @@ static int align_none(int nf, int nb, dhx_ovl_step *steps) {
   return n;
 }
 
+// Whether the cell of i forward and j backward groups holds no more than the limit.
+static bool within(const dhx_ovl_group *F, const dhx_ovl_group *B, const dhx_ovl_memory *mem,
+                   int i, int j) {
+  return !mem || mem->limit <= 0 ||
+         (i ? F[i - 1].held : 0) + (j ? B[j - 1].held : mem->b_start) <= mem->limit;
+}
+
+// Per cell (i, j) of the lattice: whether it is within the limit and the end can be reached from
+// it through cells that are. NULL when every cell can (no limit, or none that the start meets).
+static unsigned char *reachable(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
+                                const dhx_ovl_memory *mem) {
+  if (!mem || mem->limit <= 0) return NULL;
+  size_t w = (size_t)nb + 1;
+  unsigned char *r = xcalloc(((size_t)nf + 1) * w, 1);
+  for (int i = nf; i >= 0; i--)
+    for (int j = nb; j >= 0; j--) {
+      if (!within(F, B, mem, i, j)) continue;
+      r[i * w + j] = (i == nf && j == nb) || (i < nf && r[(i + 1) * w + j]) ||
+                     (j < nb && r[i * w + j + 1]) ||
+                     (i < nf && j < nb && dhx_ovl_legal(&F[i], &B[j]) && r[(i + 1) * w + j + 1]);
+    }
+  if (!r[0]) {
+    free(r);
+    return NULL;
+  }
+  return r;
+}
+
+// Greedy: the next two groups together when legal, else the one that takes less time alone;
+// under a memory limit, only moves from which the end stays reachable within it.
 static int align_greedy(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
-                        dhx_ovl_step *steps) {
+                        const dhx_ovl_memory *mem, dhx_ovl_step *steps) {
+  unsigned char *r = reachable(F, nf, B, nb, mem);
+  size_t w = (size_t)nb + 1;
+#define OK(a, b) (!r || r[(size_t)(a) * w + (size_t)(b)])
   int i = 0, j = 0, n = 0;
   while (i < nf || j < nb) {
-    if (i < nf && j < nb && dhx_ovl_legal(&F[i], &B[j])) steps[n++] = (dhx_ovl_step){i++, j++};
-    else if (j >= nb || (i < nf && dhx_ovl_alone(&F[i]) <= dhx_ovl_alone(&B[j])))
+    bool can_pair = i < nf && j < nb && dhx_ovl_legal(&F[i], &B[j]) && OK(i + 1, j + 1);
+    bool can_f = i < nf && OK(i + 1, j), can_b = j < nb && OK(i, j + 1);
+    if (can_pair) steps[n++] = (dhx_ovl_step){i++, j++};
+    else if (can_f && (!can_b || dhx_ovl_alone(&F[i]) <= dhx_ovl_alone(&B[j])))
       steps[n++] = (dhx_ovl_step){i++, -1};
     else steps[n++] = (dhx_ovl_step){-1, j++};
   }
+#undef OK
+  free(r);
   return n;
 }
 
 enum { TAKE_PAIR = 0, TAKE_F, TAKE_B };
 
 // T[i][j]: least time for the first i forward and j backward groups; `how` the last step.
+// Among last steps of equal time (within rounding; two computes side by side take as long as
+// one after the other) a forward group alone is preferred, then a backward one, then a pair:
+// so the backward groups run as early as the time allows, and the activations they free are
+// there for the forward's before it needs them (memplan.c can share them only when events
+// order the two), and compute is not held beside compute for nothing.
 static int align_dp(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
-                    double interference, dhx_ovl_step *steps) {
+                    double interference, const dhx_ovl_memory *mem, dhx_ovl_step *steps) {
   size_t w = (size_t)nb + 1;
   double *T = xcalloc(((size_t)nf + 1) * w, sizeof(double));
   unsigned char *how = xcalloc(((size_t)nf + 1) * w, 1);
   for (int i = 0; i <= nf; i++)
     for (int j = 0; j <= nb; j++) {
       if (i == 0 && j == 0) continue;
-      double best = 0;
-      int take = -1;
-      if (i > 0 && j > 0 && dhx_ovl_legal(&F[i - 1], &B[j - 1])) {
-        best = T[(i - 1) * w + j - 1] + dhx_ovl_pair(&F[i - 1], &B[j - 1], interference);
-        take = TAKE_PAIR;
+      if (!within(F, B, mem, i, j)) {
+        T[i * w + j] = INFINITY;  // holds too much: no path goes through here
+        continue;
       }
-      double t;
-      if (i > 0 && ((t = T[(i - 1) * w + j] + dhx_ovl_alone(&F[i - 1])) < best || take < 0)) {
-        best = t;
-        take = TAKE_F;
-      }
-      if (j > 0 && ((t = T[i * w + j - 1] + dhx_ovl_alone(&B[j - 1])) < best || take < 0)) {
-        best = t;
-        take = TAKE_B;
-      }
-      T[i * w + j] = best;
+      double cost[3] = {INFINITY, INFINITY, INFINITY};  // by TAKE_*
+      if (i > 0 && j > 0 && dhx_ovl_legal(&F[i - 1], &B[j - 1]))
+        cost[TAKE_PAIR] = T[(i - 1) * w + j - 1] + dhx_ovl_pair(&F[i - 1], &B[j - 1], interference);
+      if (i > 0) cost[TAKE_F] = T[(i - 1) * w + j] + dhx_ovl_alone(&F[i - 1]);
+      if (j > 0) cost[TAKE_B] = T[i * w + j - 1] + dhx_ovl_alone(&B[j - 1]);
+      double best = fmin(cost[TAKE_PAIR], fmin(cost[TAKE_F], cost[TAKE_B]));
+      double tie = best * (1 + 1e-9);
+      int take = cost[TAKE_F] <= tie ? TAKE_F : cost[TAKE_B] <= tie ? TAKE_B : TAKE_PAIR;
+      T[i * w + j] = cost[take];
       how[i * w + j] = (unsigned char)take;
     }
+  if (!isfinite(T[(size_t)nf * w + (size_t)nb])) {  // a limit nothing meets: none
+    free(T);
+    free(how);
+    return align_dp(F, nf, B, nb, interference, NULL, steps);
+  }
   int n = 0;
   for (int i = nf, j = nb; i > 0 || j > 0; n++) {
     int take = how[i * w + j];
@@ -116,11 +163,26 @@ static int align_dp(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int 
   return n;
 }
 
+dhx_ovl_memory dhx_ovl_memory_of(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
+                                 double b_start, double slack) {
+  double most_f = 0, most_b = b_start;
+  for (int i = 0; i < nf; i++) most_f = fmax(most_f, F[i].held);
+  for (int j = 0; j < nb; j++) most_b = fmax(most_b, B[j].held);
+  double left = nb ? B[nb - 1].held : b_start;
+  return (dhx_ovl_memory){b_start, fmax(most_b, most_f + left) * (1 + slack)};
+}
+
 int dhx_ovl_align(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
                   dhx_strand_search search, double interference, dhx_ovl_step *steps) {
+  return dhx_ovl_align_within(F, nf, B, nb, search, interference, NULL, steps);
+}
+
+int dhx_ovl_align_within(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
+                         dhx_strand_search search, double interference,
+                         const dhx_ovl_memory *mem, dhx_ovl_step *steps) {
   switch (search) {
-    case DHX_SEARCH_DP: return align_dp(F, nf, B, nb, interference, steps);
-    case DHX_SEARCH_GREEDY: return align_greedy(F, nf, B, nb, steps);
+    case DHX_SEARCH_DP: return align_dp(F, nf, B, nb, interference, mem, steps);
+    case DHX_SEARCH_GREEDY: return align_greedy(F, nf, B, nb, mem, steps);
     case DHX_SEARCH_NONE: break;
   }
   return align_none(nf, nb, steps);
@@ -173,6 +235,7 @@ typedef struct block {
   dhx_phase phase;
   group *groups;
   int n, cap;
+  double held_start;  // activation bytes its micro-batch holds before its first group
 } block;
 
 typedef struct blocks {
@@ -264,6 +327,100 @@ static void free_blocks(blocks *bs) {
   free(bs->b);
 }
 
+// ---- activation memory ---------------------------------------------------------------------------
+
+// Where each activation of the program is first and last used in the list, and by which
+// micro-batch (the origin of its first use), with the program's activations by micro-batch.
+typedef struct act_uses {
+  int *first, *last, *micro;  // per tensor; first -1: not an activation of the program
+  int nmicro;
+  int **of_micro, *count;     // per micro-batch: its tensors
+} act_uses;
+
+static void find_act_uses(const dhx_graph *g, const dhx_oplist *l, act_uses *u) {
+  int nt = g->ntensors;
+  u->first = xcalloc((size_t)nt, sizeof(int));
+  u->last = xcalloc((size_t)nt, sizeof(int));
+  u->micro = xcalloc((size_t)nt, sizeof(int));
+  for (int t = 0; t < nt; t++) u->first[t] = u->last[t] = -1;
+  u->nmicro = 0;
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    if (op->dead) continue;
+    for (int a = 0; a < op->nargs; a++) {
+      int t = op->args[a].tensor;
+      if (op->args[a].kind != DHX_ARG_BUF || g->tensors[t].kind != DHX_T_ACT) continue;
+      if (u->first[t] < 0) {
+        u->first[t] = i;
+        u->micro[t] = op->at.micro > 0 ? op->at.micro : 0;
+        if (u->micro[t] + 1 > u->nmicro) u->nmicro = u->micro[t] + 1;
+      }
+      u->last[t] = i;
+    }
+  }
+  u->count = xcalloc((size_t)u->nmicro + 1, sizeof(int));
+  u->of_micro = xcalloc((size_t)u->nmicro + 1, sizeof(int *));
+  for (int t = 0; t < nt; t++)
+    if (u->first[t] >= 0) u->count[u->micro[t]]++;
+  for (int m = 0; m < u->nmicro; m++) {
+    u->of_micro[m] = xcalloc((size_t)u->count[m] + 1, sizeof(int));
+    u->count[m] = 0;
+  }
+  for (int t = 0; t < nt; t++)
+    if (u->first[t] >= 0) u->of_micro[u->micro[t]][u->count[u->micro[t]]++] = t;
+}
+
+static void free_act_uses(act_uses *u) {
+  for (int m = 0; m < u->nmicro; m++) free(u->of_micro[m]);
+  free(u->of_micro);
+  free(u->count);
+  free(u->first);
+  free(u->last);
+  free(u->micro);
+}
+
+// The first of the n ascending positions `at` that is >= p (n if none).
+static int lower_bound(const int *at, int n, int p) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (at[mid] < p) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// held[k]: the bytes of the block's micro-batch live just after list position at[k] (first used
+// at or before it, used after it), for the n ascending positions at[].
+static void held_at(const dhx_graph *g, const act_uses *u, int micro, const int *at, int n,
+                    double *held) {
+  double *delta = xcalloc((size_t)n + 1, sizeof(double));
+  for (int k = 0; micro < u->nmicro && k < u->count[micro]; k++) {
+    int t = u->of_micro[micro][k];
+    int from = lower_bound(at, n, u->first[t]), to = lower_bound(at, n, u->last[t]);
+    double bytes = (double)dhx_tensor_alloc_bytes(&g->tensors[t]);
+    delta[from] += bytes;
+    delta[to] -= bytes;
+  }
+  double sum = 0;
+  for (int k = 0; k < n; k++) held[k] = sum += delta[k];
+  free(delta);
+}
+
+// Sets each group's `held`; returns what the block's micro-batch holds before its first group.
+static double block_held(const dhx_graph *g, const act_uses *u, block *b) {
+  int *at = xcalloc((size_t)b->n + 1, sizeof(int));
+  double *held = xcalloc((size_t)b->n + 1, sizeof(double));
+  at[0] = b->groups[0].first - 1;
+  for (int i = 0; i < b->n; i++) at[i + 1] = b->groups[i].last;
+  held_at(g, u, b->micro, at, b->n + 1, held);
+  for (int i = 0; i < b->n; i++) b->groups[i].t.held = held[i + 1];
+  double start = held[0];
+  free(at);
+  free(held);
+  return start;
+}
+
 // ---- events -----------------------------------------------------------------------------------
 
 // An op to insert before list position `at` (ties in the order they were made).
@@ -328,8 +485,29 @@ static void place_events(region *r, const dhx_ovl_step *steps, int nsteps, int *
   }
 }
 
-// Events a region's alignment needs, at most: a WAIT and a RECORD per step.
-static int events_needed(int nsteps) { return 2 * nsteps; }
+// A region starts when both strands have ended what came before it: each block's first group
+// waits for the last op listed before the other block on the other's stream (for the first
+// region, the lone first forward; else the previous region's block on that stream). Without
+// it, a forward could start beside the tail of the forward before it, whose activations the
+// memory planner would then have to keep apart from its own.
+static void place_start(region *r, int *nevents, inserts *in) {
+  for (int x = 0; x < 2; x++) {
+    const block *mine = r->side[x], *other = r->side[1 - x];
+    int before = -1;
+    for (int i = other->groups[0].first - 1; i >= 0 && before < 0; i--) {
+      const dhx_lop *op = &r->l->ops[i];
+      if (op->stream == other->stream && !op->dead && !is_event(op)) before = i;
+    }
+    if (before < 0) continue;
+    int e = (*nevents)++;
+    add_insert(in, before + 1, DHX_L_RECORD, &r->l->ops[before], e);
+    add_insert(in, mine->groups[0].first, DHX_L_WAIT, &r->l->ops[mine->groups[0].first], e);
+  }
+}
+
+// Events a region's alignment needs, at most: a WAIT and a RECORD per step, and two for its
+// start.
+static int events_needed(int nsteps) { return 2 * nsteps + 2; }
 
 // At one position RECORDs go first: a group's end is recorded before its stream waits for the
 // other's, so that no RECORD sits behind a WAIT it need not.
@@ -340,26 +518,166 @@ static int by_position(const void *x, const void *y) {
   return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-// Writes the inserted ops into the list at their positions.
-static void apply(dhx_oplist *l, inserts *in) {
+// Writes the inserted ops into the list at their positions. `key` (per op, or NULL) becomes
+// the new list's: an inserted RECORD takes the key of the group it ends, a WAIT the key of
+// the group it starts.
+static void apply(dhx_oplist *l, inserts *in, int64_t **key) {
   if (!in->n) return;
   qsort(in->v, (size_t)in->n, sizeof(insert), by_position);
   dhx_lop *ops = xcalloc((size_t)(l->n + in->n), sizeof(dhx_lop));
+  int64_t *keys = key ? xcalloc((size_t)(l->n + in->n), sizeof(int64_t)) : NULL;
   int n = 0, k = 0;
   for (int i = 0; i <= l->n; i++) {
     for (; k < in->n && in->v[k].at == i; k++) {
       const insert *x = &in->v[k];
+      if (keys) keys[n] = x->kind == DHX_L_RECORD ? (*key)[i - 1] : (*key)[i];
       dhx_lop *op = &ops[n++];
       *op = (dhx_lop){.kind = x->kind, .stream = x->stream, .comm = -1, .event = x->event,
                       .at = x->origin};
       snprintf(op->note, sizeof op->note, "%s", x->kind == DHX_L_RECORD
                ? "overlap search: group done" : "overlap search: the other strand's group done");
     }
-    if (i < l->n) ops[n++] = l->ops[i];
+    if (i < l->n) {
+      if (keys) keys[n] = (*key)[i];
+      ops[n++] = l->ops[i];
+    }
   }
   free(l->ops);
   l->ops = ops;
   l->n = l->cap = n;
+  if (key) {
+    free(*key);
+    *key = keys;
+  }
+}
+
+// ---- listing the ops in step order ----------------------------------------------------------
+
+// The search leaves each region listed as its whole forward block, then its whole backward
+// block. The memory planner shares bytes only between tensors whose uses are ordered in the
+// list as well as by the events (memplan.c), so listed so, the backward's freed activations
+// could never hold the forward's new ones, and a paired step kept two micro-batches'
+// activations. Relisting every region step by step (the step's forward group, then its
+// backward group) lets the one strand's forward fill what the other's backward frees.
+//
+// `key[i]`: the region and step of op i when it is in an aligned group, else -1. An op without
+// one takes the key of the op listed before it. Walking the ops in an order that respects the
+// streams and events, each op's key is raised to its stream predecessor's and, for a WAIT, to
+// its RECORD's, so keys never fall along a dependency; sorting by key, ties in the walk's
+// order, then keeps every stream's order and puts every RECORD before its WAITs.
+typedef struct keyed {
+  int64_t key;
+  int at;
+} keyed;
+
+static int by_key(const void *x, const void *y) {
+  const keyed *a = x, *b = y;
+  if (a->key != b->key) return a->key < b->key ? -1 : 1;
+  return (a->at > b->at) - (a->at < b->at);
+}
+
+// True when no event is recorded twice (else which RECORD a WAIT meets could depend on the
+// listing, and the list is left as it is); marks the recorded events.
+static bool events_once(const dhx_oplist *l, char *recorded) {
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    if (op->dead || op->kind != DHX_L_RECORD) continue;
+    if (op->event < 0 || op->event >= l->nevents || recorded[op->event]++) return false;
+  }
+  return true;
+}
+
+// An order of the ops that keeps every stream's and every RECORD before its WAITs (a WAIT may
+// be listed before its RECORD: the streams run free), preferring list order: `topo[i]` is op
+// i's place in it. False if the events form a cycle.
+static bool topo_order(const dhx_oplist *l, const char *recorded, int *topo) {
+  int ns = 0;
+  for (int i = 0; i < l->n; i++)
+    if (l->ops[i].stream + 1 > ns) ns = l->ops[i].stream + 1;
+  int *next = xcalloc((size_t)l->n + 1, sizeof(int));  // per op: the next op of its stream
+  int head[DHX_MAX_STREAMS], tail[DHX_MAX_STREAMS];
+  for (int s = 0; s < ns; s++) head[s] = tail[s] = -1;
+  for (int i = 0; i < l->n; i++) {
+    int s = l->ops[i].stream;
+    next[i] = -1;
+    if (tail[s] >= 0) next[tail[s]] = i;
+    else head[s] = i;
+    tail[s] = i;
+  }
+  char *done = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), 1);
+  int placed = 0;
+  while (placed < l->n) {
+    int pick = -1;
+    for (int s = 0; s < ns; s++) {
+      int i = head[s];
+      if (i < 0 || (pick >= 0 && i > pick)) continue;
+      const dhx_lop *op = &l->ops[i];
+      if (!op->dead && op->kind == DHX_L_WAIT && recorded[op->event] && !done[op->event]) continue;
+      pick = i;
+    }
+    if (pick < 0) break;
+    const dhx_lop *op = &l->ops[pick];
+    if (!op->dead && op->kind == DHX_L_RECORD) done[op->event] = 1;
+    topo[pick] = placed++;
+    head[op->stream] = next[pick];
+  }
+  free(done);
+  free(next);
+  return placed == l->n;
+}
+
+static void list_by_steps(dhx_oplist *l, const int64_t *own) {
+  char *recorded = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), 1);
+  int *topo = xcalloc((size_t)l->n + 1, sizeof(int));
+  if (!events_once(l, recorded) || !topo_order(l, recorded, topo)) {
+    free(recorded);
+    free(topo);
+    return;
+  }
+  int *by_topo = xcalloc((size_t)l->n + 1, sizeof(int));
+  for (int i = 0; i < l->n; i++) by_topo[topo[i]] = i;
+  int64_t *base = xcalloc((size_t)l->n + 1, sizeof(int64_t));
+  for (int i = 0; i < l->n; i++) base[i] = own[i] >= 0 ? own[i] : i ? base[i - 1] : 0;
+  int64_t stream_key[DHX_MAX_STREAMS] = {0};
+  int64_t *event_key = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), sizeof(int64_t));
+  keyed *order = xcalloc((size_t)l->n + 1, sizeof(keyed));
+  for (int t = 0; t < l->n; t++) {  // in an order where every op's predecessors come first
+    int i = by_topo[t];
+    const dhx_lop *op = &l->ops[i];
+    int64_t k = base[i];
+    if (k < stream_key[op->stream]) k = stream_key[op->stream];
+    if (!op->dead && op->kind == DHX_L_WAIT && k < event_key[op->event]) k = event_key[op->event];
+    if (!op->dead && op->kind == DHX_L_RECORD) event_key[op->event] = k;
+    stream_key[op->stream] = k;
+    order[t] = (keyed){k, t};
+  }
+  qsort(order, (size_t)l->n, sizeof(keyed), by_key);
+  dhx_lop *ops = xcalloc((size_t)l->n + 1, sizeof(dhx_lop));
+  for (int t = 0; t < l->n; t++) ops[t] = l->ops[by_topo[order[t].at]];
+  free(l->ops);
+  l->ops = ops;
+  l->cap = l->n;
+  free(order);
+  free(event_key);
+  free(base);
+  free(by_topo);
+  free(topo);
+  free(recorded);
+}
+
+// Marks the ops of a region's aligned groups with (region, step).
+static void key_region(const region *r, int index, const dhx_ovl_step *steps, int nsteps,
+                       int64_t *key) {
+  for (int s = 0; s < nsteps; s++) {
+    int part[2] = {steps[s].f, steps[s].b};
+    for (int x = 0; x < 2; x++) {
+      if (part[x] < 0) continue;
+      const block *b = r->side[x];
+      const group *gr = &b->groups[part[x]];
+      for (int i = gr->first; i <= gr->last; i++)
+        if (r->l->ops[i].stream == b->stream) key[i] = ((int64_t)(index + 1) << 32) + s;
+    }
+  }
 }
 
 // ---- the pass ---------------------------------------------------------------------------------
@@ -395,11 +713,12 @@ static int choose(const block *f, const block *b, int r, dhx_strand_search searc
   for (int i = 0; i < f->n; i++) F[i] = f->groups[i].t;
   for (int j = 0; j < b->n; j++) B[j] = b->groups[j].t;
   double x = costs->model->interference;
+  dhx_ovl_memory mem = dhx_ovl_memory_of(F, f->n, B, b->n, b->held_start, HELD_SLACK);
   for (int k = DHX_SEARCH_DP; k <= DHX_SEARCH_NONE; k++) {  // each search's, for comparison
-    int nk = dhx_ovl_align(F, f->n, B, b->n, (dhx_strand_search)k, x, steps);
+    int nk = dhx_ovl_align_within(F, f->n, B, b->n, (dhx_strand_search)k, x, &mem, steps);
     memo->modelled[k] += dhx_ovl_cost(F, B, steps, nk, x);
   }
-  int n = dhx_ovl_align(F, f->n, B, b->n, search, x, steps);
+  int n = dhx_ovl_align_within(F, f->n, B, b->n, search, x, &mem, steps);
   if (search == DHX_SEARCH_NONE || nevents + events_needed(n) > EVENT_BUDGET) n = 0;
   memo_add(memo, f->n, b->n, steps, n);
   free(F);
@@ -415,7 +734,17 @@ void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_co
   bool fill = memo->nregions == 0;
   blocks bs = {0};
   find_blocks(l, strand, fill ? costs : NULL, &bs);
+  if (fill) {  // what each group leaves held, for the search's memory limit
+    act_uses u;
+    find_act_uses(g, l, &u);
+    for (int k = 0; k < bs.n; k++)
+      if (bs.b[k].n) bs.b[k].held_start = block_held(g, &u, &bs.b[k]);
+    free_act_uses(&u);
+  }
   inserts in = {0};
+  int64_t *key = xcalloc((size_t)(l->n ? l->n : 1), sizeof(int64_t));
+  for (int i = 0; i < l->n; i++) key[i] = -1;
+  bool aligned = false;
   int r = 0;
   for (int k = 0; k + 1 < bs.n; k++) {
     const block *f = &bs.b[k], *b = &bs.b[k + 1];
@@ -428,14 +757,19 @@ void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_co
     reg.recorded[1] = xcalloc((size_t)b->n, sizeof(int));
     for (int i = 0; i < f->n; i++) reg.recorded[0][i] = -1;
     for (int j = 0; j < b->n; j++) reg.recorded[1][j] = -1;
+    if (n > 0) place_start(&reg, &l->nevents, &in);
     place_events(&reg, steps, n, &l->nevents, &in);
+    key_region(&reg, r, steps, n, key);
+    aligned |= n > 0;
     free(reg.recorded[0]);
     free(reg.recorded[1]);
     free(steps);
   }
   if (!fill && r != memo->nregions)
     DHX_ICE("paired strands: %d regions here, %d on the stage's first rank", r, memo->nregions);
-  apply(l, &in);
+  apply(l, &in, &key);
+  if (aligned) list_by_steps(l, key);
+  free(key);
   free(in.v);
   free_blocks(&bs);
 }

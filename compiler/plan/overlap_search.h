@@ -11,9 +11,13 @@
 //
 // the last only when legal (never two tensor-parallel collectives side by side), by dynamic
 // programming (dp), or greedily (pair the next two groups when legal, else run the cheaper one
-// alone). The alignment becomes RECORD/WAIT events between the strand streams at group
-// boundaries: a step's group starts when every group of the earlier steps has ended on the
-// other stream. Events change when ops run, never what they compute.
+// alone). dp keeps to a limit on the activations the two micro-batches hold together (about
+// one micro-batch's), so the forward never runs far ahead of the backward's freeing. The
+// alignment becomes RECORD/WAIT events between the strand streams at group boundaries: a
+// region starts when both streams have ended what came before it, and a step's group starts
+// when every group of the earlier steps has ended on the other stream. The program is then
+// listed step by step, so that the memory planner, which also goes by list position, can give
+// the forward the bytes the backward frees. Events change when ops run, never what they compute.
 #ifndef DHX_OVERLAP_SEARCH_H
 #define DHX_OVERLAP_SEARCH_H
 
@@ -24,10 +28,12 @@
 #include "graph.h"
 #include "kernels.h"
 
-// What the search knows of a group: seconds of compute, or of its collective.
+// What the search knows of a group: seconds of compute, or of its collective, and the bytes of
+// activations its block's micro-batch holds once the group has ended.
 typedef struct dhx_ovl_group {
   double compute, comm;  // one of them 0
   bool tp;               // a tensor-parallel collective
+  double held;
 } dhx_ovl_group;
 
 // One step of an alignment: forward group f and/or backward group b (-1: none).
@@ -50,6 +56,24 @@ double dhx_ovl_cost(const dhx_ovl_group *F, const dhx_ovl_group *B, const dhx_ov
 // into `steps` (room for nf + nb); returns the number of steps.
 int dhx_ovl_align(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
                   dhx_strand_search search, double interference, dhx_ovl_step *steps);
+
+// The activation memory an alignment may hold. Once i forward and j backward groups have run,
+// the two micro-batches hold F[i-1].held (0 before the first) plus B[j-1].held (b_start before
+// the first); dp takes the fastest alignment that never holds more than `limit`. One always
+// exists when the limit allows every backward group before the first forward one.
+typedef struct dhx_ovl_memory {
+  double b_start, limit;
+} dhx_ovl_memory;
+// The limit of a region: what one micro-batch at a time would hold (the most either block
+// holds, with what the backward leaves at its end beside the forward's most), and `slack` more.
+dhx_ovl_memory dhx_ovl_memory_of(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
+                                 double b_start, double slack);
+// dhx_ovl_align held within `mem` (NULL: no limit): dp takes the fastest alignment within it,
+// greedy only moves from which the end stays reachable within it (so dp is never slower), none
+// ignores it. Both fall back to no limit when nothing meets it.
+int dhx_ovl_align_within(const dhx_ovl_group *F, int nf, const dhx_ovl_group *B, int nb,
+                         dhx_strand_search search, double interference,
+                         const dhx_ovl_memory *mem, dhx_ovl_step *steps);
 
 // The alignments chosen for one pipeline stage, kept so that every rank of the stage (tensor
 // and data replicas, whose collectives meet) runs the same one.

@@ -12,7 +12,8 @@
 #   qwd        compress { params: qwd } at zero 1 is simulated (no note leaves it out): less
 #              exposed communication (the gathers move 4-bit codes and scales, not f32) and
 #              more compute (the quantize and dequantize kernels) than without it
-#   paper F    sample F simulates and its JSON is sane
+#   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
+#              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 in=$here/small_gpu.dhx
@@ -97,8 +98,16 @@ PY
     echo "exposed communication: plain $pe s, qwd $qe s; compute: plain $pc s, qwd $qc s"
     gt "$pe" "$qe" && gt "$qc" "$pc" ;;
   paper)
-    sim "$SRC/samples/paper/$2" "${@:3}" > "$work/j" 2> "$work/err"
+    sample=$SRC/samples/paper/$2
+    sim "$sample" "${@:3}" > "$work/j" 2> "$work/err"
     cat "$work/j"
-    sane "$work/j" ;;
+    sane "$work/j"
+    if grep -q "pair: on" "$sample" && ! grep -q "pp: [2-9]" "$sample"; then
+      sim "$sample" "${@:3}" --set schedule.strands.pair=off > "$work/off" 2> "$work/err"
+      on=$(field "$work/j" peak_memory_bytes) off=$(field "$work/off" peak_memory_bytes)
+      echo "peak memory: $on bytes paired, $off unpaired"
+      gt "$((off * 103))" "$((on * 100))" ||
+        { echo "paired strands hold more than 3% above unpaired"; exit 1; }
+    fi ;;
   *) echo "unknown case $1"; exit 2 ;;
 esac
