@@ -429,8 +429,22 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   dhx_cost_model model = dhx_cost_model_of_cluster(cfg, p);
   dhx_ovl_memo *memo = calloc((size_t)cfg->pp, sizeof *memo);  // per stage
   if (!memo) abort();
+  double stage_flops = 0;  // tensor rank 0's, for the ranks that share its programs
   for (int s = 0; s < cfg->pp && ok; s++)
     for (int t = 0; t < cfg->tp && ok; t++) {
+      if (simulating && t > 0) {
+        // The tensor ranks of a stage run the same ops on equal slices, so a simulation times
+        // them alike: each shares tensor rank 0's programs on its own communicators, and the
+        // stage is lowered once instead of tp times.
+        int r00 = world_rank(cfg, 0, 0, s);
+        for (int d = 0; d < cfg->dp; d++) {
+          int r = world_rank(cfg, t, d, s);
+          share_rank(&p->ranks[r00], (uint32_t)r00, comm_of[r00], comm_of[r], &p->ranks[r]);
+          set_coords(cfg, t, d, s, &p->ranks[r]);
+        }
+        flops += stage_flops;
+        continue;
+      }
       bool first = s == 0 && t == 0;
       dhx_graph other, *gt = first ? g : &other;
       dhx_timing_pass("elaborate");
@@ -458,8 +472,9 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
             share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
           set_coords(cfg, t, d, s, &p->ranks[r]);
         }
-        flops += flops_per_token(gt) / (micro_spans_step(cfg) ? (double)(cfg->global_batch /
-                                        (cfg->micro_batch * cfg->dp)) : 1.0);
+        stage_flops = flops_per_token(gt) / (micro_spans_step(cfg) ? (double)(cfg->global_batch /
+                                             (cfg->micro_batch * cfg->dp)) : 1.0);
+        flops += stage_flops;
       }
       if (!first) dhx_graph_free(gt);
     }
