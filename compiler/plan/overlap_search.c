@@ -587,49 +587,89 @@ static bool events_once(const dhx_oplist *l, char *recorded) {
   return true;
 }
 
-// An order of the ops that keeps every stream's and every RECORD before its WAITs (a WAIT may
-// be listed before its RECORD: the streams run free), preferring list order: `topo[i]` is op
-// i's place in it. False if the events form a cycle.
-static bool topo_order(const dhx_oplist *l, const char *recorded, int *topo) {
+// What the ordering of ops needs of one: stream, kind and event (dead ops order nothing).
+typedef struct lite {
+  int stream, event;
+  dhx_lop_kind kind;
+  bool dead;
+} lite;
+
+static lite lite_of(const dhx_lop *op) {
+  return (lite){op->stream, op->event, op->kind, op->dead};
+}
+
+// An order of the n ops that keeps every stream's and every RECORD before its WAITs (a WAIT
+// may be listed before its RECORD: the streams run free), preferring list order: `topo[i]` is
+// op i's place in it (NULL: only the check). False if the events and streams form a cycle.
+static bool topo_order(const lite *ops, int n, int nevents, const char *recorded, int *topo) {
   int ns = 0;
-  for (int i = 0; i < l->n; i++)
-    if (l->ops[i].stream + 1 > ns) ns = l->ops[i].stream + 1;
-  int *next = xcalloc((size_t)l->n + 1, sizeof(int));  // per op: the next op of its stream
+  for (int i = 0; i < n; i++)
+    if (ops[i].stream + 1 > ns) ns = ops[i].stream + 1;
+  int *next = xcalloc((size_t)n + 1, sizeof(int));  // per op: the next op of its stream
   int head[DHX_MAX_STREAMS], tail[DHX_MAX_STREAMS];
   for (int s = 0; s < ns; s++) head[s] = tail[s] = -1;
-  for (int i = 0; i < l->n; i++) {
-    int s = l->ops[i].stream;
+  for (int i = 0; i < n; i++) {
+    int s = ops[i].stream;
     next[i] = -1;
     if (tail[s] >= 0) next[tail[s]] = i;
     else head[s] = i;
     tail[s] = i;
   }
-  char *done = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), 1);
+  char *done = xcalloc((size_t)(nevents > 0 ? nevents : 1), 1);
   int placed = 0;
-  while (placed < l->n) {
+  while (placed < n) {
     int pick = -1;
     for (int s = 0; s < ns; s++) {
       int i = head[s];
       if (i < 0 || (pick >= 0 && i > pick)) continue;
-      const dhx_lop *op = &l->ops[i];
+      const lite *op = &ops[i];
       if (!op->dead && op->kind == DHX_L_WAIT && recorded[op->event] && !done[op->event]) continue;
       pick = i;
     }
     if (pick < 0) break;
-    const dhx_lop *op = &l->ops[pick];
+    const lite *op = &ops[pick];
     if (!op->dead && op->kind == DHX_L_RECORD) done[op->event] = 1;
-    topo[pick] = placed++;
+    if (topo) topo[pick] = placed;
+    placed++;
     head[op->stream] = next[pick];
   }
   free(done);
   free(next);
-  return placed == l->n;
+  return placed == n;
+}
+
+// Whether the list with the inserts in[from..to) (in the order apply() gives them) would still
+// let every op run: no WAIT behind a RECORD it waits for, through streams and events.
+static bool acyclic_with(const dhx_oplist *l, const inserts *in, int from, int to, int nevents) {
+  int k = to - from;
+  insert *v = xcalloc((size_t)k + 1, sizeof(insert));
+  memcpy(v, in->v + from, sizeof(insert) * (size_t)k);
+  qsort(v, (size_t)k, sizeof(insert), by_position);
+  lite *ops = xcalloc((size_t)(l->n + k) + 1, sizeof(lite));
+  char *recorded = xcalloc((size_t)(nevents > 0 ? nevents : 1), 1);
+  int n = 0, j = 0;
+  for (int i = 0; i <= l->n; i++) {
+    for (; j < k && v[j].at == i; j++)
+      ops[n++] = (lite){v[j].stream, v[j].event, v[j].kind, false};
+    if (i < l->n) ops[n++] = lite_of(&l->ops[i]);
+  }
+  for (int i = 0; i < n; i++)
+    if (!ops[i].dead && ops[i].kind == DHX_L_RECORD) recorded[ops[i].event] = 1;
+  bool ok = topo_order(ops, n, nevents, recorded, NULL);
+  free(recorded);
+  free(ops);
+  free(v);
+  return ok;
 }
 
 static void list_by_steps(dhx_oplist *l, const int64_t *own) {
   char *recorded = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), 1);
   int *topo = xcalloc((size_t)l->n + 1, sizeof(int));
-  if (!events_once(l, recorded) || !topo_order(l, recorded, topo)) {
+  lite *ops = xcalloc((size_t)l->n + 1, sizeof(lite));
+  for (int i = 0; i < l->n; i++) ops[i] = lite_of(&l->ops[i]);
+  bool ok = events_once(l, recorded) && topo_order(ops, l->n, l->nevents, recorded, topo);
+  free(ops);
+  if (!ok) {
     free(recorded);
     free(topo);
     return;
@@ -652,10 +692,10 @@ static void list_by_steps(dhx_oplist *l, const int64_t *own) {
     order[t] = (keyed){k, t};
   }
   qsort(order, (size_t)l->n, sizeof(keyed), by_key);
-  dhx_lop *ops = xcalloc((size_t)l->n + 1, sizeof(dhx_lop));
-  for (int t = 0; t < l->n; t++) ops[t] = l->ops[by_topo[order[t].at]];
+  dhx_lop *listed = xcalloc((size_t)l->n + 1, sizeof(dhx_lop));
+  for (int t = 0; t < l->n; t++) listed[t] = l->ops[by_topo[order[t].at]];
   free(l->ops);
-  l->ops = ops;
+  l->ops = listed;
   l->cap = l->n;
   free(order);
   free(event_key);
@@ -726,6 +766,40 @@ static int choose(const block *f, const block *b, int r, dhx_strand_search searc
   return n;
 }
 
+// One region as the pass placed it: its blocks, its alignment, and its inserts in[from..to).
+typedef struct placed {
+  const block *f, *b;
+  dhx_ovl_step *steps;
+  int n, from, to;
+} placed;
+
+// The search's events must not close a cycle with the events the program already has (a
+// ZeRO-3 gather, say, that the data-parallel stream orders behind the other strand's
+// reduce-scatter), or a WAIT would never complete. Checked once for all regions; if they do,
+// the regions are taken one by one and a region whose events would close one is left
+// unaligned (its strands run free), as the stage's first rank records in the memo for the
+// others. On a rank that follows the memo a cycle is an internal error.
+static void keep_acyclic(const dhx_oplist *l, inserts *in, placed *regions, int nregions,
+                         dhx_ovl_memo *fill) {
+  if (acyclic_with(l, in, 0, in->n, l->nevents)) return;
+  if (!fill) DHX_ICE("paired strands: the stage's alignment closes a cycle of events here");
+  int kept = 0;  // in->v[0..kept): the inserts of the regions kept so far
+  for (int k = 0; k < nregions; k++) {
+    placed *pl = &regions[k];
+    int from = pl->from, to = pl->to;
+    memmove(in->v + kept, in->v + from, sizeof(insert) * (size_t)(to - from));
+    pl->from = kept;
+    pl->to = kept + (to - from);
+    if (pl->to > pl->from && !acyclic_with(l, in, 0, pl->to, l->nevents)) {
+      pl->to = pl->from;
+      pl->n = 0;
+      fill->nsteps[k] = 0;
+    }
+    kept = pl->to;
+  }
+  in->n = kept;
+}
+
 void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_costs *costs,
                         dhx_ovl_memo *memo) {
   dhx_oplist *l = &g->prog[DHX_PROG_MICRO];
@@ -742,29 +816,41 @@ void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_co
     free_act_uses(&u);
   }
   inserts in = {0};
-  int64_t *key = xcalloc((size_t)(l->n ? l->n : 1), sizeof(int64_t));
-  for (int i = 0; i < l->n; i++) key[i] = -1;
-  bool aligned = false;
+  placed *done = NULL;  // per region: its steps and where its inserts are in `in`
   int r = 0;
   for (int k = 0; k + 1 < bs.n; k++) {
     const block *f = &bs.b[k], *b = &bs.b[k + 1];
     if (f->phase != DHX_PHASE_FORWARD || b->phase != DHX_PHASE_BACKWARD || f->stream == b->stream)
       continue;
-    dhx_ovl_step *steps = xcalloc((size_t)(f->n + b->n), sizeof *steps);
-    int n = choose(f, b, r++, search, costs, memo, l->nevents, steps, fill);
+    done = realloc(done, sizeof(placed) * (size_t)(r + 1));
+    if (!done) abort();
+    placed *pl = &done[r];
+    *pl = (placed){.f = f, .b = b, .steps = xcalloc((size_t)(f->n + b->n), sizeof(dhx_ovl_step)),
+                   .from = in.n};
+    pl->n = choose(f, b, r, search, costs, memo, l->nevents, pl->steps, fill);
     region reg = {.l = l, .side = {f, b}};
     reg.recorded[0] = xcalloc((size_t)f->n, sizeof(int));
     reg.recorded[1] = xcalloc((size_t)b->n, sizeof(int));
     for (int i = 0; i < f->n; i++) reg.recorded[0][i] = -1;
     for (int j = 0; j < b->n; j++) reg.recorded[1][j] = -1;
-    if (n > 0) place_start(&reg, &l->nevents, &in);
-    place_events(&reg, steps, n, &l->nevents, &in);
-    key_region(&reg, r, steps, n, key);
-    aligned |= n > 0;
+    if (pl->n > 0) place_start(&reg, &l->nevents, &in);
+    place_events(&reg, pl->steps, pl->n, &l->nevents, &in);
+    pl->to = in.n;
     free(reg.recorded[0]);
     free(reg.recorded[1]);
-    free(steps);
+    r++;
   }
+  keep_acyclic(l, &in, done, r, fill ? memo : NULL);
+  int64_t *key = xcalloc((size_t)(l->n ? l->n : 1), sizeof(int64_t));
+  for (int i = 0; i < l->n; i++) key[i] = -1;
+  bool aligned = false;
+  for (int k = 0; k < r; k++) {
+    region reg = {.l = l, .side = {done[k].f, done[k].b}};
+    key_region(&reg, k + 1, done[k].steps, done[k].n, key);
+    aligned |= done[k].n > 0;
+    free(done[k].steps);
+  }
+  free(done);
   if (!fill && r != memo->nregions)
     DHX_ICE("paired strands: %d regions here, %d on the stage's first rank", r, memo->nregions);
   apply(l, &in, &key);
