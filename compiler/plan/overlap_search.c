@@ -297,10 +297,14 @@ static void add_op(block *b, const dhx_lop *op, int i, double seconds) {
 }
 
 // The stream of the second strand: where micro-batch 1's forward computes (0: no pairing).
+// Its collectives may run elsewhere: ZeRO 3 gathers its weights on the data-parallel stream,
+// listed before its first compute, and taking that stream for the strand's aligned the
+// data-parallel stream with strand 0.
 static int second_strand(const dhx_oplist *l) {
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
-    if (!op->dead && !is_event(op) && op->at.micro == 1 && op->at.phase == DHX_PHASE_FORWARD)
+    if (!op->dead && !is_event(op) && !is_comm(op) && op->at.micro == 1 &&
+        op->at.phase == DHX_PHASE_FORWARD)
       return op->stream;
   }
   return 0;
