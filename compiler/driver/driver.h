@@ -26,6 +26,7 @@ typedef struct dhx_simulate_options {
   const char *trace_path;    // the timeline as Chrome trace JSON, or NULL
   const char *svg_path;      // the timeline as SVG, or NULL
   const char *profile_path;  // measured instruction times (dhxrun --profile), or NULL
+  bool every_rank;           // simulate every rank, not one data-parallel replica for all
 } dhx_simulate_options;
 
 // Lowers `cfg` (a GPU cluster and bf16 as the f32 plan; strands, compression, offload and

@@ -64,6 +64,9 @@ static void usage(FILE *f) {
           "  --json             with --simulate: print them as one JSON object\n"
           "  --simulate-trace OUT.json, --simulate-svg OUT.svg\n"
           "                     with --simulate: the simulated timeline as a Chrome trace / SVG\n"
+          "  --simulate-every-rank\n"
+          "                     with --simulate: simulate every rank, not one data-parallel\n"
+          "                     replica for its clones (slower; the same figures)\n"
           "  --profile PROFILE.json\n"
           "                     with --simulate: instruction times measured by dhxrun --profile\n"
           "                     instead of the cost model's, wherever the profile has them\n"
@@ -107,6 +110,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->sim.profile_path = argv[++i];
     } else if (strcmp(a, "--simulate-svg") == 0 && i + 1 < argc) {
       o->sim.svg_path = argv[++i];
+    } else if (strcmp(a, "--simulate-every-rank") == 0) {
+      o->sim.every_rank = true;
     } else if (strncmp(a, "--emit=", 7) == 0) {
       o->emit = a + 7;
     } else if (strcmp(a, "-I") == 0 && i + 1 < argc && o->ndirs < 15) {
@@ -135,8 +140,10 @@ static bool parse_args(int argc, char **argv, options *o) {
       return false;
     }
   }
-  if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path || o->sim.profile_path)) {
-    dhx_error("--json, --simulate-trace, --simulate-svg and --profile go with --simulate");
+  if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path || o->sim.profile_path ||
+                       o->sim.every_rank)) {
+    dhx_error("--json, --simulate-trace, --simulate-svg, --simulate-every-rank and --profile go "
+              "with --simulate");
     return false;
   }
   if (o->simulate && (o->check || o->emit || o->output)) {

@@ -89,7 +89,7 @@ static bool write_svg(const dhx_plan *p, const dhx_cost_model *m, double step, c
   char err[2048];
   dhx_svg_timeline *t = dhx_svg_timeline_begin(p, step, title, f);
   dhx_step_figures fig;
-  bool ok = dhx_simulate_step(p, m, 0, dhx_svg_timeline_run, t, &fig, err, sizeof err);
+  bool ok = dhx_simulate_step(p, m, 0, true, dhx_svg_timeline_run, t, &fig, err, sizeof err);
   dhx_svg_timeline_end(t);
   dhx_step_figures_free(&fig);
   if (fclose(f) != 0 || !ok) {
@@ -140,7 +140,7 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
     double peak = c.cluster_cpu ? m.flops : c.gpu.flops;  // MFU against the datasheet peak
     dhx_step_figures fig;
     char err[2048];
-    ok = dhx_simulate_step(p, &m, peak, NULL, NULL, &fig, err, sizeof err);
+    ok = dhx_simulate_step(p, &m, peak, o->every_rank, NULL, NULL, &fig, err, sizeof err);
     if (!ok) dhx_error("--simulate: %s", err);
     fig.searched = c.strands_pair;
     for (int k = 0; k < 3; k++) fig.search_modelled_s[k] = compiled.overlap_modelled_s[k];

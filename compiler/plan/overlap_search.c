@@ -647,7 +647,7 @@ static bool topo_order(const lite *ops, int n, int nevents, const char *recorded
 static bool acyclic_with(const dhx_oplist *l, const inserts *in, int from, int to, int nevents) {
   int k = to - from;
   insert *v = xcalloc((size_t)k + 1, sizeof(insert));
-  memcpy(v, in->v + from, sizeof(insert) * (size_t)k);
+  if (k > 0) memcpy(v, in->v + from, sizeof(insert) * (size_t)k);
   qsort(v, (size_t)k, sizeof(insert), by_position);
   lite *ops = xcalloc((size_t)(l->n + k) + 1, sizeof(lite));
   char *recorded = xcalloc((size_t)(nevents > 0 ? nevents : 1), 1);
@@ -759,10 +759,12 @@ static int choose(const block *f, const block *b, int r, dhx_strand_search searc
   double x = costs->model->interference;
   dhx_ovl_memory mem = dhx_ovl_memory_of(F, f->n, B, b->n, b->held_start, HELD_SLACK);
   for (int k = DHX_SEARCH_DP; k <= DHX_SEARCH_NONE; k++) {  // each search's, for comparison
+    if (k == (int)search) continue;  // the chosen one last: `steps` keeps its alignment
     int nk = dhx_ovl_align_within(F, f->n, B, b->n, (dhx_strand_search)k, x, &mem, steps);
     memo->modelled[k] += dhx_ovl_cost(F, B, steps, nk, x);
   }
   int n = dhx_ovl_align_within(F, f->n, B, b->n, search, x, &mem, steps);
+  memo->modelled[search] += dhx_ovl_cost(F, B, steps, n, x);
   if (search == DHX_SEARCH_NONE || nevents + events_needed(n) > EVENT_BUDGET) n = 0;
   memo_add(memo, f->n, b->n, steps, n);
   free(F);

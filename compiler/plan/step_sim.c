@@ -85,16 +85,15 @@ static void figures(const dhx_plan *p, const dhx_cost_model *m, double peak_flop
   }
 }
 
-bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
-                       dhx_step_run_fn on_run, void *ctx, dhx_step_figures *out, char *err,
-                       size_t errlen) {
-  memset(out, 0, sizeof *out);
-  out->nranks = p->nranks;
-  out->ranks = calloc(p->nranks ? p->nranks : 1, sizeof(dhx_rank_time));
+// Runs BEGIN, the step's MICRO runs and STEP of plan p with durations `dur`, adding each rank's
+// compute and exposed communication into ranks[]; *step is when the last rank ends.
+static bool run_step(const dhx_plan *p, dhx_sim_duration_fn dur, void *dctx, double interference,
+                     dhx_step_run_fn on_run, void *ctx, dhx_rank_time *ranks, double *step,
+                     char *err, size_t errlen) {
   size_t cap = largest_program(p);
   span *all = malloc(cap * sizeof(span)), *compute = malloc(cap * sizeof(span));
-  double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double)), step = 0;
-  if (!out->ranks || !all || !compute || !start) abort();
+  double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double));
+  if (!all || !compute || !start) abort();
   int64_t accum = micro_runs(p);
   bool ok = true;
   for (int64_t k = -1; k <= accum && ok; k++) {  // -1: BEGIN, accum: STEP, between: MICRO
@@ -103,18 +102,155 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     if (prog == DHX_PROG_MICRO) snprintf(run, sizeof run, "MICRO %" PRId64 "/%" PRId64, k + 1, accum);
     else snprintf(run, sizeof run, "%s", dhx_prog_name((uint32_t)prog));
     dhx_sim_result res;
-    ok = dhx_simulate_interfering(p, prog, dhx_cost_duration, (void *)m, m->interference, start,
-                                  &res, err, errlen);
+    ok = dhx_simulate_interfering(p, prog, dur, dctx, interference, start, &res, err, errlen);
     if (!ok) break;
-    account_run(p, prog, &res, out->ranks, all, compute);
+    account_run(p, prog, &res, ranks, all, compute);
     if (on_run) on_run(ctx, prog, run, &res);
     for (uint32_t r = 0; r < p->nranks; r++) start[r] = res.rank_end[r];
-    step = res.makespan;
+    *step = res.makespan;
     dhx_sim_result_free(&res);
   }
   free(all);
   free(compute);
   free(start);
+  return ok;
+}
+
+// ---- one data-parallel replica for all ----------------------------------------------------------
+
+// Where the data-parallel replicas of a plan run replica 0's programs (a simulation lowers them
+// so), with the same durations, they move in lockstep: every collective among replicas has all
+// its members arrive together. Simulating replica 0 alone then gives every rank's figures, dp
+// times faster. `q` holds replica 0's ranks, with every communicator cut down to them.
+typedef struct replica0 {
+  dhx_plan q;
+  const dhx_plan *p;
+  const dhx_cost_model *m;
+  uint32_t *orig;    // per rank of q: its rank in p
+  int64_t *of;       // per rank of p: the rank of q it moves with
+  dhx_plan_comm *comms;
+} replica0;
+
+static double replica0_duration(void *ctx, const dhx_plan *q, uint32_t rank, int prog,
+                                const dhx_plan_instr *in) {
+  (void)q;
+  const replica0 *R = ctx;
+  return dhx_cost_duration((void *)R->m, R->p, R->orig[rank], prog, in);
+}
+
+static void replica0_free(replica0 *R) {
+  for (uint32_t c = 0; R->comms && c < R->p->ncomms; c++) free(R->comms[c].ranks);
+  free(R->comms);
+  free(R->q.ranks);
+  free(R->orig);
+  free(R->of);
+}
+
+// Whether rank r's programs are rank `rep`'s and take the same time on its communicators.
+static bool same_as(const dhx_plan *p, const dhx_cost_model *m, uint32_t r, uint32_t rep) {
+  for (int g = 0; g < DHX_PROG_COUNT; g++) {
+    const dhx_plan_program *a = &p->ranks[r].programs[g], *b = &p->ranks[rep].programs[g];
+    if (a->instrs != b->instrs || a->ninstrs != b->ninstrs) return false;
+    for (uint32_t i = 0; i < a->ninstrs; i++)
+      if (dhx_op_on_comm(a->instrs[i].op) &&
+          dhx_cost_duration((void *)m, p, r, g, &a->instrs[i]) !=
+              dhx_cost_duration((void *)m, p, rep, g, &a->instrs[i]))
+        return false;
+  }
+  return true;
+}
+
+// Builds R for p, or false where the replicas are not clones of replica 0 (then the whole plan
+// is simulated).
+static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, replica0 *R) {
+  memset(R, 0, sizeof *R);
+  R->p = p;
+  R->m = m;
+  if (m->profile || p->nranks < 2 || p->ranks[0].dp_size < 2) return false;
+  R->of = malloc(sizeof(int64_t) * p->nranks);
+  R->orig = malloc(sizeof(uint32_t) * p->nranks);
+  if (!R->of || !R->orig) abort();
+  uint32_t n = 0;
+  for (uint32_t r = 0; r < p->nranks; r++) R->of[r] = -1;
+  for (uint32_t r = 0; r < p->nranks; r++)
+    if (p->ranks[r].dp_rank == 0) {
+      R->of[r] = n;
+      R->orig[n++] = r;
+    }
+  bool ok = true;
+  for (uint32_t r = 0; r < p->nranks && ok; r++) {
+    if (R->of[r] >= 0) continue;
+    int64_t rep = -1;
+    for (uint32_t k = 0; k < n && rep < 0; k++) {
+      const dhx_plan_rank *a = &p->ranks[r], *b = &p->ranks[R->orig[k]];
+      if (a->tp_rank == b->tp_rank && a->pp_rank == b->pp_rank) rep = k;
+    }
+    ok = rep >= 0 && same_as(p, m, r, R->orig[rep]);
+    if (ok) R->of[r] = rep;
+  }
+  R->comms = calloc(p->ncomms ? p->ncomms : 1, sizeof(dhx_plan_comm));
+  if (!R->comms) abort();
+  for (uint32_t c = 0; c < p->ncomms && ok; c++) {
+    const dhx_plan_comm *pc = &p->comms[c];
+    R->comms[c].ranks = malloc(sizeof(int32_t) * (pc->nranks ? pc->nranks : 1));
+    if (!R->comms[c].ranks) abort();
+    for (uint32_t j = 0; j < pc->nranks; j++) {
+      uint32_t w = (uint32_t)pc->ranks[j];
+      if (w < p->nranks && p->ranks[w].dp_rank == 0)
+        R->comms[c].ranks[R->comms[c].nranks++] = (int32_t)R->of[w];
+    }
+  }
+  // A transfer names its peer by place in the communicator: only where replica 0 holds all of
+  // a communicator do those places stay.
+  for (uint32_t k = 0; k < n && ok; k++)
+    for (int g = 0; g < DHX_PROG_COUNT && ok; g++) {
+      const dhx_plan_program *pr = &p->ranks[R->orig[k]].programs[g];
+      for (uint32_t i = 0; i < pr->ninstrs && ok; i++) {
+        uint32_t op = pr->instrs[i].op;
+        if (op != DHX_OP_SEND && op != DHX_OP_RECV) continue;
+        int32_t c = dhx_rank_comm(&p->ranks[R->orig[k]], pr->instrs[i].comm);
+        ok = c >= 0 && (uint32_t)c < p->ncomms && R->comms[c].nranks == p->comms[c].nranks;
+      }
+    }
+  if (!ok) {
+    replica0_free(R);
+    return false;
+  }
+  R->q = *p;
+  R->q.nranks = n;
+  R->q.ranks = malloc(sizeof(dhx_plan_rank) * n);
+  if (!R->q.ranks) abort();
+  for (uint32_t k = 0; k < n; k++) R->q.ranks[k] = p->ranks[R->orig[k]];
+  R->q.comms = R->comms;
+  return true;
+}
+
+bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
+                       bool every_rank, dhx_step_run_fn on_run, void *ctx,
+                       dhx_step_figures *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  out->nranks = p->nranks;
+  out->ranks = calloc(p->nranks ? p->nranks : 1, sizeof(dhx_rank_time));
+  if (!out->ranks) abort();
+  double step = 0;
+  replica0 R;
+  if (!every_rank && !on_run && replica0_of(p, m, &R)) {  // a timeline wants every rank's
+    dhx_rank_time *ranks = calloc(R.q.nranks, sizeof(dhx_rank_time));
+    if (!ranks) abort();
+    bool ok = run_step(&R.q, replica0_duration, &R, m->interference, NULL, NULL, ranks, &step,
+                       err, errlen);
+    if (ok)
+      for (uint32_t r = 0; r < p->nranks; r++) out->ranks[r] = ranks[R.of[r]];
+    free(ranks);
+    replica0_free(&R);
+    if (ok) {
+      figures(p, m, peak_flops, step, out);
+      return true;
+    }
+    memset(out->ranks, 0, sizeof(dhx_rank_time) * p->nranks);  // the whole plan names the ranks
+  }
+  bool ok = run_step(p, dhx_cost_duration, (void *)m, m->interference, on_run, ctx, out->ranks,
+                     &step, err, errlen);
   if (ok) figures(p, m, peak_flops, step, out);
   return ok;
 }

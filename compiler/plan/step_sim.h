@@ -40,10 +40,12 @@ typedef void (*dhx_step_run_fn)(void *ctx, int prog, const char *run, const dhx_
 
 // Simulates one step of `p` under `m` (its interference factor included) and fills `out`;
 // `on_run` (may be NULL) sees each run's timeline. `peak_flops` is one rank's peak for the MFU.
-// False with err when a program cannot run (as dhx_simulate).
+// Where the data-parallel replicas are clones of replica 0 (step_sim.c), only replica 0 is
+// simulated, with the same figures, unless `every_rank` (or `on_run`, which wants every rank's
+// timeline). False with err when a program cannot run (as dhx_simulate).
 bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
-                       dhx_step_run_fn on_run, void *ctx, dhx_step_figures *out, char *err,
-                       size_t errlen);
+                       bool every_rank, dhx_step_run_fn on_run, void *ctx,
+                       dhx_step_figures *out, char *err, size_t errlen);
 void dhx_step_figures_free(dhx_step_figures *f);
 
 // The figures as one JSON object (step_time_s, mfu, bubble_s, exposed_comm_s,

@@ -12,6 +12,10 @@
 #   qwd        compress { params: qwd } at zero 1 is simulated (no note leaves it out): less
 #              exposed communication (the gathers move 4-bit codes and scales, not f32) and
 #              more compute (the quantize and dequantize kernels) than without it
+#   replica    one data-parallel replica simulated for its clones gives the step of every
+#              rank simulated (--simulate-every-rank), and compute and exposed communication
+#              within 1% (simultaneous events may be taken in another order), with ZeRO 1 and
+#              with ZeRO 3 and paired strands
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -97,6 +101,24 @@ PY
     pc=$(field "$work/plain" compute_s) qc=$(field "$work/qwd" compute_s)
     echo "exposed communication: plain $pe s, qwd $qe s; compute: plain $pc s, qwd $qc s"
     gt "$pe" "$qe" && gt "$qc" "$pc" ;;
+  replica)
+    for z in 1 3; do
+      sets=(--set schedule.parallel.zero=$z)
+      [ "$z" = 3 ] && sets+=(--set schedule.strands.pair=on)
+      sim "$in" "${sets[@]}" > "$work/one"
+      sim "$in" "${sets[@]}" --simulate-every-rank > "$work/every"
+      python3 - "$work/one" "$work/every" <<'PY'
+import json, sys
+one, every = (json.load(open(f)) for f in sys.argv[1:3])
+print("one replica:", {k: one[k] for k in ("step_time_s", "compute_s", "exposed_comm_s")})
+print("every rank: ", {k: every[k] for k in ("step_time_s", "compute_s", "exposed_comm_s")})
+assert one["ranks"] == every["ranks"] == len(one["per_rank"]), (one["ranks"], every["ranks"])
+assert one["peak_memory_bytes"] == every["peak_memory_bytes"]
+assert abs(one["step_time_s"] - every["step_time_s"]) <= 1e-9 * every["step_time_s"]
+for k in ("compute_s", "exposed_comm_s", "mfu"):
+    assert abs(one[k] - every[k]) <= 0.01 * every[k], k
+PY
+    done ;;
   paper)
     sample=$SRC/samples/paper/$2
     sim "$sample" "${@:3}" > "$work/j" 2> "$work/err"
