@@ -146,18 +146,51 @@ static void replica0_free(replica0 *R) {
   free(R->of);
 }
 
-// Whether rank r's programs are rank `rep`'s and take the same time on its communicators.
+// A communicating instruction as its duration sees it: communicator, kind, counts, dtype,
+// peer. Programs repeat a few dozen of these over their layers and micro-batches.
+typedef struct comm_key {
+  int32_t comm;
+  uint32_t op, dtype, used;
+  int64_t a1, a2;
+} comm_key;
+
+static comm_key key_of(const dhx_plan_instr *in) {
+  int64_t a[3] = {0, 0, 0};
+  for (uint32_t j = 1; j < 3 && j < in->nargs; j++)
+    if (in->args[j].kind == DHX_ARG_I64) a[j] = in->args[j].i;
+  return (comm_key){in->comm, in->op, in->dtype, 1, a[1], a[2]};
+}
+
+// Whether rank r's programs are rank `rep`'s and take the same time on its communicators (each
+// distinct communicating instruction compared once, in a small open-addressed table).
 static bool same_as(const dhx_plan *p, const dhx_cost_model *m, uint32_t r, uint32_t rep) {
-  for (int g = 0; g < DHX_PROG_COUNT; g++) {
+  enum { SLOTS = 4096 };
+  comm_key *seen = calloc(SLOTS, sizeof(comm_key));
+  if (!seen) abort();
+  bool same = true;
+  uint32_t nseen = 0;
+  for (int g = 0; g < DHX_PROG_COUNT && same; g++) {
     const dhx_plan_program *a = &p->ranks[r].programs[g], *b = &p->ranks[rep].programs[g];
-    if (a->instrs != b->instrs || a->ninstrs != b->ninstrs) return false;
-    for (uint32_t i = 0; i < a->ninstrs; i++)
-      if (dhx_op_on_comm(a->instrs[i].op) &&
-          dhx_cost_duration((void *)m, p, r, g, &a->instrs[i]) !=
-              dhx_cost_duration((void *)m, p, rep, g, &a->instrs[i]))
-        return false;
+    if (a->instrs != b->instrs || a->ninstrs != b->ninstrs) same = false;
+    for (uint32_t i = 0; same && i < a->ninstrs; i++) {
+      const dhx_plan_instr *in = &a->instrs[i];
+      if (!dhx_op_on_comm(in->op)) continue;
+      comm_key k = key_of(in);
+      uint64_t h = ((uint64_t)(uint32_t)k.comm * 0x9E3779B97F4A7C15u) ^ (uint64_t)k.op * 31u ^
+                   (uint64_t)k.a1 * 0x100000001B3u ^ (uint64_t)k.a2 * 1099511628211u ^ k.dtype;
+      uint32_t at = (uint32_t)(h % SLOTS), probes = 0;
+      while (seen[at].used && memcmp(&seen[at], &k, sizeof k) != 0 && probes++ < SLOTS)
+        at = (at + 1) % SLOTS;
+      if (seen[at].used && memcmp(&seen[at], &k, sizeof k) == 0) continue;  // compared before
+      same = dhx_cost_duration((void *)m, p, r, g, in) == dhx_cost_duration((void *)m, p, rep, g, in);
+      if (!seen[at].used && nseen < SLOTS / 2) {  // a full table only costs comparisons
+        seen[at] = k;
+        nseen++;
+      }
+    }
   }
-  return true;
+  free(seen);
+  return same;
 }
 
 // Builds R for p, or false where the replicas are not clones of replica 0 (then the whole plan
