@@ -302,8 +302,9 @@ bool dhx_check_memory(const dhx_graph *g, const dhx_config *cfg) {
 
 // ---- the planned arena of a rank ------------------------------------------------------------
 
+// What the arena gives t: a sharded tensor's piece (ZeRO), not the whole.
 static int64_t aligned_bytes(const dhx_tensor *t) {
-  int64_t b = dhx_tensor_elems(t) * (t->dtype == DHX_F64 ? 8 : 4);
+  int64_t b = dhx_tensor_alloc_bytes(t);
   return (b + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN;
 }
 

@@ -9,19 +9,22 @@ rm -rf "$work" && mkdir -p "$work" && cd "$work"
 
 case $case_name in
   arena)
-    # Three layouts of two models: the report's total is each rank's arena in plan.bin.
+    # Four layouts of two models: the report's total is each rank's arena in plan.bin, and no
+    # row is negative (ZeRO 3's sharded weights count as the pieces the arena holds).
     n=0
     while IFS='|' read -r file sets; do
       n=$((n + 1))
       read -r -a args <<<"$sets"
       "$DHXC" "$SRC/$file" --emit=memory "${args[@]}" >report$n.txt
       grep -q "per rank (host memory)" report$n.txt || { cat report$n.txt; exit 1; }
+      if grep -qE '^  [a-z]+ +-' report$n.txt; then cat report$n.txt; exit 1; fi
       "$DHXC" "$SRC/$file" -o plan$n "${args[@]}"
       "$MEMORY_CHECK" plan$n report$n.txt
     done <<'CASES'
 samples/tiny.dhx|
 samples/tiny.dhx|--set schedule.parallel.dp=1 --set train.micro_batch=4 --set train.global_batch=4
 samples/tiny_llama.dhx|--set model.layers=2
+samples/tiny.dhx|--set schedule.parallel.zero=3
 CASES
     ;;
   host)
