@@ -53,38 +53,58 @@ static int32_t released_by(const dhx_hb *h, const int32_t *rec, uint32_t i) {
   return e >= 0 && (uint32_t)e < h->nevents ? rec[e] : -1;
 }
 
+// The linear extension runs each stream as far as the events allow before the next one
+// (round-robin), or with `listed`, takes the ready stream head listed first. When no head is
+// ready, some WAIT can never be released: from then on every WAIT is taken as ordering nothing
+// unless its RECORD has run.
 void dhx_hb_order(dhx_hb *h) {
   uint32_t ns = h->nstreams, n = h->n;
   for (uint32_t i = 0; i < n; i++)
     if (h->stream[i] >= ns) abort();  // it would never run: the caller sizes the streams
   int32_t *rec = single_records(h);
   uint8_t *done = xcalloc(n, 1);
-  uint32_t next[DHX_MAX_STREAMS] = {0}, cur[DHX_MAX_STREAMS][DHX_MAX_STREAMS] = {{0}};
-  uint32_t ndone = 0;
-  bool blocked_waits_order_nothing = false;
-  while (ndone < n) {
-    bool progress = false;
-    for (uint32_t s = 0; s < ns; s++) {
-      for (; next[s] < n; next[s]++) {
-        uint32_t i = next[s];
-        if (h->stream[i] != s) continue;
-        int32_t r = released_by(h, rec, i);
-        if (r >= 0 && !done[r] && !blocked_waits_order_nothing) break;
-        cur[s][s]++;
-        if (r >= 0 && done[r])
-          for (uint32_t t = 0; t < ns; t++) {
-            uint32_t c = h->clock[(size_t)r * DHX_MAX_STREAMS + t];
-            if (c > cur[s][t]) cur[s][t] = c;
-          }
-        memcpy(&h->clock[(size_t)i * DHX_MAX_STREAMS], cur[s], sizeof cur[s]);
-        h->pos[i] = cur[s][s];
-        h->seq[i] = ndone++;
-        done[i] = 1;
-        progress = true;
-      }
-    }
-    if (!progress) blocked_waits_order_nothing = true;
+  uint32_t *next = xcalloc(n, sizeof(uint32_t));  // per op: the next op of its stream, or n
+  uint32_t head[DHX_MAX_STREAMS], tail[DHX_MAX_STREAMS];
+  uint32_t cur[DHX_MAX_STREAMS][DHX_MAX_STREAMS] = {{0}};
+  for (uint32_t s = 0; s < ns; s++) head[s] = tail[s] = n;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t s = h->stream[i];
+    next[i] = n;
+    if (tail[s] < n) next[tail[s]] = i;
+    else head[s] = i;
+    tail[s] = i;
   }
+  uint32_t at = 0;  // round-robin: the stream being run
+  for (uint32_t ndone = 0; ndone < n;) {
+    uint32_t pick = n;
+    for (uint32_t k = 0; k < ns; k++) {
+      uint32_t s = h->listed ? k : (at + k) % ns, i = head[s];
+      if (i >= n || (h->listed && pick < n && i > pick)) continue;
+      int32_t r = released_by(h, rec, i);
+      if (r >= 0 && !done[r] && !h->hangs) continue;
+      pick = i;
+      if (!h->listed) break;
+    }
+    if (pick == n) {
+      h->hangs = true;  // nothing can run: the waits left order nothing
+      continue;
+    }
+    uint32_t s = h->stream[pick];
+    int32_t r = released_by(h, rec, pick);
+    at = s;
+    cur[s][s]++;
+    if (r >= 0 && done[r])
+      for (uint32_t t = 0; t < ns; t++) {
+        uint32_t c = h->clock[(size_t)r * DHX_MAX_STREAMS + t];
+        if (c > cur[s][t]) cur[s][t] = c;
+      }
+    memcpy(&h->clock[(size_t)pick * DHX_MAX_STREAMS], cur[s], sizeof cur[s]);
+    h->pos[pick] = cur[s][s];
+    h->seq[pick] = ndone++;
+    done[pick] = 1;
+    head[s] = next[pick];
+  }
+  free(next);
   free(done);
   free(rec);
 }

@@ -25,14 +25,16 @@ typedef struct dhx_hb {
   uint32_t *clock;   // [op * DHX_MAX_STREAMS + s]: ops of stream s that happen before op or are it
   uint32_t *pos;     // 1-based position of an op in its stream
   uint32_t *seq;     // place in a linear extension (a before b ⇒ seq a < seq b)
+  bool listed;       // set by the caller: seq keeps to the list's order where events allow
+  bool hangs;        // some WAIT could never be released (the order took it as nothing)
 } dhx_hb;
 
 // Room for n ops on nstreams (<= DHX_MAX_STREAMS) streams and nevents events; every op on
 // stream 0, recording and waiting for nothing.
 void dhx_hb_init(dhx_hb *h, uint32_t n, uint32_t nstreams, uint32_t nevents);
 // The clocks. Runs the streams in an order the events allow (a stream stops at a WAIT whose
-// RECORD has not run yet); should a WAIT never be released (a plan that could hang), it is
-// taken as ordering nothing.
+// RECORD has not run yet; with `listed`, the ready op listed first goes next); should a WAIT
+// never be released (a plan that could hang: `hangs`), it is taken as ordering nothing.
 void dhx_hb_order(dhx_hb *h);
 void dhx_hb_free(dhx_hb *h);
 

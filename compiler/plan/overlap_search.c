@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "compile.h"
+#include "happens_before.h"
 #include "ice.h"
 #include "plan_util.h"
 
@@ -565,10 +566,10 @@ static void apply(dhx_oplist *l, inserts *in, int64_t **key) {
 // backward group) lets the one strand's forward fill what the other's backward frees.
 //
 // `key[i]`: the region and step of op i when it is in an aligned group, else -1. An op without
-// one takes the key of the op listed before it. Walking the ops in an order that respects the
-// streams and events, each op's key is raised to its stream predecessor's and, for a WAIT, to
-// its RECORD's, so keys never fall along a dependency; sorting by key, ties in the walk's
-// order, then keeps every stream's order and puts every RECORD before its WAITs.
+// one takes the key of the op listed before it. Walking the ops in the happens-before order's
+// linear extension (happens_before.c), each op's key is raised to its stream predecessor's and,
+// for a WAIT, to its RECORD's, so keys never fall along a dependency; sorting by key, ties in
+// that order, then keeps every stream's order and puts every RECORD before its WAITs.
 typedef struct keyed {
   int64_t key;
   int at;
@@ -591,55 +592,22 @@ static bool events_once(const dhx_oplist *l, char *recorded) {
   return true;
 }
 
-// What the ordering of ops needs of one: stream, kind and event (dead ops order nothing).
-typedef struct lite {
-  int stream, event;
-  dhx_lop_kind kind;
-  bool dead;
-} lite;
-
-static lite lite_of(const dhx_lop *op) {
-  return (lite){op->stream, op->event, op->kind, op->dead};
-}
-
-// An order of the n ops that keeps every stream's and every RECORD before its WAITs (a WAIT
-// may be listed before its RECORD: the streams run free), preferring list order: `topo[i]` is
-// op i's place in it (NULL: only the check). False if the events and streams form a cycle.
-static bool topo_order(const lite *ops, int n, int nevents, const char *recorded, int *topo) {
-  int ns = 0;
+// The happens-before order of n ops (happens_before.c): its linear extension `seq`, keeping to
+// list order where the events allow, and whether some WAIT could never be released. Dead ops
+// order nothing.
+static void order_of(const dhx_lop *const *ops, int n, int nevents, dhx_hb *h) {
+  uint32_t ns = 1;
   for (int i = 0; i < n; i++)
-    if (ops[i].stream + 1 > ns) ns = ops[i].stream + 1;
-  int *next = xcalloc((size_t)n + 1, sizeof(int));  // per op: the next op of its stream
-  int head[DHX_MAX_STREAMS], tail[DHX_MAX_STREAMS];
-  for (int s = 0; s < ns; s++) head[s] = tail[s] = -1;
+    if ((uint32_t)ops[i]->stream + 1 > ns) ns = (uint32_t)ops[i]->stream + 1;
+  dhx_hb_init(h, (uint32_t)n, ns, (uint32_t)(nevents > 0 ? nevents : 1));
+  h->listed = true;
   for (int i = 0; i < n; i++) {
-    int s = ops[i].stream;
-    next[i] = -1;
-    if (tail[s] >= 0) next[tail[s]] = i;
-    else head[s] = i;
-    tail[s] = i;
+    h->stream[i] = (uint8_t)ops[i]->stream;
+    if (ops[i]->dead) continue;
+    if (ops[i]->kind == DHX_L_RECORD) h->records[i] = ops[i]->event;
+    if (ops[i]->kind == DHX_L_WAIT) h->waits[i] = ops[i]->event;
   }
-  char *done = xcalloc((size_t)(nevents > 0 ? nevents : 1), 1);
-  int placed = 0;
-  while (placed < n) {
-    int pick = -1;
-    for (int s = 0; s < ns; s++) {
-      int i = head[s];
-      if (i < 0 || (pick >= 0 && i > pick)) continue;
-      const lite *op = &ops[i];
-      if (!op->dead && op->kind == DHX_L_WAIT && recorded[op->event] && !done[op->event]) continue;
-      pick = i;
-    }
-    if (pick < 0) break;
-    const lite *op = &ops[pick];
-    if (!op->dead && op->kind == DHX_L_RECORD) done[op->event] = 1;
-    if (topo) topo[pick] = placed;
-    placed++;
-    head[op->stream] = next[pick];
-  }
-  free(done);
-  free(next);
-  return placed == n;
+  dhx_hb_order(h);
 }
 
 // Whether the list with the inserts in[from..to) (in the order apply() gives them) would still
@@ -649,44 +617,50 @@ static bool acyclic_with(const dhx_oplist *l, const inserts *in, int from, int t
   insert *v = xcalloc((size_t)k + 1, sizeof(insert));
   if (k > 0) memcpy(v, in->v + from, sizeof(insert) * (size_t)k);
   qsort(v, (size_t)k, sizeof(insert), by_position);
-  lite *ops = xcalloc((size_t)(l->n + k) + 1, sizeof(lite));
-  char *recorded = xcalloc((size_t)(nevents > 0 ? nevents : 1), 1);
+  dhx_lop *made = xcalloc((size_t)k + 1, sizeof(dhx_lop));
+  const dhx_lop **ops = xcalloc((size_t)(l->n + k) + 1, sizeof(dhx_lop *));
   int n = 0, j = 0;
   for (int i = 0; i <= l->n; i++) {
-    for (; j < k && v[j].at == i; j++)
-      ops[n++] = (lite){v[j].stream, v[j].event, v[j].kind, false};
-    if (i < l->n) ops[n++] = lite_of(&l->ops[i]);
+    for (; j < k && v[j].at == i; j++) {
+      made[j] = (dhx_lop){.kind = v[j].kind, .stream = v[j].stream, .event = v[j].event};
+      ops[n++] = &made[j];
+    }
+    if (i < l->n) ops[n++] = &l->ops[i];
   }
-  for (int i = 0; i < n; i++)
-    if (!ops[i].dead && ops[i].kind == DHX_L_RECORD) recorded[ops[i].event] = 1;
-  bool ok = topo_order(ops, n, nevents, recorded, NULL);
-  free(recorded);
+  dhx_hb h;
+  order_of(ops, n, nevents, &h);
+  bool ok = !h.hangs;
+  dhx_hb_free(&h);
   free(ops);
+  free(made);
   free(v);
   return ok;
 }
 
 static void list_by_steps(dhx_oplist *l, const int64_t *own) {
   char *recorded = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), 1);
-  int *topo = xcalloc((size_t)l->n + 1, sizeof(int));
-  lite *ops = xcalloc((size_t)l->n + 1, sizeof(lite));
-  for (int i = 0; i < l->n; i++) ops[i] = lite_of(&l->ops[i]);
-  bool ok = events_once(l, recorded) && topo_order(ops, l->n, l->nevents, recorded, topo);
+  bool once = events_once(l, recorded);
+  free(recorded);
+  if (!once) return;
+  const dhx_lop **ops = xcalloc((size_t)l->n + 1, sizeof(dhx_lop *));
+  for (int i = 0; i < l->n; i++) ops[i] = &l->ops[i];
+  dhx_hb h;
+  order_of(ops, l->n, l->nevents, &h);
   free(ops);
-  if (!ok) {
-    free(recorded);
-    free(topo);
+  if (h.hangs) {
+    dhx_hb_free(&h);
     return;
   }
-  int *by_topo = xcalloc((size_t)l->n + 1, sizeof(int));
-  for (int i = 0; i < l->n; i++) by_topo[topo[i]] = i;
+  int *by_seq = xcalloc((size_t)l->n + 1, sizeof(int));
+  for (int i = 0; i < l->n; i++) by_seq[h.seq[i]] = i;
+  dhx_hb_free(&h);
   int64_t *base = xcalloc((size_t)l->n + 1, sizeof(int64_t));
   for (int i = 0; i < l->n; i++) base[i] = own[i] >= 0 ? own[i] : i ? base[i - 1] : 0;
   int64_t stream_key[DHX_MAX_STREAMS] = {0};
   int64_t *event_key = xcalloc((size_t)(l->nevents > 0 ? l->nevents : 1), sizeof(int64_t));
   keyed *order = xcalloc((size_t)l->n + 1, sizeof(keyed));
   for (int t = 0; t < l->n; t++) {  // in an order where every op's predecessors come first
-    int i = by_topo[t];
+    int i = by_seq[t];
     const dhx_lop *op = &l->ops[i];
     int64_t k = base[i];
     if (k < stream_key[op->stream]) k = stream_key[op->stream];
@@ -697,16 +671,14 @@ static void list_by_steps(dhx_oplist *l, const int64_t *own) {
   }
   qsort(order, (size_t)l->n, sizeof(keyed), by_key);
   dhx_lop *listed = xcalloc((size_t)l->n + 1, sizeof(dhx_lop));
-  for (int t = 0; t < l->n; t++) listed[t] = l->ops[by_topo[order[t].at]];
+  for (int t = 0; t < l->n; t++) listed[t] = l->ops[by_seq[order[t].at]];
   free(l->ops);
   l->ops = listed;
   l->cap = l->n;
   free(order);
   free(event_key);
   free(base);
-  free(by_topo);
-  free(topo);
-  free(recorded);
+  free(by_seq);
 }
 
 // Marks the ops of a region's aligned groups with (region, step).
