@@ -525,35 +525,39 @@ static int by_position(const void *x, const void *y) {
 
 // Writes the inserted ops into the list at their positions. `key` (per op, or NULL) becomes
 // the new list's: an inserted RECORD takes the key of the group it ends, a WAIT the key of
-// the group it starts.
+// the group it starts. The list grows in place and is filled from its end (an op only moves
+// later), so a paper model's hundred thousand ops of a kilobyte and more are not copied into
+// fresh pages, which cost more than the search itself.
 static void apply(dhx_oplist *l, inserts *in, int64_t **key) {
   if (!in->n) return;
   qsort(in->v, (size_t)in->n, sizeof(insert), by_position);
-  dhx_lop *ops = xcalloc((size_t)(l->n + in->n), sizeof(dhx_lop));
-  int64_t *keys = key ? xcalloc((size_t)(l->n + in->n), sizeof(int64_t)) : NULL;
-  int n = 0, k = 0;
-  for (int i = 0; i <= l->n; i++) {
-    for (; k < in->n && in->v[k].at == i; k++) {
+  int total = l->n + in->n;
+  dhx_lop *ops = realloc(l->ops, sizeof(dhx_lop) * (size_t)total);
+  int64_t *keys = key ? realloc(*key, sizeof(int64_t) * (size_t)total) : NULL;
+  if (!ops || (key && !keys)) abort();
+  l->ops = ops;
+  if (key) *key = keys;
+  int n = total, k = in->n - 1;
+  for (int i = l->n; i >= 0; i--) {
+    if (i < l->n) {
+      n--;
+      if (keys) keys[n] = keys[i];
+      if (n != i) ops[n] = ops[i];
+    }
+    // Inserts at position i go before op i: placed after it here, walking backwards. A RECORD
+    // at i takes the key of op i - 1, which is still in place (n > i - 1 until i is reached).
+    for (; k >= 0 && in->v[k].at == i; k--) {
       const insert *x = &in->v[k];
-      if (keys) keys[n] = x->kind == DHX_L_RECORD ? (*key)[i - 1] : (*key)[i];
-      dhx_lop *op = &ops[n++];
+      n--;
+      if (keys) keys[n] = x->kind == DHX_L_RECORD && i > 0 ? keys[i - 1] : keys[n + 1 < total ? n + 1 : i - 1];
+      dhx_lop *op = &ops[n];
       *op = (dhx_lop){.kind = x->kind, .stream = x->stream, .comm = -1, .event = x->event,
                       .at = x->origin};
       snprintf(op->note, sizeof op->note, "%s", x->kind == DHX_L_RECORD
                ? "overlap search: group done" : "overlap search: the other strand's group done");
     }
-    if (i < l->n) {
-      if (keys) keys[n] = (*key)[i];
-      ops[n++] = l->ops[i];
-    }
   }
-  free(l->ops);
-  l->ops = ops;
-  l->n = l->cap = n;
-  if (key) {
-    free(*key);
-    *key = keys;
-  }
+  l->n = l->cap = total;
 }
 
 // ---- listing the ops in step order ----------------------------------------------------------
@@ -670,11 +674,24 @@ static void list_by_steps(dhx_oplist *l, const int64_t *own) {
     order[t] = (keyed){k, t};
   }
   qsort(order, (size_t)l->n, sizeof(keyed), by_key);
-  dhx_lop *listed = xcalloc((size_t)l->n + 1, sizeof(dhx_lop));
-  for (int t = 0; t < l->n; t++) listed[t] = l->ops[by_seq[order[t].at]];
-  free(l->ops);
-  l->ops = listed;
-  l->cap = l->n;
+  // ops[t] ← ops[from[t]], in place: cycle by cycle, one op held aside (see apply()).
+  int *from = (int *)base;  // base is done with; an int64_t array holds as many ints
+  for (int t = 0; t < l->n; t++) from[t] = by_seq[order[t].at];
+  char *moved = xcalloc((size_t)l->n + 1, 1);
+  dhx_lop held;
+  for (int start = 0; start < l->n; start++) {
+    if (moved[start] || from[start] == start) continue;
+    held = l->ops[start];
+    int t = start;
+    while (from[t] != start) {
+      l->ops[t] = l->ops[from[t]];
+      moved[t] = 1;
+      t = from[t];
+    }
+    l->ops[t] = held;
+    moved[t] = 1;
+  }
+  free(moved);
   free(order);
   free(event_key);
   free(base);
