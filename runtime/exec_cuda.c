@@ -36,6 +36,7 @@
 #define EVENT_DISABLE_TIMING 2
 #define STREAM_NON_BLOCKING 1
 #define ATTR_COMPUTE_CAPABILITY_MAJOR 75
+#define ATTR_MULTIPROCESSOR_COUNT 16
 #define WAIT_POLL_NS 100000  // between polls of the streams and of NCCL's asynchronous errors
 
 typedef struct gemm_desc gemm_desc;
@@ -47,6 +48,7 @@ struct dhx_cuda {
   const dhx_plan *plan;
   const dhx_plan_rank *rank;
   CUdevice dev;
+  uint32_t max_grid;     // blocks of the largest launch (dhx_cuda_grid); 0 = uncapped
   CUcontext ctx;
   CUmodule module;
   CUfunction *fn;        // per kernel of the plan's table
@@ -82,8 +84,19 @@ static double scalar(const dhx_plan_arg *a, const double *regs) {
   return a->kind == DHX_ARG_REG ? regs[a->i] : a->f;
 }
 
+uint32_t dhx_cuda_grid(int64_t n, uint32_t threads_per_index, uint32_t indices_per_thread,
+                       uint32_t max_grid) {
+  if (n <= 0) return 0;
+  uint64_t ipt = indices_per_thread ? indices_per_thread : 1;
+  uint64_t threads = ((uint64_t)n + ipt - 1) / ipt * threads_per_index;
+  uint64_t grid = (threads + DHX_CUDA_BLOCK - 1) / DHX_CUDA_BLOCK;
+  uint64_t cap = max_grid ? max_grid : INT32_MAX;
+  return (uint32_t)(grid < cap ? grid : cap);
+}
+
 void dhx_cuda_marshal(const dhx_plan *plan, const dhx_plan_rank *rank, const dhx_plan_instr *in,
-                      CUdeviceptr arena, const double *regs, dhx_cuda_launch *out) {
+                      CUdeviceptr arena, const double *regs, uint32_t max_grid,
+                      dhx_cuda_launch *out) {
   const dhx_plan_kernel *k = &plan->kernels[in->kernel];
   memset(out, 0, sizeof *out);
   for (uint32_t j = 0; j < k->nargs; j++) {
@@ -111,10 +124,10 @@ void dhx_cuda_marshal(const dhx_plan *plan, const dhx_plan_rank *rank, const dhx
   out->nparams = k->nargs + 1;
   for (uint32_t j = 0; j < out->nparams; j++) out->params[j] = &out->slots[j];
   // A warp-per-row kernel runs threads_per_index threads per index (validated: 1 or 32, and
-  // the block a multiple of 32, so a warp never straddles two blocks).
-  int64_t threads = in->n * (int64_t)k->threads_per_index;
+  // the block a multiple of 32, so a warp never straddles two blocks); a wide kernel takes
+  // indices_per_thread indices per thread.
   out->block = DHX_CUDA_BLOCK;
-  out->grid = (uint32_t)((threads + DHX_CUDA_BLOCK - 1) / DHX_CUDA_BLOCK);
+  out->grid = dhx_cuda_grid(in->n, k->threads_per_index, k->indices_per_thread, max_grid);
 }
 
 // ---- issue order -------------------------------------------------------------------------------
@@ -234,6 +247,9 @@ static bool open_device(dhx_cuda *c, int device, const char *ptx, char *err, siz
   if (!dhx_load_cuda(&c->cu, err, errlen) || !dhx_load_cublaslt(&c->lt, err, errlen)) return false;
   CU(cuInit(0));
   CU(cuDeviceGet(&c->dev, device));
+  int sms = 0;
+  CU(cuDeviceGetAttribute(&sms, ATTR_MULTIPROCESSOR_COUNT, c->dev));
+  c->max_grid = sms > 0 ? (uint32_t)sms * DHX_CUDA_BLOCKS_PER_SM : 0;
   CU(cuDevicePrimaryCtxRetain(&c->ctx, c->dev));
   CU(cuCtxSetCurrent(c->ctx));
   if (!load_module(c, ptx, err, errlen)) return false;
@@ -435,7 +451,7 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
     case DHX_OP_KERNEL:
     case DHX_OP_GRAD_NORM: {  // its grad_norm kernel, n = 1: the norm and clip scale stay on the device
       dhx_cuda_launch l;
-      dhx_cuda_marshal(c->plan, c->rank, in, c->arena, regs, &l);
+      dhx_cuda_marshal(c->plan, c->rank, in, c->arena, regs, c->max_grid, &l);
       if (l.grid == 0) return true;
       CU(cuLaunchKernel(c->fn[in->kernel], l.grid, 1, 1, l.block, 1, 1, 0, s, l.params, NULL));
       return true;

@@ -1,6 +1,7 @@
 // exec_cuda.h — the CUDA backend's host side: a rank's plan on one device through the driver
 // API and cuBLASLt (exec_cuda.c), its collectives and transfers through NCCL (exec_nccl.c).
-// It runs every instruction of a plan: kernels (one thread per index, or a warp per row),
+// It runs every instruction of a plan: kernels (grid-stride loops: an index per thread, four
+// for a wide kernel, or a warp per row),
 // memsets, GEMMs, the gradient norm (its grad_norm kernel: the norm and the clip scale stay in
 // device memory), batch loading (page-locked copies on the instruction's stream) and, after
 // dhx_cuda_connect, the collectives and transfers.
@@ -11,10 +12,21 @@
 #include "gpu_api.h"
 #include "plan.h"
 
-// Threads per block of a kernel launch; grid = ceil(n · threads_per_index / block). A multiple
-// of 32 (DHX_PLAN_WARP), so the warps of warp-per-row kernels are whole.
+// Threads per block of a kernel launch. A multiple of 32 (DHX_PLAN_WARP), so the warps of
+// warp-per-row kernels are whole.
 #define DHX_CUDA_BLOCK 256
 _Static_assert(DHX_CUDA_BLOCK % DHX_PLAN_WARP == 0, "a block must hold whole warps");
+// Blocks per multiprocessor of the largest grid: two waves of 8 resident blocks of 256 threads
+// (2048 threads, what one SM of sm_80 and sm_90 holds). The PTX entries loop over their index
+// space with the grid's stride, so a capped grid still covers every index; larger grids would
+// only add blocks that start, compute their indices and stop.
+#define DHX_CUDA_BLOCKS_PER_SM 16
+
+// The grid of a launch over n indices: ceil(n / indices_per_thread) · threads_per_index
+// threads in blocks of DHX_CUDA_BLOCK, at most max_grid blocks (0: no cap but the driver's
+// 2^31 - 1).
+uint32_t dhx_cuda_grid(int64_t n, uint32_t threads_per_index, uint32_t indices_per_thread,
+                       uint32_t max_grid);
 
 typedef struct dhx_cuda dhx_cuda;
 
@@ -31,8 +43,10 @@ typedef struct dhx_cuda_launch {
 // become device addresses (arena + buffer offset + byte offset), i64 arguments 64-bit integers
 // (an integer register's value when the argument reads one), f32 and f64 scalars floats and
 // doubles (a register's value from regs), then n.
+// The grid is dhx_cuda_grid's for the kernel with max_grid.
 void dhx_cuda_marshal(const dhx_plan *plan, const dhx_plan_rank *rank, const dhx_plan_instr *in,
-                      CUdeviceptr arena, const double *regs, dhx_cuda_launch *out);
+                      CUdeviceptr arena, const double *regs, uint32_t max_grid,
+                      dhx_cuda_launch *out);
 
 // The order in which one host thread issues a program's instructions so that every RECORD is
 // issued before the WAITs on its event (a CUDA stream waits for the event's latest record at

@@ -25,4 +25,14 @@ typedef void (*dhx_kernel_fn)(const dhx_slot *args, int64_t begin, int64_t end);
 
 #define DHX_KERNEL_PREFIX "dhxk_"
 
+// Beside each kernel of one GPU thread per index, kernels.so holds the host's emulation of its
+// PTX entry: every thread of blocks [ctaid_begin, ctaid_end) of a grid of nctaid blocks of
+// ntid threads, over the index space [0, n), run one after the other through the PTX entry's
+// thread code (grid-stride loop, wide path). The runtime never calls it; the GPU tests'
+// emulated driver launches kernels through it.
+typedef void (*dhx_grid_fn)(const dhx_slot *args, int64_t n, int64_t ntid, int64_t nctaid,
+                            int64_t ctaid_begin, int64_t ctaid_end);
+
+#define DHX_GRID_PREFIX "dhxg_"
+
 #endif

@@ -29,9 +29,10 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 9
+#define DHX_PLAN_VERSION 10
 #define DHX_PATH_MAX 512
 #define DHX_PLAN_WARP 32              // GPU threads per index of a warp-per-row kernel
+#define DHX_PLAN_WIDE 4               // indices per GPU thread of a wide kernel (16 bytes of f32)
 #define DHX_MAX_COMM_SUBST 8          // communicators a sharing rank substitutes
 
 typedef enum {
@@ -87,7 +88,8 @@ typedef struct dhx_plan_arg {
 
 typedef enum {
   // Run a generated kernel over the index space [0, n): the CPU backend splits it across its
-  // worker threads; the GPU backend launches ceil(n · threads_per_index / block) blocks. args
+  // worker threads; the GPU backend launches up to ceil(ceil(n / indices_per_thread) ·
+  // threads_per_index / block) blocks of its grid-stride entries. args
   // match the kernel's signature in the kernel table.
   DHX_OP_KERNEL = 1,
   // C = alpha * op(A) * op(B) + beta * C, row-major, f32; args[0..2] = A, B, C (DHX_ARG_BUF).
@@ -234,6 +236,10 @@ typedef struct dhx_plan_kernel {
   uint32_t threads_per_index;  // GPU threads that share one index of the kernel's index space:
                                // 1, or DHX_PLAN_WARP for a warp-per-row kernel (its PTX entry
                                // runs row = global thread / 32 on lane tid.x % 32)
+  uint32_t indices_per_thread;  // indices one GPU thread takes at a time: 1, or DHX_PLAN_WIDE
+                                // for a wide kernel (16-byte loads and stores where every
+                                // pointer is 16-byte aligned); the launch needs
+                                // ceil(n / indices_per_thread) threads
   uint32_t arg_types[DHX_MAX_ARGS];  // dhx_karg_type
   dhx_plan_access access[DHX_MAX_ARGS];  // per argument; form DHX_ACC_NONE for non-pointers
 } dhx_plan_kernel;

@@ -247,6 +247,7 @@ static void io_kernel(plan_io *s, dhx_plan_kernel *k) {
   io_chars(s, k->name, DHX_NAME_MAX);
   io_u32(s, &k->nargs);
   io_u32(s, &k->threads_per_index);
+  io_u32(s, &k->indices_per_thread);
   for (int i = 0; i < DHX_MAX_ARGS; i++) io_u32(s, &k->arg_types[i]);
   for (int i = 0; i < DHX_MAX_ARGS; i++) io_access(s, &k->access[i]);
 }

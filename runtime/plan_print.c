@@ -292,7 +292,10 @@ static void print_header(FILE *f, const dhx_plan *p) {
       fputc('[', f);
       print_access(f, &kn->access[j]);
     }
-    fputs(kn->threads_per_index > 1 ? "), a warp per index\n" : ")\n", f);
+    fputs(kn->threads_per_index > 1    ? "), a warp per index\n"
+          : kn->indices_per_thread > 1 ? "), wide on the GPU\n"
+                                       : ")\n",
+          f);
   }
 }
 

@@ -157,6 +157,10 @@ static bool check_kernels(plan_check_ctx *v) {
     CHECK(k->threads_per_index == 1 || k->threads_per_index == DHX_PLAN_WARP,
           "kernel %u '%s': threads_per_index %u (must be 1 or %d)", i, k->name,
           k->threads_per_index, DHX_PLAN_WARP);
+    CHECK(k->indices_per_thread == 1 ||
+              (k->indices_per_thread == DHX_PLAN_WIDE && k->threads_per_index == 1),
+          "kernel %u '%s': indices_per_thread %u (must be 1, or %d for a kernel of one thread "
+          "per index)", i, k->name, k->indices_per_thread, DHX_PLAN_WIDE);
     for (uint32_t a = 0; a < k->nargs; a++)
       CHECK(k->arg_types[a] >= DHX_KARG_PTR && k->arg_types[a] <= DHX_KARG_F64,
             "kernel %u '%s': argument %u has unknown type %u", i, k->name, a, k->arg_types[a]);

@@ -83,6 +83,7 @@ void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out)
   int n = dhx_kernel_signature(&cg->k[i].spec, out->arg_types);
   out->nargs = n < 0 ? 0 : (uint32_t)n;
   out->threads_per_index = dhx_kernel_threads_per_index(&cg->k[i].spec);
+  out->indices_per_thread = dhx_kernel_indices_per_thread(&cg->k[i].spec);
   dhx_kernel_access(&cg->k[i].spec, out->access);
 }
 
@@ -108,14 +109,21 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
   LLVMMetadataRef ag;
   LLVMModuleRef mod = new_module(ctx, &ag);
   LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  // The host's emulation of the GPU's thread code (dhx_build_grid_entry) is for the GPU tests'
+  // emulated driver; the CPU backend never calls it, so it is built only when asked.
+  const char *ge = getenv("DHX_CODEGEN_GRID_ENTRIES");
+  bool grid_entries = ge && strcmp(ge, "1") == 0;
   for (int i = 0; i < cg->n; i++) {
     const cg_kernel *ck = &cg->k[i];
     kb k;
     kb_init(&k, ctx, mod, b, ag, ck->spec.type);
     unsigned row_threads = target == DHX_TGT_PTX ? dhx_kernel_threads_per_index(&ck->spec) : 1;
     LLVMValueRef body = dhx_build_body(&k, &ck->spec, ck->name, 1, row_threads);
+    k.trap_misaligned = target != DHX_TGT_PTX;  // the host emulates the GPU's fault
+    LLVMValueRef wide = dhx_build_wide_body(&k, &ck->spec, ck->name);
+    k.trap_misaligned = false;
     if (target == DHX_TGT_PTX) {
-      dhx_build_ptx_entry(&k, &ck->spec, ck->name, body);
+      dhx_build_ptx_entry(&k, &ck->spec, ck->name, body, wide);
     } else {
       unsigned lanes = DHX_HOST_COLUMN_BYTES / (ck->spec.type == DHX_KT_F64 ? 8u : 4u);
       LLVMValueRef vec =
@@ -123,6 +131,7 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
               ? dhx_build_body(&k, &ck->spec, ck->name, lanes, 1)
               : NULL;
       dhx_build_host_entry(&k, &ck->spec, ck->name, body, vec, lanes);
+      if (grid_entries) dhx_build_grid_entry(&k, &ck->spec, ck->name, body, wide);
       dhx_plan_kernel entry;
       dhx_codegen_table_entry(cg, i, &entry);
       if (!dhx_build_host_abi(&k, &entry))

@@ -59,6 +59,14 @@ int dhx_kernel_arg_codes(const dhx_kernel_spec *s, char codes[DHX_MAX_ARGS + 1])
 uint32_t dhx_kernel_may_alias(const dhx_kernel_spec *s);
 // Threads of a PTX launch per index: DHX_PLAN_WARP for DHX_KS_ROWS kinds, else 1.
 uint32_t dhx_kernel_threads_per_index(const dhx_kernel_spec *s);
+// Indices one GPU thread takes at a time: DHX_PLAN_WIDE for the f32 kernels whose body is
+// written for any lane count and touches memory only at its index (elementwise chains whose
+// broadcast moduli are multiples of 4, AdamW), else 1. Their PTX runs a 4-lane body with
+// 16-byte loads and stores wherever the pointers allow (kernel_entry.c).
+uint32_t dhx_kernel_indices_per_thread(const dhx_kernel_spec *s);
+// Bit a set: pointer argument a is accessed at the index by a wide kernel's body, so it must
+// be 16-byte aligned for the wide path (0 when the kernel is not wide).
+uint32_t dhx_kernel_wide_pointers(const dhx_kernel_spec *s);
 // Number of DHX_EW_MOD inputs (0 for other kinds).
 int dhx_kernel_nmod(const dhx_kernel_spec *s);
 // The bytes of a spec that define its kernel (no padding, only fields that matter); equal
@@ -125,10 +133,23 @@ LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *n
 // dhx_kernel_abi_encode (runtime/plan_util.h), which dhxrun checks plan.bin against. NULL when
 // the entry does not encode.
 LLVMValueRef dhx_build_host_abi(kb *k, const dhx_plan_kernel *entry);
-// PTX kernel "NAME"(params in addrspace(1)..., i64 n): one index per thread, or per warp for
-// a DHX_KS_ROWS kernel (body built with row_threads = DHX_PLAN_WARP).
+// The 4-lane body "dhxb_NAME_w4" of a wide kernel (dhx_kernel_indices_per_thread), its
+// vector loads and stores 16-byte aligned; NULL for other kernels.
+LLVMValueRef dhx_build_wide_body(kb *k, const dhx_kernel_spec *s, const char *name);
+// PTX kernel "NAME"(params in addrspace(1)..., i64 n): a grid-stride loop over the index
+// space, an index per thread (four with `wide`, where the pointers are 16-byte aligned), or a
+// row per warp for a DHX_KS_ROWS kernel (body built with row_threads = DHX_PLAN_WARP).
 LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *name,
-                                 LLVMValueRef body);
+                                 LLVMValueRef body, LLVMValueRef wide);
+// The host's emulation of that PTX entry, for kernels of one thread per index:
+// "dhxg_NAME"(const dhx_slot *args, i64 n, i64 ntid, i64 nctaid, i64 ctaid_begin,
+// i64 ctaid_end) runs, one after the other, every thread of blocks [ctaid_begin, ctaid_end) of
+// a grid of nctaid blocks of ntid threads, through the same thread code as the PTX. The
+// emulated driver of the GPU tests launches it, so the grid-stride loop, the alignment test
+// and the wide path run on machines without a GPU. NULL for row kernels (their lanes
+// exchange values through warp shuffles, which the host cannot run a thread at a time).
+LLVMValueRef dhx_build_grid_entry(kb *k, const dhx_kernel_spec *s, const char *name,
+                                  LLVMValueRef body, LLVMValueRef wide);
 
 // ---- codegen.c ----
 // A fresh module in ctx holding every kernel of cg for `target` (no triple or data layout

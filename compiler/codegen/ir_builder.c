@@ -31,6 +31,8 @@ void kb_init(kb *k, LLVMContextRef ctx, LLVMModuleRef mod, LLVMBuilderRef b,
   k->md_access_group = LLVMGetMDKindIDInContext(ctx, "llvm.access.group", 17);
   k->md_loop = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
   kb_set_lanes(k, 1);
+  k->vec_aligned = false;
+  k->trap_misaligned = false;
   k->row_threads = 1;
 }
 
@@ -148,9 +150,24 @@ LLVMValueRef kb_gep(kb *k, LLVMTypeRef elem, LLVMValueRef ptr, LLVMValueRef inde
   return LLVMBuildInBoundsGEP2(k->b, elem, ptr, &index, 1, "");
 }
 
+static unsigned fsize(const kb *k) { return k->type == DHX_KT_F64 ? 8 : 4; }
+
+// if (addr % align) trap, for an aligned vector access where trap_misaligned asks.
+static void check_aligned(kb *k, LLVMValueRef addr, unsigned align) {
+  if (!k->trap_misaligned || align <= fsize(k)) return;
+  LLVMValueRef low = LLVMBuildAnd(k->b, LLVMBuildPtrToInt(k->b, addr, k->i64, ""),
+                                  kb_i64c(k, align - 1), "");
+  kb_if bad;
+  kb_if_begin(k, &bad, LLVMBuildICmp(k->b, LLVMIntNE, low, kb_i64c(k, 0), "misaligned"));
+  kb_intrinsic(k, "llvm.trap", NULL, 0, NULL, 0);
+  kb_if_end(k, &bad);
+}
+
 static LLVMValueRef load_as(kb *k, LLVMTypeRef ty, LLVMTypeRef elem, unsigned align,
                             LLVMValueRef ptr, LLVMValueRef index) {
-  LLVMValueRef v = LLVMBuildLoad2(k->b, ty, kb_gep(k, elem, ptr, index), "");
+  LLVMValueRef addr = kb_gep(k, elem, ptr, index);
+  check_aligned(k, addr, align);
+  LLVMValueRef v = LLVMBuildLoad2(k->b, ty, addr, "");
   LLVMSetAlignment(v, align);
   tag(k, v);
   return v;
@@ -158,18 +175,23 @@ static LLVMValueRef load_as(kb *k, LLVMTypeRef ty, LLVMTypeRef elem, unsigned al
 
 static void store_as(kb *k, LLVMValueRef v, LLVMTypeRef elem, unsigned align, LLVMValueRef ptr,
                      LLVMValueRef index) {
-  LLVMValueRef s = LLVMBuildStore(k->b, v, kb_gep(k, elem, ptr, index));
+  LLVMValueRef addr = kb_gep(k, elem, ptr, index);
+  check_aligned(k, addr, align);
+  LLVMValueRef s = LLVMBuildStore(k->b, v, addr);
   LLVMSetAlignment(s, align);
   tag(k, s);
 }
 
-static unsigned fsize(const kb *k) { return k->type == DHX_KT_F64 ? 8 : 4; }
+
+static unsigned valign(const kb *k) {
+  return k->lanes > 1 && k->vec_aligned ? fsize(k) * k->lanes : fsize(k);
+}
 
 LLVMValueRef kb_load(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
-  return load_as(k, k->vt, k->f, fsize(k), ptr, index);
+  return load_as(k, k->vt, k->f, valign(k), ptr, index);
 }
 void kb_store(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
-  store_as(k, v, k->f, fsize(k), ptr, index);
+  store_as(k, v, k->f, valign(k), ptr, index);
 }
 LLVMValueRef kb_load_s(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
   return load_as(k, k->f, k->f, fsize(k), ptr, index);

@@ -24,6 +24,14 @@ typedef struct kb {
   LLVMTypeRef vt;   // a value of the kernel: f, or <lanes x f>
   LLVMTypeRef i1, i32, i64, f64, ptr, vd;
   unsigned lanes;   // 1, or the width of a column-vectorised body
+  // Vector accesses (kb_load/kb_store of lanes > 1) may assume lanes · element alignment:
+  // set for the GPU grid's wide bodies, which run only where every pointer is that aligned
+  // (kernel_entry.c); the host column bodies load at any column and leave it false.
+  bool vec_aligned;
+  // With vec_aligned: trap on a vector access that is not so aligned, as the GPU faults on a
+  // misaligned 16-byte access (the host would not notice); for the host's emulation of the
+  // GPU's thread code (kernel_entry.c), so that its tests catch a wide path taken wrongly.
+  bool trap_misaligned;
   // Threads that share one row of a DHX_KS_ROWS kernel (ir_rows.c): 1 on the host, where a
   // row is a serial loop; DHX_PLAN_WARP in the PTX, where a warp runs the row and `lane`
   // (i64, set by the body's entry block) is this thread's place in it.

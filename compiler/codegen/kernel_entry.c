@@ -6,9 +6,12 @@
 //     runtime/kernel_abi.h unpacks the slots and loops the body over [begin, end). The loop is
 //     marked parallel (distinct indices touch distinct memory — the ABI's contract), which is
 //     what lets LLVM vectorise elementwise kernels even when they run in place;
-//   * the PTX entry "NAME"(typed params..., i64 n) runs index ctaid.x * ntid.x + tid.x, or
-//     for a row kernel (DHX_KS_ROWS) row (ctaid.x * ntid.x + tid.x) / 32 on a whole warp,
-//     whose lanes share the row's elements (ir_rows.c);
+//   * the PTX entry "NAME"(typed params..., i64 n) is a grid-stride loop from index
+//     ctaid.x * ntid.x + tid.x, four indices at a time for a wide kernel, or for a row kernel
+//     (DHX_KS_ROWS) from row (ctaid.x * ntid.x + tid.x) / 32 on a whole warp, whose lanes
+//     share the row's elements (ir_rows.c);
+//   * the host entry "dhxg_NAME" runs the PTX entry's thread code for the blocks of a grid,
+//     so that the GPU's indexing is tested where there is no GPU;
 //   * the textual .ll (dhxc --emit=llvm) shows the bodies and host entries unoptimised.
 #include <stdio.h>
 #include <string.h>
@@ -57,7 +60,7 @@ LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, u
   for (int i = 0; i <= nmod; i++) params[n + i] = k->i64;  // idx, then the MOD indices
   LLVMTypeRef fty = LLVMFunctionType(k->vd, params, (unsigned)(n + 1 + nmod), 0);
   char fname[DHX_NAME_MAX + 32];
-  if (lanes > 1) snprintf(fname, sizeof fname, "dhxb_%s_x%u", name, lanes);
+  if (lanes > 1) snprintf(fname, sizeof fname, "dhxb_%s_%c%u", name, k->vec_aligned ? 'w' : 'x', lanes);
   else snprintf(fname, sizeof fname, "dhxb_%s", name);
   LLVMValueRef fn = LLVMAddFunction(k->mod, fname, fty);
   LLVMSetLinkage(fn, LLVMInternalLinkage);
@@ -114,6 +117,23 @@ static void host_eltwise_runs(kb *k, const dhx_kernel_spec *s, LLVMValueRef body
   kb_loop_end_at(k, &R, run_end, false);
 }
 
+// Loads the arguments from the slots (dhx_slot: 8 bytes each; .p, .i, or .f as a double)
+// into vals; returns their count.
+static int unpack_slots(kb *k, const dhx_kernel_spec *s, LLVMValueRef slots, LLVMValueRef *vals) {
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(s, codes);
+  for (int i = 0; i < n; i++) {
+    LLVMValueRef idx = kb_i64c(k, i);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(k->b, k->i64, slots, &idx, 1, "");
+    LLVMTypeRef ty = codes[i] == 'i' ? k->i64 : codes[i] == 'f' || codes[i] == 'd' ? k->f64 : k->ptr;
+    LLVMValueRef v = LLVMBuildLoad2(k->b, ty, p, "");
+    LLVMSetAlignment(v, 8);
+    if (codes[i] == 'f' && k->type == DHX_KT_F32) v = LLVMBuildFPTrunc(k->b, v, k->f, "");
+    vals[i] = v;
+  }
+  return n;
+}
+
 LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *name,
                                   LLVMValueRef body, LLVMValueRef body_vec, unsigned lanes) {
   LLVMTypeRef params[3] = {k->ptr, k->i64, k->i64};
@@ -125,19 +145,8 @@ LLVMValueRef dhx_build_host_entry(kb *k, const dhx_kernel_spec *s, const char *n
   begin_function(k, fn);
   LLVMValueRef slots = LLVMGetParam(fn, 0), begin = LLVMGetParam(fn, 1), end = LLVMGetParam(fn, 2);
 
-  // Unpack the slots (dhx_slot: 8 bytes each; .p, .i, or .f as a double).
-  char codes[DHX_MAX_ARGS + 1];
-  int n = dhx_kernel_arg_codes(s, codes);
   LLVMValueRef vals[DHX_MAX_ARGS];
-  for (int i = 0; i < n; i++) {
-    LLVMValueRef idx = kb_i64c(k, i);
-    LLVMValueRef p = LLVMBuildInBoundsGEP2(k->b, k->i64, slots, &idx, 1, "");
-    LLVMTypeRef ty = codes[i] == 'i' ? k->i64 : codes[i] == 'f' || codes[i] == 'd' ? k->f64 : k->ptr;
-    LLVMValueRef v = LLVMBuildLoad2(k->b, ty, p, "");
-    LLVMSetAlignment(v, 8);
-    if (codes[i] == 'f' && k->type == DHX_KT_F32) v = LLVMBuildFPTrunc(k->b, v, k->f, "");
-    vals[i] = v;
-  }
+  int n = unpack_slots(k, s, slots, vals);
 
   if (dhx_kernel_nmod(s) > 0) {
     host_eltwise_runs(k, s, body, vals, n, begin, end);
@@ -181,8 +190,113 @@ static LLVMValueRef sreg(kb *k, const char *name) {
   return LLVMBuildZExt(k->b, kb_intrinsic(k, name, NULL, 0, NULL, 0), k->i64, "");
 }
 
+// ---- the GPU grid: what one thread runs, on the GPU and in the host's emulation of it ----
+//
+// Every PTX entry is a grid-stride loop: thread t of a grid of `stride` threads takes indices
+// t, t + stride, ... (for a warp-per-row kernel, rows t/32, t/32 + stride/32, ...: blocks
+// hold whole warps, so the lanes of a warp take the same rows). Any grid computes every index,
+// so the runtime sizes grids for occupancy alone. A wide kernel (indices_per_thread 4) first
+// checks that every pointer it reads or writes at the index is 16-byte aligned, a branch that
+// is the same for the whole grid, and then takes the indices four at a time through the
+// 4-lane body (one 16-byte load or store per pointer), the last n % 4 through the scalar
+// body; with a pointer that is not aligned, the scalar loop.
+
+static void mod_indices(kb *k, const dhx_kernel_spec *s, LLVMValueRef idx, LLVMValueRef *mi) {
+  int m = 0;
+  if (s->kind == DHX_K_ELTWISE)
+    for (int j = 0; j < s->ew.nin; j++)
+      if (s->ew.in_mode[j] == DHX_EW_MOD)
+        mi[m++] = LLVMBuildURem(k->b, idx, kb_i64c(k, s->ew.in_mod[j]), "");
+}
+
+// for (q = first; q < hi; q += step) body(q · scale)
+static void grid_stride(kb *k, const dhx_kernel_spec *s, LLVMValueRef body, LLVMValueRef *vals,
+                        int n, LLVMValueRef first, LLVMValueRef step, LLVMValueRef hi,
+                        unsigned scale) {
+  kb_loop L;
+  LLVMValueRef q = kb_loop_begin(k, &L, first, hi, "grid");
+  LLVMValueRef idx = scale > 1 ? kb_imul(k, q, kb_i64c(k, scale)) : q, mi[DHX_EW_MAX_IO];
+  mod_indices(k, s, idx, mi);
+  call_body(k, body, vals, n, idx, mi, dhx_kernel_nmod(s));
+  kb_loop_end_at(k, &L, kb_iadd(k, q, step), false);
+}
+
+// Thread t's share of the index space [0, count). raw: the pointer arguments as passed (their
+// addresses decide the wide path); wide: the 4-lane body, or NULL.
+static void thread_work(kb *k, const dhx_kernel_spec *s, LLVMValueRef body, LLVMValueRef wide,
+                        LLVMValueRef *vals, LLVMValueRef *raw, int n, LLVMValueRef count,
+                        LLVMValueRef t, LLVMValueRef stride) {
+  uint32_t tpi = dhx_kernel_threads_per_index(s);
+  if (tpi > 1) {
+    LLVMValueRef w = kb_i64c(k, tpi);
+    grid_stride(k, s, body, vals, n, LLVMBuildUDiv(k->b, t, w, "row"),
+                LLVMBuildUDiv(k->b, stride, w, ""), count, 1);
+    return;
+  }
+  if (!wide) {
+    grid_stride(k, s, body, vals, n, t, stride, count, 1);
+    return;
+  }
+  uint32_t mask = dhx_kernel_wide_pointers(s);
+  LLVMValueRef bits = kb_i64c(k, 0);
+  for (int i = 0; i < n; i++)
+    if (mask & (1u << i)) bits = LLVMBuildOr(k->b, bits, LLVMBuildPtrToInt(k->b, raw[i], k->i64, ""), "");
+  unsigned bytes = DHX_PLAN_WIDE * 4;  // wide kernels are f32
+  LLVMValueRef aligned = LLVMBuildICmp(k->b, LLVMIntEQ, LLVMBuildAnd(k->b, bits, kb_i64c(k, bytes - 1), ""),
+                                       kb_i64c(k, 0), "aligned");
+  kb_if path;
+  kb_if_begin(k, &path, aligned);
+  LLVMValueRef groups = LLVMBuildSDiv(k->b, count, kb_i64c(k, DHX_PLAN_WIDE), "groups");
+  grid_stride(k, s, wide, vals, n, t, stride, groups, DHX_PLAN_WIDE);
+  LLVMValueRef rest = kb_iadd(k, kb_imul(k, groups, kb_i64c(k, DHX_PLAN_WIDE)), t);
+  kb_if tail;
+  kb_if_begin(k, &tail, kb_ilt(k, rest, count));
+  LLVMValueRef mi[DHX_EW_MAX_IO];
+  mod_indices(k, s, rest, mi);
+  call_body(k, body, vals, n, rest, mi, dhx_kernel_nmod(s));
+  kb_if_end(k, &tail);
+  kb_if_else(k, &path);
+  grid_stride(k, s, body, vals, n, t, stride, count, 1);
+  kb_if_end(k, &path);
+}
+
+LLVMValueRef dhx_build_wide_body(kb *k, const dhx_kernel_spec *s, const char *name) {
+  if (dhx_kernel_indices_per_thread(s) == 1) return NULL;
+  k->vec_aligned = true;
+  LLVMValueRef fn = dhx_build_body(k, s, name, DHX_PLAN_WIDE, 1);
+  k->vec_aligned = false;
+  return fn;
+}
+
+LLVMValueRef dhx_build_grid_entry(kb *k, const dhx_kernel_spec *s, const char *name,
+                                  LLVMValueRef body, LLVMValueRef wide) {
+  if (dhx_kernel_threads_per_index(s) > 1) return NULL;
+  LLVMTypeRef params[6] = {k->ptr, k->i64, k->i64, k->i64, k->i64, k->i64};
+  char fname[DHX_NAME_MAX + 16];
+  snprintf(fname, sizeof fname, "dhxg_%s", name);  // DHX_GRID_PREFIX, runtime/kernel_abi.h
+  LLVMValueRef fn = LLVMAddFunction(k->mod, fname, LLVMFunctionType(k->vd, params, 6, 0));
+  add_fn_attr(k, fn, "nounwind");
+  // A test's emulation, not the CPU backend's code: optimised for size, which keeps LLVM from
+  // vectorising and unrolling its loops and so keeps dhxc's time nearly what it was without it.
+  add_fn_attr(k, fn, "optsize");
+  add_fn_attr(k, fn, "minsize");
+  begin_function(k, fn);
+  LLVMValueRef vals[DHX_MAX_ARGS];
+  int n = unpack_slots(k, s, LLVMGetParam(fn, 0), vals);
+  LLVMValueRef count = LLVMGetParam(fn, 1), ntid = LLVMGetParam(fn, 2);
+  LLVMValueRef stride = kb_imul(k, ntid, LLVMGetParam(fn, 3));
+  kb_loop B, T;
+  LLVMValueRef c = kb_loop_begin(k, &B, LLVMGetParam(fn, 4), LLVMGetParam(fn, 5), "block");
+  LLVMValueRef tid = kb_loop_begin(k, &T, kb_i64c(k, 0), ntid, "thread");
+  thread_work(k, s, body, wide, vals, vals, n, count, kb_iadd(k, kb_imul(k, c, ntid), tid), stride);
+  kb_loop_end(k, &T, false);
+  kb_loop_end(k, &B, false);
+  LLVMBuildRetVoid(k->b);
+  return fn;
+}
+
 LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *name,
-                                 LLVMValueRef body) {
+                                 LLVMValueRef body, LLVMValueRef wide) {
   char codes[DHX_MAX_ARGS + 1];
   int n = dhx_kernel_arg_codes(s, codes);
   LLVMTypeRef params[DHX_MAX_ARGS + 1];
@@ -195,28 +309,17 @@ LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *na
   add_noalias(k, fn, s, codes, n);
   begin_function(k, fn);
 
-  LLVMValueRef idx = kb_iadd(k, kb_imul(k, sreg(k, "llvm.nvvm.read.ptx.sreg.ctaid.x"),
-                                        sreg(k, "llvm.nvvm.read.ptx.sreg.ntid.x")),
-                             sreg(k, "llvm.nvvm.read.ptx.sreg.tid.x"));
-  // A warp-per-row kernel: the row is the warp's (blocks are whole warps), so the guard
-  // below sends all 32 lanes of a warp the same way and its shuffles see every lane.
-  uint32_t tpi = dhx_kernel_threads_per_index(s);
-  if (tpi > 1) idx = LLVMBuildUDiv(k->b, idx, kb_i64c(k, tpi), "row");
-  kb_if in_range;
-  kb_if_begin(k, &in_range, kb_ilt(k, idx, LLVMGetParam(fn, (unsigned)n)));
-  LLVMValueRef vals[DHX_MAX_ARGS], mi[DHX_EW_MAX_IO];
+  LLVMValueRef ntid = sreg(k, "llvm.nvvm.read.ptx.sreg.ntid.x");
+  LLVMValueRef t = kb_iadd(k, kb_imul(k, sreg(k, "llvm.nvvm.read.ptx.sreg.ctaid.x"), ntid),
+                           sreg(k, "llvm.nvvm.read.ptx.sreg.tid.x"));
+  LLVMValueRef stride = kb_imul(k, sreg(k, "llvm.nvvm.read.ptx.sreg.nctaid.x"), ntid);
+  LLVMValueRef vals[DHX_MAX_ARGS], raw[DHX_MAX_ARGS];
   for (int i = 0; i < n; i++) {
-    vals[i] = LLVMGetParam(fn, (unsigned)i);
+    raw[i] = vals[i] = LLVMGetParam(fn, (unsigned)i);
     if (codes[i] == 'p' || codes[i] == 'q')
       vals[i] = LLVMBuildAddrSpaceCast(k->b, vals[i], k->ptr, "");
   }
-  int nmod = 0;
-  if (s->kind == DHX_K_ELTWISE)
-    for (int j = 0; j < s->ew.nin; j++)
-      if (s->ew.in_mode[j] == DHX_EW_MOD)
-        mi[nmod++] = LLVMBuildURem(k->b, idx, kb_i64c(k, s->ew.in_mod[j]), "");
-  call_body(k, body, vals, n, idx, mi, nmod);
-  kb_if_end(k, &in_range);
+  thread_work(k, s, body, wide, vals, raw, n, LLVMGetParam(fn, (unsigned)n), t, stride);
   LLVMBuildRetVoid(k->b);
 
   // Mark it a kernel both ways: the calling convention (current LLVM) and nvvm.annotations

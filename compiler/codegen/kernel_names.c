@@ -40,17 +40,17 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
                                dhx_emit_xent_vp_combine},
     [DHX_K_XENT_VP_BWD] = {"xent_vp_bwd", "pppqiif", ALIAS(0, 1), DHX_KS_ROWS,
                            dhx_emit_xent_vp_bwd},
-    [DHX_K_QUANTIZE] = {"quantize", "qpppiiiiii", 0, DHX_KS_INDEX, dhx_emit_quantize},
-    [DHX_K_DEQUANTIZE] = {"dequantize", "pqpiii", 0, DHX_KS_INDEX, dhx_emit_dequantize},
-    [DHX_K_HADAMARD32] = {"hadamard32", "ppi", ALIAS(0, 1), DHX_KS_INDEX, dhx_emit_hadamard32},
-    [DHX_K_HADAMARD_QUANTIZE] = {"hadamard_quantize", "qppiiiii", 0, DHX_KS_INDEX,
+    [DHX_K_QUANTIZE] = {"quantize", "qpppiiiiii", 0, DHX_KS_ROWS, dhx_emit_quantize},
+    [DHX_K_DEQUANTIZE] = {"dequantize", "pqpiii", 0, DHX_KS_ROWS, dhx_emit_dequantize},
+    [DHX_K_HADAMARD32] = {"hadamard32", "ppi", ALIAS(0, 1), DHX_KS_ROWS, dhx_emit_hadamard32},
+    [DHX_K_HADAMARD_QUANTIZE] = {"hadamard_quantize", "qppiiiii", 0, DHX_KS_ROWS,
                                  dhx_emit_hadamard_quantize},
-    [DHX_K_DEQUANTIZE_HADAMARD] = {"dequantize_hadamard", "pqpiii", 0, DHX_KS_INDEX,
+    [DHX_K_DEQUANTIZE_HADAMARD] = {"dequantize_hadamard", "pqpiii", 0, DHX_KS_ROWS,
                                    dhx_emit_dequantize_hadamard},
     [DHX_K_DEQUANTIZE_REDUCE_QUANTIZE] = {"dequantize_reduce_quantize", "qpqpiiiiiiiiii", 0,
-                                          DHX_KS_INDEX, dhx_emit_dequantize_reduce_quantize},
+                                          DHX_KS_ROWS, dhx_emit_dequantize_reduce_quantize},
     [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {"dequantize_reduce_hadamard", "pqpiiiiii", 0,
-                                          DHX_KS_INDEX, dhx_emit_dequantize_reduce_hadamard},
+                                          DHX_KS_ROWS, dhx_emit_dequantize_reduce_hadamard},
     [DHX_K_GRAD_NORM] = {"grad_norm", "pppid", 0, DHX_KS_INDEX, dhx_emit_grad_norm},
     [DHX_K_ELTWISE] = {"ew", "", 0, DHX_KS_INDEX, dhx_emit_eltwise},
 };
@@ -63,6 +63,28 @@ const dhx_kdesc *dhx_kdesc_of(dhx_kernel_kind kind) {
 uint32_t dhx_kernel_threads_per_index(const dhx_kernel_spec *s) {
   const dhx_kdesc *d = dhx_kdesc_of(s->kind);
   return d && d->shape == DHX_KS_ROWS ? DHX_PLAN_WARP : 1;
+}
+
+uint32_t dhx_kernel_indices_per_thread(const dhx_kernel_spec *s) {
+  if (s->type != DHX_KT_F32) return 1;
+  if (s->kind == DHX_K_ADAMW) return DHX_PLAN_WIDE;
+  if (s->kind != DHX_K_ELTWISE) return 1;
+  // A broadcast input is read at i % m: four indices from a multiple of 4 stay contiguous
+  // (and 16-byte aligned) there only when m is a multiple of 4 as well.
+  for (int j = 0; j < s->ew.nin; j++)
+    if (s->ew.in_mode[j] == DHX_EW_MOD && s->ew.in_mod[j] % DHX_PLAN_WIDE != 0) return 1;
+  return DHX_PLAN_WIDE;
+}
+
+uint32_t dhx_kernel_wide_pointers(const dhx_kernel_spec *s) {
+  if (dhx_kernel_indices_per_thread(s) == 1) return 0;
+  if (s->kind == DHX_K_ADAMW) return 0xf;  // param, grad, m, v (not the clip scale, read at 0)
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(s, codes);
+  uint32_t mask = 0;
+  for (int i = 0; i < n; i++)
+    if (codes[i] == 'p' || codes[i] == 'q') mask |= 1u << i;
+  return mask;
 }
 
 bool dhx_cg_fail(char *err, size_t errlen, const char *fmt, ...) {

@@ -13,7 +13,10 @@ void dhx_emit_adamw(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueR
                     LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
   LLVMValueRef param = a[0], grad = a[1], m = a[2], v = a[3];
-  LLVMValueRef lr = a[4], b1 = a[5], b2 = a[6], eps = a[7], wd = a[8], bc1 = a[9], bc2 = a[10];
+  // Scalars splatted: the GPU's wide body updates 4 elements at a time (kernel_entry.c).
+  LLVMValueRef lr = kb_splat(k, a[4]), b1 = kb_splat(k, a[5]), b2 = kb_splat(k, a[6]);
+  LLVMValueRef eps = kb_splat(k, a[7]), wd = kb_splat(k, a[8]);
+  LLVMValueRef bc1 = kb_splat(k, a[9]), bc2 = kb_splat(k, a[10]);
   LLVMValueRef scale = kb_load_s(k, a[11], kb_i64c(k, 0));
   // The same value for every element: a uniform branch, which the host loop unswitches.
   kb_if update;

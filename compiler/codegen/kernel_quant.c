@@ -3,6 +3,12 @@
 // Walsh–Hadamard transform, and the fusions the compressed exchanges need. One group per
 // kernel index; the format is kernel_spec.h's.
 //
+// A group is a row (DHX_KS_ROWS, ir_rows.c): on the host one thread walks its chunks; in the
+// PTX a warp runs it, lane l taking chunks l, l+32, ... (a chunk is whole words, so no two
+// lanes write one word), the group's max and its NaN sentinel combined across the warp, the
+// scale written by lane 0. A max and a sum of +0/NaN partials are the same in any order, so
+// the GPU's scales and codes are the host's bit for bit.
+//
 // A group is read in chunks (8 elements, or one 32-element Hadamard block) held in SSA
 // values: a chunk is whole words at either bit width, so packing and unpacking are
 // straight-line code and the transform is 80 butterflies on registers. The bit width is a
@@ -139,6 +145,13 @@ typedef struct source {
 
 static int chunk_of(const source *s) { return s->hadamard ? BLOCK : CHUNK; }
 
+// for (e = first chunk of this thread; e < G; e += chunk · threads): the group's chunks this
+// thread takes (all of them on the host); G is a positive multiple of the chunk.
+static LLVMValueRef chunks_begin(kb *k, kb_loop *L, LLVMValueRef G, int chunk, const char *name) {
+  LLVMValueRef n = LLVMBuildSDiv(k->b, G, kb_i64c(k, chunk), "chunks");
+  return kb_imul(k, kb_row_loop_begin(k, L, kb_i64c(k, 0), n, name), kb_i64c(k, chunk));
+}
+
 static void fill_floats(kb *k, const source *s, LLVMValueRef e, int n, LLVMValueRef *v) {
   LLVMValueRef i0 = kb_iadd(k, s->first, e);
   for (int c = 0; c < n; c++) {
@@ -187,7 +200,7 @@ static void quantize_group(kb *k, const source *s, const quantizer *q, LLVMValue
   LLVMValueRef v[MAX_CHUNK];
   LLVMValueRef amax = kb_var(k, k->f, kb_fc(k, 0.0)), poison = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef e = kb_loop_begin(k, &L, kb_i64c(k, 0), G, "amax");
+  LLVMValueRef e = chunks_begin(k, &L, G, n, "amax");
   fill(k, s, e, v);
   LLVMValueRef m = kb_get(k, amax), z = kb_get(k, poison);
   for (int c = 0; c < n; c++) {
@@ -196,14 +209,18 @@ static void quantize_group(kb *k, const source *s, const quantizer *q, LLVMValue
   }
   kb_set(k, amax, m);
   kb_set(k, poison, z);
-  kb_loop_end_at(k, &L, iplus(k, e, n), false);
+  kb_row_loop_end(k, &L, false);
   // v*0 is NaN exactly for NaN and infinities: such a group's scale is NaN, so all of it
   // dequantizes to NaN and an overflow stays visible after the exchange.
-  LLVMValueRef scale = kb_add(k, kb_div(k, kb_get(k, amax), q->qmax), kb_get(k, poison));
+  LLVMValueRef scale = kb_add(k, kb_div(k, kb_row_max(k, kb_get(k, amax)), q->qmax),
+                              kb_row_sum(k, kb_get(k, poison)));
+  kb_row_if lead;
+  kb_row_owner_begin(k, &lead, kb_i64c(k, 0));
   kb_store_s(k, scale, scales, g);
+  kb_row_owner_end(k, &lead);
 
   kb_loop W;
-  e = kb_loop_begin(k, &W, kb_i64c(k, 0), G, "codes");
+  e = chunks_begin(k, &W, G, n, "codes");
   fill(k, s, e, v);
   LLVMValueRef wbase = kb_iadd(k, word0, LLVMBuildSDiv(k->b, e, kb_i64c(k, pw), ""));
   for (int w = 0; w < n / pw; w++) {
@@ -212,7 +229,7 @@ static void quantize_group(kb *k, const source *s, const quantizer *q, LLVMValue
       code[c] = code_of(k, q, v[w * pw + c], scale, iplus(k, e, w * pw + c));
     kb_store_i32(k, pack(k, q->bits, code, pw), codes, iplus(k, wbase, w));
   }
-  kb_loop_end_at(k, &W, iplus(k, e, n), false);
+  kb_row_loop_end(k, &W, false);
 }
 
 static void store_pass(kb *k, const source *s, LLVMValueRef G, LLVMValueRef out,
@@ -220,14 +237,14 @@ static void store_pass(kb *k, const source *s, LLVMValueRef G, LLVMValueRef out,
   int n = chunk_of(s);
   LLVMValueRef v[MAX_CHUNK];
   kb_loop L;
-  LLVMValueRef e = kb_loop_begin(k, &L, kb_i64c(k, 0), G, acc ? "add" : "store");
+  LLVMValueRef e = chunks_begin(k, &L, G, n, acc ? "add" : "store");
   fill(k, s, e, v);
   LLVMValueRef i0 = kb_iadd(k, first, e);
   for (int c = 0; c < n; c++) {
     LLVMValueRef i = iplus(k, i0, c);
     kb_store_s(k, acc ? kb_add(k, kb_load_s(k, out, i), v[c]) : v[c], out, i);
   }
-  kb_loop_end_at(k, &L, iplus(k, e, n), false);
+  kb_row_loop_end(k, &L, false);
 }
 
 // out[first + e] (+)= the group's values (acc: an i1, or NULL to overwrite). The pass is

@@ -51,7 +51,9 @@ bool dhx_codegen_emit_ptx(dhx_codegen *cg, const char *sm, const char *path, cha
 // Compiles the kernels for the host CPU (its features, O3, vectorised) into an object and
 // links `so_path` with the system C compiler ($CC, else `cc`, `-shared`). The object needs
 // this CPU's features; DHX_CODEGEN_CPU / DHX_CODEGEN_FEATURES / DHX_CODEGEN_VECTOR_WIDTH
-// override them (target_host.c).
+// override them (target_host.c). With DHX_CODEGEN_GRID_ENTRIES=1 the library also holds
+// dhxg_NAME, the host's emulation of each PTX entry's thread code (runtime/kernel_abi.h), for
+// the GPU tests' emulated driver.
 bool dhx_codegen_emit_host_so(dhx_codegen *cg, const char *so_path, char *err, size_t errlen);
 // One output of dhx_codegen_emit_targets: PTX for `sm`, or the host library when sm is NULL.
 #define DHX_CODEGEN_MAX_TARGETS 4

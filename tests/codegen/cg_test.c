@@ -42,6 +42,30 @@ dhx_kernel_fn cgt_fn(cgt *t, const dhx_kernel_spec *s) {
   return fn;
 }
 
+dhx_grid_fn cgt_grid_fn(cgt *t, const char *name) {
+  char sym[DHX_NAME_MAX + 8];
+  snprintf(sym, sizeof sym, "%s%s", DHX_GRID_PREFIX, name);
+  void *p = dlsym(t->so, sym);
+  CHECK(p != NULL, "symbol %s not in kernels.so", sym);
+  dhx_grid_fn fn;
+  memcpy(&fn, &p, sizeof fn);
+  return fn;
+}
+
+char *cgt_entry_text(const char *ptx, const char *name) {
+  char head[DHX_NAME_MAX + 16];
+  snprintf(head, sizeof head, ".entry %s(", name);
+  const char *start = strstr(ptx, head);
+  CHECK(start != NULL, "no %s in the PTX", head);
+  const char *end = strstr(start + 1, ".entry ");
+  size_t n = end ? (size_t)(end - start) : strlen(start);
+  char *text = malloc(n + 1);
+  CHECK(text != NULL, "out of memory");
+  memcpy(text, start, n);
+  text[n] = 0;
+  return text;
+}
+
 void cgt_done(cgt *t) {
   if (t->so) dlclose(t->so);
   unlink(t->so_path);

@@ -26,6 +26,11 @@ int cgt_add(cgt *t, const dhx_kernel_spec *s);
 void cgt_build(cgt *t);
 // The host function of a spec (added before cgt_build).
 dhx_kernel_fn cgt_fn(cgt *t, const dhx_kernel_spec *s);
+// The GPU thread code dhxg_NAME of kernel `name` (built with DHX_CODEGEN_GRID_ENTRIES=1).
+dhx_grid_fn cgt_grid_fn(cgt *t, const char *name);
+// The text of PTX entry `name` (up to the next entry) in a copy to free; aborts the test when
+// the PTX has no such entry.
+char *cgt_entry_text(const char *ptx, const char *name);
 // Unloads, removes the temporary files.
 void cgt_done(cgt *t);
 // A file's whole text, NUL-terminated, to free; aborts the test when it cannot be read.

@@ -26,6 +26,12 @@ static const struct {
     {DHX_K_XENT_FWD, true},           {DHX_K_XENT_BWD, true},
     {DHX_K_XENT_VP_STATS, true},      {DHX_K_XENT_VP_BWD, false},
     {DHX_K_SUMSQ, true},  // a chunk of the gradients' sum of squares
+    // A quantization group: the max and the NaN sentinel of the group are reduced where the
+    // group is quantized; a dequantizing or transforming kernel only maps it chunk by chunk.
+    {DHX_K_QUANTIZE, true},           {DHX_K_HADAMARD_QUANTIZE, true},
+    {DHX_K_DEQUANTIZE_REDUCE_QUANTIZE, true},
+    {DHX_K_DEQUANTIZE, false},        {DHX_K_DEQUANTIZE_HADAMARD, false},
+    {DHX_K_DEQUANTIZE_REDUCE_HADAMARD, false}, {DHX_K_HADAMARD32, false},
 };
 
 // -1: not a row kind; else whether it reduces.
@@ -33,21 +39,6 @@ static int row_kind(dhx_kernel_kind kind) {
   for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++)
     if (ROWS[i].kind == kind) return ROWS[i].reduces;
   return -1;
-}
-
-// The text of entry `name` (up to the next entry), NUL-terminated in a copy.
-static char *entry_text(const char *ptx, const char *name) {
-  char head[DHX_NAME_MAX + 16];
-  snprintf(head, sizeof head, ".entry %s(", name);
-  const char *start = strstr(ptx, head);
-  CHECK(start != NULL, "no %s in the PTX", head);
-  const char *end = strstr(start + 1, ".entry ");
-  size_t n = end ? (size_t)(end - start) : strlen(start);
-  char *text = malloc(n + 1);
-  CHECK(text != NULL, "out of memory");
-  memcpy(text, start, n);
-  text[n] = 0;
-  return text;
 }
 
 typedef struct added {
@@ -81,7 +72,7 @@ int main(void) {
     uint32_t want = row >= 0 ? 32 : 1;
     CHECK(e.threads_per_index == want, "%s: %u threads per index, expected %u", e.name,
           e.threads_per_index, want);
-    char *body = entry_text(text, e.name);
+    char *body = cgt_entry_text(text, e.name);
     bool shuffles = strstr(body, "shfl.sync.bfly") != NULL;
     CHECK(shuffles == (row == 1), "%s: %s warp shuffle", e.name, shuffles ? "a" : "no");
     if (row >= 0) {

@@ -35,7 +35,7 @@ static void load_plan(const char *dir, dhx_plan *plan) {
 static void test_marshal(const dhx_plan *plan) {
   double regs[DHX_REG_COUNT];
   for (int r = 0; r < DHX_REG_COUNT; r++) regs[r] = 0.25 * (r + 1);
-  int launches = 0, warp_launches = 0;
+  int launches = 0, warp_launches = 0, wide_launches = 0;
   for (uint32_t rk = 0; rk < plan->nranks; rk++) {
     const dhx_plan_rank *rank = &plan->ranks[rk];
     for (int p = 0; p < DHX_PROG_COUNT; p++)
@@ -44,15 +44,21 @@ static void test_marshal(const dhx_plan *plan) {
         if (in->op != DHX_OP_KERNEL && in->op != DHX_OP_GRAD_NORM) continue;
         const dhx_plan_kernel *k = &plan->kernels[in->kernel];
         dhx_cuda_launch l;
-        dhx_cuda_marshal(plan, rank, in, ARENA, regs, &l);
+        dhx_cuda_marshal(plan, rank, in, ARENA, regs, 0, &l);
         launches++;
-        uint32_t tpi = k->threads_per_index;
+        uint32_t tpi = k->threads_per_index, ipt = k->indices_per_thread;
         warp_launches += tpi == 32;
+        wide_launches += ipt == 4;
         CHECK(tpi == 1 || tpi == 32, "%s: %u threads per index", k->name, tpi);
+        CHECK(ipt == 1 || (ipt == 4 && tpi == 1), "%s: %u indices per thread", k->name, ipt);
         CHECK(l.nparams == k->nargs + 1 && l.block == 256 &&
-              l.grid == (uint32_t)((in->n * tpi + 255) / 256), "%s: %u params, grid %u block %u "
-              "for n = %" PRId64 " at %u threads per index", k->name, l.nparams, l.grid, l.block,
-              in->n, tpi);
+              l.grid == (uint32_t)(((in->n + ipt - 1) / ipt * tpi + 255) / 256),
+              "%s: %u params, grid %u block %u for n = %" PRId64 " at %u threads per index, %u "
+              "indices per thread", k->name, l.nparams, l.grid, l.block, in->n, tpi, ipt);
+        dhx_cuda_launch capped;
+        dhx_cuda_marshal(plan, rank, in, ARENA, regs, 3, &capped);
+        CHECK(capped.grid == (l.grid < 3 ? l.grid : 3), "%s: grid %u with a cap of 3 blocks "
+              "(%u uncapped)", k->name, capped.grid, l.grid);
         for (uint32_t j = 0; j < k->nargs; j++) {
           const dhx_plan_arg *a = &in->args[j];
           CHECK(l.params[j] == &l.slots[j], "%s: parameter %u does not point at its slot", k->name, j);
@@ -82,7 +88,10 @@ static void test_marshal(const dhx_plan *plan) {
   // A compiled training plan has layer norms, softmax and the loss: warp-per-row launches.
   CHECK(warp_launches > 0 && warp_launches < launches, "%d of %d launches are warp-per-row",
         warp_launches, launches);
-  printf("%d launches marshalled (%d a warp per row)\n", launches, warp_launches);
+  CHECK(wide_launches > 0 && wide_launches < launches, "%d of %d launches are wide",
+        wide_launches, launches);
+  printf("%d launches marshalled (%d a warp per row, %d wide)\n", launches, warp_launches,
+         wide_launches);
 }
 
 static void test_order(const dhx_plan *plan) {
@@ -157,7 +166,8 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
                       (uint64_t)in->args[0].i;
         snprintf(want, sizeof want, "cuLaunchKernel %s grid=%" PRId64 ",1,1 block=256,1,1 "
                  "shared=0 stream=%u arg0=%" PRIx64 " extra=0\n", plan->kernels[in->kernel].name,
-                 (in->n * plan->kernels[in->kernel].threads_per_index + 255) / 256,
+                 (int64_t)dhx_cuda_grid(in->n, plan->kernels[in->kernel].threads_per_index,
+                                        plan->kernels[in->kernel].indices_per_thread, 0),
                  in->stream + 1, a0);
         CHECK(l && strncmp(l, want, strlen(want)) == 0, "%s launch %d: %.*s, expected %s", what,
               launches - 1, l ? (int)strcspn(l, "\n") : 4, l ? l : "none", want);
@@ -171,7 +181,7 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
       } else if (kernel && strcmp(plan->kernels[in->kernel].name, "adamw_f32") == 0) {
         double regs[DHX_REG_COUNT] = {0};
         dhx_cuda_launch l;
-        dhx_cuda_marshal(plan, rank, in, arena, regs, &l);
+        dhx_cuda_marshal(plan, rank, in, arena, regs, 0, &l);
         CHECK(scale_at != 0 && l.slots[11] == scale_at, "%s: AdamW '%s' reads its clip scale at "
               "%" PRIx64 ", GRAD_NORM wrote it at %" PRIx64, what, in->note, l.slots[11], scale_at);
         adamws++;

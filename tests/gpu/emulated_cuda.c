@@ -284,6 +284,7 @@ typedef struct function {
   int nparams;
   param_type types[MAX_PARAMS];
   dhx_kernel_fn fn;  // resolved by cuModuleGetFunction
+  dhx_grid_fn grid;  // the PTX entry's thread code on the host (not for warp-per-row kernels)
 } function;
 
 typedef struct module {
@@ -438,6 +439,10 @@ int cuModuleGetFunction(function **fn, module *m, const char *name) {
       return INVALID_PTX;
     }
     memcpy(&f->fn, &code, sizeof code);  // a data pointer's bits, POSIX
+    snprintf(sym, sizeof sym, DHX_GRID_PREFIX "%s", name);
+    void *grid = dlsym(m->kernels, sym);
+    f->grid = NULL;
+    if (grid) memcpy(&f->grid, &grid, sizeof grid);
     *fn = f;
     return SUCCESS;
   }
@@ -477,9 +482,12 @@ int cuLaunchKernel(function *f, unsigned gx, unsigned gy, unsigned gz, unsigned 
     }
   }
   int64_t n = integer_param(f->types[f->nparams - 1], params[f->nparams - 1]);
-  // The entry computes idx = ctaid.x · ntid.x + tid.x for idx < n: the x extent of the grid.
-  int64_t covered = (int64_t)gx * (int64_t)bx;
-  if (n > covered) n = covered;
-  if (n > 0) f->fn(args, 0, n);
+  // The PTX entry is a grid-stride loop: the grid's threads cover all of [0, n) whatever its
+  // size. Where kernels.so has the entry's thread code, every thread of the grid runs through
+  // it (so the stride, the tail and the wide path are exercised); a warp-per-row kernel runs
+  // its rows on the host.
+  if (n <= 0) return SUCCESS;
+  if (f->grid) f->grid(args, n, bx, gx, 0, gx);
+  else f->fn(args, 0, n);
   return SUCCESS;
 }

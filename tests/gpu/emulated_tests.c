@@ -3,6 +3,7 @@
 // DHX_EMULATED_KERNELS set by the harness), so that the parity checks built on them rest on
 // something checked by hand.
 //   emulated_tests PLAN_DIR   (a compiled plan: its PTX and kernels.so)
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "gpu_api.h"
 #include "gpu_test.h"
+#include "kernel_abi.h"
 #include "plan.h"
 
 
@@ -144,9 +146,26 @@ static void test_bad_ptx(void) {
         strstr(log, "parameter type '.align'"), "an aggregate parameter: log '%s'", log);
 }
 
+// The host kernel PREFIX NAME (dhxk_, or dhxg_ for the GPU thread code; a pointer to call
+// only as what it is) of the plan's kernels.so (the library stays loaded).
+static dhx_kernel_fn host_kernel(const char *dir, const char *name, const char *prefix) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/kernels.so", dir);
+  void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!so) return NULL;
+  snprintf(path, sizeof path, "%s%s", prefix, name);
+  void *sym = dlsym(so, path);
+  dhx_kernel_fn fn = NULL;
+  if (sym) memcpy(&fn, &sym, sizeof fn);  // a data pointer's bits, POSIX
+  return fn;
+}
+
 // An elementwise kernel of the plan (two pointers, the first written, n elements each) launched
-// over a grid too small for n: exactly the grid's indices are computed, as the PTX guard does.
-static void test_launch_covers_the_grid(const char *dir) {
+// over grids of every size, from more threads than indices to one warp for 1000 indices (the
+// PTX entry's grid-stride loop), with 16-byte aligned pointers (its wide path, four indices a
+// thread) and with pointers one element off (its scalar path): every launch computes every
+// index, and the same bits as the host kernel.
+static void test_launch_covers_any_grid(const char *dir) {
   char path[1024], err[1024];
   snprintf(path, sizeof path, "%s/plan.bin", dir);
   dhx_plan plan;
@@ -170,24 +189,45 @@ static void test_launch_covers_the_grid(const char *dir) {
   CUfunction fn = NULL;
   if (k && ptx && cu.cuModuleLoadDataEx(&m, ptx, 0, NULL, NULL) == 0 &&
       cu.cuModuleGetFunction(&fn, m, k->name) == 0) {
-    enum { N = 1000 };
-    float in[N], full[N], part[N];
-    for (int i = 0; i < N; i++) in[i] = 0.001f * (float)i - 0.3f;
+    enum { N = 1003 };
+    float in[N + 1], want[N + 1], got[N + 1];
+    for (int i = 0; i <= N; i++) in[i] = 0.001f * (float)i - 0.3f;
     CUdeviceptr dout = 0, din = 0;
-    cu.cuMemAlloc_v2(&dout, sizeof full);
+    cu.cuMemAlloc_v2(&dout, sizeof got);
     cu.cuMemAlloc_v2(&din, sizeof in);
     cu.cuMemcpyHtoDAsync_v2(din, in, sizeof in, NULL);
-    int64_t n = N;
-    void *params[3] = {&dout, &din, &n};
-    cu.cuMemsetD8Async(dout, 0xff, sizeof full, NULL);  // NaN sentinels
-    CHECK(cu.cuLaunchKernel(fn, 4, 1, 1, 256, 1, 1, 0, NULL, params, NULL) == 0, "launch");
-    cu.cuMemcpyDtoHAsync_v2(full, dout, sizeof full, NULL);
-    cu.cuMemsetD8Async(dout, 0xff, sizeof part, NULL);
-    CHECK(cu.cuLaunchKernel(fn, 2, 1, 1, 256, 1, 1, 0, NULL, params, NULL) == 0, "launch");
-    cu.cuMemcpyDtoHAsync_v2(part, dout, sizeof part, NULL);
-    for (int i = 0; i < N; i++)
-      CHECK(i < 512 ? memcmp(&part[i], &full[i], 4) == 0 && !isnan(full[i]) : isnan(part[i]),
-            "%s index %d: %g with a grid of 512, %g with 1024", k->name, i, part[i], full[i]);
+    CHECK(k->indices_per_thread == 4, "%s: %u indices per thread (an elementwise kernel is wide)",
+          k->name, k->indices_per_thread);
+    static const unsigned grids[][2] = {{4, 256}, {1, 256}, {3, 64}, {1, 32}};
+    for (int off = 0; off <= 1; off++) {  // elements: 0 leaves the pointers 16-byte aligned
+      CUdeviceptr o = dout + 4 * (CUdeviceptr)off, x = din + 4 * (CUdeviceptr)off;
+      dhx_slot args[2] = {{.p = (void *)(uintptr_t)o}, {.p = (void *)(uintptr_t)x}};
+      cu.cuMemsetD8Async(dout, 0xff, sizeof want, NULL);  // NaN sentinels
+      cu.cuCtxSynchronize();
+      dhx_kernel_fn host = host_kernel(dir, k->name, DHX_KERNEL_PREFIX);
+      CHECK(host_kernel(dir, k->name, DHX_GRID_PREFIX) != NULL, "kernels.so has no %s%s: the "
+            "launches would not run the PTX entry's thread code", DHX_GRID_PREFIX, k->name);
+      CHECK(host != NULL, "no host kernel %s", k->name);
+      if (!host) break;
+      host(args, 0, N);
+      memcpy(want, (const void *)(uintptr_t)dout, sizeof want);
+      for (size_t g = 0; g < sizeof grids / sizeof grids[0]; g++) {
+        int64_t n = N;
+        void *params[3] = {&o, &x, &n};
+        cu.cuMemsetD8Async(dout, 0xff, sizeof got, NULL);
+        CHECK(cu.cuLaunchKernel(fn, grids[g][0], 1, 1, grids[g][1], 1, 1, 0, NULL, params, NULL) == 0,
+              "launch");
+        cu.cuMemcpyDtoHAsync_v2(got, dout, sizeof got, NULL);
+        int bad = 0;
+        for (int i = 0; i < N + 1 && bad < 5; i++) {
+          bool inside = i >= off && i < off + N;
+          bool ok = inside ? memcmp(&got[i], &want[i], 4) == 0 && !isnan(got[i]) : isnan(got[i]);
+          if (!ok) bad++;
+          CHECK(ok, "%s, %u blocks of %u, pointers %d element(s) off: element %d is %g, the host "
+                "kernel's %g", k->name, grids[g][0], grids[g][1], off, i, got[i], want[i]);
+        }
+      }
+    }
     cu.cuMemFree_v2(din);
     cu.cuMemFree_v2(dout);
   } else {
@@ -212,7 +252,7 @@ int main(int argc, char **argv) {
   test_cublaslt();
   test_memory_and_events();
   test_bad_ptx();
-  test_launch_covers_the_grid(argv[1]);
+  test_launch_covers_any_grid(argv[1]);
   if (fails) fprintf(stderr, "%d checks failed\n", fails);
   else printf("the emulated driver and cuBLASLt follow the definitions checked\n");
   return fails ? 1 : 0;

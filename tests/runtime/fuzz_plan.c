@@ -40,7 +40,8 @@ static void report(void) {
 
 static bool same_kernel(const dhx_plan_kernel *a, const dhx_plan_kernel *b) {
   if (strcmp(a->name, b->name) != 0 || a->nargs != b->nargs ||
-      a->threads_per_index != b->threads_per_index)
+      a->threads_per_index != b->threads_per_index ||
+      a->indices_per_thread != b->indices_per_thread)
     return false;
   for (uint32_t j = 0; j < a->nargs; j++)
     if (a->arg_types[j] != b->arg_types[j] ||

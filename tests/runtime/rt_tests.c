@@ -49,6 +49,7 @@ static void check_plans_equal(const dhx_plan *a, const dhx_plan *b) {
   EQ(nkernels);
   for (uint32_t k = 0; k < a->nkernels; k++) {
     SAME_BYTES(kernels[k].name); EQ(kernels[k].nargs); EQ(kernels[k].threads_per_index);
+    EQ(kernels[k].indices_per_thread);
     SAME_BYTES(kernels[k].arg_types);
   }
   EQ(ncomms);
@@ -277,6 +278,11 @@ static void b_name(dhx_plan *p) { memset(p->ranks[0].buffers[0].name, 'a', DHX_N
 static void b_kernel_arg(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 0)->args[2].kind = DHX_ARG_F64; }
 static void b_kernel_id(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 0)->kernel = 77; }
 static void b_kernel_threads(dhx_plan *p) { p->kernels[0].threads_per_index = 16; }
+static void b_kernel_wide(dhx_plan *p) { p->kernels[0].indices_per_thread = 8; }
+static void b_kernel_wide_rows(dhx_plan *p) {
+  p->kernels[0].threads_per_index = DHX_PLAN_WARP;
+  p->kernels[0].indices_per_thread = DHX_PLAN_WIDE;
+}
 static void b_op(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 2)->op = 99; }
 static void b_stream(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 2)->stream = 3; }
 static void b_accum(dhx_plan *p) { p->train.accum_steps = 3; }
@@ -342,6 +348,10 @@ static void test_plan_validation_names_the_field(void) {
   expect_invalid(1, b_kernel_arg, "instr 0 (x = onehot(tokens)): kernel 'onehot' argument 2 is i64");
   expect_invalid(1, b_kernel_id, "kernel id 77 is not in the kernel table");
   expect_invalid(1, b_kernel_threads, "kernel 0 'onehot': threads_per_index 16 (must be 1 or 32)");
+  expect_invalid(1, b_kernel_wide, "kernel 0 'onehot': indices_per_thread 8 (must be 1, or 4 "
+                 "for a kernel of one thread per index)");
+  expect_invalid(1, b_kernel_wide_rows, "kernel 0 'onehot': indices_per_thread 4 (must be 1, or "
+                 "4 for a kernel of one thread per index)");
   expect_invalid(1, b_op, "instr 2 (y += b): unknown op 99");
   expect_invalid(1, b_stream, "stream 3, but the program has 1 streams");
   expect_invalid(1, b_accum, "train.accum_steps*micro_batch*dp = 3*4*1 must equal train.global_batch = 8");

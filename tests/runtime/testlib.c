@@ -166,6 +166,7 @@ int32_t tb_kernel(dhx_plan *p, const char *name, const char *sig) {
   memset(k, 0, sizeof *k);
   snprintf(k->name, sizeof k->name, "%s", name);
   k->threads_per_index = 1;
+  k->indices_per_thread = 1;
   tb_kernel_abi(k, sig);
   return (int32_t)p->nkernels++;
 }
