@@ -215,6 +215,9 @@ typedef enum {
   DHX_ACC_PERMUTED,  // E = ceil(n / (X·Y))·X·Y·Z: rows of Z elements permuted in blocks of X·Y
   DHX_ACC_PAIRS,     // E = ceil(n / (X/2))·X: rotary pairs in rows of X = heads·Y; X and Y even,
                      //   Y divides X, Z (the positions) >= 1
+  DHX_ACC_ROWS,      // E = ceil(n / X)·Y·Z: X indices per row of a matrix whose rows are Y·Z
+                     //   elements apart (attention: a row per head and position, heads side
+                     //   by side in the rows of a [tokens, stride] projection)
 } dhx_access_form;
 
 #define DHX_ACC_WRITES 1u     // the kernel writes through this pointer

@@ -248,6 +248,9 @@ void dhx_access_extent_text(const dhx_plan_access *a, char *out, size_t len) {
     case DHX_ACC_CHUNKS: snprintf(out, len, "min(%s,n*%s)", x, y); break;
     case DHX_ACC_PERMUTED: snprintf(out, len, "ceil(n/(%s*%s))*%s*%s*%s", x, y, x, y, z); break;
     case DHX_ACC_PAIRS: snprintf(out, len, "ceil(n/(%s/2))*%s", x, x); break;
+    case DHX_ACC_ROWS:
+      snprintf(out, len, "ceil(n/%s)*%s%s%s", x, y, a->z >= 0 ? "*" : "", a->z >= 0 ? z : "");
+      break;
     default: snprintf(out, len, "form %u", a->form); break;
   }
 }

@@ -115,7 +115,7 @@ static bool check_access(plan_check_ctx *v, uint32_t i, uint32_t a) {
           dhx_karg_name(k->arg_types[a]), acc->form);
     return true;
   }
-  CHECK(acc->form >= DHX_ACC_ELEMS && acc->form <= DHX_ACC_PAIRS,
+  CHECK(acc->form >= DHX_ACC_ELEMS && acc->form <= DHX_ACC_ROWS,
         "kernel %u '%s': pointer argument %u has unknown access form %u", i, k->name, a, acc->form);
   CHECK(acc->elem_bytes == 4 || acc->elem_bytes == 8,
         "kernel %u '%s': argument %u: element size %u (must be 4 or 8)", i, k->name, a,
@@ -126,7 +126,8 @@ static bool check_access(plan_check_ctx *v, uint32_t i, uint32_t a) {
         "kernel %u '%s': argument %u: access flags 0x%x are not valid", i, k->name, a, acc->flags);
   // Which of x, y, z each form needs (the others are optional factors or unused).
   static const uint8_t needs[] = {[DHX_ACC_COLUMNS] = 3, [DHX_ACC_TABLE] = 1,
-                                  [DHX_ACC_CHUNKS] = 3, [DHX_ACC_PERMUTED] = 7, [DHX_ACC_PAIRS] = 7};
+                                  [DHX_ACC_CHUNKS] = 3, [DHX_ACC_PERMUTED] = 7, [DHX_ACC_PAIRS] = 7,
+                                  [DHX_ACC_ROWS] = 3};
   uint8_t need = acc->form < sizeof needs ? needs[acc->form] : 0;
   CHECK(form_index_ok(k, acc->x, need & 1) && form_index_ok(k, acc->y, need & 2) &&
             form_index_ok(k, acc->z, need & 4),

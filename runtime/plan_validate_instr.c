@@ -83,6 +83,8 @@ bool dhx_access_extent(const dhx_plan_access *acc, const dhx_plan_instr *in, int
              !__builtin_mul_overflow((n - 1) / block + 1, block, &e) &&
              !__builtin_mul_overflow(e, Z, elems);
     case DHX_ACC_PAIRS: return !__builtin_mul_overflow((n - 1) / (X / 2) + 1, X, elems);
+    case DHX_ACC_ROWS:
+      return !__builtin_mul_overflow((n - 1) / X + 1, Y, &e) && !__builtin_mul_overflow(e, Z, elems);
     case DHX_ACC_NONE: break;
   }
   return false;

@@ -16,6 +16,7 @@
 #define FIXED2(x, y, fl) {DHX_ACC_FIXED, fl, 0, x, y, -1, 0}
 #define COLUMNS_W(rows, width) {DHX_ACC_COLUMNS, W, 0, rows, width, -1, 0}
 #define ELEMS2(x, y, fl) {DHX_ACC_ELEMS, fl, 0, x, y, -1, 0}
+#define ROWS(x, y, z, fl) {DHX_ACC_ROWS, fl, 0, x, y, z, 0}
 
 static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
     // (out, tokens, table, C)   row r: out[r,:] = table[tokens[r],:]
@@ -101,6 +102,23 @@ static const dhx_plan_access CATALOGUE[DHX_K_COUNT][DHX_MAX_ARGS] = {
     // (out, codes_in, scales_in, p, row_words, row_groups, words, per_word, accumulate)
     [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {ELEMS2(6, 7, W), FIXED2(3, 4, 0), FIXED2(3, 5, 0), NONE,
                                           NONE, NONE, NONE, NONE, NONE},
+    // Attention (kernel_attn.c): q, k and v are [B·S, stride] projections, ROWS(heads, stride):
+    // the n = B·heads·S rows of a launch reach B·S rows of `stride` elements.
+    // (out, lse, q, k, v, S, H, G, hs, qs, ks, flags, scale)   n = B·H·S
+    [DHX_K_ATTN_FWD] = {ELEMS(8, W), ELEMS(-1, W), ROWS(6, 9, -1, 0), ROWS(6, 10, -1, 0),
+                        ROWS(6, 10, -1, 0), NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE},
+    // (dsum, dout, out, S, H, hs)   n = B·H·S
+    [DHX_K_ATTN_BWD_DOT] = {ELEMS(-1, W), ELEMS(5, 0), ELEMS(5, 0), NONE, NONE, NONE},
+    // (dq, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   n = B·H·S
+    [DHX_K_ATTN_BWD_DQ] = {ROWS(8, 11, -1, W), ROWS(8, 11, -1, 0), ROWS(8, 12, -1, 0),
+                           ROWS(8, 12, -1, 0), ELEMS(10, 0), ELEMS(-1, 0), ELEMS(-1, 0), NONE,
+                           NONE, NONE, NONE, NONE, NONE, NONE, NONE},
+    // (dk, dv, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   n = B·G·S: dout
+    // is B·S·H·hs, lse and dsum B·S·H
+    [DHX_K_ATTN_BWD_DKV] = {ROWS(10, 13, -1, W), ROWS(10, 13, -1, W), ROWS(10, 12, -1, 0),
+                            ROWS(10, 13, -1, 0), ROWS(10, 13, -1, 0), ROWS(10, 9, 11, 0),
+                            ROWS(10, 9, -1, 0), ROWS(10, 9, -1, 0), NONE, NONE, NONE, NONE, NONE,
+                            NONE, NONE, NONE},
 };
 
 // Fused elementwise kernels: outputs and full inputs by element, broadcast inputs modulo their

@@ -52,6 +52,12 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
     [DHX_K_DEQUANTIZE_REDUCE_HADAMARD] = {"dequantize_reduce_hadamard", "pqpiiiiii", 0,
                                           DHX_KS_ROWS, dhx_emit_dequantize_reduce_hadamard},
     [DHX_K_GRAD_NORM] = {"grad_norm", "pppid", 0, DHX_KS_INDEX, dhx_emit_grad_norm},
+    [DHX_K_ATTN_FWD] = {"attn_fwd", "pppppiiiiiiif", 0, DHX_KS_ROWS, dhx_emit_attn_fwd},
+    [DHX_K_ATTN_BWD_DOT] = {"attn_bwd_dot", "pppiii", 0, DHX_KS_ROWS, dhx_emit_attn_bwd_dot},
+    [DHX_K_ATTN_BWD_DQ] = {"attn_bwd_dq", "pppppppiiiiiiif", 0, DHX_KS_ROWS,
+                           dhx_emit_attn_bwd_dq},
+    [DHX_K_ATTN_BWD_DKV] = {"attn_bwd_dkv", "ppppppppiiiiiiif", ALIAS(0, 1), DHX_KS_ROWS,
+                            dhx_emit_attn_bwd_dkv},
     [DHX_K_ELTWISE] = {"ew", "", 0, DHX_KS_INDEX, dhx_emit_eltwise},
 };
 

@@ -1,6 +1,8 @@
 // cost.c — the instruction cost model (see the header for the formulas).
 #include "cost.h"
 
+#include <string.h>
+
 #include "plan_util.h"
 
 dhx_cost_model dhx_cost_model_for(const dhx_plan *p) {
@@ -62,6 +64,32 @@ static double kernel_bytes(const dhx_cost_model *m, const dhx_plan *p, const dhx
       bytes += 8.0 * (double)in->n;
   }
   return bytes;
+}
+
+// The multiply-adds of the fused attention kernels (kernel_attn.c), which bytes alone would
+// make look free: a query row of position i meets i + 1 keys, 4·hs FLOPs each forward (two
+// dot products), 6·hs for the query gradient, and a key row meets the queries after it in
+// each of its per = H/G query heads, 8·hs each (two dot products, two updates); on average
+// (S + 1)/2 partners. 0 for every other kernel.
+static double kernel_flops(const dhx_plan *p, const dhx_plan_instr *in) {
+  if (in->kernel < 0 || (uint32_t)in->kernel >= p->nkernels) return 0;
+  const char *name = p->kernels[in->kernel].name;
+  double n = (double)in->n;
+  static const struct {
+    const char *prefix;
+    int s, hs, h, g;    // argument positions of S, hs, H, G (h, g -1: per = 1)
+    double per_pair;    // FLOPs per (row, partner) per head element
+  } K[] = {{"attn_fwd_", 5, 8, -1, -1, 4}, {"attn_bwd_dq_", 7, 10, -1, -1, 6},
+           {"attn_bwd_dkv_", 8, 11, 9, 10, 8}};
+  for (size_t i = 0; i < sizeof K / sizeof K[0]; i++) {
+    if (strncmp(name, K[i].prefix, strlen(K[i].prefix)) != 0) continue;
+    double S = (double)i64_arg(in, (uint32_t)K[i].s), hs = (double)i64_arg(in, (uint32_t)K[i].hs);
+    double per = K[i].h >= 0 && i64_arg(in, (uint32_t)K[i].g) > 0
+                     ? (double)i64_arg(in, (uint32_t)K[i].h) / (double)i64_arg(in, (uint32_t)K[i].g)
+                     : 1;
+    return n * per * (S + 1) / 2 * K[i].per_pair * hs;
+  }
+  return 0;
 }
 
 static double gemm_time(const dhx_cost_model *m, const dhx_plan_gemm *g, double size) {
@@ -137,7 +165,12 @@ static double instr_time(const dhx_cost_model *m, const dhx_plan *p, int64_t ran
   int64_t n = members(p, c);
   switch (in->op) {
     case DHX_OP_GEMM: return m->launch + gemm_time(m, &in->gemm, elem_size(m, DHX_F32));
-    case DHX_OP_KERNEL: return m->launch + kernel_bytes(m, p, in) / m->mem_bandwidth;
+    case DHX_OP_KERNEL: {
+      double flops = kernel_flops(p, in), bytes = kernel_bytes(m, p, in);
+      if (flops <= 0) return m->launch + bytes / m->mem_bandwidth;
+      if (!m->gpu) return m->launch + flops / m->flops;
+      return m->launch + dhx_roofline(flops, bytes, m->flops, m->mem_bandwidth, NULL);
+    }
     case DHX_OP_ZERO: return (double)i64_arg(in, 1) / m->mem_bandwidth;
     case DHX_OP_GRAD_NORM:  // reads the partials (args[3] of them)
       return elem_size(m, DHX_F32) * (double)i64_arg(in, 3) / m->mem_bandwidth;

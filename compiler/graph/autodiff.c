@@ -406,8 +406,45 @@ static void back_sp_scatter(ad *a, const dhx_node *n, int dy) {
 
 // ---- the backward rule of each op (ops.def names them back_<name>) ---------------------------
 
+// The backward of lower_attention_kernel: dsum = dot(dy, out) per query row, then the query
+// gradient a row per query and the key and value gradients a row per key (kernel_attn.c),
+// each recomputing its probabilities from the saved log-sum-exp.
+static void back_attention_kernel(ad *a, const dhx_node *n, int dy) {
+  char note[DHX_NAME_MAX];
+  dhx_attn_dims d;
+  dhx_attn_dims_of(a->g, n, &d);
+  int q = n->in[0], k = n->nin == 3 ? n->in[1] : q, v = n->nin == 3 ? n->in[2] : q;
+  int lse = n->saved[0], dsum = temp_like(a, lse, "dsum");
+  int64_t rows = d.B * d.H * d.S;
+  note_of(n, "attention dsum", note);
+  dhx_operand dot[] = {dhx_buf(dsum, 0), dhx_buf(dy, 0), dhx_buf(n->out, 0), dhx_i64(d.S),
+                       dhx_i64(d.H), dhx_i64(d.hs)};
+  dhx_emit_kernel(a->l, DHX_K_ATTN_BWD_DOT, rows, note, 6, dot);
+  // Where the three gradients go: the fused projection's one gradient (each kernel writes its
+  // own columns), or three; one that is not wanted goes to a scratch tensor.
+  bool acc_q = false, acc_k = false, acc_v = false;
+  int dq = needs_grad(a, q) ? grad_dst(a, q, &acc_q) : temp_like(a, q, "dq");
+  int dk = dq, dv = dq;
+  acc_k = acc_v = acc_q;
+  if (n->nin == 3) {
+    dk = needs_grad(a, k) ? grad_dst(a, k, &acc_k) : temp_like(a, k, "dk");
+    dv = needs_grad(a, v) ? grad_dst(a, v, &acc_v) : temp_like(a, v, "dv");
+  }
+  note_of(n, "attention grad q", note);
+  dhx_operand qa[15] = {dhx_buf(dq, 0), dhx_buf(q, 0), dhx_buf(k, 0), dhx_buf(v, 0),
+                        dhx_buf(dy, 0), dhx_buf(lse, 0), dhx_buf(dsum, 0)};
+  dhx_attn_args(&d, acc_q ? 1 : 0, qa + 7);
+  dhx_emit_kernel(a->l, DHX_K_ATTN_BWD_DQ, rows, note, 15, qa);
+  note_of(n, "attention grad k, v", note);
+  dhx_operand ka[16] = {dhx_buf(dk, 0), dhx_buf(dv, 0), dhx_buf(q, 0), dhx_buf(k, 0),
+                        dhx_buf(v, 0), dhx_buf(dy, 0), dhx_buf(lse, 0), dhx_buf(dsum, 0)};
+  dhx_attn_args(&d, (acc_k ? 1 : 0) | (acc_v ? 2 : 0), ka + 8);
+  dhx_emit_kernel(a->l, DHX_K_ATTN_BWD_DKV, d.B * d.G * d.S, note, 16, ka);
+}
+
 static void back_attention(ad *a, const dhx_node *n, int dy) {
-  if (n->nin == 3) back_gqa(a, n, dy);
+  if (a->g->fused_attention) back_attention_kernel(a, n, dy);
+  else if (n->nin == 3) back_gqa(a, n, dy);
   else back_fused_attention(a, n, dy);
 }
 

@@ -2,6 +2,7 @@
 // elementwise expressions on one rank (data parallelism keeps the whole model per rank).
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "lower.h"
 
@@ -291,8 +292,65 @@ static void lower_sp_chunk(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
 
 // ---- the forward rule of each op (ops.def names them lower_<name>) ----------------------------
 
+void dhx_use_fused_attention(dhx_graph *g) {
+  g->fused_attention = true;
+  for (int i = 0; i < g->nnodes; i++) {
+    dhx_node *n = &g->nodes[i];
+    if (n->op != DHX_N_ATTENTION) continue;
+    dhx_tensor *p = &g->tensors[n->saved[0]];  // [B, H, S, S] → [B, H, S]
+    p->ndim = 3;
+    p->shape[3] = 0;
+    size_t len = strlen(p->name);
+    if (len >= 6 && strcmp(p->name + len - 6, ".probs") == 0)
+      snprintf(p->name + len - 6, sizeof p->name - (len - 6), ".lse");
+    n->nsaved = 1;
+  }
+}
+
+void dhx_attn_dims_of(const dhx_graph *g, const dhx_node *n, dhx_attn_dims *d) {
+  const dhx_tensor *q = &g->tensors[n->in[0]];
+  d->B = q->shape[0];
+  d->S = q->shape[1];
+  d->H = n->heads;
+  if (n->nin == 3) {
+    d->G = n->kv_heads;
+    d->hs = q->shape[2] / d->H;
+    d->qs = q->shape[2];
+    d->ks = g->tensors[n->in[1]].shape[2];
+    d->layout = 0;
+  } else {  // one [B, S, 3·D] projection
+    d->G = d->H;
+    d->hs = q->shape[2] / 3 / d->H;
+    d->qs = d->ks = q->shape[2];
+    d->layout = 4;
+  }
+  d->scale = 1.0 / sqrt((double)d->hs);
+}
+
+void dhx_attn_args(const dhx_attn_dims *d, int64_t acc, dhx_operand *a) {
+  const int64_t v[7] = {d->S, d->H, d->G, d->hs, d->qs, d->ks, d->layout | acc};
+  for (int i = 0; i < 7; i++) a[i] = dhx_i64(v[i]);
+  a[7] = dhx_f64(d->scale);
+}
+
+// Fused attention (dhx_use_fused_attention): one kernel, a row per query position and head,
+// reading q, k and v where they are (the fused projection's strided windows, or GQA's three
+// projections) and saving each row's log-sum-exp for the backward; no score matrix.
+static void lower_attention_kernel(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
+  char note[DHX_NAME_MAX];
+  dhx_attn_dims d;
+  dhx_attn_dims_of(g, n, &d);
+  int q = n->in[0], k = n->nin == 3 ? n->in[1] : q, v = n->nin == 3 ? n->in[2] : q;
+  dhx_operand a[13] = {dhx_buf(n->out, 0), dhx_buf(n->saved[0], 0), dhx_buf(q, 0), dhx_buf(k, 0),
+                       dhx_buf(v, 0)};
+  dhx_attn_args(&d, 0, a + 5);
+  note_of(n, "fused causal attention", note);
+  dhx_emit_kernel(l, DHX_K_ATTN_FWD, d.B * d.H * d.S, note, 13, a);
+}
+
 static void lower_attention(dhx_graph *g, dhx_oplist *l, const dhx_node *n) {
-  if (n->nin == 3) lower_gqa(g, l, n);
+  if (g->fused_attention) lower_attention_kernel(g, l, n);
+  else if (n->nin == 3) lower_gqa(g, l, n);
   else lower_fused_attention(g, l, n);
 }
 

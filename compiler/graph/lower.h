@@ -35,6 +35,15 @@ typedef struct dhx_gqa {
   int64_t B, S, H, G, hs, Dq, Dk, per;  // per = H / G query heads per key/value head
 } dhx_gqa;
 void dhx_gqa_dims(const dhx_graph *g, const dhx_node *n, dhx_gqa *d);
+// The arguments the fused attention kernels share (kernel_attn.c): S, H, G, hs, qs, ks, flags
+// (the fused-projection bit, or the gradients' accumulate bits added by the caller), scale.
+typedef struct dhx_attn_dims {
+  int64_t B, S, H, G, hs, qs, ks, layout;
+  double scale;
+} dhx_attn_dims;
+void dhx_attn_dims_of(const dhx_graph *g, const dhx_node *n, dhx_attn_dims *d);
+// The kernel's arguments from `first` on: S, H, G, hs, qs, ks, flags (layout | acc), scale.
+void dhx_attn_args(const dhx_attn_dims *d, int64_t acc, dhx_operand *first);
 void dhx_gqa_batch(dhx_lop *op, const dhx_gqa *d, int64_t a_b, int64_t a_g, int64_t b_b,
                    int64_t b_g, int64_t c_b, int64_t c_g);
 // out[b, y, x, :] = in[b, x, y, :] for `in` of shape [B, X, Y, W].

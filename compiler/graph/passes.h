@@ -15,6 +15,10 @@ typedef struct dhx_lower_opts {
 
 // lower.c: forward ops of the graph into `l` (loss forward included).
 void dhx_lower_forward(dhx_graph *g, dhx_oplist *l);
+// Attention as fused kernels (GPU clusters): each attention node's saved probabilities
+// [B, H, S, S] become a log-sum-exp [B, H, S] (and GQA's saved heads-first query goes), and
+// g->fused_attention is set, which the forward and backward lowering follow. Before sharding.
+void dhx_use_fused_attention(dhx_graph *g);
 // autodiff.c: the backward of every node, in reverse, into `l`; the loss gradient is seeded
 // with `loss_scale` (1 / positions in the global batch).
 void dhx_lower_backward(dhx_graph *g, dhx_oplist *l, double loss_scale);

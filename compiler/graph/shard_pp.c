@@ -42,11 +42,8 @@ static double node_cost(const dhx_graph *g, const dhx_node *n) {
       const dhx_tensor *w = &g->tensors[n->in[1]];
       return 3.0 * 2.0 * (double)dhx_tensor_rows(out) * (double)w->shape[0] * (double)w->shape[1];
     }
-    case DHX_N_ATTENTION: {
-      const dhx_tensor *p = &g->tensors[n->saved[0]];  // [B, H, S, S]
-      double hs = (double)dhx_tensor_cols(out) / (n->heads > 0 ? n->heads : 1);
-      return 3.0 * 4.0 * (double)dhx_tensor_elems(p) * hs;
-    }
+    case DHX_N_ATTENTION:  // B·H·S·S scores of hs each, out [B, S, H·hs]: 12·|out|·S
+      return 3.0 * 4.0 * (double)dhx_tensor_elems(out) * (double)out->shape[1];
     case DHX_N_CROSS_ENTROPY: return 8.0 * (double)dhx_tensor_elems(&g->tensors[n->in[0]]);
     default: return 8.0 * elems;
   }

@@ -219,6 +219,9 @@ typedef struct dhx_graph {
   dhx_oplist prog[DHX_PROG_COUNT];
   int dp, dp_rank, zero;         // data-parallel degree, this graph's rank, ZeRO stage
   int qwd_bits, qwd_group;       // qWD on the parameter all-gather (compress_params.c); 0 = off
+  bool fused_attention;          // attention as fused kernels (GPU clusters; kernel_attn.c): each
+                                 //   attention node saves a log-sum-exp [B, H, S], not the
+                                 //   probabilities (dhx_use_fused_attention)
   bool strands;                  // paired strands: micro-batches alternate between two strands,
                                  //   one's forward running beside the other's backward
   bool async_comm;               // the collectives of a stage's layers run on communication

@@ -166,6 +166,21 @@ typedef enum {
   //   max_norm is an f64 argument in both variants ('d'), so the f32 kernel computes the
   //   scale from the same double as the CPU backend's host code.
   DHX_K_GRAD_NORM,
+  // Fused causal attention (kernel_attn.c; a row per query or key position and head, the
+  // layouts there): flags bit 0 = the (first) gradient accumulates, bit 1 = the second does,
+  // bit 2 = q, k and v are one fused [B·S, 3·H·hs] projection.
+  // (out, lse, q, k, v, S, H, G, hs, qs, ks, flags, f scale)   query row r = (b·H + h)·S + i:
+  //   out = softmax(scale · q_i k_j^T over keys j <= i) v, lse = log-sum-exp of those scores
+  DHX_K_ATTN_FWD,
+  // (dsum, dout, out, S, H, hs)   query row r: dsum[r] = dot(dout row, out row)
+  DHX_K_ATTN_BWD_DOT,
+  // (dq, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, f scale)   query row r:
+  //   dq (+)= scale · sum_j P_ij (dout_i · v_j - dsum_i) k_j,  P_ij = exp(scale q_i·k_j - lse_i)
+  DHX_K_ATTN_BWD_DQ,
+  // (dk, dv, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, f scale)   key row
+  //   r = (b·G + g)·S + j over queries i >= j of the heads of kv head g:
+  //   dv (+)= sum P_ij dout_i, dk (+)= scale · sum P_ij (dout_i · v_j - dsum_i) q_i
+  DHX_K_ATTN_BWD_DKV,
   // A fused chain of elementwise operations, described by a dhx_ew_spec.
   DHX_K_ELTWISE,
   DHX_K_COUNT

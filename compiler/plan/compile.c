@@ -107,6 +107,11 @@ static double flops_per_token(const dhx_graph *g) {
   const dhx_oplist *l = &g->prog[DHX_PROG_MICRO];
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
+    // Fused attention counts what its GEMMs would (the whole S·S scores, forward and
+    // backward: 12·hs·S per query row), the usual convention for a model's FLOPs, so that
+    // MFU does not depend on how attention is lowered.
+    if (op->kind == DHX_L_KERNEL && !op->dead && op->kspec.kind == DHX_K_ATTN_FWD)
+      f += 12.0 * (double)op->n * (double)op->args[5].i * (double)op->args[8].i;
     if (op->kind != DHX_L_GEMM || op->dead) continue;
     f += 2.0 * (double)op->gemm.m * (double)op->gemm.n * (double)op->gemm.k *
          (double)op->gemm.batch[0] * (double)op->gemm.batch[1];
@@ -332,6 +337,9 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
                             .group = cfg->tlq_group, .hadamard = cfg->tlq_hadamard != 0,
                             .per_node = dhx_dp_per_node(cfg)};
   g->fold = cfg->fold == DHX_FOLD_W;
+  // GPU clusters run attention as fused kernels (no score matrix in memory); the CPU backend
+  // keeps the batched BLAS GEMMs around the softmax kernel, which are faster there.
+  if (!cfg->cluster_cpu) dhx_use_fused_attention(g);
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   // A W has equal chunks (`stages: auto` means equal there; given counts are refused).

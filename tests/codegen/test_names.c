@@ -75,6 +75,10 @@ int main(void) {
         {DHX_K_DEQUANTIZE_REDUCE_QUANTIZE, "dequantize_reduce_quantize", "ppppiiiiiiiiii"},
         {DHX_K_DEQUANTIZE_REDUCE_HADAMARD, "dequantize_reduce_hadamard", "pppiiiiii"},
         {DHX_K_GRAD_NORM, "grad_norm", "pppid"},  // max_norm is f64 in both variants
+        {DHX_K_ATTN_FWD, "attn_fwd", "pppppiiiiiiif"},
+        {DHX_K_ATTN_BWD_DOT, "attn_bwd_dot", "pppiii"},
+        {DHX_K_ATTN_BWD_DQ, "attn_bwd_dq", "pppppppiiiiiiif"},
+        {DHX_K_ATTN_BWD_DKV, "attn_bwd_dkv", "ppppppppiiiiiiif"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
       char name[64];

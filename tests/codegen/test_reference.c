@@ -1004,6 +1004,130 @@ static void test_silu(int64_t n) {
   bfree(&x), bfree(&y), bfree(&dy), bfree(&dx);
 }
 
+// Fused causal attention against the unfused definition in double: scores = scale q k^T
+// (keys j <= i), P = softmax, out = P v, lse = log sum exp; the backward by the chain rule
+// through P. B batches of S positions, H query heads of size hs sharing G kv heads; `fused`:
+// q, k, v one [B·S, 3·H·hs] projection (then G = H), else three, q [B·S, H·hs], k and v
+// [B·S, G·hs]. Every gradient runs twice, overwriting and accumulating onto a random start.
+static void test_attention(int B, int S, int H, int G, int hs, bool fused) {
+  int per = H / G, D = H * hs, qs = fused ? 3 * D : D, ks = fused ? 3 * D : G * hs;
+  int kh0 = fused ? H : 0, vh0 = fused ? 2 * H : 0;
+  double scale = 1.0 / sqrt((double)hs);
+  int64_t rows = (int64_t)B * H * S, nq = (int64_t)B * S * qs, nk = (int64_t)B * S * ks;
+  buf q = bnew(nq), kk = bnew(fused ? 1 : nk), v = bnew(fused ? 1 : nk);
+  brand(&q, -1, 1), brand(&kk, -1, 1), brand(&v, -1, 1);
+  buf *K = fused ? &q : &kk, *V = fused ? &q : &v;
+  buf out = bnew(rows * hs), lse = bnew(rows), dout = bnew(rows * hs), dsum = bnew(rows);
+  brand(&dout, -1, 1);
+  // Reference, per (b, h, i): scores, P, out, lse; then dP, dS and the gradients.
+  double *rout = calloc((size_t)(rows * hs), sizeof(double)), *rlse = calloc((size_t)rows, 8);
+  double *rdq = calloc((size_t)nq, 8), *rdk = calloc((size_t)(fused ? nq : nk), 8);
+  double *rdv = calloc((size_t)(fused ? nq : nk), 8), *rds = calloc((size_t)rows, 8);
+  double *sc = calloc((size_t)S, 8), *dp = calloc((size_t)S, 8);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < S; i++) {
+        int64_t r = ((int64_t)b * H + h) * S + i, g = h / per;
+        const double *qr = q.r + (int64_t)(b * S + i) * qs + h * hs;
+        double m = -INFINITY, l = 0;
+        for (int j = 0; j <= i; j++) {
+          const double *kr = K->r + (int64_t)(b * S + j) * ks + (kh0 + g) * hs;
+          double d = 0;
+          for (int c = 0; c < hs; c++) d += qr[c] * kr[c];
+          sc[j] = scale * d;
+          if (sc[j] > m) m = sc[j];
+        }
+        for (int j = 0; j <= i; j++) l += exp(sc[j] - m);
+        rlse[r] = m + log(l);
+        double *o = rout + (((int64_t)b * S + i) * H + h) * hs;
+        const double *go = dout.r + (((int64_t)b * S + i) * H + h) * hs;
+        for (int j = 0; j <= i; j++) {
+          double p = exp(sc[j] - rlse[r]);
+          const double *vr = V->r + (int64_t)(b * S + j) * ks + (vh0 + g) * hs;
+          for (int c = 0; c < hs; c++) o[c] += p * vr[c];
+        }
+        for (int c = 0; c < hs; c++) rds[r] += go[c] * o[c];
+        for (int j = 0; j <= i; j++) {
+          double p = exp(sc[j] - rlse[r]);
+          const double *vr = V->r + (int64_t)(b * S + j) * ks + (vh0 + g) * hs;
+          const double *kr = K->r + (int64_t)(b * S + j) * ks + (kh0 + g) * hs;
+          double d = 0;
+          for (int c = 0; c < hs; c++) d += go[c] * vr[c];
+          double ds = p * (d - rds[r]);
+          double *dq = rdq + (int64_t)(b * S + i) * qs + h * hs;
+          double *dk = rdk + (int64_t)(b * S + j) * ks + (kh0 + g) * hs;
+          double *dv = rdv + (int64_t)(b * S + j) * ks + (vh0 + g) * hs;
+          for (int c = 0; c < hs; c++) {
+            dq[c] += scale * ds * kr[c];
+            dk[c] += scale * ds * qr[c];
+            dv[c] += p * go[c];
+          }
+        }
+        (void)dp;
+      }
+  int64_t flags = fused ? 4 : 0;
+  dhx_slot fa[] = {P(out), P(lse), P(q), P(*K), P(*V), I(S), I(H), I(G), I(hs), I(qs), I(ks),
+                   I(flags), F(scale)};
+  run("attn_fwd", fn_of(DHX_K_ATTN_FWD), fa, rows, (buf *[]){&out, &lse}, 2);
+  char what[96];
+  snprintf(what, sizeof what, "attn_fwd out %s B%d S%d H%d G%d hs%d", fused ? "fused" : "gqa", B,
+           S, H, G, hs);
+  expect_close(what, &out, rout, rows * hs);
+  expect_close("attn_fwd lse", &lse, rlse, rows);
+  // The backward from the reference's forward values, as a plan's would be (rounded).
+  for (int64_t x = 0; x < rows * hs; x++) bset(&out, x, rout[x]);
+  for (int64_t x = 0; x < rows; x++) bset(&lse, x, rlse[x]);
+  dhx_slot da[] = {P(dsum), P(dout), P(out), I(S), I(H), I(hs)};
+  run("attn_bwd_dot", fn_of(DHX_K_ATTN_BWD_DOT), da, rows, (buf *[]){&dsum}, 1);
+  expect_close("attn_bwd_dot", &dsum, rds, rows);
+  for (int acc = 0; acc <= 1; acc++) {
+    // The gradients of q, k and v: one buffer each (the fused layout: one for all three,
+    // each kernel writing its own columns).
+    buf dq = bnew(nq), dk = bnew(fused ? 1 : nk), dv = bnew(fused ? 1 : nk);
+    brand(&dq, -1, 1), brand(&dk, -1, 1), brand(&dv, -1, 1);
+    buf *DK = fused ? &dq : &dk, *DV = fused ? &dq : &dv;
+    int64_t nd = fused ? nq : nk;
+    double *wq = malloc((size_t)nq * 8), *wk = malloc((size_t)nd * 8), *wv = malloc((size_t)nd * 8);
+    for (int64_t x = 0; x < nq; x++) wq[x] = rdq[x] + (acc ? dq.r[x] : 0);
+    for (int64_t x = 0; x < nd; x++) {
+      wk[x] = rdk[x] + (acc ? DK->r[x] : 0);
+      wv[x] = rdv[x] + (acc ? DV->r[x] : 0);
+    }
+    if (fused) {  // one buffer: each third from its own gradient (the rest untouched)
+      for (int64_t x = 0; x < nq; x++) {
+        int col = (int)(x % qs);
+        double start = acc ? dq.r[x] : 0;
+        wq[x] = col < D ? rdq[x] + start : col < 2 * D ? rdk[x] + start : rdv[x] + start;
+      }
+    }
+    int64_t f = flags | (acc ? 3 : 0);
+    dhx_slot qa[] = {P(dq), P(q), P(*K), P(*V), P(dout), P(lse), P(dsum), I(S), I(H), I(G),
+                     I(hs), I(qs), I(ks), I(f), F(scale)};
+    dhx_slot ka[] = {P(*DK), P(*DV), P(q), P(*K), P(*V), P(dout), P(lse), P(dsum), I(S), I(H),
+                     I(G), I(hs), I(qs), I(ks), I(f), F(scale)};
+    if (fused) {
+      run("attn_bwd_dq", fn_of(DHX_K_ATTN_BWD_DQ), qa, rows, (buf *[]){&dq}, 1);
+      run("attn_bwd_dkv", fn_of(DHX_K_ATTN_BWD_DKV), ka, (int64_t)B * G * S, (buf *[]){&dq}, 1);
+      snprintf(what, sizeof what, "attn_bwd d(qkv) fused%s", acc ? " accumulated" : "");
+      expect_close(what, &dq, wq, nq);
+    } else {
+      run("attn_bwd_dq", fn_of(DHX_K_ATTN_BWD_DQ), qa, rows, (buf *[]){&dq}, 1);
+      run("attn_bwd_dkv", fn_of(DHX_K_ATTN_BWD_DKV), ka, (int64_t)B * G * S,
+          (buf *[]){&dk, &dv}, 2);
+      snprintf(what, sizeof what, "attn_bwd dq G%d%s", G, acc ? " accumulated" : "");
+      expect_close(what, &dq, wq, nq);
+      snprintf(what, sizeof what, "attn_bwd dk G%d%s", G, acc ? " accumulated" : "");
+      expect_close(what, &dk, wk, nk);
+      snprintf(what, sizeof what, "attn_bwd dv G%d%s", G, acc ? " accumulated" : "");
+      expect_close(what, &dv, wv, nk);
+    }
+    free(wq), free(wk), free(wv);
+    bfree(&dq), bfree(&dk), bfree(&dv);
+  }
+  free(rout), free(rlse), free(rdq), free(rdk), free(rdv), free(rds), free(sc), free(dp);
+  bfree(&q), bfree(&kk), bfree(&v), bfree(&out), bfree(&lse), bfree(&dout), bfree(&dsum);
+}
+
 int main(int argc, char **argv) {
   CHECK(argc == 2 && (!strcmp(argv[1], "f32") || !strcmp(argv[1], "f64")),
         "usage: test_cg_reference f32|f64");
@@ -1058,6 +1182,11 @@ int main(int argc, char **argv) {
   test_rmsnorm(3, 130);
   test_rmsnorm(5, 3);  // (C = 1 is degenerate: the output is +-gamma and dx cancels to ~eps)
   test_rope(2, 7, 3, 8, 10000);
+  test_attention(2, 7, 3, 3, 5, true);
+  test_attention(1, 37, 2, 2, 40, true);
+  test_attention(2, 9, 4, 2, 6, false);
+  test_attention(1, 5, 6, 1, 3, false);
+  test_attention(1, 1, 1, 1, 1, false);
   test_rope(1, 3000, 2, 6, 500000);  // angles of thousands of radians
   test_permute(2, 7, 3, 5);
   test_permute(3, 1, 4, 9);

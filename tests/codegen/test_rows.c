@@ -32,6 +32,9 @@ static const struct {
     {DHX_K_DEQUANTIZE_REDUCE_QUANTIZE, true},
     {DHX_K_DEQUANTIZE, false},        {DHX_K_DEQUANTIZE_HADAMARD, false},
     {DHX_K_DEQUANTIZE_REDUCE_HADAMARD, false}, {DHX_K_HADAMARD32, false},
+    // Fused attention: a row per query (or key) and head, its dot products warp sums.
+    {DHX_K_ATTN_FWD, true},           {DHX_K_ATTN_BWD_DOT, true},
+    {DHX_K_ATTN_BWD_DQ, true},        {DHX_K_ATTN_BWD_DKV, true},
 };
 
 // -1: not a row kind; else whether it reduces.

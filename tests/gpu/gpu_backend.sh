@@ -105,6 +105,19 @@ case $1 in
           | grep -v '"max_rel":0.000e+00'
         [ "$(grep -c '"program":"MICRO","name":"gemm ' <<< "$rows")" -ge 5 ]
         grep -q '"program":"STEP","name":"adamw_f32".*"result":"ok"' <<< "$rows"
+        # A GPU cluster's plan, whose attention is the fused kernels (a warp per row): every
+        # one of them runs on the device too.
+        sed -e 's/^use std\.gpt$/&\nuse std.clusters/' \
+            -e 's|^cluster = cpu(.*)|cluster = hgx_h200(per_node: 1)|' "$SAMPLES/tiny.dhx" > gpu.dhx
+        "$DHXC" gpu.dhx -o gpu --set train.steps=2 --set train.warmup=0 --set train.precision=f32 \
+          --set schedule.parallel.dp=1 --set train.micro_batch=2 --set train.global_batch=2 \
+          > /dev/null
+        DHX_EMULATED_KERNELS=$PWD/gpu/kernels.so "$KERNELS_GPU" gpu --tol 1e-6 > out.txt 2>&1 || rc=$?
+        [ "$rc" -eq 0 ] && grep -q '^kernels_gpu: 0 mismatches, 0 errors$' out.txt
+        for k in attn_fwd attn_bwd_dot attn_bwd_dq attn_bwd_dkv; do
+          grep -q "\"program\":\"MICRO\",\"name\":\"${k}_f32\".*\"result\":\"ok\"" out.txt \
+            || { echo "no $k on the device"; exit 1; }
+        done
         # What the backend does not run yet is named, not failed: only ops without a kernel.
         ! grep '"result":"not_run"' <<< "$rows" | grep -E '"name":"(zero|gemm |[a-z_0-9]+_f32")'
         ;;
