@@ -209,15 +209,21 @@ static void mod_indices(kb *k, const dhx_kernel_spec *s, LLVMValueRef idx, LLVMV
         mi[m++] = LLVMBuildURem(k->b, idx, kb_i64c(k, s->ew.in_mod[j]), "");
 }
 
+// body(idx), with the broadcast inputs' indices idx % m.
+static void call_at(kb *k, const dhx_kernel_spec *s, LLVMValueRef body, LLVMValueRef *vals,
+                    int n, LLVMValueRef idx) {
+  LLVMValueRef mi[DHX_EW_MAX_IO];
+  mod_indices(k, s, idx, mi);
+  call_body(k, body, vals, n, idx, mi, dhx_kernel_nmod(s));
+}
+
 // for (q = first; q < hi; q += step) body(q · scale)
 static void grid_stride(kb *k, const dhx_kernel_spec *s, LLVMValueRef body, LLVMValueRef *vals,
                         int n, LLVMValueRef first, LLVMValueRef step, LLVMValueRef hi,
                         unsigned scale) {
   kb_loop L;
   LLVMValueRef q = kb_loop_begin(k, &L, first, hi, "grid");
-  LLVMValueRef idx = scale > 1 ? kb_imul(k, q, kb_i64c(k, scale)) : q, mi[DHX_EW_MAX_IO];
-  mod_indices(k, s, idx, mi);
-  call_body(k, body, vals, n, idx, mi, dhx_kernel_nmod(s));
+  call_at(k, s, body, vals, n, scale > 1 ? kb_imul(k, q, kb_i64c(k, scale)) : q);
   kb_loop_end_at(k, &L, kb_iadd(k, q, step), false);
 }
 
@@ -251,9 +257,7 @@ static void thread_work(kb *k, const dhx_kernel_spec *s, LLVMValueRef body, LLVM
   LLVMValueRef rest = kb_iadd(k, kb_imul(k, groups, kb_i64c(k, DHX_PLAN_WIDE)), t);
   kb_if tail;
   kb_if_begin(k, &tail, kb_ilt(k, rest, count));
-  LLVMValueRef mi[DHX_EW_MAX_IO];
-  mod_indices(k, s, rest, mi);
-  call_body(k, body, vals, n, rest, mi, dhx_kernel_nmod(s));
+  call_at(k, s, body, vals, n, rest);
   kb_if_end(k, &tail);
   kb_if_else(k, &path);
   grid_stride(k, s, body, vals, n, t, stride, count, 1);

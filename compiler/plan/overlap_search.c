@@ -545,11 +545,13 @@ static void apply(dhx_oplist *l, inserts *in, int64_t **key) {
       if (n != i) ops[n] = ops[i];
     }
     // Inserts at position i go before op i: placed after it here, walking backwards. A RECORD
-    // at i takes the key of op i - 1, which is still in place (n > i - 1 until i is reached).
+    // takes the key of op i - 1 (still in place: nothing is written below n > i - 1), a WAIT
+    // that of op i (just placed at n).
+    int64_t before = keys && i > 0 ? keys[i - 1] : 0, after = keys && i < l->n ? keys[n] : before;
     for (; k >= 0 && in->v[k].at == i; k--) {
       const insert *x = &in->v[k];
       n--;
-      if (keys) keys[n] = x->kind == DHX_L_RECORD && i > 0 ? keys[i - 1] : keys[n + 1 < total ? n + 1 : i - 1];
+      if (keys) keys[n] = x->kind == DHX_L_RECORD ? before : after;
       dhx_lop *op = &ops[n];
       *op = (dhx_lop){.kind = x->kind, .stream = x->stream, .comm = -1, .event = x->event,
                       .at = x->origin};
