@@ -187,6 +187,22 @@ void *dhx_rt_buffer(const dhx_rt *rt, int32_t id);
 int32_t dhx_rt_find(const dhx_rt *rt, dhx_buf_kind kind);
 // exec_cpu.c: the dhx_exec_fn of the CPU backend (ctx is the dhx_rt).
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
+// exec_cpu.c, for exec_bf16.c: a GEMM on f32 operands at a, b, c; a collective or transfer
+// of f32 elements at x (and y, its second buffer, where it has one); an argument's address.
+void dhx_cpu_gemm(dhx_rt *rt, const dhx_plan_gemm *g, const float *a, const float *b, float *c);
+void dhx_cpu_comm(dhx_rt *rt, const dhx_plan_instr *in, float *x, float *y);
+void *dhx_cpu_arg_ptr(const dhx_rt *rt, const dhx_plan_arg *a);
+// exec_bf16.c: the CPU backend's emulation of bf16 operands (mixed-precision plans). A GEMM
+// with a bf16 operand widens its operands to f32, multiplies in f32 and rounds a bf16 C once;
+// a bf16 collective or transfer widens, exchanges f32 and rounds the result once. The numbers
+// are what a GPU computes up to its summation order; the bytes the emulated network carries
+// are the f32 ones.
+bool dhx_cpu_gemm_is_bf16(const dhx_plan_rank *rank, const dhx_plan_instr *in);
+void dhx_cpu_gemm_bf16(dhx_rt *rt, const dhx_plan_instr *in);
+void dhx_cpu_comm_bf16(dhx_rt *rt, const dhx_plan_instr *in);
+// bf16 ⇄ f32 (round to nearest even; NaN stays a quiet NaN), as the generated kernels convert.
+void dhx_bf16_widen(const uint16_t *in, float *out, int64_t n);
+void dhx_bf16_narrow(const float *in, uint16_t *out, int64_t n);
 // exec_cpu.c: GRAD_NORM's norm and clip scale (plan.h) from `count` partial sums of squares,
 // as the CPU backend computes them (the plan's grad_norm kernel computes the same on a GPU).
 void dhx_grad_norm_of(const float *partials, int64_t count, double max_norm, double *norm,

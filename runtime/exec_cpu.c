@@ -93,10 +93,8 @@ static void gemm_block(void *ctx, int64_t begin, int64_t end) {
           j->c + begin * g->ldc);
 }
 
-static void exec_gemm(dhx_rt *rt, const dhx_plan_instr *in) {
-  const dhx_plan_gemm *g = &in->gemm;
-  gemm_job job = {g, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]), arg_ptr(rt, &in->args[2]),
-                  false};
+void dhx_cpu_gemm(dhx_rt *rt, const dhx_plan_gemm *g, const float *a, const float *b, float *c) {
+  gemm_job job = {g, a, b, c, false};
   int64_t batches = g->batch[0] * g->batch[1];
   if (batches > 1) {
     dhx_pool_for(rt->pool, batches, 1, gemm_batches, &job);
@@ -147,6 +145,26 @@ static void exec_grad_norm(dhx_rt *rt, const dhx_plan_instr *in) {
   *(float *)arg_ptr(rt, &in->args[1]) = (float)norm;
 }
 
+void dhx_cpu_comm(dhx_rt *rt, const dhx_plan_instr *in, float *x, float *y) {
+  dhx_comms *cs = rt->comms;
+  int comm = dhx_rank_comm(rt->rank, in->comm), stream = (int)in->stream;
+  switch ((dhx_op)in->op) {
+    case DHX_OP_ALLREDUCE: dhx_allreduce_sum(cs, comm, stream, x, in->args[1].i); break;
+    case DHX_OP_REDUCE_SCATTER: dhx_reduce_scatter_sum(cs, comm, stream, x, y, in->args[2].i); break;
+    case DHX_OP_ALL_GATHER: dhx_all_gather(cs, comm, stream, x, y, in->args[2].i); break;
+    case DHX_OP_ALL_TO_ALL: dhx_all_to_all(cs, comm, stream, x, y, in->args[2].i); break;
+    case DHX_OP_SEND:
+      dhx_send(cs, comm, stream, x, in->args[1].i, (int)in->args[2].i, (int)in->args[3].i);
+      break;
+    case DHX_OP_RECV:
+      dhx_recv(cs, comm, stream, x, in->args[1].i, (int)in->args[2].i, (int)in->args[3].i);
+      break;
+    default: break;
+  }
+}
+
+void *dhx_cpu_arg_ptr(const dhx_rt *rt, const dhx_plan_arg *a) { return arg_ptr(rt, a); }
+
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
   dhx_rt *rt = ctx;
   // After a non-finite gradient norm only the norm itself is still computed (every rank sees
@@ -155,31 +173,21 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
   if (dhx_op_on_comm(in->op)) dhx_comms_count_as(dhx_wire_kind_of(rt->plan, rt->rank, in));
   switch ((dhx_op)in->op) {
     case DHX_OP_KERNEL: exec_kernel(rt, in); break;
-    case DHX_OP_GEMM: exec_gemm(rt, in); break;
+    case DHX_OP_GEMM:
+      if (dhx_cpu_gemm_is_bf16(rt->rank, in)) dhx_cpu_gemm_bf16(rt, in);
+      else dhx_cpu_gemm(rt, &in->gemm, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]),
+                        arg_ptr(rt, &in->args[2]));
+      break;
     case DHX_OP_ZERO: exec_zero(rt, in); break;
     case DHX_OP_ALLREDUCE:
-      dhx_allreduce_sum(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
-                        in->args[1].i);
-      break;
     case DHX_OP_REDUCE_SCATTER:
-      dhx_reduce_scatter_sum(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
-                             arg_ptr(rt, &in->args[1]), in->args[2].i);
-      break;
     case DHX_OP_ALL_GATHER:
-      dhx_all_gather(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
-                     arg_ptr(rt, &in->args[1]), in->args[2].i);
-      break;
     case DHX_OP_ALL_TO_ALL:
-      dhx_all_to_all(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]),
-                     arg_ptr(rt, &in->args[1]), in->args[2].i);
-      break;
     case DHX_OP_SEND:
-      dhx_send(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
-               (int)in->args[2].i, (int)in->args[3].i);
-      break;
     case DHX_OP_RECV:
-      dhx_recv(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream, arg_ptr(rt, &in->args[0]), in->args[1].i,
-               (int)in->args[2].i, (int)in->args[3].i);
+      if (in->dtype == DHX_BF16) dhx_cpu_comm_bf16(rt, in);
+      else dhx_cpu_comm(rt, in, arg_ptr(rt, &in->args[0]),
+                        in->nargs > 1 && in->args[1].kind == DHX_ARG_BUF ? arg_ptr(rt, &in->args[1]) : NULL);
       break;
     case DHX_OP_GRAD_NORM: exec_grad_norm(rt, in); break;
     case DHX_OP_LOAD_BATCH:

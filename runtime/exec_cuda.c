@@ -24,6 +24,7 @@
 #define WORKSPACE_BYTES (32u << 20)  // cuBLASLt's scratch for its faster algorithms
 #define CUBLAS_COMPUTE_32F 68
 #define CUDA_R_32F 0
+#define CUDA_R_16BF 14
 #define CUBLAS_OP_N 0
 #define CUBLAS_OP_T 1
 #define DESC_TRANSA 3
@@ -309,12 +310,21 @@ void dhx_cuda_close(dhx_cuda *c) {
 
 // ---- instructions ------------------------------------------------------------------------------
 
-// A row-major rows × cols matrix with row stride ld, as cuBLASLt's column-major layout (cols ×
-// rows, the same ld), batched `batch` times `stride` elements apart.
-static cublasStatus_t layout(dhx_cuda *c, cublasLtMatrixLayout_t *l, int64_t rows, int64_t cols,
-                             int64_t ld, int64_t batch, int64_t stride) {
-  cublasStatus_t r = c->lt.cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)cols,
-                                                      (uint64_t)rows, ld);
+// The cuBLASLt type of GEMM operand j (its buffer's: f32, or bf16 in mixed precision, where
+// the product still accumulates in f32, CUBLAS_COMPUTE_32F) and its element size.
+static int operand_type(const dhx_cuda *c, const dhx_plan_instr *in, int j) {
+  return c->rank->buffers[in->args[j].buf].dtype == DHX_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+static int64_t operand_bytes(const dhx_cuda *c, const dhx_plan_instr *in, int j) {
+  return operand_type(c, in, j) == CUDA_R_16BF ? 2 : 4;
+}
+
+// A row-major rows × cols matrix of `type` with row stride ld, as cuBLASLt's column-major
+// layout (cols × rows, the same ld), batched `batch` times `stride` elements apart.
+static cublasStatus_t layout(dhx_cuda *c, cublasLtMatrixLayout_t *l, int type, int64_t rows,
+                             int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+  cublasStatus_t r = c->lt.cublasLtMatrixLayoutCreate(l, type, (uint64_t)cols, (uint64_t)rows,
+                                                      ld);
   if (r != 0 || batch <= 1) return r;
   int32_t count = (int32_t)batch;
   r = c->lt.cublasLtMatrixLayoutSetAttribute(*l, LAYOUT_BATCH_COUNT, &count, sizeof count);
@@ -357,12 +367,14 @@ static gemm_desc *gemm_desc_make(dhx_cuda *c, const dhx_plan_instr *in, char *er
   LT(cublasLtMatmulDescCreate(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   LT(cublasLtMatmulDescSetAttribute(d->op, DESC_TRANSA, &ta, sizeof ta));
   LT(cublasLtMatmulDescSetAttribute(d->op, DESC_TRANSB, &tb, sizeof tb));
-  if (!lt_ok(c, layout(c, &d->la, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb,
-                       g->batch[1], g->stride_b[1]), "the layout of B", err, errlen) ||
-      !lt_ok(c, layout(c, &d->lb, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda,
-                       g->batch[1], g->stride_a[1]), "the layout of A", err, errlen) ||
-      !lt_ok(c, layout(c, &d->lc, g->m, g->n, g->ldc, g->batch[1], g->stride_c[1]),
-             "the layout of C", err, errlen))
+  if (!lt_ok(c, layout(c, &d->la, operand_type(c, in, 1), g->trans_b ? g->n : g->k,
+                       g->trans_b ? g->k : g->n, g->ldb, g->batch[1], g->stride_b[1]),
+             "the layout of B", err, errlen) ||
+      !lt_ok(c, layout(c, &d->lb, operand_type(c, in, 0), g->trans_a ? g->k : g->m,
+                       g->trans_a ? g->m : g->k, g->lda, g->batch[1], g->stride_a[1]),
+             "the layout of A", err, errlen) ||
+      !lt_ok(c, layout(c, &d->lc, operand_type(c, in, 2), g->m, g->n, g->ldc, g->batch[1],
+                       g->stride_c[1]), "the layout of C", err, errlen))
     goto done;
   LT(cublasLtMatmulPreferenceCreate(&pref));
   LT(cublasLtMatmulPreferenceSetAttribute(pref, PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
@@ -403,11 +415,11 @@ static bool gemm(dhx_cuda *c, const dhx_plan_instr *in, CUstream s, char *err, s
   float alpha = (float)g->alpha, beta = (float)g->beta;
   for (int64_t b = 0; b < g->batch[0]; b++) {  // the outer batch level, one call each
     CUdeviceptr a = device_address(c->rank, c->arena, &in->args[0]) +
-                    (CUdeviceptr)(b * g->stride_a[0] * 4);
+                    (CUdeviceptr)(b * g->stride_a[0] * operand_bytes(c, in, 0));
     CUdeviceptr bm = device_address(c->rank, c->arena, &in->args[1]) +
-                     (CUdeviceptr)(b * g->stride_b[0] * 4);
+                     (CUdeviceptr)(b * g->stride_b[0] * operand_bytes(c, in, 1));
     CUdeviceptr cm = device_address(c->rank, c->arena, &in->args[2]) +
-                     (CUdeviceptr)(b * g->stride_c[0] * 4);
+                     (CUdeviceptr)(b * g->stride_c[0] * operand_bytes(c, in, 2));
     LT(cublasLtMatmul(c->blas, d->op, &alpha, (const void *)(uintptr_t)bm, d->la,
                       (const void *)(uintptr_t)a, d->lb, &beta, (const void *)(uintptr_t)cm,
                       d->lc, (void *)(uintptr_t)cm, d->lc, d->algo,

@@ -12,7 +12,7 @@
 // deadlock; transfers one stream issues back to back still go in one NCCL group, so that two
 // members whose stream each sends and then receives on one communicator still meet.
 //
-// Every element is f32 today (nccl_type is the one place that maps the plan's element types).
+// Elements are f32 or bf16 (nccl_type is the one place that maps the plan's element types).
 #include "exec_nccl.h"
 
 #include <stdio.h>
@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define NCCL_FLOAT32 7      // ncclDataType_t ncclFloat32
+#define NCCL_BFLOAT16 9     // ncclDataType_t ncclBfloat16
 #define NCCL_SUM 0          // ncclRedOp_t ncclSum
 #define NCCL_IN_PROGRESS 7  // ncclResult_t ncclInProgress: not an error
 
@@ -181,6 +182,11 @@ bool dhx_nccl_check(dhx_nccl *n, char *err, size_t errlen) {
 
 // The NCCL type and size of a plan element type: the one place a new type (bf16) goes.
 static bool nccl_type(uint32_t dtype, int *type, size_t *bytes) {
+  if (dtype == DHX_BF16) {
+    *type = NCCL_BFLOAT16;
+    *bytes = 2;
+    return true;
+  }
   if (dtype != DHX_F32) return false;
   *type = NCCL_FLOAT32;
   *bytes = 4;

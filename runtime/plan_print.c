@@ -15,7 +15,8 @@
 #define NAME_OF(table, i) ((i) < sizeof(table) / sizeof(table[0]) && table[i] ? table[i] : "?")
 
 const char *dhx_dtype_name(uint32_t dtype) {
-  static const char *t[] = {[DHX_F32] = "f32", [DHX_I32] = "i32", [DHX_F64] = "f64"};
+  static const char *t[] = {[DHX_F32] = "f32", [DHX_I32] = "i32", [DHX_F64] = "f64",
+                            [DHX_BF16] = "bf16"};
   return NAME_OF(t, dtype);
 }
 
@@ -72,6 +73,7 @@ int64_t dhx_dtype_size(uint32_t dtype) {
     case DHX_F32: return 4;
     case DHX_I32: return 4;
     case DHX_F64: return 8;
+    case DHX_BF16: return 2;
   }
   return 0;
 }

@@ -117,8 +117,8 @@ static bool check_access(plan_check_ctx *v, uint32_t i, uint32_t a) {
   }
   CHECK(acc->form >= DHX_ACC_ELEMS && acc->form <= DHX_ACC_ROWS,
         "kernel %u '%s': pointer argument %u has unknown access form %u", i, k->name, a, acc->form);
-  CHECK(acc->elem_bytes == 4 || acc->elem_bytes == 8,
-        "kernel %u '%s': argument %u: element size %u (must be 4 or 8)", i, k->name, a,
+  CHECK(acc->elem_bytes == 2 || acc->elem_bytes == 4 || acc->elem_bytes == 8,
+        "kernel %u '%s': argument %u: element size %u (must be 2, 4 or 8)", i, k->name, a,
         acc->elem_bytes);
   CHECK((acc->flags & ~(DHX_ACC_WRITES | DHX_ACC_TOKEN_IDS)) == 0 &&
             !((acc->flags & DHX_ACC_TOKEN_IDS) && (acc->flags & DHX_ACC_WRITES)) &&

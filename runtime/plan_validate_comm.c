@@ -23,12 +23,13 @@ static bool moves_only(uint32_t op) {
          op == DHX_OP_RECV;
 }
 
-// The dtype (the runtime sums f32 only, and moves f32 or i32; f64 exists in the format for
-// later backends) and a communicator that exists and has this rank as a member.
+// The dtype (the runtime sums f32 and bf16, and moves those or i32; f64 exists in the format
+// for later backends) and a communicator that exists and has this rank as a member.
 static bool check_dtype_and_comm(plan_check_ctx *v, const dhx_plan_instr *in) {
-  CHECK(in->dtype == DHX_F32 || (in->dtype == DHX_I32 && moves_only(in->op)),
-        "%s with dtype %s (%u): the runtime computes collectives and transfers on f32 only "
-        "(all-gathers, all-to-alls and transfers may move i32)", dhx_op_name(in->op),
+  CHECK(in->dtype == DHX_F32 || in->dtype == DHX_BF16 ||
+            (in->dtype == DHX_I32 && moves_only(in->op)),
+        "%s with dtype %s (%u): the runtime computes collectives and transfers on f32 and bf16 "
+        "only (all-gathers, all-to-alls and transfers may move i32)", dhx_op_name(in->op),
         dhx_dtype_name(in->dtype), in->dtype);
   CHECK(in->comm >= 0 && (uint32_t)in->comm < v->p->ncomms, "communicator %d does not exist "
         "(the plan has %u)", in->comm, v->p->ncomms);

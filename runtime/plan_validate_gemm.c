@@ -1,5 +1,7 @@
-// plan_validate_gemm.c — a GEMM instruction: every operand's extent over all batches inside
-// its f32 buffer, and batches that write disjoint parts of C (they run in parallel).
+// plan_validate_gemm.c — a GEMM instruction: operand types a backend computes (f32, or bf16
+// A and B with a bf16 or f32 C: cuBLASLt's mixed-precision forms, f32 arithmetic), every
+// operand's extent over all batches inside its buffer, and batches that write disjoint parts
+// of C (they run in parallel).
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -28,15 +30,16 @@ static bool check_gemm_operand(plan_check_ctx *v, const dhx_plan_instr *in, int 
   const dhx_plan_gemm *g = &in->gemm;
   const dhx_plan_arg *a = &in->args[which];
   const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[a->buf];
-  CHECK(b->dtype == DHX_F32, "GEMM operand %c: buffer '%s' is %s (must be f32)", names[which],
-        b->name, dhx_dtype_name(b->dtype));
+  CHECK(b->dtype == DHX_F32 || b->dtype == DHX_BF16, "GEMM operand %c: buffer '%s' is %s (must "
+        "be f32 or bf16)", names[which], b->name, dhx_dtype_name(b->dtype));
+  int64_t size = dhx_dtype_size(b->dtype);
   CHECK(ld >= cols && ld <= INT32_MAX, "GEMM operand %c: leading dimension %" PRId64
         " is smaller than its row length %" PRId64, names[which], ld, cols);
   for (int l = 0; l < 2; l++)
     CHECK(stride[l] >= 0, "GEMM operand %c: negative batch stride %" PRId64, names[which], stride[l]);
   int64_t last, need;
   bool ok = last_element(rows, cols, ld, g->batch, stride, &last) &&
-            !__builtin_mul_overflow(last + 1, (int64_t)4, &need) &&
+            !__builtin_mul_overflow(last + 1, size, &need) &&
             !__builtin_add_overflow(need, a->i, &need);
   CHECK(ok, "GEMM operand %c: extent overflows: %" PRId64 "x%" PRId64 " (ld %" PRId64 "), batch %"
         PRId64 " x stride %" PRId64 ", batch %" PRId64 " x stride %" PRId64 " in buffer '%s'",
@@ -92,6 +95,12 @@ bool plan_check_gemm(plan_check_ctx *v, const dhx_plan_instr *in) {
             g->batch[1] <= INT32_MAX,
         "GEMM batch counts %" PRId64 "x%" PRId64 " must be positive", g->batch[0], g->batch[1]);
   CHECK(isfinite(g->alpha) && isfinite(g->beta), "GEMM alpha and beta must be finite");
+  const dhx_plan_buffer *bufs = v->p->ranks[v->rank].buffers;
+  uint32_t ta = bufs[in->args[0].buf].dtype, tb = bufs[in->args[1].buf].dtype;
+  uint32_t tc = bufs[in->args[2].buf].dtype;
+  CHECK(ta == tb && (ta == DHX_BF16 || tc == ta), "GEMM operand types %s x %s -> %s: A and B "
+        "must have one type, and f32 A and B an f32 C", dhx_dtype_name(ta), dhx_dtype_name(tb),
+        dhx_dtype_name(tc));
   // Stored shapes: op(A) is m×k, so A is k×m when transposed; likewise B.
   return check_gemm_operand(v, in, 0, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda,
                             g->stride_a) &&

@@ -125,6 +125,11 @@ static bool check_kernel_access(plan_check_ctx *v, const dhx_plan_instr *in,
   CHECK(a->i % acc->elem_bytes == 0, "kernel '%s' argument %u: byte offset %" PRId64 " in "
         "buffer '%s' is not a multiple of the kernel's %u-byte elements", k->name, j, a->i,
         b->name, acc->elem_bytes);
+  // 2-byte elements are bf16 and only bf16 buffers hold them: the kernel would read any other
+  // buffer's bytes as the wrong numbers.
+  CHECK((acc->elem_bytes == 2) == (b->dtype == DHX_BF16), "kernel '%s' argument %u: the kernel "
+        "reads %s elements, buffer '%s' is %s", k->name, j, acc->elem_bytes == 2 ? "bf16" :
+        "4- or 8-byte", b->name, dhx_dtype_name(b->dtype));
   CHECK(bytes <= b->nbytes - a->i, "kernel '%s' argument %u: index space n = %" PRId64
         " reaches %" PRId64 " elements (%" PRId64 " bytes) from byte %" PRId64 ", past the end "
         "of buffer '%s' (%" PRId64 " bytes)", k->name, j, in->n, elems, bytes, a->i, b->name,

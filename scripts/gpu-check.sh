@@ -17,9 +17,10 @@
 # The checks (each PASS, FAIL or SKIP with its figures in the summary):
 #   device      name, driver, memory; dhxrun --version (the libraries it loads)
 #   kernels     bench/kernels_gpu on the tiny GPT: every kernel's output against the CPU
-#               backend's (fp32: 1e-5 relative); on GPT-2 124M (--time): each kernel's GB/s
-#               against the device's measured copy bandwidth
+#               backend's (fp32: 1e-5 relative; the bf16 plan: 1e-2); on GPT-2 124M (--time):
+#               each kernel's GB/s against the device's measured copy bandwidth
 #   losses      the tiny GPT, STEPS steps (50): per-step losses within 1e-4 of the CPU backend
+#               (fp32), and in bf16 mixed precision within 2% of the CPU backend's fp32 losses
 #   resume      a checkpoint written on the GPU resumes to the uninterrupted losses, bitwise
 #   strands     paired strands on the GPU give the unpaired losses, bitwise
 #   gpt2        GPT-2 124M (samples/gpu/gpt2_124m.dhx), GPT2_STEPS steps (20): tokens/s and
@@ -85,6 +86,7 @@ prepare() {
     --set train.checkpoint_every=$(( ${STEPS:-50} / 2 )) > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_paired" --set schedule.strands.pair=on > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_2steps" --set train.steps=2 > /dev/null &&
+  "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_bf16" --set train.precision=bf16 > /dev/null &&
   "$bin/dhxc" "$root/samples/gpu/gpt2_124m.dhx" --set train.steps="${GPT2_STEPS:-20}" \
     -o "$dir/plans/gpt2" > /dev/null || return 1
   tar -cJf "$dir.tar.xz" -C "$(dirname "$dir")" "$(basename "$dir")"
@@ -151,13 +153,15 @@ run_checks() {
 
   # kernels: parity on the tiny GPT (plain, and paired: several streams and LOAD_BATCH),
   # bandwidth on GPT-2 124M
-  local plan rows worst
-  for plan in tiny tiny_paired; do
-    if DHX_EMULATED_KERNELS=$plans/$plan/kernels.so "$bin/kernels_gpu" "$plans/$plan" \
+  local plan rows worst tol
+  for plan in tiny tiny_paired tiny_bf16; do
+    tol=1e-5
+    [ "$plan" = tiny_bf16 ] && tol=1e-2
+    if DHX_EMULATED_KERNELS=$plans/$plan/kernels.so "$bin/kernels_gpu" "$plans/$plan" --tol $tol \
          > "$work/kernels_$plan.txt" 2>&1; then
       rows=$(grep -c '^{"kernels_gpu":"parity"' "$work/kernels_$plan.txt")
       worst=$(grep -o '"max_rel":[0-9.e+-]*' "$work/kernels_$plan.txt" | cut -d: -f2 | sort -g | tail -1)
-      summary_line "kernels ($plan)" PASS "$rows kernels and GEMM shapes of BEGIN, MICRO, STEP and EVAL within 1e-5 of the CPU backend (worst $worst)"
+      summary_line "kernels ($plan)" PASS "$rows kernels and GEMM shapes of BEGIN, MICRO, STEP and EVAL within $tol of the CPU backend (worst $worst)"
     else
       summary_line "kernels ($plan)" FAIL "kernels_$plan.txt: $(grep -m1 -E 'MISMATCH|ERROR|error' "$work/kernels_$plan.txt")"
     fi
@@ -177,6 +181,15 @@ run_checks() {
     summary_line losses PASS "final loss CPU $(json_field "$work/cpu.jsonl" final_loss), GPU $(json_field "$work/gpu.jsonl" final_loss)"
   else
     summary_line losses FAIL "$(tail -2 "$work/losses.txt" 2>/dev/null | tr '\n' ' ')"
+  fi
+
+  # losses in bf16 mixed precision: the device's bf16 run against the CPU backend's fp32 one
+  if gpu tiny_bf16 --metrics "$work/gpu_bf16.jsonl" &&
+     "$bin/metrics_check" same "$work/cpu.jsonl" "$work/gpu_bf16.jsonl" 2e-2 \
+       > "$work/losses_bf16.txt" 2>&1; then
+    summary_line "losses (bf16)" PASS "final loss CPU fp32 $(json_field "$work/cpu.jsonl" final_loss), GPU bf16 $(json_field "$work/gpu_bf16.jsonl" final_loss)"
+  else
+    summary_line "losses (bf16)" FAIL "$(tail -2 "$work/losses_bf16.txt" 2>/dev/null | tr '\n' ' ')"
   fi
 
   # resume: bitwise on the device, from the checkpoint half-way

@@ -111,7 +111,8 @@ static int written_regions(const dhx_plan *plan, const dhx_plan_rank *rank,
     const dhx_plan_gemm *g = &in->gemm;
     int64_t last = (g->batch[0] - 1) * g->stride_c[0] + (g->batch[1] - 1) * g->stride_c[1] +
                    (g->m - 1) * g->ldc + g->n;
-    out[0] = arg_region(rank, &in->args[2], last * 4);
+    out[0] = arg_region(rank, &in->args[2],
+                        last * dhx_dtype_size(rank->buffers[in->args[2].buf].dtype));
     return 1;
   }
   if (in->op == DHX_OP_ZERO) {
@@ -140,6 +141,14 @@ static double element(const uint8_t *p, uint32_t dtype, int64_t i) {
     memcpy(&v, p + i * 4, 4);
     return v;
   }
+  if (dtype == DHX_BF16) {
+    uint16_t h;
+    memcpy(&h, p + i * 2, 2);
+    uint32_t u = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+  }
   float v;
   memcpy(&v, p + i * 4, 4);
   return v;
@@ -150,7 +159,7 @@ static double element(const uint8_t *p, uint32_t dtype, int64_t i) {
 // one side is not finite, or both are but differ).
 static void compare(const uint8_t *before, const uint8_t *cpu, const uint8_t *gpu, int64_t bytes,
                     uint32_t dtype, diff *d) {
-  int64_t size = dtype == DHX_F64 ? 8 : 4;
+  int64_t size = dhx_dtype_size(dtype);
   for (int64_t i = 0; i < bytes / size; i++) {
     bool same = memcmp(cpu + i * size, gpu + i * size, (size_t)size) == 0;
     if (same && memcmp(cpu + i * size, before + i * size, (size_t)size) == 0) continue;

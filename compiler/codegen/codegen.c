@@ -49,6 +49,7 @@ int dhx_codegen_add(dhx_codegen *cg, const dhx_kernel_spec *spec) {
   memset(&k, 0, sizeof k);
   k.spec.kind = spec->kind;
   k.spec.type = spec->type;
+  k.spec.bf16 = spec->bf16;  // in the name's suffix, so equal names have equal masks
   if (spec->kind == DHX_K_ELTWISE) k.spec.ew = spec->ew;  // other kinds: ew stays zeroed
   if (!dhx_kernel_name(&k.spec, k.name, sizeof k.name)) {
     dhx_cg_fail(cg->error, sizeof cg->error, "kernel name too long");

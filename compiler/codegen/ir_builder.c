@@ -183,21 +183,81 @@ static void store_as(kb *k, LLVMValueRef v, LLVMTypeRef elem, unsigned align, LL
 }
 
 
-static unsigned valign(const kb *k) {
-  return k->lanes > 1 && k->vec_aligned ? fsize(k) * k->lanes : fsize(k);
+static unsigned valign(const kb *k, unsigned size) {
+  return k->lanes > 1 && k->vec_aligned ? size * k->lanes : size;
+}
+
+static bool is_bf16(const kb *k, LLVMValueRef ptr) {
+  for (int i = 0; i < k->nbf16; i++)
+    if (k->bf16_ptr[i] == ptr) return true;
+  return false;
+}
+
+// An integer type of `bits`, as wide as a value of `like` (a scalar or a vector).
+static LLVMTypeRef int_like(kb *k, LLVMTypeRef like, unsigned bits) {
+  LLVMTypeRef it = LLVMIntTypeInContext(k->ctx, bits);
+  return LLVMGetTypeKind(like) == LLVMVectorTypeKind ? LLVMVectorType(it, LLVMGetVectorSize(like))
+                                                     : it;
+}
+
+LLVMValueRef kb_from_bf16(kb *k, LLVMValueRef bits) {
+  LLVMTypeRef ty = LLVMTypeOf(bits);
+  LLVMTypeRef i32t = int_like(k, ty, 32);
+  LLVMValueRef wide = LLVMBuildShl(k->b, LLVMBuildZExt(k->b, bits, i32t, ""), kb_ci(i32t, 16), "");
+  LLVMTypeRef ft = LLVMGetTypeKind(ty) == LLVMVectorTypeKind
+                       ? LLVMVectorType(LLVMFloatTypeInContext(k->ctx), LLVMGetVectorSize(ty))
+                       : LLVMFloatTypeInContext(k->ctx);
+  return LLVMBuildBitCast(k->b, wide, ft, "");
+}
+
+// Round to nearest even by adding 0x7fff plus the kept part's lowest bit; an overflow carries
+// into the exponent (to infinity, as it should). NaN would carry into garbage, so it takes its
+// top half with the quiet bit set instead.
+LLVMValueRef kb_to_bf16(kb *k, LLVMValueRef v) {
+  LLVMTypeRef ty = LLVMTypeOf(v), i32t = int_like(k, ty, 32);
+  LLVMValueRef bits = LLVMBuildBitCast(k->b, v, i32t, "");
+  LLVMValueRef top = LLVMBuildLShr(k->b, bits, kb_ci(i32t, 16), "");
+  LLVMValueRef odd = LLVMBuildAnd(k->b, top, kb_ci(i32t, 1), "");
+  LLVMValueRef sum = LLVMBuildAdd(k->b, LLVMBuildAdd(k->b, bits, kb_ci(i32t, 0x7fff), ""), odd, "");
+  LLVMValueRef rounded = LLVMBuildLShr(k->b, sum, kb_ci(i32t, 16), "");
+  LLVMValueRef quiet = LLVMBuildOr(k->b, top, kb_ci(i32t, 0x40), "");
+  LLVMValueRef nan = LLVMBuildFCmp(k->b, LLVMRealUNO, v, v, "");
+  return LLVMBuildTrunc(k->b, LLVMBuildSelect(k->b, nan, quiet, rounded, ""), int_like(k, ty, 16), "");
+}
+
+// A floating load of `ty` (k->vt or k->f) through ptr: of bf16 elements when ptr is one.
+static LLVMValueRef load_f(kb *k, LLVMTypeRef ty, LLVMValueRef ptr, LLVMValueRef index) {
+  if (!is_bf16(k, ptr)) return load_as(k, ty, k->f, valign(k, fsize(k)), ptr, index);
+  LLVMTypeRef i16t = LLVMInt16TypeInContext(k->ctx);
+  return kb_from_bf16(k, load_as(k, int_like(k, ty, 16), i16t, valign(k, 2), ptr, index));
+}
+
+static void store_f(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
+  if (!is_bf16(k, ptr)) {
+    store_as(k, v, k->f, valign(k, fsize(k)), ptr, index);
+    return;
+  }
+  store_as(k, kb_to_bf16(k, v), LLVMInt16TypeInContext(k->ctx), valign(k, 2), ptr, index);
 }
 
 LLVMValueRef kb_load(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
-  return load_as(k, k->vt, k->f, valign(k), ptr, index);
+  return load_f(k, k->vt, ptr, index);
 }
 void kb_store(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
-  store_as(k, v, k->f, valign(k), ptr, index);
+  store_f(k, v, ptr, index);
 }
 LLVMValueRef kb_load_s(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
-  return load_as(k, k->f, k->f, fsize(k), ptr, index);
+  unsigned lanes = k->lanes;
+  k->lanes = 1;  // valign of a scalar
+  LLVMValueRef v = load_f(k, k->f, ptr, index);
+  k->lanes = lanes;
+  return v;
 }
 void kb_store_s(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
-  store_as(k, v, k->f, fsize(k), ptr, index);
+  unsigned lanes = k->lanes;
+  k->lanes = 1;
+  store_f(k, v, ptr, index);
+  k->lanes = lanes;
 }
 LLVMValueRef kb_load_i32(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
   return LLVMBuildSExt(k->b, load_as(k, k->i32, k->i32, 4, ptr, index), k->i64, "");

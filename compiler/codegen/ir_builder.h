@@ -37,6 +37,11 @@ typedef struct kb {
   // (i64, set by the body's entry block) is this thread's place in it.
   unsigned row_threads;
   LLVMValueRef lane;
+  // Mixed precision: the body's pointer parameters stored as bf16 (dhx_kernel_spec.bf16).
+  // kb_load and kb_store widen and round through them; the bodies never derive pointers, so
+  // a parameter's value identifies it.
+  LLVMValueRef bf16_ptr[DHX_MAX_ARGS];
+  int nbf16;
   LLVMValueRef fn;  // the function being built
   LLVMMetadataRef access_group;  // distinct !{} shared by all kernel memory accesses
   unsigned md_access_group, md_loop;
@@ -85,6 +90,8 @@ LLVMValueRef kb_intrinsic(kb *k, const char *name, LLVMTypeRef *over, unsigned n
                           LLVMValueRef *args, unsigned nargs);
 
 // ---- memory: ptr[index] with an inbounds GEP; every access carries the access group ----
+// Floating loads and stores through a bf16 parameter (k->bf16_ptr) read bf16 and widen it
+// exactly, or round to bf16 (nearest even; NaN stays a quiet NaN of the same sign) and store.
 LLVMValueRef kb_gep(kb *k, LLVMTypeRef elem, LLVMValueRef ptr, LLVMValueRef index);
 LLVMValueRef kb_load(kb *k, LLVMValueRef ptr, LLVMValueRef index);   // k->vt at element index
 void kb_store(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);
@@ -92,6 +99,10 @@ LLVMValueRef kb_load_s(kb *k, LLVMValueRef ptr, LLVMValueRef index);   // one k-
 void kb_store_s(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);
 LLVMValueRef kb_load_i32(kb *k, LLVMValueRef ptr, LLVMValueRef index);  // sign-extended to i64
 void kb_store_i32(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index);  // v is an i32
+// f32 → bf16 bits (an i16, or a vector of them) and back: plain integer IR, the same bits on
+// every target.
+LLVMValueRef kb_to_bf16(kb *k, LLVMValueRef v);
+LLVMValueRef kb_from_bf16(kb *k, LLVMValueRef bits);
 // out[index] = v, or out[index] += v when `acc` (an i1) is true: a branch, so the
 // overwriting path never reads out.
 void kb_store_acc(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index, LLVMValueRef acc);

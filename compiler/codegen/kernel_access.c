@@ -145,9 +145,11 @@ void dhx_kernel_access(const dhx_kernel_spec *spec, dhx_plan_access access[DHX_M
   if (spec->kind == DHX_K_ELTWISE) eltwise_access(&spec->ew, access);
   for (int i = 0; i < n; i++) {
     if (spec->kind != DHX_K_ELTWISE) access[i] = CATALOGUE[spec->kind][i];
-    // Element sizes follow the signature: i32 pointers ('q') 4 bytes, others the kernel's type.
+    // Element sizes follow the signature: i32 pointers ('q') 4 bytes, bf16 ones 2, others the
+    // kernel's type.
     if (codes[i] == 'p' || codes[i] == 'q')
       access[i].elem_bytes = codes[i] == 'q' || spec->type == DHX_KT_F32 ? 4 : 8;
+    if (spec->bf16 & (1u << i)) access[i].elem_bytes = 2;
   }
 }
 

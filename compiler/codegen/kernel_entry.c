@@ -75,7 +75,11 @@ LLVMValueRef dhx_build_body(kb *k, const dhx_kernel_spec *s, const char *name, u
   kb_row_setup(k, row_threads);
   LLVMValueRef args[MAX_PARAMS];
   for (int i = 0; i < n + 1 + nmod; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
+  k->nbf16 = 0;
+  for (int i = 0; i < n; i++)
+    if (s->bf16 & (1u << i)) k->bf16_ptr[k->nbf16++] = args[i];
   dhx_kdesc_of(s->kind)->emit(k, s, args, args[n], args + n + 1);
+  k->nbf16 = 0;
   LLVMBuildRetVoid(k->b);
   kb_set_lanes(k, 1);
   kb_row_setup(k, 1);
@@ -243,13 +247,17 @@ static void thread_work(kb *k, const dhx_kernel_spec *s, LLVMValueRef body, LLVM
     grid_stride(k, s, body, vals, n, t, stride, count, 1);
     return;
   }
+  // Each pointer's four elements aligned: 16 bytes for f32, 8 for bf16 (wide kernels are f32).
   uint32_t mask = dhx_kernel_wide_pointers(s);
   LLVMValueRef bits = kb_i64c(k, 0);
-  for (int i = 0; i < n; i++)
-    if (mask & (1u << i)) bits = LLVMBuildOr(k->b, bits, LLVMBuildPtrToInt(k->b, raw[i], k->i64, ""), "");
-  unsigned bytes = DHX_PLAN_WIDE * 4;  // wide kernels are f32
-  LLVMValueRef aligned = LLVMBuildICmp(k->b, LLVMIntEQ, LLVMBuildAnd(k->b, bits, kb_i64c(k, bytes - 1), ""),
-                                       kb_i64c(k, 0), "aligned");
+  for (int i = 0; i < n; i++) {
+    if (!(mask & (1u << i))) continue;
+    unsigned bytes = DHX_PLAN_WIDE * (s->bf16 & (1u << i) ? 2 : 4);
+    LLVMValueRef low = LLVMBuildAnd(k->b, LLVMBuildPtrToInt(k->b, raw[i], k->i64, ""),
+                                    kb_i64c(k, bytes - 1), "");
+    bits = LLVMBuildOr(k->b, bits, low, "");
+  }
+  LLVMValueRef aligned = LLVMBuildICmp(k->b, LLVMIntEQ, bits, kb_i64c(k, 0), "aligned");
   kb_if path;
   kb_if_begin(k, &path, aligned);
   LLVMValueRef groups = LLVMBuildSDiv(k->b, count, kb_i64c(k, DHX_PLAN_WIDE), "groups");

@@ -47,14 +47,24 @@ void dhx_emit_xent_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMVal
   kb_row_owner_end(k, &first);
 }
 
+// v - scale where element j is the row's one-hot target t (ok: t is in the row), else v.
+static LLVMValueRef one_hot(kb *k, LLVMValueRef v, LLVMValueRef j, LLVMValueRef t,
+                            LLVMValueRef ok, LLVMValueRef scale) {
+  LLVMValueRef hit = LLVMBuildAnd(k->b, ok, LLVMBuildICmp(k->b, LLVMIntEQ, j, t, ""), "");
+  return kb_select(k, hit, kb_sub(k, v, scale), v);
+}
+
 // (dlogits, logits, targets:i32, V, scale)
 //   dlogits[r,j] = scale * (softmax(logits[r,:])[j] - (j == targets[r]))
 // The exp values are stored into dlogits (which may be logits) and rescaled in a second
 // pass, so each element costs one exp; the one-hot term is a single scalar update after.
+// A bf16 dlogits must be stored once (each store rounds): the second pass computes the exp
+// again and folds the one-hot term in.
 void dhx_emit_xent_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
                        LLVMValueRef *mod_idx) {
-  (void)s, (void)mod_idx;
+  (void)mod_idx;
   LLVMValueRef dl = a[0], logits = a[1], targets = a[2], V = a[3], scale = a[4];
+  bool once = s->bf16 & 1u;
   LLVMValueRef base = kb_imul(k, r, V);
   LLVMValueRef zero = kb_i64c(k, 0);
   LLVMValueRef m = row_max(k, logits, base, V);
@@ -63,23 +73,29 @@ void dhx_emit_xent_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMVal
   LLVMValueRef j = kb_row_loop_begin(k, &L, zero, V, "exp");
   LLVMValueRef i = kb_iadd(k, base, j);
   LLVMValueRef e = kb_exp(k, kb_sub(k, kb_load(k, logits, i), m));
-  kb_store(k, e, dl, i);
+  if (!once) kb_store(k, e, dl, i);
   kb_set(k, sum, kb_radd(k, kb_get(k, sum), e));
   kb_row_loop_end(k, &L, true);
   LLVMValueRef f = kb_div(k, scale, kb_row_sum(k, kb_get(k, sum)));
+  LLVMValueRef t = kb_load_i32(k, targets, r), ok = target_valid(k, t, V);
   j = kb_row_loop_begin(k, &L, zero, V, "scale");
   i = kb_iadd(k, base, j);
-  kb_store(k, kb_mul(k, kb_load(k, dl, i), f), dl, i);
+  if (once) {
+    e = kb_exp(k, kb_sub(k, kb_load(k, logits, i), m));
+    kb_store(k, one_hot(k, kb_mul(k, e, f), j, t, ok, scale), dl, i);
+  } else {
+    kb_store(k, kb_mul(k, kb_load(k, dl, i), f), dl, i);
+  }
   kb_row_loop_end(k, &L, true);
-  LLVMValueRef t = kb_load_i32(k, targets, r);
-  kb_if ok;
-  kb_if_begin(k, &ok, target_valid(k, t, V));
+  if (once) return;
+  kb_if valid;
+  kb_if_begin(k, &valid, ok);
   kb_row_if owner;  // the lane that scaled element t
   kb_row_owner_begin(k, &owner, t);
   LLVMValueRef it = kb_iadd(k, base, t);
   kb_store_s(k, kb_sub(k, kb_load_s(k, dl, it), scale), dl, it);
   kb_row_owner_end(k, &owner);
-  kb_if_end(k, &ok);
+  kb_if_end(k, &valid);
 }
 
 // ---- vocabulary-parallel cross-entropy: this rank holds the logits of ids [lo, lo + V) ----
@@ -175,17 +191,20 @@ void dhx_emit_xent_vp_combine(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, 
 //   in this shard. One pass, each element read before it is written (dlogits may be logits).
 void dhx_emit_xent_vp_bwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValueRef r,
                           LLVMValueRef *mod_idx) {
-  (void)s, (void)mod_idx;
+  (void)mod_idx;
   LLVMValueRef dl = a[0], logits = a[1], lse = a[2], targets = a[3], V = a[4], lo = a[5];
   LLVMValueRef scale = a[6];
+  bool once = s->bf16 & 1u;  // a bf16 dlogits: the one-hot term in the one store
   LLVMValueRef base = kb_imul(k, r, V);
   LLVMValueRef l = kb_load_s(k, lse, r);
+  LLVMValueRef ok, jt = dhx_shard_row(k, kb_load_i32(k, targets, r), lo, V, &ok);
   kb_loop L;
   LLVMValueRef j = kb_row_loop_begin(k, &L, kb_i64c(k, 0), V, "grad");
   LLVMValueRef i = kb_iadd(k, base, j);
-  kb_store(k, kb_mul(k, scale, kb_exp(k, kb_sub(k, kb_load(k, logits, i), l))), dl, i);
+  LLVMValueRef v = kb_mul(k, scale, kb_exp(k, kb_sub(k, kb_load(k, logits, i), l)));
+  kb_store(k, once ? one_hot(k, v, j, jt, ok, scale) : v, dl, i);
   kb_row_loop_end(k, &L, true);
-  LLVMValueRef ok, jt = dhx_shard_row(k, kb_load_i32(k, targets, r), lo, V, &ok);
+  if (once) return;
   kb_if mine;
   kb_if_begin(k, &mine, ok);
   kb_row_if owner;  // the lane that wrote element jt

@@ -169,14 +169,54 @@ static bool ew_valid(const dhx_ew_spec *e, char *err, size_t errlen) {
   return true;
 }
 
+uint32_t dhx_kernel_float_pointers(const dhx_kernel_spec *s) {
+  char codes[DHX_MAX_ARGS + 1];
+  int n = dhx_kernel_arg_codes(s, codes);
+  uint32_t m = 0;
+  for (int j = 0; j < n; j++)
+    if (codes[j] == 'p') m |= 1u << j;
+  return m;
+}
+
+uint32_t dhx_kernel_f32_only(const dhx_kernel_spec *s) {
+  switch (s->kind) {
+  // The causal softmax stores the exponentials, then scales them (kernel_softmax.c).
+  case DHX_K_SOFTMAX_CAUSAL_FWD: return 1u << 0;  // P
+  // A table gradient adds each row of its tokens in turn (kernel_embed.c).
+  case DHX_K_EMBED_BWD:
+  case DHX_K_EMBED_VP_BWD: return 1u << 0;  // dtable
+  // The fused attention kernels keep their running sums in their output rows (kernel_attn.c).
+  case DHX_K_ATTN_FWD: return 1u << 0;               // out
+  case DHX_K_ATTN_BWD_DQ: return 1u << 0;            // dq
+  case DHX_K_ATTN_BWD_DKV: return (1u << 0) | (1u << 1);  // dk, dv
+  default: return 0;
+  }
+}
+
+static bool bf16_valid(const dhx_kernel_spec *spec, char *err, size_t errlen) {
+  if (!spec->bf16) return true;
+  if (spec->type != DHX_KT_F32)
+    return dhx_cg_fail(err, errlen, "bf16 arguments need an f32 kernel");
+  uint32_t floats = dhx_kernel_float_pointers(spec), f32_only = dhx_kernel_f32_only(spec);
+  for (int j = 0; j < 16; j++) {
+    if (!(spec->bf16 & (1u << j))) continue;
+    if (!(floats & (1u << j)))
+      return dhx_cg_fail(err, errlen, "bf16 argument %d is not a floating-point pointer", j);
+    if (f32_only & (1u << j))
+      return dhx_cg_fail(err, errlen, "argument %d of %s must stay f32 (the kernel reads back "
+                         "what it writes there)", j, CATALOGUE[spec->kind].name);
+  }
+  return true;
+}
+
 bool dhx_kernel_spec_valid(const dhx_kernel_spec *spec, char *err, size_t errlen) {
   if (!spec) return dhx_cg_fail(err, errlen, "no kernel spec");
   if ((unsigned)spec->kind >= DHX_K_COUNT)
     return dhx_cg_fail(err, errlen, "unknown kernel kind %d", (int)spec->kind);
   if (spec->type != DHX_KT_F32 && spec->type != DHX_KT_F64)
     return dhx_cg_fail(err, errlen, "unknown kernel type %d", (int)spec->type);
-  if (spec->kind == DHX_K_ELTWISE) return ew_valid(&spec->ew, err, errlen);
-  return true;
+  if (spec->kind == DHX_K_ELTWISE && !ew_valid(&spec->ew, err, errlen)) return false;
+  return bf16_valid(spec, err, errlen);
 }
 
 // ---- signatures ----
@@ -280,7 +320,10 @@ static uint64_t fnv1a(const uint8_t *p, size_t n) {
 
 bool dhx_kernel_name(const dhx_kernel_spec *spec, char *buf, size_t len) {
   if (!buf || len == 0 || !dhx_kernel_spec_valid(spec, NULL, 0)) return false;
-  const char *suffix = spec->type == DHX_KT_F64 ? "f64" : "f32";
+  // Mixed-precision variants append their mask: "layernorm_fwd_f32_b0009".
+  char suffix[16];
+  if (spec->bf16) snprintf(suffix, sizeof suffix, "f32_b%04x", (unsigned)spec->bf16);
+  else snprintf(suffix, sizeof suffix, "%s", spec->type == DHX_KT_F64 ? "f64" : "f32");
   int n;
   if (spec->kind == DHX_K_ELTWISE) {
     uint8_t bytes[DHX_SPEC_BYTES_MAX];

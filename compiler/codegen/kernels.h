@@ -32,6 +32,12 @@ int dhx_kernel_signature(const dhx_kernel_spec *spec, uint32_t arg_types[DHX_MAX
 // Whether the kernel writes through its argument j (a pointer the catalogue marks written).
 bool dhx_kernel_arg_writes(const dhx_kernel_spec *spec, int j);
 bool dhx_kernel_spec_valid(const dhx_kernel_spec *spec, char *err, size_t errlen);
+// Mixed precision (dhx_kernel_spec.bf16), for a valid spec. Bit j set:
+//   float_pointers: argument j points to floating data (may be bf16 in an f32 kernel);
+//   f32_only: the kernel reads back what it wrote through argument j within one index, so
+//   bf16 storage would round its running values: it must stay f32.
+uint32_t dhx_kernel_float_pointers(const dhx_kernel_spec *s);
+uint32_t dhx_kernel_f32_only(const dhx_kernel_spec *s);
 
 // ---- code generator (codegen.c) -------------------------------------------------------------
 typedef struct dhx_codegen dhx_codegen;

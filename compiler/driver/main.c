@@ -71,6 +71,10 @@ static void usage(FILE *f) {
           "                     with --simulate: instruction times measured by dhxrun --profile\n"
           "                     instead of the cost model's, wherever the profile has them\n"
           "  -I DIR             add a stdlib directory (searched before the built-in one)\n"
+          "  --no-lower         with check, --emit=memory or --emit=graph: from the analyzed\n"
+          "                     model only (the schedule constraints, the memory estimate),\n"
+          "                     without lowering: quick at any scale, where lowering a\n"
+          "                     64-rank plan of a paper-scale model takes a minute\n"
           "  --time-passes      print the wall time of each compiler pass to stderr\n"
           "  -h, --help         this text\n");
 }
@@ -78,6 +82,7 @@ static void usage(FILE *f) {
 typedef struct options {
   const char *input, *output, *emit;
   bool check, time_passes, simulate;
+  bool no_lower;  // check and --emit=memory|graph from the analyzed model alone
   dhx_simulate_options sim;
   const char *sets[256];
   int nsets;
@@ -102,6 +107,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->time_passes = true;
     } else if (strcmp(a, "--simulate") == 0) {
       o->simulate = true;
+    } else if (strcmp(a, "--no-lower") == 0) {
+      o->no_lower = true;
     } else if (strcmp(a, "--json") == 0) {
       o->sim.json = true;
     } else if (strcmp(a, "--simulate-trace") == 0 && i + 1 < argc) {
@@ -144,6 +151,12 @@ static bool parse_args(int argc, char **argv, options *o) {
                        o->sim.every_rank)) {
     dhx_error("--json, --simulate-trace, --simulate-svg, --simulate-every-rank and --profile go "
               "with --simulate");
+    return false;
+  }
+  if (o->no_lower && (o->output || o->simulate || (o->emit && strcmp(o->emit, "memory") != 0 &&
+                                                    strcmp(o->emit, "graph") != 0) ||
+                      (!o->check && !o->emit))) {
+    dhx_error("--no-lower goes with 'dhxc check' and --emit=memory or --emit=graph");
     return false;
   }
   if (o->simulate && (o->check || o->emit || o->output)) {
@@ -252,11 +265,13 @@ static int compile_main(options *o) {
   if (dhx_diag.errors == 0 && config_and_definitions(prog, &cfg)) {
     char what[160];
     const dhx_loc *at;
-    bool unlowered = dhx_unlowered(&cfg, &at, what, sizeof what) != NULL;
-    // A plan that can be lowered reports the memory it really allocates (the arena of each
-    // rank); the others, the estimate from the analyzed model.
-    bool analysis = o->emit && unlowered &&
-                    (strcmp(o->emit, "memory") == 0 || strcmp(o->emit, "graph") == 0);
+    bool unlowered = o->no_lower || dhx_unlowered(&cfg, &at, what, sizeof what) != NULL;
+    // A plan that can be lowered on a cpu cluster reports the memory it really allocates (the
+    // arena of each rank, in this machine's memory); the others, and GPU clusters, the
+    // estimate per GPU from the analyzed model.
+    bool memory = o->emit && strcmp(o->emit, "memory") == 0;
+    bool analysis = o->emit && ((unlowered && (memory || strcmp(o->emit, "graph") == 0)) ||
+                                (memory && !cfg.cluster_cpu));
     if (o->simulate) {
       rc = dhx_simulate_main(prog, &cfg, &o->sim);
     } else if (o->check && !o->emit && !cfg.model_inst) {

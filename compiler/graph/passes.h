@@ -78,6 +78,11 @@ bool dhx_shard_sequence_parallel(dhx_graph *g);
 // data over the tensor-parallel group (dhx_lower_optimizer calls it before the data-parallel
 // reduction, on that reduction's stream).
 void dhx_lower_sp_grad_sync(dhx_graph *g, int stream);
+// precision.c: bf16 mixed precision: activations and their gradients stored as bf16 where
+// nothing needs them f32, kernels' bf16 masks and collectives' types set to match, GEMM
+// operands brought to one type (weights through bf16 copies refreshed in BEGIN and EVAL,
+// f32 activations through casts). After the optimizer, before memory planning.
+void dhx_apply_precision(dhx_graph *g);
 // memplan.c: offsets for every tensor; returns the arena size in bytes.
 int64_t dhx_plan_memory(dhx_graph *g);
 

@@ -68,8 +68,12 @@ int64_t dhx_tensor_alloc_elems(const dhx_tensor *t) {
   return t->alloc_elems > 0 ? t->alloc_elems : dhx_tensor_elems(t);
 }
 
+int64_t dhx_tensor_elem_bytes(const dhx_tensor *t) {
+  return t->dtype == DHX_F64 ? 8 : t->dtype == DHX_BF16 ? 2 : 4;
+}
+
 int64_t dhx_tensor_alloc_bytes(const dhx_tensor *t) {
-  return dhx_tensor_alloc_elems(t) * (t->dtype == DHX_F64 ? 8 : 4);
+  return dhx_tensor_alloc_elems(t) * dhx_tensor_elem_bytes(t);
 }
 
 int64_t dhx_tensor_cols(const dhx_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }

@@ -244,6 +244,7 @@ int64_t dhx_tensor_elems(const dhx_tensor *t);
 // Elements the arena gives it: a shard's piece, or a padded whole tensor's (>= its elements).
 int64_t dhx_tensor_alloc_elems(const dhx_tensor *t);
 int64_t dhx_tensor_alloc_bytes(const dhx_tensor *t);  // those elements' bytes
+int64_t dhx_tensor_elem_bytes(const dhx_tensor *t);   // 2 (bf16), 4 (f32, i32) or 8 (f64)
 int64_t dhx_tensor_rows(const dhx_tensor *t);  // product of all dims but the last
 int64_t dhx_tensor_cols(const dhx_tensor *t);  // last dim
 int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope);

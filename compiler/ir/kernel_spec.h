@@ -227,6 +227,12 @@ typedef struct dhx_ew_spec {
 typedef struct dhx_kernel_spec {
   dhx_kernel_kind kind;
   dhx_ktype type;
+  // Mixed precision (f32 kernels only): bit j set stores pointer argument j (a floating one,
+  // never an i32 'q' pointer) as bf16. The kernel computes in f32 as ever: it widens what it
+  // loads from such an argument and rounds what it stores to it to nearest even (NaN stays
+  // NaN). A kind's arguments that the kernel reads back after writing them within one index
+  // (dhx_kernel_f32_only) cannot be bf16.
+  uint16_t bf16;
   dhx_ew_spec ew;  // DHX_K_ELTWISE only (zeroed otherwise)
 } dhx_kernel_spec;
 

@@ -52,12 +52,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   } else if (cfg->seq_adaptive) {
     *at = cfg->sequence_loc.file ? &cfg->sequence_loc : sched;
     snprintf(buf, n, "length-adaptive sequence parallelism (the sequence block)");
-  } else if (cfg->precision != DHX_PREC_F32) {
-    // GPU clusters train in bf16 unless the program says precision: f32.
-    bool by_default = !cfg->precision_loc.file;
-    *at = by_default ? &cfg->cluster_loc : &cfg->precision_loc;
-    snprintf(buf, n, "bf16 mixed precision (%strain { precision: f32 } is lowered)",
-             by_default ? "the default on GPU clusters; " : "");
   } else {
     return NULL;
   }
@@ -359,6 +353,9 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   dhx_zero_shard(g);            dhx_verify_programs(g, "sharding", false);
   overlap_search(cfg, g, sc);   dhx_verify_programs(g, "the overlap search", false);
   lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
+  if (cfg->precision == DHX_PREC_BF16) {
+    dhx_apply_precision(g);     dhx_verify_programs(g, "mixed precision", false);
+  }
   *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
   return true;
 }

@@ -20,10 +20,10 @@ int64_t dhx_plan_persistent(dhx_graph *g);
 bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM_ROLES],
                    dhx_codegen *cg, dhx_plan_rank *r);
 
-// One op as emit.c writes it (buf_id NULL: buffers left unnamed, for the cost model; the
-// kernel is not looked up).
-void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
-                    dhx_plan_instr *in);
+// One op as emit.c writes it (buf_id NULL: buffers left unnamed, for the cost model, and g
+// may be NULL; the kernel is not looked up).
+void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
+                    const int *comm_of, dhx_plan_instr *in);
 
 typedef struct dhx_compiled {
   dhx_plan plan;

@@ -42,7 +42,7 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     b->ndim = (uint32_t)t->ndim;
     memcpy(b->shape, t->shape, sizeof b->shape);
     b->offset = t->offset;
-    b->nbytes = dhx_tensor_alloc_elems(t) * 4;
+    b->nbytes = dhx_tensor_alloc_bytes(t);
     b->grad = b->opt_m = b->opt_v = b->master = -1;
     b->split_dim = t->split_dim;
     b->split_groups = (uint32_t)t->split_groups;
@@ -69,12 +69,12 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
   return id;
 }
 
-static dhx_plan_arg arg_of(const dhx_operand *o, const int *buf_id) {
+static dhx_plan_arg arg_of(const dhx_graph *g, const dhx_operand *o, const int *buf_id) {
   dhx_plan_arg a = {.kind = o->kind, .buf = -1};
   switch (o->kind) {
     case DHX_ARG_BUF:
       a.buf = buf_id[o->tensor];
-      a.i = o->elem * 4;
+      a.i = o->elem * dhx_tensor_elem_bytes(&g->tensors[o->tensor]);
       break;
     case DHX_ARG_I64: a.i = o->i; break;
     case DHX_ARG_F64: a.f = o->f; break;
@@ -103,8 +103,8 @@ static uint32_t op_of(dhx_lop_kind k) {
   return 0;
 }
 
-void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
-                    dhx_plan_instr *in) {
+void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
+                    const int *comm_of, dhx_plan_instr *in) {
   memset(in, 0, sizeof *in);
   in->op = op_of(op->kind);
   in->stream = (uint32_t)op->stream;
@@ -123,14 +123,14 @@ void dhx_emit_instr(const dhx_lop *op, const int *buf_id, const int *comm_of,
   in->nargs = (uint32_t)op->nargs;
   for (int j = 0; j < op->nargs; j++) {
     const dhx_operand *o = &op->args[j];
-    in->args[j] = buf_id ? arg_of(o, buf_id) : (dhx_plan_arg){.kind = o->kind, .buf = -1,
+    in->args[j] = buf_id ? arg_of(g, o, buf_id) : (dhx_plan_arg){.kind = o->kind, .buf = -1,
                                                               .i = o->i, .f = o->f};
   }
   snprintf(in->note, sizeof in->note, "%s", op->note);
 }
 
-static bool emit_program(const dhx_oplist *l, const int *buf_id, const int *comm_of,
-                         dhx_codegen *cg, dhx_plan_program *p) {
+static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf_id,
+                         const int *comm_of, dhx_codegen *cg, dhx_plan_program *p) {
   p->nstreams = l->nstreams ? (uint32_t)l->nstreams : 1;
   p->nevents = (uint32_t)l->nevents;
   p->instrs = calloc((size_t)(l->n ? l->n : 1), sizeof(dhx_plan_instr));
@@ -140,7 +140,7 @@ static bool emit_program(const dhx_oplist *l, const int *buf_id, const int *comm
     const dhx_lop *op = &l->ops[i];
     if (op->dead) continue;
     dhx_plan_instr *in = &p->instrs[p->ninstrs++];
-    dhx_emit_instr(op, buf_id, comm_of, in);
+    dhx_emit_instr(g, op, buf_id, comm_of, in);
     // GRAD_NORM carries the kernel a GPU launches for it (the CPU computes it on the host).
     if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW || op->kind == DHX_L_GRAD_NORM) {
       in->kernel = dhx_codegen_add(cg, &op->kspec);
@@ -157,7 +157,7 @@ bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM
   r->arena_bytes = arena;
   bool ok = true;
   for (int p = 0; p < DHX_PROG_COUNT && ok; p++)
-    ok = emit_program(&g->prog[p], buf_id, comm_of, cg, &r->programs[p]);
+    ok = emit_program(g, &g->prog[p], buf_id, comm_of, cg, &r->programs[p]);
   free(buf_id);
   return ok;
 }

@@ -203,7 +203,7 @@ void dhx_ovl_memo_free(dhx_ovl_memo *m) {
 double dhx_ovl_op_time(const dhx_ovl_costs *c, const dhx_lop *op) {
   if (op->kind == DHX_L_RECORD || op->kind == DHX_L_WAIT) return 0;
   dhx_plan_instr in;
-  dhx_emit_instr(op, NULL, c->comm_of, &in);
+  dhx_emit_instr(NULL, op, NULL, c->comm_of, &in);
   // A kernel's bytes come from its access descriptors: show the cost model a plan whose kernel
   // table holds this one kernel.
   dhx_plan view = {.comms = c->plan->comms, .ncomms = c->plan->ncomms};

@@ -395,7 +395,8 @@ double dhx_host_memory_available(void) {
 void dhx_warn_host_memory(const dhx_rank_memory *m, const dhx_config *cfg) {
   double avail = dhx_host_memory_available(), need = (double)m->largest;
   double together = (double)m->all_ranks;
-  if (!cfg->model_inst || avail <= 0) return;
+  // A GPU cluster's arenas live on its GPUs (and their hosts' mirrors), not on this machine.
+  if (!cfg->model_inst || avail <= 0 || !cfg->cluster_cpu) return;
   const dhx_loc *at = &cfg->model_inst->name_loc;
   if (need > avail)
     dhx_warning_at(at, src(at), "each rank needs %.1f GiB of host memory; this machine has %.1f "

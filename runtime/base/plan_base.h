@@ -16,7 +16,10 @@
 #define DHX_MAX_STREAMS 8
 #define DHX_ALIGN 64                  // every buffer offset is a multiple of this
 
-typedef enum { DHX_F32 = 1, DHX_I32 = 2, DHX_F64 = 3 } dhx_dtype;
+// bf16: the top half of an f32 (8-bit exponent, 7-bit mantissa), storage only: kernels and
+// GEMMs compute in f32 and round to nearest even when they store (docs/architecture.md,
+// "Mixed precision").
+typedef enum { DHX_F32 = 1, DHX_I32 = 2, DHX_F64 = 3, DHX_BF16 = 4 } dhx_dtype;
 
 typedef enum { DHX_INIT_NONE = 0, DHX_INIT_ZEROS, DHX_INIT_ONES, DHX_INIT_NORMAL } dhx_init_kind;
 

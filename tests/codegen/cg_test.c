@@ -208,11 +208,16 @@ dhx_kernel_spec spec_unary(dhx_ktype t, dhx_ew_op op) {
   return b.k;
 }
 
+// Every floating pointer a kind allows as bf16.
+static void add_spec(cgt *t, dhx_kernel_spec s, bool bf16) {
+  if (bf16) s.bf16 = (uint16_t)(dhx_kernel_float_pointers(&s) & ~dhx_kernel_f32_only(&s));
+  cgt_add(t, &s);
+}
+
 void cgt_add_all(cgt *t, dhx_ktype type) {
-  for (int k = 0; k < DHX_K_ELTWISE; k++) {
-    dhx_kernel_spec s = cgt_spec((dhx_kernel_kind)k, type);
-    cgt_add(t, &s);
-  }
+  bool bf16 = type == DHX_KT_BF16_MIXED;
+  if (bf16) type = DHX_KT_F32;
+  for (int k = 0; k < DHX_K_ELTWISE; k++) add_spec(t, cgt_spec((dhx_kernel_kind)k, type), bf16);
   dhx_kernel_spec e[] = {spec_bias_gelu(type, 37),   spec_bias_gelu(type, 768),
                          spec_pos_add(type, 5 * 7),  spec_gelu_grad(type, false),
                          spec_gelu_grad(type, true), spec_acc_add(type),
@@ -222,7 +227,7 @@ void cgt_add_all(cgt *t, dhx_ktype type) {
                          spec_unary(type, DHX_EW_GELU), spec_unary(type, DHX_EW_SQRT),
                          spec_unary(type, DHX_EW_SILU), spec_silu_grad(type, false),
                          spec_silu_grad(type, true)};
-  for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) cgt_add(t, &e[i]);
+  for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) add_spec(t, e[i], bf16);
 }
 
 static uint64_t rng_state = 88172645463325252ULL;

@@ -69,7 +69,9 @@ dhx_kernel_spec spec_acc_add(dhx_ktype t);
 dhx_kernel_spec spec_mix(dhx_ktype t, bool acc);
 dhx_kernel_spec spec_two_mods(dhx_ktype t, int64_t m1, int64_t m2);
 dhx_kernel_spec spec_unary(dhx_ktype t, dhx_ew_op op);  // out = op(x)
-// Adds every catalogue kind and the specs above (a few parameterisations) for type t.
+// Adds every catalogue kind and the specs above (a few parameterisations) for type t; with
+// DHX_KT_BF16_MIXED, their f32 kernels with every floating pointer they allow stored as bf16.
+#define DHX_KT_BF16_MIXED ((dhx_ktype)100)
 void cgt_add_all(cgt *t, dhx_ktype type);
 
 // Deterministic random numbers (xorshift), uniform in [lo, hi).

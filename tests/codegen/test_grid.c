@@ -1,12 +1,13 @@
 // test_grid.c — the GPU's thread code, run on the host. Every PTX entry is a grid-stride loop,
-// and wide kernels (elementwise chains, AdamW; f32) take four indices a thread with 16-byte
-// loads where every pointer is 16-byte aligned. kernels.so holds the same thread code as
-// dhxg_NAME (kernel_entry.c); this test runs it for grids of many shapes (more threads than
-// indices, one warp for a thousand indices), index spaces of every length modulo 4 and
-// pointers 0 to 3 elements off alignment, and requires the bits of the host kernel dhxk_NAME
-// over the whole index space. It also checks the PTX: every entry reads the grid's size
-// (%nctaid.x: the stride), and the entries of wide kernels, only they, have 16-byte vector
-// loads and stores (ld.global.v4.f32, st.global.v4.f32).
+// and wide kernels (elementwise chains, AdamW; f32, some with bf16 pointers) take four indices
+// a thread with one vector load or store per pointer (16 bytes, 8 for bf16) where every
+// pointer is so aligned. kernels.so holds the same thread code as dhxg_NAME (kernel_entry.c);
+// this test runs it for grids of many shapes (more threads than indices, one warp for a
+// thousand indices), index spaces of every length modulo 4 and pointers 0 to 3 f32 elements
+// off alignment, and requires the bits of the host kernel dhxk_NAME over the whole index
+// space. It also checks the PTX: every entry reads the grid's size (%nctaid.x: the stride),
+// and the entries of wide kernels, only they, have vector loads and stores (ld.global.v4.f32,
+// or .v4 of 16-bit words for bf16).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,13 @@ int main(void) {
     specs[nspecs++] = spec_mix(type, true);
     specs[nspecs++] = spec_two_mods(type, 8, 12);
   }
+  // Mixed precision: bf16 pointers take the wide path where their 8 bytes are aligned.
+  specs[nspecs] = spec_bias_gelu(DHX_KT_F32, 768);
+  specs[nspecs++].bf16 = 0xf;  // pre, out, y, bias
+  specs[nspecs] = spec_mix(DHX_KT_F32, true);
+  specs[nspecs++].bf16 = 0x18;  // the inputs a and b
+  specs[nspecs] = cgt_spec(DHX_K_ADAMW, DHX_KT_F32);
+  specs[nspecs++].bf16 = 0x1;   // a bf16 parameter
   int index[32];
   for (int i = 0; i < nspecs; i++) index[i] = cgt_add(&t, &specs[i]);
   setenv("DHX_CODEGEN_GRID_ENTRIES", "1", 1);
@@ -146,7 +154,10 @@ int main(void) {
     dhx_plan_kernel e;
     dhx_codegen_table_entry(t.cg, index[i], &e);
     char *body = cgt_entry_text(text, e.name);
-    bool v4 = strstr(body, "ld.global.v4.f32") && strstr(body, "st.global.v4.f32");
+    bool v4 = (strstr(body, "ld.global.v4.f32") || strstr(body, "ld.global.v4.u16") ||
+               strstr(body, "ld.global.v4.b16")) &&
+              (strstr(body, "st.global.v4.f32") || strstr(body, "st.global.v4.u16") ||
+               strstr(body, "st.global.v4.b16"));
     CHECK(strstr(body, "%nctaid.x") != NULL, "%s: the PTX entry does not read the grid's size",
           e.name);
     CHECK(v4 == (e.indices_per_thread == 4), "%s: %s 16-byte loads and stores, %u indices per "

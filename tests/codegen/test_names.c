@@ -94,6 +94,7 @@ int main(void) {
   memset(&b, 0xA5, sizeof b);  // garbage in padding and in every field the spec leaves unused
   b.kind = a.kind;
   b.type = a.type;
+  b.bf16 = a.bf16;
   b.ew.nin = a.ew.nin, b.ew.nout = a.ew.nout, b.ew.nscalars = a.ew.nscalars;
   b.ew.nnodes = a.ew.nnodes;
   for (int j = 0; j < a.ew.nin; j++) b.ew.in_mode[j] = a.ew.in_mode[j];  // FULL: in_mod unused

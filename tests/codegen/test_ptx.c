@@ -1,4 +1,5 @@
-// test_ptx.c — PTX of every kernel (f32 and f64, every catalogue kind and the fused specs)
+// test_ptx.c — PTX of every kernel (f32, f64 and bf16-storage variants of every catalogue kind
+// and the fused specs)
 // is accepted by NVIDIA's assembler: `test_ptx SM PTXAS` emits kernels.ptx for SM, checks
 // that each kernel is an .entry and that nothing external is called, and runs
 // `PTXAS -arch=SM kernels.ptx -o kernels.cubin`.
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
   cgt_init(&t);
   cgt_add_all(&t, DHX_KT_F32);
   cgt_add_all(&t, DHX_KT_F64);
+  cgt_add_all(&t, DHX_KT_BF16_MIXED);
 
   char ptx[400], cubin[400], err[1024] = "";
   snprintf(ptx, sizeof ptx, "%s/kernels_%s.ptx", t.dir, sm);

@@ -9,9 +9,10 @@
 //   C and D m × n; with CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT = b, matrix l of each operand starts
 //   STRIDED_BATCH_OFFSET · l elements after the first. C is not read when beta is 0.
 //
-// Only what the backend needs is supported (fp32 data, fp32 compute and scale, column order,
-// host-pointer scalars); anything else is refused with CUBLAS_STATUS_NOT_SUPPORTED rather than
-// ignored. Sums accumulate in double.
+// Only what the backend needs is supported (fp32 data, or bf16 A and B with a bf16 or fp32 C
+// and D as cuBLASLt's mixed-precision GEMMs; fp32 compute and scale, column order, host-pointer
+// scalars); anything else is refused with CUBLAS_STATUS_NOT_SUPPORTED rather than ignored.
+// Sums accumulate in double; a bf16 D is rounded to nearest even once.
 //
 // DHX_EMULATED_CUBLASLT_FAULT=flip-transa (or flip-transb) inverts that transpose of every
 // matmul: a backend with a wrong GEMM layout, for the tests that prove the checks catch one.
@@ -30,6 +31,7 @@ enum {  // cublasStatus_t
 
 #define CUBLAS_COMPUTE_32F 68
 #define CUDA_R_32F 0
+#define CUDA_R_16BF 14
 #define OP_N 0
 #define OP_T 1
 enum { DESC_COMPUTE_TYPE = 0, DESC_SCALE_TYPE = 1, DESC_POINTER_MODE = 2, DESC_TRANSA = 3,
@@ -45,6 +47,7 @@ typedef struct desc {
 } desc;
 
 typedef struct layout {
+  int type;  // CUDA_R_32F or CUDA_R_16BF
   uint64_t rows, cols;
   int64_t ld;
   int32_t batch;
@@ -113,12 +116,12 @@ int cublasLtMatmulDescSetAttribute(desc *d, int attr, const void *buf, size_t si
 }
 
 int cublasLtMatrixLayoutCreate(layout **l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
-  if (type != CUDA_R_32F) return NOT_SUPPORTED;
+  if (type != CUDA_R_32F && type != CUDA_R_16BF) return NOT_SUPPORTED;
   // Column-major: a column of `rows` elements must fit in the leading dimension.
   if (ld < 1 || (uint64_t)ld < rows) return INVALID_VALUE;
   *l = calloc(1, sizeof **l);
   if (!*l) return ALLOC_FAILED;
-  **l = (layout){rows, cols, ld, 1, 0};
+  **l = (layout){type, rows, cols, ld, 1, 0};
   return OK;
 }
 int cublasLtMatrixLayoutDestroy(layout *l) {
@@ -190,35 +193,61 @@ int cublasLtMatmulAlgoGetHeuristic(handle *h, desc *op, layout *a, layout *b, la
   return OK;
 }
 
-// Element (i, j) of op(X) for a column-major layout.
-static double at(const float *x, const layout *l, int32_t trans, uint64_t i, uint64_t j) {
-  return trans ? x[j + i * (uint64_t)l->ld] : x[i + j * (uint64_t)l->ld];
+static size_t type_size(const layout *l) { return l->type == CUDA_R_16BF ? 2 : 4; }
+
+// Element idx of a matrix of l's type.
+static double load(const void *x, const layout *l, uint64_t idx) {
+  float f;
+  if (l->type == CUDA_R_16BF) {
+    uint16_t h;
+    memcpy(&h, (const char *)x + 2 * idx, 2);
+    uint32_t u = (uint32_t)h << 16;
+    memcpy(&f, &u, 4);
+  } else {
+    memcpy(&f, (const char *)x + 4 * idx, 4);
+  }
+  return f;
 }
 
-// Column j of op(A)·op(B) into sum[0..m): by columns of op(A) when A is stored as op(A) (its
-// columns are contiguous), else by dot products along the stored columns.
-static void product_column(const float *a, const layout *la, int32_t ta, const float *b,
+// v into element idx: f32, or bf16 rounded to nearest even (a NaN stays a quiet NaN).
+static void store(void *x, const layout *l, uint64_t idx, double v) {
+  float f = (float)v;
+  if (l->type != CUDA_R_16BF) {
+    memcpy((char *)x + 4 * idx, &f, 4);
+    return;
+  }
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  uint16_t h = f != f ? (uint16_t)((u >> 16) | 0x40) : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  memcpy((char *)x + 2 * idx, &h, 2);
+}
+
+// Element (i, j) of op(X) for a column-major layout.
+static double at(const void *x, const layout *l, int32_t trans, uint64_t i, uint64_t j) {
+  return load(x, l, trans ? j + i * (uint64_t)l->ld : i + j * (uint64_t)l->ld);
+}
+
+// Column j of op(A)·op(B) into sum[0..m).
+static void product_column(const void *a, const layout *la, int32_t ta, const void *b,
                            const layout *lb, int32_t tb, uint64_t m, uint64_t k, uint64_t j,
                            double *sum) {
-  memset(sum, 0, sizeof *sum * m);
-  for (uint64_t p = 0; p < k; p++) {
-    double bpj = at(b, lb, tb, p, j);
-    if (ta) continue;
-    const float *col = a + p * (uint64_t)la->ld;
-    for (uint64_t i = 0; i < m; i++) sum[i] += (double)col[i] * bpj;
-  }
-  if (!ta) return;
   for (uint64_t i = 0; i < m; i++) {
-    const float *row = a + i * (uint64_t)la->ld;  // column i of the stored A: row i of op(A)
     double s = 0;
-    for (uint64_t p = 0; p < k; p++) s += (double)row[p] * at(b, lb, tb, p, j);
+    for (uint64_t p = 0; p < k; p++) s += at(a, la, ta, i, p) * at(b, lb, tb, p, j);
     sum[i] = s;
   }
 }
 
-int cublasLtMatmul(handle *h, desc *op, const float *alpha, const float *a, layout *la,
-                   const float *b, layout *lb, const float *beta, const float *c, layout *lc,
-                   float *d, layout *ld, const void *algo, void *ws, size_t wsn, void *stream) {
+// cuBLASLt's type rules for the forms emulated: A and B of one type, C and D of one type,
+// fp32 A and B with fp32 C.
+static int types_supported(const layout *a, const layout *b, const layout *c, const layout *d) {
+  return a->type == b->type && c->type == d->type &&
+         (a->type == CUDA_R_16BF || c->type == CUDA_R_32F);
+}
+
+int cublasLtMatmul(handle *h, desc *op, const float *alpha, const void *a, layout *la,
+                   const void *b, layout *lb, const float *beta, const void *c, layout *lc,
+                   void *d, layout *ld, const void *algo, void *ws, size_t wsn, void *stream) {
   (void)algo;
   (void)ws;
   (void)wsn;
@@ -227,21 +256,23 @@ int cublasLtMatmul(handle *h, desc *op, const float *alpha, const float *a, layo
       (*beta != 0 && !c))
     return INVALID_VALUE;
   if (!shapes_agree(op, la, lb, lc, ld)) return INVALID_VALUE;
+  if (!types_supported(la, lb, lc, ld)) return NOT_SUPPORTED;
   int32_t ta, tb;
   transposes(op, &ta, &tb);
   uint64_t m = lc->rows, n = lc->cols, k = ta ? la->rows : la->cols;
   double *sum = malloc(sizeof *sum * (m ? m : 1));
   if (!sum) return ALLOC_FAILED;
   for (int32_t l = 0; l < lc->batch; l++) {
-    const float *al = a + l * la->stride, *bl = b + l * lb->stride;
-    const float *cl = c ? c + l * lc->stride : NULL;
-    float *dl = d + l * ld->stride;
+    const char *al = (const char *)a + (size_t)(l * la->stride) * type_size(la);
+    const char *bl = (const char *)b + (size_t)(l * lb->stride) * type_size(lb);
+    const char *cl = c ? (const char *)c + (size_t)(l * lc->stride) * type_size(lc) : NULL;
+    char *dl = (char *)d + (size_t)(l * ld->stride) * type_size(ld);
     for (uint64_t j = 0; j < n; j++) {
       product_column(al, la, ta, bl, lb, tb, m, k, j, sum);
       for (uint64_t i = 0; i < m; i++) {
         double v = (double)*alpha * sum[i];
-        if (*beta != 0) v += (double)*beta * (double)cl[i + j * (uint64_t)lc->ld];
-        dl[i + j * (uint64_t)ld->ld] = (float)v;
+        if (*beta != 0) v += (double)*beta * load(cl, lc, i + j * (uint64_t)lc->ld);
+        store(dl, ld, i + j * (uint64_t)ld->ld, v);
       }
     }
   }

@@ -118,6 +118,19 @@ case $1 in
           grep -q "\"program\":\"MICRO\",\"name\":\"${k}_f32\".*\"result\":\"ok\"" out.txt \
             || { echo "no $k on the device"; exit 1; }
         done
+        # The same plan in bf16 mixed precision: bf16 kernels and cuBLASLt's bf16 GEMMs (f32
+        # and bf16 C) on the device, within bf16's rounding of the CPU backend's emulation.
+        "$DHXC" gpu.dhx -o gpu16 --set train.steps=2 --set train.warmup=0 \
+          --set schedule.parallel.dp=1 --set train.micro_batch=2 --set train.global_batch=2 \
+          > /dev/null
+        rc=0
+        DHX_EMULATED_KERNELS=$PWD/gpu16/kernels.so "$KERNELS_GPU" gpu16 --tol 1e-2 > out16.txt 2>&1 \
+          || rc=$?
+        [ "$rc" -eq 0 ] && grep -q '^kernels_gpu: 0 mismatches, 0 errors$' out16.txt \
+          || { tail -5 out16.txt; exit 1; }
+        grep -q '"program":"MICRO","name":"attn_fwd_f32_b[0-9a-f]*".*"result":"ok"' out16.txt
+        [ "$(grep -c '"program":"MICRO","name":"gemm .*"result":"ok"' out16.txt)" -ge 5 ]
+        ! grep '"result":"not_run"' out16.txt | grep -E '"name":"(zero|gemm |[a-z_0-9]+_f32)'
         # What the backend does not run yet is named, not failed: only ops without a kernel.
         ! grep '"result":"not_run"' <<< "$rows" | grep -E '"name":"(zero|gemm |[a-z_0-9]+_f32")'
         ;;

@@ -8,6 +8,9 @@
 #                             EMULATED_CUDA EMULATED_CUBLASLT EMULATED_NCCL; GPU_STEPS)
 #   losses    the tiny GPT, fp32: per-step training and validation losses within 1e-4 of the
 #             CPU backend's (GPU_STEPS steps: 50 on a GPU, 3 emulated)
+#   bf16      the tiny GPT in bf16 mixed precision: per-step losses within 2% of the CPU
+#             backend's fp32 run, and within 1e-2 of the CPU backend's bf16 run (which
+#             emulates the GEMMs in f32; the device rounds its sums in another order)
 #   resume    a checkpoint written on the device resumes to the uninterrupted run's losses
 #   strands   paired strands on the device give the unpaired run's losses exactly; a paired
 #             MICRO program loads its micro-batches itself (LOAD_BATCH: copies from
@@ -95,6 +98,15 @@ case $case_name in
     "$DHXRUN" --backend cpu plan --quiet --metrics cpu.jsonl
     on_device plan --metrics gpu.jsonl
     "$CHECK" same cpu.jsonl gpu.jsonl 1e-4
+    ;;
+  bf16)
+    tiny f32
+    tiny bf16 --set train.precision=bf16
+    "$DHXRUN" --backend cpu f32 --quiet --metrics cpu_f32.jsonl
+    "$DHXRUN" --backend cpu bf16 --quiet --metrics cpu_bf16.jsonl
+    on_device bf16 --metrics gpu_bf16.jsonl
+    "$CHECK" same cpu_f32.jsonl gpu_bf16.jsonl 2e-2
+    "$CHECK" same cpu_bf16.jsonl gpu_bf16.jsonl 1e-2
     ;;
   resume)
     tiny plan --set train.checkpoint_every=2

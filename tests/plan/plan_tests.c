@@ -428,7 +428,7 @@ static void test_bounds_new_collectives(const char *unused) {
   // i32 travels as it is (packed codes) in the ops that only move data, in an i32 buffer
   expect_collectives_invalid(send_dtype_i32, "send buffer 'msg' is f32 (must be i32)");
   expect_collectives_invalid(rs_dtype_i32, "reduce_scatter with dtype i32 (2): the runtime "
-                             "computes collectives and transfers on f32 only");
+                             "computes collectives and transfers on f32 and bf16 only");
   expect_collectives_invalid(rs_dtype_unknown, "reduce_scatter with dtype ? (7)");
   expect_collectives_invalid(recv_count_differs, "rank 0 program STEP instr 2 (send): send of 5 "
                              "elements to rank 1 of communicator 0 (tag 1) has no matching recv "
@@ -489,7 +489,7 @@ static void test_bounds_all_to_all(const char *unused) {
                              "arena (they must be disjoint)");
   expect_collectives_invalid(a2a_count_not_i64, "all_to_all argument 2 must be an i64");
   expect_collectives_invalid(a2a_dtype_f64, "all_to_all with dtype f64 (3): the runtime computes "
-                             "collectives and transfers on f32 only");
+                             "collectives and transfers on f32 and bf16 only");
   expect_collectives_invalid(a2a_counts_differ, "all-to-all of 32 elements on communicator 0, "
                              "but rank 0's matching all-to-all has 64");
 }
