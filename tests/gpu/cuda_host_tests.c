@@ -152,6 +152,7 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
   const uint64_t arena = 0x100000000ull;
   char want[256];
   int launches = 0, zeros = 0, records = 0, waits = 0, matmuls = 0, norms = 0, adamws = 0;
+  int bf16_gemms = 0;
   uint64_t scale_at = 0;  // where GRAD_NORM put the clip scale
   for (int p = first; p <= last; p++) {
     const dhx_plan_program *prog = &rank->programs[p];
@@ -203,6 +204,20 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
           snprintf(want, sizeof want, " C=%" PRId64 "x%" PRId64 "/%" PRId64, g->n, g->m, g->ldc);
           CHECK(l && strstr(l, want) && strstr(l, want) < strchr(l, '\n'), "GEMM '%s': C is "
                 "not %s", in->note, want);
+          // Each layout's type is its buffer's (cuBLASLt's "A" is the plan's B): 0 f32, 14 bf16.
+          int types[3];
+          for (int j = 0; j < 3; j++)
+            types[j] = rank->buffers[in->args[j].buf].dtype == DHX_BF16 ? 14 : 0;
+          const char *names[3] = {" B=", " A=", " C="};
+          int want_type[3] = {types[0], types[1], types[2]};  // logged B, A, C
+          for (int j = 0; j < 3; j++) {
+            const char *at = l ? strstr(l, names[j]) : NULL;
+            const char *colon = at ? strchr(at + 1, ':') : NULL;
+            CHECK(colon && atoi(colon + 1) == want_type[j], "GEMM '%s': layout%s has type %d, "
+                  "its buffer's is %d", in->note, names[j], colon ? atoi(colon + 1) : -1,
+                  want_type[j]);
+          }
+          bf16_gemms += types[0] == 14;
         }
       }
     }
@@ -220,8 +235,9 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
   if (last == DHX_PROG_STEP)
     CHECK(norms == 1 && adamws > 0, "%s: %d GRAD_NORM launches, %d AdamW launches", what, norms,
           adamws);
-  printf("%s: %d launches (%d grad norm, %d AdamW), %d GEMM calls, %d memsets, %d records, "
-         "%d waits checked\n", what, launches, norms, adamws, matmuls, zeros, records, waits);
+  printf("%s: %d launches (%d grad norm, %d AdamW), %d GEMM calls (%d on bf16 operands), "
+         "%d memsets, %d records, %d waits checked\n", what, launches, norms, adamws, matmuls,
+         bf16_gemms, zeros, records, waits);
 }
 
 static void test_record(const char *dir, const dhx_plan *plan, const char *log_path) {

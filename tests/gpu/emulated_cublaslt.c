@@ -223,19 +223,40 @@ static void store(void *x, const layout *l, uint64_t idx, double v) {
 }
 
 // Element (i, j) of op(X) for a column-major layout.
-static double at(const void *x, const layout *l, int32_t trans, uint64_t i, uint64_t j) {
-  return load(x, l, trans ? j + i * (uint64_t)l->ld : i + j * (uint64_t)l->ld);
+static double at(const float *x, const layout *l, int32_t trans, uint64_t i, uint64_t j) {
+  return trans ? x[j + i * (uint64_t)l->ld] : x[i + j * (uint64_t)l->ld];
 }
 
-// Column j of op(A)·op(B) into sum[0..m).
-static void product_column(const void *a, const layout *la, int32_t ta, const void *b,
+// Column j of op(A)·op(B) into sum[0..m): by columns of op(A) when A is stored as op(A) (its
+// columns are contiguous), else by dot products along the stored columns.
+static void product_column(const float *a, const layout *la, int32_t ta, const float *b,
                            const layout *lb, int32_t tb, uint64_t m, uint64_t k, uint64_t j,
                            double *sum) {
+  memset(sum, 0, sizeof *sum * m);
+  for (uint64_t p = 0; p < k; p++) {
+    double bpj = at(b, lb, tb, p, j);
+    if (ta) continue;
+    const float *col = a + p * (uint64_t)la->ld;
+    for (uint64_t i = 0; i < m; i++) sum[i] += (double)col[i] * bpj;
+  }
+  if (!ta) return;
   for (uint64_t i = 0; i < m; i++) {
+    const float *row = a + i * (uint64_t)la->ld;  // column i of the stored A: row i of op(A)
     double s = 0;
-    for (uint64_t p = 0; p < k; p++) s += at(a, la, ta, i, p) * at(b, lb, tb, p, j);
+    for (uint64_t p = 0; p < k; p++) s += (double)row[p] * at(b, lb, tb, p, j);
     sum[i] = s;
   }
+}
+
+// One matrix of a batch as f32: itself, or (bf16) widened into *tmp, which the caller frees.
+static const float *as_f32(const void *x, const layout *l, float **tmp) {
+  *tmp = NULL;
+  if (l->type != CUDA_R_16BF) return x;
+  uint64_t n = l->cols ? (l->cols - 1) * (uint64_t)l->ld + l->rows : 0;
+  *tmp = malloc(sizeof(float) * (n ? n : 1));
+  if (!*tmp) return NULL;
+  for (uint64_t i = 0; i < n; i++) (*tmp)[i] = (float)load(x, l, i);
+  return *tmp;
 }
 
 // cuBLASLt's type rules for the forms emulated: A and B of one type, C and D of one type,
@@ -263,10 +284,15 @@ int cublasLtMatmul(handle *h, desc *op, const float *alpha, const void *a, layou
   double *sum = malloc(sizeof *sum * (m ? m : 1));
   if (!sum) return ALLOC_FAILED;
   for (int32_t l = 0; l < lc->batch; l++) {
-    const char *al = (const char *)a + (size_t)(l * la->stride) * type_size(la);
-    const char *bl = (const char *)b + (size_t)(l * lb->stride) * type_size(lb);
+    float *ta_tmp, *tb_tmp;
+    const float *al = as_f32((const char *)a + (size_t)(l * la->stride) * type_size(la), la, &ta_tmp);
+    const float *bl = as_f32((const char *)b + (size_t)(l * lb->stride) * type_size(lb), lb, &tb_tmp);
     const char *cl = c ? (const char *)c + (size_t)(l * lc->stride) * type_size(lc) : NULL;
     char *dl = (char *)d + (size_t)(l * ld->stride) * type_size(ld);
+    if (!al || !bl) {
+      free(ta_tmp), free(tb_tmp), free(sum);
+      return ALLOC_FAILED;
+    }
     for (uint64_t j = 0; j < n; j++) {
       product_column(al, la, ta, bl, lb, tb, m, k, j, sum);
       for (uint64_t i = 0; i < m; i++) {
@@ -275,6 +301,8 @@ int cublasLtMatmul(handle *h, desc *op, const float *alpha, const void *a, layou
         store(dl, ld, i + j * (uint64_t)ld->ld, v);
       }
     }
+    free(ta_tmp);
+    free(tb_tmp);
   }
   free(sum);
   h->matmuls++;

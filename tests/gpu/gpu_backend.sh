@@ -61,13 +61,17 @@ case $1 in
     "$DHXC" "$SAMPLES/tiny.dhx" -o paired "${common[@]}" --set schedule.parallel.tp=2 \
       --set schedule.parallel.sp=on --set schedule.strands.pair=on \
       --set schedule.strands.search=none > /dev/null
+    "$DHXC" "$SAMPLES/tiny.dhx" -o bf16 "${common[@]}" --set train.precision=bf16 > /dev/null
     case $1 in
       host_marshal) "$CUDA_HOST_TESTS" marshal one && "$CUDA_HOST_TESTS" marshal paired ;;
       host_order) "$CUDA_HOST_TESTS" order one && "$CUDA_HOST_TESTS" order paired ;;
       host_record)
         export DHX_CUDA_LIBRARY=$RECORDING_CUDA DHX_CUBLASLT_LIBRARY=$RECORDING_CUBLASLT
         export FAKE_GPU_LOG=$PWD/calls.log
-        "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG" ;;
+        "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG"
+        # Mixed precision: every GEMM's layouts typed as its buffers (bf16 or f32).
+        "$CUDA_HOST_TESTS" record bf16 "$FAKE_GPU_LOG" | tee out.txt
+        grep -q 'GEMM calls ([1-9][0-9]* on bf16 operands)' out.txt ;;
     esac
     ;;
   emulated_parity|emulated_wrong_gemm|emulated_timing|emulated_definitions)
@@ -162,13 +166,15 @@ case $1 in
     # The NCCL path of two ranks: data-parallel (the gradient all-reduce), and two-stage
     # pipelines (activations and gradients sent between the stages, the norm's all-reduce),
     # plain 1F1B and interleaved with two chunks per stage, whose evaluation sends and receives
-    # back to back on one stream (one NCCL group).
+    # back to back on one stream (one NCCL group); and 1F1B in bf16 (ncclBfloat16 transfers).
     common=(--set train.steps=2 --set train.warmup=0 --set train.micro_batch=4)
     pp=(--set schedule.parallel.dp=1 --set schedule.parallel.pp=2)
     if [ "$1" = nccl_pp ]; then
-      plans=(pp2 pp2_interleaved)
+      plans=(pp2 pp2_interleaved pp2_bf16)
       "$DHXC" "$SAMPLES/tiny.dhx" -o pp2 "${common[@]}" "${pp[@]}" --set train.global_batch=8 \
         > /dev/null
+      "$DHXC" "$SAMPLES/tiny.dhx" -o pp2_bf16 "${common[@]}" "${pp[@]}" --set train.global_batch=8 \
+        --set train.precision=bf16 > /dev/null
       "$DHXC" "$SAMPLES/tiny.dhx" -o pp2_interleaved "${common[@]}" "${pp[@]}" \
         --set schedule.parallel.virtual=2 --set train.global_batch=16 > /dev/null
     else

@@ -149,7 +149,10 @@ static unsigned long long address(const dhx_plan_rank *r, const dhx_plan_arg *a)
 static int expected_calls(const dhx_plan_rank *r, const dhx_plan_instr *in, int comm,
                           const comm_key *key, call *out) {
   int64_t count = in->args[dhx_op_count_arg(in->op)].i;
-  call c = {.type = 7, .op = -1, .peer = -1, .comm = comm, .stream = in->stream + 1,
+  // ncclFloat32 (7), or ncclBfloat16 (9) for mixed precision's bf16 collectives
+  bool bf16 = in->dtype == DHX_BF16;
+  unsigned long long size = bf16 ? 2 : 4;
+  call c = {.type = bf16 ? 9 : 7, .op = -1, .peer = -1, .comm = comm, .stream = in->stream + 1,
             .buf = address(r, &in->args[0])};
   size_t part = (size_t)count / (size_t)key->size;
   switch (in->op) {
@@ -178,12 +181,12 @@ static int expected_calls(const dhx_plan_rank *r, const dhx_plan_instr *in, int 
       for (int j = 0; j < key->size; j++) {
         out[2 * j] = c;
         snprintf(out[2 * j].name, sizeof c.name, "ncclSend");
-        out[2 * j].buf = c.buf + (unsigned long long)j * part * 4;
+        out[2 * j].buf = c.buf + (unsigned long long)j * part * size;
         out[2 * j].count = part;
         out[2 * j].peer = j;
         out[2 * j + 1] = out[2 * j];
         snprintf(out[2 * j + 1].name, sizeof c.name, "ncclRecv");
-        out[2 * j + 1].buf = out_base + (unsigned long long)j * part * 4;
+        out[2 * j + 1].buf = out_base + (unsigned long long)j * part * size;
       }
       return 2 * key->size;
     }

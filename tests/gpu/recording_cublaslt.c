@@ -1,5 +1,6 @@
 // recording_cublaslt.c — a stand-in cuBLASLt that records each matmul with the descriptors it
-// was given (transposes; each layout's rows, columns, leading dimension, batch and stride), in
+// was given (transposes; each layout's type, rows, columns, leading dimension, batch and
+// stride), in
 // the file FAKE_GPU_LOG names, so the backend's GEMM descriptors are checked without a GPU.
 #include <stddef.h>
 #include <stdint.h>
@@ -10,7 +11,7 @@
 #include "recording_log.h"
 
 typedef struct desc { int32_t ta, tb; } desc;
-typedef struct layout { uint64_t rows, cols; int64_t ld, stride; int32_t batch; } layout;
+typedef struct layout { int type; uint64_t rows, cols; int64_t ld, stride; int32_t batch; } layout;
 
 
 size_t cublasLtGetVersion(void) { return 130100; }
@@ -29,8 +30,8 @@ int cublasLtMatmulDescSetAttribute(desc *d, int attr, const void *buf, size_t n)
   return 0;
 }
 int cublasLtMatrixLayoutCreate(layout **l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
-  (void)type;
   *l = calloc(1, sizeof **l);
+  (*l)->type = type;
   (*l)->rows = rows;
   (*l)->cols = cols;
   (*l)->ld = ld;
@@ -53,9 +54,10 @@ int cublasLtMatmulAlgoGetHeuristic(void *h, desc *op, layout *a, layout *b, layo
   *returned = 1;
   return 0;
 }
+// rows x cols / ld * batch + stride : type (cudaDataType_t: 0 f32, 14 bf16)
 static void describe(char *out, size_t n, const layout *l) {
-  snprintf(out, n, "%llux%llu/%lld*%d+%lld", (unsigned long long)l->rows,
-           (unsigned long long)l->cols, (long long)l->ld, l->batch, (long long)l->stride);
+  snprintf(out, n, "%llux%llu/%lld*%d+%lld:%d", (unsigned long long)l->rows,
+           (unsigned long long)l->cols, (long long)l->ld, l->batch, (long long)l->stride, l->type);
 }
 int cublasLtMatmul(void *h, desc *op, const float *alpha, const void *a, layout *la, const void *b,
                    layout *lb, const float *beta, const void *c, layout *lc, void *d, layout *ld,
