@@ -124,33 +124,44 @@ static float *operand(const dhx_rt *rt, const dhx_plan_arg *a) {
 // Reads the first and last element of every row of a GEMM operand in every batch, in
 // instrumented code: BLAS itself is not instrumented, and a row that ends in a buffer's
 // rounding tail would not reach its guard page.
-static float touch_operand(const float *p, int64_t rows, int64_t cols, int64_t ld,
-                           const dhx_plan_gemm *g, const int64_t stride[2]) {
+// Elements are `size` bytes (the operand buffer's dtype: 4, or 2 for bf16).
+static float touch_operand(const uint8_t *p, int64_t size, int64_t rows, int64_t cols,
+                           int64_t ld, const dhx_plan_gemm *g, const int64_t stride[2]) {
   float sum = 0;
   for (int64_t i = 0; i < g->batch[0]; i++)
     for (int64_t l = 0; l < g->batch[1]; l++)
       for (int64_t r = 0; r < rows; r++) {
-        const float *row = p + i * stride[0] + l * stride[1] + r * ld;
-        sum += row[0] + row[cols - 1];
+        const uint8_t *row = p + (i * stride[0] + l * stride[1] + r * ld) * size;
+        sum += (float)(row[0] + row[(cols - 1) * size]);
       }
   return sum;
 }
 
 static volatile float touched;
 
+static int64_t operand_size(const dhx_rt *rt, const dhx_plan_arg *a) {
+  return dhx_dtype_size(rt->rank->buffers[a->buf].dtype);
+}
+
 static void touch_gemm(const dhx_rt *rt, const dhx_plan_instr *in) {
   const dhx_plan_gemm *g = &in->gemm;
-  touched = touch_operand(operand(rt, &in->args[0]), g->trans_a ? g->k : g->m,
-                          g->trans_a ? g->m : g->k, g->lda, g, g->stride_a) +
-            touch_operand(operand(rt, &in->args[1]), g->trans_b ? g->n : g->k,
-                          g->trans_b ? g->k : g->n, g->ldb, g, g->stride_b) +
-            touch_operand(operand(rt, &in->args[2]), g->m, g->n, g->ldc, g, g->stride_c);
+  const dhx_plan_arg *a = in->args;
+  touched = touch_operand((const uint8_t *)operand(rt, &a[0]), operand_size(rt, &a[0]),
+                          g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, g,
+                          g->stride_a) +
+            touch_operand((const uint8_t *)operand(rt, &a[1]), operand_size(rt, &a[1]),
+                          g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, g,
+                          g->stride_b) +
+            touch_operand((const uint8_t *)operand(rt, &a[2]), operand_size(rt, &a[2]), g->m,
+                          g->n, g->ldc, g, g->stride_c);
 }
 
 // One rank of the ring: the all-reduce reads and writes its whole region on every member.
+// Collectives' elements are of the instruction's dtype (f32, i32 or bf16): touched as bytes.
 static void touch_allreduce(const dhx_rt *rt, const dhx_plan_instr *in) {
-  float *x = operand(rt, &in->args[0]);
-  for (int64_t i = 0; i < in->args[1].i; i++) x[i] += 0.0f;
+  uint8_t *x = (uint8_t *)operand(rt, &in->args[0]);
+  int64_t bytes = in->args[1].i * dhx_dtype_size(in->dtype);
+  for (int64_t i = 0; i < bytes; i++) x[i] = (uint8_t)(x[i] + 0);
 }
 
 // Reduce-scatter, all-gather and all-to-all read their input and write their output; the sizes come from
@@ -158,18 +169,20 @@ static void touch_allreduce(const dhx_rt *rt, const dhx_plan_instr *in) {
 static void touch_chunked(const dhx_rt *rt, const dhx_plan_instr *in) {
   int64_t count = in->args[2].i, p = rt->plan->comms[in->comm].nranks;
   bool scatter = in->op == DHX_OP_REDUCE_SCATTER, gather = in->op == DHX_OP_ALL_GATHER;
-  const float *src = operand(rt, &in->args[0]);
-  float *dst = operand(rt, &in->args[1]);
-  int64_t n_in = gather ? count / p : count, n_out = scatter ? count / p : count;
-  float sum = 0;
-  for (int64_t i = 0; i < n_in; i++) sum += src[i] * 0.0f;
+  const uint8_t *src = (const uint8_t *)operand(rt, &in->args[0]);
+  uint8_t *dst = (uint8_t *)operand(rt, &in->args[1]);
+  int64_t size = dhx_dtype_size(in->dtype);
+  int64_t n_in = (gather ? count / p : count) * size, n_out = (scatter ? count / p : count) * size;
+  uint8_t sum = 0;
+  for (int64_t i = 0; i < n_in; i++) sum = (uint8_t)(sum + src[i] * 0);
   for (int64_t i = 0; i < n_out; i++) dst[i] = sum;
 }
 
 // A send reads its region, a receive writes it (there is no peer here).
 static void touch_transfer(const dhx_rt *rt, const dhx_plan_instr *in) {
-  float *x = operand(rt, &in->args[0]);
-  for (int64_t i = 0; i < in->args[1].i; i++) x[i] = in->op == DHX_OP_RECV ? 0.0f : x[i];
+  uint8_t *x = (uint8_t *)operand(rt, &in->args[0]);
+  int64_t bytes = in->args[1].i * dhx_dtype_size(in->dtype);
+  for (int64_t i = 0; i < bytes; i++) x[i] = in->op == DHX_OP_RECV ? 0 : x[i];
 }
 
 static void run_program(dhx_rt *rt, const dhx_plan_program *prog) {

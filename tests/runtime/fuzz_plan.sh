@@ -34,7 +34,9 @@ if [[ -n "${DHXC:-}" ]]; then
         --set train.global_batch=4 --set schedule.parallel.dp=2)
   "$DHXC" "$SRC/samples/tiny.dhx" -o gpt "${mini[@]}"
   "$DHXC" "$SRC/samples/tiny_llama.dhx" -o llama "${mini[@]}" --set model.kv_heads=1
-  for m in gpt llama; do
+  # Mixed precision: bf16 buffers, kernels with bf16 arguments, GEMMs and collectives in bf16.
+  "$DHXC" "$SRC/samples/tiny.dhx" -o gpt_bf16 "${mini[@]}" --set train.precision=bf16
+  for m in gpt llama gpt_bf16; do
     cp $m/plan.bin corpus/mini_$m.bin
     libs+=:$work/$m/kernels.so tables+=:$work/$m/plan.bin
   done
