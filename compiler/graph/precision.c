@@ -215,7 +215,8 @@ static void rewrite_program(prec *p, int prog) {
   *l = out;
 }
 
-// At the start of program prog: every weight copy refreshed from its weight.
+// At the start of program prog: every weight copy refreshed from its weight, on stream 0,
+// which every other stream of the program waits for before its first op.
 static void refresh_copies(prec *p, int prog, int nweights) {
   dhx_graph *g = p->g;
   dhx_oplist *l = &g->prog[prog];
@@ -225,6 +226,12 @@ static void refresh_copies(prec *p, int prog, int nweights) {
     if (p->copy[w] >= 0)
       push_cast(g, &head, p->copy[w], w, dhx_tensor_elems(&g->tensors[w]), 0, "bf16 weight copy");
   if (head.n == 0) return;
+  if (l->nstreams > 1) {
+    int ready = head.nevents++;
+    dhx_lop_push(&head, DHX_L_RECORD, 0, "bf16 weight copies made")->event = ready;
+    for (int s = 1; s < l->nstreams; s++)
+      dhx_lop_push(&head, DHX_L_WAIT, s, "after the bf16 weight copies")->event = ready;
+  }
   for (int i = 0; i < l->n; i++) *dhx_lop_push(&head, l->ops[i].kind, 0, NULL) = l->ops[i];
   if (l->nstreams > head.nstreams) head.nstreams = l->nstreams;
   head.at = l->at;
