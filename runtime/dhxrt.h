@@ -190,6 +190,9 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
 // exec_cpu.c, for exec_bf16.c: a GEMM on f32 operands at a, b, c; a collective or transfer
 // of f32 elements at x (and y, its second buffer, where it has one); an argument's address.
 void dhx_cpu_gemm(dhx_rt *rt, const dhx_plan_gemm *g, const float *a, const float *b, float *c);
+// A GEMM's epilogue (plan_base.h: dhx_gemm_epilogue) over its f32 C, after dhx_cpu_gemm; pre
+// is NULL unless BIAS_GELU.
+void dhx_cpu_epilogue(const dhx_plan_gemm *g, float *c, const float *bias, float *pre);
 void dhx_cpu_comm(dhx_rt *rt, const dhx_plan_instr *in, float *x, float *y);
 void *dhx_cpu_arg_ptr(const dhx_rt *rt, const dhx_plan_arg *a);
 // exec_bf16.c: the CPU backend's emulation of bf16 operands (mixed-precision plans). A GEMM

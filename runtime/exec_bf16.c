@@ -86,6 +86,14 @@ void dhx_cpu_gemm_bf16(dhx_rt *rt, const dhx_plan_instr *in) {
   dhx_cpu_gemm(rt, g, w[0], w[1], w[2]);
   for (int j = 0; j < 2; j++)
     if (half[j]) free(w[j]);
+  if (g->epilogue) {  // bias and pre-activation are of C's type
+    float *bias = widened(rt, &in->args[3], g->n, half[2]);
+    float *pre = g->epilogue == DHX_GEMM_BIAS_GELU ? widened(rt, &in->args[4], n[2], half[2])
+                                                   : NULL;
+    dhx_cpu_epilogue(g, w[2], bias, pre);
+    if (half[2]) free(bias);
+    if (pre) narrowed(rt, &in->args[4], pre, n[2], half[2]);
+  }
   narrowed(rt, &in->args[2], w[2], n[2], half[2]);
 }
 

@@ -93,6 +93,26 @@ static void gemm_block(void *ctx, int64_t begin, int64_t end) {
           j->c + begin * g->ldc);
 }
 
+// The GEMM's epilogue over C (m rows of n, ldc apart), after the product: the bias added to
+// every row, and with BIAS_GELU the sum kept in `pre` and gelu of it in C (the tanh form, in
+// double, as DHX_EW_GELU defines it; the generated kernel's IR differs by a few ulp).
+void dhx_cpu_epilogue(const dhx_plan_gemm *g, float *c, const float *bias, float *pre) {
+  for (int64_t i = 0; i < g->m; i++) {
+    float *row = c + i * g->ldc;
+    float *pr = pre ? pre + i * g->ldc : NULL;
+    for (int64_t j = 0; j < g->n; j++) {
+      float v = row[j] + bias[j];
+      if (g->epilogue != DHX_GEMM_BIAS_GELU) {
+        row[j] = v;
+        continue;
+      }
+      pr[j] = v;
+      double x = v;
+      row[j] = (float)(0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))));
+    }
+  }
+}
+
 void dhx_cpu_gemm(dhx_rt *rt, const dhx_plan_gemm *g, const float *a, const float *b, float *c) {
   gemm_job job = {g, a, b, c, false};
   int64_t batches = g->batch[0] * g->batch[1];
@@ -177,6 +197,9 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
       if (dhx_cpu_gemm_is_bf16(rt->rank, in)) dhx_cpu_gemm_bf16(rt, in);
       else dhx_cpu_gemm(rt, &in->gemm, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]),
                         arg_ptr(rt, &in->args[2]));
+      if (in->gemm.epilogue && !dhx_cpu_gemm_is_bf16(rt->rank, in))
+        dhx_cpu_epilogue(&in->gemm, arg_ptr(rt, &in->args[2]), arg_ptr(rt, &in->args[3]),
+                         in->gemm.epilogue == DHX_GEMM_BIAS_GELU ? arg_ptr(rt, &in->args[4]) : NULL);
       break;
     case DHX_OP_ZERO: exec_zero(rt, in); break;
     case DHX_OP_ALLREDUCE:

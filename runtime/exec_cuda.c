@@ -29,6 +29,14 @@
 #define CUBLAS_OP_T 1
 #define DESC_TRANSA 3
 #define DESC_TRANSB 4
+#define DESC_EPILOGUE 7          // cublasLtMatmulDescAttributes_t
+#define DESC_BIAS_POINTER 8
+#define DESC_EPILOGUE_AUX_POINTER 11
+#define DESC_EPILOGUE_AUX_LD 12
+#define DESC_EPILOGUE_AUX_DATA_TYPE 22
+#define DESC_BIAS_DATA_TYPE 26
+#define EPILOGUE_BIAS 4          // cublasLtEpilogue_t
+#define EPILOGUE_GELU_AUX_BIAS 164
 #define LAYOUT_BATCH_COUNT 5
 #define LAYOUT_STRIDED_BATCH_OFFSET 6
 #define PREF_MAX_WORKSPACE_BYTES 1
@@ -367,6 +375,23 @@ static gemm_desc *gemm_desc_make(dhx_cuda *c, const dhx_plan_instr *in, char *er
   LT(cublasLtMatmulDescCreate(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   LT(cublasLtMatmulDescSetAttribute(d->op, DESC_TRANSA, &ta, sizeof ta));
   LT(cublasLtMatmulDescSetAttribute(d->op, DESC_TRANSB, &tb, sizeof tb));
+  if (g->epilogue) {
+    // The bias runs along cuBLASLt's rows of D (the plan's columns of C); bias and
+    // pre-activation are of D's type. The addresses are the plan's, fixed for the run.
+    uint32_t epi = g->epilogue == DHX_GEMM_BIAS_GELU ? EPILOGUE_GELU_AUX_BIAS : EPILOGUE_BIAS;
+    int32_t type = operand_type(c, in, 2);
+    CUdeviceptr bias = device_address(c->rank, c->arena, &in->args[3]);
+    LT(cublasLtMatmulDescSetAttribute(d->op, DESC_EPILOGUE, &epi, sizeof epi));
+    LT(cublasLtMatmulDescSetAttribute(d->op, DESC_BIAS_POINTER, &bias, sizeof bias));
+    LT(cublasLtMatmulDescSetAttribute(d->op, DESC_BIAS_DATA_TYPE, &type, sizeof type));
+    if (g->epilogue == DHX_GEMM_BIAS_GELU) {
+      CUdeviceptr pre = device_address(c->rank, c->arena, &in->args[4]);
+      int64_t ld = g->ldc;
+      LT(cublasLtMatmulDescSetAttribute(d->op, DESC_EPILOGUE_AUX_POINTER, &pre, sizeof pre));
+      LT(cublasLtMatmulDescSetAttribute(d->op, DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+      LT(cublasLtMatmulDescSetAttribute(d->op, DESC_EPILOGUE_AUX_DATA_TYPE, &type, sizeof type));
+    }
+  }
   if (!lt_ok(c, layout(c, &d->la, operand_type(c, in, 1), g->trans_b ? g->n : g->k,
                        g->trans_b ? g->k : g->n, g->ldb, g->batch[1], g->stride_b[1]),
              "the layout of B", err, errlen) ||

@@ -29,7 +29,7 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 10
+#define DHX_PLAN_VERSION 11
 #define DHX_PATH_MAX 512
 #define DHX_PLAN_WARP 32              // GPU threads per index of a warp-per-row kernel
 #define DHX_PLAN_WIDE 4               // indices per GPU thread of a wide kernel (16 bytes of f32)

@@ -304,6 +304,7 @@ static void io_gemm(plan_io *s, dhx_plan_gemm *g) {
   for (int l = 0; l < 2; l++) io_i64(s, &g->stride_a[l]);
   for (int l = 0; l < 2; l++) io_i64(s, &g->stride_b[l]);
   for (int l = 0; l < 2; l++) io_i64(s, &g->stride_c[l]);
+  io_u32(s, &g->epilogue);
 }
 
 static void io_instr(plan_io *s, dhx_plan_instr *in) {

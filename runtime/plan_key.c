@@ -23,8 +23,9 @@ bool dhx_instr_key(const dhx_plan *p, uint32_t rank, const dhx_plan_instr *in, c
   case DHX_OP_GEMM: {
     const dhx_plan_gemm *g = &in->gemm;
     snprintf(out, len, "gemm %c%c m=%" PRId64 " n=%" PRId64 " k=%" PRId64 " batch=%" PRId64
-             "x%" PRId64 "%s", g->trans_a ? 't' : 'n', g->trans_b ? 't' : 'n', g->m, g->n, g->k,
-             g->batch[0], g->batch[1], g->beta != 0 ? " accumulate" : "");
+             "x%" PRId64 "%s%s", g->trans_a ? 't' : 'n', g->trans_b ? 't' : 'n', g->m, g->n, g->k,
+             g->batch[0], g->batch[1], g->beta != 0 ? " accumulate" : "",
+             g->epilogue == DHX_GEMM_BIAS_GELU ? " bias_gelu" : g->epilogue ? " bias" : "");
     return true;
   }
   case DHX_OP_RECORD:

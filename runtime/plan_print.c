@@ -117,6 +117,14 @@ static void print_gemm(FILE *f, const dhx_plan_rank *r, const dhx_plan_instr *in
     fputs(" C=", f);
     print_arg(f, r, &in->args[2]);
   }
+  if (g->epilogue && in->nargs >= 4) {
+    fputs(g->epilogue == DHX_GEMM_BIAS_GELU ? " epilogue=bias_gelu bias=" : " epilogue=bias bias=", f);
+    print_arg(f, r, &in->args[3]);
+  }
+  if (g->epilogue == DHX_GEMM_BIAS_GELU && in->nargs >= 5) {
+    fputs(" pre=", f);
+    print_arg(f, r, &in->args[4]);
+  }
   fprintf(f, " alpha=%g beta=%g", g->alpha, g->beta);
   if (g->batch[0] > 1 || g->batch[1] > 1)
     fprintf(f, " batch=%" PRId64 "x%" PRId64, g->batch[0], g->batch[1]);

@@ -81,10 +81,39 @@ static bool check_gemm_batches_disjoint(plan_check_ctx *v, const dhx_plan_instr 
   return true;
 }
 
-bool plan_check_gemm(plan_check_ctx *v, const dhx_plan_instr *in) {
-  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_BUF};
-  if (!plan_check_arg_kinds(v, in, 3, kinds)) return false;
+// The epilogue's bias (n elements) and pre-activation (C's extent, disjoint from C), both of C's
+// type; an unbatched GEMM with beta 0 and ldc a multiple of 8.
+static bool check_gemm_epilogue(plan_check_ctx *v, const dhx_plan_instr *in) {
   const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_buffer *bufs = v->p->ranks[v->rank].buffers;
+  uint32_t tc = bufs[in->args[2].buf].dtype;
+  CHECK(g->batch[0] == 1 && g->batch[1] == 1 && g->beta == 0 && g->ldc % 8 == 0,
+        "a GEMM epilogue needs one batch, beta 0 and ldc a multiple of 8 (batch %" PRId64 "x%"
+        PRId64 ", beta %g, ldc %" PRId64 ")", g->batch[0], g->batch[1], g->beta, g->ldc);
+  for (int j = 3; j < dhx_gemm_nargs(g->epilogue); j++) {
+    const dhx_plan_buffer *b = &bufs[in->args[j].buf];
+    CHECK(b->dtype == tc, "GEMM epilogue %s: buffer '%s' is %s, C is %s", j == 3 ? "bias" :
+          "pre-activation", b->name, dhx_dtype_name(b->dtype), dhx_dtype_name(tc));
+    int64_t elems = j == 3 ? g->n : (g->m - 1) * g->ldc + g->n;
+    if (!plan_check_region(v, in, j, elems, dhx_dtype_size(tc))) return false;
+  }
+  if (g->epilogue == DHX_GEMM_BIAS_GELU) {
+    const dhx_plan_buffer *c = &bufs[in->args[2].buf], *p = &bufs[in->args[4].buf];
+    int64_t size = dhx_dtype_size(tc), span = ((g->m - 1) * g->ldc + g->n) * size;
+    int64_t c0 = c->offset + in->args[2].i, p0 = p->offset + in->args[4].i;
+    CHECK(c0 + span <= p0 || p0 + span <= c0, "GEMM epilogue: the pre-activation in '%s' "
+          "overlaps C in '%s'", p->name, c->name);
+  }
+  return true;
+}
+
+bool plan_check_gemm(plan_check_ctx *v, const dhx_plan_instr *in) {
+  static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_BUF,
+                                   DHX_ARG_BUF};
+  const dhx_plan_gemm *g = &in->gemm;
+  CHECK(g->epilogue <= DHX_GEMM_BIAS_GELU, "GEMM epilogue %u is not one of 0 (none), 1 (bias), "
+        "2 (bias and gelu)", g->epilogue);
+  if (!plan_check_arg_kinds(v, in, dhx_gemm_nargs(g->epilogue), kinds)) return false;
   CHECK(g->trans_a <= 1 && g->trans_b <= 1, "GEMM trans flags must be 0 or 1 (got %u, %u)",
         g->trans_a, g->trans_b);
   CHECK(g->m >= 1 && g->n >= 1 && g->k >= 1 && g->m <= INT32_MAX && g->n <= INT32_MAX &&
@@ -107,5 +136,5 @@ bool plan_check_gemm(plan_check_ctx *v, const dhx_plan_instr *in) {
          check_gemm_operand(v, in, 1, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb,
                             g->stride_b) &&
          check_gemm_operand(v, in, 2, g->m, g->n, g->ldc, g->stride_c) &&
-         check_gemm_batches_disjoint(v, in);
+         check_gemm_batches_disjoint(v, in) && (!g->epilogue || check_gemm_epilogue(v, in));
 }

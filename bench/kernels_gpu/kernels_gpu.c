@@ -111,9 +111,10 @@ static int written_regions(const dhx_plan *plan, const dhx_plan_rank *rank,
     const dhx_plan_gemm *g = &in->gemm;
     int64_t last = (g->batch[0] - 1) * g->stride_c[0] + (g->batch[1] - 1) * g->stride_c[1] +
                    (g->m - 1) * g->ldc + g->n;
-    out[0] = arg_region(rank, &in->args[2],
-                        last * dhx_dtype_size(rank->buffers[in->args[2].buf].dtype));
-    return 1;
+    int64_t size = dhx_dtype_size(rank->buffers[in->args[2].buf].dtype);
+    out[n++] = arg_region(rank, &in->args[2], last * size);
+    if (g->epilogue == DHX_GEMM_BIAS_GELU) out[n++] = arg_region(rank, &in->args[4], last * size);
+    return n;
   }
   if (in->op == DHX_OP_ZERO) {
     out[0] = arg_region(rank, &in->args[0], in->args[1].i);

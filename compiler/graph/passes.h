@@ -31,6 +31,9 @@ void dhx_lower_backward_from(dhx_graph *g, dhx_oplist *l, double loss_scale, int
 void dhx_lower_optimizer(dhx_graph *g, const dhx_lower_opts *o);
 // fuse.c: merges chains of elementwise ops; returns how many ops it removed.
 int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
+// gemm_epilogue.c (GPU clusters, after fusion): a GEMM's bias add, or bias add and GeLU, that
+// nothing else separates from it becomes the GEMM's epilogue; returns how many it folded.
+int dhx_fuse_gemm_epilogues(dhx_graph *g, dhx_oplist *l);
 // shard_tp.c: turns the whole model's graph into what tensor-parallel rank `rank` of `tp`
 // runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
 // slice. Reports unsupported combinations as errors at the op. Call before lowering.

@@ -17,7 +17,7 @@
 // Every other activation, and activation gradient, is bf16.
 //
 // A GEMM computes on one type: with a bf16 operand or a bf16 result its A and B must both be
-// bf16. A weight operand then reads the weight's bf16 copy (a persistent buffer refreshed from
+// bf16, and an epilogue's bias and pre-activation are of C's type. A weight operand then reads the weight's bf16 copy (a persistent buffer refreshed from
 // the f32 weight at the start of every step and of every evaluation forward), and an f32
 // activation operand a bf16 cast made just before the GEMM.
 #include <stdio.h>
@@ -97,6 +97,8 @@ static void constrain(prec *p, const dhx_lop *op) {
       if (op->args[j].kind == DHX_ARG_BUF && (keep & (1u << j))) force(p, op->args[j].tensor);
   } else if (op->kind == DHX_L_ZERO) {
     force(p, op->args[0].tensor);
+  } else if (op->kind == DHX_L_GEMM && op->gemm.epilogue == DHX_GEMM_BIAS_GELU) {
+    unite(p, op->args[2].tensor, op->args[4].tensor);  // cuBLASLt: the pre-activation is D's type
   } else if (is_collective(op->kind)) {
     int first = -1;
     for (int j = 0; j < op->nargs; j++) {
@@ -200,6 +202,8 @@ static void rewrite_program(prec *p, int prog) {
       out.at = op.at;
       operand_to_bf16(p, &out, &op, 0, prog);
       operand_to_bf16(p, &out, &op, 1, prog);
+      // cuBLASLt's bias is of D's type: a bf16 C reads the bias's bf16 copy.
+      if (op.gemm.epilogue && is_bf16(g, &op.args[2])) operand_to_bf16(p, &out, &op, 3, prog);
     }
     if (op.kind == DHX_L_KERNEL || op.kind == DHX_L_EW) {
       uint32_t floats = dhx_kernel_float_pointers(&op.kspec);

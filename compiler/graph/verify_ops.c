@@ -62,7 +62,8 @@ static int64_t gemm_span(const dhx_plan_gemm *gm, int64_t rows, int64_t cols, in
 
 static void check_gemm(check *c, const dhx_lop *op) {
   const dhx_plan_gemm *gm = &op->gemm;
-  if (op->nargs != 3) FAIL(c, "a GEMM has %d operands", op->nargs);
+  if (gm->epilogue > DHX_GEMM_BIAS_GELU || op->nargs != dhx_gemm_nargs(gm->epilogue))
+    FAIL(c, "a GEMM with epilogue %u has %d operands", gm->epilogue, op->nargs);
   if (gm->m < 1 || gm->n < 1 || gm->k < 1 || gm->batch[0] < 1 || gm->batch[1] < 1)
     FAIL(c, "GEMM shape %lldx%lldx%lld, batches %lld, %lld", (long long)gm->m, (long long)gm->n,
          (long long)gm->k, (long long)gm->batch[0], (long long)gm->batch[1]);
@@ -72,6 +73,10 @@ static void check_gemm(check *c, const dhx_lop *op) {
   check_window(c, &op->args[0], gemm_span(gm, ar, ac, gm->lda, gm->stride_a), "A");
   check_window(c, &op->args[1], gemm_span(gm, br, bc, gm->ldb, gm->stride_b), "B");
   check_window(c, &op->args[2], gemm_span(gm, gm->m, gm->n, gm->ldc, gm->stride_c), "C");
+  if (gm->epilogue) check_window(c, &op->args[3], gm->n, "the bias");
+  if (gm->epilogue == DHX_GEMM_BIAS_GELU)
+    check_window(c, &op->args[4], gemm_span(gm, gm->m, gm->n, gm->ldc, gm->stride_c),
+                 "the pre-activation");
 }
 
 // Arguments against the kernel's signature; pointer windows are bounded by the plan validator

@@ -350,6 +350,11 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   dhx_create_norm_scratch(g);
   lower_micro(cfg, g, accum);   dhx_verify_programs(g, "lowering", false);
   fuse(g);                      dhx_verify_programs(g, "fusion", false);
+  if (!cfg->cluster_cpu) {  // cuBLASLt adds biases (and GeLU) as it stores; OpenBLAS cannot
+    dhx_fuse_gemm_epilogues(g, &g->prog[DHX_PROG_MICRO]);
+    dhx_fuse_gemm_epilogues(g, &g->prog[DHX_PROG_EVAL]);
+    dhx_verify_programs(g, "GEMM epilogues", false);
+  }
   dhx_zero_shard(g);            dhx_verify_programs(g, "sharding", false);
   overlap_search(cfg, g, sc);   dhx_verify_programs(g, "the overlap search", false);
   lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
@@ -412,7 +417,7 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   if (refused(cfg, simulating, &at, what, sizeof what)) {
     dhx_error_at(at, src_of(at), "%s is not implemented yet: this build lowers data, tensor, "
                  "sequence and pipeline parallelism, sharded data parallelism (zero: 1..3), paired "
-                 "strands and compression in f32, on CPU and GPU clusters ('dhxc check' checks "
+                 "strands and compression in f32 or bf16, on CPU and GPU clusters ('dhxc check' checks "
                  "the program without lowering it)", what);
     return false;
   }
@@ -432,6 +437,10 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   double flops = 0;
   bool ok = true;
   dhx_cost_model model = dhx_cost_model_of_cluster(cfg, p);
+  // A simulation lowers a bf16 program as the f32 plan: its cost model counts bf16's bytes
+  // (cost_cluster.c), and its figures stay comparable with the published f32-lowered ones.
+  dhx_config lowering = *cfg;
+  if (simulating) lowering.precision = DHX_PREC_F32;
   dhx_ovl_memo *memo = calloc((size_t)cfg->pp, sizeof *memo);  // per stage
   if (!memo) abort();
   double stage_flops = 0;  // tensor rank 0's, for the ranks that share its programs
@@ -461,7 +470,7 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
       int r0 = world_rank(cfg, t, 0, s);
       search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s]};
       dhx_timing_pass("lower and plan memory");
-      ok = ok && lower_graph(cfg, t, 0, s, gt, &arena, &sc);
+      ok = ok && lower_graph(&lowering, t, 0, s, gt, &arena, &sc);
       dhx_timing_pass("emit ranks");
       ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
       if (ok) {
@@ -472,7 +481,7 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
           // shares alike (the same counts) and lets the replicas share rank r0's programs.
           search_ctx rsc = {&model, p, comm_of[r], out->cg, &memo[s]};
           if (cfg->zero >= 1 && !simulating)
-            ok = lower_replica(prog, cfg, t, d, s, &rsc, &p->ranks[r]);
+            ok = lower_replica(prog, &lowering, t, d, s, &rsc, &p->ranks[r]);
           else
             share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
           set_coords(cfg, t, d, s, &p->ranks[r]);

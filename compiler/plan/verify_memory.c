@@ -122,6 +122,8 @@ static uint32_t arg_access(const dhx_plan *plan, const dhx_plan_instr *in, uint3
     case DHX_OP_GEMM:
       if (j < 2) return ACC_READ;
       if (j == 2) return in->gemm.beta != 0 ? ACC_READ | ACC_WRITE : ACC_WRITE;
+      if (j == 3) return in->gemm.epilogue ? ACC_READ : 0;                  // bias
+      if (j == 4) return in->gemm.epilogue == DHX_GEMM_BIAS_GELU ? ACC_WRITE : 0;  // pre
       return 0;
     case DHX_OP_ZERO: return j == 0 ? ACC_WRITE : 0;
     case DHX_OP_ALLREDUCE: return j == 0 ? ACC_READ | ACC_WRITE : 0;

@@ -57,7 +57,18 @@ typedef struct dhx_plan_gemm {
   double alpha, beta;
   int64_t batch[2];              // outer and inner batch counts (1 when unused)
   int64_t stride_a[2], stride_b[2], stride_c[2];  // element strides per batch level
+  uint32_t epilogue;             // dhx_gemm_epilogue (version 11)
 } dhx_plan_gemm;
+
+// What a GEMM does to its product before it stores C (cuBLASLt's epilogues, fused on GPU
+// clusters): with BIAS, argument 3 is a bias of n elements of C's type added to every row;
+// with BIAS_GELU also argument 4, the pre-activation (C's type, its rows ldc apart like C's,
+// disjoint from C), which gets product + bias while C gets gelu of it (the tanh form of
+// DHX_EW_GELU). Only unbatched GEMMs with beta 0, and ldc a multiple of 8 (cuBLASLt's rule for
+// the pre-activation's leading dimension).
+typedef enum { DHX_GEMM_PLAIN = 0, DHX_GEMM_BIAS = 1, DHX_GEMM_BIAS_GELU = 2 } dhx_gemm_epilogue;
+// The arguments of a GEMM with epilogue e: 3 (A, B, C), 4 (+ bias) or 5 (+ pre-activation).
+static inline int dhx_gemm_nargs(uint32_t e) { return e == DHX_GEMM_BIAS_GELU ? 5 : e ? 4 : 3; }
 
 typedef enum {
   DHX_PROG_BEGIN = 0,  // once per step, before the micro-batches

@@ -64,7 +64,8 @@ case $case_name in
     ;;
   fused_attention)
     # GPU clusters lower attention to the fused kernels (kernel_attn.c), CPU clusters to GEMMs
-    # around the softmax: the same model on a GPU cluster, trained on the CPU backend, gives
+    # around the softmax, and fold biases and GeLUs into GEMM epilogues (gemm_epilogue.c): the
+    # same model on a GPU cluster, trained on the CPU backend, gives
     # the CPU cluster's losses to rounding: fused q/k/v (the GPT) on one rank, grouped-query
     # attention (the Llama: 4 heads sharing 2) with heads split over tp 2.
     corpus
@@ -83,6 +84,12 @@ case $case_name in
         grep -qa "${k}_f32" gpu_$model/plan.bin || { echo "$model: no $k"; exit 1; }
       done
       if grep -qa softmax_causal gpu_$model/plan.bin; then echo "$model: a score matrix"; exit 1; fi
+      if [ "$model" = tiny ]; then  # the GPT's qkv bias and MLP bias + GeLU: GEMM epilogues
+        "$DHXC" ${model}_gpu.dhx --emit=schedule "${data[@]}" "${layout[@]}" \
+          --set train.precision=f32 2>/dev/null > schedule.txt
+        grep -q 'epilogue=bias bias=' schedule.txt && grep -q 'epilogue=bias_gelu bias=' schedule.txt \
+          || { echo "$model: no GEMM epilogues"; exit 1; }
+      fi
       for plan in cpu_$model gpu_$model; do
         $MPIRUN -np $tp "$DHXRUN" $plan --backend cpu --metrics $plan.jsonl --quiet
       done

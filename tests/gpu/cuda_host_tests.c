@@ -152,7 +152,7 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
   const uint64_t arena = 0x100000000ull;
   char want[256];
   int launches = 0, zeros = 0, records = 0, waits = 0, matmuls = 0, norms = 0, adamws = 0;
-  int bf16_gemms = 0;
+  int bf16_gemms = 0, epilogues = 0;
   uint64_t scale_at = 0;  // where GRAD_NORM put the clip scale
   for (int p = first; p <= last; p++) {
     const dhx_plan_program *prog = &rank->programs[p];
@@ -218,6 +218,19 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
                   want_type[j]);
           }
           bf16_gemms += types[0] == 14;
+          // An epilogue: cuBLASLt's BIAS (4) or GELU_AUX_BIAS (164), the bias and the
+          // pre-activation at the plan's addresses, the latter ldc apart.
+          uint64_t bias = g->epilogue ? arena + (uint64_t)rank->buffers[in->args[3].buf].offset +
+                                            (uint64_t)in->args[3].i : 0;
+          uint64_t pre = g->epilogue == DHX_GEMM_BIAS_GELU
+                             ? arena + (uint64_t)rank->buffers[in->args[4].buf].offset +
+                                   (uint64_t)in->args[4].i : 0;
+          snprintf(want, sizeof want, " epilogue=%u bias=%" PRIx64 " aux=%" PRIx64 " auxld=%"
+                   PRId64, g->epilogue == DHX_GEMM_BIAS_GELU ? 164u : g->epilogue ? 4u : 0u,
+                   bias, pre, g->epilogue == DHX_GEMM_BIAS_GELU ? g->ldc : (int64_t)0);
+          CHECK(l && strstr(l, want) && strstr(l, want) < strchr(l, '\n'), "GEMM '%s': not %s",
+                in->note, want);
+          epilogues += g->epilogue != 0;
         }
       }
     }
@@ -235,9 +248,9 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
   if (last == DHX_PROG_STEP)
     CHECK(norms == 1 && adamws > 0, "%s: %d GRAD_NORM launches, %d AdamW launches", what, norms,
           adamws);
-  printf("%s: %d launches (%d grad norm, %d AdamW), %d GEMM calls (%d on bf16 operands), "
-         "%d memsets, %d records, %d waits checked\n", what, launches, norms, adamws, matmuls,
-         bf16_gemms, zeros, records, waits);
+  printf("%s: %d launches (%d grad norm, %d AdamW), %d GEMM calls (%d on bf16 operands, %d with "
+         "an epilogue), %d memsets, %d records, %d waits checked\n", what, launches, norms, adamws,
+         matmuls, bf16_gemms, epilogues, zeros, records, waits);
 }
 
 static void test_record(const char *dir, const dhx_plan *plan, const char *log_path) {

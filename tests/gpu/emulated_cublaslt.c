@@ -11,11 +11,15 @@
 //
 // Only what the backend needs is supported (fp32 data, or bf16 A and B with a bf16 or fp32 C
 // and D as cuBLASLt's mixed-precision GEMMs; fp32 compute and scale, column order, host-pointer
-// scalars); anything else is refused with CUBLAS_STATUS_NOT_SUPPORTED rather than ignored.
+// scalars; the BIAS and GELU_AUX_BIAS epilogues, unbatched, bias and aux of D's type: the bias
+// is added to each column of D, aux gets the sum and D gelu of it, in the tanh form); anything
+// else is refused with CUBLAS_STATUS_NOT_SUPPORTED rather than ignored.
 // Sums accumulate in double; a bf16 D is rounded to nearest even once.
 //
 // DHX_EMULATED_CUBLASLT_FAULT=flip-transa (or flip-transb) inverts that transpose of every
 // matmul: a backend with a wrong GEMM layout, for the tests that prove the checks catch one.
+#include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,7 +39,9 @@ enum {  // cublasStatus_t
 #define OP_N 0
 #define OP_T 1
 enum { DESC_COMPUTE_TYPE = 0, DESC_SCALE_TYPE = 1, DESC_POINTER_MODE = 2, DESC_TRANSA = 3,
-       DESC_TRANSB = 4 };
+       DESC_TRANSB = 4, DESC_EPILOGUE = 7, DESC_BIAS_POINTER = 8, DESC_EPILOGUE_AUX_POINTER = 11,
+       DESC_EPILOGUE_AUX_LD = 12, DESC_EPILOGUE_AUX_DATA_TYPE = 22, DESC_BIAS_DATA_TYPE = 26 };
+enum { EPILOGUE_DEFAULT = 1, EPILOGUE_BIAS = 4, EPILOGUE_GELU_AUX_BIAS = 164 };
 enum { LAYOUT_TYPE = 0, LAYOUT_ORDER = 1, LAYOUT_ROWS = 2, LAYOUT_COLS = 3, LAYOUT_LD = 4,
        LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6 };
 #define ORDER_COL 0
@@ -44,6 +50,11 @@ enum { LAYOUT_TYPE = 0, LAYOUT_ORDER = 1, LAYOUT_ROWS = 2, LAYOUT_COLS = 3, LAYO
 
 typedef struct desc {
   int32_t transa, transb;
+  uint32_t epilogue;             // EPILOGUE_DEFAULT, _BIAS or _GELU_AUX_BIAS
+  const void *bias;              // a vector of D's rows
+  void *aux;                     // GELU_AUX_BIAS: the GeLU's input, ld aux_ld
+  int64_t aux_ld;
+  int32_t bias_type, aux_type;   // -1: D's type
 } desc;
 
 typedef struct layout {
@@ -84,7 +95,10 @@ int cublasLtDestroy(handle *h) {
 int cublasLtMatmulDescCreate(desc **d, int compute, int scale) {
   if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return NOT_SUPPORTED;
   *d = calloc(1, sizeof **d);
-  return *d ? OK : ALLOC_FAILED;
+  if (!*d) return ALLOC_FAILED;
+  (*d)->epilogue = EPILOGUE_DEFAULT;
+  (*d)->bias_type = (*d)->aux_type = -1;
+  return OK;
 }
 int cublasLtMatmulDescDestroy(desc *d) {
   free(d);
@@ -111,6 +125,32 @@ int cublasLtMatmulDescSetAttribute(desc *d, int attr, const void *buf, size_t si
     case DESC_TRANSB: return operation(buf, size, &d->transb);
     case DESC_POINTER_MODE:  // host scalars only
       return int32_value(buf, size, &v) != OK ? INVALID_VALUE : v == 0 ? OK : NOT_SUPPORTED;
+    case DESC_EPILOGUE:
+      if (int32_value(buf, size, &v) != OK) return INVALID_VALUE;
+      if (v != EPILOGUE_DEFAULT && v != EPILOGUE_BIAS && v != EPILOGUE_GELU_AUX_BIAS)
+        return NOT_SUPPORTED;
+      d->epilogue = (uint32_t)v;
+      return OK;
+    case DESC_BIAS_POINTER:
+    case DESC_EPILOGUE_AUX_POINTER: {
+      void *p;
+      if (!buf || size != sizeof p) return INVALID_VALUE;
+      memcpy(&p, buf, sizeof p);
+      if (attr == DESC_BIAS_POINTER) d->bias = p;
+      else d->aux = p;
+      return OK;
+    }
+    case DESC_EPILOGUE_AUX_LD:
+      if (!buf || size != sizeof d->aux_ld) return INVALID_VALUE;
+      memcpy(&d->aux_ld, buf, sizeof d->aux_ld);
+      return OK;
+    case DESC_BIAS_DATA_TYPE:
+    case DESC_EPILOGUE_AUX_DATA_TYPE:
+      if (int32_value(buf, size, &v) != OK) return INVALID_VALUE;
+      if (v != -1 && v != CUDA_R_32F && v != CUDA_R_16BF) return NOT_SUPPORTED;
+      if (attr == DESC_BIAS_DATA_TYPE) d->bias_type = v;
+      else d->aux_type = v;
+      return OK;
     default: return NOT_SUPPORTED;  // epilogues, scales...: not emulated, so not accepted
   }
 }
@@ -278,6 +318,16 @@ int cublasLtMatmul(handle *h, desc *op, const float *alpha, const void *a, layou
     return INVALID_VALUE;
   if (!shapes_agree(op, la, lb, lc, ld)) return INVALID_VALUE;
   if (!types_supported(la, lb, lc, ld)) return NOT_SUPPORTED;
+  // Epilogues: bias and auxiliary matrix of D's type (the forms emulated), a bias pointer, and
+  // for GELU_AUX_BIAS an aux pointer with a leading dimension of at least D's rows, divisible by 8.
+  bool biased = op->epilogue != EPILOGUE_DEFAULT, gelu = op->epilogue == EPILOGUE_GELU_AUX_BIAS;
+  if (biased && (!op->bias || (op->bias_type != -1 && op->bias_type != ld->type)))
+    return INVALID_VALUE;
+  if (gelu && (!op->aux || op->aux_ld < (int64_t)ld->rows || op->aux_ld % 8 != 0 ||
+               (op->aux_type != -1 && op->aux_type != ld->type)))
+    return INVALID_VALUE;
+  if (biased && lc->batch != 1) return NOT_SUPPORTED;
+  layout vec = {ld->type, ld->rows, 1, (int64_t)ld->rows, 1, 0};  // the bias: D's rows
   int32_t ta, tb;
   transposes(op, &ta, &tb);
   uint64_t m = lc->rows, n = lc->cols, k = ta ? la->rows : la->cols;
@@ -298,6 +348,11 @@ int cublasLtMatmul(handle *h, desc *op, const float *alpha, const void *a, layou
       for (uint64_t i = 0; i < m; i++) {
         double v = (double)*alpha * sum[i];
         if (*beta != 0) v += (double)*beta * load(cl, lc, i + j * (uint64_t)lc->ld);
+        if (biased) v += load(op->bias, &vec, i);  // broadcast over D's columns
+        if (gelu) {  // the GeLU's input to aux, rounded to D's type, then GeLU (tanh form)
+          store(op->aux, ld, i + j * (uint64_t)op->aux_ld, v);
+          v = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        }
         store(dl, ld, i + j * (uint64_t)ld->ld, v);
       }
     }

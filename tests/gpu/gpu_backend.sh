@@ -71,7 +71,13 @@ case $1 in
         "$CUDA_HOST_TESTS" record one "$FAKE_GPU_LOG"
         # Mixed precision: every GEMM's layouts typed as its buffers (bf16 or f32).
         "$CUDA_HOST_TESTS" record bf16 "$FAKE_GPU_LOG" | tee out.txt
-        grep -q 'GEMM calls ([1-9][0-9]* on bf16 operands)' out.txt ;;
+        grep -q 'GEMM calls ([1-9][0-9]* on bf16 operands' out.txt
+        # A GPU cluster's plan (bf16): the linears' biases and GeLUs as cuBLASLt epilogues.
+        sed -e 's/^use std\.gpt$/&\nuse std.clusters/' \
+            -e 's|^cluster = cpu(.*)|cluster = hgx_h200(per_node: 1)|' "$SAMPLES/tiny.dhx" > gpu.dhx
+        "$DHXC" gpu.dhx -o gpu "${common[@]}" > /dev/null
+        "$CUDA_HOST_TESTS" record gpu "$FAKE_GPU_LOG" | tee out.txt
+        grep -q 'on bf16 operands, [1-9][0-9]* with an epilogue)' out.txt ;;
     esac
     ;;
   emulated_parity|emulated_wrong_gemm|emulated_timing|emulated_definitions)
@@ -122,6 +128,11 @@ case $1 in
           grep -q "\"program\":\"MICRO\",\"name\":\"${k}_f32\".*\"result\":\"ok\"" out.txt \
             || { echo "no $k on the device"; exit 1; }
         done
+        # Its biases and GeLUs are cuBLASLt epilogues (both outputs compared).
+        for e in bias bias_gelu; do
+          grep -q "\"name\":\"gemm [^\"]* $e\",\"instructions\":[0-9]*,\"result\":\"ok\"" out.txt \
+            || { echo "no GEMM with the $e epilogue on the device"; exit 1; }
+        done
         # The same plan in bf16 mixed precision: bf16 kernels and cuBLASLt's bf16 GEMMs (f32
         # and bf16 C) on the device, within bf16's rounding of the CPU backend's emulation.
         "$DHXC" gpu.dhx -o gpu16 --set train.steps=2 --set train.warmup=0 \
@@ -133,6 +144,7 @@ case $1 in
         [ "$rc" -eq 0 ] && grep -q '^kernels_gpu: 0 mismatches, 0 errors$' out16.txt \
           || { tail -5 out16.txt; exit 1; }
         grep -q '"program":"MICRO","name":"attn_fwd_f32_b[0-9a-f]*".*"result":"ok"' out16.txt
+        grep -q '"name":"gemm [^"]* bias_gelu","instructions":[0-9]*,"result":"ok"' out16.txt
         [ "$(grep -c '"program":"MICRO","name":"gemm .*"result":"ok"' out16.txt)" -ge 5 ]
         ! grep '"result":"not_run"' out16.txt | grep -E '"name":"(zero|gemm |[a-z_0-9]+_f32)'
         # What the backend does not run yet is named, not failed: only ops without a kernel.

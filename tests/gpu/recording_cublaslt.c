@@ -10,7 +10,7 @@
 
 #include "recording_log.h"
 
-typedef struct desc { int32_t ta, tb; } desc;
+typedef struct desc { int32_t ta, tb; uint32_t epilogue; uint64_t bias, aux; int64_t aux_ld; } desc;
 typedef struct layout { int type; uint64_t rows, cols; int64_t ld, stride; int32_t batch; } layout;
 
 
@@ -27,6 +27,10 @@ int cublasLtMatmulDescDestroy(desc *d) { free(d); return 0; }
 int cublasLtMatmulDescSetAttribute(desc *d, int attr, const void *buf, size_t n) {
   if (attr == 3) memcpy(&d->ta, buf, n);
   if (attr == 4) memcpy(&d->tb, buf, n);
+  if (attr == 7) memcpy(&d->epilogue, buf, n);   // epilogue
+  if (attr == 8) memcpy(&d->bias, buf, n);       // bias pointer
+  if (attr == 11) memcpy(&d->aux, buf, n);       // epilogue aux pointer
+  if (attr == 12) memcpy(&d->aux_ld, buf, n);    // its leading dimension
   return 0;
 }
 int cublasLtMatrixLayoutCreate(layout **l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
@@ -67,9 +71,11 @@ int cublasLtMatmul(void *h, desc *op, const float *alpha, const void *a, layout 
   describe(sa, sizeof sa, la);
   describe(sb, sizeof sb, lb);
   describe(sc, sizeof sc, lc);
-  logf_("cublasLtMatmul ta=%d tb=%d A=%s B=%s C=%s alpha=%g beta=%g a=%llx b=%llx d=%llx stream=%lu",
+  logf_("cublasLtMatmul ta=%d tb=%d A=%s B=%s C=%s alpha=%g beta=%g a=%llx b=%llx d=%llx stream=%lu "
+        "epilogue=%u bias=%llx aux=%llx auxld=%lld",
         op->ta, op->tb, sa, sb, sc, *alpha, *beta, (unsigned long long)(uintptr_t)a,
         (unsigned long long)(uintptr_t)b, (unsigned long long)(uintptr_t)d,
-        (unsigned long)(uintptr_t)stream);
+        (unsigned long)(uintptr_t)stream, op->epilogue, (unsigned long long)op->bias,
+        (unsigned long long)op->aux, (long long)op->aux_ld);
   return 0;
 }

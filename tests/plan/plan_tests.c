@@ -190,6 +190,21 @@ static void gemm_transposed_short_ld(dhx_plan *p) {
   g->lda = g->m - 1;
 }
 
+// Epilogues (bias, bias + GeLU into a pre-activation) on the same GEMM, W as the bias.
+static void epilogue_unknown(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.epilogue = 3; }
+static void epilogue_without_bias(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.epilogue = 1; }
+static dhx_plan_instr *with_epilogue(dhx_plan *p, uint32_t e) {
+  dhx_plan_instr *in = instr(p, 0, DHX_PROG_MICRO, 1);
+  in->gemm.epilogue = e;
+  in->nargs = (uint32_t)dhx_gemm_nargs(e);
+  in->args[3] = in->args[1];
+  in->args[4] = in->args[1];
+  return in;
+}
+static void epilogue_pre_is_c(dhx_plan *p) { with_epilogue(p, 2)->args[4] = instr(p, 0, DHX_PROG_MICRO, 1)->args[2]; }
+static void epilogue_accumulates(dhx_plan *p) { with_epilogue(p, 1)->gemm.beta = 1; }
+static void epilogue_bias_past_end(dhx_plan *p) { with_epilogue(p, 1)->args[3].i = 1000; }
+
 static void test_bounds_gemm_extents(const char *unused) {
   (void)unused;
   const char *at = "rank 0 program MICRO instr 1 (y = x W): ";
@@ -208,6 +223,15 @@ static void test_bounds_gemm_extents(const char *unused) {
   expect_toy_invalid(1, gemm_c_offset, "GEMM operand C extends past buffer 'y' (needs 2052");
   expect_toy_invalid(1, gemm_transposed_short_ld, "GEMM operand A: leading dimension 15 is "
                      "smaller than its row length 16");
+  expect_toy_invalid(1, epilogue_unknown, "GEMM epilogue 3 is not one of 0 (none), 1 (bias), 2 "
+                     "(bias and gelu)");
+  expect_toy_invalid(1, epilogue_without_bias, "gemm takes 4 arguments (has 3)");
+  expect_toy_invalid(1, epilogue_pre_is_c, "GEMM epilogue: the pre-activation in 'y' overlaps C "
+                     "in 'y'");
+  expect_toy_invalid(1, epilogue_accumulates, "a GEMM epilogue needs one batch, beta 0 and ldc a "
+                     "multiple of 8 (batch 1x1, beta 1, ldc 16)");
+  expect_toy_invalid(1, epilogue_bias_past_end, "gemm of 16 elements at byte 1000 extends past "
+                     "buffer 'w'");
 }
 
 // ---- collective counts (toy plan at dp 2: STEP all-reduces grad.w, grad.b) ------------------
