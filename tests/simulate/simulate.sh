@@ -16,6 +16,9 @@
 #              rank simulated (--simulate-every-rank), and compute and exposed communication
 #              within 1% (simultaneous events may be taken in another order), with ZeRO 1 and
 #              with ZeRO 3 and paired strands
+#   f32_plan   a bf16 program (the default on GPU clusters) simulates as its f32 plan: its peak
+#              memory is the largest arena of the program compiled with precision f32, above
+#              the bf16 plan's
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -42,7 +45,20 @@ PY
 }
 gt() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$1" "$2"; }
 
+largest_arena() {  # largest_arena FILE [--set ...]: bytes, over the ranks of the compiled plan
+  local f=$1; shift
+  "$DHXC" "$f" --emit=schedule "$@" | grep -o 'arena [0-9]* bytes' | awk '{print $2}' | sort -n |
+    tail -1
+}
+
 case $1 in
+  f32_plan)
+    sim "$in" > "$work/j"
+    peak=$(field "$work/j" peak_memory_bytes)
+    f32=$(largest_arena "$in" --set train.precision=f32)
+    bf16=$(largest_arena "$in" --set train.precision=bf16)
+    echo "simulated peak $peak, f32 plan $f32, bf16 plan $bf16"
+    [ "$peak" = "$f32" ] && [ "$bf16" -lt "$peak" ] ;;
   fields)
     sim "$in" > "$work/j"
     sane "$work/j" ;;
