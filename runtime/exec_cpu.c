@@ -97,17 +97,14 @@ static void gemm_block(void *ctx, int64_t begin, int64_t end) {
 // every row, and with BIAS_GELU the sum kept in `pre` and gelu of it in C (the tanh form, in
 // double, as DHX_EW_GELU defines it; the generated kernel's IR differs by a few ulp).
 void dhx_cpu_epilogue(const dhx_plan_gemm *g, float *c, const float *bias, float *pre) {
+  bool gelu = g->epilogue == DHX_GEMM_BIAS_GELU;
   for (int64_t i = 0; i < g->m; i++) {
     float *row = c + i * g->ldc;
-    float *pr = pre ? pre + i * g->ldc : NULL;
+    for (int64_t j = 0; j < g->n; j++) row[j] += bias[j];
+    if (!gelu) continue;
+    float *pr = pre + i * g->ldc;
     for (int64_t j = 0; j < g->n; j++) {
-      float v = row[j] + bias[j];
-      if (g->epilogue != DHX_GEMM_BIAS_GELU) {
-        row[j] = v;
-        continue;
-      }
-      pr[j] = v;
-      double x = v;
+      double x = pr[j] = row[j];
       row[j] = (float)(0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))));
     }
   }
@@ -185,6 +182,21 @@ void dhx_cpu_comm(dhx_rt *rt, const dhx_plan_instr *in, float *x, float *y) {
 
 void *dhx_cpu_arg_ptr(const dhx_rt *rt, const dhx_plan_arg *a) { return arg_ptr(rt, a); }
 
+// A GEMM on f32 operands in place, its epilogue after it; bf16 operands go through
+// exec_bf16.c, which applies the epilogue to its f32 scratch.
+static void exec_gemm(dhx_rt *rt, const dhx_plan_instr *in) {
+  if (dhx_cpu_gemm_is_bf16(rt->rank, in)) {
+    dhx_cpu_gemm_bf16(rt, in);
+    return;
+  }
+  const dhx_plan_gemm *g = &in->gemm;
+  dhx_cpu_gemm(rt, g, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]),
+               arg_ptr(rt, &in->args[2]));
+  if (g->epilogue)
+    dhx_cpu_epilogue(g, arg_ptr(rt, &in->args[2]), arg_ptr(rt, &in->args[3]),
+                     g->epilogue == DHX_GEMM_BIAS_GELU ? arg_ptr(rt, &in->args[4]) : NULL);
+}
+
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
   dhx_rt *rt = ctx;
   // After a non-finite gradient norm only the norm itself is still computed (every rank sees
@@ -193,14 +205,7 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
   if (dhx_op_on_comm(in->op)) dhx_comms_count_as(dhx_wire_kind_of(rt->plan, rt->rank, in));
   switch ((dhx_op)in->op) {
     case DHX_OP_KERNEL: exec_kernel(rt, in); break;
-    case DHX_OP_GEMM:
-      if (dhx_cpu_gemm_is_bf16(rt->rank, in)) dhx_cpu_gemm_bf16(rt, in);
-      else dhx_cpu_gemm(rt, &in->gemm, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]),
-                        arg_ptr(rt, &in->args[2]));
-      if (in->gemm.epilogue && !dhx_cpu_gemm_is_bf16(rt->rank, in))
-        dhx_cpu_epilogue(&in->gemm, arg_ptr(rt, &in->args[2]), arg_ptr(rt, &in->args[3]),
-                         in->gemm.epilogue == DHX_GEMM_BIAS_GELU ? arg_ptr(rt, &in->args[4]) : NULL);
-      break;
+    case DHX_OP_GEMM: exec_gemm(rt, in); break;
     case DHX_OP_ZERO: exec_zero(rt, in); break;
     case DHX_OP_ALLREDUCE:
     case DHX_OP_REDUCE_SCATTER:

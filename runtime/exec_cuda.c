@@ -324,7 +324,7 @@ static int operand_type(const dhx_cuda *c, const dhx_plan_instr *in, int j) {
   return c->rank->buffers[in->args[j].buf].dtype == DHX_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
 static int64_t operand_bytes(const dhx_cuda *c, const dhx_plan_instr *in, int j) {
-  return operand_type(c, in, j) == CUDA_R_16BF ? 2 : 4;
+  return dhx_dtype_bytes(c->rank->buffers[in->args[j].buf].dtype);
 }
 
 // A row-major rows × cols matrix of `type` with row stride ld, as cuBLASLt's column-major

@@ -68,15 +68,7 @@ const char *dhx_reg_name(uint32_t reg) {
   return NAME_OF(t, reg);
 }
 
-int64_t dhx_dtype_size(uint32_t dtype) {
-  switch (dtype) {
-    case DHX_F32: return 4;
-    case DHX_I32: return 4;
-    case DHX_F64: return 8;
-    case DHX_BF16: return 2;
-  }
-  return 0;
-}
+int64_t dhx_dtype_size(uint32_t dtype) { return dhx_dtype_bytes(dtype); }
 
 // ---- the listing ------------------------------------------------------------------------------
 

@@ -183,8 +183,10 @@ static void store_as(kb *k, LLVMValueRef v, LLVMTypeRef elem, unsigned align, LL
 }
 
 
-static unsigned valign(const kb *k, unsigned size) {
-  return k->lanes > 1 && k->vec_aligned ? size * k->lanes : size;
+// The alignment of an access of `lanes` elements of `size` bytes: the whole vector's on the
+// wide bodies (kb.vec_aligned), else one element's.
+static unsigned valign(const kb *k, unsigned lanes, unsigned size) {
+  return lanes > 1 && k->vec_aligned ? size * lanes : size;
 }
 
 static bool is_bf16(const kb *k, LLVMValueRef ptr) {
@@ -225,39 +227,34 @@ LLVMValueRef kb_to_bf16(kb *k, LLVMValueRef v) {
   return LLVMBuildTrunc(k->b, LLVMBuildSelect(k->b, nan, quiet, rounded, ""), int_like(k, ty, 16), "");
 }
 
-// A floating load of `ty` (k->vt or k->f) through ptr: of bf16 elements when ptr is one.
-static LLVMValueRef load_f(kb *k, LLVMTypeRef ty, LLVMValueRef ptr, LLVMValueRef index) {
-  if (!is_bf16(k, ptr)) return load_as(k, ty, k->f, valign(k, fsize(k)), ptr, index);
+// A floating load of `lanes` elements (k->vt, or one k->f) through ptr: of bf16 elements when
+// ptr is one.
+static LLVMValueRef load_f(kb *k, unsigned lanes, LLVMValueRef ptr, LLVMValueRef index) {
+  LLVMTypeRef ty = lanes > 1 ? k->vt : k->f;
+  if (!is_bf16(k, ptr)) return load_as(k, ty, k->f, valign(k, lanes, fsize(k)), ptr, index);
   LLVMTypeRef i16t = LLVMInt16TypeInContext(k->ctx);
-  return kb_from_bf16(k, load_as(k, int_like(k, ty, 16), i16t, valign(k, 2), ptr, index));
+  return kb_from_bf16(k, load_as(k, int_like(k, ty, 16), i16t, valign(k, lanes, 2), ptr, index));
 }
 
-static void store_f(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
+static void store_f(kb *k, unsigned lanes, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
   if (!is_bf16(k, ptr)) {
-    store_as(k, v, k->f, valign(k, fsize(k)), ptr, index);
+    store_as(k, v, k->f, valign(k, lanes, fsize(k)), ptr, index);
     return;
   }
-  store_as(k, kb_to_bf16(k, v), LLVMInt16TypeInContext(k->ctx), valign(k, 2), ptr, index);
+  store_as(k, kb_to_bf16(k, v), LLVMInt16TypeInContext(k->ctx), valign(k, lanes, 2), ptr, index);
 }
 
 LLVMValueRef kb_load(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
-  return load_f(k, k->vt, ptr, index);
+  return load_f(k, k->lanes, ptr, index);
 }
 void kb_store(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
-  store_f(k, v, ptr, index);
+  store_f(k, k->lanes, v, ptr, index);
 }
 LLVMValueRef kb_load_s(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
-  unsigned lanes = k->lanes;
-  k->lanes = 1;  // valign of a scalar
-  LLVMValueRef v = load_f(k, k->f, ptr, index);
-  k->lanes = lanes;
-  return v;
+  return load_f(k, 1, ptr, index);
 }
 void kb_store_s(kb *k, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef index) {
-  unsigned lanes = k->lanes;
-  k->lanes = 1;
-  store_f(k, v, ptr, index);
-  k->lanes = lanes;
+  store_f(k, 1, v, ptr, index);
 }
 LLVMValueRef kb_load_i32(kb *k, LLVMValueRef ptr, LLVMValueRef index) {
   return LLVMBuildSExt(k->b, load_as(k, k->i32, k->i32, 4, ptr, index), k->i64, "");

@@ -69,7 +69,7 @@ int64_t dhx_tensor_alloc_elems(const dhx_tensor *t) {
 }
 
 int64_t dhx_tensor_elem_bytes(const dhx_tensor *t) {
-  return t->dtype == DHX_F64 ? 8 : t->dtype == DHX_BF16 ? 2 : 4;
+  return dhx_dtype_bytes(t->dtype);
 }
 
 int64_t dhx_tensor_alloc_bytes(const dhx_tensor *t) {

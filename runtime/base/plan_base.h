@@ -21,6 +21,18 @@
 // "Mixed precision").
 typedef enum { DHX_F32 = 1, DHX_I32 = 2, DHX_F64 = 3, DHX_BF16 = 4 } dhx_dtype;
 
+// Bytes per element of a dtype (0 for an unknown one): the one table the compiler's IR and the
+// plan library share (plan_util.h: dhx_dtype_size).
+static inline int64_t dhx_dtype_bytes(uint32_t dtype) {
+  switch (dtype) {
+    case DHX_F32: return 4;
+    case DHX_I32: return 4;
+    case DHX_F64: return 8;
+    case DHX_BF16: return 2;
+  }
+  return 0;
+}
+
 typedef enum { DHX_INIT_NONE = 0, DHX_INIT_ZEROS, DHX_INIT_ONES, DHX_INIT_NORMAL } dhx_init_kind;
 
 typedef enum {
