@@ -25,8 +25,10 @@
 // Transfers run on streams of their own. A send starts after an event that says the data is
 // ready, so a stage does not block on its neighbour while it could compute; the compute stream
 // waits for it to finish before the sent tensor's bytes may be reused: for an activation when
-// its gradient has come back (the neighbour received it long before), for a gradient at the
-// end of the step. A receive starts when the compute stream reaches it and the compute stream
+// its gradient has come back (the neighbour received it long before); for a gradient when a
+// message comes from the neighbour that it sent after receiving the gradient (in a W, the same
+// micro-batch's gradient coming back down; in 1F1B with one chunk, a later activation), and
+// otherwise at the end of the step. A receive starts when the compute stream reaches it and the compute stream
 // waits for it. The cross-rank simulator proves that the ranks cannot hang.
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +82,12 @@ typedef struct pipe {
   int *clones;              // [micro][ntmpl]: template tensor → that micro-batch's copy, or -1
   int micro;                // the micro-batch being written
   int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
-  int *late_event, nlate;   // gradient sends, waited for at the end
+  int *grad_event;          // [micro][chunk]: the gradient send of a backward block not yet
+                            // waited for (-1: none, or settled; -2: not sent yet)
+  size_t nblocks;           // micro-batches · chunks: the length of sent_event and grad_event
+  int *settle_head;         // [message key]: the first gradient send (its block index) to
+  int *settle_next;         // wait for after receiving that message, chained by settle_next
+                            // (-1: none; NULL in EVAL: see plan_gradient_settles)
   int compute;              // the stream the block's compute runs on (a strand's; 0 unpaired)
   int comm;                 // the stream the block's template collectives run on (async_comm.c)
   int ev_base;              // the block's first event: template event e becomes ev_base + e
@@ -164,6 +171,24 @@ static void settle_send(pipe *p, int event) {
   event_op(p, DHX_L_WAIT, p->compute, event, "send done");
 }
 
+// A message this stage receives: the activation (gradient) of micro-batch m for its chunk c.
+static size_t message_key(const dhx_graph *g, int m, int c, bool gradient) {
+  return ((size_t)m * (size_t)g->chunks + (size_t)c) * 2 + gradient;
+}
+
+// Just received message (m, c, gradient): the compute stream waits for the gradient sends that
+// plan_gradient_settles found its sender received before sending it. Those sends are done by
+// now, so the waits add no dependency between the stages, and the gradients' bytes are free
+// from here instead of at the end of the step.
+static void settle_after(pipe *p, int m, int c, bool gradient) {
+  if (!p->settle_head) return;
+  for (int b = p->settle_head[message_key(p->g, m, c, gradient)]; b >= 0; b = p->settle_next[b])
+    if (p->grad_event[b] >= 0) {
+      settle_send(p, p->grad_event[b]);
+      p->grad_event[b] = -1;
+    }
+}
+
 // Ends a block by sending tensor t (made on the compute stream) to `peer` from `stream`
 // (MICRO), or in line (EVAL: nothing to overlap). Returns the event the send records when
 // done (-1 in line).
@@ -231,8 +256,11 @@ static void forward(pipe *p, int m, int c) {
   }
   int from = neighbour(g, c, -1), to = neighbour(g, c, +1);
   if (g->chunk_in[c] >= 0 && from != g->pp_rank)
+  {
     receive(p, transfer_stream(g, from, g->pp_rank, false), copy_of(p, g->chunk_in[c]), from,
             tag_of(p, m, gc, 0), "activation of");
+    settle_after(p, m, c, false);
+  }
   copy_ops(p, &t->ops, 0, t->nfwd);
   if (g->chunk_out[c] < 0) return;
   size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
@@ -275,35 +303,40 @@ static void backward(pipe *p, int m, int c) {
             tag_of(p, m, gc + 1, 1), "gradient of");
     size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
     settle_send(p, p->sent_event[at]);
+    settle_after(p, m, c, true);
   }
   if (p->seg_event)
     copy_segments(p, t);
   else
     copy_ops(p, &t->ops, t->nfwd, t->ops.n);
   if (g->chunk_in[c] < 0 || to == g->pp_rank) return;
-  // Nothing comes back for a gradient: its send is settled at the end of the step.
   int din = copy_of(p, t->d_in);
-  p->late_event[p->nlate++] = end_block(p, transfer_stream(g, g->pp_rank, to, true), din, to,
-                                        tag_of(p, m, gc, 1), "gradient of");
+  p->grad_event[(size_t)m * (size_t)g->chunks + (size_t)c] =
+      end_block(p, transfer_stream(g, g->pp_rank, to, true), din, to, tag_of(p, m, gc, 1),
+                "gradient of");
 }
 
 static void start(pipe *p, dhx_graph *g, int prog, chunk_tmpl *tmpl, int slots, int micro) {
   *p = (pipe){.g = g, .out = &g->prog[prog], .prog = prog, .tmpl = tmpl, .ntmpl = g->ntensors,
               .slots = slots, .alias_from = -1, .alias_to = -1};
-  size_t blocks = (size_t)micro * (size_t)g->chunks;
+  size_t blocks = p->nblocks = (size_t)micro * (size_t)g->chunks;
   p->clones = malloc(sizeof(int) * (size_t)micro * (size_t)g->ntensors);
   p->sent_event = malloc(sizeof(int) * blocks);
-  p->late_event = malloc(sizeof(int) * blocks);
-  if (!p->clones || !p->sent_event || !p->late_event) abort();
+  p->grad_event = malloc(sizeof(int) * blocks);
+  if (!p->clones || !p->sent_event || !p->grad_event) abort();
+  for (size_t i = 0; i < blocks; i++) p->grad_event[i] = -1;
   for (size_t i = 0; i < (size_t)micro * (size_t)g->ntensors; i++) p->clones[i] = -1;
 }
 
 // Waits for the gradient sends, then frees the schedule's state.
 static void finish(pipe *p) {
-  for (int i = 0; i < p->nlate; i++) settle_send(p, p->late_event[i]);
+  for (size_t i = 0; i < p->nblocks; i++)
+    if (p->grad_event[i] >= 0) settle_send(p, p->grad_event[i]);
   free(p->clones);
   free(p->sent_event);
-  free(p->late_event);
+  free(p->grad_event);
+  free(p->settle_head);
+  free(p->settle_next);
 }
 
 // State that all micro-batches share: weights, gradients, moments, scratch (activations are
@@ -472,25 +505,45 @@ static void end_strands(pipe *p, int done) {
 //                            strand 1:      F1  B0 ...
 //   stage s of pp (1F1B):    (pp-s-1) | 1 forwards, then pairs [F m+warm ‖ B m], then the
 //                            remaining backwards
-static void schedule(pipe *p, int micro, const int *strand) {
-  const dhx_graph *g = p->g;
-  int v = g->chunks, total = micro * v, s = g->pp_rank, done = -1, m, c;
-  int warm = v == 1 ? g->pp - 1 - s : 2 * (g->pp - 1 - s) + (v - 1) * g->pp;
-  if (strand) warm |= 1;
+static void push_block(const dhx_graph *g, dhx_fold_block *order, int *k, int nth, bool backward) {
+  order[*k].backward = backward;
+  block_of(g, nth, backward, &order[*k].m, &order[*k].c);
+  (*k)++;
+}
+
+// The blocks of stage `stage` in the order it runs them (*n of them; the caller frees them):
+// 1F1B or interleaved as above, or the W (dhx_fold_order). Every stage's order is known on
+// every rank, which is what lets a stage reason about its neighbours' (plan_gradient_settles).
+static dhx_fold_block *stage_order(const dhx_graph *g, int stage, int micro, bool paired,
+                                   int *n) {
+  if (g->fold) {
+    *n = 4 * micro;
+    return dhx_fold_order(g->pp, micro, stage);
+  }
+  int v = g->chunks, total = micro * v, k = 0;
+  int warm = v == 1 ? g->pp - 1 - stage : 2 * (g->pp - 1 - stage) + (v - 1) * g->pp;
+  if (paired) warm |= 1;
   if (warm > total) warm = total;
-  for (int k = 0; k < warm; k++) {
-    block_of(g, k, false, &m, &c);
-    forward_block(p, m, c, strand);
+  dhx_fold_block *order = malloc(sizeof *order * 2 * (size_t)total);
+  if (!order) abort();
+  for (int i = 0; i < warm; i++) push_block(g, order, &k, i, false);
+  for (int i = 0; i < total - warm; i++) {
+    push_block(g, order, &k, warm + i, false);
+    push_block(g, order, &k, i, true);
   }
-  for (int k = 0; k < total - warm; k++) {
-    block_of(g, warm + k, false, &m, &c);
-    forward_block(p, m, c, strand);
-    block_of(g, k, true, &m, &c);
-    backward_block(p, m, c, strand, &done);
-  }
-  for (int k = total - warm; k < total; k++) {
-    block_of(g, k, true, &m, &c);
-    backward_block(p, m, c, strand, &done);
+  for (int i = total - warm; i < total; i++) push_block(g, order, &k, i, true);
+  *n = k;
+  return order;
+}
+
+// Writes the stage's blocks in `order`.
+static void run_blocks(pipe *p, const dhx_fold_block *order, int n, const int *strand) {
+  int done = -1;
+  for (int k = 0; k < n; k++) {
+    if (order[k].backward)
+      backward_block(p, order[k].m, order[k].c, strand, &done);
+    else
+      forward_block(p, order[k].m, order[k].c, strand);
   }
   end_strands(p, done);
 }
@@ -595,17 +648,59 @@ dhx_fold_block *dhx_fold_order(int pp, int micro, int stage) {
   return order;
 }
 
-static void fold_schedule(pipe *p, int micro, const int *strand) {
-  dhx_fold_block *order = dhx_fold_order(p->g->pp, micro, p->g->pp_rank);
-  int done = -1;
-  for (int k = 0; k < 4 * micro; k++) {
-    if (order[k].backward)
-      backward_block(p, order[k].m, order[k].c, strand, &done);
-    else
-      forward_block(p, order[k].m, order[k].c, strand);
+// When each gradient this stage sends may be waited for (settle_after): at the first message
+// from the receiving stage that it sends after receiving the gradient, from a block on the
+// same compute stream (unpaired: any; paired: the same strand), so that the message cannot
+// have been sent before the gradient arrived. A gradient no such message follows is waited for
+// at the end of the step (finish).
+static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, int micro,
+                                  bool paired) {
+  const dhx_graph *g = p->g;
+  int s = g->pp_rank, last = g->pp * g->chunks - 1;
+  size_t keys = (size_t)micro * (size_t)g->chunks * 2;
+  p->settle_head = malloc(sizeof(int) * keys);
+  p->settle_next = malloc(sizeof(int) * p->nblocks);
+  if (!p->settle_head || !p->settle_next) abort();
+  for (size_t i = 0; i < keys; i++) p->settle_head[i] = -1;
+  for (size_t i = 0; i < p->nblocks; i++) p->settle_next[i] = -1;
+  // The neighbours' orders (a W has two, the others one), and where each block is in them.
+  struct { int stage, n; dhx_fold_block *order; int *pos; } peers[2] = {{.stage = -1}, {.stage = -1}};
+  for (int k = 0; k < n; k++) {
+    const dhx_fold_block *b = &mine[k];
+    int gc = dhx_global_chunk(g, s, b->c);
+    if (!b->backward || gc == 0 || dhx_chunk_stage(g, gc - 1) == s) continue;  // sends nothing
+    int x = dhx_chunk_stage(g, gc - 1), j = peers[0].stage == x || peers[0].stage < 0 ? 0 : 1;
+    if (peers[j].stage < 0) {
+      peers[j].stage = x;
+      peers[j].order = stage_order(g, x, micro, paired, &peers[j].n);
+      peers[j].pos = malloc(sizeof(int) * keys);
+      if (!peers[j].pos) abort();
+      for (int i = 0; i < peers[j].n; i++) {
+        const dhx_fold_block *o = &peers[j].order[i];
+        peers[j].pos[message_key(g, o->m, o->c, o->backward)] = i;
+      }
+    }
+    const dhx_fold_block *peer = peers[j].order;
+    int npeer = peers[j].n;
+    // x receives the gradient as its backward of (b->m, chunk gc - 1) starts; the first block
+    // from there on the same stream that ends by sending to this stage settles it
+    for (int i = peers[j].pos[message_key(g, b->m, dhx_chunk_local(g, gc - 1), true)]; i < npeer;
+         i++) {
+      const dhx_fold_block *o = &peer[i];
+      if (paired && o->m % 2 != b->m % 2) continue;
+      int from = dhx_global_chunk(g, x, o->c), to = o->backward ? from - 1 : from + 1;
+      if (to < 0 || to > last || dhx_chunk_stage(g, to) != s) continue;
+      size_t key = message_key(g, o->m, dhx_chunk_local(g, to), o->backward);
+      int at = b->m * g->chunks + b->c;
+      p->settle_next[at] = p->settle_head[key];
+      p->settle_head[key] = at;
+      break;
+    }
   }
-  free(order);
-  end_strands(p, done);
+  for (int j = 0; j < 2; j++) {
+    free(peers[j].order);
+    free(peers[j].pos);
+  }
 }
 
 // The hand-off of the gradient at the bottom of a W: one tensor of the same shape, in place.
@@ -650,10 +745,12 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
       p.alias_to = tmpl[1].d_in;
       check_hand_off(g, p.alias_from, p.alias_to);
     }
-    fold_schedule(&p, micro, strand);
-  } else {
-    schedule(&p, micro, strand);
   }
+  int n;
+  dhx_fold_block *order = stage_order(g, g->pp_rank, micro, strand != NULL, &n);
+  plan_gradient_settles(&p, order, n, micro, strand != NULL);
+  run_blocks(&p, order, n, strand);
+  free(order);
   finish(&p);
   free(p.seg_event);
   for (int i = 0; i < v; i++) {

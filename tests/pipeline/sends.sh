@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A pipeline stage's gradient sends free their bytes within the step: the compute stream waits
+# for each where a message arrives that the receiving stage sent after receiving it
+# (compiler/graph/pipeline.c, plan_gradient_settles), not at the end of the step. So no rank's
+# arena grows with the micro-batches per step beyond their input and loss slots: from 16 to 32
+# micro-batches every rank of 1F1B (pp 2 and 3, paired), interleaved 1F1B and the W (pp 2 and
+# 3, paired) grows by less than two of the tiny GPT's 256 KiB residual gradients, where
+# waiting at the end grows the senders by sixteen. dhxc -o also runs the cross-rank verifier
+# on each plan, which proves the earlier waits cannot hang.
+# Usage: sends.sh   (environment: DHXC SRC WORK)
+set -euo pipefail
+work=$WORK/sends
+rm -rf "$work" && mkdir -p "$work"
+cd "$work"
+
+# arenas MICRO [--set ...]: each rank's arena in bytes, space-separated, at MICRO micro-batches
+arenas() {
+  local micro=$1; shift
+  "$DHXC" "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=1 --set schedule.parallel.tp=1 \
+    --set train.micro_batch=4 --set train.global_batch=$((4 * micro)) "$@" -o "plan$micro" \
+    --emit=schedule | awk '/^rank [0-9]+:/ { for (i = 1; i < NF; i++) if ($i == "arena") printf "%s ", $(i + 1) }'
+}
+
+limit=$((2 * 256 * 1024))
+check() {
+  local name=$1; shift
+  read -r -a few <<< "$(arenas 16 "$@")"
+  read -r -a many <<< "$(arenas 32 "$@")"
+  [[ ${#few[@]} -ge 2 && ${#few[@]} == "${#many[@]}" ]] || { echo "$name: no arenas"; exit 1; }
+  for r in "${!few[@]}"; do
+    local grew=$((many[r] - few[r]))
+    if ((grew >= limit)); then
+      echo "$name: rank $r's arena grew by $grew bytes from 16 to 32 micro-batches"; exit 1
+    fi
+  done
+  echo "$name: arenas at 16 micro-batches ${few[*]}, at 32 ${many[*]}"
+}
+
+pp3=(--set schedule.parallel.pp=3 --set model.layers=6)
+pair=(--set schedule.strands.pair=on --set schedule.strands.search=none)
+w=(--set schedule.strands.fold=w)
+check "1F1B pp 2" --set schedule.parallel.pp=2
+check "1F1B pp 3" "${pp3[@]}"
+check "1F1B pp 3, paired" "${pp3[@]}" "${pair[@]}"
+check "interleaved pp 2, virtual 2" --set schedule.parallel.pp=2 --set schedule.parallel.virtual=2
+check "W pp 2" --set schedule.parallel.pp=2 "${w[@]}"
+check "W pp 3" "${pp3[@]}" "${w[@]}"
+check "W pp 3, paired" "${pp3[@]}" "${w[@]}" "${pair[@]}"
