@@ -67,6 +67,9 @@ static void usage(FILE *f) {
           "  --simulate-every-rank\n"
           "                     with --simulate: simulate every rank, not one data-parallel\n"
           "                     replica for its clones (slower; the same figures)\n"
+          "  --simulate-whole-step\n"
+          "                     with --simulate: lower and simulate every micro-batch of a long\n"
+          "                     step, not three short steps it repeats (slower; the same figures)\n"
           "  --profile PROFILE.json\n"
           "                     with --simulate: instruction times measured by dhxrun --profile\n"
           "                     instead of the cost model's, wherever the profile has them\n"
@@ -119,6 +122,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->sim.svg_path = argv[++i];
     } else if (strcmp(a, "--simulate-every-rank") == 0) {
       o->sim.every_rank = true;
+    } else if (strcmp(a, "--simulate-whole-step") == 0) {
+      o->sim.whole_step = true;
     } else if (strncmp(a, "--emit=", 7) == 0) {
       o->emit = a + 7;
     } else if (strcmp(a, "-I") == 0 && i + 1 < argc && o->ndirs < 15) {
@@ -148,9 +153,9 @@ static bool parse_args(int argc, char **argv, options *o) {
     }
   }
   if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path || o->sim.profile_path ||
-                       o->sim.every_rank)) {
-    dhx_error("--json, --simulate-trace, --simulate-svg, --simulate-every-rank and --profile go "
-              "with --simulate");
+                       o->sim.every_rank || o->sim.whole_step)) {
+    dhx_error("--json, --simulate-trace, --simulate-svg, --simulate-every-rank, "
+              "--simulate-whole-step and --profile go with --simulate");
     return false;
   }
   if (o->no_lower && (o->output || o->simulate || (o->emit && strcmp(o->emit, "memory") != 0 &&

@@ -7,6 +7,7 @@
 #include "compile.h"
 #include "cost.h"
 #include "driver.h"
+#include "simulate_steady.h"
 #include "step_sim.h"
 #include "timeline_svg.h"
 #include "trace_emit.h"
@@ -127,6 +128,14 @@ static bool use_profile(const char *path, const dhx_plan *p, dhx_cost_model *m,
 int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
                       const dhx_simulate_options *o) {
   dhx_config c = without_unlowered(cfg);
+  dhx_step_figures steady;
+  if (!o->trace_path && !o->svg_path && !o->profile_path && !o->whole_step &&
+      dhx_simulate_steady(prog, &c, o->every_rank, &steady)) {
+    if (o->json) dhx_step_figures_json(&steady, stdout);
+    else dhx_step_figures_print(&steady, stdout);
+    dhx_step_figures_free(&steady);
+    return 0;
+  }
   dhx_compiled compiled;
   bool ok = dhx_compile_for_simulation(prog, &c, &compiled) && dhx_diag.errors == 0;
   if (ok) {

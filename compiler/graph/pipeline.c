@@ -136,7 +136,7 @@ static void copy_ops(pipe *p, const dhx_oplist *l, int from, int to) {
     if (op.stream == 0) op.stream = p->compute;
     else if (op.stream == DHX_TMPL_COMM_STREAM) op.stream = p->comm;
     if (op.kind == DHX_L_RECORD || op.kind == DHX_L_WAIT) op.event += p->ev_base;
-    *dhx_lop_push(p->out, op.kind, op.stream, op.note) = op;
+    dhx_lop_append(p->out, &op);
   }
 }
 

@@ -212,7 +212,7 @@ static void rewrite_program(prec *p, int prog) {
         if ((floats & (1u << j)) && is_bf16(g, &op.args[j])) op.kspec.bf16 |= (uint16_t)(1u << j);
     }
     if (is_collective(op.kind) && is_bf16(g, &op.args[0])) op.dtype = DHX_BF16;
-    *dhx_lop_push(&out, op.kind, op.stream, NULL) = op;
+    dhx_lop_append(&out, &op);
   }
   out.at = l->at;
   free(l->ops);

@@ -99,9 +99,29 @@ int dhx_site_new(dhx_graph *g, const dhx_loc *call, const char *name, int parent
   return g->nsites++;
 }
 
+// Room for one more op. Unlike grow, it leaves the new capacity unwritten: every op is written
+// whole when pushed, and a program of a paper-scale pipeline holds hundreds of MB of ops.
+static dhx_lop *lop_slot(dhx_oplist *l) {
+  if (l->n == l->cap) {
+    int c = l->cap ? 2 * l->cap : 16;
+    dhx_lop *q = realloc(l->ops, (size_t)c * sizeof *q);
+    if (!q) {
+      fprintf(stderr, "dhxc: error: out of memory\n");
+      exit(1);
+    }
+    l->ops = q;
+    l->cap = c;
+  }
+  return &l->ops[l->n++];
+}
+
+void dhx_lop_append(dhx_oplist *l, const dhx_lop *op) {
+  *lop_slot(l) = *op;
+  if (op->stream + 1 > l->nstreams) l->nstreams = op->stream + 1;
+}
+
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note) {
-  l->ops = grow(l->ops, &l->cap, l->n + 1, sizeof(dhx_lop));
-  dhx_lop *op = &l->ops[l->n++];
+  dhx_lop *op = lop_slot(l);
   memset(op, 0, sizeof *op);
   op->kind = kind;
   op->stream = stream;

@@ -250,6 +250,8 @@ int64_t dhx_tensor_cols(const dhx_tensor *t);  // last dim
 int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope);
 int dhx_site_new(dhx_graph *g, const dhx_loc *call, const char *name, int parent);
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note);
+// Appends a copy of op as it is (its origin and note included).
+void dhx_lop_append(dhx_oplist *l, const dhx_lop *op);
 dhx_operand dhx_buf(int tensor, int64_t elem);
 dhx_operand dhx_i64(int64_t v);
 dhx_operand dhx_f64(double v);

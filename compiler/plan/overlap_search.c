@@ -11,8 +11,6 @@
 #include "ice.h"
 #include "plan_util.h"
 
-// Events the pass may add to a program: the plan's limit, less room for what lowering made.
-#define EVENT_BUDGET (DHX_PLAN_MAX_EVENTS - 4096)
 // How much more activation memory than one micro-batch at a time dp's alignment may hold.
 #define HELD_SLACK 0.02
 
@@ -756,7 +754,7 @@ static int choose(const block *f, const block *b, int r, dhx_strand_search searc
   }
   int n = dhx_ovl_align_within(F, f->n, B, b->n, search, x, &mem, steps);
   memo->modelled[search] += dhx_ovl_cost(F, B, steps, n, x);
-  if (search == DHX_SEARCH_NONE || nevents + events_needed(n) > EVENT_BUDGET) n = 0;
+  if (search == DHX_SEARCH_NONE || nevents + events_needed(n) > DHX_OVL_EVENT_BUDGET) n = 0;
   memo_add(memo, f->n, b->n, steps, n);
   free(F);
   free(B);

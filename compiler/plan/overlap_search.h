@@ -27,6 +27,11 @@
 #include "front.h"
 #include "graph.h"
 #include "kernels.h"
+#include "plan_util.h"
+
+// Events the search may add to a program: the plan's limit, less room for what lowering made.
+// A region whose events would pass it is left unaligned.
+#define DHX_OVL_EVENT_BUDGET (DHX_PLAN_MAX_EVENTS - 4096)
 
 // What the search knows of a group: seconds of compute, or of its collective, and the bytes of
 // activations its block's micro-batch holds once the group has ended.

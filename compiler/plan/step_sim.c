@@ -306,6 +306,9 @@ void dhx_step_figures_json(const dhx_step_figures *f, FILE *out) {
   if (f->searched)
     fprintf(out, ",\"overlap_search_modelled_s\":{\"dp\":%.9g,\"greedy\":%.9g,\"none\":%.9g}",
             f->search_modelled_s[0], f->search_modelled_s[1], f->search_modelled_s[2]);
+  if (f->steady_micro[0])
+    fprintf(out, ",\"extrapolated_from_micro_batches\":[%d,%d,%d]", f->steady_micro[0],
+            f->steady_micro[1], f->steady_micro[2]);
   fputs("}\n", out);
 }
 
@@ -322,4 +325,8 @@ void dhx_step_figures_print(const dhx_step_figures *f, FILE *out) {
     fprintf(out, "  overlap search, modelled time of the paired regions: dp %.4g s, greedy %.4g s, "
             "none %.4g s\n", f->search_modelled_s[0], f->search_modelled_s[1],
             f->search_modelled_s[2]);
+  if (f->steady_micro[0])
+    fprintf(out, "  extrapolated from steps of %d, %d and %d micro-batches, whose figures grow "
+            "evenly (--simulate-whole-step simulates them all)\n", f->steady_micro[0],
+            f->steady_micro[1], f->steady_micro[2]);
 }

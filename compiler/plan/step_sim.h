@@ -33,6 +33,8 @@ typedef struct dhx_step_figures {
   dhx_rank_time *ranks;     // per rank
   bool searched;            // paired strands: the overlap search's modelled times below
   double search_modelled_s[3];  // dp, greedy, none (docs/overlap-search.md)
+  int steady_micro[3];      // a long step from three short ones: their micro-batches, else 0
+                            // (dhxc's simulate_steady.c)
 } dhx_step_figures;
 
 // Called after each program run with its timeline (`run`: "BEGIN", "MICRO 3/64", "STEP").

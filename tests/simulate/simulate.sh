@@ -19,6 +19,11 @@
 #   f32_plan   a bf16 program (the default on GPU clusters) simulates as its f32 plan: its peak
 #              memory is the largest arena of the program compiled with precision f32, above
 #              the bf16 plan's
+#   steady     a long step of paired strands or a pipeline, simulated from three short ones
+#              (simulate_steady.c), has every figure of the whole step simulated micro-batch by
+#              micro-batch (--simulate-whole-step) within 1e-9, and its peak memory: one stage
+#              with each search, 1F1B, interleaved, paired pipelines, tensor and data parallel;
+#              the W fold is simulated whole
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -135,6 +140,54 @@ for k in ("compute_s", "exposed_comm_s", "mfu"):
     assert abs(one[k] - every[k]) <= 0.01 * every[k], k
 PY
     done ;;
+  steady)
+    tiny=(--set schedule.parallel.dp=1 --set schedule.parallel.tp=1 --set train.micro_batch=4
+          --set train.global_batch=128)
+    pair=(--set schedule.strands.pair=on)
+    pp2=(--set schedule.parallel.pp=2)
+    n=0
+    check() {  # check EXTRAPOLATED(yes|no) FILE [--set ...]
+      local want=$1; shift
+      n=$((n + 1))
+      sim "$@" > "$work/short$n"
+      sim "$@" --simulate-whole-step > "$work/whole$n"
+      python3 - "$want" "$work/short$n" "$work/whole$n" "${*:2}" <<'PY'
+import json, sys
+want, a, b, what = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3])), sys.argv[4]
+got = a.get("extrapolated_from_micro_batches")
+print(what, "->", "from", got if got else "the whole step", "step", a["step_time_s"], b["step_time_s"])
+assert (got is not None) == (want == "yes"), (want, got)
+assert "extrapolated_from_micro_batches" not in b
+t = b["step_time_s"]
+def near(x, y, scale):
+    return abs(x - y) <= 1e-9 * scale
+for k in ("step_time_s", "bubble_s", "exposed_comm_s", "compute_s"):
+    assert near(a[k], b[k], t), (k, a[k], b[k])
+for k in ("mfu", "tokens_per_s", "model_flops_per_step"):
+    assert near(a[k], b[k], b[k]), (k, a[k], b[k])
+assert a["peak_memory_bytes"] == b["peak_memory_bytes"], (a["peak_memory_bytes"], b["peak_memory_bytes"])
+for r, (x, y) in enumerate(zip(a["per_rank"], b["per_rank"])):
+    for k in x:
+        assert near(x[k], y[k], t), (r, k, x[k], y[k])
+for k, v in b.get("overlap_search_modelled_s", {}).items():
+    assert near(a["overlap_search_modelled_s"][k], v, t + v), k
+PY
+    }
+    tiny_dhx=$SRC/samples/tiny.dhx
+    for s in dp greedy none; do
+      check yes "$tiny_dhx" "${tiny[@]}" "${pair[@]}" --set schedule.strands.search=$s
+    done
+    check yes "$tiny_dhx" "${tiny[@]}" "${pp2[@]}"
+    check yes "$tiny_dhx" "${tiny[@]}" --set schedule.parallel.pp=3 --set model.layers=6 \
+      --set train.global_batch=96
+    check yes "$tiny_dhx" "${tiny[@]}" "${pp2[@]}" --set schedule.parallel.virtual=2
+    check yes "$tiny_dhx" "${tiny[@]}" "${pp2[@]}" "${pair[@]}" --set schedule.strands.search=none
+    check yes "$tiny_dhx" "${tiny[@]}" --set schedule.parallel.dp=2 "${pp2[@]}" \
+      --set schedule.parallel.zero=1
+    check yes "$in" --set train.global_batch=128 "${pair[@]}"
+    check no "$tiny_dhx" "${tiny[@]}" "${pp2[@]}" --set schedule.strands.fold=w
+    "$DHXC" "$tiny_dhx" --simulate "${tiny[@]}" "${pp2[@]}" > "$work/text"
+    grep -q "extrapolated from steps of 6, 7 and 8 micro-batches" "$work/text" ;;
   paper)
     sample=$SRC/samples/paper/$2
     sim "$sample" "${@:3}" > "$work/j" 2> "$work/err"
@@ -146,6 +199,10 @@ PY
       echo "peak memory: $on bytes paired, $off unpaired"
       gt "$((off * 103))" "$((on * 100))" ||
         { echo "paired strands hold more than 3% above unpaired"; exit 1; }
+      if [ $# -eq 2 ]; then  # at its own batch: a long step, from three short ones
+        grep -q extrapolated_from_micro_batches "$work/j" ||
+          { echo "the paired step was simulated whole"; exit 1; }
+      fi
     fi ;;
   *) echo "unknown case $1"; exit 2 ;;
 esac

@@ -1,0 +1,16 @@
+// simulate_steady.h — the figures of a long step from three short ones (simulate_steady.c).
+#ifndef DHX_SIMULATE_STEADY_H
+#define DHX_SIMULATE_STEADY_H
+
+#include <stdbool.h>
+
+#include "front.h"
+#include "step_sim.h"
+
+// The figures of cfg's step (paired strands or a pipeline other than the W, past three periods
+// of micro-batches) from three short steps of the same schedule, when every figure grows evenly
+// over them; false otherwise, and the caller simulates the whole step. Nothing is printed.
+bool dhx_simulate_steady(const dhx_program *prog, const dhx_config *cfg, bool every_rank,
+                         dhx_step_figures *out);
+
+#endif
