@@ -7,6 +7,7 @@
 // the activations of that program whose uses all happen before its own or after them, by the
 // order of streams and events (first fit over the op order; with paired strands also
 // two-ended, below). The programs never run at the same time, so they all start at the same base.
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,15 +223,21 @@ static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling) {
   dhx_graph *g = v->g;
   live *act = malloc(sizeof(live) * (size_t)(v->n + 1));
   if (!act) abort();
-  int nact = 0;
+  int nact = 0, soonest = INT_MAX;  // soonest: the least `done` in act
   int64_t end = base;
   for (int k = 0; k < v->n; k++) {
     int id = v->order[k];
     dhx_tensor *t = &g->tensors[id];
-    int j = 0;  // drop the blocks that are done before this tensor and all later ones start
-    for (int i = 0; i < nact; i++)
-      if (act[i].done > t->first_use) act[j++] = act[i];
-    nact = j;
+    if (soonest <= t->first_use) {  // drop the blocks done before this tensor and all later ones
+      int j = 0;
+      soonest = INT_MAX;
+      for (int i = 0; i < nact; i++)
+        if (act[i].done > t->first_use) {
+          act[j++] = act[i];
+          if (act[i].done < soonest) soonest = act[i].done;
+        }
+      nact = j;
+    }
     int64_t size = align_up(dhx_tensor_alloc_bytes(t));
     int64_t at = base;
     if (how == CEILING) {
@@ -254,6 +261,7 @@ static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling) {
     memmove(act + pos + 1, act + pos, sizeof(live) * (size_t)(nact - pos));
     act[pos] = (live){id, at, size,
                       done_at(&v->h, v->from, v->l->n, &v->uses[v->local[id]], t->last_use)};
+    if (act[pos].done < soonest) soonest = act[pos].done;
     nact++;
     if (at + size > end) end = at + size;
   }

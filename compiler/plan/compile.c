@@ -299,6 +299,7 @@ typedef struct search_ctx {
   const int *comm_of;  // this rank's plan communicator per role
   dhx_codegen *cg;
   dhx_ovl_memo *memo;
+  bool every_pass;  // verify the op lists after every pass, not only the last (see lower_graph)
 } search_ctx;
 
 static void overlap_search(const dhx_config *cfg, dhx_graph *g, const search_ctx *sc) {
@@ -306,6 +307,13 @@ static void overlap_search(const dhx_config *cfg, dhx_graph *g, const search_ctx
   dhx_ovl_costs costs = {.model = sc->model, .plan = sc->plan, .comm_of = sc->comm_of,
                          .cg = sc->cg, .vocab = g->vocab};
   dhx_overlap_search(g, cfg->strands_search, &costs, sc->memo);
+}
+
+// Checks the op lists after `pass`: after every pass for a plan, so that a broken invariant
+// names the pass that broke it; a simulation, whose long programs take a good part of its time
+// to check, checks the final lists only (the same passes run for a plan and are checked there).
+static void verify_after(const search_ctx *sc, const dhx_graph *g, const char *pass) {
+  if (sc->every_pass) dhx_verify_programs(g, pass, false);
 }
 
 // Everything from the whole model's graph to the planned op lists of the rank at (tensor
@@ -348,18 +356,20 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
-  lower_micro(cfg, g, accum);   dhx_verify_programs(g, "lowering", false);
-  fuse(g);                      dhx_verify_programs(g, "fusion", false);
+  lower_micro(cfg, g, accum);   verify_after(sc, g, "lowering");
+  fuse(g);                      verify_after(sc, g, "fusion");
   if (!cfg->cluster_cpu) {  // cuBLASLt adds biases (and GeLU) as it stores; OpenBLAS cannot
     dhx_fuse_gemm_epilogues(g, &g->prog[DHX_PROG_MICRO]);
     dhx_fuse_gemm_epilogues(g, &g->prog[DHX_PROG_EVAL]);
-    dhx_verify_programs(g, "GEMM epilogues", false);
+    verify_after(sc, g, "GEMM epilogues");
   }
-  dhx_zero_shard(g);            dhx_verify_programs(g, "sharding", false);
-  overlap_search(cfg, g, sc);   dhx_verify_programs(g, "the overlap search", false);
-  lower_step(cfg, g, accum);    dhx_verify_programs(g, "the optimizer", false);
+  dhx_zero_shard(g);            verify_after(sc, g, "sharding");
+  if (cfg->strands_pair) {
+    overlap_search(cfg, g, sc); verify_after(sc, g, "the overlap search");
+  }
+  lower_step(cfg, g, accum);    verify_after(sc, g, "the optimizer");
   if (cfg->precision == DHX_PREC_BF16) {
-    dhx_apply_precision(g);     dhx_verify_programs(g, "mixed precision", false);
+    dhx_apply_precision(g);     verify_after(sc, g, "mixed precision");
   }
   *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
   return true;
@@ -468,7 +478,7 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
       }
       int64_t arena = 0;
       int r0 = world_rank(cfg, t, 0, s);
-      search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s]};
+      search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s], !simulating};
       dhx_timing_pass("lower and plan memory");
       ok = ok && lower_graph(&lowering, t, 0, s, gt, &arena, &sc);
       dhx_timing_pass("emit ranks");
@@ -479,7 +489,7 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
           int r = world_rank(cfg, t, d, s);
           // Each replica updates its own share, lowered on its own; a simulation times the
           // shares alike (the same counts) and lets the replicas share rank r0's programs.
-          search_ctx rsc = {&model, p, comm_of[r], out->cg, &memo[s]};
+          search_ctx rsc = {&model, p, comm_of[r], out->cg, &memo[s], !simulating};
           if (cfg->zero >= 1 && !simulating)
             ok = lower_replica(prog, &lowering, t, d, s, &rsc, &p->ranks[r]);
           else

@@ -193,20 +193,31 @@ static bool same_as(const dhx_plan *p, const dhx_cost_model *m, uint32_t r, uint
   return same;
 }
 
+// Whether rank r of p stands for the others in R: replica 0's, and with `tensor_too` only
+// tensor rank 0 of each stage of it.
+static bool represents(const dhx_plan_rank *r, bool tensor_too) {
+  return r->dp_rank == 0 && (!tensor_too || r->tp_rank == 0);
+}
+
 // Builds R for p, or false where the replicas are not clones of replica 0 (then the whole plan
-// is simulated).
-static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, replica0 *R) {
+// is simulated). With `tensor_too`, the tensor ranks of each stage must also be clones of its
+// tensor rank 0 (a simulation lowers them so: compile.c), which the same reasoning lets
+// tensor rank 0 of replica 0 stand for: every tensor-parallel collective has its members
+// arrive together, and the pipeline's transfers of tensor rank 0 are among themselves.
+static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, bool tensor_too,
+                        replica0 *R) {
   memset(R, 0, sizeof *R);
   R->p = p;
   R->m = m;
-  if (m->profile || p->nranks < 2 || p->ranks[0].dp_size < 2) return false;
+  if (m->profile || p->nranks < 2) return false;
+  if (p->ranks[0].dp_size < 2 && (!tensor_too || p->ranks[0].tp_size < 2)) return false;
   R->of = malloc(sizeof(int64_t) * p->nranks);
   R->orig = malloc(sizeof(uint32_t) * p->nranks);
   if (!R->of || !R->orig) abort();
   uint32_t n = 0;
   for (uint32_t r = 0; r < p->nranks; r++) R->of[r] = -1;
   for (uint32_t r = 0; r < p->nranks; r++)
-    if (p->ranks[r].dp_rank == 0) {
+    if (represents(&p->ranks[r], tensor_too)) {
       R->of[r] = n;
       R->orig[n++] = r;
     }
@@ -216,7 +227,7 @@ static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, replica0 *R)
     int64_t rep = -1;
     for (uint32_t k = 0; k < n && rep < 0; k++) {
       const dhx_plan_rank *a = &p->ranks[r], *b = &p->ranks[R->orig[k]];
-      if (a->tp_rank == b->tp_rank && a->pp_rank == b->pp_rank) rep = k;
+      if ((tensor_too || a->tp_rank == b->tp_rank) && a->pp_rank == b->pp_rank) rep = k;
     }
     ok = rep >= 0 && same_as(p, m, r, R->orig[rep]);
     if (ok) R->of[r] = rep;
@@ -229,7 +240,7 @@ static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, replica0 *R)
     if (!R->comms[c].ranks) abort();
     for (uint32_t j = 0; j < pc->nranks; j++) {
       uint32_t w = (uint32_t)pc->ranks[j];
-      if (w < p->nranks && p->ranks[w].dp_rank == 0)
+      if (w < p->nranks && represents(&p->ranks[w], tensor_too))
         R->comms[c].ranks[R->comms[c].nranks++] = (int32_t)R->of[w];
     }
   }
@@ -267,7 +278,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
   if (!out->ranks) abort();
   double step = 0;
   replica0 R;
-  if (!every_rank && !on_run && replica0_of(p, m, &R)) {  // a timeline wants every rank's
+  if (!every_rank && !on_run &&  // a timeline wants every rank's
+      (replica0_of(p, m, true, &R) || replica0_of(p, m, false, &R))) {
     dhx_rank_time *ranks = calloc(R.q.nranks, sizeof(dhx_rank_time));
     if (!ranks) abort();
     bool ok = run_step(&R.q, replica0_duration, &R, m->interference, NULL, NULL, ranks, &step,
