@@ -64,8 +64,8 @@ void dhx_layers_by_cost(const dhx_graph *g, int chunks, int *layers);
 // (interleaved over its chunks when it has several), and its EVAL (one micro-batch's forward),
 // from each chunk's one-micro-batch forward and backward.
 void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale);
-// A block of a W-folded pipeline stage: the forward or backward of micro-batch m through the
-// stage's chunk c (0: going down, 1: coming back up).
+// A block of a pipeline stage: the forward or backward of micro-batch m through the stage's
+// chunk c (in a W, 0: going down, 1: coming back up).
 typedef struct dhx_fold_block {
   bool backward;
   int m, c;

@@ -28,8 +28,8 @@
 // its gradient has come back (the neighbour received it long before); for a gradient when a
 // message comes from the neighbour that it sent after receiving the gradient (in a W, the same
 // micro-batch's gradient coming back down; in 1F1B with one chunk, a later activation), and
-// otherwise at the end of the step. A receive starts when the compute stream reaches it and the compute stream
-// waits for it. The cross-rank simulator proves that the ranks cannot hang.
+// otherwise at the end of the step. A receive starts when the compute stream reaches it and
+// the compute stream waits for it. The cross-rank simulator proves that the ranks cannot hang.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +83,7 @@ typedef struct pipe {
   int micro;                // the micro-batch being written
   int *sent_event;          // [micro][chunk]: the activation send of a forward block, or -1
   int *grad_event;          // [micro][chunk]: the gradient send of a backward block not yet
-                            // waited for (-1: none, or settled; -2: not sent yet)
+                            // waited for (-1: none, or waited for already)
   size_t nblocks;           // micro-batches · chunks: the length of sent_event and grad_event
   int *settle_head;         // [message key]: the first gradient send (its block index) to
   int *settle_next;         // wait for after receiving that message, chained by settle_next
@@ -255,8 +255,7 @@ static void forward(pipe *p, int m, int c) {
     ld->nargs = 3;
   }
   int from = neighbour(g, c, -1), to = neighbour(g, c, +1);
-  if (g->chunk_in[c] >= 0 && from != g->pp_rank)
-  {
+  if (g->chunk_in[c] >= 0 && from != g->pp_rank) {
     receive(p, transfer_stream(g, from, g->pp_rank, false), copy_of(p, g->chunk_in[c]), from,
             tag_of(p, m, gc, 0), "activation of");
     settle_after(p, m, c, false);
@@ -505,7 +504,8 @@ static void end_strands(pipe *p, int done) {
 //                            strand 1:      F1  B0 ...
 //   stage s of pp (1F1B):    (pp-s-1) | 1 forwards, then pairs [F m+warm ‖ B m], then the
 //                            remaining backwards
-static void push_block(const dhx_graph *g, dhx_fold_block *order, int *k, int nth, bool backward) {
+static void push_block(const dhx_graph *g, dhx_fold_block *order, int *k, int nth,
+                       bool backward) {
   order[*k].backward = backward;
   block_of(g, nth, backward, &order[*k].m, &order[*k].c);
   (*k)++;
@@ -664,7 +664,11 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
   for (size_t i = 0; i < keys; i++) p->settle_head[i] = -1;
   for (size_t i = 0; i < p->nblocks; i++) p->settle_next[i] = -1;
   // The neighbours' orders (a W has two, the others one), and where each block is in them.
-  struct { int stage, n; dhx_fold_block *order; int *pos; } peers[2] = {{.stage = -1}, {.stage = -1}};
+  struct {
+    int stage, n;
+    dhx_fold_block *order;
+    int *pos;
+  } peers[2] = {{.stage = -1}, {.stage = -1}};
   for (int k = 0; k < n; k++) {
     const dhx_fold_block *b = &mine[k];
     int gc = dhx_global_chunk(g, s, b->c);

@@ -18,7 +18,8 @@ arenas() {
   local micro=$1; shift
   "$DHXC" "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=1 --set schedule.parallel.tp=1 \
     --set train.micro_batch=4 --set train.global_batch=$((4 * micro)) "$@" -o "plan$micro" \
-    --emit=schedule | awk '/^rank [0-9]+:/ { for (i = 1; i < NF; i++) if ($i == "arena") printf "%s ", $(i + 1) }'
+    --emit=schedule |
+    awk '/^rank [0-9]+:/ { for (i = 1; i < NF; i++) if ($i == "arena") printf "%s ", $(i + 1) }'
 }
 
 limit=$((2 * 256 * 1024))

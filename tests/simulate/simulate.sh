@@ -153,9 +153,11 @@ PY
       sim "$@" --simulate-whole-step > "$work/whole$n"
       python3 - "$want" "$work/short$n" "$work/whole$n" "${*:2}" <<'PY'
 import json, sys
-want, a, b, what = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3])), sys.argv[4]
+want, what = sys.argv[1], sys.argv[4]
+a, b = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
 got = a.get("extrapolated_from_micro_batches")
-print(what, "->", "from", got if got else "the whole step", "step", a["step_time_s"], b["step_time_s"])
+print(what, "->", "from", got if got else "the whole step", "step", a["step_time_s"],
+      b["step_time_s"])
 assert (got is not None) == (want == "yes"), (want, got)
 assert "extrapolated_from_micro_batches" not in b
 t = b["step_time_s"]
@@ -165,7 +167,8 @@ for k in ("step_time_s", "bubble_s", "exposed_comm_s", "compute_s"):
     assert near(a[k], b[k], t), (k, a[k], b[k])
 for k in ("mfu", "tokens_per_s", "model_flops_per_step"):
     assert near(a[k], b[k], b[k]), (k, a[k], b[k])
-assert a["peak_memory_bytes"] == b["peak_memory_bytes"], (a["peak_memory_bytes"], b["peak_memory_bytes"])
+m = "peak_memory_bytes"
+assert a[m] == b[m], (a[m], b[m])
 for r, (x, y) in enumerate(zip(a["per_rank"], b["per_rank"])):
     for k in x:
         assert near(x[k], y[k], t), (r, k, x[k], y[k])
