@@ -22,8 +22,10 @@
 // compress_params.c: AdamW on fp32 master pieces, their quantized differences gathered).
 //
 // Paired strands: each run's gathers, zeroing and bucket events are on the stream of the
-// strand that computes it; the data-parallel stream is one, shared in program order, which
-// every rank follows, so the collectives pair up across ranks.
+// strand that computes it, chained along that strand's runs (rebuild); the data-parallel
+// stream is one, shared in program order, which the overlap search may lay out in its
+// alignment's order (overlap_search.c); every rank does the same, so the collectives pair up
+// across ranks.
 //
 // Overlap changes when things run, never what they compute: the pieces are reduced in a fixed
 // ring order and each micro-batch's gradient is added into the piece in micro-batch order, so
@@ -320,30 +322,61 @@ static dhx_operand replace(rewrite *w, int i, dhx_operand a) {
   return a;
 }
 
+// Each strand's runs, its buckets and its gathers follow one another: a run's start triggers
+// the gather of the next run on its own stream (the first run of a stream gathers its own
+// weights as it starts), and a bucket waits for the previous bucket of its own stream. With one
+// stream that is program order. With paired strands it keeps the strands' progress apart, so
+// the overlap search may order the shared data-parallel stream by its alignment
+// (overlap_search.c) without closing a cycle through these triggers.
+typedef struct strand_buckets {
+  bucket now, sent;
+} strand_buckets;
+
+static bucket new_bucket(const rewrite *w) {
+  return (bucket){xcalloc((size_t)w->nuses, sizeof(int)), 0, -1,
+                  xcalloc((size_t)w->nuses, sizeof(int))};
+}
+
+static void free_bucket(bucket *b) {
+  free(b->uses);
+  free(b->parts);
+}
+
 static void rebuild(rewrite *w) {
   dhx_graph *g = w->g;
   dhx_oplist *old = w->old;
   w->out = (dhx_oplist){.nstreams = old->nstreams, .nevents = old->nevents};
-  int *gathered = xcalloc((size_t)w->nruns + 1, sizeof(int));
-  for (int r = 0; r <= w->nruns; r++) gathered[r] = -1;
-  bucket now = {xcalloc((size_t)w->nuses, sizeof(int)), 0, -1,
-                xcalloc((size_t)w->nuses, sizeof(int))};
-  bucket sent = {xcalloc((size_t)w->nuses, sizeof(int)), 0, -1,
-                 xcalloc((size_t)w->nuses, sizeof(int))};
+  enum { NOT_YET = -2 };
+  int *gathered = xcalloc((size_t)w->nruns + 1, sizeof(int));  // event, -1 (none), NOT_YET
+  int *next_same = xcalloc((size_t)w->nruns + 1, sizeof(int));  // next run on the same stream
+  for (int r = 0; r <= w->nruns; r++) gathered[r] = NOT_YET;
+  int last_of[DHX_MAX_STREAMS];
+  for (int s = 0; s < DHX_MAX_STREAMS; s++) last_of[s] = -1;
+  for (int r = w->nruns - 1; r >= 0; r--) {
+    next_same[r] = last_of[w->run_stream[r]];
+    last_of[w->run_stream[r]] = r;
+  }
+  strand_buckets b[DHX_MAX_STREAMS];
+  bool used[DHX_MAX_STREAMS] = {false};
   int prev_run = -1;
   for (int i = 0; i < old->n; i++) {
     const dhx_lop *op = &old->ops[i];
     if (op->dead) continue;
     w->out.at = op->at;
     w->out.at.node = -1;
-    int r = w->run[i];
-    if (r != prev_run) {  // a run starts: gather its weights (first run) and the next run's
-      int compute = w->run_stream[r];
-      if (r == 0) gathered[0] = gather_run(w, 0, compute);
-      if (r + 1 < w->nruns) gathered[r + 1] = gather_run(w, r + 1, compute);
+    int r = w->run[i], compute = w->run_stream[r];
+    if (r != prev_run) {  // a run starts: gather its weights (first on its stream) and the next's
+      if (gathered[r] == NOT_YET) gathered[r] = gather_run(w, r, compute);
+      int nx = next_same[r];
+      if (nx >= 0 && gathered[nx] == NOT_YET) gathered[nx] = gather_run(w, nx, compute);
       if (gathered[r] >= 0) event(w, DHX_L_WAIT, compute, gathered[r], "weights gathered");
       prev_run = r;
     }
+    if (!used[compute]) {
+      b[compute] = (strand_buckets){new_bucket(w), new_bucket(w)};
+      used[compute] = true;
+    }
+    strand_buckets *sb = &b[compute];
     for (int j = 0; j < op->nargs; j++) {  // whole gradients start at zero
       use *u = use_at(w, i, &op->args[j]);
       if (!u || u->slot != USE_GRAD || u->zeroed) continue;
@@ -360,24 +393,26 @@ static void rebuild(rewrite *w) {
       use *u = use_at(w, i, &op->args[j]);
       if (!u || u->slot != USE_GRAD || u->last != i || u->sent) continue;
       u->sent = true;  // once, however many operands name it
-      now.uses[now.n++] = (int)(u - w->uses);
+      sb->now.uses[sb->now.n++] = (int)(u - w->uses);
     }
     int next = i + 1;
     while (next < old->n && old->ops[next].dead) next++;
-    if (now.n > 0 && (next == old->n || w->run[next] != r)) {  // the run ends: send its bucket
-      if (sent.n > 0) settle_bucket(w, &sent, w->run_stream[r]);
-      send_bucket(w, &now, w->run_stream[r]);
-      bucket t = sent;
-      sent = now;
-      now = t;
+    if (sb->now.n > 0 && (next == old->n || w->run[next] != r)) {  // the run ends: its bucket
+      if (sb->sent.n > 0) settle_bucket(w, &sb->sent, compute);
+      send_bucket(w, &sb->now, compute);
+      bucket t = sb->sent;
+      sb->sent = sb->now;
+      sb->now = t;
     }
   }
-  if (sent.n > 0) settle_bucket(w, &sent, 0);
+  for (int s = 0; s < DHX_MAX_STREAMS; s++) {
+    if (!used[s]) continue;
+    if (b[s].sent.n > 0) settle_bucket(w, &b[s].sent, 0);
+    free_bucket(&b[s].now);
+    free_bucket(&b[s].sent);
+  }
   free(gathered);
-  free(now.uses);
-  free(now.parts);
-  free(sent.uses);
-  free(sent.parts);
+  free(next_same);
 }
 
 static void rewrite_program(dhx_graph *g, int prog) {

@@ -3,6 +3,7 @@
 #include "overlap_search.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -795,6 +796,117 @@ static void keep_acyclic(const dhx_oplist *l, inserts *in, placed *regions, int 
   in->n = kept;
 }
 
+// ---- the data-parallel stream in the alignment's order --------------------------------------
+// With ZeRO 2 and 3 both strands share one data-parallel stream (zero.c), a unit on it per run
+// of ops: it waits for its strand to reach a point, gathers weights or reduce-scatters and adds
+// gradients, and records that it is done; the units are in program order. The alignment may
+// hold a forward behind the other strand's backward while that stream has the forward's
+// gather queued behind the backward's reduce-scatter: a cycle, which keep_acyclic can only
+// resolve by leaving the region unaligned (both micro-batches' activations live). Ordering the
+// units by the alignment instead, each by the step of the compute point it waits for, removes
+// those cycles. The adds of a parameter's reduced pieces keep their micro-batch order: each
+// micro-batch's backward run of a layer ends in a later step than the previous one's.
+
+typedef struct dp_stream {
+  int stream;     // -1: the program has none
+  int *pos, n;    // its ops' places in the list
+  dhx_lop *orig;  // its ops in program order
+} dp_stream;
+
+static bool on_dp(const dhx_lop *op) {
+  return is_comm(op) && (op->comm == DHX_COMM_DP || op->comm == DHX_COMM_DP_INTRA ||
+                         op->comm == DHX_COMM_DP_INTER);
+}
+
+// The stream of the data-parallel collectives, if it is neither strand's.
+static dp_stream dp_stream_of(const dhx_oplist *l, const placed *regions, int nregions) {
+  dp_stream d = {.stream = -1};
+  for (int i = 0; i < l->n && d.stream < 0; i++)
+    if (!l->ops[i].dead && on_dp(&l->ops[i])) d.stream = l->ops[i].stream;
+  for (int k = 0; k < nregions && d.stream >= 0; k++)
+    if (regions[k].f->stream == d.stream || regions[k].b->stream == d.stream) d.stream = -1;
+  if (d.stream < 0) return d;
+  for (int i = 0; i < l->n; i++) d.n += l->ops[i].stream == d.stream;
+  d.pos = xcalloc((size_t)d.n, sizeof(int));
+  d.orig = xcalloc((size_t)d.n, sizeof(dhx_lop));
+  for (int i = 0, j = 0; i < l->n; i++)
+    if (l->ops[i].stream == d.stream) {
+      d.pos[j] = i;
+      d.orig[j++] = l->ops[i];
+    }
+  return d;
+}
+
+typedef struct dp_unit {
+  int64_t key;
+  int first, n;  // ops orig[first .. first + n)
+} dp_unit;
+
+static int by_unit_key(const void *x, const void *y) {
+  const dp_unit *a = x, *b = y;
+  if (a->key != b->key) return a->key < b->key ? -1 : 1;
+  return (a->first > b->first) - (a->first < b->first);
+}
+
+// Lays the stream's units out in the order of the steps their waits follow, by the regions'
+// present alignments; keeps program order where that order would hang by itself.
+static void order_dp_stream(dhx_oplist *l, const dp_stream *d, const placed *regions,
+                            int nregions) {
+  for (int j = 0; j < d->n; j++) l->ops[d->pos[j]] = d->orig[j];
+  int64_t *step = xcalloc((size_t)l->n + 1, sizeof(int64_t));  // each op's step, or that of
+  for (int i = 0; i < l->n; i++) step[i] = -1;                 // the next after it on its stream
+  for (int k = 0; k < nregions; k++) {
+    region reg = {.l = l, .side = {regions[k].f, regions[k].b}};
+    key_region(&reg, k + 1, regions[k].steps, regions[k].n, step);
+  }
+  int64_t next[DHX_MAX_STREAMS];
+  for (int st = 0; st < DHX_MAX_STREAMS; st++) next[st] = INT64_MAX;
+  for (int i = l->n - 1; i >= 0; i--) {
+    int st = l->ops[i].stream;
+    if (step[i] < 0) step[i] = next[st];
+    next[st] = step[i];
+  }
+  int nev = l->nevents > 0 ? l->nevents : 1;
+  int *recorded_at = xcalloc((size_t)nev, sizeof(int));
+  for (int e = 0; e < nev; e++) recorded_at[e] = -1;
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    if (!op->dead && op->kind == DHX_L_RECORD && op->event >= 0 && op->event < l->nevents)
+      recorded_at[op->event] = i;
+  }
+  dp_unit *u = xcalloc((size_t)d->n, sizeof(dp_unit));
+  int nu = 0;
+  for (int j = 0; j < d->n; j++) {  // a unit starts with the waits that follow other ops
+    const dhx_lop *op = &d->orig[j];
+    bool wait = op->kind == DHX_L_WAIT;
+    if (nu == 0 || (wait && d->orig[j - 1].kind != DHX_L_WAIT)) {
+      u[nu] = (dp_unit){-1, j, 0};
+      nu++;
+    }
+    dp_unit *x = &u[nu - 1];
+    x->n++;
+    int at = wait && op->event >= 0 && op->event < l->nevents ? recorded_at[op->event] : -1;
+    if (at >= 0 && l->ops[at].stream != d->stream && step[at] > x->key) x->key = step[at];
+  }
+  for (int k = 0; k < nu; k++)  // a unit that waits for no compute stays after the one before
+    if (u[k].key < 0) u[k].key = k ? u[k - 1].key : 0;
+  qsort(u, (size_t)nu, sizeof(dp_unit), by_unit_key);
+  for (int k = 0, j = 0; k < nu; k++)
+    for (int m = 0; m < u[k].n; m++) l->ops[d->pos[j++]] = d->orig[u[k].first + m];
+  inserts none = {0};
+  if (!acyclic_with(l, &none, 0, 0, l->nevents))
+    for (int j = 0; j < d->n; j++) l->ops[d->pos[j]] = d->orig[j];
+  free(u);
+  free(recorded_at);
+  free(step);
+}
+
+static int aligned_regions(const placed *regions, int nregions) {
+  int n = 0;
+  for (int k = 0; k < nregions; k++) n += regions[k].n > 0;
+  return n;
+}
+
 void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_costs *costs,
                         dhx_ovl_memo *memo) {
   dhx_oplist *l = &g->prog[DHX_PROG_MICRO];
@@ -835,7 +947,17 @@ void dhx_overlap_search(dhx_graph *g, dhx_strand_search search, const dhx_ovl_co
     free(reg.recorded[1]);
     r++;
   }
-  keep_acyclic(l, &in, done, r, fill ? memo : NULL);
+  // The data-parallel stream follows the alignment; where keep_acyclic leaves a region
+  // unaligned, it follows the alignments left (as the memo's followers find them).
+  dp_stream dp = dp_stream_of(l, done, r);
+  for (;;) {
+    if (dp.stream >= 0) order_dp_stream(l, &dp, done, r);
+    int before = aligned_regions(done, r);
+    keep_acyclic(l, &in, done, r, fill ? memo : NULL);
+    if (dp.stream < 0 || aligned_regions(done, r) == before) break;
+  }
+  free(dp.pos);
+  free(dp.orig);
   int64_t *key = xcalloc((size_t)(l->n ? l->n : 1), sizeof(int64_t));
   for (int i = 0; i < l->n; i++) key[i] = -1;
   bool aligned = false;

@@ -15,6 +15,12 @@
 #                              layout of tests/layouts, paired against unpaired, 20 steps
 #   paired_pipeline_plans      paired pipeline plans compile (the cross-rank verifier accepts
 #                              them) and their largest arena stays within 1.2x unpaired
+#   sharded_memory             with zero 3 (dp 2, 4 micro-batches) paired strands with
+#                              search: dp keep every region aligned, so the largest arena
+#                              stays within 3% of unpaired (the shared data-parallel stream
+#                              follows the alignment; before, 1.7x), and with zero 2 within 5%
+#                              (each strand double-buffers its own buckets); dhxc -o runs the
+#                              cross-rank verifier on each plan
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
 set -euo pipefail
@@ -129,6 +135,19 @@ case $case_name in
     grep -q "the overlap search of paired strands in a pipeline (search: dp with pp > 1" \
       refused.txt || { cat refused.txt; exit 1; }
     echo "search: dp with pp 2 is refused with the reason"
+    ;;
+  sharded_memory)
+    searched=(--set schedule.strands.pair=on --set schedule.strands.search=dp)
+    for z in 3:3 2:5; do  # zero:most percent above unpaired
+      pct=${z#*:} z=${z%:*}
+      compile tiny "z$z" 2 1 1 --set schedule.parallel.zero="$z" "${searched[@]}"
+      off=$(largest_arena tiny 2 1 1 --set schedule.parallel.zero="$z")
+      on=$(largest_arena tiny 2 1 1 --set schedule.parallel.zero="$z" "${searched[@]}")
+      echo "zero $z: largest arena $off bytes unpaired, $on paired with search: dp"
+      if (( off == 0 || on * 100 > off * (100 + pct) )); then
+        echo "paired strands with zero $z hold more than $pct% above unpaired"; exit 1
+      fi
+    done
     ;;
   dropped_gradient)
     compile tiny off 1 1 1
