@@ -146,13 +146,10 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
       dhx_compiled_free(&compiled);
       return 1;
     }
-    double peak = c.cluster_cpu ? m.flops : c.gpu.flops;  // MFU against the datasheet peak
     dhx_step_figures fig;
     char err[2048];
-    ok = dhx_simulate_step(p, &m, peak, o->every_rank, NULL, NULL, &fig, err, sizeof err);
+    ok = dhx_simulate_compiled(&compiled, &c, &m, o->every_rank, &fig, err, sizeof err);
     if (!ok) dhx_error("--simulate: %s", err);
-    fig.searched = c.strands_pair;
-    for (int k = 0; k < 3; k++) fig.search_modelled_s[k] = compiled.overlap_modelled_s[k];
     if (ok && o->json) dhx_step_figures_json(&fig, stdout);
     else if (ok) dhx_step_figures_print(&fig, stdout);
     if (ok && o->trace_path) ok = write_trace(p, &m, o->trace_path);

@@ -27,19 +27,11 @@
 
 #define TOLERANCE 1e-9  // of the step time: what "grows by the same amount" allows for rounding
 
-static int gcd(int a, int b) {
-  while (b) {
-    int t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
-}
-
-// The micro-batches after which cfg's schedule repeats itself.
+// The micro-batches after which cfg's schedule repeats itself: 2 paired (the strands take
+// micro-batches in turn), pp interleaved (blocks go in groups of pp), and both when both.
 static int period_of(const dhx_config *cfg) {
   int p = cfg->strands_pair ? 2 : 1;
-  if (cfg->pp > 1 && cfg->virtual_stages > 1) p = p / gcd(p, cfg->pp) * cfg->pp;
+  if (cfg->pp > 1 && cfg->virtual_stages > 1) p = cfg->pp % p == 0 ? cfg->pp : p * cfg->pp;
   return p;
 }
 
@@ -68,11 +60,8 @@ static bool simulate_at(const dhx_program *prog, const dhx_config *cfg, int micr
   if (ok) {
     const dhx_plan *p = &compiled.plan;
     dhx_cost_model m = dhx_cost_model_of_cluster(&c, p);
-    double peak = c.cluster_cpu ? m.flops : c.gpu.flops;
     char err[2048];
-    ok = dhx_simulate_step(p, &m, peak, every_rank, NULL, NULL, &out->fig, err, sizeof err);
-    out->fig.searched = c.strands_pair;
-    for (int k = 0; k < 3; k++) out->fig.search_modelled_s[k] = compiled.overlap_modelled_s[k];
+    ok = dhx_simulate_compiled(&compiled, &c, &m, every_rank, &out->fig, err, sizeof err);
     out->events = 0;
     for (uint32_t r = 0; r < p->nranks; r++) {
       double e = p->ranks[r].programs[DHX_PROG_MICRO].nevents;
@@ -142,6 +131,16 @@ static void extrapolate(short_step *s, double periods, dhx_step_figures *out) {
   out->tokens_per_s = step > 0 ? tokens * grown / step : 0;
   c->ranks = NULL;  // now out's
   for (int i = 0; i < 3; i++) out->steady_micro[i] = s[i].micro;
+}
+
+bool dhx_simulate_compiled(const dhx_compiled *c, const dhx_config *cfg,
+                           const dhx_cost_model *m, bool every_rank, dhx_step_figures *fig,
+                           char *err, size_t errlen) {
+  double peak = cfg->cluster_cpu ? m->flops : cfg->gpu.flops;  // MFU against the datasheet peak
+  bool ok = dhx_simulate_step(&c->plan, m, peak, every_rank, NULL, NULL, fig, err, errlen);
+  fig->searched = cfg->strands_pair;
+  for (int k = 0; k < 3; k++) fig->search_modelled_s[k] = c->overlap_modelled_s[k];
+  return ok;
 }
 
 bool dhx_simulate_steady(const dhx_program *prog, const dhx_config *cfg, bool every_rank,

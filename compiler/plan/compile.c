@@ -302,11 +302,10 @@ typedef struct search_ctx {
   bool every_pass;  // verify the op lists after every pass, not only the last (see lower_graph)
 } search_ctx;
 
-static void overlap_search(const dhx_config *cfg, dhx_graph *g, const search_ctx *sc) {
-  if (!cfg->strands_pair) return;
+static void overlap_search(dhx_graph *g, dhx_strand_search search, const search_ctx *sc) {
   dhx_ovl_costs costs = {.model = sc->model, .plan = sc->plan, .comm_of = sc->comm_of,
                          .cg = sc->cg, .vocab = g->vocab};
-  dhx_overlap_search(g, cfg->strands_search, &costs, sc->memo);
+  dhx_overlap_search(g, search, &costs, sc->memo);
 }
 
 // Checks the op lists after `pass`: after every pass for a plan, so that a broken invariant
@@ -365,7 +364,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   }
   dhx_zero_shard(g);            verify_after(sc, g, "sharding");
   if (cfg->strands_pair) {
-    overlap_search(cfg, g, sc); verify_after(sc, g, "the overlap search");
+    overlap_search(g, cfg->strands_search, sc); verify_after(sc, g, "the overlap search");
   }
   lower_step(cfg, g, accum);    verify_after(sc, g, "the optimizer");
   if (cfg->precision == DHX_PREC_BF16) {

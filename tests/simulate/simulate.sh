@@ -23,7 +23,8 @@
 #              (simulate_steady.c), has every figure of the whole step simulated micro-batch by
 #              micro-batch (--simulate-whole-step) within 1e-9, and its peak memory: one stage
 #              with each search, 1F1B, interleaved, paired pipelines, tensor and data parallel;
-#              the W fold is simulated whole
+#              the W fold is simulated whole; --simulate-whole-step without --simulate is
+#              refused
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -190,7 +191,12 @@ PY
     check yes "$in" --set train.global_batch=128 "${pair[@]}"
     check no "$tiny_dhx" "${tiny[@]}" "${pp2[@]}" --set schedule.strands.fold=w
     "$DHXC" "$tiny_dhx" --simulate "${tiny[@]}" "${pp2[@]}" > "$work/text"
-    grep -q "extrapolated from steps of 6, 7 and 8 micro-batches" "$work/text" ;;
+    grep -q "extrapolated from steps of 6, 7 and 8 micro-batches" "$work/text"
+    # --simulate-whole-step alone is refused in one line, exit 1
+    if "$DHXC" "$tiny_dhx" --simulate-whole-step 2> "$work/err"; then
+      echo "--simulate-whole-step without --simulate was accepted"; exit 1
+    fi
+    grep -q -- "--simulate-whole-step and --profile go with --simulate" "$work/err" ;;
   paper)
     sample=$SRC/samples/paper/$2
     sim "$sample" "${@:3}" > "$work/j" 2> "$work/err"
