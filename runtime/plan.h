@@ -29,7 +29,7 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 11
+#define DHX_PLAN_VERSION 12
 #define DHX_PATH_MAX 512
 #define DHX_PLAN_WARP 32              // GPU threads per index of a warp-per-row kernel
 #define DHX_PLAN_WIDE 4               // indices per GPU thread of a wide kernel (16 bytes of f32)
@@ -160,6 +160,11 @@ typedef struct dhx_plan_instr {
   int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents; -1 otherwise
   uint32_t dtype;     // collectives and transfers: element type (dhx_dtype); 0 otherwise
   int64_t n;          // OP_KERNEL: index-space size; OP_GRAD_NORM: 1
+  // A CPU rank whose program computes on two or more streams (paired strands) runs its
+  // compute instructions one at a time in the order dhxc chose: turn k (1, 2, ...) takes the
+  // core once turn k-1 has ended. 0: no turn (every instruction of other programs, and every
+  // RECORD, WAIT and communicating instruction).
+  uint32_t turn;
   uint32_t nargs;
   dhx_plan_arg args[DHX_MAX_ARGS];
   dhx_plan_gemm gemm; // OP_GEMM

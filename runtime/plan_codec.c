@@ -36,7 +36,7 @@
 // Serialized sizes of the fixed-size records (the reader uses them to bound counts).
 #define BUFFER_BYTES (DHX_NAME_MAX + 3 * 4 + DHX_MAX_DIMS * 8 + 2 * 8 + 3 * 4 + 3 * 4 + \
                       DHX_MAX_DIMS * 8 + 4 * 4 + 2 * 4)
-#define INSTR_BYTES (6 * 4 + 8 + 4 + 4)  // no arguments, no GEMM, an empty note
+#define INSTR_BYTES (6 * 4 + 8 + 4 + 4 + 4)  // no arguments, no GEMM, an empty note
 #define ACCESS_BYTES (3 * 4 + 3 * 4 + 8)
 #define KERNEL_BYTES (DHX_NAME_MAX + 2 * 4 + DHX_MAX_ARGS * 4 + DHX_MAX_ARGS * ACCESS_BYTES)
 #define PROGRAM_MIN_BYTES (3 * 4)
@@ -315,6 +315,7 @@ static void io_instr(plan_io *s, dhx_plan_instr *in) {
   io_i32(s, &in->event);
   io_u32(s, &in->dtype);
   io_i64(s, &in->n);
+  io_u32(s, &in->turn);
   io_u32(s, &in->nargs);
   if (in->nargs > DHX_MAX_ARGS) {
     plan_io_fail(s, "%s: an instruction with %u arguments (at most %d)", s->where, in->nargs,

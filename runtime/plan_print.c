@@ -203,6 +203,7 @@ static bool buffers_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *b) {
 static bool instrs_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
   bool eq = a->op == b->op && a->stream == b->stream && a->kernel == b->kernel &&
             a->event == b->event && a->dtype == b->dtype && a->n == b->n && a->nargs == b->nargs &&
+            a->turn == b->turn &&
             strncmp(a->note, b->note, DHX_NAME_MAX) == 0 &&
             memcmp(&a->gemm, &b->gemm, sizeof a->gemm) == 0;  // no padding in dhx_plan_gemm
   for (uint32_t j = 0; j < a->nargs && j < DHX_MAX_ARGS && eq; j++)

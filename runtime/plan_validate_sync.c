@@ -10,10 +10,57 @@
 #include "plan_internal.h"
 #include "plan_util.h"
 
+static bool is_compute(uint32_t op) {
+  return !dhx_op_on_comm(op) && op != DHX_OP_RECORD && op != DHX_OP_WAIT;
+}
+
+// Turns (plan.h): none at all, or every compute instruction has one, nothing else does, and
+// they are 1..k, each once, rising along each stream. Sets *k (0: no turns).
+static bool check_turns(plan_check_ctx *v, const dhx_plan_program *p, uint32_t *k) {
+  *k = 0;
+  uint32_t ncompute = 0, nturns = 0;
+  for (uint32_t i = 0; i < p->ninstrs; i++) {
+    ncompute += is_compute(p->instrs[i].op);
+    nturns += p->instrs[i].turn != 0;
+  }
+  if (nturns == 0) return true;
+  uint8_t *seen = calloc(ncompute + 1, 1);
+  if (!seen) return plan_check_fail(v, "out of memory");
+  uint32_t last[DHX_MAX_STREAMS] = {0};
+  bool ok = true;
+  for (uint32_t i = 0; i < p->ninstrs && ok; i++) {
+    const dhx_plan_instr *in = &p->instrs[i];
+    v->instr = i;
+    v->note = in->note;
+    if (!is_compute(in->op) && in->turn != 0)
+      ok = plan_check_fail(v, "turn %u on an instruction that does not compute", in->turn);
+    else if (is_compute(in->op) && (in->turn == 0 || in->turn > ncompute))
+      ok = plan_check_fail(v, "turn %u: each of the program's %u compute instructions needs a turn "
+                           "from 1 to %u", in->turn, ncompute, ncompute);
+    else if (is_compute(in->op) && seen[in->turn])
+      ok = plan_check_fail(v, "turn %u is given twice", in->turn);
+    else if (is_compute(in->op) && in->stream < DHX_MAX_STREAMS && in->turn < last[in->stream])
+      ok = plan_check_fail(v, "turn %u comes after turn %u on stream %u: a stream runs in order",
+                           in->turn, last[in->stream], in->stream);
+    if (ok && is_compute(in->op)) {
+      seen[in->turn] = 1;
+      if (in->stream < DHX_MAX_STREAMS) last[in->stream] = in->turn;
+    }
+  }
+  v->instr = -1;
+  free(seen);
+  *k = ncompute;
+  return ok;
+}
+
 // Every WAIT must be able to complete: simulate the streams, letting each run until it reaches
-// a WAIT whose event nobody has recorded yet; if all streams stop before their end, the event
-// graph has a cycle (or waits for a RECORD that never comes) and the program would hang.
+// a WAIT whose event nobody has recorded yet (or a compute instruction whose turn has not come);
+// if all streams stop before their end, the event graph has a cycle (or waits for a RECORD that
+// never comes) and the program would hang.
 bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
+  uint32_t nturns;
+  if (!check_turns(v, p, &nturns)) return false;
+  uint32_t next_turn = 1;
   bool ok = true;
   uint8_t *recorded = calloc(p->nevents ? p->nevents : 1, 1);
   uint8_t *ever = calloc(p->nevents ? p->nevents : 1, 1);
@@ -41,6 +88,8 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
         const dhx_plan_instr *in = &p->instrs[pos[s]];
         if (in->stream != s) continue;
         if (in->op == DHX_OP_WAIT && !recorded[in->event]) break;
+        if (nturns && in->turn && in->turn != next_turn) break;
+        if (nturns && in->turn) next_turn++;
         if (in->op == DHX_OP_RECORD) recorded[in->event] = 1;
         progress = true;
       }
@@ -51,8 +100,12 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
       const dhx_plan_instr *in = &p->instrs[pos[s]];
       v->instr = pos[s];
       v->note = in->note;
-      ok = plan_check_fail(v, "WAIT on event %d can never complete (it is recorded only after this wait, "
-               "directly or through other streams): the program would hang", in->event);
+      if (in->op == DHX_OP_WAIT)
+        ok = plan_check_fail(v, "WAIT on event %d can never complete (it is recorded only after this "
+                 "wait, directly or through other streams): the program would hang", in->event);
+      else
+        ok = plan_check_fail(v, "turn %u never comes (an earlier turn waits for what this stream "
+                 "does after it): the program would hang", in->turn);
     }
   v->instr = -1;
   free(recorded);

@@ -25,13 +25,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun=(mpirun -np 2 --oversubscribe)
 model=$root/bench/strands_cpu/gpt_tp2.dhx
 common=(--set "data.train=\"$root/data/tiny_train.bin\"" --set train.steps="$steps")
-# `on` lets the two strand streams run free (search: none): on a CPU rank the streams take the
-# core in turns as they become ready; `on_dp` holds them to the overlap search's alignment.
+# `on` lets the two strand streams run free (search: none), taking a rank's core in the turns
+# dhxc chose for the cluster's network (plan.h: turn), so each network compiles its own;
+# `on_dp` holds them to the overlap search's alignment.
 paired=(--set schedule.strands.pair=on --set schedule.strands.search=none)
 paired_dp=(--set schedule.strands.pair=on --set schedule.strands.search=dp)
 "$dhxc" "$model" -o off "${common[@]}" 2>/dev/null
-"$dhxc" "$model" -o on "${common[@]}" "${paired[@]}" 2>/dev/null
-"$dhxc" "$model" -o on_dp "${common[@]}" "${paired_dp[@]}" 2>/dev/null
 
 run() {  # run PLAN NET OUT [dhxrun options...]
   local plan=$1 net=$2 out=$3; shift 3
@@ -57,6 +56,9 @@ last=""
 for factor in 2 1 0.5; do  # communication takes about factor x compute
   bps=$(awk -v b="$base_bps" -v f="$factor" 'BEGIN { printf "%.0f", b / f }')
   net="${bps}B/s,20us"
+  cluster=(--set "cluster=cpu(net: $bps B/s, latency: 20 us)")
+  "$dhxc" "$model" -o on "${common[@]}" "${cluster[@]}" "${paired[@]}" 2>/dev/null
+  "$dhxc" "$model" -o on_dp "${common[@]}" "${cluster[@]}" "${paired_dp[@]}" 2>/dev/null
   run off "$net" "off_$factor" --profile "off_$factor.json"
   run on "$net" "on_$factor"
   run on_dp "$net" "on_dp_$factor"

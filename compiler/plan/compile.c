@@ -17,6 +17,7 @@
 #include "dirs.h"
 #include "verify_memory.h"
 #include "timing.h"
+#include "turns.h"
 #include "verify_ranks.h"
 
 static const char *src_of(const dhx_loc *loc) { return dhx_source_for(loc->file); }
@@ -330,8 +331,8 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   // Collectives beside the compute: one stage (the transfer streams leave no room for two more
   // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and unpaired: the
   // other strand already fills a strand's waits, and on the CPU backend two more threads per
-  // rank made paired steps slower and erratic (bench/strands_cpu), though the simulator
-  // expected them faster.
+  // rank made paired steps slower (bench/strands_cpu: 0.88 of the paired step without them,
+  // even with turns), though the simulator expected them faster.
   g->async_comm = cfg->pp == 1 && cfg->zero <= 1 && !cfg->strands_pair;
   if (tlq_on(cfg))
     g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,
@@ -513,6 +514,11 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   p->nkernels = (uint32_t)dhx_codegen_count(out->cg);
   p->kernels = calloc(p->nkernels ? p->nkernels : 1, sizeof(dhx_plan_kernel));
   for (uint32_t k = 0; k < p->nkernels; k++) dhx_codegen_table_entry(out->cg, (int)k, &p->kernels[k]);
+  char err[512];
+  // A CPU rank has one core: where it computes on several streams, dhxc orders that compute.
+  dhx_timing_pass("turns");
+  if (cfg->cluster_cpu && !dhx_plan_assign_turns(p, &model, err, sizeof err))
+    DHX_ICE("the ranks would hang: %s", err);
 
   // A simulation writes no plan: the format's limits and the checks of a runnable plan
   // (its replicas share programs a runnable plan cannot) are left to dhxc -o; the simulator
@@ -521,7 +527,6 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
     dhx_timing_stop();
     return true;
   }
-  char err[512];
   dhx_timing_pass("validate");
   if (!dhx_plan_validate(p, err, sizeof err)) DHX_ICE("the compiled plan is invalid: %s", err);
   char overlap[1024];  // live buffers in shared bytes would corrupt each other at run time

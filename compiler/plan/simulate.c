@@ -41,12 +41,14 @@ typedef struct step {
   uint32_t instr;  // index in the rank's program
   uint32_t op;
   int32_t event;   // RECORD and WAIT; -1 otherwise
+  uint32_t turn;   // its turn on the rank's core (plan.h); 0: none
 } step;
 
 typedef struct lane {
   size_t first;         // its instructions: steps[first .. first + n)
   uint32_t n, pos;      // pos: the next one to start
   bool running;         // steps[pos - 1] runs now (it ends when the lane leaves the heap)
+  bool for_core;        // parked until the rank's core is its head's (turns, lead-first)
   int32_t next_waiter;  // the next lane parked on the same event, -1
 } lane;
 
@@ -65,6 +67,9 @@ typedef struct sim {
   double *comm_until;   // per rank: when its latest started communication ends
   double *compute_free; // per rank: when its compute resource (the device) is free again
   double *link_free;    // per communicator: when its latest collective ends
+  uint32_t *next_turn;  // per rank: the turn whose compute instruction may start (from 1)
+  bool lead_first;      // compute without turns: the lead-first core (dhx_sim_options)
+  uint8_t *core_busy;   // per rank, lead-first: a compute instruction runs
   uint32_t nlanes;
   size_t *base;      // per rank, nranks + 1 entries: global id of its instruction 0
   size_t *ev_base;   // per rank, nranks + 1 entries: index of its event 0
@@ -232,7 +237,7 @@ static bool build_lanes(sim *s) {
       const dhx_plan_instr *in = &pr->instrs[i];
       lane *L = &s->lanes[r * LANES + in->stream];
       bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
-      s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1};
+      s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1, in->turn};
     }
   }
   return true;
@@ -605,6 +610,60 @@ static void arrive(sim *s, int64_t g, double t) {
   }
 }
 
+// The modelled compute lane l has left before it hands work to communication: up to its next
+// communicating instruction, WAIT, or RECORD after the head (which, on a strand, issues a
+// collective to its communication stream).
+static double compute_lead(sim *s, uint32_t l) {
+  const lane *L = &s->lanes[l];
+  uint32_t r = l / LANES;
+  double sum = 0;
+  for (uint32_t k = L->pos; k < L->n; k++) {
+    const step *st = &s->steps[L->first + k];
+    if (dhx_op_on_comm(st->op) || st->op == DHX_OP_WAIT || (st->op == DHX_OP_RECORD && k > L->pos))
+      break;
+    if (is_compute(st->op)) sum += duration(s, r, instr_at(s, r, st->instr));
+  }
+  return sum;
+}
+
+// Whether lane l, whose head `st` computes, may take the rank's core now. With turns, when its
+// turn has come. Lead-first, when the core is free and no parked lane is waiting for it (the
+// parked ones go first, by lead, when the core frees: next_on_core). Otherwise always: first
+// come, first served, a start delayed until the core is free (start).
+static bool core_is_mine(sim *s, uint32_t l, const step *st) {
+  uint32_t r = l / LANES;
+  if (st->turn) return st->turn == s->next_turn[r];
+  if (!s->lead_first) return true;
+  if (s->core_busy[r]) return false;
+  for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++)
+    if (s->lanes[m].for_core) return false;
+  s->core_busy[r] = 1;
+  return true;
+}
+
+// The rank's core is free at time t: the parked lane whose turn has come, or lead-first the
+// parked lane with the least compute lead (ties: the lower stream), moves on.
+static void next_on_core(sim *s, uint32_t r, double t) {
+  int64_t best = -1;
+  double best_lead = 0;
+  for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++) {
+    lane *M = &s->lanes[m];
+    if (!M->for_core) continue;
+    const step *st = &s->steps[M->first + M->pos];
+    if (st->turn) {
+      if (st->turn != s->next_turn[r]) continue;
+      best = m;
+      break;
+    }
+    double lead = compute_lead(s, m);
+    if (best < 0 || lead < best_lead) best = m, best_lead = lead;
+  }
+  if (best < 0) return;
+  s->lanes[best].for_core = false;
+  if (!s->steps[s->lanes[best].first + s->lanes[best].pos].turn) s->core_busy[r] = 1;
+  start(s, (uint32_t)best, t, -1);
+}
+
 // Lane l is free at time t: it starts its next instruction, parks, or is done.
 static void advance(sim *s, uint32_t l, double t) {
   lane *L = &s->lanes[l];
@@ -618,6 +677,10 @@ static void advance(sim *s, uint32_t l, double t) {
     size_t e = s->ev_base[r] + st->event;
     L->next_waiter = s->waiters[e];
     s->waiters[e] = (int32_t)l;
+    return;
+  }
+  if (is_compute(st->op) && !core_is_mine(s, l, st)) {
+    L->for_core = true;
     return;
   }
   int64_t g = dhx_op_on_comm(st->op) ? s->group_of[s->base[r] + st->instr] : -1;
@@ -639,7 +702,11 @@ static void finish(sim *s, uint32_t l, double t) {
     }
   }
   L->running = false;
+  bool freed = st && is_compute(st->op) && (st->turn || s->lead_first);
+  if (freed && st->turn) s->next_turn[r]++;
+  if (freed && !st->turn) s->core_busy[r] = 0;
   advance(s, l, t);
+  if (freed) next_on_core(s, r, t);
 }
 
 static void run(sim *s, const double *rank_start) {
@@ -662,6 +729,17 @@ static void run(sim *s, const double *rank_start) {
 static int64_t blocker(const sim *s, uint32_t l, uint32_t *need) {
   uint32_t r = l / LANES, i = head_of(s, l);
   const dhx_plan_instr *in = instr_at(s, r, i);
+  if (s->lanes[l].for_core) {  // a turn: the lane that holds the rank's next one
+    for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++) {
+      const lane *M = &s->lanes[m];
+      for (uint32_t j = M->pos; j < M->n; j++)
+        if (s->steps[M->first + j].turn == s->next_turn[r]) {
+          *need = s->steps[M->first + j].instr;
+          return m;
+        }
+    }
+    return -1;
+  }
   if (in->op == DHX_OP_WAIT) {
     for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++) {
       const lane *M = &s->lanes[m];
@@ -767,6 +845,8 @@ static void sim_free(sim *s) {
   free(s->comm_until);
   free(s->compute_free);
   free(s->link_free);
+  free(s->next_turn);
+  free(s->core_busy);
 }
 
 static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
@@ -776,6 +856,9 @@ static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, v
   s->comm_until = xcalloc(p->nranks ? p->nranks : 1, sizeof(double));
   s->compute_free = xcalloc(p->nranks ? p->nranks : 1, sizeof(double));
   s->link_free = xcalloc(p->ncomms ? p->ncomms : 1, sizeof(double));
+  s->next_turn = xcalloc(p->nranks ? p->nranks : 1, sizeof(uint32_t));
+  for (uint32_t r = 0; r < p->nranks; r++) s->next_turn[r] = 1;
+  s->core_busy = xcalloc(p->nranks ? p->nranks : 1, 1);
   s->nlanes = p->nranks * LANES;
   s->lanes = xcalloc(s->nlanes, sizeof(lane));
   s->heap = xcalloc(s->nlanes, sizeof(ready));
@@ -800,6 +883,14 @@ bool dhx_simulate(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ct
 bool dhx_simulate_interfering(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
                               double interference, const double *rank_start,
                               dhx_sim_result *out, char *err, size_t errlen) {
+  dhx_sim_options o = {.interference = interference};
+  return dhx_simulate_with(p, prog, dur, ctx, &o, rank_start, out, err, errlen);
+}
+
+bool dhx_simulate_with(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
+                       const dhx_sim_options *o, const double *rank_start, dhx_sim_result *out,
+                       char *err, size_t errlen) {
+  double interference = o->interference;
   if (out) memset(out, 0, sizeof *out);
   if (errlen) err[0] = '\0';
   if (prog < 0 || prog >= DHX_PROG_COUNT || p->nranks > DHX_PLAN_MAX_RANKS) {
@@ -809,6 +900,7 @@ bool dhx_simulate_interfering(const dhx_plan *p, int prog, dhx_sim_duration_fn d
   sim s;
   init(&s, p, prog, dur, ctx, err, errlen);
   if (interference > 1) s.interference = interference;
+  s.lead_first = o->lead_first;
   bool ok = build_lanes(&s);
   if (ok) init_run(&s);
   ok = ok && pair_up(&s);

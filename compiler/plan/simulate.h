@@ -17,10 +17,13 @@
 //     not RECORD or WAIT) starts when its stream reaches it and the rank's previous compute
 //     instruction, on whichever stream, has ended, first come first served. Two compute
 //     streams (paired strands) thus take the sum of their work, not the longer of the two,
-//     while communication runs beside compute;
+//     while communication runs beside compute. Where the plan gives compute instructions
+//     turns (a CPU rank computing on several streams, plan.h), they start in turn order
+//     instead, as the CPU runtime runs them;
 //   * a communicator's links are one resource: a collective starts when its members have all
 //     arrived and the communicator's previous collective, on whichever stream, has ended.
-//   These two only delay starts (a stream never parks on them), so they cannot deadlock.
+//   These two only delay starts (a stream never parks on them), so they cannot deadlock;
+//   turns do park a stream, and a turn that never comes is reported like any other hang.
 //
 // Pairing is fixed by the plan, so it is checked first (kinds, element counts, dtypes, and
 // instructions left without a partner). Then an event-driven run in time order (a heap of
@@ -74,6 +77,18 @@ bool dhx_simulate(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ct
 bool dhx_simulate_interfering(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
                               double interference, const double *rank_start,
                               dhx_sim_result *out, char *err, size_t errlen);
+// How a run shares what the plan does not order.
+typedef struct dhx_sim_options {
+  double interference;  // as dhx_simulate_interfering's; <= 1: none
+  // A rank's compute instructions without turns take the core lead-first instead of first
+  // come, first served: when it frees, of the streams waiting for it, the one with the least
+  // compute left before it hands work to communication goes first (it starts that sooner, and
+  // the links stay busy). dhxc simulates so to choose a CPU rank's turns (turns.c).
+  bool lead_first;
+} dhx_sim_options;
+bool dhx_simulate_with(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
+                       const dhx_sim_options *o, const double *rank_start, dhx_sim_result *out,
+                       char *err, size_t errlen);
 void dhx_sim_result_free(dhx_sim_result *r);
 
 #endif

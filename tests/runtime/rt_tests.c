@@ -31,7 +31,7 @@ static void check_buffer_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *
 }
 
 static void check_instr_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
-  EQ(op); EQ(stream); EQ(kernel); EQ(comm); EQ(event); EQ(dtype); EQ(n); EQ(nargs);
+  EQ(op); EQ(stream); EQ(kernel); EQ(comm); EQ(event); EQ(dtype); EQ(n); EQ(turn); EQ(nargs);
   SAME_BYTES(note);
   for (uint32_t j = 0; j < a->nargs; j++) {  // the format holds the arguments an instruction has
     EQ(args[j].kind); EQ(args[j].buf); EQ(args[j].i); SAME_BYTES(args[j].f);
@@ -76,6 +76,18 @@ static void append_instr(dhx_plan_program *g, const dhx_plan_instr *in) {
   g->instrs[g->ninstrs++] = *in;
 }
 
+static bool computes(const dhx_plan_instr *in) {
+  return !dhx_op_on_comm(in->op) && in->op != DHX_OP_RECORD && in->op != DHX_OP_WAIT;
+}
+
+// Gives a program's compute instructions turns first..first+k-1 in program order; returns k.
+static uint32_t number_turns(dhx_plan_program *g, uint32_t first) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < g->ninstrs; i++)
+    if (computes(&g->instrs[i])) g->instrs[i].turn = first + k++;
+  return k;
+}
+
 // The toy plan at dp 2 with every train field set to a distinctive value and a batched,
 // transposed GEMM, so every field of the format carries something.
 static dhx_plan *rich_plan(void) {
@@ -104,7 +116,10 @@ static dhx_plan *rich_plan(void) {
                            .ldb = 16, .ldc = 16, .alpha = 0.5, .beta = 0.25, .batch = {2, 2},
                            .stride_a = {64, 16}, .stride_b = {0, 16}, .stride_c = {128, 32}};
   snprintf(g.note, sizeof g.note, "batched gemm");
-  for (uint32_t r = 0; r < p->nranks; r++) append_instr(&p->ranks[r].programs[DHX_PROG_EVAL], &g);
+  for (uint32_t r = 0; r < p->nranks; r++) {
+    append_instr(&p->ranks[r].programs[DHX_PROG_EVAL], &g);
+    number_turns(&p->ranks[r].programs[DHX_PROG_EVAL], 1);  // turns survive the file too
+  }
   char err[1024];
   if (!dhx_plan_validate(p, err, sizeof err)) {
     fprintf(stderr, "rich plan invalid: %s\n", err);
@@ -336,7 +351,57 @@ static void b_late_record(dhx_plan *p) {
   g->nevents = 1;
 }
 
+// Turns (plan.h): one missing, one given twice, falling along a stream, and one that never
+// comes because the instruction holding the turn before it waits for what follows.
+static dhx_plan_instr *nth_compute(dhx_plan_program *g, uint32_t k) {
+  for (uint32_t i = 0; i < g->ninstrs; i++)
+    if (computes(&g->instrs[i]) && k-- == 0) return &g->instrs[i];
+  CHECK(!"no such compute instruction");
+  return NULL;
+}
+static void b_turn_missing(dhx_plan *p) {
+  dhx_plan_program *g = &p->ranks[0].programs[DHX_PROG_MICRO];
+  nth_compute(g, number_turns(g, 1) - 1)->turn = 0;
+}
+static void b_turn_twice(dhx_plan *p) {
+  dhx_plan_program *g = &p->ranks[0].programs[DHX_PROG_MICRO];
+  number_turns(g, 1);
+  nth_compute(g, 1)->turn = 1;
+}
+static void b_turn_falls(dhx_plan *p) {
+  dhx_plan_program *g = &p->ranks[0].programs[DHX_PROG_MICRO];
+  number_turns(g, 1);
+  nth_compute(g, 0)->turn = 2;
+  nth_compute(g, 1)->turn = 1;
+}
+static void b_turn_on_record(dhx_plan *p) {
+  b_late_record(p);
+  dhx_plan_program *g = &p->ranks[0].programs[DHX_PROG_EVAL];
+  number_turns(g, 1);
+  g->instrs[g->ninstrs - 1].turn = 99;
+}
+static void b_turn_hang(dhx_plan *p) {
+  dhx_plan_program *g = &p->ranks[0].programs[DHX_PROG_EVAL];
+  number_turns(g, 2);  // stream 0 computes from turn 2 on ...
+  dhx_plan_instr first = *nth_compute(g, 0);
+  dhx_plan_instr w = {.op = DHX_OP_WAIT, .stream = 1, .kernel = -1, .comm = -1, .event = 0};
+  dhx_plan_instr r = {.op = DHX_OP_RECORD, .stream = 0, .kernel = -1, .comm = -1, .event = 0};
+  first.stream = 1;
+  first.turn = 1;  // ... after turn 1, which stream 1 takes only once stream 0 has recorded
+  append_instr(g, &w);
+  append_instr(g, &first);
+  append_instr(g, &r);
+  g->nstreams = 2;
+  g->nevents = 1;
+}
+
 static void test_plan_validation_names_the_field(void) {
+  expect_invalid(1, b_turn_missing, "program MICRO instr");
+  expect_invalid(1, b_turn_missing, "needs a turn from 1 to");
+  expect_invalid(1, b_turn_twice, "turn 1 is given twice");
+  expect_invalid(1, b_turn_falls, "turn 1 comes after turn 2 on stream 0");
+  expect_invalid(1, b_turn_on_record, "turn 99 on an instruction that does not compute");
+  expect_invalid(1, b_turn_hang, "turn 2 never comes");
   expect_invalid(1, b_gemm_b, "rank 0 program MICRO instr 1 (y = x W): GEMM operand B extends "
                  "past buffer 'w' (needs 1028 bytes, has 1024)");
   expect_invalid(1, b_gemm_ld, "GEMM operand A: leading dimension 8 is smaller than its row length 16");
