@@ -160,7 +160,7 @@ typedef struct dhx_plan_instr {
   int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents; -1 otherwise
   uint32_t dtype;     // collectives and transfers: element type (dhx_dtype); 0 otherwise
   int64_t n;          // OP_KERNEL: index-space size; OP_GRAD_NORM: 1
-  // A CPU rank whose program computes on two or more streams (paired strands) runs its
+  // A CPU rank whose program computes on two or more streams (free paired strands) runs its
   // compute instructions one at a time in the order dhxc chose: turn k (1, 2, ...) takes the
   // core once turn k-1 has ended. 0: no turn (every instruction of other programs, and every
   // RECORD, WAIT and communicating instruction).

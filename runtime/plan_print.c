@@ -125,6 +125,7 @@ static void print_gemm(FILE *f, const dhx_plan_rank *r, const dhx_plan_instr *in
 static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint32_t i,
                         const dhx_plan_instr *in) {
   fprintf(f, "    %5u s%u %-10s ", i, in->stream, dhx_op_name(in->op));
+  if (in->turn) fprintf(f, "turn %u ", in->turn);
   switch (in->op) {
     case DHX_OP_KERNEL:
     case DHX_OP_GRAD_NORM:  // the kernel a GPU launches for it

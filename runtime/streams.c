@@ -41,7 +41,7 @@ struct dhx_streams {
   pthread_mutex_t turn_lock;  // guards next_turn
   pthread_cond_t turn_came;
   uint32_t next_turn;    // the turn whose instruction may run (from 1 in each run)
-  bool batch;            // the current program has turns: its threads run SCHED_BATCH
+  uint32_t batch;        // streams with turns in the current program, as a mask (SCHED_BATCH)
 };
 
 typedef struct stream_arg {
@@ -67,8 +67,9 @@ static void wait_event(dhx_streams *s, int32_t event) {
 // policy a woken thread preempts the running one, every few tens of microseconds while a
 // collective polls, and the turns' order comes apart. SCHED_BATCH threads keep their share of
 // the core but do not preempt on wakeup (bench/strands_cpu: paired steps 0.83 of the default's).
-// Each thread switches to it for a program with turns and back for one without; an unprivileged
-// thread may switch between the two. A refusal leaves the default, which is only slower.
+// A stream with turns switches to it for the program and back for one without; a stream that
+// only communicates stays as it is, so that its collectives start and end promptly. An
+// unprivileged thread may switch between the two; a refusal leaves the default, only slower.
 static void batch_if(bool batch) {
   static _Thread_local int policy = SCHED_OTHER;
   int want = batch ? SCHED_BATCH : SCHED_OTHER;
@@ -101,9 +102,11 @@ static void run_instr(dhx_streams *s, const dhx_plan_instr *in) {
 }
 
 // `trace` is NULL unless this run is recorded.
+#include <xmmintrin.h>
 static void run_stream(dhx_streams *s, const dhx_plan_program *p, uint32_t stream,
                        dhx_trace *trace) {
-  batch_if(s->batch);
+  if (getenv("DHX_FTZ")) _mm_setcsr(_mm_getcsr() | 0x8040);
+  batch_if((s->batch >> stream) & 1);
   for (uint32_t i = 0; i < p->ninstrs; i++) {
     const dhx_plan_instr *in = &p->instrs[i];
     if (in->stream != stream) continue;
@@ -200,8 +203,9 @@ void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog) {
   s->tracing = tracing;
   memset(s->recorded, 0, prog->nevents);
   s->next_turn = 1;  // no stream runs yet
-  s->batch = false;
-  for (uint32_t i = 0; i < prog->ninstrs && !s->batch; i++) s->batch = prog->instrs[i].turn != 0;
+  s->batch = 0;
+  for (uint32_t i = 0; i < prog->ninstrs; i++)
+    if (prog->instrs[i].turn) s->batch |= 1u << prog->instrs[i].stream;
   s->running = prog->nstreams - 1;
   s->generation++;
   pthread_cond_broadcast(&s->start);

@@ -147,22 +147,54 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
   return mod;
 }
 
+// Inlining a body with noalias pointers into a host loop adds a noalias scope declaration to
+// each iteration. The declaration counts as touching memory and the inliner gives it no access
+// group, so the loop no longer counts as annotated parallel and LLVM vectorises it behind a
+// runtime alias check, which fails when the kernel runs in place: a fused bias + GELU ran
+// scalar, 8x slower. A declaration touches no data, so it joins the module's access group.
+static void tag_scope_declarations(LLVMModuleRef mod) {
+  LLVMValueRef group = NULL;
+  if (LLVMGetNamedMetadataNumOperands(mod, "dhx.access_group") != 1) return;
+  LLVMGetNamedMetadataOperands(mod, "dhx.access_group", &group);
+  LLVMContextRef ctx = LLVMGetModuleContext(mod);
+  unsigned kind = LLVMGetMDKindIDInContext(ctx, "llvm.access.group", 17);
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+    for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
+      for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in)) {
+        if (LLVMGetInstructionOpcode(in) != LLVMCall) continue;
+        LLVMValueRef callee = LLVMGetCalledValue(in);
+        size_t len = 0;
+        const char *name = callee ? LLVMGetValueName2(callee, &len) : "";
+        if (strcmp(name, "llvm.experimental.noalias.scope.decl") == 0)
+          LLVMSetMetadata(in, kind, group);
+      }
+}
+
+// Runs pipeline `passes` on mod; false with err (naming `what`) when LLVM refuses.
+static bool run_passes(LLVMModuleRef mod, const char *passes, LLVMTargetMachineRef tm,
+                       LLVMPassBuilderOptionsRef o, const char *what, char *err, size_t errlen) {
+  LLVMErrorRef e = LLVMRunPasses(mod, passes, tm, o);
+  LLVMDisposePassBuilderOptions(o);
+  if (!e) return true;
+  char *m = LLVMGetErrorMessage(e);
+  dhx_cg_fail(err, errlen, "LLVM %s failed: %s", what, m);
+  LLVMDisposeErrorMessage(m);
+  return false;
+}
+
 bool dhx_codegen_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char *err, size_t errlen) {
+  // The bodies are inlined first, so that their scope declarations can be tagged.
+  if (!run_passes(mod, "always-inline", tm, LLVMCreatePassBuilderOptions(), "inlining", err,
+                  errlen))
+    return false;
+  tag_scope_declarations(mod);
   LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
   // The C API's defaults leave SLP vectorisation off (clang turns it on at -O2 and up).
   LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
   LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
   LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
   LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
-  LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, o);
-  LLVMDisposePassBuilderOptions(o);
-  if (e) {
-    char *m = LLVMGetErrorMessage(e);
-    dhx_cg_fail(err, errlen, "LLVM optimisation failed: %s", m);
-    LLVMDisposeErrorMessage(m);
-    return false;
-  }
-  return true;
+  return run_passes(mod, "default<O3>", tm, o, "optimisation", err, errlen);
 }
 
 bool dhx_codegen_emit_llvm(dhx_codegen *cg, const char *path, char *err, size_t errlen) {

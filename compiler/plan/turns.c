@@ -4,7 +4,8 @@
 // rank, which has one core, they take it in turns. Left to the operating system, the two
 // threads share the core by time slices, each GEMM stretching while the other runs, and the
 // two ranks of a tensor-parallel group interleave their strands differently, so each waits for
-// the other at every collective. So dhxc fixes the order (plan.h: turn): it simulates the
+// the other at every collective. So where paired strands run free (search: none; compile.c
+// decides), dhxc fixes the order (plan.h: turn): it simulates the
 // program with the cost model, giving the core lead-first (dhx_sim_options: of the streams
 // waiting for it, the one with the least compute left before its next collective goes first,
 // which starts that collective sooner and keeps the links busy), and numbers the compute

@@ -136,6 +136,18 @@ case $case_name in
       refused.txt || { cat refused.txt; exit 1; }
     echo "search: dp with pp 2 is refused with the reason"
     ;;
+  turns)
+    # A CPU rank runs free paired strands' compute in dhxc's turns (plan-format.md, "Turns"):
+    # every compute instruction of MICRO has one; not with the overlap search's events, nor
+    # unpaired. The parity cases above run such plans.
+    count_turns() { "$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" "$@" | grep -c ' turn ' || true; }
+    common 1 2 1
+    free=$(count_turns "${paired[@]}")
+    aligned=$(count_turns --set schedule.strands.pair=on --set schedule.strands.search=dp)
+    unpaired=$(count_turns)
+    echo "instructions with a turn: $free free, $aligned aligned by the search, $unpaired unpaired"
+    [ "$free" -gt 100 ] && [ "$aligned" = 0 ] && [ "$unpaired" = 0 ] || exit 1
+    ;;
   sharded_memory)
     searched=(--set schedule.strands.pair=on --set schedule.strands.search=dp)
     for z in 3:3 2:5; do  # zero:most percent above unpaired
