@@ -5,8 +5,9 @@
 # arena grows with the micro-batches per step beyond their input and loss slots: from 16 to 32
 # micro-batches every rank of 1F1B (pp 2 and 3, paired), interleaved 1F1B and the W (pp 2 and
 # 3, paired) grows by less than two of the tiny GPT's 256 KiB residual gradients, where
-# waiting at the end grows the senders by sixteen. dhxc -o also runs the cross-rank verifier
-# on each plan, which proves the earlier waits cannot hang.
+# waiting at the end grows the senders by sixteen. Compiling a plan also runs the cross-rank
+# verifier on it, which proves the earlier waits cannot hang (no plan directory is written:
+# the kernels' code generation would only take time).
 # Usage: sends.sh   (environment: DHXC SRC WORK)
 set -euo pipefail
 work=$WORK/sends
@@ -17,8 +18,7 @@ cd "$work"
 arenas() {
   local micro=$1; shift
   "$DHXC" "$SRC/samples/tiny.dhx" --set schedule.parallel.dp=1 --set schedule.parallel.tp=1 \
-    --set train.micro_batch=4 --set train.global_batch=$((4 * micro)) "$@" -o "plan$micro" \
-    --emit=schedule |
+    --set train.micro_batch=4 --set train.global_batch=$((4 * micro)) "$@" --emit=schedule |
     awk '/^rank [0-9]+:/ { for (i = 1; i < NF; i++) if ($i == "arena") printf "%s ", $(i + 1) }'
 }
 
