@@ -15,9 +15,6 @@
 // branch per instruction.
 #include <pthread.h>
 #include <sched.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,10 +99,8 @@ static void run_instr(dhx_streams *s, const dhx_plan_instr *in) {
 }
 
 // `trace` is NULL unless this run is recorded.
-#include <xmmintrin.h>
 static void run_stream(dhx_streams *s, const dhx_plan_program *p, uint32_t stream,
                        dhx_trace *trace) {
-  if (getenv("DHX_FTZ")) _mm_setcsr(_mm_getcsr() | 0x8040);
   batch_if((s->batch >> stream) & 1);
   for (uint32_t i = 0; i < p->ninstrs; i++) {
     const dhx_plan_instr *in = &p->instrs[i];

@@ -331,8 +331,8 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   // Collectives beside the compute: one stage (the transfer streams leave no room for two more
   // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and unpaired: the
   // other strand already fills a strand's waits, and on the CPU backend two more threads per
-  // rank made paired steps slower (bench/strands_cpu: 0.88 of the paired step without them,
-  // even with turns), though the simulator expected them faster.
+  // rank made paired steps slower (bench/strands_cpu at parity, with turns: 730 against 622
+  // ms), though the simulator expected them faster.
   g->async_comm = cfg->pp == 1 && cfg->zero <= 1 && !cfg->strands_pair;
   if (tlq_on(cfg))
     g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,
