@@ -171,6 +171,8 @@ static void what(const sim *s, uint32_t r, const dhx_plan_instr *in, char *buf, 
              i64_arg(in, 3), c);
   } else if (in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD) {
     snprintf(buf, n, "%s of event %d", op_label(in->op), in->event);
+  } else if (in->turn) {
+    snprintf(buf, n, "%s, turn %u", op_label(in->op), in->turn);
   } else {
     snprintf(buf, n, "%s", op_label(in->op));
   }

@@ -415,6 +415,49 @@ static void simulate_compute_streams_of_a_rank_share_the_device(void) {
   tb_free(p);
 }
 
+// Turns (plan.h) order a rank's compute across its streams: the instruction with turn 1 runs
+// first though its stream comes second, the other when it ends.
+static void simulate_compute_follows_the_plans_turns(void) {
+  dhx_plan *p = plan_of(2);
+  for (uint32_t r = 0; r < 2; r++) {
+    compute(p, r, 0, "strand 0")->turn = 2;
+    compute(p, r, 1, "strand 1")->turn = 1;
+  }
+  expect_valid(p, "turns");
+  dhx_cost_model m = dhx_cost_model_for(p);
+  dhx_sim_result res = timed_micro(p, &m);
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *s0 = &res.slices[2 * r], *s1 = s0 + 1;
+    CHECK(s1->start == 0 && s0->start == s1->end && s0->end > s0->start);
+  }
+  printf("ok: turn 1 (stream 1) runs first, turn 2 (stream 0) from %.3g us\n",
+         res.slices[0].start * 1e6);
+  dhx_sim_result_free(&res);
+  tb_free(p);
+}
+
+// A turn can hang ranks that each look fine alone: rank 1's turn 1 waits for a message that
+// rank 0 sends after an all-reduce, which rank 1 reaches only after its turn 2.
+static void verify_ranks_rejects_a_turn_that_waits_for_another_rank(void) {
+  dhx_plan *p = plan_of(2);
+  int32_t summed = new_event(p, 0);
+  collective(p, 0, DHX_OP_ALLREDUCE, 0, 0, N, "sum x");
+  on_event(p, 0, DHX_OP_RECORD, 0, summed, "x summed");
+  on_event(p, 0, DHX_OP_WAIT, 1, summed, "x summed");
+  transfer(p, 0, DHX_OP_SEND, 1, N, 1, 1, "send h");
+  transfer(p, 1, DHX_OP_RECV, 1, N, 0, 1, "recv h");
+  compute(p, 1, 1, "use h")->turn = 1;
+  compute(p, 1, 0, "fill x")->turn = 2;
+  collective(p, 1, DHX_OP_ALLREDUCE, 0, 0, N, "sum x");
+  expect_valid(p, "a turn behind another rank");
+  expect_rejected(p, (const char *[]){"which is blocked at stream 0 instr 2 (ZERO, turn 2, 'fill x')",
+                                      "rank 1 stream 1 instr 0 -> rank 0 stream 1 instr 2", NULL});
+  dhx_plan_program *g = &p->ranks[1].programs[DHX_PROG_MICRO];
+  for (uint32_t i = 0; i < g->ninstrs; i++) g->instrs[i].turn = 0;
+  expect_verified(p, "the same ranks without turns");
+  tb_free(p);
+}
+
 // A communicator's links are one resource: two streams' collectives on it take turns; one on
 // another communicator runs beside them.
 static void simulate_collectives_on_one_communicator_take_turns(void) {
@@ -595,6 +638,9 @@ int main(int argc, char **argv) {
       {"simulate_makespan_covers_every_stream", simulate_makespan_covers_every_stream},
       {"simulate_compute_streams_of_a_rank_share_the_device",
        simulate_compute_streams_of_a_rank_share_the_device},
+      {"simulate_compute_follows_the_plans_turns", simulate_compute_follows_the_plans_turns},
+      {"verify_ranks_rejects_a_turn_that_waits_for_another_rank",
+       verify_ranks_rejects_a_turn_that_waits_for_another_rank},
       {"simulate_collectives_on_one_communicator_take_turns",
        simulate_collectives_on_one_communicator_take_turns},
       {"verify_ranks_scales", verify_ranks_scales},
