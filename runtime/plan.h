@@ -146,6 +146,12 @@ static inline bool dhx_op_on_comm(uint32_t op) {
          op == DHX_OP_ALL_TO_ALL || op == DHX_OP_SEND || op == DHX_OP_RECV;
 }
 
+// Ops that compute on the rank's device: neither communication nor a RECORD or WAIT. These
+// take the rank's core one at a time, in turns where the program has them (turn, below).
+static inline bool dhx_op_computes(uint32_t op) {
+  return !dhx_op_on_comm(op) && op != DHX_OP_RECORD && op != DHX_OP_WAIT;
+}
+
 // The argument holding the element count of an op on a communicator: args[2] for the ops with
 // an input and an output region, args[1] for the all-reduce and the transfers.
 static inline int dhx_op_count_arg(uint32_t op) {

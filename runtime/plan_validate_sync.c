@@ -10,17 +10,13 @@
 #include "plan_internal.h"
 #include "plan_util.h"
 
-static bool is_compute(uint32_t op) {
-  return !dhx_op_on_comm(op) && op != DHX_OP_RECORD && op != DHX_OP_WAIT;
-}
-
 // Turns (plan.h): none at all, or every compute instruction has one, nothing else does, and
 // they are 1..k, each once, rising along each stream. Sets *k (0: no turns).
 static bool check_turns(plan_check_ctx *v, const dhx_plan_program *p, uint32_t *k) {
   *k = 0;
   uint32_t ncompute = 0, nturns = 0;
   for (uint32_t i = 0; i < p->ninstrs; i++) {
-    ncompute += is_compute(p->instrs[i].op);
+    ncompute += dhx_op_computes(p->instrs[i].op);
     nturns += p->instrs[i].turn != 0;
   }
   if (nturns == 0) return true;
@@ -32,17 +28,17 @@ static bool check_turns(plan_check_ctx *v, const dhx_plan_program *p, uint32_t *
     const dhx_plan_instr *in = &p->instrs[i];
     v->instr = i;
     v->note = in->note;
-    if (!is_compute(in->op) && in->turn != 0)
+    if (!dhx_op_computes(in->op) && in->turn != 0)
       ok = plan_check_fail(v, "turn %u on an instruction that does not compute", in->turn);
-    else if (is_compute(in->op) && (in->turn == 0 || in->turn > ncompute))
+    else if (dhx_op_computes(in->op) && (in->turn == 0 || in->turn > ncompute))
       ok = plan_check_fail(v, "turn %u: each of the program's %u compute instructions needs a turn "
                            "from 1 to %u", in->turn, ncompute, ncompute);
-    else if (is_compute(in->op) && seen[in->turn])
+    else if (dhx_op_computes(in->op) && seen[in->turn])
       ok = plan_check_fail(v, "turn %u is given twice", in->turn);
-    else if (is_compute(in->op) && in->stream < DHX_MAX_STREAMS && in->turn < last[in->stream])
+    else if (dhx_op_computes(in->op) && in->stream < DHX_MAX_STREAMS && in->turn < last[in->stream])
       ok = plan_check_fail(v, "turn %u comes after turn %u on stream %u: a stream runs in order",
                            in->turn, last[in->stream], in->stream);
-    if (ok && is_compute(in->op)) {
+    if (ok && dhx_op_computes(in->op)) {
       seen[in->turn] = 1;
       if (in->stream < DHX_MAX_STREAMS) last[in->stream] = in->turn;
     }

@@ -39,6 +39,7 @@ struct dhx_streams {
   pthread_cond_t turn_came;
   uint32_t next_turn;    // the turn whose instruction may run (from 1 in each run)
   uint32_t batch;        // streams with turns in the current program, as a mask (SCHED_BATCH)
+  const dhx_plan_program *batch_of;  // the program `batch` was found for
 };
 
 typedef struct stream_arg {
@@ -198,9 +199,12 @@ void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog) {
   s->tracing = tracing;
   memset(s->recorded, 0, prog->nevents);
   s->next_turn = 1;  // no stream runs yet
-  s->batch = 0;
-  for (uint32_t i = 0; i < prog->ninstrs; i++)
-    if (prog->instrs[i].turn) s->batch |= 1u << prog->instrs[i].stream;
+  if (s->batch_of != prog) {  // once per program, not per run (MICRO runs per micro-batch)
+    s->batch = 0;
+    for (uint32_t i = 0; i < prog->ninstrs; i++)
+      if (prog->instrs[i].turn) s->batch |= 1u << prog->instrs[i].stream;
+    s->batch_of = prog;
+  }
   s->running = prog->nstreams - 1;
   s->generation++;
   pthread_cond_broadcast(&s->start);

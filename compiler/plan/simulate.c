@@ -564,10 +564,6 @@ static double duration(sim *s, uint32_t rank, const dhx_plan_instr *in) {
   return d > 0 ? d : 0;  // also NaN
 }
 
-static bool is_compute(uint32_t op) {
-  return !dhx_op_on_comm(op) && op != DHX_OP_RECORD && op != DHX_OP_WAIT;
-}
-
 // Starts lane l's next instruction at time t; the lane comes back out of the heap when it ends.
 // The rank's compute is one resource: a compute instruction reached while another stream's
 // compute holds the device starts when that one ends (first come, first served; the lane
@@ -579,7 +575,7 @@ static double start(sim *s, uint32_t l, double t, int64_t match) {
   double d = s->dur ? duration(s, r, in) : 0;
   if (dhx_op_on_comm(in->op)) {
     if (t + d > s->comm_until[r]) s->comm_until[r] = t + d;
-  } else if (is_compute(in->op)) {
+  } else if (dhx_op_computes(in->op)) {
     if (s->compute_free[r] > t) t = s->compute_free[r];
     if (s->comm_until[r] > t) d *= s->interference;  // sharing the GPU with a collective
     s->compute_free[r] = t + d;
@@ -623,7 +619,7 @@ static double compute_lead(sim *s, uint32_t l) {
     const step *st = &s->steps[L->first + k];
     if (dhx_op_on_comm(st->op) || st->op == DHX_OP_WAIT || (st->op == DHX_OP_RECORD && k > L->pos))
       break;
-    if (is_compute(st->op)) sum += duration(s, r, instr_at(s, r, st->instr));
+    if (dhx_op_computes(st->op)) sum += duration(s, r, instr_at(s, r, st->instr));
   }
   return sum;
 }
@@ -681,7 +677,7 @@ static void advance(sim *s, uint32_t l, double t) {
     s->waiters[e] = (int32_t)l;
     return;
   }
-  if (is_compute(st->op) && !core_is_mine(s, l, st)) {
+  if (dhx_op_computes(st->op) && !core_is_mine(s, l, st)) {
     L->for_core = true;
     return;
   }
@@ -704,7 +700,7 @@ static void finish(sim *s, uint32_t l, double t) {
     }
   }
   L->running = false;
-  bool freed = st && is_compute(st->op) && (st->turn || s->lead_first);
+  bool freed = st && dhx_op_computes(st->op) && (st->turn || s->lead_first);
   if (freed && st->turn) s->next_turn[r]++;
   if (freed && !st->turn) s->core_busy[r] = 0;
   advance(s, l, t);

@@ -20,17 +20,13 @@
 #include "plan_util.h"
 #include "simulate.h"
 
-static bool is_compute(uint32_t op) {
-  return !dhx_op_on_comm(op) && op != DHX_OP_RECORD && op != DHX_OP_WAIT;
-}
-
 // Whether some rank runs compute on two or more streams of program `prog`.
 static bool computes_on_streams(const dhx_plan *p, int prog) {
   for (uint32_t r = 0; r < p->nranks; r++) {
     const dhx_plan_program *pr = &p->ranks[r].programs[prog];
     uint32_t mask = 0;
     for (uint32_t i = 0; i < pr->ninstrs; i++)
-      if (is_compute(pr->instrs[i].op)) mask |= 1u << pr->instrs[i].stream;
+      if (dhx_op_computes(pr->instrs[i].op)) mask |= 1u << pr->instrs[i].stream;
     if (mask & (mask - 1)) return true;
   }
   return false;
@@ -54,7 +50,7 @@ static void number(dhx_plan *p, int prog, uint32_t r, const dhx_sim_result *res,
   dhx_plan_program *pr = &p->ranks[r].programs[prog];
   size_t n = 0;
   for (uint32_t i = 0; i < pr->ninstrs; i++)
-    if (is_compute(pr->instrs[i].op))
+    if (dhx_op_computes(pr->instrs[i].op))
       buf[n++] = (started){res->slices[first + i].start, pr->instrs[i].stream, i};
   qsort(buf, n, sizeof *buf, started_cmp);
   for (size_t k = 0; k < n; k++) pr->instrs[buf[k].instr].turn = (uint32_t)(k + 1);

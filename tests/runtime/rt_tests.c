@@ -76,15 +76,11 @@ static void append_instr(dhx_plan_program *g, const dhx_plan_instr *in) {
   g->instrs[g->ninstrs++] = *in;
 }
 
-static bool computes(const dhx_plan_instr *in) {
-  return !dhx_op_on_comm(in->op) && in->op != DHX_OP_RECORD && in->op != DHX_OP_WAIT;
-}
-
 // Gives a program's compute instructions turns first..first+k-1 in program order; returns k.
 static uint32_t number_turns(dhx_plan_program *g, uint32_t first) {
   uint32_t k = 0;
   for (uint32_t i = 0; i < g->ninstrs; i++)
-    if (computes(&g->instrs[i])) g->instrs[i].turn = first + k++;
+    if (dhx_op_computes(g->instrs[i].op)) g->instrs[i].turn = first + k++;
   return k;
 }
 
@@ -355,7 +351,7 @@ static void b_late_record(dhx_plan *p) {
 // comes because the instruction holding the turn before it waits for what follows.
 static dhx_plan_instr *nth_compute(dhx_plan_program *g, uint32_t k) {
   for (uint32_t i = 0; i < g->ninstrs; i++)
-    if (computes(&g->instrs[i]) && k-- == 0) return &g->instrs[i];
+    if (dhx_op_computes(g->instrs[i].op) && k-- == 0) return &g->instrs[i];
   CHECK(!"no such compute instruction");
   return NULL;
 }
