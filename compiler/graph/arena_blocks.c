@@ -1,0 +1,205 @@
+// arena_blocks.c — paged, offset-sorted block lists for the memory planner (arena_blocks.h).
+#include "arena_blocks.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan_base.h"
+
+static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
+
+static void summarise(dhx_block_page *p) {
+  p->max_end = p->max_gap = p->bytes = 0;
+  p->min_done = INT_MAX;
+  for (int i = 0; i < p->n; i++) {
+    const dhx_block *b = &p->b[i];
+    if (i > 0 && b->offset - p->max_end > p->max_gap) p->max_gap = b->offset - p->max_end;
+    if (i == 0 || b->end > p->max_end) p->max_end = b->end;
+    p->bytes += b->end - b->offset;
+    if (b->done < p->min_done) p->min_done = b->done;
+  }
+}
+
+static void refresh_min_done(dhx_blocks *s) {
+  s->min_done = INT_MAX;
+  for (int k = 0; k < s->npages; k++)
+    if (s->pages[k].min_done < s->min_done) s->min_done = s->pages[k].min_done;
+}
+
+void dhx_blocks_init(dhx_blocks *s) { *s = (dhx_blocks){.min_done = INT_MAX}; }
+
+void dhx_blocks_free(dhx_blocks *s) {
+  for (int k = 0; k < s->npages; k++) free(s->pages[k].b);
+  free(s->pages);
+  dhx_blocks_init(s);
+}
+
+// Room for one more page at index k (pages k.. move up one).
+static dhx_block_page *open_page(dhx_blocks *s, int k) {
+  if (s->npages == s->cap) {
+    s->cap = s->cap ? 2 * s->cap : 8;
+    s->pages = realloc(s->pages, sizeof *s->pages * (size_t)s->cap);
+    if (!s->pages) abort();
+  }
+  memmove(s->pages + k + 1, s->pages + k, sizeof *s->pages * (size_t)(s->npages - k));
+  s->npages++;
+  dhx_block_page *p = &s->pages[k];
+  *p = (dhx_block_page){.b = malloc(sizeof(dhx_block) * DHX_BLOCK_PAGE)};
+  if (!p->b) abort();
+  return p;
+}
+
+void dhx_blocks_insert(dhx_blocks *s, dhx_block b) {
+  // The last page whose first block is at or below b (the first page when none is).
+  int lo = 0, hi = s->npages;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (s->pages[mid].b[0].offset <= b.offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  int k = lo > 0 ? lo - 1 : 0;
+  if (s->npages == 0) open_page(s, 0);
+  dhx_block_page *p = &s->pages[k];
+  if (p->n == DHX_BLOCK_PAGE) {  // split: the upper half moves to a new page after it
+    dhx_block_page *q = open_page(s, k + 1);
+    p = &s->pages[k];
+    int half = DHX_BLOCK_PAGE / 2;
+    memcpy(q->b, p->b + half, sizeof(dhx_block) * (size_t)(p->n - half));
+    q->n = p->n - half;
+    p->n = half;
+    summarise(p);
+    summarise(q);
+    if (q->b[0].offset <= b.offset) p = q;
+  }
+  int pos = p->n;
+  while (pos > 0 && p->b[pos - 1].offset > b.offset) pos--;
+  memmove(p->b + pos + 1, p->b + pos, sizeof(dhx_block) * (size_t)(p->n - pos));
+  p->b[pos] = b;
+  p->n++;
+  // The summary in O(1): max_gap may stay above the true widest gap (a block added in the
+  // middle only narrows gaps), which costs a skipped page, never a wrong fit; drop_done and
+  // splits recompute it.
+  if (p->n == 1) {
+    summarise(p);
+  } else {
+    if (pos == p->n - 1 && b.offset - p->max_end > p->max_gap) p->max_gap = b.offset - p->max_end;
+    if (pos == 0 && p->b[1].offset - b.end > p->max_gap) p->max_gap = p->b[1].offset - b.end;
+    if (b.end > p->max_end) p->max_end = b.end;
+    p->bytes += b.end - b.offset;
+    if (b.done < p->min_done) p->min_done = b.done;
+  }
+  if (b.done < s->min_done) s->min_done = b.done;
+  s->count++;
+}
+
+void dhx_blocks_drop_done(dhx_blocks *s, int at) {
+  if (s->min_done > at) return;
+  int kept = 0;
+  for (int k = 0; k < s->npages; k++) {
+    dhx_block_page *p = &s->pages[k];
+    if (p->min_done <= at) {
+      int j = 0;
+      for (int i = 0; i < p->n; i++)
+        if (p->b[i].done > at) p->b[j++] = p->b[i];
+      s->count -= p->n - j;
+      p->n = j;
+      summarise(p);
+    }
+    if (p->n == 0)
+      free(p->b);
+    else
+      s->pages[kept++] = *p;
+  }
+  s->npages = kept;
+  refresh_min_done(s);
+}
+
+int64_t dhx_blocks_bytes(const dhx_blocks *s) {
+  int64_t sum = 0;
+  for (int k = 0; k < s->npages; k++) sum += s->pages[k].bytes;
+  return sum;
+}
+
+// A page no fit can fall inside, past its first block, for `size` bytes: every gap in it is
+// narrower. Its blocks then only raise the running end to its highest.
+static bool skippable(const dhx_block_page *p, int64_t size) { return p->max_gap < size; }
+
+int64_t dhx_blocks_first_fit(const dhx_blocks *s, int64_t base, int64_t size) {
+  int64_t at = base;
+  for (int k = 0; k < s->npages; k++) {
+    const dhx_block_page *p = &s->pages[k];
+    if (p->b[0].offset >= at + size) break;  // later blocks start no lower
+    if (skippable(p, size)) {
+      if (p->max_end > at) at = align_up(p->max_end);
+      continue;
+    }
+    for (int i = 0; i < p->n; i++) {
+      if (p->b[i].offset >= at + size) return at;
+      if (p->b[i].end > at) at = align_up(p->b[i].end);
+    }
+  }
+  return at;
+}
+
+// One step of last fit past a live block b: a fit below it if one is free, then its end.
+static void last_fit_step(int64_t next, int64_t size, int64_t *best, int64_t *reach) {
+  int64_t top = (next - size) / DHX_ALIGN * DHX_ALIGN;
+  if (top >= *reach) *best = top;
+}
+
+int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size) {
+  int64_t best = -1, reach = base;  // reach: the end of the live blocks below the one at hand
+  for (int k = 0; k < s->npages; k++) {
+    const dhx_block_page *p = &s->pages[k];
+    bool skip = skippable(p, size);  // no fit lies in it past its first block
+    for (int i = 0; i < (skip ? 1 : p->n); i++) {
+      const dhx_block *b = &p->b[i];
+      last_fit_step(b->offset < ceiling ? b->offset : ceiling, size, &best, &reach);
+      if (b->end > reach) reach = align_up(b->end);
+    }
+    if (skip && p->max_end > reach) reach = align_up(p->max_end);
+  }
+  last_fit_step(ceiling, size, &best, &reach);
+  return best >= 0 ? best : reach > ceiling ? reach : ceiling;
+}
+
+int64_t dhx_blocks_first_fit_if(const dhx_blocks *s, int64_t base, int64_t size,
+                                dhx_block_live_fn live, const void *ctx) {
+  int64_t at = base;
+  for (int k = 0; k < s->npages; k++) {
+    const dhx_block_page *p = &s->pages[k];
+    for (int i = 0; i < p->n; i++) {
+      if (p->b[i].offset >= at + size) return at;
+      if (!live(ctx, p->b[i].tensor)) continue;
+      if (p->b[i].end > at) at = align_up(p->b[i].end);
+    }
+  }
+  return at;
+}
+
+int64_t dhx_blocks_last_fit_if(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size,
+                               dhx_block_live_fn live, const void *ctx) {
+  int64_t best = -1, reach = base;
+  for (int k = 0; k < s->npages; k++) {
+    const dhx_block_page *p = &s->pages[k];
+    for (int i = 0; i < p->n; i++) {
+      const dhx_block *b = &p->b[i];
+      if (!live(ctx, b->tensor)) continue;
+      last_fit_step(b->offset < ceiling ? b->offset : ceiling, size, &best, &reach);
+      if (b->end > reach) reach = align_up(b->end);
+    }
+  }
+  last_fit_step(ceiling, size, &best, &reach);
+  return best >= 0 ? best : reach > ceiling ? reach : ceiling;
+}
+
+int64_t dhx_blocks_bytes_if(const dhx_blocks *s, dhx_block_live_fn live, const void *ctx) {
+  int64_t sum = 0;
+  for (int k = 0; k < s->npages; k++)
+    for (int i = 0; i < s->pages[k].n; i++)
+      if (live(ctx, s->pages[k].b[i].tensor)) sum += s->pages[k].b[i].end - s->pages[k].b[i].offset;
+  return sum;
+}
