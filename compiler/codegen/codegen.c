@@ -39,6 +39,12 @@ void dhx_codegen_free(dhx_codegen *cg) {
 
 int dhx_codegen_count(const dhx_codegen *cg) { return cg ? cg->n : 0; }
 
+bool dhx_codegen_merge(dhx_codegen *into, const dhx_codegen *from, int *map) {
+  for (int i = 0; i < dhx_codegen_count(from); i++)
+    if ((map[i] = dhx_codegen_add(into, &from->k[i].spec)) < 0) return false;
+  return true;
+}
+
 const char *dhx_codegen_error(const dhx_codegen *cg) { return cg ? cg->error : ""; }
 
 int dhx_codegen_add(dhx_codegen *cg, const dhx_kernel_spec *spec) {

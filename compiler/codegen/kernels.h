@@ -49,6 +49,9 @@ int dhx_codegen_add(dhx_codegen *cg, const dhx_kernel_spec *spec);
 // Why the last dhx_codegen_add returned -1 (invalid spec, name collision); "" otherwise.
 const char *dhx_codegen_error(const dhx_codegen *cg);
 int dhx_codegen_count(const dhx_codegen *cg);
+// Adds `from`'s kernels to `into` in from's order; map[i] (room for dhx_codegen_count(from))
+// receives the index in `into` of from's kernel i. False if one cannot be added.
+bool dhx_codegen_merge(dhx_codegen *into, const dhx_codegen *from, int *map);
 // Fills a plan kernel-table entry for kernel i: name, signature and access descriptors.
 void dhx_codegen_table_entry(const dhx_codegen *cg, int i, struct dhx_plan_kernel *out);
 // Writes PTX for `sm` ("sm_80", "sm_90"; also sm_86, sm_87, sm_89) to `path`.

@@ -7,6 +7,7 @@
 // Columns are bytes. The underline copies tabs from the source line so the caret stays under
 // the right character whatever the tab width; UTF-8 continuation bytes take no column of
 // their own in the underline, so a caret after non-ASCII text in a string still lines up.
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,7 +16,7 @@
 
 #include "internal.h"
 
-dhx_diag_sink dhx_diag;
+_Thread_local dhx_diag_sink dhx_diag;
 
 #define DEFAULT_MAX_ERRORS 50
 #define SHOWN_LINE_MAX 120   // longer source lines are shown as a window around the caret
@@ -89,7 +90,18 @@ long dhx_source_len(const char *source) {
 // The line index of a registered source, built on first use: a file with an error on each of
 // a million lines would otherwise be scanned from the top a million times. NULL when `src` is
 // not registered (or too large for 32-bit offsets); then lines are found by scanning.
+static pthread_mutex_t index_lock = PTHREAD_MUTEX_INITIALIZER;  // threads may report at once
+
+static const source_entry *build_line_index(const char *src, long len);
+
 static const source_entry *line_index(const char *src, long len) {
+  pthread_mutex_lock(&index_lock);
+  const source_entry *e = build_line_index(src, len);
+  pthread_mutex_unlock(&index_lock);
+  return e;
+}
+
+static const source_entry *build_line_index(const char *src, long len) {
   source_entry *e = NULL;
   for (int i = nregistry - 1; i >= 0 && !e; i--)
     if (registry[i].source == src && registry[i].len == len) e = &registry[i];

@@ -22,7 +22,9 @@ typedef struct dhx_diag_sink {
   int max_errors;      // stop reporting (not parsing) after this many; 0 = 50
 } dhx_diag_sink;
 
-extern dhx_diag_sink dhx_diag;  // the process-wide sink
+// The sink of the thread that reports: the main thread's, unless a thread of the compiler's
+// (compile.c, stages lowered apart) collects its own and hands it over.
+extern _Thread_local dhx_diag_sink dhx_diag;
 
 // `source` may be NULL when the span is not in a loaded file (then no source line is shown).
 void dhx_error_at(const dhx_loc *loc, const char *source, const char *fmt, ...)

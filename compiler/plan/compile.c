@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ice.h"
 #include "elaborate.h"
@@ -400,6 +401,178 @@ static void set_coords(const dhx_config *cfg, int t, int d, int pp, dhx_plan_ran
   r->reports_loss = t == 0 && pp == (cfg->fold == DHX_FOLD_W ? 0 : cfg->pp - 1);
 }
 
+// The model FLOPs per token of one rank of the stage `g` was lowered for.
+static double stage_flops_of(const dhx_config *cfg, const dhx_graph *g) {
+  return flops_per_token(g) / (micro_spans_step(cfg) ? (double)(cfg->global_batch /
+                                (cfg->micro_batch * cfg->dp)) : 1.0);
+}
+
+// A simulation lowers each stage once, for tensor rank 0 of replica 0: the tensor ranks of a
+// stage run the same ops on equal slices and the replicas differ in their communicators and
+// their share of the batch (and of the optimizer state, whose counts are the same), so all of
+// them share its programs on their own communicators and are timed alike. The stages are
+// lowered apart from each other, on threads of their own where there are cores for them: each
+// with its own kernel table and diagnostics, merged afterwards in stage order, so that the
+// kernel numbering, the plan and any error are what one stage after the other gives. A thread
+// holds one stage's lowered programs (a W-folded stage of a paper model: about a gigabyte),
+// hence at most STAGE_THREADS of them by default.
+#define STAGE_THREADS 4
+#define MAX_STAGE_THREADS 64
+
+typedef struct stage_job {
+  const dhx_program *prog;
+  const dhx_config *cfg, *lowering;
+  dhx_plan *p;
+  int (*comm_of)[DHX_COMM_ROLES];
+  const dhx_cost_model *model;
+  dhx_ovl_memo *memo;         // this stage's
+  dhx_graph *g;               // stage 0: the compiled graph; others lower a graph of their own
+  int stage;
+  dhx_codegen *cg;            // this stage's kernels
+  double flops;
+  bool ok;
+  char *report;               // what a thread of its own reported, for the main thread to print
+  size_t nreport;
+  int errors, warnings;
+} stage_job;
+
+static void lower_stage(stage_job *j, bool timed) {
+  const dhx_config *cfg = j->cfg;
+  dhx_graph own, *gt = j->g ? j->g : &own;
+  j->ok = true;
+  if (timed) dhx_timing_pass("elaborate");
+  if (!j->g) {
+    dhx_graph_init(gt);
+    j->ok = dhx_elaborate(j->prog, cfg->model_inst, cfg->micro_batch, gt);
+  }
+  int64_t arena = 0;
+  int r0 = world_rank(cfg, 0, 0, j->stage);
+  search_ctx sc = {j->model, j->p, j->comm_of[r0], j->cg, &j->memo[j->stage], false};
+  if (timed) dhx_timing_pass("lower and plan memory");
+  j->ok = j->ok && lower_graph(j->lowering, 0, 0, j->stage, gt, &arena, &sc);
+  if (timed) dhx_timing_pass("emit ranks");
+  j->ok = j->ok && dhx_emit_rank(gt, arena, j->comm_of[r0], j->cg, &j->p->ranks[r0]);
+  if (j->ok) j->flops = stage_flops_of(cfg, gt);
+  if (!j->g) dhx_graph_free(gt);
+}
+
+typedef struct stage_pool {
+  stage_job *jobs;
+  int n, next;
+  pthread_mutex_t lock;
+} stage_pool;
+
+static void *stage_worker(void *arg) {
+  stage_pool *pool = arg;
+  for (;;) {
+    pthread_mutex_lock(&pool->lock);
+    int k = pool->next++;
+    pthread_mutex_unlock(&pool->lock);
+    if (k >= pool->n) return NULL;
+    stage_job *j = &pool->jobs[k];
+    FILE *report = open_memstream(&j->report, &j->nreport);
+    dhx_diag = (dhx_diag_sink){.out = report};  // this thread's sink
+    lower_stage(j, false);
+    j->errors = dhx_diag.errors;
+    j->warnings = dhx_diag.warnings;
+    if (report) fclose(report);
+  }
+}
+
+// Threads for n stages: one per core, at most STAGE_THREADS; DHX_STAGE_THREADS in the
+// environment sets another number (1: one stage after the other, holding one at a time).
+static int stage_threads(int n) {
+  long want = sysconf(_SC_NPROCESSORS_ONLN);
+  if (want > STAGE_THREADS) want = STAGE_THREADS;
+  const char *env = getenv("DHX_STAGE_THREADS");
+  if (env && *env) {
+    char *end;
+    long v = strtol(env, &end, 10);
+    if (*end == 0 && v >= 1 && v <= MAX_STAGE_THREADS) want = v;
+  }
+  return (int)(want < n ? want : n);
+}
+
+// Runs the jobs: on threads (stage_threads) unless that is one or passes are timed (on one
+// clock), else one after the other until one fails. Returns whether all lowered.
+static bool run_stage_jobs(stage_job *jobs, int n) {
+  int threads = stage_threads(n);
+  pthread_t tid[MAX_STAGE_THREADS];
+  stage_pool pool = {.jobs = jobs, .n = n};
+  int started = 0;
+  if (threads >= 2 && !dhx_timing_enabled()) {
+    pthread_mutex_init(&pool.lock, NULL);
+    while (started < threads && pthread_create(&tid[started], NULL, stage_worker, &pool) == 0)
+      started++;
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&pool.lock);
+  }
+  if (started == 0) {
+    for (int k = 0; k < n; k++) {
+      lower_stage(&jobs[k], true);
+      if (!jobs[k].ok) return false;
+    }
+    return true;
+  }
+  // What the stages reported, in stage order up to the first that failed (as one after the
+  // other would have stopped there).
+  FILE *out = dhx_diag.out ? dhx_diag.out : stderr;
+  bool ok = true;
+  for (int k = 0; k < n && ok; k++) {
+    if (jobs[k].nreport) fwrite(jobs[k].report, 1, jobs[k].nreport, out);
+    dhx_diag.errors += jobs[k].errors;
+    dhx_diag.warnings += jobs[k].warnings;
+    ok = jobs[k].ok;
+  }
+  for (int k = 0; k < n; k++) free(jobs[k].report);
+  return ok;
+}
+
+// Gives the stage's kernels their places in the plan's table (`into`), in the stage's order.
+static void merge_kernels(dhx_codegen *into, const stage_job *j, dhx_plan_rank *r) {
+  int *map = malloc(sizeof(int) * (size_t)(dhx_codegen_count(j->cg) + 1));
+  if (!map) abort();
+  if (!dhx_codegen_merge(into, j->cg, map))
+    DHX_ICE("stage %d: a kernel does not join the plan's table: %s", j->stage,
+            dhx_codegen_error(into));
+  for (int g = 0; g < DHX_PROG_COUNT; g++)
+    for (uint32_t i = 0; i < r->programs[g].ninstrs; i++) {
+      dhx_plan_instr *in = &r->programs[g].instrs[i];
+      if (in->kernel >= 0) in->kernel = map[in->kernel];
+    }
+  free(map);
+}
+
+static bool simulate_stages(const dhx_program *prog, const dhx_config *cfg,
+                            const dhx_config *lowering, dhx_plan *p,
+                            int (*comm_of)[DHX_COMM_ROLES], const dhx_cost_model *model,
+                            dhx_ovl_memo *memo, dhx_graph *g, dhx_codegen *cg, double *flops) {
+  stage_job *jobs = calloc((size_t)cfg->pp, sizeof *jobs);
+  if (!jobs) abort();
+  for (int s = 0; s < cfg->pp; s++) {
+    jobs[s] = (stage_job){.prog = prog, .cfg = cfg, .lowering = lowering, .p = p,
+                          .comm_of = comm_of, .model = model, .memo = memo,
+                          .g = s == 0 ? g : NULL, .stage = s, .cg = dhx_codegen_new()};
+    if (!jobs[s].cg) abort();
+  }
+  bool ok = run_stage_jobs(jobs, cfg->pp);
+  for (int s = 0; s < cfg->pp && ok; s++) {
+    int r00 = world_rank(cfg, 0, 0, s);
+    merge_kernels(cg, &jobs[s], &p->ranks[r00]);
+    for (int t = 0; t < cfg->tp; t++)
+      for (int d = 0; d < cfg->dp; d++) {
+        int r = world_rank(cfg, t, d, s);
+        if (r != r00) share_rank(&p->ranks[r00], (uint32_t)r00, comm_of[r00], comm_of[r],
+                                 &p->ranks[r]);
+        set_coords(cfg, t, d, s, &p->ranks[r]);
+      }
+    *flops += cfg->tp * jobs[s].flops;
+  }
+  for (int s = 0; s < cfg->pp; s++) dhx_codegen_free(jobs[s].cg);
+  free(jobs);
+  return ok;
+}
+
 // What compiling `cfg` cannot lower; a simulation lowers bf16 precision as the f32 plan (the
 // per-rank programs do not depend on the backend, and the cost model counts bf16's bytes).
 static const char *refused(const dhx_config *cfg, bool simulating, const dhx_loc **at, char *buf,
@@ -453,55 +626,42 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
   if (simulating) lowering.precision = DHX_PREC_F32;
   dhx_ovl_memo *memo = calloc((size_t)cfg->pp, sizeof *memo);  // per stage
   if (!memo) abort();
-  double stage_flops = 0;  // tensor rank 0's, for the ranks that share its programs
-  for (int s = 0; s < cfg->pp && ok; s++)
-    for (int t = 0; t < cfg->tp && ok; t++) {
-      if (simulating && t > 0) {
-        // The tensor ranks of a stage run the same ops on equal slices, so a simulation times
-        // them alike: each shares tensor rank 0's programs on its own communicators, and the
-        // stage is lowered once instead of tp times.
-        int r00 = world_rank(cfg, 0, 0, s);
-        for (int d = 0; d < cfg->dp; d++) {
-          int r = world_rank(cfg, t, d, s);
-          share_rank(&p->ranks[r00], (uint32_t)r00, comm_of[r00], comm_of[r], &p->ranks[r]);
-          set_coords(cfg, t, d, s, &p->ranks[r]);
+  if (simulating) {
+    ok = simulate_stages(prog, cfg, &lowering, p, comm_of, &model, memo, g, out->cg, &flops);
+  } else {
+    for (int s = 0; s < cfg->pp && ok; s++)
+      for (int t = 0; t < cfg->tp && ok; t++) {
+        bool first = s == 0 && t == 0;
+        dhx_graph other, *gt = first ? g : &other;
+        dhx_timing_pass("elaborate");
+        if (!first) {
+          dhx_graph_init(gt);
+          ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
         }
-        flops += stage_flops;
-        continue;
-      }
-      bool first = s == 0 && t == 0;
-      dhx_graph other, *gt = first ? g : &other;
-      dhx_timing_pass("elaborate");
-      if (!first) {
-        dhx_graph_init(gt);
-        ok = dhx_elaborate(prog, cfg->model_inst, cfg->micro_batch, gt);
-      }
-      int64_t arena = 0;
-      int r0 = world_rank(cfg, t, 0, s);
-      search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s], !simulating};
-      dhx_timing_pass("lower and plan memory");
-      ok = ok && lower_graph(&lowering, t, 0, s, gt, &arena, &sc);
-      dhx_timing_pass("emit ranks");
-      ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
-      if (ok) {
-        set_coords(cfg, t, 0, s, &p->ranks[r0]);
-        for (int d = 1; d < cfg->dp && ok; d++) {
-          int r = world_rank(cfg, t, d, s);
-          // Each replica updates its own share, lowered on its own; a simulation times the
-          // shares alike (the same counts) and lets the replicas share rank r0's programs.
-          search_ctx rsc = {&model, p, comm_of[r], out->cg, &memo[s], !simulating};
-          if (cfg->zero >= 1 && !simulating)
-            ok = lower_replica(prog, &lowering, t, d, s, &rsc, &p->ranks[r]);
-          else
-            share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
-          set_coords(cfg, t, d, s, &p->ranks[r]);
+        int64_t arena = 0;
+        int r0 = world_rank(cfg, t, 0, s);
+        search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s], true};
+        dhx_timing_pass("lower and plan memory");
+        ok = ok && lower_graph(&lowering, t, 0, s, gt, &arena, &sc);
+        dhx_timing_pass("emit ranks");
+        ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);
+        if (ok) {
+          set_coords(cfg, t, 0, s, &p->ranks[r0]);
+          for (int d = 1; d < cfg->dp && ok; d++) {
+            int r = world_rank(cfg, t, d, s);
+            // Each replica updates its own share, lowered on its own.
+            search_ctx rsc = {&model, p, comm_of[r], out->cg, &memo[s], true};
+            if (cfg->zero >= 1)
+              ok = lower_replica(prog, &lowering, t, d, s, &rsc, &p->ranks[r]);
+            else
+              share_rank(&p->ranks[r0], (uint32_t)r0, comm_of[r0], comm_of[r], &p->ranks[r]);
+            set_coords(cfg, t, d, s, &p->ranks[r]);
+          }
+          flops += stage_flops_of(cfg, gt);
         }
-        stage_flops = flops_per_token(gt) / (micro_spans_step(cfg) ? (double)(cfg->global_batch /
-                                             (cfg->micro_batch * cfg->dp)) : 1.0);
-        flops += stage_flops;
+        if (!first) dhx_graph_free(gt);
       }
-      if (!first) dhx_graph_free(gt);
-    }
+  }
   free(comm_of);
   for (int s = 0; s < cfg->pp; s++) {
     for (int k = 0; k < 3; k++) out->overlap_modelled_s[k] += memo[s].modelled[k];

@@ -21,6 +21,7 @@ static double now(void) {
 }
 
 void dhx_timing_enable(bool on) { enabled = on; }
+bool dhx_timing_enabled(void) { return enabled; }
 
 void dhx_timing_stop(void) {
   if (!enabled || current < 0) return;

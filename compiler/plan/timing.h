@@ -7,6 +7,7 @@
 
 // Off by default; when off, the calls below cost one branch.
 void dhx_timing_enable(bool on);
+bool dhx_timing_enabled(void);
 // Starts charging wall time to pass `name` (a string literal), ending the previous pass.
 void dhx_timing_pass(const char *name);
 // Ends the current pass.

@@ -25,6 +25,9 @@
 #              with each search, 1F1B, interleaved, paired pipelines, tensor and data parallel;
 #              the W fold is simulated whole; --simulate-whole-step without --simulate is
 #              refused
+#   stages     the stages of a pipeline lowered on threads of their own (one per stage, up
+#              to 4: DHX_STAGE_THREADS) give exactly the figures of one stage after the other
+#              (DHX_STAGE_THREADS=1): 2 and 4 stages, and 2 W-folded with paired strands
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -140,6 +143,17 @@ assert abs(one["step_time_s"] - every["step_time_s"]) <= 1e-9 * every["step_time
 for k in ("compute_s", "exposed_comm_s", "mfu"):
     assert abs(one[k] - every[k]) <= 0.01 * every[k], k
 PY
+    done ;;
+  stages)
+    for layout in "1 4 2 off off" "1 2 4 off off" "1 4 2 w on"; do  # dp tp pp fold pair
+      read -r dp tp pp fold pair <<<"$layout"
+      sets=(--set schedule.parallel.dp=$dp --set schedule.parallel.tp=$tp
+            --set schedule.parallel.pp=$pp --set schedule.strands.fold=$fold
+            --set schedule.strands.pair=$pair --set schedule.strands.search=none)
+      DHX_STAGE_THREADS=1 sim "$in" "${sets[@]}" > "$work/serial"
+      DHX_STAGE_THREADS=4 sim "$in" "${sets[@]}" > "$work/threads"
+      cmp "$work/serial" "$work/threads" || { echo "pp $pp fold $fold pair $pair differ"; exit 1; }
+      echo "pp $pp, fold $fold, pair $pair: the same figures on threads"
     done ;;
   steady)
     tiny=(--set schedule.parallel.dp=1 --set schedule.parallel.tp=1 --set train.micro_batch=4
