@@ -144,10 +144,11 @@ int64_t dhx_blocks_first_fit(const dhx_blocks *s, int64_t base, int64_t size) {
   return at;
 }
 
-// One step of last fit past a live block b: a fit below it if one is free, then its end.
-static void last_fit_step(int64_t next, int64_t size, int64_t *best, int64_t *reach) {
+// Last fit at a live block starting at `next` (or the ceiling): the highest place below it,
+// kept as the best so far when it clears `reach`, the end of the live blocks below.
+static void fit_below(int64_t next, int64_t size, int64_t reach, int64_t *best) {
   int64_t top = (next - size) / DHX_ALIGN * DHX_ALIGN;
-  if (top >= *reach) *best = top;
+  if (top >= reach) *best = top;
 }
 
 int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size) {
@@ -157,12 +158,12 @@ int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, 
     bool skip = skippable(p, size);  // no fit lies in it past its first block
     for (int i = 0; i < (skip ? 1 : p->n); i++) {
       const dhx_block *b = &p->b[i];
-      last_fit_step(b->offset < ceiling ? b->offset : ceiling, size, &best, &reach);
+      fit_below(b->offset < ceiling ? b->offset : ceiling, size, reach, &best);
       if (b->end > reach) reach = align_up(b->end);
     }
     if (skip && p->max_end > reach) reach = align_up(p->max_end);
   }
-  last_fit_step(ceiling, size, &best, &reach);
+  fit_below(ceiling, size, reach, &best);
   return best >= 0 ? best : reach > ceiling ? reach : ceiling;
 }
 
@@ -188,11 +189,11 @@ int64_t dhx_blocks_last_fit_if(const dhx_blocks *s, int64_t base, int64_t ceilin
     for (int i = 0; i < p->n; i++) {
       const dhx_block *b = &p->b[i];
       if (!live(ctx, b->tensor)) continue;
-      last_fit_step(b->offset < ceiling ? b->offset : ceiling, size, &best, &reach);
+      fit_below(b->offset < ceiling ? b->offset : ceiling, size, reach, &best);
       if (b->end > reach) reach = align_up(b->end);
     }
   }
-  last_fit_step(ceiling, size, &best, &reach);
+  fit_below(ceiling, size, reach, &best);
   return best >= 0 ? best : reach > ceiling ? reach : ceiling;
 }
 

@@ -488,7 +488,11 @@ static int stage_threads(int n) {
   if (env && *env) {
     char *end;
     long v = strtol(env, &end, 10);
-    if (*end == 0 && v >= 1 && v <= MAX_STAGE_THREADS) want = v;
+    if (*end == 0 && v >= 1 && v <= MAX_STAGE_THREADS)
+      want = v;
+    else
+      dhx_warning_at(NULL, NULL, "DHX_STAGE_THREADS='%s' is not a number from 1 to %d; "
+                     "lowering on %ld threads", env, MAX_STAGE_THREADS, want < n ? want : (long)n);
   }
   return (int)(want < n ? want : n);
 }

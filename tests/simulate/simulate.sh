@@ -27,7 +27,8 @@
 #              refused
 #   stages     the stages of a pipeline lowered on threads of their own (one per stage, up
 #              to 4: DHX_STAGE_THREADS) give exactly the figures of one stage after the other
-#              (DHX_STAGE_THREADS=1): 2 and 4 stages, and 2 W-folded with paired strands
+#              (DHX_STAGE_THREADS=1): 2 and 4 stages, and 2 W-folded with paired strands;
+#              a DHX_STAGE_THREADS that is not 1..64 is named in a warning
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -154,7 +155,14 @@ PY
       DHX_STAGE_THREADS=4 sim "$in" "${sets[@]}" > "$work/threads"
       cmp "$work/serial" "$work/threads" || { echo "pp $pp fold $fold pair $pair differ"; exit 1; }
       echo "pp $pp, fold $fold, pair $pair: the same figures on threads"
-    done ;;
+    done
+    for bad in 0 abc 65; do  # named in a warning; the default threads lower the stages
+      DHX_STAGE_THREADS=$bad sim "$in" "${sets[@]}" > "$work/bad" 2> "$work/bad.err"
+      grep -q "warning: DHX_STAGE_THREADS='$bad' is not a number from 1 to 64" "$work/bad.err" ||
+        { cat "$work/bad.err"; exit 1; }
+      cmp "$work/serial" "$work/bad"
+    done
+    echo "DHX_STAGE_THREADS=0, abc, 65: a warning, and the same figures" ;;
   steady)
     tiny=(--set schedule.parallel.dp=1 --set schedule.parallel.tp=1 --set train.micro_batch=4
           --set train.global_batch=128)
