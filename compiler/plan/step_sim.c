@@ -161,36 +161,84 @@ static comm_key key_of(const dhx_plan_instr *in) {
   return (comm_key){in->comm, in->op, in->dtype, 1, a[1], a[2]};
 }
 
-// Whether rank r's programs are rank `rep`'s and take the same time on its communicators (each
-// distinct communicating instruction compared once, in a small open-addressed table).
-static bool same_as(const dhx_plan *p, const dhx_cost_model *m, uint32_t r, uint32_t rep) {
-  enum { SLOTS = 4096 };
-  comm_key *seen = calloc(SLOTS, sizeof(comm_key));
-  if (!seen) abort();
-  bool same = true;
-  uint32_t nseen = 0;
-  for (int g = 0; g < DHX_PROG_COUNT && same; g++) {
-    const dhx_plan_program *a = &p->ranks[r].programs[g], *b = &p->ranks[rep].programs[g];
-    if (a->instrs != b->instrs || a->ninstrs != b->ninstrs) same = false;
-    for (uint32_t i = 0; same && i < a->ninstrs; i++) {
-      const dhx_plan_instr *in = &a->instrs[i];
+static uint64_t key_hash(const comm_key *k) {
+  return ((uint64_t)(uint32_t)k->comm * 0x9E3779B97F4A7C15u) ^ (uint64_t)k->op * 31u ^
+         (uint64_t)k->a1 * 0x100000001B3u ^ (uint64_t)k->a2 * 1099511628211u ^ k->dtype;
+}
+
+// One instruction of each distinct comm_key in a rank's programs, with its program: ranks that
+// run those programs differ from that rank only in what these take on their communicators.
+// Found once per represented rank, not once per rank it stands for (a paper model's replicas
+// would otherwise walk a million instructions each).
+typedef struct comm_set {
+  const dhx_plan_instr **in;
+  int *prog;
+  uint32_t n;
+} comm_set;
+
+static void comm_set_free(comm_set *s) {
+  free(s->in);
+  free(s->prog);
+  memset(s, 0, sizeof *s);
+}
+
+static void comm_set_of(const dhx_plan_rank *rank, comm_set *out) {
+  uint32_t cap = 64, slots = 128, n = 0;
+  comm_key *keys = calloc(slots, sizeof(comm_key));
+  out->in = malloc(sizeof(*out->in) * cap);
+  out->prog = malloc(sizeof(int) * cap);
+  if (!keys || !out->in || !out->prog) abort();
+  for (int g = 0; g < DHX_PROG_COUNT; g++) {
+    const dhx_plan_program *pr = &rank->programs[g];
+    for (uint32_t i = 0; i < pr->ninstrs; i++) {
+      const dhx_plan_instr *in = &pr->instrs[i];
       if (!dhx_op_on_comm(in->op)) continue;
       comm_key k = key_of(in);
-      uint64_t h = ((uint64_t)(uint32_t)k.comm * 0x9E3779B97F4A7C15u) ^ (uint64_t)k.op * 31u ^
-                   (uint64_t)k.a1 * 0x100000001B3u ^ (uint64_t)k.a2 * 1099511628211u ^ k.dtype;
-      uint32_t at = (uint32_t)(h % SLOTS), probes = 0;
-      while (seen[at].used && memcmp(&seen[at], &k, sizeof k) != 0 && probes++ < SLOTS)
-        at = (at + 1) % SLOTS;
-      if (seen[at].used && memcmp(&seen[at], &k, sizeof k) == 0) continue;  // compared before
-      same = dhx_cost_duration((void *)m, p, r, g, in) == dhx_cost_duration((void *)m, p, rep, g, in);
-      if (!seen[at].used && nseen < SLOTS / 2) {  // a full table only costs comparisons
-        seen[at] = k;
-        nseen++;
+      uint32_t at = (uint32_t)(key_hash(&k) & (slots - 1));
+      while (keys[at].used && memcmp(&keys[at], &k, sizeof k) != 0) at = (at + 1) & (slots - 1);
+      if (keys[at].used) continue;  // seen
+      keys[at] = k;
+      if (n == cap) {
+        cap *= 2;
+        out->in = realloc(out->in, sizeof(*out->in) * cap);
+        out->prog = realloc(out->prog, sizeof(int) * cap);
+        if (!out->in || !out->prog) abort();
+      }
+      out->in[n] = in;
+      out->prog[n++] = g;
+      if (2 * n > slots) {  // half full: twice the slots, the keys placed again
+        comm_key *old = keys;
+        uint32_t nold = slots;
+        slots *= 2;
+        keys = calloc(slots, sizeof(comm_key));
+        if (!keys) abort();
+        for (uint32_t j = 0; j < nold; j++) {
+          if (!old[j].used) continue;
+          uint32_t a = (uint32_t)(key_hash(&old[j]) & (slots - 1));
+          while (keys[a].used) a = (a + 1) & (slots - 1);
+          keys[a] = old[j];
+        }
+        free(old);
       }
     }
   }
-  free(seen);
-  return same;
+  free(keys);
+  out->n = n;
+}
+
+// Whether rank r's programs are rank `rep`'s (whose distinct communicating instructions are
+// `set`) and take the same time on its communicators.
+static bool same_as(const dhx_plan *p, const dhx_cost_model *m, uint32_t r, uint32_t rep,
+                    const comm_set *set) {
+  for (int g = 0; g < DHX_PROG_COUNT; g++) {
+    const dhx_plan_program *a = &p->ranks[r].programs[g], *b = &p->ranks[rep].programs[g];
+    if (a->instrs != b->instrs || a->ninstrs != b->ninstrs) return false;
+  }
+  for (uint32_t j = 0; j < set->n; j++)
+    if (dhx_cost_duration((void *)m, p, r, set->prog[j], set->in[j]) !=
+        dhx_cost_duration((void *)m, p, rep, set->prog[j], set->in[j]))
+      return false;
+  return true;
 }
 
 // Whether rank r of p stands for the others in R: replica 0's, and with `tensor_too` only
@@ -222,6 +270,8 @@ static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, bool tensor_
       R->orig[n++] = r;
     }
   bool ok = true;
+  comm_set *sets = calloc(n ? n : 1, sizeof(comm_set));  // per represented rank, when needed
+  if (!sets) abort();
   for (uint32_t r = 0; r < p->nranks && ok; r++) {
     if (R->of[r] >= 0) continue;
     int64_t rep = -1;
@@ -229,9 +279,12 @@ static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, bool tensor_
       const dhx_plan_rank *a = &p->ranks[r], *b = &p->ranks[R->orig[k]];
       if ((tensor_too || a->tp_rank == b->tp_rank) && a->pp_rank == b->pp_rank) rep = k;
     }
-    ok = rep >= 0 && same_as(p, m, r, R->orig[rep]);
+    if (rep >= 0 && !sets[rep].in) comm_set_of(&p->ranks[R->orig[rep]], &sets[rep]);
+    ok = rep >= 0 && same_as(p, m, r, R->orig[rep], &sets[rep]);
     if (ok) R->of[r] = rep;
   }
+  for (uint32_t k = 0; k < n; k++) comm_set_free(&sets[k]);
+  free(sets);
   R->comms = calloc(p->ncomms ? p->ncomms : 1, sizeof(dhx_plan_comm));
   if (!R->comms) abort();
   for (uint32_t c = 0; c < p->ncomms && ok; c++) {
