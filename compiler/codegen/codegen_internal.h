@@ -8,6 +8,7 @@
 //   ir_rows.c         a row's loops and reductions: serial on the host, a warp in the PTX
 //   codegen.c         the kernel table and building a whole module for one target
 //   target_host.c     x86-64 object → kernels.so;  target_ptx.c  nvptx64 → kernels.ptx
+//   kernel_cache.c    one file's emission, through a cache keyed by what produced it
 #ifndef DHX_CODEGEN_INTERNAL_H
 #define DHX_CODEGEN_INTERNAL_H
 
@@ -154,6 +155,16 @@ LLVMValueRef dhx_build_ptx_entry(kb *k, const dhx_kernel_spec *s, const char *na
 // exchange values through warp shuffles, which the host cannot run a thread at a time).
 LLVMValueRef dhx_build_grid_entry(kb *k, const dhx_kernel_spec *s, const char *name,
                                   LLVMValueRef body, LLVMValueRef wide);
+
+// Writes `path` (a file named `ext`, created with `mode`) from mod on tm: sets mod's triple
+// and data layout, then copies the file from the kernel cache (kernel_cache.c,
+// DHX_KERNEL_CACHE) where it holds one for this module and target, else runs `emit` (which
+// optimises mod) and keeps what it wrote there.
+typedef bool (*dhx_emit_file_fn)(LLVMTargetMachineRef tm, LLVMModuleRef mod, const char *path,
+                                 char *err, size_t errlen);
+bool dhx_codegen_emit_file(LLVMTargetMachineRef tm, LLVMModuleRef mod, const char *ext,
+                           unsigned mode, dhx_emit_file_fn emit, const char *path, char *err,
+                           size_t errlen);
 
 // ---- codegen.c ----
 // A fresh module in ctx holding every kernel of cg for `target` (no triple or data layout

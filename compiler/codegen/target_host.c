@@ -126,15 +126,10 @@ static void set_vector_width(LLVMContextRef ctx, LLVMModuleRef mod, LLVMTargetMa
   LLVMDisposeMessage(feat);
 }
 
-// Optimises mod for tm, writes it to a temporary object and links so_path from it.
+// Optimises mod (its triple and data layout set) for tm, writes it to a temporary object and
+// links so_path from it.
 static bool compile_and_link(LLVMTargetMachineRef tm, LLVMModuleRef mod, const char *so_path,
                              char *err, size_t errlen) {
-  char *triple = LLVMGetTargetMachineTriple(tm);
-  LLVMSetTarget(mod, triple);
-  LLVMDisposeMessage(triple);
-  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-  LLVMSetModuleDataLayout(mod, dl);
-  LLVMDisposeTargetData(dl);
   if (!dhx_codegen_optimize(mod, tm, err, errlen)) return false;
 
   const char *tmpdir = getenv("TMPDIR");
@@ -161,7 +156,7 @@ bool dhx_codegen_emit_host_so(dhx_codegen *cg, const char *so_path, char *err, s
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_HOST);
   set_vector_width(ctx, mod, tm);
-  bool ok = compile_and_link(tm, mod, so_path, err, errlen);
+  bool ok = dhx_codegen_emit_file(tm, mod, "so", 0755, compile_and_link, so_path, err, errlen);
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(tm);

@@ -49,13 +49,9 @@ static LLVMTargetMachineRef ptx_machine(const char *sm, char *err, size_t errlen
   return tm;
 }
 
-// Optimises and emits mod; writes the PTX to path.
+// Optimises and emits mod (its triple and data layout set); writes the PTX to path.
 static bool emit(LLVMTargetMachineRef tm, LLVMModuleRef mod, const char *path, char *err,
                  size_t errlen) {
-  LLVMSetTarget(mod, PTX_TRIPLE);
-  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-  LLVMSetModuleDataLayout(mod, dl);
-  LLVMDisposeTargetData(dl);
   if (!dhx_codegen_optimize(mod, tm, err, errlen)) return false;
   char *msg = NULL;
   LLVMMemoryBufferRef buf = NULL;
@@ -90,7 +86,7 @@ bool dhx_codegen_emit_ptx(dhx_codegen *cg, const char *sm, const char *path, cha
   if (!tm) return false;
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = dhx_codegen_build_module(cg, ctx, DHX_TGT_PTX);
-  bool ok = emit(tm, mod, path, err, errlen);
+  bool ok = dhx_codegen_emit_file(tm, mod, "ptx", 0644, emit, path, err, errlen);
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(tm);

@@ -27,9 +27,12 @@ cd "$work"
 
 # compile MODEL PLAN_DIR DP TP PP [--set ...]: a short run of samples/MODEL.dhx on a layout.
 # The global batch (16 sequences) is the same for every layout: only how it is split changes.
+# Sequences of 64 tokens, not the sample's 128: parity holds at any length, and it halves the
+# suite's time.
 compile() {
   local model=$1 dir=$2 dp=$3 tp=$4 pp=$5; shift 5
-  "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" --set "data.train=\"$work/corpus_train.bin\"" \
+  "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" --set model.seq=64 \
+    --set "data.train=\"$work/corpus_train.bin\"" \
     --set "data.val=\"$work/corpus_val.bin\"" --set train.steps=20 --set train.micro_batch=4 \
     --set train.global_batch=16 --set train.val_every=10 --set train.val_batches=2 \
     --set schedule.parallel.dp="$dp" --set schedule.parallel.tp="$tp" \
@@ -42,14 +45,15 @@ run() {  # run PLAN_DIR RANKS [dhxrun options]
 }
 
 # reference MODEL [--set ...]: the single-rank plan `single`, and single.jsonl, the losses of
-# its run. Every parity
-# test of a model with the same settings compares against the same run, so the first test to
-# need it trains it and the others (concurrent ones wait on the lock) copy it. The key holds
-# the binaries' change times, so a rebuild trains a fresh reference.
+# its run. Every parity test of a model with the same settings compares against the same run,
+# so the first test to need it trains it and the others (concurrent ones wait on the lock)
+# copy it. The key holds the binaries' change times and this script's and the sample's text,
+# so a rebuild, or a change to how the tests compile, trains a fresh reference.
 reference() {
   local refs=$WORK/references key
   mkdir -p "$refs"
-  key=$(printf '%s\n' "$@" "$(stat -c %Y "$DHXC" "$DHXRUN")" | md5sum | cut -c1-16)
+  key=$(printf '%s\n' "$@" "$(stat -c %Y "$DHXC" "$DHXRUN")" \
+        "$(cat "$0" "$SRC/samples/$1.dhx" | md5sum)" | md5sum | cut -c1-16)
   compile "$1" single 1 1 1 "${@:2}"  # the plan, which some cases run again
   (
     flock 9

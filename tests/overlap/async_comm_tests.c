@@ -176,7 +176,7 @@ static void test_random(void) {
     dhx_graph g = {0};
     int t[6];
     for (int k = 0; k < 6; k++) {
-      char name[8];
+      char name[16];
       snprintf(name, sizeof name, "t%d", k);
       t[k] = tensor(&g, name);
     }
