@@ -37,13 +37,6 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
              "1; search: none pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
-  } else if (cfg->strands_pair && cfg->fold == DHX_FOLD_W && cfg->pp > 2 && cfg->zero >= 2 &&
-             cfg->dp > 1) {
-    // A middle stage of the W takes six transfer streams; with the second strand's and the
-    // data-parallel one that is one more than the runtime has.
-    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
-    snprintf(buf, n, "paired strands with zero: %d in a W-folded pipeline of more than two "
-             "stages (pp: 2, zero: 1 or pair: off are lowered)", cfg->zero);
   } else if (cfg->tlq_intra && cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32) {
     *at = cfg->tlq_loc.file ? &cfg->tlq_loc : sched;  // the kernels transform blocks of 32
     snprintf(buf, n, "tlq's Hadamard transform of %d (this build transforms blocks of 32, or "

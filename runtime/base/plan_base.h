@@ -13,7 +13,7 @@
 #define DHX_NAME_MAX 96               // buffer and kernel names, NUL-terminated
 #define DHX_MAX_DIMS 4
 #define DHX_MAX_ARGS 16
-#define DHX_MAX_STREAMS 8
+#define DHX_MAX_STREAMS 16
 #define DHX_ALIGN 64                  // every buffer offset is a multiple of this
 
 // bf16: the top half of an f32 (8-bit exponent, 7-bit mantissa), storage only: kernels and
