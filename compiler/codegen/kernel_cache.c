@@ -9,7 +9,8 @@
 // features), the file's extension, LLVM's version and the dhxc binary itself (size, change
 // time, inode), so a rebuilt dhxc or a different host never sees another's kernels. Entries
 // are written to a temporary name and renamed, so concurrent compiles read whole files only.
-// The cache only ever saves time: a failure to read or write it falls back to emitting.
+// The cache only ever saves time: a failure to read or write it falls back to emitting. Its
+// entries are code dhxrun loads, so the folder it creates is its owner's alone.
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -144,7 +145,7 @@ static bool fetch(const char *key, const char *ext, const char *dest, unsigned m
 
 static void store(const char *key, const char *ext, const char *src) {
   const char *dir = cache_dir();
-  if (!dir || (mkdir(dir, 0777) != 0 && errno != EEXIST)) return;
+  if (!dir || (mkdir(dir, 0700) != 0 && errno != EEXIST)) return;  // its owner's alone
   char path[DHX_PATH_MAX + 64];
   entry_path(path, sizeof path, key, ext);
   put_file(src, path, 0644);

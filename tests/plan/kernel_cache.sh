@@ -18,6 +18,7 @@ entries() { find cache -maxdepth 1 -name "*.$1" | wc -l; }
 DHX_KERNEL_CACHE=cache "$DHXC" "${tiny[@]}" -o first
 same uncached first
 [ "$(entries so)" = 1 ] && [ "$(entries ptx)" = 2 ] || { echo "expected 1 .so and 2 .ptx entries"; ls -la cache; exit 1; }
+[ "$(stat -c %a cache)" = 700 ] || { echo "the cache folder is not its owner's alone"; exit 1; }
 echo "a cached compile writes what an uncached one writes, and keeps one entry per file"
 
 # Mark the entries: a second compile of the same model copies them, marks and all.
