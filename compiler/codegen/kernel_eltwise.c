@@ -7,12 +7,13 @@
 #include "ice.h"
 #include "codegen_internal.h"
 
-static LLVMValueRef node_value(kb *k, const dhx_ew_node *n, const LLVMValueRef *v,
-                               LLVMValueRef *ins, LLVMValueRef *in_idx, LLVMValueRef *scalars) {
+static LLVMValueRef node_value(kb *k, const dhx_ew_spec *e, const dhx_ew_node *n,
+                               const LLVMValueRef *v, LLVMValueRef *ins, LLVMValueRef *in_idx,
+                               LLVMValueRef *scalars) {
   switch ((dhx_ew_op)n->op) {
   case DHX_EW_LOAD: return kb_load(k, ins[n->a], in_idx[n->a]);
   case DHX_EW_SCALAR: return kb_splat(k, scalars[n->a]);
-  case DHX_EW_CONST: return kb_fc(k, n->value);
+  case DHX_EW_CONST: return kb_fc(k, e->consts[n->a]);
   case DHX_EW_ADD: return kb_add(k, v[n->a], v[n->b]);
   case DHX_EW_SUB: return kb_sub(k, v[n->a], v[n->b]);
   case DHX_EW_MUL: return kb_mul(k, v[n->a], v[n->b]);
@@ -41,7 +42,7 @@ void dhx_emit_eltwise(kb *k, const dhx_kernel_spec *s, LLVMValueRef *a, LLVMValu
   int m = 0;
   for (int j = 0; j < e->nin; j++) in_idx[j] = e->in_mode[j] == DHX_EW_MOD ? mod_idx[m++] : i;
   LLVMValueRef v[DHX_EW_MAX_NODES];
-  for (int n = 0; n < e->nnodes; n++) v[n] = node_value(k, &e->nodes[n], v, ins, in_idx, scalars);
+  for (int n = 0; n < e->nnodes; n++) v[n] = node_value(k, e, &e->nodes[n], v, ins, in_idx, scalars);
   LLVMValueRef res[DHX_EW_MAX_IO];
   for (int o = 0; o < e->nout; o++) {
     res[o] = v[e->out_node[o]];

@@ -148,7 +148,9 @@ static bool ew_valid(const dhx_ew_spec *e, char *err, size_t errlen) {
         return dhx_cg_fail(err, errlen, "elementwise spec: node %d reads scalar %u of %u", i,
                            n->a, e->nscalars);
     } else if (n->op == DHX_EW_CONST) {
-      // any value
+      if (n->a >= e->nconsts || e->nconsts > DHX_EW_MAX_CONSTS)
+        return dhx_cg_fail(err, errlen, "elementwise spec: node %d reads constant %u of %u", i,
+                           n->a, e->nconsts);
     } else if (is_unary(n->op)) {
       if (n->a >= i)
         return dhx_cg_fail(err, errlen, "elementwise spec: node %d uses node %u, not before it",
@@ -295,7 +297,7 @@ size_t dhx_kernel_spec_bytes(const dhx_kernel_spec *s, uint8_t *buf) {
     buf[n++] = nd->op;
     if (nd->op == DHX_EW_CONST) {
       uint64_t bits;
-      memcpy(&bits, &nd->value, 8);
+      memcpy(&bits, &e->consts[nd->a < DHX_EW_MAX_CONSTS ? nd->a : 0], 8);
       n = put(buf, n, bits, 8);
     } else {
       buf[n++] = nd->a;

@@ -192,11 +192,12 @@ typedef enum {
 // rows uses mod = C; a positional table broadcast over the batch uses mod = T*C).
 #define DHX_EW_MAX_NODES 32
 #define DHX_EW_MAX_IO 8
+#define DHX_EW_MAX_CONSTS 16
 
 typedef enum {
   DHX_EW_LOAD,      // a = input index
   DHX_EW_SCALAR,    // a = scalar index
-  DHX_EW_CONST,     // value
+  DHX_EW_CONST,     // a = index into the spec's consts
   DHX_EW_ADD, DHX_EW_SUB, DHX_EW_MUL, DHX_EW_DIV,  // a, b = node indices
   DHX_EW_NEG, DHX_EW_EXP, DHX_EW_LOG, DHX_EW_TANH, DHX_EW_SQRT,  // a
   // (exp, log, tanh, gelu are computed in IR, no libm: a few ulp in f32, ~1e-15 relative in
@@ -209,10 +210,11 @@ typedef enum {
 
 typedef enum { DHX_EW_FULL = 0, DHX_EW_MOD = 1 } dhx_ew_mode;
 
+// Three bytes: a lowered op carries a whole spec, and a paper-scale stage holds hundreds of
+// thousands of ops, so constants live in the spec's table rather than in every node.
 typedef struct dhx_ew_node {
   uint8_t op;   // dhx_ew_op
-  uint8_t a, b; // operands (node indices, or input/scalar index for LOAD/SCALAR)
-  double value; // CONST
+  uint8_t a, b; // operands (node indices; input/scalar/constant index for LOAD/SCALAR/CONST)
 } dhx_ew_node;
 
 typedef struct dhx_ew_spec {
@@ -222,6 +224,8 @@ typedef struct dhx_ew_spec {
   dhx_ew_node nodes[DHX_EW_MAX_NODES];  // in evaluation order; operands precede users
   uint8_t out_node[DHX_EW_MAX_IO];   // node stored to output k
   uint8_t out_accumulate[DHX_EW_MAX_IO];  // 1: out[i] += value; 0: out[i] = value
+  uint8_t nconsts;
+  double consts[DHX_EW_MAX_CONSTS];  // the CONST nodes' values, each distinct value once
 } dhx_ew_spec;
 
 typedef struct dhx_kernel_spec {

@@ -123,7 +123,11 @@ int ew_scalar(cgt_ew *b) {
   int j = b->k.ew.nscalars++;
   return push(b, (dhx_ew_node){.op = DHX_EW_SCALAR, .a = (uint8_t)j});
 }
-int ew_const(cgt_ew *b, double v) { return push(b, (dhx_ew_node){.op = DHX_EW_CONST, .value = v}); }
+int ew_const(cgt_ew *b, double v) {
+  CHECK(b->k.ew.nconsts < DHX_EW_MAX_CONSTS, "too many constants");
+  b->k.ew.consts[b->k.ew.nconsts] = v;
+  return push(b, (dhx_ew_node){.op = DHX_EW_CONST, .a = b->k.ew.nconsts++});
+}
 int ew_op(cgt_ew *b, dhx_ew_op op, int a, int c) {
   return push(b, (dhx_ew_node){.op = (uint8_t)op, .a = (uint8_t)a, .b = (uint8_t)c});
 }

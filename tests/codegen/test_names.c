@@ -101,11 +101,11 @@ int main(void) {
   for (int i = 0; i < a.ew.nnodes; i++) {
     b.ew.nodes[i].op = a.ew.nodes[i].op;
     b.ew.nodes[i].a = a.ew.nodes[i].a;
-    if (a.ew.nodes[i].op == DHX_EW_CONST) b.ew.nodes[i].value = a.ew.nodes[i].value;
-    else if (a.ew.nodes[i].op >= DHX_EW_ADD && a.ew.nodes[i].op <= DHX_EW_DIV)
+    if (a.ew.nodes[i].op >= DHX_EW_ADD && a.ew.nodes[i].op <= DHX_EW_DIV)
       b.ew.nodes[i].b = a.ew.nodes[i].b;
-    if (a.ew.nodes[i].op == DHX_EW_CONST) b.ew.nodes[i].a = 0xA5;  // unused for CONST
   }
+  b.ew.nconsts = a.ew.nconsts;  // the constants in use; the table's tail keeps the garbage
+  for (int k = 0; k < a.ew.nconsts; k++) b.ew.consts[k] = a.ew.consts[k];
   for (int k = 0; k < a.ew.nout; k++) {
     b.ew.out_node[k] = a.ew.out_node[k];
     b.ew.out_accumulate[k] = a.ew.out_accumulate[k];
@@ -140,7 +140,7 @@ int main(void) {
     if (a.ew.nodes[i].op == DHX_EW_MUL) mnode = i;
   }
   CHECK(cnode >= 0 && mnode >= 0, "spec_mix has a constant and a product");
-  diff[3].s.ew.nodes[cnode].value = 0.25;
+  diff[3].s.ew.consts[diff[3].s.ew.nodes[cnode].a] = 0.25;
   diff[4].s.ew.nodes[mnode].op = DHX_EW_SUB;
   char ref37[DHX_NAME_MAX];
   dhx_kernel_spec bg37 = spec_bias_gelu(DHX_KT_F32, 37);
@@ -190,6 +190,10 @@ int main(void) {
   bad = spec_mix(DHX_KT_F32, false);
   bad.ew.nodes[2].a = 2;
   expect_invalid("missing scalar", bad);
+  bad = spec_mix(DHX_KT_F32, false);
+  for (int i = 0; i < bad.ew.nnodes; i++)
+    if (bad.ew.nodes[i].op == DHX_EW_CONST) bad.ew.nodes[i].a = bad.ew.nconsts;
+  expect_invalid("constant past the table", bad);
   bad = spec_pos_add(DHX_KT_F32, 35);
   bad.ew.in_mod[1] = 0;
   expect_invalid("modulus 0", bad);
