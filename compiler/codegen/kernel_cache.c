@@ -29,8 +29,8 @@ static const char *cache_dir(void) {
   return d && *d ? d : NULL;
 }
 
-// Two FNV-1a hashes with different offset bases: 128 bits, so that unrelated modules never
-// share a key in practice.
+// Two 64-bit multiplicative hashes, FNV-1a and one with another multiplier and basis: 128
+// bits, so that unrelated modules never share a key in practice.
 typedef struct hash128 {
   uint64_t a, b;
 } hash128;
@@ -39,7 +39,7 @@ static void hash_bytes(hash128 *h, const void *data, size_t n) {
   const unsigned char *p = data;
   for (size_t i = 0; i < n; i++) {
     h->a = (h->a ^ p[i]) * 0x100000001B3u;
-    h->b = (h->b ^ p[i]) * 0x100000001B3u;
+    h->b = (h->b ^ p[i]) * 0x9E3779B97F4A7C15u;
   }
 }
 

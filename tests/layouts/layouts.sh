@@ -27,8 +27,8 @@ cd "$work"
 
 # compile MODEL PLAN_DIR DP TP PP [--set ...]: a short run of samples/MODEL.dhx on a layout.
 # The global batch (16 sequences) is the same for every layout: only how it is split changes.
-# Sequences of 64 tokens, not the sample's 128: parity holds at any length, and it halves the
-# suite's time.
+# Sequences of 64 tokens, not the sample's 128: parity holds at any length, and it takes a
+# quarter off these tests' time.
 compile() {
   local model=$1 dir=$2 dp=$3 tp=$4 pp=$5; shift 5
   "$DHXC" "$SRC/samples/$model.dhx" -o "$dir" --set model.seq=64 \

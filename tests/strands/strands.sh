@@ -37,7 +37,7 @@ micros=4
 # validation passes at steps 4 and 8 (val_every 4).
 steps=${STRANDS_STEPS:-8}
 # The runs take sequences of 64 tokens, not the samples' 128: pairing changes when ops run at
-# any length, and it halves the suite's time. The memory cases keep the samples' shape, which
+# any length, and it takes a quarter off these tests' time. The memory cases keep the samples' shape, which
 # their bounds were measured on.
 shape=(--set model.seq=64)
 common() {  # common DP TP PP: $micros micro-batches of 4 per rank and step, into the array args
