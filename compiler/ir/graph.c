@@ -142,7 +142,7 @@ dhx_operand dhx_f64(double v) {
   return (dhx_operand){.tensor = -1, .f = v, .reg = -1, .kind = DHX_ARG_F64};
 }
 dhx_operand dhx_regarg(int reg) {
-  return (dhx_operand){.tensor = -1, .i = reg, .reg = reg, .kind = DHX_ARG_REG};
+  return (dhx_operand){.tensor = -1, .i = reg, .reg = (int16_t)reg, .kind = DHX_ARG_REG};
 }
 
 const char *dhx_node_op_name(dhx_node_op op) {

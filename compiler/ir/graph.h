@@ -150,23 +150,28 @@ typedef struct dhx_origin {
 } dhx_origin;
 
 // An operand: a tensor plus an element offset into it, or a scalar.
+// 32 bytes (a lowered op holds DHX_MAX_ARGS of them): the wide fields first, then the tensor,
+// the register (one of DHX_REG_COUNT) and the kind in the last eight.
 typedef struct dhx_operand {
-  int tensor;       // -1 for scalars
   int64_t elem;     // element offset into the tensor
   int64_t i;        // DHX_ARG_I64
   double f;         // DHX_ARG_F64
-  int reg;          // >= 0: a register instead of f
+  int tensor;       // -1 for scalars
+  int16_t reg;      // >= 0: a register instead of f
   uint8_t kind;     // dhx_arg_kind
 } dhx_operand;
 
 typedef struct dhx_lop {
   dhx_lop_kind kind;
   int stream;
-  dhx_kernel_spec kspec;       // KERNEL, EW
+  union {                      // by kind, one or the other (a stage holds hundreds of
+                               // thousands of ops): read the one the kind carries
+    dhx_kernel_spec kspec;     // KERNEL, EW, GRAD_NORM
+    dhx_plan_gemm gemm;        // GEMM: args[0..2] = A, B, C
+  };
   int64_t n;                   // index space (KERNEL/EW)
   dhx_operand args[DHX_MAX_ARGS];
   int nargs;
-  dhx_plan_gemm gemm;          // GEMM: args[0..2] = A, B, C
   int comm, event;
   dhx_dtype dtype;             // collectives: the elements moved (0: f32; all-gathers and
                                //   all-to-alls may move i32 code words)

@@ -119,7 +119,7 @@ void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
     in->dtype = op->dtype ? op->dtype : DHX_F32;  // i32: packed quantization codes
   }
   in->n = op->n;
-  in->gemm = op->gemm;
+  if (op->kind == DHX_L_GEMM) in->gemm = op->gemm;
   in->nargs = (uint32_t)op->nargs;
   for (int j = 0; j < op->nargs; j++) {
     const dhx_operand *o = &op->args[j];
