@@ -95,8 +95,7 @@ static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const 
       if (m->s.nscalars >= DHX_EW_MAX_IO) return false;
       map_a[i] = dhx_ewb_scalar(m, ca[n.a]);
     } else if (n.op == DHX_EW_CONST) {
-      if (dhx_ewb_const_index(m, sa->consts[n.a]) < 0) return false;
-      map_a[i] = dhx_ewb_const(m, sa->consts[n.a]);
+      if ((map_a[i] = dhx_ewb_try_const(m, sa->consts[n.a])) < 0) return false;
     } else {
       map_a[i] = dhx_ewb_op(m, (dhx_ew_op)n.op, map_a[n.a], map_a[n.b]);
     }
@@ -127,8 +126,7 @@ static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const 
       if (m->s.nscalars >= DHX_EW_MAX_IO) return false;
       map_b[i] = dhx_ewb_scalar(m, cb[n.a]);
     } else if (n.op == DHX_EW_CONST) {
-      if (dhx_ewb_const_index(m, sb->consts[n.a]) < 0) return false;
-      map_b[i] = dhx_ewb_const(m, sb->consts[n.a]);
+      if ((map_b[i] = dhx_ewb_try_const(m, sb->consts[n.a])) < 0) return false;
     } else {
       map_b[i] = dhx_ewb_op(m, (dhx_ew_op)n.op, map_b[n.a], map_b[n.b]);
     }

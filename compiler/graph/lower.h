@@ -26,9 +26,9 @@ void dhx_ewb_init(dhx_ewb *b);
 int dhx_ewb_load(dhx_ewb *b, dhx_operand in, int64_t mod /* 0 = full */);
 int dhx_ewb_scalar(dhx_ewb *b, dhx_operand s);
 int dhx_ewb_const(dhx_ewb *b, double v);
-// Where constant v sits, or would go, in b's table (the same bits share a slot); -1 when it is
-// new and the table is full (DHX_EW_MAX_CONSTS).
-int dhx_ewb_const_index(const dhx_ewb *b, double v);
+// dhx_ewb_const, or -1 (b unchanged) when v is new and the table of constants is full
+// (DHX_EW_MAX_CONSTS); the same bits share a slot.
+int dhx_ewb_try_const(dhx_ewb *b, double v);
 int dhx_ewb_op(dhx_ewb *b, dhx_ew_op op, int a, int c);
 void dhx_ewb_store(dhx_ewb *b, int node, dhx_operand out, bool accumulate);
 dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *note);

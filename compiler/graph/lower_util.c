@@ -98,17 +98,18 @@ int dhx_ewb_scalar(dhx_ewb *b, dhx_operand s) {
   return push_node(b, (dhx_ew_node){.op = DHX_EW_SCALAR, .a = (uint8_t)k});
 }
 
-int dhx_ewb_const_index(const dhx_ewb *b, double v) {
-  for (int k = 0; k < b->s.nconsts; k++)
-    if (memcmp(&b->s.consts[k], &v, sizeof v) == 0) return k;  // the same bits: -0 is not 0
-  return b->s.nconsts < DHX_EW_MAX_CONSTS ? b->s.nconsts : -1;
+int dhx_ewb_try_const(dhx_ewb *b, double v) {
+  int k = 0;
+  while (k < b->s.nconsts && memcmp(&b->s.consts[k], &v, sizeof v) != 0) k++;  // -0 is not 0
+  if (k == DHX_EW_MAX_CONSTS) return -1;
+  if (k == b->s.nconsts) b->s.consts[b->s.nconsts++] = v;
+  return push_node(b, (dhx_ew_node){.op = DHX_EW_CONST, .a = (uint8_t)k});
 }
 
 int dhx_ewb_const(dhx_ewb *b, double v) {
-  int k = dhx_ewb_const_index(b, v);
-  if (k < 0) DHX_ICE("elementwise expression of more than %d distinct constants", DHX_EW_MAX_CONSTS);
-  if (k == b->s.nconsts) b->s.consts[b->s.nconsts++] = v;
-  return push_node(b, (dhx_ew_node){.op = DHX_EW_CONST, .a = (uint8_t)k});
+  int node = dhx_ewb_try_const(b, v);
+  if (node < 0) DHX_ICE("elementwise expression of more than %d distinct constants", DHX_EW_MAX_CONSTS);
+  return node;
 }
 
 int dhx_ewb_op(dhx_ewb *b, dhx_ew_op op, int a, int c) {

@@ -183,10 +183,15 @@ static void comm_set_free(comm_set *s) {
 }
 
 static void comm_set_of(const dhx_plan_rank *rank, comm_set *out) {
-  uint32_t cap = 64, slots = 128, n = 0;
+  uint32_t most = 0;  // communicating instructions: at most that many distinct keys
+  for (int g = 0; g < DHX_PROG_COUNT; g++)
+    for (uint32_t i = 0; i < rank->programs[g].ninstrs; i++)
+      most += dhx_op_on_comm(rank->programs[g].instrs[i].op);
+  uint32_t slots = 16, n = 0;
+  while (slots < 2 * most) slots *= 2;  // at most half full
   comm_key *keys = calloc(slots, sizeof(comm_key));
-  out->in = malloc(sizeof(*out->in) * cap);
-  out->prog = malloc(sizeof(int) * cap);
+  out->in = malloc(sizeof(*out->in) * (most ? most : 1));
+  out->prog = malloc(sizeof(int) * (most ? most : 1));
   if (!keys || !out->in || !out->prog) abort();
   for (int g = 0; g < DHX_PROG_COUNT; g++) {
     const dhx_plan_program *pr = &rank->programs[g];
@@ -198,28 +203,8 @@ static void comm_set_of(const dhx_plan_rank *rank, comm_set *out) {
       while (keys[at].used && memcmp(&keys[at], &k, sizeof k) != 0) at = (at + 1) & (slots - 1);
       if (keys[at].used) continue;  // seen
       keys[at] = k;
-      if (n == cap) {
-        cap *= 2;
-        out->in = realloc(out->in, sizeof(*out->in) * cap);
-        out->prog = realloc(out->prog, sizeof(int) * cap);
-        if (!out->in || !out->prog) abort();
-      }
       out->in[n] = in;
       out->prog[n++] = g;
-      if (2 * n > slots) {  // half full: twice the slots, the keys placed again
-        comm_key *old = keys;
-        uint32_t nold = slots;
-        slots *= 2;
-        keys = calloc(slots, sizeof(comm_key));
-        if (!keys) abort();
-        for (uint32_t j = 0; j < nold; j++) {
-          if (!old[j].used) continue;
-          uint32_t a = (uint32_t)(key_hash(&old[j]) & (slots - 1));
-          while (keys[a].used) a = (a + 1) & (slots - 1);
-          keys[a] = old[j];
-        }
-        free(old);
-      }
     }
   }
   free(keys);
