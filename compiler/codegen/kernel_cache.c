@@ -79,23 +79,12 @@ static bool cache_key(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *ex
   return true;
 }
 
-// The process's umask, read without changing it for other threads: from /proc where it is
-// there, else the common 022.
-static mode_t current_umask(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  unsigned mask = 022;
-  while (f && fgets(line, sizeof line, f))
-    if (sscanf(line, "Umask: %o", &mask) == 1) break;
-  if (f) fclose(f);
-  return (mode_t)mask;
-}
-
-// Copies the whole of file `from` over the existing file `to`; false on any error.
-static bool copy_file(const char *from, const char *to) {
+// Copies the whole of file `from` to a new file `to`, created with `mode` (less the umask);
+// false on any error.
+static bool copy_file(const char *from, const char *to, unsigned mode) {
   int in = open(from, O_RDONLY | O_CLOEXEC);
   if (in < 0) return false;
-  int out = open(to, O_WRONLY | O_TRUNC | O_CLOEXEC);
+  int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
   bool ok = out >= 0;
   char buf[1 << 16];
   while (ok) {
@@ -121,17 +110,13 @@ static void entry_path(char *path, size_t n, const char *key, const char *ext) {
   snprintf(path, n, "%s/%s.%s", cache_dir(), key, ext);
 }
 
-// Copies `src` to `dest` through a temporary name beside it: a plan directory's kernels.so may
-// be mapped by a run while the plan is compiled again, and a file rewritten in place would
-// change under it.
+// Copies `src` to `dest` through a temporary name beside it, this process's own (the three
+// targets' files have different names): a plan directory's kernels.so may be mapped by a run
+// while the plan is compiled again, and a file rewritten in place would change under it.
 static bool put_file(const char *src, const char *dest, unsigned mode) {
-  char tmp[DHX_PATH_MAX + 64];
-  snprintf(tmp, sizeof tmp, "%s.XXXXXX", dest);
-  int fd = mkstemp(tmp);
-  if (fd < 0) return false;
-  bool ok = fchmod(fd, mode & ~current_umask()) == 0;
-  close(fd);
-  ok = ok && copy_file(src, tmp) && rename(tmp, dest) == 0;
+  char tmp[DHX_PATH_MAX + 96];
+  snprintf(tmp, sizeof tmp, "%s.%ld.tmp", dest, (long)getpid());
+  bool ok = copy_file(src, tmp, mode) && rename(tmp, dest) == 0;
   if (!ok) unlink(tmp);
   return ok;
 }
