@@ -14,8 +14,8 @@
 #include "lower.h"
 
 static bool same_operand(const dhx_operand *a, const dhx_operand *b) {
-  return a->kind == b->kind && a->tensor == b->tensor && a->elem == b->elem && a->i == b->i &&
-         a->f == b->f && a->reg == b->reg;
+  return a->kind == b->kind && a->tensor == b->tensor && a->reg == b->reg &&
+         (a->kind == DHX_ARG_F64 ? a->f == b->f : a->i == b->i);
 }
 
 // last_read[t]: the position of the last op that reads tensor t (-1: none), so "does any op

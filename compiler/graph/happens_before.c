@@ -17,7 +17,7 @@ void dhx_hb_init(dhx_hb *h, uint32_t n, uint32_t nstreams, uint32_t nevents) {
   h->waits = malloc(sizeof(int32_t) * (n ? n : 1));
   if (!h->records || !h->waits) abort();
   for (uint32_t i = 0; i < n; i++) h->records[i] = h->waits[i] = -1;
-  h->clock = xcalloc((size_t)n * DHX_MAX_STREAMS, sizeof(uint32_t));
+  h->clock = xcalloc((size_t)n * (nstreams ? nstreams : 1), sizeof(uint32_t));
   h->pos = xcalloc(n, sizeof(uint32_t));
   h->seq = xcalloc(n, sizeof(uint32_t));
 }
@@ -95,10 +95,10 @@ void dhx_hb_order(dhx_hb *h) {
     cur[s][s]++;
     if (r >= 0 && done[r])
       for (uint32_t t = 0; t < ns; t++) {
-        uint32_t c = h->clock[(size_t)r * DHX_MAX_STREAMS + t];
+        uint32_t c = dhx_hb_clock(h, (uint32_t)r)[t];
         if (c > cur[s][t]) cur[s][t] = c;
       }
-    memcpy(&h->clock[(size_t)pick * DHX_MAX_STREAMS], cur[s], sizeof cur[s]);
+    memcpy(&h->clock[(size_t)pick * ns], cur[s], sizeof(uint32_t) * ns);
     h->pos[pick] = cur[s][s];
     h->seq[pick] = ndone++;
     done[pick] = 1;
@@ -118,10 +118,9 @@ void dhx_hb_span_clear(dhx_hb_span *s) {
 
 void dhx_hb_span_add(const dhx_hb *h, dhx_hb_span *s, uint32_t op) {
   uint32_t own = h->stream[op];
-  const uint32_t *clock = &h->clock[(size_t)op * DHX_MAX_STREAMS];
   if (h->pos[op] > s->last_on[own]) s->last_on[own] = h->pos[op];
   for (uint32_t t = 0; t < h->nstreams; t++) {
-    uint32_t past = t == own ? h->pos[op] - 1 : clock[t];
+    uint32_t past = dhx_hb_past(h, op, t);
     if (past < s->min_past[t]) s->min_past[t] = past;
   }
 }

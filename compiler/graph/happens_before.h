@@ -22,7 +22,7 @@ typedef struct dhx_hb {
   int32_t *records;  // per op: the event a RECORD records, -1 for other ops
   int32_t *waits;    // per op: the event a WAIT waits for, -1 for other ops
   // Computed by dhx_hb_order:
-  uint32_t *clock;   // [op * DHX_MAX_STREAMS + s]: ops of stream s that happen before op or are it
+  uint32_t *clock;   // [op * nstreams + s]: ops of stream s that happen before op or are it
   uint32_t *pos;     // 1-based position of an op in its stream
   uint32_t *seq;     // place in a linear extension (a before b ⇒ seq a < seq b)
   bool listed;       // set by the caller: seq keeps to the list's order where events allow
@@ -38,9 +38,19 @@ void dhx_hb_init(dhx_hb *h, uint32_t n, uint32_t nstreams, uint32_t nevents);
 void dhx_hb_order(dhx_hb *h);
 void dhx_hb_free(dhx_hb *h);
 
+// Op's clock: nstreams entries.
+static inline const uint32_t *dhx_hb_clock(const dhx_hb *h, uint32_t op) {
+  return &h->clock[(size_t)op * h->nstreams];
+}
+
+// The ops of stream s that happen strictly before op.
+static inline uint32_t dhx_hb_past(const dhx_hb *h, uint32_t op, uint32_t s) {
+  return s == h->stream[op] ? h->pos[op] - 1 : dhx_hb_clock(h, op)[s];
+}
+
 // Op a happens before op b (a != b).
 static inline bool dhx_hb_before(const dhx_hb *h, uint32_t a, uint32_t b) {
-  return a != b && h->clock[(size_t)b * DHX_MAX_STREAMS + h->stream[a]] >= h->pos[a];
+  return a != b && dhx_hb_clock(h, b)[h->stream[a]] >= h->pos[a];
 }
 
 // A set of ops, summarised so that "every op of A happens before every op of B" is one

@@ -19,29 +19,37 @@
 
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
 
-static int view_id(const dhx_graph *g, const char *name) {
-  for (int i = 0; i < g->ntensors; i++)
-    if (g->tensors[i].kind == DHX_T_VIEW && strcmp(g->tensors[i].name, name) == 0) return i;
-  return -1;
-}
+// The tensors place_persistent lays out, found in one pass: a stage of a paper-scale pipeline
+// holds hundreds of thousands of activations, which each group below would otherwise scan.
+typedef struct persistent {
+  dhx_graph *g;
+  int *params, nparams;  // in parameter order
+  int *views, nviews;
+  int *rest, nrest;      // inputs, losses and scratch, in tensor order
+} persistent;
 
-static void set_view(dhx_graph *g, const char *name, int64_t start, int64_t end, int first) {
-  int v = view_id(g, name);
-  if (v < 0) return;
-  g->tensors[v].offset = start;
-  g->tensors[v].view_elems = (end - start) / 4;
-  g->tensors[v].view_of = first;
-  g->tensors[v].shape[0] = g->tensors[v].view_elems;
+static void set_view(persistent *ps, const char *name, int64_t start, int64_t end, int first) {
+  for (int i = 0; i < ps->nviews; i++) {
+    dhx_tensor *v = &ps->g->tensors[ps->views[i]];
+    if (strcmp(v->name, name) != 0) continue;
+    v->offset = start;
+    v->view_elems = (end - start) / 4;
+    v->view_of = first;
+    v->shape[0] = v->view_elems;
+    return;
+  }
 }
 
 // Places the state tensors (`which`: 0 param, 1 grad, 2 m, 3 v, 4 qWD master) of the parameters in the
 // decay group or the other that are split by tensor parallelism (split) or whole, in
 // parameter order. Returns the new end of the arena; *first is the first tensor placed.
-static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int64_t at,
+static int64_t place_group(persistent *ps, int which, bool decay, bool split, int64_t at,
                            int *first) {
-  for (int i = 0; i < g->ntensors; i++) {
+  dhx_graph *g = ps->g;
+  for (int k = 0; k < ps->nparams; k++) {
+    int i = ps->params[k];
     dhx_tensor *p = &g->tensors[i];
-    if (p->kind != DHX_T_PARAM || p->decay != decay || (p->split_dim >= 0) != split) continue;
+    if (p->decay != decay || (p->split_dim >= 0) != split) continue;
     int state[] = {i, p->grad, p->opt_m, p->opt_v, p->master};
     int t = state[which];
     if (t < 0) continue;
@@ -52,6 +60,12 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int6
   return at;
 }
 
+static int *ints(int n) {
+  int *p = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+  if (!p) abort();
+  return p;
+}
+
 // Each kind of state is laid out as [decay: whole | split] [no decay: split | whole], so the
 // decay groups, all state, and the split tensors' state are each one contiguous window:
 // the optimizer runs over the groups, the gradient norm adds the split part over the tensor
@@ -59,6 +73,15 @@ static int64_t place_group(dhx_graph *g, int which, bool decay, bool split, int6
 // moments (and with zero 3 the parameters) are this rank's pieces, laid out the same way.
 static int64_t place_persistent(dhx_graph *g) {
   static const char *kinds[] = {"params", "grads", "adam_m", "adam_v", "master"};
+  persistent ps = {.g = g, .params = ints(g->ntensors), .views = ints(g->ntensors),
+                   .rest = ints(g->ntensors)};
+  for (int i = 0; i < g->ntensors; i++) {
+    dhx_tensor_kind k = g->tensors[i].kind;
+    if (k == DHX_T_PARAM) ps.params[ps.nparams++] = i;
+    if (k == DHX_T_VIEW) ps.views[ps.nviews++] = i;
+    if (k == DHX_T_TOKENS || k == DHX_T_TARGETS || k == DHX_T_LOSSES || k == DHX_T_SCRATCH)
+      ps.rest[ps.nrest++] = i;
+  }
   int64_t at = 0;
   for (int which = 0; which < 5; which++) {  // (no views name the masters)
     int64_t kind_start = at, split_start = 0, whole_start = 0;
@@ -66,45 +89,38 @@ static int64_t place_persistent(dhx_graph *g) {
     char name[64];
     // decay: whole, then split
     int64_t start = at;
-    at = place_group(g, which, true, false, at, &group_first);
-    if (which == 1) set_view(g, "grads[whole,decay]", start, at, group_first);
+    at = place_group(&ps, which, true, false, at, &group_first);
+    if (which == 1) set_view(&ps, "grads[whole,decay]", start, at, group_first);
     kind_first = group_first;
     split_start = at;
-    at = place_group(g, which, true, true, at, &split_first);
+    at = place_group(&ps, which, true, true, at, &split_first);
     if (group_first < 0) group_first = split_first;
     snprintf(name, sizeof name, "%s[decay]", kinds[which]);
-    set_view(g, name, start, at, group_first);
+    set_view(&ps, name, start, at, group_first);
     // no decay: split, then whole
     start = at;
     group_first = -1;
-    at = place_group(g, which, false, true, at, &group_first);
+    at = place_group(&ps, which, false, true, at, &group_first);
     if (split_first < 0) split_first = group_first;
-    if (which == 1) set_view(g, "grads[split]", split_start, at, split_first);
+    if (which == 1) set_view(&ps, "grads[split]", split_start, at, split_first);
     whole_start = at;
-    at = place_group(g, which, false, false, at, &whole_first);
-    if (which == 1) set_view(g, "grads[whole,no_decay]", whole_start, at, whole_first);
+    at = place_group(&ps, which, false, false, at, &whole_first);
+    if (which == 1) set_view(&ps, "grads[whole,no_decay]", whole_start, at, whole_first);
     if (group_first < 0) group_first = whole_first;
     snprintf(name, sizeof name, "%s[no_decay]", kinds[which]);
-    set_view(g, name, start, at, group_first);
+    set_view(&ps, name, start, at, group_first);
     if (kind_first < 0) kind_first = split_first >= 0 ? split_first : whole_first;
-    if (which == 1) set_view(g, "grads[all]", kind_start, at, kind_first);
+    if (which == 1) set_view(&ps, "grads[all]", kind_start, at, kind_first);
   }
-  for (int i = 0; i < g->ntensors; i++) {
-    dhx_tensor *t = &g->tensors[i];
-    if (t->kind == DHX_T_TOKENS || t->kind == DHX_T_TARGETS || t->kind == DHX_T_LOSSES ||
-        t->kind == DHX_T_SCRATCH) {
-      t->offset = at;
-      at = align_up(at + dhx_tensor_alloc_bytes(t));
-    }
+  for (int k = 0; k < ps.nrest; k++) {
+    dhx_tensor *t = &g->tensors[ps.rest[k]];
+    t->offset = at;
+    at = align_up(at + dhx_tensor_alloc_bytes(t));
   }
+  free(ps.params);
+  free(ps.views);
+  free(ps.rest);
   return at;
-}
-
-static int by_first_use(const void *a, const void *b, void *g_) {
-  const dhx_graph *g = g_;
-  const dhx_tensor *x = &g->tensors[*(const int *)a], *y = &g->tensors[*(const int *)b];
-  if (x->first_use != y->first_use) return x->first_use - y->first_use;
-  return *(const int *)a - *(const int *)b;
 }
 
 // Happens-before among the program's ops. Dead ops order nothing.
@@ -124,27 +140,52 @@ static void order_ops(const dhx_oplist *l, dhx_hb *h) {
   dhx_hb_order(h);
 }
 
-// from[p]: the live ops at positions p and later. A block whose uses all happen before
-// from[p] is done for every tensor first used at p or later.
-static dhx_hb_span *ops_from(const dhx_oplist *l, const dhx_hb *h) {
-  dhx_hb_span *from = malloc(sizeof(dhx_hb_span) * (size_t)(l->n + 1));
-  if (!from) abort();
-  dhx_hb_span_clear(&from[l->n]);
+// past_from[p * nstreams + s]: the min_past of the span of the live ops at positions p and
+// later (dhx_hb_span; UINT32_MAX: none), the one half of it that "a block's uses all happen
+// before them" consults. A block whose uses do is done for every tensor first used at p or
+// later. (nstreams words per position: a stage of a paper-scale pipeline has a million.)
+static uint32_t *ops_from(const dhx_oplist *l, const dhx_hb *h) {
+  uint32_t ns = h->nstreams;
+  uint32_t *past_from = malloc(sizeof(uint32_t) * ns * (size_t)(l->n + 1));
+  if (!past_from) abort();
+  uint32_t *at = &past_from[(size_t)l->n * ns];
+  for (uint32_t s = 0; s < ns; s++) at[s] = UINT32_MAX;
   for (int p = l->n - 1; p >= 0; p--) {
-    from[p] = from[p + 1];
-    if (!l->ops[p].dead) dhx_hb_span_add(h, &from[p], (uint32_t)p);
+    at -= ns;
+    memcpy(at, at + ns, sizeof(uint32_t) * ns);
+    if (l->ops[p].dead) continue;
+    for (uint32_t s = 0; s < ns; s++) {
+      uint32_t past = dhx_hb_past(h, (uint32_t)p, s);
+      if (past < at[s]) at[s] = past;
+    }
   }
-  return from;
+  return past_from;
 }
 
-// The first position p after `last` with every op from p on happening after the uses `x`
-// (from[p] only shrinks as p grows, so this is a binary search).
-static int done_at(const dhx_hb *h, const dhx_hb_span *from, int n, const dhx_hb_span *x,
-                   int last) {
-  int lo = last + 1, hi = n;
+// Where a block leaves the live sets: the first of positions lo..hi-1 where `holds` does (it
+// holds from some position on; hi when nowhere). The block is done soon after its last use, so
+// this gallops from lo before it halves: the probes stay near, in the cache.
+typedef struct done_query {
+  const dhx_hb *h;
+  const dhx_hb_span *x;       // the block's uses
+  const uint32_t *past_from;  // done_at: ops_from
+  const uint32_t *ops;        // done_on: a stream's live ops
+  int last;                   // done_on: the block's last use
+} done_query;
+
+static int first_holding(const done_query *d, bool (*holds)(const done_query *, int), int lo,
+                         int hi) {
+  for (int step = 1; lo < hi; step *= 2) {
+    int probe = hi - lo > step ? lo + step - 1 : hi - 1;
+    if (holds(d, probe)) {
+      hi = probe;
+      break;
+    }
+    lo = probe + 1;
+  }
   while (lo < hi) {
     int mid = lo + (hi - lo) / 2;
-    if (dhx_hb_span_before(h, x, &from[mid]))
+    if (holds(d, mid))
       hi = mid;
     else
       lo = mid + 1;
@@ -152,25 +193,49 @@ static int done_at(const dhx_hb *h, const dhx_hb_span *from, int n, const dhx_hb
   return lo;
 }
 
+// Every op from position p on happens after the uses.
+static bool done_by(const done_query *d, int p) {
+  uint32_t ns = d->h->nstreams;
+  const uint32_t *past = &d->past_from[(size_t)p * ns];
+  for (uint32_t s = 0; s < ns; s++)
+    if (d->x->last_on[s] > past[s]) return false;
+  return true;
+}
+
+// The first position p after `last` with every op from p on happening after the uses `x`
+// (the ops from p on only shrink as p grows).
+static int done_at(const dhx_hb *h, const uint32_t *past_from, int n, const dhx_hb_span *x,
+                   int last) {
+  done_query d = {.h = h, .x = x, .past_from = past_from};
+  return first_holding(&d, done_by, last + 1, n);
+}
+
+// The stream's op at index i comes after `last` and after every use.
+static bool done_on_by(const done_query *d, int i) {
+  const dhx_hb *h = d->h;
+  uint32_t q = d->ops[i];
+  if ((int)q <= d->last) return false;
+  for (uint32_t r = 0; r < h->nstreams; r++)
+    if (d->x->last_on[r] > dhx_hb_past(h, q, r)) return false;
+  return true;
+}
+
 // The first live op on stream s after position `last` that every use in x happens before
-// (INT_MAX: none). Along a stream each op happens after the ones before it, so this is a
-// binary search over the stream's ops.
+// (INT_MAX: none). Along a stream each op happens after the ones before it, so it is the
+// first index where done_on_by holds, searched from the stream's first op after `last`.
 static int done_on(const dhx_hb *h, const uint32_t *ops, int nops, const dhx_hb_span *x,
                    int last) {
   int lo = 0, hi = nops;
-  while (lo < hi) {
+  while (lo < hi) {  // the first op after `last`
     int mid = lo + (hi - lo) / 2;
-    uint32_t q = ops[mid];
-    bool after = (int)q > last;
-    const uint32_t *clock = &h->clock[(size_t)q * DHX_MAX_STREAMS];
-    for (uint32_t r = 0; after && r < h->nstreams; r++)
-      after = x->last_on[r] <= (r == h->stream[q] ? h->pos[q] - 1 : clock[r]);
-    if (after)
+    if ((int)ops[mid] > last)
       hi = mid;
     else
       lo = mid + 1;
   }
-  return lo < nops ? (int)ops[lo] : INT_MAX;
+  done_query d = {.h = h, .x = x, .ops = ops, .last = last};
+  int i = first_holding(&d, done_on_by, lo, nops);
+  return i < nops ? (int)ops[i] : INT_MAX;
 }
 
 // One program's liveness: its activations in order of first use, and the happens-before
@@ -179,8 +244,16 @@ typedef struct liveness {
   dhx_graph *g;
   const dhx_oplist *l;
   dhx_hb h;
-  dhx_hb_span *uses, *from;
-  int *local, *order, n;
+  dhx_hb_span *uses;
+  uint32_t *past_from;                   // ops_from
+  int *local;                            // per tensor: its index among the program's
+                                         //   activations, -1 for other tensors
+  int *first, *last;                     // per activation (local index): its first and last
+                                         //   use (positions in the list), -1: unused,
+  int64_t *size;                         //   its bytes in the arena,
+  bool *odd;                             //   whether an odd micro-batch uses it first
+  int *order, n;                         // the used activations (tensor ids) by first use
+  int64_t *at;                           // per tensor in `order`: its offset as placed
   int *only_on;                          // per tensor in `order`: the one stream all its uses
                                          //   are on, or -1
   uint32_t *ops_on[DHX_MAX_STREAMS];     // per stream: its live ops in list order
@@ -209,9 +282,8 @@ typedef struct placing_tensor {
 static bool live_with(const void *ctx, int x) {
   const placing_tensor *p = ctx;
   const liveness *v = p->v;
-  const dhx_tensor *t = &v->g->tensors[p->id];
-  return !(v->g->tensors[x].last_use < t->first_use &&
-           dhx_hb_span_before(&v->h, &v->uses[v->local[x]], &v->uses[v->local[p->id]]));
+  int lx = v->local[x], lt = v->local[p->id];
+  return !(v->last[lx] < v->first[lt] && dhx_hb_span_before(&v->h, &v->uses[lx], &v->uses[lt]));
 }
 
 // The blocks that may still be live, twice over. `all` holds every block not done for every
@@ -232,30 +304,29 @@ typedef struct live_sets {
 // overstate the need (blocks live with a tensor need not be live with each other). TWO_ENDED
 // gives up, returning INT64_MAX, once its end reaches `stop` (the layout it would have to beat).
 static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling, int64_t stop) {
-  dhx_graph *g = v->g;
   live_sets ls;
   dhx_blocks_init(&ls.all);
   for (int s = 0; s < DHX_MAX_STREAMS; s++) dhx_blocks_init(&ls.on[s]);
   int64_t end = base;
   for (int k = 0; k < v->n && end < stop; k++) {
     int id = v->order[k];
-    dhx_tensor *t = &g->tensors[id];
-    dhx_blocks_drop_done(&ls.all, t->first_use);
+    int lt = v->local[id], first = v->first[lt];
+    dhx_blocks_drop_done(&ls.all, first);
     for (int s = 0; s < (int)v->h.nstreams; s++)
-      if (v->hosts[s]) dhx_blocks_drop_done(&ls.on[s], t->first_use);
-    int64_t size = align_up(dhx_tensor_alloc_bytes(t));
+      if (v->hosts[s]) dhx_blocks_drop_done(&ls.on[s], first);
+    int64_t size = v->size[lt];
     const dhx_blocks *mine = v->only_on[k] >= 0 ? &ls.on[v->only_on[k]] : NULL;
     placing_tensor pt = {v, id};
     int64_t at;
     if (how == CEILING)
       at = base + (mine ? dhx_blocks_bytes(mine) : dhx_blocks_bytes_if(&ls.all, live_with, &pt));
-    else if (how == TWO_ENDED && v->l->ops[t->first_use].at.micro % 2)
+    else if (how == TWO_ENDED && v->odd[lt])
       at = mine ? dhx_blocks_last_fit(mine, base, ceiling, size)
                 : dhx_blocks_last_fit_if(&ls.all, base, ceiling, size, live_with, &pt);
     else
       at = mine ? dhx_blocks_first_fit(mine, base, size)
                 : dhx_blocks_first_fit_if(&ls.all, base, size, live_with, &pt);
-    if (how != CEILING) t->offset = at;
+    if (how != CEILING) v->at[k] = at;
     dhx_block b = {.offset = at, .end = at + size, .tensor = id, .done = v->done[k]};
     dhx_blocks_insert(&ls.all, b);
     for (int s = 0; s < (int)v->h.nstreams; s++) {
@@ -300,8 +371,8 @@ static void find_streams(liveness *v) {
   }
   for (int k = 0; k < v->n; k++) {
     const dhx_hb_span *u = &v->uses[v->local[v->order[k]]];
-    int last = v->g->tensors[v->order[k]].last_use;
-    v->done[k] = done_at(&v->h, v->from, l->n, u, last);
+    int last = v->last[v->local[v->order[k]]];
+    v->done[k] = done_at(&v->h, v->past_from, l->n, u, last);
     for (uint32_t s = 0; s < v->h.nstreams; s++)
       if (v->hosts[s]) v->done_on[s][k] = done_on(&v->h, v->ops_on[s], v->nops_on[s], u, last);
   }
@@ -330,7 +401,7 @@ static void find_streams(liveness *v) {
 static int64_t place_two_ended(liveness *v, int64_t base, int64_t first_fit_end) {
   int64_t *best = malloc(sizeof(int64_t) * (size_t)(v->n + 1));
   if (!best) abort();
-  for (int k = 0; k < v->n; k++) best[k] = v->g->tensors[v->order[k]].offset;
+  memcpy(best, v->at, sizeof(int64_t) * (size_t)v->n);
   int64_t end = first_fit_end;
   int64_t span = first_fit_end - base;
   int64_t bound = place(v, base, CEILING, 0, INT64_MAX);
@@ -342,57 +413,86 @@ static int64_t place_two_ended(liveness *v, int64_t base, int64_t first_fit_end)
       continue;
     }
     end = two;
-    for (int k = 0; k < v->n; k++) best[k] = v->g->tensors[v->order[k]].offset;
+    memcpy(best, v->at, sizeof(int64_t) * (size_t)v->n);
     if (step < 0) break;  // the bound serves (one stage)
   }
-  for (int k = 0; k < v->n; k++) v->g->tensors[v->order[k]].offset = best[k];
+  memcpy(v->at, best, sizeof(int64_t) * (size_t)v->n);
   free(best);
   return end;
+}
+
+// The program's activations in order of first use (ties by tensor id), with their uses.
+// Works on arrays of the program's own: a stage of a paper-scale pipeline has hundreds of
+// thousands of tensors, too many to visit each one's record per use.
+static void find_uses(liveness *v, int prog) {
+  dhx_graph *g = v->g;
+  const dhx_oplist *l = v->l;
+  v->local = malloc(sizeof(int) * (size_t)(g->ntensors + 1));
+  if (!v->local) abort();
+  int nlocal = 0;
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *t = &g->tensors[i];
+    v->local[i] = t->program == prog && t->kind == DHX_T_ACT ? nlocal++ : -1;
+  }
+  v->uses = malloc(sizeof(dhx_hb_span) * (size_t)(nlocal + 1));
+  v->first = malloc(sizeof(int) * (size_t)(nlocal + 1));
+  v->size = malloc(sizeof(int64_t) * (size_t)(nlocal + 1));
+  v->odd = malloc(sizeof(bool) * (size_t)(nlocal + 1));
+  v->last = malloc(sizeof(int) * (size_t)(nlocal + 1));
+  v->order = malloc(sizeof(int) * (size_t)(nlocal + 1));
+  v->at = malloc(sizeof(int64_t) * (size_t)(nlocal + 1));
+  if (!v->uses || !v->first || !v->last || !v->size || !v->odd || !v->order || !v->at) abort();
+  for (int i = 0; i < nlocal; i++) {
+    dhx_hb_span_clear(&v->uses[i]);
+    v->first[i] = v->last[i] = -1;
+  }
+  v->n = 0;
+  for (int i = 0; i < l->n; i++) {
+    const dhx_lop *op = &l->ops[i];
+    if (op->dead) continue;
+    int seen = v->n;  // the tensors first used here go in order of id
+    for (int j = 0; j < op->nargs; j++) {
+      if (op->args[j].kind != DHX_ARG_BUF) continue;
+      int t = op->args[j].tensor, lt = v->local[t];
+      if (lt < 0) continue;
+      if (v->first[lt] < 0) {
+        v->first[lt] = i;
+        v->size[lt] = align_up(dhx_tensor_alloc_bytes(&g->tensors[t]));
+        v->odd[lt] = op->at.micro % 2;
+        int k = v->n++;
+        for (; k > seen && v->order[k - 1] > t; k--) v->order[k] = v->order[k - 1];
+        v->order[k] = t;
+      }
+      v->last[lt] = i;
+      dhx_hb_span_add(&v->h, &v->uses[lt], (uint32_t)i);
+    }
+  }
 }
 
 static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
   liveness v = {.g = g, .l = &g->prog[prog]};
   const dhx_oplist *l = v.l;
-  v.local = malloc(sizeof(int) * (size_t)g->ntensors);  // index among the program's tensors
-  if (!v.local) abort();
-  int nlocal = 0;
-  for (int i = 0; i < g->ntensors; i++) {
-    v.local[i] = g->tensors[i].program == prog ? nlocal++ : -1;
-    if (v.local[i] >= 0) g->tensors[i].first_use = g->tensors[i].last_use = -1;
-  }
   order_ops(l, &v.h);
-  v.uses = malloc(sizeof(dhx_hb_span) * (size_t)(nlocal + 1));
-  if (!v.uses) abort();
-  for (int i = 0; i < nlocal; i++) dhx_hb_span_clear(&v.uses[i]);
-  for (int i = 0; i < l->n; i++) {
-    if (l->ops[i].dead) continue;
-    for (int j = 0; j < l->ops[i].nargs; j++) {
-      int t = l->ops[i].args[j].tensor;
-      if (l->ops[i].args[j].kind != DHX_ARG_BUF || g->tensors[t].kind != DHX_T_ACT) continue;
-      if (v.local[t] < 0) continue;
-      if (g->tensors[t].first_use < 0) g->tensors[t].first_use = i;
-      g->tensors[t].last_use = i;
-      dhx_hb_span_add(&v.h, &v.uses[v.local[t]], (uint32_t)i);
-    }
-  }
-  v.from = ops_from(l, &v.h);
-  v.order = malloc(sizeof(int) * (size_t)(nlocal + 1));
-  if (!v.order) abort();
-  for (int i = 0; i < g->ntensors; i++)
-    if (v.local[i] >= 0 && g->tensors[i].first_use >= 0) v.order[v.n++] = i;
-  qsort_r(v.order, (size_t)v.n, sizeof(int), by_first_use, g);
+  find_uses(&v, prog);
+  v.past_from = ops_from(l, &v.h);
   find_streams(&v);
   int64_t end = place(&v, base, FIRST_FIT, 0, INT64_MAX);
   if (g->strands) end = place_two_ended(&v, base, end);
+  for (int k = 0; k < v.n; k++) g->tensors[v.order[k]].offset = v.at[k];
   free(v.order);
+  free(v.at);
+  free(v.size);
+  free(v.odd);
   free(v.only_on);
   free(v.done);
   for (uint32_t s = 0; s < v.h.nstreams; s++) {
     free(v.ops_on[s]);
     free(v.done_on[s]);
   }
-  free(v.from);
+  free(v.past_from);
   free(v.uses);
+  free(v.first);
+  free(v.last);
   free(v.local);
   dhx_hb_free(&v.h);
   return end;

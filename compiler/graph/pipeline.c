@@ -105,10 +105,18 @@ static int copy_of(pipe *p, int t) {
   if (t >= 0 && t == p->alias_from) t = p->alias_to;
   if (t < 0 || t >= p->ntmpl || T(p, t)->kind != DHX_T_ACT) return t;
   int *c = &p->clones[(size_t)p->micro * (size_t)p->ntmpl + (size_t)t];
-  if (*c < 0) {
-    char name[DHX_NAME_MAX + 16];
-    snprintf(name, sizeof name, "%s%d.%.80s", p->prog == DHX_PROG_EVAL ? "eval" : "mb",
-             p->micro, T(p, t)->name);
+  if (*c < 0) {  // named "mb<micro>.<name>" ("eval..." in EVAL), the name cut at 80 bytes
+    char name[DHX_NAME_MAX + 16], digits[12];
+    int nd = 0, m = p->micro;
+    do digits[nd++] = (char)('0' + m % 10); while ((m /= 10) > 0);
+    const char *prefix = p->prog == DHX_PROG_EVAL ? "eval" : "mb";
+    size_t at = strlen(prefix);
+    memcpy(name, prefix, at);
+    while (nd > 0) name[at++] = digits[--nd];
+    name[at++] = '.';
+    size_t len = strnlen(T(p, t)->name, 80);
+    memcpy(name + at, T(p, t)->name, len);
+    name[at + len] = '\0';
     dhx_tensor src = *T(p, t);
     *c = dhx_tensor_new(p->g, name, DHX_T_ACT, src.dtype, src.ndim, src.shape);
     T(p, *c)->program = p->prog;

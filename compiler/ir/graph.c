@@ -8,7 +8,10 @@
 
 #include "ops.h"
 
-static void *grow(void *p, int *cap, int need, size_t elem) {
+// Room for `need` elements, doubling the capacity; the new capacity is left unwritten. The
+// tensors and ops grow this way (each is written whole when made): a stage of a paper-scale
+// pipeline makes hundreds of thousands of each, and pages never written are never faulted in.
+static void *reserve(void *p, int *cap, int need, size_t elem) {
   if (need <= *cap) return p;
   int c = *cap ? *cap : 16;
   while (c < need) c *= 2;
@@ -17,9 +20,16 @@ static void *grow(void *p, int *cap, int need, size_t elem) {
     fprintf(stderr, "dhxc: error: out of memory\n");
     exit(1);
   }
-  memset((char *)q + (size_t)*cap * elem, 0, (size_t)(c - *cap) * elem);
   *cap = c;
   return q;
+}
+
+// Room for `need` elements, the new capacity zeroed.
+static void *grow(void *p, int *cap, int need, size_t elem) {
+  int old = *cap;
+  p = reserve(p, cap, need, elem);
+  memset((char *)p + (size_t)old * elem, 0, (size_t)(*cap - old) * elem);
+  return p;
 }
 
 void dhx_graph_init(dhx_graph *g) {
@@ -39,10 +49,11 @@ void dhx_graph_free(dhx_graph *g) {
 
 int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dtype dt, int ndim,
                    const int64_t *shape) {
-  g->tensors = grow(g->tensors, &g->captensors, g->ntensors + 1, sizeof(dhx_tensor));
+  g->tensors = reserve(g->tensors, &g->captensors, g->ntensors + 1, sizeof(dhx_tensor));
   int id = g->ntensors++;
   dhx_tensor *t = &g->tensors[id];
-  snprintf(t->name, sizeof t->name, "%s", name);
+  memset(t, 0, sizeof *t);
+  memcpy(t->name, name, strnlen(name, sizeof t->name - 1));  // zeroed above
   t->kind = kind;
   t->dtype = dt;
   t->ndim = ndim;
@@ -52,7 +63,6 @@ int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dty
   t->grad = t->opt_m = t->opt_v = t->view_of = t->work = t->master = -1;
   t->shard_parts = 1;
   t->offset = -1;
-  t->first_use = t->last_use = -1;
   t->program = -1;
   return id;
 }
@@ -99,19 +109,9 @@ int dhx_site_new(dhx_graph *g, const dhx_loc *call, const char *name, int parent
   return g->nsites++;
 }
 
-// Room for one more op. Unlike grow, it leaves the new capacity unwritten: every op is written
-// whole when pushed, and a program of a paper-scale pipeline holds hundreds of MB of ops.
+// Room for one more op (written whole by the caller).
 static dhx_lop *lop_slot(dhx_oplist *l) {
-  if (l->n == l->cap) {
-    int c = l->cap ? 2 * l->cap : 16;
-    dhx_lop *q = realloc(l->ops, (size_t)c * sizeof *q);
-    if (!q) {
-      fprintf(stderr, "dhxc: error: out of memory\n");
-      exit(1);
-    }
-    l->ops = q;
-    l->cap = c;
-  }
+  l->ops = reserve(l->ops, &l->cap, l->n + 1, sizeof(dhx_lop));
   return &l->ops[l->n++];
 }
 

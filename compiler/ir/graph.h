@@ -41,6 +41,8 @@ typedef enum {
 typedef struct dhx_tensor {
   char name[DHX_NAME_MAX];
   dhx_tensor_kind kind;
+  int program;              // DHX_PROG_* owning an activation, -1 for persistent tensors
+                            //   (beside the kind: the memory planner reads both of every tensor)
   dhx_dtype dtype;
   int ndim;
   int64_t shape[DHX_MAX_DIMS];
@@ -55,8 +57,6 @@ typedef struct dhx_tensor {
   int64_t view_elems;
   // memory planning
   int64_t offset;           // bytes in the rank arena, -1 until planned
-  int first_use, last_use;  // op indices in the program that owns it (activations)
-  int program;              // DHX_PROG_* owning an activation, -1 for persistent tensors
   // tensor parallelism (shard_tp.c): the slice of the whole model's tensor a parameter (and
   // its gradient and moments) holds, as in dhx_plan_buffer; split_dim -1 for a whole tensor
   int64_t global_shape[DHX_MAX_DIMS];
@@ -150,33 +150,37 @@ typedef struct dhx_origin {
 } dhx_origin;
 
 // An operand: a tensor plus an element offset into it, or a scalar.
-// 32 bytes (a lowered op holds DHX_MAX_ARGS of them): the wide fields first, then the tensor,
-// the register (one of DHX_REG_COUNT) and the kind in the last eight.
+// 16 bytes (a lowered op holds DHX_MAX_ARGS of them, and a stage of a paper-scale pipeline
+// hundreds of thousands of ops): the value its kind carries, then the tensor, the register
+// (one of DHX_REG_COUNT) and the kind. Read only the value the kind names.
 typedef struct dhx_operand {
-  int64_t elem;     // element offset into the tensor
-  int64_t i;        // DHX_ARG_I64
-  double f;         // DHX_ARG_F64
+  union {
+    int64_t elem;   // DHX_ARG_BUF: element offset into the tensor
+    int64_t i;      // DHX_ARG_I64 (and DHX_ARG_REG: the register)
+    double f;       // DHX_ARG_F64
+  };
   int tensor;       // -1 for scalars
-  int16_t reg;      // >= 0: a register instead of f
+  int16_t reg;      // DHX_ARG_REG: the register; -1 otherwise
   uint8_t kind;     // dhx_arg_kind
 } dhx_operand;
 
+// What the passes that walk every op read comes first, in one cache line: a stage of a
+// paper-scale pipeline holds hundreds of thousands of ops.
 typedef struct dhx_lop {
   dhx_lop_kind kind;
   int stream;
-  union {                      // by kind, one or the other (a stage holds hundreds of
-                               // thousands of ops): read the one the kind carries
-    dhx_kernel_spec kspec;     // KERNEL, EW, GRAD_NORM
-    dhx_plan_gemm gemm;        // GEMM: args[0..2] = A, B, C
-  };
-  int64_t n;                   // index space (KERNEL/EW)
-  dhx_operand args[DHX_MAX_ARGS];
+  bool dead;                   // removed by a pass
   int nargs;
   int comm, event;
   dhx_dtype dtype;             // collectives: the elements moved (0: f32; all-gathers and
                                //   all-to-alls may move i32 code words)
-  bool dead;                   // removed by a pass
+  int64_t n;                   // index space (KERNEL/EW)
   dhx_origin at;               // where it comes from
+  dhx_operand args[DHX_MAX_ARGS];
+  union {                      // by kind, one or the other: read the one the kind carries
+    dhx_kernel_spec kspec;     // KERNEL, EW, GRAD_NORM
+    dhx_plan_gemm gemm;        // GEMM: args[0..2] = A, B, C
+  };
   char note[DHX_NAME_MAX];
 } dhx_lop;
 

@@ -200,7 +200,7 @@ static void summarize_use(const program_facts *f, uint32_t b, use *u) {
     if (u->last < 0 || f->seq[i] > f->seq[u->last]) u->last = i;
     if (f->pos[i] > u->last_on[s]) u->last_on[s] = f->pos[i];
     for (uint32_t t = 0; t < f->nstreams; t++) {
-      uint32_t ct = f->clock[(size_t)i * DHX_MAX_STREAMS + t];
+      uint32_t ct = f->clock[(size_t)i * f->hb.nstreams + t];
       if (ct < u->min_clock[t]) u->min_clock[t] = ct;
     }
   }
