@@ -151,20 +151,32 @@ static void fit_below(int64_t next, int64_t size, int64_t reach, int64_t *best) 
   if (top >= reach) *best = top;
 }
 
+// The places below each block (and below the ceiling, above them all) only rise with the
+// blocks' offsets, so the highest that fits is the first found from the top: the pages are
+// searched downwards, each with the end of the blocks below it (`below`, from the pages'
+// highest ends), and the search stops at the first page that holds a fit.
 int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size) {
-  int64_t best = -1, reach = base;  // reach: the end of the live blocks below the one at hand
-  for (int k = 0; k < s->npages; k++) {
+  int64_t small[64], *below = small;
+  if (s->npages + 1 > 64 && !(below = malloc(sizeof(int64_t) * (size_t)(s->npages + 1)))) abort();
+  below[0] = base;  // below[k]: the reach (aligned end of the blocks) below page k
+  for (int k = 0; k < s->npages; k++)
+    below[k + 1] = s->pages[k].max_end > below[k] ? align_up(s->pages[k].max_end) : below[k];
+  int64_t best = -1, reach_all = below[s->npages];
+  fit_below(ceiling, size, reach_all, &best);
+  for (int k = s->npages - 1; k >= 0 && best < 0; k--) {
     const dhx_block_page *p = &s->pages[k];
-    bool skip = skippable(p, size);  // no fit lies in it past its first block
-    for (int i = 0; i < (skip ? 1 : p->n); i++) {
+    int n = skippable(p, size) ? 1 : p->n;  // no fit lies in it past its first block
+    int64_t reach[DHX_BLOCK_PAGE];  // reach[i]: the reach below block i
+    reach[0] = below[k];
+    for (int i = 1; i < n; i++)
+      reach[i] = p->b[i - 1].end > reach[i - 1] ? align_up(p->b[i - 1].end) : reach[i - 1];
+    for (int i = n - 1; i >= 0 && best < 0; i--) {
       const dhx_block *b = &p->b[i];
-      fit_below(b->offset < ceiling ? b->offset : ceiling, size, reach, &best);
-      if (b->end > reach) reach = align_up(b->end);
+      fit_below(b->offset < ceiling ? b->offset : ceiling, size, reach[i], &best);
     }
-    if (skip && p->max_end > reach) reach = align_up(p->max_end);
   }
-  fit_below(ceiling, size, reach, &best);
-  return best >= 0 ? best : reach > ceiling ? reach : ceiling;
+  if (below != small) free(below);
+  return best >= 0 ? best : reach_all > ceiling ? reach_all : ceiling;
 }
 
 int64_t dhx_blocks_first_fit_if(const dhx_blocks *s, int64_t base, int64_t size,

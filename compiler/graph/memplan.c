@@ -302,7 +302,8 @@ typedef struct live_sets {
 // it). That is what the arena needs when those blocks are live with each other too, as they
 // are with one strand's activations beside the other's; where streams run free it may
 // overstate the need (blocks live with a tensor need not be live with each other). TWO_ENDED
-// gives up, returning INT64_MAX, once its end reaches `stop` (the layout it would have to beat).
+// (and CEILING) gives up, returning INT64_MAX, once its end reaches `stop` (the layout it would
+// have to beat).
 static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling, int64_t stop) {
   live_sets ls;
   dhx_blocks_init(&ls.all);
@@ -404,8 +405,11 @@ static int64_t place_two_ended(liveness *v, int64_t base, int64_t first_fit_end)
   memcpy(best, v->at, sizeof(int64_t) * (size_t)v->n);
   int64_t end = first_fit_end;
   int64_t span = first_fit_end - base;
-  int64_t bound = place(v, base, CEILING, 0, INT64_MAX);
+  // A bound at or above first fit's end cannot win (the first odd tensor, stacked down from
+  // it, already reaches that end), so its pass gives up there too (INT64_MAX).
+  int64_t bound = place(v, base, CEILING, 0, end);
   for (int step = -1; step < 10; step++) {  // step -1: the bound; then 95%, 90%, ... 50%
+    if (step < 0 && bound >= end) continue;
     int64_t ceiling = step < 0 ? bound : base + span / 100 * (95 - 5 * step) / DHX_ALIGN * DHX_ALIGN;
     int64_t two = place(v, base, TWO_ENDED, ceiling, end);  // gives up at `end`
     if (two >= end) {

@@ -346,14 +346,19 @@ static void find_act_uses(const dhx_graph *g, const dhx_oplist *l, act_uses *u) 
   u->first = xcalloc((size_t)nt, sizeof(int));
   u->last = xcalloc((size_t)nt, sizeof(int));
   u->micro = xcalloc((size_t)nt, sizeof(int));
-  for (int t = 0; t < nt; t++) u->first[t] = u->last[t] = -1;
+  // Which tensors are activations, read once in order (not per use from each 272-byte record).
+  bool *act = xcalloc((size_t)nt + 1, sizeof(bool));
+  for (int t = 0; t < nt; t++) {
+    u->first[t] = u->last[t] = -1;
+    act[t] = g->tensors[t].kind == DHX_T_ACT;
+  }
   u->nmicro = 0;
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
     if (op->dead) continue;
     for (int a = 0; a < op->nargs; a++) {
       int t = op->args[a].tensor;
-      if (op->args[a].kind != DHX_ARG_BUF || g->tensors[t].kind != DHX_T_ACT) continue;
+      if (op->args[a].kind != DHX_ARG_BUF || !act[t]) continue;
       if (u->first[t] < 0) {
         u->first[t] = i;
         u->micro[t] = op->at.micro > 0 ? op->at.micro : 0;
@@ -362,6 +367,7 @@ static void find_act_uses(const dhx_graph *g, const dhx_oplist *l, act_uses *u) 
       u->last[t] = i;
     }
   }
+  free(act);
   u->count = xcalloc((size_t)u->nmicro + 1, sizeof(int));
   u->of_micro = xcalloc((size_t)u->nmicro + 1, sizeof(int *));
   for (int t = 0; t < nt; t++)
