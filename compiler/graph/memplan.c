@@ -170,7 +170,6 @@ typedef struct done_query {
   const dhx_hb_span *x;       // the block's uses
   const uint32_t *past_from;  // done_at: ops_from
   const uint32_t *ops;        // done_on: a stream's live ops
-  int last;                   // done_on: the block's last use
 } done_query;
 
 static int first_holding(const done_query *d, bool (*holds)(const done_query *, int), int lo,
@@ -210,11 +209,10 @@ static int done_at(const dhx_hb *h, const uint32_t *past_from, int n, const dhx_
   return first_holding(&d, done_by, last + 1, n);
 }
 
-// The stream's op at index i comes after `last` and after every use.
+// The stream's op at index i happens after every use.
 static bool done_on_by(const done_query *d, int i) {
   const dhx_hb *h = d->h;
   uint32_t q = d->ops[i];
-  if ((int)q <= d->last) return false;
   for (uint32_t r = 0; r < h->nstreams; r++)
     if (d->x->last_on[r] > dhx_hb_past(h, q, r)) return false;
   return true;
@@ -233,7 +231,7 @@ static int done_on(const dhx_hb *h, const uint32_t *ops, int nops, const dhx_hb_
     else
       lo = mid + 1;
   }
-  done_query d = {.h = h, .x = x, .ops = ops, .last = last};
+  done_query d = {.h = h, .x = x, .ops = ops};
   int i = first_holding(&d, done_on_by, lo, nops);
   return i < nops ? (int)ops[i] : INT_MAX;
 }

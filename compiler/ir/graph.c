@@ -53,7 +53,7 @@ int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dty
   int id = g->ntensors++;
   dhx_tensor *t = &g->tensors[id];
   memset(t, 0, sizeof *t);
-  memcpy(t->name, name, strnlen(name, sizeof t->name - 1));  // zeroed above
+  dhx_name_copy(t->name, name);
   t->kind = kind;
   t->dtype = dt;
   t->ndim = ndim;
@@ -65,6 +65,10 @@ int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dty
   t->offset = -1;
   t->program = -1;
   return id;
+}
+
+void dhx_name_copy(char dst[DHX_NAME_MAX], const char *src) {
+  memcpy(dst, src, strnlen(src, DHX_NAME_MAX - 1));
 }
 
 int64_t dhx_tensor_elems(const dhx_tensor *t) {

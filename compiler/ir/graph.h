@@ -259,6 +259,9 @@ int64_t dhx_tensor_cols(const dhx_tensor *t);  // last dim
 int dhx_node_new(dhx_graph *g, dhx_node_op op, const dhx_loc *loc, const char *scope);
 int dhx_site_new(dhx_graph *g, const dhx_loc *call, const char *name, int parent);
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note);
+// Copies src into a zeroed name field, cut at DHX_NAME_MAX - 1 bytes as snprintf would, without
+// its formatting (a paper-scale pipeline names hundreds of thousands of tensors and ops).
+void dhx_name_copy(char dst[DHX_NAME_MAX], const char *src);
 // Appends a copy of op as it is (its origin and note included).
 void dhx_lop_append(dhx_oplist *l, const dhx_lop *op);
 dhx_operand dhx_buf(int tensor, int64_t elem);

@@ -24,12 +24,6 @@ static uint32_t buf_kind(dhx_tensor_kind k) {
   return DHX_BUF_SCRATCH;
 }
 
-// A name or note into a field of the same size, zeroed beforehand (snprintf's formatting costs
-// more than the rest of an instruction's emission).
-static void copy_text(char dst[DHX_NAME_MAX], const char src[DHX_NAME_MAX]) {
-  memcpy(dst, src, strnlen(src, DHX_NAME_MAX - 1));
-}
-
 // Buffers: every tensor with a place in the arena. Returns tensor → buffer id.
 static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
   int *id = malloc(sizeof(int) * (size_t)g->ntensors);
@@ -42,7 +36,7 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
     if (t->offset < 0 || (t->kind == DHX_T_VIEW && t->view_elems == 0)) continue;
     dhx_plan_buffer *b = &r->buffers[r->nbuffers];
     id[i] = (int)r->nbuffers++;
-    copy_text(b->name, t->name);
+    dhx_name_copy(b->name, t->name);
     b->kind = buf_kind(t->kind);
     b->dtype = t->dtype;
     b->ndim = (uint32_t)t->ndim;
@@ -134,7 +128,7 @@ void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
     const dhx_operand *o = &op->args[j];
     in->args[j] = arg_of(g, o, buf_id);
   }
-  copy_text(in->note, op->note);
+  dhx_name_copy(in->note, op->note);
 }
 
 static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf_id,

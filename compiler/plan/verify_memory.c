@@ -42,7 +42,6 @@ typedef struct program_facts {
   const dhx_plan_program *prog;
   uint32_t nstreams;
   dhx_hb hb;
-  const uint32_t *clock;  // hb's: [instr * DHX_MAX_STREAMS + s]
   const uint32_t *pos;    // 1-based position of an instruction in its stream
   const uint32_t *seq;    // place in a linear extension of happens-before
   uint32_t *start;   // accesses of buffer b: acc[start[b] .. start[b + 1])
@@ -98,7 +97,6 @@ static void order_program(program_facts *f) {
     if (in->op == DHX_OP_WAIT) f->hb.waits[i] = in->event;
   }
   dhx_hb_order(&f->hb);
-  f->clock = f->hb.clock;
   f->pos = f->hb.pos;
   f->seq = f->hb.seq;
 }
@@ -199,10 +197,9 @@ static void summarize_use(const program_facts *f, uint32_t b, use *u) {
     }
     if (u->last < 0 || f->seq[i] > f->seq[u->last]) u->last = i;
     if (f->pos[i] > u->last_on[s]) u->last_on[s] = f->pos[i];
-    for (uint32_t t = 0; t < f->nstreams; t++) {
-      uint32_t ct = f->clock[(size_t)i * f->hb.nstreams + t];
-      if (ct < u->min_clock[t]) u->min_clock[t] = ct;
-    }
+    const uint32_t *clock = dhx_hb_clock(&f->hb, (uint32_t)i);
+    for (uint32_t t = 0; t < f->nstreams; t++)
+      if (clock[t] < u->min_clock[t]) u->min_clock[t] = clock[t];
   }
 }
 
