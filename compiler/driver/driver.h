@@ -27,6 +27,7 @@ typedef struct dhx_simulate_options {
   const char *svg_path;      // the timeline as SVG, or NULL
   const char *profile_path;  // measured instruction times (dhxrun --profile), or NULL
   bool every_rank;           // simulate every rank, not one data-parallel replica for all
+  bool live_activations;     // also the activation bytes live at once (live_activations.h)
   bool whole_step;           // simulate every micro-batch, not three short steps (simulate_steady.c)
 } dhx_simulate_options;
 

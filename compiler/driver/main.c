@@ -67,6 +67,9 @@ static void usage(FILE *f) {
           "  --simulate-every-rank\n"
           "                     with --simulate: simulate every rank, not one data-parallel\n"
           "                     replica for its clones (slower; the same figures)\n"
+          "  --simulate-activations\n"
+          "                     with --simulate: also the most activation bytes live at once in\n"
+          "                     the simulated order, beside the arena laid out for them\n"
           "  --simulate-whole-step\n"
           "                     with --simulate: lower and simulate every micro-batch of a long\n"
           "                     step, not three short steps it repeats (slower; the same figures)\n"
@@ -122,6 +125,8 @@ static bool parse_args(int argc, char **argv, options *o) {
       o->sim.svg_path = argv[++i];
     } else if (strcmp(a, "--simulate-every-rank") == 0) {
       o->sim.every_rank = true;
+    } else if (strcmp(a, "--simulate-activations") == 0) {
+      o->sim.live_activations = true;
     } else if (strcmp(a, "--simulate-whole-step") == 0) {
       o->sim.whole_step = true;
     } else if (strncmp(a, "--emit=", 7) == 0) {
@@ -153,9 +158,9 @@ static bool parse_args(int argc, char **argv, options *o) {
     }
   }
   if (!o->simulate && (o->sim.json || o->sim.trace_path || o->sim.svg_path || o->sim.profile_path ||
-                       o->sim.every_rank || o->sim.whole_step)) {
+                       o->sim.every_rank || o->sim.whole_step || o->sim.live_activations)) {
     dhx_error("--json, --simulate-trace, --simulate-svg, --simulate-every-rank, "
-              "--simulate-whole-step and --profile go with --simulate");
+              "--simulate-activations, --simulate-whole-step and --profile go with --simulate");
     return false;
   }
   if (o->no_lower && (o->output || o->simulate || (o->emit && strcmp(o->emit, "memory") != 0 &&

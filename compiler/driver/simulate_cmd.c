@@ -90,7 +90,7 @@ static bool write_svg(const dhx_plan *p, const dhx_cost_model *m, double step, c
   char err[2048];
   dhx_svg_timeline *t = dhx_svg_timeline_begin(p, step, title, f);
   dhx_step_figures fig;
-  bool ok = dhx_simulate_step(p, m, 0, true, dhx_svg_timeline_run, t, &fig, err, sizeof err);
+  bool ok = dhx_simulate_step(p, m, 0, DHX_SIM_EVERY_RANK, dhx_svg_timeline_run, t, &fig, err, sizeof err);
   dhx_svg_timeline_end(t);
   dhx_step_figures_free(&fig);
   if (fclose(f) != 0 || !ok) {
@@ -128,9 +128,11 @@ static bool use_profile(const char *path, const dhx_plan *p, dhx_cost_model *m,
 int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
                       const dhx_simulate_options *o) {
   dhx_config c = without_unlowered(cfg);
+  unsigned flags = (o->every_rank ? DHX_SIM_EVERY_RANK : 0) |
+                   (o->live_activations ? DHX_SIM_LIVE_ACTIVATIONS : 0);
   dhx_step_figures steady;
   if (!o->trace_path && !o->svg_path && !o->profile_path && !o->whole_step &&
-      dhx_simulate_steady(prog, &c, o->every_rank, &steady)) {
+      dhx_simulate_steady(prog, &c, flags, &steady)) {
     if (o->json) dhx_step_figures_json(&steady, stdout);
     else dhx_step_figures_print(&steady, stdout);
     dhx_step_figures_free(&steady);
@@ -148,7 +150,7 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
     }
     dhx_step_figures fig;
     char err[2048];
-    ok = dhx_simulate_compiled(&compiled, &c, &m, o->every_rank, &fig, err, sizeof err);
+    ok = dhx_simulate_compiled(&compiled, &c, &m, flags, &fig, err, sizeof err);
     if (!ok) dhx_error("--simulate: %s", err);
     if (ok && o->json) dhx_step_figures_json(&fig, stdout);
     else if (ok) dhx_step_figures_print(&fig, stdout);

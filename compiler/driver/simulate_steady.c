@@ -51,7 +51,7 @@ typedef struct short_step {
 // cfg's step at `micro` micro-batches, lowered and simulated; false if anything went wrong
 // (the whole step then reports it).
 static bool simulate_at(const dhx_program *prog, const dhx_config *cfg, int micro,
-                        bool every_rank, short_step *out) {
+                        unsigned flags, short_step *out) {
   dhx_config c = *cfg;
   c.global_batch = micro * c.micro_batch * c.dp;
   out->micro = micro;
@@ -61,7 +61,7 @@ static bool simulate_at(const dhx_program *prog, const dhx_config *cfg, int micr
     const dhx_plan *p = &compiled.plan;
     dhx_cost_model m = dhx_cost_model_of_cluster(&c, p);
     char err[2048];
-    ok = dhx_simulate_compiled(&compiled, &c, &m, every_rank, &out->fig, err, sizeof err);
+    ok = dhx_simulate_compiled(&compiled, &c, &m, flags, &out->fig, err, sizeof err);
     out->events = 0;
     for (uint32_t r = 0; r < p->nranks; r++) {
       double e = p->ranks[r].programs[DHX_PROG_MICRO].nevents;
@@ -92,7 +92,9 @@ static bool grows_evenly(const short_step *s) {
             even(a->model_flops, b->model_flops, c->model_flops, c->model_flops) &&
             even(s[0].events, s[1].events, s[2].events, 0) &&
             c->peak_memory_bytes - b->peak_memory_bytes ==
-                b->peak_memory_bytes - a->peak_memory_bytes;
+                b->peak_memory_bytes - a->peak_memory_bytes &&
+            c->act_region_bytes - b->act_region_bytes == b->act_region_bytes - a->act_region_bytes &&
+            c->live_act_bytes - b->live_act_bytes == b->live_act_bytes - a->live_act_bytes;
   for (int k = 0; k < 3 && ok; k++)
     ok = even(a->search_modelled_s[k], b->search_modelled_s[k], c->search_modelled_s[k],
               t + c->search_modelled_s[k]);
@@ -118,6 +120,10 @@ static void extrapolate(short_step *s, double periods, dhx_step_figures *out) {
   out->model_flops = ahead(b->model_flops, c->model_flops, periods);
   out->peak_memory_bytes = c->peak_memory_bytes +
       (int64_t)periods * (c->peak_memory_bytes - b->peak_memory_bytes);
+  out->act_region_bytes = c->act_region_bytes +
+      (int64_t)periods * (c->act_region_bytes - b->act_region_bytes);
+  out->live_act_bytes = c->live_act_bytes +
+      (int64_t)periods * (c->live_act_bytes - b->live_act_bytes);
   for (int k = 0; k < 3; k++)
     out->search_modelled_s[k] = ahead(b->search_modelled_s[k], c->search_modelled_s[k], periods);
   for (uint32_t r = 0; r < c->nranks; r++) {
@@ -134,16 +140,16 @@ static void extrapolate(short_step *s, double periods, dhx_step_figures *out) {
 }
 
 bool dhx_simulate_compiled(const dhx_compiled *c, const dhx_config *cfg,
-                           const dhx_cost_model *m, bool every_rank, dhx_step_figures *fig,
+                           const dhx_cost_model *m, unsigned flags, dhx_step_figures *fig,
                            char *err, size_t errlen) {
   double peak = cfg->cluster_cpu ? m->flops : cfg->gpu.flops;  // MFU against the datasheet peak
-  bool ok = dhx_simulate_step(&c->plan, m, peak, every_rank, NULL, NULL, fig, err, errlen);
+  bool ok = dhx_simulate_step(&c->plan, m, peak, flags, NULL, NULL, fig, err, errlen);
   fig->searched = cfg->strands_pair;
   for (int k = 0; k < 3; k++) fig->search_modelled_s[k] = c->overlap_modelled_s[k];
   return ok;
 }
 
-bool dhx_simulate_steady(const dhx_program *prog, const dhx_config *cfg, bool every_rank,
+bool dhx_simulate_steady(const dhx_program *prog, const dhx_config *cfg, unsigned flags,
                          dhx_step_figures *out) {
   if (!cfg->strands_pair && cfg->pp == 1) return false;  // MICRO is one micro-batch already
   if (cfg->fold == DHX_FOLD_W) return false;
@@ -165,7 +171,7 @@ bool dhx_simulate_steady(const dhx_program *prog, const dhx_config *cfg, bool ev
   bool ok = true;
   int spent = 0;  // micro-batches simulated so far: at most half the step's
   for (int i = 0; i < 3 && ok; i++) {
-    ok = simulate_at(prog, cfg, first + i * period, every_rank, &s[i]);
+    ok = simulate_at(prog, cfg, first + i * period, flags, &s[i]);
     spent += first + i * period;
   }
   while (ok && !grows_evenly(s)) {
@@ -176,7 +182,7 @@ bool dhx_simulate_steady(const dhx_program *prog, const dhx_config *cfg, bool ev
     s[0] = s[1];
     s[1] = s[2];
     memset(&s[2], 0, sizeof s[2]);
-    ok = ok && simulate_at(prog, cfg, last, every_rank, &s[2]);
+    ok = ok && simulate_at(prog, cfg, last, flags, &s[2]);
   }
   ok = ok && dhx_diag.errors == 0 && dhx_diag.warnings == 0;
   dhx_diag.out = shown;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "live_activations.h"
 #include "plan_util.h"
 
 typedef struct span {
@@ -32,10 +33,13 @@ static double covered(span *s, size_t n) {
 // Adds one run's compute and exposed communication to each rank's figures (its slices are
 // rank by rank; the runs of a rank do not overlap, so their sums add).
 static void account_run(const dhx_plan *p, int prog, const dhx_sim_result *res,
-                        dhx_rank_time *ranks, span *all, span *compute) {
+                        dhx_rank_time *ranks, span *all, span *compute, uint32_t watch,
+                        dhx_live_scratch *live_s) {
   size_t i = 0;
   while (i < res->nslices) {
     uint32_t r = res->slices[i].rank;
+    int64_t live = r == watch ? dhx_live_activation_peak(p, prog, r, res, i, live_s) : 0;
+    if (live > ranks[r].live_act_bytes) ranks[r].live_act_bytes = live;
     size_t nall = 0, ncompute = 0;
     for (; i < res->nslices && res->slices[i].rank == r; i++) {
       const dhx_sim_slice *sl = &res->slices[i];
@@ -66,9 +70,21 @@ static size_t largest_program(const dhx_plan *p) {
   return n;
 }
 
+// The rank whose arena is the largest (the first of them): the one whose live activations the
+// figures report, since it sets the memory a layout needs.
+static uint32_t largest_arena(const dhx_plan *p) {
+  uint32_t best = 0;
+  for (uint32_t r = 1; r < p->nranks; r++)
+    if (p->ranks[r].arena_bytes > p->ranks[best].arena_bytes) best = r;
+  return best;
+}
+
 static void figures(const dhx_plan *p, const dhx_cost_model *m, double peak_flops, double step,
                     dhx_step_figures *f) {
   f->step_time_s = step;
+  uint32_t largest = largest_arena(p);
+  f->live_act_bytes = f->ranks[largest].live_act_bytes;
+  if (f->live_act_bytes) f->act_region_bytes = dhx_activation_region_bytes(&p->ranks[largest]);
   double tokens = (double)p->train.global_batch * (double)p->train.seq;
   f->model_flops = p->train.flops_per_token * tokens;
   f->peak_flops = peak_flops > 0 ? peak_flops : m->flops;
@@ -87,7 +103,8 @@ static void figures(const dhx_plan *p, const dhx_cost_model *m, double peak_flop
 
 // Runs BEGIN, the step's MICRO runs and STEP of plan p with durations `dur`, adding each rank's
 // compute and exposed communication into ranks[]; *step is when the last rank ends.
-static bool run_step(const dhx_plan *p, dhx_sim_duration_fn dur, void *dctx, double interference,
+static bool run_step(const dhx_plan *p, uint32_t watch, dhx_sim_duration_fn dur, void *dctx,
+                     double interference,
                      dhx_step_run_fn on_run, void *ctx, dhx_rank_time *ranks, double *step,
                      char *err, size_t errlen) {
   size_t cap = largest_program(p);
@@ -95,6 +112,7 @@ static bool run_step(const dhx_plan *p, dhx_sim_duration_fn dur, void *dctx, dou
   double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double));
   if (!all || !compute || !start) abort();
   int64_t accum = micro_runs(p);
+  dhx_live_scratch live_s = {0};
   bool ok = true;
   for (int64_t k = -1; k <= accum && ok; k++) {  // -1: BEGIN, accum: STEP, between: MICRO
     int prog = k < 0 ? DHX_PROG_BEGIN : k == accum ? DHX_PROG_STEP : DHX_PROG_MICRO;
@@ -104,12 +122,13 @@ static bool run_step(const dhx_plan *p, dhx_sim_duration_fn dur, void *dctx, dou
     dhx_sim_result res;
     ok = dhx_simulate_interfering(p, prog, dur, dctx, interference, start, &res, err, errlen);
     if (!ok) break;
-    account_run(p, prog, &res, ranks, all, compute);
+    account_run(p, prog, &res, ranks, all, compute, watch, &live_s);
     if (on_run) on_run(ctx, prog, run, &res);
     for (uint32_t r = 0; r < p->nranks; r++) start[r] = res.rank_end[r];
     *step = res.makespan;
     dhx_sim_result_free(&res);
   }
+  dhx_live_scratch_free(&live_s);
   free(all);
   free(compute);
   free(start);
@@ -308,7 +327,7 @@ static bool replica0_of(const dhx_plan *p, const dhx_cost_model *m, bool tensor_
 }
 
 bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
-                       bool every_rank, dhx_step_run_fn on_run, void *ctx,
+                       unsigned flags, dhx_step_run_fn on_run, void *ctx,
                        dhx_step_figures *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   out->nranks = p->nranks;
@@ -316,11 +335,14 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
   if (!out->ranks) abort();
   double step = 0;
   replica0 R;
-  if (!every_rank && !on_run &&  // a timeline wants every rank's
+  bool live = flags & DHX_SIM_LIVE_ACTIVATIONS;
+  if (!(flags & DHX_SIM_EVERY_RANK) && !on_run &&  // a timeline wants every rank's
       (replica0_of(p, m, true, &R) || replica0_of(p, m, false, &R))) {
     dhx_rank_time *ranks = calloc(R.q.nranks, sizeof(dhx_rank_time));
     if (!ranks) abort();
-    bool ok = run_step(&R.q, replica0_duration, &R, m->interference, NULL, NULL, ranks, &step,
+    uint32_t watch = live ? (uint32_t)R.of[largest_arena(p)] : UINT32_MAX;
+    bool ok = run_step(&R.q, watch, replica0_duration, &R,
+                       m->interference, NULL, NULL, ranks, &step,
                        err, errlen);
     if (ok)
       for (uint32_t r = 0; r < p->nranks; r++) out->ranks[r] = ranks[R.of[r]];
@@ -332,7 +354,7 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     }
     memset(out->ranks, 0, sizeof(dhx_rank_time) * p->nranks);  // the whole plan names the ranks
   }
-  bool ok = run_step(p, dhx_cost_duration, (void *)m, m->interference, on_run, ctx, out->ranks,
+  bool ok = run_step(p, live ? largest_arena(p) : UINT32_MAX, dhx_cost_duration, (void *)m, m->interference, on_run, ctx, out->ranks,
                      &step, err, errlen);
   if (ok) figures(p, m, peak_flops, step, out);
   return ok;
@@ -345,10 +367,14 @@ void dhx_step_figures_free(dhx_step_figures *f) {
 
 void dhx_step_figures_json(const dhx_step_figures *f, FILE *out) {
   fprintf(out, "{\"step_time_s\":%.9g,\"mfu\":%.6g,\"bubble_s\":%.9g,\"exposed_comm_s\":%.9g,"
-          "\"compute_s\":%.9g,\"peak_memory_bytes\":%" PRId64 ",\"tokens_per_s\":%.6g,"
-          "\"model_flops_per_step\":%.6g,\"peak_flops_per_rank\":%.6g,\"ranks\":%u,"
-          "\"per_rank\":[", f->step_time_s, f->mfu, f->bubble_s, f->exposed_comm_s, f->compute_s,
-          f->peak_memory_bytes, f->tokens_per_s, f->model_flops, f->peak_flops, f->nranks);
+          "\"compute_s\":%.9g,\"peak_memory_bytes\":%" PRId64 ",", f->step_time_s, f->mfu,
+          f->bubble_s, f->exposed_comm_s, f->compute_s, f->peak_memory_bytes);
+  if (f->act_region_bytes)
+    fprintf(out, "\"live_activation_bytes\":%" PRId64 ",\"activation_region_bytes\":%" PRId64 ",",
+            f->live_act_bytes, f->act_region_bytes);
+  fprintf(out, "\"tokens_per_s\":%.6g,\"model_flops_per_step\":%.6g,\"peak_flops_per_rank\":%.6g,"
+          "\"ranks\":%u,\"per_rank\":[", f->tokens_per_s, f->model_flops, f->peak_flops,
+          f->nranks);
   for (uint32_t r = 0; r < f->nranks; r++)
     fprintf(out, "%s{\"compute_s\":%.9g,\"exposed_comm_s\":%.9g,\"idle_s\":%.9g}", r ? "," : "",
             f->ranks[r].compute_s, f->ranks[r].exposed_comm_s, f->ranks[r].idle_s);
@@ -371,6 +397,11 @@ void dhx_step_figures_print(const dhx_step_figures *f, FILE *out) {
           f->exposed_comm_s, 100 * f->exposed_comm_s / s, f->bubble_s, 100 * f->bubble_s / s);
   fprintf(out, "  peak memory: %.4g GiB (the largest arena over ranks)\n",
           (double)f->peak_memory_bytes / (1024.0 * 1024 * 1024));
+  if (f->act_region_bytes)
+    fprintf(out, "  activations: %.4g GiB live at once in the simulated order, %.4g GiB of arena laid "
+          "out for them (the rank with the largest arena)\n",
+          (double)f->live_act_bytes / (1024.0 * 1024 * 1024),
+          (double)f->act_region_bytes / (1024.0 * 1024 * 1024));
   if (f->searched)
     fprintf(out, "  overlap search, modelled time of the paired regions: dp %.4g s, greedy %.4g s, "
             "none %.4g s\n", f->search_modelled_s[0], f->search_modelled_s[1],

@@ -17,6 +17,8 @@
 // waiting for another rank, a pipeline bubble, or done early). The three add up to the step.
 typedef struct dhx_rank_time {
   double compute_s, exposed_comm_s, idle_s;
+  int64_t live_act_bytes;  // the rank with the largest arena (only): the most activation bytes
+                           // live at once in a run (live_activations.h)
 } dhx_rank_time;
 
 typedef struct dhx_step_figures {
@@ -29,6 +31,9 @@ typedef struct dhx_step_figures {
   double exposed_comm_s;    // exposed communication, the mean over ranks
   double compute_s;         // compute, the mean over ranks
   int64_t peak_memory_bytes;  // the largest arena over ranks
+  // With DHX_SIM_LIVE_ACTIVATIONS (else 0), of the rank with the largest arena:
+  int64_t live_act_bytes;     // the most activation bytes live at once in its runs
+  int64_t act_region_bytes;   // the region of its arena that its activations span
   uint32_t nranks;
   dhx_rank_time *ranks;     // per rank
   bool searched;            // paired strands: the overlap search's modelled times below
@@ -40,18 +45,25 @@ typedef struct dhx_step_figures {
 // Called after each program run with its timeline (`run`: "BEGIN", "MICRO 3/64", "STEP").
 typedef void (*dhx_step_run_fn)(void *ctx, int prog, const char *run, const dhx_sim_result *res);
 
+// What dhx_simulate_step does besides the step's figures.
+enum {
+  DHX_SIM_EVERY_RANK = 1,        // simulate every rank, not one data-parallel replica for all
+  DHX_SIM_LIVE_ACTIVATIONS = 2,  // fill live_act_bytes and act_region_bytes (a pass over the
+                                 // instructions of the rank with the largest arena)
+};
+
 // Simulates one step of `p` under `m` (its interference factor included) and fills `out`;
 // `on_run` (may be NULL) sees each run's timeline. `peak_flops` is one rank's peak for the MFU.
 // Where the data-parallel replicas are clones of replica 0 (step_sim.c), only replica 0 is
-// simulated, with the same figures, unless `every_rank` (or `on_run`, which wants every rank's
+// simulated, with the same figures, unless DHX_SIM_EVERY_RANK in `flags` (or `on_run`, which wants every rank's
 // timeline). False with err when a program cannot run (as dhx_simulate).
 bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
-                       bool every_rank, dhx_step_run_fn on_run, void *ctx,
+                       unsigned flags, dhx_step_run_fn on_run, void *ctx,
                        dhx_step_figures *out, char *err, size_t errlen);
 void dhx_step_figures_free(dhx_step_figures *f);
 
 // The figures as one JSON object (step_time_s, mfu, bubble_s, exposed_comm_s,
-// peak_memory_bytes, tokens_per_s, ..., and with paired strands overlap_search_modelled_s),
+// peak_memory_bytes, live_activation_bytes, activation_region_bytes, tokens_per_s, ..., and with paired strands overlap_search_modelled_s),
 // and as a few lines for a person.
 void dhx_step_figures_json(const dhx_step_figures *f, FILE *out);
 void dhx_step_figures_print(const dhx_step_figures *f, FILE *out);

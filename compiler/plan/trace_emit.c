@@ -133,7 +133,7 @@ bool dhx_trace_emit(const dhx_plan *p, const dhx_cost_model *m, FILE *f, char *e
   name_ranks_and_streams(&t);
   trace_runs tr = {.t = &t};
   dhx_step_figures fig;
-  bool ok = dhx_simulate_step(p, m, 0, true, trace_run, &tr, &fig, err, errlen);
+  bool ok = dhx_simulate_step(p, m, 0, DHX_SIM_EVERY_RANK, trace_run, &tr, &fig, err, errlen);
   other_data(&t, m, fig.step_time_s);
   dhx_step_figures_free(&fig);
   return ok;

@@ -29,6 +29,12 @@
 #              to 4: DHX_STAGE_THREADS) give exactly the figures of one stage after the other
 #              (DHX_STAGE_THREADS=1): 2 and 4 stages, and 2 W-folded with paired strands;
 #              a DHX_STAGE_THREADS that is not 1..64 is named in a warning
+#   activations  --simulate-activations adds live_activation_bytes and activation_region_bytes
+#              (without it neither is printed): 0 < live <= region, since the arena holds every
+#              activation live at once in the simulated order in bytes of its own (a planner
+#              that overlapped two of them would fail here); one stage, a 1F1B pipeline, a W
+#              with paired strands, and a paired stage from three short steps equal to the
+#              whole step
 #   paper F    sample F simulates and its JSON is sane; where it pairs strands on one stage,
 #              its peak memory is at most 3% above the same sample's with pair: off
 set -eu
@@ -218,7 +224,40 @@ PY
     if "$DHXC" "$tiny_dhx" --simulate-whole-step 2> "$work/err"; then
       echo "--simulate-whole-step without --simulate was accepted"; exit 1
     fi
-    grep -q -- "--simulate-whole-step and --profile go with --simulate" "$work/err" ;;
+    grep -q -- "--simulate-activations, --simulate-whole-step and --profile go with --simulate" "$work/err" ;;
+  activations)
+    tiny_dhx=$SRC/samples/tiny.dhx
+    tiny=(--set train.micro_batch=4 --set train.global_batch=32 --set schedule.parallel.dp=1)
+    pair=(--set schedule.strands.pair=on)
+    sim "$in" > "$work/plain"
+    if grep -q live_activation_bytes "$work/plain"; then
+      echo "live activations printed without --simulate-activations"; exit 1
+    fi
+    live_within_region() {  # live_within_region NAME JSON
+      python3 - "$@" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[2]))
+live, region = d["live_activation_bytes"], d["activation_region_bytes"]
+print(f"{sys.argv[1]}: {live} bytes live at once, {region} laid out")
+assert 0 < live <= region, "live activations outside (0, region]"
+PY
+    }
+    sim "$in" --simulate-activations > "$work/a" && live_within_region "one stage" "$work/a"
+    sim "$tiny_dhx" "${tiny[@]}" --set schedule.parallel.pp=2 --simulate-activations > "$work/b"
+    live_within_region "1F1B of two stages" "$work/b"
+    sim "$tiny_dhx" "${tiny[@]}" --set schedule.parallel.pp=2 --set schedule.strands.fold=w \
+      "${pair[@]}" --set schedule.strands.search=none --simulate-activations > "$work/c"
+    live_within_region "paired W of two stages" "$work/c"
+    sim "$in" --set train.global_batch=128 "${pair[@]}" --simulate-activations > "$work/short"
+    grep -q extrapolated_from_micro_batches "$work/short" ||
+      { echo "the paired stage was simulated whole"; exit 1; }
+    live_within_region "paired stage, three short steps" "$work/short"
+    sim "$in" --set train.global_batch=128 "${pair[@]}" --simulate-activations \
+      --simulate-whole-step > "$work/whole"
+    for f in live_activation_bytes activation_region_bytes; do
+      [ "$(field "$work/short" $f)" = "$(field "$work/whole" $f)" ] ||
+        { echo "$f: three short steps differ from the whole step"; exit 1; }
+    done ;;
   paper)
     sample=$SRC/samples/paper/$2
     sim "$sample" "${@:3}" > "$work/j" 2> "$work/err"
