@@ -70,6 +70,10 @@ typedef struct chunk_tmpl {
   // must have ended before segment s starts.
   int nseg;
   int *seg_first, *seg_dep;
+  // Paired strands: the forward cut the same way, fseg_first[s] the first op of its segment s
+  // (nfseg of them, fseg_first[nfseg] = nfwd).
+  int nfseg;
+  int *fseg_first;
 } chunk_tmpl;
 
 typedef struct pipe {
@@ -94,6 +98,11 @@ typedef struct pipe {
   int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
                             // the latest backward (-1: none yet)
   int strand_comm[2];       // each strand's communication stream (async collectives)
+  // Paired: the latest backward written, which the forwards written after it run beside: its
+  // compute stream (-1: none yet) and the events it recorded as it left each of its layers
+  // (left_ev[0 .. nleft-1], grown as needed). See hold_forward.
+  int left_stream, nleft, left_cap;
+  int *left_ev;
   int alias_from, alias_to; // folded, stage pp-1: chunk 0's output gradient is chunk 1's input
                             // gradient, handed over in place (-1: none)
 } pipe;
@@ -244,6 +253,55 @@ static int neighbour(const dhx_graph *g, int c, int step) {
   return dhx_chunk_stage(g, dhx_global_chunk(g, g->pp_rank, c) + step);
 }
 
+// A backward of paired strands, segment by segment: each waits for the segment of the
+// previous backward that last touches the same weights and gradients, and records its own end
+// when a later segment of the next backward may wait for it. So the gradients of each layer
+// accumulate in micro-batch order, as unpaired, while the next backward may start on the top
+// layers as soon as the previous one has left them: the two strands' backwards overlap like a
+// wavefront instead of one waiting for the whole of the other.
+//
+// With chunks (p->seg_event NULL) whole backwards follow each other (backward_block) and the
+// segments only record where the backward has got to, for the forwards beside it
+// (hold_forward).
+static void copy_segments(pipe *p, const chunk_tmpl *t) {
+  if (p->left_cap < t->nseg) {
+    p->left_cap = t->nseg;
+    p->left_ev = realloc(p->left_ev, sizeof(int) * (size_t)p->left_cap);
+    if (!p->left_ev) abort();
+  }
+  for (int s = 0; s < t->nseg; s++) {
+    int dep = t->seg_dep[s];
+    if (p->seg_event && dep >= 0 && p->seg_event[dep] >= 0)
+      event_op(p, DHX_L_WAIT, p->compute, p->seg_event[dep], "previous backward left the layer");
+    copy_ops(p, &t->ops, t->seg_first[s], t->seg_first[s + 1]);
+    int ev = p->out->nevents++;
+    if (p->seg_event) p->seg_event[s] = ev;
+    p->left_ev[s] = ev;
+    event_op(p, DHX_L_RECORD, p->compute, ev, "backward left the layer");
+  }
+  p->nleft = t->nseg;
+  p->left_stream = p->compute;
+}
+
+// A paired forward beside the backward of the other strand takes a layer's activations only
+// as that backward frees a layer's: its segment s (s >= 1) waits until the backward has left
+// its segment s - 1. Free, a forward (half a backward's work) runs ahead and both micro-batches'
+// activations are live at once; held, the two together hold about one block's and two layers.
+// The backward comes before the forward in the stage's order, so the wait is one the unpaired
+// stream keeps anyway and adds no cycle.
+static void hold_forward(pipe *p, const chunk_tmpl *t) {
+  if (p->left_stream < 0 || p->left_stream == p->compute || !t->nfseg || !p->nleft) {
+    copy_ops(p, &t->ops, 0, t->nfwd);
+    return;
+  }
+  for (int s = 0; s < t->nfseg; s++) {
+    if (s >= 1)
+      event_op(p, DHX_L_WAIT, p->compute, p->left_ev[s - 1 < p->nleft ? s - 1 : p->nleft - 1],
+               "the backward beside left a layer");
+    copy_ops(p, &t->ops, t->fseg_first[s], t->fseg_first[s + 1]);
+  }
+}
+
 static void forward(pipe *p, int m, int c) {
   dhx_graph *g = p->g;
   const chunk_tmpl *t = &p->tmpl[c];
@@ -268,7 +326,7 @@ static void forward(pipe *p, int m, int c) {
             tag_of(p, m, gc, 0), "activation of");
     settle_after(p, m, c, false);
   }
-  copy_ops(p, &t->ops, 0, t->nfwd);
+  hold_forward(p, t);
   if (g->chunk_out[c] < 0) return;
   size_t at = (size_t)m * (size_t)g->chunks + (size_t)c;
   p->sent_event[at] = -1;
@@ -278,23 +336,6 @@ static void forward(pipe *p, int m, int c) {
   int out = copy_of(p, g->chunk_out[c]);
   p->sent_event[at] = end_block(p, transfer_stream(g, g->pp_rank, to, false), out, to,
                                 tag_of(p, m, gc + 1, 0), "activation of");
-}
-
-// A backward of paired strands, segment by segment: each waits for the segment of the
-// previous backward that last touches the same weights and gradients, and records its own end
-// when a later segment of the next backward may wait for it. So the gradients of each layer
-// accumulate in micro-batch order, as unpaired, while the next backward may start on the top
-// layers as soon as the previous one has left them: the two strands' backwards overlap like a
-// wavefront instead of one waiting for the whole of the other.
-static void copy_segments(pipe *p, const chunk_tmpl *t) {
-  for (int s = 0; s < t->nseg; s++) {
-    int dep = t->seg_dep[s];
-    if (dep >= 0 && p->seg_event[dep] >= 0)
-      event_op(p, DHX_L_WAIT, p->compute, p->seg_event[dep], "previous backward left the layer");
-    copy_ops(p, &t->ops, t->seg_first[s], t->seg_first[s + 1]);
-    p->seg_event[s] = p->out->nevents++;
-    event_op(p, DHX_L_RECORD, p->compute, p->seg_event[s], "backward left the layer");
-  }
 }
 
 static void backward(pipe *p, int m, int c) {
@@ -312,7 +353,7 @@ static void backward(pipe *p, int m, int c) {
     settle_send(p, p->sent_event[at]);
     settle_after(p, m, c, true);
   }
-  if (p->seg_event)
+  if (t->nseg)
     copy_segments(p, t);
   else
     copy_ops(p, &t->ops, t->nfwd, t->ops.n);
@@ -387,6 +428,17 @@ static void segment_backward(const dhx_graph *g, chunk_tmpl *t) {
     t->seg_dep[s] = dep;
   }
   free(last);
+}
+
+// Cuts t's forward into segments of one layer each (fseg_first), for hold_forward.
+static void segment_forward(chunk_tmpl *t) {
+  const dhx_oplist *l = &t->ops;
+  t->fseg_first = malloc(sizeof(int) * (size_t)(t->nfwd + 1));
+  if (!t->fseg_first) abort();
+  for (int i = 0; i < t->nfwd; i++)
+    if (t->nfseg == 0 || l->ops[i].at.layer != l->ops[t->fseg_first[t->nfseg - 1]].at.layer)
+      t->fseg_first[t->nfseg++] = i;
+  t->fseg_first[t->nfseg] = t->nfwd;
 }
 
 // Lowers chunk c's nodes (contiguous in the stage's list) into its template: the forward, and
@@ -738,8 +790,12 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   }
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
+  for (int c = 0; c < v && g->strands; c++) {
+    segment_backward(g, &tmpl[c]);
+    segment_forward(&tmpl[c]);
+  }
+  p.left_stream = -1;
   if (g->strands && v == 1) {  // with chunks, whole backwards follow each other
-    segment_backward(g, &tmpl[0]);
     p.seg_event = malloc(sizeof(int) * (size_t)(tmpl[0].nseg ? tmpl[0].nseg : 1));
     if (!p.seg_event) abort();
     for (int s = 0; s < tmpl[0].nseg; s++) p.seg_event[s] = -1;
@@ -765,7 +821,9 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   free(order);
   finish(&p);
   free(p.seg_event);
+  free(p.left_ev);
   for (int i = 0; i < v; i++) {
+    free(tmpl[i].fseg_first);
     free(tmpl[i].ops.ops);
     free(tmpl[i].seg_first);
     free(tmpl[i].seg_dep);
