@@ -90,7 +90,8 @@ static bool write_svg(const dhx_plan *p, const dhx_cost_model *m, double step, c
   char err[2048];
   dhx_svg_timeline *t = dhx_svg_timeline_begin(p, step, title, f);
   dhx_step_figures fig;
-  bool ok = dhx_simulate_step(p, m, 0, DHX_SIM_EVERY_RANK, dhx_svg_timeline_run, t, &fig, err, sizeof err);
+  bool ok = dhx_simulate_step(p, m, 0, DHX_SIM_EVERY_RANK, dhx_svg_timeline_run, t, &fig, err,
+                              sizeof err);
   dhx_svg_timeline_end(t);
   dhx_step_figures_free(&fig);
   if (fclose(f) != 0 || !ok) {

@@ -93,7 +93,8 @@ static bool grows_evenly(const short_step *s) {
             even(s[0].events, s[1].events, s[2].events, 0) &&
             c->peak_memory_bytes - b->peak_memory_bytes ==
                 b->peak_memory_bytes - a->peak_memory_bytes &&
-            c->act_region_bytes - b->act_region_bytes == b->act_region_bytes - a->act_region_bytes &&
+            c->act_region_bytes - b->act_region_bytes ==
+                b->act_region_bytes - a->act_region_bytes &&
             c->live_act_bytes - b->live_act_bytes == b->live_act_bytes - a->live_act_bytes;
   for (int k = 0; k < 3 && ok; k++)
     ok = even(a->search_modelled_s[k], b->search_modelled_s[k], c->search_modelled_s[k],

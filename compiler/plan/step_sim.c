@@ -102,11 +102,11 @@ static void figures(const dhx_plan *p, const dhx_cost_model *m, double peak_flop
 }
 
 // Runs BEGIN, the step's MICRO runs and STEP of plan p with durations `dur`, adding each rank's
-// compute and exposed communication into ranks[]; *step is when the last rank ends.
+// compute and exposed communication into ranks[], and rank `watch`'s live activations (none:
+// UINT32_MAX); *step is when the last rank ends.
 static bool run_step(const dhx_plan *p, uint32_t watch, dhx_sim_duration_fn dur, void *dctx,
-                     double interference,
-                     dhx_step_run_fn on_run, void *ctx, dhx_rank_time *ranks, double *step,
-                     char *err, size_t errlen) {
+                     double interference, dhx_step_run_fn on_run, void *ctx,
+                     dhx_rank_time *ranks, double *step, char *err, size_t errlen) {
   size_t cap = largest_program(p);
   span *all = malloc(cap * sizeof(span)), *compute = malloc(cap * sizeof(span));
   double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double));
@@ -341,9 +341,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     dhx_rank_time *ranks = calloc(R.q.nranks, sizeof(dhx_rank_time));
     if (!ranks) abort();
     uint32_t watch = live ? (uint32_t)R.of[largest_arena(p)] : UINT32_MAX;
-    bool ok = run_step(&R.q, watch, replica0_duration, &R,
-                       m->interference, NULL, NULL, ranks, &step,
-                       err, errlen);
+    bool ok = run_step(&R.q, watch, replica0_duration, &R, m->interference, NULL, NULL, ranks,
+                       &step, err, errlen);
     if (ok)
       for (uint32_t r = 0; r < p->nranks; r++) out->ranks[r] = ranks[R.of[r]];
     free(ranks);
@@ -354,8 +353,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     }
     memset(out->ranks, 0, sizeof(dhx_rank_time) * p->nranks);  // the whole plan names the ranks
   }
-  bool ok = run_step(p, live ? largest_arena(p) : UINT32_MAX, dhx_cost_duration, (void *)m, m->interference, on_run, ctx, out->ranks,
-                     &step, err, errlen);
+  bool ok = run_step(p, live ? largest_arena(p) : UINT32_MAX, dhx_cost_duration, (void *)m,
+                     m->interference, on_run, ctx, out->ranks, &step, err, errlen);
   if (ok) figures(p, m, peak_flops, step, out);
   return ok;
 }
@@ -398,10 +397,10 @@ void dhx_step_figures_print(const dhx_step_figures *f, FILE *out) {
   fprintf(out, "  peak memory: %.4g GiB (the largest arena over ranks)\n",
           (double)f->peak_memory_bytes / (1024.0 * 1024 * 1024));
   if (f->act_region_bytes)
-    fprintf(out, "  activations: %.4g GiB live at once in the simulated order, %.4g GiB of arena laid "
-          "out for them (the rank with the largest arena)\n",
-          (double)f->live_act_bytes / (1024.0 * 1024 * 1024),
-          (double)f->act_region_bytes / (1024.0 * 1024 * 1024));
+    fprintf(out, "  activations: %.4g GiB live at once in the simulated order, %.4g GiB of arena "
+            "laid out for them (the rank with the largest arena)\n",
+            (double)f->live_act_bytes / (1024.0 * 1024 * 1024),
+            (double)f->act_region_bytes / (1024.0 * 1024 * 1024));
   if (f->searched)
     fprintf(out, "  overlap search, modelled time of the paired regions: dp %.4g s, greedy %.4g s, "
             "none %.4g s\n", f->search_modelled_s[0], f->search_modelled_s[1],

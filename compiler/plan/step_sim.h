@@ -55,16 +55,17 @@ enum {
 // Simulates one step of `p` under `m` (its interference factor included) and fills `out`;
 // `on_run` (may be NULL) sees each run's timeline. `peak_flops` is one rank's peak for the MFU.
 // Where the data-parallel replicas are clones of replica 0 (step_sim.c), only replica 0 is
-// simulated, with the same figures, unless DHX_SIM_EVERY_RANK in `flags` (or `on_run`, which wants every rank's
-// timeline). False with err when a program cannot run (as dhx_simulate).
+// simulated, with the same figures, unless `flags` has DHX_SIM_EVERY_RANK (or `on_run`, which
+// wants every rank's timeline). False with err when a program cannot run (as dhx_simulate).
 bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_flops,
                        unsigned flags, dhx_step_run_fn on_run, void *ctx,
                        dhx_step_figures *out, char *err, size_t errlen);
 void dhx_step_figures_free(dhx_step_figures *f);
 
 // The figures as one JSON object (step_time_s, mfu, bubble_s, exposed_comm_s,
-// peak_memory_bytes, live_activation_bytes, activation_region_bytes, tokens_per_s, ..., and with paired strands overlap_search_modelled_s),
-// and as a few lines for a person.
+// peak_memory_bytes, tokens_per_s, ..., with --simulate-activations live_activation_bytes and
+// activation_region_bytes, with paired strands overlap_search_modelled_s), and as a few lines
+// for a person.
 void dhx_step_figures_json(const dhx_step_figures *f, FILE *out);
 void dhx_step_figures_print(const dhx_step_figures *f, FILE *out);
 
