@@ -330,11 +330,16 @@ void dhx_rank_memory_of(const dhx_graph *g, int64_t arena, int nranks, dhx_rank_
   out->total = out->largest = arena;
   out->nranks = nranks;
   out->all_ranks = arena * nranks;
+  out->runs[0].first = 0;
+  out->runs[0].last = nranks - 1;
+  out->runs[0].bytes = arena;
+  out->nruns = 1;
 }
 
 void dhx_plan_memory_of(const dhx_graph *g, const dhx_plan *plan, dhx_rank_memory *out) {
   dhx_rank_memory_of(g, plan->ranks[0].arena_bytes, (int)plan->nranks, out);
   out->all_ranks = 0;
+  out->nruns = 0;
   for (uint32_t r = 0; r < plan->nranks; r++) {
     int64_t a = plan->ranks[r].arena_bytes;
     out->all_ranks += a;
@@ -342,6 +347,13 @@ void dhx_plan_memory_of(const dhx_graph *g, const dhx_plan *plan, dhx_rank_memor
       out->largest = a;
       out->largest_rank = (int)r;
     }
+    if (out->nruns > 0 && out->runs[out->nruns - 1].bytes == a)
+      out->runs[out->nruns - 1].last = (int)r;
+    else if (out->nruns < DHX_MEMORY_RUNS)
+      out->runs[out->nruns].first = out->runs[out->nruns].last = (int)r,
+      out->runs[out->nruns++].bytes = a;
+    else
+      out->more = true;
   }
 }
 
@@ -357,8 +369,13 @@ static void row(FILE *f, size_unit u, const char *what, int64_t bytes, const cha
 
 void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE *f) {
   size_unit u = m->total < GIB ? (size_unit){"MiB", 1024.0 * 1024.0} : (size_unit){"GiB", GIB};
-  fprintf(f, "memory per rank (host memory), %s, dp %d: the arena dhxrun allocates on each of "
-          "the %d ranks\n", cfg->precision == DHX_PREC_BF16 ? "bf16" : "f32", cfg->dp, m->nranks);
+  const char *prec = cfg->precision == DHX_PREC_BF16 ? "bf16" : "f32";
+  if (m->nruns > 1)
+    fprintf(f, "memory per rank (host memory), %s, dp %d: the arena dhxrun allocates on rank 0 "
+            "(the %d ranks' arenas differ: listed below)\n", prec, cfg->dp, m->nranks);
+  else
+    fprintf(f, "memory per rank (host memory), %s, dp %d: the arena dhxrun allocates on each of "
+            "the %d ranks\n", prec, cfg->dp, m->nranks);
   char why[96];
   snprintf(why, sizeof why, "%lld parameters", (long long)m->params);
   row(f, u, "weights", m->weights, why);
@@ -368,9 +385,18 @@ void dhx_print_rank_memory(const dhx_rank_memory *m, const dhx_config *cfg, FILE
   row(f, u, "activations", m->activations, "shared by the programs, sized for the largest");
   snprintf(why, sizeof why, "(%lld bytes)", (long long)m->total);
   row(f, u, "total", m->total, why);
-  if (m->largest > m->total)  // the layout gives ranks different parts of the model
-    fprintf(f, "(the parts are rank 0's; rank %d has the largest arena, %lld bytes)\n",
-            m->largest_rank, (long long)m->largest);
+  if (m->nruns > 1) {  // the layout gives ranks different parts of the model
+    fprintf(f, "arena per rank (rank %d has the largest):\n", m->largest_rank);
+    for (int k = 0; k < m->nruns; k++) {
+      char ranks[32];
+      if (m->runs[k].first == m->runs[k].last)
+        snprintf(ranks, sizeof ranks, "rank %d", m->runs[k].first);
+      else
+        snprintf(ranks, sizeof ranks, "ranks %d-%d", m->runs[k].first, m->runs[k].last);
+      fprintf(f, "  %-14s %lld bytes\n", ranks, (long long)m->runs[k].bytes);
+    }
+    if (m->more) fprintf(f, "  (and further ranks, in more runs than listed)\n");
+  }
   double avail = dhx_host_memory_available();
   if (avail > 0)
     fprintf(f, "this machine has %.1f GiB of memory available; the %d ranks need %.3f GiB "

@@ -50,9 +50,10 @@ bool dhx_check_memory(const dhx_graph *g, const dhx_config *cfg);
 
 // ---- the planned arena of a rank (memory.c) ---------------------------------------------------
 // What `dhxc -o` plans on a cpu cluster is exact: every rank allocates one arena of
-// plan.ranks[r].arena_bytes (the same on every rank). Its parts, in bytes (after alignment):
+// plan.ranks[r].arena_bytes (pipeline stages may differ). Its parts, in bytes (after alignment):
 // persistent weights, gradients and Adam moments, the inputs (token ids, targets, losses and
 // scratch), and the activations, whose space the programs share.
+#define DHX_MEMORY_RUNS 16
 typedef struct dhx_rank_memory {
   int64_t weights, grads, optimizer, io, activations;
   int64_t total;         // the arena: the sum of the parts
@@ -61,6 +62,11 @@ typedef struct dhx_rank_memory {
   int64_t largest;       // the largest rank's arena (ranks differ under pipeline or ZeRO)
   int largest_rank;
   int64_t all_ranks;     // the arenas of all ranks together
+  // Where ranks' arenas differ: runs of consecutive ranks with the same arena, in rank order
+  // (nruns 1 when all are alike; the first DHX_MEMORY_RUNS of them, `more` when there are more).
+  struct { int first, last; int64_t bytes; } runs[DHX_MEMORY_RUNS];
+  int nruns;
+  bool more;
 } dhx_rank_memory;
 
 // The parts of the arena of `arena` bytes that memplan.c laid out in g (every rank alike).

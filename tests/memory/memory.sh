@@ -9,8 +9,9 @@ rm -rf "$work" && mkdir -p "$work" && cd "$work"
 
 case $case_name in
   arena)
-    # Four layouts of two models: the report's total is each rank's arena in plan.bin, and no
-    # row is negative (ZeRO 3's sharded weights count as the pieces the arena holds).
+    # Six layouts of two models: the report's total is each rank's arena in plan.bin, and no
+    # row is negative (ZeRO 3's sharded weights count as the pieces the arena holds); the last
+    # two pair strands, on one stage with the overlap search and in a W-folded pipeline.
     n=0
     while IFS='|' read -r file sets; do
       n=$((n + 1))
@@ -25,6 +26,8 @@ samples/tiny.dhx|
 samples/tiny.dhx|--set schedule.parallel.dp=1 --set train.micro_batch=4 --set train.global_batch=4
 samples/tiny_llama.dhx|--set model.layers=2
 samples/tiny.dhx|--set schedule.parallel.zero=3
+samples/tiny.dhx|--set schedule.parallel.dp=1 --set train.micro_batch=4 --set train.global_batch=16 --set schedule.strands.pair=on --set schedule.strands.search=dp
+samples/tiny.dhx|--set schedule.parallel.dp=1 --set schedule.parallel.pp=2 --set train.micro_batch=4 --set train.global_batch=32 --set schedule.strands.pair=on --set schedule.strands.search=none --set schedule.strands.fold=w
 CASES
     ;;
   host)
