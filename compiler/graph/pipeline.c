@@ -394,6 +394,16 @@ static bool shared_state(const dhx_graph *g, int t) {
   return k != DHX_T_ACT && k != DHX_T_TOKENS && k != DHX_T_TARGETS && k != DHX_T_LOSSES;
 }
 
+// Cuts ops [from, to) of l into runs of one layer each: first[k] is where run k starts, first[n]
+// = to. Returns n. `first` has room for to - from + 1 entries.
+static int cut_by_layer(const dhx_oplist *l, int from, int to, int *first) {
+  int n = 0;
+  for (int i = from; i < to; i++)
+    if (n == 0 || l->ops[i].at.layer != l->ops[first[n - 1]].at.layer) first[n++] = i;
+  first[n] = to;
+  return n;
+}
+
 // Cuts t's backward into segments of one layer each and finds what each must wait for
 // (chunk_tmpl). A view of persistent tensors (any of them) makes every segment wait for the
 // whole previous backward, as if unsegmented.
@@ -403,10 +413,7 @@ static void segment_backward(const dhx_graph *g, chunk_tmpl *t) {
   t->seg_dep = malloc(sizeof(int) * (size_t)(l->n - t->nfwd + 1));
   int *last = malloc(sizeof(int) * (size_t)g->ntensors);
   if (!t->seg_first || !t->seg_dep || !last) abort();
-  for (int i = t->nfwd; i < l->n; i++)
-    if (t->nseg == 0 || l->ops[i].at.layer != l->ops[t->seg_first[t->nseg - 1]].at.layer)
-      t->seg_first[t->nseg++] = i;
-  t->seg_first[t->nseg] = l->n;
+  t->nseg = cut_by_layer(l, t->nfwd, l->n, t->seg_first);
   for (int i = 0; i < g->ntensors; i++) last[i] = -1;
   bool view = false;
   for (int s = 0; s < t->nseg; s++)
@@ -432,13 +439,9 @@ static void segment_backward(const dhx_graph *g, chunk_tmpl *t) {
 
 // Cuts t's forward into segments of one layer each (fseg_first), for hold_forward.
 static void segment_forward(chunk_tmpl *t) {
-  const dhx_oplist *l = &t->ops;
   t->fseg_first = malloc(sizeof(int) * (size_t)(t->nfwd + 1));
   if (!t->fseg_first) abort();
-  for (int i = 0; i < t->nfwd; i++)
-    if (t->nfseg == 0 || l->ops[i].at.layer != l->ops[t->fseg_first[t->nfseg - 1]].at.layer)
-      t->fseg_first[t->nfseg++] = i;
-  t->fseg_first[t->nfseg] = t->nfwd;
+  t->nfseg = cut_by_layer(&t->ops, 0, t->nfwd, t->fseg_first);
 }
 
 // Lowers chunk c's nodes (contiguous in the stage's list) into its template: the forward, and

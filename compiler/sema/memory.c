@@ -347,13 +347,14 @@ void dhx_plan_memory_of(const dhx_graph *g, const dhx_plan *plan, dhx_rank_memor
       out->largest = a;
       out->largest_rank = (int)r;
     }
-    if (out->nruns > 0 && out->runs[out->nruns - 1].bytes == a)
+    if (out->nruns > 0 && out->runs[out->nruns - 1].bytes == a) {
       out->runs[out->nruns - 1].last = (int)r;
-    else if (out->nruns < DHX_MEMORY_RUNS)
-      out->runs[out->nruns].first = out->runs[out->nruns].last = (int)r,
+    } else if (out->nruns < DHX_MEMORY_RUNS) {
+      out->runs[out->nruns].first = out->runs[out->nruns].last = (int)r;
       out->runs[out->nruns++].bytes = a;
-    else
+    } else {
       out->more = true;
+    }
   }
 }
 

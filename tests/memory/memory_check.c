@@ -41,11 +41,12 @@ static bool listed_arenas(const char *path, int64_t *want, uint32_t nranks) {
   while (fgets(line, sizeof line, f)) {
     int a, b;
     long long n;
-    if (sscanf(line, "  ranks %d-%d %lld bytes", &a, &b, &n) == 3 ||
-        (sscanf(line, "  rank %d %lld bytes", &a, &n) == 2 && (b = a, 1))) {
-      for (int r = a; r <= b && r >= 0 && (uint32_t)r < nranks; r++) want[r] = n;
-      any = true;
+    if (sscanf(line, "  ranks %d-%d %lld bytes", &a, &b, &n) != 3) {
+      if (sscanf(line, "  rank %d %lld bytes", &a, &n) != 2) continue;
+      b = a;
     }
+    for (int r = a; r <= b && r >= 0 && (uint32_t)r < nranks; r++) want[r] = n;
+    any = true;
   }
   fclose(f);
   return any;
