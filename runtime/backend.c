@@ -125,13 +125,23 @@ void dhx_rt_host_free(dhx_rt *rt, void *p) {
     free(p);
 }
 
+// A mixed-precision plan (any bf16 buffer) runs its GEMMs on bf16 operands, on tensor cores:
+// its MFU is against the bf16 peak, an f32 plan's against the f32 one.
+static bool stores_bf16(const dhx_plan_rank *rank) {
+  for (uint32_t b = 0; b < rank->nbuffers; b++)
+    if (rank->buffers[b].dtype == DHX_BF16) return true;
+  return false;
+}
+
 double dhx_rt_device_peak(dhx_rt *rt, char *source, size_t len) {
   char name[256] = "", err[256];
   if (rt->cuda && !dhx_cuda_device_name(rt->cuda, name, sizeof name, err, sizeof err))
     snprintf(name, sizeof name, "unnamed device");
-  double peak = dhx_gpu_peak_flops(name, false);
+  bool bf16 = stores_bf16(rt->rank);
+  double peak = dhx_gpu_peak_flops(name, bf16);
   if (peak > 0)
-    snprintf(source, len, "datasheet f32 peak of the %s: %.1f TFLOP/s per GPU", name, peak / 1e12);
+    snprintf(source, len, "datasheet dense %s peak of the %s: %.1f TFLOP/s per GPU",
+             bf16 ? "bf16" : "f32", name, peak / 1e12);
   else
     snprintf(source, len, "no datasheet peak for '%s' (runtime/gpu_peaks.c)", name);
   return peak;

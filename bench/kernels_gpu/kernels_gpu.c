@@ -1,7 +1,8 @@
 // kernels_gpu — the CUDA backend against the CPU backend, one instruction at a time, and the
 // memory bandwidth each kernel reaches on the device.
 //
-//   kernels_gpu PLAN_DIR [--time] [--tol REL] [--device N] [--ptx FILE] [--copy-mib N]
+//   kernels_gpu PLAN_DIR [--time | --time-only] [--tol REL] [--device N] [--ptx FILE]
+//               [--copy-mib N]
 //
 // Parity: rank 0 of a single-rank plan is opened on the CPU backend (kernels.so, OpenBLAS) and
 // on the CUDA backend (the PTX, cuBLASLt); parameters are initialised and TOKENS / TARGETS
@@ -20,7 +21,8 @@
 // MiB, read and write counted), then every distinct KERNEL launch of MICRO and STEP repeated
 // to at least a millisecond between two events: bytes moved (the compiler's cost model: each
 // pointer argument's extent from the kernel's access descriptors) per second, and its share of
-// the copy bandwidth.
+// the copy bandwidth. --time-only: that alone, without the parity (whose CPU side takes
+// minutes on a GPT-2-sized plan).
 //
 // Output: a table for people and one JSON object per line starting {"kernels_gpu": for
 // scripts (docs/gpu-validation.md).
@@ -35,7 +37,7 @@
 
 typedef struct options {
   const char *plan_dir, *ptx_path;
-  bool time;
+  bool time, time_only;
   double tol;
   int device;  // -1: the launcher's local rank
   int64_t copy_mib;
@@ -513,21 +515,23 @@ static double number(const char *opt, const char *v) {
   return x;
 }
 
+#define USAGE "kernels_gpu PLAN_DIR [--time | --time-only] [--tol REL] [--device N] " \
+              "[--ptx FILE] [--copy-mib N]"
+
 static options parse(int argc, char **argv) {
   options o = {.tol = 1e-5, .device = -1, .copy_mib = 256};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--time") == 0) o.time = true;
+    else if (strcmp(a, "--time-only") == 0) o.time = o.time_only = true;
     else if (strcmp(a, "--tol") == 0) o.tol = number(a, v), i++;
     else if (strcmp(a, "--device") == 0) o.device = (int)number(a, v), i++;
     else if (strcmp(a, "--copy-mib") == 0) o.copy_mib = (int64_t)number(a, v), i++;
     else if (strcmp(a, "--ptx") == 0 && v) o.ptx_path = v, i++;
     else if (a[0] != '-' && !o.plan_dir) o.plan_dir = a;
-    else die(a, "usage: kernels_gpu PLAN_DIR [--time] [--tol REL] [--device N] [--ptx FILE] "
-             "[--copy-mib N]");
+    else die(a, "usage: " USAGE);
   }
-  if (!o.plan_dir) die("usage", "kernels_gpu PLAN_DIR [--time] [--tol REL] [--device N] "
-                       "[--ptx FILE] [--copy-mib N]");
+  if (!o.plan_dir) die("usage", USAGE);
   if (o.copy_mib < 1) die("--copy-mib", "expects at least 1");
   return o;
 }
@@ -537,8 +541,10 @@ int main(int argc, char **argv) {
   checker k = {.opt = &o};
   dhx_plan plan;
   open_backends(&k, &plan);
-  for (int prog = 0; prog < DHX_PROG_COUNT; prog++) check_program(&k, prog);
-  print_parity(&k);
+  if (!o.time_only) {
+    for (int prog = 0; prog < DHX_PROG_COUNT; prog++) check_program(&k, prog);
+    print_parity(&k);
+  }
   if (o.time) time_kernels(&k);
   printf("\nkernels_gpu: %d mismatches, %d errors\n", k.mismatches, k.errors);
   dhx_cuda_close(k.cuda);

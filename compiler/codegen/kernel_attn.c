@@ -18,6 +18,13 @@
 // exp(score - m)·v; a new score s rescales both by exp(m - max(m, s)). At the end o / l is the
 // row's output and m + log l its log-sum-exp, from which the backward recomputes each
 // probability P = exp(s - lse) without normalising again.
+//
+// In the PTX, rows of up to ROW_REGS · 32 elements (head sizes up to 128) keep the row's own
+// vectors in registers: each lane holds its elements (lane, lane + 32, ...) of q (or k and v)
+// and of the output or gradients being summed, which are written once at the end. Per partner
+// row that leaves the partner's loads, the FMAs and the shuffles of the dot products; the
+// arithmetic, and so every bit of the result, is that of the memory form, which serves larger
+// heads and the host (where a row is one thread and the rows' vectors stay in memory).
 #include "codegen_internal.h"
 
 #include <math.h>
@@ -96,6 +103,117 @@ static void clear_unless(kb *k, const attn *a, LLVMValueRef out, LLVMValueRef oi
   kb_if_end(k, &s);
 }
 
+// ---- a row's vector in registers (the PTX's warp form) ----
+
+#define ROW_REGS 4
+
+typedef struct regrow {
+  LLVMValueRef v[ROW_REGS];  // kb_var allocas: this lane's elements lane + 32·c
+} regrow;
+
+// Whether the registers hold the rows of this launch: a warp per row and hs <= 32·ROW_REGS.
+static bool regs_possible(const kb *k) { return k->row_threads > 1; }
+
+static LLVMValueRef regs_fit(kb *k, const attn *a) {
+  return kb_ilt(k, a->hs, kb_i64c(k, (int64_t)k->row_threads * ROW_REGS + 1));
+}
+
+// if (element c of this lane, lane + 32·c, is inside the row) { ... }; returns it.
+static LLVMValueRef elem_begin(kb *k, const attn *a, int c, kb_if *s) {
+  LLVMValueRef d = kb_iadd(k, k->lane, kb_i64c(k, (int64_t)k->row_threads * c));
+  kb_if_begin(k, s, kb_ilt(k, d, a->hs));
+  return d;
+}
+
+static regrow reg_zero(kb *k) {
+  regrow r;
+  for (int c = 0; c < ROW_REGS; c++) r.v[c] = kb_var(k, k->f, kb_fc(k, 0.0));
+  return r;
+}
+
+// x[xi + d] for this lane's elements; with `keep` (an i1, or NULL for always) false, zeros.
+static regrow reg_load(kb *k, const attn *a, LLVMValueRef x, LLVMValueRef xi, LLVMValueRef keep) {
+  regrow r = reg_zero(k);
+  kb_if load;
+  if (keep) kb_if_begin(k, &load, keep);
+  for (int c = 0; c < ROW_REGS; c++) {
+    kb_if e;
+    LLVMValueRef d = elem_begin(k, a, c, &e);
+    kb_set(k, r.v[c], kb_load(k, x, kb_iadd(k, xi, d)));
+    kb_if_end(k, &e);
+  }
+  if (keep) kb_if_end(k, &load);
+  return r;
+}
+
+// sum over d < hs of x_d · y[yi + d], in every lane: dot() with x in registers.
+static LLVMValueRef reg_dot(kb *k, const attn *a, const regrow *x, LLVMValueRef y,
+                            LLVMValueRef yi) {
+  LLVMValueRef acc = kb_var(k, k->f, kb_fc(k, 0.0));
+  for (int c = 0; c < ROW_REGS; c++) {
+    kb_if e;
+    LLVMValueRef d = elem_begin(k, a, c, &e);
+    LLVMValueRef p = kb_mul(k, kb_get(k, x->v[c]), kb_load(k, y, kb_iadd(k, yi, d)));
+    kb_set(k, acc, kb_radd(k, kb_get(k, acc), p));
+    kb_if_end(k, &e);
+  }
+  return kb_row_sum(k, kb_get(k, acc));
+}
+
+// o_d = o_d·c + w·x[xi + d] (c NULL: o_d + w·x[xi + d]): axpy() into registers.
+static void reg_axpy(kb *k, const attn *a, regrow *o, LLVMValueRef cs, LLVMValueRef w,
+                     LLVMValueRef x, LLVMValueRef xi) {
+  for (int c = 0; c < ROW_REGS; c++) {
+    kb_if e;
+    LLVMValueRef d = elem_begin(k, a, c, &e), old = kb_get(k, o->v[c]);
+    if (cs) old = kb_mul(k, old, cs);
+    kb_set(k, o->v[c], kb_fma(k, w, kb_load(k, x, kb_iadd(k, xi, d)), old));
+    kb_if_end(k, &e);
+  }
+}
+
+// out[oi + d] = o_d · scale (scale NULL: o_d).
+static void reg_store(kb *k, const attn *a, const regrow *o, LLVMValueRef scale,
+                      LLVMValueRef out, LLVMValueRef oi) {
+  for (int c = 0; c < ROW_REGS; c++) {
+    kb_if e;
+    LLVMValueRef d = elem_begin(k, a, c, &e), v = kb_get(k, o->v[c]);
+    kb_store(k, scale ? kb_mul(k, v, scale) : v, out, kb_iadd(k, oi, d));
+    kb_if_end(k, &e);
+  }
+}
+
+// One step of the online softmax: the running maximum m and sum l take score sc; returns
+// p = exp(sc - m_new) and sets *rescale = exp(m_old - m_new). One of the two is exp(0) = 1
+// exactly, so one exp suffices: the same bits as computing both.
+static LLVMValueRef online_step(kb *k, LLVMValueRef m, LLVMValueRef l, LLVMValueRef sc,
+                                LLVMValueRef *rescale) {
+  LLVMValueRef mo = kb_get(k, m), one = kb_fc(k, 1.0);
+  LLVMValueRef up = LLVMBuildFCmp(k->b, LLVMRealOGT, sc, mo, "up");  // false for a NaN score
+  LLVMValueRef e = kb_exp(k, kb_select(k, up, kb_sub(k, mo, sc), kb_sub(k, sc, mo)));
+  LLVMValueRef p = kb_select(k, up, one, e);
+  *rescale = kb_select(k, up, e, one);
+  kb_set(k, l, kb_fma(k, kb_get(k, l), *rescale, p));
+  kb_set(k, m, kb_select(k, up, sc, mo));
+  return p;
+}
+
+// Emits the register form where it holds this launch's rows (a test on hs, the same for the
+// whole grid) and the memory form elsewhere; on the host, the memory form alone.
+#define EITHER_FORM(k, a, regs_call, memory_call) \
+  do {                                            \
+    if (!regs_possible(k)) {                      \
+      memory_call;                                \
+      break;                                      \
+    }                                             \
+    kb_if fits_;                                  \
+    kb_if_begin(k, &fits_, regs_fit(k, a));       \
+    regs_call;                                    \
+    kb_if_else(k, &fits_);                        \
+    memory_call;                                  \
+    kb_if_end(k, &fits_);                         \
+  } while (0)
+
 // A query row r = (b·H + h)·S + i.
 typedef struct qrow {
   LLVMValueRef tok;    // its row of the projections: b·S + i
@@ -117,37 +235,69 @@ static qrow query_row(kb *k, const attn *a, LLVMValueRef r) {
   return q;
 }
 
-// (out, lse, q, k, v, S, H, G, hs, qs, ks, flags, scale)   query row r
-void dhx_emit_attn_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMValueRef r,
-                       LLVMValueRef *mod_idx) {
-  (void)s, (void)mod_idx;
-  LLVMValueRef out = arg[0], lse = arg[1];
-  attn a = attn_of(k, arg[2], arg[3], arg[4], arg + 5);
-  qrow q = query_row(k, &a, r);
-  LLVMValueRef oi = q.oi;
-  clear_unless(k, &a, out, oi, LLVMConstInt(k->i1, 0, 0));
-  LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
-  kb_loop J;
-  LLVMValueRef j = kb_loop_begin(k, &J, kb_i64c(k, 0), kb_iadd(k, q.i, kb_i64c(k, 1)), "key");
-  LLVMValueRef kt = kb_iadd(k, q.first, j);
-  LLVMValueRef sc = kb_mul(
-      k, dot(k, &a, a.q, q.qi, a.k, at(k, &a, kt, a.ks, kb_iadd(k, a.kh0, q.g))), a.scale);
-  LLVMValueRef mo = kb_get(k, m), mn = kb_maxnum(k, mo, sc);
-  LLVMValueRef c = kb_exp(k, kb_sub(k, mo, mn)), p = kb_exp(k, kb_sub(k, sc, mn));
-  kb_set(k, l, kb_fma(k, kb_get(k, l), c, p));
-  axpy(k, &a, out, oi, c, p, a.v, at(k, &a, kt, a.ks, kb_iadd(k, a.vh0, q.g)));
-  kb_set(k, m, mn);
-  kb_loop_end(k, &J, false);
-  LLVMValueRef inv = kb_div(k, kb_fc(k, 1.0), kb_get(k, l));
-  kb_loop L;
-  LLVMValueRef d = kb_row_loop_begin(k, &L, kb_i64c(k, 0), a.hs, "normalise");
-  LLVMValueRef o = kb_iadd(k, oi, d);
-  kb_store(k, kb_mul(k, kb_load(k, out, o), inv), out, o);
-  kb_row_loop_end(k, &L, true);
+// for (j = 0; j <= i; j++): the keys of query row q; *ki and *vi are where key j's k and v
+// rows start (closed by kb_loop_end).
+static void key_loop_begin(kb *k, const attn *a, const qrow *q, kb_loop *J, LLVMValueRef *ki,
+                           LLVMValueRef *vi) {
+  LLVMValueRef j = kb_loop_begin(k, J, kb_i64c(k, 0), kb_iadd(k, q->i, kb_i64c(k, 1)), "key");
+  LLVMValueRef kt = kb_iadd(k, q->first, j);
+  *ki = at(k, a, kt, a->ks, kb_iadd(k, a->kh0, q->g));
+  *vi = at(k, a, kt, a->ks, kb_iadd(k, a->vh0, q->g));
+}
+
+static void store_lse(kb *k, LLVMValueRef lse, LLVMValueRef r, LLVMValueRef m, LLVMValueRef l) {
   kb_row_if lead;
   kb_row_owner_begin(k, &lead, kb_i64c(k, 0));
   kb_store_s(k, kb_add(k, kb_get(k, m), kb_log(k, kb_get(k, l))), lse, r);
   kb_row_owner_end(k, &lead);
+}
+
+// The forward with the output row in memory (out itself).
+static void fwd_in_memory(kb *k, const attn *a, const qrow *q, LLVMValueRef out,
+                          LLVMValueRef lse, LLVMValueRef r) {
+  LLVMValueRef oi = q->oi;
+  clear_unless(k, a, out, oi, LLVMConstInt(k->i1, 0, 0));
+  LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
+  kb_loop J;
+  LLVMValueRef ki, vi;
+  key_loop_begin(k, a, q, &J, &ki, &vi);
+  LLVMValueRef sc = kb_mul(k, dot(k, a, a->q, q->qi, a->k, ki), a->scale);
+  LLVMValueRef c, p = online_step(k, m, l, sc, &c);
+  axpy(k, a, out, oi, c, p, a->v, vi);
+  kb_loop_end(k, &J, false);
+  LLVMValueRef inv = kb_div(k, kb_fc(k, 1.0), kb_get(k, l));
+  kb_loop L;
+  LLVMValueRef d = kb_row_loop_begin(k, &L, kb_i64c(k, 0), a->hs, "normalise");
+  LLVMValueRef o = kb_iadd(k, oi, d);
+  kb_store(k, kb_mul(k, kb_load(k, out, o), inv), out, o);
+  kb_row_loop_end(k, &L, true);
+  store_lse(k, lse, r, m, l);
+}
+
+// The same with q and the output row in registers.
+static void fwd_in_registers(kb *k, const attn *a, const qrow *q, LLVMValueRef out,
+                             LLVMValueRef lse, LLVMValueRef r) {
+  regrow qv = reg_load(k, a, a->q, q->qi, NULL), o = reg_zero(k);
+  LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
+  kb_loop J;
+  LLVMValueRef ki, vi;
+  key_loop_begin(k, a, q, &J, &ki, &vi);
+  LLVMValueRef sc = kb_mul(k, reg_dot(k, a, &qv, a->k, ki), a->scale);
+  LLVMValueRef c, p = online_step(k, m, l, sc, &c);
+  reg_axpy(k, a, &o, c, p, a->v, vi);
+  kb_loop_end(k, &J, false);
+  reg_store(k, a, &o, kb_div(k, kb_fc(k, 1.0), kb_get(k, l)), out, q->oi);
+  store_lse(k, lse, r, m, l);
+}
+
+// (out, lse, q, k, v, S, H, G, hs, qs, ks, flags, scale)   query row r
+void dhx_emit_attn_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMValueRef r,
+                       LLVMValueRef *mod_idx) {
+  (void)s, (void)mod_idx;
+  attn a = attn_of(k, arg[2], arg[3], arg[4], arg + 5);
+  qrow q = query_row(k, &a, r);
+  EITHER_FORM(k, &a, fwd_in_registers(k, &a, &q, arg[0], arg[1], r),
+              fwd_in_memory(k, &a, &q, arg[0], arg[1], r));
 }
 
 // (dsum, dout, out, S, H, hs)   query row r: dsum[r] = dot(dout row, out row)
@@ -164,14 +314,40 @@ void dhx_emit_attn_bwd_dot(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, L
   kb_row_owner_end(k, &lead);
 }
 
-// The probability and the score gradient of query row (tok_q, h) against key row (tok_k, g):
-// P = exp(scale·q·k - lse), dS = P·(dout·v - dsum).
-static void pair_grads(kb *k, const attn *a, LLVMValueRef dout, LLVMValueRef qi,
-                       LLVMValueRef oi, LLVMValueRef ki, LLVMValueRef vi, LLVMValueRef lse,
+// The probability and the score gradient of a query row against a key row, from their
+// dot products q·k and dout·v: P = exp(scale·q·k - lse), dS = P·(dout·v - dsum).
+static void pair_grads(kb *k, const attn *a, LLVMValueRef qk, LLVMValueRef dov, LLVMValueRef lse,
                        LLVMValueRef dsum, LLVMValueRef *P, LLVMValueRef *dS) {
-  LLVMValueRef sc = kb_mul(k, dot(k, a, a->q, qi, a->k, ki), a->scale);
-  *P = kb_exp(k, kb_sub(k, sc, lse));
-  *dS = kb_mul(k, *P, kb_sub(k, dot(k, a, dout, oi, a->v, vi), dsum));
+  *P = kb_exp(k, kb_sub(k, kb_mul(k, qk, a->scale), lse));
+  *dS = kb_mul(k, *P, kb_sub(k, dov, dsum));
+}
+
+typedef struct dq_row {
+  LLVMValueRef dq, dout, lse, dsum;  // dq's pointer and dout's; the row's lse and dsum values
+} dq_row;
+
+static void dq_in_memory(kb *k, const attn *a, const qrow *q, const dq_row *d) {
+  clear_unless(k, a, d->dq, q->qi, flag(k, a, FLAG_ACC0));
+  kb_loop J;
+  LLVMValueRef ki, vi, P, dS;
+  key_loop_begin(k, a, q, &J, &ki, &vi);
+  pair_grads(k, a, dot(k, a, a->q, q->qi, a->k, ki), dot(k, a, d->dout, q->oi, a->v, vi),
+             d->lse, d->dsum, &P, &dS);
+  axpy(k, a, d->dq, q->qi, NULL, kb_mul(k, a->scale, dS), a->k, ki);
+  kb_loop_end(k, &J, false);
+}
+
+static void dq_in_registers(kb *k, const attn *a, const qrow *q, const dq_row *d) {
+  regrow qv = reg_load(k, a, a->q, q->qi, NULL), dov = reg_load(k, a, d->dout, q->oi, NULL);
+  regrow g = reg_load(k, a, d->dq, q->qi, flag(k, a, FLAG_ACC0));
+  kb_loop J;
+  LLVMValueRef ki, vi, P, dS;
+  key_loop_begin(k, a, q, &J, &ki, &vi);
+  pair_grads(k, a, reg_dot(k, a, &qv, a->k, ki), reg_dot(k, a, &dov, a->v, vi), d->lse, d->dsum,
+             &P, &dS);
+  reg_axpy(k, a, &g, NULL, kb_mul(k, a->scale, dS), a->k, ki);
+  kb_loop_end(k, &J, false);
+  reg_store(k, a, &g, NULL, d->dq, q->qi);
 }
 
 // (dq, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   query row r:
@@ -179,20 +355,65 @@ static void pair_grads(kb *k, const attn *a, LLVMValueRef dout, LLVMValueRef qi,
 void dhx_emit_attn_bwd_dq(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMValueRef r,
                           LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
-  LLVMValueRef dq = arg[0], dout = arg[4];
   attn a = attn_of(k, arg[1], arg[2], arg[3], arg + 7);
   qrow q = query_row(k, &a, r);
-  LLVMValueRef lse = kb_load_s(k, arg[5], r), dsum = kb_load_s(k, arg[6], r);
-  clear_unless(k, &a, dq, q.qi, flag(k, &a, FLAG_ACC0));
-  kb_loop J;
-  LLVMValueRef j = kb_loop_begin(k, &J, kb_i64c(k, 0), kb_iadd(k, q.i, kb_i64c(k, 1)), "key");
-  LLVMValueRef kt = kb_iadd(k, q.first, j);
-  LLVMValueRef ki = at(k, &a, kt, a.ks, kb_iadd(k, a.kh0, q.g));
-  LLVMValueRef P, dS;
-  pair_grads(k, &a, dout, q.qi, q.oi, ki, at(k, &a, kt, a.ks, kb_iadd(k, a.vh0, q.g)), lse, dsum,
-             &P, &dS);
-  axpy(k, &a, dq, q.qi, NULL, kb_mul(k, a.scale, dS), a.k, ki);
-  kb_loop_end(k, &J, false);
+  dq_row d = {arg[0], arg[4], kb_load_s(k, arg[5], r), kb_load_s(k, arg[6], r)};
+  EITHER_FORM(k, &a, dq_in_registers(k, &a, &q, &d), dq_in_memory(k, &a, &q, &d));
+}
+
+// Key row (b, g, j) of the key and value gradients: where its vectors start and the pointers.
+typedef struct kv_row {
+  LLVMValueRef dk, dv, dout, lse, dsum;  // pointers
+  LLVMValueRef b, g, j, first, ki, vi;
+} kv_row;
+
+// Query i of query head h against the key row: the (lse, dsum) row and where q and dout start.
+static void kv_partner(kb *k, const attn *a, const kv_row *kr, LLVMValueRef h, LLVMValueRef i,
+                       LLVMValueRef *qi, LLVMValueRef *oi, LLVMValueRef *lse,
+                       LLVMValueRef *dsum) {
+  LLVMValueRef qt = kb_iadd(k, kr->first, i);
+  *qi = at(k, a, qt, a->qs, h);
+  *oi = out_at(k, a, qt, h);
+  LLVMValueRef row = kb_iadd(k, kb_imul(k, kb_iadd(k, kb_imul(k, kr->b, a->H), h), a->S), i);
+  *lse = kb_load_s(k, kr->lse, row);
+  *dsum = kb_load_s(k, kr->dsum, row);
+}
+
+static void kv_in_memory(kb *k, const attn *a, const kv_row *kr) {
+  clear_unless(k, a, kr->dk, kr->ki, flag(k, a, FLAG_ACC0));
+  clear_unless(k, a, kr->dv, kr->vi, flag(k, a, FLAG_ACC1));
+  kb_loop T, I;
+  LLVMValueRef t = kb_loop_begin(k, &T, kb_i64c(k, 0), a->per, "head");
+  LLVMValueRef h = kb_iadd(k, kb_imul(k, kr->g, a->per), t);
+  LLVMValueRef i = kb_loop_begin(k, &I, kr->j, a->S, "query");
+  LLVMValueRef qi, oi, lse, dsum, P, dS;
+  kv_partner(k, a, kr, h, i, &qi, &oi, &lse, &dsum);
+  pair_grads(k, a, dot(k, a, a->q, qi, a->k, kr->ki), dot(k, a, kr->dout, oi, a->v, kr->vi), lse,
+             dsum, &P, &dS);
+  axpy(k, a, kr->dv, kr->vi, NULL, P, kr->dout, oi);
+  axpy(k, a, kr->dk, kr->ki, NULL, kb_mul(k, a->scale, dS), a->q, qi);
+  kb_loop_end(k, &I, false);
+  kb_loop_end(k, &T, false);
+}
+
+static void kv_in_registers(kb *k, const attn *a, const kv_row *kr) {
+  regrow kv = reg_load(k, a, a->k, kr->ki, NULL), vv = reg_load(k, a, a->v, kr->vi, NULL);
+  regrow gk = reg_load(k, a, kr->dk, kr->ki, flag(k, a, FLAG_ACC0));
+  regrow gv = reg_load(k, a, kr->dv, kr->vi, flag(k, a, FLAG_ACC1));
+  kb_loop T, I;
+  LLVMValueRef t = kb_loop_begin(k, &T, kb_i64c(k, 0), a->per, "head");
+  LLVMValueRef h = kb_iadd(k, kb_imul(k, kr->g, a->per), t);
+  LLVMValueRef i = kb_loop_begin(k, &I, kr->j, a->S, "query");
+  LLVMValueRef qi, oi, lse, dsum, P, dS;
+  kv_partner(k, a, kr, h, i, &qi, &oi, &lse, &dsum);
+  pair_grads(k, a, reg_dot(k, a, &kv, a->q, qi), reg_dot(k, a, &vv, kr->dout, oi), lse, dsum, &P,
+             &dS);
+  reg_axpy(k, a, &gv, NULL, P, kr->dout, oi);
+  reg_axpy(k, a, &gk, NULL, kb_mul(k, a->scale, dS), a->q, qi);
+  kb_loop_end(k, &I, false);
+  kb_loop_end(k, &T, false);
+  reg_store(k, a, &gk, NULL, kr->dk, kr->ki);
+  reg_store(k, a, &gv, NULL, kr->dv, kr->vi);
 }
 
 // (dk, dv, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   key row
@@ -201,28 +422,15 @@ void dhx_emit_attn_bwd_dq(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LL
 void dhx_emit_attn_bwd_dkv(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMValueRef r,
                            LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
-  LLVMValueRef dk = arg[0], dv = arg[1], dout = arg[5], lse = arg[6], dsum = arg[7];
   attn a = attn_of(k, arg[2], arg[3], arg[4], arg + 8);
+  kv_row kr = {.dk = arg[0], .dv = arg[1], .dout = arg[5], .lse = arg[6], .dsum = arg[7]};
   LLVMValueRef bg = LLVMBuildSDiv(k->b, r, a.S, "");
-  LLVMValueRef j = LLVMBuildSRem(k->b, r, a.S, "j"), g = LLVMBuildSRem(k->b, bg, a.G, "g");
-  LLVMValueRef b = LLVMBuildSDiv(k->b, bg, a.G, "b"), first = kb_imul(k, b, a.S);
-  LLVMValueRef kt = kb_iadd(k, first, j);
-  LLVMValueRef ki = at(k, &a, kt, a.ks, kb_iadd(k, a.kh0, g));
-  LLVMValueRef vi = at(k, &a, kt, a.ks, kb_iadd(k, a.vh0, g));
-  clear_unless(k, &a, dk, ki, flag(k, &a, FLAG_ACC0));
-  clear_unless(k, &a, dv, vi, flag(k, &a, FLAG_ACC1));
-  kb_loop T, I;
-  LLVMValueRef t = kb_loop_begin(k, &T, kb_i64c(k, 0), a.per, "head");
-  LLVMValueRef h = kb_iadd(k, kb_imul(k, g, a.per), t);
-  LLVMValueRef i = kb_loop_begin(k, &I, j, a.S, "query");
-  LLVMValueRef qt = kb_iadd(k, first, i);
-  LLVMValueRef qi = at(k, &a, qt, a.qs, h), oi = out_at(k, &a, qt, h);
-  LLVMValueRef row = kb_iadd(k, kb_imul(k, kb_iadd(k, kb_imul(k, b, a.H), h), a.S), i);
-  LLVMValueRef P, dS;
-  pair_grads(k, &a, dout, qi, oi, ki, vi, kb_load_s(k, lse, row), kb_load_s(k, dsum, row), &P,
-             &dS);
-  axpy(k, &a, dv, vi, NULL, P, dout, oi);
-  axpy(k, &a, dk, ki, NULL, kb_mul(k, a.scale, dS), a.q, qi);
-  kb_loop_end(k, &I, false);
-  kb_loop_end(k, &T, false);
+  kr.j = LLVMBuildSRem(k->b, r, a.S, "j");
+  kr.g = LLVMBuildSRem(k->b, bg, a.G, "g");
+  kr.b = LLVMBuildSDiv(k->b, bg, a.G, "b");
+  kr.first = kb_imul(k, kr.b, a.S);
+  LLVMValueRef kt = kb_iadd(k, kr.first, kr.j);
+  kr.ki = at(k, &a, kt, a.ks, kb_iadd(k, a.kh0, kr.g));
+  kr.vi = at(k, &a, kt, a.ks, kb_iadd(k, a.vh0, kr.g));
+  EITHER_FORM(k, &a, kv_in_registers(k, &a, &kr), kv_in_memory(k, &a, &kr));
 }
