@@ -17,8 +17,9 @@
 # The checks (each PASS, FAIL or SKIP with its figures in the summary):
 #   device      name, driver, memory; dhxrun --version (the libraries it loads)
 #   kernels     bench/kernels_gpu: every kernel's output against the CPU backend's (fp32: 1e-5
-#               relative; bf16 plans: 1e-2) on the tiny GPT five ways (plain, paired, bf16, and
-#               on a GPU cluster: fused attention and cuBLASLt epilogues, f32 and bf16); on
+#               relative; bf16 plans: 1e-2) on the tiny GPT eight ways (plain, paired, bf16, and
+#               on a GPU cluster: fused attention and cuBLASLt epilogues, f32 and bf16, and f32
+#               with attention heads of 64, 128 and 256); on
 #               GPT-2 124M (--time-only): each kernel's GB/s against the measured copy bandwidth
 #   losses      the tiny GPT, STEPS steps (50): per-step losses within 1e-4 of the CPU backend
 #               (fp32; the GPU cluster's plan too), and in bf16 mixed precision (both clusters)
@@ -92,6 +93,14 @@ prepare() {
       -e 's|^cluster = cpu(.*)|cluster = hgx_h200(per_node: 1)|' "$root/samples/tiny.dhx" \
       > "$dir/plans/tiny_gpu.dhx"
   local tiny_gpu=("$dir/plans/tiny_gpu.dhx" "${tiny[@]:1}")
+  # Its attention rows are 32 wide (4 heads of 128); with 2 heads and 1 they are 64 and 128,
+  # and with a width of 256 in one head 256: the PTX's attention keeps rows of up to 128 in
+  # registers and larger ones in memory.
+  local hs
+  for hs in 64 128 256; do
+    sed -e "s/hidden: 128, heads: 4/hidden: $(( hs < 128 ? 128 : hs )), heads: $(( hs < 128 ? 128 / hs : 1 ))/" \
+      "$dir/plans/tiny_gpu.dhx" > "$dir/plans/tiny_gpu_hs$hs.dhx"
+  done
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny" > /dev/null &&
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_ckpt" \
     --set train.checkpoint_every=$(( ${STEPS:-50} / 2 )) > /dev/null &&
@@ -101,6 +110,10 @@ prepare() {
   "$bin/dhxc" "${tiny[@]}" -o "$dir/plans/tiny_bf16" --set train.precision=bf16 > /dev/null &&
   "$bin/dhxc" "${tiny_gpu[@]}" -o "$dir/plans/tiny_gpu" --set train.precision=f32 > /dev/null &&
   "$bin/dhxc" "${tiny_gpu[@]}" -o "$dir/plans/tiny_gpu_bf16" > /dev/null &&
+  for hs in 64 128 256; do
+    "$bin/dhxc" "$dir/plans/tiny_gpu_hs$hs.dhx" "${tiny[@]:1}" -o "$dir/plans/tiny_gpu_hs$hs" \
+      --set train.precision=f32 > /dev/null || return 1
+  done &&
   "$bin/dhxc" "$root/samples/gpu/gpt2_124m.dhx" --set train.steps="${GPT2_STEPS:-20}" \
     -o "$dir/plans/gpt2" > /dev/null || return 1
   tar -cJf "$dir.tar.xz" -C "$(dirname "$dir")" "$(basename "$dir")"
@@ -171,7 +184,8 @@ run_checks() {
   # kernels: parity on the tiny GPT (plain, and paired: several streams and LOAD_BATCH),
   # bandwidth on GPT-2 124M
   local plan rows worst tol
-  for plan in tiny tiny_paired tiny_bf16 tiny_gpu tiny_gpu_bf16; do
+  for plan in tiny tiny_paired tiny_bf16 tiny_gpu tiny_gpu_bf16 tiny_gpu_hs64 tiny_gpu_hs128 \
+              tiny_gpu_hs256; do
     tol=1e-5
     case $plan in *bf16) tol=1e-2 ;; esac
     if DHX_EMULATED_KERNELS=$plans/$plan/kernels.so limit "$bin/kernels_gpu" "$plans/$plan" --tol $tol \

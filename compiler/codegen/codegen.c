@@ -97,6 +97,12 @@ void dhx_codegen_table_entry(const dhx_codegen *cg, int i, dhx_plan_kernel *out)
 // The module starts from parsed text because the C API cannot create the one thing needed
 // here: a distinct empty metadata node, which is what an access group (the tag that
 // llvm.loop.parallel_accesses refers to) must be.
+// Kinds whose index is a column: the host builds a lane-vectorised body beside the scalar one.
+static bool column_kind(dhx_kernel_kind kind) {
+  dhx_kshape shape = dhx_kdesc_of(kind)->shape;
+  return shape == DHX_KS_COLUMNS || shape == DHX_KS_COLUMN_SUMS;
+}
+
 static LLVMModuleRef new_module(LLVMContextRef ctx, LLVMMetadataRef *access_group) {
   static const char src[] = "!dhx.access_group = !{!0}\n!0 = distinct !{}\n";
   LLVMMemoryBufferRef buf =
@@ -134,9 +140,7 @@ LLVMModuleRef dhx_codegen_build_module(const dhx_codegen *cg, LLVMContextRef ctx
     } else {
       unsigned lanes = DHX_HOST_COLUMN_BYTES / (ck->spec.type == DHX_KT_F64 ? 8u : 4u);
       LLVMValueRef vec =
-          dhx_kdesc_of(ck->spec.kind)->shape == DHX_KS_COLUMNS
-              ? dhx_build_body(&k, &ck->spec, ck->name, lanes, 1)
-              : NULL;
+          column_kind(ck->spec.kind) ? dhx_build_body(&k, &ck->spec, ck->name, lanes, 1) : NULL;
       dhx_build_host_entry(&k, &ck->spec, ck->name, body, vec, lanes);
       if (grid_entries) dhx_build_grid_entry(&k, &ck->spec, ck->name, body, wide);
       dhx_plan_kernel entry;

@@ -39,6 +39,11 @@ typedef enum {
   DHX_KS_ROWS,     // a row whose elements the body loops over (kb_row_loop_begin) and
                    // reduces (kb_row_sum/max): on the GPU a warp per row (DHX_PLAN_WARP
                    // threads per index), so a row's loads are coalesced
+  DHX_KS_COLUMN_SUMS,  // a column whose rows the body sums (kb_row_loop_begin over the rows,
+                       // kb_row_sum): the host as DHX_KS_COLUMNS; on the GPU a warp per
+                       // column, its lanes splitting the rows (one thread per column left
+                       // the GPU idle: GPT-2's 768 columns are 768 threads), the block's
+                       // neighbouring warps reading neighbouring columns
 } dhx_kshape;
 
 typedef struct dhx_kdesc {
@@ -58,7 +63,8 @@ const dhx_kdesc *dhx_kdesc_of(dhx_kernel_kind kind);
 // Argument codes of a (valid) spec, NUL-terminated; returns the count.
 int dhx_kernel_arg_codes(const dhx_kernel_spec *s, char codes[DHX_MAX_ARGS + 1]);
 uint32_t dhx_kernel_may_alias(const dhx_kernel_spec *s);
-// Threads of a PTX launch per index: DHX_PLAN_WARP for DHX_KS_ROWS kinds, else 1.
+// Threads of a PTX launch per index: DHX_PLAN_WARP for DHX_KS_ROWS and DHX_KS_COLUMN_SUMS
+// kinds, else 1.
 uint32_t dhx_kernel_threads_per_index(const dhx_kernel_spec *s);
 // Indices one GPU thread takes at a time: DHX_PLAN_WIDE for the f32 kernels whose body is
 // written for any lane count and touches memory only at its index (elementwise chains whose

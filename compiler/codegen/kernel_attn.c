@@ -111,12 +111,8 @@ typedef struct regrow {
   LLVMValueRef v[ROW_REGS];  // kb_var allocas: this lane's elements lane + 32·c
 } regrow;
 
-// Whether the registers hold the rows of this launch: a warp per row and hs <= 32·ROW_REGS.
+// Whether this build can keep rows in registers: a warp per row (the PTX).
 static bool regs_possible(const kb *k) { return k->row_threads > 1; }
-
-static LLVMValueRef regs_fit(kb *k, const attn *a) {
-  return kb_ilt(k, a->hs, kb_i64c(k, (int64_t)k->row_threads * ROW_REGS + 1));
-}
 
 // if (element c of this lane, lane + 32·c, is inside the row) { ... }; returns it.
 static LLVMValueRef elem_begin(kb *k, const attn *a, int c, kb_if *s) {
@@ -183,6 +179,34 @@ static void reg_store(kb *k, const attn *a, const regrow *o, LLVMValueRef scale,
   }
 }
 
+// A kernel's body in one form: rows in registers, or in memory.
+typedef void (*attn_form)(kb *k, const attn *a, bool in_registers, void *ctx);
+
+// On the GPU the register form where the head fits (a test on hs, the same for the whole
+// grid) and the memory form beyond; on the host the memory form alone.
+static void each_form(kb *k, const attn *a, attn_form form, void *ctx) {
+  if (!regs_possible(k)) {
+    form(k, a, false, ctx);
+    return;
+  }
+  kb_if fits;
+  kb_if_begin(k, &fits, kb_ilt(k, a->hs, kb_i64c(k, (int64_t)k->row_threads * ROW_REGS + 1)));
+  form(k, a, true, ctx);
+  kb_if_else(k, &fits);
+  form(k, a, false, ctx);
+  kb_if_end(k, &fits);
+}
+
+// exp(x) of a score: on the GPU (f32), the special function unit's 2^x of x·log2(e)
+// (ex2.approx, 2 ulp; the product's rounding adds about 1e-6 relative for scores near 10), as
+// flash attention does, where the polynomial of kb_exp was a third of a key step's
+// instructions; on the host, and in f64, kb_exp.
+static LLVMValueRef attn_exp(kb *k, LLVMValueRef x) {
+  if (!regs_possible(k) || LLVMGetTypeKind(k->f) != LLVMFloatTypeKind) return kb_exp(k, x);
+  LLVMValueRef arg = kb_mul(k, x, kb_fc(k, M_LOG2E));
+  return kb_intrinsic(k, "llvm.nvvm.ex2.approx.ftz.f", NULL, 0, &arg, 1);
+}
+
 // One step of the online softmax: the running maximum m and sum l take score sc; returns
 // p = exp(sc - m_new) and sets *rescale = exp(m_old - m_new). One of the two is exp(0) = 1
 // exactly, so one exp suffices: the same bits as computing both.
@@ -190,29 +214,13 @@ static LLVMValueRef online_step(kb *k, LLVMValueRef m, LLVMValueRef l, LLVMValue
                                 LLVMValueRef *rescale) {
   LLVMValueRef mo = kb_get(k, m), one = kb_fc(k, 1.0);
   LLVMValueRef up = LLVMBuildFCmp(k->b, LLVMRealOGT, sc, mo, "up");  // false for a NaN score
-  LLVMValueRef e = kb_exp(k, kb_select(k, up, kb_sub(k, mo, sc), kb_sub(k, sc, mo)));
+  LLVMValueRef e = attn_exp(k, kb_select(k, up, kb_sub(k, mo, sc), kb_sub(k, sc, mo)));
   LLVMValueRef p = kb_select(k, up, one, e);
   *rescale = kb_select(k, up, e, one);
   kb_set(k, l, kb_fma(k, kb_get(k, l), *rescale, p));
   kb_set(k, m, kb_select(k, up, sc, mo));
   return p;
 }
-
-// Emits the register form where it holds this launch's rows (a test on hs, the same for the
-// whole grid) and the memory form elsewhere; on the host, the memory form alone.
-#define EITHER_FORM(k, a, regs_call, memory_call) \
-  do {                                            \
-    if (!regs_possible(k)) {                      \
-      memory_call;                                \
-      break;                                      \
-    }                                             \
-    kb_if fits_;                                  \
-    kb_if_begin(k, &fits_, regs_fit(k, a));       \
-    regs_call;                                    \
-    kb_if_else(k, &fits_);                        \
-    memory_call;                                  \
-    kb_if_end(k, &fits_);                         \
-  } while (0)
 
 // A query row r = (b·H + h)·S + i.
 typedef struct qrow {
@@ -252,10 +260,15 @@ static void store_lse(kb *k, LLVMValueRef lse, LLVMValueRef r, LLVMValueRef m, L
   kb_row_owner_end(k, &lead);
 }
 
+typedef struct fwd_row {
+  qrow q;
+  LLVMValueRef out, lse, r;  // pointers, and the row
+} fwd_row;
+
 // The forward with the output row in memory (out itself).
-static void fwd_in_memory(kb *k, const attn *a, const qrow *q, LLVMValueRef out,
-                          LLVMValueRef lse, LLVMValueRef r) {
-  LLVMValueRef oi = q->oi;
+static void fwd_in_memory(kb *k, const attn *a, const fwd_row *f) {
+  const qrow *q = &f->q;
+  LLVMValueRef out = f->out, oi = q->oi;
   clear_unless(k, a, out, oi, LLVMConstInt(k->i1, 0, 0));
   LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop J;
@@ -271,12 +284,12 @@ static void fwd_in_memory(kb *k, const attn *a, const qrow *q, LLVMValueRef out,
   LLVMValueRef o = kb_iadd(k, oi, d);
   kb_store(k, kb_mul(k, kb_load(k, out, o), inv), out, o);
   kb_row_loop_end(k, &L, true);
-  store_lse(k, lse, r, m, l);
+  store_lse(k, f->lse, f->r, m, l);
 }
 
 // The same with q and the output row in registers.
-static void fwd_in_registers(kb *k, const attn *a, const qrow *q, LLVMValueRef out,
-                             LLVMValueRef lse, LLVMValueRef r) {
+static void fwd_in_registers(kb *k, const attn *a, const fwd_row *f) {
+  const qrow *q = &f->q;
   regrow qv = reg_load(k, a, a->q, q->qi, NULL), o = reg_zero(k);
   LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop J;
@@ -286,8 +299,13 @@ static void fwd_in_registers(kb *k, const attn *a, const qrow *q, LLVMValueRef o
   LLVMValueRef c, p = online_step(k, m, l, sc, &c);
   reg_axpy(k, a, &o, c, p, a->v, vi);
   kb_loop_end(k, &J, false);
-  reg_store(k, a, &o, kb_div(k, kb_fc(k, 1.0), kb_get(k, l)), out, q->oi);
-  store_lse(k, lse, r, m, l);
+  reg_store(k, a, &o, kb_div(k, kb_fc(k, 1.0), kb_get(k, l)), f->out, q->oi);
+  store_lse(k, f->lse, f->r, m, l);
+}
+
+static void fwd_form(kb *k, const attn *a, bool in_registers, void *ctx) {
+  if (in_registers) fwd_in_registers(k, a, ctx);
+  else fwd_in_memory(k, a, ctx);
 }
 
 // (out, lse, q, k, v, S, H, G, hs, qs, ks, flags, scale)   query row r
@@ -295,9 +313,8 @@ void dhx_emit_attn_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMV
                        LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
   attn a = attn_of(k, arg[2], arg[3], arg[4], arg + 5);
-  qrow q = query_row(k, &a, r);
-  EITHER_FORM(k, &a, fwd_in_registers(k, &a, &q, arg[0], arg[1], r),
-              fwd_in_memory(k, &a, &q, arg[0], arg[1], r));
+  fwd_row f = {query_row(k, &a, r), arg[0], arg[1], r};
+  each_form(k, &a, fwd_form, &f);
 }
 
 // (dsum, dout, out, S, H, hs)   query row r: dsum[r] = dot(dout row, out row)
@@ -318,15 +335,17 @@ void dhx_emit_attn_bwd_dot(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, L
 // dot products q·k and dout·v: P = exp(scale·q·k - lse), dS = P·(dout·v - dsum).
 static void pair_grads(kb *k, const attn *a, LLVMValueRef qk, LLVMValueRef dov, LLVMValueRef lse,
                        LLVMValueRef dsum, LLVMValueRef *P, LLVMValueRef *dS) {
-  *P = kb_exp(k, kb_sub(k, kb_mul(k, qk, a->scale), lse));
+  *P = attn_exp(k, kb_sub(k, kb_mul(k, qk, a->scale), lse));
   *dS = kb_mul(k, *P, kb_sub(k, dov, dsum));
 }
 
 typedef struct dq_row {
+  qrow q;
   LLVMValueRef dq, dout, lse, dsum;  // dq's pointer and dout's; the row's lse and dsum values
 } dq_row;
 
-static void dq_in_memory(kb *k, const attn *a, const qrow *q, const dq_row *d) {
+static void dq_in_memory(kb *k, const attn *a, const dq_row *d) {
+  const qrow *q = &d->q;
   clear_unless(k, a, d->dq, q->qi, flag(k, a, FLAG_ACC0));
   kb_loop J;
   LLVMValueRef ki, vi, P, dS;
@@ -337,7 +356,8 @@ static void dq_in_memory(kb *k, const attn *a, const qrow *q, const dq_row *d) {
   kb_loop_end(k, &J, false);
 }
 
-static void dq_in_registers(kb *k, const attn *a, const qrow *q, const dq_row *d) {
+static void dq_in_registers(kb *k, const attn *a, const dq_row *d) {
+  const qrow *q = &d->q;
   regrow qv = reg_load(k, a, a->q, q->qi, NULL), dov = reg_load(k, a, d->dout, q->oi, NULL);
   regrow g = reg_load(k, a, d->dq, q->qi, flag(k, a, FLAG_ACC0));
   kb_loop J;
@@ -350,15 +370,20 @@ static void dq_in_registers(kb *k, const attn *a, const qrow *q, const dq_row *d
   reg_store(k, a, &g, NULL, d->dq, q->qi);
 }
 
+static void dq_form(kb *k, const attn *a, bool in_registers, void *ctx) {
+  if (in_registers) dq_in_registers(k, a, ctx);
+  else dq_in_memory(k, a, ctx);
+}
+
 // (dq, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   query row r:
 //   dq (+)= scale · sum over keys j <= i of dS_ij k_j   (flags & 1: accumulate)
 void dhx_emit_attn_bwd_dq(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMValueRef r,
                           LLVMValueRef *mod_idx) {
   (void)s, (void)mod_idx;
   attn a = attn_of(k, arg[1], arg[2], arg[3], arg + 7);
-  qrow q = query_row(k, &a, r);
-  dq_row d = {arg[0], arg[4], kb_load_s(k, arg[5], r), kb_load_s(k, arg[6], r)};
-  EITHER_FORM(k, &a, dq_in_registers(k, &a, &q, &d), dq_in_memory(k, &a, &q, &d));
+  dq_row d = {query_row(k, &a, r), arg[0], arg[4], kb_load_s(k, arg[5], r),
+              kb_load_s(k, arg[6], r)};
+  each_form(k, &a, dq_form, &d);
 }
 
 // Key row (b, g, j) of the key and value gradients: where its vectors start and the pointers.
@@ -416,6 +441,11 @@ static void kv_in_registers(kb *k, const attn *a, const kv_row *kr) {
   reg_store(k, a, &gv, NULL, kr->dv, kr->vi);
 }
 
+static void kv_form(kb *k, const attn *a, bool in_registers, void *ctx) {
+  if (in_registers) kv_in_registers(k, a, ctx);
+  else kv_in_memory(k, a, ctx);
+}
+
 // (dk, dv, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   key row
 // r = (b·G + g)·S + j, over the queries i >= j of every query head h of kv head g:
 //   dv (+)= sum P_ij dout_i   (flags & 2),   dk (+)= scale · sum dS_ij q_i   (flags & 1)
@@ -432,5 +462,5 @@ void dhx_emit_attn_bwd_dkv(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, L
   LLVMValueRef kt = kb_iadd(k, kr.first, kr.j);
   kr.ki = at(k, &a, kt, a.ks, kb_iadd(k, a.kh0, kr.g));
   kr.vi = at(k, &a, kt, a.ks, kb_iadd(k, a.vh0, kr.g));
-  EITHER_FORM(k, &a, kv_in_registers(k, &a, &kr), kv_in_memory(k, &a, &kr));
+  each_form(k, &a, kv_form, &kr);
 }

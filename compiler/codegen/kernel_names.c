@@ -16,7 +16,7 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
     [DHX_K_LAYERNORM_FWD] = {"layernorm_fwd", "ppppppif", 0, DHX_KS_ROWS, dhx_emit_layernorm_fwd},
     [DHX_K_LAYERNORM_BWD_DX] = {"layernorm_bwd_dx", "ppppppii", 0, DHX_KS_ROWS,
                                 dhx_emit_layernorm_bwd_dx},
-    [DHX_K_LAYERNORM_BWD_DPARAMS] = {"layernorm_bwd_dparams", "ppppppii", 0, DHX_KS_COLUMNS,
+    [DHX_K_LAYERNORM_BWD_DPARAMS] = {"layernorm_bwd_dparams", "ppppppii", 0, DHX_KS_COLUMN_SUMS,
                                      dhx_emit_layernorm_bwd_dparams},
     [DHX_K_SOFTMAX_CAUSAL_FWD] = {"softmax_causal_fwd", "ppif", ALIAS(0, 1), DHX_KS_ROWS,
                                   dhx_emit_softmax_causal_fwd},
@@ -26,10 +26,10 @@ static const dhx_kdesc CATALOGUE[DHX_K_COUNT] = {
     [DHX_K_XENT_BWD] = {"xent_bwd", "ppqif", ALIAS(0, 1), DHX_KS_ROWS, dhx_emit_xent_bwd},
     [DHX_K_ADAMW] = {"adamw", "ppppfffffffp", 0, DHX_KS_INDEX, dhx_emit_adamw},
     [DHX_K_SUMSQ] = {"sumsq", "ppii", 0, DHX_KS_ROWS, dhx_emit_sumsq},
-    [DHX_K_COLSUM] = {"colsum", "ppiii", 0, DHX_KS_COLUMNS, dhx_emit_colsum},
+    [DHX_K_COLSUM] = {"colsum", "ppiii", 0, DHX_KS_COLUMN_SUMS, dhx_emit_colsum},
     [DHX_K_RMSNORM_FWD] = {"rmsnorm_fwd", "ppppif", 0, DHX_KS_ROWS, dhx_emit_rmsnorm_fwd},
     [DHX_K_RMSNORM_BWD_DX] = {"rmsnorm_bwd_dx", "pppppii", 0, DHX_KS_ROWS, dhx_emit_rmsnorm_bwd_dx},
-    [DHX_K_RMSNORM_BWD_DGAMMA] = {"rmsnorm_bwd_dgamma", "ppppii", 0, DHX_KS_COLUMNS,
+    [DHX_K_RMSNORM_BWD_DGAMMA] = {"rmsnorm_bwd_dgamma", "ppppii", 0, DHX_KS_COLUMN_SUMS,
                                   dhx_emit_rmsnorm_bwd_dgamma},
     [DHX_K_ROPE] = {"rope", "ppiiiff", ALIAS(0, 1), DHX_KS_INDEX, dhx_emit_rope},
     [DHX_K_PERMUTE] = {"permute", "ppiii", 0, DHX_KS_INDEX, dhx_emit_permute},
@@ -68,7 +68,7 @@ const dhx_kdesc *dhx_kdesc_of(dhx_kernel_kind kind) {
 
 uint32_t dhx_kernel_threads_per_index(const dhx_kernel_spec *s) {
   const dhx_kdesc *d = dhx_kdesc_of(s->kind);
-  return d && d->shape == DHX_KS_ROWS ? DHX_PLAN_WARP : 1;
+  return d && (d->shape == DHX_KS_ROWS || d->shape == DHX_KS_COLUMN_SUMS) ? DHX_PLAN_WARP : 1;
 }
 
 uint32_t dhx_kernel_indices_per_thread(const dhx_kernel_spec *s) {

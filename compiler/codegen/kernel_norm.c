@@ -99,16 +99,20 @@ void dhx_emit_layernorm_bwd_dparams(kb *k, const dhx_kernel_spec *s, LLVMValueRe
   LLVMValueRef rows = a[6], C = a[7];
   LLVMValueRef sg = kb_var(k, k->vt, kb_fc(k, 0.0)), sb = kb_var(k, k->vt, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef r = kb_loop_begin(k, &L, kb_i64c(k, 0), rows, "rows");
+  LLVMValueRef r = kb_row_loop_begin(k, &L, kb_i64c(k, 0), rows, "rows");
   LLVMValueRef i = kb_iadd(k, kb_imul(k, r, C), c);
   LLVMValueRef mu = kb_splat(k, kb_load_s(k, mean, r)), rs = kb_splat(k, kb_load_s(k, rstd, r));
   LLVMValueRef d = kb_load(k, dout, i);
   LLVMValueRef xhat = kb_mul(k, kb_sub(k, kb_load(k, x, i), mu), rs);
   kb_set(k, sg, kb_fma(k, d, xhat, kb_get(k, sg)));
   kb_set(k, sb, kb_add(k, kb_get(k, sb), d));
-  kb_loop_end(k, &L, false);
-  kb_store(k, kb_add(k, kb_load(k, dgamma, c), kb_get(k, sg)), dgamma, c);
-  kb_store(k, kb_add(k, kb_load(k, dbeta, c), kb_get(k, sb)), dbeta, c);
+  kb_row_loop_end(k, &L, false);
+  LLVMValueRef gsum = kb_row_sum(k, kb_get(k, sg)), bsum = kb_row_sum(k, kb_get(k, sb));
+  kb_row_if lead;
+  kb_row_owner_begin(k, &lead, kb_i64c(k, 0));
+  kb_store(k, kb_add(k, kb_load(k, dgamma, c), gsum), dgamma, c);
+  kb_store(k, kb_add(k, kb_load(k, dbeta, c), bsum), dbeta, c);
+  kb_row_owner_end(k, &lead);
 }
 
 // ---- RMS normalisation (Llama): no centring, no bias ----------------------------------------
@@ -177,10 +181,14 @@ void dhx_emit_rmsnorm_bwd_dgamma(kb *k, const dhx_kernel_spec *s, LLVMValueRef *
   LLVMValueRef dgamma = a[0], dout = a[1], x = a[2], rstd = a[3], rows = a[4], C = a[5];
   LLVMValueRef sg = kb_var(k, k->vt, kb_fc(k, 0.0));
   kb_loop L;
-  LLVMValueRef r = kb_loop_begin(k, &L, kb_i64c(k, 0), rows, "rows");
+  LLVMValueRef r = kb_row_loop_begin(k, &L, kb_i64c(k, 0), rows, "rows");
   LLVMValueRef i = kb_iadd(k, kb_imul(k, r, C), c);
   LLVMValueRef xhat = kb_mul(k, kb_load(k, x, i), kb_splat(k, kb_load_s(k, rstd, r)));
   kb_set(k, sg, kb_fma(k, kb_load(k, dout, i), xhat, kb_get(k, sg)));
-  kb_loop_end(k, &L, false);
-  kb_store(k, kb_add(k, kb_load(k, dgamma, c), kb_get(k, sg)), dgamma, c);
+  kb_row_loop_end(k, &L, false);
+  LLVMValueRef gsum = kb_row_sum(k, kb_get(k, sg));
+  kb_row_if lead;
+  kb_row_owner_begin(k, &lead, kb_i64c(k, 0));
+  kb_store(k, kb_add(k, kb_load(k, dgamma, c), gsum), dgamma, c);
+  kb_row_owner_end(k, &lead);
 }

@@ -1,4 +1,5 @@
-// test_rows.c — the row kernels run a warp per row in the PTX, and only they: for every
+// test_rows.c — the row kernels run a warp per row in the PTX (and the column sums a warp per
+// column), and only they: for every
 // catalogue kind (f32 and f64) and a fused elementwise kernel, the kernel table says 32
 // threads per index exactly for the kinds listed below as rows (1 for the others), and the PTX
 // entry of each reducing row kernel combines its lanes with warp shuffles (shfl.sync.bfly)
@@ -35,6 +36,9 @@ static const struct {
     // Fused attention: a row per query (or key) and head, its dot products warp sums.
     {DHX_K_ATTN_FWD, true},           {DHX_K_ATTN_BWD_DOT, true},
     {DHX_K_ATTN_BWD_DQ, true},        {DHX_K_ATTN_BWD_DKV, true},
+    // Column sums (DHX_KS_COLUMN_SUMS): a warp per column, its lanes splitting the rows.
+    {DHX_K_COLSUM, true},             {DHX_K_LAYERNORM_BWD_DPARAMS, true},
+    {DHX_K_RMSNORM_BWD_DGAMMA, true},
 };
 
 // -1: not a row kind; else whether it reduces.
