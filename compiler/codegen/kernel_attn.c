@@ -24,7 +24,8 @@
 // and of the output or gradients being summed, which are written once at the end. Per partner
 // row that leaves the partner's loads, the FMAs and the shuffles of the dot products; the
 // arithmetic, and so every bit of the result, is that of the memory form, which serves larger
-// heads and the host (where a row is one thread and the rows' vectors stay in memory).
+// heads and the host (where a row is one thread and the rows' vectors stay in memory). The
+// GPU's exponentials are the special function unit's (attn_exp).
 #include "codegen_internal.h"
 
 #include <math.h>
@@ -208,8 +209,9 @@ static LLVMValueRef attn_exp(kb *k, LLVMValueRef x) {
 }
 
 // One step of the online softmax: the running maximum m and sum l take score sc; returns
-// p = exp(sc - m_new) and sets *rescale = exp(m_old - m_new). One of the two is exp(0) = 1
-// exactly, so one exp suffices: the same bits as computing both.
+// p = exp(sc - m_new) and sets *rescale = exp(m_old - m_new). One of the two is exp(0), which
+// is 1, so one exp suffices (with kb_exp, whose exp(0) is exactly 1, the same bits as
+// computing both).
 static LLVMValueRef online_step(kb *k, LLVMValueRef m, LLVMValueRef l, LLVMValueRef sc,
                                 LLVMValueRef *rescale) {
   LLVMValueRef mo = kb_get(k, m), one = kb_fc(k, 1.0);
