@@ -95,7 +95,10 @@ int cuDeviceGet(int *d, int ordinal) {
 }
 int cuDeviceGetName(char *name, int len, int d) {
   if (d != 0 || len < 1) return INVALID_VALUE;
-  snprintf(name, (size_t)len, "emulated (host)");
+  // DHX_EMULATED_DEVICE_NAME names it as a GPU would be named (the MFU's datasheet peak is
+  // looked up by name); keep "emulated" in it, which is how tools tell.
+  const char *as = getenv("DHX_EMULATED_DEVICE_NAME");
+  snprintf(name, (size_t)len, "%s", as && *as ? as : "emulated (host)");
   return SUCCESS;
 }
 int cuDeviceTotalMem_v2(size_t *bytes, int d) {

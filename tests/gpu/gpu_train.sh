@@ -10,7 +10,8 @@
 #             CPU backend's (GPU_STEPS steps: 50 on a GPU, 3 emulated)
 #   bf16      the tiny GPT in bf16 mixed precision: per-step losses within 2% of the CPU
 #             backend's fp32 run, and within 1e-2 of the CPU backend's bf16 run (which
-#             emulates the GEMMs in f32; the device rounds its sums in another order)
+#             emulates the GEMMs in f32; the device rounds its sums in another order); its
+#             MFU against the bf16 datasheet peak (losses: the f32 one)
 #   resume    a checkpoint written on the device resumes to the uninterrupted run's losses
 #   strands   paired strands on the device give the unpaired run's losses exactly; a paired
 #             MICRO program loads its micro-batches itself (LOAD_BATCH: copies from
@@ -37,6 +38,7 @@ cd "$work"
 if [ "${EMULATED:-0}" = 1 ]; then
   export DHX_CUDA_LIBRARY=$EMULATED_CUDA DHX_CUBLASLT_LIBRARY=$EMULATED_CUBLASLT
   export DHX_NCCL_LIBRARY=$EMULATED_NCCL
+  export DHX_EMULATED_DEVICE_NAME='NVIDIA H200 (emulated)'  # a name with a datasheet peak
   steps=${GPU_STEPS:-3}
 else
   if "$DHXRUN" --backend cuda no_plan_needed 2>err.txt >/dev/null; [ -s err.txt ] &&
@@ -71,6 +73,18 @@ on_device() {  # on_device DIR ARGS...: dhxrun on the CUDA backend (emulated ker
   DHX_EMULATED_KERNELS=$PWD/$dir/kernels.so "$DHXRUN" --backend cuda "$dir" --quiet "$@"
 }
 
+# peak_is PRECISION METRICS: the run's MFU is against the datasheet peak of PRECISION (f32 or
+# bf16: a plan that stores bf16 runs its GEMMs on tensor cores), where the device has one.
+peak_is() {
+  local source
+  source=$(tail -1 "$2" | grep -o '"peak_source":"[^"]*"')
+  echo "$source"
+  case $source in
+    *'"datasheet '*) [[ $source == *"datasheet dense $1 peak"* ]] ;;
+    *) [ "${EMULATED:-0}" != 1 ] ;;  # an unlisted GPU: no peak to check (emulated: listed)
+  esac
+}
+
 two_ranks() {  # two_ranks BACKEND DIR ARGS...: dhxrun on two ranks (emulated kernels: DIR's)
   local backend=$1 dir=$2; shift 2
   # Under the sanitizers: what OpenMPI's plugins allocate at MPI_Init reaches the
@@ -98,6 +112,7 @@ case $case_name in
     "$DHXRUN" --backend cpu plan --quiet --metrics cpu.jsonl
     on_device plan --metrics gpu.jsonl
     "$CHECK" same cpu.jsonl gpu.jsonl 1e-4
+    peak_is f32 gpu.jsonl
     ;;
   bf16)
     tiny f32
@@ -107,6 +122,7 @@ case $case_name in
     on_device bf16 --metrics gpu_bf16.jsonl
     "$CHECK" same cpu_f32.jsonl gpu_bf16.jsonl 2e-2
     "$CHECK" same cpu_bf16.jsonl gpu_bf16.jsonl 1e-2
+    peak_is bf16 gpu_bf16.jsonl
     ;;
   resume)
     tiny plan --set train.checkpoint_every=2
