@@ -171,6 +171,11 @@ case $1 in
           grep -q "^{\"kernels_gpu\":\"bandwidth\",\"program\":\"$prog\",.*\"bytes_source\":\"cost model\"" out.txt
         done
         grep -q '"name":"adamw_f32","n":[0-9]*,"bytes":[1-9][0-9]*,' out.txt
+        # --time-only: the same lines without the parity.
+        "$KERNELS_GPU" one --time-only --copy-mib 4 > only.txt 2>&1
+        ! grep -q '^{"kernels_gpu":"parity"' only.txt
+        [ "$(grep -c '^{"kernels_gpu":"bandwidth"' only.txt)" -eq \
+          "$(grep -c '^{"kernels_gpu":"bandwidth"' out.txt)" ]
         ;;
     esac
     ;;
