@@ -1,6 +1,7 @@
 // kernel_norm.c — layer normalisation: forward and input gradient one row per index (a warp
 // per row in the PTX: the row loops and sums are ir_rows.c's), the parameter gradients one
-// column per index (so no two indices write the same gamma/beta).
+// column per index (so no two indices write the same gamma/beta; a warp per column in the
+// PTX, its lanes splitting the rows).
 //
 // Rows are read several times (mean, variance, write): a row of a few thousand floats stays
 // in L1/L2 between the passes, and the two-pass variance avoids the cancellation of
