@@ -180,21 +180,75 @@ static void reg_store(kb *k, const attn *a, const regrow *o, LLVMValueRef scale,
   }
 }
 
-// A kernel's body in one form: rows in registers, or in memory.
-typedef void (*attn_form)(kb *k, const attn *a, bool in_registers, void *ctx);
+// ---- a row's own vector, in either form ----
 
-// On the GPU the register form where the head fits (a test on hs, the same for the whole
-// grid) and the memory form beyond; on the host the memory form alone.
-static void each_form(kb *k, const attn *a, attn_form form, void *ctx) {
+// The row's own q (or k, v, dout) and its output or gradient rows: in registers (regs, the
+// PTX for heads up to 128) or where they lie in memory (base[at + d]), the kernels' bodies
+// written once over both.
+typedef struct rowvec {
+  bool in_regs;
+  regrow r;
+  LLVMValueRef base, at;
+} rowvec;
+
+// A vector the row reads: x[xi + d].
+static rowvec vec_source(kb *k, const attn *a, bool regs, LLVMValueRef x, LLVMValueRef xi) {
+  rowvec v = {.in_regs = regs, .base = x, .at = xi};
+  if (regs) v.r = reg_load(k, a, x, xi, NULL);
+  return v;
+}
+
+// A vector the row sums into and writes at out[oi + d]: from zero, or (keep, an i1) from what
+// out holds.
+static rowvec vec_sum(kb *k, const attn *a, bool regs, LLVMValueRef out, LLVMValueRef oi,
+                      LLVMValueRef keep) {
+  rowvec v = {.in_regs = regs, .base = out, .at = oi};
+  if (regs) v.r = keep ? reg_load(k, a, out, oi, keep) : reg_zero(k);
+  else clear_unless(k, a, out, oi, keep ? keep : LLVMConstInt(k->i1, 0, 0));
+  return v;
+}
+
+// sum over d < hs of x_d · y[yi + d], in every lane.
+static LLVMValueRef vec_dot(kb *k, const attn *a, const rowvec *x, LLVMValueRef y,
+                            LLVMValueRef yi) {
+  return x->in_regs ? reg_dot(k, a, &x->r, y, yi) : dot(k, a, x->base, x->at, y, yi);
+}
+
+// o_d = o_d·c + w·x[xi + d] (c NULL: o_d + w·x[xi + d]).
+static void vec_axpy(kb *k, const attn *a, rowvec *o, LLVMValueRef c, LLVMValueRef w,
+                     LLVMValueRef x, LLVMValueRef xi) {
+  if (o->in_regs) reg_axpy(k, a, &o->r, c, w, x, xi);
+  else axpy(k, a, o->base, o->at, c, w, x, xi);
+}
+
+// The summed vector, times scale (NULL: 1), where it belongs.
+static void vec_finish(kb *k, const attn *a, rowvec *o, LLVMValueRef scale) {
+  if (o->in_regs) {
+    reg_store(k, a, &o->r, scale, o->base, o->at);
+  } else if (scale) {
+    kb_loop L;
+    LLVMValueRef d = kb_row_loop_begin(k, &L, kb_i64c(k, 0), a->hs, "normalise");
+    LLVMValueRef e = kb_iadd(k, o->at, d);
+    kb_store(k, kb_mul(k, kb_load(k, o->base, e), scale), o->base, e);
+    kb_row_loop_end(k, &L, true);
+  }
+}
+
+// A kernel's body over one form of its rows (row: the kernel's own description of its row).
+typedef void (*attn_body)(kb *k, const attn *a, bool regs, const void *row);
+
+// On the GPU the body in registers where the head fits (a test on hs, the same for the whole
+// grid) and in memory beyond; on the host in memory alone.
+static void each_form(kb *k, const attn *a, attn_body body, const void *row) {
   if (!regs_possible(k)) {
-    form(k, a, false, ctx);
+    body(k, a, false, row);
     return;
   }
   kb_if fits;
   kb_if_begin(k, &fits, kb_ilt(k, a->hs, kb_i64c(k, (int64_t)k->row_threads * ROW_REGS + 1)));
-  form(k, a, true, ctx);
+  body(k, a, true, row);
   kb_if_else(k, &fits);
-  form(k, a, false, ctx);
+  body(k, a, false, row);
   kb_if_end(k, &fits);
 }
 
@@ -267,47 +321,20 @@ typedef struct fwd_row {
   LLVMValueRef out, lse, r;  // pointers, and the row
 } fwd_row;
 
-// The forward with the output row in memory (out itself).
-static void fwd_in_memory(kb *k, const attn *a, const fwd_row *f) {
+static void fwd_body(kb *k, const attn *a, bool regs, const void *row) {
+  const fwd_row *f = row;
   const qrow *q = &f->q;
-  LLVMValueRef out = f->out, oi = q->oi;
-  clear_unless(k, a, out, oi, LLVMConstInt(k->i1, 0, 0));
+  rowvec qv = vec_source(k, a, regs, a->q, q->qi), o = vec_sum(k, a, regs, f->out, q->oi, NULL);
   LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
   kb_loop J;
   LLVMValueRef ki, vi;
   key_loop_begin(k, a, q, &J, &ki, &vi);
-  LLVMValueRef sc = kb_mul(k, dot(k, a, a->q, q->qi, a->k, ki), a->scale);
+  LLVMValueRef sc = kb_mul(k, vec_dot(k, a, &qv, a->k, ki), a->scale);
   LLVMValueRef c, p = online_step(k, m, l, sc, &c);
-  axpy(k, a, out, oi, c, p, a->v, vi);
+  vec_axpy(k, a, &o, c, p, a->v, vi);
   kb_loop_end(k, &J, false);
-  LLVMValueRef inv = kb_div(k, kb_fc(k, 1.0), kb_get(k, l));
-  kb_loop L;
-  LLVMValueRef d = kb_row_loop_begin(k, &L, kb_i64c(k, 0), a->hs, "normalise");
-  LLVMValueRef o = kb_iadd(k, oi, d);
-  kb_store(k, kb_mul(k, kb_load(k, out, o), inv), out, o);
-  kb_row_loop_end(k, &L, true);
+  vec_finish(k, a, &o, kb_div(k, kb_fc(k, 1.0), kb_get(k, l)));
   store_lse(k, f->lse, f->r, m, l);
-}
-
-// The same with q and the output row in registers.
-static void fwd_in_registers(kb *k, const attn *a, const fwd_row *f) {
-  const qrow *q = &f->q;
-  regrow qv = reg_load(k, a, a->q, q->qi, NULL), o = reg_zero(k);
-  LLVMValueRef m = kb_var(k, k->f, kb_fc(k, -INFINITY)), l = kb_var(k, k->f, kb_fc(k, 0.0));
-  kb_loop J;
-  LLVMValueRef ki, vi;
-  key_loop_begin(k, a, q, &J, &ki, &vi);
-  LLVMValueRef sc = kb_mul(k, reg_dot(k, a, &qv, a->k, ki), a->scale);
-  LLVMValueRef c, p = online_step(k, m, l, sc, &c);
-  reg_axpy(k, a, &o, c, p, a->v, vi);
-  kb_loop_end(k, &J, false);
-  reg_store(k, a, &o, kb_div(k, kb_fc(k, 1.0), kb_get(k, l)), f->out, q->oi);
-  store_lse(k, f->lse, f->r, m, l);
-}
-
-static void fwd_form(kb *k, const attn *a, bool in_registers, void *ctx) {
-  if (in_registers) fwd_in_registers(k, a, ctx);
-  else fwd_in_memory(k, a, ctx);
 }
 
 // (out, lse, q, k, v, S, H, G, hs, qs, ks, flags, scale)   query row r
@@ -316,7 +343,7 @@ void dhx_emit_attn_fwd(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LLVMV
   (void)s, (void)mod_idx;
   attn a = attn_of(k, arg[2], arg[3], arg[4], arg + 5);
   fwd_row f = {query_row(k, &a, r), arg[0], arg[1], r};
-  each_form(k, &a, fwd_form, &f);
+  each_form(k, &a, fwd_body, &f);
 }
 
 // (dsum, dout, out, S, H, hs)   query row r: dsum[r] = dot(dout row, out row)
@@ -346,35 +373,19 @@ typedef struct dq_row {
   LLVMValueRef dq, dout, lse, dsum;  // dq's pointer and dout's; the row's lse and dsum values
 } dq_row;
 
-static void dq_in_memory(kb *k, const attn *a, const dq_row *d) {
+static void dq_body(kb *k, const attn *a, bool regs, const void *row) {
+  const dq_row *d = row;
   const qrow *q = &d->q;
-  clear_unless(k, a, d->dq, q->qi, flag(k, a, FLAG_ACC0));
+  rowvec qv = vec_source(k, a, regs, a->q, q->qi), dov = vec_source(k, a, regs, d->dout, q->oi);
+  rowvec g = vec_sum(k, a, regs, d->dq, q->qi, flag(k, a, FLAG_ACC0));
   kb_loop J;
   LLVMValueRef ki, vi, P, dS;
   key_loop_begin(k, a, q, &J, &ki, &vi);
-  pair_grads(k, a, dot(k, a, a->q, q->qi, a->k, ki), dot(k, a, d->dout, q->oi, a->v, vi),
-             d->lse, d->dsum, &P, &dS);
-  axpy(k, a, d->dq, q->qi, NULL, kb_mul(k, a->scale, dS), a->k, ki);
-  kb_loop_end(k, &J, false);
-}
-
-static void dq_in_registers(kb *k, const attn *a, const dq_row *d) {
-  const qrow *q = &d->q;
-  regrow qv = reg_load(k, a, a->q, q->qi, NULL), dov = reg_load(k, a, d->dout, q->oi, NULL);
-  regrow g = reg_load(k, a, d->dq, q->qi, flag(k, a, FLAG_ACC0));
-  kb_loop J;
-  LLVMValueRef ki, vi, P, dS;
-  key_loop_begin(k, a, q, &J, &ki, &vi);
-  pair_grads(k, a, reg_dot(k, a, &qv, a->k, ki), reg_dot(k, a, &dov, a->v, vi), d->lse, d->dsum,
+  pair_grads(k, a, vec_dot(k, a, &qv, a->k, ki), vec_dot(k, a, &dov, a->v, vi), d->lse, d->dsum,
              &P, &dS);
-  reg_axpy(k, a, &g, NULL, kb_mul(k, a->scale, dS), a->k, ki);
+  vec_axpy(k, a, &g, NULL, kb_mul(k, a->scale, dS), a->k, ki);
   kb_loop_end(k, &J, false);
-  reg_store(k, a, &g, NULL, d->dq, q->qi);
-}
-
-static void dq_form(kb *k, const attn *a, bool in_registers, void *ctx) {
-  if (in_registers) dq_in_registers(k, a, ctx);
-  else dq_in_memory(k, a, ctx);
+  vec_finish(k, a, &g, NULL);
 }
 
 // (dq, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   query row r:
@@ -385,7 +396,7 @@ void dhx_emit_attn_bwd_dq(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, LL
   attn a = attn_of(k, arg[1], arg[2], arg[3], arg + 7);
   dq_row d = {query_row(k, &a, r), arg[0], arg[4], kb_load_s(k, arg[5], r),
               kb_load_s(k, arg[6], r)};
-  each_form(k, &a, dq_form, &d);
+  each_form(k, &a, dq_body, &d);
 }
 
 // Key row (b, g, j) of the key and value gradients: where its vectors start and the pointers.
@@ -406,46 +417,25 @@ static void kv_partner(kb *k, const attn *a, const kv_row *kr, LLVMValueRef h, L
   *dsum = kb_load_s(k, kr->dsum, row);
 }
 
-static void kv_in_memory(kb *k, const attn *a, const kv_row *kr) {
-  clear_unless(k, a, kr->dk, kr->ki, flag(k, a, FLAG_ACC0));
-  clear_unless(k, a, kr->dv, kr->vi, flag(k, a, FLAG_ACC1));
+static void kv_body(kb *k, const attn *a, bool regs, const void *row) {
+  const kv_row *kr = row;
+  rowvec kv = vec_source(k, a, regs, a->k, kr->ki), vv = vec_source(k, a, regs, a->v, kr->vi);
+  rowvec gk = vec_sum(k, a, regs, kr->dk, kr->ki, flag(k, a, FLAG_ACC0));
+  rowvec gv = vec_sum(k, a, regs, kr->dv, kr->vi, flag(k, a, FLAG_ACC1));
   kb_loop T, I;
   LLVMValueRef t = kb_loop_begin(k, &T, kb_i64c(k, 0), a->per, "head");
   LLVMValueRef h = kb_iadd(k, kb_imul(k, kr->g, a->per), t);
   LLVMValueRef i = kb_loop_begin(k, &I, kr->j, a->S, "query");
   LLVMValueRef qi, oi, lse, dsum, P, dS;
   kv_partner(k, a, kr, h, i, &qi, &oi, &lse, &dsum);
-  pair_grads(k, a, dot(k, a, a->q, qi, a->k, kr->ki), dot(k, a, kr->dout, oi, a->v, kr->vi), lse,
-             dsum, &P, &dS);
-  axpy(k, a, kr->dv, kr->vi, NULL, P, kr->dout, oi);
-  axpy(k, a, kr->dk, kr->ki, NULL, kb_mul(k, a->scale, dS), a->q, qi);
-  kb_loop_end(k, &I, false);
-  kb_loop_end(k, &T, false);
-}
-
-static void kv_in_registers(kb *k, const attn *a, const kv_row *kr) {
-  regrow kv = reg_load(k, a, a->k, kr->ki, NULL), vv = reg_load(k, a, a->v, kr->vi, NULL);
-  regrow gk = reg_load(k, a, kr->dk, kr->ki, flag(k, a, FLAG_ACC0));
-  regrow gv = reg_load(k, a, kr->dv, kr->vi, flag(k, a, FLAG_ACC1));
-  kb_loop T, I;
-  LLVMValueRef t = kb_loop_begin(k, &T, kb_i64c(k, 0), a->per, "head");
-  LLVMValueRef h = kb_iadd(k, kb_imul(k, kr->g, a->per), t);
-  LLVMValueRef i = kb_loop_begin(k, &I, kr->j, a->S, "query");
-  LLVMValueRef qi, oi, lse, dsum, P, dS;
-  kv_partner(k, a, kr, h, i, &qi, &oi, &lse, &dsum);
-  pair_grads(k, a, reg_dot(k, a, &kv, a->q, qi), reg_dot(k, a, &vv, kr->dout, oi), lse, dsum, &P,
+  pair_grads(k, a, vec_dot(k, a, &kv, a->q, qi), vec_dot(k, a, &vv, kr->dout, oi), lse, dsum, &P,
              &dS);
-  reg_axpy(k, a, &gv, NULL, P, kr->dout, oi);
-  reg_axpy(k, a, &gk, NULL, kb_mul(k, a->scale, dS), a->q, qi);
+  vec_axpy(k, a, &gv, NULL, P, kr->dout, oi);
+  vec_axpy(k, a, &gk, NULL, kb_mul(k, a->scale, dS), a->q, qi);
   kb_loop_end(k, &I, false);
   kb_loop_end(k, &T, false);
-  reg_store(k, a, &gk, NULL, kr->dk, kr->ki);
-  reg_store(k, a, &gv, NULL, kr->dv, kr->vi);
-}
-
-static void kv_form(kb *k, const attn *a, bool in_registers, void *ctx) {
-  if (in_registers) kv_in_registers(k, a, ctx);
-  else kv_in_memory(k, a, ctx);
+  vec_finish(k, a, &gk, NULL);
+  vec_finish(k, a, &gv, NULL);
 }
 
 // (dk, dv, q, k, v, dout, lse, dsum, S, H, G, hs, qs, ks, flags, scale)   key row
@@ -464,5 +454,5 @@ void dhx_emit_attn_bwd_dkv(kb *k, const dhx_kernel_spec *s, LLVMValueRef *arg, L
   LLVMValueRef kt = kb_iadd(k, kr.first, kr.j);
   kr.ki = at(k, &a, kt, a.ks, kb_iadd(k, a.kh0, kr.g));
   kr.vi = at(k, &a, kt, a.ks, kb_iadd(k, a.vh0, kr.g));
-  each_form(k, &a, kv_form, &kr);
+  each_form(k, &a, kv_body, &kr);
 }

@@ -1,9 +1,10 @@
 // test_rows.c — the row kernels run a warp per row in the PTX (and the column sums a warp per
-// column), and only they: for every
-// catalogue kind (f32 and f64) and a fused elementwise kernel, the kernel table says 32
-// threads per index exactly for the kinds listed below as rows (1 for the others), and the PTX
+// column), and only they: for every catalogue kind (f32 and f64) and a fused elementwise
+// kernel, the kernel table says 32 threads per index exactly for the kinds listed below as
+// rows (1 for the others), and the PTX
 // entry of each reducing row kernel combines its lanes with warp shuffles (shfl.sync.bfly)
-// while no other entry has a shuffle; every row kernel's entry takes its row as the global
+// while no other entry has a shuffle; attention's f32 entries, and only they, take their
+// exponentials from ex2.approx; every row kernel's entry takes its row as the global
 // thread / 32 (a shift by 5) and its lane from tid.x. Whether the warp versions compute the
 // right numbers needs a GPU (docs/gpu-validation.md); the host kernels, which the same bodies
 // build serially, are checked against references by test_reference.c and test_fd.c.
@@ -82,6 +83,13 @@ int main(void) {
     char *body = cgt_entry_text(text, e.name);
     bool shuffles = strstr(body, "shfl.sync.bfly") != NULL;
     CHECK(shuffles == (row == 1), "%s: %s warp shuffle", e.name, shuffles ? "a" : "no");
+    // Attention's exponentials of scores are the special function unit's in f32 (and only
+    // there: f64, and every other kernel, keep the polynomial).
+    bool scores = ks[i].kind == DHX_K_ATTN_FWD || ks[i].kind == DHX_K_ATTN_BWD_DQ ||
+                  ks[i].kind == DHX_K_ATTN_BWD_DKV;
+    bool ex2 = strstr(body, "ex2.approx") != NULL;
+    CHECK(ex2 == (scores && strstr(e.name, "_f32") != NULL), "%s: %s ex2.approx", e.name,
+          ex2 ? "an" : "no");
     if (row >= 0) {
       CHECK(strstr(body, "%tid.x") && strstr(body, ", 5;") && strstr(body, ", 31;"),
             "%s: the entry does not take row = global thread >> 5 and lane = tid.x & 31",
