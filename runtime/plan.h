@@ -29,7 +29,7 @@
 #include "base/plan_base.h"  // limits, element types, argument kinds, registers, programs
 
 #define DHX_PLAN_MAGIC "DHXPLAN\0"   // 8 bytes at offset 0 of plan.bin
-#define DHX_PLAN_VERSION 12
+#define DHX_PLAN_VERSION 13
 #define DHX_PATH_MAX 512
 #define DHX_PLAN_WARP 32              // GPU threads per index of a warp-per-row kernel
 #define DHX_PLAN_WIDE 4               // indices per GPU thread of a wide kernel (16 bytes of f32)
@@ -82,8 +82,10 @@ typedef struct dhx_plan_buffer {
 typedef struct dhx_plan_arg {
   uint32_t kind;   // dhx_arg_kind
   int32_t buf;
-  int64_t i;
-  double f;
+  union {          // by kind: an F64 argument's value is f; the others' is i (a buffer's byte
+    int64_t i;     //   offset, an integer, a register) — one word, since a paper-scale plan
+    double f;      //   holds hundreds of thousands of instructions of 16 arguments in memory
+  };
 } dhx_plan_arg;
 
 typedef enum {

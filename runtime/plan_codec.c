@@ -285,8 +285,8 @@ static void io_buffer(plan_io *s, dhx_plan_buffer *b) {
 static void io_arg(plan_io *s, dhx_plan_arg *a) {
   io_u32(s, &a->kind);
   io_i32(s, &a->buf);
-  io_i64(s, &a->i);
-  io_f64(s, &a->f);
+  if (a->kind == DHX_ARG_F64) io_f64(s, &a->f);  // (version 13: one word, by kind)
+  else io_i64(s, &a->i);
 }
 
 static void io_gemm(plan_io *s, dhx_plan_gemm *g) {

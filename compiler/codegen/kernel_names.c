@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codegen_internal.h"
+#include "intern.h"  // dhx_fnv1a
 
 // Bits of pointer arguments that may alias another argument (kernels.h says so).
 #define ALIAS(a, b) ((1u << (a)) | (1u << (b)))
@@ -311,15 +312,6 @@ size_t dhx_kernel_spec_bytes(const dhx_kernel_spec *s, uint8_t *buf) {
   return n;
 }
 
-static uint64_t fnv1a(const uint8_t *p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; i++) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 bool dhx_kernel_name(const dhx_kernel_spec *spec, char *buf, size_t len) {
   if (!buf || len == 0 || !dhx_kernel_spec_valid(spec, NULL, 0)) return false;
   // Mixed-precision variants append their mask: "layernorm_fwd_f32_b0009".
@@ -330,7 +322,7 @@ bool dhx_kernel_name(const dhx_kernel_spec *spec, char *buf, size_t len) {
   if (spec->kind == DHX_K_ELTWISE) {
     uint8_t bytes[DHX_SPEC_BYTES_MAX];
     size_t nb = dhx_kernel_spec_bytes(spec, bytes);
-    n = snprintf(buf, len, "ew_%016llx_%s", (unsigned long long)fnv1a(bytes, nb), suffix);
+    n = snprintf(buf, len, "ew_%016llx_%s", (unsigned long long)dhx_fnv1a(bytes, nb), suffix);
   } else {
     n = snprintf(buf, len, "%s_%s", CATALOGUE[spec->kind].name, suffix);
   }

@@ -46,9 +46,12 @@ static bool is_collective(dhx_lop_kind k) {
 // What op does to its operand j's tensor: bit 0 reads, bit 1 writes (3 when unknown).
 static int arg_effect(const dhx_lop *op, int j) {
   switch (op->kind) {
-    case DHX_L_GEMM: return j < 2 || j == 3 ? 1 : j == 4 ? 2 : op->gemm.beta != 0 ? 3 : 2;
-    case DHX_L_KERNEL: return dhx_kernel_arg_writes(&op->kspec, j) ? 3 : 1;
-    case DHX_L_EW: return j < op->kspec.ew.nout ? 3 : 1;
+    case DHX_L_GEMM: return j < 2 || j == 3 ? 1 : j == 4 ? 2 : op->gemm->beta != 0 ? 3 : 2;
+    case DHX_L_KERNEL: {
+      dhx_kernel_spec s = dhx_lop_spec(op);
+      return dhx_kernel_arg_writes(&s, j) ? 3 : 1;
+    }
+    case DHX_L_EW: return j < op->kspec.ew->nout ? 3 : 1;
     case DHX_L_ZERO: return 2;
     case DHX_L_GRAD_NORM: return j < 2 ? 2 : 1;
     case DHX_L_ALLREDUCE: return 3;

@@ -24,26 +24,26 @@ static bool same_operand(const dhx_operand *a, const dhx_operand *b) {
 // took minutes. Reads at position `at` of op `op`:
 static void note_reads(int *last_read, const dhx_lop *op, int at) {
   int first_input = 0;
-  if (op->kind == DHX_L_EW) first_input = op->kspec.ew.nout;
+  if (op->kind == DHX_L_EW) first_input = op->kspec.ew->nout;
   // Kernels and GEMMs may read any buffer argument (outputs of accumulate-style kernels
   // are read too), so count them all.
   for (int j = first_input; j < op->nargs; j++)
     if (op->args[j].kind == DHX_ARG_BUF && last_read[op->args[j].tensor] < at)
       last_read[op->args[j].tensor] = at;
   if (op->kind == DHX_L_EW)
-    for (int j = 0; j < op->kspec.ew.nout; j++)
-      if (op->kspec.ew.out_accumulate[j] && last_read[op->args[j].tensor] < at)
+    for (int j = 0; j < op->kspec.ew->nout; j++)
+      if (op->kspec.ew->out_accumulate[j] && last_read[op->args[j].tensor] < at)
         last_read[op->args[j].tensor] = at;
 }
 
 static bool writes_tensor(const dhx_lop *op, int t) {
-  for (int j = 0; j < op->kspec.ew.nout; j++)
+  for (int j = 0; j < op->kspec.ew->nout; j++)
     if (op->args[j].tensor == t) return true;
   return false;
 }
 
 static bool reads_broadcast(const dhx_lop *op, int t) {
-  const dhx_ew_spec *s = &op->kspec.ew;
+  const dhx_ew_spec *s = op->kspec.ew;
   for (int j = 0; j < s->nin; j++)
     if (op->args[s->nout + j].tensor == t && s->in_mode[j] == DHX_EW_MOD) return true;
   return false;
@@ -52,24 +52,24 @@ static bool reads_broadcast(const dhx_lop *op, int t) {
 // Does `op` touch tensor t at an element offset other than `elem`? Then index i of one op
 // meets index i+d of the other, which a fused loop would order wrongly.
 static bool touches_shifted(const dhx_lop *op, int t, int64_t elem) {
-  for (int j = 0; j < op->kspec.ew.nout + op->kspec.ew.nin; j++)
+  for (int j = 0; j < op->kspec.ew->nout + op->kspec.ew->nin; j++)
     if (op->args[j].tensor == t && op->args[j].elem != elem) return true;
   return false;
 }
 
 static bool hazard(const dhx_lop *a, const dhx_lop *b) {
-  for (int j = 0; j < a->kspec.ew.nout; j++)
+  for (int j = 0; j < a->kspec.ew->nout; j++)
     if (touches_shifted(b, a->args[j].tensor, a->args[j].elem)) return true;
-  for (int j = 0; j < b->kspec.ew.nout; j++)
+  for (int j = 0; j < b->kspec.ew->nout; j++)
     if (touches_shifted(a, b->args[j].tensor, b->args[j].elem)) return true;
-  for (int j = 0; j < a->kspec.ew.nout; j++)
+  for (int j = 0; j < a->kspec.ew->nout; j++)
     if (reads_broadcast(b, a->args[j].tensor)) return true;
-  for (int j = 0; j < b->kspec.ew.nout; j++)
+  for (int j = 0; j < b->kspec.ew->nout; j++)
     if (reads_broadcast(a, b->args[j].tensor)) return true;
   // b reading an accumulated output of a would need the sum, not a's value.
-  const dhx_ew_spec *sb = &b->kspec.ew;
-  for (int j = 0; j < a->kspec.ew.nout; j++) {
-    if (!a->kspec.ew.out_accumulate[j]) continue;
+  const dhx_ew_spec *sb = b->kspec.ew;
+  for (int j = 0; j < a->kspec.ew->nout; j++) {
+    if (!a->kspec.ew->out_accumulate[j]) continue;
     for (int k = 0; k < sb->nin; k++)
       if (b->args[sb->nout + k].tensor == a->args[j].tensor) return true;
   }
@@ -79,7 +79,7 @@ static bool hazard(const dhx_lop *a, const dhx_lop *b) {
 // Builds the merged expression of a then b into m. Returns false if it does not fit.
 static bool merge(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b, const int *last_read,
                   int after, dhx_ewb *m) {
-  const dhx_ew_spec *sa = &a->kspec.ew, *sb = &b->kspec.ew;
+  const dhx_ew_spec *sa = a->kspec.ew, *sb = b->kspec.ew;
   const dhx_operand *oa, *ia, *ca, *ob, *ib, *cb;
   dhx_ew_operands(a, &oa, &ia, &ca);
   dhx_ew_operands(b, &ob, &ib, &cb);
@@ -168,7 +168,7 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l) {
     char note[DHX_NAME_MAX];
     snprintf(note, sizeof note, "%.45s + %.45s", a->note, b->note);
     dhx_lop fused = *b;
-    fused.kspec.ew = m.s;
+    fused.kspec.ew = dhx_intern_ew(&m.s);
     int k = 0;
     for (int x = 0; x < m.s.nout; x++) fused.args[k++] = m.outs[x];
     for (int x = 0; x < m.s.nin; x++) fused.args[k++] = m.ins[x];

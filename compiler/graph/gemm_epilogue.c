@@ -73,14 +73,14 @@ static bool whole(const dhx_graph *g, const dhx_operand *o, int64_t elems) {
 // Folds the bias op at index e into the GEMM at index i when that is safe.
 static bool fold(dhx_graph *g, dhx_oplist *l, int i, int e, const int *refs) {
   dhx_lop *gm = &l->ops[i], *ew = &l->ops[e];
-  const dhx_plan_gemm *p = &gm->gemm;
+  const dhx_plan_gemm *p = gm->gemm;
   int y = gm->args[2].tensor;
   int64_t elems = p->m * p->n;
   bias_add b;
   if (ew->dead || ew->kind != DHX_L_EW || ew->stream != gm->stream || ew->n != elems ||
-      !match_bias(&ew->kspec.ew, p->n, &b))
+      !match_bias(ew->kspec.ew, p->n, &b))
     return false;
-  const dhx_ew_spec *s = &ew->kspec.ew;
+  const dhx_ew_spec *s = ew->kspec.ew;
   const dhx_operand *in_y = &ew->args[s->nout + b.full], *bias = &ew->args[s->nout + b.mod];
   const dhx_operand *out = &ew->args[b.out], *pre = &ew->args[b.pre];
   if (in_y->tensor != y || !whole(g, in_y, elems) || !whole(g, out, elems) ||
@@ -98,8 +98,10 @@ static bool fold(dhx_graph *g, dhx_oplist *l, int i, int e, const int *refs) {
   gm->args[2] = o;
   gm->args[3] = bo;
   if (b.gelu >= 0) gm->args[4] = po;
-  gm->gemm.epilogue = b.gelu >= 0 ? DHX_GEMM_BIAS_GELU : DHX_GEMM_BIAS;
-  gm->nargs = dhx_gemm_nargs(gm->gemm.epilogue);
+  dhx_plan_gemm with = *gm->gemm;
+  with.epilogue = b.gelu >= 0 ? DHX_GEMM_BIAS_GELU : DHX_GEMM_BIAS;
+  gm->gemm = dhx_intern_gemm(&with);
+  gm->nargs = dhx_gemm_nargs(with.epilogue);
   ew->dead = true;
   return true;
 }
@@ -125,7 +127,7 @@ int dhx_fuse_gemm_epilogues(dhx_graph *g, dhx_oplist *l) {
   for (int i = l->n - 1; i >= 0; i--) {
     dhx_lop *op = &l->ops[i];
     if (op->dead) continue;
-    const dhx_plan_gemm *p = &op->gemm;
+    const dhx_plan_gemm *p = op->gemm;
     if (op->kind == DHX_L_GEMM && p->epilogue == DHX_GEMM_PLAIN && p->beta == 0 &&
         p->batch[0] == 1 && p->batch[1] == 1 && p->ldc == p->n && p->n % 8 == 0 &&
         op->args[2].elem == 0 && next[op->args[2].tensor] >= 0 &&

@@ -10,9 +10,9 @@ dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_
                        int64_t k, dhx_operand a, int64_t lda, dhx_operand b, int64_t ldb,
                        dhx_operand c, int64_t ldc, double beta) {
   dhx_lop *op = dhx_lop_push(l, DHX_L_GEMM, 0, note);
-  op->gemm = (dhx_plan_gemm){.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .lda = lda,
-                             .ldb = ldb, .ldc = ldc, .alpha = 1.0, .beta = beta,
-                             .batch = {1, 1}};
+  dhx_plan_gemm gm = {.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .lda = lda,
+                      .ldb = ldb, .ldc = ldc, .alpha = 1.0, .beta = beta, .batch = {1, 1}};
+  op->gemm = dhx_intern_gemm(&gm);
   op->args[0] = a;
   op->args[1] = b;
   op->args[2] = c;
@@ -21,10 +21,12 @@ dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_
 }
 
 void dhx_gemm_batch(dhx_lop *op, int level, int64_t count, int64_t sa, int64_t sb, int64_t sc) {
-  op->gemm.batch[level] = count;
-  op->gemm.stride_a[level] = sa;
-  op->gemm.stride_b[level] = sb;
-  op->gemm.stride_c[level] = sc;
+  dhx_plan_gemm gm = *op->gemm;
+  gm.batch[level] = count;
+  gm.stride_a[level] = sa;
+  gm.stride_b[level] = sb;
+  gm.stride_c[level] = sc;
+  op->gemm = dhx_intern_gemm(&gm);
 }
 
 dhx_lop *dhx_emit_kernel(dhx_oplist *l, dhx_kernel_kind kind, int64_t n, const char *note,
@@ -127,7 +129,7 @@ dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *not
   dhx_lop *op = dhx_lop_push(l, DHX_L_EW, 0, note);
   op->kspec.kind = DHX_K_ELTWISE;
   op->kspec.type = DHX_KT_F32;
-  op->kspec.ew = b->s;
+  op->kspec.ew = dhx_intern_ew(&b->s);
   op->n = n;
   int k = 0;
   for (int i = 0; i < b->s.nout; i++) op->args[k++] = b->outs[i];
@@ -140,6 +142,6 @@ dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *not
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars) {
   *outs = &op->args[0];
-  *ins = &op->args[op->kspec.ew.nout];
-  *scalars = &op->args[op->kspec.ew.nout + op->kspec.ew.nin];
+  *ins = &op->args[op->kspec.ew->nout];
+  *scalars = &op->args[op->kspec.ew->nout + op->kspec.ew->nin];
 }

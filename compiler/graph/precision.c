@@ -92,12 +92,13 @@ static bool is_collective(dhx_lop_kind k) {
 static void constrain(prec *p, const dhx_lop *op) {
   if (op->dead) return;
   if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW) {
-    uint32_t keep = dhx_kernel_f32_only(&op->kspec) | stats_args(&op->kspec);
+    dhx_kernel_spec s = dhx_lop_spec(op);
+    uint32_t keep = dhx_kernel_f32_only(&s) | stats_args(&s);
     for (int j = 0; j < op->nargs; j++)
       if (op->args[j].kind == DHX_ARG_BUF && (keep & (1u << j))) force(p, op->args[j].tensor);
   } else if (op->kind == DHX_L_ZERO) {
     force(p, op->args[0].tensor);
-  } else if (op->kind == DHX_L_GEMM && op->gemm.epilogue == DHX_GEMM_BIAS_GELU) {
+  } else if (op->kind == DHX_L_GEMM && op->gemm->epilogue == DHX_GEMM_BIAS_GELU) {
     unite(p, op->args[2].tensor, op->args[4].tensor);  // cuBLASLt: the pre-activation is D's type
   } else if (is_collective(op->kind)) {
     int first = -1;
@@ -203,10 +204,11 @@ static void rewrite_program(prec *p, int prog) {
       operand_to_bf16(p, &out, &op, 0, prog);
       operand_to_bf16(p, &out, &op, 1, prog);
       // cuBLASLt's bias is of D's type: a bf16 C reads the bias's bf16 copy.
-      if (op.gemm.epilogue && is_bf16(g, &op.args[2])) operand_to_bf16(p, &out, &op, 3, prog);
+      if (op.gemm->epilogue && is_bf16(g, &op.args[2])) operand_to_bf16(p, &out, &op, 3, prog);
     }
     if (op.kind == DHX_L_KERNEL || op.kind == DHX_L_EW) {
-      uint32_t floats = dhx_kernel_float_pointers(&op.kspec);
+      dhx_kernel_spec s = dhx_lop_spec(&op);
+      uint32_t floats = dhx_kernel_float_pointers(&s);
       op.kspec.bf16 = 0;
       for (int j = 0; j < op.nargs; j++)
         if ((floats & (1u << j)) && is_bf16(g, &op.args[j])) op.kspec.bf16 |= (uint16_t)(1u << j);

@@ -61,7 +61,8 @@ static int64_t gemm_span(const dhx_plan_gemm *gm, int64_t rows, int64_t cols, in
 }
 
 static void check_gemm(check *c, const dhx_lop *op) {
-  const dhx_plan_gemm *gm = &op->gemm;
+  if (!op->gemm) FAIL(c, "a GEMM without its description");
+  const dhx_plan_gemm *gm = op->gemm;
   if (gm->epilogue > DHX_GEMM_BIAS_GELU || op->nargs != dhx_gemm_nargs(gm->epilogue))
     FAIL(c, "a GEMM with epilogue %u has %d operands", gm->epilogue, op->nargs);
   if (gm->m < 1 || gm->n < 1 || gm->k < 1 || gm->batch[0] < 1 || gm->batch[1] < 1)
@@ -83,9 +84,13 @@ static void check_gemm(check *c, const dhx_lop *op) {
 // through the access descriptors, here only their tensors and offsets.
 static void check_kernel(check *c, const dhx_lop *op) {
   char err[200];
-  if (!dhx_kernel_spec_valid(&op->kspec, err, sizeof err)) FAIL(c, "invalid kernel: %s", err);
+  if ((op->kspec.kind == DHX_K_ELTWISE) != (op->kspec.ew != NULL))
+    FAIL(c, "a kernel of kind %d %s a fused spec", (int)op->kspec.kind,
+         op->kspec.ew ? "with" : "without");
+  dhx_kernel_spec spec = dhx_lop_spec(op);
+  if (!dhx_kernel_spec_valid(&spec, err, sizeof err)) FAIL(c, "invalid kernel: %s", err);
   uint32_t types[DHX_MAX_ARGS];
-  int n = dhx_kernel_signature(&op->kspec, types);
+  int n = dhx_kernel_signature(&spec, types);
   if (n != op->nargs) FAIL(c, "the kernel takes %d arguments, the op has %d", n, op->nargs);
   if (op->n < 0) FAIL(c, "index space %lld", (long long)op->n);
   for (int j = 0; j < n; j++) {

@@ -124,6 +124,16 @@ void dhx_lop_append(dhx_oplist *l, const dhx_lop *op) {
   if (op->stream + 1 > l->nstreams) l->nstreams = op->stream + 1;
 }
 
+dhx_kernel_spec dhx_lop_spec(const dhx_lop *op) {
+  dhx_kernel_spec s;
+  memset(&s, 0, sizeof s);
+  s.kind = op->kspec.kind;
+  s.type = op->kspec.type;
+  s.bf16 = op->kspec.bf16;
+  if (op->kspec.ew) s.ew = *op->kspec.ew;
+  return s;
+}
+
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note) {
   dhx_lop *op = lop_slot(l);
   memset(op, 0, sizeof *op);

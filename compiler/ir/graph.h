@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "ast.h"          // dhx_loc, dhx_item (front end)
+#include "intern.h"
 #include "kernel_spec.h"
 #include "plan_base.h"    // dtypes, argument kinds, registers, programs, GEMM shape
 
@@ -164,8 +165,18 @@ typedef struct dhx_operand {
   uint8_t kind;     // dhx_arg_kind
 } dhx_operand;
 
+// A kernel op's kernel (dhx_kernel_spec less the fused spec's tables, which are interned):
+// dhx_lop_spec gives the whole spec.
+typedef struct dhx_lop_kernel {
+  dhx_kernel_kind kind;
+  dhx_ktype type;
+  uint16_t bf16;               // dhx_kernel_spec's mask
+  const dhx_ew_spec *ew;       // DHX_K_ELTWISE: interned (intern.h); NULL otherwise
+} dhx_lop_kernel;
+
 // What the passes that walk every op read comes first, in one cache line: a stage of a
-// paper-scale pipeline holds hundreds of thousands of ops.
+// paper-scale pipeline holds hundreds of thousands of ops, copies of a few hundred distinct
+// kernels and GEMMs, whose descriptions are therefore shared (intern.h) rather than inline.
 typedef struct dhx_lop {
   dhx_lop_kind kind;
   int stream;
@@ -178,8 +189,8 @@ typedef struct dhx_lop {
   dhx_origin at;               // where it comes from
   dhx_operand args[DHX_MAX_ARGS];
   union {                      // by kind, one or the other: read the one the kind carries
-    dhx_kernel_spec kspec;     // KERNEL, EW, GRAD_NORM
-    dhx_plan_gemm gemm;        // GEMM: args[0..2] = A, B, C
+    dhx_lop_kernel kspec;      // KERNEL, EW, GRAD_NORM
+    const dhx_plan_gemm *gemm; // GEMM (interned): args[0..2] = A, B, C
   };
   char note[DHX_NAME_MAX];
 } dhx_lop;
@@ -264,6 +275,8 @@ dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *
 void dhx_name_copy(char dst[DHX_NAME_MAX], const char *src);
 // Appends a copy of op as it is (its origin and note included).
 void dhx_lop_append(dhx_oplist *l, const dhx_lop *op);
+// The whole kernel spec of a KERNEL, EW or GRAD_NORM op (its fused spec copied in).
+dhx_kernel_spec dhx_lop_spec(const dhx_lop *op);
 dhx_operand dhx_buf(int tensor, int64_t elem);
 dhx_operand dhx_i64(int64_t v);
 dhx_operand dhx_f64(double v);

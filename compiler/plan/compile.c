@@ -102,8 +102,8 @@ static double flops_per_token(const dhx_graph *g) {
     if (op->kind == DHX_L_KERNEL && !op->dead && op->kspec.kind == DHX_K_ATTN_FWD)
       f += 12.0 * (double)op->n * (double)op->args[5].i * (double)op->args[8].i;
     if (op->kind != DHX_L_GEMM || op->dead) continue;
-    f += 2.0 * (double)op->gemm.m * (double)op->gemm.n * (double)op->gemm.k *
-         (double)op->gemm.batch[0] * (double)op->gemm.batch[1];
+    f += 2.0 * (double)op->gemm->m * (double)op->gemm->n * (double)op->gemm->k *
+         (double)op->gemm->batch[0] * (double)op->gemm->batch[1];
   }
   return f / ((double)g->micro_batch * g->seq);
 }

@@ -122,7 +122,7 @@ void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
     in->dtype = op->dtype ? op->dtype : DHX_F32;  // i32: packed quantization codes
   }
   in->n = op->n;
-  if (op->kind == DHX_L_GEMM) in->gemm = op->gemm;
+  if (op->kind == DHX_L_GEMM) in->gemm = *op->gemm;
   in->nargs = (uint32_t)op->nargs;
   for (int j = 0; j < op->nargs; j++) {
     const dhx_operand *o = &op->args[j];
@@ -145,7 +145,8 @@ static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf
     dhx_emit_instr(g, op, buf_id, comm_of, in);
     // GRAD_NORM carries the kernel a GPU launches for it (the CPU computes it on the host).
     if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW || op->kind == DHX_L_GRAD_NORM) {
-      in->kernel = dhx_codegen_add(cg, &op->kspec);
+      dhx_kernel_spec spec = dhx_lop_spec(op);
+      in->kernel = dhx_codegen_add(cg, &spec);
       if (in->kernel < 0)
         DHX_ICE("invalid kernel for '%s': %s", op->note, dhx_codegen_error(cg));
     }

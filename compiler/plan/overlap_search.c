@@ -209,7 +209,8 @@ double dhx_ovl_op_time(const dhx_ovl_costs *c, const dhx_lop *op) {
   dhx_plan_kernel k;
   view.train.vocab = c->vocab;
   if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW) {
-    int id = dhx_codegen_add(c->cg, &op->kspec);
+    dhx_kernel_spec spec = dhx_lop_spec(op);
+    int id = dhx_codegen_add(c->cg, &spec);
     if (id >= 0) {
       dhx_codegen_table_entry(c->cg, id, &k);
       view.kernels = &k;

@@ -41,7 +41,7 @@ static void *ptr(interp *it, const dhx_operand *o) {
 
 // C = alpha op(A) op(B) + beta C over both batch levels, in double.
 static void gemm(interp *it, const dhx_lop *op) {
-  const dhx_plan_gemm *g = &op->gemm;
+  const dhx_plan_gemm *g = op->gemm;
   const double *A0 = ptr(it, &op->args[0]), *B0 = ptr(it, &op->args[1]);
   double *C0 = ptr(it, &op->args[2]);
   for (int64_t b0 = 0; b0 < g->batch[0]; b0++)
@@ -64,7 +64,7 @@ static void gemm(interp *it, const dhx_lop *op) {
 }
 
 static void kernel(interp *it, const dhx_lop *op) {
-  dhx_kernel_spec s = op->kspec;
+  dhx_kernel_spec s = dhx_lop_spec(op);
   s.type = DHX_KT_F64;
   dhx_slot args[DHX_MAX_ARGS];
   for (int j = 0; j < op->nargs; j++) {
@@ -96,7 +96,7 @@ static void add_kernels(interp *it, const dhx_oplist *l) {
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
     if (op->dead || (op->kind != DHX_L_KERNEL && op->kind != DHX_L_EW)) continue;
-    dhx_kernel_spec s = op->kspec;
+    dhx_kernel_spec s = dhx_lop_spec(op);
     s.type = DHX_KT_F64;
     cgt_add(&it->cg, &s);
   }

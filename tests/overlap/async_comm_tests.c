@@ -92,7 +92,7 @@ static void test_linear(void) {
 // Reads and writes of a hand-made op: bit 0 reads, bit 1 writes (the pass's rules).
 static int effect(const dhx_lop *op, int j) {
   switch (op->kind) {
-    case DHX_L_GEMM: return j < 2 ? 1 : op->gemm.beta != 0 ? 3 : 2;
+    case DHX_L_GEMM: return j < 2 ? 1 : op->gemm->beta != 0 ? 3 : 2;
     case DHX_L_ZERO: return 2;
     case DHX_L_ALLREDUCE: return 3;
     default: return j == 0 ? 1 : 2;

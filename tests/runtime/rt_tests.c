@@ -34,7 +34,7 @@ static void check_instr_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) 
   EQ(op); EQ(stream); EQ(kernel); EQ(comm); EQ(event); EQ(dtype); EQ(n); EQ(turn); EQ(nargs);
   SAME_BYTES(note);
   for (uint32_t j = 0; j < a->nargs; j++) {  // the format holds the arguments an instruction has
-    EQ(args[j].kind); EQ(args[j].buf); EQ(args[j].i); SAME_BYTES(args[j].f);
+    EQ(args[j].kind); EQ(args[j].buf); SAME_BYTES(args[j].i);  // or f's bits
   }
   if (a->op != DHX_OP_GEMM) return;  // and a GEMM shape only for a GEMM
   EQ(gemm.trans_a); EQ(gemm.trans_b); EQ(gemm.m); EQ(gemm.n); EQ(gemm.k); EQ(gemm.lda);
@@ -104,10 +104,10 @@ static dhx_plan *rich_plan(void) {
   dhx_plan_instr g = {.op = DHX_OP_GEMM, .kernel = -1, .comm = -1, .event = -1, .nargs = 3};
   int32_t x = 11, w = 3, dy = 13;  // buffer ids in the toy plan (see toy_plan)
   CHECK(!strcmp(p->ranks[0].buffers[x].name, "x") && !strcmp(p->ranks[0].buffers[dy].name, "dy"));
-  g.args[0] = (dhx_plan_arg){DHX_ARG_BUF, x, 0, 0};
-  g.args[1] = (dhx_plan_arg){DHX_ARG_BUF, w, 64, 0};
-  g.args[2] = (dhx_plan_arg){DHX_ARG_BUF, dy, 4, 0};
-  g.args[5] = (dhx_plan_arg){DHX_ARG_F64, -1, 99, 3.5};  // beyond nargs: ignored but kept
+  g.args[0] = (dhx_plan_arg){.kind = DHX_ARG_BUF, .buf = x, .i = 0};
+  g.args[1] = (dhx_plan_arg){.kind = DHX_ARG_BUF, .buf = w, .i = 64};
+  g.args[2] = (dhx_plan_arg){.kind = DHX_ARG_BUF, .buf = dy, .i = 4};
+  g.args[5] = (dhx_plan_arg){.kind = DHX_ARG_F64, .buf = -1, .f = 3.5};  // beyond nargs: ignored
   g.gemm = (dhx_plan_gemm){.trans_a = 0, .trans_b = 1, .m = 2, .n = 4, .k = 4, .lda = 16,
                            .ldb = 16, .ldc = 16, .alpha = 0.5, .beta = 0.25, .batch = {2, 2},
                            .stride_a = {64, 16}, .stride_b = {0, 16}, .stride_c = {128, 32}};

@@ -65,7 +65,9 @@ static void accepts_a_well_formed_list(void) {
 static void rejects_a_gemm_past_its_tensor(void) {
   dhx_graph g;
   build(&g);
-  g.prog[DHX_PROG_MICRO].ops[0].gemm.m = 5;  // one row more than y has
+  dhx_plan_gemm taller = *g.prog[DHX_PROG_MICRO].ops[0].gemm;
+  taller.m = 5;  // one row more than y has
+  g.prog[DHX_PROG_MICRO].ops[0].gemm = dhx_intern_gemm(&taller);
   expect_failure(&g, false, "A reaches elements [0, 40) of 'x', which has 32");
 }
 
@@ -92,6 +94,25 @@ static void rejects_kernel_arguments_off_the_signature(void) {
   dhx_operand a[] = {dhx_buf(0, 0), dhx_buf(1, 0), dhx_f64(1.0), dhx_i64(16)};  // f for i64
   dhx_emit_kernel(&g.prog[DHX_PROG_MICRO], DHX_K_SUMSQ, 1, "sum of squares", 4, a);
   expect_failure(&g, false, "argument 2 does not match the kernel's signature");
+}
+
+// A fused elementwise op without its spec, and a catalogue kernel with one.
+static void rejects_a_kernel_without_its_fused_spec(void) {
+  dhx_graph g;
+  build(&g);
+  dhx_ewb b;
+  dhx_ewb_init(&b);
+  dhx_ewb_store(&b, dhx_ewb_load(&b, dhx_buf(0, 0), 0), dhx_buf(2, 0), false);  // y = x
+  dhx_lop *op = dhx_emit_ew(&g.prog[DHX_PROG_MICRO], &b, 32, "copy");
+  CHECK(!verify_fails(&g, false, (char[4096]){0}, 4096));
+  const dhx_ew_spec *spec = op->kspec.ew;
+  op->kspec.ew = NULL;
+  expect_failure(&g, false, "without a fused spec");
+  op->kspec.ew = spec;
+  dhx_operand a[] = {dhx_buf(0, 0), dhx_buf(1, 0), dhx_i64(4), dhx_i64(8)};
+  dhx_emit_kernel(&g.prog[DHX_PROG_MICRO], DHX_K_SUMSQ, 1, "sum of squares", 4, a)->kspec.ew =
+      spec;
+  expect_failure(&g, false, "with a fused spec");
 }
 
 static void rejects_an_unknown_communicator_role(void) {
@@ -132,6 +153,8 @@ int main(int argc, char **argv) {
       {"verify_ops_rejects_a_wait_without_record", rejects_a_wait_without_record},
       {"verify_ops_rejects_kernel_arguments_off_the_signature",
        rejects_kernel_arguments_off_the_signature},
+      {"verify_ops_rejects_a_kernel_without_its_fused_spec",
+       rejects_a_kernel_without_its_fused_spec},
       {"verify_ops_rejects_an_unknown_communicator_role", rejects_an_unknown_communicator_role},
       {"verify_ops_checks_an_all_to_all", checks_an_all_to_all},
       {"verify_ops_rejects_an_unplaced_tensor_after_memory_planning",
