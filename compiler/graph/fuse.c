@@ -174,7 +174,7 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l) {
     for (int x = 0; x < m.s.nin; x++) fused.args[k++] = m.ins[x];
     for (int x = 0; x < m.s.nscalars; x++) fused.args[k++] = m.scalars[x];
     fused.nargs = k;
-    memcpy(fused.note, note, sizeof note);
+    fused.note = dhx_intern_note(note);
     *b = fused;
     a->dead = true;
     note_reads(last_read, b, j);  // a's reads now happen at j; later queries start after j

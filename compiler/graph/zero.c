@@ -388,7 +388,7 @@ static void rebuild(rewrite *w) {
     }
     dhx_lop copy = *op;
     for (int j = 0; j < copy.nargs; j++) copy.args[j] = replace(w, i, copy.args[j]);
-    *push(w, copy.kind, copy.stream, copy.note) = copy;
+    dhx_lop_append(&w->out, &copy);
     for (int j = 0; j < op->nargs; j++) {  // gradients the backward has finished with
       use *u = use_at(w, i, &op->args[j]);
       if (!u || u->slot != USE_GRAD || u->last != i || u->sent) continue;

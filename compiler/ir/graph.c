@@ -142,7 +142,7 @@ dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *
   op->comm = op->event = -1;
   op->at = l->at;
   if (stream + 1 > l->nstreams) l->nstreams = stream + 1;
-  snprintf(op->note, sizeof op->note, "%s", note ? note : "");
+  op->note = dhx_intern_note(note);
   return op;
 }
 

@@ -192,7 +192,7 @@ typedef struct dhx_lop {
     dhx_lop_kernel kspec;      // KERNEL, EW, GRAD_NORM
     const dhx_plan_gemm *gemm; // GEMM (interned): args[0..2] = A, B, C
   };
-  char note[DHX_NAME_MAX];
+  const char *note;            // interned (intern.h); never NULL in a list
 } dhx_lop;
 
 typedef struct dhx_oplist {

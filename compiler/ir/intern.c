@@ -15,12 +15,13 @@
 
 typedef struct entry {
   uint64_t hash;
-  int kind;        // which table the value belongs to (0: ew, 1: gemm)
+  int kind;        // what the value is (0: ew, 1: gemm, 2: note)
   size_t nkey;
   uint8_t *key;
   union {          // the shared value
     dhx_ew_spec ew;
     dhx_plan_gemm gemm;
+    char note[DHX_NAME_MAX];
   };
 } entry;
 
@@ -167,7 +168,11 @@ static entry *find_or_add(const uint8_t *key, size_t nkey, int kind, const void 
   e->key = must(malloc(nkey));
   memcpy(e->key, key, nkey);
   if (kind == 0) ew_canonical(value, &e->ew);
-  else gemm_canonical(value, &e->gemm);
+  else if (kind == 1) gemm_canonical(value, &e->gemm);
+  else {  // the key's bytes after the kind byte
+    memcpy(e->note, key + 1, nkey - 1);
+    e->note[nkey - 1] = 0;
+  }
   place(slots, nslots, e);
   nused++;
   return e;
@@ -187,6 +192,17 @@ const dhx_plan_gemm *dhx_intern_gemm(const dhx_plan_gemm *g) {
   size_t n = gemm_key(g, key);
   pthread_mutex_lock(&lock);
   const dhx_plan_gemm *v = &find_or_add(key, n, 1, g)->gemm;
+  pthread_mutex_unlock(&lock);
+  return v;
+}
+
+const char *dhx_intern_note(const char *s) {
+  uint8_t key[DHX_NAME_MAX];
+  size_t n = 1;
+  key[0] = 2;
+  for (; s && n < DHX_NAME_MAX && s[n - 1]; n++) key[n] = (uint8_t)s[n - 1];
+  pthread_mutex_lock(&lock);
+  const char *v = find_or_add(key, n, 2, NULL)->note;
   pthread_mutex_unlock(&lock);
   return v;
 }

@@ -1,9 +1,9 @@
-// intern.h — one shared, immutable copy of each distinct fused elementwise spec and GEMM
-// description that low-level ops point to.
+// intern.h — one shared, immutable copy of each distinct fused elementwise spec, GEMM
+// description and note that low-level ops point to.
 //
 // A stage of a paper-scale pipeline holds hundreds of thousands of ops, copies of a few hundred
-// distinct kernels and GEMMs, and every pass walks all of them: carrying each description
-// inline made an op 752 bytes, most of it a fused spec's tables. Interned, an op holds a
+// distinct kernels, GEMMs and notes, and every pass walks all of them: carrying each inline
+// made an op 752 bytes, most of it a fused spec's tables and a 96-byte note. Interned, an op holds a
 // pointer, copies of an op share it, and a pass that changes an op's kernel or GEMM interns the
 // changed value (never writes through the pointer).
 //
@@ -22,6 +22,9 @@
 
 const dhx_ew_spec *dhx_intern_ew(const dhx_ew_spec *s);
 const dhx_plan_gemm *dhx_intern_gemm(const dhx_plan_gemm *g);
+// An op's note: its first DHX_NAME_MAX - 1 bytes (a plan instruction's note holds no more),
+// NUL-terminated; NULL is "".
+const char *dhx_intern_note(const char *s);
 
 // The 64-bit FNV-1a hash of n bytes (the interned values' keys, fused kernels' names).
 uint64_t dhx_fnv1a(const uint8_t *p, size_t n);

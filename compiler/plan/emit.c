@@ -71,13 +71,15 @@ static int *emit_buffers(const dhx_graph *g, dhx_plan_rank *r) {
 
 // Without buffers (buf_id NULL: the overlap search's cost queries) a buffer's operand is its
 // kind alone.
-static dhx_plan_arg arg_of(const dhx_graph *g, const dhx_operand *o, const int *buf_id) {
+static dhx_plan_arg arg_of(const dhx_graph *g, const dhx_operand *o, const int *buf_id,
+                           const uint8_t *elem_bytes) {
   dhx_plan_arg a = {.kind = o->kind, .buf = -1};
   switch (o->kind) {
     case DHX_ARG_BUF:
       if (!buf_id) break;
       a.buf = buf_id[o->tensor];
-      a.i = o->elem * dhx_tensor_elem_bytes(&g->tensors[o->tensor]);
+      a.i = o->elem * (elem_bytes ? elem_bytes[o->tensor]
+                                  : dhx_tensor_elem_bytes(&g->tensors[o->tensor]));
       break;
     case DHX_ARG_I64: a.i = o->i; break;
     case DHX_ARG_F64: a.f = o->f; break;
@@ -106,8 +108,10 @@ static uint32_t op_of(dhx_lop_kind k) {
   return 0;
 }
 
-void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
-                    const int *comm_of, dhx_plan_instr *in) {
+// elem_bytes: per tensor, its element's bytes (NULL: read from the tensors; a paper-scale stage
+// has hundreds of thousands, and their records are far apart).
+static void emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
+                       const uint8_t *elem_bytes, const int *comm_of, dhx_plan_instr *in) {
   memset(in, 0, sizeof *in);
   in->op = op_of(op->kind);
   in->stream = (uint32_t)op->stream;
@@ -126,13 +130,19 @@ void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
   in->nargs = (uint32_t)op->nargs;
   for (int j = 0; j < op->nargs; j++) {
     const dhx_operand *o = &op->args[j];
-    in->args[j] = arg_of(g, o, buf_id);
+    in->args[j] = arg_of(g, o, buf_id, elem_bytes);
   }
   dhx_name_copy(in->note, op->note);
 }
 
+void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
+                    const int *comm_of, dhx_plan_instr *in) {
+  emit_instr(g, op, buf_id, NULL, comm_of, in);
+}
+
 static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf_id,
-                         const int *comm_of, dhx_codegen *cg, dhx_plan_program *p) {
+                         const uint8_t *elem_bytes, const int *comm_of, dhx_codegen *cg,
+                         dhx_plan_program *p) {
   p->nstreams = l->nstreams ? (uint32_t)l->nstreams : 1;
   p->nevents = (uint32_t)l->nevents;
   p->instrs = calloc((size_t)(l->n ? l->n : 1), sizeof(dhx_plan_instr));
@@ -142,7 +152,7 @@ static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf
     const dhx_lop *op = &l->ops[i];
     if (op->dead) continue;
     dhx_plan_instr *in = &p->instrs[p->ninstrs++];
-    dhx_emit_instr(g, op, buf_id, comm_of, in);
+    emit_instr(g, op, buf_id, elem_bytes, comm_of, in);
     // GRAD_NORM carries the kernel a GPU launches for it (the CPU computes it on the host).
     if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW || op->kind == DHX_L_GRAD_NORM) {
       dhx_kernel_spec spec = dhx_lop_spec(op);
@@ -157,10 +167,15 @@ static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf
 bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM_ROLES],
                    dhx_codegen *cg, dhx_plan_rank *r) {
   int *buf_id = emit_buffers(g, r);
+  uint8_t *elem_bytes = malloc((size_t)g->ntensors + 1);
+  if (!elem_bytes) abort();
+  for (int t = 0; t < g->ntensors; t++)
+    elem_bytes[t] = (uint8_t)dhx_tensor_elem_bytes(&g->tensors[t]);
   r->arena_bytes = arena;
   bool ok = true;
   for (int p = 0; p < DHX_PROG_COUNT && ok; p++)
-    ok = emit_program(g, &g->prog[p], buf_id, comm_of, cg, &r->programs[p]);
+    ok = emit_program(g, &g->prog[p], buf_id, elem_bytes, comm_of, cg, &r->programs[p]);
+  free(elem_bytes);
   free(buf_id);
   return ok;
 }

@@ -561,8 +561,9 @@ static void apply(dhx_oplist *l, inserts *in, int64_t **key) {
       dhx_lop *op = &ops[n];
       *op = (dhx_lop){.kind = x->kind, .stream = x->stream, .comm = -1, .event = x->event,
                       .at = x->origin};
-      snprintf(op->note, sizeof op->note, "%s", x->kind == DHX_L_RECORD
-               ? "overlap search: group done" : "overlap search: the other strand's group done");
+      op->note = dhx_intern_note(x->kind == DHX_L_RECORD
+                                     ? "overlap search: group done"
+                                     : "overlap search: the other strand's group done");
     }
   }
   l->n = l->cap = total;
@@ -634,7 +635,8 @@ static bool acyclic_with(const dhx_oplist *l, const inserts *in, int from, int t
   int n = 0, j = 0;
   for (int i = 0; i <= l->n; i++) {
     for (; j < k && v[j].at == i; j++) {
-      made[j] = (dhx_lop){.kind = v[j].kind, .stream = v[j].stream, .event = v[j].event};
+      made[j] = (dhx_lop){.kind = v[j].kind, .stream = v[j].stream, .event = v[j].event,
+                          .note = ""};
       ops[n++] = &made[j];
     }
     if (i < l->n) ops[n++] = &l->ops[i];

@@ -1,6 +1,6 @@
-// The interned fused specs and GEMM descriptions (compiler/ir/intern.c): equal values share one
-// copy whatever their unused table entries hold, values that differ in a bit do not, and
-// threads interning at once agree.
+// The interned fused specs, GEMM descriptions and notes (compiler/ir/intern.c): equal values
+// share one copy whatever their unused table entries hold, values that differ in a bit do not,
+// a note keeps what a plan instruction's note holds, and threads interning at once agree.
 #include <pthread.h>
 #include <string.h>
 
@@ -64,6 +64,21 @@ static void equal_gemms_share_one_copy(void) {
   CHECK(dhx_intern_gemm(&b) != pa);
 }
 
+static void notes_are_cut_where_a_plan_cuts_them(void) {
+  char a[64] = "h.0.attn: softmax fwd", b[64] = "h.0.attn: softmax fwd";
+  const char *pa = dhx_intern_note(a);
+  CHECK(pa == dhx_intern_note(b) && pa != a && strcmp(pa, a) == 0);
+  CHECK(dhx_intern_note("h.0.attn: softmax bwd") != pa);
+  CHECK(strcmp(dhx_intern_note(NULL), "") == 0 && dhx_intern_note(NULL) == dhx_intern_note(""));
+  char longer[200];
+  memset(longer, 'x', sizeof longer - 1);
+  longer[sizeof longer - 1] = 0;
+  const char *cut = dhx_intern_note(longer);
+  CHECK(strlen(cut) == DHX_NAME_MAX - 1);
+  longer[DHX_NAME_MAX - 1] = 0;  // the same first DHX_NAME_MAX - 1 bytes: the same note
+  CHECK(dhx_intern_note(longer) == cut);
+}
+
 #define THREADS 4
 #define PER_THREAD 500
 
@@ -103,6 +118,7 @@ int main(int argc, char **argv) {
   static const tl_test tests[] = {
       {"intern_equal_fused_specs_share_one_copy", equal_specs_share_one_copy},
       {"intern_equal_gemms_share_one_copy", equal_gemms_share_one_copy},
+      {"intern_notes_are_cut_where_a_plan_cuts_them", notes_are_cut_where_a_plan_cuts_them},
       {"intern_threads_interning_at_once_agree", threads_interning_at_once_agree},
   };
   return tl_main("test_intern", tests, sizeof tests / sizeof tests[0], argc, argv);
