@@ -43,25 +43,6 @@ static bool is_collective(dhx_lop_kind k) {
          k == DHX_L_ALL_TO_ALL;
 }
 
-// What op does to its operand j's tensor: bit 0 reads, bit 1 writes (3 when unknown).
-static int arg_effect(const dhx_lop *op, int j) {
-  switch (op->kind) {
-    case DHX_L_GEMM: return j < 2 || j == 3 ? 1 : j == 4 ? 2 : op->gemm->beta != 0 ? 3 : 2;
-    case DHX_L_KERNEL: {
-      dhx_kernel_spec s = dhx_lop_spec(op);
-      return dhx_kernel_arg_writes(&s, j) ? 3 : 1;
-    }
-    case DHX_L_EW: return j < op->kspec.ew->nout ? 3 : 1;
-    case DHX_L_ZERO: return 2;
-    case DHX_L_GRAD_NORM: return j < 2 ? 2 : 1;
-    case DHX_L_ALLREDUCE: return 3;
-    case DHX_L_ALL_GATHER:
-    case DHX_L_REDUCE_SCATTER:
-    case DHX_L_ALL_TO_ALL: return j == 0 ? 1 : 2;
-    default: return 3;
-  }
-}
-
 typedef struct access {
   int tensor;  // -1: any tensor (a view)
   int effect;
@@ -85,7 +66,7 @@ static void find_accesses(region *r) {
       if (op->args[j].kind != DHX_ARG_BUF) continue;
       int t = op->args[j].tensor;
       bool view = r->g->tensors[t].kind == DHX_T_VIEW;
-      r->acc[i * DHX_MAX_ARGS + r->nacc[i]++] = (access){view ? -1 : t, view ? 3 : arg_effect(op, j)};
+      r->acc[i * DHX_MAX_ARGS + r->nacc[i]++] = (access){view ? -1 : t, view ? 3 : dhx_lop_arg_effect(op, j)};
     }
   }
 }

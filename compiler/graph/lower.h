@@ -95,6 +95,9 @@ void dhx_verify_graph(const dhx_graph *g, const char *pass);
 dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, int out,
                                  int64_t count, const char *note);
 
+// What op does to its operand j's tensor: bit 0 reads, bit 1 writes (3 when unknown).
+int dhx_lop_arg_effect(const dhx_lop *op, int j);
+
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ice.h"
+#include "kernels.h"  // dhx_kernel_arg_writes
 #include "lower.h"
 
 dhx_lop *dhx_emit_gemm(dhx_oplist *l, const char *note, bool ta, bool tb, int64_t m, int64_t n,
@@ -137,6 +138,24 @@ dhx_lop *dhx_emit_ew(dhx_oplist *l, const dhx_ewb *b, int64_t n, const char *not
   for (int i = 0; i < b->s.nscalars; i++) op->args[k++] = b->scalars[i];
   op->nargs = k;
   return op;
+}
+
+int dhx_lop_arg_effect(const dhx_lop *op, int j) {
+  switch (op->kind) {
+    case DHX_L_GEMM: return j < 2 || j == 3 ? 1 : j == 4 ? 2 : op->gemm->beta != 0 ? 3 : 2;
+    case DHX_L_KERNEL: {
+      dhx_kernel_spec s = dhx_lop_spec(op);
+      return dhx_kernel_arg_writes(&s, j) ? 3 : 1;
+    }
+    case DHX_L_EW: return j < op->kspec.ew->nout ? 3 : 1;
+    case DHX_L_ZERO: return 2;
+    case DHX_L_GRAD_NORM: return j < 2 ? 2 : 1;
+    case DHX_L_ALLREDUCE: return 3;
+    case DHX_L_ALL_GATHER:
+    case DHX_L_REDUCE_SCATTER:
+    case DHX_L_ALL_TO_ALL: return j == 0 ? 1 : 2;
+    default: return 3;
+  }
 }
 
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,

@@ -244,6 +244,8 @@ typedef struct dhx_graph {
                                  //   probabilities (dhx_use_fused_attention)
   bool strands;                  // paired strands: micro-batches alternate between two strands,
                                  //   one's forward running beside the other's backward
+  bool strands_free;             // and no overlap search holds them (search: none;
+                                 //   weight_grads.c)
   bool async_comm;               // the collectives of a stage's layers run on communication
                                  //   streams beside the compute (async_comm.c)
   dhx_grad_tlq tlq;              // compressed gradient reduce-scatter (intra_bits 0: off)

@@ -322,6 +322,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   g->qwd_bits = cfg->dp > 1 && (cfg->zero == 1 || cfg->zero == 2) ? cfg->qwd_bits : 0;
   g->qwd_group = cfg->qwd_group;
   g->strands = cfg->strands_pair;
+  g->strands_free = cfg->strands_pair && cfg->strands_search == DHX_SEARCH_NONE;
   // Collectives beside the compute: one stage (the transfer streams leave no room for two more
   // streams), ZeRO 0 or 1 (2 and 3 find a run's strand from its first op), and unpaired: the
   // other strand already fills a strand's waits, and on the CPU backend two more threads per
