@@ -40,6 +40,9 @@ expect_fail() {  # expect_fail PATTERN CMD...: fails before step 1, saying PATTE
   head -2 err.txt
 }
 
+# ends_within (mpirun's shutdown race).
+source "$SRC/tests/mpirun_wait.sh"
+
 # wait_lines FILE N SECONDS: until FILE has N lines, or fail
 wait_lines() {
   local i
@@ -129,7 +132,7 @@ case $case_name in
     wait_lines m.jsonl 5 120
     # Ctrl-C on mpirun: it sends SIGTERM to every rank, which stop after their step
     kill -INT $mpid
-    rc=0; wait $mpid || rc=$?
+    ends_within 60 $mpid
     cat err.txt
     [ "$rc" != 0 ] || { echo "expected a non-zero exit"; exit 1; }
     grep -q "stopped by SIGTERM" err.txt
