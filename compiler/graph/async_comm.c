@@ -38,11 +38,6 @@ static void *xcalloc(size_t n, size_t size) {
   return p;
 }
 
-static bool is_collective(dhx_lop_kind k) {
-  return k == DHX_L_ALLREDUCE || k == DHX_L_ALL_GATHER || k == DHX_L_REDUCE_SCATTER ||
-         k == DHX_L_ALL_TO_ALL;
-}
-
 typedef struct access {
   int tensor;  // -1: any tensor (a view)
   int effect;
@@ -66,7 +61,8 @@ static void find_accesses(region *r) {
       if (op->args[j].kind != DHX_ARG_BUF) continue;
       int t = op->args[j].tensor;
       bool view = r->g->tensors[t].kind == DHX_T_VIEW;
-      r->acc[i * DHX_MAX_ARGS + r->nacc[i]++] = (access){view ? -1 : t, view ? 3 : dhx_lop_arg_effect(op, j)};
+      r->acc[i * DHX_MAX_ARGS + r->nacc[i]++] =
+          (access){view ? -1 : t, view ? 3 : dhx_lop_arg_effect(op, j)};
     }
   }
 }
@@ -153,7 +149,7 @@ static int pick(const sched *s, int next, bool *lead) {
   int n = s->r->n, free_op = -1, first = -1;
   if (next >= 0) leads_to(s, next, lead);
   for (int i = 0; i < n; i++) {
-    if (s->emitted[i] || is_collective(s->r->ops[i].kind) || !ready(s, i)) continue;
+    if (s->emitted[i] || dhx_lop_collective(s->r->ops[i].kind) || !ready(s, i)) continue;
     if (first < 0) first = i;
     if (needs_wait(s, i)) continue;
     if (next >= 0 && lead[i]) return i;
@@ -167,7 +163,7 @@ static void schedule_region(sched *s) {
   bool *lead = xcalloc((size_t)r->n, 1);
   int next = 0, left = r->n;
   for (;;) {
-    while (next < r->n && !is_collective(r->ops[next].kind)) next++;
+    while (next < r->n && !dhx_lop_collective(r->ops[next].kind)) next++;
     if (next < r->n && ready(s, next)) {
       issue(s, next++);
       left--;

@@ -97,6 +97,8 @@ dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, in
 
 // What op does to its operand j's tensor: bit 0 reads, bit 1 writes (3 when unknown).
 int dhx_lop_arg_effect(const dhx_lop *op, int j);
+// An all-reduce, all-gather, reduce-scatter or all-to-all (not a point-to-point transfer).
+bool dhx_lop_collective(dhx_lop_kind k);
 
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,

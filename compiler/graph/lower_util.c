@@ -158,6 +158,11 @@ int dhx_lop_arg_effect(const dhx_lop *op, int j) {
   }
 }
 
+bool dhx_lop_collective(dhx_lop_kind k) {
+  return k == DHX_L_ALLREDUCE || k == DHX_L_ALL_GATHER || k == DHX_L_REDUCE_SCATTER ||
+         k == DHX_L_ALL_TO_ALL;
+}
+
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,
                      const dhx_operand **scalars) {
   *outs = &op->args[0];

@@ -21,11 +21,6 @@
 #include "lower.h"
 #include "passes.h"
 
-static bool is_collective(dhx_lop_kind k) {
-  return k == DHX_L_ALLREDUCE || k == DHX_L_ALL_GATHER || k == DHX_L_REDUCE_SCATTER ||
-         k == DHX_L_ALL_TO_ALL;
-}
-
 static bool is_barrier(const dhx_lop *op) {
   switch (op->kind) {
     case DHX_L_RECORD:
@@ -65,8 +60,9 @@ int dhx_defer_weight_grads(const dhx_graph *g, dhx_oplist *l, int from, int to) 
   for (int i = to - 1; i >= from; i--) {  // from the end, so a moved GEMM is not seen again
     if (!weight_gradient(g, &l->ops[i])) continue;
     int k = i + 1;
-    while (k < to && !is_collective(l->ops[k].kind) && !ordered(g, &l->ops[i], &l->ops[k])) k++;
-    if (k == to || !is_collective(l->ops[k].kind) || l->ops[k].dead ||
+    while (k < to && !dhx_lop_collective(l->ops[k].kind) && !ordered(g, &l->ops[i], &l->ops[k]))
+      k++;
+    if (k == to || !dhx_lop_collective(l->ops[k].kind) || l->ops[k].dead ||
         ordered(g, &l->ops[i], &l->ops[k]))
       continue;
     dhx_lop op = l->ops[i];  // to just after the collective at k

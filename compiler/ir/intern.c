@@ -15,7 +15,6 @@
 
 typedef struct entry {
   uint64_t hash;
-  int kind;        // what the value is (0: ew, 1: gemm, 2: note)
   size_t nkey;
   uint8_t *key;
   union {          // the shared value
@@ -143,8 +142,9 @@ static void place(entry **table, size_t n, entry *e) {
   table[at] = e;
 }
 
-// Under the lock: the entry with this key, made from `value` if there is none yet.
-static entry *find_or_add(const uint8_t *key, size_t nkey, int kind, const void *value) {
+// The entry with this key, made from `value` if there is none yet. The key's first byte says
+// what the value is: 0 a fused spec, 1 a GEMM, 2 a note (whose characters are the rest of it).
+static entry *lookup(const uint8_t *key, size_t nkey, const void *value) {
   uint64_t h = dhx_fnv1a(key, nkey);
   if (nslots) {
     for (size_t at = h & (nslots - 1); slots[at]; at = (at + 1) & (nslots - 1)) {
@@ -163,13 +163,12 @@ static entry *find_or_add(const uint8_t *key, size_t nkey, int kind, const void 
   }
   entry *e = must(malloc(sizeof *e));
   e->hash = h;
-  e->kind = kind;
   e->nkey = nkey;
   e->key = must(malloc(nkey));
   memcpy(e->key, key, nkey);
-  if (kind == 0) ew_canonical(value, &e->ew);
-  else if (kind == 1) gemm_canonical(value, &e->gemm);
-  else {  // the key's bytes after the kind byte
+  if (key[0] == 0) ew_canonical(value, &e->ew);
+  else if (key[0] == 1) gemm_canonical(value, &e->gemm);
+  else {
     memcpy(e->note, key + 1, nkey - 1);
     e->note[nkey - 1] = 0;
   }
@@ -178,22 +177,21 @@ static entry *find_or_add(const uint8_t *key, size_t nkey, int kind, const void 
   return e;
 }
 
+static const entry *intern(const uint8_t *key, size_t nkey, const void *value) {
+  pthread_mutex_lock(&lock);
+  const entry *e = lookup(key, nkey, value);
+  pthread_mutex_unlock(&lock);
+  return e;
+}
+
 const dhx_ew_spec *dhx_intern_ew(const dhx_ew_spec *s) {
   uint8_t key[KEY_MAX];
-  size_t n = ew_key(s, key);
-  pthread_mutex_lock(&lock);
-  const dhx_ew_spec *v = &find_or_add(key, n, 0, s)->ew;
-  pthread_mutex_unlock(&lock);
-  return v;
+  return &intern(key, ew_key(s, key), s)->ew;
 }
 
 const dhx_plan_gemm *dhx_intern_gemm(const dhx_plan_gemm *g) {
   uint8_t key[KEY_MAX];
-  size_t n = gemm_key(g, key);
-  pthread_mutex_lock(&lock);
-  const dhx_plan_gemm *v = &find_or_add(key, n, 1, g)->gemm;
-  pthread_mutex_unlock(&lock);
-  return v;
+  return &intern(key, gemm_key(g, key), g)->gemm;
 }
 
 const char *dhx_intern_note(const char *s) {
@@ -201,10 +199,7 @@ const char *dhx_intern_note(const char *s) {
   size_t n = 1;
   key[0] = 2;
   for (; s && n < DHX_NAME_MAX && s[n - 1]; n++) key[n] = (uint8_t)s[n - 1];
-  pthread_mutex_lock(&lock);
-  const char *v = find_or_add(key, n, 2, NULL)->note;
-  pthread_mutex_unlock(&lock);
-  return v;
+  return intern(key, n, NULL)->note;
 }
 
 int dhx_intern_count(void) {
