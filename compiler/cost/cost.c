@@ -197,6 +197,12 @@ double dhx_cost_instr_on(const dhx_cost_model *m, const dhx_plan *p, uint32_t ra
   return instr_time(m, p, rank, in);
 }
 
+double dhx_cost_link_hold(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
+                          const dhx_plan_instr *in) {
+  (void)prog;
+  return instr_time(ctx, p, rank, in);
+}
+
 double dhx_cost_duration(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
                          const dhx_plan_instr *in) {
   const dhx_cost_model *m = ctx;

@@ -88,6 +88,11 @@ double dhx_cost_instr_on(const dhx_cost_model *m, const dhx_plan *p, uint32_t ra
 // a profile, an instruction whose key it holds takes the measured time instead.
 double dhx_cost_duration(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
                          const dhx_plan_instr *in);
+// How long a collective holds its links (dhx_sim_options.link_hold): the model's time for it.
+// A measured collective that took longer held them only that long; the rest of its time (its
+// peers arriving late, the exchange's own software time) delays its stream, not the links.
+double dhx_cost_link_hold(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
+                          const dhx_plan_instr *in);
 
 // ---- measured profiles (profile.c) ------------------------------------------------------------
 // A profile written by dhxrun --profile: NULL with err naming the file (and the field) when it

@@ -15,6 +15,7 @@
 #include "simulate.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ typedef struct sim {
   dhx_sim_duration_fn dur;
   void *ctx;
   double interference;  // factor on compute that starts while its rank communicates
+  dhx_sim_duration_fn link_hold;  // dhx_sim_options
   double *comm_until;   // per rank: when its latest started communication ends
   double *compute_free; // per rank: when its compute resource (the device) is free again
   double *link_free;    // per communicator: when its latest collective ends
@@ -602,8 +604,11 @@ static void arrive(sim *s, int64_t g, double t) {
   const dhx_plan_instr *in = instr_at(s, m0.lane / LANES, m0.instr);
   int32_t c = is_collective(in->op) ? comm_of(s, m0.lane / LANES, in) : -1;
   double at = c >= 0 && s->link_free[c] > G->at ? s->link_free[c] : G->at;
+  double hold = c >= 0 && s->link_hold ? s->link_hold(s->ctx, s->p, m0.lane / LANES, s->prog, in)
+                                       : INFINITY;
   for (uint32_t j = 0; j < G->n; j++) {
     double end = start(s, s->members[G->first + j].lane, at, G->n > 1 ? g : -1);
+    if (end > at + hold) end = at + hold;
     if (c >= 0 && end > s->link_free[c]) s->link_free[c] = end;
   }
 }
@@ -898,6 +903,7 @@ bool dhx_simulate_with(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, voi
   sim s;
   init(&s, p, prog, dur, ctx, err, errlen);
   if (interference > 1) s.interference = interference;
+  s.link_hold = o->link_hold;
   s.lead_first = o->lead_first;
   bool ok = build_lanes(&s);
   if (ok) init_run(&s);

@@ -85,6 +85,11 @@ typedef struct dhx_sim_options {
   // compute left before it hands work to communication goes first (it starts that sooner, and
   // the links stay busy). dhxc simulates so to choose a CPU rank's turns (turns.c).
   bool lead_first;
+  // How long a collective holds its communicator's links, from its start; NULL, or more than
+  // its duration: all of it. A measured collective's time includes more than its bytes on the
+  // wire (its peers' late arrivals, the exchange's own software time), which delays its stream
+  // but leaves the links to other streams' collectives (dhx_cost_link_hold).
+  dhx_sim_duration_fn link_hold;
 } dhx_sim_options;
 bool dhx_simulate_with(const dhx_plan *p, int prog, dhx_sim_duration_fn dur, void *ctx,
                        const dhx_sim_options *o, const double *rank_start, dhx_sim_result *out,

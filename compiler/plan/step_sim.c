@@ -105,7 +105,7 @@ static void figures(const dhx_plan *p, const dhx_cost_model *m, double peak_flop
 // compute and exposed communication into ranks[], and rank `watch`'s live activations (none:
 // UINT32_MAX); *step is when the last rank ends.
 static bool run_step(const dhx_plan *p, uint32_t watch, dhx_sim_duration_fn dur, void *dctx,
-                     double interference, dhx_step_run_fn on_run, void *ctx,
+                     const dhx_sim_options *o, dhx_step_run_fn on_run, void *ctx,
                      dhx_rank_time *ranks, double *step, char *err, size_t errlen) {
   size_t cap = largest_program(p);
   span *all = malloc(cap * sizeof(span)), *compute = malloc(cap * sizeof(span));
@@ -120,7 +120,7 @@ static bool run_step(const dhx_plan *p, uint32_t watch, dhx_sim_duration_fn dur,
     if (prog == DHX_PROG_MICRO) snprintf(run, sizeof run, "MICRO %" PRId64 "/%" PRId64, k + 1, accum);
     else snprintf(run, sizeof run, "%s", dhx_prog_name((uint32_t)prog));
     dhx_sim_result res;
-    ok = dhx_simulate_interfering(p, prog, dur, dctx, interference, start, &res, err, errlen);
+    ok = dhx_simulate_with(p, prog, dur, dctx, o, start, &res, err, errlen);
     if (!ok) break;
     account_run(p, prog, &res, ranks, all, compute, watch, &live_s);
     if (on_run) on_run(ctx, prog, run, &res);
@@ -155,6 +155,13 @@ static double replica0_duration(void *ctx, const dhx_plan *q, uint32_t rank, int
   (void)q;
   const replica0 *R = ctx;
   return dhx_cost_duration((void *)R->m, R->p, R->orig[rank], prog, in);
+}
+
+static double replica0_link_hold(void *ctx, const dhx_plan *q, uint32_t rank, int prog,
+                                 const dhx_plan_instr *in) {
+  (void)q;
+  const replica0 *R = ctx;
+  return dhx_cost_link_hold((void *)R->m, R->p, R->orig[rank], prog, in);
 }
 
 static void replica0_free(replica0 *R) {
@@ -341,7 +348,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     dhx_rank_time *ranks = calloc(R.q.nranks, sizeof(dhx_rank_time));
     if (!ranks) abort();
     uint32_t watch = live ? (uint32_t)R.of[largest_arena(p)] : UINT32_MAX;
-    bool ok = run_step(&R.q, watch, replica0_duration, &R, m->interference, NULL, NULL, ranks,
+    dhx_sim_options o = {.interference = m->interference, .link_hold = replica0_link_hold};
+    bool ok = run_step(&R.q, watch, replica0_duration, &R, &o, NULL, NULL, ranks,
                        &step, err, errlen);
     if (ok)
       for (uint32_t r = 0; r < p->nranks; r++) out->ranks[r] = ranks[R.of[r]];
@@ -353,8 +361,9 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     }
     memset(out->ranks, 0, sizeof(dhx_rank_time) * p->nranks);  // the whole plan names the ranks
   }
+  dhx_sim_options o = {.interference = m->interference, .link_hold = dhx_cost_link_hold};
   bool ok = run_step(p, live ? largest_arena(p) : UINT32_MAX, dhx_cost_duration, (void *)m,
-                     m->interference, on_run, ctx, out->ranks, &step, err, errlen);
+                     &o, on_run, ctx, out->ranks, &step, err, errlen);
   if (ok) figures(p, m, peak_flops, step, out);
   return ok;
 }

@@ -7,6 +7,7 @@
 // verifier adds. The compiled samples (plan dirs given on the command line) must verify, and
 // the timing run must respect every stream's own duration. A synthetic plan of 1024 ranks shows
 // the cost stays near linear (the time is printed, never asserted).
+#include <math.h>
 #include <time.h>
 
 #include "cost.h"
@@ -481,6 +482,45 @@ static void simulate_collectives_on_one_communicator_take_turns(void) {
   tb_free(p);
 }
 
+// Durations as a measured profile gives them: each collective three times the model's.
+static double measured_slower(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
+                              const dhx_plan_instr *in) {
+  double d = dhx_cost_duration(ctx, p, rank, prog, in);
+  return dhx_op_on_comm(in->op) ? 3 * d : d;
+}
+
+// A measured collective holds its communicator's links only for the model's time of it
+// (dhx_cost_link_hold): the other stream's collective starts then, while the first still
+// blocks its own stream for its whole measured time. Without the hold they take turns whole.
+static void simulate_measured_collective_holds_the_links_for_its_modelled_time(void) {
+  dhx_plan *p = plan_of(2);
+  for (uint32_t r = 0; r < 2; r++) {
+    collective(p, r, DHX_OP_ALLREDUCE, 0, 0, N, "strand 0");
+    collective(p, r, DHX_OP_ALLREDUCE, 1, 0, N, "strand 1");
+  }
+  dhx_cost_model m = dhx_cost_model_for(p);
+  double wire = dhx_cost_instr(&m, p, &p->ranks[0].programs[DHX_PROG_MICRO].instrs[0]);
+  char err[512];
+  dhx_sim_result held, whole;
+  dhx_sim_options o = {.interference = 1, .link_hold = dhx_cost_link_hold};
+  CHECK(dhx_simulate_with(p, DHX_PROG_MICRO, measured_slower, &m, &o, NULL, &held, err, sizeof err));
+  o.link_hold = NULL;
+  CHECK(dhx_simulate_with(p, DHX_PROG_MICRO, measured_slower, &m, &o, NULL, &whole, err, sizeof err));
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *a = &held.slices[2 * r], *b = a + 1;
+    CHECK(wire > 0 && a->start == 0 && fabs(a->end - 3 * wire) < 1e-12 * wire);
+    CHECK(fabs(b->start - wire) < 1e-12 * wire && fabs(b->end - 4 * wire) < 1e-12 * wire);
+    const dhx_sim_slice *wa = &whole.slices[2 * r], *wb = wa + 1;
+    CHECK(wb->start == wa->end && fabs(wb->end - 6 * wire) < 1e-12 * wire);
+  }
+  printf("ok: measured all-reduces of %.3g us each, the second from %.3g us (%.3g us without "
+         "the hold); the step ends at %.3g us (%.3g)\n", 3 * wire * 1e6, held.slices[1].start * 1e6,
+         whole.slices[1].start * 1e6, held.makespan * 1e6, whole.makespan * 1e6);
+  dhx_sim_result_free(&held);
+  dhx_sim_result_free(&whole);
+  tb_free(p);
+}
+
 // `verify_ranks_accepts_compiled_samples DIR...`: plans dhxc wrote, read as dhxrun reads them.
 static void verify_ranks_accepts_compiled_samples(int ndirs, char **dirs) {
   CHECK(ndirs > 0);
@@ -643,6 +683,8 @@ int main(int argc, char **argv) {
        verify_ranks_rejects_a_turn_that_waits_for_another_rank},
       {"simulate_collectives_on_one_communicator_take_turns",
        simulate_collectives_on_one_communicator_take_turns},
+      {"simulate_measured_collective_holds_the_links_for_its_modelled_time",
+       simulate_measured_collective_holds_the_links_for_its_modelled_time},
       {"verify_ranks_scales", verify_ranks_scales},
   };
   return tl_main("schedule_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
