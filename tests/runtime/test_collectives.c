@@ -8,6 +8,8 @@
 //   transfers: each rank's two messages arrive whole and in order at its right neighbour.
 //   all_to_all: every block lands at its member, the bytes each rank sends, and an all-to-all
 //              in place refused by the validator.
+//   emulated:  chunked and transfers on an emulated network (--net-emulate), and each takes at
+//              least the time that network gives its messages.
 // Where bytes sent are checked, the count a GPU backend makes from the plan alone
 // (dhx_comms_count_instr) must equal them.
 #include <math.h>
@@ -243,6 +245,38 @@ static void test_zero_checkpoint(int me, int p) {
   tb_free(plan);
 }
 
+static double seconds(void) { return MPI_Wtime(); }
+
+// On a network of `bw` bytes/s and `lat` s a message: an all-reduce of m floats takes at least
+// its 2(p-1) ring steps one after the other, each a chunk on the link and then the latency; a
+// transfer of n floats reaches its receiver no sooner than n*4/bw + lat after both started.
+static void test_emulated_times(dhx_rt *rt, int me, int p, double bw, double lat) {
+  int64_t m = 30000 * p;
+  float *y = malloc(sizeof(float) * (size_t)m);
+  for (int64_t i = 0; i < m; i++) y[i] = value(me, i);
+  MPI_Barrier(MPI_COMM_WORLD);
+  double t0 = seconds();
+  dhx_allreduce_sum(rt->comms, 0, 0, y, m);
+  double took = seconds() - t0, least = 2.0 * (p - 1) * ((double)(m / p) * 4 / bw + lat);
+  CHECK(took >= least * (1 - 1e-6));
+  for (int c = 0; c < p; c++)
+    for (int64_t i = m / p * c, e = i + m / p; i < e; i++)
+      CHECK(memcmp(&y[i], &(float){ring_order_sum(p, c, i)}, sizeof(float)) == 0);
+  // Rank 0 sends n floats to rank 1, which waits for them.
+  int64_t n = 50000;
+  MPI_Barrier(MPI_COMM_WORLD);
+  double s0 = seconds();
+  if (me == 0) dhx_send(rt->comms, 0, 0, y, n, 1, 5);
+  if (me == 1) dhx_recv(rt->comms, 0, 0, y, n, 0, 5);
+  double arrived = seconds() - s0, wire = (double)n * 4 / bw + lat;
+  if (me <= 1) CHECK(arrived >= wire * (1 - 1e-6));
+  free(y);
+  if (me == 0)
+    printf("%d ranks at %.3g MB/s: all-reduce of %lld floats in %.3g ms (at least %.3g), a "
+           "transfer of %lld in %.3g ms (at least %.3g)\n", p, bw / 1e6, (long long)m, took * 1e3,
+           least * 1e3, (long long)n, arrived * 1e3, wire * 1e3);
+}
+
 int main(int argc, char **argv) {
   int provided, rank, size;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -253,6 +287,8 @@ int main(int argc, char **argv) {
   collectives_bufs b;
   // The long message is past OpenMPI's eager limit, so a send waits for its receive.
   dhx_plan *plan = collectives_plan((uint32_t)size, n, 100003, 7, &b);
+  double bw = 200e6, lat = 1e-3;
+  if (strcmp(argv[1], "emulated") == 0) plan->train.net_bandwidth = bw, plan->train.net_latency = lat;
   char err[1024];
   if (!dhx_plan_validate(plan, err, sizeof err)) {
     fprintf(stderr, "collectives plan is invalid: %s\n", err);
@@ -270,6 +306,11 @@ int main(int argc, char **argv) {
     test_all_to_all(rank, size);
   else if (strcmp(argv[1], "transfers") == 0)
     test_transfers(&rt, &b, rank, size);
+  else if (strcmp(argv[1], "emulated") == 0) {
+    test_chunked(&rt, &b, rank, size, n);
+    test_transfers(&rt, &b, rank, size);
+    test_emulated_times(&rt, rank, size, bw, lat);
+  }
   else
     CHECK(!"unknown case");
   MPI_Barrier(MPI_COMM_WORLD);
