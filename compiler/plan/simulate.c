@@ -50,6 +50,9 @@ typedef struct lane {
   uint32_t n, pos;      // pos: the next one to start
   bool running;         // steps[pos - 1] runs now (it ends when the lane leaves the heap)
   bool for_core;        // parked until the rank's core is its head's (turns, lead-first)
+  bool takes_turns;     // computes in turns (plan.h: turn), so its thread shares the core
+  bool held;            // its running collective was held for the core once (finish)
+  double after_wire;    // of its running collective: the time after its wire time (arrive)
   int32_t next_waiter;  // the next lane parked on the same event, -1
 } lane;
 
@@ -242,6 +245,7 @@ static bool build_lanes(sim *s) {
       lane *L = &s->lanes[r * LANES + in->stream];
       bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
       s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1, in->turn};
+      if (in->turn) L->takes_turns = true;
     }
   }
   return true;
@@ -607,7 +611,10 @@ static void arrive(sim *s, int64_t g, double t) {
   double hold = c >= 0 && s->link_hold ? s->link_hold(s->ctx, s->p, m0.lane / LANES, s->prog, in)
                                        : INFINITY;
   for (uint32_t j = 0; j < G->n; j++) {
+    lane *L = &s->lanes[s->members[G->first + j].lane];
     double end = start(s, s->members[G->first + j].lane, at, G->n > 1 ? g : -1);
+    L->after_wire = c >= 0 && end - at > hold ? end - at - hold : 0;
+    L->held = false;
     if (end > at + hold) end = at + hold;
     if (c >= 0 && end > s->link_free[c]) s->link_free[c] = end;
   }
@@ -696,6 +703,16 @@ static void finish(sim *s, uint32_t l, double t) {
   lane *L = &s->lanes[l];
   uint32_t r = l / LANES;
   const step *st = L->running ? &s->steps[L->first + L->pos - 1] : NULL;
+  // A collective on a stream that computes in turns runs on that stream's thread, which does not
+  // take the core from the other strand's running instruction (runtime/streams.c: SCHED_BATCH):
+  // what it does after its wire time (posting, its peers' answers) waits until that one ends.
+  if (st && L->takes_turns && !L->held && is_collective(st->op) && s->compute_free[r] > t) {
+    L->held = true;
+    double end = s->compute_free[r] + L->after_wire;
+    if (s->slices) s->slices[s->base[r] + st->instr].end = end;
+    push(s, l, end);
+    return;
+  }
   if (st && st->op == DHX_OP_RECORD) {
     size_t e = s->ev_base[r] + st->event;
     if (!s->recorded[e]) {

@@ -521,6 +521,55 @@ static void simulate_measured_collective_holds_the_links_for_its_modelled_time(v
   tb_free(p);
 }
 
+// Unit times: compute 10 us, a collective 3 us of which 1 us on the wire.
+static double unit_times(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
+                         const dhx_plan_instr *in) {
+  (void)ctx, (void)p, (void)rank, (void)prog;
+  return dhx_op_on_comm(in->op) ? 3e-6 : dhx_op_computes(in->op) ? 10e-6 : 0;
+}
+static double unit_wire(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
+                        const dhx_plan_instr *in) {
+  (void)ctx, (void)p, (void)rank, (void)prog, (void)in;
+  return 1e-6;
+}
+
+// On a CPU rank whose strands take turns, a collective runs on its strand's thread, which does
+// not take the core from the other strand's running instruction: what follows its wire time
+// waits until that instruction ends. Strand 1 computes [0, 10) us (turn 1) while strand 0's
+// all-reduce is on the wire [0, 1); the all-reduce then ends at 10 + 2 us, not 3, and strand
+// 0's compute (turn 2) starts then. Without turns the all-reduce ends at 3.
+static void simulate_turns_hold_a_collective_until_the_core_is_free(void) {
+  dhx_plan *p = plan_of(2);
+  for (uint32_t r = 0; r < 2; r++) {
+    compute(p, r, 1, "strand 1")->turn = 1;
+    collective(p, r, DHX_OP_ALLREDUCE, 0, 0, N, "strand 0 sums");
+    compute(p, r, 0, "strand 0")->turn = 2;
+  }
+  expect_valid(p, "turns beside a collective");
+  char err[512];
+  dhx_sim_options o = {.interference = 1, .link_hold = unit_wire};
+  dhx_sim_result res;
+  CHECK(dhx_simulate_with(p, DHX_PROG_MICRO, unit_times, NULL, &o, NULL, &res, err, sizeof err));
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *k1 = &res.slices[3 * r], *c = k1 + 1, *k0 = k1 + 2;
+    CHECK(k1->start == 0 && fabs(k1->end - 10e-6) < 1e-15);
+    CHECK(c->start == 0 && fabs(c->end - 12e-6) < 1e-15);
+    CHECK(fabs(k0->start - 12e-6) < 1e-15);
+  }
+  printf("ok: the all-reduce ends at %.3g us beside the other strand's compute, its strand's "
+         "turn starts at %.3g us\n", res.slices[1].end * 1e6, res.slices[2].start * 1e6);
+  dhx_sim_result_free(&res);
+  for (uint32_t r = 0; r < 2; r++) {
+    dhx_plan_program *g = &p->ranks[r].programs[DHX_PROG_MICRO];
+    for (uint32_t i = 0; i < g->ninstrs; i++) g->instrs[i].turn = 0;
+  }
+  CHECK(dhx_simulate_with(p, DHX_PROG_MICRO, unit_times, NULL, &o, NULL, &res, err, sizeof err));
+  CHECK(fabs(res.slices[1].end - 3e-6) < 1e-15);
+  printf("ok: without turns it ends at %.3g us\n", res.slices[1].end * 1e6);
+  dhx_sim_result_free(&res);
+  tb_free(p);
+}
+
 // `verify_ranks_accepts_compiled_samples DIR...`: plans dhxc wrote, read as dhxrun reads them.
 static void verify_ranks_accepts_compiled_samples(int ndirs, char **dirs) {
   CHECK(ndirs > 0);
@@ -685,6 +734,8 @@ int main(int argc, char **argv) {
        simulate_collectives_on_one_communicator_take_turns},
       {"simulate_measured_collective_holds_the_links_for_its_modelled_time",
        simulate_measured_collective_holds_the_links_for_its_modelled_time},
+      {"simulate_turns_hold_a_collective_until_the_core_is_free",
+       simulate_turns_hold_a_collective_until_the_core_is_free},
       {"verify_ranks_scales", verify_ranks_scales},
   };
   return tl_main("schedule_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
