@@ -157,6 +157,10 @@ static double replica0_duration(void *ctx, const dhx_plan *q, uint32_t rank, int
   return dhx_cost_duration((void *)R->m, R->p, R->orig[rank], prog, in);
 }
 
+// Whether collectives take measured times, which the link hold can cut short; with the model's
+// times the hold is the whole duration, so the simulator is spared asking.
+static bool measured_comm(const dhx_cost_model *m) { return m->profile && m->profile_comm; }
+
 static double replica0_link_hold(void *ctx, const dhx_plan *q, uint32_t rank, int prog,
                                  const dhx_plan_instr *in) {
   (void)q;
@@ -348,7 +352,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     dhx_rank_time *ranks = calloc(R.q.nranks, sizeof(dhx_rank_time));
     if (!ranks) abort();
     uint32_t watch = live ? (uint32_t)R.of[largest_arena(p)] : UINT32_MAX;
-    dhx_sim_options o = {.interference = m->interference, .link_hold = replica0_link_hold};
+    dhx_sim_options o = {.interference = m->interference,
+                         .link_hold = measured_comm(m) ? replica0_link_hold : NULL};
     bool ok = run_step(&R.q, watch, replica0_duration, &R, &o, NULL, NULL, ranks,
                        &step, err, errlen);
     if (ok)
@@ -361,7 +366,8 @@ bool dhx_simulate_step(const dhx_plan *p, const dhx_cost_model *m, double peak_f
     }
     memset(out->ranks, 0, sizeof(dhx_rank_time) * p->nranks);  // the whole plan names the ranks
   }
-  dhx_sim_options o = {.interference = m->interference, .link_hold = dhx_cost_link_hold};
+  dhx_sim_options o = {.interference = m->interference,
+                       .link_hold = measured_comm(m) ? dhx_cost_link_hold : NULL};
   bool ok = run_step(p, live ? largest_arena(p) : UINT32_MAX, dhx_cost_duration, (void *)m,
                      &o, on_run, ctx, out->ranks, &step, err, errlen);
   if (ok) figures(p, m, peak_flops, step, out);

@@ -59,8 +59,7 @@ static void number(dhx_plan *p, int prog, uint32_t r, const dhx_sim_result *res,
 bool dhx_plan_assign_turns(dhx_plan *p, const dhx_cost_model *m, char *err, size_t errlen) {
   for (int prog = 0; prog < DHX_PROG_COUNT; prog++) {
     if (!computes_on_streams(p, prog)) continue;
-    dhx_sim_options o = {.interference = m->interference, .lead_first = true,
-                         .link_hold = dhx_cost_link_hold};
+    dhx_sim_options o = {.interference = m->interference, .lead_first = true};
     dhx_sim_result res;
     if (!dhx_simulate_with(p, prog, dhx_cost_duration, (void *)m, &o, NULL, &res, err, errlen))
       return false;
