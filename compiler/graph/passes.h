@@ -35,9 +35,9 @@ int dhx_fuse_elementwise(dhx_graph *g, dhx_oplist *l);
 // nothing else separates from it becomes the GEMM's epilogue; returns how many it folded.
 int dhx_fuse_gemm_epilogues(dhx_graph *g, dhx_oplist *l);
 // weight_grads.c (paired strands running free): each weight-gradient GEMM of ops [from, to)
-// moved to just after the collective that follows it, when nothing between orders them;
-// returns how many moved.
-int dhx_defer_weight_grads(const dhx_graph *g, dhx_oplist *l, int from, int to);
+// (with `small`, each op that writes only weight gradients) moved to just after the collective
+// that follows it, when nothing between orders them; returns how many moved.
+int dhx_defer_weight_grads(const dhx_graph *g, dhx_oplist *l, int from, int to, bool small);
 // shard_tp.c: turns the whole model's graph into what tensor-parallel rank `rank` of `tp`
 // runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
 // slice. Reports unsupported combinations as errors at the op. Call before lowering.

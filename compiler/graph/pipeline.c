@@ -794,7 +794,8 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   pipe p;
   start(&p, g, DHX_PROG_MICRO, tmpl, micro, micro);
   for (int c = 0; c < v && g->strands; c++) {
-    if (g->strands_free) dhx_defer_weight_grads(g, &tmpl[c].ops, tmpl[c].nfwd, tmpl[c].ops.n);
+    if (g->strands_free)  // the small ops too on one stage (weight_grads.c says why)
+      dhx_defer_weight_grads(g, &tmpl[c].ops, tmpl[c].nfwd, tmpl[c].ops.n, g->pp == 1);
     segment_backward(g, &tmpl[c]);
     segment_forward(&tmpl[c]);
   }
