@@ -395,11 +395,29 @@ static bool shared_state(const dhx_graph *g, int t) {
 }
 
 // Cuts ops [from, to) of l into runs of one layer each: first[k] is where run k starts, first[n]
-// = to. Returns n. `first` has room for to - from + 1 entries.
+// = to. Returns n. `first` has room for to - from + 1 entries. A run starts where a layer
+// appears for the first time; an op of a layer already passed (a weight gradient moved past the
+// next layer's first collective, weight_grads.c) or of none (layer -1: a collective the sharding
+// added) stays in the run it is listed in. The ops of no layer before the first layer's and
+// after the last one's (embedding, head, loss) are runs of their own. So a backward has as many
+// runs as the forward, which hold_forward relies on.
 static int cut_by_layer(const dhx_oplist *l, int from, int to, int *first) {
-  int n = 0;
-  for (int i = from; i < to; i++)
-    if (n == 0 || l->ops[i].at.layer != l->ops[first[n - 1]].at.layer) first[n++] = i;
+  int n = 0, last_layered = -1, seen_cap = 0;
+  for (int i = from; i < to; i++) {
+    if (l->ops[i].at.layer >= 0) last_layered = i;
+    if (l->ops[i].at.layer >= seen_cap) seen_cap = l->ops[i].at.layer + 1;
+  }
+  unsigned char *seen = calloc((size_t)(seen_cap ? seen_cap : 1), 1);
+  if (!seen) abort();
+  for (int i = from; i < to; i++) {
+    int layer = l->ops[i].at.layer;
+    bool starts = n == 0;
+    if (layer >= 0 && !seen[layer]) starts = true;  // a new layer
+    if (layer < 0 && i > last_layered && l->ops[i - 1].at.layer >= 0) starts = true;  // the tail
+    if (layer >= 0) seen[layer] = 1;
+    if (starts) first[n++] = i;
+  }
+  free(seen);
   first[n] = to;
   return n;
 }

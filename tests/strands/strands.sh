@@ -168,6 +168,19 @@ case $case_name in
     echo "instructions with a turn: $free free, $aligned aligned by the search, $unpaired unpaired"
     [ "$free" -gt 100 ] && [ "$aligned" = 0 ] && [ "$unpaired" = 0 ] || exit 1
     ;;
+  segments)
+    # A paired backward is cut into one segment per layer, and one each for the head and the
+    # embedding (pipeline.c, cut_by_layer), also where tensor parallelism moves a layer's weight
+    # gradients past the next layer's first collective: the segments order the two strands'
+    # backwards, and a held forward counts the backward's layers by them.
+    common 1 2 1
+    "$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" --set schedule.parallel.sp=on \
+      "${paired[@]}" | awk '/^rank 0:/ { r = 1 } /^rank 1:/ { r = 0 } r' > schedule.txt
+    segs=$(grep -c '# backward left the layer' schedule.txt || true)
+    backs=$(grep -c '# embedding.0: grad table' schedule.txt || true)
+    echo "rank 0: $segs backward segments over $backs backwards of 4 layers"
+    [ "$backs" -gt 0 ] && (( segs == 6 * backs )) || exit 1
+    ;;
   sharded_memory)
     shape=()
     searched=(--set schedule.strands.pair=on --set schedule.strands.search=dp)
