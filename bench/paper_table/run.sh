@@ -6,6 +6,11 @@
 #   dhx       the sample as written: paired strands and the overlap search; with a pipeline
 #             (pp > 1), the W fold (fold: w) where the layers divide into 2·pp chunks, and
 #             search: none (the overlap search is refused in a pipeline)
+#   free      the same with the strands running free (search: none), as dhx already is in a
+#             pipeline: faster on one stage, but it holds two micro-batches' activations where
+#             the search holds about one
+#
+# Beside each step, its largest arena against the baseline's (mem).
 #
 #   bench/paper_table/run.sh [SAMPLE.dhx ...]      (BUILD_DIR=build by default)
 #
@@ -36,12 +41,16 @@ published() {
 step_of() {  # step_of JSON_FILE: step_time_s
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step_time_s"])' "$1"
 }
+memory_of() {  # memory_of JSON_FILE: peak_memory_bytes
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peak_memory_bytes"])' "$1"
+}
 
 samples=("$@")
 if [ ${#samples[@]} -eq 0 ]; then
   samples=("$root"/samples/paper/*.dhx)
 fi
-printf '%-26s %-9s %10s %10s %8s %10s  %s\n' sample layout base_s dhx_s gain published note
+printf '%-26s %-9s %8s %8s %6s %6s %8s %6s %6s %10s  %s\n' sample layout base_s dhx_s gain mem \
+  free_s gain mem published note
 for f in "${samples[@]}"; do
   name=$(basename "$f" .dhx)
   layout=$(grep -o 'parallel {[^}]*}' "$f" | grep -o 'dp: [0-9]*, tp: [0-9]*, pp: [0-9]*' |
@@ -61,13 +70,24 @@ for f in "${samples[@]}"; do
   fi
   "$dhxc" "$f" --simulate --json "${dhx_sets[@]}" >"$work/$name.dhx.json" \
     2>"$work/$name.dhx.err"
+  if (( ${pp:-1} == 1 )) && grep -q "strands" "$f"; then
+    "$dhxc" "$f" --simulate --json --set schedule.strands.search=none >"$work/$name.free.json" \
+      2>"$work/$name.free.err"
+  else
+    cp "$work/$name.dhx.json" "$work/$name.free.json"
+  fi
   base=$(step_of "$work/$name.base.json")
   dhx=$(step_of "$work/$name.dhx.json")
+  free=$(step_of "$work/$name.free.json")
+  base_mem=$(memory_of "$work/$name.base.json")
+  dhx_mem=$(memory_of "$work/$name.dhx.json")
+  free_mem=$(memory_of "$work/$name.free.json")
   if grep -q "simulating without strand interleaving" "$work/$name.dhx.err"; then
     note="${note:+$note; }strands left out (pipeline + search): dhx = baseline"
   fi
   if ! grep -q "strands" "$f"; then note="no strands block"; fi
-  awk -v n="$name" -v l="$layout" -v b="$base" -v d="$dhx" -v p="$(published "$name")" \
-    -v note="$note" 'BEGIN { printf "%-26s %-9s %10.2f %10.2f %7.2fx %10s  %s\n", n, l, b, d,
-      b / d, p, note }'
+  awk -v n="$name" -v l="$layout" -v b="$base" -v d="$dhx" -v fr="$free" -v bm="$base_mem" \
+    -v dm="$dhx_mem" -v fm="$free_mem" -v p="$(published "$name")" -v note="$note" 'BEGIN {
+      printf "%-26s %-9s %8.2f %8.2f %5.2fx %+5.1f%% %8.2f %5.2fx %+5.1f%% %10s  %s\n", n, l, b,
+        d, b / d, 100 * (dm / bm - 1), fr, b / fr, 100 * (fm / bm - 1), p, note }'
 done
