@@ -413,7 +413,8 @@ static int cut_by_layer(const dhx_oplist *l, int from, int to, int *first) {
     int layer = l->ops[i].at.layer;
     bool starts = n == 0;
     if (layer >= 0 && !seen[layer]) starts = true;  // a new layer
-    if (layer < 0 && i > last_layered && l->ops[i - 1].at.layer >= 0) starts = true;  // the tail
+    if (layer < 0 && i > from && i > last_layered && l->ops[i - 1].at.layer >= 0)
+      starts = true;  // the tail
     if (layer >= 0) seen[layer] = 1;
     if (starts) first[n++] = i;
   }
