@@ -153,7 +153,7 @@ bool dhx_cuda_issue_order(const dhx_plan_program *p, uint32_t *order) {
         const dhx_plan_instr *in = &p->instrs[pos[s]];
         if (in->stream != s) continue;
         if (in->op == DHX_OP_WAIT && !recorded[in->event]) break;
-        if (in->op == DHX_OP_RECORD) recorded[in->event] = 1;
+        if (in->op == DHX_OP_RECORD || dhx_instr_deferred(in)) recorded[in->event] = 1;
         order[n++] = pos[s];
         progress = true;
       }
@@ -482,8 +482,11 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
                   size_t errlen) {
   CUstream s = c->streams[in->stream];
   const uint32_t alone = 0;  // a collective or transfer on its own: a group of one
-  if (dhx_op_on_comm(in->op))
-    return dhx_nccl_issue(c->nccl, c->rank, c->arena, in, &alone, 1, s, err, errlen);
+  if (dhx_op_on_comm(in->op)) {
+    if (!dhx_nccl_issue(c->nccl, c->rank, c->arena, in, &alone, 1, s, err, errlen)) return false;
+    if (dhx_instr_deferred(in)) CU(cuEventRecord(c->events[in->event], s));  // stream order
+    return true;
+  }
   switch (in->op) {
     case DHX_OP_KERNEL:
     case DHX_OP_GRAD_NORM: {  // its grad_norm kernel, n = 1: the norm and clip scale stay on the device

@@ -165,7 +165,11 @@ typedef struct dhx_plan_instr {
   uint32_t stream;    // < DHX_MAX_STREAMS; 0 = compute, 1 = communication
   int32_t kernel;     // OP_KERNEL, OP_GRAD_NORM: index in the kernel table; -1 otherwise
   int32_t comm;       // collectives and transfers: communicator id; -1 otherwise
-  int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents; -1 otherwise
+  int32_t event;      // OP_RECORD / OP_WAIT: event id < program's nevents. An all-reduce,
+                      // reduce-scatter or all-gather with an event is deferred: its stream may
+                      // go on once it is posted, and it records the event when it completes;
+                      // one WAIT on the same stream completes it (dhx_instr_deferred). -1
+                      // otherwise
   uint32_t dtype;     // collectives and transfers: element type (dhx_dtype); 0 otherwise
   int64_t n;          // OP_KERNEL: index-space size; OP_GRAD_NORM: 1
   // A CPU rank whose program computes on two or more streams (free paired strands) runs its
@@ -178,6 +182,12 @@ typedef struct dhx_plan_instr {
   dhx_plan_gemm gemm; // OP_GEMM
   char note[DHX_NAME_MAX];  // what the instruction is for ("h.0.attn: softmax fwd"), for humans
 } dhx_plan_instr;
+
+// A collective that completes later, at the WAIT on its event (plan_instr.event).
+static inline bool dhx_instr_deferred(const dhx_plan_instr *in) {
+  return in->event >= 0 && (in->op == DHX_OP_ALLREDUCE || in->op == DHX_OP_REDUCE_SCATTER ||
+                            in->op == DHX_OP_ALL_GATHER);
+}
 
 typedef struct dhx_plan_program {
   uint32_t nstreams;   // streams used (1..DHX_MAX_STREAMS)

@@ -144,6 +144,7 @@ static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint
     case DHX_OP_SEND:
     case DHX_OP_RECV:
       fprintf(f, "comm %d %s ", in->comm, dhx_dtype_name(in->dtype));
+      if (dhx_instr_deferred(in)) fprintf(f, "deferred to event %d ", in->event);
       print_args(f, r, in);
       break;
     case DHX_OP_RECORD:

@@ -264,6 +264,9 @@ bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_pl
     case DHX_OP_ALLREDUCE:
     case DHX_OP_REDUCE_SCATTER:
     case DHX_OP_ALL_GATHER:
+      CHECK(in->event < 0 || (uint32_t)in->event < p->nevents, "deferred to event %d, but the "
+            "program has %u events", in->event, p->nevents);
+      return plan_check_comm_instr(v, in);
     case DHX_OP_ALL_TO_ALL:
     case DHX_OP_SEND:
     case DHX_OP_RECV: return plan_check_comm_instr(v, in);

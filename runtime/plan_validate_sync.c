@@ -49,13 +49,61 @@ static bool check_turns(plan_check_ctx *v, const dhx_plan_program *p, uint32_t *
   return ok;
 }
 
+// A deferred collective (plan.h: dhx_instr_deferred) is completed by the stream that posted it,
+// at its one WAIT: so its event has no other recorder and exactly one WAIT, later on its stream.
+static bool check_deferred(plan_check_ctx *v, const dhx_plan_program *p) {
+  int64_t *by = malloc(sizeof(int64_t) * (p->nevents ? p->nevents : 1));  // its collective
+  uint32_t *waits = calloc(p->nevents ? p->nevents : 1, sizeof(uint32_t));
+  if (!by || !waits) {
+    free(by);
+    free(waits);
+    return plan_check_fail(v, "out of memory");
+  }
+  for (uint32_t e = 0; e < p->nevents; e++) by[e] = -1;
+  bool ok = true;
+  for (uint32_t i = 0; i < p->ninstrs && ok; i++) {
+    const dhx_plan_instr *in = &p->instrs[i];
+    if (!dhx_instr_deferred(in)) continue;
+    v->instr = i;
+    v->note = in->note;
+    if (by[in->event] >= 0)
+      ok = plan_check_fail(v, "event %d is deferred to by two collectives", in->event);
+    by[in->event] = i;
+  }
+  for (uint32_t i = 0; i < p->ninstrs && ok; i++) {
+    const dhx_plan_instr *in = &p->instrs[i];
+    if ((in->op != DHX_OP_RECORD && in->op != DHX_OP_WAIT) || by[in->event] < 0) continue;
+    const dhx_plan_instr *c = &p->instrs[by[in->event]];
+    v->instr = i;
+    v->note = in->note;
+    if (in->op == DHX_OP_RECORD)
+      ok = plan_check_fail(v, "RECORD of event %d, which a deferred collective records",
+                           in->event);
+    else if (in->stream != c->stream || (int64_t)i < by[in->event])
+      ok = plan_check_fail(v, "WAIT on deferred event %d must come after its collective on its "
+                           "stream %u (only that stream completes it)", in->event, c->stream);
+    else if (waits[in->event]++)
+      ok = plan_check_fail(v, "a second WAIT on deferred event %d", in->event);
+  }
+  for (uint32_t e = 0; e < p->nevents && ok; e++)
+    if (by[e] >= 0 && !waits[e]) {
+      v->instr = (int64_t)by[e];
+      v->note = p->instrs[by[e]].note;
+      ok = plan_check_fail(v, "deferred to event %d, which no WAIT completes", (int)e);
+    }
+  v->instr = -1;
+  free(by);
+  free(waits);
+  return ok;
+}
+
 // Every WAIT must be able to complete: simulate the streams, letting each run until it reaches
 // a WAIT whose event nobody has recorded yet (or a compute instruction whose turn has not come);
 // if all streams stop before their end, the event graph has a cycle (or waits for a RECORD that
 // never comes) and the program would hang.
 bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
   uint32_t nturns;
-  if (!check_turns(v, p, &nturns)) return false;
+  if (!check_turns(v, p, &nturns) || !check_deferred(v, p)) return false;
   uint32_t next_turn = 1;
   bool ok = true;
   uint8_t *recorded = calloc(p->nevents ? p->nevents : 1, 1);
@@ -66,7 +114,8 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
     return plan_check_fail(v, "out of memory");
   }
   for (uint32_t i = 0; i < p->ninstrs; i++)
-    if (p->instrs[i].op == DHX_OP_RECORD) ever[p->instrs[i].event] = 1;
+    if (p->instrs[i].op == DHX_OP_RECORD || dhx_instr_deferred(&p->instrs[i]))
+      ever[p->instrs[i].event] = 1;
   for (uint32_t i = 0; i < p->ninstrs && ok; i++) {
     const dhx_plan_instr *in = &p->instrs[i];
     if (in->op == DHX_OP_WAIT && !ever[in->event]) {
@@ -86,7 +135,7 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
         if (in->op == DHX_OP_WAIT && !recorded[in->event]) break;
         if (nturns && in->turn && in->turn != next_turn) break;
         if (nturns && in->turn) next_turn++;
-        if (in->op == DHX_OP_RECORD) recorded[in->event] = 1;
+        if (in->op == DHX_OP_RECORD || dhx_instr_deferred(in)) recorded[in->event] = 1;
         progress = true;
       }
     }

@@ -97,6 +97,7 @@ static void run_instr(dhx_streams *s, const dhx_plan_instr *in) {
     wait_event(s, in->event);
   else
     s->exec(s->ctx, in);
+  if (dhx_instr_deferred(in)) record(s, in->event);  // complete once exec returns
 }
 
 // `trace` is NULL unless this run is recorded.

@@ -41,7 +41,7 @@ typedef struct group {
 typedef struct step {
   uint32_t instr;  // index in the rank's program
   uint32_t op;
-  int32_t event;   // RECORD and WAIT; -1 otherwise
+  int32_t event;   // RECORD, WAIT and a deferred collective's; -1 otherwise
   uint32_t turn;   // its turn on the rank's core (plan.h); 0: none
 } step;
 
@@ -56,10 +56,11 @@ typedef struct lane {
   int32_t next_waiter;  // the next lane parked on the same event, -1
 } lane;
 
-typedef struct ready {  // a heap entry: lane `lane` moves on at time t
-  double t;
+typedef struct ready {  // a heap entry: lane `lane` moves on at time t, or event `event` is
+  double t;              // recorded then (a deferred collective completes; -1: a lane's)
   uint64_t seq;  // ties in time go first in, first out, so runs are reproducible
   uint32_t lane;
+  int64_t event;
 } ready;
 
 typedef struct sim {
@@ -89,7 +90,7 @@ typedef struct sim {
   uint8_t *recorded; // per event
   int32_t *waiters;  // per event: the first lane parked on it, -1
   ready *heap;
-  size_t nheap;
+  size_t nheap, heap_cap;
   uint64_t seq;
   dhx_sim_slice *slices;  // NULL when the caller wants none
   double *rank_end;
@@ -222,7 +223,7 @@ static bool build_lanes(sim *s) {
     for (uint32_t i = 0; i < pr->ninstrs; i++) {
       const dhx_plan_instr *in = &pr->instrs[i];
       if (in->stream >= LANES) return fail(s, "rank %u instr %u: stream %u", r, i, in->stream);
-      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
+      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD || dhx_instr_deferred(in);
       if (evented && (in->event < 0 || (uint32_t)in->event >= pr->nevents))
         return fail(s, "rank %u instr %u: event %d of %u", r, i, in->event, pr->nevents);
       if (dhx_op_on_comm(in->op) && (in->comm < 0 || (uint32_t)in->comm >= p->ncomms))
@@ -243,7 +244,7 @@ static bool build_lanes(sim *s) {
     for (uint32_t i = 0; i < pr->ninstrs; i++) {
       const dhx_plan_instr *in = &pr->instrs[i];
       lane *L = &s->lanes[r * LANES + in->stream];
-      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD;
+      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD || dhx_instr_deferred(in);
       s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1, in->turn};
       if (in->turn) L->takes_turns = true;
     }
@@ -537,9 +538,14 @@ static bool earlier(const ready *a, const ready *b) {
   return a->t < b->t || (a->t == b->t && a->seq < b->seq);
 }
 
-static void push(sim *s, uint32_t l, double t) {
+static void push_entry(sim *s, uint32_t l, int64_t event, double t) {
+  if (s->nheap == s->heap_cap) {
+    s->heap_cap *= 2;
+    s->heap = realloc(s->heap, sizeof(ready) * s->heap_cap);
+    if (!s->heap) abort();
+  }
   size_t i = s->nheap++;
-  s->heap[i] = (ready){t, s->seq++, l};
+  s->heap[i] = (ready){t, s->seq++, l, event};
   while (i > 0 && earlier(&s->heap[i], &s->heap[(i - 1) / 2])) {
     ready tmp = s->heap[i];
     s->heap[i] = s->heap[(i - 1) / 2];
@@ -547,6 +553,8 @@ static void push(sim *s, uint32_t l, double t) {
     i = (i - 1) / 2;
   }
 }
+
+static void push(sim *s, uint32_t l, double t) { push_entry(s, l, -1, t); }
 
 static ready pop(sim *s) {
   ready top = s->heap[0];
@@ -589,6 +597,12 @@ static double start(sim *s, uint32_t l, double t, int64_t match) {
   double end = t + d;
   if (s->slices) s->slices[s->base[r] + i] = (dhx_sim_slice){r, l % LANES, i, t, end, match};
   L->pos++;
+  if (dhx_instr_deferred(in)) {  // posted: the stream goes on, the event comes when it ends
+    L->running = false;
+    push_entry(s, l, (int64_t)(s->ev_base[r] + (size_t)in->event), end);
+    push(s, l, t);
+    return end;
+  }
   L->running = true;
   push(s, l, end);
   return end;
@@ -698,6 +712,14 @@ static void advance(sim *s, uint32_t l, double t) {
   else start(s, l, t, -1);
 }
 
+// Event e (of all ranks' events) is recorded at time t: the lanes waiting on it move on.
+static void record_event(sim *s, size_t e, double t) {
+  if (s->recorded[e]) return;
+  s->recorded[e] = 1;
+  for (int32_t w = s->waiters[e]; w >= 0; w = s->lanes[w].next_waiter) push(s, (uint32_t)w, t);
+  s->waiters[e] = -1;
+}
+
 // Lane l's running instruction has ended at time t: a RECORD releases the lanes waiting on it.
 static void finish(sim *s, uint32_t l, double t) {
   lane *L = &s->lanes[l];
@@ -713,14 +735,7 @@ static void finish(sim *s, uint32_t l, double t) {
     push(s, l, end);
     return;
   }
-  if (st && st->op == DHX_OP_RECORD) {
-    size_t e = s->ev_base[r] + st->event;
-    if (!s->recorded[e]) {
-      s->recorded[e] = 1;
-      for (int32_t w = s->waiters[e]; w >= 0; w = s->lanes[w].next_waiter) push(s, (uint32_t)w, t);
-      s->waiters[e] = -1;
-    }
-  }
+  if (st && st->op == DHX_OP_RECORD) record_event(s, s->ev_base[r] + st->event, t);
   L->running = false;
   bool freed = st && dhx_op_computes(st->op) && (st->turn || s->lead_first);
   if (freed && st->turn) s->next_turn[r]++;
@@ -738,7 +753,8 @@ static void run(sim *s, const double *rank_start) {
   }
   while (s->nheap) {
     ready x = pop(s);
-    finish(s, x.lane, x.t);
+    if (x.event >= 0) record_event(s, (size_t)x.event, x.t);
+    else finish(s, x.lane, x.t);
   }
 }
 
@@ -768,6 +784,22 @@ static int64_t blocker(const sim *s, uint32_t l, uint32_t *need) {
         if (x->op == DHX_OP_RECORD && x->event == in->event) {
           *need = x->instr;
           return m;
+        }
+      }
+    }
+    // A deferred collective records it when its rendezvous completes: the member not there yet.
+    for (uint32_t m = r * LANES; m < (r + 1) * LANES; m++) {
+      const lane *M = &s->lanes[m];
+      for (uint32_t j = 0; j < M->pos; j++) {
+        const step *x = &s->steps[M->first + j];
+        if (x->op == DHX_OP_WAIT || x->op == DHX_OP_RECORD || x->event != in->event) continue;
+        int64_t g = s->group_of[s->base[r] + x->instr];
+        for (uint32_t k = 0; g >= 0 && k < s->groups[g].n; k++) {
+          member mm = s->members[s->groups[g].first + k];
+          if (head_of(s, mm.lane) < mm.instr) {
+            *need = mm.instr;
+            return mm.lane;
+          }
         }
       }
     }
@@ -881,7 +913,8 @@ static void init(sim *s, const dhx_plan *p, int prog, dhx_sim_duration_fn dur, v
   s->core_busy = xcalloc(p->nranks ? p->nranks : 1, 1);
   s->nlanes = p->nranks * LANES;
   s->lanes = xcalloc(s->nlanes, sizeof(lane));
-  s->heap = xcalloc(s->nlanes, sizeof(ready));
+  s->heap_cap = s->nlanes ? s->nlanes : 1;
+  s->heap = xcalloc(s->heap_cap, sizeof(ready));
   for (uint32_t l = 0; l < s->nlanes; l++) s->lanes[l].next_waiter = -1;
 }
 

@@ -7,6 +7,10 @@
 // Checks that the result is right (y sees the reduced h, so the WAIT held the compute stream
 // back), that both ranks agree, and that the sleep ran during the all-reduce (the program
 // takes about 300 ms, not 600): streams really are concurrent.
+//
+// `test_streams deferred`: the all-reduce posted on stream 0 deferred to an event (plan.h:
+// dhx_instr_deferred), an independent kernel listed before its WAIT, then y += h: y sees the
+// reduced h in both runs (the CPU backend completes the collective as it posts it).
 #include <math.h>
 #include <mpi.h>
 #include <time.h>
@@ -61,12 +65,72 @@ static dhx_plan *overlap_plan(void) {
   return p;
 }
 
+// Stream 0 only: h = 2; all-reduce h, deferred to event 0; flag = 1 (independent); WAIT 0;
+// y += h.
+static dhx_plan *deferred_plan(void) {
+  dhx_plan *p = tb_new(2);
+  int64_t n = N, one = 1;
+  int32_t h = tb_buffer(p, "h", DHX_BUF_ACT, DHX_F32, 1, &n);
+  int32_t y = tb_buffer(p, "y", DHX_BUF_ACT, DHX_F32, 1, &n);
+  int32_t flag = tb_buffer(p, "flag", DHX_BUF_SCRATCH, DHX_F32, 1, &one);
+  int32_t all[2] = {0, 1};
+  int32_t comm = tb_comm(p, 2, all);
+  p->ranks[0].programs[DHX_PROG_STEP].nevents = 1;
+  dhx_plan_instr *in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "fill", "pf", N, "h = 2");
+  tb_arg_buf(in, h, 0);
+  tb_arg_f64(in, 2.0);
+  in = tb_instr(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, 0, "h summed over ranks, deferred");
+  in->comm = comm;
+  in->event = 0;
+  tb_arg_buf(in, h, 0);
+  tb_arg_i64(in, N);
+  in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "sleep_ms", "pi", 1, "independent work");
+  tb_arg_buf(in, flag, 0);
+  tb_arg_i64(in, 1);
+  tb_instr(p, DHX_PROG_STEP, DHX_OP_WAIT, 0, "h reduced")->event = 0;
+  in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "axpy", "ppf", N, "y += h");
+  tb_arg_buf(in, y, 0);
+  tb_arg_buf(in, h, 0);
+  tb_arg_f64(in, 1.0);
+  tb_replicate(p);
+  char err[1024];
+  if (!dhx_plan_validate(p, err, sizeof err)) {
+    fprintf(stderr, "deferred plan invalid: %s\n", err);
+    exit(1);
+  }
+  return p;
+}
+
+static int run_deferred(int rank) {
+  dhx_plan *p = deferred_plan();
+  dhx_rt rt;
+  char err[1024];
+  if (!dhx_rt_init(&rt, p, rank, DHX_TEST_KERNELS_SO, 2, err, sizeof err)) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  dhx_rt_connect(&rt);
+  float *y = dhx_rt_buffer(&rt, 1), *flag = dhx_rt_buffer(&rt, 2);
+  for (int i = 0; i < N; i++) y[i] = (float)i;
+  for (int run = 1; run <= 2; run++) {  // events start unrecorded in every run
+    dhx_rt_run(&rt, DHX_PROG_STEP);
+    for (int i = 0; i < N; i++) CHECK(y[i] == (float)i + 4.0f * (float)run);
+    CHECK(flag[0] == 1.0f);
+  }
+  dhx_rt_free(&rt);
+  tb_free(p);
+  MPI_Finalize();
+  if (rank == 0) printf("dhxrun_runs_a_deferred_collective_to_its_wait: passed\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int provided, rank, size;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   CHECK(size == 2 && provided == MPI_THREAD_MULTIPLE);
+  if (argc > 1 && strcmp(argv[1], "deferred") == 0) return run_deferred(rank);
   dhx_plan *p = overlap_plan();
   dhx_rt rt;
   char err[1024];

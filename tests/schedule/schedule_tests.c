@@ -521,6 +521,64 @@ static void simulate_measured_collective_holds_the_links_for_its_modelled_time(v
   tb_free(p);
 }
 
+// A deferred all-gather (plan.h: an event on a collective) lets its stream go on: on each of two
+// ranks, stream 0 posts it, zeroes `x` meanwhile, then waits for it and zeroes again. With 10 us
+// per instruction the zeroing runs [0, 10) beside the all-gather [0, 10), and the last one
+// [10, 20); as a plain collective the four would take 30 us. The per-rank validator and the
+// cross-rank verifier accept the plan; the validator refuses a second WAIT, a WAIT on another
+// stream, a RECORD of the event and a deferred collective no WAIT completes.
+static double ten_us(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
+                     const dhx_plan_instr *in) {
+  (void)ctx, (void)p, (void)rank, (void)prog;
+  return in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD ? 0 : 10e-6;
+}
+
+// Two ranks: stream 0 posts the all-gather deferred to an event, zeroes x, waits, zeroes x;
+// `broken` (0: none) adds a defect to rank 0's program.
+static dhx_plan *deferred_plan(int broken) {
+  dhx_plan *p = plan_of(2);
+  for (uint32_t r = 0; r < 2; r++) {
+    int32_t e = new_event(p, r);
+    collective(p, r, DHX_OP_ALL_GATHER, 0, 0, N, "gather, deferred")->event = e;
+    compute(p, r, 0, "meanwhile");
+    if (!(r == 0 && broken == 4)) on_event(p, r, DHX_OP_WAIT, r == 0 && broken == 2 ? 1 : 0, e,
+                                           "gathered");
+    if (r == 0 && broken == 1) on_event(p, r, DHX_OP_WAIT, 0, e, "gathered again");
+    if (r == 0 && broken == 3) on_event(p, r, DHX_OP_RECORD, 1, e, "recorded elsewhere");
+    compute(p, r, 0, "after");
+  }
+  return p;
+}
+
+static void simulate_deferred_collective_lets_its_stream_go_on(void) {
+  dhx_plan *p = deferred_plan(0);
+  expect_valid(p, "the deferred all-gather");
+  expect_verified(p, "the deferred all-gather");
+  char err[512];
+  dhx_sim_result res;
+  CHECK(dhx_simulate(p, DHX_PROG_MICRO, ten_us, NULL, NULL, &res, err, sizeof err));
+  for (uint32_t r = 0; r < 2; r++) {
+    const dhx_sim_slice *gather = &res.slices[4 * r], *meanwhile = gather + 1, *after = gather + 3;
+    CHECK(gather->start == 0 && fabs(gather->end - 10e-6) < 1e-15);
+    CHECK(meanwhile->start == 0 && fabs(after->start - 10e-6) < 1e-15);
+  }
+  CHECK(fabs(res.makespan - 20e-6) < 1e-15);
+  printf("ok: the stream computes beside its deferred all-gather; the step ends at %.3g us\n",
+         res.makespan * 1e6);
+  dhx_sim_result_free(&res);
+  tb_free(p);
+  const char *refusals[] = {"a second WAIT on deferred event 0",
+                            "WAIT on deferred event 0 must come after its collective on its stream 0",
+                            "RECORD of event 0, which a deferred collective records",
+                            "deferred to event 0, which no WAIT completes"};
+  for (int b = 1; b <= 4; b++) {
+    p = deferred_plan(b);
+    CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, refusals[b - 1]);
+    printf("ok: %s\n", err);
+    tb_free(p);
+  }
+}
+
 // Unit times: compute 10 us, a collective 3 us of which 1 us on the wire.
 static double unit_times(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
                          const dhx_plan_instr *in) {
@@ -736,6 +794,8 @@ int main(int argc, char **argv) {
        simulate_measured_collective_holds_the_links_for_its_modelled_time},
       {"simulate_turns_hold_a_collective_until_the_core_is_free",
        simulate_turns_hold_a_collective_until_the_core_is_free},
+      {"simulate_deferred_collective_lets_its_stream_go_on",
+       simulate_deferred_collective_lets_its_stream_go_on},
       {"verify_ranks_scales", verify_ranks_scales},
   };
   return tl_main("schedule_tests", tests, sizeof tests / sizeof tests[0], argc, argv);
