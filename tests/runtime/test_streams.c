@@ -26,92 +26,94 @@ static double now(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static dhx_plan *overlap_plan(void) {
+// The buffers both plans use (ids 0, 1, 2: h, y, flag), the communicator of both ranks, and
+// the first instruction, h = 2 on stream 0.
+typedef struct plan_ids {
+  int32_t h, y, flag, comm;
+} plan_ids;
+
+static dhx_plan *plan_start(plan_ids *id, uint32_t nevents) {
   dhx_plan *p = tb_new(2);
-  p->train.net_bandwidth = 1e9;
-  p->train.net_latency = 0.15;  // per message; a 2-rank ring sends two
   int64_t n = N, one = 1;
-  int32_t h = tb_buffer(p, "h", DHX_BUF_ACT, DHX_F32, 1, &n);
-  int32_t y = tb_buffer(p, "y", DHX_BUF_ACT, DHX_F32, 1, &n);
-  int32_t flag = tb_buffer(p, "flag", DHX_BUF_SCRATCH, DHX_F32, 1, &one);
+  id->h = tb_buffer(p, "h", DHX_BUF_ACT, DHX_F32, 1, &n);
+  id->y = tb_buffer(p, "y", DHX_BUF_ACT, DHX_F32, 1, &n);
+  id->flag = tb_buffer(p, "flag", DHX_BUF_SCRATCH, DHX_F32, 1, &one);
   int32_t all[2] = {0, 1};
-  int32_t comm = tb_comm(p, 2, all);
-  dhx_plan_program *g = &p->ranks[0].programs[DHX_PROG_STEP];
-  g->nevents = 2;
+  id->comm = tb_comm(p, 2, all);
+  p->ranks[0].programs[DHX_PROG_STEP].nevents = nevents;
   dhx_plan_instr *in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "fill", "pf", N, "h = 2");
-  tb_arg_buf(in, h, 0);
+  tb_arg_buf(in, id->h, 0);
   tb_arg_f64(in, 2.0);
-  tb_instr(p, DHX_PROG_STEP, DHX_OP_RECORD, 0, "h ready")->event = 1;
-  tb_instr(p, DHX_PROG_STEP, DHX_OP_WAIT, 1, "h ready")->event = 1;
-  in = tb_instr(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, 1, "h summed over ranks");
-  in->comm = comm;
-  tb_arg_buf(in, h, 0);
+  return p;
+}
+
+static dhx_plan_instr *allreduce_h(dhx_plan *p, const plan_ids *id, uint32_t stream,
+                                   const char *note) {
+  dhx_plan_instr *in = tb_instr(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, stream, note);
+  in->comm = id->comm;
+  tb_arg_buf(in, id->h, 0);
   tb_arg_i64(in, N);
-  tb_instr(p, DHX_PROG_STEP, DHX_OP_RECORD, 1, "h reduced")->event = 0;
-  in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "sleep_ms", "pi", 1, "independent work");
-  tb_arg_buf(in, flag, 0);
-  tb_arg_i64(in, 300);
-  tb_instr(p, DHX_PROG_STEP, DHX_OP_WAIT, 0, "h reduced")->event = 0;
+  return in;
+}
+
+static void sleep_then_add(dhx_plan *p, const plan_ids *id, int64_t ms, int32_t wait_event) {
+  dhx_plan_instr *in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "sleep_ms", "pi", 1,
+                                       "independent work");
+  tb_arg_buf(in, id->flag, 0);
+  tb_arg_i64(in, ms);
+  tb_instr(p, DHX_PROG_STEP, DHX_OP_WAIT, 0, "h reduced")->event = wait_event;
   in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "axpy", "ppf", N, "y += h");
-  tb_arg_buf(in, y, 0);
-  tb_arg_buf(in, h, 0);
+  tb_arg_buf(in, id->y, 0);
+  tb_arg_buf(in, id->h, 0);
   tb_arg_f64(in, 1.0);
   tb_replicate(p);
   char err[1024];
   if (!dhx_plan_validate(p, err, sizeof err)) {
-    fprintf(stderr, "overlap plan invalid: %s\n", err);
+    fprintf(stderr, "test plan invalid: %s\n", err);
     exit(1);
   }
+}
+
+static dhx_plan *overlap_plan(void) {
+  plan_ids id;
+  dhx_plan *p = plan_start(&id, 2);
+  p->train.net_bandwidth = 1e9;
+  p->train.net_latency = 0.15;  // per message; a 2-rank ring sends two
+  tb_instr(p, DHX_PROG_STEP, DHX_OP_RECORD, 0, "h ready")->event = 1;
+  tb_instr(p, DHX_PROG_STEP, DHX_OP_WAIT, 1, "h ready")->event = 1;
+  allreduce_h(p, &id, 1, "h summed over ranks");
+  tb_instr(p, DHX_PROG_STEP, DHX_OP_RECORD, 1, "h reduced")->event = 0;
+  sleep_then_add(p, &id, 300, 0);
   return p;
 }
 
 // Stream 0 only: h = 2; all-reduce h, deferred to event 0; flag = 1 (independent); WAIT 0;
 // y += h.
 static dhx_plan *deferred_plan(void) {
-  dhx_plan *p = tb_new(2);
-  int64_t n = N, one = 1;
-  int32_t h = tb_buffer(p, "h", DHX_BUF_ACT, DHX_F32, 1, &n);
-  int32_t y = tb_buffer(p, "y", DHX_BUF_ACT, DHX_F32, 1, &n);
-  int32_t flag = tb_buffer(p, "flag", DHX_BUF_SCRATCH, DHX_F32, 1, &one);
-  int32_t all[2] = {0, 1};
-  int32_t comm = tb_comm(p, 2, all);
-  p->ranks[0].programs[DHX_PROG_STEP].nevents = 1;
-  dhx_plan_instr *in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "fill", "pf", N, "h = 2");
-  tb_arg_buf(in, h, 0);
-  tb_arg_f64(in, 2.0);
-  in = tb_instr(p, DHX_PROG_STEP, DHX_OP_ALLREDUCE, 0, "h summed over ranks, deferred");
-  in->comm = comm;
-  in->event = 0;
-  tb_arg_buf(in, h, 0);
-  tb_arg_i64(in, N);
-  in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "sleep_ms", "pi", 1, "independent work");
-  tb_arg_buf(in, flag, 0);
-  tb_arg_i64(in, 1);
-  tb_instr(p, DHX_PROG_STEP, DHX_OP_WAIT, 0, "h reduced")->event = 0;
-  in = tb_kernel_instr(p, DHX_PROG_STEP, 0, "axpy", "ppf", N, "y += h");
-  tb_arg_buf(in, y, 0);
-  tb_arg_buf(in, h, 0);
-  tb_arg_f64(in, 1.0);
-  tb_replicate(p);
+  plan_ids id;
+  dhx_plan *p = plan_start(&id, 1);
+  allreduce_h(p, &id, 0, "h summed over ranks, deferred")->event = 0;
+  sleep_then_add(p, &id, 1, 0);
+  return p;
+}
+
+// A runtime for `p` on this rank, y = 0, 1, 2, ... on both ranks.
+static void start_rt(dhx_rt *rt, const dhx_plan *p, int rank) {
   char err[1024];
-  if (!dhx_plan_validate(p, err, sizeof err)) {
-    fprintf(stderr, "deferred plan invalid: %s\n", err);
+  if (!dhx_rt_init(rt, p, rank, DHX_TEST_KERNELS_SO, 2, err, sizeof err)) {
+    fprintf(stderr, "%s\n", err);
     exit(1);
   }
-  return p;
+  dhx_rt_connect(rt);
+  float *y = dhx_rt_buffer(rt, 1);
+  for (int i = 0; i < N; i++) y[i] = (float)i;
 }
 
 static int run_deferred(int rank) {
   dhx_plan *p = deferred_plan();
   dhx_rt rt;
-  char err[1024];
-  if (!dhx_rt_init(&rt, p, rank, DHX_TEST_KERNELS_SO, 2, err, sizeof err)) {
-    fprintf(stderr, "%s\n", err);
-    return 1;
-  }
-  dhx_rt_connect(&rt);
+  start_rt(&rt, p, rank);
   float *y = dhx_rt_buffer(&rt, 1), *flag = dhx_rt_buffer(&rt, 2);
-  for (int i = 0; i < N; i++) y[i] = (float)i;
   for (int run = 1; run <= 2; run++) {  // events start unrecorded in every run
     dhx_rt_run(&rt, DHX_PROG_STEP);
     for (int i = 0; i < N; i++) CHECK(y[i] == (float)i + 4.0f * (float)run);
@@ -133,14 +135,8 @@ int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "deferred") == 0) return run_deferred(rank);
   dhx_plan *p = overlap_plan();
   dhx_rt rt;
-  char err[1024];
-  if (!dhx_rt_init(&rt, p, rank, DHX_TEST_KERNELS_SO, 2, err, sizeof err)) {
-    fprintf(stderr, "%s\n", err);
-    return 1;
-  }
-  dhx_rt_connect(&rt);
+  start_rt(&rt, p, rank);
   float *y = dhx_rt_buffer(&rt, 1), *flag = dhx_rt_buffer(&rt, 2);
-  for (int i = 0; i < N; i++) y[i] = (float)i;  // the same start on both ranks
   // Twice: events must start unrecorded in every run.
   for (int run = 1; run <= 2; run++) {
     MPI_Barrier(MPI_COMM_WORLD);
