@@ -49,8 +49,46 @@ static bool check_turns(plan_check_ctx *v, const dhx_plan_program *p, uint32_t *
   return ok;
 }
 
+// Whether instruction `in` names a buffer whose arena bytes overlap one that `c` names (whole
+// buffers, so a kernel's strided reads count in full).
+static bool shares_bytes(const dhx_plan_rank *r, const dhx_plan_instr *in,
+                         const dhx_plan_instr *c) {
+  for (uint32_t a = 0; a < in->nargs; a++) {
+    if (in->args[a].kind != DHX_ARG_BUF) continue;
+    const dhx_plan_buffer *x = &r->buffers[in->args[a].buf];
+    for (uint32_t b = 0; b < c->nargs; b++) {
+      if (c->args[b].kind != DHX_ARG_BUF) continue;
+      const dhx_plan_buffer *y = &r->buffers[c->args[b].buf];
+      if (x->offset < y->offset + y->nbytes && y->offset < x->offset + x->nbytes) return true;
+    }
+  }
+  return false;
+}
+
+// Between a deferred collective and its WAIT its stream goes on while the collective still
+// reads and writes its regions: nothing there may touch their bytes.
+static bool check_deferred_regions(plan_check_ctx *v, const dhx_plan_program *p,
+                                   const int64_t *by) {
+  const dhx_plan_rank *r = &v->p->ranks[v->rank];
+  for (uint32_t i = 0; i < p->ninstrs; i++) {
+    const dhx_plan_instr *w = &p->instrs[i];
+    if (w->op != DHX_OP_WAIT || by[w->event] < 0) continue;
+    const dhx_plan_instr *c = &p->instrs[by[w->event]];
+    for (uint32_t j = (uint32_t)by[w->event] + 1; j < i; j++) {
+      const dhx_plan_instr *in = &p->instrs[j];
+      if (in->stream != c->stream || !shares_bytes(r, in, c)) continue;
+      v->instr = j;
+      v->note = in->note;
+      return plan_check_fail(v, "touches the bytes of deferred collective %" PRId64 " ('%s') "
+                             "before its WAIT (instr %u)", by[w->event], c->note, i);
+    }
+  }
+  return true;
+}
+
 // A deferred collective (plan.h: dhx_instr_deferred) is completed by the stream that posted it,
-// at its one WAIT: so its event has no other recorder and exactly one WAIT, later on its stream.
+// at its one WAIT: so its event has no other recorder and exactly one WAIT, later on its stream,
+// and nothing between them on that stream touches its regions.
 static bool check_deferred(plan_check_ctx *v, const dhx_plan_program *p) {
   int64_t *by = malloc(sizeof(int64_t) * (p->nevents ? p->nevents : 1));  // its collective
   uint32_t *waits = calloc(p->nevents ? p->nevents : 1, sizeof(uint32_t));
@@ -91,6 +129,7 @@ static bool check_deferred(plan_check_ctx *v, const dhx_plan_program *p) {
       v->note = p->instrs[by[e]].note;
       ok = plan_check_fail(v, "deferred to event %d, which no WAIT completes", (int)e);
     }
+  if (ok) ok = check_deferred_regions(v, p, by);
   v->instr = -1;
   free(by);
   free(waits);

@@ -522,25 +522,28 @@ static void simulate_measured_collective_holds_the_links_for_its_modelled_time(v
 }
 
 // A deferred all-gather (plan.h: an event on a collective) lets its stream go on: on each of two
-// ranks, stream 0 posts it, zeroes `x` meanwhile, then waits for it and zeroes again. With 10 us
-// per instruction the zeroing runs [0, 10) beside the all-gather [0, 10), and the last one
-// [10, 20); as a plain collective the four would take 30 us. The per-rank validator and the
-// cross-rank verifier accept the plan; the validator refuses a second WAIT, a WAIT on another
-// stream, a RECORD of the event and a deferred collective no WAIT completes.
+// ranks, stream 0 posts it (part into x), zeroes `inbox` meanwhile, then waits for it and zeroes
+// x. With 10 us per instruction the first zeroing runs [0, 10) beside the all-gather [0, 10),
+// and the last one [10, 20); as a plain collective they would take 30 us. The per-rank
+// validator and the cross-rank verifier accept the plan; the validator refuses a second WAIT, a
+// WAIT on another stream, a RECORD of the event, a deferred collective no WAIT completes, and
+// zeroing x (which the all-gather writes) before the WAIT.
 static double ten_us(void *ctx, const dhx_plan *p, uint32_t rank, int prog,
                      const dhx_plan_instr *in) {
   (void)ctx, (void)p, (void)rank, (void)prog;
   return in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD ? 0 : 10e-6;
 }
 
-// Two ranks: stream 0 posts the all-gather deferred to an event, zeroes x, waits, zeroes x;
+// Two ranks: stream 0 posts the all-gather deferred to an event, zeroes inbox, waits, zeroes x;
 // `broken` (0: none) adds a defect to rank 0's program.
 static dhx_plan *deferred_plan(int broken) {
   dhx_plan *p = plan_of(2);
   for (uint32_t r = 0; r < 2; r++) {
     int32_t e = new_event(p, r);
     collective(p, r, DHX_OP_ALL_GATHER, 0, 0, N, "gather, deferred")->event = e;
-    compute(p, r, 0, "meanwhile");
+    dhx_plan_instr *in = tb_rank_instr(p, r, DHX_PROG_MICRO, DHX_OP_ZERO, 0, "meanwhile");
+    tb_arg_buf(in, r == 0 && broken == 5 ? g_b.x : g_b.inbox, 0);
+    tb_arg_i64(in, N * 4);
     if (!(r == 0 && broken == 4)) on_event(p, r, DHX_OP_WAIT, r == 0 && broken == 2 ? 1 : 0, e,
                                            "gathered");
     if (r == 0 && broken == 1) on_event(p, r, DHX_OP_WAIT, 0, e, "gathered again");
@@ -570,8 +573,10 @@ static void simulate_deferred_collective_lets_its_stream_go_on(void) {
   const char *refusals[] = {"a second WAIT on deferred event 0",
                             "WAIT on deferred event 0 must come after its collective on its stream 0",
                             "RECORD of event 0, which a deferred collective records",
-                            "deferred to event 0, which no WAIT completes"};
-  for (int b = 1; b <= 4; b++) {
+                            "deferred to event 0, which no WAIT completes",
+                            "touches the bytes of deferred collective 0 ('gather, deferred') "
+                            "before its WAIT (instr 2)"};
+  for (int b = 1; b <= 5; b++) {
     p = deferred_plan(b);
     CHECK_FAILS(dhx_plan_validate(p, err, sizeof err), err, refusals[b - 1]);
     printf("ok: %s\n", err);
