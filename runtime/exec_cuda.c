@@ -153,7 +153,7 @@ bool dhx_cuda_issue_order(const dhx_plan_program *p, uint32_t *order) {
         const dhx_plan_instr *in = &p->instrs[pos[s]];
         if (in->stream != s) continue;
         if (in->op == DHX_OP_WAIT && !recorded[in->event]) break;
-        if (in->op == DHX_OP_RECORD || dhx_instr_deferred(in)) recorded[in->event] = 1;
+        if (dhx_instr_records(in)) recorded[in->event] = 1;
         order[n++] = pos[s];
         progress = true;
       }

@@ -189,6 +189,11 @@ static inline bool dhx_instr_deferred(const dhx_plan_instr *in) {
                             in->op == DHX_OP_ALL_GATHER);
 }
 
+// Whether the instruction records its event: a RECORD, or a deferred collective as it completes.
+static inline bool dhx_instr_records(const dhx_plan_instr *in) {
+  return in->op == DHX_OP_RECORD || dhx_instr_deferred(in);
+}
+
 typedef struct dhx_plan_program {
   uint32_t nstreams;   // streams used (1..DHX_MAX_STREAMS)
   uint32_t nevents;

@@ -153,8 +153,7 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
     return plan_check_fail(v, "out of memory");
   }
   for (uint32_t i = 0; i < p->ninstrs; i++)
-    if (p->instrs[i].op == DHX_OP_RECORD || dhx_instr_deferred(&p->instrs[i]))
-      ever[p->instrs[i].event] = 1;
+    if (dhx_instr_records(&p->instrs[i])) ever[p->instrs[i].event] = 1;
   for (uint32_t i = 0; i < p->ninstrs && ok; i++) {
     const dhx_plan_instr *in = &p->instrs[i];
     if (in->op == DHX_OP_WAIT && !ever[in->event]) {
@@ -174,7 +173,7 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
         if (in->op == DHX_OP_WAIT && !recorded[in->event]) break;
         if (nturns && in->turn && in->turn != next_turn) break;
         if (nturns && in->turn) next_turn++;
-        if (in->op == DHX_OP_RECORD || dhx_instr_deferred(in)) recorded[in->event] = 1;
+        if (dhx_instr_records(in)) recorded[in->event] = 1;
         progress = true;
       }
     }

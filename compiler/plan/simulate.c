@@ -223,7 +223,7 @@ static bool build_lanes(sim *s) {
     for (uint32_t i = 0; i < pr->ninstrs; i++) {
       const dhx_plan_instr *in = &pr->instrs[i];
       if (in->stream >= LANES) return fail(s, "rank %u instr %u: stream %u", r, i, in->stream);
-      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD || dhx_instr_deferred(in);
+      bool evented = in->op == DHX_OP_WAIT || dhx_instr_records(in);
       if (evented && (in->event < 0 || (uint32_t)in->event >= pr->nevents))
         return fail(s, "rank %u instr %u: event %d of %u", r, i, in->event, pr->nevents);
       if (dhx_op_on_comm(in->op) && (in->comm < 0 || (uint32_t)in->comm >= p->ncomms))
@@ -244,7 +244,7 @@ static bool build_lanes(sim *s) {
     for (uint32_t i = 0; i < pr->ninstrs; i++) {
       const dhx_plan_instr *in = &pr->instrs[i];
       lane *L = &s->lanes[r * LANES + in->stream];
-      bool evented = in->op == DHX_OP_WAIT || in->op == DHX_OP_RECORD || dhx_instr_deferred(in);
+      bool evented = in->op == DHX_OP_WAIT || dhx_instr_records(in);
       s->steps[L->first + L->n++] = (step){i, in->op, evented ? in->event : -1, in->turn};
       if (in->turn) L->takes_turns = true;
     }
