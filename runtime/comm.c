@@ -22,6 +22,17 @@
 // Every exchange is non-blocking (MPI_Isend/MPI_Irecv) and waited for by polling with sleeps
 // (wait_all), not in MPI's busy loop: a stream waiting for its peers must leave the core to the
 // stream that computes beside it (paired strands).
+//
+// A deferred collective (plan.h: dhx_instr_deferred) is split in two where that is one exchange:
+// a reduce-scatter or all-gather over 2 members whose chunks fit in one message. dhx_comms_post
+// starts its messages and returns; dhx_comms_complete, at the WAIT on its event, waits for them
+// and (reduce-scatter) adds, in the order the synchronous ring adds, so the bytes are the same.
+// The messages in flight live in a record per event of this rank's programs, allocated once.
+// Anything else runs whole at the post. On the emulated network the post reserves the link as
+// a synchronous send would but does not sleep; it sends the data at once, with its leave time
+// beside it, and the completion sleeps until both members' messages would have left. The ranks
+// compare those times on CLOCK_MONOTONIC, which only ranks on one host share: with ranks on
+// several hosts an emulated deferred collective runs whole at the post instead.
 #include <mpi.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -34,6 +45,11 @@
 #define MAX_MSG_FLOATS (1 << 28)  // MPI counts are int; longer chunks go in pieces
 #define WAIT_SPIN_NS 50000        // wait_all's polling before its first sleep
 #define WAIT_SPINS 64             // and its polls at least
+// The tags of a deferred collective's data and of its sender's leave time (emulated network),
+// above every transfer's tag (0..DHX_MAX_TAG) and the synchronous exchanges' 0, so a message
+// in flight across later instructions cannot meet one of theirs.
+#define DEFERRED_TAG (DHX_MAX_TAG + 1)
+#define LEAVE_TAG (DHX_MAX_TAG + 2)
 
 typedef struct ring {
   MPI_Comm comm;  // MPI_COMM_NULL when this rank does not exchange here
@@ -43,9 +59,29 @@ typedef struct ring {
   int64_t scratch_n;
 } ring;
 
+// A deferred collective between its post and its completion (dhx_comms_post), by event id.
+// Only the stream that posted it touches it: the validator puts the WAIT on the same stream.
+typedef struct pending {
+  ring *r;             // NULL: nothing pending under this event
+  MPI_Request reqs[4];  // receive, send; emulated: the peer's leave time, ours
+  int nreqs;
+  bool timed;          // emulated network: completion sleeps until both messages have left
+  bool sum;            // a reduce-scatter: out[i] = own[i] + scratch[i] at completion
+  const float *own;    // this rank's chunk of the reduce-scatter's input
+  float *out;
+  int64_t n;           // elements received
+  float *scratch;      // the reduce-scatter's received partial; kept for the next step
+  int64_t scratch_n;
+  double leave, peer_leave;  // emulated: when our message and the peer's leave (CLOCK_MONOTONIC)
+} pending;
+
 struct dhx_comms {
   uint32_t n;
   ring (*rings)[DHX_MAX_STREAMS];  // [plan communicator][stream]
+  pending *pending;                // one per event of this rank's largest program
+  uint32_t npending;
+  bool tags_fit;   // MPI's tag bound admits DEFERRED_TAG and LEAVE_TAG: collectives may defer
+  bool one_host;   // every world rank runs on this host (shares its CLOCK_MONOTONIC)
   double bandwidth, latency;       // emulated network; bandwidth 0 = none
   pthread_mutex_t link_lock;       // guards link_free
   double link_free;                // CLOCK_MONOTONIC seconds when this rank's link is next free
@@ -94,6 +130,29 @@ static bool is_member(const dhx_plan_comm *c, int world_rank) {
   return false;
 }
 
+// Whether MPI admits the deferred collectives' tags (it guarantees only DHX_MAX_TAG; OpenMPI
+// and MPICH admit far more). The same answer on every rank, so both members of a ring defer
+// alike.
+static bool deferred_tags_fit(void) {
+  int *ub = NULL, flag = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag);
+  return flag && ub && *ub >= LEAVE_TAG;
+}
+
+// A pending record per event of this rank's largest program: events are numbered per program
+// and programs run one at a time, so the event id names the collective in flight.
+static void alloc_pending(dhx_comms *cs, const dhx_plan *plan, int world_rank) {
+  uint32_t n = 0;
+  if (world_rank >= 0 && (uint32_t)world_rank < plan->nranks)
+    for (int p = 0; p < DHX_PROG_COUNT; p++) {
+      uint32_t e = plan->ranks[world_rank].programs[p].nevents;
+      n = e > n ? e : n;
+    }
+  cs->pending = calloc(n ? n : 1, sizeof *cs->pending);
+  if (!cs->pending) MPI_Abort(MPI_COMM_WORLD, 1);
+  cs->npending = n;
+}
+
 dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   dhx_comms *cs = calloc(1, sizeof *cs);
   if (!cs) MPI_Abort(MPI_COMM_WORLD, 1);
@@ -113,7 +172,11 @@ dhx_comms *dhx_comms_new(const dhx_plan *plan, int world_rank) {
   int world_size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world_size);
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  cs->spin_ns = world_size > 1 && dhx_ranks_on_node() <= cores ? WAIT_SPIN_NS : 0;
+  int local = world_size > 1 ? dhx_ranks_on_node() : 1;
+  cs->spin_ns = world_size > 1 && local <= cores ? WAIT_SPIN_NS : 0;
+  cs->one_host = local == world_size;
+  cs->tags_fit = deferred_tags_fit();
+  alloc_pending(cs, plan, world_rank);
   MPI_Group world;
   MPI_Comm_group(MPI_COMM_WORLD, &world);
   // Ascending communicator order on every rank, so overlapping groups are created in the same
@@ -147,6 +210,8 @@ void dhx_comms_free(dhx_comms *cs) {
       if (r->comm != MPI_COMM_NULL) MPI_Comm_free(&r->comm);
       free(r->scratch);
     }
+  for (uint32_t e = 0; e < cs->npending; e++) free(cs->pending[e].scratch);
+  free(cs->pending);
   free(cs->rings);
   pthread_mutex_destroy(&cs->link_lock);
   free(cs);
@@ -170,8 +235,9 @@ uint64_t dhx_comms_take_kind_bytes(dhx_comms *cs, int kind) {
 // for bytes/bandwidth, and leaves `latency` after that; the sender sleeps until then. Without
 // the shared link two strands' collectives would each get the whole bandwidth at once, and
 // overlap would look better than any real network allows.
-static void network_delay(dhx_comms *cs, int64_t bytes) {
-  if (cs->bandwidth <= 0) return;
+//
+// Takes the link for a message of `bytes` sent now and returns when it leaves.
+static double reserve_link(dhx_comms *cs, int64_t bytes) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   double t = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
@@ -180,6 +246,11 @@ static void network_delay(dhx_comms *cs, int64_t bytes) {
   cs->link_free = start + (double)bytes / cs->bandwidth;
   double leave = cs->link_free + cs->latency;
   pthread_mutex_unlock(&cs->link_lock);
+  return leave;
+}
+
+// Sleeps until CLOCK_MONOTONIC reads `leave` seconds.
+static void sleep_until(double leave) {
   struct timespec until = {.tv_sec = (time_t)leave,
                            .tv_nsec = (long)((leave - (double)(time_t)leave) * 1e9)};
   if (until.tv_nsec >= 1000000000L) {
@@ -188,6 +259,10 @@ static void network_delay(dhx_comms *cs, int64_t bytes) {
   }
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) != 0) {
   }
+}
+
+static void network_delay(dhx_comms *cs, int64_t bytes) {
+  if (cs->bandwidth > 0) sleep_until(reserve_link(cs, bytes));
 }
 
 // Waits for `n` requests without holding a core: MPI's blocking calls poll in a busy loop, and
@@ -282,12 +357,14 @@ static bool alone_in(const dhx_comms *cs, int comm) {
   return cs && comm >= 0 && (uint32_t)comm < cs->n && cs->rings[comm][0].size == 1;
 }
 
-static void reserve_scratch(ring *r, int64_t n) {
-  if (r->scratch_n >= n) return;
-  free(r->scratch);
-  r->scratch = malloc(sizeof(float) * (size_t)n);
-  if (!r->scratch) MPI_Abort(MPI_COMM_WORLD, 1);
-  r->scratch_n = n;
+// Grows a receive buffer to hold n floats; kept from then on, so steps after the first
+// allocate nothing.
+static void reserve_floats(float **buf, int64_t *cap, int64_t n) {
+  if (*cap >= n) return;
+  free(*buf);
+  *buf = malloc(sizeof(float) * (size_t)n);
+  if (!*buf) MPI_Abort(MPI_COMM_WORLD, 1);
+  *cap = n;
 }
 
 // Messages per exchange of a ring over `count` elements (from the largest chunk, so every
@@ -305,7 +382,7 @@ static void ring_reduce_scatter(dhx_comms *cs, ring *r, const float *in, float *
                                 bool in_place, int64_t count, int shift) {
   int p = r->size, me = r->rank;
   int64_t pieces = ring_pieces(count, p);
-  reserve_scratch(r, chunk_len(count, p, 0));
+  reserve_floats(&r->scratch, &r->scratch_n, chunk_len(count, p, 0));
   for (int s = 0; s < p - 1; s++) {
     int sc = (me + shift - 1 - s + 2 * p) % p, rc = (me + shift - 2 - s + 2 * p) % p;
     int64_t rn = chunk_len(count, p, rc);
@@ -362,6 +439,82 @@ void dhx_all_gather(dhx_comms *cs, int comm, int stream, const float *in, float 
   if (in != mine)  // in place (the input is this rank's chunk of the output): nothing to copy
     memcpy(mine, in, sizeof(float) * (size_t)chunk_len(count, p, me));
   ring_all_gather(cs, r, out, count, 0);
+}
+
+// The record a collective over `count` elements on ring r, deferred to `event`, is left
+// pending in, or NULL where it runs whole: unless it is one exchange each way (2 members, one
+// message), the tags fit, and on the emulated network the members read one clock. Every
+// condition reads the same on both members, so both post it or both run it whole, and their
+// messages meet.
+static pending *deferrable(dhx_comms *cs, ring *r, int64_t count, int32_t event) {
+  if (!r || r->size != 2 || count <= 0 || ring_pieces(count, 2) != 1 || !cs->tags_fit ||
+      (cs->bandwidth > 0 && !cs->one_host) || event < 0 || (uint32_t)event >= cs->npending)
+    return NULL;
+  pending *pd = &cs->pending[event];
+  if (pd->r) MPI_Abort(MPI_COMM_WORLD, 1);  // the validator gives an event one collective
+  pd->r = r;
+  return pd;
+}
+
+// Starts the one exchange of a deferred collective: `sn` floats at `send` to the peer, `rn`
+// into `recv`, counted now (under the kind the posting stream has set, as the synchronous
+// exchange counts them). Emulated: the link is taken now, as a synchronous send would take it,
+// and each member sends the other its leave time beside the data.
+static void post_exchange(dhx_comms *cs, pending *pd, const float *send, int64_t sn, float *recv,
+                          int64_t rn) {
+  ring *r = pd->r;
+  int peer = 1 - r->rank;
+  pd->timed = cs->bandwidth > 0;
+  pd->nreqs = pd->timed ? 4 : 2;
+  if (pd->timed) {
+    pd->leave = reserve_link(cs, sn * 4);
+    MPI_Irecv(&pd->peer_leave, 1, MPI_DOUBLE, peer, LEAVE_TAG, r->comm, &pd->reqs[2]);
+    MPI_Isend(&pd->leave, 1, MPI_DOUBLE, peer, LEAVE_TAG, r->comm, &pd->reqs[3]);
+  }
+  MPI_Irecv(recv, (int)rn, MPI_FLOAT, peer, DEFERRED_TAG, r->comm, &pd->reqs[0]);
+  MPI_Isend(send, (int)sn, MPI_FLOAT, peer, DEFERRED_TAG, r->comm, &pd->reqs[1]);
+  count_sent(cs, r, peer, (uint64_t)sn * 4);
+}
+
+// The 2-member ring's one step of dhx_reduce_scatter_sum and dhx_all_gather, split: the
+// reduce-scatter sends the peer's chunk and receives into the record's scratch (summed at
+// completion), the all-gather sends its own chunk from its place in `out` and receives the
+// peer's into place.
+bool dhx_comms_post(dhx_comms *cs, int comm, int stream, dhx_op op, const float *in, float *out,
+                    int64_t count, int32_t event) {
+  ring *r = ring_of(cs, comm, stream);
+  pending *pd = deferrable(cs, r, count, event);
+  if (!pd) {
+    if (op == DHX_OP_REDUCE_SCATTER) dhx_reduce_scatter_sum(cs, comm, stream, in, out, count);
+    else dhx_all_gather(cs, comm, stream, in, out, count);
+    return false;
+  }
+  int me = r->rank, peer = 1 - me;
+  int64_t own_n = chunk_len(count, 2, me), peer_n = chunk_len(count, 2, peer);
+  pd->sum = op == DHX_OP_REDUCE_SCATTER;
+  if (pd->sum) {
+    pd->own = in + chunk_start(count, 2, me);
+    pd->out = out;
+    pd->n = own_n;
+    reserve_floats(&pd->scratch, &pd->scratch_n, own_n);
+    post_exchange(cs, pd, in + chunk_start(count, 2, peer), peer_n, pd->scratch, own_n);
+  } else {
+    float *mine = out + chunk_start(count, 2, me);
+    if (in != mine) memcpy(mine, in, sizeof(float) * (size_t)own_n);  // not in place
+    post_exchange(cs, pd, mine, own_n, out + chunk_start(count, 2, peer), peer_n);
+  }
+  return true;
+}
+
+void dhx_comms_complete(dhx_comms *cs, int32_t event) {
+  if (!cs || event < 0 || (uint32_t)event >= cs->npending || !cs->pending[event].r) return;
+  pending *pd = &cs->pending[event];
+  wait_all(cs, pd->reqs, pd->nreqs);
+  // The peer's data may have come before its leave time: it is not ours until then.
+  if (pd->timed) sleep_until(pd->leave > pd->peer_leave ? pd->leave : pd->peer_leave);
+  if (pd->sum)  // own + received, the synchronous ring's order
+    for (int64_t i = 0; i < pd->n; i++) pd->out[i] = pd->own[i] + pd->scratch[i];
+  pd->r = NULL;
 }
 
 // All-to-all as p-1 pairwise exchanges: at step s a member sends its block for the member s

@@ -102,6 +102,18 @@ void dhx_reduce_scatter_sum(dhx_comms *c, int comm, int stream, const float *in,
 // [i·count/p, (i+1)·count/p) of `out` (count floats) on every member. The all-reduce's second half.
 void dhx_all_gather(dhx_comms *c, int comm, int stream, const float *in, float *out,
                     int64_t count);
+// A deferred reduce-scatter or all-gather (plan.h: dhx_instr_deferred; op is
+// DHX_OP_REDUCE_SCATTER or DHX_OP_ALL_GATHER, arguments as above) posted under its `event`:
+// true when its messages are left in flight, for dhx_comms_complete(event) to finish on the
+// same thread before anything reads `out` or writes `in`/`out`. That is the case on a
+// communicator of 2 whose chunks fit in one message (and, on the emulated network, with every
+// rank on this host). Otherwise it runs whole here and returns false. The result and the bytes
+// counted are those of the synchronous call, bit for bit.
+bool dhx_comms_post(dhx_comms *c, int comm, int stream, dhx_op op, const float *in, float *out,
+                    int64_t count, int32_t event);
+// Waits for the collective posted under `event` (emulated: until its messages would have
+// arrived) and finishes it; nothing when none is in flight there.
+void dhx_comms_complete(dhx_comms *c, int32_t event);
 // All-to-all: `in` and `out` are count floats (count a multiple of p), disjoint; block j of
 // count/p floats of the input of member i lands at block i of member j's output.
 void dhx_all_to_all(dhx_comms *c, int comm, int stream, const float *in, float *out,
@@ -139,10 +151,17 @@ uint64_t dhx_comms_take_inter_node_bytes(dhx_comms *c, int kind);
 // ---- streams.c --------------------------------------------------------------------------------
 typedef struct dhx_streams dhx_streams;
 // Executes one instruction that is not RECORD / WAIT (those the streams handle themselves).
-typedef void (*dhx_exec_fn)(void *ctx, const dhx_plan_instr *in);
+// Returns true when it left a deferred collective (plan.h: dhx_instr_deferred) in flight: its
+// stream then calls the dhx_complete_fn at the WAIT on its event, and records the event after
+// it. False for everything it ran whole (a deferred collective's event is then recorded at once).
+typedef bool (*dhx_exec_fn)(void *ctx, const dhx_plan_instr *in);
+// Finishes the collective left in flight under `event` (called by the stream that posted it).
+typedef void (*dhx_complete_fn)(void *ctx, int32_t event);
 
 // Threads for up to `nstreams` streams (stream 0 runs on the caller) and room for `max_events`.
-dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn exec, void *ctx);
+// `complete` may be NULL where `exec` never leaves anything in flight.
+dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn exec,
+                             dhx_complete_fn complete, void *ctx);
 void dhx_streams_free(dhx_streams *s);
 // Runs every stream of `prog` to completion; events start unrecorded.
 void dhx_streams_run(dhx_streams *s, const dhx_plan_program *prog);
@@ -185,7 +204,12 @@ void dhx_rt_run(dhx_rt *rt, dhx_prog_kind prog);
 void *dhx_rt_buffer(const dhx_rt *rt, int32_t id);
 // First buffer of `kind` on this rank, or -1.
 int32_t dhx_rt_find(const dhx_rt *rt, dhx_buf_kind kind);
-// exec_cpu.c: the dhx_exec_fn of the CPU backend (ctx is the dhx_rt).
+// exec_cpu.c: the dhx_exec_fn and dhx_complete_fn of the CPU backend (ctx is the dhx_rt): a
+// deferred f32 reduce-scatter or all-gather is posted (dhx_comms_post) and completed at its WAIT.
+bool dhx_exec_cpu_post(void *ctx, const dhx_plan_instr *in);
+void dhx_exec_cpu_complete(void *ctx, int32_t event);
+// The same, one instruction run whole, a deferred collective completed before it returns: for
+// callers that run instructions one by one without the streams (tests, benchmarks).
 void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in);
 // exec_cpu.c, for exec_bf16.c: a GEMM on f32 operands at a, b, c; a collective or transfer
 // of f32 elements at x (and y, its second buffer, where it has one); an argument's address.

@@ -1,4 +1,5 @@
-// exec_cpu.c — the CPU backend's instruction executor (a dhx_exec_fn, called by the streams).
+// exec_cpu.c — the CPU backend's instruction executor (a dhx_exec_fn, called by the streams,
+// which complete its deferred collectives at their WAIT through dhx_exec_cpu_complete).
 //
 // The plan is validated before anything runs, so pointers computed here are inside the arena
 // and every kernel, buffer and register id is in range.
@@ -197,12 +198,24 @@ static void exec_gemm(dhx_rt *rt, const dhx_plan_instr *in) {
                      g->epilogue == DHX_GEMM_BIAS_GELU ? arg_ptr(rt, &in->args[4]) : NULL);
 }
 
-void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
+// A deferred f32 reduce-scatter or all-gather, posted: the streams complete it at its WAIT.
+// The deferred all-reduce (a ring of two halves) and bf16 operands (widened into scratch that
+// exec_bf16.c frees at once) run whole.
+static bool posts(const dhx_plan_instr *in) {
+  return dhx_instr_deferred(in) && in->dtype != DHX_BF16 &&
+         (in->op == DHX_OP_REDUCE_SCATTER || in->op == DHX_OP_ALL_GATHER);
+}
+
+bool dhx_exec_cpu_post(void *ctx, const dhx_plan_instr *in) {
   dhx_rt *rt = ctx;
   // After a non-finite gradient norm only the norm itself is still computed (every rank sees
   // the same norm, so every rank skips the same instructions and no collective is left alone).
-  if (atomic_load(&rt->update_skipped) && in->op != DHX_OP_GRAD_NORM) return;
+  if (atomic_load(&rt->update_skipped) && in->op != DHX_OP_GRAD_NORM) return false;
   if (dhx_op_on_comm(in->op)) dhx_comms_count_as(dhx_wire_kind_of(rt->plan, rt->rank, in));
+  if (posts(in))
+    return dhx_comms_post(rt->comms, dhx_rank_comm(rt->rank, in->comm), (int)in->stream,
+                          (dhx_op)in->op, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]),
+                          in->args[2].i, in->event);
   switch ((dhx_op)in->op) {
     case DHX_OP_KERNEL: exec_kernel(rt, in); break;
     case DHX_OP_GEMM: exec_gemm(rt, in); break;
@@ -226,4 +239,15 @@ void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
     case DHX_OP_RECORD:
     case DHX_OP_WAIT: break;  // handled by the streams
   }
+  return false;
+}
+
+// A posted collective completes whatever update_skipped says: its peer posted it too.
+void dhx_exec_cpu_complete(void *ctx, int32_t event) {
+  dhx_rt *rt = ctx;
+  dhx_comms_complete(rt->comms, event);
+}
+
+void dhx_exec_cpu(void *ctx, const dhx_plan_instr *in) {
+  if (dhx_exec_cpu_post(ctx, in)) dhx_exec_cpu_complete(ctx, in->event);
 }

@@ -23,7 +23,7 @@ bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *s
     if (prog->nstreams > nstreams) nstreams = prog->nstreams;
     if (prog->nevents > nevents) nevents = prog->nevents;
   }
-  rt->streams = dhx_streams_new(nstreams, nevents, dhx_exec_cpu, rt);
+  rt->streams = dhx_streams_new(nstreams, nevents, dhx_exec_cpu_post, dhx_exec_cpu_complete, rt);
   if (!rt->pool || !rt->streams) {
     snprintf(err, errlen, "cannot start the worker and stream threads");
     return false;

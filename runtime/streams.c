@@ -10,6 +10,11 @@
 // streams) runs them one at a time in turn order: an instruction waits until the turn before
 // it has ended. The validator has checked that the turns cannot hang the program either.
 //
+// A deferred collective (plan.h: dhx_instr_deferred) that the executor leaves in flight is
+// completed by its own stream at the WAIT on its event, which then records the event and so
+// passes; one the executor ran whole records its event at once. The validator puts that WAIT
+// on the collective's stream, so only that stream's thread touches the collective's flag.
+//
 // With a trace attached (dhxrun --trace), a recorded run times each instruction: two clock
 // reads and a store into the stream's own buffer (trace.c). Without one, the cost is one
 // branch per instruction.
@@ -24,6 +29,7 @@ struct dhx_streams {
   uint32_t nstreams;  // threads[1..nstreams-1] exist
   pthread_t threads[DHX_MAX_STREAMS];
   dhx_exec_fn exec;
+  dhx_complete_fn complete;
   void *ctx;
   pthread_mutex_t lock;  // guards everything below
   pthread_cond_t start, finished, event;
@@ -32,6 +38,7 @@ struct dhx_streams {
   bool stop;
   const dhx_plan_program *prog;
   uint8_t *recorded;     // per event of the current run
+  uint8_t *in_flight;    // per event: a deferred collective left in flight (its stream only)
   uint32_t max_events;
   dhx_trace *trace;      // NULL when not tracing
   bool tracing;          // the current run is recorded
@@ -90,14 +97,26 @@ static void pass_turn(dhx_streams *s) {
   pthread_mutex_unlock(&s->turn_lock);
 }
 
+// A WAIT on a collective its stream left in flight finishes it first; the event it records
+// lets the WAIT pass at once.
+static void run_wait(dhx_streams *s, int32_t event) {
+  if (s->in_flight[event]) {
+    s->complete(s->ctx, event);
+    s->in_flight[event] = 0;
+    record(s, event);
+  }
+  wait_event(s, event);
+}
+
 static void run_instr(dhx_streams *s, const dhx_plan_instr *in) {
   if (in->op == DHX_OP_RECORD)
     record(s, in->event);
   else if (in->op == DHX_OP_WAIT)
-    wait_event(s, in->event);
-  else
-    s->exec(s->ctx, in);
-  if (dhx_instr_deferred(in)) record(s, in->event);  // complete once exec returns
+    run_wait(s, in->event);
+  else if (s->exec(s->ctx, in))  // left in flight: its WAIT completes it
+    s->in_flight[in->event] = 1;
+  else if (dhx_instr_deferred(in))  // ran whole: complete now
+    record(s, in->event);
 }
 
 // `trace` is NULL unless this run is recorded.
@@ -142,16 +161,21 @@ static void *stream_main(void *p) {
   return NULL;
 }
 
-dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn exec, void *ctx) {
+dhx_streams *dhx_streams_new(uint32_t nstreams, uint32_t max_events, dhx_exec_fn exec,
+                             dhx_complete_fn complete, void *ctx) {
   dhx_streams *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->recorded = calloc(max_events ? max_events : 1, 1);
-  if (!s->recorded) {
+  s->in_flight = calloc(max_events ? max_events : 1, 1);
+  if (!s->recorded || !s->in_flight) {
+    free(s->recorded);
+    free(s->in_flight);
     free(s);
     return NULL;
   }
   s->max_events = max_events;
   s->exec = exec;
+  s->complete = complete;
   s->ctx = ctx;
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->start, NULL);
@@ -187,6 +211,7 @@ void dhx_streams_free(dhx_streams *s) {
   pthread_cond_destroy(&s->turn_came);
   pthread_mutex_destroy(&s->turn_lock);
   free(s->recorded);
+  free(s->in_flight);
   free(s);
 }
 

@@ -10,6 +10,11 @@
 //              in place refused by the validator.
 //   emulated:  chunked and transfers on an emulated network (--net-emulate), and each takes at
 //              least the time that network gives its messages.
+//   deferred_emulated: a reduce-scatter and an all-gather posted (dhx_comms_post) and completed
+//              (dhx_comms_complete) around independent work on the emulated network: each
+//              completes no sooner than its messages' time on the wire after the later of the
+//              posts it waits for, and gives the synchronous call's bytes. On 2 ranks they are
+//              left in flight at the post; on 3 they run whole there.
 // Where bytes sent are checked, the count a GPU backend makes from the plan alone
 // (dhx_comms_count_instr) must equal them.
 #include <math.h>
@@ -292,6 +297,88 @@ static void test_emulated_times(dhx_rt *rt, int me, int p, double bw, double lat
            least * 1e3, (long long)n, arrived * 1e3, wire * 1e3);
 }
 
+// A plan of p ranks whose STEP reduce-scatters x (n floats) into part, deferred to event 0, and
+// all-gathers part into whole, deferred to event 1, on the emulated network; ids: x, part, whole.
+static dhx_plan *deferred_plan(int p, int64_t n, double bw, double lat, int32_t ids[3]) {
+  dhx_plan *plan = tb_new((uint32_t)p);
+  int64_t chunk = n / p;
+  ids[0] = tb_buffer(plan, "x", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  ids[1] = tb_buffer(plan, "part", DHX_BUF_SCRATCH, DHX_F32, 1, &chunk);
+  ids[2] = tb_buffer(plan, "whole", DHX_BUF_SCRATCH, DHX_F32, 1, &n);
+  int32_t everyone[8];
+  for (int r = 0; r < p; r++) everyone[r] = r;
+  tb_comm(plan, p, everyone);
+  plan->train.net_bandwidth = bw;
+  plan->train.net_latency = lat;
+  plan->ranks[0].programs[DHX_PROG_STEP].nevents = 2;
+  for (int32_t e = 0; e < 2; e++) {
+    dhx_plan_instr *in = tb_instr(plan, DHX_PROG_STEP,
+                                  e ? DHX_OP_ALL_GATHER : DHX_OP_REDUCE_SCATTER, 0, "deferred");
+    in->comm = 0;
+    in->event = e;
+    tb_arg_buf(in, ids[e], 0);
+    tb_arg_buf(in, ids[e + 1], 0);
+    tb_arg_i64(in, n);
+    tb_instr(plan, DHX_PROG_STEP, DHX_OP_WAIT, 0, "completed")->event = e;
+  }
+  tb_replicate(plan);
+  return plan;
+}
+
+static void sleep_s(double s) {
+  struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&t, &t) != 0) {
+  }
+}
+
+// Each collective is posted, independent work (a sleep as long as one message's time on the
+// wire) runs, and it is completed. It cannot have completed before the message it receives
+// left its sender, which was no sooner than (p-1) wire times after that sender's post, nor
+// before its own sends left: so no sooner than (p-1) wire times after the later of this rank's
+// post and its left neighbour's, read on the clock both share (the ranks run on one host).
+static void test_deferred_times(int me, int p, double bw, double lat) {
+  CHECK(p <= 8);
+  int64_t n = 30000 * p, chunk = n / p;
+  int32_t ids[3];
+  dhx_plan *plan = deferred_plan(p, n, bw, lat, ids);
+  char err[1024];
+  CHECK(dhx_plan_validate(plan, err, sizeof err));
+  dhx_rt rt;
+  CHECK(dhx_rt_init(&rt, plan, me, NULL, 1, err, sizeof err));
+  dhx_rt_connect(&rt);
+  float *bufs[3] = {dhx_rt_buffer(&rt, ids[0]), dhx_rt_buffer(&rt, ids[1]),
+                    dhx_rt_buffer(&rt, ids[2])};
+  float *ref = malloc(sizeof(float) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) bufs[0][i] = value(me, i);
+  double wire = (double)(chunk * 4) / bw + lat, least = (p - 1) * wire;
+  for (int32_t e = 0; e < 2; e++) {
+    dhx_op op = e ? DHX_OP_ALL_GATHER : DHX_OP_REDUCE_SCATTER;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double posted = monotonic_s();
+    bool left = dhx_comms_post(rt.comms, 0, 0, op, bufs[e], bufs[e + 1], n, e);
+    sleep_s(wire);
+    dhx_comms_complete(rt.comms, e);
+    double done = monotonic_s(), left_posted = 0;
+    CHECK(left == (p == 2));
+    MPI_Sendrecv(&posted, 1, MPI_DOUBLE, (me + 1) % p, 8, &left_posted, 1, MPI_DOUBLE,
+                 (me + p - 1) % p, 8, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    double since = done - (posted > left_posted ? posted : left_posted);
+    CHECK(since >= least * (1 - 1e-6));
+    if (e == 0) dhx_reduce_scatter_sum(rt.comms, 0, 0, bufs[0], ref, n);
+    else dhx_all_gather(rt.comms, 0, 0, bufs[1], ref, n);
+    CHECK(memcmp(bufs[e + 1], ref, sizeof(float) * (size_t)(e ? n : chunk)) == 0);
+    if (me == 0)
+      printf("%d ranks: deferred %s of %lld floats completed %.3g ms after the posts (at least "
+             "%.3g) with %.3g ms of work between; %s\n", p, e ? "all-gather" : "reduce-scatter",
+             (long long)n, since * 1e3, least * 1e3, wire * 1e3,
+             left ? "left in flight" : "run whole at the post");
+  }
+  free(ref);
+  MPI_Barrier(MPI_COMM_WORLD);
+  dhx_rt_free(&rt);
+  tb_free(plan);
+}
+
 int main(int argc, char **argv) {
   int provided, rank, size;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -321,6 +408,8 @@ int main(int argc, char **argv) {
     test_all_to_all(rank, size);
   else if (strcmp(argv[1], "transfers") == 0)
     test_transfers(&rt, &b, rank, size);
+  else if (strcmp(argv[1], "deferred_emulated") == 0)
+    test_deferred_times(rank, size, bw, lat);
   else if (strcmp(argv[1], "emulated") == 0) {
     test_chunked(&rt, &b, rank, size, n);
     test_transfers(&rt, &b, rank, size);
