@@ -99,6 +99,9 @@ dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, in
 int dhx_lop_arg_effect(const dhx_lop *op, int j);
 // An all-reduce, all-gather, reduce-scatter or all-to-all (not a point-to-point transfer).
 bool dhx_lop_collective(dhx_lop_kind k);
+// An event, a transfer or a batch load: what orders streams or touches what other streams see,
+// so the passes that move ops never move one past it.
+bool dhx_lop_barrier(const dhx_lop *op);
 
 // Recovers the operand lists of an elementwise op (outputs, inputs, scalars in arg order).
 void dhx_ew_operands(const dhx_lop *op, const dhx_operand **outs, const dhx_operand **ins,

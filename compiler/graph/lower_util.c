@@ -158,6 +158,17 @@ int dhx_lop_arg_effect(const dhx_lop *op, int j) {
   }
 }
 
+bool dhx_lop_barrier(const dhx_lop *op) {
+  switch (op->kind) {
+    case DHX_L_RECORD:
+    case DHX_L_WAIT:
+    case DHX_L_SEND:
+    case DHX_L_RECV:
+    case DHX_L_LOAD: return true;
+    default: return false;
+  }
+}
+
 bool dhx_lop_collective(dhx_lop_kind k) {
   return k == DHX_L_ALLREDUCE || k == DHX_L_ALL_GATHER || k == DHX_L_REDUCE_SCATTER ||
          k == DHX_L_ALL_TO_ALL;

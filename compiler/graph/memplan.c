@@ -15,6 +15,7 @@
 #include "ice.h"
 #include "arena_blocks.h"
 #include "happens_before.h"
+#include "lower.h"
 #include "passes.h"
 
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
@@ -448,10 +449,17 @@ static void find_uses(liveness *v, int prog) {
     dhx_hb_span_clear(&v->uses[i]);
     v->first[i] = v->last[i] = -1;
   }
+  // A deferred collective (defer_collectives.c) uses its tensors until its WAIT completes it.
+  int *completed_at = malloc(sizeof(int) * (size_t)(l->nevents + 1));
+  if (!completed_at) abort();
+  for (int e = 0; e < l->nevents; e++) completed_at[e] = -1;
+  for (int i = 0; i < l->n; i++)
+    if (!l->ops[i].dead && l->ops[i].kind == DHX_L_WAIT) completed_at[l->ops[i].event] = i;
   v->n = 0;
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
     if (op->dead) continue;
+    int done = dhx_lop_collective(op->kind) && op->event >= 0 ? completed_at[op->event] : -1;
     int seen = v->n;  // the tensors first used here go in order of id
     for (int j = 0; j < op->nargs; j++) {
       if (op->args[j].kind != DHX_ARG_BUF) continue;
@@ -465,10 +473,14 @@ static void find_uses(liveness *v, int prog) {
         for (; k > seen && v->order[k - 1] > t; k--) v->order[k] = v->order[k - 1];
         v->order[k] = t;
       }
-      v->last[lt] = i;
+      v->last[lt] = i > v->last[lt] ? i : v->last[lt];
       dhx_hb_span_add(&v->h, &v->uses[lt], (uint32_t)i);
+      if (done < 0) continue;
+      v->last[lt] = done > v->last[lt] ? done : v->last[lt];
+      dhx_hb_span_add(&v->h, &v->uses[lt], (uint32_t)done);
     }
   }
+  free(completed_at);
 }
 
 static int64_t place_program(dhx_graph *g, int prog, int64_t base) {

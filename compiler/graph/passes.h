@@ -38,6 +38,12 @@ int dhx_fuse_gemm_epilogues(dhx_graph *g, dhx_oplist *l);
 // (with `small`, each op that writes only weight gradients) moved to just after the collective
 // that follows it, when nothing between orders them; returns how many moved.
 int dhx_defer_weight_grads(const dhx_graph *g, dhx_oplist *l, int from, int to, bool small);
+// defer_collectives.c (free strands on a CPU cluster, g->defer_collectives): each collective of
+// the backward's segments that the CPU runtime completes at a WAIT (two-member tensor-parallel
+// reduce-scatters and all-gathers) gets an event, and a WAIT on it goes before the first op of
+// its segment that needs it done, or at the segment's end; seg_first[0 .. nseg] are moved to
+// match. Returns how many were deferred.
+int dhx_defer_collectives(const dhx_graph *g, dhx_oplist *l, int nseg, int *seg_first);
 // shard_tp.c: turns the whole model's graph into what tensor-parallel rank `rank` of `tp`
 // runs: @split linears, attention heads, vocabulary-parallel embedding and loss get this rank's
 // slice. Reports unsupported combinations as errors at the op. Call before lowering.

@@ -152,7 +152,9 @@ static void copy_ops(pipe *p, const dhx_oplist *l, int from, int to) {
     op.at.micro = p->micro;
     if (op.stream == 0) op.stream = p->compute;
     else if (op.stream == DHX_TMPL_COMM_STREAM) op.stream = p->comm;
-    if (op.kind == DHX_L_RECORD || op.kind == DHX_L_WAIT) op.event += p->ev_base;
+    bool evented = op.kind == DHX_L_RECORD || op.kind == DHX_L_WAIT ||
+                   (dhx_lop_collective(op.kind) && op.event >= 0);  // deferred
+    if (evented) op.event += p->ev_base;
     dhx_lop_append(p->out, &op);
   }
 }
@@ -816,6 +818,8 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
     if (g->strands_free)  // the small ops too on one stage (weight_grads.c says why)
       dhx_defer_weight_grads(g, &tmpl[c].ops, tmpl[c].nfwd, tmpl[c].ops.n, g->pp == 1);
     segment_backward(g, &tmpl[c]);
+    if (g->defer_collectives)
+      dhx_defer_collectives(g, &tmpl[c].ops, tmpl[c].nseg, tmpl[c].seg_first);
     segment_forward(&tmpl[c]);
   }
   p.left_stream = -1;

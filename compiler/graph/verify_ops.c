@@ -110,6 +110,8 @@ static void check_kernel(check *c, const dhx_lop *op) {
 
 static void check_comm(check *c, const dhx_lop *op) {
   if (op->comm < 0 || op->comm >= DHX_COMM_ROLES) FAIL(c, "communicator role %d", op->comm);
+  if (dhx_lop_collective(op->kind) && op->event >= c->l->nevents)  // >= 0: deferred
+    FAIL(c, "deferred to event %d of %d", op->event, c->l->nevents);
   switch (op->kind) {
     case DHX_L_ALLREDUCE: check_window(c, &op->args[0], op->args[1].i, "the region"); break;
     case DHX_L_ALL_GATHER:
@@ -177,10 +179,12 @@ void dhx_verify_ops(const dhx_graph *g, const dhx_oplist *l, const char *pass, b
   check c = {.g = g, .l = l, .pass = pass, .placed = placed};
   bool *recorded = calloc((size_t)l->nevents + 1, 1);
   if (!recorded) abort();
-  for (int i = 0; i < l->n; i++)
-    if (!l->ops[i].dead && l->ops[i].kind == DHX_L_RECORD && l->ops[i].event >= 0 &&
-        l->ops[i].event < l->nevents)
-      recorded[l->ops[i].event] = true;
+  for (int i = 0; i < l->n; i++) {  // a RECORD, or a deferred collective as it completes
+    const dhx_lop *op = &l->ops[i];
+    bool records = op->kind == DHX_L_RECORD || dhx_lop_collective(op->kind);
+    if (!op->dead && records && op->event >= 0 && op->event < l->nevents)
+      recorded[op->event] = true;
+  }
   for (c.op = 0; c.op < l->n; c.op++)
     if (!l->ops[c.op].dead) check_op(&c, &l->ops[c.op], recorded);
   free(recorded);

@@ -28,21 +28,10 @@
 #include "lower.h"
 #include "passes.h"
 
-static bool is_barrier(const dhx_lop *op) {
-  switch (op->kind) {
-    case DHX_L_RECORD:
-    case DHX_L_WAIT:
-    case DHX_L_SEND:
-    case DHX_L_RECV:
-    case DHX_L_LOAD: return true;
-    default: return false;
-  }
-}
-
 // Whether a (listed before b) must stay before b.
 static bool ordered(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b) {
   if (b->dead) return false;
-  if (a->stream != b->stream || is_barrier(b)) return true;
+  if (a->stream != b->stream || dhx_lop_barrier(b)) return true;
   for (int i = 0; i < a->nargs; i++) {
     if (a->args[i].kind != DHX_ARG_BUF) continue;
     int ta = a->args[i].tensor, ea = dhx_lop_arg_effect(a, i);

@@ -246,6 +246,8 @@ typedef struct dhx_graph {
                                  //   one's forward running beside the other's backward
   bool strands_free;             // and no overlap search holds them (search: none;
                                  //   weight_grads.c)
+  bool defer_collectives;        // free strands on a CPU cluster: the backward's collectives
+                                 //   complete at a WAIT (defer_collectives.c)
   bool async_comm;               // the collectives of a stage's layers run on communication
                                  //   streams beside the compute (async_comm.c)
   dhx_grad_tlq tlq;              // compressed gradient reduce-scatter (intra_bits 0: off)

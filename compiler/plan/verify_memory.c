@@ -160,26 +160,45 @@ static uint32_t instr_accesses(const dhx_plan *plan, const dhx_plan_rank *r,
   return n;
 }
 
+// The accesses instruction i counts as: its own, and at the WAIT that completes a deferred
+// collective (plan.h: dhx_instr_deferred) the collective's again, since it may touch its
+// buffers until then. deferred_by[e]: the deferred collective that records event e, or -1.
+static uint32_t accesses_at(const checker *c, const dhx_plan_program *p,
+                            const int32_t *deferred_by, uint32_t i, int32_t bufs[DHX_MAX_ARGS],
+                            uint32_t flags[DHX_MAX_ARGS]) {
+  const dhx_plan_instr *in = &p->instrs[i];
+  if (in->op == DHX_OP_WAIT && in->event >= 0 && (uint32_t)in->event < p->nevents &&
+      deferred_by[in->event] >= 0)
+    in = &p->instrs[deferred_by[in->event]];
+  return instr_accesses(c->plan, c->r, in, bufs, flags);
+}
+
 // Groups the program's accesses by buffer (acc[start[b] .. start[b + 1]), in list order).
 static void collect_accesses(const checker *c, program_facts *f) {
   const dhx_plan_program *p = f->prog;
   uint32_t nb = c->r->nbuffers;
   int32_t bufs[DHX_MAX_ARGS];
   uint32_t flags[DHX_MAX_ARGS];
+  int32_t *deferred_by = xcalloc((size_t)p->nevents + 1, sizeof(int32_t));
+  for (uint32_t e = 0; e < p->nevents; e++) deferred_by[e] = -1;
+  for (uint32_t i = 0; i < p->ninstrs; i++)
+    if (dhx_instr_deferred(&p->instrs[i]) && (uint32_t)p->instrs[i].event < p->nevents)
+      deferred_by[p->instrs[i].event] = (int32_t)i;
   f->start = xcalloc((size_t)nb + 1, sizeof(uint32_t));
   for (uint32_t i = 0; i < p->ninstrs; i++) {
-    uint32_t n = instr_accesses(c->plan, c->r, &p->instrs[i], bufs, flags);
+    uint32_t n = accesses_at(c, p, deferred_by, i, bufs, flags);
     for (uint32_t k = 0; k < n; k++) f->start[bufs[k] + 1]++;
   }
   for (uint32_t b = 0; b < nb; b++) f->start[b + 1] += f->start[b];
   f->acc = xcalloc(f->start[nb], sizeof(access));
   uint32_t *fill = xcalloc(nb, sizeof(uint32_t));
   for (uint32_t i = 0; i < p->ninstrs; i++) {
-    uint32_t n = instr_accesses(c->plan, c->r, &p->instrs[i], bufs, flags);
+    uint32_t n = accesses_at(c, p, deferred_by, i, bufs, flags);
     for (uint32_t k = 0; k < n; k++)
       f->acc[f->start[bufs[k]] + fill[bufs[k]]++] = (access){(int32_t)i, flags[k]};
   }
   free(fill);
+  free(deferred_by);
 }
 
 static void summarize_use(const program_facts *f, uint32_t b, use *u) {

@@ -112,7 +112,7 @@ static void test_order(const dhx_plan *plan) {
         CHECK(last[in->stream] == UINT32_MAX || last[in->stream] < x, "rank %u program %d: "
               "stream %u out of order at %u", rk, p, in->stream, x);
         last[in->stream] = x;
-        if (in->op == DHX_OP_RECORD) rec[in->event] = 1;
+        if (dhx_instr_records(in)) rec[in->event] = 1;  // a RECORD, or a deferred collective
         if (in->op == DHX_OP_WAIT)
           CHECK(rec[in->event], "rank %u program %d: WAIT %u issued before a RECORD of event %d",
                 rk, p, x, in->event);

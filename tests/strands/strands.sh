@@ -22,6 +22,9 @@
 #                              follows the alignment; before, 1.7x), and with zero 2 within 5%
 #                              (each strand double-buffers its own buckets); dhxc -o runs the
 #                              cross-rank verifier on each plan
+#   deferred                   free strands on one CPU stage defer their backward's two-member
+#                              collectives (one WAIT each; none with tp 4, none unpaired) and
+#                              keep the unpaired losses bit for bit
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
 set -euo pipefail
@@ -180,6 +183,29 @@ case $case_name in
     backs=$(grep -c '# embedding.0: grad table' schedule.txt || true)
     echo "rank 0: $segs backward segments over $backs backwards of 4 layers"
     [ "$backs" -gt 0 ] && (( segs == 6 * backs )) || exit 1
+    ;;
+  deferred)
+    # Free strands on one CPU stage post their backward's collectives on two-member rings and
+    # complete each at a WAIT before its first reader (defer_collectives.c): the plan has them,
+    # one WAIT each, and the losses stay the unpaired ones bit for bit. Rings of four, which
+    # the CPU runtime runs at the post, defer none.
+    sp=(--set schedule.parallel.sp=on)
+    count() { "$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" "${sp[@]}" "$@" |
+      grep -c "$pattern" || true; }
+    common 1 2 1
+    pattern='deferred to event' deferred=$(count "${paired[@]}")
+    pattern='complete the deferred collective' waits=$(count "${paired[@]}")
+    pattern='deferred to event' unpaired=$(count)
+    common 1 4 1
+    four=$(count "${paired[@]}")
+    echo "deferred collectives: $deferred with $waits WAITs (tp 2), $unpaired unpaired, $four with tp 4"
+    (( deferred > 0 && waits == deferred && unpaired == 0 && four == 0 )) || exit 1
+    compile tiny off 1 2 1 "${sp[@]}"
+    compile tiny on 1 2 1 "${sp[@]}" "${paired[@]}"
+    run off 2 --metrics off.jsonl
+    run on 2 --metrics on.jsonl
+    "$CHECK" same off.jsonl on.jsonl 0
+    echo "(1,2,1,sp): deferred collectives give the unpaired losses bit for bit"
     ;;
   sharded_memory)
     shape=()
