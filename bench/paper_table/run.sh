@@ -5,7 +5,8 @@
 #   baseline  Megatron-style: 1F1B, no strands (strands { pair: off }, fold off)
 #   dhx       the sample as written: paired strands and the overlap search; with a pipeline
 #             (pp > 1), the W fold (fold: w) where the layers divide into 2·pp chunks, and
-#             search: none (the overlap search is refused in a pipeline)
+#             search: none (the overlap search is refused in a pipeline; the pipelined samples
+#             say so already, and the sets below keep any other sample to it)
 #   free      the same with the strands running free (search: none), as dhx already is in a
 #             pipeline: faster on one stage, but it holds two micro-batches' activations where
 #             the search holds about one

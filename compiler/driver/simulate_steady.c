@@ -145,7 +145,7 @@ bool dhx_simulate_compiled(const dhx_compiled *c, const dhx_config *cfg,
                            char *err, size_t errlen) {
   double peak = cfg->cluster_cpu ? m->flops : cfg->gpu.flops;  // MFU against the datasheet peak
   bool ok = dhx_simulate_step(&c->plan, m, peak, flags, NULL, NULL, fig, err, errlen);
-  fig->searched = cfg->strands_pair;
+  fig->searched = cfg->strands_pair && cfg->pp == 1;  // compile.c: no search in a pipeline
   for (int k = 0; k < 3; k++) fig->search_modelled_s[k] = c->overlap_modelled_s[k];
   return ok;
 }
