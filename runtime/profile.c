@@ -8,6 +8,10 @@
 //   * An op on a communicator is timed from the moment its last member arrived: a member that
 //     came early also waited, so each rendezvous (a collective on all its members, a transfer
 //     on both ends) contributes the shortest of its members' times.
+//   * A deferred collective (plan.h: dhx_instr_deferred) is left out: its record is its post,
+//     and its stream completes it at a WAIT later, after other work, so neither record times it.
+//     Its key's time comes from the same collective where it runs whole (the forward's gathers
+//     for the backward's), and a rank's communication total leaves it out.
 //   * Compute is timed alone: a record that another stream of its rank overlapped by more than
 //     half (a collective, or the other strand's compute) is kept apart. The ratio of compute
 //     beside a collective to the same compute alone is the measured interference factor, and
@@ -138,7 +142,7 @@ static void time_meetings(const dhx_plan *p, const dhx_trace_rec *all, const int
   const dhx_trace_rec *recs = all;
   for (uint32_t rank = 0; rank < p->nranks; recs += counts[rank], rank++)
     for (int i = 0; i < counts[rank]; i++) {
-      if (recs[i].seq < 0) continue;
+      if (recs[i].seq < 0 || dhx_instr_deferred(instr_of(p, rank, &recs[i]))) continue;
       uint64_t id = dhx_trace_rendezvous(p, rank, &recs[i]);
       meeting *e = meeting_of(m, cap, id);
       double d = (double)(recs[i].t1 - recs[i].t0) * 1e-9;
@@ -155,7 +159,7 @@ static void file_rank(const dhx_plan *p, uint32_t rank, const dhx_trace_rec *rec
   for (int i = 0; i < n; i++) {
     const dhx_trace_rec *r = &recs[i];
     const dhx_plan_instr *in = instr_of(p, rank, r);
-    if (!dhx_instr_key(p, rank, in, key, sizeof key)) continue;
+    if (dhx_instr_deferred(in) || !dhx_instr_key(p, rank, in, key, sizeof key)) continue;
     op_stat *st = stat_of(t, key);
     if (r->seq >= 0) {
       st->comm = true;

@@ -4,6 +4,10 @@
   profile_check.py valid PROFILE RANKS FIRST LAST BANDWIDTH
       the fields dhxc reads are there and sane, the window is FIRST..LAST, the network is
       BANDWIDTH bytes/s, compute and collectives are both timed, every rank has its totals
+  profile_check.py deferred PROFILE SCHEDULE STEPS
+      the plan (its --emit=schedule listing) defers collectives, and the profile times exactly
+      the others: STEPS times those of BEGIN, MICRO and STEP, over the ranks (one MICRO run a
+      step, no evaluation)
   profile_check.py slow-gemms PROFILE OUT SECONDS
       writes OUT: PROFILE with every GEMM timed at SECONDS (dhxc must then simulate them so)
 """
@@ -49,6 +53,30 @@ def valid(path, ranks, first, last, bandwidth):
     print("profile %s: %d keys, steps %d..%d, %d ranks" % (path, len(ops), first, last, ranks))
 
 
+COLLECTIVES = ("allreduce", "reduce_scatter", "all_gather", "all_to_all")
+
+
+def deferred(path, schedule, steps):
+    prog, whole, posted = None, 0, 0
+    for line in open(schedule):
+        words = line.split()
+        if line.startswith("  program "):
+            prog = words[1].rstrip(":")
+        elif len(words) > 2 and words[0].isdigit() and words[2] in COLLECTIVES:
+            if "deferred to event" in line:
+                posted += 1
+            elif prog in ("BEGIN", "MICRO", "STEP"):
+                whole += 1
+    timed = sum(v["count"] for k, v in json.load(open(path))["ops"].items()
+                if k.split()[0] in COLLECTIVES)
+    if posted == 0:
+        fail("the plan defers no collective")
+    if timed != steps * whole:
+        fail("%d collective records timed, expected %d (%d steps of %d run whole; %d deferred)"
+             % (timed, steps * whole, steps, whole, posted))
+    print("profile %s: %d collective records timed, %d deferred collectives left out" % (path, timed, posted))
+
+
 def slow_gemms(path, out, seconds):
     p = json.load(open(path))
     n = 0
@@ -64,6 +92,8 @@ if __name__ == "__main__":
     a = sys.argv
     if a[1] == "valid":
         valid(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
+    elif a[1] == "deferred":
+        deferred(a[2], a[3], int(a[4]))
     elif a[1] == "slow-gemms":
         slow_gemms(a[2], a[3], float(a[4]))
     else:

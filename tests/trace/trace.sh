@@ -175,6 +175,14 @@ print('simulated step: %.3f s measured, %.1f s with 0.25 s GEMMs' % (m, s))"
     # Measured on another network: the collectives are the model's, and dhxc says so.
     sim out/profile.json "1 GB/s" >/dev/null
     grep -q "another network, so communication is timed by the model" sim.err || { cat sim.err; exit 1; }
+    # Paired strands running free defer their backward's collectives, whose records are their
+    # posts: the profile leaves them out (each collective still takes its bytes on the link),
+    # and times exactly the others.
+    plan paired "${tp[@]}" --set train.val_every=0 --set schedule.strands.pair=on \
+      --set schedule.strands.search=none
+    $MPIRUN -np 2 "$DHXRUN" paired --quiet --net-emulate 200MB/s,20us --profile out/paired.json
+    python3 "$PROFILE_CHECK" valid out/paired.json 2 2 4 200e6
+    python3 "$PROFILE_CHECK" deferred out/paired.json paired.schedule 3
     ;;
   profile_bad)
     corpus
