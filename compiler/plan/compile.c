@@ -329,10 +329,10 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   // rank made paired steps slower (bench/strands_cpu at parity, with turns: 730 against 622
   // ms), though the simulator expected them faster.
   g->async_comm = cfg->pp == 1 && cfg->zero <= 1 && !cfg->strands_pair;
-  // Free strands on one CPU stage post their backward's collectives and go on (the CPU runtime
+  // Free strands on a CPU cluster post their backward's collectives and go on (the CPU runtime
   // completes them at a WAIT; a GPU stream would run the NCCL call in its order anyway). The
   // runtime completes bf16 operands where they are posted, so bf16 plans are not deferred.
-  g->defer_collectives = g->strands_free && cfg->pp == 1 && cfg->cluster_cpu &&
+  g->defer_collectives = g->strands_free && cfg->cluster_cpu &&
                          cfg->precision != DHX_PREC_BF16;
   if (tlq_on(cfg))
     g->tlq = (dhx_grad_tlq){.intra_bits = cfg->tlq_intra, .inter_bits = cfg->tlq_inter,

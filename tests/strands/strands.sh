@@ -22,9 +22,9 @@
 #                              follows the alignment; before, 1.7x), and with zero 2 within 5%
 #                              (each strand double-buffers its own buckets); dhxc -o runs the
 #                              cross-rank verifier on each plan
-#   deferred                   free strands on one CPU stage defer their backward's two-member
+#   deferred                   free strands on a CPU cluster defer their backward's two-member
 #                              collectives (one WAIT each; none with tp 4, none unpaired) and
-#                              keep the unpaired losses bit for bit
+#                              keep the unpaired losses bit for bit, on one stage and in a W
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
 set -euo pipefail
@@ -115,7 +115,7 @@ case $case_name in
     bash "$0" pair_suite_gpt tiny 1,2,1 1,4,1 2,2,1 1,1,2 1,1,4 2,1,2 1,2,2 1,1,2,v2,l8 \
       1,1,4,v2,l8 2,1,2,v2,l8 1,2,1,sp 1,4,1,sp 2,2,1,sp 1,2,2,sp 2,1,1,z1 4,1,1,z1 2,2,1,z1 \
       2,1,2,z1 2,1,1,z2 2,2,1,z2 2,1,1,z3 4,1,1,z3 2,1,2,z3 2,1,2,v2,l8,z3 1,1,2,s3-1 \
-      1,1,2,sauto 1,1,2,l5,sauto
+      1,1,2,sauto 1,1,2,l5,sauto 1,2,2,w,sp 1,2,2,v2,l8,sp
     bash "$0" pair_suite_llama tiny_llama 1,2,1 2,2,1 1,1,2 1,1,2,v2 1,2,1,sp 2,2,1,sp \
       2,1,1,z1 2,1,1,z3 2,2,1,z3,sp
     ;;
@@ -185,10 +185,11 @@ case $case_name in
     [ "$backs" -gt 0 ] && (( segs == 6 * backs )) || exit 1
     ;;
   deferred)
-    # Free strands on one CPU stage post their backward's collectives on two-member rings and
+    # Free strands on a CPU cluster post their backward's collectives on two-member rings and
     # complete each at a WAIT before its first reader (defer_collectives.c): the plan has them,
-    # one WAIT each, and the losses stay the unpaired ones bit for bit. Rings of four, which
-    # the CPU runtime runs at the post, defer none.
+    # one WAIT each, and the losses stay the unpaired ones bit for bit, on one stage and in a
+    # pipeline folded into a W. Rings of four, which the CPU runtime runs at the post, defer
+    # none.
     sp=(--set schedule.parallel.sp=on)
     count() { "$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" "${sp[@]}" "$@" |
       grep -c "$pattern" || true; }
@@ -206,6 +207,17 @@ case $case_name in
     run on 2 --metrics on.jsonl
     "$CHECK" same off.jsonl on.jsonl 0
     echo "(1,2,1,sp): deferred collectives give the unpaired losses bit for bit"
+    w=(--set schedule.strands.fold=w)
+    common 1 2 2
+    pattern='deferred to event' folded=$(count "${paired[@]}" "${w[@]}")
+    echo "deferred collectives in the W (1,2,2): $folded"
+    (( folded > 0 )) || exit 1
+    compile tiny offw 1 2 2 "${sp[@]}" "${w[@]}"
+    compile tiny onw 1 2 2 "${sp[@]}" "${w[@]}" "${paired[@]}"
+    run offw 4 --metrics offw.jsonl
+    run onw 4 --metrics onw.jsonl
+    "$CHECK" same offw.jsonl onw.jsonl 0
+    echo "(1,2,2,sp,w): deferred collectives give the unpaired losses bit for bit"
     ;;
   sharded_memory)
     shape=()
