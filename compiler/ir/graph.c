@@ -49,15 +49,22 @@ void dhx_graph_free(dhx_graph *g) {
 
 int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dtype dt, int ndim,
                    const int64_t *shape) {
+  // The name and shape may be another tensor's, which growing the array would move: copied
+  // first.
+  char own_name[DHX_NAME_MAX] = {0};
+  int64_t own_shape[DHX_MAX_DIMS];
+  if (ndim < 0 || ndim > DHX_MAX_DIMS) abort();
+  dhx_name_copy(own_name, name);
+  for (int i = 0; i < ndim; i++) own_shape[i] = shape[i];
   g->tensors = reserve(g->tensors, &g->captensors, g->ntensors + 1, sizeof(dhx_tensor));
   int id = g->ntensors++;
   dhx_tensor *t = &g->tensors[id];
   memset(t, 0, sizeof *t);
-  dhx_name_copy(t->name, name);
+  dhx_name_copy(t->name, own_name);
   t->kind = kind;
   t->dtype = dt;
   t->ndim = ndim;
-  for (int i = 0; i < ndim; i++) t->shape[i] = t->global_shape[i] = shape[i];
+  for (int i = 0; i < ndim; i++) t->shape[i] = t->global_shape[i] = own_shape[i];
   t->split_dim = -1;
   t->split_groups = t->split_parts = 1;
   t->grad = t->opt_m = t->opt_v = t->view_of = t->work = t->master = -1;
