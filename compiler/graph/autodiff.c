@@ -154,8 +154,10 @@ static void back_linear(ad *a, const dhx_node *n, int dy) {
     dhx_emit_kernel(a->l, DHX_K_COLSUM, out, note, 5, args);
   }
   note_of(n, "grad w += x^T dy", note);
-  dhx_emit_gemm(a->l, note, true, false, in, out, rows, dhx_buf(input_value(a, n, n->in[0]), 0),
-                in, dhx_buf(dy, 0), out, dhx_buf(w->grad, 0), out, 1.0);
+  int w_grad = w->grad;  // before input_value, whose new tensor may move the tensor array
+  int x = input_value(a, n, n->in[0]);
+  dhx_emit_gemm(a->l, note, true, false, in, out, rows, dhx_buf(x, 0), in, dhx_buf(dy, 0), out,
+                dhx_buf(w_grad, 0), out, 1.0);
   if (!needs_grad(a, n->in[0])) return;
   bool acc;
   int dx = grad_dst(a, n->in[0], &acc);
