@@ -60,18 +60,8 @@ static bool needs_done(const dhx_graph *g, const dhx_lop *c, const dhx_lop *b) {
 // member issues), an event, a transfer or a batch load.
 static bool after(const dhx_graph *g, const dhx_lop *a, const dhx_lop *c) {
   if (a->dead) return false;
-  if (dhx_lop_collective(a->kind) || dhx_lop_barrier(a) || a->stream != c->stream) return true;
-  for (int i = 0; i < a->nargs; i++) {
-    if (a->args[i].kind != DHX_ARG_BUF) continue;
-    int ta = a->args[i].tensor, ea = dhx_lop_arg_effect(a, i);
-    for (int j = 0; j < 2; j++) {
-      int tc = c->args[j].tensor, ec = j == 0 ? 1 : 2;  // reads its input, writes its output
-      bool same = ta == tc || g->tensors[ta].kind == DHX_T_VIEW ||
-                  g->tensors[tc].kind == DHX_T_VIEW;
-      if (same && ((ea | ec) & 2)) return true;
-    }
-  }
-  return false;
+  return dhx_lop_collective(a->kind) || dhx_lop_barrier(a) || a->stream != c->stream ||
+         dhx_lops_conflict(g, a, c);
 }
 
 // Moves each deferrable collective of ops [from, to) up to just after the last op it must

@@ -99,6 +99,9 @@ dhx_lop *dhx_emit_reduce_scatter(dhx_oplist *l, int stream, int comm, int in, in
 int dhx_lop_arg_effect(const dhx_lop *op, int j);
 // An all-reduce, all-gather, reduce-scatter or all-to-all (not a point-to-point transfer).
 bool dhx_lop_collective(dhx_lop_kind k);
+// Whether a and b touch a common tensor and one of them writes it (a view may be any tensor):
+// then neither may move past the other.
+bool dhx_lops_conflict(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b);
 // An event, a transfer or a batch load: what orders streams or touches what other streams see,
 // so the passes that move ops never move one past it.
 bool dhx_lop_barrier(const dhx_lop *op);

@@ -158,6 +158,21 @@ int dhx_lop_arg_effect(const dhx_lop *op, int j) {
   }
 }
 
+bool dhx_lops_conflict(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b) {
+  for (int i = 0; i < a->nargs; i++) {
+    if (a->args[i].kind != DHX_ARG_BUF) continue;
+    int ta = a->args[i].tensor, ea = dhx_lop_arg_effect(a, i);
+    for (int j = 0; j < b->nargs; j++) {
+      if (b->args[j].kind != DHX_ARG_BUF) continue;
+      int tb = b->args[j].tensor;
+      bool same = ta == tb || g->tensors[ta].kind == DHX_T_VIEW ||
+                  g->tensors[tb].kind == DHX_T_VIEW;
+      if (same && ((ea | dhx_lop_arg_effect(b, j)) & 2)) return true;
+    }
+  }
+  return false;
+}
+
 bool dhx_lop_barrier(const dhx_lop *op) {
   switch (op->kind) {
     case DHX_L_RECORD:

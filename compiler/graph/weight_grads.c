@@ -31,19 +31,7 @@
 // Whether a (listed before b) must stay before b.
 static bool ordered(const dhx_graph *g, const dhx_lop *a, const dhx_lop *b) {
   if (b->dead) return false;
-  if (a->stream != b->stream || dhx_lop_barrier(b)) return true;
-  for (int i = 0; i < a->nargs; i++) {
-    if (a->args[i].kind != DHX_ARG_BUF) continue;
-    int ta = a->args[i].tensor, ea = dhx_lop_arg_effect(a, i);
-    for (int j = 0; j < b->nargs; j++) {
-      if (b->args[j].kind != DHX_ARG_BUF) continue;
-      int tb = b->args[j].tensor;
-      bool same = ta == tb || g->tensors[ta].kind == DHX_T_VIEW ||
-                  g->tensors[tb].kind == DHX_T_VIEW;
-      if (same && ((ea | dhx_lop_arg_effect(b, j)) & 2)) return true;
-    }
-  }
-  return false;
+  return a->stream != b->stream || dhx_lop_barrier(b) || dhx_lops_conflict(g, a, b);
 }
 
 // dW += x^T dy; with `small`, also a kernel that writes weight gradients and nothing else.

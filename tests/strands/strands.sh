@@ -23,7 +23,8 @@
 #                              (each strand double-buffers its own buckets); dhxc -o runs the
 #                              cross-rank verifier on each plan
 #   deferred                   free strands on a CPU cluster defer their backward's two-member
-#                              collectives (one WAIT each; none with tp 4, none unpaired) and
+#                              collectives (one WAIT each, re-gathers moved up; none with tp 4,
+#                              in bf16 or unpaired) and
 #                              keep the unpaired losses bit for bit, on one stage and in a W
 #   dropped_gradient           a paired plan with one gradient contribution zeroed
 #                              (drop_gradient) must NOT match: the comparison can fail
@@ -197,10 +198,18 @@ case $case_name in
     pattern='deferred to event' deferred=$(count "${paired[@]}")
     pattern='complete the deferred collective' waits=$(count "${paired[@]}")
     pattern='deferred to event' unpaired=$(count)
+    bf16=$(count "${paired[@]}" --set train.precision=bf16)
+    # The re-gathers of saved norm outputs are moved up to their segment's start, just after
+    # the gather of the token-row gradients before them (autodiff lists them later).
+    moved=$("$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" "${sp[@]}" "${paired[@]}" |
+      awk '/gather token-row gradients/ { p = 1; next } p && /gather token rows again/ { n++ }
+           { p = 0 } END { print n + 0 }')
     common 1 4 1
     four=$(count "${paired[@]}")
-    echo "deferred collectives: $deferred with $waits WAITs (tp 2), $unpaired unpaired, $four with tp 4"
-    (( deferred > 0 && waits == deferred && unpaired == 0 && four == 0 )) || exit 1
+    echo "deferred collectives: $deferred with $waits WAITs (tp 2), $unpaired unpaired, $four with" \
+      "tp 4, $bf16 in bf16; $moved re-gathers moved up to the gather before them"
+    (( deferred > 0 && waits == deferred && unpaired == 0 && four == 0 && bf16 == 0 &&
+       moved > 0 )) || exit 1
     compile tiny off 1 2 1 "${sp[@]}"
     compile tiny on 1 2 1 "${sp[@]}" "${paired[@]}"
     run off 2 --metrics off.jsonl
