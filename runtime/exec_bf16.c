@@ -72,7 +72,7 @@ bool dhx_cpu_gemm_is_bf16(const dhx_plan_rank *rank, const dhx_plan_instr *in) {
 }
 
 void dhx_cpu_gemm_bf16(dhx_rt *rt, const dhx_plan_instr *in) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   int64_t n[3] = {
       span(g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, g, g->stride_a),
       span(g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, g, g->stride_b),

@@ -190,7 +190,7 @@ static void exec_gemm(dhx_rt *rt, const dhx_plan_instr *in) {
     dhx_cpu_gemm_bf16(rt, in);
     return;
   }
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   dhx_cpu_gemm(rt, g, arg_ptr(rt, &in->args[0]), arg_ptr(rt, &in->args[1]),
                arg_ptr(rt, &in->args[2]));
   if (g->epilogue)

@@ -361,7 +361,7 @@ static void gemm_desc_free(dhx_cuda *c, gemm_desc *d) {
 
 static gemm_desc *gemm_desc_make(dhx_cuda *c, const dhx_plan_instr *in, char *err,
                                  size_t errlen) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   gemm_desc *d = calloc(1, sizeof *d);
   cublasLtMatmulPreference_t pref = NULL;
   int32_t ta = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -407,7 +407,7 @@ static gemm_desc *gemm_desc_make(dhx_cuda *c, const dhx_plan_instr *in, char *er
                                     d->algo, &found));
   if (found < 1) {
     snprintf(err, errlen, "cuBLASLt has no algorithm for the %" PRId64 "x%" PRId64 "x%" PRId64
-             " GEMM '%s'", g->m, g->n, g->k, in->note);
+             " GEMM '%s'", g->m, g->n, g->k, dhx_instr_note(in));
     goto done;
   }
   ok = true;
@@ -432,7 +432,7 @@ static gemm_desc **gemm_slot(dhx_cuda *c, const dhx_plan_instr *in) {
 }
 
 static bool gemm(dhx_cuda *c, const dhx_plan_instr *in, CUstream s, char *err, size_t errlen) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   gemm_desc **slot = gemm_slot(c, in), *d = slot ? *slot : NULL;
   if (!d && !(d = gemm_desc_make(c, in, err, errlen))) return false;
   if (slot) *slot = d;
@@ -466,7 +466,7 @@ static bool load_batch(dhx_cuda *c, const dhx_plan_instr *in, CUstream s, char *
                        size_t errlen) {
   int64_t m = in->args[2].i;
   if (!c->loader || !c->staging || m < 0 || m >= c->staging_slots) {
-    snprintf(err, errlen, "LOAD_BATCH of micro-batch %" PRId64 " ('%s'): %s", m, in->note,
+    snprintf(err, errlen, "LOAD_BATCH of micro-batch %" PRId64 " ('%s'): %s", m, dhx_instr_note(in),
              !c->loader ? "no loader is set" : "outside the step's micro-batches");
     return false;
   }
@@ -506,7 +506,7 @@ static bool issue(dhx_cuda *c, const dhx_plan_instr *in, const double *regs, cha
     case DHX_OP_WAIT: CU(cuStreamWaitEvent(s, c->events[in->event], 0)); return true;
     default:  // every op a validated plan holds is above; a newer op would land here
       snprintf(err, errlen, "the CUDA backend does not run instructions of op %u ('%s')",
-               in->op, in->note);
+               in->op, dhx_instr_note(in));
       return false;
   }
 }

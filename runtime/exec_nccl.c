@@ -282,7 +282,7 @@ static bool issue_one(const call_site *at, const dhx_plan_instr *in, char *err, 
   dhx_nccl *n = at->n;
   int32_t c = dhx_rank_comm(at->rank, in->comm);
   char what[DHX_NAME_MAX + 64];
-  snprintf(what, sizeof what, "'%s' (communicator %d stream %u)", in->note, c, in->stream);
+  snprintf(what, sizeof what, "'%s' (communicator %d stream %u)", dhx_instr_note(in), c, in->stream);
   const nccl_comm *m = c >= 0 && (uint32_t)c < n->n ? &n->comms[c][in->stream] : NULL;
   if (!m || !m->comm) {
     snprintf(err, errlen, "world rank %u: no NCCL communicator for %s%s", n->world_rank, what,
@@ -306,7 +306,7 @@ bool dhx_nccl_issue(dhx_nccl *n, const dhx_plan_rank *rank, CUdeviceptr arena,
                     char *err, size_t errlen) {
   if (!n) {
     snprintf(err, errlen, "'%s' exchanges over a communicator, but the CUDA backend was opened "
-             "without NCCL communicators (dhx_cuda_connect)", instrs[order[0]].note);
+             "without NCCL communicators (dhx_cuda_connect)", dhx_instr_note(&instrs[order[0]]));
     return false;
   }
   call_site at = {n, rank, arena, s};
@@ -314,5 +314,5 @@ bool dhx_nccl_issue(dhx_nccl *n, const dhx_plan_rank *rank, CUdeviceptr arena,
   bool ok = true;
   for (uint32_t j = 0; j < k && ok; j++) ok = issue_one(&at, &instrs[order[j]], err, errlen);
   ncclResult_t end = n->api.ncclGroupEnd();  // closed even after an error, as NCCL requires
-  return ok && nccl_ok(n, end, "ncclGroupEnd", instrs[order[0]].note, err, errlen);
+  return ok && nccl_ok(n, end, "ncclGroupEnd", dhx_instr_note(&instrs[order[0]]), err, errlen);
 }

@@ -179,9 +179,18 @@ typedef struct dhx_plan_instr {
   uint32_t turn;
   uint32_t nargs;
   dhx_plan_arg args[DHX_MAX_ARGS];
-  dhx_plan_gemm gemm; // OP_GEMM
-  char note[DHX_NAME_MAX];  // what the instruction is for ("h.0.attn: softmax fwd"), for humans
+  // Held by reference, not inline: a paper-scale stage has hundreds of thousands of
+  // instructions and few are GEMMs. Each points into the plan's pool (dhx_plan_alloc: a plan
+  // read from a file, or built by hand) or at dhxc's interned copy (a compiled plan), which
+  // outlives the plan.
+  const dhx_plan_gemm *gemm;  // OP_GEMM: its shape; NULL otherwise
+  const char *note;   // what the instruction is for ("h.0.attn: softmax fwd"), for humans:
+                      // shorter than DHX_NAME_MAX; NULL reads as "" (dhx_instr_note)
 } dhx_plan_instr;
+
+static inline const char *dhx_instr_note(const dhx_plan_instr *in) {
+  return in->note ? in->note : "";
+}
 
 // A collective that completes later, at the WAIT on its event (plan_instr.event).
 static inline bool dhx_instr_deferred(const dhx_plan_instr *in) {
@@ -300,6 +309,8 @@ typedef struct dhx_plan_train {
                                        //   r / per_node == r' / per_node); 0: all on one node
 } dhx_plan_train;
 
+typedef struct dhx_plan_pool dhx_plan_pool;
+
 typedef struct dhx_plan {
   uint32_t version;
   dhx_plan_train train;
@@ -309,7 +320,19 @@ typedef struct dhx_plan {
   dhx_plan_comm *comms;    // comm 0 is the data-parallel group of rank 0, etc.
   uint32_t nranks;
   dhx_plan_rank *ranks;
+  dhx_plan_pool *pool;     // what the instructions' GEMM shapes and notes point into (NULL:
+                           // none; dhx_plan_free frees it)
 } dhx_plan;
+
+// ---- plan_pool.c ------------------------------------------------------------------------------
+// Zeroed, 8-byte aligned bytes that live as long as the plan (dhx_plan_free frees them).
+void *dhx_plan_alloc(dhx_plan *plan, size_t size);
+// A copy of text (at most DHX_NAME_MAX - 1 bytes of it) in the plan's pool.
+const char *dhx_plan_text(dhx_plan *plan, const char *text);
+// Gives `in` a copy of its GEMM shape (zeroed if it has none) of its own in the plan's pool
+// and returns it to be changed.
+dhx_plan_gemm *dhx_plan_own_gemm(dhx_plan *plan, dhx_plan_instr *in);
+void dhx_plan_pool_free(dhx_plan_pool *pool);
 
 // ---- plan_write.c, plan_read.c, plan_validate.c ---------------------------------------------
 // Writes `plan` to `path` (plan.bin). Returns false and fills err on failure.

@@ -158,18 +158,23 @@ static void io_chars(plan_io *s, char *p, size_t n) {
     take(s, p, n);
 }
 
-// A NUL-terminated string of a fixed n-byte array, as its length and characters; reading
-// refuses a length that would not leave room for the NUL.
-static void io_text(plan_io *s, char *p, size_t n) {
+// An instruction's note, as its length and characters (at most DHX_NAME_MAX - 1); reading
+// puts it in the plan's pool.
+static void io_note(plan_io *s, const char **note) {
   uint32_t len = 0;
-  if (!s->reading) len = (uint32_t)strnlen(p, n - 1);
+  if (!s->reading) len = (uint32_t)strnlen(*note ? *note : "", DHX_NAME_MAX - 1);
   io_u32(s, &len);
-  if (s->reading && !s->failed && len >= n) {
-    plan_io_fail(s, "%s: a text of %u bytes (at most %zu)", s->where, len, n - 1);
+  if (!s->reading) {
+    put(s, *note ? *note : "", len);
     return;
   }
-  io_chars(s, p, len);
-  if (s->reading && !s->failed) p[len] = 0;
+  if (s->failed) return;
+  if (len >= DHX_NAME_MAX) {
+    plan_io_fail(s, "%s: a text of %u bytes (at most %d)", s->where, len, DHX_NAME_MAX - 1);
+    return;
+  }
+  char *p = dhx_plan_alloc(s->plan, len + 1);
+  if (take(s, p, len)) *note = p;
 }
 
 // An element count. Reading bounds it by the format's limit and by the bytes left (each
@@ -325,8 +330,17 @@ static void io_instr(plan_io *s, dhx_plan_instr *in) {
   // Only what the instruction uses: its arguments, the GEMM shape of a GEMM, and the note's
   // characters (most instructions use a few of the 16 argument slots and no GEMM).
   for (uint32_t i = 0; i < in->nargs; i++) io_arg(s, &in->args[i]);
-  if (in->op == DHX_OP_GEMM) io_gemm(s, &in->gemm);
-  io_text(s, in->note, DHX_NAME_MAX);
+  if (in->op == DHX_OP_GEMM) {
+    if (s->reading) {
+      if (!s->failed) io_gemm(s, dhx_plan_own_gemm(s->plan, in));
+    } else if (!in->gemm) {
+      plan_io_fail(s, "%s: a GEMM without its shape", s->where);
+    } else {
+      dhx_plan_gemm g = *in->gemm;
+      io_gemm(s, &g);
+    }
+  }
+  io_note(s, &in->note);
 }
 
 static void io_program(plan_io *s, dhx_plan_program *p, uint32_t rank, int kind) {
@@ -383,6 +397,7 @@ static void io_rank(plan_io *s, dhx_plan *plan, dhx_plan_rank *r, uint32_t rank)
 }
 
 void plan_io_plan(plan_io *s, dhx_plan *p) {
+  s->plan = p;
   io_train(s, &p->train);
   snprintf(s->where, sizeof s->where, "the kernel table");
   io_count(s, &p->nkernels, DHX_PLAN_MAX_KERNELS, KERNEL_BYTES, "kernels");

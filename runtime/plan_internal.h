@@ -28,6 +28,7 @@ typedef struct plan_io {
   char *err;
   size_t errlen;
   char where[160];  // what is being read, for "payload ends early" messages
+  dhx_plan *plan;   // reading: the plan whose pool takes the GEMM shapes and notes
 } plan_io;
 
 // Records the first failure in s->err; later ones are ignored.

@@ -21,7 +21,7 @@ bool dhx_instr_key(const dhx_plan *p, uint32_t rank, const dhx_plan_instr *in, c
              in->n);
     return true;
   case DHX_OP_GEMM: {
-    const dhx_plan_gemm *g = &in->gemm;
+    const dhx_plan_gemm *g = in->gemm;
     snprintf(out, len, "gemm %c%c m=%" PRId64 " n=%" PRId64 " k=%" PRId64 " batch=%" PRId64
              "x%" PRId64 "%s%s", g->trans_a ? 't' : 'n', g->trans_b ? 't' : 'n', g->m, g->n, g->k,
              g->batch[0], g->batch[1], g->beta != 0 ? " accumulate" : "",

@@ -99,7 +99,7 @@ static void print_args(FILE *f, const dhx_plan_rank *r, const dhx_plan_instr *in
 }
 
 static void print_gemm(FILE *f, const dhx_plan_rank *r, const dhx_plan_instr *in) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   fprintf(f, "m=%" PRId64 " n=%" PRId64 " k=%" PRId64 " ", g->m, g->n, g->k);
   if (in->nargs >= 3) {
     fputs(g->trans_a ? "A^T=" : "A=", f);
@@ -151,7 +151,7 @@ static void print_instr(FILE *f, const dhx_plan *p, const dhx_plan_rank *r, uint
     case DHX_OP_WAIT: fprintf(f, "event %d", in->event); break;
     default: print_args(f, r, in);
   }
-  if (in->note[0] && memchr(in->note, 0, DHX_NAME_MAX)) fprintf(f, "  # %s", in->note);
+  if (dhx_instr_note(in)[0]) fprintf(f, "  # %s", dhx_instr_note(in));
   fputc('\n', f);
 }
 
@@ -206,8 +206,9 @@ static bool instrs_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
   bool eq = a->op == b->op && a->stream == b->stream && a->kernel == b->kernel &&
             a->event == b->event && a->dtype == b->dtype && a->n == b->n && a->nargs == b->nargs &&
             a->turn == b->turn &&
-            strncmp(a->note, b->note, DHX_NAME_MAX) == 0 &&
-            memcmp(&a->gemm, &b->gemm, sizeof a->gemm) == 0;  // no padding in dhx_plan_gemm
+            strncmp(dhx_instr_note(a), dhx_instr_note(b), DHX_NAME_MAX) == 0 &&
+            (a->gemm == b->gemm ||  // no padding in dhx_plan_gemm:
+             (a->gemm && b->gemm && memcmp(a->gemm, b->gemm, sizeof *a->gemm) == 0));
   for (uint32_t j = 0; j < a->nargs && j < DHX_MAX_ARGS && eq; j++)
     eq = a->args[j].kind == b->args[j].kind && a->args[j].buf == b->args[j].buf &&
          memcmp(&a->args[j].i, &b->args[j].i, sizeof(int64_t)) == 0;  // i or f's bits

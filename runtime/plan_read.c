@@ -133,5 +133,6 @@ void dhx_plan_free(dhx_plan *plan) {
     for (int p = 0; p < DHX_PROG_COUNT; p++) free(plan->ranks[r].programs[p].instrs);
   }
   free(plan->ranks);
+  dhx_plan_pool_free(plan->pool);
   memset(plan, 0, sizeof *plan);
 }

@@ -27,7 +27,7 @@ static bool last_element(int64_t rows, int64_t cols, int64_t ld, const int64_t b
 static bool check_gemm_operand(plan_check_ctx *v, const dhx_plan_instr *in, int which,
                                int64_t rows, int64_t cols, int64_t ld, const int64_t stride[2]) {
   static const char *names = "ABC";
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   const dhx_plan_arg *a = &in->args[which];
   const dhx_plan_buffer *b = &v->p->ranks[v->rank].buffers[a->buf];
   CHECK(b->dtype == DHX_F32 || b->dtype == DHX_BF16, "GEMM operand %c: buffer '%s' is %s (must "
@@ -57,7 +57,7 @@ static bool check_gemm_operand(plan_check_ctx *v, const dhx_plan_instr *in, int 
 // a row of ldc (attention's heads as column blocks). Besides the race this rules out, it bounds
 // the batch count by the size of C. C's extent is checked first, so nothing here overflows.
 static bool check_gemm_batches_disjoint(plan_check_ctx *v, const dhx_plan_instr *in) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   const char *name = v->p->ranks[v->rank].buffers[in->args[2].buf].name;
   int inner = g->stride_c[0] <= g->stride_c[1] ? 0 : 1;
   int64_t cols = g->n;  // width of the rectangle written so far; -1 once it is not one
@@ -84,7 +84,7 @@ static bool check_gemm_batches_disjoint(plan_check_ctx *v, const dhx_plan_instr 
 // The epilogue's bias (n elements) and pre-activation (C's extent, disjoint from C), both of C's
 // type; an unbatched GEMM with beta 0 and ldc a multiple of 8.
 static bool check_gemm_epilogue(plan_check_ctx *v, const dhx_plan_instr *in) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   const dhx_plan_buffer *bufs = v->p->ranks[v->rank].buffers;
   uint32_t tc = bufs[in->args[2].buf].dtype;
   CHECK(g->batch[0] == 1 && g->batch[1] == 1 && g->beta == 0 && g->ldc % 8 == 0,
@@ -110,7 +110,8 @@ static bool check_gemm_epilogue(plan_check_ctx *v, const dhx_plan_instr *in) {
 bool plan_check_gemm(plan_check_ctx *v, const dhx_plan_instr *in) {
   static const uint32_t kinds[] = {DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_BUF, DHX_ARG_BUF,
                                    DHX_ARG_BUF};
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
+  CHECK(g != NULL, "a GEMM without its shape");
   CHECK(g->epilogue <= DHX_GEMM_BIAS_GELU, "GEMM epilogue %u is not one of 0 (none), 1 (bias), "
         "2 (bias and gelu)", g->epilogue);
   if (!plan_check_arg_kinds(v, in, dhx_gemm_nargs(g->epilogue), kinds)) return false;

@@ -247,8 +247,9 @@ static bool check_grad_norm(plan_check_ctx *v, const dhx_plan_instr *in) {
 }
 
 bool plan_check_instr(plan_check_ctx *v, const dhx_plan_program *p, const dhx_plan_instr *in) {
-  CHECK(terminated(in->note, DHX_NAME_MAX), "note is not NUL-terminated");
-  v->note = in->note;
+  CHECK(terminated(dhx_instr_note(in), DHX_NAME_MAX), "note is longer than %d bytes",
+        DHX_NAME_MAX - 1);
+  v->note = dhx_instr_note(in);
   CHECK(in->op >= DHX_OP_KERNEL && in->op <= DHX_OP_ALL_TO_ALL, "unknown op %u", in->op);
   CHECK(in->stream < p->nstreams, "stream %u, but the program has %u streams", in->stream,
         p->nstreams);

@@ -27,7 +27,7 @@ static bool check_turns(plan_check_ctx *v, const dhx_plan_program *p, uint32_t *
   for (uint32_t i = 0; i < p->ninstrs && ok; i++) {
     const dhx_plan_instr *in = &p->instrs[i];
     v->instr = i;
-    v->note = in->note;
+    v->note = dhx_instr_note(in);
     if (!dhx_op_computes(in->op) && in->turn != 0)
       ok = plan_check_fail(v, "turn %u on an instruction that does not compute", in->turn);
     else if (dhx_op_computes(in->op) && (in->turn == 0 || in->turn > ncompute))
@@ -78,9 +78,9 @@ static bool check_deferred_regions(plan_check_ctx *v, const dhx_plan_program *p,
       const dhx_plan_instr *in = &p->instrs[j];
       if (in->stream != c->stream || !shares_bytes(r, in, c)) continue;
       v->instr = j;
-      v->note = in->note;
+      v->note = dhx_instr_note(in);
       return plan_check_fail(v, "touches the bytes of deferred collective %" PRId64 " ('%s') "
-                             "before its WAIT (instr %u)", by[w->event], c->note, i);
+                             "before its WAIT (instr %u)", by[w->event], dhx_instr_note(c), i);
     }
   }
   return true;
@@ -103,7 +103,7 @@ static bool check_deferred(plan_check_ctx *v, const dhx_plan_program *p) {
     const dhx_plan_instr *in = &p->instrs[i];
     if (!dhx_instr_deferred(in)) continue;
     v->instr = i;
-    v->note = in->note;
+    v->note = dhx_instr_note(in);
     if (by[in->event] >= 0)
       ok = plan_check_fail(v, "event %d is deferred to by two collectives", in->event);
     by[in->event] = i;
@@ -113,7 +113,7 @@ static bool check_deferred(plan_check_ctx *v, const dhx_plan_program *p) {
     if ((in->op != DHX_OP_RECORD && in->op != DHX_OP_WAIT) || by[in->event] < 0) continue;
     const dhx_plan_instr *c = &p->instrs[by[in->event]];
     v->instr = i;
-    v->note = in->note;
+    v->note = dhx_instr_note(in);
     if (in->op == DHX_OP_RECORD)
       ok = plan_check_fail(v, "RECORD of event %d, which a deferred collective records",
                            in->event);
@@ -126,7 +126,7 @@ static bool check_deferred(plan_check_ctx *v, const dhx_plan_program *p) {
   for (uint32_t e = 0; e < p->nevents && ok; e++)
     if (by[e] >= 0 && !waits[e]) {
       v->instr = (int64_t)by[e];
-      v->note = p->instrs[by[e]].note;
+      v->note = dhx_instr_note(&p->instrs[by[e]]);
       ok = plan_check_fail(v, "deferred to event %d, which no WAIT completes", (int)e);
     }
   if (ok) ok = check_deferred_regions(v, p, by);
@@ -158,7 +158,7 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
     const dhx_plan_instr *in = &p->instrs[i];
     if (in->op == DHX_OP_WAIT && !ever[in->event]) {
       v->instr = i;
-      v->note = in->note;
+      v->note = dhx_instr_note(in);
       ok = plan_check_fail(v, "WAIT on event %d, which no RECORD in this program records", in->event);
     }
   }
@@ -182,7 +182,7 @@ bool plan_check_events(plan_check_ctx *v, const dhx_plan_program *p) {
     if (pos[s] < p->ninstrs) {
       const dhx_plan_instr *in = &p->instrs[pos[s]];
       v->instr = pos[s];
-      v->note = in->note;
+      v->note = dhx_instr_note(in);
       if (in->op == DHX_OP_WAIT)
         ok = plan_check_fail(v, "WAIT on event %d can never complete (it is recorded only after this "
                  "wait, directly or through other streams): the program would hang", in->event);
@@ -261,7 +261,7 @@ static bool compare_sequence(plan_check_ctx *v, const collective_seq *q, uint32_
     if (!on_comm(&v->p->ranks[other], in, c)) continue;
     uint32_t s = in->stream;
     v->instr = j;
-    v->note = in->note;
+    v->note = dhx_instr_note(in);
     if (pos[s] == q->len[s])
       return plan_check_fail(v, "one %s more on communicator %u stream %u than rank %d has: the "
                  "ranks would hang", collective_name(in->op), c, s, ref);
@@ -332,7 +332,7 @@ static bool report_stuck(plan_check_ctx *v, const dhx_plan_comm *cm, const membe
     v->rank = cm->ranks[i];
     v->prog = prog;
     v->instr = a - pr->instrs;
-    v->note = a->note;
+    v->note = dhx_instr_note(a);
     if (!is_transfer(a->op)) continue;  // a collective waits on a member stuck at a transfer
     return plan_check_fail(v, "%s of %" PRId64 " elements %s rank %" PRId64 " of communicator %u "
                "(tag %" PRId64 ") has no matching %s in the same order: the ranks would hang",

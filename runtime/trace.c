@@ -303,7 +303,7 @@ static void write_slice(FILE *f, const dhx_plan *plan, uint32_t rank, const dhx_
   const dhx_plan_instr *in = &plan->ranks[rank].programs[r->prog].instrs[r->instr];
   fprintf(f, "{\"ph\":\"X\",\"pid\":%u,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,\"name\":", rank,
           r->stream, (double)r->t0 / 1e3, (double)(r->t1 - r->t0) / 1e3);
-  dhx_json_string(f, in->note[0] ? in->note : dhx_op_name(in->op));
+  dhx_json_string(f, dhx_instr_note(in)[0] ? dhx_instr_note(in) : dhx_op_name(in->op));
   fprintf(f, ",\"cat\":\"%s\",\"args\":{\"op\":\"%s\",\"step\":%" PRId64, prog_category(r->prog),
           dhx_op_name(in->op), r->step + 1);
   if (r->micro >= 0) fprintf(f, ",\"micro\":%d", r->micro);

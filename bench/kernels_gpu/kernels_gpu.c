@@ -110,7 +110,7 @@ static int written_regions(const dhx_plan *plan, const dhx_plan_rank *rank,
     return n;
   }
   if (in->op == DHX_OP_GEMM) {
-    const dhx_plan_gemm *g = &in->gemm;
+    const dhx_plan_gemm *g = in->gemm;
     int64_t last = (g->batch[0] - 1) * g->stride_c[0] + (g->batch[1] - 1) * g->stride_c[1] +
                    (g->m - 1) * g->ldc + g->n;
     int64_t size = dhx_dtype_size(rank->buffers[in->args[2].buf].dtype);
@@ -241,7 +241,7 @@ static status run_on_device(checker *k, int prog, uint32_t pos, const dhx_plan_i
     return ST_OK;
   bool not_yet = strstr(err, "does not run") != NULL;
   printf("%s %s #%u '%s': %s\n", program_names[prog], not_yet ? "not run by the CUDA backend yet:"
-         : "ERROR", pos, in->note, err);
+         : "ERROR", pos, dhx_instr_note(in), err);
   return not_yet ? ST_NOT_RUN : ST_ERROR;
 }
 
@@ -274,7 +274,7 @@ static void check_instr(checker *k, int prog, uint32_t pos, const dhx_plan_instr
     char name[160];
     instr_name(k->plan, in, name, sizeof name);
     printf("%s MISMATCH #%u '%s' (%s): relative error %.3e, largest difference %.3e\n",
-           program_names[prog], pos, in->note, name, rel, d.max_abs);
+           program_names[prog], pos, dhx_instr_note(in), name, rel, d.max_abs);
   }
   note(k, prog, in, ok ? ST_OK : ST_MISMATCH, rel, d.max_abs);
   if (d.diff2 != 0 && !upload(k, regs, n)) k->errors++;  // the next one starts from the CPU's
@@ -394,10 +394,10 @@ static void time_kernel(checker *k, int prog, const dhx_plan_instr *in, double c
   double ms = 0;
   if (!dhx_cuda_time_instr(k->cuda, in, k->rt.regs, 1, &ms, err, sizeof err) ||  // warm-up
       !dhx_cuda_time_instr(k->cuda, in, k->rt.regs, 1, &ms, err, sizeof err))
-    die(in->note, err);
+    die(dhx_instr_note(in), err);
   int reps = reps_for(ms);
   if (!dhx_cuda_time_instr(k->cuda, in, k->rt.regs, reps, &ms, err, sizeof err))
-    die(in->note, err);
+    die(dhx_instr_note(in), err);
   int64_t bytes = kernel_bytes(k->plan, in);
   double us = ms * 1e3 / reps, gbs = us > 0 ? (double)bytes / (us * 1e-6) / 1e9 : 0;
   const char *name = k->plan->kernels[in->kernel].name;

@@ -164,7 +164,7 @@ static double instr_time(const dhx_cost_model *m, const dhx_plan *p, int64_t ran
   int32_t c = dhx_op_on_comm(in->op) ? comm_of(p, rank, in) : -1;
   int64_t n = members(p, c);
   switch (in->op) {
-    case DHX_OP_GEMM: return m->launch + gemm_time(m, &in->gemm, elem_size(m, DHX_F32));
+    case DHX_OP_GEMM: return m->launch + gemm_time(m, in->gemm, elem_size(m, DHX_F32));
     case DHX_OP_KERNEL: {
       double flops = kernel_flops(p, in), bytes = kernel_bytes(m, p, in);
       if (flops <= 0) return m->launch + bytes / m->mem_bandwidth;

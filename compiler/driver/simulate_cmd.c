@@ -10,6 +10,7 @@
 #include "simulate_steady.h"
 #include "step_sim.h"
 #include "timeline_svg.h"
+#include "timing.h"
 #include "trace_emit.h"
 
 // One line on stderr for a feature the simulation leaves out: where it was asked for, and why.
@@ -151,7 +152,9 @@ int dhx_simulate_main(const dhx_program *prog, const dhx_config *cfg,
     }
     dhx_step_figures fig;
     char err[2048];
+    dhx_timing_pass("simulate");
     ok = dhx_simulate_compiled(&compiled, &c, &m, flags, &fig, err, sizeof err);
+    dhx_timing_stop();
     if (!ok) dhx_error("--simulate: %s", err);
     if (ok && o->json) dhx_step_figures_json(&fig, stdout);
     else if (ok) dhx_step_figures_print(&fig, stdout);

@@ -9,22 +9,27 @@
 
 static int64_t align_up(int64_t x) { return (x + DHX_ALIGN - 1) / DHX_ALIGN * DHX_ALIGN; }
 
-static void summarise(dhx_block_page *p) {
+// Adds block b, the page's next one (in offset order), to a summary begun with `begin`.
+static void begin(dhx_block_page *p) {
   p->max_end = p->max_gap = p->bytes = 0;
   p->min_done = INT_MAX;
-  for (int i = 0; i < p->n; i++) {
-    const dhx_block *b = &p->b[i];
-    if (i > 0 && b->offset - p->max_end > p->max_gap) p->max_gap = b->offset - p->max_end;
-    if (i == 0 || b->end > p->max_end) p->max_end = b->end;
-    p->bytes += b->end - b->offset;
-    if (b->done < p->min_done) p->min_done = b->done;
-  }
 }
 
-static void refresh_min_done(dhx_blocks *s) {
-  s->min_done = INT_MAX;
-  for (int k = 0; k < s->npages; k++)
-    if (s->pages[k].min_done < s->min_done) s->min_done = s->pages[k].min_done;
+static void account(dhx_block_page *p, const dhx_block *b, bool first) {
+  if (first) {
+    p->first = b->offset;
+    p->max_end = b->end;
+  } else {
+    if (b->offset - p->max_end > p->max_gap) p->max_gap = b->offset - p->max_end;
+    if (b->end > p->max_end) p->max_end = b->end;
+  }
+  p->bytes += b->end - b->offset;
+  if (b->done < p->min_done) p->min_done = b->done;
+}
+
+static void summarise(dhx_block_page *p) {
+  begin(p);
+  for (int i = 0; i < p->n; i++) account(p, &p->b[i], i == 0);
 }
 
 void dhx_blocks_init(dhx_blocks *s) { *s = (dhx_blocks){.min_done = INT_MAX}; }
@@ -55,7 +60,7 @@ void dhx_blocks_insert(dhx_blocks *s, dhx_block b) {
   int lo = 0, hi = s->npages;
   while (lo < hi) {
     int mid = lo + (hi - lo) / 2;
-    if (s->pages[mid].b[0].offset <= b.offset)
+    if (s->pages[mid].first <= b.offset)
       lo = mid + 1;
     else
       hi = mid;
@@ -72,7 +77,7 @@ void dhx_blocks_insert(dhx_blocks *s, dhx_block b) {
     p->n = half;
     summarise(p);
     summarise(q);
-    if (q->b[0].offset <= b.offset) p = q;
+    if (q->first <= b.offset) p = q;
   }
   int pos = p->n;
   while (pos > 0 && p->b[pos - 1].offset > b.offset) pos--;
@@ -87,6 +92,7 @@ void dhx_blocks_insert(dhx_blocks *s, dhx_block b) {
   } else {
     if (pos == p->n - 1 && b.offset - p->max_end > p->max_gap) p->max_gap = b.offset - p->max_end;
     if (pos == 0 && p->b[1].offset - b.end > p->max_gap) p->max_gap = p->b[1].offset - b.end;
+    if (pos == 0) p->first = b.offset;
     if (b.end > p->max_end) p->max_end = b.end;
     p->bytes += b.end - b.offset;
     if (b.done < p->min_done) p->min_done = b.done;
@@ -98,23 +104,30 @@ void dhx_blocks_insert(dhx_blocks *s, dhx_block b) {
 void dhx_blocks_drop_done(dhx_blocks *s, int at) {
   if (s->min_done > at) return;
   int kept = 0;
+  s->min_done = INT_MAX;
   for (int k = 0; k < s->npages; k++) {
     dhx_block_page *p = &s->pages[k];
-    if (p->min_done <= at) {
+    if (p->min_done <= at) {  // keep the blocks not done, summarising them on the way
       int j = 0;
-      for (int i = 0; i < p->n; i++)
-        if (p->b[i].done > at) p->b[j++] = p->b[i];
+      begin(p);
+      for (int i = 0; i < p->n; i++) {
+        if (p->b[i].done <= at) continue;
+        p->b[j] = p->b[i];
+        account(p, &p->b[j], j == 0);
+        j++;
+      }
       s->count -= p->n - j;
       p->n = j;
-      summarise(p);
     }
-    if (p->n == 0)
+    if (p->n == 0) {
       free(p->b);
-    else
-      s->pages[kept++] = *p;
+      continue;
+    }
+    if (p->min_done < s->min_done) s->min_done = p->min_done;
+    if (kept < k) s->pages[kept] = *p;
+    kept++;
   }
   s->npages = kept;
-  refresh_min_done(s);
 }
 
 int64_t dhx_blocks_bytes(const dhx_blocks *s) {
@@ -127,19 +140,26 @@ int64_t dhx_blocks_bytes(const dhx_blocks *s) {
 // narrower. Its blocks then only raise the running end to its highest.
 static bool skippable(const dhx_block_page *p, int64_t size) { return p->max_gap < size; }
 
-int64_t dhx_blocks_first_fit(const dhx_blocks *s, int64_t base, int64_t size) {
+// A page scanned to its end without a fit gets its widest gap anew on the way (insertions leave
+// it above the true one), so that the next fit skips the page unless it changed meanwhile.
+int64_t dhx_blocks_first_fit(dhx_blocks *s, int64_t base, int64_t size) {
   int64_t at = base;
   for (int k = 0; k < s->npages; k++) {
-    const dhx_block_page *p = &s->pages[k];
-    if (p->b[0].offset >= at + size) break;  // later blocks start no lower
+    dhx_block_page *p = &s->pages[k];
+    if (p->first >= at + size) break;  // later blocks start no lower
     if (skippable(p, size)) {
       if (p->max_end > at) at = align_up(p->max_end);
       continue;
     }
+    int64_t reach = p->b[0].end, gap = 0;  // within the page: the highest end, the widest gap
     for (int i = 0; i < p->n; i++) {
-      if (p->b[i].offset >= at + size) return at;
-      if (p->b[i].end > at) at = align_up(p->b[i].end);
+      const dhx_block *b = &p->b[i];
+      if (b->offset >= at + size) return at;
+      if (b->offset - reach > gap) gap = b->offset - reach;
+      if (b->end > reach) reach = b->end;
+      if (b->end > at) at = align_up(b->end);
     }
+    p->max_gap = gap;
   }
   return at;
 }

@@ -23,6 +23,7 @@ typedef struct dhx_block {
 typedef struct dhx_block_page {
   dhx_block *b;
   int n;
+  int64_t first;    // b[0].offset, here so that a walk over the pages stays in this array
   int64_t max_end;  // the highest end of its blocks
   int64_t max_gap;  // the widest gap in it: b[i].offset - max end of b[0..i-1], over i >= 1
   int64_t bytes;    // the sum of its blocks' sizes
@@ -48,7 +49,7 @@ int64_t dhx_blocks_bytes(const dhx_blocks *s);
 // With every block taken as live: the lowest offset >= base where `size` bytes fit between them
 // (first fit), and the highest offset in [base, ceiling - size] where they fit, or, when none
 // does, the first fit above them all or the ceiling, whichever is higher (last fit).
-int64_t dhx_blocks_first_fit(const dhx_blocks *s, int64_t base, int64_t size);
+int64_t dhx_blocks_first_fit(dhx_blocks *s, int64_t base, int64_t size);
 int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size);
 
 // The same fits where a block is live only when live(ctx, tensor) says so: every block is

@@ -141,10 +141,49 @@ static void order_ops(const dhx_oplist *l, dhx_hb *h) {
   dhx_hb_order(h);
 }
 
-// past_from[p * nstreams + s]: the min_past of the span of the live ops at positions p and
-// later (dhx_hb_span; UINT32_MAX: none), the one half of it that "a block's uses all happen
-// before them" consults. A block whose uses do is done for every tensor first used at p or
-// later. (nstreams words per position: a stage of a paper-scale pipeline has a million.)
+// Where a block leaves the live sets. Its uses x are done by an op q when every one of them
+// happens before q: when, on every stream r, q has at least x.last_on[r] ops of r before it
+// (past(q, r)). Along a stream past(q, r) only grows, and so does, along the list, the least
+// past(q, r) over the ops from position p on; so the first op (position) where it reaches L
+// is found once per L, in a table, and where a block is done is the latest of those over the
+// streams: nstreams lookups per block, where a search over a paper-scale stage's hundreds of
+// thousands of ops took twenty probes of nstreams clock words each.
+
+// reach[L] for L = 0..most: the first index i of vals[0..n) (non-decreasing) with vals[i] >= L,
+// n where none is. vals(ctx, i) reads the i-th value.
+static uint32_t *reach_table(uint32_t most, int n, uint32_t (*vals)(const void *, int),
+                             const void *ctx) {
+  uint32_t *reach = malloc(sizeof(uint32_t) * ((size_t)most + 1));
+  if (!reach) abort();
+  uint32_t L = 0;
+  for (int i = 0; i < n && L <= most; i++)
+    for (uint32_t v = vals(ctx, i); L <= v && L <= most; L++) reach[L] = (uint32_t)i;
+  for (; L <= most; L++) reach[L] = (uint32_t)n;
+  return reach;
+}
+
+typedef struct stream_past {  // past(ops[i], r) along one stream's ops
+  const dhx_hb *h;
+  const uint32_t *ops;
+  uint32_t r;
+} stream_past;
+
+static uint32_t past_along(const void *ctx, int i) {
+  const stream_past *sp = ctx;
+  return dhx_hb_past(sp->h, sp->ops[i], sp->r);
+}
+
+typedef struct least_past {  // over the live ops from position p on, the least past(op, r)
+  const uint32_t *from;      //   (from[p * nstreams + r], UINT32_MAX past the last op)
+  uint32_t ns, r;
+} least_past;
+
+static uint32_t least_from(const void *ctx, int p) {
+  const least_past *lp = ctx;
+  return lp->from[(size_t)p * lp->ns + lp->r];
+}
+
+// The least past(op, s) over the live ops at positions p and later, per p and stream.
 static uint32_t *ops_from(const dhx_oplist *l, const dhx_hb *h) {
   uint32_t ns = h->nstreams;
   uint32_t *past_from = malloc(sizeof(uint32_t) * ns * (size_t)(l->n + 1));
@@ -163,80 +202,6 @@ static uint32_t *ops_from(const dhx_oplist *l, const dhx_hb *h) {
   return past_from;
 }
 
-// Where a block leaves the live sets: the first of positions lo..hi-1 where `holds` does (it
-// holds from some position on; hi when nowhere). The block is done soon after its last use, so
-// this gallops from lo before it halves: the probes stay near, in the cache.
-typedef struct done_query {
-  const dhx_hb *h;
-  const dhx_hb_span *x;       // the block's uses
-  const uint32_t *past_from;  // done_at: ops_from
-  const uint32_t *ops;        // done_on: a stream's live ops
-} done_query;
-
-static int first_holding(const done_query *d, bool (*holds)(const done_query *, int), int lo,
-                         int hi) {
-  for (int step = 1; lo < hi; step *= 2) {
-    int probe = hi - lo > step ? lo + step - 1 : hi - 1;
-    if (holds(d, probe)) {
-      hi = probe;
-      break;
-    }
-    lo = probe + 1;
-  }
-  while (lo < hi) {
-    int mid = lo + (hi - lo) / 2;
-    if (holds(d, mid))
-      hi = mid;
-    else
-      lo = mid + 1;
-  }
-  return lo;
-}
-
-// Every op from position p on happens after the uses.
-static bool done_by(const done_query *d, int p) {
-  uint32_t ns = d->h->nstreams;
-  const uint32_t *past = &d->past_from[(size_t)p * ns];
-  for (uint32_t s = 0; s < ns; s++)
-    if (d->x->last_on[s] > past[s]) return false;
-  return true;
-}
-
-// The first position p after `last` with every op from p on happening after the uses `x`
-// (the ops from p on only shrink as p grows).
-static int done_at(const dhx_hb *h, const uint32_t *past_from, int n, const dhx_hb_span *x,
-                   int last) {
-  done_query d = {.h = h, .x = x, .past_from = past_from};
-  return first_holding(&d, done_by, last + 1, n);
-}
-
-// The stream's op at index i happens after every use.
-static bool done_on_by(const done_query *d, int i) {
-  const dhx_hb *h = d->h;
-  uint32_t q = d->ops[i];
-  for (uint32_t r = 0; r < h->nstreams; r++)
-    if (d->x->last_on[r] > dhx_hb_past(h, q, r)) return false;
-  return true;
-}
-
-// The first live op on stream s after position `last` that every use in x happens before
-// (INT_MAX: none). Along a stream each op happens after the ones before it, so it is the
-// first index where done_on_by holds, searched from the stream's first op after `last`.
-static int done_on(const dhx_hb *h, const uint32_t *ops, int nops, const dhx_hb_span *x,
-                   int last) {
-  int lo = 0, hi = nops;
-  while (lo < hi) {  // the first op after `last`
-    int mid = lo + (hi - lo) / 2;
-    if ((int)ops[mid] > last)
-      hi = mid;
-    else
-      lo = mid + 1;
-  }
-  done_query d = {.h = h, .x = x, .ops = ops};
-  int i = first_holding(&d, done_on_by, lo, nops);
-  return i < nops ? (int)ops[i] : INT_MAX;
-}
-
 // One program's liveness: its activations in order of first use, and the happens-before
 // relation their placement consults.
 typedef struct liveness {
@@ -244,7 +209,13 @@ typedef struct liveness {
   const dhx_oplist *l;
   dhx_hb h;
   dhx_hb_span *uses;
-  uint32_t *past_from;                   // ops_from
+  uint32_t most_on[DHX_MAX_STREAMS];     // per stream: its ops (the highest last_on)
+  uint32_t *reach_from[DHX_MAX_STREAMS]; // per stream r, where `all` is consulted: the first
+                                         //   position from which every live op has at least
+                                         //   L ops of r before it, by L (reach_table)
+  uint32_t *reach_on[DHX_MAX_STREAMS][DHX_MAX_STREAMS];  // per stream s that hosts and stream
+                                         //   r: the first index in ops_on[s] with at least L
+                                         //   ops of r before it, by L
   int *local;                            // per tensor: its index among the program's
                                          //   activations, -1 for other tensors
   int *first, *last;                     // per activation (local index): its first and last
@@ -255,11 +226,14 @@ typedef struct liveness {
   int64_t *at;                           // per tensor in `order`: its offset as placed
   int *only_on;                          // per tensor in `order`: the one stream all its uses
                                          //   are on, or -1
-  uint32_t *ops_on[DHX_MAX_STREAMS];     // per stream: its live ops in list order
+  int last_shared;                       // the last index in `order` with only_on -1 (-1: none)
+  uint32_t *ops_on[DHX_MAX_STREAMS];     // per stream that hosts: its live ops in list order,
+  uint32_t *before_on[DHX_MAX_STREAMS];  //   and per list position p, how many are before p
   int nops_on[DHX_MAX_STREAMS];
   bool hosts[DHX_MAX_STREAMS];           // some tensor is used on this stream alone
-  int *done, *done_on[DHX_MAX_STREAMS];  // per tensor in `order`: where its block leaves `all`,
-                                         //   and on[s] of a stream that hosts (live_sets)
+  int *done, *done_on[DHX_MAX_STREAMS];  // per tensor in `order`: where its block leaves `all`
+                                         //   (before last_shared) and on[s] of a stream that
+                                         //   hosts (live_sets)
 } liveness;
 
 // How place() lays the activations out.
@@ -291,10 +265,23 @@ static bool live_with(const void *ctx, int x) {
 // first at position f, is live with block x exactly when x's uses do not all happen before f
 // (the later uses follow f on the stream), that is when x's done_on(s) is past f. So a tensor
 // used on one stream fits among all of on[s] with no test per block, and the fits skip whole
-// pages; one used on several streams tests every block of `all`.
+// pages; one used on several streams tests every block of `all`. Only those consult `all`
+// (a few hundred of a paper-scale stage's activations), so it is brought up to date when one
+// does: the blocks placed since (`pending`) join it then, those done by then never.
 typedef struct live_sets {
   dhx_blocks all, on[DHX_MAX_STREAMS];
+  dhx_block *pending;
+  int npending;
 } live_sets;
+
+// `all` as the tensor first used at position `first` sees it.
+static dhx_blocks *all_at(live_sets *ls, int first) {
+  dhx_blocks_drop_done(&ls->all, first);
+  for (int i = 0; i < ls->npending; i++)
+    if (ls->pending[i].done > first) dhx_blocks_insert(&ls->all, ls->pending[i]);
+  ls->npending = 0;
+  return &ls->all;
+}
 
 // Places the activations in order of first use; returns the arena's end, or for CEILING base
 // plus the most bytes any tensor could be live with (itself and every block not done before
@@ -304,31 +291,35 @@ typedef struct live_sets {
 // (and CEILING) gives up, returning INT64_MAX, once its end reaches `stop` (the layout it would
 // have to beat).
 static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling, int64_t stop) {
-  live_sets ls;
+  live_sets ls = {.pending = malloc(sizeof(dhx_block) * (size_t)(v->n + 1))};
+  if (!ls.pending) abort();
   dhx_blocks_init(&ls.all);
   for (int s = 0; s < DHX_MAX_STREAMS; s++) dhx_blocks_init(&ls.on[s]);
   int64_t end = base;
   for (int k = 0; k < v->n && end < stop; k++) {
     int id = v->order[k];
     int lt = v->local[id], first = v->first[lt];
-    dhx_blocks_drop_done(&ls.all, first);
     for (int s = 0; s < (int)v->h.nstreams; s++)
       if (v->hosts[s]) dhx_blocks_drop_done(&ls.on[s], first);
     int64_t size = v->size[lt];
-    const dhx_blocks *mine = v->only_on[k] >= 0 ? &ls.on[v->only_on[k]] : NULL;
+    dhx_blocks *mine = v->only_on[k] >= 0 ? &ls.on[v->only_on[k]] : NULL;
+    const dhx_blocks *all = mine ? NULL : all_at(&ls, first);
     placing_tensor pt = {v, id};
     int64_t at;
     if (how == CEILING)
-      at = base + (mine ? dhx_blocks_bytes(mine) : dhx_blocks_bytes_if(&ls.all, live_with, &pt));
+      at = base + (mine ? dhx_blocks_bytes(mine) : dhx_blocks_bytes_if(all, live_with, &pt));
     else if (how == TWO_ENDED && v->odd[lt])
       at = mine ? dhx_blocks_last_fit(mine, base, ceiling, size)
-                : dhx_blocks_last_fit_if(&ls.all, base, ceiling, size, live_with, &pt);
+                : dhx_blocks_last_fit_if(all, base, ceiling, size, live_with, &pt);
     else
       at = mine ? dhx_blocks_first_fit(mine, base, size)
-                : dhx_blocks_first_fit_if(&ls.all, base, size, live_with, &pt);
+                : dhx_blocks_first_fit_if(all, base, size, live_with, &pt);
     if (how != CEILING) v->at[k] = at;
-    dhx_block b = {.offset = at, .end = at + size, .tensor = id, .done = v->done[k]};
-    dhx_blocks_insert(&ls.all, b);
+    dhx_block b = {.offset = at, .end = at + size, .tensor = id};
+    if (k < v->last_shared) {  // a later tensor consults `all`
+      b.done = v->done[k];
+      ls.pending[ls.npending++] = b;
+    }
     for (int s = 0; s < (int)v->h.nstreams; s++) {
       if (!v->hosts[s]) continue;
       b.done = v->done_on[s][k];
@@ -338,6 +329,7 @@ static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling, in
   }
   dhx_blocks_free(&ls.all);
   for (int s = 0; s < DHX_MAX_STREAMS; s++) dhx_blocks_free(&ls.on[s]);
+  free(ls.pending);
   return end < stop ? end : INT64_MAX;
 }
 
@@ -345,14 +337,9 @@ static int64_t place(liveness *v, int64_t base, placing how, int64_t ceiling, in
 // tensor's block leaves the live sets.
 static void find_streams(liveness *v) {
   const dhx_oplist *l = v->l;
-  for (uint32_t s = 0; s < v->h.nstreams; s++) {
-    v->ops_on[s] = malloc(sizeof(uint32_t) * (size_t)(l->n + 1));
-    if (!v->ops_on[s]) abort();
-  }
-  for (int i = 0; i < l->n; i++)
-    if (!l->ops[i].dead) v->ops_on[v->h.stream[i]][v->nops_on[v->h.stream[i]]++] = (uint32_t)i;
   v->only_on = malloc(sizeof(int) * (size_t)(v->n + 1));
   if (!v->only_on) abort();
+  v->last_shared = -1;
   for (int k = 0; k < v->n; k++) {
     const dhx_hb_span *u = &v->uses[v->local[v->order[k]]];
     int on = -1, count = 0;
@@ -360,8 +347,42 @@ static void find_streams(liveness *v) {
       if (u->last_on[s]) on = (int)s, count++;
     v->only_on[k] = count == 1 ? on : -1;
     if (count == 1) v->hosts[on] = true;
+    else v->last_shared = k;
+  }
+  for (uint32_t s = 0; s < v->h.nstreams; s++) {
+    if (!v->hosts[s]) continue;
+    v->ops_on[s] = malloc(sizeof(uint32_t) * (size_t)(l->n + 1));
+    v->before_on[s] = malloc(sizeof(uint32_t) * (size_t)(l->n + 1));
+    if (!v->ops_on[s] || !v->before_on[s]) abort();
+  }
+  for (int i = 0; i < l->n; i++) {
+    uint32_t s = v->h.stream[i];
+    if (v->hosts[s] && !l->ops[i].dead) v->ops_on[s][v->nops_on[s]++] = (uint32_t)i;
+  }
+  for (uint32_t s = 0; s < v->h.nstreams; s++) {
+    if (!v->hosts[s]) continue;
+    for (int p = 0, k = 0; p <= l->n; p++) {
+      while (k < v->nops_on[s] && (int)v->ops_on[s][k] < p) k++;
+      v->before_on[s][p] = (uint32_t)k;
+    }
   }
   // Where each block leaves each set: the same for every way of placing.
+  uint32_t ns = v->h.nstreams;
+  for (int i = 0; i < l->n; i++)
+    if (v->h.pos[i] > v->most_on[v->h.stream[i]]) v->most_on[v->h.stream[i]] = v->h.pos[i];
+  if (v->last_shared > 0) {
+    uint32_t *from = ops_from(l, &v->h);
+    for (uint32_t r = 0; r < ns; r++) {
+      least_past lp = {from, ns, r};
+      v->reach_from[r] = reach_table(v->most_on[r], l->n + 1, least_from, &lp);
+    }
+    free(from);
+  }
+  for (uint32_t s = 0; s < ns; s++)
+    for (uint32_t r = 0; r < ns && v->hosts[s]; r++) {
+      stream_past sp = {&v->h, v->ops_on[s], r};
+      v->reach_on[s][r] = reach_table(v->most_on[r], v->nops_on[s], past_along, &sp);
+    }
   v->done = malloc(sizeof(int) * (size_t)(v->n + 1));
   if (!v->done) abort();
   for (uint32_t s = 0; s < v->h.nstreams; s++) {
@@ -372,9 +393,22 @@ static void find_streams(liveness *v) {
   for (int k = 0; k < v->n; k++) {
     const dhx_hb_span *u = &v->uses[v->local[v->order[k]]];
     int last = v->last[v->local[v->order[k]]];
-    v->done[k] = done_at(&v->h, v->past_from, l->n, u, last);
-    for (uint32_t s = 0; s < v->h.nstreams; s++)
-      if (v->hosts[s]) v->done_on[s][k] = done_on(&v->h, v->ops_on[s], v->nops_on[s], u, last);
+    // done: the first position after `last` from which every live op is after the uses.
+    if (k < v->last_shared) {
+      uint32_t p = (uint32_t)last + 1;
+      for (uint32_t r = 0; r < ns; r++)
+        if (v->reach_from[r][u->last_on[r]] > p) p = v->reach_from[r][u->last_on[r]];
+      v->done[k] = (int)p;
+    }
+    // done_on[s]: the first live op of s after `last` that every use happens before (INT_MAX:
+    // none).
+    for (uint32_t s = 0; s < ns; s++) {
+      if (!v->hosts[s]) continue;
+      uint32_t i = v->before_on[s][last + 1];
+      for (uint32_t r = 0; r < ns; r++)
+        if (v->reach_on[s][r][u->last_on[r]] > i) i = v->reach_on[s][r][u->last_on[r]];
+      v->done_on[s][k] = i < (uint32_t)v->nops_on[s] ? (int)v->ops_on[s][i] : INT_MAX;
+    }
   }
 }
 
@@ -427,16 +461,14 @@ static int64_t place_two_ended(liveness *v, int64_t base, int64_t first_fit_end)
 // The program's activations in order of first use (ties by tensor id), with their uses.
 // Works on arrays of the program's own: a stage of a paper-scale pipeline has hundreds of
 // thousands of tensors, too many to visit each one's record per use.
-static void find_uses(liveness *v, int prog) {
+// act_of: per tensor, the program of an activation, -1 for other tensors.
+static void find_uses(liveness *v, int prog, const int8_t *act_of) {
   dhx_graph *g = v->g;
   const dhx_oplist *l = v->l;
   v->local = malloc(sizeof(int) * (size_t)(g->ntensors + 1));
   if (!v->local) abort();
   int nlocal = 0;
-  for (int i = 0; i < g->ntensors; i++) {
-    const dhx_tensor *t = &g->tensors[i];
-    v->local[i] = t->program == prog && t->kind == DHX_T_ACT ? nlocal++ : -1;
-  }
+  for (int i = 0; i < g->ntensors; i++) v->local[i] = act_of[i] == prog ? nlocal++ : -1;
   v->uses = malloc(sizeof(dhx_hb_span) * (size_t)(nlocal + 1));
   v->first = malloc(sizeof(int) * (size_t)(nlocal + 1));
   v->size = malloc(sizeof(int64_t) * (size_t)(nlocal + 1));
@@ -483,12 +515,11 @@ static void find_uses(liveness *v, int prog) {
   free(completed_at);
 }
 
-static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
+static int64_t place_program(dhx_graph *g, int prog, int64_t base, const int8_t *act_of) {
   liveness v = {.g = g, .l = &g->prog[prog]};
   const dhx_oplist *l = v.l;
   order_ops(l, &v.h);
-  find_uses(&v, prog);
-  v.past_from = ops_from(l, &v.h);
+  find_uses(&v, prog, act_of);
   find_streams(&v);
   int64_t end = place(&v, base, FIRST_FIT, 0, INT64_MAX);
   if (g->strands) end = place_two_ended(&v, base, end);
@@ -501,9 +532,13 @@ static int64_t place_program(dhx_graph *g, int prog, int64_t base) {
   free(v.done);
   for (uint32_t s = 0; s < v.h.nstreams; s++) {
     free(v.ops_on[s]);
+    free(v.before_on[s]);
     free(v.done_on[s]);
   }
-  free(v.past_from);
+  for (uint32_t s = 0; s < v.h.nstreams; s++) {
+    free(v.reach_from[s]);
+    for (uint32_t r = 0; r < v.h.nstreams; r++) free(v.reach_on[s][r]);
+  }
   free(v.uses);
   free(v.first);
   free(v.last);
@@ -516,9 +551,18 @@ int64_t dhx_plan_persistent(dhx_graph *g) { return place_persistent(g); }
 
 int64_t dhx_plan_memory(dhx_graph *g) {
   int64_t base = place_persistent(g), end = base;
+  // Which program each activation belongs to, read once: a stage of a paper-scale pipeline
+  // has hundreds of thousands of tensors, whose records are far apart.
+  int8_t *act_of = malloc((size_t)g->ntensors + 1);
+  if (!act_of) abort();
+  for (int i = 0; i < g->ntensors; i++) {
+    const dhx_tensor *t = &g->tensors[i];
+    act_of[i] = (int8_t)(t->kind == DHX_T_ACT ? t->program : -1);
+  }
   for (int p = 0; p < DHX_PROG_COUNT; p++) {
-    int64_t e = place_program(g, p, base);
+    int64_t e = place_program(g, p, base, act_of);
     if (e > end) end = e;
   }
+  free(act_of);
   return end;
 }

@@ -845,6 +845,12 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   int n;
   dhx_fold_block *order = stage_order(g, g->pp_rank, micro, strand != NULL, &n);
   plan_gradient_settles(&p, order, n, micro, strand != NULL);
+  // Every micro-batch copies each chunk's ops, with a tensor for at most each of them, besides
+  // the transfers and events between blocks (a few per block).
+  int64_t per_micro = 0;
+  for (int c = 0; c < v; c++) per_micro += tmpl[c].ops.n + 16;
+  dhx_oplist_reserve(&g->prog[DHX_PROG_MICRO], per_micro * micro);
+  dhx_graph_reserve_tensors(g, per_micro * micro);
   run_blocks(&p, order, n, strand);
   free(order);
   finish(&p);

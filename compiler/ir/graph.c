@@ -2,6 +2,7 @@
 // behind `dhxc --emit=graph`.
 #include "graph.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,19 @@ static void *grow(void *p, int *cap, int need, size_t elem) {
   p = reserve(p, cap, need, elem);
   memset((char *)p + (size_t)old * elem, 0, (size_t)(*cap - old) * elem);
   return p;
+}
+
+static int room_for(int n, int64_t more) {
+  int64_t need = (int64_t)n + (more > 0 ? more : 0);
+  return need < INT_MAX / 2 ? (int)need : INT_MAX / 2;
+}
+
+void dhx_graph_reserve_tensors(dhx_graph *g, int64_t more) {
+  g->tensors = reserve(g->tensors, &g->captensors, room_for(g->ntensors, more), sizeof(dhx_tensor));
+}
+
+void dhx_oplist_reserve(dhx_oplist *l, int64_t more) {
+  l->ops = reserve(l->ops, &l->cap, room_for(l->n, more), sizeof(dhx_lop));
 }
 
 void dhx_graph_init(dhx_graph *g) {

@@ -264,6 +264,11 @@ void dhx_graph_init(dhx_graph *g);
 void dhx_graph_free(dhx_graph *g);
 int dhx_tensor_new(dhx_graph *g, const char *name, dhx_tensor_kind kind, dhx_dtype dt, int ndim,
                    const int64_t *shape);
+// Room for `more` tensors (ops) beyond those there are, so that a pass that knows roughly how many
+// it will make grows the array once rather than by doubling and copying. Room never written
+// costs no memory, so an estimate on the high side is cheap.
+void dhx_graph_reserve_tensors(dhx_graph *g, int64_t more);
+void dhx_oplist_reserve(dhx_oplist *l, int64_t more);
 int64_t dhx_tensor_elems(const dhx_tensor *t);
 // Elements the arena gives it: a shard's piece, or a padded whole tensor's (>= its elements).
 int64_t dhx_tensor_alloc_elems(const dhx_tensor *t);

@@ -342,6 +342,7 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   // GPU clusters run attention as fused kernels (no score matrix in memory); the CPU backend
   // keeps the batched BLAS GEMMs around the softmax kernel, which are faster there.
   if (!cfg->cluster_cpu) dhx_use_fused_attention(g);
+  dhx_timing_pass("shard the layouts");
   if (!dhx_shard_tensor_parallel(g, cfg->tp, tp_rank)) return false;
   if (cfg->sp && !dhx_shard_sequence_parallel(g)) return false;
   // A W has equal chunks (`stages: auto` means equal there; given counts are refused).
@@ -356,24 +357,32 @@ static bool lower_graph(const dhx_config *cfg, int tp_rank, int dp_rank, int pp_
   dhx_create_param_state(g);
   dhx_create_views(g);
   dhx_create_norm_scratch(g);
+  dhx_timing_pass("lower micro-batches");
   lower_micro(cfg, g, accum);   verify_after(sc, g, "lowering");
+  dhx_timing_pass("fuse");
   fuse(g);                      verify_after(sc, g, "fusion");
   if (!cfg->cluster_cpu) {  // cuBLASLt adds biases (and GeLU) as it stores; OpenBLAS cannot
     dhx_fuse_gemm_epilogues(g, &g->prog[DHX_PROG_MICRO]);
     dhx_fuse_gemm_epilogues(g, &g->prog[DHX_PROG_EVAL]);
     verify_after(sc, g, "GEMM epilogues");
   }
+  dhx_timing_pass("shard optimizer state");
   dhx_zero_shard(g);            verify_after(sc, g, "sharding");
   // In a pipeline the strands run free (dhx_unlowered refuses the search there), and the search
   // would run only to report what it models for regions it may not align.
   if (cfg->strands_pair && cfg->pp == 1) {
+    dhx_timing_pass("overlap search");
     overlap_search(g, cfg->strands_search, sc); verify_after(sc, g, "the overlap search");
   }
+  dhx_timing_pass("lower the optimizer");
   lower_step(cfg, g, accum);    verify_after(sc, g, "the optimizer");
   if (cfg->precision == DHX_PREC_BF16) {
     dhx_apply_precision(g);     verify_after(sc, g, "mixed precision");
   }
-  *arena = dhx_plan_memory(g);  dhx_verify_programs(g, "memory planning", true);
+  dhx_timing_pass("plan memory");
+  *arena = dhx_plan_memory(g);
+  dhx_timing_pass("verify programs");
+  dhx_verify_programs(g, "memory planning", true);
   return true;
 }
 
@@ -449,7 +458,6 @@ static void lower_stage(stage_job *j, bool timed) {
   int64_t arena = 0;
   int r0 = world_rank(cfg, 0, 0, j->stage);
   search_ctx sc = {j->model, j->p, j->comm_of[r0], j->cg, &j->memo[j->stage], false};
-  if (timed) dhx_timing_pass("lower and plan memory");
   j->ok = j->ok && lower_graph(j->lowering, 0, 0, j->stage, gt, &arena, &sc);
   if (timed) dhx_timing_pass("emit ranks");
   j->ok = j->ok && dhx_emit_rank(gt, arena, j->comm_of[r0], j->cg, &j->p->ranks[r0]);
@@ -646,7 +654,6 @@ static bool compile(const dhx_program *prog, const dhx_config *cfg, bool simulat
         int64_t arena = 0;
         int r0 = world_rank(cfg, t, 0, s);
         search_ctx sc = {&model, p, comm_of[r0], out->cg, &memo[s], true};
-        dhx_timing_pass("lower and plan memory");
         ok = ok && lower_graph(&lowering, t, 0, s, gt, &arena, &sc);
         dhx_timing_pass("emit ranks");
         ok = ok && dhx_emit_rank(gt, arena, comm_of[r0], out->cg, &p->ranks[r0]);

@@ -1,5 +1,6 @@
 // emit.c — turns the planned graph of one rank into a plan rank section, registering every
 // kernel it launches with the code generator.
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,13 +127,13 @@ static void emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
     in->dtype = op->dtype ? op->dtype : DHX_F32;  // i32: packed quantization codes
   }
   in->n = op->n;
-  if (op->kind == DHX_L_GEMM) in->gemm = *op->gemm;
+  if (op->kind == DHX_L_GEMM) in->gemm = op->gemm;  // interned: outlives the plan
   in->nargs = (uint32_t)op->nargs;
   for (int j = 0; j < op->nargs; j++) {
     const dhx_operand *o = &op->args[j];
     in->args[j] = arg_of(g, o, buf_id, elem_bytes);
   }
-  dhx_name_copy(in->note, op->note);
+  in->note = op->note;  // interned, and shorter than DHX_NAME_MAX (intern.c)
 }
 
 void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
@@ -140,9 +141,41 @@ void dhx_emit_instr(const dhx_graph *g, const dhx_lop *op, const int *buf_id,
   emit_instr(g, op, buf_id, NULL, comm_of, in);
 }
 
+// The kernel table's index of each distinct kernel description seen: ops hold interned
+// descriptions (a stage of a paper-scale pipeline: hundreds of thousands of ops, a few hundred
+// kernels), so (kind, type, bf16 mask, fused spec's address) names one, and its entry is found
+// without formatting its name per op.
+#define KERNEL_SLOTS 1024
+typedef struct kernel_ids {
+  dhx_lop_kernel key[KERNEL_SLOTS];
+  int id[KERNEL_SLOTS];  // -1: empty
+} kernel_ids;
+
+static bool same_kernel(const dhx_lop_kernel *a, const dhx_lop_kernel *b) {
+  return a->kind == b->kind && a->type == b->type && a->bf16 == b->bf16 && a->ew == b->ew;
+}
+
+static int kernel_of(kernel_ids *ids, dhx_codegen *cg, const dhx_lop *op) {
+  const dhx_lop_kernel *k = &op->kspec;
+  uint64_t h = ((uint64_t)(uintptr_t)k->ew >> 4) * 0x9E3779B97F4A7C15ull ^
+               ((uint64_t)k->kind << 32 | (uint64_t)k->type << 16 | k->bf16);
+  uint32_t at = (uint32_t)(h >> 32) % KERNEL_SLOTS;
+  for (int probe = 0; probe < KERNEL_SLOTS; probe++, at = (at + 1) % KERNEL_SLOTS) {
+    if (ids->id[at] >= 0 && same_kernel(&ids->key[at], k)) return ids->id[at];
+    if (ids->id[at] < 0) break;
+  }
+  dhx_kernel_spec spec = dhx_lop_spec(op);
+  int id = dhx_codegen_add(cg, &spec);
+  if (id >= 0 && ids->id[at] < 0) {  // (a full table: looked up by name each time)
+    ids->key[at] = *k;
+    ids->id[at] = id;
+  }
+  return id;
+}
+
 static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf_id,
                          const uint8_t *elem_bytes, const int *comm_of, dhx_codegen *cg,
-                         dhx_plan_program *p) {
+                         kernel_ids *ids, dhx_plan_program *p) {
   p->nstreams = l->nstreams ? (uint32_t)l->nstreams : 1;
   p->nevents = (uint32_t)l->nevents;
   p->instrs = calloc((size_t)(l->n ? l->n : 1), sizeof(dhx_plan_instr));
@@ -155,8 +188,7 @@ static bool emit_program(const dhx_graph *g, const dhx_oplist *l, const int *buf
     emit_instr(g, op, buf_id, elem_bytes, comm_of, in);
     // GRAD_NORM carries the kernel a GPU launches for it (the CPU computes it on the host).
     if (op->kind == DHX_L_KERNEL || op->kind == DHX_L_EW || op->kind == DHX_L_GRAD_NORM) {
-      dhx_kernel_spec spec = dhx_lop_spec(op);
-      in->kernel = dhx_codegen_add(cg, &spec);
+      in->kernel = kernel_of(ids, cg, op);
       if (in->kernel < 0)
         DHX_ICE("invalid kernel for '%s': %s", op->note, dhx_codegen_error(cg));
     }
@@ -173,8 +205,12 @@ bool dhx_emit_rank(const dhx_graph *g, int64_t arena, const int comm_of[DHX_COMM
     elem_bytes[t] = (uint8_t)dhx_tensor_elem_bytes(&g->tensors[t]);
   r->arena_bytes = arena;
   bool ok = true;
+  kernel_ids *ids = malloc(sizeof *ids);
+  if (!ids) abort();
+  for (int i = 0; i < KERNEL_SLOTS; i++) ids->id[i] = -1;
   for (int p = 0; p < DHX_PROG_COUNT && ok; p++)
-    ok = emit_program(g, &g->prog[p], buf_id, elem_bytes, comm_of, cg, &r->programs[p]);
+    ok = emit_program(g, &g->prog[p], buf_id, elem_bytes, comm_of, cg, ids, &r->programs[p]);
+  free(ids);
   free(elem_bytes);
   free(buf_id);
   return ok;

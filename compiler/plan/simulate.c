@@ -189,7 +189,7 @@ static void describe(const sim *s, uint32_t rank, uint32_t i, char *buf, size_t 
   const dhx_plan_instr *in = instr_at(s, rank, i);
   char w[160];
   what(s, rank, in, w, sizeof w);
-  snprintf(buf, n, "stream %u instr %u (%s, '%s')", in->stream, i, w, in->note);
+  snprintf(buf, n, "stream %u instr %u (%s, '%s')", in->stream, i, w, dhx_instr_note(in));
 }
 
 static bool fail(sim *s, const char *fmt, ...) {

@@ -18,39 +18,90 @@ static int span_cmp(const void *x, const void *y) {
   return a->start < b->start ? -1 : a->start > b->start;
 }
 
-// The time covered by the union of spans (sorted here).
-static double covered(span *s, size_t n) {
-  qsort(s, n, sizeof *s, span_cmp);
-  double total = 0, at = -1e300;
-  for (size_t i = 0; i < n; i++) {
-    double from = s[i].start > at ? s[i].start : at;
-    if (s[i].end > from) total += s[i].end - from;
-    if (s[i].end > at) at = s[i].end;
+// One rank's spans of one run, by stream: stream k's are s[first[k] .. first[k] + n[k]).
+// A stream runs its instructions in order, so each stream's spans come sorted by start
+// (checked; sorted here where they are not), and their union is a merge of DHX_MAX_STREAMS
+// sorted lists: a paper-scale stage has a million spans, which a sort of them all made the
+// slowest part of the step's accounting.
+typedef struct stream_spans {
+  span *s;
+  size_t n[DHX_MAX_STREAMS], first[DHX_MAX_STREAMS];
+  bool *is_compute;  // scratch for bucket: per slice
+} stream_spans;
+
+// The time covered by the union of the spans.
+static double covered(stream_spans *ss) {
+  size_t head[DHX_MAX_STREAMS], end[DHX_MAX_STREAMS];
+  for (int k = 0; k < DHX_MAX_STREAMS; k++) {
+    head[k] = ss->first[k];
+    end[k] = ss->first[k] + ss->n[k];
+    for (size_t i = head[k] + 1; i < end[k]; i++)
+      if (ss->s[i].start < ss->s[i - 1].start) {
+        qsort(ss->s + head[k], ss->n[k], sizeof(span), span_cmp);
+        break;
+      }
   }
-  return total;
+  double total = 0, at = -1e300;
+  for (;;) {
+    int next = -1;
+    for (int k = 0; k < DHX_MAX_STREAMS; k++)
+      if (head[k] < end[k] && (next < 0 || ss->s[head[k]].start < ss->s[head[next]].start))
+        next = k;
+    if (next < 0) return total;
+    const span *x = &ss->s[head[next]++];
+    double from = x->start > at ? x->start : at;
+    if (x->end > from) total += x->end - from;
+    if (x->end > at) at = x->end;
+  }
+}
+
+// Places rank slices [i, j) of a run into all by stream, and those of compute instructions
+// also into compute.
+static void bucket(const dhx_sim_slice *sl, size_t i, size_t j, const dhx_plan_program *pg,
+                   stream_spans *all, stream_spans *compute) {
+  bool *is_compute = compute->is_compute;
+  memset(all->n, 0, sizeof all->n);
+  memset(compute->n, 0, sizeof compute->n);
+  for (size_t x = i; x < j; x++) {
+    is_compute[x - i] = sl[x].end > sl[x].start && !dhx_op_on_comm(pg->instrs[sl[x].instr].op);
+    if (sl[x].end <= sl[x].start) continue;
+    all->n[sl[x].stream]++;
+    compute->n[sl[x].stream] += is_compute[x - i];
+  }
+  size_t at_all = 0, at_compute = 0;
+  for (int k = 0; k < DHX_MAX_STREAMS; k++) {
+    all->first[k] = at_all;
+    compute->first[k] = at_compute;
+    at_all += all->n[k];
+    at_compute += compute->n[k];
+    all->n[k] = compute->n[k] = 0;
+  }
+  for (size_t x = i; x < j; x++) {
+    if (sl[x].end <= sl[x].start) continue;
+    uint32_t k = sl[x].stream;
+    span s = {sl[x].start, sl[x].end};
+    all->s[all->first[k] + all->n[k]++] = s;
+    if (is_compute[x - i]) compute->s[compute->first[k] + compute->n[k]++] = s;
+  }
 }
 
 // Adds one run's compute and exposed communication to each rank's figures (its slices are
 // rank by rank; the runs of a rank do not overlap, so their sums add).
 static void account_run(const dhx_plan *p, int prog, const dhx_sim_result *res,
-                        dhx_rank_time *ranks, span *all, span *compute, uint32_t watch,
-                        dhx_live_scratch *live_s) {
+                        dhx_rank_time *ranks, stream_spans *all, stream_spans *compute,
+                        uint32_t watch, dhx_live_scratch *live_s) {
   size_t i = 0;
   while (i < res->nslices) {
     uint32_t r = res->slices[i].rank;
     int64_t live = r == watch ? dhx_live_activation_peak(p, prog, r, res, i, live_s) : 0;
     if (live > ranks[r].live_act_bytes) ranks[r].live_act_bytes = live;
-    size_t nall = 0, ncompute = 0;
-    for (; i < res->nslices && res->slices[i].rank == r; i++) {
-      const dhx_sim_slice *sl = &res->slices[i];
-      if (sl->end <= sl->start) continue;
-      span s = {sl->start, sl->end};
-      all[nall++] = s;
-      if (!dhx_op_on_comm(p->ranks[r].programs[prog].instrs[sl->instr].op)) compute[ncompute++] = s;
-    }
-    double c = covered(compute, ncompute);
+    size_t j = i;
+    while (j < res->nslices && res->slices[j].rank == r) j++;
+    bucket(res->slices, i, j, &p->ranks[r].programs[prog], all, compute);
+    double c = covered(compute);
     ranks[r].compute_s += c;
-    ranks[r].exposed_comm_s += covered(all, nall) - c;
+    ranks[r].exposed_comm_s += covered(all) - c;
+    i = j;
   }
 }
 
@@ -108,9 +159,11 @@ static bool run_step(const dhx_plan *p, uint32_t watch, dhx_sim_duration_fn dur,
                      const dhx_sim_options *o, dhx_step_run_fn on_run, void *ctx,
                      dhx_rank_time *ranks, double *step, char *err, size_t errlen) {
   size_t cap = largest_program(p);
-  span *all = malloc(cap * sizeof(span)), *compute = malloc(cap * sizeof(span));
+  stream_spans all = {.s = malloc((cap ? cap : 1) * sizeof(span))};
+  stream_spans compute = {.s = malloc((cap ? cap : 1) * sizeof(span)),
+                          .is_compute = malloc(cap ? cap : 1)};
   double *start = calloc(p->nranks ? p->nranks : 1, sizeof(double));
-  if (!all || !compute || !start) abort();
+  if (!all.s || !compute.s || !compute.is_compute || !start) abort();
   int64_t accum = micro_runs(p);
   dhx_live_scratch live_s = {0};
   bool ok = true;
@@ -122,15 +175,16 @@ static bool run_step(const dhx_plan *p, uint32_t watch, dhx_sim_duration_fn dur,
     dhx_sim_result res;
     ok = dhx_simulate_with(p, prog, dur, dctx, o, start, &res, err, errlen);
     if (!ok) break;
-    account_run(p, prog, &res, ranks, all, compute, watch, &live_s);
+    account_run(p, prog, &res, ranks, &all, &compute, watch, &live_s);
     if (on_run) on_run(ctx, prog, run, &res);
     for (uint32_t r = 0; r < p->nranks; r++) start[r] = res.rank_end[r];
     *step = res.makespan;
     dhx_sim_result_free(&res);
   }
   dhx_live_scratch_free(&live_s);
-  free(all);
-  free(compute);
+  free(all.s);
+  free(compute.s);
+  free(compute.is_compute);
   free(start);
   return ok;
 }

@@ -62,7 +62,7 @@ static void slice_event(trace *t, int prog, const dhx_sim_slice *sl, const char 
   const dhx_plan_instr *in = &t->p->ranks[sl->rank].programs[prog].instrs[sl->instr];
   next_event(t);
   fputs("{\"name\":", t->f);
-  dhx_json_string(t->f, in->note[0] ? in->note : dhx_op_name(in->op));
+  dhx_json_string(t->f, dhx_instr_note(in)[0] ? dhx_instr_note(in) : dhx_op_name(in->op));
   fprintf(t->f, ",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%u,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,"
           "\"args\":{\"op\":\"%s\",\"program\":\"%s\",\"instr\":%u", dhx_op_name(in->op),
           sl->rank, sl->stream, sl->start * 1e6, (sl->end - sl->start) * 1e6, dhx_op_name(in->op),

@@ -119,9 +119,9 @@ static uint32_t arg_access(const dhx_plan *plan, const dhx_plan_instr *in, uint3
     }
     case DHX_OP_GEMM:
       if (j < 2) return ACC_READ;
-      if (j == 2) return in->gemm.beta != 0 ? ACC_READ | ACC_WRITE : ACC_WRITE;
-      if (j == 3) return in->gemm.epilogue ? ACC_READ : 0;                  // bias
-      if (j == 4) return in->gemm.epilogue == DHX_GEMM_BIAS_GELU ? ACC_WRITE : 0;  // pre
+      if (j == 2) return in->gemm->beta != 0 ? ACC_READ | ACC_WRITE : ACC_WRITE;
+      if (j == 3) return in->gemm->epilogue ? ACC_READ : 0;                  // bias
+      if (j == 4) return in->gemm->epilogue == DHX_GEMM_BIAS_GELU ? ACC_WRITE : 0;  // pre
       return 0;
     case DHX_OP_ZERO: return j == 0 ? ACC_WRITE : 0;
     case DHX_OP_ALLREDUCE: return j == 0 ? ACC_READ | ACC_WRITE : 0;
@@ -349,7 +349,7 @@ static void describe_instr(const checker *c, int prog, int32_t i, char *out, siz
   }
   const dhx_plan_instr *in = &c->r->programs[prog].instrs[i];
   snprintf(out, len, "%s instruction %d '%s' (%s, stream %u)", dhx_prog_name((uint32_t)prog), i,
-           in->note, dhx_op_name(in->op), in->stream);
+           dhx_instr_note(in), dhx_op_name(in->op), in->stream);
 }
 
 static bool report(checker *c, uint32_t a, uint32_t b, const char *why, int prog_a, int32_t ia,

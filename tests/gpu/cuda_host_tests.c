@@ -184,7 +184,7 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
         dhx_cuda_launch l;
         dhx_cuda_marshal(plan, rank, in, arena, regs, 0, &l);
         CHECK(scale_at != 0 && l.slots[11] == scale_at, "%s: AdamW '%s' reads its clip scale at "
-              "%" PRIx64 ", GRAD_NORM wrote it at %" PRIx64, what, in->note, l.slots[11], scale_at);
+              "%" PRIx64 ", GRAD_NORM wrote it at %" PRIx64, what, dhx_instr_note(in), l.slots[11], scale_at);
         adamws++;
       } else if (in->op == DHX_OP_ZERO) {
         zeros++;
@@ -193,17 +193,17 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
       } else if (in->op == DHX_OP_WAIT) {
         waits++;
       } else if (in->op == DHX_OP_GEMM) {
-        const dhx_plan_gemm *g = &in->gemm;
+        const dhx_plan_gemm *g = in->gemm;
         for (int64_t b = 0; b < g->batch[0]; b++) {
           const char *l = nth_line(log, "cublasLtMatmul ", matmuls++);
           snprintf(want, sizeof want, "cublasLtMatmul ta=%u tb=%u A=%" PRId64 "x%" PRId64
                    "/%" PRId64, g->trans_b, g->trans_a, g->trans_b ? g->k : g->n,
                    g->trans_b ? g->n : g->k, g->ldb);
           CHECK(l && strncmp(l, want, strlen(want)) == 0, "GEMM '%s': %.*s, expected %s",
-                in->note, l ? (int)strcspn(l, "\n") : 4, l ? l : "none", want);
+                dhx_instr_note(in), l ? (int)strcspn(l, "\n") : 4, l ? l : "none", want);
           snprintf(want, sizeof want, " C=%" PRId64 "x%" PRId64 "/%" PRId64, g->n, g->m, g->ldc);
           CHECK(l && strstr(l, want) && strstr(l, want) < strchr(l, '\n'), "GEMM '%s': C is "
-                "not %s", in->note, want);
+                "not %s", dhx_instr_note(in), want);
           // Each layout's type is its buffer's (cuBLASLt's "A" is the plan's B): 0 f32, 14 bf16.
           int types[3];
           for (int j = 0; j < 3; j++)
@@ -214,7 +214,7 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
             const char *at = l ? strstr(l, names[j]) : NULL;
             const char *colon = at ? strchr(at + 1, ':') : NULL;
             CHECK(colon && atoi(colon + 1) == want_type[j], "GEMM '%s': layout%s has type %d, "
-                  "its buffer's is %d", in->note, names[j], colon ? atoi(colon + 1) : -1,
+                  "its buffer's is %d", dhx_instr_note(in), names[j], colon ? atoi(colon + 1) : -1,
                   want_type[j]);
           }
           bf16_gemms += types[0] == 14;
@@ -229,7 +229,7 @@ static void check_calls(const char *log, const dhx_plan *plan, int first, int la
                    PRId64, g->epilogue == DHX_GEMM_BIAS_GELU ? 164u : g->epilogue ? 4u : 0u,
                    bias, pre, g->epilogue == DHX_GEMM_BIAS_GELU ? g->ldc : (int64_t)0);
           CHECK(l && strstr(l, want) && strstr(l, want) < strchr(l, '\n'), "GEMM '%s': not %s",
-                in->note, want);
+                dhx_instr_note(in), want);
           epilogues += g->epilogue != 0;
         }
       }

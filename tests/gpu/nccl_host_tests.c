@@ -214,7 +214,7 @@ static void check_calls(const dhx_plan *plan, const log_calls *l, const comm_key
       const dhx_plan_instr *in = &prog->instrs[order[i]];
       if (!dhx_op_on_comm(in->op)) continue;
       int k = comm_index(keys, nkeys, dhx_rank_comm(r, in->comm), (int)in->stream);
-      CHECK(k >= 0, "'%s': no communicator for it", in->note);
+      CHECK(k >= 0, "'%s': no communicator for it", dhx_instr_note(in));
       if (k < 0) continue;
       call want[2 * 64];
       int n = expected_calls(r, in, k, &keys[k], want);
@@ -222,7 +222,7 @@ static void check_calls(const dhx_plan *plan, const log_calls *l, const comm_key
         const call *got = at < l->ncalls ? &l->calls[at] : NULL;
         CHECK(got && got->program == p && same_call(&want[j], got), "program %d '%s': call %d "
               "is %s count=%zu peer=%d comm=%d stream=%lu buf=%llx, expected %s count=%zu "
-              "peer=%d comm=%d stream=%lu buf=%llx", p, in->note, at, got ? got->name : "none",
+              "peer=%d comm=%d stream=%lu buf=%llx", p, dhx_instr_note(in), at, got ? got->name : "none",
               got ? got->count : 0, got ? got->peer : 0, got ? got->comm : 0,
               got ? got->stream : 0, got ? got->buf : 0, want[j].name, want[j].count,
               want[j].peer, want[j].comm, want[j].stream, want[j].buf);
@@ -506,7 +506,7 @@ static void test_groups(void) {
     CHECK(k == want[i], "group length at %u: %u, expected %u", i, k, want[i]);
   }
   char err[512] = "";
-  snprintf(ins[8].note, sizeof ins[8].note, "gradient sum");
+  ins[8].note = "gradient sum";
   CHECK(!dhx_nccl_issue(NULL, NULL, 0, ins, order + 8, 1, NULL, err, sizeof err) &&
         strstr(err, "'gradient sum' exchanges over a communicator"), "without NCCL: %s", err);
   CHECK(dhx_nccl_check(NULL, err, sizeof err), "no communicators, yet an error");

@@ -96,7 +96,7 @@ static void expect(int64_t got, int64_t want, const char *what, int step, int64_
             (long long)size, what, (long long)got, (long long)want);
 }
 
-static void check(const dhx_blocks *s, const flat *f, int step) {
+static void check(dhx_blocks *s, const flat *f, int step) {
   int64_t base = DHX_ALIGN * (int64_t)draw(4);
   int64_t ceiling = DHX_ALIGN * (int64_t)(2000 + draw(40000));
   expect(dhx_blocks_bytes(s), flat_bytes(f, all_live), "bytes", step, 0);

@@ -180,7 +180,7 @@ static void catches_overlap_of_live_buffers(void) {
   tb_arg_buf(c_first, k.c, 0);
   tb_arg_buf(c_first, k.a, 0);
   tb_arg_f64(c_first, 0.5);
-  snprintf(c_first->note, sizeof c_first->note, "c += a/2");
+  c_first->note = "c += a/2";
   share(k.p, k.c, k.a);
   expect_violation(k.p, (const char *const[]){"'a' (act", "'c' (act", "'c += a/2'",
                                               "(kernel, stream 0) uses both", NULL});
@@ -193,7 +193,7 @@ static void catches_overlap_of_live_buffers(void) {
   tb_arg_buf(c_fill, k.b, 0);
   tb_arg_buf(c_fill, k.c, 0);
   tb_arg_f64(c_fill, 0.5);
-  snprintf(c_fill->note, sizeof c_fill->note, "b += c/2");
+  c_fill->note = "b += c/2";
   share(k.p, k.c, k.a);
   expect_violation(k.p, (const char *const[]){"'a' (act", "'c' (act",
                                               "MICRO reads it before writing it", NULL});

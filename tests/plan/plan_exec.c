@@ -103,13 +103,14 @@ static bool small_enough(const dhx_plan_rank *r, char *why, size_t whylen) {
   for (int p = 0; p < DHX_PROG_COUNT; p++)
     for (uint32_t i = 0; i < r->programs[p].ninstrs; i++) {
       const dhx_plan_instr *in = &r->programs[p].instrs[i];
-      const dhx_plan_gemm *g = &in->gemm;
+      const dhx_plan_gemm *g = in->gemm;
       if (in->op == DHX_OP_KERNEL && in->n > PLAN_EXEC_MAX_INDICES) {
         snprintf(why, whylen, "a kernel over %" PRId64 " indices", in->n);
         return false;
       }
+      if (in->op != DHX_OP_GEMM) continue;
       int64_t flops = mul_cap(mul_cap(mul_cap(g->m, g->n), mul_cap(g->k, g->batch[0])), g->batch[1]);
-      if (in->op == DHX_OP_GEMM && flops > PLAN_EXEC_MAX_FLOPS) {
+      if (flops > PLAN_EXEC_MAX_FLOPS) {
         snprintf(why, whylen, "a GEMM of %" PRId64 " multiply-adds", flops);
         return false;
       }
@@ -144,7 +145,7 @@ static int64_t operand_size(const dhx_rt *rt, const dhx_plan_arg *a) {
 }
 
 static void touch_gemm(const dhx_rt *rt, const dhx_plan_instr *in) {
-  const dhx_plan_gemm *g = &in->gemm;
+  const dhx_plan_gemm *g = in->gemm;
   const dhx_plan_arg *a = in->args;
   touched = touch_operand((const uint8_t *)operand(rt, &a[0]), operand_size(rt, &a[0]),
                           g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, g,

@@ -162,47 +162,52 @@ static void test_bounds_kernel_descriptors(const char *unused) {
 // ---- GEMM extents -----------------------------------------------------------------------------
 // MICRO instr 1: y[32x16] = x[32x16] W[16x16].
 
+// MICRO instr i's GEMM shape, its own to change.
+static dhx_plan_gemm *gemm_of(dhx_plan *p, uint32_t i) {
+  return dhx_plan_own_gemm(p, instr(p, 0, DHX_PROG_MICRO, i));
+}
+
 static void gemm_batches_overwrite_c(dhx_plan *p) {
-  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  dhx_plan_gemm *g = gemm_of(p, 1);
   g->batch[0] = 536870913;  // every batch reads and writes the same matrices, in parallel
 }
 static void gemm_batch_stride_past_c(dhx_plan *p) {
-  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  dhx_plan_gemm *g = gemm_of(p, 1);
   g->batch[0] = 536870913;
   g->stride_c[0] = 4096;
 }
 static void gemm_batch_stride_overflows(dhx_plan *p) {
-  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  dhx_plan_gemm *g = gemm_of(p, 1);
   g->batch[0] = 2;
   g->stride_a[0] = INT64_MAX / 2;
 }
 static void gemm_columns_overlap(dhx_plan *p) {
   // Two column blocks 4 apart, each 8 wide: they share columns 4..7.
-  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 1)->gemm;
+  dhx_plan_gemm *g = gemm_of(p, 1);
   g->batch[1] = 2;
   g->n = 8;
   g->stride_c[1] = 4;
 }
-static void gemm_one_row_more(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.m += 1; }
+static void gemm_one_row_more(dhx_plan *p) { gemm_of(p, 1)->m += 1; }
 static void gemm_c_offset(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->args[2].i = 4; }
 static void gemm_transposed_short_ld(dhx_plan *p) {
-  dhx_plan_gemm *g = &instr(p, 0, DHX_PROG_MICRO, 4)->gemm;  // grad.w += x^T dy: A is x, k x m
+  dhx_plan_gemm *g = gemm_of(p, 4);  // grad.w += x^T dy: A is x, k x m
   g->lda = g->m - 1;
 }
 
 // Epilogues (bias, bias + GeLU into a pre-activation) on the same GEMM, W as the bias.
-static void epilogue_unknown(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.epilogue = 3; }
-static void epilogue_without_bias(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.epilogue = 1; }
+static void epilogue_unknown(dhx_plan *p) { gemm_of(p, 1)->epilogue = 3; }
+static void epilogue_without_bias(dhx_plan *p) { gemm_of(p, 1)->epilogue = 1; }
 static dhx_plan_instr *with_epilogue(dhx_plan *p, uint32_t e) {
   dhx_plan_instr *in = instr(p, 0, DHX_PROG_MICRO, 1);
-  in->gemm.epilogue = e;
+  dhx_plan_own_gemm(p, in)->epilogue = e;
   in->nargs = (uint32_t)dhx_gemm_nargs(e);
   in->args[3] = in->args[1];
   in->args[4] = in->args[1];
   return in;
 }
 static void epilogue_pre_is_c(dhx_plan *p) { with_epilogue(p, 2)->args[4] = instr(p, 0, DHX_PROG_MICRO, 1)->args[2]; }
-static void epilogue_accumulates(dhx_plan *p) { with_epilogue(p, 1)->gemm.beta = 1; }
+static void epilogue_accumulates(dhx_plan *p) { dhx_plan_own_gemm(p, with_epilogue(p, 1))->beta = 1; }
 static void epilogue_bias_past_end(dhx_plan *p) { with_epilogue(p, 1)->args[3].i = 1000; }
 
 static void test_bounds_gemm_extents(const char *unused) {

@@ -32,15 +32,16 @@ static void check_buffer_equal(const dhx_plan_buffer *a, const dhx_plan_buffer *
 
 static void check_instr_equal(const dhx_plan_instr *a, const dhx_plan_instr *b) {
   EQ(op); EQ(stream); EQ(kernel); EQ(comm); EQ(event); EQ(dtype); EQ(n); EQ(turn); EQ(nargs);
-  SAME_BYTES(note);
+  CHECK(strcmp(dhx_instr_note(a), dhx_instr_note(b)) == 0);
   for (uint32_t j = 0; j < a->nargs; j++) {  // the format holds the arguments an instruction has
     EQ(args[j].kind); EQ(args[j].buf); SAME_BYTES(args[j].i);  // or f's bits
   }
   if (a->op != DHX_OP_GEMM) return;  // and a GEMM shape only for a GEMM
-  EQ(gemm.trans_a); EQ(gemm.trans_b); EQ(gemm.m); EQ(gemm.n); EQ(gemm.k); EQ(gemm.lda);
-  EQ(gemm.ldb); EQ(gemm.ldc); SAME_BYTES(gemm.alpha); SAME_BYTES(gemm.beta);
-  SAME_BYTES(gemm.batch); SAME_BYTES(gemm.stride_a); SAME_BYTES(gemm.stride_b);
-  SAME_BYTES(gemm.stride_c);
+  CHECK(a->gemm && b->gemm);
+  EQ(gemm->trans_a); EQ(gemm->trans_b); EQ(gemm->m); EQ(gemm->n); EQ(gemm->k); EQ(gemm->lda);
+  EQ(gemm->ldb); EQ(gemm->ldc); SAME_BYTES(gemm->alpha); SAME_BYTES(gemm->beta);
+  SAME_BYTES(gemm->batch); SAME_BYTES(gemm->stride_a); SAME_BYTES(gemm->stride_b);
+  SAME_BYTES(gemm->stride_c);
 }
 
 static void check_plans_equal(const dhx_plan *a, const dhx_plan *b) {
@@ -108,10 +109,11 @@ static dhx_plan *rich_plan(void) {
   g.args[1] = (dhx_plan_arg){.kind = DHX_ARG_BUF, .buf = w, .i = 64};
   g.args[2] = (dhx_plan_arg){.kind = DHX_ARG_BUF, .buf = dy, .i = 4};
   g.args[5] = (dhx_plan_arg){.kind = DHX_ARG_F64, .buf = -1, .f = 3.5};  // beyond nargs: ignored
-  g.gemm = (dhx_plan_gemm){.trans_a = 0, .trans_b = 1, .m = 2, .n = 4, .k = 4, .lda = 16,
-                           .ldb = 16, .ldc = 16, .alpha = 0.5, .beta = 0.25, .batch = {2, 2},
-                           .stride_a = {64, 16}, .stride_b = {0, 16}, .stride_c = {128, 32}};
-  snprintf(g.note, sizeof g.note, "batched gemm");
+  *dhx_plan_own_gemm(p, &g) = (dhx_plan_gemm){
+      .trans_a = 0, .trans_b = 1, .m = 2, .n = 4, .k = 4, .lda = 16, .ldb = 16, .ldc = 16,
+      .alpha = 0.5, .beta = 0.25, .batch = {2, 2}, .stride_a = {64, 16}, .stride_b = {0, 16},
+      .stride_c = {128, 32}};
+  g.note = dhx_plan_text(p, "batched gemm");
   for (uint32_t r = 0; r < p->nranks; r++) {
     append_instr(&p->ranks[r].programs[DHX_PROG_EVAL], &g);
     number_turns(&p->ranks[r].programs[DHX_PROG_EVAL], 1);  // turns survive the file too
@@ -276,11 +278,11 @@ static dhx_plan_instr *find_op(dhx_plan *p, int rank, dhx_prog_kind prog, dhx_op
 }
 
 static void b_gemm_b(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->args[1].i = 4; }
-static void b_gemm_ld(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm.lda = 8; }
+static void b_gemm_ld(dhx_plan *p) { dhx_plan_own_gemm(p, instr(p, 0, DHX_PROG_MICRO, 1))->lda = 8; }
 static void b_gemm_batch(dhx_plan *p) {
-  dhx_plan_instr *in = instr(p, 0, DHX_PROG_MICRO, 1);
-  in->gemm.batch[0] = 3;
-  in->gemm.stride_c[0] = 1LL << 62;
+  dhx_plan_gemm *g = dhx_plan_own_gemm(p, instr(p, 0, DHX_PROG_MICRO, 1));
+  g->batch[0] = 3;
+  g->stride_c[0] = 1LL << 62;
 }
 static void b_offset(dhx_plan *p) { p->ranks[0].buffers[3].offset += 4; }
 static void b_nbytes(dhx_plan *p) { p->ranks[0].buffers[0].nbytes = 12; }
@@ -320,7 +322,11 @@ static void b_allreduce_region(dhx_plan *p) {
 }
 static void b_dp_size(dhx_plan *p) { p->ranks[1].dp_size = 3; }
 static void b_duplicate_param(dhx_plan *p) { snprintf(p->ranks[0].buffers[7].name, DHX_NAME_MAX, "w"); }
-static void b_note(dhx_plan *p) { memset(instr(p, 0, DHX_PROG_MICRO, 2)->note, 'n', DHX_NAME_MAX); }
+static void b_note(dhx_plan *p) {
+  char *note = dhx_plan_alloc(p, DHX_NAME_MAX + 1);
+  memset(note, 'n', DHX_NAME_MAX);
+  instr(p, 0, DHX_PROG_MICRO, 2)->note = note;
+}
 
 // Two streams that each wait for the other's event before recording their own.
 static void b_cycle(dhx_plan *p) {
@@ -426,7 +432,7 @@ static void test_plan_validation_names_the_field(void) {
   expect_invalid(1, b_cycle, "program EVAL instr 4: WAIT on event 0 can never complete");
   expect_invalid(1, b_late_record, "WAIT on event 0 can never complete");
   expect_invalid(1, b_duplicate_param, "two parameters are named 'w'");
-  expect_invalid(1, b_note, "rank 0 program MICRO instr 2: note is not NUL-terminated");
+  expect_invalid(1, b_note, "rank 0 program MICRO instr 2: note is longer than 95 bytes");
   expect_invalid(2, b_no_record, "WAIT on event 0, which no RECORD in this program records");
   expect_invalid(2, b_member, "which rank 1 is not a member");
   expect_invalid(2, b_ascending, "member ranks must be ascending");
@@ -941,7 +947,7 @@ static void test_gemm_splits_match_reference(void) {
     ids[c][2] = tb_buffer(p, name, DHX_BUF_ACT, DHX_F32, 1, &nc);
     dhx_plan_instr *in = tb_instr(p, DHX_PROG_MICRO, DHX_OP_GEMM, 0, "gemm");
     for (int j = 0; j < 3; j++) tb_arg_buf(in, ids[c][j], 0);
-    in->gemm = (dhx_plan_gemm){.trans_a = g->ta, .trans_b = g->tb, .m = g->m, .n = g->n,
+    *dhx_plan_own_gemm(p, in) = (dhx_plan_gemm){.trans_a = g->ta, .trans_b = g->tb, .m = g->m, .n = g->n,
                                .k = g->k, .lda = acols, .ldb = bcols, .ldc = g->n + g->pad,
                                .alpha = 0.5, .beta = 0.25, .batch = {g->batch0, g->batch1},
                                .stride_a = {g->batch1 * sa, sa}, .stride_b = {g->batch1 * sb, sb},
@@ -962,7 +968,7 @@ static void test_gemm_splits_match_reference(void) {
     memcpy(c0, x, (size_t)p->ranks[0].arena_bytes);
     dhx_rt_run(&rt, DHX_PROG_MICRO);
     for (int c = 0; c < ncases && run == 0; c++) {
-      const dhx_plan_gemm *g = &p->ranks[0].programs[DHX_PROG_MICRO].instrs[c].gemm;
+      const dhx_plan_gemm *g = p->ranks[0].programs[DHX_PROG_MICRO].instrs[c].gemm;
       const float *a = dhx_rt_buffer(&rt, ids[c][0]), *b = dhx_rt_buffer(&rt, ids[c][1]);
       const float *cc = dhx_rt_buffer(&rt, ids[c][2]);
       const float *cin = (const float *)((uint8_t *)c0 + p->ranks[0].buffers[ids[c][2]].offset);

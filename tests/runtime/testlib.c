@@ -194,9 +194,12 @@ dhx_plan_instr *tb_rank_instr(dhx_plan *p, uint32_t rank, dhx_prog_kind prog, dh
   in->op = op;
   in->stream = stream;
   in->kernel = in->comm = in->event = -1;
-  in->gemm.batch[0] = in->gemm.batch[1] = 1;
+  if (op == DHX_OP_GEMM) {
+    dhx_plan_gemm *g = dhx_plan_own_gemm(p, in);
+    g->batch[0] = g->batch[1] = 1;
+  }
   if (dhx_op_on_comm(op)) in->dtype = DHX_F32;
-  snprintf(in->note, sizeof in->note, "%s", note);
+  in->note = dhx_plan_text(p, note);
   if (stream + 1 > g->nstreams) g->nstreams = stream + 1;
   return in;
 }
@@ -325,15 +328,16 @@ static dhx_plan_instr *gemm(dhx_plan *p, dhx_prog_kind prog, const char *note, i
   tb_arg_buf(in, a, 0);
   tb_arg_buf(in, b, 0);
   tb_arg_buf(in, c, 0);
-  in->gemm.trans_a = ta;
-  in->gemm.m = m;
-  in->gemm.n = n;
-  in->gemm.k = k;
-  in->gemm.lda = ta ? m : k;
-  in->gemm.ldb = n;
-  in->gemm.ldc = n;
-  in->gemm.alpha = 1;
-  in->gemm.beta = beta;
+  dhx_plan_gemm *g = dhx_plan_own_gemm(p, in);
+  g->trans_a = ta;
+  g->m = m;
+  g->n = n;
+  g->k = k;
+  g->lda = ta ? m : k;
+  g->ldb = n;
+  g->ldc = n;
+  g->alpha = 1;
+  g->beta = beta;
   return in;
 }
 

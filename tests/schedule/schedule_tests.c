@@ -659,13 +659,15 @@ typedef struct builder {
   uint32_t cap;
 } builder;
 
+static const dhx_plan_gemm layer_gemm = {.m = 64, .n = 64, .k = 64, .batch = {1, 1}};
+
 static dhx_plan_instr *put(builder *b, dhx_op op, uint32_t stream, int32_t comm) {
   CHECK(b->g->ninstrs < b->cap);
   dhx_plan_instr *in = &b->g->instrs[b->g->ninstrs++];
   memset(in, 0, sizeof *in);
   *in = (dhx_plan_instr){.op = op, .stream = stream, .kernel = -1, .comm = comm, .event = -1,
                          .dtype = comm >= 0 ? DHX_F32 : 0};
-  snprintf(in->note, sizeof in->note, "layer op");
+  in->note = "layer op";
   return in;
 }
 
@@ -689,8 +691,7 @@ static void put_event(builder *b, dhx_op op, uint32_t stream, int32_t e) {
 static void scale_layer(builder *b, uint32_t r, int layer) {
   int32_t go = 2 * layer, done = 2 * layer + 1;
   int32_t tp = 1 + (int32_t)(r / SCALE_TP), dp = 1 + SCALE_RANKS / SCALE_TP + (int32_t)(r % SCALE_TP);
-  for (int i = 0; i < 8; i++) put(b, DHX_OP_GEMM, 0, -1)->gemm = (dhx_plan_gemm){
-      .m = 64, .n = 64, .k = 64, .batch = {1, 1}};
+  for (int i = 0; i < 8; i++) put(b, DHX_OP_GEMM, 0, -1)->gemm = &layer_gemm;
   put_count(put(b, DHX_OP_ALLREDUCE, 0, tp), 4096, -1);
   put_event(b, DHX_OP_RECORD, 0, go);
   put_event(b, DHX_OP_WAIT, 1, go);
@@ -700,8 +701,7 @@ static void scale_layer(builder *b, uint32_t r, int layer) {
     else put_count(put(b, DHX_OP_RECV, 1, 0), 1024, left);
   put_count(put(b, DHX_OP_ALLREDUCE, 1, dp), 1 << 16, -1);
   put_event(b, DHX_OP_RECORD, 1, done);
-  for (int i = 0; i < 5; i++) put(b, DHX_OP_GEMM, 0, -1)->gemm = (dhx_plan_gemm){
-      .m = 64, .n = 64, .k = 64, .batch = {1, 1}};
+  for (int i = 0; i < 5; i++) put(b, DHX_OP_GEMM, 0, -1)->gemm = &layer_gemm;
   put_event(b, DHX_OP_WAIT, 0, done);
 }
 

@@ -12,18 +12,18 @@
 
 #include "plan.h"
 
-static int drop_one(dhx_plan_rank *r) {
+static int drop_one(dhx_plan *plan, dhx_plan_rank *r) {
   dhx_plan_program *p = &r->programs[DHX_PROG_MICRO];
   dhx_plan_instr *last = NULL;
   for (uint32_t i = 0; i < p->ninstrs; i++) {
     dhx_plan_instr *in = &p->instrs[i];
-    if (in->op != DHX_OP_GEMM || in->gemm.beta != 1.0 || in->gemm.alpha == 0.0) continue;
+    if (in->op != DHX_OP_GEMM || in->gemm->beta != 1.0 || in->gemm->alpha == 0.0) continue;
     const dhx_plan_arg *c = &in->args[2];
     if (c->kind == DHX_ARG_BUF && r->buffers[c->buf].kind == DHX_BUF_GRAD) last = in;
   }
   if (!last) return 0;
-  last->gemm.alpha = 0.0;
-  printf("dropped: %s\n", last->note);
+  dhx_plan_own_gemm(plan, last)->alpha = 0.0;
+  printf("dropped: %s\n", dhx_instr_note(last));
   return 1;
 }
 
@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
   }
   int dropped = 0;
   for (uint32_t r = 0; r < plan.nranks; r++)
-    if (!plan.ranks[r].shares) dropped += drop_one(&plan.ranks[r]);
+    if (!plan.ranks[r].shares) dropped += drop_one(&plan, &plan.ranks[r]);
   bool ok = dropped > 0 && dhx_plan_write(path, &plan, err, sizeof err);
   if (!ok) fprintf(stderr, "drop_gradient: %s\n", dropped ? err : "no gradient GEMM to drop");
   dhx_plan_free(&plan);
