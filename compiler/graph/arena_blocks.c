@@ -79,8 +79,14 @@ void dhx_blocks_insert(dhx_blocks *s, dhx_block b) {
     summarise(q);
     if (q->first <= b.offset) p = q;
   }
-  int pos = p->n;
-  while (pos > 0 && p->b[pos - 1].offset > b.offset) pos--;
+  int pos = 0;  // after the blocks at a lower or equal offset
+  for (int top = p->n; pos < top;) {
+    int mid = pos + (top - pos) / 2;
+    if (p->b[mid].offset <= b.offset)
+      pos = mid + 1;
+    else
+      top = mid;
+  }
   memmove(p->b + pos + 1, p->b + pos, sizeof(dhx_block) * (size_t)(p->n - pos));
   p->b[pos] = b;
   p->n++;
@@ -175,7 +181,8 @@ static void fit_below(int64_t next, int64_t size, int64_t reach, int64_t *best) 
 // blocks' offsets, so the highest that fits is the first found from the top: the pages are
 // searched downwards, each with the end of the blocks below it (`below`, from the pages'
 // highest ends), and the search stops at the first page that holds a fit.
-int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size) {
+// A page scanned whole gets its widest gap anew on the way, as in first fit.
+int64_t dhx_blocks_last_fit(dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size) {
   int64_t small[64], *below = small;
   if (s->npages + 1 > 64 && !(below = malloc(sizeof(int64_t) * (size_t)(s->npages + 1)))) abort();
   below[0] = base;  // below[k]: the reach (aligned end of the blocks) below page k
@@ -184,12 +191,17 @@ int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, 
   int64_t best = -1, reach_all = below[s->npages];
   fit_below(ceiling, size, reach_all, &best);
   for (int k = s->npages - 1; k >= 0 && best < 0; k--) {
-    const dhx_block_page *p = &s->pages[k];
+    dhx_block_page *p = &s->pages[k];
     int n = skippable(p, size) ? 1 : p->n;  // no fit lies in it past its first block
     int64_t reach[DHX_BLOCK_PAGE];  // reach[i]: the reach below block i
+    int64_t top = p->b[0].end, gap = 0;  // within the page: the highest end, the widest gap
     reach[0] = below[k];
-    for (int i = 1; i < n; i++)
+    for (int i = 1; i < n; i++) {
       reach[i] = p->b[i - 1].end > reach[i - 1] ? align_up(p->b[i - 1].end) : reach[i - 1];
+      if (p->b[i].offset - top > gap) gap = p->b[i].offset - top;
+      if (p->b[i].end > top) top = p->b[i].end;
+    }
+    if (n == p->n) p->max_gap = gap;
     for (int i = n - 1; i >= 0 && best < 0; i--) {
       const dhx_block *b = &p->b[i];
       fit_below(b->offset < ceiling ? b->offset : ceiling, size, reach[i], &best);

@@ -48,9 +48,10 @@ int64_t dhx_blocks_bytes(const dhx_blocks *s);
 
 // With every block taken as live: the lowest offset >= base where `size` bytes fit between them
 // (first fit), and the highest offset in [base, ceiling - size] where they fit, or, when none
-// does, the first fit above them all or the ceiling, whichever is higher (last fit).
+// does, the first fit above them all or the ceiling, whichever is higher (last fit). Neither
+// changes the set's blocks; a page each scans whole gets its true widest gap recorded.
 int64_t dhx_blocks_first_fit(dhx_blocks *s, int64_t base, int64_t size);
-int64_t dhx_blocks_last_fit(const dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size);
+int64_t dhx_blocks_last_fit(dhx_blocks *s, int64_t base, int64_t ceiling, int64_t size);
 
 // The same fits where a block is live only when live(ctx, tensor) says so: every block is
 // visited (no page is skipped).
