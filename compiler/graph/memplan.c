@@ -124,20 +124,34 @@ static int64_t place_persistent(dhx_graph *g) {
   return at;
 }
 
-// Happens-before among the program's ops. Dead ops order nothing.
-static void order_ops(const dhx_oplist *l, dhx_hb *h) {
+// Happens-before among the program's ops (dead ops order nothing), read in one walk over them
+// with what else the planner needs of an op besides its operands: whether it is dead, and per
+// event the live WAIT that completes it (-1: none). A stage of a paper-scale pipeline has
+// hundreds of thousands of 344-byte ops, and each walk over them counts.
+static void order_ops(const dhx_oplist *l, dhx_hb *h, uint8_t *dead, int *completed_at) {
+  size_t n = (size_t)l->n;
+  uint8_t *stream = malloc(n + 1);
+  int32_t *records = malloc(sizeof(int32_t) * (n + 1)), *waits = malloc(sizeof(int32_t) * (n + 1));
+  if (!stream || !records || !waits) abort();
+  for (int e = 0; e < l->nevents; e++) completed_at[e] = -1;
   int ns = l->nstreams > 0 ? l->nstreams : 1;
-  for (int i = 0; i < l->n; i++)
-    if (l->ops[i].stream + 1 > ns) ns = l->ops[i].stream + 1;
-  if (ns > DHX_MAX_STREAMS) DHX_ICE("%d streams (at most %d)", ns, DHX_MAX_STREAMS);
-  dhx_hb_init(h, (uint32_t)l->n, (uint32_t)ns, (uint32_t)l->nevents);
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
-    h->stream[i] = (uint8_t)op->stream;
-    if (op->dead) continue;
-    if (op->kind == DHX_L_RECORD) h->records[i] = op->event;
-    if (op->kind == DHX_L_WAIT) h->waits[i] = op->event;
+    if (op->stream + 1 > ns) ns = op->stream + 1;
+    stream[i] = (uint8_t)op->stream;
+    dead[i] = op->dead;
+    records[i] = !op->dead && op->kind == DHX_L_RECORD ? op->event : -1;
+    waits[i] = !op->dead && op->kind == DHX_L_WAIT ? op->event : -1;
+    if (waits[i] >= 0) completed_at[waits[i]] = i;  // (a deferred collective's)
   }
+  if (ns > DHX_MAX_STREAMS) DHX_ICE("%d streams (at most %d)", ns, DHX_MAX_STREAMS);
+  dhx_hb_init(h, (uint32_t)l->n, (uint32_t)ns, (uint32_t)l->nevents);
+  memcpy(h->stream, stream, n);
+  memcpy(h->records, records, sizeof(int32_t) * n);
+  memcpy(h->waits, waits, sizeof(int32_t) * n);
+  free(stream);
+  free(records);
+  free(waits);
   dhx_hb_order(h);
 }
 
@@ -184,16 +198,16 @@ static uint32_t least_from(const void *ctx, int p) {
 }
 
 // The least past(op, s) over the live ops at positions p and later, per p and stream.
-static uint32_t *ops_from(const dhx_oplist *l, const dhx_hb *h) {
+static uint32_t *ops_from(int n, const uint8_t *dead, const dhx_hb *h) {
   uint32_t ns = h->nstreams;
-  uint32_t *past_from = malloc(sizeof(uint32_t) * ns * (size_t)(l->n + 1));
+  uint32_t *past_from = malloc(sizeof(uint32_t) * ns * (size_t)(n + 1));
   if (!past_from) abort();
-  uint32_t *at = &past_from[(size_t)l->n * ns];
+  uint32_t *at = &past_from[(size_t)n * ns];
   for (uint32_t s = 0; s < ns; s++) at[s] = UINT32_MAX;
-  for (int p = l->n - 1; p >= 0; p--) {
+  for (int p = n - 1; p >= 0; p--) {
     at -= ns;
     memcpy(at, at + ns, sizeof(uint32_t) * ns);
-    if (l->ops[p].dead) continue;
+    if (dead[p]) continue;
     for (uint32_t s = 0; s < ns; s++) {
       uint32_t past = dhx_hb_past(h, (uint32_t)p, s);
       if (past < at[s]) at[s] = past;
@@ -208,6 +222,8 @@ typedef struct liveness {
   dhx_graph *g;
   const dhx_oplist *l;
   dhx_hb h;
+  uint8_t *dead;                         // per op: whether it is (order_ops)
+  int *completed_at;                     // per event: the live WAIT on it, -1 (order_ops)
   dhx_hb_span *uses;
   uint32_t most_on[DHX_MAX_STREAMS];     // per stream: its ops (the highest last_on)
   uint32_t *reach_from[DHX_MAX_STREAMS]; // per stream r, where `all` is consulted: the first
@@ -357,7 +373,7 @@ static void find_streams(liveness *v) {
   }
   for (int i = 0; i < l->n; i++) {
     uint32_t s = v->h.stream[i];
-    if (v->hosts[s] && !l->ops[i].dead) v->ops_on[s][v->nops_on[s]++] = (uint32_t)i;
+    if (v->hosts[s] && !v->dead[i]) v->ops_on[s][v->nops_on[s]++] = (uint32_t)i;
   }
   for (uint32_t s = 0; s < v->h.nstreams; s++) {
     if (!v->hosts[s]) continue;
@@ -371,7 +387,7 @@ static void find_streams(liveness *v) {
   for (int i = 0; i < l->n; i++)
     if (v->h.pos[i] > v->most_on[v->h.stream[i]]) v->most_on[v->h.stream[i]] = v->h.pos[i];
   if (v->last_shared > 0) {
-    uint32_t *from = ops_from(l, &v->h);
+    uint32_t *from = ops_from(l->n, v->dead, &v->h);
     for (uint32_t r = 0; r < ns; r++) {
       least_past lp = {from, ns, r};
       v->reach_from[r] = reach_table(v->most_on[r], l->n + 1, least_from, &lp);
@@ -482,11 +498,7 @@ static void find_uses(liveness *v, int prog, const int8_t *act_of) {
     v->first[i] = v->last[i] = -1;
   }
   // A deferred collective (defer_collectives.c) uses its tensors until its WAIT completes it.
-  int *completed_at = malloc(sizeof(int) * (size_t)(l->nevents + 1));
-  if (!completed_at) abort();
-  for (int e = 0; e < l->nevents; e++) completed_at[e] = -1;
-  for (int i = 0; i < l->n; i++)
-    if (!l->ops[i].dead && l->ops[i].kind == DHX_L_WAIT) completed_at[l->ops[i].event] = i;
+  const int *completed_at = v->completed_at;
   v->n = 0;
   for (int i = 0; i < l->n; i++) {
     const dhx_lop *op = &l->ops[i];
@@ -512,18 +524,22 @@ static void find_uses(liveness *v, int prog, const int8_t *act_of) {
       dhx_hb_span_add(&v->h, &v->uses[lt], (uint32_t)done);
     }
   }
-  free(completed_at);
 }
 
 static int64_t place_program(dhx_graph *g, int prog, int64_t base, const int8_t *act_of) {
   liveness v = {.g = g, .l = &g->prog[prog]};
   const dhx_oplist *l = v.l;
-  order_ops(l, &v.h);
+  v.dead = malloc((size_t)l->n + 1);
+  v.completed_at = malloc(sizeof(int) * (size_t)(l->nevents + 1));
+  if (!v.dead || !v.completed_at) abort();
+  order_ops(l, &v.h, v.dead, v.completed_at);
   find_uses(&v, prog, act_of);
   find_streams(&v);
   int64_t end = place(&v, base, FIRST_FIT, 0, INT64_MAX);
   if (g->strands) end = place_two_ended(&v, base, end);
   for (int k = 0; k < v.n; k++) g->tensors[v.order[k]].offset = v.at[k];
+  free(v.dead);
+  free(v.completed_at);
   free(v.order);
   free(v.at);
   free(v.size);
