@@ -140,8 +140,7 @@ static void fill_train(const dhx_config *cfg, const dhx_graph *g, dhx_plan_train
   t->pp = cfg->pp;
   t->zero = cfg->dp > 1 ? (uint32_t)cfg->zero : 0;  // one data rank: nothing to shard
   t->per_node = cfg->per_node;  // where bytes leave a node (the metrics count them)
-  t->n_params = g->n_params;
-  t->flops_per_token = flops_per_token(g);
+  t->n_params = g->n_params;  // (flops_per_token: the stages' sum, set by the caller)
   snprintf(t->model_name, sizeof t->model_name, "%s", g->model_name);
 }
 
@@ -548,7 +547,9 @@ static void merge_kernels(dhx_codegen *into, const stage_job *j, dhx_plan_rank *
   if (!dhx_codegen_merge(into, j->cg, map))
     DHX_ICE("stage %d: a kernel does not join the plan's table: %s", j->stage,
             dhx_codegen_error(into));
-  for (int g = 0; g < DHX_PROG_COUNT; g++)
+  bool same = true;  // (the first stage's kernels keep their places)
+  for (int k = 0; k < dhx_codegen_count(j->cg) && same; k++) same = map[k] == k;
+  for (int g = 0; g < DHX_PROG_COUNT && !same; g++)
     for (uint32_t i = 0; i < r->programs[g].ninstrs; i++) {
       dhx_plan_instr *in = &r->programs[g].instrs[i];
       if (in->kernel >= 0) in->kernel = map[in->kernel];
