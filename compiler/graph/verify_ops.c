@@ -8,7 +8,6 @@
 // transfer counts); kernels whose spec is valid and whose arguments match its signature;
 // collectives on a known communicator role; events in range and every WAIT with a RECORD.
 // After memory planning, also: every tensor an op touches has a place in the arena.
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -111,11 +110,8 @@ static void check_kernel(check *c, const dhx_lop *op) {
     FAIL(c, "a kernel of kind %d %s a fused spec", (int)op->kspec.kind,
          op->kspec.ew ? "with" : "without");
   const dhx_lop_kernel *k = &op->kspec;
-  uint64_t h = ((uint64_t)(uintptr_t)k->ew >> 4) * 0x9E3779B97F4A7C15ull ^
-               ((uint64_t)k->kind << 32 | (uint64_t)k->type << 16 | k->bf16);
-  signature *sig = &c->seen[(h >> 40) % SIGNATURE_SLOTS];
-  if (!sig->used || sig->key.kind != k->kind || sig->key.type != k->type ||
-      sig->key.bf16 != k->bf16 || sig->key.ew != k->ew) {
+  signature *sig = &c->seen[dhx_lop_kernel_hash(k) % SIGNATURE_SLOTS];
+  if (!sig->used || !dhx_lop_kernel_same(&sig->key, k)) {
     dhx_kernel_spec spec = dhx_lop_spec(op);
     if (!dhx_kernel_spec_valid(&spec, err, sizeof err)) FAIL(c, "invalid kernel: %s", err);
     *sig = (signature){.key = *k, .used = true};

@@ -155,6 +155,16 @@ dhx_kernel_spec dhx_lop_spec(const dhx_lop *op) {
   return s;
 }
 
+bool dhx_lop_kernel_same(const dhx_lop_kernel *a, const dhx_lop_kernel *b) {
+  return a->kind == b->kind && a->type == b->type && a->bf16 == b->bf16 && a->ew == b->ew;
+}
+
+uint64_t dhx_lop_kernel_hash(const dhx_lop_kernel *k) {
+  uint64_t h = ((uint64_t)(uintptr_t)k->ew >> 4) * 0x9E3779B97F4A7C15ull ^
+               ((uint64_t)k->kind << 32 | (uint64_t)k->type << 16 | k->bf16);
+  return h ^ h >> 29;
+}
+
 dhx_lop *dhx_lop_push(dhx_oplist *l, dhx_lop_kind kind, int stream, const char *note) {
   dhx_lop *op = lop_slot(l);
   memset(op, 0, sizeof *op);

@@ -286,6 +286,11 @@ void dhx_name_copy(char dst[DHX_NAME_MAX], const char *src);
 void dhx_lop_append(dhx_oplist *l, const dhx_lop *op);
 // The whole kernel spec of a KERNEL, EW or GRAD_NORM op (its fused spec copied in).
 dhx_kernel_spec dhx_lop_spec(const dhx_lop *op);
+// Whether two ops' kernel descriptions are the same one, and a hash of it: the fused spec is
+// interned, so its address names it (passes that look a kernel up once per description, not
+// once per op, key on this).
+bool dhx_lop_kernel_same(const dhx_lop_kernel *a, const dhx_lop_kernel *b);
+uint64_t dhx_lop_kernel_hash(const dhx_lop_kernel *k);
 dhx_operand dhx_buf(int tensor, int64_t elem);
 dhx_operand dhx_i64(int64_t v);
 dhx_operand dhx_f64(double v);

@@ -1,6 +1,5 @@
 // emit.c — turns the planned graph of one rank into a plan rank section, registering every
 // kernel it launches with the code generator.
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,17 +150,11 @@ typedef struct kernel_ids {
   int id[KERNEL_SLOTS];  // -1: empty
 } kernel_ids;
 
-static bool same_kernel(const dhx_lop_kernel *a, const dhx_lop_kernel *b) {
-  return a->kind == b->kind && a->type == b->type && a->bf16 == b->bf16 && a->ew == b->ew;
-}
-
 static int kernel_of(kernel_ids *ids, dhx_codegen *cg, const dhx_lop *op) {
   const dhx_lop_kernel *k = &op->kspec;
-  uint64_t h = ((uint64_t)(uintptr_t)k->ew >> 4) * 0x9E3779B97F4A7C15ull ^
-               ((uint64_t)k->kind << 32 | (uint64_t)k->type << 16 | k->bf16);
-  uint32_t at = (uint32_t)(h >> 32) % KERNEL_SLOTS;
+  uint32_t at = (uint32_t)dhx_lop_kernel_hash(k) % KERNEL_SLOTS;
   for (int probe = 0; probe < KERNEL_SLOTS; probe++, at = (at + 1) % KERNEL_SLOTS) {
-    if (ids->id[at] >= 0 && same_kernel(&ids->key[at], k)) return ids->id[at];
+    if (ids->id[at] >= 0 && dhx_lop_kernel_same(&ids->key[at], k)) return ids->id[at];
     if (ids->id[at] < 0) break;
   }
   dhx_kernel_spec spec = dhx_lop_spec(op);

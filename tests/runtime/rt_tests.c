@@ -279,6 +279,7 @@ static dhx_plan_instr *find_op(dhx_plan *p, int rank, dhx_prog_kind prog, dhx_op
 
 static void b_gemm_b(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->args[1].i = 4; }
 static void b_gemm_ld(dhx_plan *p) { dhx_plan_own_gemm(p, instr(p, 0, DHX_PROG_MICRO, 1))->lda = 8; }
+static void b_gemm_shape(dhx_plan *p) { instr(p, 0, DHX_PROG_MICRO, 1)->gemm = NULL; }
 static void b_gemm_batch(dhx_plan *p) {
   dhx_plan_gemm *g = dhx_plan_own_gemm(p, instr(p, 0, DHX_PROG_MICRO, 1));
   g->batch[0] = 3;
@@ -408,6 +409,7 @@ static void test_plan_validation_names_the_field(void) {
                  "past buffer 'w' (needs 1028 bytes, has 1024)");
   expect_invalid(1, b_gemm_ld, "GEMM operand A: leading dimension 8 is smaller than its row length 16");
   expect_invalid(1, b_gemm_batch, "GEMM operand C: extent overflows");
+  expect_invalid(1, b_gemm_shape, "rank 0 program MICRO instr 1 (y = x W): a GEMM without its shape");
   expect_invalid(1, b_offset, "rank 0: buffer 3 'w': offset");
   expect_invalid(1, b_nbytes, "buffer 0 'tokens': nbytes 12 but its shape holds 128 bytes");
   expect_invalid(1, b_arena, "lies outside the arena");
