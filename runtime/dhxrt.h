@@ -68,6 +68,30 @@ int dhx_pool_threads(const dhx_pool *pool);
 // indices; the caller runs the first chunk. Returns when every chunk is done. Safe to call from
 // several threads (streams): parallel-fors run one at a time.
 void dhx_pool_for(dhx_pool *pool, int64_t n, int64_t grain, dhx_range_fn fn, void *ctx);
+// Runs fn(ctx) on the caller while no parallel-for of the pool runs: for work that brings
+// threads of its own (OpenBLAS's), so that the rank's cores still do one thing at a time.
+void dhx_pool_alone(dhx_pool *pool, void (*fn)(void *ctx), void *ctx);
+
+// ---- blas_threads.c ---------------------------------------------------------------------------
+// The single GEMM shapes of a rank's programs that OpenBLAS's own `threads` threads compute bit
+// for bit as one thread does (each tried once, both ways, when made); NULL if out of memory.
+typedef struct dhx_blas_shapes dhx_blas_shapes;
+dhx_blas_shapes *dhx_blas_shapes_new(const dhx_plan_rank *rank, int threads);
+void dhx_blas_shapes_free(dhx_blas_shapes *s);
+// Whether GEMM g runs on OpenBLAS's threads (an unbatched shape found the same bits).
+bool dhx_blas_threaded(const dhx_blas_shapes *s, const dhx_plan_gemm *g);
+// How many of the shapes do.
+int dhx_blas_shapes_threaded(const dhx_blas_shapes *s);
+// sgemm of rows [0, m) and columns [0, n) of g's C at a, b, c on the calling thread; and g whole
+// on OpenBLAS's `threads` threads. The executors' sgemm calls all go through one of the two.
+void dhx_blas_sgemm(const dhx_plan_gemm *g, int64_t m, int64_t n, const float *a, const float *b,
+                    float *c);
+void dhx_blas_sgemm_threaded(const dhx_plan_gemm *g, int threads, const float *a,
+                             const float *b, float *c);
+// Unless OPENBLAS_THREAD_TIMEOUT is set, sets it so that OpenBLAS's threads sleep as soon as a
+// job is done and runs this executable again with `argv` (OpenBLAS reads it as it loads). Call
+// it first in main; it returns (false) only where it did not run the executable again.
+bool dhx_blas_sleep_when_idle(char **argv);
 
 // ---- kernels_host.c ---------------------------------------------------------------------------
 typedef struct dhx_kernels {
@@ -178,6 +202,7 @@ typedef struct dhx_rt {
   dhx_rank_arena arena;
   dhx_kernels kernels;
   dhx_pool *pool;
+  dhx_blas_shapes *blas;  // the GEMMs OpenBLAS's threads run (blas_threads.c)
   dhx_streams *streams;
   dhx_comms *comms;  // NULL until dhx_rt_connect
   double regs[DHX_REG_COUNT];  // read by DHX_ARG_REG when an instruction runs

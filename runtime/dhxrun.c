@@ -247,6 +247,7 @@ static bool choose_backend(int rank, dhx_run_opts *o) {
 }
 
 int main(int argc, char **argv) {
+  dhx_blas_sleep_when_idle(argv);  // first, before MPI: OpenBLAS's idle threads sleep
   int provided = 0, rank = 0;
 #ifdef __linux__
   // Sleeps end within a microsecond rather than Linux's default 50 us of slack: the emulated

@@ -50,11 +50,13 @@ static void exec_kernel(dhx_rt *rt, const dhx_plan_instr *in) {
   dhx_pool_for(rt->pool, in->n, KERNEL_GRAIN, kernel_range, &job);
 }
 
-// GEMMs are parallelised here rather than inside OpenBLAS (which runs single-threaded, see
-// rt.c): over batches when there are several (attention's per-head products are too small to
-// split well), otherwise over blocks of rows of C (or columns, for a short wide C). Each worker
-// calls sgemm on a strided sub-matrix, so every element of C is computed exactly as the whole
-// call would compute it, and OpenBLAS's spinning helper threads never compete with the kernels.
+// A single GEMM runs on OpenBLAS's own threads when they compute its shape bit for bit as one
+// thread does (blas_threads.c): they share the packed panels of B, which workers calling sgemm
+// each on their rows of C pack once each. The other GEMMs are parallelised here, OpenBLAS
+// single-threaded: over batches when there are several (attention's per-head products are too
+// small to split well), otherwise over blocks of rows of C (or columns, for a short wide C).
+// Each worker calls sgemm on a strided sub-matrix, so every element of C is computed exactly as
+// the whole call would compute it.
 #define GEMM_MIN_ROWS 32
 
 typedef struct gemm_job {
@@ -62,14 +64,9 @@ typedef struct gemm_job {
   const float *a, *b;
   float *c;
   bool split_cols;  // single GEMM: split columns of C instead of rows
+  int threads;      // OpenBLAS's threads, for a GEMM they run whole
 } gemm_job;
 
-static void sgemm(const dhx_plan_gemm *g, int64_t m, int64_t n, const float *a, const float *b,
-                  float *c) {
-  cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
-              g->trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)g->k, (float)g->alpha,
-              a, (int)g->lda, b, (int)g->ldb, (float)g->beta, c, (int)g->ldc);
-}
 
 // Batches [begin, end) of the flattened two-level batch index.
 static void gemm_batches(void *ctx, int64_t begin, int64_t end) {
@@ -77,8 +74,9 @@ static void gemm_batches(void *ctx, int64_t begin, int64_t end) {
   const dhx_plan_gemm *g = j->g;
   for (int64_t t = begin; t < end; t++) {
     int64_t i = t / g->batch[1], l = t % g->batch[1];
-    sgemm(g, g->m, g->n, j->a + i * g->stride_a[0] + l * g->stride_a[1],
-          j->b + i * g->stride_b[0] + l * g->stride_b[1], j->c + i * g->stride_c[0] + l * g->stride_c[1]);
+    dhx_blas_sgemm(g, g->m, g->n, j->a + i * g->stride_a[0] + l * g->stride_a[1],
+                   j->b + i * g->stride_b[0] + l * g->stride_b[1],
+                   j->c + i * g->stride_c[0] + l * g->stride_c[1]);
   }
 }
 
@@ -88,10 +86,11 @@ static void gemm_block(void *ctx, int64_t begin, int64_t end) {
   gemm_job *j = ctx;
   const dhx_plan_gemm *g = j->g;
   if (j->split_cols)
-    sgemm(g, g->m, end - begin, j->a, j->b + (g->trans_b ? begin * g->ldb : begin), j->c + begin);
+    dhx_blas_sgemm(g, g->m, end - begin, j->a, j->b + (g->trans_b ? begin * g->ldb : begin),
+                   j->c + begin);
   else
-    sgemm(g, end - begin, g->n, j->a + (g->trans_a ? begin : begin * g->lda), j->b,
-          j->c + begin * g->ldc);
+    dhx_blas_sgemm(g, end - begin, g->n, j->a + (g->trans_a ? begin : begin * g->lda), j->b,
+                   j->c + begin * g->ldc);
 }
 
 // The GEMM's epilogue over C (m rows of n, ldc apart), after the product: the bias added to
@@ -111,10 +110,17 @@ void dhx_cpu_epilogue(const dhx_plan_gemm *g, float *c, const float *bias, float
   }
 }
 
+static void gemm_threaded(void *ctx) {
+  gemm_job *j = ctx;
+  dhx_blas_sgemm_threaded(j->g, j->threads, j->a, j->b, j->c);
+}
+
 void dhx_cpu_gemm(dhx_rt *rt, const dhx_plan_gemm *g, const float *a, const float *b, float *c) {
-  gemm_job job = {g, a, b, c, false};
+  gemm_job job = {g, a, b, c, false, dhx_pool_threads(rt->pool)};
   int64_t batches = g->batch[0] * g->batch[1];
-  if (batches > 1) {
+  if (dhx_blas_threaded(rt->blas, g)) {
+    dhx_pool_alone(rt->pool, gemm_threaded, &job);
+  } else if (batches > 1) {
     dhx_pool_for(rt->pool, batches, 1, gemm_batches, &job);
   } else if (g->m >= g->n || g->n < 2 * GEMM_MIN_ROWS) {
     dhx_pool_for(rt->pool, g->m, GEMM_MIN_ROWS, gemm_block, &job);

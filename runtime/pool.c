@@ -135,3 +135,9 @@ void dhx_pool_for(dhx_pool *pool, int64_t n, int64_t grain, dhx_range_fn fn, voi
   pthread_mutex_unlock(&pool->lock);
   pthread_mutex_unlock(&pool->submit);
 }
+
+void dhx_pool_alone(dhx_pool *pool, void (*fn)(void *ctx), void *ctx) {
+  pthread_mutex_lock(&pool->submit);
+  fn(ctx);
+  pthread_mutex_unlock(&pool->submit);
+}

@@ -28,11 +28,15 @@ bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *s
     snprintf(err, errlen, "cannot start the worker and stream threads");
     return false;
   }
-  // OpenBLAS runs single-threaded: exec_cpu.c splits GEMMs across the same worker pool as the
-  // kernels. OpenBLAS's own threads spin (sched_yield) between calls and took cores from the
-  // kernels that run between GEMMs; one pool for everything keeps the cores this rank was
-  // given busy with one thing at a time.
+  // OpenBLAS runs single-threaded unless a GEMM asks for its threads (blas_threads.c), which it
+  // does while the pool runs nothing else: exec_cpu.c splits the other GEMMs across the same
+  // worker pool as the kernels, so the cores this rank was given do one thing at a time.
   openblas_set_num_threads(1);
+  rt->blas = dhx_blas_shapes_new(rt->rank, dhx_pool_threads(rt->pool));
+  if (!rt->blas) {
+    snprintf(err, errlen, "out of memory trying the GEMM shapes on OpenBLAS's threads");
+    return false;
+  }
   return true;
 }
 
@@ -42,6 +46,7 @@ void dhx_rt_free(dhx_rt *rt) {
   dhx_rt_leave_device(rt);
   dhx_streams_free(rt->streams);  // first: its threads use everything below
   dhx_pool_free(rt->pool);
+  dhx_blas_shapes_free(rt->blas);
   dhx_comms_free(rt->comms);
   dhx_kernels_unload(&rt->kernels);
   dhx_rank_arena_free(&rt->arena);

@@ -21,7 +21,8 @@ flags=(-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-sanitize-recover
 "$clang" "${flags[@]}" -fsanitize=fuzzer,address,undefined -I"$SRC/runtime" -I"$SRC/tests/plan" \
   $(mpicc --showme:compile) "$SRC/tests/runtime/fuzz_plan.c" "$SRC/tests/plan/plan_exec.c" \
   "$SRC"/runtime/plan_*.c "$SRC/runtime/exec_cpu.c" "$SRC/runtime/exec_bf16.c" \
-  "$SRC/runtime/pool.c" "$SRC/runtime/kernels_host.c" "$SRC/runtime/comm.c" \
+  "$SRC/runtime/pool.c" "$SRC/runtime/blas_threads.c" "$SRC/runtime/kernels_host.c" \
+  "$SRC/runtime/comm.c" \
   $(mpicc --showme:link) -lopenblas -ldl -lpthread -lm -o fuzz_plan
 "$TOY" plan seed1 --dp 1 >/dev/null
 "$TOY" plan seed2 --dp 2 >/dev/null

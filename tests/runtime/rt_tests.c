@@ -920,19 +920,10 @@ static double op_at(const float *x, bool trans, int64_t ld, int64_t r, int64_t c
   return trans ? x[c * ld + r] : x[r * ld + c];
 }
 
-// Row split (m >= n), column split (wide C) and batch split, with transposes, padded leading
-// dimensions, alpha and beta: the results match a plain triple loop, and are bitwise the same
-// with 1 and 3 worker threads.
-static void test_gemm_splits_match_reference(void) {
-  static const gemm_case cases[] = {
-      {0, 0, 100, 70, 50, 3, 1, 1},  // rows of C split across workers
-      {1, 1, 20, 130, 40, 5, 1, 1},  // columns
-      {1, 0, 17, 9, 11, 2, 2, 3},    // batches
-      {0, 1, 300, 64, 33, 0, 1, 1},
-  };
-  const int ncases = sizeof cases / sizeof cases[0];
+// A plan of one GEMM per case in MICRO, operands padded by case.pad, alpha 0.5 and beta 0.25;
+// ids[c] = the buffers of case c's A, B and C.
+static dhx_plan *gemm_plan(const gemm_case *cases, int ncases, int32_t (*ids)[3]) {
   dhx_plan *p = tb_new(1);
-  int32_t ids[4][3];
   for (int c = 0; c < ncases; c++) {
     const gemm_case *g = &cases[c];
     int64_t nb = g->batch0 * g->batch1;
@@ -960,43 +951,104 @@ static void test_gemm_splits_match_reference(void) {
     fprintf(stderr, "%s\n", err);
     exit(1);
   }
-  uint8_t *result[2] = {NULL, NULL};
-  for (int run = 0; run < 2; run++) {
-    dhx_rt rt;
-    CHECK(dhx_rt_init(&rt, p, 0, "unused.so", run == 0 ? 1 : 3, err, sizeof err));
-    float *x = (float *)rt.arena.base;
-    for (int64_t i = 0; i < p->ranks[0].arena_bytes / 4; i++) x[i] = (float)((i * 7919) % 23) * 0.125f - 1.0f;
-    float *c0 = malloc((size_t)p->ranks[0].arena_bytes);
-    memcpy(c0, x, (size_t)p->ranks[0].arena_bytes);
-    dhx_rt_run(&rt, DHX_PROG_MICRO);
-    for (int c = 0; c < ncases && run == 0; c++) {
-      const dhx_plan_gemm *g = p->ranks[0].programs[DHX_PROG_MICRO].instrs[c].gemm;
-      const float *a = dhx_rt_buffer(&rt, ids[c][0]), *b = dhx_rt_buffer(&rt, ids[c][1]);
-      const float *cc = dhx_rt_buffer(&rt, ids[c][2]);
-      const float *cin = (const float *)((uint8_t *)c0 + p->ranks[0].buffers[ids[c][2]].offset);
-      for (int64_t t = 0; t < g->batch[0] * g->batch[1]; t++) {
-        int64_t i0 = t / g->batch[1], i1 = t % g->batch[1];
-        const float *at = a + i0 * g->stride_a[0] + i1 * g->stride_a[1];
-        const float *bt = b + i0 * g->stride_b[0] + i1 * g->stride_b[1];
-        int64_t co = i0 * g->stride_c[0] + i1 * g->stride_c[1];
-        for (int64_t r = 0; r < g->m; r++)
-          for (int64_t q = 0; q < g->n; q++) {
-            double sum = 0;
-            for (int64_t l = 0; l < g->k; l++)
-              sum += op_at(at, g->trans_a, g->lda, r, l) * op_at(bt, g->trans_b, g->ldb, l, q);
-            double want = g->alpha * sum + g->beta * cin[co + r * g->ldc + q];
-            CHECK(fabs(cc[co + r * g->ldc + q] - want) <= 1e-4 * (1 + fabs(want)));
-          }
-      }
+  return p;
+}
+
+// C of every case against a plain triple loop in double, from the arena before the run (c0).
+static void check_gemms_against_reference(const dhx_plan *p, const dhx_rt *rt, const uint8_t *c0,
+                                          int ncases, int32_t (*ids)[3]) {
+  for (int c = 0; c < ncases; c++) {
+    const dhx_plan_gemm *g = p->ranks[0].programs[DHX_PROG_MICRO].instrs[c].gemm;
+    const float *a = dhx_rt_buffer(rt, ids[c][0]), *b = dhx_rt_buffer(rt, ids[c][1]);
+    const float *cc = dhx_rt_buffer(rt, ids[c][2]);
+    const float *cin = (const float *)(c0 + p->ranks[0].buffers[ids[c][2]].offset);
+    for (int64_t t = 0; t < g->batch[0] * g->batch[1]; t++) {
+      int64_t i0 = t / g->batch[1], i1 = t % g->batch[1];
+      const float *at = a + i0 * g->stride_a[0] + i1 * g->stride_a[1];
+      const float *bt = b + i0 * g->stride_b[0] + i1 * g->stride_b[1];
+      int64_t co = i0 * g->stride_c[0] + i1 * g->stride_c[1];
+      for (int64_t r = 0; r < g->m; r++)
+        for (int64_t q = 0; q < g->n; q++) {
+          double sum = 0;
+          for (int64_t l = 0; l < g->k; l++)
+            sum += op_at(at, g->trans_a, g->lda, r, l) * op_at(bt, g->trans_b, g->ldb, l, q);
+          double want = g->alpha * sum + g->beta * cin[co + r * g->ldc + q];
+          CHECK(fabs(cc[co + r * g->ldc + q] - want) <= 1e-4 * (1 + fabs(want)));
+        }
     }
-    result[run] = malloc((size_t)p->ranks[0].arena_bytes);
-    memcpy(result[run], rt.arena.base, (size_t)p->ranks[0].arena_bytes);
-    free(c0);
-    dhx_rt_free(&rt);
   }
-  CHECK(memcmp(result[0], result[1], (size_t)p->ranks[0].arena_bytes) == 0);
-  free(result[0]);
-  free(result[1]);
+}
+
+// Runs MICRO of the plan on `threads` workers from a fixed arena; returns the arena after it.
+// `blas_threaded`, when given, counts the shapes that ran on OpenBLAS's threads.
+static uint8_t *run_gemms(const dhx_plan *p, int threads, bool check_reference, int ncases,
+                          int32_t (*ids)[3], int *blas_threaded) {
+  char err[1024];
+  dhx_rt rt;
+  CHECK(dhx_rt_init(&rt, p, 0, "unused.so", threads, err, sizeof err));
+  size_t bytes = (size_t)p->ranks[0].arena_bytes;
+  // Pseudo-random values, whose sums round differently in another order (a pattern of a few
+  // eighths would sum exactly in any order and hide one).
+  float *x = (float *)rt.arena.base;
+  uint64_t v = 88172645463325252ull;
+  for (size_t i = 0; i < bytes / 4; i++) {
+    v ^= v << 13, v ^= v >> 7, v ^= v << 17;
+    x[i] = (float)((double)(v >> 40) / (double)(1 << 24) * 2.0 - 1.0);
+  }
+  uint8_t *c0 = malloc(bytes);
+  memcpy(c0, x, bytes);
+  dhx_rt_run(&rt, DHX_PROG_MICRO);
+  if (check_reference) check_gemms_against_reference(p, &rt, c0, ncases, ids);
+  if (blas_threaded) *blas_threaded = dhx_blas_shapes_threaded(rt.blas);
+  uint8_t *result = malloc(bytes);
+  memcpy(result, rt.arena.base, bytes);
+  free(c0);
+  dhx_rt_free(&rt);
+  return result;
+}
+
+// Row split (m >= n), column split (wide C) and batch split, with transposes, padded leading
+// dimensions, alpha and beta: the results match a plain triple loop, and are bitwise the same
+// with 1 and 3 worker threads.
+static void test_gemm_splits_match_reference(void) {
+  static const gemm_case cases[] = {
+      {0, 0, 100, 70, 50, 3, 1, 1},  // rows of C split across workers
+      {1, 1, 20, 130, 40, 5, 1, 1},  // columns
+      {1, 0, 17, 9, 11, 2, 2, 3},    // batches
+      {0, 1, 300, 64, 33, 0, 1, 1},
+  };
+  enum { ncases = sizeof cases / sizeof cases[0] };
+  int32_t ids[ncases][3];
+  dhx_plan *p = gemm_plan(cases, ncases, ids);
+  uint8_t *one = run_gemms(p, 1, true, ncases, ids, NULL);
+  uint8_t *three = run_gemms(p, 3, false, ncases, ids, NULL);
+  CHECK(memcmp(one, three, (size_t)p->ranks[0].arena_bytes) == 0);
+  free(one);
+  free(three);
+  tb_free(p);
+}
+
+// GEMMs large enough for OpenBLAS to thread, with depths that its threaded driver cuts into
+// blocks as its single-threaded one does (128, 768) and depths it may cut otherwise (513, 1200,
+// 2049): every product is bitwise the same with 1 worker and with 2, and at least one shape ran
+// on OpenBLAS's threads (the others stay on the pool's split, which keeps the bits).
+static void test_gemm_on_blas_threads_keeps_the_single_thread_bits(void) {
+  static const gemm_case cases[] = {
+      {0, 0, 512, 512, 128, 0, 1, 1}, {0, 1, 300, 700, 768, 4, 1, 1},
+      {1, 0, 256, 384, 513, 0, 1, 1}, {1, 1, 384, 256, 1200, 3, 1, 1},
+      {0, 0, 96, 320, 2049, 0, 1, 1},
+  };
+  enum { ncases = sizeof cases / sizeof cases[0] };
+  int32_t ids[ncases][3];
+  dhx_plan *p = gemm_plan(cases, ncases, ids);
+  int threaded = -1;
+  uint8_t *one = run_gemms(p, 1, false, ncases, ids, NULL);
+  uint8_t *two = run_gemms(p, 2, false, ncases, ids, &threaded);
+  CHECK(memcmp(one, two, (size_t)p->ranks[0].arena_bytes) == 0);
+  printf("%d of %d shapes on OpenBLAS's threads\n", threaded, ncases);
+  CHECK(threaded >= 1);
+  free(one);
+  free(two);
   tb_free(p);
 }
 
@@ -1017,6 +1069,8 @@ static const tl_test tests[] = {
     {"checkpoint_fills_shards_and_padding", test_checkpoint_fills_shards_and_padding},
     {"pool_covers_every_index_once", test_pool_covers_every_index_once},
     {"gemm_splits_match_reference", test_gemm_splits_match_reference},
+    {"gemm_on_blas_threads_keeps_the_single_thread_bits",
+     test_gemm_on_blas_threads_keeps_the_single_thread_bits},
 };
 
 int main(int argc, char **argv) {
