@@ -373,6 +373,10 @@ bool dhx_read_config(const dhx_program *p, dhx_config *cfg) {
     read_train(train, cfg, written);
   }
   if (!cfg->precision_loc.file) cfg->precision = cfg->cluster_cpu ? DHX_PREC_F32 : DHX_PREC_BF16;
+  // The overlap search is not lowered in a pipeline (compile.c, dhx_unlowered): unless asked
+  // for by name there, paired strands run free, as `search: none` says.
+  if (!cfg->strands_search_loc.file)
+    cfg->strands_search = cfg->pp > 1 ? DHX_SEARCH_NONE : DHX_SEARCH_DP;
   if (dhx_diag.errors == errors) check_batches(cfg, written[T_GLOBAL_BATCH]);
   if (dhx_diag.errors == errors) dhx_check_schedule_fields(cfg);
   if (dhx_diag.errors == errors) warn_degenerate_training(cfg, written);

@@ -96,8 +96,10 @@ static void read_strands(const dhx_fields *fs, dhx_config *cfg) {
     switch (k) {
       case 0: dhx_cfg_bool(v, "pair", &cfg->strands_pair); break;
       case 1:
-        if ((c = dhx_cfg_choice(v, "search", searches)) >= 0)
+        if ((c = dhx_cfg_choice(v, "search", searches)) >= 0) {
           cfg->strands_search = c == 0 ? DHX_SEARCH_DP : c == 1 ? DHX_SEARCH_GREEDY : DHX_SEARCH_NONE;
+          cfg->strands_search_loc = v->loc;
+        }
         break;
       case 2:
         if ((c = dhx_cfg_choice(v, "fold", folds)) >= 0) cfg->fold = c == 1 ? DHX_FOLD_W : DHX_FOLD_OFF;

@@ -195,6 +195,7 @@ typedef struct dhx_config {
   dhx_loc optimizer_loc;        // the optimizer call (file NULL when defaulted)
   // where each schedule block was written (file NULL when absent), for diagnostics
   dhx_loc parallel_loc, strands_loc, compress_loc, offload_loc, sequence_loc, precision_loc;
+  dhx_loc strands_search_loc;  // where `search` is written (none: the default of the layout)
   dhx_loc layout_locs[7];       // the values of dp, tp, pp, sp, zero, virtual, stages (file
                                 //   NULL when defaulted)
 } dhx_config;

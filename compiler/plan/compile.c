@@ -33,9 +33,11 @@ const char *dhx_unlowered(const dhx_config *cfg, const dhx_loc **at, char *buf, 
   if (cfg->strands_pair && cfg->pp > 1 && cfg->strands_search != DHX_SEARCH_NONE) {
     // The search's events hold the two strands together step by step; in a pipeline a step
     // may hold a receive that waits for the neighbour stage, which waits in turn for this one.
-    *at = cfg->strands_loc.file ? &cfg->strands_loc : sched;
+    *at = cfg->strands_search_loc.file ? &cfg->strands_search_loc
+          : cfg->strands_loc.file       ? &cfg->strands_loc
+                                        : sched;
     snprintf(buf, n, "the overlap search of paired strands in a pipeline (search: %s with pp > "
-             "1; search: none pairs pipelined strands)",
+             "1; search: none, the default there, pairs pipelined strands)",
              cfg->strands_search == DHX_SEARCH_DP ? "dp" : "greedy");
   } else if (cfg->tlq_intra && cfg->tlq_hadamard != 0 && cfg->tlq_hadamard != 32) {
     *at = cfg->tlq_loc.file ? &cfg->tlq_loc : sched;  // the kernels transform blocks of 32

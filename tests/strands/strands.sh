@@ -159,6 +159,14 @@ case $case_name in
     grep -q "the overlap search of paired strands in a pipeline (search: dp with pp > 1" \
       refused.txt || { cat refused.txt; exit 1; }
     echo "search: dp with pp 2 is refused with the reason"
+    # Not written, `search` is none in a pipeline (dp with one stage): the same plan as none.
+    common 1 1 2
+    "$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" \
+      --set schedule.strands.pair=on > default.txt
+    "$DHXC" "$SRC/samples/tiny.dhx" --emit=schedule "${args[@]}" "${paired[@]}" > none.txt
+    cmp default.txt none.txt || { echo "pp 2 without search differs from search: none"; exit 1; }
+    grep -q ' turn ' default.txt || { echo "pp 2 without search: no turns, not free"; exit 1; }
+    echo "pair: on with pp 2 and no search: the plan of search: none"
     ;;
   turns)
     # A CPU rank runs free paired strands' compute in dhxc's turns (plan-format.md, "Turns"):
