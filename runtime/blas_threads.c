@@ -37,9 +37,16 @@ static pthread_rwlock_t blas_mode = PTHREAD_RWLOCK_INITIALIZER;
 
 bool dhx_blas_sleep_when_idle(char **argv) {
   if (getenv("OPENBLAS_THREAD_TIMEOUT")) return false;
+  // The executable's path rather than /proc/self/exe itself: under valgrind that is valgrind's
+  // own tool, which refuses to be run directly (the path read through it is this program's).
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0 || n >= (ssize_t)sizeof self - 1) return false;  // no /proc: OpenBLAS's threads spin
+  self[n] = '\0';
   if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return false;
-  execv("/proc/self/exe", argv);
-  return false;  // no /proc: run on, with OpenBLAS's threads spinning
+  execv(self, argv);
+  unsetenv("OPENBLAS_THREAD_TIMEOUT");  // not run again: as it was
+  return false;
 }
 
 struct dhx_blas_shapes {
