@@ -9,7 +9,7 @@
 // what is left of k lies between one and two blocks), which changes the order of the sums, and
 // a run must be bitwise the same at any thread count (pool.c; the parity tests compare runs of
 // 1 and 2 ranks on two cores). So each shape is computed once both ways on made-up operands
-// when the runtime starts, and only the shapes whose products come out bit for bit the same run
+// the first time it runs, and only the shapes whose products come out bit for bit the same run
 // on OpenBLAS's threads. A different order of sums shows in nearly every element of a product
 // of pseudo-random operands; the same order gives the same bits whatever the operands.
 //
@@ -51,8 +51,9 @@ bool dhx_blas_sleep_when_idle(char **argv) {
 
 struct dhx_blas_shapes {
   int threads;
+  pthread_mutex_t lock;  // the table: streams look shapes up, and add them, at once
   int n, cap;
-  dhx_plan_gemm *shape;  // the single (unbatched) GEMM shapes probed, batch and strides cleared
+  dhx_plan_gemm *shape;  // the single (unbatched) GEMM shapes tried, batch and strides cleared
   bool *threaded;        // per shape: OpenBLAS's threads give the same bits
 };
 
@@ -133,9 +134,9 @@ static bool same_bits(const dhx_plan_gemm *g, int threads) {
   return same;
 }
 
-static bool add_shape(dhx_blas_shapes *s, const dhx_plan_gemm *g) {
-  dhx_plan_gemm key = shape_of(g);
-  if (find(s, &key) >= 0) return true;
+// Tries the shape the first time it runs, so that a rank on a GPU, whose GEMMs never run
+// here, tries none. False when the table cannot grow (the pool's split then runs it).
+static bool add_shape(dhx_blas_shapes *s, const dhx_plan_gemm *key) {
   if (s->n == s->cap) {
     int cap = s->cap ? 2 * s->cap : 16;
     dhx_plan_gemm *shape = realloc(s->shape, sizeof *shape * (size_t)cap);
@@ -146,47 +147,42 @@ static bool add_shape(dhx_blas_shapes *s, const dhx_plan_gemm *g) {
     s->threaded = threaded;
     s->cap = cap;
   }
-  s->shape[s->n] = key;
-  s->threaded[s->n] = same_bits(&key, s->threads);
-  s->n++;
-  return true;
+  s->shape[s->n] = *key;
+  s->threaded[s->n] = same_bits(key, s->threads);
+  return s->threaded[s->n++];
 }
 
-dhx_blas_shapes *dhx_blas_shapes_new(const dhx_plan_rank *rank, int threads) {
+dhx_blas_shapes *dhx_blas_shapes_new(int threads) {
   dhx_blas_shapes *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->threads = threads;
-  if (threads < 2) return s;  // one thread: nothing to ask OpenBLAS's threads for
-  for (int p = 0; p < DHX_PROG_COUNT; p++) {
-    const dhx_plan_program *prog = &rank->programs[p];
-    for (uint32_t i = 0; i < prog->ninstrs; i++) {
-      const dhx_plan_gemm *g = prog->instrs[i].gemm;
-      if (prog->instrs[i].op != DHX_OP_GEMM || !g || g->batch[0] * g->batch[1] != 1) continue;
-      if (!add_shape(s, g)) {
-        dhx_blas_shapes_free(s);
-        return NULL;
-      }
-    }
-  }
+  pthread_mutex_init(&s->lock, NULL);
   return s;
 }
 
 void dhx_blas_shapes_free(dhx_blas_shapes *s) {
   if (!s) return;
+  pthread_mutex_destroy(&s->lock);
   free(s->shape);
   free(s->threaded);
   free(s);
 }
 
-int dhx_blas_shapes_threaded(const dhx_blas_shapes *s) {
+int dhx_blas_shapes_threaded(dhx_blas_shapes *s) {
+  if (!s) return 0;
+  pthread_mutex_lock(&s->lock);
   int n = 0;
-  for (int i = 0; s && i < s->n; i++) n += s->threaded[i];
+  for (int i = 0; i < s->n; i++) n += s->threaded[i];
+  pthread_mutex_unlock(&s->lock);
   return n;
 }
 
-bool dhx_blas_threaded(const dhx_blas_shapes *s, const dhx_plan_gemm *g) {
+bool dhx_blas_threaded(dhx_blas_shapes *s, const dhx_plan_gemm *g) {
   if (!s || s->threads < 2 || g->batch[0] * g->batch[1] != 1) return false;
   dhx_plan_gemm key = shape_of(g);
+  pthread_mutex_lock(&s->lock);
   int i = find(s, &key);
-  return i >= 0 && s->threaded[i];
+  bool threaded = i >= 0 ? s->threaded[i] : add_shape(s, &key);
+  pthread_mutex_unlock(&s->lock);
+  return threaded;
 }

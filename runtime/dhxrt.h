@@ -73,15 +73,16 @@ void dhx_pool_for(dhx_pool *pool, int64_t n, int64_t grain, dhx_range_fn fn, voi
 void dhx_pool_alone(dhx_pool *pool, void (*fn)(void *ctx), void *ctx);
 
 // ---- blas_threads.c ---------------------------------------------------------------------------
-// The single GEMM shapes of a rank's programs that OpenBLAS's own `threads` threads compute bit
-// for bit as one thread does (each tried once, both ways, when made); NULL if out of memory.
+// The single GEMM shapes that OpenBLAS's own `threads` threads compute bit for bit as one
+// thread does, each tried both ways the first time it runs; NULL if out of memory.
 typedef struct dhx_blas_shapes dhx_blas_shapes;
-dhx_blas_shapes *dhx_blas_shapes_new(const dhx_plan_rank *rank, int threads);
+dhx_blas_shapes *dhx_blas_shapes_new(int threads);
 void dhx_blas_shapes_free(dhx_blas_shapes *s);
-// Whether GEMM g runs on OpenBLAS's threads (an unbatched shape found the same bits).
-bool dhx_blas_threaded(const dhx_blas_shapes *s, const dhx_plan_gemm *g);
-// How many of the shapes do.
-int dhx_blas_shapes_threaded(const dhx_blas_shapes *s);
+// Whether GEMM g runs on OpenBLAS's threads (an unbatched shape found the same bits); tries
+// its shape if new. Safe to call from several threads.
+bool dhx_blas_threaded(dhx_blas_shapes *s, const dhx_plan_gemm *g);
+// How many of the shapes tried so far do.
+int dhx_blas_shapes_threaded(dhx_blas_shapes *s);
 // sgemm of rows [0, m) and columns [0, n) of g's C at a, b, c on the calling thread; and g whole
 // on OpenBLAS's `threads` threads. The executors' sgemm calls all go through one of the two.
 void dhx_blas_sgemm(const dhx_plan_gemm *g, int64_t m, int64_t n, const float *a, const float *b,

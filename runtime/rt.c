@@ -32,9 +32,9 @@ bool dhx_rt_init(dhx_rt *rt, const dhx_plan *plan, int world_rank, const char *s
   // does while the pool runs nothing else: exec_cpu.c splits the other GEMMs across the same
   // worker pool as the kernels, so the cores this rank was given do one thing at a time.
   openblas_set_num_threads(1);
-  rt->blas = dhx_blas_shapes_new(rt->rank, dhx_pool_threads(rt->pool));
+  rt->blas = dhx_blas_shapes_new(dhx_pool_threads(rt->pool));
   if (!rt->blas) {
-    snprintf(err, errlen, "out of memory trying the GEMM shapes on OpenBLAS's threads");
+    snprintf(err, errlen, "out of memory for the table of GEMM shapes");
     return false;
   }
   return true;
