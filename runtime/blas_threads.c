@@ -53,7 +53,7 @@ struct dhx_blas_shapes {
   int threads;
   pthread_mutex_t lock;  // the table: streams look shapes up, and add them, at once
   int n, cap;
-  dhx_plan_gemm *shape;  // the single (unbatched) GEMM shapes tried, batch and strides cleared
+  dhx_plan_gemm *shape;  // the single (unbatched) GEMM shapes tried
   bool *threaded;        // per shape: OpenBLAS's threads give the same bits
 };
 
@@ -80,20 +80,18 @@ void dhx_blas_sgemm_threaded(const dhx_plan_gemm *g, int threads, const float *a
   pthread_rwlock_unlock(&blas_mode);
 }
 
-// Only what decides how the product is computed: dimensions, transposes, strides, alpha, beta.
-static dhx_plan_gemm shape_of(const dhx_plan_gemm *g) {
-  dhx_plan_gemm s = {0};
-  s.trans_a = g->trans_a;
-  s.trans_b = g->trans_b;
-  s.m = g->m, s.n = g->n, s.k = g->k;
-  s.lda = g->lda, s.ldb = g->ldb, s.ldc = g->ldc;
-  s.alpha = g->alpha, s.beta = g->beta;
-  return s;
+// Only what decides how the product is computed: dimensions, transposes, strides, alpha and
+// beta (their bits: a NaN is one shape too), field by field (a struct's padding is not its own).
+static bool same_shape(const dhx_plan_gemm *a, const dhx_plan_gemm *b) {
+  return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->m == b->m && a->n == b->n &&
+         a->k == b->k && a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc &&
+         !memcmp(&a->alpha, &b->alpha, sizeof a->alpha) &&
+         !memcmp(&a->beta, &b->beta, sizeof a->beta);
 }
 
-static int find(const dhx_blas_shapes *s, const dhx_plan_gemm *key) {
+static int find(const dhx_blas_shapes *s, const dhx_plan_gemm *g) {
   for (int i = 0; i < s->n; i++)
-    if (!memcmp(&s->shape[i], key, sizeof *key)) return i;
+    if (same_shape(&s->shape[i], g)) return i;
   return -1;
 }
 
@@ -136,7 +134,7 @@ static bool same_bits(const dhx_plan_gemm *g, int threads) {
 
 // Tries the shape the first time it runs, so that a rank on a GPU, whose GEMMs never run
 // here, tries none. False when the table cannot grow (the pool's split then runs it).
-static bool add_shape(dhx_blas_shapes *s, const dhx_plan_gemm *key) {
+static bool add_shape(dhx_blas_shapes *s, const dhx_plan_gemm *g) {
   if (s->n == s->cap) {
     int cap = s->cap ? 2 * s->cap : 16;
     dhx_plan_gemm *shape = realloc(s->shape, sizeof *shape * (size_t)cap);
@@ -147,8 +145,8 @@ static bool add_shape(dhx_blas_shapes *s, const dhx_plan_gemm *key) {
     s->threaded = threaded;
     s->cap = cap;
   }
-  s->shape[s->n] = *key;
-  s->threaded[s->n] = same_bits(key, s->threads);
+  s->shape[s->n] = *g;
+  s->threaded[s->n] = same_bits(g, s->threads);
   return s->threaded[s->n++];
 }
 
@@ -179,10 +177,9 @@ int dhx_blas_shapes_threaded(dhx_blas_shapes *s) {
 
 bool dhx_blas_threaded(dhx_blas_shapes *s, const dhx_plan_gemm *g) {
   if (!s || s->threads < 2 || g->batch[0] * g->batch[1] != 1) return false;
-  dhx_plan_gemm key = shape_of(g);
   pthread_mutex_lock(&s->lock);
-  int i = find(s, &key);
-  bool threaded = i >= 0 ? s->threaded[i] : add_shape(s, &key);
+  int i = find(s, g);
+  bool threaded = i >= 0 ? s->threaded[i] : add_shape(s, g);
   pthread_mutex_unlock(&s->lock);
   return threaded;
 }
