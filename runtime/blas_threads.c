@@ -25,13 +25,12 @@
 // so dhxrun runs itself again with 4 (2^4 cycles: sleep at once) unless the variable is set.
 #include <cblas.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "dhxrt.h"
-
-void openblas_set_num_threads(int num_threads);  // OpenBLAS's own, not in its cblas.h
 
 static pthread_rwlock_t blas_mode = PTHREAD_RWLOCK_INITIALIZER;
 
@@ -182,4 +181,10 @@ bool dhx_blas_threaded(dhx_blas_shapes *s, const dhx_plan_gemm *g) {
   bool threaded = i >= 0 ? s->threaded[i] : add_shape(s, g);
   pthread_mutex_unlock(&s->lock);
   return threaded;
+}
+
+void dhx_blas_version(char *out, size_t len) {
+  const char *timeout = getenv("OPENBLAS_THREAD_TIMEOUT");
+  snprintf(out, len, "%s; idle threads: OPENBLAS_THREAD_TIMEOUT=%s\n",
+           openblas_get_config(), timeout ? timeout : "unset (they spin)");
 }

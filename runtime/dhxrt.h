@@ -93,6 +93,8 @@ void dhx_blas_sgemm_threaded(const dhx_plan_gemm *g, int threads, const float *a
 // job is done and runs this executable again with `argv` (OpenBLAS reads it as it loads). Call
 // it first in main; it returns (false) only where it did not run the executable again.
 bool dhx_blas_sleep_when_idle(char **argv);
+// "<OpenBLAS's build config>; idle threads: OPENBLAS_THREAD_TIMEOUT=<as it loaded>\n", for --version.
+void dhx_blas_version(char *out, size_t len);
 
 // ---- kernels_host.c ---------------------------------------------------------------------------
 typedef struct dhx_kernels {

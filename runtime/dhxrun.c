@@ -53,7 +53,8 @@ static const char *usage_text =
     "                         --profile or --net-emulate ask for the CPU; cuda says why it\n"
     "                         cannot run here)\n"
     "  --quiet                print nothing but errors\n"
-    "  --version              dhxrun's version and those of the GPU libraries it finds\n"
+    "  --version              dhxrun's version, OpenBLAS's and those of the GPU libraries it\n"
+    "                         finds\n"
     "  --help                 this text\n"
     "\n"
     "SIGINT, SIGTERM or SIGUSR1 on any rank: every rank finishes its step, the checkpoint is\n"
@@ -205,9 +206,10 @@ static parse_result parse_args(int argc, char **argv, dhx_run_opts *o, char *err
 }
 
 static void print_version(void) {
-  char libs[2048];
+  char libs[2048], blas[512];
   dhx_gpu_versions(libs, sizeof libs);
-  printf("dhxrun (DHX) %s\n%s", DHX_VERSION, libs);
+  dhx_blas_version(blas, sizeof blas);
+  printf("dhxrun (DHX) %s\n%s%s", DHX_VERSION, blas, libs);
 }
 
 // Options that act on the CPU backend's stream threads and communicators only.

@@ -3,7 +3,6 @@
 //
 // The plan is validated before anything runs, so pointers computed here are inside the arena
 // and every kernel, buffer and register id is in range.
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -66,7 +65,6 @@ typedef struct gemm_job {
   bool split_cols;  // single GEMM: split columns of C instead of rows
   int threads;      // OpenBLAS's threads, for a GEMM they run whole
 } gemm_job;
-
 
 // Batches [begin, end) of the flattened two-level batch index.
 static void gemm_batches(void *ctx, int64_t begin, int64_t end) {

@@ -84,6 +84,14 @@ case $case_name in
     $MPIRUN -np 2 "$DHXRUN" p2 --train train.bin --resume ck2/step_5.safetensors --metrics r2.jsonl --quiet
     "$TOY" same r2.jsonl full2.jsonl 0
     ;;
+  version_says_openblas_threads_sleep_when_idle)
+    # dhxrun starts itself again with OPENBLAS_THREAD_TIMEOUT=4, which OpenBLAS reads as it
+    # loads (blas_threads.c); a value the user set is kept.
+    env -u OPENBLAS_THREAD_TIMEOUT "$DHXRUN" --version > out.txt
+    cat out.txt
+    grep -q -E '^OpenBLAS .*; idle threads: OPENBLAS_THREAD_TIMEOUT=4$' out.txt
+    OPENBLAS_THREAD_TIMEOUT=9 "$DHXRUN" --version | grep -q 'OPENBLAS_THREAD_TIMEOUT=9$'
+    ;;
   errors_are_clear)
     "$TOY" plan p --steps 2
     "$DHXRUN" --help | grep -q -- '--checkpoint-dir DIR'
