@@ -512,7 +512,9 @@ static void find_uses(liveness *v, int prog, const int8_t *act_of) {
       if (v->first[lt] < 0) {
         v->first[lt] = i;
         v->size[lt] = align_up(dhx_tensor_alloc_bytes(&g->tensors[t]));
-        v->odd[lt] = op->at.micro % 2;
+        int m = op->at.micro;  // the strand's, for paired strands
+        v->odd[lt] = g->strand_of && l == &g->prog[DHX_PROG_MICRO] && m >= 0 ? g->strand_of[m]
+                                                                             : m % 2;
         int k = v->n++;
         for (; k > seen && v->order[k - 1] > t; k--) v->order[k] = v->order[k - 1];
         v->order[k] = t;

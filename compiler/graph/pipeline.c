@@ -10,8 +10,9 @@
 // of pp micro-batches per chunk, with a warm-up of 2(pp-s-1) + (v-1)pp blocks, which shrinks
 // the pipeline's idle time by about v. Folded into a W (two chunks per stage, going down and
 // coming back up), the blocks run in an order found by simulating the W (dhx_fold_order,
-// below). With paired strands (schedule) the blocks of
-// micro-batch m compute on strand m % 2's stream, so each forward runs beside a backward.
+// below). With paired strands (schedule) the blocks of micro-batch m compute on strand
+// m % 2's stream (in a W, the strand its stage picks: dhx_fold_strands), so each forward runs
+// beside a backward.
 // Each block's copy of its template gets its own activation tensors (the memory planner lets
 // copies whose lifetimes do not overlap share bytes), its slot of the token, target and loss
 // buffers, and the transfers around it:
@@ -98,11 +99,18 @@ typedef struct pipe {
   int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
                             // the latest backward (-1: none yet)
   int strand_comm[2];       // each strand's communication stream (async collectives)
-  // Paired: the latest backward written, which the forwards written after it run beside: its
-  // compute stream (-1: none yet) and the events it recorded as it left each of its layers
-  // (left_ev[0 .. nleft-1], grown as needed). See hold_forward.
-  int left_stream, nleft, left_cap;
-  int *left_ev;
+  // Paired: per strand (0: the one on stream 0), its latest backward written, which forwards
+  // written after it may run beside: the events it recorded as it left each of its layers
+  // (ev[0 .. n-1], grown as needed; n 0: none yet); `latest`: the strand of the latest of the
+  // two (-1: none yet). See hold_forward.
+  struct left_marks {
+    int n, cap;
+    int *ev;
+  } left[2];
+  int latest;
+  int block_end[2][2];      // paired in a W: per strand, the events its latest two blocks
+                            // recorded as they ended (-1: none; keep_strands_close)
+  const int *strand_of;     // g->strand_of
   int alias_from, alias_to; // folded, stage pp-1: chunk 0's output gradient is chunk 1's input
                             // gradient, handed over in place (-1: none)
 } pipe;
@@ -266,10 +274,11 @@ static int neighbour(const dhx_graph *g, int c, int step) {
 // segments only record where the backward has got to, for the forwards beside it
 // (hold_forward).
 static void copy_segments(pipe *p, const chunk_tmpl *t) {
-  if (p->left_cap < t->nseg) {
-    p->left_cap = t->nseg;
-    p->left_ev = realloc(p->left_ev, sizeof(int) * (size_t)p->left_cap);
-    if (!p->left_ev) abort();
+  struct left_marks *left = &p->left[p->compute != 0];
+  if (left->cap < t->nseg) {
+    left->cap = t->nseg;
+    left->ev = realloc(left->ev, sizeof(int) * (size_t)left->cap);
+    if (!left->ev) abort();
   }
   for (int s = 0; s < t->nseg; s++) {
     int dep = t->seg_dep[s];
@@ -278,11 +287,11 @@ static void copy_segments(pipe *p, const chunk_tmpl *t) {
     copy_ops(p, &t->ops, t->seg_first[s], t->seg_first[s + 1]);
     int ev = p->out->nevents++;
     if (p->seg_event) p->seg_event[s] = ev;
-    p->left_ev[s] = ev;
+    left->ev[s] = ev;
     event_op(p, DHX_L_RECORD, p->compute, ev, "backward left the layer");
   }
-  p->nleft = t->nseg;
-  p->left_stream = p->compute;
+  left->n = t->nseg;
+  p->latest = p->compute != 0;
 }
 
 // A paired forward beside the backward of the other strand takes a layer's activations only
@@ -290,15 +299,22 @@ static void copy_segments(pipe *p, const chunk_tmpl *t) {
 // its segment s - 1. Free, a forward (half a backward's work) runs ahead and both micro-batches'
 // activations are live at once; held, the two together hold about one block's and two layers.
 // The backward comes before the forward in the stage's order, so the wait is one the unpaired
-// stream keeps anyway and adds no cycle.
+// stream keeps anyway and adds no cycle. Which backward: in 1F1B and interleaved, the one
+// written last before the forward, when the other strand runs it (the forward comes before
+// the backward it runs beside, so none is held). In a W, the other strand's latest: the
+// strands of a W (dhx_fold_strands) put a forward on the strand that did not run the block
+// listed before it only where that keeps the most neighbours apart, and a forward listed
+// after a backward of its own strand would otherwise run free ahead of the other's.
 static void hold_forward(pipe *p, const chunk_tmpl *t) {
-  if (p->left_stream < 0 || p->left_stream == p->compute || !t->nfseg || !p->nleft) {
+  int beside = p->g->fold ? p->compute == 0 : p->latest;
+  const struct left_marks *left = beside >= 0 ? &p->left[beside] : NULL;
+  if (!left || beside == (p->compute != 0) || !t->nfseg || !left->n) {
     copy_ops(p, &t->ops, 0, t->nfwd);
     return;
   }
   for (int s = 0; s < t->nfseg; s++) {
     if (s >= 1)
-      event_op(p, DHX_L_WAIT, p->compute, p->left_ev[s - 1 < p->nleft ? s - 1 : p->nleft - 1],
+      event_op(p, DHX_L_WAIT, p->compute, left->ev[s - 1 < left->n ? s - 1 : left->n - 1],
                "the backward beside left a layer");
     copy_ops(p, &t->ops, t->fseg_first[s], t->fseg_first[s + 1]);
   }
@@ -540,14 +556,45 @@ static int second_strand_stream(const dhx_graph *g) {
   return s;
 }
 
+// The strand of micro-batch m on this stage (strand_of: per micro-batch, or NULL for m % 2).
+static int strand_at(const pipe *p, int m) { return p->strand_of ? p->strand_of[m] : m % 2; }
+
+// Paired in a W: a block starts only once the other strand has ended every block listed
+// before the latest one it has begun, the block this one runs beside. The strands of a W are
+// not one forward and one backward in turn as in 1F1B: a strand may hold several forwards in a
+// row, and with only the stream order and hold_forward between them one strand ran blocks
+// ahead of the other while it waited for a transfer, holding their activations besides (a
+// quarter more arena on a small W). Every wait is for a block listed earlier, as in the
+// unpaired order, so it adds no cycle.
+static void keep_strands_close(pipe *p, int m) {
+  int other = !strand_at(p, m), ev = p->g->fold ? p->block_end[other][1] : -1;
+  if (ev >= 0) event_op(p, DHX_L_WAIT, p->compute, ev, "the other strand ended the block before");
+}
+
+// Records that micro-batch m's block ended (with event `ev`, or a new one when -1), in a W.
+static void block_ended(pipe *p, int m, int ev) {
+  if (!p->g->fold) return;
+  if (ev < 0) {
+    ev = p->out->nevents++;
+    event_op(p, DHX_L_RECORD, p->compute, ev, "block done");
+  }
+  int *end = p->block_end[strand_at(p, m)];
+  end[1] = end[0];
+  end[0] = ev;
+}
+
 // The forward block of micro-batch m through chunk c. Paired (strand: the two strands'
 // streams), its micro-batch's strand computes it.
 static void forward_block(pipe *p, int m, int c, const int *strand) {
-  if (strand) {
-    p->compute = strand[m % 2];
-    p->comm = p->strand_comm[m % 2];
+  if (!strand) {
+    forward(p, m, c);
+    return;
   }
+  p->compute = strand[strand_at(p, m)];
+  p->comm = p->strand_comm[strand_at(p, m)];
+  keep_strands_close(p, m);
   forward(p, m, c);
+  block_ended(p, m, -1);
 }
 
 // The backward block of micro-batch m through chunk c. Paired, each backward waits for the
@@ -558,13 +605,15 @@ static void backward_block(pipe *p, int m, int c, const int *strand, int *done) 
     backward(p, m, c);
     return;
   }
-  p->compute = strand[m % 2];
-  p->comm = p->strand_comm[m % 2];
+  p->compute = strand[strand_at(p, m)];
+  p->comm = p->strand_comm[strand_at(p, m)];
+  keep_strands_close(p, m);
   if (*done >= 0 && !p->seg_event)  // one chunk: its segments wait instead (copy_segments)
     event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
   backward(p, m, c);
   *done = p->out->nevents++;
   event_op(p, DHX_L_RECORD, p->compute, *done, "backward done");
+  block_ended(p, m, *done);
 }
 
 // Paired, the compute stream waits for the other strand's last backward before the step goes on.
@@ -732,6 +781,55 @@ dhx_fold_block *dhx_fold_order(int pp, int micro, int stage) {
   return order;
 }
 
+// Paired strands in a W: the strand each micro-batch computes on at stage `stage`, from the
+// stage's order (n blocks). Strands pay where blocks listed next to each other run on
+// different strands, and the W interleaves its blocks differently on each stage: with pp 2 the
+// top runs F(m+4) f(m+3) b(m+3) B(m) and the bottom F(m+2) b(m) f(m+2) B(m), so m % 2, right
+// for 1F1B, puts the bottom stage's whole steady state on one strand, and no rule of m alone
+// suits every stage. The strands are the two sides of a cut of the graph whose edges join the
+// micro-batches of neighbouring blocks; local search from m % 2 and from (m / pp) % 2 flips a
+// micro-batch while that cuts more edges, and the larger cut wins (the first on a tie). It
+// runs the same on every rank, so a stage knows its neighbours' strands.
+int *dhx_fold_strands(const dhx_fold_block *order, int n, int micro, int pp) {
+  int *first = calloc((size_t)micro + 1, sizeof(int)), *adj = malloc(sizeof(int) * 2 * (size_t)n);
+  int *fill = calloc((size_t)micro + 1, sizeof(int)), *best = malloc(sizeof(int) * (size_t)micro);
+  int *side = malloc(sizeof(int) * (size_t)micro);
+  if (!first || !adj || !fill || !best || !side) abort();
+  for (int i = 1; i < n; i++)  // the neighbours of each micro-batch, as offsets first[m]..
+    if (order[i - 1].m != order[i].m) first[order[i - 1].m + 1]++, first[order[i].m + 1]++;
+  for (int m = 0; m < micro; m++) first[m + 1] += first[m];
+  for (int i = 1; i < n; i++) {
+    int a = order[i - 1].m, b = order[i].m;
+    if (a == b) continue;
+    adj[first[a] + fill[a]++] = b;
+    adj[first[b] + fill[b]++] = a;
+  }
+  int best_cut = -1;
+  for (int start = 0; start < 2; start++) {
+    for (int m = 0; m < micro; m++) side[m] = start == 0 ? m % 2 : (m / pp) % 2;
+    for (bool flipped = true; flipped;) {  // each flip cuts more edges: at most n - 1 passes
+      flipped = false;
+      for (int m = 0; m < micro; m++) {
+        int gain = 0;
+        for (int k = first[m]; k < first[m + 1]; k++) gain += side[adj[k]] == side[m] ? 1 : -1;
+        if (gain > 0) side[m] ^= 1, flipped = true;
+      }
+    }
+    int cut = 0;
+    for (int m = 0; m < micro; m++)
+      for (int k = first[m]; k < first[m + 1]; k++) cut += side[adj[k]] != side[m];
+    if (cut > best_cut) {
+      best_cut = cut;
+      memcpy(best, side, sizeof(int) * (size_t)micro);
+    }
+  }
+  free(first);
+  free(adj);
+  free(fill);
+  free(side);
+  return best;
+}
+
 // When each gradient this stage sends may be waited for (settle_after): at the first message
 // from the receiving stage that it sends after receiving the gradient, from a block on the
 // same compute stream (unpaired: any; paired: the same strand), so that the message cannot
@@ -751,7 +849,7 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
   struct {
     int stage, n;
     dhx_fold_block *order;
-    int *pos;
+    int *pos, *strand;  // strand: per micro-batch (NULL: m % 2)
   } peers[2] = {{.stage = -1}, {.stage = -1}};
   for (int k = 0; k < n; k++) {
     const dhx_fold_block *b = &mine[k];
@@ -761,6 +859,8 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
     if (peers[j].stage < 0) {
       peers[j].stage = x;
       peers[j].order = stage_order(g, x, micro, paired, &peers[j].n);
+      if (paired && g->fold)
+        peers[j].strand = dhx_fold_strands(peers[j].order, peers[j].n, micro, g->pp);
       peers[j].pos = malloc(sizeof(int) * keys);
       if (!peers[j].pos) abort();
       for (int i = 0; i < peers[j].n; i++) {
@@ -775,7 +875,8 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
     for (int i = peers[j].pos[message_key(g, b->m, dhx_chunk_local(g, gc - 1), true)]; i < npeer;
          i++) {
       const dhx_fold_block *o = &peer[i];
-      if (paired && o->m % 2 != b->m % 2) continue;
+      const int *st = peers[j].strand;
+      if (paired && (st ? st[o->m] != st[b->m] : o->m % 2 != b->m % 2)) continue;
       int from = dhx_global_chunk(g, x, o->c), to = o->backward ? from - 1 : from + 1;
       if (to < 0 || to > last || dhx_chunk_stage(g, to) != s) continue;
       size_t key = message_key(g, o->m, dhx_chunk_local(g, to), o->backward);
@@ -788,6 +889,7 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
   for (int j = 0; j < 2; j++) {
     free(peers[j].order);
     free(peers[j].pos);
+    free(peers[j].strand);
   }
 }
 
@@ -822,7 +924,8 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
       dhx_defer_collectives(g, &tmpl[c].ops, tmpl[c].nseg, tmpl[c].seg_first);
     segment_forward(&tmpl[c]);
   }
-  p.left_stream = -1;
+  p.latest = -1;
+  for (int i = 0; i < 4; i++) p.block_end[i / 2][i % 2] = -1;
   if (g->strands && v == 1) {  // with chunks, whole backwards follow each other
     p.seg_event = malloc(sizeof(int) * (size_t)(tmpl[0].nseg ? tmpl[0].nseg : 1));
     if (!p.seg_event) abort();
@@ -844,6 +947,9 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   }
   int n;
   dhx_fold_block *order = stage_order(g, g->pp_rank, micro, strand != NULL, &n);
+  free(g->strand_of);
+  g->strand_of = NULL;
+  if (strand && g->fold) p.strand_of = g->strand_of = dhx_fold_strands(order, n, micro, g->pp);
   plan_gradient_settles(&p, order, n, micro, strand != NULL);
   // Every micro-batch copies each chunk's ops, with a tensor for at most each of them, besides
   // the transfers and events between blocks (a few per block).
@@ -855,7 +961,8 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   free(order);
   finish(&p);
   free(p.seg_event);
-  free(p.left_ev);
+  free(p.left[0].ev);
+  free(p.left[1].ev);
   for (int i = 0; i < v; i++) {
     free(tmpl[i].fseg_first);
     free(tmpl[i].ops.ops);
