@@ -237,7 +237,7 @@ typedef struct liveness {
   int *first, *last;                     // per activation (local index): its first and last
                                          //   use (positions in the list), -1: unused,
   int64_t *size;                         //   its bytes in the arena,
-  bool *odd;                             //   whether an odd micro-batch uses it first
+  bool *odd;                             //   whether strand 1's micro-batch uses it first
   int *order, n;                         // the used activations (tensor ids) by first use
   int64_t *at;                           // per tensor in `order`: its offset as placed
   int *only_on;                          // per tensor in `order`: the one stream all its uses
@@ -255,7 +255,7 @@ typedef struct liveness {
 // How place() lays the activations out.
 typedef enum placing {
   FIRST_FIT,  // each at the lowest offset where it fits
-  TWO_ENDED,  // those first used by an odd micro-batch at the highest below a ceiling
+  TWO_ENDED,  // those first used by strand 1's micro-batches at the highest below a ceiling
   CEILING,    // none: only a ceiling for TWO_ENDED
 } placing;
 
@@ -436,8 +436,9 @@ static void find_streams(liveness *v) {
 // Paired strands defeat plain first fit: one micro-batch's backward frees its activations from
 // the top of its stack down while the next micro-batch's forward allocates, so first fit puts
 // the newcomer's first tensors in the top holes and then has to grow above them. So paired
-// programs are placed two-ended as well: odd micro-batches stack down from a ceiling while even
-// ones stack up from the base, each filling what the other frees; the smallest layout is kept.
+// programs are placed two-ended as well: strand 1's micro-batches (the odd ones; in a W, those
+// its stage gives it, g->strand_of) stack down from a ceiling while strand 0's stack up from the
+// base, each filling what the other frees; the smallest layout is kept.
 // The ceiling that suits depends on the schedule: with one stage, the most bytes any tensor may
 // be live with (CEILING) leaves each strand the room it needs; in a pipeline, where many
 // micro-batches are in flight, that bound is far above what first fit needs (llama_65b_a800x64,

@@ -71,6 +71,9 @@ typedef struct chunk_tmpl {
   // must have ended before segment s starts.
   int nseg;
   int *seg_first, *seg_dep;
+  // In a W: the shared state each segment touches, touch[touch_first[s] .. touch_first[s + 1]),
+  // each once (NULL: a view of persistent tensors, and whole backwards follow each other).
+  int *touch_first, *touch;
   // Paired strands: the forward cut the same way, fseg_first[s] the first op of its segment s
   // (nfseg of them, fseg_first[nfseg] = nfwd).
   int nfseg;
@@ -96,6 +99,9 @@ typedef struct pipe {
   int compute;              // the stream the block's compute runs on (a strand's; 0 unpaired)
   int comm;                 // the stream the block's template collectives run on (async_comm.c)
   int ev_base;              // the block's first event: template event e becomes ev_base + e
+  int *touch_event;         // paired in a W, per shared tensor: the event recorded at the end of
+  int *touch_stream;        // the latest backward segment that touched it, and its stream
+                            // (-1: none yet; NULL: whole backwards follow each other)
   int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
                             // the latest backward (-1: none yet)
   int strand_comm[2];       // each strand's communication stream (async collectives)
@@ -263,6 +269,23 @@ static int neighbour(const dhx_graph *g, int c, int step) {
   return dhx_chunk_stage(g, dhx_global_chunk(g, g->pp_rank, c) + step);
 }
 
+// In a W, a backward segment waits for the segments of the other strand that last touched the
+// state it touches (each distinct event once): the gradients of each weight accumulate in the
+// order the stage lists its backwards, whichever chunk and strand they belong to, while
+// backwards that touch different weights (the two chunks', or another layer's) run side by side.
+static void wait_for_touched(pipe *p, const chunk_tmpl *t, int s) {
+  int waited[8], nwaited = 0;
+  for (int k = t->touch_first[s]; k < t->touch_first[s + 1]; k++) {
+    int x = t->touch[k], ev = p->touch_event[x];
+    if (ev < 0 || p->touch_stream[x] == p->compute) continue;
+    bool again = false;
+    for (int i = 0; i < nwaited; i++) again |= waited[i] == ev;
+    if (again) continue;
+    event_op(p, DHX_L_WAIT, p->compute, ev, "the other strand's backward left the state");
+    if (nwaited < 8) waited[nwaited++] = ev;
+  }
+}
+
 // A backward of paired strands, segment by segment: each waits for the segment of the
 // previous backward that last touches the same weights and gradients, and records its own end
 // when a later segment of the next backward may wait for it. So the gradients of each layer
@@ -270,9 +293,11 @@ static int neighbour(const dhx_graph *g, int c, int step) {
 // layers as soon as the previous one has left them: the two strands' backwards overlap like a
 // wavefront instead of one waiting for the whole of the other.
 //
-// With chunks (p->seg_event NULL) whole backwards follow each other (backward_block) and the
-// segments only record where the backward has got to, for the forwards beside it
-// (hold_forward).
+// In a W (p->touch_event) a segment waits instead for the other strand's segments that last
+// touched the state it touches, since the stage's two chunks have weights of their own and the
+// backward listed before may be the other chunk's (wait_for_touched). Interleaved (neither),
+// whole backwards follow each other (backward_block). Either way the segments record where
+// the backward has got to, for the forwards beside it (hold_forward).
 static void copy_segments(pipe *p, const chunk_tmpl *t) {
   struct left_marks *left = &p->left[p->compute != 0];
   if (left->cap < t->nseg) {
@@ -284,9 +309,15 @@ static void copy_segments(pipe *p, const chunk_tmpl *t) {
     int dep = t->seg_dep[s];
     if (p->seg_event && dep >= 0 && p->seg_event[dep] >= 0)
       event_op(p, DHX_L_WAIT, p->compute, p->seg_event[dep], "previous backward left the layer");
+    if (p->touch_event) wait_for_touched(p, t, s);
     copy_ops(p, &t->ops, t->seg_first[s], t->seg_first[s + 1]);
     int ev = p->out->nevents++;
     if (p->seg_event) p->seg_event[s] = ev;
+    if (p->touch_event)
+      for (int k = t->touch_first[s]; k < t->touch_first[s + 1]; k++) {
+        p->touch_event[t->touch[k]] = ev;
+        p->touch_stream[t->touch[k]] = p->compute;
+      }
     left->ev[s] = ev;
     event_op(p, DHX_L_RECORD, p->compute, ev, "backward left the layer");
   }
@@ -441,6 +472,36 @@ static int cut_by_layer(const dhx_oplist *l, int from, int to, int *first) {
   return n;
 }
 
+// In a W: the shared state each backward segment of t touches (chunk_tmpl.touch), each tensor
+// once per segment.
+static void list_touched_state(const dhx_graph *g, chunk_tmpl *t) {
+  const dhx_oplist *l = &t->ops;
+  int *seen = malloc(sizeof(int) * (size_t)g->ntensors), n = 0, cap = 16;
+  t->touch_first = malloc(sizeof(int) * (size_t)(t->nseg + 1));
+  t->touch = malloc(sizeof(int) * (size_t)cap);
+  if (!seen || !t->touch_first || !t->touch) abort();
+  for (int i = 0; i < g->ntensors; i++) seen[i] = -1;
+  for (int s = 0; s < t->nseg; s++) {
+    t->touch_first[s] = n;
+    for (int i = t->seg_first[s]; i < t->seg_first[s + 1]; i++)
+      for (int j = 0; j < l->ops[i].nargs; j++) {
+        const dhx_operand *a = &l->ops[i].args[j];
+        if (a->kind != DHX_ARG_BUF || l->ops[i].dead || !shared_state(g, a->tensor) ||
+            seen[a->tensor] == s)
+          continue;
+        seen[a->tensor] = s;
+        if (n == cap) {
+          cap *= 2;
+          t->touch = realloc(t->touch, sizeof(int) * (size_t)cap);
+          if (!t->touch) abort();
+        }
+        t->touch[n++] = a->tensor;
+      }
+  }
+  t->touch_first[t->nseg] = n;
+  free(seen);
+}
+
 // Cuts t's backward into segments of one layer each and finds what each must wait for
 // (chunk_tmpl). A view of persistent tensors (any of them) makes every segment wait for the
 // whole previous backward, as if unsegmented.
@@ -472,6 +533,7 @@ static void segment_backward(const dhx_graph *g, chunk_tmpl *t) {
     t->seg_dep[s] = dep;
   }
   free(last);
+  if (g->fold && !view) list_touched_state(g, t);
 }
 
 // Cuts t's forward into segments of one layer each (fseg_first), for hold_forward.
@@ -608,7 +670,7 @@ static void backward_block(pipe *p, int m, int c, const int *strand, int *done) 
   p->compute = strand[strand_at(p, m)];
   p->comm = p->strand_comm[strand_at(p, m)];
   keep_strands_close(p, m);
-  if (*done >= 0 && !p->seg_event)  // one chunk: its segments wait instead (copy_segments)
+  if (*done >= 0 && !p->seg_event && !p->touch_event)  // else its segments wait instead
     event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
   backward(p, m, c);
   *done = p->out->nevents++;
@@ -617,8 +679,12 @@ static void backward_block(pipe *p, int m, int c, const int *strand, int *done) 
 }
 
 // Paired, the compute stream waits for the other strand's last backward before the step goes on.
+// In a W with backwards side by side, that is the other strand's last block, whichever ends last.
 static void end_strands(pipe *p, int done) {
-  if (p->compute != 0) event_op(p, DHX_L_WAIT, 0, done, "the other strand done");
+  if (p->touch_event && p->block_end[1][0] >= 0)
+    event_op(p, DHX_L_WAIT, 0, p->block_end[1][0], "the other strand done");
+  else if (!p->touch_event && p->compute != 0)
+    event_op(p, DHX_L_WAIT, 0, done, "the other strand done");
   p->compute = 0;
 }
 
@@ -926,10 +992,18 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   }
   p.latest = -1;
   for (int i = 0; i < 4; i++) p.block_end[i / 2][i % 2] = -1;
-  if (g->strands && v == 1) {  // with chunks, whole backwards follow each other
+  if (g->strands && v == 1) {  // chunks: a W's wait by state (below), interleaved whole
     p.seg_event = malloc(sizeof(int) * (size_t)(tmpl[0].nseg ? tmpl[0].nseg : 1));
     if (!p.seg_event) abort();
     for (int s = 0; s < tmpl[0].nseg; s++) p.seg_event[s] = -1;
+  }
+  bool side_by_side = g->strands && g->fold;  // backwards of the W (wait_for_touched)
+  for (int c = 0; c < v; c++) side_by_side &= tmpl[c].touch != NULL;
+  if (side_by_side) {
+    p.touch_event = malloc(sizeof(int) * (size_t)g->ntensors);
+    p.touch_stream = malloc(sizeof(int) * (size_t)g->ntensors);
+    if (!p.touch_event || !p.touch_stream) abort();
+    for (int i = 0; i < g->ntensors; i++) p.touch_event[i] = p.touch_stream[i] = -1;
   }
   int streams[2] = {0, second_strand_stream(g)};
   const int *strand = g->strands ? streams : NULL;
@@ -961,6 +1035,8 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   free(order);
   finish(&p);
   free(p.seg_event);
+  free(p.touch_event);
+  free(p.touch_stream);
   free(p.left[0].ev);
   free(p.left[1].ev);
   for (int i = 0; i < v; i++) {
@@ -968,6 +1044,8 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
     free(tmpl[i].ops.ops);
     free(tmpl[i].seg_first);
     free(tmpl[i].seg_dep);
+    free(tmpl[i].touch_first);
+    free(tmpl[i].touch);
     tmpl[i] = (chunk_tmpl){.d_in = tmpl[i].d_in, .d_out = tmpl[i].d_out};
   }
   eval_program(g, loss_scale, micro, tmpl);

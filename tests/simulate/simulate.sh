@@ -6,8 +6,8 @@
 #   outputs    the SVG and the Chrome trace are written for a W-folded pipeline with paired
 #              strands, and nothing is left out (no note on stderr)
 #   fold       a pipeline folded into a W (fold: w) simulates sanely, and its bubble is about
-#              the plain 1F1B pipeline's (no more than 1.5x); paired, its step is at least a
-#              tenth shorter
+#              the plain 1F1B pipeline's (no more than 1.5x); paired, its step is at least
+#              15% shorter
 #   searches   with paired strands, search none, greedy and dp all simulate sanely, and the
 #              modelled time of dp's alignments is no more than greedy's or the unaligned sum
 #   qwd        compress { params: qwd } at zero 1 is simulated (no note leaves it out): less
@@ -112,15 +112,16 @@ case $1 in
     echo "pp 2: step $(field "$work/plain" step_time_s) s, bubble $p s;" \
       "folded into a W: step $(field "$work/w" step_time_s) s, bubble $w s"
     gt "$(python3 -c "print(1.5 * $p)")" "$w"
-    # Paired, the W's strands run beside each other (dhx_fold_strands): a tenth off the step.
-    # With micro-batch m on strand m % 2 the bottom stage ran four blocks at a time on one
-    # strand, and pairing took 8% off.
+    # Paired, the W's strands run beside each other (dhx_fold_strands) and so do their
+    # backwards where they touch different state (wait_for_touched): 18% off the step. With
+    # micro-batch m on strand m % 2 the bottom stage ran four blocks at a time on one strand,
+    # and pairing took 8% off; with whole backwards one after another, 12%.
     sim "$in" --set schedule.parallel.dp=1 --set schedule.parallel.pp=2 \
       --set schedule.strands.fold=w --set schedule.strands.pair=on > "$work/wp"
     sane "$work/wp"
     u=$(field "$work/w" step_time_s) q=$(field "$work/wp" step_time_s)
     echo "folded into a W, paired: step $q s"
-    gt "$(python3 -c "print(0.9 * $u)")" "$q" ;;
+    gt "$(python3 -c "print(0.85 * $u)")" "$q" ;;
   searches)
     for s in none greedy dp; do
       sim "$in" --set schedule.strands.pair=on --set schedule.strands.search=$s > "$work/$s"
