@@ -71,8 +71,8 @@ typedef struct chunk_tmpl {
   // must have ended before segment s starts.
   int nseg;
   int *seg_first, *seg_dep;
-  // In a W: the shared state each segment touches, touch[touch_first[s] .. touch_first[s + 1]),
-  // each once (NULL: a view of persistent tensors, and whole backwards follow each other).
+  // With chunks: the shared state each segment touches, each once, touch[touch_first[s] ..
+  // touch_first[s + 1]) (NULL: a view of persistent tensors; whole backwards follow each other).
   int *touch_first, *touch;
   // Paired strands: the forward cut the same way, fseg_first[s] the first op of its segment s
   // (nfseg of them, fseg_first[nfseg] = nfwd).
@@ -99,9 +99,9 @@ typedef struct pipe {
   int compute;              // the stream the block's compute runs on (a strand's; 0 unpaired)
   int comm;                 // the stream the block's template collectives run on (async_comm.c)
   int ev_base;              // the block's first event: template event e becomes ev_base + e
-  int *touch_event;         // paired in a W, per shared tensor: the event recorded at the end of
-  int *touch_stream;        // the latest backward segment that touched it, and its stream
-                            // (-1: none yet; NULL: whole backwards follow each other)
+  int *touch_event;         // paired with chunks, per shared tensor: the event recorded at the
+  int *touch_stream;        // end of the latest backward segment that touched it, and its
+                            // stream (-1: none yet; NULL: whole backwards follow each other)
   int *seg_event;           // paired, one chunk: per segment, the event recorded at its end by
                             // the latest backward (-1: none yet)
   int strand_comm[2];       // each strand's communication stream (async collectives)
@@ -114,8 +114,8 @@ typedef struct pipe {
     int *ev;
   } left[2];
   int latest;
-  int block_end[2][2];      // paired in a W: per strand, the events its latest two blocks
-                            // recorded as they ended (-1: none; keep_strands_close)
+  int block_end[2][2];      // paired in a W or with chunks: per strand, the events its latest
+                            // two blocks recorded as they ended (-1: none; keep_strands_close)
   const int *strand_of;     // g->strand_of
   int alias_from, alias_to; // folded, stage pp-1: chunk 0's output gradient is chunk 1's input
                             // gradient, handed over in place (-1: none)
@@ -269,10 +269,11 @@ static int neighbour(const dhx_graph *g, int c, int step) {
   return dhx_chunk_stage(g, dhx_global_chunk(g, g->pp_rank, c) + step);
 }
 
-// In a W, a backward segment waits for the segments of the other strand that last touched the
-// state it touches (each distinct event once): the gradients of each weight accumulate in the
-// order the stage lists its backwards, whichever chunk and strand they belong to, while
-// backwards that touch different weights (the two chunks', or another layer's) run side by side.
+// With chunks (a W, or interleaved), a backward segment waits for the segments of the other
+// strand that last touched the state it touches (each distinct event once): the gradients of
+// each weight accumulate in the order the stage lists its backwards, whichever chunk and strand
+// they belong to, while backwards that touch different weights (another chunk's, or another
+// layer's) run side by side.
 static void wait_for_touched(pipe *p, const chunk_tmpl *t, int s) {
   int waited[8], nwaited = 0;
   for (int k = t->touch_first[s]; k < t->touch_first[s + 1]; k++) {
@@ -293,11 +294,11 @@ static void wait_for_touched(pipe *p, const chunk_tmpl *t, int s) {
 // layers as soon as the previous one has left them: the two strands' backwards overlap like a
 // wavefront instead of one waiting for the whole of the other.
 //
-// In a W (p->touch_event) a segment waits instead for the other strand's segments that last
-// touched the state it touches, since the stage's two chunks have weights of their own and the
-// backward listed before may be the other chunk's (wait_for_touched). Interleaved (neither),
-// whole backwards follow each other (backward_block). Either way the segments record where
-// the backward has got to, for the forwards beside it (hold_forward).
+// With chunks (p->touch_event) a segment waits instead for the other strand's segments that
+// last touched the state it touches, since each chunk has weights of its own and the backward
+// listed before may be another chunk's (wait_for_touched); where a view of persistent tensors
+// hides what is touched, whole backwards follow each other (backward_block). Either way the
+// segments record where the backward has got to, for the forwards beside it (hold_forward).
 static void copy_segments(pipe *p, const chunk_tmpl *t) {
   struct left_marks *left = &p->left[p->compute != 0];
   if (left->cap < t->nseg) {
@@ -472,7 +473,7 @@ static int cut_by_layer(const dhx_oplist *l, int from, int to, int *first) {
   return n;
 }
 
-// In a W: the shared state each backward segment of t touches (chunk_tmpl.touch), each tensor
+// With chunks: the shared state each backward segment of t touches (chunk_tmpl.touch), each tensor
 // once per segment.
 static void list_touched_state(const dhx_graph *g, chunk_tmpl *t) {
   const dhx_oplist *l = &t->ops;
@@ -533,7 +534,7 @@ static void segment_backward(const dhx_graph *g, chunk_tmpl *t) {
     t->seg_dep[s] = dep;
   }
   free(last);
-  if (g->fold && !view) list_touched_state(g, t);
+  if (g->chunks > 1 && !view) list_touched_state(g, t);
 }
 
 // Cuts t's forward into segments of one layer each (fseg_first), for hold_forward.
@@ -633,9 +634,10 @@ static void keep_strands_close(pipe *p, int m) {
   if (ev >= 0) event_op(p, DHX_L_WAIT, p->compute, ev, "the other strand ended the block before");
 }
 
-// Records that micro-batch m's block ended (with event `ev`, or a new one when -1), in a W.
+// Records that micro-batch m's block ended (with event `ev`, or a new one when -1), in a W or
+// with backwards side by side (end_strands).
 static void block_ended(pipe *p, int m, int ev) {
-  if (!p->g->fold) return;
+  if (!p->g->fold && !p->touch_event) return;
   if (ev < 0) {
     ev = p->out->nevents++;
     event_op(p, DHX_L_RECORD, p->compute, ev, "block done");
@@ -679,7 +681,7 @@ static void backward_block(pipe *p, int m, int c, const int *strand, int *done) 
 }
 
 // Paired, the compute stream waits for the other strand's last backward before the step goes on.
-// In a W with backwards side by side, that is the other strand's last block, whichever ends last.
+// With backwards side by side, that is strand 1's last block, whichever ends last.
 static void end_strands(pipe *p, int done) {
   if (p->touch_event && p->block_end[1][0] >= 0)
     event_op(p, DHX_L_WAIT, 0, p->block_end[1][0], "the other strand done");
@@ -992,12 +994,12 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   }
   p.latest = -1;
   for (int i = 0; i < 4; i++) p.block_end[i / 2][i % 2] = -1;
-  if (g->strands && v == 1) {  // chunks: a W's wait by state (below), interleaved whole
+  if (g->strands && v == 1) {  // chunks wait by state (below)
     p.seg_event = malloc(sizeof(int) * (size_t)(tmpl[0].nseg ? tmpl[0].nseg : 1));
     if (!p.seg_event) abort();
     for (int s = 0; s < tmpl[0].nseg; s++) p.seg_event[s] = -1;
   }
-  bool side_by_side = g->strands && g->fold;  // backwards of the W (wait_for_touched)
+  bool side_by_side = g->strands && v > 1;  // backwards by state (wait_for_touched)
   for (int c = 0; c < v; c++) side_by_side &= tmpl[c].touch != NULL;
   if (side_by_side) {
     p.touch_event = malloc(sizeof(int) * (size_t)g->ntensors);
