@@ -436,9 +436,9 @@ static void find_streams(liveness *v) {
 // Paired strands defeat plain first fit: one micro-batch's backward frees its activations from
 // the top of its stack down while the next micro-batch's forward allocates, so first fit puts
 // the newcomer's first tensors in the top holes and then has to grow above them. So paired
-// programs are placed two-ended as well: strand 1's micro-batches (the odd ones; in a W, those
-// its stage gives it, g->strand_of) stack down from a ceiling while strand 0's stack up from the
-// base, each filling what the other frees; the smallest layout is kept.
+// programs are placed two-ended as well: strand 1's micro-batches (dhx_strand_of) stack down
+// from a ceiling while strand 0's stack up from the base, each filling what the other frees;
+// the smallest layout is kept.
 // The ceiling that suits depends on the schedule: with one stage, the most bytes any tensor may
 // be live with (CEILING) leaves each strand the room it needs; in a pipeline, where many
 // micro-batches are in flight, that bound is far above what first fit needs (llama_65b_a800x64,
@@ -513,9 +513,8 @@ static void find_uses(liveness *v, int prog, const int8_t *act_of) {
       if (v->first[lt] < 0) {
         v->first[lt] = i;
         v->size[lt] = align_up(dhx_tensor_alloc_bytes(&g->tensors[t]));
-        int m = op->at.micro;  // the strand's, for paired strands
-        v->odd[lt] = g->strand_of && l == &g->prog[DHX_PROG_MICRO] && m >= 0 ? g->strand_of[m]
-                                                                             : m % 2;
+        int m = op->at.micro;
+        v->odd[lt] = m >= 0 ? dhx_strand_of(g, m) : true;
         int k = v->n++;
         for (; k > seen && v->order[k - 1] > t; k--) v->order[k] = v->order[k - 1];
         v->order[k] = t;

@@ -83,9 +83,8 @@ typedef struct dhx_fold_block {
 // The 4·micro blocks of stage `stage` of a W of pp stages in the order it runs them (pipeline.c
 // explains the order); the caller frees it.
 dhx_fold_block *dhx_fold_order(int pp, int micro, int stage);
-// Paired strands in a W: the strand (0 or 1) of each micro-batch on the stage whose n blocks
-// run in `order`; the caller frees it.
-int *dhx_fold_strands(const dhx_fold_block *order, int n, int micro, int pp);
+// Paired strands: the strand (0 or 1) micro-batch m computes on, on every stage (pipeline.c).
+int dhx_strand_of(const dhx_graph *g, int m);
 // shard_sp.c: sequence parallelism on top of dhx_shard_tensor_parallel's rewrite: outside the
 // split regions, activations hold this rank's token rows; column-split linears all-gather their
 // input, row-split linears reduce-scatter their output. Reports what it cannot split at the op.

@@ -11,8 +11,8 @@
 // the pipeline's idle time by about v. Folded into a W (two chunks per stage, going down and
 // coming back up), the blocks run in an order found by simulating the W (dhx_fold_order,
 // below). With paired strands (schedule) the blocks of micro-batch m compute on strand
-// m % 2's stream (in a W, the strand its stage picks: dhx_fold_strands), so each forward runs
-// beside a backward.
+// m % 2's stream (in a W, (m / pp) % 2's: dhx_strand_of), so each forward runs beside a
+// backward.
 // Each block's copy of its template gets its own activation tensors (the memory planner lets
 // copies whose lifetimes do not overlap share bytes), its slot of the token, target and loss
 // buffers, and the transfers around it:
@@ -116,7 +116,6 @@ typedef struct pipe {
   int latest;
   int block_end[2][2];      // paired in a W or with chunks: per strand, the events its latest
                             // two blocks recorded as they ended (-1: none; keep_strands_close)
-  const int *strand_of;     // g->strand_of
   int alias_from, alias_to; // folded, stage pp-1: chunk 0's output gradient is chunk 1's input
                             // gradient, handed over in place (-1: none)
 } pipe;
@@ -333,10 +332,9 @@ static void copy_segments(pipe *p, const chunk_tmpl *t) {
 // The backward comes before the forward in the stage's order, so the wait is one the unpaired
 // stream keeps anyway and adds no cycle. Which backward: in 1F1B and interleaved, the one
 // written last before the forward, when the other strand runs it (the forward comes before
-// the backward it runs beside, so none is held). In a W, the other strand's latest: the
-// strands of a W (dhx_fold_strands) put a forward on the strand that did not run the block
-// listed before it only where that keeps the most neighbours apart, and a forward listed
-// after a backward of its own strand would otherwise run free ahead of the other's.
+// the backward it runs beside, so none is held). In a W, the other strand's latest: a W stage
+// lists several blocks of one strand in a row (dhx_strand_of), and a forward listed after a
+// backward of its own strand would otherwise run free ahead of the other's.
 static void hold_forward(pipe *p, const chunk_tmpl *t) {
   int beside = p->g->fold ? p->compute == 0 : p->latest;
   const struct left_marks *left = beside >= 0 ? &p->left[beside] : NULL;
@@ -619,8 +617,17 @@ static int second_strand_stream(const dhx_graph *g) {
   return s;
 }
 
-// The strand of micro-batch m on this stage (strand_of: per micro-batch, or NULL for m % 2).
-static int strand_at(const pipe *p, int m) { return p->strand_of ? p->strand_of[m] : m % 2; }
+// Paired strands: micro-batch m's strand. In 1F1B and interleaved, m % 2: with the warm-up
+// rounded up to odd each forward runs beside the backward of the micro-batch before it. A W
+// stage runs, in its steady state, the forward of micro-batch m + pp beside the backward of m
+// (the bottom stage of pp 2: F(m+2) b(m) f(m+2) B(m)), so there micro-batches go to the strands
+// in groups of pp: m % 2 would put the bottom stage's whole steady state on one strand, four
+// blocks at a time. (A max cut of the graph joining the micro-batches of neighbouring blocks,
+// stage by stage, parts more neighbours on the top stage but simulated 0.2-4.5% slower,
+// docs/parallelism.md.)
+int dhx_strand_of(const dhx_graph *g, int m) { return g->fold ? (m / g->pp) % 2 : m % 2; }
+
+static int strand_at(const pipe *p, int m) { return dhx_strand_of(p->g, m); }
 
 // Paired in a W: a block starts only once the other strand has ended every block listed
 // before the latest one it has begun, the block this one runs beside. The strands of a W are
@@ -849,55 +856,6 @@ dhx_fold_block *dhx_fold_order(int pp, int micro, int stage) {
   return order;
 }
 
-// Paired strands in a W: the strand each micro-batch computes on at stage `stage`, from the
-// stage's order (n blocks). Strands pay where blocks listed next to each other run on
-// different strands, and the W interleaves its blocks differently on each stage: with pp 2 the
-// top runs F(m+4) f(m+3) b(m+3) B(m) and the bottom F(m+2) b(m) f(m+2) B(m), so m % 2, right
-// for 1F1B, puts the bottom stage's whole steady state on one strand, and no rule of m alone
-// suits every stage. The strands are the two sides of a cut of the graph whose edges join the
-// micro-batches of neighbouring blocks; local search from m % 2 and from (m / pp) % 2 flips a
-// micro-batch while that cuts more edges, and the larger cut wins (the first on a tie). It
-// runs the same on every rank, so a stage knows its neighbours' strands.
-int *dhx_fold_strands(const dhx_fold_block *order, int n, int micro, int pp) {
-  int *first = calloc((size_t)micro + 1, sizeof(int)), *adj = malloc(sizeof(int) * 2 * (size_t)n);
-  int *fill = calloc((size_t)micro + 1, sizeof(int)), *best = malloc(sizeof(int) * (size_t)micro);
-  int *side = malloc(sizeof(int) * (size_t)micro);
-  if (!first || !adj || !fill || !best || !side) abort();
-  for (int i = 1; i < n; i++)  // the neighbours of each micro-batch, as offsets first[m]..
-    if (order[i - 1].m != order[i].m) first[order[i - 1].m + 1]++, first[order[i].m + 1]++;
-  for (int m = 0; m < micro; m++) first[m + 1] += first[m];
-  for (int i = 1; i < n; i++) {
-    int a = order[i - 1].m, b = order[i].m;
-    if (a == b) continue;
-    adj[first[a] + fill[a]++] = b;
-    adj[first[b] + fill[b]++] = a;
-  }
-  int best_cut = -1;
-  for (int start = 0; start < 2; start++) {
-    for (int m = 0; m < micro; m++) side[m] = start == 0 ? m % 2 : (m / pp) % 2;
-    for (bool flipped = true; flipped;) {  // each flip cuts more edges: at most n - 1 passes
-      flipped = false;
-      for (int m = 0; m < micro; m++) {
-        int gain = 0;
-        for (int k = first[m]; k < first[m + 1]; k++) gain += side[adj[k]] == side[m] ? 1 : -1;
-        if (gain > 0) side[m] ^= 1, flipped = true;
-      }
-    }
-    int cut = 0;
-    for (int m = 0; m < micro; m++)
-      for (int k = first[m]; k < first[m + 1]; k++) cut += side[adj[k]] != side[m];
-    if (cut > best_cut) {
-      best_cut = cut;
-      memcpy(best, side, sizeof(int) * (size_t)micro);
-    }
-  }
-  free(first);
-  free(adj);
-  free(fill);
-  free(side);
-  return best;
-}
-
 // When each gradient this stage sends may be waited for (settle_after): at the first message
 // from the receiving stage that it sends after receiving the gradient, from a block on the
 // same compute stream (unpaired: any; paired: the same strand), so that the message cannot
@@ -917,7 +875,7 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
   struct {
     int stage, n;
     dhx_fold_block *order;
-    int *pos, *strand;  // strand: per micro-batch (NULL: m % 2)
+    int *pos;
   } peers[2] = {{.stage = -1}, {.stage = -1}};
   for (int k = 0; k < n; k++) {
     const dhx_fold_block *b = &mine[k];
@@ -927,8 +885,6 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
     if (peers[j].stage < 0) {
       peers[j].stage = x;
       peers[j].order = stage_order(g, x, micro, paired, &peers[j].n);
-      if (paired && g->fold)
-        peers[j].strand = dhx_fold_strands(peers[j].order, peers[j].n, micro, g->pp);
       peers[j].pos = malloc(sizeof(int) * keys);
       if (!peers[j].pos) abort();
       for (int i = 0; i < peers[j].n; i++) {
@@ -943,8 +899,7 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
     for (int i = peers[j].pos[message_key(g, b->m, dhx_chunk_local(g, gc - 1), true)]; i < npeer;
          i++) {
       const dhx_fold_block *o = &peer[i];
-      const int *st = peers[j].strand;
-      if (paired && (st ? st[o->m] != st[b->m] : o->m % 2 != b->m % 2)) continue;
+      if (paired && dhx_strand_of(g, o->m) != dhx_strand_of(g, b->m)) continue;
       int from = dhx_global_chunk(g, x, o->c), to = o->backward ? from - 1 : from + 1;
       if (to < 0 || to > last || dhx_chunk_stage(g, to) != s) continue;
       size_t key = message_key(g, o->m, dhx_chunk_local(g, to), o->backward);
@@ -957,7 +912,6 @@ static void plan_gradient_settles(pipe *p, const dhx_fold_block *mine, int n, in
   for (int j = 0; j < 2; j++) {
     free(peers[j].order);
     free(peers[j].pos);
-    free(peers[j].strand);
   }
 }
 
@@ -1023,9 +977,6 @@ void dhx_lower_pipeline(dhx_graph *g, int micro, double loss_scale) {
   }
   int n;
   dhx_fold_block *order = stage_order(g, g->pp_rank, micro, strand != NULL, &n);
-  free(g->strand_of);
-  g->strand_of = NULL;
-  if (strand && g->fold) p.strand_of = g->strand_of = dhx_fold_strands(order, n, micro, g->pp);
   plan_gradient_settles(&p, order, n, micro, strand != NULL);
   // Every micro-batch copies each chunk's ops, with a tensor for at most each of them, besides
   // the transfers and events between blocks (a few per block).

@@ -57,7 +57,6 @@ void dhx_graph_free(dhx_graph *g) {
   free(g->tensors);
   free(g->nodes);
   free(g->sites);
-  free(g->strand_of);
   for (int i = 0; i < DHX_PROG_COUNT; i++) free(g->prog[i].ops);
   memset(g, 0, sizeof *g);
 }

@@ -244,8 +244,6 @@ typedef struct dhx_graph {
                                  //   probabilities (dhx_use_fused_attention)
   bool strands;                  // paired strands: micro-batches alternate between two strands,
                                  //   one's forward running beside the other's backward
-  int *strand_of;                // paired in a W: the strand of each micro-batch of MICRO
-                                 //   (dhx_fold_strands); NULL: micro-batch m's is m % 2
   bool strands_free;             // and no overlap search holds them (search: none;
                                  //   weight_grads.c)
   bool defer_collectives;        // free strands on a CPU cluster: the backward's collectives

@@ -101,49 +101,37 @@ static void orders_are_complete_bounded_and_runnable(void) {
     }
 }
 
-// Neighbouring blocks of different micro-batches on different strands (strand NULL: m % 2;
-// `pp`: (m / pp) % 2).
-static int cut_of(const dhx_fold_block *order, int n, const int *strand, int pp) {
-  int cut = 0;
-  for (int k = 1; k < n; k++) {
-    int a = order[k - 1].m, b = order[k].m;
-    int sa = strand ? strand[a] : pp ? (a / pp) % 2 : a % 2;
-    int sb = strand ? strand[b] : pp ? (b / pp) % 2 : b % 2;
-    cut += a != b && sa != sb;
-  }
-  return cut;
-}
-
-// Paired strands in a W (dhx_fold_strands): on every stage the strands part at least as many
-// neighbouring blocks as m % 2 or (m / pp) % 2 (the local search starts from both), and on
-// the bottom stage of pp 2, from the first backward to the last forward, at least three blocks
-// in four run on the other strand than the block before them (F(m+2) b(m) f(m+2) B(m) in
-// turn, then B(m) F(m+3) on one strand every other time), where m % 2 parts at most half.
+// Paired strands in a W (dhx_strand_of): micro-batches go to the strands in groups of pp. On
+// the bottom stage each forward of the leg going down listed just before the backward of the
+// leg coming up that it runs beside, F(m + pp) b(m), is on the other strand, and from the
+// first backward to the last forward at least three blocks in four run on the other strand
+// than the block before them, where m % 2 parts at most half (the whole steady state of pp 2
+// on one strand four blocks at a time).
 static void strands_part_neighbouring_blocks(void) {
   for (int pp = 2; pp <= 8; pp++)
-    for (int micro = 1; micro <= 40; micro += 3) {
-      for (int s = 0; s < pp; s++) {
-        dhx_fold_block *order = dhx_fold_order(pp, micro, s);
-        int n = 4 * micro, *strand = dhx_fold_strands(order, n, micro, pp);
-        for (int m = 0; m < micro; m++) CHECK(strand[m] == 0 || strand[m] == 1);
-        int cut = cut_of(order, n, strand, 0);
-        CHECK(cut >= cut_of(order, n, NULL, 0));
-        CHECK(cut >= cut_of(order, n, NULL, pp));
-        if (pp == 2 && s == 1 && micro >= 4) {
-          int first_b = 0, last_f = n - 1;
-          while (!order[first_b].backward) first_b++;
-          while (order[last_f].backward) last_f--;
-          int parted = 0, mod2 = 0;
-          for (int k = first_b; k <= last_f; k++) {
-            parted += strand[order[k].m] != strand[order[k - 1].m];
-            mod2 += order[k].m % 2 != order[k - 1].m % 2;
-          }
-          CHECK(4 * parted >= 3 * (last_f - first_b + 1));
-          CHECK(4 * mod2 <= 2 * (last_f - first_b + 1));
+    for (int micro = 2 * pp; micro <= 40; micro += 3) {
+      dhx_graph g = {.fold = true, .pp = pp};
+      int n = 4 * micro, s = pp - 1;
+      dhx_fold_block *order = dhx_fold_order(pp, micro, s);
+      int first_b = 0, last_f = n - 1, parted = 0, mod2 = 0, pairs = 0;
+      while (!order[first_b].backward) first_b++;
+      while (order[last_f].backward) last_f--;
+      for (int k = 1; k < n; k++) {
+        const dhx_fold_block *a = &order[k - 1], *b = &order[k];
+        int sa = dhx_strand_of(&g, a->m), sb = dhx_strand_of(&g, b->m);
+        CHECK(sa == 0 || sa == 1);
+        if (!a->backward && a->c == 0 && b->backward && b->c == 1 && a->m == b->m + pp) {
+          CHECK(sa != sb);
+          pairs++;
         }
-        free(strand);
-        free(order);
+        if (k < first_b || k > last_f) continue;
+        parted += sa != sb;
+        mod2 += a->m % 2 != b->m % 2;
       }
+      CHECK(pairs >= micro - pp);
+      CHECK(4 * parted >= 3 * (last_f - first_b + 1));
+      if (pp == 2) CHECK(4 * mod2 <= 2 * (last_f - first_b + 1));
+      free(order);
     }
 }
 

@@ -112,10 +112,11 @@ case $1 in
     echo "pp 2: step $(field "$work/plain" step_time_s) s, bubble $p s;" \
       "folded into a W: step $(field "$work/w" step_time_s) s, bubble $w s"
     gt "$(python3 -c "print(1.5 * $p)")" "$w"
-    # Paired, the W's strands run beside each other (dhx_fold_strands) and so do their
-    # backwards where they touch different state (wait_for_touched): 18% off the step. With
-    # micro-batch m on strand m % 2 the bottom stage ran four blocks at a time on one strand,
-    # and pairing took 8% off; with whole backwards one after another, 12%.
+    # Paired, the W's strands run beside each other (micro-batches in groups of pp,
+    # dhx_strand_of) and so do their backwards where they touch different state
+    # (wait_for_touched): 16% off the step. With micro-batch m on strand m % 2 and whole
+    # backwards one after another, the bottom stage ran four blocks at a time on one strand,
+    # and pairing took 8% off.
     sim "$in" --set schedule.parallel.dp=1 --set schedule.parallel.pp=2 \
       --set schedule.strands.fold=w --set schedule.strands.pair=on > "$work/wp"
     sane "$work/wp"
