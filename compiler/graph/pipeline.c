@@ -269,21 +269,19 @@ static int neighbour(const dhx_graph *g, int c, int step) {
 }
 
 // With chunks (a W, or interleaved), a backward segment waits for the segments of the other
-// strand that last touched the state it touches (each distinct event once): the gradients of
-// each weight accumulate in the order the stage lists its backwards, whichever chunk and strand
-// they belong to, while backwards that touch different weights (another chunk's, or another
-// layer's) run side by side.
+// strand that last touched the state it touches: the gradients of each weight accumulate in the
+// order the stage lists its backwards, whichever chunk and strand they belong to, while
+// backwards that touch different weights (another chunk's, or another layer's) run side by side.
+// The other strand records its segments' events in stream order, ids rising, so waiting for
+// the latest of them waits for all.
 static void wait_for_touched(pipe *p, const chunk_tmpl *t, int s) {
-  int waited[8], nwaited = 0;
+  int latest = -1;
   for (int k = t->touch_first[s]; k < t->touch_first[s + 1]; k++) {
-    int x = t->touch[k], ev = p->touch_event[x];
-    if (ev < 0 || p->touch_stream[x] == p->compute) continue;
-    bool again = false;
-    for (int i = 0; i < nwaited; i++) again |= waited[i] == ev;
-    if (again) continue;
-    event_op(p, DHX_L_WAIT, p->compute, ev, "the other strand's backward left the state");
-    if (nwaited < 8) waited[nwaited++] = ev;
+    int x = t->touch[k];
+    if (p->touch_stream[x] != p->compute && p->touch_event[x] > latest) latest = p->touch_event[x];
   }
+  if (latest >= 0)
+    event_op(p, DHX_L_WAIT, p->compute, latest, "the other strand's backward left the state");
 }
 
 // A backward of paired strands, segment by segment: each waits for the segment of the
@@ -623,22 +621,27 @@ static int second_strand_stream(const dhx_graph *g) {
 // (the bottom stage of pp 2: F(m+2) b(m) f(m+2) B(m)), so there micro-batches go to the strands
 // in groups of pp: m % 2 would put the bottom stage's whole steady state on one strand, four
 // blocks at a time. (A max cut of the graph joining the micro-batches of neighbouring blocks,
-// stage by stage, parts more neighbours on the top stage but simulated 0.2-4.5% slower,
+// stage by stage, parts more neighbours on the top stage but simulated up to 5% slower,
 // docs/parallelism.md.)
 int dhx_strand_of(const dhx_graph *g, int m) { return g->fold ? (m / g->pp) % 2 : m % 2; }
-
-static int strand_at(const pipe *p, int m) { return dhx_strand_of(p->g, m); }
 
 // Paired in a W: a block starts only once the other strand has ended every block listed
 // before the latest one it has begun, the block this one runs beside. The strands of a W are
 // not one forward and one backward in turn as in 1F1B: a strand may hold several forwards in a
 // row, and with only the stream order and hold_forward between them one strand ran blocks
 // ahead of the other while it waited for a transfer, holding their activations besides (a
-// quarter more arena on a small W). Every wait is for a block listed earlier, as in the
+// fifth more arena on a small W). Every wait is for a block listed earlier, as in the
 // unpaired order, so it adds no cycle.
 static void keep_strands_close(pipe *p, int m) {
-  int other = !strand_at(p, m), ev = p->g->fold ? p->block_end[other][1] : -1;
+  int other = !dhx_strand_of(p->g, m), ev = p->g->fold ? p->block_end[other][1] : -1;
   if (ev >= 0) event_op(p, DHX_L_WAIT, p->compute, ev, "the other strand ended the block before");
+}
+
+// Paired: micro-batch m's block computes on its strand's streams, kept close to the other.
+static void enter_strand(pipe *p, int m, const int *strand) {
+  p->compute = strand[dhx_strand_of(p->g, m)];
+  p->comm = p->strand_comm[dhx_strand_of(p->g, m)];
+  keep_strands_close(p, m);
 }
 
 // Records that micro-batch m's block ended (with event `ev`, or a new one when -1), in a W or
@@ -649,7 +652,7 @@ static void block_ended(pipe *p, int m, int ev) {
     ev = p->out->nevents++;
     event_op(p, DHX_L_RECORD, p->compute, ev, "block done");
   }
-  int *end = p->block_end[strand_at(p, m)];
+  int *end = p->block_end[dhx_strand_of(p->g, m)];
   end[1] = end[0];
   end[0] = ev;
 }
@@ -661,9 +664,7 @@ static void forward_block(pipe *p, int m, int c, const int *strand) {
     forward(p, m, c);
     return;
   }
-  p->compute = strand[strand_at(p, m)];
-  p->comm = p->strand_comm[strand_at(p, m)];
-  keep_strands_close(p, m);
+  enter_strand(p, m, strand);
   forward(p, m, c);
   block_ended(p, m, -1);
 }
@@ -676,9 +677,7 @@ static void backward_block(pipe *p, int m, int c, const int *strand, int *done) 
     backward(p, m, c);
     return;
   }
-  p->compute = strand[strand_at(p, m)];
-  p->comm = p->strand_comm[strand_at(p, m)];
-  keep_strands_close(p, m);
+  enter_strand(p, m, strand);
   if (*done >= 0 && !p->seg_event && !p->touch_event)  // else its segments wait instead
     event_op(p, DHX_L_WAIT, p->compute, *done, "previous backward done");
   backward(p, m, c);
